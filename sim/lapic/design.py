@@ -1,0 +1,99 @@
+"""The APIC fabric as a simulation design (configuration, Verilog top, waveform groups)."""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from rtl.instance import SeparateModule
+from rtl.lapic import ApicFabric, LocalApic
+from rtl.lapic.local_apic import check_n_vectors, local_apic_signature
+
+from ..build import Design
+
+__all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV"]
+
+CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
+
+
+@dataclass(frozen=True)
+class FabricConfig:
+    """Parameters of one fabric build (see :class:`rtl.lapic.ApicFabric`)."""
+    apic_ids: tuple
+    n_vectors: int = 256
+    bsp_index: int = 0
+    allow_duplicate_ids: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
+        check_n_vectors(self.n_vectors)
+
+    @classmethod
+    def contiguous(cls, n_cpus, **kwargs):
+        if not isinstance(n_cpus, int) or n_cpus < 1:
+            raise ValueError(f"n_cpus must be a positive integer, not {n_cpus!r}")
+        return cls(tuple(range(n_cpus)), **kwargs)
+
+    @property
+    def n_cpus(self):
+        return len(self.apic_ids)
+
+    @property
+    def label(self):
+        contiguous = self.apic_ids == tuple(range(self.n_cpus))
+        parts = [f"n{self.n_cpus}" + ("" if contiguous else "-sparse")]
+        if self.n_vectors != 256:
+            parts.append(f"v{self.n_vectors}")
+        if self.bsp_index:
+            parts.append(f"bsp{self.bsp_index}")
+        return "-".join(parts)
+
+    def to_json(self):
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_env(cls):
+        try:
+            return cls.from_json(os.environ[CONFIG_ENV])
+        except KeyError:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: run fabric testbenches through "
+                               f"pytest or 'apwake', which pass the configuration") from None
+
+
+class FabricDesign(Design):
+    """:class:`~rtl.lapic.ApicFabric` with one separately converted APIC module."""
+
+    name = "apwake_fabric"
+
+    def __init__(self, config):
+        self.config = config
+
+    @property
+    def apic_module(self):
+        return f"apwake_lapic_v{self.config.n_vectors}"
+
+    def parameters(self):
+        return asdict(self.config)
+
+    def separate_modules(self):
+        return {self.apic_module: LocalApic(n_vectors=self.config.n_vectors)}
+
+    def top(self):
+        c = self.config
+        return ApicFabric(c.apic_ids, n_vectors=c.n_vectors, bsp_index=c.bsp_index,
+                          allow_duplicate_ids=c.allow_duplicate_ids,
+                          apic_factory=lambda n_vectors: SeparateModule(local_apic_signature(),
+                                                                        self.apic_module))
+
+    def wave_groups(self, top):
+        names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+        groups = [("fabric", ["clk", "rst"] + [n for n in names if n.startswith("trace__")])]
+        for i, apic_id in enumerate(self.config.apic_ids):
+            ports = [n for n in names if n.startswith(f"cpu__{i}__")]
+            internals = [f"apic{i}.{n}" for n in ("irr", "isr", "esr_pending", "esr_visible",
+                                                   "tx_valid", "tx_msg", "tpr", "svr", "ldr")]
+            groups.append((f"APIC {i} (ID {apic_id:#x})", ports + internals))
+        return groups

@@ -1,0 +1,51 @@
+"""Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
+
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+
+from .bfm import ApicPort
+from .design import FabricConfig
+from .monitor import FabricMonitor
+
+__all__ = ["FabricEnv", "CLOCK_NS"]
+
+#: 100 MHz: the simulated clock of every fabric testbench.
+CLOCK_NS = 10
+
+
+class FabricEnv:
+    """Handles to a running ``apwake_fabric``: ``ports[i]`` per CPU, ``config``, ``monitor``."""
+
+    def __init__(self, dut, config):
+        self.dut = dut
+        self.config = config
+        self.ports = [ApicPort(dut, i, apic_id, clock_ns=CLOCK_NS)
+                      for i, apic_id in enumerate(config.apic_ids)]
+        self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS)
+
+    @classmethod
+    async def start(cls, dut, *, config=None, monitor=True):
+        env = cls(dut, config or FabricConfig.from_env())
+        Clock(dut.clk, CLOCK_NS, unit="ns").start()
+        dut.rst.value = 1
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        if monitor:
+            env.monitor.start()
+        return env
+
+    @property
+    def n(self):
+        return self.config.n_cpus
+
+    def port_of(self, apic_id):
+        for port in self.ports:
+            if port.apic_id == apic_id:
+                return port
+        raise KeyError(f"no CPU port has APIC ID {apic_id:#x}")
+
+    async def cycles(self, n):
+        for _ in range(n):
+            await RisingEdge(self.dut.clk)

@@ -1,0 +1,114 @@
+"""pytest as the entry point of the regression: every cocotb test is a pytest test.
+
+A pytest file declares which testbench runs on which configurations::
+
+    test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS)
+
+That yields one pytest item per (configuration, cocotb test), ``@cocotb.parametrize``
+expansions included.  All selected tests of one testbench and configuration run in one
+simulator process on one cached build (the first item runs them, the others read the result),
+so a configuration is compiled once however many tests use it.
+
+Options: ``--waves`` (or ``APWAKE_WAVES=1``) builds with FST tracing, writes one ``.fst`` and
+``.gtkw`` per testbench run under ``build/waves/`` and lists them at the end of the session.
+"""
+
+import importlib
+import logging
+import os
+
+import pytest
+
+__all__ = ["cocotb_tests", "applies_to"]
+
+_RESULTS = {}
+_WAVES = []
+
+
+def applies_to(predicate):
+    """Mark a cocotb test function as meaningful only for configurations where
+    ``predicate(config)`` holds (use it under ``@cocotb.test``)."""
+    def mark(func):
+        func.__apwake_applies__ = predicate
+        return func
+    return mark
+
+
+def _cocotb_test_names(module_name):
+    import cocotb._decorators as decorators
+    module = importlib.import_module(module_name)
+    names = []
+    for obj in vars(module).values():
+        if isinstance(obj, decorators.TestGenerator):
+            applies = getattr(obj.func, "__apwake_applies__", lambda config: True)
+            names += [(test.name, applies) for test in obj.generate_tests()]
+    return names
+
+
+def _waves_enabled(config):
+    return config.getoption("--waves") or os.environ.get("APWAKE_WAVES", "") not in ("", "0")
+
+
+def cocotb_tests(tb_module, configs, *, design=None):
+    """A pytest test function running the cocotb tests of ``tb_module`` on each of ``configs``
+    (:class:`sim.lapic.design.FabricConfig` by default built as a fabric design)."""
+    if design is None:
+        from .lapic.design import FabricDesign as design
+    names = _cocotb_test_names(tb_module)
+    params = [pytest.param(config, name, id=f"{config.label}-{name}")
+              for config in configs for name, applies in names if applies(config)]
+
+    @pytest.mark.parametrize(("config", "cocotb_test"), params)
+    def test(config, cocotb_test, request):
+        outcome, result = _group_outcome(request, tb_module, config, design, cocotb_test)
+        if outcome is None:
+            pytest.fail(f"{cocotb_test} did not report a result (simulator crashed?); "
+                        f"log {result.log_file}:\n{result.log_tail()}", pytrace=False)
+        if outcome.skipped:
+            pytest.skip(outcome.message or "skipped by the testbench")
+        if not outcome.passed:
+            pytest.fail(f"{cocotb_test} on {config.label}: {outcome.message}\n"
+                        f"--- simulator log {result.log_file} (tail) ---\n{result.log_tail()}",
+                        pytrace=False)
+
+    test.__doc__ = f"cocotb tests of {tb_module}"
+    return test
+
+
+def _group_outcome(request, tb_module, config, design, cocotb_test):
+    from .build import REPO_ROOT, build
+    from .lapic.design import CONFIG_ENV
+    from .run import run_cocotb
+
+    waves = _waves_enabled(request.config)
+    key = (tb_module, config, waves)
+    if key not in _RESULTS:
+        fn = request.node.function
+        selected = [item.callspec.params["cocotb_test"] for item in request.session.items
+                    if getattr(item, "function", None) is fn
+                    and item.callspec.params["config"] == config]
+        logging.getLogger("apwake.build").setLevel(logging.INFO)
+        the_build = build(design(config), waves=waves)
+        label = f"{config.label}"
+        waves_file = None
+        if waves:
+            waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
+        result = run_cocotb(the_build, tb_module, names=selected, label=label,
+                            extra_env={CONFIG_ENV: config.to_json()}, waves_file=waves_file)
+        if result.waves is not None:
+            _WAVES.append((result.waves, result.gtkw))
+        _RESULTS[key] = result
+    result = _RESULTS[key]
+    return result.outcomes.get(cocotb_test), result
+
+
+def pytest_addoption(parser):
+    parser.addoption("--waves", action="store_true", default=False,
+                     help="build with FST tracing and write a waveform (+ .gtkw) per testbench run")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _WAVES:
+        terminalreporter.section("waveforms")
+        for fst, gtkw in _WAVES:
+            terminalreporter.write_line(f"{fst}" + (f"  (view: gtkwave {gtkw})" if gtkw else ""))

@@ -1,0 +1,96 @@
+"""Runs cocotb testbenches on a cached build (:mod:`sim.build`) and reads their results."""
+
+import json
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import REPO_ROOT, _Verilator
+from .waves import write_gtkw
+
+__all__ = ["Outcome", "RunResult", "run_cocotb", "runs_dir"]
+
+
+@dataclass
+class Outcome:
+    name: str
+    passed: bool
+    skipped: bool = False
+    message: str = ""
+    sim_time_ns: float = 0.0
+
+
+@dataclass
+class RunResult:
+    outcomes: dict          # cocotb test name -> Outcome
+    log_file: Path
+    waves: Path | None
+    gtkw: Path | None
+
+    def log_tail(self, lines=150):
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"(no log at {self.log_file})"
+        return "\n".join(text[-lines:])
+
+
+def runs_dir():
+    return Path(os.environ.get("APWAKE_RUNS_DIR", REPO_ROOT / "build" / "runs"))
+
+
+def _read_results(path):
+    outcomes = {}
+    if not path.exists():
+        return outcomes
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name")
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        skipped = case.find("skipped") is not None
+        message = "" if failure is None else (failure.get("message") or failure.text or "failed")
+        outcomes[name] = Outcome(name=name, passed=failure is None and not skipped,
+                                 skipped=skipped, message=message,
+                                 sim_time_ns=float(case.get("sim_time_ns", 0) or 0))
+    return outcomes
+
+
+def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, waves_file=None,
+               seed=None):
+    """Run the cocotb tests ``names`` (all when None) of ``test_module`` on ``build``.
+
+    With a waveform build, the FST goes to ``waves_file`` (default: beside the run's log) and a
+    ``.gtkw`` is written next to it.
+    """
+    label = label or build.toplevel
+    run_dir = runs_dir() / f"{test_module}-{label}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    results = run_dir / "results.xml"
+    log_file = run_dir / "sim.log"
+    test_args = []
+    waves = None
+    if build.waves:
+        waves = Path(waves_file) if waves_file else run_dir / f"{label}.fst"
+        waves.parent.mkdir(parents=True, exist_ok=True)
+        test_args = ["--trace-file", str(waves.resolve())]
+    test_filter = None
+    if names:
+        test_filter = r"(^|\.)(" + "|".join(re.escape(n) for n in names) + r")$"
+    runner = _Verilator.get()
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.update(extra_env or {})
+    runner.test(test_module=test_module, hdl_toplevel=build.toplevel, hdl_toplevel_lang="verilog",
+                build_dir=build.build_dir,
+                test_dir=run_dir, test_filter=test_filter, extra_env=env, waves=build.waves,
+                test_args=test_args, results_xml=str(results), log_file=log_file,
+                seed=seed, timescale=("1ns", "1ps"))
+    gtkw = None
+    if waves is not None and waves.exists():
+        groups = json.loads((build.verilog_dir / "wave_groups.json").read_text())
+        gtkw = write_gtkw(waves, build.toplevel, groups)
+    return RunResult(outcomes=_read_results(results), log_file=log_file, waves=waves, gtkw=gtkw)

