@@ -84,11 +84,16 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
     runner = _Verilator.get()
     env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
-    runner.test(test_module=test_module, hdl_toplevel=build.toplevel, hdl_toplevel_lang="verilog",
-                build_dir=build.build_dir,
-                test_dir=run_dir, test_filter=test_filter, extra_env=env, waves=build.waves,
-                test_args=test_args, results_xml=str(results), log_file=log_file,
-                seed=seed, timescale=("1ns", "1ps"))
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=build.toplevel,
+                    hdl_toplevel_lang="verilog", build_dir=build.build_dir, test_dir=run_dir,
+                    test_filter=test_filter, extra_env=env, waves=build.waves,
+                    test_args=test_args, results_xml=str(results), log_file=log_file,
+                    seed=seed, timescale=("1ns", "1ps"))
+    except SystemExit:
+        # The runner exits when a test failed or the simulator died; the per-test outcomes
+        # (or their absence) in results.xml say which.
+        pass
     gtkw = None
     if waves is not None and waves.exists():
         groups = json.loads((build.verilog_dir / "wave_groups.json").read_text())

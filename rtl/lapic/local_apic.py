@@ -138,7 +138,7 @@ class LocalApic(wiring.Component):
         xapic_id = self.apic_id[0:8]
         # x2APIC logical ID (lapic.md §1): cluster in [31:16], one-hot position in [15:0].
         x2apic_ldr = Signal(32)
-        m.d.comb += x2apic_ldr.eq(Cat(Const(1, 16) << self.apic_id[0:4], self.apic_id[4:20]))
+        m.d.comb += x2apic_ldr.eq(Cat((Const(1, 16) << self.apic_id[0:4])[0:16], self.apic_id[4:20]))
 
         # --- priorities (lapic.md §5) -------------------------------------------------------
         irr_any, irrv = find_set(m, irr, highest=True, name="irrv")

@@ -19,7 +19,7 @@ def find_set(m, value, *, highest, name="ffs"):
     is set.
     """
     width = len(value)
-    nodes = [(value[i], Const(0, 1)) for i in range(width)]
+    nodes = [(value[i], Const(0, 0)) for i in range(width)]   # a leaf needs no index bits
     level = 0
     while len(nodes) > 1:
         merged = []
@@ -49,7 +49,7 @@ def min_tree(m, entries, *, name="min"):
 
     ``entries`` is a list of ``(valid, key)``; returns ``(any, index)`` signals.
     """
-    nodes = [(v, k, Const(0, 1)) for v, k in entries]
+    nodes = [(v, k, Const(0, 0)) for v, k in entries]
     level = 0
     while len(nodes) > 1:
         merged = []

@@ -10,13 +10,24 @@ awaited.  Signal names come from the RTL signature (:mod:`rtl.lapic.signatures`)
 import cocotb
 from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
 
-from rtl.lapic.layouts import ApicBase, MSR_IA32_APIC_BASE
+from rtl.lapic.layouts import (ApicBase, DeliveryMode, DestMode, Icr, Level, MSR_IA32_APIC_BASE,
+                               Shorthand, Trigger)
 from rtl.lapic.registers import Access, BY_NAME
 from rtl.lapic.signatures import Space
 
 from ..codec import pack, unpack
 
-__all__ = ["ApicPort", "GeneralProtection", "SimTimeout"]
+__all__ = ["ApicPort", "GeneralProtection", "SimTimeout", "make_icr"]
+
+
+def make_icr(vector=0, mode=DeliveryMode.FIXED, *, dest=0, dest_mode=DestMode.PHYSICAL,
+             shorthand=Shorthand.NONE, level=Level.ASSERT, trigger=Trigger.EDGE, x2apic=False):
+    """A 64-bit ICR value.  ``dest`` is the 8-bit xAPIC destination (placed in bits 63:56) or,
+    with ``x2apic``, the 32-bit x2APIC destination (bits 63:32)."""
+    if not x2apic and not 0 <= dest <= 0xFF:
+        raise ValueError(f"xAPIC destination must be 0 to 0xFF, not {dest:#x}")
+    return pack(Icr, vector=vector, delivery_mode=mode, dest_mode=dest_mode, shorthand=shorthand,
+                level=level, trigger=trigger, destination=dest if x2apic else dest << 24)
 
 
 class SimTimeout(AssertionError):
@@ -203,16 +214,17 @@ class ApicPort:
     async def acknowledge(self, event):
         """Pulse ``init_ack``, ``sipi_ack``, ``nmi_ack`` or ``smi_ack`` for one cycle."""
         handle = self._acks[event]
-        await self._sync()
         handle.value = 1
         await RisingEdge(self.clk)
         handle.value = 0
+        # Values read right after a clock edge are still the pre-edge ones: one more edge
+        # makes the acknowledge visible to the caller.
+        await RisingEdge(self.clk)
 
     async def inta(self):
         """Interrupt acknowledge: returns ``(vector, edge_ns)``; ``edge_ns`` is the clock edge
         at which the APIC moved the vector from IRR to ISR."""
         async with self._lock:
-            await self._sync()
             self._inta.value = 1
             await RisingEdge(self.clk)
             edge_ns = cocotb.utils.get_sim_time("ns")
@@ -223,7 +235,3 @@ class ApicPort:
             vector = int(self._inta_vector.value)
             await RisingEdge(self.clk)
         return vector, edge_ns
-
-    async def _sync(self):
-        """Make sure writes land in a writable phase right after a clock edge."""
-        await RisingEdge(self.clk)

@@ -9,7 +9,7 @@ can order accepts and acknowledges exactly.
 from dataclasses import dataclass
 
 import cocotb
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
 
 from rtl.lapic.layouts import FabricMessage
 
@@ -37,6 +37,7 @@ class FabricMonitor:
         self._accept = dut.trace__accept
         self._clock_ns = clock_ns
         self._task = None
+        self._recorded = Event()
         self.cycles = []
 
     def start(self):
@@ -48,6 +49,27 @@ class FabricMonitor:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    async def wait_for(self, count, *, timeout_cycles=10_000, what=None):
+        """Wait until ``count`` bus cycles have been recorded in total."""
+        if len(self.cycles) >= count:
+            return
+        deadline = Timer(timeout_cycles * self._clock_ns, "ns")
+        while len(self.cycles) < count:
+            self._recorded.clear()
+            if await First(self._recorded.wait(), deadline) is deadline:
+                raise AssertionError(
+                    f"fabric monitor: {len(self.cycles)} of {count} messages on the bus after "
+                    f"{timeout_cycles} cycles" + (f" ({what})" if what else ""))
+        # Recorded in the read-only phase before the receivers' clock edge; values read right
+        # after an edge are the pre-edge ones, so step two edges: the caller then sees the
+        # message's effects and may drive signals.
+        await RisingEdge(self._clk)
+        await RisingEdge(self._clk)
+
+    def since(self, start):
+        """The bus cycles recorded from index ``start`` on."""
+        return self.cycles[start:]
 
     async def _run(self):
         while True:
@@ -62,4 +84,5 @@ class FabricMonitor:
                 msg=unpack(FabricMessage, int(self._msg.value)),
                 accept=frozenset(i for i in range(len(self._accept)) if accept >> i & 1),
             ))
+            self._recorded.set()
             await RisingEdge(self._clk)
