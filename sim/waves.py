@@ -9,8 +9,8 @@ from vcd.gtkw import GTKWSave
 
 __all__ = ["write_gtkw", "SCOPE"]
 
-#: Hierarchy prefix of the top's signals in Verilator's trace (cocotb's harness adds TOP).
-SCOPE = "TOP.{top}."
+#: Hierarchy prefix of the top's signals in Verilator's FST trace.
+SCOPE = "{top}."
 
 
 def write_gtkw(wave_file, top, groups, *, out=None):

@@ -1,0 +1,68 @@
+"""Constructors reject bad parameters with messages that name the field and the value."""
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+from rtl.instance import SeparateModule
+from rtl.lapic import ApicFabric, LocalApic
+from rtl.lapic.layouts import Icr
+from rtl.lapic.local_apic import local_apic_signature
+from rtl.lapic.priority import RoundRobinArbiter
+from rtl.lapic.signatures import TraceSignature
+from sim.codec import pack, unpack
+from sim.lapic.design import FabricConfig
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    (dict(apic_ids=[]), ValueError, r"apic_ids must list 1 to 255 APIC IDs"),
+    (dict(apic_ids=list(range(256))), ValueError, r"apic_ids must list 1 to 255"),
+    (dict(apic_ids=[0, "1"]), TypeError, r"apic_ids\[1\] must be an integer, not '1'"),
+    (dict(apic_ids=[0, 0xFF]), ValueError, r"apic_ids\[1\] = 0xff is not an xAPIC ID"),
+    (dict(apic_ids=[0, -1]), ValueError, r"apic_ids\[1\] = -0x1 is not an xAPIC ID"),
+    (dict(apic_ids=[4, 5, 4]), ValueError, r"apic_ids\[2\] = 0x4 repeats apic_ids\[0\]"),
+    (dict(apic_ids=[0, 1], bsp_index=2), ValueError, r"bsp_index must be a port index from 0 to 1, not 2"),
+    (dict(apic_ids=[0], n_vectors=100), ValueError, r"n_vectors must be one of \(32, 64, 128, 256\), not 100"),
+])
+def test_fabric_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ApicFabric(**kwargs)
+
+
+def test_duplicate_ids_allowed_on_request():
+    assert ApicFabric([3, 3], allow_duplicate_ids=True).n_cpus == 2
+
+
+def test_local_apic_parameters():
+    with pytest.raises(ValueError, match=r"n_vectors must be one of .* not 48"):
+        LocalApic(n_vectors=48)
+
+
+def test_fabric_config():
+    with pytest.raises(ValueError, match=r"n_cpus must be a positive integer, not 0"):
+        FabricConfig.contiguous(0)
+    with pytest.raises(ValueError, match=r"n_vectors must be one of"):
+        FabricConfig((0, 1), n_vectors=12)
+    config = FabricConfig((0x10, 0x03), n_vectors=64, bsp_index=1)
+    assert FabricConfig.from_json(config.to_json()) == config
+    assert config.label == "n2-sparse-v64-bsp1"
+
+
+def test_other_parameters():
+    with pytest.raises(ValueError, match=r"RoundRobinArbiter n must be an integer from 1 to 256, not 0"):
+        RoundRobinArbiter(0)
+    with pytest.raises(TypeError, match=r"n_ports must be a positive integer, not 0"):
+        TraceSignature(n_ports=0)
+    with pytest.raises(ValueError, match=r"module_name must be a Verilog identifier, not 'a b'"):
+        SeparateModule(local_apic_signature(), "a b")
+
+
+def test_codec_round_trip_and_errors():
+    value = pack(Icr, vector=0x9A, delivery_mode=6, destination=0x0300_0000)
+    assert value == 0x0300_0000_0000_069A
+    fields = unpack(Icr, value)
+    assert fields["vector"] == 0x9A and fields["delivery_mode"].name == "STARTUP"
+    with pytest.raises(ValueError, match=r"field vector = 256 does not fit in 8 bits"):
+        pack(Icr, vector=256)
+    with pytest.raises(ValueError, match=r"'vectr' is not a field"):
+        pack(Icr, vectr=1)
