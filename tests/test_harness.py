@@ -4,6 +4,7 @@ error a machine without g++ or make gets."""
 import logging
 
 import pytest
+import pywellen
 
 from sim import toolchain
 from sim.build import build, cache_paths
@@ -32,7 +33,6 @@ def test_second_build_neither_converts_nor_compiles(caplog):
 
 
 def test_waveform_has_per_apic_groups():
-    pywellen = pytest.importorskip("pywellen")
     config = FabricConfig((0x05, 0x22))
     the_build = build(FabricDesign(config), waves=True)
     result = run_cocotb(the_build, "cocotb_tests.lapic.tb_ipi", names=["test_init_sipi"],
