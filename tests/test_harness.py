@@ -42,10 +42,17 @@ def test_waveform_has_per_apic_groups():
     gtkw = result.gtkw.read_text()
     assert "-APIC 0 (ID 0x5)" in gtkw and "-APIC 1 (ID 0x22)" in gtkw and "-fabric" in gtkw
     traces = [line.strip() for line in gtkw.splitlines() if line.startswith("apwake_fabric.")]
-    in_file = {str(var)[4:-1] for var in pywellen.Waveform(str(result.waves)).all_vars()}
-    missing = [t for t in traces if t not in in_file]
-    assert traces and not missing, f"traces in the .gtkw that the FST lacks: {missing}"
-    assert "apwake_fabric.apic1.irr" in traces
+    widths = {str(var)[4:-1]: var.bitwidth
+              for var in pywellen.Waveform(str(result.waves)).all_vars()}
+
+    def in_file(trace):   # "name" for one bit, "name[msb:0]" for vectors, as GTKWave wants
+        name, _, bits = trace.partition("[")
+        width = int(bits.split(":")[0]) + 1 if bits else 1
+        return widths.get(name) == width
+
+    wrong = [t for t in traces if not in_file(t)]
+    assert traces and not wrong, f"traces in the .gtkw that the FST lacks: {wrong}"
+    assert "apwake_fabric.apic1.irr[255:0]" in traces and "not in the waveform" not in gtkw
 
 
 def test_missing_compiler_is_named(monkeypatch):
