@@ -1,7 +1,9 @@
 """The ``apwake`` command line.
 
-``apwake demo``   INIT-SIPI-SIPI broadcast on the APIC fabric, with a waveform.
-``apwake registers``   the local APIC register map (Markdown), from the one register table.
+``apwake list``                      the scenarios
+``apwake run SCENARIO [options]``    run one on the APIC fabric with the CPU models
+``apwake bench``                     simulation speed figures (see docs/PERFORMANCE.md)
+``apwake registers``                 the local APIC register map (Markdown)
 """
 
 import argparse
@@ -11,51 +13,87 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "run_scenario_cli"]
 
 
-def _demo(args):
+def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None):
+    """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
+    dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
     from .build import REPO_ROOT, build
     from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
     from .run import run_cocotb
+    from .scenarios.bringup import ScenarioOptions
+    from .scenarios.report import plot_timeline
 
-    config = FabricConfig.contiguous(args.cpus)
-    waves = None if args.no_waves else Path(args.waves or REPO_ROOT / "build" / "demo" /
-                                            "init-sipi-broadcast.fst")
+    options = options or ScenarioOptions()
+    config = FabricConfig.contiguous(cpus)
     started = time.monotonic()
     the_build = build(FabricDesign(config), waves=waves is not None)
-    report_file = REPO_ROOT / "build" / "demo" / "report.json"
-    report_file.parent.mkdir(parents=True, exist_ok=True)
+    build_s = time.monotonic() - started
+    out = REPO_ROOT / "build" / "scenarios"
+    out.mkdir(parents=True, exist_ok=True)
+    label = label or f"{name}-n{cpus}"
+    report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
-    result = run_cocotb(the_build, "sim.scenarios.init_sipi_broadcast", label="demo",
-                        extra_env={CONFIG_ENV: config.to_json(), "APWAKE_REPORT": str(report_file)},
+    env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": name,
+           "APWAKE_SCENARIO_OPTIONS": json.dumps(options.to_dict()),
+           "APWAKE_REPORT": str(report_file), "APWAKE_WAVES_FILE": str(waves) if waves else ""}
+    result = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env,
                         waves_file=waves)
-    outcome = result.outcomes.get("init_sipi_broadcast")
     if not report_file.exists():
-        print(f"demo failed before reporting; log {result.log_file}:\n{result.log_tail(60)}")
-        return 1
+        raise RuntimeError(f"scenario {name} ended without a report; simulator log "
+                           f"{result.log_file}:\n{result.log_tail(60)}")
     report = json.loads(report_file.read_text())
-    print(f"INIT-SIPI-SIPI broadcast on {report['cpus']} local APICs "
-          f"({report['bus_messages']} fabric messages, {report['sim_time_ns'] / 1000:.1f} us "
-          f"simulated, {time.monotonic() - started:.1f} s wall)")
-    print(f"{'port':>4} {'APIC ID':>7} {'role':>4} {'INIT at':>10} {'SIPI at':>10} "
-          f"{'starts at':>10} {'2nd SIPI':>9}")
-    for cpu in report["cpus_detail"]:
-        if cpu["role"] == "BSP":
-            print(f"{cpu['port']:>4} {cpu['apic_id']:>#7x} {'BSP':>4} {'-':>10} {'-':>10} "
-                  f"{'running':>10} {'-':>9}")
-            continue
-        print(f"{cpu['port']:>4} {cpu['apic_id']:>#7x} {'AP':>4} {cpu['init_ns']:>8.0f}ns "
-              f"{cpu['sipi_ns']:>8.0f}ns {cpu['start_address']:>#10x} "
-              f"{'ignored' if cpu['ignored_sipis'] else '-':>9}")
-    print(f"BSP ESR after the SIPIs: {report['esr_after']:#x}")
-    if result.waves:
-        print(f"waveform: {result.waves}")
-        print(f"GTKWave view (signals grouped per APIC): gtkwave {result.gtkw}")
-    if outcome is None or not outcome.passed:
-        print(f"FAILED: {outcome.message if outcome else 'no result'} (log {result.log_file})")
-        return 1
+    report["build_s"] = round(build_s, 2)
+    report["build_reused"] = the_build.binary_reused
+    if result.gtkw:
+        report["gtkw"] = str(result.gtkw)
+    if timeline:
+        plot_timeline(report, timeline)
+        report["timeline_picture"] = str(timeline)
+    return report
+
+
+def _run(args):
+    from .scenarios.bringup import SCENARIOS, ScenarioOptions
+    from .scenarios.report import format_report
+
+    if args.scenario not in SCENARIOS:
+        print(f"apwake: unknown scenario {args.scenario!r}; 'apwake list' shows them", file=sys.stderr)
+        return 2
+    if args.timeline and Path(args.timeline).suffix not in (".png", ".svg"):
+        print(f"apwake: --timeline must end in .png or .svg, not {args.timeline!r}", file=sys.stderr)
+        return 2
+    options = ScenarioOptions(seed=args.seed, method=args.method, time_scale=args.time_scale,
+                              sipi_before_init=not args.kvm, nr_cpus=args.nr_cpus,
+                              callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
+                              unresponsive=args.unresponsive)
+    report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
+                              waves=Path(args.waves).resolve() if args.waves else None,
+                              timeline=Path(args.timeline).resolve() if args.timeline else None)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+        if report.get("waves"):
+            print(f"waveform: {report['waves']}")
+            print(f"GTKWave view (grouped per APIC): gtkwave {report.get('gtkw')}")
+        if report.get("timeline_picture"):
+            print(f"timeline picture: {report['timeline_picture']}")
+    return 0 if report["passed"] else 1
+
+
+def _list(args):
+    from .scenarios.bringup import SCENARIOS
+    width = max(len(n) for n in SCENARIOS)
+    for name, scenario in SCENARIOS.items():
+        print(f"{name:<{width}}  {scenario.description}")
     return 0
+
+
+def _bench(args):
+    from .bench import main as bench_main
+    return bench_main(args)
 
 
 def _registers(args):
@@ -64,20 +102,46 @@ def _registers(args):
     return 0
 
 
+def _cpus(text):
+    value = int(text)
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"--cpus must be 1 to 255, not {value}")
+    return value
+
+
 def main(argv=None):
+    from .cpu.platform import DEFAULT_TIME_SCALE
+
     parser = argparse.ArgumentParser(prog="apwake", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="INIT-SIPI-SIPI broadcast on the APIC fabric")
-    demo.add_argument("--cpus", type=int, default=8, help="number of CPUs (1-255, default 8)")
-    demo.add_argument("--waves", metavar="FILE.fst", help="where to write the waveform")
-    demo.add_argument("--no-waves", action="store_true", help="skip the waveform build")
-    demo.set_defaults(func=_demo)
-    registers = sub.add_parser("registers", help="print the local APIC register map")
-    registers.set_defaults(func=_registers)
+    sub.add_parser("list", help="list the scenarios").set_defaults(func=_list)
+    run = sub.add_parser("run", help="run a scenario")
+    run.add_argument("scenario")
+    run.add_argument("--cpus", type=_cpus, default=8, help="CPUs (1-255, default 8)")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--waves", metavar="FILE.fst", help="write an FST waveform (+ .gtkw)")
+    run.add_argument("--timeline", metavar="FILE.png|svg", help="draw each CPU's state over time")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    run.add_argument("--method", default="modern", choices=["modern", "legacy"],
+                     help="init-sipi timing (lapic.md §6.3)")
+    run.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE,
+                     help=f"factor on guest software delays (default {DEFAULT_TIME_SCALE})")
+    run.add_argument("--kvm", action="store_true",
+                     help="APs start UNINITIALIZED and drop a SIPI before INIT, as in KVM")
+    run.add_argument("--nr-cpus", type=int, help="the kernel brings up at most this many CPUs")
+    run.add_argument("--callin-timeout-ms", type=float, default=10_000,
+                     help="how long the BSP waits for an AP (guest ms, Linux: 10000)")
+    run.add_argument("--ipis", type=int, default=20, help="ipi-storm: IPIs per CPU")
+    run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
+                     help="this CPU never runs code (wedged); repeatable")
+    run.set_defaults(func=_run)
+    bench = sub.add_parser("bench", help="simulation speed figures")
+    bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255)")
+    bench.add_argument("--no-icarus", action="store_true", help="skip the Icarus comparison")
+    bench.set_defaults(func=_bench)
+    sub.add_parser("registers", help="print the local APIC register map").set_defaults(func=_registers)
     args = parser.parse_args(argv)
-    if getattr(args, "cpus", 1) is not None and not 1 <= getattr(args, "cpus", 1) <= 255:
-        parser.error(f"--cpus must be 1 to 255, not {args.cpus}")
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     # the cocotb runner echoes every command line; build.log in the build folder keeps them
     logging.getLogger("apwake.verilator").setLevel(logging.WARNING)
     from .toolchain import ToolchainError
@@ -86,6 +150,9 @@ def main(argv=None):
     except ToolchainError as error:
         print(f"apwake: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        print(f"apwake: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -103,16 +103,19 @@ class ApicPort:
             self._write.value = int(write)
             self._wdata.value = wdata
             self._req_valid.value = 1
-            for cycle in range(timeout_cycles):
-                await ReadOnly()
-                ready = bool(self._req_ready.value)
-                await RisingEdge(self.clk)
-                if ready:
-                    break
-            else:
+            try:
+                for cycle in range(timeout_cycles):
+                    await ReadOnly()
+                    ready = bool(self._req_ready.value)
+                    await RisingEdge(self.clk)
+                    if ready:
+                        break
+                else:
+                    raise SimTimeout(f"{self.name}: {what} not taken within {timeout_cycles} "
+                                     f"cycles (req_ready stayed low)")
+            finally:
+                # also when the caller is cancelled (a CPU reset by INIT mid-access)
                 self._req_valid.value = 0
-                raise SimTimeout(f"{self.name}: {what} not taken within {timeout_cycles} "
-                                 f"cycles (req_ready stayed low)")
             self.last_access_ns = cocotb.utils.get_sim_time("ns")
             self.cycles_per_access.append(cycle + 1)
             self._req_valid.value = 0
@@ -215,8 +218,10 @@ class ApicPort:
         """Pulse ``init_ack``, ``sipi_ack``, ``nmi_ack`` or ``smi_ack`` for one cycle."""
         handle = self._acks[event]
         handle.value = 1
-        await RisingEdge(self.clk)
-        handle.value = 0
+        try:
+            await RisingEdge(self.clk)
+        finally:
+            handle.value = 0
         # Values read right after a clock edge are still the pre-edge ones: one more edge
         # makes the acknowledge visible to the caller.
         await RisingEdge(self.clk)
@@ -226,9 +231,11 @@ class ApicPort:
         at which the APIC moved the vector from IRR to ISR."""
         async with self._lock:
             self._inta.value = 1
-            await RisingEdge(self.clk)
+            try:
+                await RisingEdge(self.clk)
+            finally:
+                self._inta.value = 0      # exactly one INTA edge, even if cancelled
             edge_ns = cocotb.utils.get_sim_time("ns")
-            self._inta.value = 0
             await ReadOnly()
             if not self._inta_done.value:
                 raise AssertionError(f"{self.name}: no inta_done after INTA")

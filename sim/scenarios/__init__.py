@@ -1,2 +1,5 @@
-"""Scenarios run from the command line (``apwake demo``); each is a cocotb module that writes a
-JSON report to the path in ``APWAKE_REPORT``."""
+"""Bring-up scenarios: named, parameterised runs of the CPU models on the APIC fabric.
+
+:mod:`.bringup` defines them, :mod:`.report` turns a run into a timeline, a summary, JSON and a
+picture, :mod:`.entry` is the cocotb module the command line runs them in.
+"""

@@ -1,0 +1,184 @@
+"""INIT-SIPI bring-up with the CPU models (lapic.md §6): the four scenarios, and the corner
+cases the kernel discussions argue about (SIPI to a running CPU, the second SIPI, a SIPI vector
+with no code, INIT to the BSP, an AP that never answers, KVM's SIPI-before-INIT, nr_cpus)."""
+
+import cocotb
+
+from rtl.lapic.layouts import DeliveryMode, Trigger
+from sim.cpu.linux import TRAMPOLINE, BootMethod
+from sim.cpu.model import MpState, RESET_VECTOR
+from sim.lapic.bfm import make_icr
+from sim.pytest_plugin import applies_to
+from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
+
+TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
+#: keep "did not answer" cases short: 1 ms of guest time
+SHORT = dict(callin_timeout_us=1000)
+#: watchdog for a single expected reaction (simulated ns)
+WAIT_NS = 5_000
+
+
+def check_all_online(report, *, second_sipi_seen=True):
+    """Every CPU online and idle, each AP started once at the trampoline.  With
+    ``second_sipi_seen`` the AP took the second SIPI as a separate event and ignored it; SIPIs
+    a cycle apart may instead merge in the APIC's pending flag, as KVM's pending bit does."""
+    assert report["passed"], f"{report['scenario']} failed: {report['failures']}"
+    ids = sorted(c["cpu"] for c in report["timeline"])
+    assert sorted(report["online"]) == ids, f"online {report['online']}, CPUs {ids}"
+    for cpu in report["timeline"]:
+        assert cpu["state"] == MpState.HALTED.name, f"CPU {cpu['port']} ended {cpu['state']} at {cpu['where']}"
+        if not cpu["bsp"]:
+            assert cpu["entry"] == {"cs": TRAMPOLINE >> 4, "ip": 0}, f"AP entry {cpu['entry']}"
+            starts = [e for e in cpu["events"] if e[2].startswith("SIPI") and e[1] == "RUNNABLE"
+                      and "ignored" not in e[2]]
+            assert len(starts) == 1, f"CPU {cpu['port']} started {len(starts)} times: {starts}"
+            expected = {1} if second_sipi_seen else {0, 1}
+            assert cpu["ignored_sipis"] in expected, f"CPU {cpu['port']}: {cpu['ignored_sipis']} SIPIs ignored"
+    assert report["corruptions"] == []
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(name=["init-sipi", "init-sipi-broadcast", "init-sipi-parallel"])
+async def test_bringup(dut, name):
+    """Every AP comes online, entered at the trampoline in real mode."""
+    report = await run_scenario(dut, name, ScenarioOptions())
+    check_all_online(report, second_sipi_seen=name != "init-sipi-broadcast")
+    if name == "init-sipi":
+        # targeted: INIT, INIT de-assert, SIPI, SIPI per AP, ESR kept clean
+        assert report["bus_messages"] == 4 * (report["cpus"] - 1)
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus <= 8)
+async def test_legacy_timing(dut):
+    """Legacy sequence: 10 ms after INIT and 300/200 us around each SIPI (guest time, scaled)."""
+    options = ScenarioOptions(method="legacy")
+    report = await run_scenario(dut, "init-sipi", options)
+    check_all_online(report)
+    aps = report["cpus"] - 1
+    minimum_ns = aps * (10_000 + 2 * 500) * 1000 * options.time_scale
+    assert report["sim_time_ns"] >= minimum_ns, "legacy delays were skipped"
+
+
+@cocotb.test(**TIMEOUT)
+async def test_ipi_storm(dut):
+    """After a parallel boot every CPU sends call-function IPIs: each queued call runs once."""
+    report = await run_scenario(dut, "ipi-storm", ScenarioOptions(ipis=10))
+    assert report["passed"], report["failures"]
+    storm = report["storm"]
+    if report["cpus"] >= 2:
+        assert storm["calls"] == 10 * report["cpus"] and storm["ran"] == storm["calls"]
+        assert storm["lost"] == 0 and storm["duplicated"] == 0
+        assert storm["interrupts"] <= storm["calls"]
+
+
+@cocotb.test(**TIMEOUT)
+async def test_sipi_to_running_cpu_is_ignored(dut):
+    """A SIPI to an online AP changes nothing but the ignored count."""
+    options = ScenarioOptions()
+    platform = await start_platform(dut, options)
+    kernel = await boot(platform, options, BootMethod.MODERN)
+    ap = platform.cpus[-1]
+    before = (ap.ignored_sipis, ap.state, kernel.online_apic_ids())
+    await platform.bsp.apic.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
+    await platform.bsp.apic.wait_idle()
+    await ap.wait_until(lambda: ap.ignored_sipis == before[0] + 1, timeout_ns=WAIT_NS,
+                        what="the SIPI counted as ignored")
+    assert ap.state is before[1] and kernel.online_apic_ids() == before[2]
+    assert not platform.failures
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 2)
+async def test_sipi_vector_with_no_code(dut):
+    """INIT then a SIPI whose page holds no code: the report names the CPU and the address."""
+    options = ScenarioOptions()
+    platform = await start_platform(dut, options)
+    await boot(platform, options, BootMethod.MODERN)
+    ap = platform.cpus[1]
+    bsp = platform.bsp.apic
+    await bsp.send_ipi(make_icr(0, DeliveryMode.INIT, dest=ap.apic_id, trigger=Trigger.LEVEL))
+    await bsp.wait_idle()
+    await bsp.send_ipi(make_icr(0x9B, DeliveryMode.STARTUP, dest=ap.apic_id))
+    await bsp.wait_idle()
+    expected = f"CPU {ap.index} (APIC ID {ap.apic_id:#x}) started at 0x9b000 where no code is loaded"
+    await ap.wait_until(lambda: any(expected in f["message"] for f in platform.failures),
+                        timeout_ns=WAIT_NS, what=f"the report {expected!r}")
+    assert ap.where == "0x9b000 (no code)"
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 2)
+async def test_init_to_the_bsp(dut):
+    """INIT to the BSP sends it to the reset vector, not to wait-for-SIPI (lapic.md §8 #7)."""
+    options = ScenarioOptions()
+    platform = await start_platform(dut, options)
+    await boot(platform, options, BootMethod.MODERN)
+    bsp, ap = platform.bsp, platform.cpus[1]
+    await ap.apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=bsp.apic_id, trigger=Trigger.LEVEL))
+    await ap.apic.wait_idle()
+    await bsp.wait_until(lambda: platform.firmware.resets == 2, timeout_ns=WAIT_NS,
+                         what="re-entry of the reset vector")
+    notes = [note for _, _, note in bsp.history]
+    assert "INIT: BSP restarts at the reset vector" in notes, notes
+    assert all("wait for SIPI" not in n for n in notes), "the BSP went to wait-for-SIPI"
+    assert bsp.where.startswith("firmware"), bsp.where
+    assert (await bsp.apic.read("SVR")) & 0x100 == 0, "INIT did not reset the BSP's APIC"
+    assert (await bsp.apic.read("ID")) >> 24 == bsp.apic_id
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 2)
+async def test_unresponsive_ap_is_reported(dut):
+    """An AP that never runs code: the BSP's wait times out with a report naming it; the other
+    APs still come up."""
+    options = ScenarioOptions(unresponsive=[1], **SHORT)
+    report = await run_scenario(dut, "init-sipi", options)
+    assert not report["passed"]
+    stuck = report["timeline"][1]["cpu"]
+    failures = [f for f in report["failures"] if f["cpu"] == stuck]
+    assert failures and "did not answer within 0.001 s" in failures[0]["message"], report["failures"]
+    assert failures[0]["state"] == MpState.INIT_RECEIVED.name
+    others = sorted(c["cpu"] for c in report["timeline"] if c["cpu"] != stuck)
+    assert sorted(report["online"]) == others
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 2)
+@cocotb.parametrize(kvm=[False, True])
+async def test_sipi_before_init(dut, kvm):
+    """A SIPI with no INIT before it starts an AP on hardware but is dropped by KVM's
+    UNINITIALIZED APs (lapic.md §8 #4)."""
+    options = ScenarioOptions(sipi_before_init=not kvm)
+    platform = await start_platform(dut, options)
+    for address in (TRAMPOLINE, RESET_VECTOR):
+        platform.memory.load_program(address, _park, owner=None, name="test: park")
+    platform.start()
+    ap = platform.cpus[1]
+    bsp = platform.bsp.apic
+    await bsp.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
+    await bsp.wait_idle()
+    if kvm:
+        await ap.wait_until(lambda: ap.ignored_sipis == 1, timeout_ns=WAIT_NS, what="SIPI dropped")
+        assert ap.state is MpState.UNINITIALIZED and ap.entry is None
+    else:
+        await ap.wait_until(lambda: ap.state is MpState.HALTED, timeout_ns=WAIT_NS,
+                            what="the parked program's hlt")
+        assert ap.entry == (TRAMPOLINE >> 4, 0) and ap.where == "idle (hlt loop)"
+    assert not platform.failures, platform.failures
+
+
+async def _park(cpu):
+    cpu.where = "test: parked"
+    await cpu.idle()
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 3)
+async def test_nr_cpus(dut):
+    """nr_cpus=2: the kernel wakes one AP; the others stay in wait-for-SIPI."""
+    report = await run_scenario(dut, "init-sipi-parallel", ScenarioOptions(nr_cpus=2))
+    assert report["passed"], report["failures"]
+    assert len(report["online"]) == 2
+    for cpu in report["timeline"][2:]:
+        assert cpu["state"] == MpState.INIT_RECEIVED.name and cpu["entry"] is None

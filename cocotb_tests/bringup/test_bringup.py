@@ -1,0 +1,8 @@
+"""INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs."""
+
+from sim.lapic.design import FabricConfig
+from sim.pytest_plugin import cocotb_tests
+
+CONFIGS = [FabricConfig.contiguous(n) for n in (2, 8, 64)]
+
+test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS)

@@ -1,0 +1,294 @@
+"""Guest software for the CPU models: firmware at the reset vector and a Linux-like kernel.
+
+The kernel follows arch/x86/kernel/smpboot.c as digested in lapic.md §6.3 and §7:
+
+* ``legacy``: ESR clear, INIT assert, 10 ms, INIT de-assert, then up to two SIPIs with 300 us /
+  200 us around each and an ESR check (``ESR & 0xEF``) after each; wait up to 10 s for the AP
+  to check in before the next AP.
+* ``modern``: the same without the 10 ms and with 10 us gaps (``init_udelay = 0``).
+* ``parallel`` (Linux 6.5): kick every AP first (modern timing), then for each AP wait for
+  ``ALIVE``, release it with ``SHOULD_ONLINE`` and wait for ``ONLINE``.  APs serialise on the
+  real-mode trampoline's lock, find their CPU number by reading their own APIC ID and searching
+  ``cpuid_to_apicid[]``; an APIC ID not in the table halts the AP.
+* ``broadcast``: INIT, SIPI, SIPI to all-excluding-self (SDM §8.4.4 style), then wait for every
+  AP.
+
+Kernel data lives in kernel-owned pages of :class:`sim.memory.Memory`; the BSP waits on it with
+memory watches (event-driven), each wait with the kernel's own timeout.
+"""
+
+import enum
+
+from cocotb.triggers import Event
+
+from rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
+from ..codec import field_mask
+from ..lapic.bfm import make_icr
+from ..memory import Owner
+from .model import RESET_VECTOR
+
+__all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
+           "CALL_FUNCTION_VECTOR", "SyncState"]
+
+TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
+KERNEL_ENTRY = 0x0100_0000        # kernel text
+KERNEL_DATA = 0x0200_0000         # kernel data (tables below)
+_NR_CPU_IDS = KERNEL_DATA + 0x000
+_CPUID_TO_APICID = KERNEL_DATA + 0x100       # u32 per CPU number
+_ONLINE = KERNEL_DATA + 0x800                # u8 per CPU number: the online map
+_SYNC = KERNEL_DATA + 0xC00                  # u8 per CPU number: cpuhp sync state
+_TRAMPOLINE_LOCK = KERNEL_DATA + 0x1000      # the trampoline's bit spin-lock (tr_lock)
+CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
+SPURIOUS_VECTOR = 0xFF
+#: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
+_ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
+
+
+class BootMethod(str, enum.Enum):
+    LEGACY = "legacy"
+    MODERN = "modern"
+    PARALLEL = "parallel"
+    BROADCAST = "broadcast"
+
+
+class SyncState(enum.IntEnum):
+    """kernel/cpu.c enum cpuhp_sync_state."""
+    DEAD = 0
+    KICKED = 1
+    SHOULD_DIE = 2
+    ALIVE = 3
+    SHOULD_ONLINE = 4
+    ONLINE = 5
+
+
+#: (init_udelay, us before the idle wait after a SIPI, us after it), lapic.md §6.3
+_TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10),
+           BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
+
+
+class Firmware:
+    """Reset-vector code: first boot jumps to the kernel; after an INIT of the BSP (no warm-reset
+    vector set up) it halts, as a BIOS with nothing to resume would."""
+
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY):
+        self.kernel_entry = kernel_entry
+        self.resets = 0
+        memory.load_program(RESET_VECTOR, self.reset_vector, owner=Owner.FIRMWARE,
+                            name="firmware reset vector")
+
+    async def reset_vector(self, cpu):
+        self.resets += 1
+        cpu.note(f"firmware: reset #{self.resets}")
+        if self.resets == 1:
+            cpu.jump(self.kernel_entry)
+        cpu.where = "firmware: halted after INIT (no warm-reset vector)"
+
+
+class Kernel:
+    """A Linux-like kernel: brings the APs up by ``method`` and then idles.
+
+    Parameters
+    ----------
+    platform : sim.cpu.platform.Platform
+    method : BootMethod
+    nr_cpus : int or None
+        Bring up at most this many CPUs (``nr_cpus=`` on the command line), the BSP included.
+    callin_timeout_us : float
+        How long (guest time) the BSP waits for an AP, 10 s in Linux.
+    owner : sim.memory.Owner
+        Whose pages the kernel's code and data are.
+    """
+
+    def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
+                 callin_timeout_us=10_000_000, owner=Owner.KERNEL1):
+        self.platform = platform
+        self.memory = platform.memory
+        self.method = BootMethod(method)
+        self.owner = owner
+        self.callin_timeout_us = callin_timeout_us
+        ids = [c.apic_id for c in platform.cpus]
+        bsp = platform.bsp.apic_id
+        # CPU 0 is the BSP, the others in firmware (MADT) order
+        self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
+        if nr_cpus is not None:
+            self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, nr_cpus)]
+        self.booted = Event()
+        self.boot_failures = []
+        self.calls = {}            # cpu number -> [pending call-function entries]
+        self.calls_done = []       # (target cpu number, entry) in execution order
+        self.call_ran = Event()    # set whenever calls_done grows
+        self.memory.set_owner(KERNEL_DATA, 0x2000, owner)
+        self.memory.load_program(KERNEL_ENTRY, self.kernel_main, owner=owner, name="kernel: start_kernel")
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _write(self, address, value, size):
+        self.memory.write_int(address, value, size, writer=self.owner)
+
+    def _read(self, address, size):
+        return self.memory.read_int(address, size)
+
+    def online_cpus(self):
+        return [n for n in range(len(self.cpuid_to_apicid)) if self._read(_ONLINE + n, 1)]
+
+    def online_apic_ids(self):
+        return [self.cpuid_to_apicid[n] for n in self.online_cpus()]
+
+    def _model_of(self, apic_id):
+        return next(c for c in self.platform.cpus if c.apic_id == apic_id)
+
+    async def _wait(self, address, predicate, what, apic_id):
+        ok = await self.memory.wait_until(
+            address, 1, predicate, timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+        if not ok:
+            target = self._model_of(apic_id)
+            message = (f"{what}: CPU with APIC ID {apic_id:#x} did not answer within "
+                       f"{self.callin_timeout_us / 1e6:g} s (guest time); it is "
+                       f"{target.state.name} at {target.where}")
+            self.boot_failures.append(message)
+            self.platform.fail(target, message)
+        return ok
+
+    # --- the BSP ----------------------------------------------------------------------------------
+    async def kernel_main(self, cpu):
+        cpu.where = "start_kernel"
+        self._write(_NR_CPU_IDS, len(self.cpuid_to_apicid), 4)
+        for n, apic_id in enumerate(self.cpuid_to_apicid):
+            self._write(_CPUID_TO_APICID + 4 * n, apic_id, 4)
+            self._write(_ONLINE + n, 0, 1)
+            self._write(_SYNC + n, SyncState.DEAD, 1)
+        self._write(_ONLINE, 1, 1)
+        self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
+                                 name="kernel: trampoline")
+        self._setup_idt(cpu)
+        await cpu.apic.software_enable(SPURIOUS_VECTOR)
+        cpu.note("smp_init")
+        cpu.where = f"smp_init ({self.method.value})"
+        aps = self.cpuid_to_apicid[1:]
+        if self.method is BootMethod.BROADCAST:
+            await self._boot_broadcast(cpu, aps)
+        elif self.method is BootMethod.PARALLEL:
+            kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
+            for apic_id in kicked:
+                n = self.cpuid_to_apicid.index(apic_id)
+                if await self._wait(_SYNC + n, lambda v: v >= SyncState.ALIVE, "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
+                    self._write(_SYNC + n, SyncState.SHOULD_ONLINE, 1)
+                    await self._wait(_ONLINE + n, lambda v: v == 1, "wait for CPU online", apic_id)
+        else:
+            for apic_id in aps:
+                if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
+                    n = self.cpuid_to_apicid.index(apic_id)
+                    await self._wait(_ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+        cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
+        self.booted.set()
+        await cpu.idle()
+
+    async def wakeup_secondary_cpu_via_init(self, cpu, apic_id):
+        """smpboot.c's INIT, INIT de-assert, SIPI, SIPI to one AP; False on a delivery error."""
+        apic = cpu.apic
+        init_udelay, pre, post = _TIMING[self.method]
+        vector = TRAMPOLINE >> 12
+        if self.method is BootMethod.PARALLEL:
+            # before the kick, as cpuhp does: the AP may report ALIVE before the SIPIs return
+            self._write(_SYNC + self.cpuid_to_apicid.index(apic_id), SyncState.KICKED, 1)
+        await apic.write("ESR", 0)
+        await apic.read("ESR")
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL))
+        await apic.wait_idle()
+        await cpu.udelay(init_udelay)
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL,
+                                     level=Level.DEASSERT))
+        await apic.wait_idle()
+        for _ in range(2):
+            await apic.write("ESR", 0)
+            await apic.send_ipi(make_icr(vector, DeliveryMode.STARTUP, dest=apic_id))
+            await cpu.udelay(pre)
+            await apic.wait_idle()
+            await cpu.udelay(post)
+            await apic.write("ESR", 0)
+            accept = await apic.read("ESR") & _ACCEPT_ERRORS
+            if accept:
+                message = (f"APIC delivery error {accept:#x} sending SIPI to APIC ID {apic_id:#x}")
+                self.boot_failures.append(message)
+                target = next((c for c in self.platform.cpus if c.apic_id == apic_id), cpu)
+                self.platform.fail(target, message)
+                return False
+        return True
+
+    async def _boot_broadcast(self, cpu, aps):
+        apic = cpu.apic
+        await apic.write("ESR", 0)
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, shorthand=Shorthand.ALL_EXCLUDING_SELF,
+                                     trigger=Trigger.LEVEL))
+        await apic.wait_idle()
+        for _ in range(2):
+            await apic.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP,
+                                         shorthand=Shorthand.ALL_EXCLUDING_SELF))
+            await cpu.udelay(10)
+            await apic.wait_idle()
+            await cpu.udelay(10)
+        for apic_id in aps:
+            n = self.cpuid_to_apicid.index(apic_id)
+            await self._wait(_ONLINE + n, lambda v: v == 1, "wait for callin after broadcast SIPI", apic_id)
+
+    # --- the APs -------------------------------------------------------------------------------------
+    async def trampoline(self, cpu):
+        """Real-mode entry of an AP (trampoline_64 + secondary_startup_64 + start_secondary)."""
+        cpu.where = "trampoline"
+        parallel = self.method is BootMethod.PARALLEL
+        if parallel:
+            await self._lock_trampoline(cpu)
+        apic_id = (await cpu.apic.read("ID")) >> 24
+        try:
+            n = self.cpuid_to_apicid.index(apic_id)
+        except ValueError:
+            if parallel:
+                self._write(_TRAMPOLINE_LOCK, 0, 4)
+            cpu.where = "trampoline: APIC ID not in cpuid_to_apicid[], cli; hlt"
+            cpu.note("unknown APIC ID: halted")
+            return
+        if parallel:
+            self._write(_TRAMPOLINE_LOCK, 0, 4)
+        cpu.where = f"start_secondary (CPU {n})"
+        self._setup_idt(cpu)
+        await cpu.apic.software_enable(SPURIOUS_VECTOR)
+        if parallel:
+            self._write(_SYNC + n, SyncState.ALIVE, 1)
+            cpu.note("alive")
+            cpu.where = "cpuhp_ap_sync_alive: wait for SHOULD_ONLINE"
+            ok = await self.memory.wait_until(_SYNC + n, 1, lambda v: v == SyncState.SHOULD_ONLINE,
+                                              timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+            if not ok:
+                cpu.fail(f"{cpu.name}: never released by the control CPU (SHOULD_ONLINE)")
+                return
+            self._write(_SYNC + n, SyncState.ONLINE, 1)
+        self._write(_ONLINE + n, 1, 1)
+        cpu.note("online")
+        await cpu.idle()
+
+    async def _lock_trampoline(self, cpu):
+        """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""
+        while self._read(_TRAMPOLINE_LOCK, 4):
+            cpu.where = "trampoline: spinning on tr_lock"
+            await self.memory.wait_until(_TRAMPOLINE_LOCK, 4, lambda v: v == 0,
+                                         timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+        self._write(_TRAMPOLINE_LOCK, 1, 4)
+
+    # --- call-function IPIs --------------------------------------------------------------------------
+    def _setup_idt(self, cpu):
+        cpu.idt[CALL_FUNCTION_VECTOR] = self._call_function_interrupt
+
+    async def smp_call_function_single(self, cpu, target_cpu, entry):
+        """Queue ``entry`` for ``target_cpu`` and send the IPI (Linux waits for ICR idle
+        before writing it)."""
+        self.calls.setdefault(target_cpu, []).append(entry)
+        await cpu.apic.wait_idle()
+        await cpu.apic.send_ipi(make_icr(CALL_FUNCTION_VECTOR, dest=self.cpuid_to_apicid[target_cpu]))
+
+    async def _call_function_interrupt(self, cpu, vector):
+        """Drain this CPU's queue: one IPI may stand for several entries (IRR merges)."""
+        n = self.cpuid_to_apicid.index(cpu.apic_id)
+        queue = self.calls.get(n, [])
+        while queue:
+            self.calls_done.append((n, queue.pop(0)))
+            self.call_ran.set()
+        await cpu.apic.write("EOI", 0)

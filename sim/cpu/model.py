@@ -1,0 +1,252 @@
+"""Python model of one x86 CPU's bring-up behaviour, attached to its APIC port.
+
+States carry KVM's names (``KVM_MP_STATE_*``, lapic.md §6.4).  Rules (lapic.md §6, §8):
+
+* At reset the BSP runs its reset vector; an AP waits: in wait-for-SIPI (``INIT_RECEIVED``) as on
+  hardware, or ``UNINITIALIZED`` as KVM creates it (a bare SIPI is then dropped), chosen by
+  ``sipi_before_init``.
+* INIT resets the CPU (the APIC has reset itself, keeping ID, mode and BSP flag): whatever it
+  ran is abandoned; an AP enters wait-for-SIPI, the BSP restarts at its reset vector.
+* The first SIPI after INIT starts the AP in real mode at CS = vector << 8, IP = 0 (physical
+  vector << 12); any other SIPI is ignored and counted.
+* The CPU runs whatever program is loaded where it jumps (:meth:`sim.memory.Memory.load_program`);
+  a jump to an address with no code is a failure naming the CPU and the address.
+
+The model is event-driven: it sleeps on its APIC's INIT/SIPI/INTR edges and on timers, never on
+every clock.  Software delays (``udelay``) are real simulated time multiplied by the platform's
+``time_scale`` (see :class:`sim.cpu.platform.Platform`).
+"""
+
+import enum
+
+import cocotb
+from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
+
+__all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR"]
+
+#: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
+RESET_VECTOR = 0xFFFF_FFF0
+
+
+class MpState(enum.IntEnum):
+    """KVM_MP_STATE_* values (include/uapi/linux/kvm.h)."""
+    RUNNABLE = 0
+    UNINITIALIZED = 1
+    INIT_RECEIVED = 2
+    HALTED = 3
+
+
+class Jump(Exception):
+    """Raised by :meth:`CpuModel.jump`: the CPU continues at ``address``."""
+
+    def __init__(self, address):
+        super().__init__(f"jump to {address:#x}")
+        self.address = address
+
+
+class CpuModel:
+    """One CPU.
+
+    Parameters
+    ----------
+    platform : sim.cpu.platform.Platform
+        Memory, time scale, failure list, the other CPUs.
+    port : sim.lapic.bfm.ApicPort
+        This CPU's APIC port.
+    is_bsp : bool
+    sipi_before_init : bool
+        Whether an AP accepts a SIPI before any INIT (hardware: yes; KVM: no).
+    """
+
+    def __init__(self, platform, port, *, is_bsp, sipi_before_init=True):
+        self.platform = platform
+        self.apic = port
+        self.index = port.index
+        self.apic_id = port.apic_id
+        self.is_bsp = is_bsp
+        self.name = f"CPU {self.index} (APIC ID {self.apic_id:#x})"
+        initial = (MpState.RUNNABLE if is_bsp else
+                   MpState.INIT_RECEIVED if sipi_before_init else MpState.UNINITIALIZED)
+        self.state = initial
+        self.history = [(0.0, initial, "reset")]
+        self.ignored_sipis = 0
+        self.entry = None            # (cs, ip) of the last SIPI start
+        self.where = "reset"         # what the CPU is doing, for stuck reports
+        self.interrupts_enabled = False
+        self.idt = {}                # vector -> async handler(cpu, vector)
+        self.interrupts_taken = []   # (time ns, vector)
+        self._program = None
+        self._irq_task = None
+        self._woken = Event()
+        self._changed = Event()      # set on every history entry and failure
+        self._started = False
+        #: False models a CPU wedged where the OS cannot reach it, as in SMM (lapic.md §8 #6):
+        #: its APIC accepts INIT and SIPI, the CPU keeps INIT latched and drops SIPI.
+        self.responsive = True
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self):
+        if self._started:
+            return
+        self._started = True
+        cocotb.start_soon(self._events())
+        if self.is_bsp:
+            self._run_at(RESET_VECTOR, "reset vector")
+
+    def _set_state(self, state, note=""):
+        self.state = state
+        self.history.append((cocotb.utils.get_sim_time("ns"), state, note))
+        self._changed.set()
+
+    def note(self, text):
+        """Record a software milestone (``online``, ``alive``) in the timeline."""
+        self.history.append((cocotb.utils.get_sim_time("ns"), self.state, text))
+        self._changed.set()
+
+    def fail(self, message):
+        self.platform.fail(self, message)
+
+    async def wait_until(self, predicate, *, timeout_ns, what):
+        """Sleep until ``predicate()`` holds, re-checked whenever this CPU's history changes;
+        AssertionError naming the CPU, its state and ``what`` after ``timeout_ns``."""
+        deadline = Timer(timeout_ns, "ns")
+        while not predicate():
+            self._changed.clear()
+            if await First(self._changed.wait(), deadline) is deadline:
+                raise AssertionError(f"{self.name}: {what} not reached within {timeout_ns} ns; "
+                                     f"it is {self.state.name} at {self.where}")
+
+    async def _events(self):
+        port = self.apic
+        while True:
+            await ReadOnly()
+            if port.init.value:
+                await RisingEdge(port.clk)
+                await port.acknowledge("init")
+                self._on_init()
+                continue
+            if port.sipi.value:
+                vector = int(port.sipi_vector.value)
+                await RisingEdge(port.clk)
+                await port.acknowledge("sipi")
+                self._on_sipi(vector)
+                continue
+            await First(RisingEdge(port.init), RisingEdge(port.sipi))
+
+    def _on_init(self):
+        if not self.responsive:
+            self.note("INIT latched, not taken (CPU wedged)")
+            return
+        self._abandon()
+        self.interrupts_enabled = False
+        if self.is_bsp:
+            self._set_state(MpState.RUNNABLE, "INIT: BSP restarts at the reset vector")
+            self._run_at(RESET_VECTOR, "reset vector after INIT")
+        else:
+            self._set_state(MpState.INIT_RECEIVED, "INIT: wait for SIPI")
+            self.where = "wait-for-SIPI"
+
+    def _on_sipi(self, vector):
+        if not self.responsive:
+            self.note(f"SIPI {vector:#04x} dropped (CPU wedged)")
+            return
+        if self.state is not MpState.INIT_RECEIVED:
+            self.ignored_sipis += 1
+            self.note(f"SIPI {vector:#04x} ignored ({self.state.name})")   # counted, then dropped
+            return
+        address = vector << 12
+        self.entry = (vector << 8, 0)
+        self._set_state(MpState.RUNNABLE, f"SIPI {vector:#04x}: real mode CS={vector << 8:#06x} IP=0")
+        self._run_at(address, f"SIPI vector {vector:#04x}")
+
+    def _abandon(self):
+        for task in (self._program, self._irq_task):
+            if task is not None and not task.done():
+                task.cancel()
+        self._program = self._irq_task = None
+
+    def _run_at(self, address, why):
+        if not self.responsive:
+            self.where = "wedged (as in SMM)"
+            return
+        self._program = cocotb.start_soon(self._execute(address, why))
+
+    async def _execute(self, address, why):
+        while True:
+            loaded = self.platform.memory.program_at(address)
+            if loaded is None:
+                self.where = f"{address:#x} (no code)"
+                self.fail(f"{self.name} started at {address:#x} where no code is loaded ({why})")
+                return
+            program, name, _owner = loaded
+            self.where = name
+            try:
+                await program(self)
+            except Jump as jump:
+                address, why = jump.address, f"jump from {name}"
+                continue
+            # A program that returns stops the CPU for good (cli; hlt).
+            self.interrupts_enabled = False
+            self._set_state(MpState.HALTED, f"{name} returned: cli; hlt")
+            return
+
+    # --- what programs can do ----------------------------------------------------------------------
+    def jump(self, address):
+        """Continue at ``address`` (``raise cpu.jump(addr)`` or ``await``-free call)."""
+        raise Jump(address)
+
+    async def udelay(self, us):
+        """Busy-wait ``us`` microseconds of guest time (scaled by the platform's time_scale)."""
+        ns = self.platform.scaled_ns(us * 1000)
+        if ns > 0:
+            await Timer(ns, "ns")
+
+    def sti(self):
+        self.interrupts_enabled = True
+        if self._irq_task is None or self._irq_task.done():
+            self._irq_task = cocotb.start_soon(self._interrupts())
+
+    def cli(self):
+        self.interrupts_enabled = False
+        if self._irq_task is not None and not self._irq_task.done():
+            self._irq_task.cancel()
+        self._irq_task = None
+
+    async def hlt(self, *, timeout_us=None):
+        """Halt until an interrupt has been handled (needs interrupts enabled to ever wake).
+        Returns False if ``timeout_us`` (guest time) passed first."""
+        self._set_state(MpState.HALTED, "hlt")
+        self._woken.clear()
+        if timeout_us is None:
+            await self._woken.wait()
+            woke = True
+        else:
+            deadline = Timer(self.platform.scaled_ns(timeout_us * 1000), "ns")
+            woke = await First(self._woken.wait(), deadline) is not deadline
+        self._set_state(MpState.RUNNABLE, "woken by interrupt" if woke else "hlt timeout")
+        return woke
+
+    async def idle(self):
+        """The idle loop: sti; hlt forever, handling interrupts."""
+        self.sti()
+        self.where = "idle (hlt loop)"
+        while True:
+            await self.hlt()
+
+    async def _interrupts(self):
+        port = self.apic
+        while self.interrupts_enabled:
+            await ReadOnly()
+            if not port.intr.value:
+                await RisingEdge(port.intr)
+                continue
+            await RisingEdge(port.clk)
+            vector, _ = await port.inta()
+            self.interrupts_taken.append((cocotb.utils.get_sim_time("ns"), vector))
+            handler = self.idt.get(vector)
+            if handler is None:
+                self.fail(f"{self.name}: interrupt vector {vector:#x} has no handler")
+                await port.write("EOI", 0)
+            else:
+                await handler(self, vector)
+            self._woken.set()

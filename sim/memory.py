@@ -1,0 +1,129 @@
+"""Guest physical memory for the CPU models: sparse, byte-addressable, little-endian.
+
+Every 4 KiB page can carry an *owner* (firmware, kernel 1, kernel 2, hypervisor-shared, ...).
+A write by one party into a page another party owns is recorded as a corruption
+(address, page owner, writer), so kexec scenarios can show a firmware or a hypervisor writing
+into memory that now belongs to the next kernel.  Pages without an owner, and pages marked
+``Owner.SHARED``, take writes from anyone.
+
+Code is modelled too: a Python coroutine function is *loaded* at an address, and a CPU that
+jumps there runs it.  A jump to an address where nothing is loaded is a bring-up failure the
+CPU model reports.
+
+Waiting on memory is event-driven: :meth:`Memory.wait_until` sleeps until a write touches the
+watched range, as a CPU spinning on a flag would, without polling every clock.
+"""
+
+import enum
+
+from cocotb.triggers import Event, First, Timer
+
+__all__ = ["Owner", "Memory", "Corruption", "PAGE_SIZE", "MemoryError_"]
+
+PAGE_SIZE = 4096
+
+
+class Owner(str, enum.Enum):
+    FIRMWARE = "firmware"
+    KERNEL1 = "kernel 1"
+    KERNEL2 = "kernel 2"
+    HYPERVISOR = "hypervisor"
+    SHARED = "hypervisor-shared"
+
+
+class MemoryError_(ValueError):
+    """Bad memory request (misaligned size, negative address, code over code)."""
+
+
+class Corruption(tuple):
+    """``(address, page owner, writer)`` of a write into someone else's page."""
+    __slots__ = ()
+
+    def as_dict(self):
+        address, owner, writer = self
+        return {"address": address, "owner": owner.value if isinstance(owner, Owner) else owner,
+                "writer": writer.value if isinstance(writer, Owner) else writer}
+
+
+class Memory:
+    def __init__(self):
+        self._bytes = {}
+        self._owners = {}
+        self._programs = {}
+        self._watchers = []          # (start, end, Event)
+        self.corruptions = []
+
+    # --- ownership ---------------------------------------------------------------------------
+    def set_owner(self, base, size, owner):
+        """Give the pages covering ``[base, base + size)`` to ``owner`` (None: nobody)."""
+        if base < 0 or size <= 0:
+            raise MemoryError_(f"set_owner: bad range base={base:#x} size={size:#x}")
+        for page in range(base // PAGE_SIZE, (base + size - 1) // PAGE_SIZE + 1):
+            if owner is None:
+                self._owners.pop(page, None)
+            else:
+                self._owners[page] = owner
+
+    def owner(self, address):
+        return self._owners.get(address // PAGE_SIZE)
+
+    # --- data --------------------------------------------------------------------------------
+    def write(self, address, data, *, writer):
+        """Store ``data`` (bytes) at ``address`` on behalf of ``writer``."""
+        if address < 0:
+            raise MemoryError_(f"write at negative address {address:#x}")
+        flagged = set()       # one record per write and foreign page
+        for offset, byte in enumerate(bytes(data)):
+            a = address + offset
+            owner = self.owner(a)
+            if owner not in (None, Owner.SHARED, writer) and a // PAGE_SIZE not in flagged:
+                flagged.add(a // PAGE_SIZE)
+                self.corruptions.append(Corruption((a, owner, writer)))
+            self._bytes[a] = byte
+        end = address + len(data)
+        for start, stop, event in self._watchers:
+            if address < stop and start < end:
+                event.set()
+
+    def read(self, address, size):
+        return bytes(self._bytes.get(address + i, 0) for i in range(size))
+
+    def write_int(self, address, value, size, *, writer):
+        if size not in (1, 2, 4, 8):
+            raise MemoryError_(f"integer size must be 1, 2, 4 or 8 bytes, not {size}")
+        self.write(address, int(value).to_bytes(size, "little"), writer=writer)
+
+    def read_int(self, address, size):
+        if size not in (1, 2, 4, 8):
+            raise MemoryError_(f"integer size must be 1, 2, 4 or 8 bytes, not {size}")
+        return int.from_bytes(self.read(address, size), "little")
+
+    async def wait_until(self, address, size, predicate, *, timeout_ns):
+        """Sleep until ``predicate(read_int(address, size))`` holds; False on timeout."""
+        event = Event()
+        watcher = (address, address + size, event)
+        self._watchers.append(watcher)
+        try:
+            deadline = Timer(timeout_ns, "ns") if timeout_ns > 0 else None
+            while not predicate(self.read_int(address, size)):
+                event.clear()
+                if deadline is None:
+                    return False
+                if await First(event.wait(), deadline) is deadline:
+                    return predicate(self.read_int(address, size))
+            return True
+        finally:
+            self._watchers.remove(watcher)
+
+    # --- code --------------------------------------------------------------------------------
+    def load_program(self, address, program, *, owner, name=None):
+        """Place ``program`` (``async def program(cpu)``) at ``address`` in a page of ``owner``."""
+        self.set_owner(address, 1, owner)
+        self._programs[address] = (program, name or program.__name__, owner)
+
+    def unload_program(self, address):
+        self._programs.pop(address, None)
+
+    def program_at(self, address):
+        """``(program, name, owner)`` loaded at ``address``, or None."""
+        return self._programs.get(address)

@@ -1,0 +1,165 @@
+"""INIT-SIPI bring-up scenarios on the APIC fabric with the CPU models.
+
+Each scenario is an ``async def body(platform, options) -> dict`` registered under a name; the
+dict is scenario-specific detail for the report.  :func:`run_scenario` sets up the platform,
+runs the body under a watchdog and returns the report (:mod:`sim.scenarios.report`).
+"""
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import cocotb
+from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
+
+from ..cpu.linux import BootMethod, Firmware, Kernel
+from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
+from ..lapic.env import FabricEnv
+from .report import make_report
+
+__all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario", "boot",
+           "start_platform"]
+
+
+@dataclass
+class ScenarioOptions:
+    """What a run can vary.  Times are guest time (scaled by ``time_scale`` in simulation)."""
+    seed: int = 1
+    method: str = "modern"                 # init-sipi: "modern" or "legacy"
+    time_scale: float = DEFAULT_TIME_SCALE
+    sipi_before_init: bool = True          # hardware: True; KVM: False
+    nr_cpus: int | None = None
+    callin_timeout_us: float = 10_000_000  # Linux waits 10 s for an AP
+    ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
+    unresponsive: list = field(default_factory=list)   # port indices of CPUs that never run code
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    body: object
+
+
+SCENARIOS = {}
+
+
+def scenario(name, description):
+    def register(body):
+        SCENARIOS[name] = Scenario(name, description, body)
+        return body
+    return register
+
+
+async def boot(platform, options, method):
+    """Load firmware and a kernel booting by ``method``, start the CPUs, wait for smp_init to
+    finish (it always does: every wait of the kernel has its timeout)."""
+    platform.firmware = Firmware(platform.memory)
+    kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
+                    callin_timeout_us=options.callin_timeout_us)
+    platform.start()
+    await kernel.booted.wait()
+    return kernel
+
+
+def _boot_detail(kernel):
+    return {"kernel": kernel, "method": kernel.method.value,
+            "expected_online": list(kernel.cpuid_to_apicid)}
+
+
+@scenario("init-sipi", "the BSP wakes each AP in turn with INIT, SIPI, SIPI "
+                       "(--method modern: no INIT delay, 10 us gaps; legacy: 10 ms, 300/200 us)")
+async def init_sipi(platform, options):
+    if options.method not in ("modern", "legacy"):
+        raise ValueError(f"init-sipi --method must be 'modern' or 'legacy', not {options.method!r}")
+    return _boot_detail(await boot(platform, options, BootMethod(options.method)))
+
+
+@scenario("init-sipi-broadcast", "one INIT and two SIPIs to all-excluding-self wake every AP at once")
+async def init_sipi_broadcast(platform, options):
+    return _boot_detail(await boot(platform, options, BootMethod.BROADCAST))
+
+
+@scenario("init-sipi-parallel", "Linux 6.5 parallel bring-up: kick every AP, then release them "
+                                "one by one through the cpuhp sync states")
+async def init_sipi_parallel(platform, options):
+    return _boot_detail(await boot(platform, options, BootMethod.PARALLEL))
+
+
+@scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
+                       "to random other CPUs; each queued call must run exactly once")
+async def ipi_storm(platform, options):
+    kernel = await boot(platform, options, BootMethod.PARALLEL)
+    detail = _boot_detail(kernel)
+    online = kernel.online_cpus()
+    if len(online) < 2:
+        detail["storm"] = {"calls": 0, "note": "fewer than two CPUs online: no storm"}
+        return detail
+    rng = random.Random(options.seed)
+    plan = {n: [(n, k, rng.choice([t for t in online if t != n])) for k in range(options.ipis)]
+            for n in online}
+    expected = sorted((target, (sender, k)) for calls in plan.values() for sender, k, target in calls)
+    by_cpu = {kernel.cpuid_to_apicid.index(c.apic_id): c for c in platform.cpus
+              if c.apic_id in kernel.cpuid_to_apicid}
+
+    async def sender(n):
+        cpu = by_cpu[n]
+        for sender_n, k, target in plan[n]:
+            await kernel.smp_call_function_single(cpu, target, (sender_n, k))
+
+    for task in [cocotb.start_soon(sender(n)) for n in online]:
+        await task
+    deadline = Timer(platform.scaled_ns(options.callin_timeout_us * 1000), "ns")
+    while len(kernel.calls_done) < len(expected):
+        kernel.call_ran.clear()
+        if await First(kernel.call_ran.wait(), deadline) is deadline:
+            break
+    done = sorted(kernel.calls_done)
+    lost = sorted(set(expected) - set(done))
+    duplicated = len(done) - len(set(done))
+    for target, entry in lost[:10]:
+        platform.fail(by_cpu[target], f"call {entry} queued for CPU {target} never ran")
+    if duplicated:
+        platform.fail(platform.bsp, f"{duplicated} calls ran more than once")
+    interrupts = sum(len(c.interrupts_taken) for c in platform.cpus)
+    detail["storm"] = {"calls": len(expected), "ran": len(done), "lost": len(lost),
+                       "duplicated": duplicated, "interrupts": interrupts,
+                       "merged_ipis": len(expected) - interrupts}
+    return detail
+
+
+async def start_platform(dut, options):
+    """Clock, reset and CPU models for ``dut`` (not started yet)."""
+    env = await FabricEnv.start(dut)
+    platform = Platform(env, time_scale=options.time_scale,
+                        sipi_before_init=options.sipi_before_init)
+    for index in options.unresponsive:
+        if not 0 <= index < env.n:
+            raise ValueError(f"unresponsive CPU port {index} does not exist (0 to {env.n - 1})")
+        platform.cpus[index].responsive = False
+        platform.cpus[index].where = "wedged (as in SMM)"
+    return platform
+
+
+async def run_scenario(dut, name, options, *, waves=None):
+    """Run scenario ``name`` on ``dut``; returns the report dict."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    started = time.monotonic()
+    platform = await start_platform(dut, options)
+    env = platform.env
+    # Everything the kernel waits for is bounded by its own timeouts; the watchdog catches a
+    # model that would hang anyway, and says where each CPU is.
+    watchdog_ns = platform.scaled_ns(options.callin_timeout_us * 1000) * (env.n + 3) + 1_000_000
+    detail = {}
+    try:
+        detail = await with_timeout(SCENARIOS[name].body(platform, options), watchdog_ns, "ns")
+    except SimTimeoutError:
+        for cpu in platform.cpus:
+            platform.fail(cpu, f"scenario watchdog ({watchdog_ns / 1e6:g} ms simulated): "
+                               f"{cpu.name} is {cpu.state.name} at {cpu.where}")
+    return make_report(name, platform, options, detail, wall_s=time.monotonic() - started,
+                       waves=waves)

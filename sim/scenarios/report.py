@@ -1,0 +1,136 @@
+"""Scenario reports: one JSON-able dict per run, its text form and its timeline picture.
+
+Report fields: ``scenario``, ``cpus``, ``passed``, ``online`` (APIC IDs that reached the OS),
+``failures`` (each with ``cpu`` = APIC ID, ``port``, ``state``, ``where``, ``message``),
+``sim_time_ns``, ``cycles``, ``wall_s`` (the run in the simulator, build excluded), ``waves``,
+``time_scale``, ``options``, ``bus_messages``, ``corruptions`` (memory writes into pages owned by
+someone else), ``timeline`` (per CPU: state changes and milestones with simulated times), and
+the scenario's own detail (``method``, ``expected_online``, ``storm``, ...).
+"""
+
+import cocotb
+
+from ..lapic.env import CLOCK_NS
+
+__all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS"]
+
+STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030",
+                "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8"}
+
+
+def make_report(name, platform, options, detail, *, wall_s, waves=None):
+    detail = dict(detail)
+    kernel = detail.pop("kernel", None)
+    now = cocotb.utils.get_sim_time("ns")
+    online = kernel.online_apic_ids() if kernel else []
+    expected = detail.get("expected_online", [])
+    failures = list(platform.failures)
+    for apic_id in expected:
+        if apic_id not in online and not any(f["cpu"] == apic_id for f in failures):
+            cpu = next(c for c in platform.cpus if c.apic_id == apic_id)
+            platform.fail(cpu, f"{cpu.name} did not come online ({cpu.state.name} at {cpu.where})")
+            failures = list(platform.failures)
+    timeline = []
+    for cpu in platform.cpus:
+        timeline.append({
+            "cpu": cpu.apic_id, "port": cpu.index, "bsp": cpu.is_bsp, "state": cpu.state.name,
+            "where": cpu.where, "ignored_sipis": cpu.ignored_sipis,
+            "entry": None if cpu.entry is None else {"cs": cpu.entry[0], "ip": cpu.entry[1]},
+            "events": [[round(t, 3), state.name, note] for t, state, note in cpu.history],
+        })
+    return {
+        "scenario": name,
+        "cpus": len(platform.cpus),
+        "passed": not failures and sorted(online) == sorted(expected),
+        "online": online,
+        "failures": failures,
+        "sim_time_ns": now,
+        "cycles": int(now // CLOCK_NS),
+        "wall_s": round(wall_s, 3),
+        "waves": None if waves is None else str(waves),
+        "time_scale": options.time_scale,
+        "options": options.to_dict(),
+        "bus_messages": len(platform.env.monitor.cycles),
+        "corruptions": [c.as_dict() for c in platform.memory.corruptions],
+        "timeline": timeline,
+        **detail,
+    }
+
+
+def _us(ns):
+    return f"{ns / 1000:.2f}us"
+
+
+def format_report(report, *, max_cpus=None):
+    """The per-CPU timeline and a summary, as text."""
+    lines = [f"scenario {report['scenario']} on {report['cpus']} CPUs"
+             + (f" ({report['method']})" if report.get("method") else "")
+             + f", guest delays x{report['time_scale']:g}"]
+    rows = report["timeline"] if max_cpus is None else report["timeline"][:max_cpus]
+    for cpu in rows:
+        role = "BSP" if cpu["bsp"] else "AP "
+        steps = []
+        last_state = None
+        for t, state, note in cpu["events"]:
+            text = state if state != last_state else ""
+            if note and note != "reset":
+                text = f"{text} ({note})" if text else note
+            steps.append(f"{_us(t)} {text}")
+            last_state = state
+        lines.append(f"  CPU {cpu['port']:3d} APIC {cpu['cpu']:#04x} {role}: " + " | ".join(steps))
+    if max_cpus is not None and len(report["timeline"]) > max_cpus:
+        lines.append(f"  ... {len(report['timeline']) - max_cpus} more CPUs (see --json)")
+    lines.append(f"online: {len(report['online'])} of {len(report.get('expected_online', []))} "
+                 f"expected ({', '.join(f'{i:#x}' for i in report['online'][:16])}"
+                 f"{', ...' if len(report['online']) > 16 else ''})")
+    ignored = sum(c["ignored_sipis"] for c in report["timeline"])
+    lines.append(f"ignored SIPIs: {ignored}; fabric messages: {report['bus_messages']}")
+    if "storm" in report:
+        lines.append(f"ipi storm: {report['storm']}")
+    lines.append(f"simulated {report['sim_time_ns'] / 1000:.1f} us = {report['cycles']} cycles "
+                 f"in {report['wall_s']:.2f} s wall "
+                 f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)")
+    for failure in report["failures"]:
+        lines.append(f"FAILURE CPU {failure['port']} (APIC ID {failure['cpu']:#x}, "
+                     f"{failure['state']}): {failure['message']}")
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def plot_timeline(report, path):
+    """Each CPU's state over simulated time (PNG or SVG by the file name)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = report["timeline"]
+    end_us = report["sim_time_ns"] / 1000
+    height = max(2.5, 0.6 + 0.2 * len(rows))
+    fig, ax = plt.subplots(figsize=(12, height + 0.6), layout="constrained")
+    for y, cpu in enumerate(rows):
+        events = cpu["events"]
+        for k, (t, state, note) in enumerate(events):
+            t_next = events[k + 1][0] if k + 1 < len(events) else report["sim_time_ns"]
+            ax.broken_barh([(t / 1000, max((t_next - t) / 1000, 0))], (y - 0.4, 0.8),
+                           facecolors=STATE_COLORS.get(state, "#888888"), linewidth=0)
+            if note == "online":
+                ax.plot(t / 1000, y, marker="|", color="black", markersize=8)
+            elif "ignored" in note:
+                ax.plot(t / 1000, y, marker="x", color="#c03030", markersize=5)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{'BSP' if c['bsp'] else 'AP'} {c['cpu']:#x}" for c in rows],
+                       fontsize=7 if len(rows) > 32 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, end_us)
+    ax.set_xlabel(f"simulated time (us); guest delays scaled x{report['time_scale']:g}")
+    ax.set_title(f"{report['scenario']}: {len(report['online'])} of {report['cpus']} CPUs online"
+                 + ("" if report["passed"] else " (FAILED)"))
+    handles = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()]
+    handles += [plt.Line2D([], [], color="black", marker="|", linestyle="", label="online"),
+                plt.Line2D([], [], color="#c03030", marker="x", linestyle="", label="SIPI ignored")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
