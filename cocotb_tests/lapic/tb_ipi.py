@@ -177,7 +177,8 @@ async def test_logical_flat_and_cluster(dut):
     env = await FabricEnv.start(dut)
     await enable_all(env)
     sender = env.ports[0]
-    flat = lambda p: (1 << (p.index % 8)) << 24
+    # the last APIC keeps LDR = 0 in the flat model: it must match nothing, broadcast included
+    flat = lambda p: 0 if p.index == env.n - 1 and env.n > 1 else (1 << (p.index % 8)) << 24
     cluster = lambda p: (((p.index // 4) % 15) << 4 | 1 << (p.index % 4)) << 24
     for model, ldr, dfr in (("flat", flat, 0xFFFF_FFFF), ("cluster", cluster, 0x0FFF_FFFF)):
         await gather(*(p.write("LDR", ldr(p)) for p in env.ports))
@@ -260,6 +261,12 @@ async def test_init_sipi(dut):
     cycle = await send_and_trace(env, bsp, deassert)
     assert cycle.accept == set(range(env.n)), "INIT de-assert is not a broadcast to every APIC"
     assert await ap.read("TPR") == 0x40 and not ap.init.value, "INIT de-assert reset a CPU"
+
+    everyone = make_icr(0, INIT, shorthand=Shorthand.ALL_INCLUDING_SELF, level=Level.DEASSERT,
+                        trigger=Trigger.LEVEL)
+    cycle = await send_and_trace(env, bsp, everyone)
+    assert cycle.accept == set(range(env.n)), "INIT de-assert to all-including-self refused"
+    assert await read_esr(bsp) == 0 and not bsp.init.value and not ap.init.value
 
     cycle = await send_and_trace(env, bsp, make_icr(0x9A, SIPI, dest=ap.apic_id))
     assert cycle.accept == {ap.index}
@@ -403,6 +410,28 @@ async def test_priority_tpr_eoi(dut):
         await service(port, v)
     await port.write("EOI", 0)                        # EOI with an empty ISR: no effect
     assert await read_esr(port) == 0
+
+
+@cocotb.test(**TIMEOUT)
+async def test_apr(dut):
+    """APR per the SDM: TPR while it covers the pending and in-service classes, else
+    max(TPR & ISRV, IRRV) classes."""
+    env = await FabricEnv.start(dut)
+    port = env.ports[0]
+    await port.software_enable()
+    await port.write("TPR", 0x3F)               # blocks 0x25 (class 2 <= 3)
+    await send_and_trace(env, port, make_icr(0x25, shorthand=Shorthand.SELF))
+    assert await port.read("APR") == 0x3F, "APR is not TPR while TPR covers every class"
+    await port.write("TPR", 0x10)
+    vector, _ = await port.inta()                # 0x25 in service, nothing pending
+    assert vector == 0x25
+    await port.write("TPR", 0x3F)
+    assert await port.read("APR") == 0x3F        # TPR class 3 > ISRV class 2
+    await port.write("TPR", 0x20)
+    assert await port.read("APR") == 0x20        # max(2 & 2, 0) << 4
+    await port.write("TPR", 0x10)
+    assert await port.read("APR") == 0x00        # max(1 & 2, 0) << 4
+    await port.write("EOI", 0)
 
 
 @cocotb.test(**TIMEOUT)

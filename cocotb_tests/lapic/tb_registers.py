@@ -3,11 +3,12 @@ xAPIC MMIO and x2APIC MSRs, IA32_APIC_BASE mode transitions (lapic.md §1, §4).
 
 import cocotb
 
-from rtl.lapic.layouts import ApicBase, Esr, MSR_IA32_APIC_BASE, MSR_X2APIC_FIRST, XAPIC_DEFAULT_BASE
+from rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, MSR_IA32_APIC_BASE, MSR_X2APIC_FIRST,
+                               XAPIC_DEFAULT_BASE)
 from rtl.lapic.local_apic import MAX_LVT_INDEX, VERSION
 from rtl.lapic.registers import Access, BY_NAME, Kind, REGISTERS
 from sim.codec import field_mask, pack, unpack
-from sim.lapic.bfm import GeneralProtection
+from sim.lapic.bfm import GeneralProtection, make_icr
 from sim.lapic.env import FabricEnv
 from sim.lapic.model import x2apic_ldr
 
@@ -152,6 +153,7 @@ async def test_x2apic_msr_rules(dut):
         ("EOI", 1), ("ESR", 1), ("TPR", 0x100), ("TPR", 1 << 32), ("SVR", 1 << 9),
         ("ID", 0), ("LDR", 0), ("PPR", 0), ("ISR0", 0), ("SELF_IPI", 0x100),
         ("ICR", 1 << 13), ("ICR", 1 << 16), ("ICR", 1 << 20), ("LVT_LINT0", 1 << 20),
+        ("LVT_TIMER", 1 << 14), ("LVT_ERROR", 1 << 14),   # remote IRR exists only in LINT0/1
     ]
     for name, value in checks:
         await expect_gp(port, port.write(name, value), f"WRMSR {name} = {value:#x}")
@@ -159,6 +161,8 @@ async def test_x2apic_msr_rules(dut):
         await expect_gp(port, port.read(name), f"RDMSR of write-only {name}")
     await port.write("TPR", 0x20)
     assert await port.read("TPR") == 0x20
+    await port.write("LVT_LINT0", 0x1_4000)          # remote IRR: defined, read-only
+    assert await port.read("LVT_LINT0") == 0x1_0000
     await port.write("ESR", 0)
     await port.write("EOI", 0)
     assert await port.read("ESR") == 0, "x2APIC accesses set ESR (only #GP is expected)"
@@ -185,8 +189,12 @@ async def test_apic_base_transitions(dut):
     await port.wrmsr(MSR_IA32_APIC_BASE, x2apic)
     assert await port.read("TPR") == 0x30, "xAPIC -> x2APIC lost TPR"
     await expect_gp(port, port.wrmsr(MSR_IA32_APIC_BASE, xapic), "x2APIC -> xAPIC directly")
+    # an NMI pending towards the CPU does not survive the APIC's global disable
+    await port.write("ICR", make_icr(0, DeliveryMode.NMI, dest=port.apic_id, x2apic=True))
+    await port.wait_nmi(timeout_cycles=20)
     await port.wrmsr(MSR_IA32_APIC_BASE, disabled)
     assert port.x2apic is False
+    assert not port.nmi.value, "a disabled APIC kept an NMI pending"
     assert await port.mmio_read(BY_NAME["ID"].offset) == 0xFFFF_FFFF, "disabled APIC MMIO"
     await expect_gp(port, port.rdmsr(BY_NAME["ID"].msr), "x2APIC MSR while disabled")
     await expect_gp(port, port.wrmsr(MSR_IA32_APIC_BASE, x2apic), "disabled -> x2APIC directly")

@@ -131,8 +131,9 @@ class FabricMessage(data.Struct):
     """What travels on the IPI fabric: the ICR fields that matter to receivers.
 
     ``x2apic`` says in which format the sender wrote the destination (8-bit xAPIC with
-    broadcast 0xFF, or 32-bit x2APIC with broadcast 0xFFFF_FFFF); each receiver matches it
-    under its own mode without aliasing (lapic.md §8 #16, #17).
+    broadcast 0xFF, or 32-bit x2APIC with broadcast 0xFFFF_FFFF).  The sender's format decides
+    what a broadcast is; receivers match IDs under their own mode, without aliasing (lapic.md
+    §8 #16, #17; see :class:`rtl.lapic.local_apic.LocalApic`).
     """
     vector: unsigned(8)
     delivery_mode: DeliveryMode

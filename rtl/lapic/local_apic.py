@@ -59,19 +59,26 @@ class LocalApic(wiring.Component):
       are also refused with *receive illegal vector*.
     * **Level-triggered IPIs** other than INIT are sent as edge, asserted (P4 rule, §8 #20), so
       TMR stays 0 for every IPI; TMR reads as zero.  INIT with trigger=level, level=de-assert is
-      INIT de-assert: it reaches every APIC and changes nothing (§8 #8).
+      INIT de-assert: it reaches every APIC whatever its destination or shorthand (all
+      including self is allowed for it) and changes nothing (§8 #8).
     * **ICR write while busy.** The register port holds ``req_ready`` low until the previous IPI
       is done, in both modes, so no IPI is dropped (§8 #11).
-    * **Destination in mixed modes.** Each receiver matches under its own mode; an x2APIC
-      destination above 0xFF never aliases onto an xAPIC ID (KVM's choice, §8 #17).  In x2APIC
-      mode 0xFF is an ordinary ID (§8 #16).
+    * **Destination in mixed modes.** Whether a message is a broadcast is decided by the
+      format the sender used (0xFF from an xAPIC sender, 0xFFFF_FFFF from an x2APIC sender), as
+      KVM's ``kvm_apic_broadcast`` does; IDs and logical IDs are matched under the receiver's
+      own mode, and an x2APIC destination above 0xFF never aliases onto an xAPIC ID (§8 #17).
+      So 0xFF written by an x2APIC sender is an ordinary ID (§8 #16).  An xAPIC APIC with
+      LDR = 0 matches no logical destination, logical broadcast included (§3).
     * **Lowest priority** goes to the candidate with the lowest PPR class, ties to the lowest
       port index (the fabric decides).
     * **INIT** resets the APIC registers except the ID, IA32_APIC_BASE (mode, BSP) and an IPI
       already handed to the fabric, which is still delivered.  A pending SIPI is cleared.
-    * **Globally disabled APIC** (IA32_APIC_BASE.EN=0) accepts no message; its MMIO page reads
-      all-ones and ignores writes, as does the MMIO page in x2APIC mode.  Leaving EN=1
-      resets the registers.
+    * **Globally disabled APIC** (IA32_APIC_BASE.EN=0) accepts no message and drops pending
+      INIT/SIPI/NMI/SMI; its MMIO page reads all-ones and ignores writes, as does the MMIO page
+      in x2APIC mode.  Leaving EN=1 resets the registers.
+    * **APR** follows the SDM: TPR when TPR[7:4] >= IRRV[7:4] and > ISRV[7:4], otherwise
+      max(TPR[7:4] & ISRV[7:4], IRRV[7:4]) << 4.  It is informational: lowest-priority
+      arbitration uses the PPR class.
     * **xAPIC MMIO**: reserved or unaligned offsets set ESR *illegal register address*; reads
       of write-only registers return 0; writes to read-only registers are ignored.  The xAPIC
       ID is read-only.  MSR accesses in xAPIC mode are #GP.
@@ -151,8 +158,9 @@ class LocalApic(wiring.Component):
         with m.If((tpr[4:8] >= irrv8[4:8]) & (tpr[4:8] > isrv8[4:8])):
             m.d.comb += apr.eq(tpr)
         with m.Else():
-            top_class = Mux(irrv8[4:8] > isrv8[4:8], irrv8[4:8], isrv8[4:8])
-            m.d.comb += apr.eq(Cat(Const(0, 4), Mux(top_class > tpr[4:8], top_class, tpr[4:8])))
+            # SDM: APR[7:4] = max(TPR[7:4] & ISRV[7:4], IRRV[7:4]), APR[3:0] = 0
+            masked = tpr[4:8] & isrv8[4:8]
+            m.d.comb += apr.eq(Cat(Const(0, 4), Mux(irrv8[4:8] > masked, irrv8[4:8], masked)))
         deliverable = Signal()
         m.d.comb += deliverable.eq(enabled & sw_enabled & irr_any & (irrv8[4:8] > ppr[4:8]))
 
@@ -350,9 +358,10 @@ class LocalApic(wiring.Component):
             msg.level.eq(Mux(is_init_deassert, Level.DEASSERT, Level.ASSERT)),
             msg.trigger.eq(Mux(is_init_deassert, Trigger.LEVEL, Trigger.EDGE)),
         ]
+        # INIT de-assert may use "all including self" (lapic.md §2.1 recommends it).
         refused = ((mode == DeliveryMode.RESERVED_3) | (mode == DeliveryMode.RESERVED_7) |
                    (((msg.shorthand == Shorthand.SELF) |
-                     (msg.shorthand == Shorthand.ALL_INCLUDING_SELF)) &
+                     ((msg.shorthand == Shorthand.ALL_INCLUDING_SELF) & ~is_init_deassert)) &
                     (mode != DeliveryMode.FIXED)))
         fixed_like = (mode == DeliveryMode.FIXED) | (mode == DeliveryMode.LOWEST_PRIORITY)
         with m.If(fire & sends):
@@ -380,7 +389,10 @@ class LocalApic(wiring.Component):
             (dfr_model == 0x0) & (mda[4:8] == ldr8[4:8]) & ((mda[0:4] & ldr8[0:4]) != 0))
         x2apic_logical = ((dest[16:32] == x2apic_ldr[16:32]) &
                           ((dest[0:16] & x2apic_ldr[0:16]) != 0))
-        logical_match = broadcast | Mux(x2apic, x2apic_logical, xapic_logical)
+        # An xAPIC APIC with LDR = 0 (the state after INIT) matches no logical destination,
+        # broadcast included (lapic.md §3); the x2APIC LDR is never 0.
+        logical_match = Mux(x2apic, broadcast | x2apic_logical,
+                            (ldr8 != 0) & (broadcast | xapic_logical))
         dest_match = Mux(rx.dest_mode == DestMode.LOGICAL, logical_match, physical_match)
         addressed = Signal()
         with m.Switch(rx.shorthand):
@@ -454,6 +466,11 @@ class LocalApic(wiring.Component):
         ]
 
         # --- INIT / disable: back to the reset state, keeping ID, mode and BSP (lapic.md §6.1) --
+        with m.If(fire & write & msr_apic_base & ~gp & enabled & ~new_base.enable):
+            # A globally disabled APIC is absent: nothing stays pending towards the CPU.
+            m.d.sync += [init_pending.eq(0), sipi_pending.eq(0), nmi_pending.eq(0),
+                         smi_pending.eq(0)]
+
         with m.If(soft_reset):
             m.d.sync += [irr.eq(0), isr.eq(0), esr_pending.eq(0), esr_visible.eq(0), icr.eq(0)]
             m.d.sync += [reg.eq(BY_NAME[name].reset) for name, reg in storage.items()]

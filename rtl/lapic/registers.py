@@ -59,16 +59,16 @@ _RW, _RO, _WO, _NO = Access.RW, Access.RO, Access.WO, Access.ABSENT
 _S = Kind.STORAGE
 
 _LVT_MASKED = 0x1_0000
-# Writable LVT bits follow KVM's apic_lvt_mask (lapic.md §1.1); bit 12 (delivery status) and
-# bit 14 (remote IRR) are defined read-only bits.
+# Writable LVT bits follow KVM's apic_lvt_mask (lapic.md §1.1).  Read-only defined bits: 12
+# (delivery status) in every LVT, 14 (remote IRR) only in LINT0/LINT1.
 _LVT = [
-    ("LVT_CMCI", 0x2F, 0x107FF),
-    ("LVT_TIMER", 0x32, 0x700FF),
-    ("LVT_THERMAL", 0x33, 0x107FF),
-    ("LVT_PERF", 0x34, 0x107FF),
-    ("LVT_LINT0", 0x35, 0x1A7FF),
-    ("LVT_LINT1", 0x36, 0x1A7FF),
-    ("LVT_ERROR", 0x37, 0x100FF),
+    ("LVT_CMCI", 0x2F, 0x107FF, 0x1000),
+    ("LVT_TIMER", 0x32, 0x700FF, 0x1000),
+    ("LVT_THERMAL", 0x33, 0x107FF, 0x1000),
+    ("LVT_PERF", 0x34, 0x107FF, 0x1000),
+    ("LVT_LINT0", 0x35, 0x1A7FF, 0x5000),
+    ("LVT_LINT1", 0x36, 0x1A7FF, 0x5000),
+    ("LVT_ERROR", 0x37, 0x100FF, 0x1000),
 ]
 
 REGISTERS = [
@@ -95,9 +95,9 @@ REGISTERS = [
       for i in range(8)],
     Register("ESR", 0x28, _RW, _RW, doc="error status; a write latches the pending errors; "
              "x2APIC: non-zero write is #GP"),
-    *[Register(name, index, _RW, _RW, reset=_LVT_MASKED, write_mask=mask, ro_mask=0x5000,
+    *[Register(name, index, _RW, _RW, reset=_LVT_MASKED, write_mask=mask, ro_mask=ro,
                kind=_S, doc="local vector table entry (storage; no local interrupt sources yet)")
-      for name, index, mask in _LVT],
+      for name, index, mask, ro in _LVT],
     Register("ICR", 0x30, _RW, _RW, doc="interrupt command (xAPIC low half; x2APIC all 64 bits); "
              "writing it sends the IPI"),
     Register("ICR_HI", 0x31, _RW, _NO, write_mask=0xFF00_0000,

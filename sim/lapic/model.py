@@ -42,7 +42,10 @@ class ApicState:
 
     def _logical(self, msg):
         dest = msg["destination"]
-        if (msg["x2apic"] and dest == X2APIC_BROADCAST) or (not msg["x2apic"] and dest == 0xFF):
+        broadcast = dest == (X2APIC_BROADCAST if msg["x2apic"] else XAPIC_BROADCAST)
+        if self.mode != "x2apic" and self.ldr >> 24 == 0:
+            return False          # LDR = 0 matches no logical destination (lapic.md §3)
+        if broadcast:
             return True
         if self.mode == "x2apic":
             ldr = x2apic_ldr(self.apic_id)
