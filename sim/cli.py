@@ -138,6 +138,10 @@ def main(argv=None):
     bench = sub.add_parser("bench", help="simulation speed figures")
     bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255)")
     bench.add_argument("--no-icarus", action="store_true", help="skip the Icarus comparison")
+    bench.add_argument("--icarus-timeout", type=float, default=600,
+                       help="give up on an Icarus run after this many seconds")
+    bench.add_argument("--skip-public-flat-rw", action="store_true",
+                       help="skip the --public-flat-rw measurement at 64 CPUs")
     bench.set_defaults(func=_bench)
     sub.add_parser("registers", help="print the local APIC register map").set_defaults(func=_registers)
     args = parser.parse_args(argv)

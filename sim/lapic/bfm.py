@@ -90,7 +90,10 @@ class ApicPort:
         #: simulation time (ns) of the clock edge at which the last access took effect
         self.last_access_ns = None
         self.cycles_per_access = []
-        for handle in (self._req_valid, self._write, self._inta, *self._acks.values()):
+        # Every input this port drives starts at a known value (Icarus leaves undriven ones X,
+        # which would reach registers through don't-care paths).
+        for handle in (self._req_valid, self._space, self._addr, self._write, self._wdata,
+                       self._inta, *self._acks.values()):
             handle.value = 0
 
     # --- raw accesses ---------------------------------------------------------------------------

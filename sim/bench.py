@@ -1,0 +1,181 @@
+"""``apwake bench``: simulation speed figures (printed; no test asserts on them).
+
+For each CPU count (default 8, 64, 255):
+
+* build time: cold (conversion + Verilator compile into an empty cache) and cached;
+* ``init-sipi-parallel``: wall time of the run in the simulator, simulated cycles, cycles/s;
+* the idle ceiling: cycles/s of the same build clocked with no Python activity;
+* the same scenario on Icarus Verilog (when ``iverilog`` is installed), as a slowdown ratio;
+* for 64 CPUs, what the stock runner's ``--public-flat-rw`` would cost (compile, idle speed).
+
+Figures go to stdout and to ``build/bench.json``; docs/PERFORMANCE.md records them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .build import REPO_ROOT, build
+from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+from .run import run_cocotb
+from .scenarios.bringup import ScenarioOptions
+
+__all__ = ["main"]
+
+SCENARIO = "init-sipi-parallel"
+
+
+def _report(run, path):
+    if not path.exists():
+        raise RuntimeError(f"no report from the simulator; log {run.log_file}:\n{run.log_tail(40)}")
+    return json.loads(path.read_text())
+
+
+def _scenario(the_build, config, label, out):
+    report_file = out / f"{label}.json"
+    report_file.unlink(missing_ok=True)
+    env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": SCENARIO,
+           "APWAKE_SCENARIO_OPTIONS": json.dumps(ScenarioOptions().to_dict()),
+           "APWAKE_REPORT": str(report_file)}
+    started = time.monotonic()
+    run = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env)
+    process_s = time.monotonic() - started
+    report = _report(run, report_file)
+    if not report["passed"]:
+        raise RuntimeError(f"{SCENARIO} on {config.n_cpus} CPUs failed: {report['failures'][:3]}")
+    return report, process_s
+
+
+def _idle(the_build, config, label, out, cycles):
+    report_file = out / f"{label}-idle.json"
+    report_file.unlink(missing_ok=True)
+    env = {CONFIG_ENV: config.to_json(), "APWAKE_REPORT": str(report_file),
+           "APWAKE_IDLE_CYCLES": str(cycles)}
+    run = run_cocotb(the_build, "sim.scenarios.idle", label=f"{label}-idle", extra_env=env)
+    idle = _report(run, report_file)
+    return idle["cycles"] / idle["wall_s"]
+
+
+class _IcarusBuild:
+    """Just enough of :class:`sim.build.Build` for :func:`sim.run.run_cocotb`."""
+
+    def __init__(self, verilog_dir, build_dir, toplevel):
+        self.verilog_dir, self.build_dir, self.toplevel, self.waves = verilog_dir, build_dir, toplevel, False
+
+
+def _icarus(verilog_build, config, label, out, timeout_s):
+    from cocotb_tools.runner import get_runner
+    build_dir = out / f"icarus-{label}"
+    shutil.rmtree(build_dir, ignore_errors=True)
+    runner = get_runner("icarus")
+    # -g2005 after the runner's -g2012: Verilog-2005 initialisers raise a time-0 event, which
+    # Yosys's output relies on to run its `always @*` blocks once (SystemVerilog's do not).
+    runner.build(sources=sorted(verilog_build.verilog_dir.glob("*.v")), hdl_toplevel="apwake_fabric",
+                 build_dir=build_dir, build_args=["-g2005"], timescale=("1ns", "1ps"),
+                 log_file=build_dir / "build.log")
+    report_file = out / f"{label}-icarus.json"
+    report_file.unlink(missing_ok=True)
+    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": SCENARIO,
+                              "APWAKE_SCENARIO_OPTIONS": json.dumps(ScenarioOptions().to_dict()),
+                              "APWAKE_REPORT": str(report_file),
+                              "PYTHONPATH": str(REPO_ROOT)})
+    code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
+            f"r.test(test_module='sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
+            f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "
+            f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), "
+            f"log_file={str(build_dir / 'sim.log')!r})")
+    started = time.monotonic()
+    try:
+        subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s,
+                       capture_output=True, check=False)
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started
+    if not report_file.exists():
+        return None, time.monotonic() - started
+    return json.loads(report_file.read_text()), time.monotonic() - started
+
+
+def _public_flat_rw(config, cache):
+    """Build and idle-run the fabric the way the stock cocotb runner would (every net public)."""
+    from . import build as build_module
+    os.environ["APWAKE_CACHE_DIR"] = str(cache)
+    build_module.ApwakeVerilator.public_everything = True
+    try:
+        started = time.monotonic()
+        the_build = build(FabricDesign(config), variant="public-flat-rw")
+        return the_build, time.monotonic() - started
+    finally:
+        build_module.ApwakeVerilator.public_everything = False
+
+
+def main(args):
+    sizes = args.cpus or [8, 64, 255]
+    out = REPO_ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    have_icarus = shutil.which("iverilog") is not None and not args.no_icarus
+    rows = []
+    saved_cache = os.environ.get("APWAKE_CACHE_DIR")
+    for n in sizes:
+        config = FabricConfig.contiguous(n)
+        label = f"n{n}"
+        with tempfile.TemporaryDirectory(prefix="apwake-bench-") as cache:
+            os.environ["APWAKE_CACHE_DIR"] = cache
+            started = time.monotonic()
+            cold = build(FabricDesign(config))
+            cold_s = time.monotonic() - started
+            started = time.monotonic()
+            build(FabricDesign(config))
+            cached_s = time.monotonic() - started
+            report, process_s = _scenario(cold, config, label, out)
+            idle_cps = _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n))
+            row = {"cpus": n, "build_cold_s": round(cold_s, 1), "convert_s": round(cold.convert_s, 1),
+                   "compile_s": round(cold.compile_s, 1), "build_cached_s": round(cached_s, 2),
+                   "scenario": SCENARIO, "scenario_wall_s": report["wall_s"],
+                   "scenario_process_s": round(process_s, 2), "cycles": report["cycles"],
+                   "cycles_per_s": round(report["cycles"] / report["wall_s"]),
+                   "idle_cycles_per_s": round(idle_cps),
+                   "online": len(report["online"])}
+            row["fraction_of_idle"] = round(row["cycles_per_s"] / row["idle_cycles_per_s"], 3)
+            if have_icarus:
+                icarus, icarus_process_s = _icarus(cold, config, label, out, timeout_s=args.icarus_timeout)
+                if icarus is None:
+                    row["icarus"] = f"no result within {args.icarus_timeout} s"
+                else:
+                    row["icarus_wall_s"] = icarus["wall_s"]
+                    row["icarus_slowdown"] = round(icarus["wall_s"] / report["wall_s"], 1)
+            if n == 64 and not args.skip_public_flat_rw:
+                public, public_build_s = _public_flat_rw(config, cache)
+                row["public_flat_rw_build_s"] = round(public_build_s, 1)
+                row["public_flat_rw_idle_cycles_per_s"] = round(
+                    _idle(public, config, f"{label}-public", out, cycles=max(50_000, 2_000_000 // n)))
+                os.environ["APWAKE_CACHE_DIR"] = cache
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if saved_cache is None:
+        os.environ.pop("APWAKE_CACHE_DIR", None)
+    else:
+        os.environ["APWAKE_CACHE_DIR"] = saved_cache
+    (REPO_ROOT / "build" / "bench.json").write_text(json.dumps(rows, indent=1))
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows):
+    print()
+    print(f"{'CPUs':>5} {'build cold':>10} {'cached':>7} {'scenario':>9} {'cycles':>9} "
+          f"{'cycles/s':>10} {'idle c/s':>10} {'of idle':>7} {'Icarus x':>9}")
+    for r in rows:
+        icarus = r.get("icarus_slowdown", r.get("icarus", "-"))
+        print(f"{r['cpus']:>5} {r['build_cold_s']:>9.1f}s {r['build_cached_s']:>6.2f}s "
+              f"{r['scenario_wall_s']:>8.2f}s {r['cycles']:>9} {r['cycles_per_s']:>10,} "
+              f"{r['idle_cycles_per_s']:>10,} {r['fraction_of_idle']:>6.0%} {str(icarus):>9}")
+    for r in rows:
+        if "public_flat_rw_build_s" in r:
+            print(f"--public-flat-rw at {r['cpus']} CPUs: build {r['public_flat_rw_build_s']} s "
+                  f"(apwake: {r['build_cold_s']} s), idle {r['public_flat_rw_idle_cycles_per_s']:,} "
+                  f"cycles/s (apwake: {r['idle_cycles_per_s']:,})")
