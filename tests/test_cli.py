@@ -1,0 +1,52 @@
+"""The apwake command line, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sim.build import REPO_ROOT
+
+
+def apwake(*args):
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_list_names_every_scenario():
+    out = apwake("list")
+    assert out.returncode == 0
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "ipi-storm"]
+
+
+def test_run_json_and_timeline(tmp_path):
+    picture = tmp_path / "boot.png"
+    out = apwake("run", "init-sipi", "--cpus", "2", "--json", "--timeline", str(picture))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    for key in ("scenario", "cpus", "passed", "online", "failures", "sim_time_ns", "cycles",
+                "wall_s", "waves"):
+        assert key in report, key
+    assert report["passed"] and report["online"] == [0, 1] and report["failures"] == []
+    assert report["cycles"] == report["sim_time_ns"] // 10 > 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stuck_ap_fails_with_a_report():
+    out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
+                 "--callin-timeout-ms", "1")
+    assert out.returncode == 1
+    assert "FAILURE CPU 1 (APIC ID 0x1, INIT_RECEIVED)" in out.stdout
+    assert "did not answer within 0.001 s" in out.stdout and out.stdout.rstrip().endswith("FAILED")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
+    (["run", "init-sipi", "--cpus", "256"], "--cpus must be 1 to 255, not 256"),
+    (["run", "init-sipi", "--timeline", "x.jpg"], "--timeline must end in .png or .svg"),
+])
+def test_bad_arguments(args, message):
+    out = apwake(*args)
+    assert out.returncode == 2 and message in out.stderr
