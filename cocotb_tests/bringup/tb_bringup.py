@@ -18,6 +18,19 @@ SHORT = dict(callin_timeout_us=1000)
 WAIT_NS = 5_000
 
 
+async def booted(dut):
+    """A platform booted by the modern Linux sequence: ``(platform, kernel)``."""
+    options = ScenarioOptions()
+    platform = await start_platform(dut, options)
+    return platform, await boot(platform, options, BootMethod.MODERN)
+
+
+async def send(apic, icr):
+    """Send an IPI and wait for delivery status idle, as Linux does."""
+    await apic.send_ipi(icr)
+    await apic.wait_idle()
+
+
 def check_all_online(report, *, second_sipi_seen=True):
     """Every CPU online and idle, each AP started once at the trampoline.  With
     ``second_sipi_seen`` the AP took the second SIPI as a separate event and ignored it; SIPIs
@@ -75,13 +88,10 @@ async def test_ipi_storm(dut):
 @cocotb.test(**TIMEOUT)
 async def test_sipi_to_running_cpu_is_ignored(dut):
     """A SIPI to an online AP changes nothing but the ignored count."""
-    options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    kernel = await boot(platform, options, BootMethod.MODERN)
+    platform, kernel = await booted(dut)
     ap = platform.cpus[-1]
     before = (ap.ignored_sipis, ap.state, kernel.online_apic_ids())
-    await platform.bsp.apic.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
-    await platform.bsp.apic.wait_idle()
+    await send(platform.bsp.apic, make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
     await ap.wait_until(lambda: ap.ignored_sipis == before[0] + 1, timeout_ns=WAIT_NS,
                         what="the SIPI counted as ignored")
     assert ap.state is before[1] and kernel.online_apic_ids() == before[2]
@@ -92,15 +102,11 @@ async def test_sipi_to_running_cpu_is_ignored(dut):
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_sipi_vector_with_no_code(dut):
     """INIT then a SIPI whose page holds no code: the report names the CPU and the address."""
-    options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    await boot(platform, options, BootMethod.MODERN)
+    platform, _ = await booted(dut)
     ap = platform.cpus[1]
     bsp = platform.bsp.apic
-    await bsp.send_ipi(make_icr(0, DeliveryMode.INIT, dest=ap.apic_id, trigger=Trigger.LEVEL))
-    await bsp.wait_idle()
-    await bsp.send_ipi(make_icr(0x9B, DeliveryMode.STARTUP, dest=ap.apic_id))
-    await bsp.wait_idle()
+    await send(bsp, make_icr(0, DeliveryMode.INIT, dest=ap.apic_id, trigger=Trigger.LEVEL))
+    await send(bsp, make_icr(0x9B, DeliveryMode.STARTUP, dest=ap.apic_id))
     expected = f"CPU {ap.index} (APIC ID {ap.apic_id:#x}) started at 0x9b000 where no code is loaded"
     await ap.wait_until(lambda: any(expected in f["message"] for f in platform.failures),
                         timeout_ns=WAIT_NS, what=f"the report {expected!r}")
@@ -111,12 +117,9 @@ async def test_sipi_vector_with_no_code(dut):
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_init_to_the_bsp(dut):
     """INIT to the BSP sends it to the reset vector, not to wait-for-SIPI (lapic.md §8 #7)."""
-    options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    await boot(platform, options, BootMethod.MODERN)
+    platform, _ = await booted(dut)
     bsp, ap = platform.bsp, platform.cpus[1]
-    await ap.apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=bsp.apic_id, trigger=Trigger.LEVEL))
-    await ap.apic.wait_idle()
+    await send(ap.apic, make_icr(0, DeliveryMode.INIT, dest=bsp.apic_id, trigger=Trigger.LEVEL))
     await bsp.wait_until(lambda: platform.firmware.resets == 2, timeout_ns=WAIT_NS,
                          what="re-entry of the reset vector")
     notes = [note for _, _, note in bsp.history]
@@ -156,8 +159,7 @@ async def test_sipi_before_init(dut, kvm):
     platform.start()
     ap = platform.cpus[1]
     bsp = platform.bsp.apic
-    await bsp.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
-    await bsp.wait_idle()
+    await send(bsp, make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
     if kvm:
         await ap.wait_until(lambda: ap.ignored_sipis == 1, timeout_ns=WAIT_NS, what="SIPI dropped")
         assert ap.state is MpState.UNINITIALIZED and ap.entry is None
