@@ -16,6 +16,7 @@ from rtl.lapic.registers import Access, BY_NAME
 from rtl.lapic.signatures import Space
 
 from ..codec import pack, unpack
+from ..handshake import SimTimeout, bus_access
 
 __all__ = ["ApicPort", "GeneralProtection", "SimTimeout", "make_icr"]
 
@@ -30,15 +31,11 @@ def make_icr(vector=0, mode=DeliveryMode.FIXED, *, dest=0, dest_mode=DestMode.PH
                 level=level, trigger=trigger, destination=dest if x2apic else dest << 24)
 
 
-class SimTimeout(AssertionError):
-    """A wait ran past its watchdog."""
-
-
 class GeneralProtection(Exception):
     """The access raised #GP (the APIC's ``gp`` response)."""
 
     def __init__(self, port, what):
-        super().__init__(f"#GP on {port.name}: {what}")
+        super().__init__(f"#GP: {what}")
         self.port = port
         self.what = what
 
@@ -98,38 +95,19 @@ class ApicPort:
 
     # --- raw accesses ---------------------------------------------------------------------------
     async def _access(self, space, addr, write, wdata=0, *, timeout_cycles=1000):
-        what = (f"{'write' if write else 'read'} of {space.name} {addr:#x}"
+        what = (f"{self.name}: {'write' if write else 'read'} of {space.name} {addr:#x}"
                 + (f" = {wdata:#x}" if write else ""))
         async with self._lock:
-            self._space.value = space.value
-            self._addr.value = addr
-            self._write.value = int(write)
-            self._wdata.value = wdata
-            self._req_valid.value = 1
-            try:
-                for cycle in range(timeout_cycles):
-                    await ReadOnly()
-                    ready = bool(self._req_ready.value)
-                    await RisingEdge(self.clk)
-                    if ready:
-                        break
-                else:
-                    raise SimTimeout(f"{self.name}: {what} not taken within {timeout_cycles} "
-                                     f"cycles (req_ready stayed low)")
-            finally:
-                # also when the caller is cancelled (a CPU reset by INIT mid-access)
-                self._req_valid.value = 0
-            self.last_access_ns = cocotb.utils.get_sim_time("ns")
-            self.cycles_per_access.append(cycle + 1)
-            self._req_valid.value = 0
-            await ReadOnly()
-            if not self._resp_valid.value:
-                raise AssertionError(f"{self.name}: no resp_valid the cycle after {what}")
-            rdata, gp = int(self._rdata.value), bool(self._gp.value)
-            await RisingEdge(self.clk)
-        if gp:
+            edge_ns, cycles, resp = await bus_access(
+                self.clk, self._req_valid, self._req_ready, self._resp_valid,
+                {self._space: space.value, self._addr: addr, self._write: int(write),
+                 self._wdata: wdata},
+                {"rdata": self._rdata, "gp": self._gp}, what=what, timeout_cycles=timeout_cycles)
+        self.last_access_ns = edge_ns
+        self.cycles_per_access.append(cycles)
+        if resp["gp"]:
             raise GeneralProtection(self, what)
-        return rdata
+        return resp["rdata"]
 
     async def mmio_read(self, offset):
         return await self._access(Space.MMIO, offset, False)

@@ -1,0 +1,177 @@
+"""MP wakeup mailbox block tests: Linux's wakeup sequence, Test, return through ResetVector, and
+every refused or flagged input of mpwk.md §7 that the peripheral sees."""
+
+import cocotb
+
+from rtl.mpwk_mailbox.layouts import APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, ApState, Command
+from sim.mpwk.bfm import MailboxEnv
+from sim.mpwk.design import MailboxConfig
+from sim.pytest_plugin import applies_to
+
+TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
+VECTOR = 0x0000_0000_0009_A000
+v1 = applies_to(lambda c: c.version == 1)
+v0 = applies_to(lambda c: c.version == 0)
+
+
+async def start(dut):
+    return await MailboxEnv.start(dut, MailboxConfig.from_env())
+
+
+def addr(env, field):
+    return env.base + OFFSETS[field]
+
+
+async def post(env, apic_id, command, vector=VECTOR):
+    """acpi_wakeup_cpu: ApicId, WakeupVector, then Command (a 16-bit release store)."""
+    await env.os.write32(addr(env, "apic_id"), apic_id)
+    await env.os.write64(addr(env, "wakeup_vector"), vector)
+    await env.os.write16(addr(env, "command"), command)
+
+
+async def wait_acknowledged(env, *, polls=200):
+    """Spin on Command as Linux does, but with a watchdog."""
+    for _ in range(polls):
+        if await env.os.read32(addr(env, "command")) & 0xFFFF == 0:
+            return True
+    return False
+
+
+def flags(env):
+    return {k for k, v in env.status().items() if v and k != "rsvd"}
+
+
+@cocotb.test(**TIMEOUT)
+async def test_reset_state(dut):
+    env = await start(dut)
+    assert await env.os.read32(addr(env, "command")) == 0
+    assert await env.os.read32(addr(env, "apic_id")) == APIC_ID_INVALID
+    assert await env.os.read64(addr(env, "wakeup_vector")) == 0
+    assert all(ap.state is ApState.POLL for ap in env.aps) and not flags(env)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_wakeup_each_ap(dut):
+    """Each AP is woken exactly once with the vector the OS wrote; the mailbox is cleared as
+    configured (8 bytes: Command, Reserved, ApicId; 2 bytes: Command only)."""
+    env = await start(dut)
+    for k, ap in enumerate(env.aps):
+        vector = VECTOR + 0x1000 * k
+        await post(env, ap.apic_id, Command.WAKEUP.value, vector)
+        assert await ap.wait_wake(timeout_cycles=200) == vector
+        assert await wait_acknowledged(env), f"AP {k}: Command never cleared"
+        assert ap.state is ApState.OS_RUNNING
+        apic_id = await env.os.read32(addr(env, "apic_id"))
+        assert apic_id == (0 if env.config.ack_bytes == 8 else ap.apic_id)
+        assert await env.os.read64(addr(env, "wakeup_vector")) == vector, "vector must survive the ack"
+        assert sum(bool(a.wake.value) for a in env.aps) == 0, "a second AP saw the wakeup"
+    assert not flags(env)
+
+
+@cocotb.test(**TIMEOUT)
+@v1
+async def test_offline_and_online_again(dut):
+    """Version 1: the AP jumps to ResetVector, is parked again (Test answered), and can be
+    woken again (mpwk.md §7 #2, #13)."""
+    env = await start(dut)
+    ap = env.aps[-1]
+    await post(env, ap.apic_id, Command.WAKEUP.value)
+    await ap.wait_wake()
+    assert await wait_acknowledged(env)
+    await ap.return_to_firmware()
+    assert ap.state is ApState.RETURNING
+    await post(env, ap.apic_id, Command.TEST.value)     # Linux's acpi_mp_cpu_die
+    assert await wait_acknowledged(env), "Test to a returning AP was never answered"
+    assert ap.state is ApState.POLL and not ap.wake.value, "Test woke the AP"
+    await post(env, ap.apic_id, Command.WAKEUP.value, VECTOR + 0x2000)
+    assert await ap.wait_wake() == VECTOR + 0x2000
+    assert not flags(env)
+
+
+@cocotb.test(**TIMEOUT)
+@v0
+async def test_version0_has_no_way_back(dut):
+    """Version 0: Test is an unknown command, never acknowledged; an AP that jumps to a reset
+    vector is flagged and stays lost."""
+    env = await start(dut)
+    ap = env.aps[0]
+    await post(env, ap.apic_id, Command.WAKEUP.value)
+    await ap.wait_wake()
+    assert await wait_acknowledged(env)
+    await ap.return_to_firmware()
+    assert ap.state is ApState.OS_RUNNING and flags(env) == {"reset_unsupported"}
+    await post(env, env.aps[1].apic_id, Command.TEST.value)
+    assert not await wait_acknowledged(env, polls=20)
+    assert "unknown_command" in flags(env)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_no_polling_target(dut):
+    """Wakeup for an ID nobody polls (unknown, or an AP already running): never acknowledged,
+    ``no_target`` after the timeout; the OS can withdraw it (mpwk.md §7 #1)."""
+    env = await start(dut)
+    running = env.aps[0]
+    await post(env, running.apic_id, Command.WAKEUP.value)
+    await running.wait_wake()
+    assert await wait_acknowledged(env)
+    for apic_id in (0x77, running.apic_id):
+        await post(env, apic_id, Command.WAKEUP.value)
+        await env.cycles(env.config.no_target_timeout + 10)
+        assert await env.os.read32(addr(env, "command")) == Command.WAKEUP.value, "acknowledged on nobody's behalf"
+        assert "no_target" in flags(env)
+        assert await env.os.read32(env.config.base + 0x1004) == apic_id, "LAST_APIC_ID"
+        await env.os.write32(env.config.base + 0x1000, 0xFFFF_FFFF)       # clear the status
+        await env.os.write16(addr(env, "command"), 0)                      # withdraw
+        assert not flags(env)
+    assert not any(a.wake.value for a in env.aps)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_refused_requests(dut):
+    """Unknown command, Reserved != 0 (TDVF's 32-bit compare) and the broadcast ID are flagged
+    and never acknowledged (mpwk.md §7 #5, #6, #8)."""
+    env = await start(dut)
+    ap = env.aps[0]
+    cases = [
+        ("unknown_command", lambda: post(env, ap.apic_id, 3)),
+        ("reserved_nonzero", lambda: env.os.write32(addr(env, "command"), 0x0001_0001)),
+        ("broadcast_refused", lambda: post(env, APIC_ID_BROADCAST, Command.WAKEUP.value)),
+    ]
+    for flag, request in cases:
+        if flag == "reserved_nonzero":
+            await env.os.write32(addr(env, "apic_id"), ap.apic_id)
+        await request()
+        assert not await wait_acknowledged(env, polls=20), f"{flag}: acknowledged"
+        assert flags(env) == {flag}, f"expected {flag}, got {flags(env)}"
+        assert not any(a.wake.value for a in env.aps)
+        await env.os.write32(addr(env, "command"), 0)
+        await env.os.write32(env.config.base + 0x1000, 0xFFFF_FFFF)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_writes_while_pending_are_flagged_and_latched(dut):
+    """ApicId/vector latch at the Command edge: rewriting them, or Command, while the request
+    is pending is flagged and does not change what the AP gets (mpwk.md §7 #3, #4)."""
+    env = await start(dut)
+    ap = env.aps[1]
+    await post(env, ap.apic_id, Command.WAKEUP.value, VECTOR)
+    await env.os.write64(addr(env, "wakeup_vector"), 0xBAD000)
+    await env.os.write16(addr(env, "command"), Command.WAKEUP.value)
+    assert await ap.wait_wake() == VECTOR, "the AP took a vector written after the command"
+    assert await wait_acknowledged(env)
+    assert flags(env) == {"field_changed_while_pending", "command_while_busy"}
+
+
+@cocotb.test(**TIMEOUT)
+async def test_page_halves(dut):
+    """ReservedForOs is ordinary memory for the OS; the firmware half is read-only to it
+    (mpwk.md §7 #18); byte strobes select lanes."""
+    env = await start(dut)
+    os_area, fw_area = addr(env, "reserved_for_os"), addr(env, "reserved_for_firmware")
+    await env.os.write32(os_area + 0x20, 0x1122_3344)
+    await env.os.write32(os_area + 0x20, 0xAA00_0000, strobe=0b1000)
+    assert await env.os.read32(os_area + 0x20) == 0xAA22_3344
+    assert not flags(env)
+    await env.os.write32(fw_area + 0x100, 0xDEAD_BEEF)
+    assert await env.os.read32(fw_area + 0x100) == 0
+    assert flags(env) == {"firmware_half_write"}

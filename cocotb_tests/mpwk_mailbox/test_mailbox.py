@@ -1,0 +1,12 @@
+"""MP wakeup mailbox block tests on versions 0 and 1 and both acknowledge widths."""
+
+from sim.mpwk.design import MailboxConfig, MailboxDesign
+from sim.pytest_plugin import cocotb_tests
+
+CONFIGS = [
+    MailboxConfig(version=1, ack_bytes=8, ack_latency=20),
+    MailboxConfig(version=1, ack_bytes=2, ack_latency=20),
+    MailboxConfig(version=0, reset_vector=0, ack_latency=20, apic_ids=(4, 9, 17, 200)),
+]
+
+test_mailbox = cocotb_tests("cocotb_tests.mpwk_mailbox.tb_mailbox", CONFIGS, design=MailboxDesign)

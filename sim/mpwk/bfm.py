@@ -1,0 +1,119 @@
+"""Bus-functional models for the mailbox: the OS's memory port and each parked AP's port."""
+
+from cocotb.clock import Clock
+from cocotb.triggers import First, Lock, RisingEdge, Timer
+
+from rtl.mpwk_mailbox.layouts import ApState, MailboxStatus
+
+from ..codec import unpack
+from ..handshake import SimTimeout, bus_access
+
+__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "CLOCK_NS"]
+
+CLOCK_NS = 10
+
+
+class MemoryPort:
+    """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words."""
+
+    def __init__(self, dut, prefix="bus__"):
+        sig = lambda name: getattr(dut, prefix + name)
+        self.clk = dut.clk
+        self._req_valid, self._req_ready = sig("req_valid"), sig("req_ready")
+        self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
+        self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
+        self._lock = Lock()
+        for handle in (self._req_valid, self._addr, self._write, self._wdata, self._wstrb):
+            handle.value = 0
+
+    async def _access(self, addr, write, data=0, strobe=0xF):
+        what = f"memory {'write' if write else 'read'} at {addr:#x}" + (f" = {data:#x}" if write else "")
+        async with self._lock:
+            _, _, resp = await bus_access(
+                self.clk, self._req_valid, self._req_ready, self._resp_valid,
+                {self._addr: addr, self._write: int(write), self._wdata: data,
+                 self._wstrb: strobe if write else 0},
+                {"rdata": self._rdata}, what=what)
+        return resp["rdata"]
+
+    async def read32(self, addr):
+        return await self._access(addr, False)
+
+    async def write32(self, addr, value, strobe=0xF):
+        await self._access(addr, True, value, strobe)
+
+    async def write16(self, addr, value):
+        """A 2-byte store (addr 2-byte aligned)."""
+        shift = (addr & 2) * 8
+        await self._access(addr & ~3, True, (value & 0xFFFF) << shift, 0b11 << (addr & 2))
+
+    async def read64(self, addr):
+        return await self.read32(addr) | await self.read32(addr + 4) << 32
+
+    async def write64(self, addr, value):
+        await self.write32(addr, value & 0xFFFF_FFFF)
+        await self.write32(addr + 4, value >> 32)
+
+
+class ApPort:
+    """One parked AP as the mailbox sees it."""
+
+    def __init__(self, dut, index, apic_id):
+        sig = lambda name: getattr(dut, f"ap__{index}__{name}")
+        self.index, self.apic_id, self.clk = index, apic_id, dut.clk
+        self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")
+        self._ack, self._return = sig("wake_ack"), sig("return_to_firmware")
+        self._ack.value = 0
+        self._return.value = 0
+
+    @property
+    def state(self):
+        return ApState(int(self._state.value))
+
+    async def wait_wake(self, *, timeout_cycles=1000):
+        """Wait for a wakeup and take it: returns the vector."""
+        if not self.wake.value:
+            edge = RisingEdge(self.wake)
+            if await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is not edge:
+                raise SimTimeout(f"AP {self.index} (APIC ID {self.apic_id:#x}): no wakeup within "
+                                 f"{timeout_cycles} cycles; it is {self.state.name}")
+        vector = int(self.wake_vector.value)
+        await self._pulse(self._ack)
+        return vector
+
+    async def return_to_firmware(self):
+        await self._pulse(self._return)
+
+    async def _pulse(self, handle):
+        handle.value = 1
+        try:
+            await RisingEdge(self.clk)
+        finally:
+            handle.value = 0
+        await RisingEdge(self.clk)       # the effect is visible after the next edge
+
+
+class MailboxEnv:
+    def __init__(self, dut, config):
+        self.dut, self.config = dut, config
+        self.os = MemoryPort(dut)
+        self.aps = [ApPort(dut, i, a) for i, a in enumerate(config.apic_ids)]
+        self.base = config.base
+
+    @classmethod
+    async def start(cls, dut, config):
+        env = cls(dut, config)
+        Clock(dut.clk, CLOCK_NS, unit="ns").start()
+        dut.rst.value = 1
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        return env
+
+    def status(self):
+        return unpack(MailboxStatus, int(self.dut.status.value))
+
+    async def cycles(self, n):
+        for _ in range(n):
+            await RisingEdge(self.dut.clk)
