@@ -1,8 +1,8 @@
 """Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
 
-from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
+from ..clocking import start_clock_and_reset
 from .bfm import ApicPort
 from .design import FabricConfig
 from .monitor import FabricMonitor
@@ -26,12 +26,7 @@ class FabricEnv:
     @classmethod
     async def start(cls, dut, *, config=None, monitor=True):
         env = cls(dut, config or FabricConfig.from_env())
-        Clock(dut.clk, CLOCK_NS, unit="ns").start()
-        dut.rst.value = 1
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        await RisingEdge(dut.clk)
+        await start_clock_and_reset(dut, CLOCK_NS)
         if monitor:
             env.monitor.start()
         return env

@@ -1,10 +1,10 @@
 """Bus-functional models for the mailbox: the OS's memory port and each parked AP's port."""
 
-from cocotb.clock import Clock
 from cocotb.triggers import First, Lock, RisingEdge, Timer
 
 from rtl.mpwk_mailbox.layouts import ApState, MailboxStatus
 
+from ..clocking import start_clock_and_reset
 from ..codec import unpack
 from ..handshake import SimTimeout, bus_access
 
@@ -103,12 +103,7 @@ class MailboxEnv:
     @classmethod
     async def start(cls, dut, config):
         env = cls(dut, config)
-        Clock(dut.clk, CLOCK_NS, unit="ns").start()
-        dut.rst.value = 1
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        await RisingEdge(dut.clk)
+        await start_clock_and_reset(dut, CLOCK_NS)
         return env
 
     def status(self):

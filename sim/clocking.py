@@ -1,0 +1,17 @@
+"""Clock and reset for every testbench: one definition of how a design is brought out of reset."""
+
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+
+__all__ = ["start_clock_and_reset"]
+
+
+async def start_clock_and_reset(dut, clock_ns, *, reset_cycles=2):
+    """Start ``dut.clk`` and hold ``dut.rst`` for ``reset_cycles`` edges; returns right after
+    the first edge out of reset."""
+    Clock(dut.clk, clock_ns, unit="ns").start()
+    dut.rst.value = 1
+    for _ in range(reset_cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
