@@ -25,10 +25,20 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     from .scenarios.bringup import ScenarioOptions
     from .scenarios.report import plot_timeline
 
+    from .mpwk.design import PLATFORM_ENV, PlatformConfig, PlatformDesign
+    from .scenarios.bringup import SCENARIOS
+
     options = options or ScenarioOptions()
     config = FabricConfig.contiguous(cpus)
+    extra = {}
+    if SCENARIOS[name].platform == "mpwk":
+        platform_config = PlatformConfig(config, version=options.mailbox_version)
+        design = PlatformDesign(platform_config)
+        extra[PLATFORM_ENV] = platform_config.to_json()
+    else:
+        design = FabricDesign(config)
     started = time.monotonic()
-    the_build = build(FabricDesign(config), waves=waves is not None)
+    the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +47,8 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     report_file.unlink(missing_ok=True)
     env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": name,
            "APWAKE_SCENARIO_OPTIONS": json.dumps(options.to_dict()),
-           "APWAKE_REPORT": str(report_file), "APWAKE_WAVES_FILE": str(waves) if waves else ""}
+           "APWAKE_REPORT": str(report_file), "APWAKE_WAVES_FILE": str(waves) if waves else "",
+           **extra}
     result = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env,
                         waves_file=waves)
     if not report_file.exists():
@@ -67,7 +78,7 @@ def _run(args):
     options = ScenarioOptions(seed=args.seed, method=args.method, time_scale=args.time_scale,
                               sipi_before_init=not args.kvm, nr_cpus=args.nr_cpus,
                               callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
-                              unresponsive=args.unresponsive)
+                              unresponsive=args.unresponsive, mailbox_version=args.mailbox_version)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
                               timeline=Path(args.timeline).resolve() if args.timeline else None)
@@ -132,6 +143,8 @@ def main(argv=None):
     run.add_argument("--callin-timeout-ms", type=float, default=10_000,
                      help="how long the BSP waits for an AP (guest ms, Linux: 10000)")
     run.add_argument("--ipis", type=int, default=20, help="ipi-storm: IPIs per CPU")
+    run.add_argument("--mailbox-version", type=int, default=1, choices=[0, 1],
+                     help="mpwk scenarios: MADT mailbox version")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
                      help="this CPU never runs code (wedged); repeatable")
     run.set_defaults(func=_run)

@@ -14,10 +14,20 @@ from ..bus import MemoryBusSignature
 from .layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, ApState, Command, FIRMWARE_HALF,
                       MADT_LENGTH, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
 
-__all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS"]
+__all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS", "madt_entry"]
 
 #: the status window: STATUS (write 1 to clear), then the APIC ID of the last flagged request
 STATUS_WORDS = ("STATUS", "LAST_APIC_ID")
+
+
+def madt_entry(*, version, base, reset_vector=0):
+    """MADT Multiprocessor Wakeup structure (ACPI 6.6 Table 5.45): 16 bytes for version 0,
+    24 with ResetVector for version 1."""
+    entry = bytes([MADT_TYPE_MP_WAKEUP, MADT_LENGTH[version]])
+    entry += version.to_bytes(2, "little") + bytes(4) + base.to_bytes(8, "little")
+    if version == 1:
+        entry += reset_vector.to_bytes(8, "little")
+    return entry
 
 
 class ApPortSignature(wiring.Signature):
@@ -127,11 +137,7 @@ class MpwkMailbox(wiring.Component):
 
     def madt_entry(self):
         """The MADT Multiprocessor Wakeup structure (type 0x10) for this mailbox, as bytes."""
-        entry = bytes([MADT_TYPE_MP_WAKEUP, MADT_LENGTH[self.version]])
-        entry += self.version.to_bytes(2, "little") + bytes(4) + self.base.to_bytes(8, "little")
-        if self.version == 1:
-            entry += self.reset_vector.to_bytes(8, "little")
-        return entry
+        return madt_entry(version=self.version, base=self.base, reset_vector=self.reset_vector)
 
     def elaborate(self, platform):
         m = Module()

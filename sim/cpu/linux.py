@@ -19,16 +19,18 @@ memory watches (event-driven), each wait with the kernel's own timeout.
 
 import enum
 
-from cocotb.triggers import Event
+import cocotb
+from cocotb.triggers import Event, Timer
 
 from rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
 from ..codec import field_mask
 from ..lapic.bfm import make_icr
 from ..memory import Owner
+from ..mpwk.madt import parse_mp_wake
 from .model import RESET_VECTOR
 
 __all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
-           "CALL_FUNCTION_VECTOR", "SyncState"]
+           "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
 KERNEL_ENTRY = 0x0100_0000        # kernel text
@@ -49,6 +51,7 @@ class BootMethod(str, enum.Enum):
     MODERN = "modern"
     PARALLEL = "parallel"
     BROADCAST = "broadcast"
+    MPWK = "mpwk"             # ACPI MADT multiprocessor wakeup mailbox (TDX, mpwk.md §4)
 
 
 class SyncState(enum.IntEnum):
@@ -64,15 +67,20 @@ class SyncState(enum.IntEnum):
 #: (init_udelay, us before the idle wait after a SIPI, us after it), lapic.md §6.3
 _TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10),
            BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
+#: where firmware publishes its MADT interrupt controller structures: u32 length, then bytes
+MADT_ADDRESS = 0x000E_0000
 
 
 class Firmware:
     """Reset-vector code: first boot jumps to the kernel; after an INIT of the BSP (no warm-reset
     vector set up) it halts, as a BIOS with nothing to resume would."""
 
-    def __init__(self, memory, kernel_entry=KERNEL_ENTRY):
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b""):
         self.kernel_entry = kernel_entry
         self.resets = 0
+        memory.set_owner(MADT_ADDRESS, 0x1000, Owner.FIRMWARE)
+        memory.write_int(MADT_ADDRESS, len(madt), 4, writer=Owner.FIRMWARE)
+        memory.write(MADT_ADDRESS + 4, madt, writer=Owner.FIRMWARE)
         memory.load_program(RESET_VECTOR, self.reset_vector, owner=Owner.FIRMWARE,
                             name="firmware reset vector")
 
@@ -166,6 +174,8 @@ class Kernel:
         aps = self.cpuid_to_apicid[1:]
         if self.method is BootMethod.BROADCAST:
             await self._boot_broadcast(cpu, aps)
+        elif self.method is BootMethod.MPWK:
+            await self._boot_mailbox(cpu, aps)
         elif self.method is BootMethod.PARALLEL:
             kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
             for apic_id in kicked:
@@ -212,6 +222,43 @@ class Kernel:
                 target = next((c for c in self.platform.cpus if c.apic_id == apic_id), cpu)
                 self.platform.fail(target, message)
                 return False
+        return True
+
+    async def _boot_mailbox(self, cpu, aps):
+        """acpi_parse_mp_wake, then acpi_wakeup_cpu and the callin wait per AP (serial: TDX
+        guests disable parallel bring-up)."""
+        length = self._read(MADT_ADDRESS, 4)
+        self.mp_wake = parse_mp_wake(self.memory.read(MADT_ADDRESS + 4, length))
+        if self.mp_wake is None or self.mp_wake.mailbox_address == 0:
+            message = "No MADT mailbox: cannot bringup secondary CPUs. Booting with kexec?"
+            self.boot_failures.append(message)
+            cpu.fail(message)
+            return
+        for apic_id in aps:
+            if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
+                n = self.cpuid_to_apicid.index(apic_id)
+                await self._wait(_ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+
+    async def acpi_wakeup_cpu(self, cpu, apic_id, start_ip):
+        """ApicId, WakeupVector, then Command with release ordering, then spin on Command.
+        Linux spins forever on purpose; the model gives up after the callin timeout and says
+        so, standing in for the scenario watchdog."""
+        mailbox = self.platform.mailbox.os
+        base = self.mp_wake.mailbox_address
+        await mailbox.write32(base + 0x4, apic_id)
+        await mailbox.write64(base + 0x8, start_ip)
+        await mailbox.write16(base + 0x0, 1)
+        deadline = cocotb.utils.get_sim_time("ns") + self.platform.scaled_ns(self.callin_timeout_us * 1000)
+        cpu.where = f"acpi_wakeup_cpu: spinning on Command for APIC ID {apic_id:#x}"
+        while await mailbox.read32(base) & 0xFFFF:
+            if cocotb.utils.get_sim_time("ns") > deadline:
+                target = self._model_of(apic_id)
+                message = (f"acpi_wakeup_cpu: Command for APIC ID {apic_id:#x} never acknowledged "
+                           f"(Linux would spin forever); the AP is {target.state.name} at {target.where}")
+                self.boot_failures.append(message)
+                self.platform.fail(target, message)
+                return False
+            await Timer(100, "ns")       # the guest's cpu_relax() spin, one read per 10 cycles
         return True
 
     async def _boot_broadcast(self, cpu, aps):

@@ -71,6 +71,8 @@ class CpuModel:
         self.history = [(0.0, initial, "reset")]
         self.ignored_sipis = 0
         self.entry = None            # (cs, ip) of the last SIPI start
+        self.mailbox = None          # sim.mpwk.bfm.ApPort when parked on an MPWK mailbox
+        self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.where = "reset"         # what the CPU is doing, for stuck reports
         self.interrupts_enabled = False
         self.idt = {}                # vector -> async handler(cpu, vector)
@@ -116,10 +118,29 @@ class CpuModel:
                 raise AssertionError(f"{self.name}: {what} not reached within {timeout_ns} ns; "
                                      f"it is {self.state.name} at {self.where}")
 
+    def park_on_mailbox(self, ap_port):
+        """TDX-style start (mpwk.md §3): the AP runs the firmware's mailbox loop instead of
+        waiting for SIPI; ``ap_port`` is its :class:`sim.mpwk.bfm.ApPort`."""
+        self.mailbox = ap_port
+        self.state = MpState.RUNNABLE
+        self.history = [(0.0, MpState.RUNNABLE, "parked on the MP wakeup mailbox")]
+        self.where = "firmware: mailbox poll loop"
+
+    def _on_mailbox_wake(self, vector):
+        self._abandon()
+        self.interrupts_enabled = False
+        self.wakeup_vector = vector
+        self.note(f"mailbox Wakeup: 64-bit entry at {vector:#x}")
+        self._run_at(vector, "mailbox WakeupVector")
+
     async def _events(self):
         port = self.apic
         while True:
             await ReadOnly()
+            if self.mailbox is not None and self.mailbox.wake.value:
+                await RisingEdge(port.clk)
+                self._on_mailbox_wake(await self.mailbox.wait_wake())
+                continue
             if port.init.value:
                 await RisingEdge(port.clk)
                 await port.acknowledge("init")
@@ -131,7 +152,10 @@ class CpuModel:
                 await port.acknowledge("sipi")
                 self._on_sipi(vector)
                 continue
-            await First(RisingEdge(port.init), RisingEdge(port.sipi))
+            events = [RisingEdge(port.init), RisingEdge(port.sipi)]
+            if self.mailbox is not None:
+                events.append(RisingEdge(self.mailbox.wake))
+            await First(*events)
 
     def _on_init(self):
         if not self.responsive:

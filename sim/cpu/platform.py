@@ -28,6 +28,17 @@ class Platform:
         bsp = env.config.bsp_index
         self.cpus = [CpuModel(self, port, is_bsp=port.index == bsp, sipi_before_init=sipi_before_init)
                      for port in env.ports]
+        self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
+
+    def park_aps(self, mailbox):
+        """Park every AP on the mailbox (``mailbox.aps`` in port order without the BSP)."""
+        self.mailbox = mailbox
+        aps = [c for c in self.cpus if not c.is_bsp]
+        for cpu, ap_port in zip(aps, mailbox.aps):
+            if ap_port.apic_id != cpu.apic_id:
+                raise ValueError(f"mailbox AP port {ap_port.index} has APIC ID {ap_port.apic_id:#x}, "
+                                 f"CPU {cpu.index} has {cpu.apic_id:#x}")
+            cpu.park_on_mailbox(ap_port)
 
     @property
     def bsp(self):

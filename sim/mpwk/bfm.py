@@ -8,7 +8,7 @@ from ..clocking import start_clock_and_reset
 from ..codec import unpack
 from ..handshake import SimTimeout, bus_access
 
-__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "CLOCK_NS"]
+__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "MailboxPorts", "CLOCK_NS"]
 
 CLOCK_NS = 10
 
@@ -58,8 +58,8 @@ class MemoryPort:
 class ApPort:
     """One parked AP as the mailbox sees it."""
 
-    def __init__(self, dut, index, apic_id):
-        sig = lambda name: getattr(dut, f"ap__{index}__{name}")
+    def __init__(self, dut, index, apic_id, prefix="ap__"):
+        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
         self.index, self.apic_id, self.clk = index, apic_id, dut.clk
         self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")
         self._ack, self._return = sig("wake_ack"), sig("return_to_firmware")
@@ -112,3 +112,13 @@ class MailboxEnv:
     async def cycles(self, n):
         for _ in range(n):
             await RisingEdge(self.dut.clk)
+
+
+class MailboxPorts:
+    """The mailbox of a platform top (``mailbox_bus``, ``mailbox_ap``): the OS's memory port and
+    one :class:`ApPort` per AP."""
+
+    def __init__(self, dut, ap_ids, base):
+        self.os = MemoryPort(dut, prefix="mailbox_bus__")
+        self.aps = [ApPort(dut, k, apic_id, prefix="mailbox_ap__") for k, apic_id in enumerate(ap_ids)]
+        self.base = base

@@ -4,11 +4,18 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from rtl.lapic import ApicFabric
 from rtl.mpwk_mailbox import MpwkMailbox
+from rtl.mpwk_mailbox.mailbox import madt_entry
+from rtl.platform import X86Platform
 
 from ..build import Design
+from ..lapic.design import FabricConfig, FabricDesign
 
-__all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV"]
+__all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV", "PlatformConfig", "PlatformDesign",
+           "PLATFORM_ENV"]
+
+PLATFORM_ENV = "APWAKE_PLATFORM_CONFIG"
 
 CONFIG_ENV = "APWAKE_MAILBOX_CONFIG"
 
@@ -61,3 +68,65 @@ class MailboxDesign(Design):
         return [("bus", ["clk", "rst"] + [n for n in names if n.startswith("bus__")] + ["status"]),
                 *[(f"AP {i} (ID {apic_id:#x})", [n for n in names if n.startswith(f"ap__{i}__")])
                   for i, apic_id in enumerate(self.config.apic_ids)]]
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """A TDX-style platform: the fabric's CPUs, the APs parked on an MPWK mailbox."""
+    fabric: FabricConfig
+    version: int = 1
+    base: int = 0x7FFF_D000
+    reset_vector: int = 0x7FFF_E068
+    ack_bytes: int = 8
+
+    def __post_init__(self):
+        if isinstance(self.fabric, dict):
+            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
+        if self.fabric.n_cpus < 2:
+            raise ValueError("a mailbox platform needs at least 2 CPUs (a BSP and an AP)")
+
+    def mailbox_parameters(self):
+        return {"base": self.base, "version": self.version, "ack_bytes": self.ack_bytes,
+                "reset_vector": self.reset_vector if self.version == 1 else 0}
+
+    def madt_entry(self):
+        return madt_entry(version=self.version, base=self.base,
+                          reset_vector=self.mailbox_parameters()["reset_vector"])
+
+    @property
+    def n_cpus(self):
+        return self.fabric.n_cpus
+
+    @property
+    def label(self):
+        return f"{self.fabric.label}-mpwk-v{self.version}"
+
+    def to_json(self):
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls):
+        text = os.environ.get(PLATFORM_ENV)
+        return None if text is None else cls(**json.loads(text))
+
+
+class PlatformDesign(Design):
+    """:class:`rtl.platform.X86Platform` with the APIC converted once (as in FabricDesign)."""
+    name = "apwake_platform"
+    config_env = PLATFORM_ENV
+
+    def __init__(self, config):
+        self.config = config
+        self._fabric = FabricDesign(config.fabric)
+
+    def parameters(self):
+        return asdict(self.config)
+
+    def separate_modules(self):
+        return self._fabric.separate_modules()
+
+    def top(self):
+        return X86Platform(self._fabric.top(), **self.config.mailbox_parameters())
+
+    def wave_groups(self, top):
+        return self._fabric.wave_groups(top)

@@ -15,6 +15,8 @@ from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
 from ..cpu.linux import BootMethod, Firmware, Kernel
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
 from ..lapic.env import FabricEnv
+from ..mpwk.bfm import MailboxPorts
+from ..mpwk.design import PlatformConfig
 from .report import make_report
 
 __all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario", "boot",
@@ -32,6 +34,7 @@ class ScenarioOptions:
     callin_timeout_us: float = 10_000_000  # Linux waits 10 s for an AP
     ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
     unresponsive: list = field(default_factory=list)   # port indices of CPUs that never run code
+    mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
 
     def to_dict(self):
         return asdict(self)
@@ -42,14 +45,16 @@ class Scenario:
     name: str
     description: str
     body: object
+    #: "fabric" (APIC fabric only) or "mpwk" (fabric + MP wakeup mailbox, APs parked on it)
+    platform: str = "fabric"
 
 
 SCENARIOS = {}
 
 
-def scenario(name, description):
+def scenario(name, description, *, platform="fabric"):
     def register(body):
-        SCENARIOS[name] = Scenario(name, description, body)
+        SCENARIOS[name] = Scenario(name, description, body, platform)
         return body
     return register
 
@@ -57,7 +62,7 @@ def scenario(name, description):
 async def boot(platform, options, method):
     """Load firmware and a kernel booting by ``method``, start the CPUs, wait for smp_init to
     finish (it always does: every wait of the kernel has its timeout)."""
-    platform.firmware = Firmware(platform.memory)
+    platform.firmware = Firmware(platform.memory, madt=platform.madt)
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
                     callin_timeout_us=options.callin_timeout_us)
     platform.start()
@@ -87,6 +92,12 @@ async def init_sipi_broadcast(platform, options):
                                 "one by one through the cpuhp sync states")
 async def init_sipi_parallel(platform, options):
     return _boot_detail(await boot(platform, options, BootMethod.PARALLEL))
+
+
+@scenario("mpwk-wakeup", "TDX-style: APs parked on the ACPI MP wakeup mailbox, the kernel wakes "
+                         "them one by one with acpi_wakeup_cpu", platform="mpwk")
+async def mpwk_wakeup(platform, options):
+    return _boot_detail(await boot(platform, options, BootMethod.MPWK))
 
 
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
@@ -133,9 +144,15 @@ async def ipi_storm(platform, options):
 
 async def start_platform(dut, options):
     """Clock, reset and CPU models for ``dut`` (not started yet)."""
-    env = await FabricEnv.start(dut)
+    mailbox_platform = PlatformConfig.from_env()
+    env = await FabricEnv.start(dut, config=mailbox_platform.fabric if mailbox_platform else None)
     platform = Platform(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
+    platform.madt = b""
+    if mailbox_platform is not None:
+        ap_ids = [c.apic_id for c in platform.cpus if not c.is_bsp]
+        platform.park_aps(MailboxPorts(dut, ap_ids, mailbox_platform.base))
+        platform.madt = mailbox_platform.madt_entry()
     for index in options.unresponsive:
         if not 0 <= index < env.n:
             raise ValueError(f"unresponsive CPU port {index} does not exist (0 to {env.n - 1})")

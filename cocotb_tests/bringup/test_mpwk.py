@@ -1,0 +1,9 @@
+"""TDX-style bring-up through the MP wakeup mailbox on 2 and 8 CPUs."""
+
+from sim.lapic.design import FabricConfig
+from sim.mpwk.design import PlatformConfig, PlatformDesign
+from sim.pytest_plugin import cocotb_tests
+
+CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)]
+
+test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=PlatformDesign)
