@@ -4,8 +4,10 @@
 import cocotb
 
 from rtl.mpwk_mailbox.layouts import ApState
-from sim.cpu.linux import TRAMPOLINE, BootMethod
+from sim.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
 from sim.cpu.model import MpState
+from sim.mpwk.madt import parse_mp_wake
+from sim.pytest_plugin import applies_to
 from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
 
 TIMEOUT = dict(timeout_time=20, timeout_unit="ms")
@@ -42,3 +44,39 @@ async def test_no_madt_mailbox(dut):
     assert any("No MADT mailbox" in f["message"] for f in platform.failures), platform.failures
     for cpu in platform.cpus[1:]:
         assert cpu.where == "firmware: mailbox poll loop" and cpu.wakeup_vector is None
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.version == 1)
+async def test_offline_online_v1(dut):
+    """Version 1: each AP goes back to firmware through ResetVector, the Test command is
+    acknowledged within Linux's 1 s, and the AP is woken again (mpwk.md §4, §7 #2, #13)."""
+    report = await run_scenario(dut, "mpwk-offline-online", ScenarioOptions())
+    assert report["passed"], report["failures"]
+    rounds = report["offline_online"]
+    assert len(rounds) == report["cpus"] - 1
+    assert all(r == {"cpu": r["cpu"], "offline": "ok", "online_again": "ok"} for r in rounds), rounds
+    assert sorted(report["online"]) == sorted(c["cpu"] for c in report["timeline"])
+    for cpu in report["timeline"][1:]:
+        notes = [e[2] for e in cpu["events"]]
+        assert notes.count("jumped to ResetVector: back in the firmware mailbox loop") == 1
+        assert sum(n.startswith("mailbox Wakeup") for n in notes) == 2
+    assert int(dut.mailbox_status.value) == 0
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.version == 0)
+async def test_version0_refuses_offline_and_hides_the_mailbox(dut):
+    """Version 0 policy: offlining fails with -EOPNOTSUPP and the kernel zeroes the mailbox
+    address in the in-memory MADT, so a kexec'ed kernel finds none (mpwk.md §4, §7 #19)."""
+    options = ScenarioOptions()
+    platform = await start_platform(dut, options)
+    kernel = await boot(platform, options, BootMethod.MPWK)
+    assert len(kernel.online_cpus()) == platform.env.n, platform.failures
+    result = await kernel.cpu_down(platform.bsp, 1)
+    assert result.startswith("-EOPNOTSUPP"), result
+    assert 1 in kernel.online_cpus(), "a refused offline took the CPU down"
+    table = platform.memory.read(MADT_ADDRESS + 4, platform.memory.read_int(MADT_ADDRESS, 4))
+    assert parse_mp_wake(table).mailbox_address == 0, "MADT mailbox address not zeroed"
+    assert kernel.mp_wake.mailbox_address != 0, "the running kernel lost its cached copy"
+    assert platform.memory.corruptions == []

@@ -4,6 +4,7 @@ from sim.lapic.design import FabricConfig
 from sim.mpwk.design import PlatformConfig, PlatformDesign
 from sim.pytest_plugin import cocotb_tests
 
-CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)]
+CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)] + [
+    PlatformConfig(FabricConfig.contiguous(n), version=0) for n in (2, 8)]
 
 test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=PlatformDesign)

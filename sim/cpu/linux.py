@@ -78,7 +78,8 @@ class Firmware:
     def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b""):
         self.kernel_entry = kernel_entry
         self.resets = 0
-        memory.set_owner(MADT_ADDRESS, 0x1000, Owner.FIRMWARE)
+        # ACPI tables are handed to the OS, which may patch them (Linux zeroes the MPWK
+        # address under the version-0 policy): no owner, so no corruption record.
         memory.write_int(MADT_ADDRESS, len(madt), 4, writer=Owner.FIRMWARE)
         memory.write(MADT_ADDRESS + 4, madt, writer=Owner.FIRMWARE)
         memory.load_program(RESET_VECTOR, self.reset_vector, owner=Owner.FIRMWARE,
@@ -234,6 +235,12 @@ class Kernel:
             self.boot_failures.append(message)
             cpu.fail(message)
             return
+        if not self.mp_wake.can_reset:
+            # acpi_mp_disable_offlining: no way back, so hide the mailbox from any next kernel
+            # (the running kernel keeps its cached copy; the checksum is not updated).
+            address_field = MADT_ADDRESS + 4 + self.mp_wake.offset + 8
+            self.memory.write_int(address_field, 0, 8, writer=self.owner)
+            cpu.note("MADT mailbox v0: offlining disabled, MADT mailbox address zeroed")
         for apic_id in aps:
             if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
                 n = self.cpuid_to_apicid.index(apic_id)
@@ -310,7 +317,57 @@ class Kernel:
             self._write(_SYNC + n, SyncState.ONLINE, 1)
         self._write(_ONLINE + n, 1, 1)
         cpu.note("online")
-        await cpu.idle()
+        await self._ap_idle(cpu, n)
+
+    async def _ap_idle(self, cpu, n):
+        """The AP's idle loop: sti; hlt; and play_dead when cpu_down asked for it."""
+        cpu.should_die = False
+        cpu.sti()
+        cpu.where = "idle (hlt loop)"
+        while True:
+            await cpu.hlt()
+            if cpu.should_die:
+                self._write(_ONLINE + n, 0, 1)
+                cpu.note("offline: play_dead")
+                await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+
+    # --- CPU offline / online (mailbox) ----------------------------------------------------------
+    async def cpu_down(self, cpu, n):
+        """Offline CPU number ``n`` from ``cpu``.  Returns None or the error string, as
+        ``cpu_down`` would return -EOPNOTSUPP under the version-0 policy (mpwk.md §4)."""
+        if not self.mp_wake.can_reset:
+            return "-EOPNOTSUPP: CPU offlining is disabled (MADT mailbox version 0, no ResetVector)"
+        apic_id = self.cpuid_to_apicid[n]
+        target = self._model_of(apic_id)
+        target.should_die = True
+        await self.smp_call_function_single(cpu, n, ("cpu_down", n))   # kick it out of hlt
+        if not await self._wait(_ONLINE + n, lambda v: v == 0, "cpu_down: wait for play_dead", apic_id):
+            return f"CPU {n} did not go offline"
+        return await self.acpi_mp_cpu_die(cpu, apic_id, n)
+
+    async def acpi_mp_cpu_die(self, cpu, apic_id, n):
+        """Test command to the AP, then about 1 s (guest time) for its acknowledgement."""
+        mailbox = self.platform.mailbox.os
+        base = self.mp_wake.mailbox_address
+        await mailbox.write32(base + 0x4, apic_id)
+        await mailbox.write16(base + 0x0, 2)
+        deadline = cocotb.utils.get_sim_time("ns") + self.platform.scaled_ns(1_000_000 * 1000)
+        while await mailbox.read32(base) & 0xFFFF:
+            if cocotb.utils.get_sim_time("ns") > deadline:
+                message = f"Failed to hand over CPU {n} to BIOS"
+                self.platform.fail(self._model_of(apic_id), message)
+                await mailbox.write16(base + 0x0, 0)
+                return message
+            await Timer(100, "ns")
+        return None
+
+    async def cpu_up(self, cpu, n):
+        apic_id = self.cpuid_to_apicid[n]
+        if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
+            return f"CPU {n} was not woken"
+        if not await self._wait(_ONLINE + n, lambda v: v == 1, "cpu_up: wait for callin", apic_id):
+            return f"CPU {n} did not come online"
+        return None
 
     async def _lock_trampoline(self, cpu):
         """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""

@@ -36,6 +36,11 @@ class MpState(enum.IntEnum):
     HALTED = 3
 
 
+class _BackToFirmware(Exception):
+    """Raised by :meth:`CpuModel.return_to_firmware`: the program is over, the CPU polls the
+    firmware mailbox again."""
+
+
 class Jump(Exception):
     """Raised by :meth:`CpuModel.jump`: the CPU continues at ``address``."""
 
@@ -73,6 +78,7 @@ class CpuModel:
         self.entry = None            # (cs, ip) of the last SIPI start
         self.mailbox = None          # sim.mpwk.bfm.ApPort when parked on an MPWK mailbox
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
+        self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
         self.where = "reset"         # what the CPU is doing, for stuck reports
         self.interrupts_enabled = False
         self.idt = {}                # vector -> async handler(cpu, vector)
@@ -209,6 +215,8 @@ class CpuModel:
             except Jump as jump:
                 address, why = jump.address, f"jump from {name}"
                 continue
+            except _BackToFirmware:
+                return
             # A program that returns stops the CPU for good (cli; hlt).
             self.interrupts_enabled = False
             self._set_state(MpState.HALTED, f"{name} returned: cli; hlt")
@@ -218,6 +226,17 @@ class CpuModel:
     def jump(self, address):
         """Continue at ``address`` (``raise cpu.jump(addr)`` or ``await``-free call)."""
         raise Jump(address)
+
+    async def return_to_firmware(self):
+        """play_dead on an MPWK v1 platform: cli, jump to ResetVector; the firmware loop (the
+        mailbox hardware) takes the CPU back.  Ends the running program."""
+        if self.mailbox is None:
+            raise RuntimeError(f"{self.name} is not parked on a mailbox: no ResetVector to jump to")
+        self.cli()
+        await self.mailbox.return_to_firmware()
+        self.where = "firmware: mailbox poll loop"
+        self._set_state(MpState.RUNNABLE, "jumped to ResetVector: back in the firmware mailbox loop")
+        raise _BackToFirmware()
 
     async def udelay(self, us):
         """Busy-wait ``us`` microseconds of guest time (scaled by the platform's time_scale)."""

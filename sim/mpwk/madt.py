@@ -19,6 +19,8 @@ class MpWake:
     #: Linux policy: offlining (and so kexec with SMP) only with version >= 1, length >= 24 and a
     #: usable reset vector; otherwise the version-0 policy (mpwk.md §4, §7 #11, #12)
     can_reset: bool
+    #: byte offset of the entry within the structures (to patch its address as Linux does)
+    offset: int = 0
 
 
 def parse_mp_wake(entries):
@@ -37,6 +39,6 @@ def parse_mp_wake(entries):
             address = int.from_bytes(body[8:16], "little")
             reset = int.from_bytes(body[16:24], "little") if length >= 24 else None
             can_reset = version >= 1 and length >= 24 and bool(reset)
-            return MpWake(version, address, reset, can_reset)
+            return MpWake(version, address, reset, can_reset, offset)
         offset += length
     return None

@@ -100,6 +100,36 @@ async def mpwk_wakeup(platform, options):
     return _boot_detail(await boot(platform, options, BootMethod.MPWK))
 
 
+@scenario("mpwk-offline-online", "mailbox boot, then every AP in turn is offlined (play_dead to "
+                                 "ResetVector, Test acknowledged) and brought online again; "
+                                 "version 0 refuses the offline", platform="mpwk")
+async def mpwk_offline_online(platform, options):
+    kernel = await boot(platform, options, BootMethod.MPWK)
+    detail = _boot_detail(kernel)
+    rounds = []
+    bsp = platform.bsp
+    for n in range(1, len(kernel.cpuid_to_apicid)):
+        if n not in kernel.online_cpus():
+            continue
+        down = await kernel.cpu_down(bsp, n)
+        entry = {"cpu": kernel.cpuid_to_apicid[n], "offline": down or "ok"}
+        if down is None:
+            entry["online_again"] = await kernel.cpu_up(bsp, n) or "ok"
+        rounds.append(entry)
+    detail["offline_online"] = rounds
+    refused = [r for r in rounds if r["offline"].startswith("-EOPNOTSUPP")]
+    if kernel.mp_wake and not kernel.mp_wake.can_reset and len(refused) != len(rounds):
+        platform.fail(bsp, "version 0 mailbox: an offline was not refused")
+    for r in rounds:
+        if not kernel.mp_wake.can_reset:
+            continue
+        if r["offline"] != "ok" or r.get("online_again") != "ok":
+            cpu = next(c for c in platform.cpus if c.apic_id == r["cpu"])
+            if not any(f["cpu"] == cpu.apic_id for f in platform.failures):
+                platform.fail(cpu, f"offline/online round failed: {r}")
+    return detail
+
+
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
                        "to random other CPUs; each queued call must run exactly once")
 async def ipi_storm(platform, options):
