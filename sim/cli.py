@@ -32,7 +32,9 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     config = FabricConfig.contiguous(cpus)
     extra = {}
     if SCENARIOS[name].platform == "mpwk":
-        platform_config = PlatformConfig(config, version=options.mailbox_version)
+        version = SCENARIOS[name].mailbox_version
+        platform_config = PlatformConfig(config, version=options.mailbox_version
+                                         if version is None else version)
         design = PlatformDesign(platform_config)
         extra[PLATFORM_ENV] = platform_config.to_json()
     else:

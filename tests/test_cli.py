@@ -19,7 +19,7 @@ def test_list_names_every_scenario():
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
-                     "mpwk-offline-online", "ipi-storm"]
+                     "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1", "ipi-storm"]
 
 
 def test_run_json_and_timeline(tmp_path):

@@ -6,6 +6,7 @@ import cocotb
 from rtl.mpwk_mailbox.layouts import ApState
 from sim.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
 from sim.cpu.model import MpState
+from sim.mpwk.design import PlatformConfig
 from sim.mpwk.madt import parse_mp_wake
 from sim.pytest_plugin import applies_to
 from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
@@ -80,3 +81,30 @@ async def test_version0_refuses_offline_and_hides_the_mailbox(dut):
     assert parse_mp_wake(table).mailbox_address == 0, "MADT mailbox address not zeroed"
     assert kernel.mp_wake.mailbox_address != 0, "the running kernel lost its cached copy"
     assert platform.memory.corruptions == []
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(nr_cpus=[None, 2])
+async def test_kexec(dut, nr_cpus):
+    """kexec hand-off (mpwk.md §4, §7 #19, #20).  Version 1: kernel 1's APs return to firmware
+    and kernel 2 wakes every AP, also those kernel 1 never woke.  Version 0: kernel 2 finds the
+    MADT mailbox zeroed and comes up on the BSP; every AP is reported stranded with its reason."""
+    version = int(PlatformConfig.from_env().version)
+    report = await run_scenario(dut, f"kexec-mpwk-v{version}", ScenarioOptions(nr_cpus=nr_cpus))
+    assert report["passed"], report["failures"]
+    kernel1, kernel2 = report["kernels"]
+    ids = [c["cpu"] for c in report["timeline"]]
+    woken = ids[:nr_cpus] if nr_cpus else ids
+    assert kernel1["online"] == woken
+    assert [s["cpu"] for s in kernel1["stranded"]] == ids[len(woken):]
+    assert all(s["reason"].startswith("nr_cpus=") for s in kernel1["stranded"])
+    if version == 1:
+        assert kernel2["online"] == ids and kernel2["stranded"] == []
+    else:
+        assert kernel2["online"] == ids[:1]
+        reasons = {s["cpu"]: s["reason"] for s in kernel2["stranded"]}
+        assert sorted(reasons) == ids[1:]
+        for apic_id in ids[1:]:
+            expected = "halted by kernel 1" if apic_id in woken else "zeroed the MADT mailbox address"
+            assert expected in reasons[apic_id], reasons[apic_id]
+    assert report["corruptions"] == []

@@ -30,16 +30,20 @@ from ..mpwk.madt import parse_mp_wake
 from .model import RESET_VECTOR
 
 __all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
+           "KERNEL2_ENTRY", "KERNEL2_DATA",
            "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
 KERNEL_ENTRY = 0x0100_0000        # kernel text
 KERNEL_DATA = 0x0200_0000         # kernel data (tables below)
-_NR_CPU_IDS = KERNEL_DATA + 0x000
-_CPUID_TO_APICID = KERNEL_DATA + 0x100       # u32 per CPU number
-_ONLINE = KERNEL_DATA + 0x800                # u8 per CPU number: the online map
-_SYNC = KERNEL_DATA + 0xC00                  # u8 per CPU number: cpuhp sync state
-_TRAMPOLINE_LOCK = KERNEL_DATA + 0x1000      # the trampoline's bit spin-lock (tr_lock)
+#: a second kernel (kexec) lives in other pages
+KERNEL2_ENTRY, KERNEL2_DATA = 0x0400_0000, 0x0500_0000
+# offsets of the kernel's tables from its data base
+_NR_CPU_IDS = 0x000
+_CPUID_TO_APICID = 0x100       # u32 per CPU number
+_ONLINE = 0x800                # u8 per CPU number: the online map
+_SYNC = 0xC00                  # u8 per CPU number: cpuhp sync state
+_TRAMPOLINE_LOCK = 0x1000      # the trampoline's bit spin-lock (tr_lock)
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
 SPURIOUS_VECTOR = 0xFF
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
@@ -109,7 +113,8 @@ class Kernel:
     """
 
     def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
-                 callin_timeout_us=10_000_000, owner=Owner.KERNEL1):
+                 callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
+                 data=KERNEL_DATA):
         self.platform = platform
         self.memory = platform.memory
         self.method = BootMethod(method)
@@ -122,12 +127,15 @@ class Kernel:
         if nr_cpus is not None:
             self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, nr_cpus)]
         self.booted = Event()
+        self.mp_wake = None
         self.boot_failures = []
         self.calls = {}            # cpu number -> [pending call-function entries]
         self.calls_done = []       # (target cpu number, entry) in execution order
         self.call_ran = Event()    # set whenever calls_done grows
-        self.memory.set_owner(KERNEL_DATA, 0x2000, owner)
-        self.memory.load_program(KERNEL_ENTRY, self.kernel_main, owner=owner, name="kernel: start_kernel")
+        self.entry, self.data = entry, data
+        self.name = owner.value
+        self.memory.set_owner(data, 0x2000, owner)
+        self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
 
     # --- helpers --------------------------------------------------------------------------------
     def _write(self, address, value, size):
@@ -137,7 +145,7 @@ class Kernel:
         return self.memory.read_int(address, size)
 
     def online_cpus(self):
-        return [n for n in range(len(self.cpuid_to_apicid)) if self._read(_ONLINE + n, 1)]
+        return [n for n in range(len(self.cpuid_to_apicid)) if self._read(self.data + _ONLINE + n, 1)]
 
     def online_apic_ids(self):
         return [self.cpuid_to_apicid[n] for n in self.online_cpus()]
@@ -160,12 +168,12 @@ class Kernel:
     # --- the BSP ----------------------------------------------------------------------------------
     async def kernel_main(self, cpu):
         cpu.where = "start_kernel"
-        self._write(_NR_CPU_IDS, len(self.cpuid_to_apicid), 4)
+        self._write(self.data + _NR_CPU_IDS, len(self.cpuid_to_apicid), 4)
         for n, apic_id in enumerate(self.cpuid_to_apicid):
-            self._write(_CPUID_TO_APICID + 4 * n, apic_id, 4)
-            self._write(_ONLINE + n, 0, 1)
-            self._write(_SYNC + n, SyncState.DEAD, 1)
-        self._write(_ONLINE, 1, 1)
+            self._write(self.data + _CPUID_TO_APICID + 4 * n, apic_id, 4)
+            self._write(self.data + _ONLINE + n, 0, 1)
+            self._write(self.data + _SYNC + n, SyncState.DEAD, 1)
+        self._write(self.data + _ONLINE, 1, 1)
         self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
                                  name="kernel: trampoline")
         self._setup_idt(cpu)
@@ -181,14 +189,14 @@ class Kernel:
             kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
             for apic_id in kicked:
                 n = self.cpuid_to_apicid.index(apic_id)
-                if await self._wait(_SYNC + n, lambda v: v >= SyncState.ALIVE, "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
-                    self._write(_SYNC + n, SyncState.SHOULD_ONLINE, 1)
-                    await self._wait(_ONLINE + n, lambda v: v == 1, "wait for CPU online", apic_id)
+                if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE, "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
+                    self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
+                    await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "wait for CPU online", apic_id)
         else:
             for apic_id in aps:
                 if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
                     n = self.cpuid_to_apicid.index(apic_id)
-                    await self._wait(_ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+                    await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
         cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
         self.booted.set()
         await cpu.idle()
@@ -200,7 +208,7 @@ class Kernel:
         vector = TRAMPOLINE >> 12
         if self.method is BootMethod.PARALLEL:
             # before the kick, as cpuhp does: the AP may report ALIVE before the SIPIs return
-            self._write(_SYNC + self.cpuid_to_apicid.index(apic_id), SyncState.KICKED, 1)
+            self._write(self.data + _SYNC + self.cpuid_to_apicid.index(apic_id), SyncState.KICKED, 1)
         await apic.write("ESR", 0)
         await apic.read("ESR")
         await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL))
@@ -244,7 +252,7 @@ class Kernel:
         for apic_id in aps:
             if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
                 n = self.cpuid_to_apicid.index(apic_id)
-                await self._wait(_ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+                await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
 
     async def acpi_wakeup_cpu(self, cpu, apic_id, start_ip):
         """ApicId, WakeupVector, then Command with release ordering, then spin on Command.
@@ -282,7 +290,7 @@ class Kernel:
             await cpu.udelay(10)
         for apic_id in aps:
             n = self.cpuid_to_apicid.index(apic_id)
-            await self._wait(_ONLINE + n, lambda v: v == 1, "wait for callin after broadcast SIPI", apic_id)
+            await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "wait for callin after broadcast SIPI", apic_id)
 
     # --- the APs -------------------------------------------------------------------------------------
     async def trampoline(self, cpu):
@@ -296,26 +304,26 @@ class Kernel:
             n = self.cpuid_to_apicid.index(apic_id)
         except ValueError:
             if parallel:
-                self._write(_TRAMPOLINE_LOCK, 0, 4)
+                self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
             cpu.where = "trampoline: APIC ID not in cpuid_to_apicid[], cli; hlt"
             cpu.note("unknown APIC ID: halted")
             return
         if parallel:
-            self._write(_TRAMPOLINE_LOCK, 0, 4)
+            self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
         cpu.where = f"start_secondary (CPU {n})"
         self._setup_idt(cpu)
         await cpu.apic.software_enable(SPURIOUS_VECTOR)
         if parallel:
-            self._write(_SYNC + n, SyncState.ALIVE, 1)
+            self._write(self.data + _SYNC + n, SyncState.ALIVE, 1)
             cpu.note("alive")
             cpu.where = "cpuhp_ap_sync_alive: wait for SHOULD_ONLINE"
-            ok = await self.memory.wait_until(_SYNC + n, 1, lambda v: v == SyncState.SHOULD_ONLINE,
+            ok = await self.memory.wait_until(self.data + _SYNC + n, 1, lambda v: v == SyncState.SHOULD_ONLINE,
                                               timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
             if not ok:
                 cpu.fail(f"{cpu.name}: never released by the control CPU (SHOULD_ONLINE)")
                 return
-            self._write(_SYNC + n, SyncState.ONLINE, 1)
-        self._write(_ONLINE + n, 1, 1)
+            self._write(self.data + _SYNC + n, SyncState.ONLINE, 1)
+        self._write(self.data + _ONLINE + n, 1, 1)
         cpu.note("online")
         await self._ap_idle(cpu, n)
 
@@ -326,10 +334,15 @@ class Kernel:
         cpu.where = "idle (hlt loop)"
         while True:
             await cpu.hlt()
-            if cpu.should_die:
-                self._write(_ONLINE + n, 0, 1)
-                cpu.note("offline: play_dead")
-                await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+            if cpu.should_die or cpu.should_stop:
+                self._write(self.data + _ONLINE + n, 0, 1)
+                if self.mp_wake is not None and self.mp_wake.can_reset:
+                    cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
+                    await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+                cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
+                cpu.where = f"halted by {self.name}'s stop_this_cpu"
+                cpu.cli()
+                return
 
     # --- CPU offline / online (mailbox) ----------------------------------------------------------
     async def cpu_down(self, cpu, n):
@@ -341,7 +354,7 @@ class Kernel:
         target = self._model_of(apic_id)
         target.should_die = True
         await self.smp_call_function_single(cpu, n, ("cpu_down", n))   # kick it out of hlt
-        if not await self._wait(_ONLINE + n, lambda v: v == 0, "cpu_down: wait for play_dead", apic_id):
+        if not await self._wait(self.data + _ONLINE + n, lambda v: v == 0, "cpu_down: wait for play_dead", apic_id):
             return f"CPU {n} did not go offline"
         return await self.acpi_mp_cpu_die(cpu, apic_id, n)
 
@@ -361,21 +374,33 @@ class Kernel:
             await Timer(100, "ns")
         return None
 
+    async def kexec(self, cpu):
+        """machine_shutdown for kexec from ``cpu``: stop every other online CPU (on a version-1
+        mailbox they go back to firmware, otherwise they halt in this kernel's memory)."""
+        for n in self.online_cpus():
+            apic_id = self.cpuid_to_apicid[n]
+            if apic_id == cpu.apic_id:
+                continue
+            self._model_of(apic_id).should_stop = True
+            await self.smp_call_function_single(cpu, n, ("stop", n))
+            await self._wait(self.data + _ONLINE + n, lambda v: v == 0, "kexec: stop other CPUs", apic_id)
+        cpu.note(f"{self.name}: kexec")
+
     async def cpu_up(self, cpu, n):
         apic_id = self.cpuid_to_apicid[n]
         if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
             return f"CPU {n} was not woken"
-        if not await self._wait(_ONLINE + n, lambda v: v == 1, "cpu_up: wait for callin", apic_id):
+        if not await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "cpu_up: wait for callin", apic_id):
             return f"CPU {n} did not come online"
         return None
 
     async def _lock_trampoline(self, cpu):
         """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""
-        while self._read(_TRAMPOLINE_LOCK, 4):
+        while self._read(self.data + _TRAMPOLINE_LOCK, 4):
             cpu.where = "trampoline: spinning on tr_lock"
-            await self.memory.wait_until(_TRAMPOLINE_LOCK, 4, lambda v: v == 0,
+            await self.memory.wait_until(self.data + _TRAMPOLINE_LOCK, 4, lambda v: v == 0,
                                          timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
-        self._write(_TRAMPOLINE_LOCK, 1, 4)
+        self._write(self.data + _TRAMPOLINE_LOCK, 1, 4)
 
     # --- call-function IPIs --------------------------------------------------------------------------
     def _setup_idt(self, cpu):

@@ -79,6 +79,7 @@ class CpuModel:
         self.mailbox = None          # sim.mpwk.bfm.ApPort when parked on an MPWK mailbox
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
+        self.should_stop = False     # set by the kernel's kexec (stop_this_cpu)
         self.where = "reset"         # what the CPU is doing, for stuck reports
         self.interrupts_enabled = False
         self.idt = {}                # vector -> async handler(cpu, vector)
@@ -194,6 +195,14 @@ class CpuModel:
             if task is not None and not task.done():
                 task.cancel()
         self._program = self._irq_task = None
+
+    def restart_at(self, address, why):
+        """Abandon what the CPU runs and continue at ``address`` (kexec's jump to the next
+        kernel)."""
+        self._abandon()
+        self.interrupts_enabled = False
+        self.note(why)
+        self._run_at(address, why)
 
     def _run_at(self, address, why):
         if not self.responsive:

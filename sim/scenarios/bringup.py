@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 import cocotb
 from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
 
-from ..cpu.linux import BootMethod, Firmware, Kernel
+from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, BootMethod, Firmware, Kernel
+from ..memory import Owner
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
 from ..lapic.env import FabricEnv
 from ..mpwk.bfm import MailboxPorts
@@ -47,14 +48,16 @@ class Scenario:
     body: object
     #: "fabric" (APIC fabric only) or "mpwk" (fabric + MP wakeup mailbox, APs parked on it)
     platform: str = "fabric"
+    #: a mailbox version the scenario is about (None: --mailbox-version decides)
+    mailbox_version: int | None = None
 
 
 SCENARIOS = {}
 
 
-def scenario(name, description, *, platform="fabric"):
+def scenario(name, description, *, platform="fabric", mailbox_version=None):
     def register(body):
-        SCENARIOS[name] = Scenario(name, description, body, platform)
+        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version)
         return body
     return register
 
@@ -128,6 +131,66 @@ async def mpwk_offline_online(platform, options):
             if not any(f["cpu"] == cpu.apic_id for f in platform.failures):
                 platform.fail(cpu, f"offline/online round failed: {r}")
     return detail
+
+
+def _kernel_summary(kernel, platform, reason):
+    online = kernel.online_apic_ids()
+    return {"name": kernel.name, "online": online,
+            "stranded": [{"cpu": c.apic_id, "reason": reason(c)} for c in platform.cpus
+                         if c.apic_id not in online]}
+
+
+async def _kexec_mpwk(platform, options):
+    """Kernel 1 boots through the mailbox (``nr_cpus`` applies to it), kexecs into kernel 2 in
+    other pages, which boots from the MADT as kernel 1 left it (mpwk.md §4, §5, §7 #19, #20)."""
+    kernel1 = await boot(platform, options, BootMethod.MPWK)
+    version = kernel1.mp_wake.version if kernel1.mp_wake else None
+    woken_by_1 = set(kernel1.online_apic_ids())
+
+    def reason_1(cpu):
+        if cpu.apic_id not in kernel1.cpuid_to_apicid:
+            return f"nr_cpus={options.nr_cpus}: never woken, still polling the firmware mailbox"
+        return f"{cpu.state.name} at {cpu.where}"
+
+    summary_1 = _kernel_summary(kernel1, platform, reason_1)     # before kexec stops its CPUs
+    kernel2 = Kernel(platform, BootMethod.MPWK, callin_timeout_us=options.callin_timeout_us,
+                     owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
+    bsp = platform.bsp
+    await kernel1.kexec(bsp)
+    bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
+    await kernel2.booted.wait()
+    can_reset = bool(kernel1.mp_wake and kernel1.mp_wake.can_reset)
+    # Under the version-0 policy kernel 2 finding no mailbox is the documented outcome: it is
+    # reported as stranded CPUs, not as a model failure.
+    if not can_reset:
+        platform.failures = [f for f in platform.failures if "No MADT mailbox" not in f["message"]]
+
+    def reason_2(cpu):
+        if not can_reset and cpu.apic_id in woken_by_1:
+            return "halted by kernel 1's stop_this_cpu: a version-0 mailbox has no way back to firmware"
+        if not can_reset:
+            return "still polling the firmware mailbox, but kernel 1 zeroed the MADT mailbox address (version-0 policy)"
+        return f"{cpu.state.name} at {cpu.where}"
+
+    detail = {"kernel": kernel2, "method": "mpwk", "mailbox_version": version,
+              "kernels": [summary_1, _kernel_summary(kernel2, platform, reason_2)]}
+    detail["expected_online"] = ([c.apic_id for c in platform.cpus] if can_reset
+                                 else [bsp.apic_id])
+    return detail
+
+
+@scenario("kexec-mpwk-v0", "mailbox version 0: kernel 1 kexecs into kernel 2, which finds the MADT "
+                           "mailbox zeroed and comes up on 1 CPU; the others are stranded",
+          platform="mpwk", mailbox_version=0)
+async def kexec_mpwk_v0(platform, options):
+    return await _kexec_mpwk(platform, options)
+
+
+@scenario("kexec-mpwk-v1", "mailbox version 1: kernel 1's APs go back to firmware through "
+                           "ResetVector and kernel 2 wakes every AP (also those kernel 1 never woke)",
+          platform="mpwk", mailbox_version=1)
+async def kexec_mpwk_v1(platform, options):
+    return await _kexec_mpwk(platform, options)
 
 
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
