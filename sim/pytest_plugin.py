@@ -49,13 +49,14 @@ def _waves_enabled(config):
     return config.getoption("--waves") or os.environ.get("APWAKE_WAVES", "") not in ("", "0")
 
 
-def cocotb_tests(tb_module, configs, *, design=None):
+def cocotb_tests(tb_module, configs, *, design=None, marks=()):
     """A pytest test function running the cocotb tests of ``tb_module`` on each of ``configs``
-    (:class:`sim.lapic.design.FabricConfig` by default built as a fabric design)."""
+    (:class:`sim.lapic.design.FabricConfig` by default built as a fabric design); ``marks``
+    (for example ``pytest.mark.slow``) apply to every item."""
     if design is None:
         from .lapic.design import FabricDesign as design
     names = _cocotb_test_names(tb_module)
-    params = [pytest.param(config, name, id=f"{config.label}-{name}")
+    params = [pytest.param(config, name, id=f"{config.label}-{name}", marks=marks)
               for config in configs for name, applies in names if applies(config)]
 
     @pytest.mark.parametrize(("config", "cocotb_test"), params)

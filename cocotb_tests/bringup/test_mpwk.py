@@ -1,4 +1,6 @@
-"""TDX-style bring-up through the MP wakeup mailbox on 2 and 8 CPUs."""
+"""TDX-style bring-up through the MP wakeup mailbox on 2 and 8 CPUs (64 under ``-m slow``)."""
+
+import pytest
 
 from sim.lapic.design import FabricConfig
 from sim.mpwk.design import PlatformConfig, PlatformDesign
@@ -8,3 +10,8 @@ CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)] + [
     PlatformConfig(FabricConfig.contiguous(n), version=0) for n in (2, 8)]
 
 test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=PlatformDesign)
+
+#: 64 CPUs, both versions: `python -m pytest -m slow` (not in CI: one more 40 s build each)
+test_mpwk_64 = cocotb_tests("cocotb_tests.bringup.tb_mpwk",
+                            [PlatformConfig(FabricConfig.contiguous(64), version=v) for v in (1, 0)],
+                            design=PlatformDesign, marks=[pytest.mark.slow])
