@@ -11,7 +11,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .bus import MemoryBusSignature
-from .lapic import ApicFabric
 from .lapic.signatures import CpuPortSignature, TraceSignature
 from .mpwk_mailbox import ApPortSignature, MpwkMailbox
 from .mpwk_mailbox.layouts import MailboxStatus

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from .build import REPO_ROOT, build
 from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign

@@ -6,8 +6,6 @@ independent reference model in :mod:`sim.lapic.model`; receivers are checked thr
 own registers and CPU-side event outputs.
 """
 
-import random
-
 import cocotb
 from cocotb.triggers import gather
 

@@ -5,7 +5,7 @@ nested multiplexers; these trees keep depth O(log n) and size O(n), so conversio
 compile time and FPGA timing stay flat as the fabric grows.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

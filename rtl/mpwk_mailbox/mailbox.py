@@ -5,7 +5,7 @@ the OS, or on their way back from ResetVector, and answers the OS's commands as 
 loop does.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -4,7 +4,6 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from rtl.lapic import ApicFabric
 from rtl.mpwk_mailbox import MpwkMailbox
 from rtl.mpwk_mailbox.mailbox import madt_entry
 from rtl.platform import X86Platform
