@@ -60,13 +60,6 @@ def _idle(the_build, config, label, out, cycles):
     return idle["cycles"] / idle["wall_s"]
 
 
-class _IcarusBuild:
-    """Just enough of :class:`sim.build.Build` for :func:`sim.run.run_cocotb`."""
-
-    def __init__(self, verilog_dir, build_dir, toplevel):
-        self.verilog_dir, self.build_dir, self.toplevel, self.waves = verilog_dir, build_dir, toplevel, False
-
-
 def _icarus(verilog_build, config, label, out, timeout_s):
     from cocotb_tools.runner import get_runner
     build_dir = out / f"icarus-{label}"

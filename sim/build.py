@@ -22,7 +22,7 @@ import shutil
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -89,7 +89,6 @@ class Build:
     binary_reused: bool
     convert_s: float = 0.0
     compile_s: float = 0.0
-    port_names: list = field(default_factory=list)
 
     @property
     def sources(self):
@@ -232,7 +231,6 @@ def build(design, *, waves=False, variant=None):
             result.convert_s = time.monotonic() - t0
             result.verilog_reused = False
             log.info("converted in %.1f s -> %s", result.convert_s, verilog_dir)
-    result.port_names = json.loads((verilog_dir / "ports.json").read_text())
 
     done = build_dir / "apwake-build.json"
     with _locked(root / "locks" / f"{bkey}.lock"):

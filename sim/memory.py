@@ -121,9 +121,6 @@ class Memory:
         self.set_owner(address, 1, owner)
         self._programs[address] = (program, name or program.__name__, owner)
 
-    def unload_program(self, address):
-        self._programs.pop(address, None)
-
     def program_at(self, address):
         """``(program, name, owner)`` loaded at ``address``, or None."""
         return self._programs.get(address)

@@ -78,7 +78,6 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=()):
 
 def _group_outcome(request, tb_module, config, design, cocotb_test):
     from .build import REPO_ROOT, build
-    from .lapic.design import CONFIG_ENV
     from .run import run_cocotb
 
     waves = _waves_enabled(request.config)
@@ -101,9 +100,8 @@ def _group_outcome(request, tb_module, config, design, cocotb_test):
         waves_file = None
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
-        config_env = getattr(design, "config_env", CONFIG_ENV)
         result = run_cocotb(the_build, tb_module, names=selected, label=label,
-                            extra_env={config_env: config.to_json()}, waves_file=waves_file)
+                            extra_env={config.ENV: config.to_json()}, waves_file=waves_file)
         if result.waves is not None:
             _WAVES.append((result.waves, result.gtkw))
         _RESULTS[key] = result

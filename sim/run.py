@@ -20,7 +20,6 @@ class Outcome:
     passed: bool
     skipped: bool = False
     message: str = ""
-    sim_time_ns: float = 0.0
 
 
 @dataclass
@@ -54,8 +53,7 @@ def _read_results(path):
         skipped = case.find("skipped") is not None
         message = "" if failure is None else (failure.get("message") or failure.text or "failed")
         outcomes[name] = Outcome(name=name, passed=failure is None and not skipped,
-                                 skipped=skipped, message=message,
-                                 sim_time_ns=float(case.get("sim_time_ns", 0) or 0))
+                                 skipped=skipped, message=message)
     return outcomes
 
 

@@ -3,7 +3,9 @@ every refused or flagged input of mpwk.md §7 that the peripheral sees."""
 
 import cocotb
 
-from rtl.mpwk_mailbox.layouts import APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, ApState, Command
+from rtl.mpwk_mailbox.layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, PAGE_SIZE, ApState,
+                                      Command)
+from rtl.mpwk_mailbox.mailbox import STATUS_WORDS
 from sim.mpwk.bfm import MailboxEnv
 from sim.mpwk.design import MailboxConfig
 from sim.pytest_plugin import applies_to
@@ -35,6 +37,11 @@ async def wait_acknowledged(env, *, polls=200):
         if await env.os.read32(addr(env, "command")) & 0xFFFF == 0:
             return True
     return False
+
+
+def status_register(env, name):
+    """Address of a status-window register (the window sits right after the page by default)."""
+    return env.base + PAGE_SIZE + 4 * STATUS_WORDS.index(name)
 
 
 def flags(env):
@@ -119,8 +126,8 @@ async def test_no_polling_target(dut):
         await env.cycles(env.config.no_target_timeout + 10)
         assert await env.os.read32(addr(env, "command")) == Command.WAKEUP.value, "acknowledged on nobody's behalf"
         assert "no_target" in flags(env)
-        assert await env.os.read32(env.config.base + 0x1004) == apic_id, "LAST_APIC_ID"
-        await env.os.write32(env.config.base + 0x1000, 0xFFFF_FFFF)       # clear the status
+        assert await env.os.read32(status_register(env, "LAST_APIC_ID")) == apic_id
+        await env.os.write32(status_register(env, "STATUS"), 0xFFFF_FFFF)   # write 1 to clear
         await env.os.write16(addr(env, "command"), 0)                      # withdraw
         assert not flags(env)
     assert not any(a.wake.value for a in env.aps)
@@ -145,7 +152,7 @@ async def test_refused_requests(dut):
         assert flags(env) == {flag}, f"expected {flag}, got {flags(env)}"
         assert not any(a.wake.value for a in env.aps)
         await env.os.write32(addr(env, "command"), 0)
-        await env.os.write32(env.config.base + 0x1000, 0xFFFF_FFFF)
+        await env.os.write32(status_register(env, "STATUS"), 0xFFFF_FFFF)
 
 
 @cocotb.test(**TIMEOUT)

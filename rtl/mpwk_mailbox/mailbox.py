@@ -261,7 +261,7 @@ class MpwkMailbox(wiring.Component):
         # --- status and read data ---------------------------------------------------------------------
         raised = Cat(*(flags[name] for name in flags))
         clear = Signal(len(flags))
-        with m.If(fire & bus.write & in_status & (bus.addr[2:4] == 0)):
+        with m.If(fire & bus.write & in_status & (bus.addr[2:4] == STATUS_WORDS.index("STATUS"))):
             m.d.comb += clear.eq(bus.wdata & lane_mask)
         m.d.sync += status.as_value()[0:len(flags)].eq(
             (status.as_value()[0:len(flags)] & ~clear) | raised)
@@ -276,8 +276,9 @@ class MpwkMailbox(wiring.Component):
             resp_valid.eq(fire),
             resp_from_body.eq(fire & in_page & (word >= 4)),
             resp_data.eq(Mux(in_page & (word < 4), header,
-                             Mux(in_status, Mux(bus.addr[2:4] == 0, status.as_value(),
-                                                Mux(bus.addr[2:4] == 1, last_apic_id, 0)), 0))),
+                             Mux(in_status, Mux(bus.addr[2:4] == STATUS_WORDS.index("STATUS"), status.as_value(),
+                                                Mux(bus.addr[2:4] == STATUS_WORDS.index("LAST_APIC_ID"),
+                                                    last_apic_id, 0)), 0))),
         ]
         m.d.comb += [bus.resp_valid.eq(resp_valid),
                      bus.rdata.eq(Mux(resp_from_body, rport.data, resp_data))]

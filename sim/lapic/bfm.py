@@ -86,7 +86,6 @@ class ApicPort:
         self.x2apic = False
         #: simulation time (ns) of the clock edge at which the last access took effect
         self.last_access_ns = None
-        self.cycles_per_access = []
         # Every input this port drives starts at a known value (Icarus leaves undriven ones X,
         # which would reach registers through don't-care paths).
         for handle in (self._req_valid, self._space, self._addr, self._write, self._wdata,
@@ -98,13 +97,12 @@ class ApicPort:
         what = (f"{self.name}: {'write' if write else 'read'} of {space.name} {addr:#x}"
                 + (f" = {wdata:#x}" if write else ""))
         async with self._lock:
-            edge_ns, cycles, resp = await bus_access(
+            edge_ns, _, resp = await bus_access(
                 self.clk, self._req_valid, self._req_ready, self._resp_valid,
                 {self._space: space.value, self._addr: addr, self._write: int(write),
                  self._wdata: wdata},
                 {"rdata": self._rdata, "gp": self._gp}, what=what, timeout_cycles=timeout_cycles)
         self.last_access_ns = edge_ns
-        self.cycles_per_access.append(cycles)
         if resp["gp"]:
             raise GeneralProtection(self, what)
         return resp["rdata"]

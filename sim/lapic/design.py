@@ -1,7 +1,5 @@
 """The APIC fabric as a simulation design (configuration, Verilog top, waveform groups)."""
 
-import json
-import os
 from dataclasses import asdict, dataclass
 
 from rtl.instance import SeparateModule
@@ -9,6 +7,7 @@ from rtl.lapic import ApicFabric, LocalApic
 from rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 
 from ..build import Design
+from ..config import EnvConfig
 
 __all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV"]
 
@@ -16,8 +15,9 @@ CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
 
 
 @dataclass(frozen=True)
-class FabricConfig:
+class FabricConfig(EnvConfig):
     """Parameters of one fabric build (see :class:`rtl.lapic.ApicFabric`)."""
+    ENV = CONFIG_ENV
     apic_ids: tuple
     n_vectors: int = 256
     bsp_index: int = 0
@@ -47,20 +47,6 @@ class FabricConfig:
             parts.append(f"bsp{self.bsp_index}")
         return "-".join(parts)
 
-    def to_json(self):
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
-
-    @classmethod
-    def from_env(cls):
-        try:
-            return cls.from_json(os.environ[CONFIG_ENV])
-        except KeyError:
-            raise RuntimeError(f"{CONFIG_ENV} is not set: run fabric testbenches through "
-                               f"pytest or 'apwake', which pass the configuration") from None
 
 
 class FabricDesign(Design):

@@ -1,7 +1,5 @@
 """Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
 
-from cocotb.triggers import RisingEdge
-
 from ..clocking import start_clock_and_reset
 from .bfm import ApicPort
 from .design import FabricConfig
@@ -34,13 +32,3 @@ class FabricEnv:
     @property
     def n(self):
         return self.config.n_cpus
-
-    def port_of(self, apic_id):
-        for port in self.ports:
-            if port.apic_id == apic_id:
-                return port
-        raise KeyError(f"no CPU port has APIC ID {apic_id:#x}")
-
-    async def cycles(self, n):
-        for _ in range(n):
-            await RisingEdge(self.dut.clk)

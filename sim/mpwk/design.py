@@ -1,7 +1,5 @@
 """The MP wakeup mailbox alone as a simulation design (block tests)."""
 
-import json
-import os
 from dataclasses import asdict, dataclass
 
 from rtl.mpwk_mailbox import MpwkMailbox
@@ -9,6 +7,7 @@ from rtl.mpwk_mailbox.mailbox import madt_entry
 from rtl.platform import X86Platform
 
 from ..build import Design
+from ..config import EnvConfig
 from ..lapic.design import FabricConfig, FabricDesign
 
 __all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV", "PlatformConfig", "PlatformDesign",
@@ -20,7 +19,8 @@ CONFIG_ENV = "APWAKE_MAILBOX_CONFIG"
 
 
 @dataclass(frozen=True)
-class MailboxConfig:
+class MailboxConfig(EnvConfig):
+    ENV = CONFIG_ENV
     apic_ids: tuple = (1, 2, 3)
     base: int = 0x7FFF_D000
     version: int = 1
@@ -41,17 +41,10 @@ class MailboxConfig:
     def label(self):
         return f"v{self.version}-ack{self.ack_bytes}-n{len(self.apic_ids)}"
 
-    def to_json(self):
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls):
-        return cls(**json.loads(os.environ[CONFIG_ENV]))
 
 
 class MailboxDesign(Design):
     name = "apwake_mailbox"
-    config_env = CONFIG_ENV
 
     def __init__(self, config):
         self.config = config
@@ -70,8 +63,9 @@ class MailboxDesign(Design):
 
 
 @dataclass(frozen=True)
-class PlatformConfig:
+class PlatformConfig(EnvConfig):
     """A TDX-style platform: the fabric's CPUs, the APs parked on an MPWK mailbox."""
+    ENV = PLATFORM_ENV
     fabric: FabricConfig
     version: int = 1
     base: int = 0x7FFF_D000
@@ -100,19 +94,11 @@ class PlatformConfig:
     def label(self):
         return f"{self.fabric.label}-mpwk-v{self.version}"
 
-    def to_json(self):
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls):
-        text = os.environ.get(PLATFORM_ENV)
-        return None if text is None else cls(**json.loads(text))
 
 
 class PlatformDesign(Design):
     """:class:`rtl.platform.X86Platform` with the APIC converted once (as in FabricDesign)."""
     name = "apwake_platform"
-    config_env = PLATFORM_ENV
 
     def __init__(self, config):
         self.config = config

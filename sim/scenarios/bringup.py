@@ -69,8 +69,23 @@ async def boot(platform, options, method):
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
                     callin_timeout_us=options.callin_timeout_us)
     platform.start()
-    await kernel.booted.wait()
+    await _bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel
+
+
+def watchdog_ns(platform, options):
+    """Longer than every timeout the guest software has of its own: a wait that exceeds it is
+    a model bug, reported with every CPU's state."""
+    return platform.scaled_ns(options.callin_timeout_us * 1000) * (platform.env.n + 3) + 1_000_000
+
+
+async def _bounded(platform, options, awaitable, what):
+    limit = watchdog_ns(platform, options)
+    try:
+        return await with_timeout(awaitable, limit, "ns")
+    except SimTimeoutError:
+        where = "; ".join(f"{c.name}: {c.state.name} at {c.where}" for c in platform.cpus)
+        raise AssertionError(f"watchdog: {what} not done after {limit / 1e6:g} ms simulated ({where})") from None
 
 
 def _boot_detail(kernel):
@@ -158,7 +173,7 @@ async def _kexec_mpwk(platform, options):
     bsp = platform.bsp
     await kernel1.kexec(bsp)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
-    await kernel2.booted.wait()
+    await _bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
     can_reset = bool(kernel1.mp_wake and kernel1.mp_wake.can_reset)
     # Under the version-0 policy kernel 2 finding no mailbox is the documented outcome: it is
     # reported as stranded CPUs, not as a model failure.
@@ -237,7 +252,7 @@ async def ipi_storm(platform, options):
 
 async def start_platform(dut, options):
     """Clock, reset and CPU models for ``dut`` (not started yet)."""
-    mailbox_platform = PlatformConfig.from_env()
+    mailbox_platform = PlatformConfig.from_env(required=False)
     env = await FabricEnv.start(dut, config=mailbox_platform.fabric if mailbox_platform else None)
     platform = Platform(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
@@ -260,16 +275,15 @@ async def run_scenario(dut, name, options, *, waves=None):
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
     platform = await start_platform(dut, options)
-    env = platform.env
     # Everything the kernel waits for is bounded by its own timeouts; the watchdog catches a
     # model that would hang anyway, and says where each CPU is.
-    watchdog_ns = platform.scaled_ns(options.callin_timeout_us * 1000) * (env.n + 3) + 1_000_000
+    limit = watchdog_ns(platform, options)
     detail = {}
     try:
-        detail = await with_timeout(SCENARIOS[name].body(platform, options), watchdog_ns, "ns")
+        detail = await with_timeout(SCENARIOS[name].body(platform, options), limit, "ns")
     except SimTimeoutError:
         for cpu in platform.cpus:
-            platform.fail(cpu, f"scenario watchdog ({watchdog_ns / 1e6:g} ms simulated): "
+            platform.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
                                f"{cpu.name} is {cpu.state.name} at {cpu.where}")
     return make_report(name, platform, options, detail, wall_s=time.monotonic() - started,
                        waves=waves)
