@@ -25,8 +25,6 @@ class X86Platform(wiring.Component):
     def __init__(self, fabric, **mailbox):
         self.fabric = fabric
         ap_ids = [a for i, a in enumerate(fabric.apic_ids) if i != fabric.bsp_index]
-        if not ap_ids:
-            raise ValueError("a platform with a mailbox needs at least one AP besides the BSP")
         self.mailbox = MpwkMailbox(apic_ids=ap_ids, **mailbox)
         super().__init__({
             "cpu": In(CpuPortSignature()).array(fabric.n_cpus),

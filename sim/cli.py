@@ -80,7 +80,9 @@ def _run(args):
     options = ScenarioOptions(seed=args.seed, method=args.method, time_scale=args.time_scale,
                               sipi_before_init=not args.kvm, nr_cpus=args.nr_cpus,
                               callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
-                              unresponsive=args.unresponsive, mailbox_version=args.mailbox_version)
+                              unresponsive=args.unresponsive, mailbox_version=args.mailbox_version,
+                              parking_page=args.parking_page,
+                              firmware_reuses_mailbox=args.firmware_reuses_mailbox)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
                               timeline=Path(args.timeline).resolve() if args.timeline else None)
@@ -147,6 +149,11 @@ def main(argv=None):
     run.add_argument("--ipis", type=int, default=20, help="ipi-storm: IPIs per CPU")
     run.add_argument("--mailbox-version", type=int, default=1, choices=[0, 1],
                      help="mpwk scenarios: MADT mailbox version")
+    run.add_argument("--parking-page", default="kernel", choices=["kernel", "firmware"],
+                     help="kexec-mpwk-parking-loop: where kernel 1's loop polls (own page with "
+                          "the MADT patched, or the firmware's page)")
+    run.add_argument("--firmware-reuses-mailbox", action="store_true",
+                     help="the firmware takes its mailbox page back after the last AP wakeup")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
                      help="this CPU never runs code (wedged); repeatable")
     run.set_defaults(func=_run)

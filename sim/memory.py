@@ -3,8 +3,9 @@
 Every 4 KiB page can carry an *owner* (firmware, kernel 1, kernel 2, hypervisor-shared, ...).
 A write by one party into a page another party owns is recorded as a corruption
 (address, page owner, writer), so kexec scenarios can show a firmware or a hypervisor writing
-into memory that now belongs to the next kernel.  Pages without an owner, and pages marked
-``Owner.SHARED``, take writes from anyone.
+into memory that now belongs to the next kernel.  Pages without an owner, pages marked
+``Owner.SHARED`` (shared with the hypervisor) and ``Owner.RESERVED`` (set aside by one kernel
+for a protocol with the next, such as a parking-loop mailbox) take writes from anyone.
 
 Code is modelled too: a Python coroutine function is *loaded* at an address, and a CPU that
 jumps there runs it.  A jump to an address where nothing is loaded is a bring-up failure the
@@ -29,6 +30,10 @@ class Owner(str, enum.Enum):
     KERNEL2 = "kernel 2"
     HYPERVISOR = "hypervisor"
     SHARED = "hypervisor-shared"
+    RESERVED = "reserved for the hand-over"
+
+#: owners whose pages anyone may write
+_OPEN = (None, Owner.SHARED, Owner.RESERVED)
 
 
 class MemoryError_(ValueError):
@@ -76,7 +81,7 @@ class Memory:
         for offset, byte in enumerate(bytes(data)):
             a = address + offset
             owner = self.owner(a)
-            if owner not in (None, Owner.SHARED, writer) and a // PAGE_SIZE not in flagged:
+            if owner not in _OPEN and owner != writer and a // PAGE_SIZE not in flagged:
                 flagged.add(a // PAGE_SIZE)
                 self.corruptions.append(Corruption((a, owner, writer)))
             self._bytes[a] = byte
@@ -99,17 +104,21 @@ class Memory:
         return int.from_bytes(self.read(address, size), "little")
 
     async def wait_until(self, address, size, predicate, *, timeout_ns):
-        """Sleep until ``predicate(read_int(address, size))`` holds; False on timeout."""
+        """Sleep until ``predicate(read_int(address, size))`` holds; False on timeout.
+        ``timeout_ns=None`` waits for ever: only for code that spins for ever on real hardware
+        too (a parking loop), under a scenario watchdog."""
         event = Event()
         watcher = (address, address + size, event)
         self._watchers.append(watcher)
         try:
-            deadline = Timer(timeout_ns, "ns") if timeout_ns > 0 else None
+            deadline = None if timeout_ns is None else Timer(timeout_ns, "ns") if timeout_ns > 0 else False
             while not predicate(self.read_int(address, size)):
                 event.clear()
-                if deadline is None:
+                if deadline is False:
                     return False
-                if await First(event.wait(), deadline) is deadline:
+                if deadline is None:
+                    await event.wait()
+                elif await First(event.wait(), deadline) is deadline:
                     return predicate(self.read_int(address, size))
             return True
         finally:

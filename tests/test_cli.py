@@ -19,7 +19,8 @@ def test_list_names_every_scenario():
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
-                     "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1", "ipi-storm"]
+                     "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1",
+                     "kexec-mpwk-parking-loop", "ipi-storm"]
 
 
 def test_run_json_and_timeline(tmp_path):
@@ -43,10 +44,24 @@ def test_stuck_ap_fails_with_a_report():
     assert "did not answer within 0.001 s" in out.stdout and out.stdout.rstrip().endswith("FAILED")
 
 
+def test_parking_loop_json_reports_stranded_aps():
+    """Plan B with nr_cpus=1: the JSON names kernel 2's stranded AP and why (issue 4 §3)."""
+    out = apwake("run", "kexec-mpwk-parking-loop", "--cpus", "2", "--nr-cpus", "1",
+                 "--callin-timeout-ms", "100", "--json")
+    assert out.returncode == 1, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    kernel1, kernel2 = report["kernels"]
+    assert kernel1["online"] == [0] and kernel2["online"] == [0]
+    (stranded,) = kernel2["stranded"]
+    assert stranded["cpu"] == 1 and "patched MADT" in stranded["reason"]
+    assert report["parking"]["page"] == "kernel" and report["corruptions"] == []
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
     (["run", "init-sipi", "--cpus", "256"], "--cpus must be 1 to 255, not 256"),
     (["run", "init-sipi", "--timeline", "x.jpg"], "--timeline must end in .png or .svg"),
+    (["run", "kexec-mpwk-parking-loop", "--parking-page", "bios"], "--parking-page: invalid choice: 'bios'"),
 ])
 def test_bad_arguments(args, message):
     out = apwake(*args)

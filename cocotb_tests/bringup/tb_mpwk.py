@@ -3,9 +3,11 @@
 
 import cocotb
 
-from rtl.mpwk_mailbox.layouts import ApState
+from rtl.mpwk_mailbox.layouts import ApState, MailboxStatus
 from sim.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
-from sim.cpu.model import MpState
+from sim.cpu.model import LOW_MEMORY, MpState
+from sim.cpu.parking import PARKING_PAGE
+from sim.codec import unpack
 from sim.mpwk.design import PlatformConfig
 from sim.mpwk.madt import parse_mp_wake
 from sim.pytest_plugin import applies_to
@@ -27,6 +29,7 @@ async def test_mpwk_wakeup(dut):
             continue
         wakes = [e for e in cpu["events"] if e[2].startswith("mailbox Wakeup")]
         assert len(wakes) == 1 and f"{TRAMPOLINE:#x}" in wakes[0][2], cpu["events"]
+        assert not any(e[2].startswith("warning") for e in cpu["events"]), cpu["events"]
         assert cpu["entry"] is None and cpu["state"] == MpState.HALTED.name
     assert int(dut.mailbox_status.value) == 0, f"mailbox status {int(dut.mailbox_status.value):#x}"
     for k in range(report["cpus"] - 1):
@@ -108,3 +111,91 @@ async def test_kexec(dut, nr_cpus):
             expected = "halted by kernel 1" if apic_id in woken else "zeroed the MADT mailbox address"
             assert expected in reasons[apic_id], reasons[apic_id]
     assert report["corruptions"] == []
+
+
+#: plan B's cases: name -> (parking_page, nr_cpus, firmware_reuses_mailbox)
+PARKING_CASES = {
+    "kernel_page": ("kernel", None, False), "kernel_page_nr_cpus2": ("kernel", 2, False),
+    "kernel_page_fw_reuse": ("kernel", None, True), "fw_page": ("firmware", None, False),
+    "fw_page_nr_cpus2": ("firmware", 2, False), "fw_page_fw_reuse": ("firmware", None, True)}
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(case=list(PARKING_CASES))
+@applies_to(lambda config: config.version == 0)
+async def test_kexec_parking_loop(dut, case):
+    """Plan B (seed 001): kernel 1 parks its APs in its own loop.  On its own page with the MADT
+    patched it works only if kernel 1 woke every AP; on the firmware's page every AP is reachable
+    until the firmware reuses the page, and then every mailbox store of both kernels is a
+    corruption of firmware data."""
+    parking_page, nr_cpus, reuse = PARKING_CASES[case]
+    # a stranded AP costs kernel 2 one callin timeout each: 0.2 s of guest time is plenty here
+    report = await run_scenario(dut, "kexec-mpwk-parking-loop", ScenarioOptions(
+        nr_cpus=nr_cpus, parking_page=parking_page, firmware_reuses_mailbox=reuse,
+        callin_timeout_us=200_000))
+    ids = [c["cpu"] for c in report["timeline"]]
+    woken = ids[:nr_cpus] if nr_cpus else ids
+    kernel1, kernel2 = report["kernels"]
+    parking = report["parking"]
+    assert kernel1["online"] == woken
+    assert parking["woken_from_loop"] == woken[1:], "kernel 2 did not wake kernel 1's APs from the loop"
+    assert parking["mailbox"] == (PARKING_PAGE if parking_page == "kernel" else PlatformConfig.from_env().base)
+    # the firmware takes its page back only once no AP polls it
+    all_woken_by_firmware = len(woken) == len(ids)
+    assert (parking["firmware_reused_mailbox_page"] is not None) == (reuse and all_woken_by_firmware)
+    stranded = ids[len(woken):] if parking_page == "kernel" else []
+    assert kernel2["online"] == [i for i in ids if i not in stranded]
+    assert [s["cpu"] for s in kernel2["stranded"]] == stranded
+    for s in kernel2["stranded"]:
+        assert "patched MADT sends kernel 2 to kernel 1's parking loop" in s["reason"], s
+        assert any(f["cpu"] == s["cpu"] and "never acknowledged" in f["message"]
+                   for f in report["failures"]), report["failures"]
+    corrupting = parking_page == "firmware" and reuse
+    if corrupting:
+        writers = {(c["owner"], c["writer"]) for c in report["corruptions"]}
+        assert writers == {("firmware", "kernel 1"), ("firmware", "kernel 2")}, writers
+        base = PlatformConfig.from_env().base
+        assert all(base <= c["address"] < base + 0x1000 for c in report["corruptions"])
+    else:
+        assert report["corruptions"] == []
+    assert report["passed"] == (not stranded and not corrupting), report["failures"]
+
+
+@cocotb.test(**TIMEOUT)
+async def test_wakeup_vector_above_1mib(dut):
+    """A WakeupVector above 1 MiB and outside ReservedForOs (mpwk.md §7 #10): the AP warns in its
+    timeline and jumps anyway, as TDVF's ``jmp rax`` does; a vector below 1 MiB gives no warning."""
+    options = ScenarioOptions(nr_cpus=1)
+    platform = await start_platform(dut, options)
+    kernel = await boot(platform, options, BootMethod.MPWK)
+    ap = platform.cpus[-1]
+    high = LOW_MEMORY + 0x10_0000
+    arrived = []
+
+    async def high_entry(cpu):
+        arrived.append(cpu.apic_id)
+
+    platform.memory.load_program(high, high_entry, owner=kernel.owner, name="entry above 1 MiB")
+    assert await kernel.acpi_wakeup_cpu(platform.bsp, ap.apic_id, high), platform.failures
+    await ap.wait_until(lambda: arrived, timeout_ns=10_000, what="entry above 1 MiB")
+    warnings = [e[2] for e in ap.history if e[2].startswith("warning: WakeupVector")]
+    assert len(warnings) == 1 and f"{high:#x}" in warnings[0], ap.history
+    assert arrived == [ap.apic_id]
+    assert all(not e[2].startswith("warning") for c in platform.cpus[1:-1] for e in c.history)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_descheduled_vcpu(dut):
+    """The VMM never runs one parked AP (mpwk.md §7 #16): Linux would spin on Command for ever;
+    the model gives up after the callin timeout and names that CPU, the mailbox flags
+    ``no_target``, every other AP comes online."""
+    stuck = PlatformConfig.from_env().n_cpus - 1          # the last port's AP
+    report = await run_scenario(dut, "mpwk-wakeup", ScenarioOptions(unresponsive=[stuck],
+                                                                    callin_timeout_us=200_000))
+    assert not report["passed"]
+    ids = [c["cpu"] for c in report["timeline"]]
+    assert report["online"] == ids[:stuck]
+    (failure,) = report["failures"]
+    assert failure["cpu"] == ids[stuck] and "never acknowledged" in failure["message"]
+    assert "vCPU descheduled" in failure["where"], failure
+    assert unpack(MailboxStatus, int(dut.mailbox_status.value))["no_target"] == 1

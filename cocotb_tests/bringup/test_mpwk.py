@@ -15,3 +15,13 @@ test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=Platfor
 test_mpwk_64 = cocotb_tests("cocotb_tests.bringup.tb_mpwk",
                             [PlatformConfig(FabricConfig.contiguous(64), version=v) for v in (1, 0)],
                             design=PlatformDesign, marks=[pytest.mark.slow])
+
+#: a 1-vCPU guest (the mailbox with no AP behind it)
+test_mpwk_single = cocotb_tests("cocotb_tests.bringup.tb_mpwk_single",
+                                [PlatformConfig(FabricConfig.contiguous(1), version=0)],
+                                design=PlatformDesign)
+
+#: firmware acknowledging by clearing WakeupVector (mpwk.md §7 #21)
+test_mpwk_ack_bug = cocotb_tests(
+    "cocotb_tests.bringup.tb_mpwk_ack_bug",
+    [PlatformConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=PlatformDesign)

@@ -134,6 +134,47 @@ async def test_no_polling_target(dut):
 
 
 @cocotb.test(**TIMEOUT)
+async def test_descheduled_vcpu(dut):
+    """The VMM stops running a parked AP's vCPU (mpwk.md §7 #16): its loop answers nothing, so
+    the Wakeup stays pending (``no_target`` after the timeout, never acknowledged for it) and is
+    answered, with the latched vector, as soon as the vCPU runs again."""
+    env = await start(dut)
+    ap = env.aps[-1]
+    ap.deschedule()
+    await post(env, ap.apic_id, Command.WAKEUP.value)
+    await env.cycles(env.config.no_target_timeout + 10)
+    assert await env.os.read32(addr(env, "command")) == Command.WAKEUP.value
+    assert not ap.wake.value and ap.state is ApState.POLL
+    assert flags(env) == {"no_target"}
+    ap.deschedule(False)
+    assert await ap.wait_wake() == VECTOR
+    assert await wait_acknowledged(env) and ap.state is ApState.OS_RUNNING
+
+
+@cocotb.test(**TIMEOUT)
+async def test_command_before_fields(dut):
+    """An OS that stores Command before ApicId and WakeupVector (no release ordering, mpwk.md
+    §7 #15): the request is latched with the fields as they were at the Command store (here a
+    stale ApicId no AP polls for, so ``no_target``), the late stores are flagged, and the AP they
+    name is not woken."""
+    env = await start(dut)
+    ap, other = env.aps[0], env.aps[-1]
+    await post(env, ap.apic_id, Command.WAKEUP.value, vector=VECTOR)
+    assert await ap.wait_wake() == VECTOR and await wait_acknowledged(env)
+    # the ApicId the acknowledge left: 0 after the 8-byte clear, the running AP's after the 2-byte one
+    stale_id = await env.os.read32(addr(env, "apic_id"))
+    assert stale_id == (0 if env.config.ack_bytes == 8 else ap.apic_id)
+    await env.os.write16(addr(env, "command"), Command.WAKEUP.value)
+    await env.os.write32(addr(env, "apic_id"), other.apic_id)
+    await env.os.write64(addr(env, "wakeup_vector"), 0x1234_5000)
+    assert "field_changed_while_pending" in flags(env)
+    await env.cycles(env.config.no_target_timeout + 10)
+    assert "no_target" in flags(env), "the request was not latched with the stale ApicId"
+    assert await env.os.read32(status_register(env, "LAST_APIC_ID")) == other.apic_id
+    assert not other.wake.value, "the AP named by the late ApicId store was woken"
+
+
+@cocotb.test(**TIMEOUT)
 async def test_refused_requests(dut):
     """Unknown command, Reserved != 0 (TDVF's 32-bit compare) and the broadcast ID are flagged
     and never acknowledged (mpwk.md §7 #5, #6, #8)."""

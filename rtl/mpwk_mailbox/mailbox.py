@@ -35,7 +35,9 @@ class ApPortSignature(wiring.Signature):
 
     ``wake`` (with ``wake_vector``) stays high until the CPU pulses ``wake_ack``;
     ``return_to_firmware`` is a one-cycle pulse: the CPU jumped to ResetVector.  ``state`` is
-    what the firmware side knows of this AP.
+    what the firmware side knows of this AP.  ``descheduled``: the VMM is not running this vCPU,
+    so its firmware loop answers nothing until it runs again (mpwk.md §7 #16: unbounded
+    acknowledge latency).
     """
 
     def __init__(self):
@@ -44,6 +46,7 @@ class ApPortSignature(wiring.Signature):
             "wake_vector": In(64),
             "wake_ack": Out(1),
             "return_to_firmware": Out(1),
+            "descheduled": Out(1),
             "state": In(ApState),
         })
 
@@ -66,7 +69,8 @@ class MpwkMailbox(wiring.Component):
       Reserved and ApicId, as TDVF's 8-byte store; ``2``: Command only).
     * A request is never acknowledged on an AP's behalf.  No AP in POLL with that ID after
       ``no_target_timeout`` cycles sets ``no_target`` and the request stays pending; it is still
-      answered if the AP reaches POLL later (an AP returning through ResetVector, §7 #13).
+      answered if the AP reaches POLL later (an AP returning through ResetVector, §7 #13) or its
+      vCPU is scheduled again (``descheduled`` falls, §7 #16).
     * Refused, flagged and never acknowledged (TDVF hangs the OS the same way): unknown
       commands (Test on version 0 included), Reserved != 0, ApicId 0xFFFF_FFFE (broadcast).  The
       OS can withdraw any pending request by writing 0 to the Command dword.
@@ -89,6 +93,10 @@ class MpwkMailbox(wiring.Component):
         ResetVector published in the MADT (version 1; must be non-zero there).
     ack_bytes : int
         8 (TDVF) or 2.
+    ack_clears : str
+        ``"command"`` (the specification), or ``"wakeup_vector"`` to reproduce the firmware bug
+        fixed in edk2 9c733f0b90 (2022): the acknowledge clears WakeupVector and leaves Command
+        set, so the OS never sees its request answered (mpwk.md §7 #21; a negative test).
     ack_latency, no_target_timeout, reset_latency : int
         Cycles.
     status_base : int or None
@@ -96,13 +104,15 @@ class MpwkMailbox(wiring.Component):
     """
 
     def __init__(self, *, base, apic_ids, version=1, reset_vector=0, ack_bytes=8, ack_latency=4,
-                 no_target_timeout=1000, reset_latency=16, status_base=None):
+                 no_target_timeout=1000, reset_latency=16, status_base=None,
+                 ack_clears="command"):
         if not isinstance(base, int) or base <= 0 or base % PAGE_SIZE or base >= 1 << 32:
             raise ValueError(f"base must be a non-zero 4 KiB-aligned address below 4 GiB, "
                              f"not {base!r}")
         apic_ids = list(apic_ids)
-        if not 1 <= len(apic_ids) <= 255:
-            raise ValueError(f"apic_ids must list 1 to 255 APs, not {len(apic_ids)}")
+        # zero APs is a 1-vCPU guest: TDVF still publishes the mailbox, nobody answers it
+        if not 0 <= len(apic_ids) <= 255:
+            raise ValueError(f"apic_ids must list 0 to 255 APs, not {len(apic_ids)}")
         for i, apic_id in enumerate(apic_ids):
             if not isinstance(apic_id, int) or not 0 <= apic_id < APIC_ID_BROADCAST:
                 raise ValueError(f"apic_ids[{i}] = {apic_id!r} is not a usable x2APIC ID")
@@ -115,6 +125,10 @@ class MpwkMailbox(wiring.Component):
                              f"{reset_vector!r} (mpwk.md §7 #11)")
         if ack_bytes not in (2, 8):
             raise ValueError(f"ack_bytes must be 8 (TDVF) or 2, not {ack_bytes!r}")
+        if ack_clears not in ("command", "wakeup_vector"):
+            raise ValueError(f"ack_clears must be 'command' or 'wakeup_vector' (the edk2 bug), "
+                             f"not {ack_clears!r}")
+        self.ack_clears = ack_clears
         for name, value in (("ack_latency", ack_latency), ("no_target_timeout", no_target_timeout),
                             ("reset_latency", reset_latency)):
             if not isinstance(value, int) or not 1 <= value < 1 << 20:
@@ -219,8 +233,9 @@ class MpwkMailbox(wiring.Component):
         ]
 
         states = [Signal(ApState, name=f"ap{i}_state") for i in range(n)]
-        target = Signal(n)
+        target = Signal(max(n, 1))        # one spare bit, always 0, with no APs
         m.d.comb += target.eq(Cat(*((p_apic_id == apic) & (states[i] == ApState.POLL)
+                                    & ~self.ap[i].descheduled
                                     for i, apic in enumerate(self.apic_ids))))
         with m.If(pending & (waited < self.no_target_timeout + 1)):
             m.d.sync += waited.eq(waited + 1)     # also for refused ones: their flags fire once
@@ -231,7 +246,9 @@ class MpwkMailbox(wiring.Component):
                               & ~(page_write & (word == 0)))
         with m.If(answer):
             m.d.sync += pending.eq(0)
-            if self.ack_bytes == 8:
+            if self.ack_clears == "wakeup_vector":
+                m.d.sync += vector.eq(0)
+            elif self.ack_bytes == 8:
                 m.d.sync += [command.eq(0), apic_id.eq(0)]
             else:
                 m.d.sync += command[0:16].eq(0)

@@ -19,15 +19,16 @@ memory watches (event-driven), each wait with the kernel's own timeout.
 
 import enum
 
-import cocotb
-from cocotb.triggers import Event, Timer
+from cocotb.triggers import Event
 
 from rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
+from rtl.mpwk_mailbox.layouts import OFFSETS, Command
 from ..codec import field_mask
 from ..lapic.bfm import make_icr
-from ..memory import Owner
+from ..memory import PAGE_SIZE, Owner
 from ..mpwk.madt import parse_mp_wake
 from .model import RESET_VECTOR
+from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 
 __all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
@@ -77,17 +78,33 @@ MADT_ADDRESS = 0x000E_0000
 
 class Firmware:
     """Reset-vector code: first boot jumps to the kernel; after an INIT of the BSP (no warm-reset
-    vector set up) it halts, as a BIOS with nothing to resume would."""
+    vector set up) it halts, as a BIOS with nothing to resume would.
 
-    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b""):
+    ``reuses_mailbox_page``: once the last AP has left the MP wakeup loop the firmware takes its
+    mailbox page back for data of its own (legal for version 0: no AP will poll again; Kirill
+    Shutemov's "very theoretical" objection to parking on the firmware's page, seed 001)."""
+
+    #: what the firmware stores in its reused page (any data of its own)
+    REUSE_DATA = b"firmware runtime data, not a mailbox".ljust(64, b"\0")
+
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b"", *, reuses_mailbox_page=False):
+        self.memory = memory
         self.kernel_entry = kernel_entry
         self.resets = 0
+        self.reuses_mailbox_page = reuses_mailbox_page
+        self.reused_page = None
         # ACPI tables are handed to the OS, which may patch them (Linux zeroes the MPWK
         # address under the version-0 policy): no owner, so no corruption record.
         memory.write_int(MADT_ADDRESS, len(madt), 4, writer=Owner.FIRMWARE)
         memory.write(MADT_ADDRESS + 4, madt, writer=Owner.FIRMWARE)
         memory.load_program(RESET_VECTOR, self.reset_vector, owner=Owner.FIRMWARE,
                             name="firmware reset vector")
+
+    def last_ap_woken(self, mailbox_address):
+        if self.reuses_mailbox_page and self.reused_page is None:
+            self.reused_page = mailbox_address
+            self.memory.set_owner(mailbox_address, PAGE_SIZE, Owner.FIRMWARE)
+            self.memory.write(mailbox_address, self.REUSE_DATA, writer=Owner.FIRMWARE)
 
     async def reset_vector(self, cpu):
         self.resets += 1
@@ -110,12 +127,20 @@ class Kernel:
         How long (guest time) the BSP waits for an AP, 10 s in Linux.
     owner : sim.memory.Owner
         Whose pages the kernel's code and data are.
+    parking_page : str or None
+        Plan B on a version-0 mailbox (:mod:`sim.cpu.parking`): at kexec the APs go into this
+        kernel's parking loop instead of halting, its mailbox in a page of the kernel's own
+        (``"kernel"``, MADT patched) or on the firmware's page (``"firmware"``).
     """
 
     def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
                  callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
-                 data=KERNEL_DATA):
+                 data=KERNEL_DATA, parking_page=None):
+        if parking_page not in (None, *PLACEMENTS):
+            raise ValueError(f"parking_page must be one of {PLACEMENTS} or None, not {parking_page!r}")
         self.platform = platform
+        self.parking_page = parking_page
+        self.parking_loop = None
         self.memory = platform.memory
         self.method = BootMethod(method)
         self.owner = owner
@@ -157,13 +182,16 @@ class Kernel:
         ok = await self.memory.wait_until(
             address, 1, predicate, timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
         if not ok:
-            target = self._model_of(apic_id)
-            message = (f"{what}: CPU with APIC ID {apic_id:#x} did not answer within "
-                       f"{self.callin_timeout_us / 1e6:g} s (guest time); it is "
-                       f"{target.state.name} at {target.where}")
-            self.boot_failures.append(message)
-            self.platform.fail(target, message)
+            self._report_stuck(apic_id, f"{what}: CPU with APIC ID {apic_id:#x} did not answer "
+                                        f"within {self.callin_timeout_us / 1e6:g} s (guest time)")
         return ok
+
+    def _report_stuck(self, apic_id, what):
+        """A bring-up failure naming the CPU and where it is."""
+        target = self._model_of(apic_id)
+        message = f"{what}; it is {target.state.name} at {target.where}"
+        self.boot_failures.append(message)
+        self.platform.fail(target, message)
 
     # --- the BSP ----------------------------------------------------------------------------------
     async def kernel_main(self, cpu):
@@ -243,7 +271,7 @@ class Kernel:
             self.boot_failures.append(message)
             cpu.fail(message)
             return
-        if not self.mp_wake.can_reset:
+        if not self.mp_wake.can_reset and self.parking_page is None:
             # acpi_mp_disable_offlining: no way back, so hide the mailbox from any next kernel
             # (the running kernel keeps its cached copy; the checksum is not updated).
             address_field = MADT_ADDRESS + 4 + self.mp_wake.offset + 8
@@ -258,22 +286,16 @@ class Kernel:
         """ApicId, WakeupVector, then Command with release ordering, then spin on Command.
         Linux spins forever on purpose; the model gives up after the callin timeout and says
         so, standing in for the scenario watchdog."""
-        mailbox = self.platform.mailbox.os
         base = self.mp_wake.mailbox_address
-        await mailbox.write32(base + 0x4, apic_id)
-        await mailbox.write64(base + 0x8, start_ip)
-        await mailbox.write16(base + 0x0, 1)
-        deadline = cocotb.utils.get_sim_time("ns") + self.platform.scaled_ns(self.callin_timeout_us * 1000)
+        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
+        await mailbox.write64(base + OFFSETS["wakeup_vector"], start_ip)
+        await mailbox.write16(base + OFFSETS["command"], Command.WAKEUP.value)
         cpu.where = f"acpi_wakeup_cpu: spinning on Command for APIC ID {apic_id:#x}"
-        while await mailbox.read32(base) & 0xFFFF:
-            if cocotb.utils.get_sim_time("ns") > deadline:
-                target = self._model_of(apic_id)
-                message = (f"acpi_wakeup_cpu: Command for APIC ID {apic_id:#x} never acknowledged "
-                           f"(Linux would spin forever); the AP is {target.state.name} at {target.where}")
-                self.boot_failures.append(message)
-                self.platform.fail(target, message)
-                return False
-            await Timer(100, "ns")       # the guest's cpu_relax() spin, one read per 10 cycles
+        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(self.callin_timeout_us * 1000)):
+            self._report_stuck(apic_id, f"acpi_wakeup_cpu: Command for APIC ID {apic_id:#x} at "
+                                        f"{base:#x} never acknowledged (Linux would spin forever)")
+            return False
         return True
 
     async def _boot_broadcast(self, cpu, aps):
@@ -329,7 +351,7 @@ class Kernel:
 
     async def _ap_idle(self, cpu, n):
         """The AP's idle loop: sti; hlt; and play_dead when cpu_down asked for it."""
-        cpu.should_die = False
+        cpu.should_die = cpu.should_stop = False     # requests of an earlier kernel are void
         cpu.sti()
         cpu.where = "idle (hlt loop)"
         while True:
@@ -339,6 +361,9 @@ class Kernel:
                 if self.mp_wake is not None and self.mp_wake.can_reset:
                     cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
                     await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+                if cpu.should_stop and self.parking_loop is not None:
+                    cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
+                    cpu.jump(self.parking_loop.code)
                 cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
                 cpu.where = f"halted by {self.name}'s stop_this_cpu"
                 cpu.cli()
@@ -360,23 +385,23 @@ class Kernel:
 
     async def acpi_mp_cpu_die(self, cpu, apic_id, n):
         """Test command to the AP, then about 1 s (guest time) for its acknowledgement."""
-        mailbox = self.platform.mailbox.os
         base = self.mp_wake.mailbox_address
-        await mailbox.write32(base + 0x4, apic_id)
-        await mailbox.write16(base + 0x0, 2)
-        deadline = cocotb.utils.get_sim_time("ns") + self.platform.scaled_ns(1_000_000 * 1000)
-        while await mailbox.read32(base) & 0xFFFF:
-            if cocotb.utils.get_sim_time("ns") > deadline:
-                message = f"Failed to hand over CPU {n} to BIOS"
-                self.platform.fail(self._model_of(apic_id), message)
-                await mailbox.write16(base + 0x0, 0)
-                return message
-            await Timer(100, "ns")
+        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
+        await mailbox.write16(base + OFFSETS["command"], Command.TEST.value)
+        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(1_000_000 * 1000)):
+            message = f"Failed to hand over CPU {n} to BIOS"
+            self.platform.fail(self._model_of(apic_id), message)
+            await mailbox.write16(base + OFFSETS["command"], Command.NOOP.value)
+            return message
         return None
 
     async def kexec(self, cpu):
         """machine_shutdown for kexec from ``cpu``: stop every other online CPU (on a version-1
-        mailbox they go back to firmware, otherwise they halt in this kernel's memory)."""
+        mailbox they go back to firmware, into this kernel's parking loop under plan B, otherwise
+        they halt in this kernel's memory)."""
+        if self.parking_page is not None and self.mp_wake is not None and self.mp_wake.mailbox_address:
+            self._install_parking_loop(cpu)
         for n in self.online_cpus():
             apic_id = self.cpuid_to_apicid[n]
             if apic_id == cpu.apic_id:
@@ -385,6 +410,20 @@ class Kernel:
             await self.smp_call_function_single(cpu, n, ("stop", n))
             await self._wait(self.data + _ONLINE + n, lambda v: v == 0, "kexec: stop other CPUs", apic_id)
         cpu.note(f"{self.name}: kexec")
+
+    def _install_parking_loop(self, cpu):
+        if self.parking_page == "kernel":
+            # the mailbox in a page of our own; point the MADT entry at it (the entry keeps its
+            # version: plan B is for version 0)
+            address = PARKING_PAGE
+            field = MADT_ADDRESS + 4 + self.mp_wake.offset + 8
+            self.memory.write_int(field, address, 8, writer=self.owner)
+        else:
+            address = self.mp_wake.mailbox_address
+        self.parking_loop = ParkingLoop(self.memory, address, owner=self.owner).install()
+        self.platform.parking_loops.append(self.parking_loop)
+        cpu.note(f"plan B: parking loop installed, mailbox at {address:#x}"
+                 + (" (MADT patched)" if self.parking_page == "kernel" else " (the firmware's page)"))
 
     async def cpu_up(self, cpu, n):
         apic_id = self.cpuid_to_apicid[n]

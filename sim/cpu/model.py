@@ -22,10 +22,14 @@ import enum
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
 
+from rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
+
 __all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR"]
 
 #: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
 RESET_VECTOR = 0xFFFF_FFF0
+#: real-mode reachable memory, where an MPWK WakeupVector belongs (mpwk.md §7 #10)
+LOW_MEMORY = 1 << 20
 
 
 class MpState(enum.IntEnum):
@@ -138,7 +142,17 @@ class CpuModel:
         self.interrupts_enabled = False
         self.wakeup_vector = vector
         self.note(f"mailbox Wakeup: 64-bit entry at {vector:#x}")
+        self._check_wakeup_vector(vector)
+        self.platform.ap_left_firmware(self)
         self._run_at(vector, "mailbox WakeupVector")
+
+    def _check_wakeup_vector(self, vector):
+        """ACPI 6.6 wants the vector below 1 MiB or in the mailbox's ReservedForOs; TDVF does not
+        check (``jmp rax``), so the model warns and jumps anyway (mpwk.md §7 #10)."""
+        base = self.platform.mailbox.base
+        if vector >= LOW_MEMORY and not base + OFFSETS["reserved_for_os"] <= vector < base + FIRMWARE_HALF:
+            self.note(f"warning: WakeupVector {vector:#x} is above 1 MiB and outside the "
+                      f"mailbox's ReservedForOs: jumping anyway, as TDVF does")
 
     async def _events(self):
         port = self.apic

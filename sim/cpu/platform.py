@@ -7,7 +7,10 @@ time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles 
 carry the factor.
 """
 
+from rtl.mpwk_mailbox.layouts import ApState
+
 from .model import CpuModel
+from .parking import RamMailbox
 from ..memory import Memory
 
 __all__ = ["Platform", "DEFAULT_TIME_SCALE"]
@@ -29,6 +32,7 @@ class Platform:
         self.cpus = [CpuModel(self, port, is_bsp=port.index == bsp, sipi_before_init=sipi_before_init)
                      for port in env.ports]
         self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
+        self.parking_loops = []      # sim.cpu.parking.ParkingLoop installed by kernels
 
     def park_aps(self, mailbox):
         """Park every AP on the mailbox (``mailbox.aps`` in port order without the BSP)."""
@@ -39,6 +43,23 @@ class Platform:
                 raise ValueError(f"mailbox AP port {ap_port.index} has APIC ID {ap_port.apic_id:#x}, "
                                  f"CPU {cpu.index} has {cpu.apic_id:#x}")
             cpu.park_on_mailbox(ap_port)
+
+    def mailbox_port(self, address, apic_id, *, writer):
+        """What a kernel's mailbox request for ``apic_id`` at ``address`` reaches: a parking
+        loop's RAM mailbox there that holds the ID, else the firmware's mailbox peripheral at
+        that address, else RAM (a loop with nobody in it, or no mailbox at all: the request is
+        never acknowledged, as on real hardware)."""
+        loops = [loop for loop in self.parking_loops if loop.mailbox_address == address]
+        hardware = self.mailbox is not None and address == self.mailbox.base
+        if hardware and not any(loop.holds(apic_id) for loop in loops):
+            return self.mailbox.os
+        return RamMailbox(self.memory, writer)
+
+    def ap_left_firmware(self, cpu):
+        """Called when an AP takes a firmware mailbox Wakeup; once no AP is left in the
+        firmware's loop the firmware may reuse its mailbox page."""
+        if self.firmware is not None and all(p.state is ApState.OS_RUNNING for p in self.mailbox.aps):
+            self.firmware.last_ap_woken(self.mailbox.base)
 
     @property
     def bsp(self):

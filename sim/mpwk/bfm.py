@@ -2,7 +2,9 @@
 
 from cocotb.triggers import First, Lock, RisingEdge, Timer
 
-from rtl.mpwk_mailbox.layouts import ApState, MailboxStatus
+from cocotb.utils import get_sim_time
+
+from rtl.mpwk_mailbox.layouts import OFFSETS, ApState, MailboxStatus
 
 from ..clocking import start_clock_and_reset
 from ..codec import unpack
@@ -54,6 +56,16 @@ class MemoryPort:
         await self.write32(addr, value & 0xFFFF_FFFF)
         await self.write32(addr + 4, value >> 32)
 
+    async def wait_command_clear(self, base, timeout_ns):
+        """The OS's spin on a mailbox Command (``cpu_relax()``: one read per 10 cycles); True
+        once it reads 0, False after ``timeout_ns``."""
+        deadline = get_sim_time("ns") + timeout_ns
+        while await self.read32(base + OFFSETS["command"]) & 0xFFFF:
+            if get_sim_time("ns") > deadline:
+                return False
+            await Timer(10 * CLOCK_NS, "ns")
+        return True
+
 
 class ApPort:
     """One parked AP as the mailbox sees it."""
@@ -63,8 +75,13 @@ class ApPort:
         self.index, self.apic_id, self.clk = index, apic_id, dut.clk
         self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")
         self._ack, self._return = sig("wake_ack"), sig("return_to_firmware")
-        self._ack.value = 0
-        self._return.value = 0
+        self._descheduled = sig("descheduled")
+        for handle in (self._ack, self._return, self._descheduled):
+            handle.value = 0
+
+    def deschedule(self, descheduled=True):
+        """The VMM stops (True) or resumes (False) running this vCPU (mpwk.md §7 #16)."""
+        self._descheduled.value = int(descheduled)
 
     @property
     def state(self):

@@ -71,15 +71,15 @@ class PlatformConfig(EnvConfig):
     base: int = 0x7FFF_D000
     reset_vector: int = 0x7FFF_E068
     ack_bytes: int = 8
+    ack_clears: str = "command"      # "wakeup_vector": the edk2 acknowledge bug (mpwk.md §7 #21)
 
     def __post_init__(self):
         if isinstance(self.fabric, dict):
             object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
-        if self.fabric.n_cpus < 2:
-            raise ValueError("a mailbox platform needs at least 2 CPUs (a BSP and an AP)")
 
     def mailbox_parameters(self):
         return {"base": self.base, "version": self.version, "ack_bytes": self.ack_bytes,
+                "ack_clears": self.ack_clears,
                 "reset_vector": self.reset_vector if self.version == 1 else 0}
 
     def madt_entry(self):
@@ -92,7 +92,8 @@ class PlatformConfig(EnvConfig):
 
     @property
     def label(self):
-        return f"{self.fabric.label}-mpwk-v{self.version}"
+        bug = "" if self.ack_clears == "command" else f"-clears-{self.ack_clears}"
+        return f"{self.fabric.label}-mpwk-v{self.version}{bug}"
 
 
 

@@ -36,6 +36,8 @@ class ScenarioOptions:
     ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
     unresponsive: list = field(default_factory=list)   # port indices of CPUs that never run code
     mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
+    parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
+    firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
 
     def to_dict(self):
         return asdict(self)
@@ -62,12 +64,13 @@ def scenario(name, description, *, platform="fabric", mailbox_version=None):
     return register
 
 
-async def boot(platform, options, method):
+async def boot(platform, options, method, **kernel_options):
     """Load firmware and a kernel booting by ``method``, start the CPUs, wait for smp_init to
     finish (it always does: every wait of the kernel has its timeout)."""
-    platform.firmware = Firmware(platform.memory, madt=platform.madt)
+    platform.firmware = Firmware(platform.memory, madt=platform.madt,
+                                 reuses_mailbox_page=options.firmware_reuses_mailbox)
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
-                    callin_timeout_us=options.callin_timeout_us)
+                    callin_timeout_us=options.callin_timeout_us, **kernel_options)
     platform.start()
     await _bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel
@@ -155,10 +158,11 @@ def _kernel_summary(kernel, platform, reason):
                          if c.apic_id not in online]}
 
 
-async def _kexec_mpwk(platform, options):
+async def _kexec_mpwk(platform, options, parking_page=None):
     """Kernel 1 boots through the mailbox (``nr_cpus`` applies to it), kexecs into kernel 2 in
-    other pages, which boots from the MADT as kernel 1 left it (mpwk.md §4, §5, §7 #19, #20)."""
-    kernel1 = await boot(platform, options, BootMethod.MPWK)
+    other pages, which boots from the MADT as kernel 1 left it (mpwk.md §4, §5, §7 #19, #20).
+    ``parking_page``: plan B (:mod:`sim.cpu.parking`)."""
+    kernel1 = await boot(platform, options, BootMethod.MPWK, parking_page=parking_page)
     version = kernel1.mp_wake.version if kernel1.mp_wake else None
     woken_by_1 = set(kernel1.online_apic_ids())
 
@@ -175,12 +179,22 @@ async def _kexec_mpwk(platform, options):
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
     await _bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
     can_reset = bool(kernel1.mp_wake and kernel1.mp_wake.can_reset)
+    hides_mailbox = not can_reset and parking_page is None
     # Under the version-0 policy kernel 2 finding no mailbox is the documented outcome: it is
     # reported as stranded CPUs, not as a model failure.
-    if not can_reset:
+    if hides_mailbox:
         platform.failures = [f for f in platform.failures if "No MADT mailbox" not in f["message"]]
+    for address, owner, writer in platform.memory.corruptions:
+        platform.fail(bsp, f"memory corruption: {writer.value} wrote {address:#x}, a page "
+                           f"{owner.value} owns")
 
     def reason_2(cpu):
+        if parking_page == "kernel" and cpu.apic_id not in woken_by_1:
+            return (f"never woken by kernel 1 (nr_cpus={options.nr_cpus}): still polling the "
+                    f"firmware mailbox at {platform.mailbox.base:#x}, but the patched MADT sends "
+                    f"kernel 2 to kernel 1's parking loop at {kernel1.parking_loop.mailbox_address:#x}")
+        if parking_page is not None:
+            return f"{cpu.state.name} at {cpu.where}"
         if not can_reset and cpu.apic_id in woken_by_1:
             return "halted by kernel 1's stop_this_cpu: a version-0 mailbox has no way back to firmware"
         if not can_reset:
@@ -189,8 +203,16 @@ async def _kexec_mpwk(platform, options):
 
     detail = {"kernel": kernel2, "method": "mpwk", "mailbox_version": version,
               "kernels": [summary_1, _kernel_summary(kernel2, platform, reason_2)]}
-    detail["expected_online"] = ([c.apic_id for c in platform.cpus] if can_reset
-                                 else [bsp.apic_id])
+    detail["expected_online"] = ([bsp.apic_id] if hides_mailbox
+                                 else [c.apic_id for c in platform.cpus])
+    if parking_page is not None:
+        reused = platform.firmware.reused_page
+        detail["parking"] = {
+            "page": parking_page,
+            "mailbox": kernel1.parking_loop.mailbox_address if kernel1.parking_loop else None,
+            "woken_from_loop": [apic_id for apic_id, _ in kernel1.parking_loop.woken]
+            if kernel1.parking_loop else [],
+            "firmware_reused_mailbox_page": reused}
     return detail
 
 
@@ -206,6 +228,16 @@ async def kexec_mpwk_v0(platform, options):
           platform="mpwk", mailbox_version=1)
 async def kexec_mpwk_v1(platform, options):
     return await _kexec_mpwk(platform, options)
+
+
+@scenario("kexec-mpwk-parking-loop",
+          "plan B (rejected upstream) on a version-0 mailbox: kernel 1 parks its APs in a loop of "
+          "its own and kernel 2 wakes them from there; --parking-page kernel (own page, MADT "
+          "patched) strands the APs kernel 1 never woke (--nr-cpus K); --parking-page firmware "
+          "breaks when the firmware reuses its page (--firmware-reuses-mailbox)",
+          platform="mpwk", mailbox_version=0)
+async def kexec_mpwk_parking_loop(platform, options):
+    return await _kexec_mpwk(platform, options, parking_page=options.parking_page)
 
 
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
@@ -264,8 +296,13 @@ async def start_platform(dut, options):
     for index in options.unresponsive:
         if not 0 <= index < env.n:
             raise ValueError(f"unresponsive CPU port {index} does not exist (0 to {env.n - 1})")
-        platform.cpus[index].responsive = False
-        platform.cpus[index].where = "wedged (as in SMM)"
+        cpu = platform.cpus[index]
+        cpu.responsive = False
+        cpu.where = "wedged (as in SMM)"
+        if cpu.mailbox is not None:
+            # parked on the mailbox: the VMM never runs the vCPU, its loop answers nothing
+            cpu.mailbox.deschedule()
+            cpu.where = "firmware: mailbox poll loop, vCPU descheduled by the VMM"
     return platform
 
 
