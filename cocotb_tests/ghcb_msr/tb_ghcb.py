@@ -1,0 +1,441 @@
+"""GHCB MSR trap unit block tests: every MSR-protocol code bit-exact against ghcb.md §1, version
+negotiation, AP reset hold in both forms and its races (§4, §7), the GHCB page checks and the
+AP jump table (§2, §3)."""
+
+import cocotb
+from cocotb.triggers import RisingEdge
+
+from rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
+                                  HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
+                                  NaeExit, SevInfo, TermReason, Termination, VcpuState)
+from rtl.ghcb_msr.unit import default_cpuid
+from sim.clocking import start_clock_and_reset
+from sim.codec import pack, unpack
+from sim.ghcb.bfm import CLOCK_NS, ApicEvents, GuestMemoryPort, VcpuPort
+from sim.ghcb.design import GhcbConfig
+from sim.memory import Memory, Owner
+from sim.pytest_plugin import applies_to
+
+TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
+GHCB_PAGE = 0x0010_0000              # a vCPU's GHCB: a shared page
+JUMP_TABLE = 0x0008_0000
+v2 = applies_to(lambda c: c.max_version >= 2)
+v1_only = applies_to(lambda c: c.max_version == 1)
+
+
+class Env:
+    def __init__(self, dut, config):
+        self.dut, self.config = dut, config
+        self.memory = Memory()
+        self.memory.set_owner(GHCB_PAGE, 0x1000 * config.n_vcpus, Owner.SHARED)
+        self.guest = GuestMemoryPort(dut, self.memory)
+        self.vcpus = [VcpuPort(dut, i) for i in range(config.n_vcpus)]
+        self.apics = [ApicEvents(dut, i) for i in range(config.n_vcpus)]
+
+    @classmethod
+    async def start(cls, dut):
+        env = cls(dut, GhcbConfig.from_env())
+        await start_clock_and_reset(dut, CLOCK_NS)
+        cocotb.start_soon(env.guest.run())
+        return env
+
+    def term(self):
+        return unpack(TermReason, int(self.dut.term.value))
+
+    def ap(self, k=1):
+        """An AP index (any vCPU but the BSP)."""
+        return [i for i in range(self.config.n_vcpus) if i != self.config.bsp_index][k - 1]
+
+    async def launch(self, i):
+        """INIT then the first SIPI: the vCPU starts from its launch state."""
+        await self.apics[i].init()
+        assert self.vcpus[i].state is VcpuState.INIT_RECEIVED
+        launched = cocotb.start_soon(self.vcpus[i].wait_launch(timeout_cycles=50))
+        await self.apics[i].sipi(0x9A)
+        assert await launched, f"vCPU {i}: no launch after its first SIPI"
+        assert self.vcpus[i].state is VcpuState.RUNNABLE
+
+    async def cycles(self, n):
+        for _ in range(n):
+            await RisingEdge(self.dut.clk)
+
+    # --- the GHCB page, as the guest fills it (valid bits set with each field) ---------------------
+    def ghcb(self, i):
+        return GHCB_PAGE + 0x1000 * i
+
+    def write_ghcb(self, i, *, exit_code, info1=0, info2=0, usage=0, valid=("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2")):
+        base = self.ghcb(i)
+        self.memory.write(base, bytes(0x1000), writer=Owner.KERNEL1)
+        for name, value in (("sw_exit_code", exit_code), ("sw_exit_info_1", info1), ("sw_exit_info_2", info2)):
+            self.memory.write_int(base + GHCB_OFFSETS[name], value, 8, writer=Owner.KERNEL1)
+        bitmap = sum(1 << VALID_BIT[name] for name in valid)
+        self.memory.write(base + GHCB_OFFSETS["valid_bitmap"], bitmap.to_bytes(16, "little"), writer=Owner.KERNEL1)
+        self.memory.write_int(base + GHCB_OFFSETS["ghcb_usage"], usage, 4, writer=Owner.KERNEL1)
+
+    def read_reply(self, i):
+        base = self.ghcb(i)
+        info1 = self.memory.read_int(base + GHCB_OFFSETS["sw_exit_info_1"], 8)
+        info2 = self.memory.read_int(base + GHCB_OFFSETS["sw_exit_info_2"], 8)
+        bitmap = int.from_bytes(self.memory.read(base + GHCB_OFFSETS["valid_bitmap"], 16), "little")
+        return info1, info2, bitmap
+
+    async def nae(self, i, *, timeout_cycles=200, **fields):
+        """Fill the GHCB, point the MSR at it, VMGEXIT; the (SW_EXITINFO1, SW_EXITINFO2) reply."""
+        self.write_ghcb(i, **fields)
+        await self.vcpus[i].wrmsr(self.ghcb(i))
+        resumed = await self.vcpus[i].vmgexit(timeout_cycles=timeout_cycles)
+        info1, info2, _ = self.read_reply(i)
+        return resumed, info1, info2
+
+
+REPLIED_VALID = (1 << VALID_BIT["sw_exit_info_1"]) | (1 << VALID_BIT["sw_exit_info_2"])
+
+
+# --- MSR protocol ---------------------------------------------------------------------------------------
+@cocotb.test(**TIMEOUT)
+async def test_reset_value_is_the_sev_information(dut):
+    """KVM preloads the SEV information response at vCPU creation, so a guest can read it before
+    asking (§1)."""
+    env = await Env.start(dut)
+    for vcpu in env.vcpus:
+        info = unpack(SevInfo, vcpu.rdmsr())
+        assert info["info"] is MsrCode.SEV_INFO_RESP
+        assert (info["min_version"], info["max_version"], info["cbit"]) == (
+            env.config.min_version, env.config.max_version, env.config.cbit)
+        assert info["zero"] == 0
+    states = [v.state for v in env.vcpus]
+    assert states[env.config.bsp_index] is VcpuState.RUNNABLE
+    assert all(s is VcpuState.UNINITIALIZED for i, s in enumerate(states) if i != env.config.bsp_index)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_sev_information_request(dut):
+    """0x002 -> 0x001 with [63:48] max, [47:32] min, [31:24] C-bit, [23:12] 0, bit-exact."""
+    env = await Env.start(dut)
+    bsp = env.vcpus[env.config.bsp_index]
+    await bsp.wrmsr(0xDEAD_0000_0000_0000)           # something else first
+    reply = await bsp.msr_protocol(MsrCode.SEV_INFO_REQ.value)
+    c = env.config
+    assert reply == c.max_version << 48 | c.min_version << 32 | c.cbit << 24 | 0x001, hex(reply)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_cpuid_request(dut):
+    """0x004 with [63:32] function, [31:30] register -> 0x005 with the value in [63:32] and the
+    register field kept; a function the table lacks leaves the MSR unchanged (§1, §7)."""
+    env = await Env.start(dut)
+    bsp = env.vcpus[env.config.bsp_index]
+    for function, values in default_cpuid(env.config.cbit).items():
+        for register, expected in enumerate(values):
+            request = pack(CpuidRequest, info=MsrCode.CPUID_REQ, register=register, value=function)
+            reply = await bsp.msr_protocol(request)
+            assert reply == pack(CpuidRequest, info=MsrCode.CPUID_RESP, register=register,
+                                 value=expected), (hex(function), register, hex(reply))
+    missing = pack(CpuidRequest, info=MsrCode.CPUID_REQ, register=1, value=0x4000_0000)
+    assert await bsp.msr_protocol(missing) == missing
+
+
+@cocotb.test(**TIMEOUT)
+async def test_unknown_code_left_unchanged(dut):
+    """A code the hypervisor does not know: MSR unchanged, guest resumed (§1, §7)."""
+    env = await Env.start(dut)
+    bsp = env.vcpus[env.config.bsp_index]
+    for request in (0x0ABC_0000_0000_0008, 0x0000_0000_0123_4FFF, 0x0000_0000_0000_0003):
+        assert await bsp.msr_protocol(request) == request
+    assert not env.term()["valid"]
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_hv_features(dut):
+    """0x080 -> 0x081 with the feature bitmap in [63:12] (KVM: SNP | AP creation)."""
+    env = await Env.start(dut)
+    reply = await env.vcpus[0].msr_protocol(MsrCode.HV_FEATURES_REQ.value)
+    assert reply == 0x3 << 12 | MsrCode.HV_FEATURES_RESP.value, hex(reply)
+
+
+@cocotb.test(**TIMEOUT)
+@v1_only
+async def test_version2_codes_unknown_to_a_version1_hypervisor(dut):
+    """max_version 1: 0x006, 0x080 and the GPA/PSC requests are unknown: unchanged, resumed, no
+    hold and no termination (a pre-SNP KVM)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    for code in (MsrCode.AP_RESET_HOLD_REQ, MsrCode.HV_FEATURES_REQ, MsrCode.PREF_GPA_REQ,
+                 MsrCode.REG_GPA_REQ, MsrCode.PSC_REQ):
+        assert await env.vcpus[ap].msr_protocol(code.value) == code.value
+    assert env.vcpus[ap].state is VcpuState.RUNNABLE and not env.term()["valid"]
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda c: c.max_version >= 2 and not c.snp)
+async def test_snp_only_codes_terminate_an_sev_es_vm(dut):
+    """0x010/0x012/0x014 from an SEV-ES VM: KVM ends the VM (system event), the vCPU is never
+    resumed; the status names vCPU and request code (§1, §7)."""
+    env = await Env.start(dut)
+    bsp_index = env.config.bsp_index
+    request = pack(GhcbMsr, info=MsrCode.REG_GPA_REQ, data=0x12345)
+    await env.vcpus[bsp_index].wrmsr(request)
+    assert not await env.vcpus[bsp_index].vmgexit(timeout_cycles=100)
+    assert env.vcpus[bsp_index].state is VcpuState.STOPPED
+    term = env.term()
+    assert term["valid"] and term["vcpu"] == bsp_index and term["code"] == MsrCode.REG_GPA_REQ.value
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda c: c.snp)
+async def test_snp_gpa_requests(dut):
+    """SNP VM: preferred GPA answers "none" (all-ones GFN), register echoes the GFN, PSC error 0."""
+    env = await Env.start(dut)
+    bsp = env.vcpus[env.config.bsp_index]
+    assert await bsp.msr_protocol(MsrCode.PREF_GPA_REQ.value) == GFN_NONE << 12 | MsrCode.PREF_GPA_RESP.value
+    gfn = 0x12345
+    reply = await bsp.msr_protocol(pack(GhcbMsr, info=MsrCode.REG_GPA_REQ, data=gfn))
+    assert reply == pack(GhcbMsr, info=MsrCode.REG_GPA_RESP, data=gfn)
+    assert await bsp.msr_protocol(MsrCode.PSC_REQ.value | 1 << 52) == MsrCode.PSC_RESP.value
+
+
+@cocotb.test(**TIMEOUT)
+async def test_termination_request(dut):
+    """0x100 with reason set [15:12] and code [23:16]: the vCPU stops for good and the status port
+    carries vCPU, set and code; later requests of that vCPU are never answered (§1, §5)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    request = pack(Termination, info=MsrCode.TERM_REQ, reason_set=1, reason_code=4)
+    await env.vcpus[ap].wrmsr(request)
+    assert not await env.vcpus[ap].vmgexit(timeout_cycles=100)
+    assert env.vcpus[ap].state is VcpuState.STOPPED
+    assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 4,
+                          "code": MsrCode.TERM_REQ.value}
+    assert not await env.vcpus[ap].vmgexit(timeout_cycles=100)
+    await env.apics[ap].init()                       # INIT is taken but moves nothing
+    assert env.vcpus[ap].state is VcpuState.STOPPED
+    # the others keep running
+    bsp = env.vcpus[env.config.bsp_index]
+    assert await bsp.msr_protocol(MsrCode.SEV_INFO_REQ.value) & 0xFFF == MsrCode.SEV_INFO_RESP.value
+
+
+# --- AP reset hold, MSR form -------------------------------------------------------------------------------
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_msr_hold_released_by_init_sipi(dut):
+    """0x006: the vCPU is held (AP_RESET_HOLD) with the reply preset to 0x007/0; INIT keeps it
+    (INIT_RECEIVED), SIPI sets data 1 (MSR 0x1007) and resumes it; no memory is touched (§1, §4)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu = env.vcpus[ap]
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=50)
+    assert vcpu.state is VcpuState.AP_RESET_HOLD
+    assert vcpu.rdmsr() == MsrCode.AP_RESET_HOLD_RESP.value          # preset: not woken
+    await env.apics[ap].init()
+    assert vcpu.state is VcpuState.INIT_RECEIVED
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=50))
+    await env.apics[ap].sipi(0x9A)
+    assert await done, "SIPI did not resume the held vCPU"
+    assert unpack(HoldReply, vcpu.rdmsr()) == {"info": MsrCode.AP_RESET_HOLD_RESP, "woken": 1}
+    assert vcpu.state is VcpuState.RUNNABLE
+    assert env.guest.accesses == [], "the MSR form touched guest memory"
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_interrupt_or_nmi_while_held(dut):
+    """An interrupt or NMI while held resumes the vCPU with "not woken" (data 0); the guest must
+    issue the hold again (§4, §7)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu, apic = env.vcpus[ap], env.apics[ap]
+    for raise_event in (apic.interrupt, apic.nmi):
+        await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+        assert not await vcpu.vmgexit(timeout_cycles=30)
+        assert vcpu.state is VcpuState.AP_RESET_HOLD
+        done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=30))
+        raise_event(True)
+        assert await done
+        raise_event(False)
+        assert vcpu.state is VcpuState.RUNNABLE
+        assert unpack(HoldReply, vcpu.rdmsr())["woken"] == 0
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_hold_with_events_pending_does_not_sleep(dut):
+    """A hold issued with an interrupt already pending is not entered: resumed at once, "not
+    woken" (recent KVM, §4)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    env.apics[ap].interrupt(True)
+    reply = await env.vcpus[ap].msr_protocol(MsrCode.AP_RESET_HOLD_REQ.value, timeout_cycles=30)
+    assert unpack(HoldReply, reply) == {"info": MsrCode.AP_RESET_HOLD_RESP, "woken": 0}
+    assert env.vcpus[ap].state is VcpuState.RUNNABLE
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_init_without_sipi_and_sipi_without_hold(dut):
+    """INIT alone leaves a held vCPU in INIT_RECEIVED, not resumed; a SIPI with no INIT before
+    it is dropped; INIT+SIPI to a vCPU that is not held just lets it continue, writing nothing
+    (the lost wake-up window of §7)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu = env.vcpus[ap]
+    # SIPI to a running vCPU: dropped
+    await env.apics[ap].sipi(0x10)
+    assert vcpu.state is VcpuState.RUNNABLE
+    # INIT + SIPI with no hold: RUNNABLE again, MSR untouched, no exit_done, no launch
+    await vcpu.wrmsr(0x1234_5000)
+    await env.apics[ap].init()
+    assert vcpu.state is VcpuState.INIT_RECEIVED
+    await env.apics[ap].sipi(0x10)
+    assert vcpu.state is VcpuState.RUNNABLE and vcpu.rdmsr() == 0x1234_5000
+    # held, INIT only: stays INIT_RECEIVED and is not resumed
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=30)
+    await env.apics[ap].init()
+    assert not await vcpu.wait_exit_done(timeout_cycles=100)
+    assert vcpu.state is VcpuState.INIT_RECEIVED
+    assert vcpu.rdmsr() == MsrCode.AP_RESET_HOLD_RESP.value
+    assert env.guest.accesses == []
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_first_sipi_never_writes_a_reply(dut):
+    """The first SIPI of a vCPU starts it from its launch state even if a hold type were set, and
+    its vector is ignored (seed 002, §4)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    vcpu = env.vcpus[ap]
+    before = vcpu.rdmsr()
+    await env.apics[ap].init()
+    launched = cocotb.start_soon(vcpu.wait_launch(timeout_cycles=50))
+    await env.apics[ap].sipi(0x42)
+    assert await launched
+    assert vcpu.rdmsr() == before and env.guest.accesses == []
+    # a second SIPI (of the INIT-SIPI-SIPI pair) finds it running: dropped
+    await env.apics[ap].sipi(0x42)
+    assert vcpu.state is VcpuState.RUNNABLE
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_double_hold_takes_the_latest_flavour(dut):
+    """A hold issued again after a "not woken" reply re-arms the type: the most recent flavour
+    answers the SIPI (MSR after page: the reply travels in the MSR, the page is not written)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu, apic = env.vcpus[ap], env.apics[ap]
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=60)
+    assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
+    apic.interrupt(True)
+    assert await vcpu.wait_exit_done(timeout_cycles=30)
+    apic.interrupt(False)
+    writes_before = [a for a in env.guest.accesses if a[1]]
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=30)
+    await apic.init()
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=50))
+    await apic.sipi()
+    assert await done
+    assert unpack(HoldReply, vcpu.rdmsr())["woken"] == 1
+    assert [a for a in env.guest.accesses if a[1]] == writes_before, "the page was written for an MSR hold"
+
+
+# --- GHCB page protocol ---------------------------------------------------------------------------------
+@cocotb.test(**TIMEOUT)
+async def test_page_hold_released_by_init_sipi(dut):
+    """NAE 0x8000_0004: (0, 0) written at once, vCPU held; at SIPI the hypervisor writes
+    SW_EXITINFO1 = 0, SW_EXITINFO2 = 1 with their valid bits into the GHCB page and resumes it
+    (§2, the v1 form mainline Linux uses)."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu = env.vcpus[ap]
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=80)
+    assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
+    assert (info1, info2) == (HvResponse.OK.value, 0)
+    # the guest's view now: not woken; SIPI writes the wake-up
+    env.memory.write_int(env.ghcb(ap) + GHCB_OFFSETS["sw_exit_info_2"], 0, 8, writer=Owner.KERNEL1)
+    await env.apics[ap].init()
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=100))
+    await env.apics[ap].sipi()
+    assert await done
+    info1, info2, bitmap = env.read_reply(ap)
+    assert (info1, info2, bitmap) == (0, 1, REPLIED_VALID)
+    assert env.memory.corruptions == []
+
+
+@cocotb.test(**TIMEOUT)
+async def test_malformed_ghcb_requests(dut):
+    """ghcb_usage != 0 -> (2, 2); a missing valid bit -> (2, 4); unknown exit code -> (2, 6);
+    the vCPU is resumed, never held (§2, §7)."""
+    env = await Env.start(dut)
+    bsp = env.config.bsp_index
+    cases = [
+        (dict(exit_code=NaeExit.AP_HLT_LOOP.value, usage=1), MalformedReason.INVALID_USAGE),
+        (dict(exit_code=NaeExit.AP_HLT_LOOP.value, valid=("sw_exit_code", "sw_exit_info_1")),
+         MalformedReason.MISSING_INPUT),
+        (dict(exit_code=NaeExit.AP_HLT_LOOP.value, valid=("sw_exit_info_1", "sw_exit_info_2")),
+         MalformedReason.MISSING_INPUT),
+        (dict(exit_code=0x8000_0099), MalformedReason.INVALID_EVENT),
+        (dict(exit_code=0x1_8000_0004), MalformedReason.INVALID_EVENT),
+    ]
+    for fields, reason in cases:
+        resumed, info1, info2 = await env.nae(bsp, **fields)
+        assert resumed and env.vcpus[bsp].state is VcpuState.RUNNABLE, fields
+        assert (info1, info2) == (HvResponse.MALFORMED_INPUT.value, reason.value), (fields, info1, info2)
+        _, _, bitmap = env.read_reply(bsp)
+        assert bitmap == REPLIED_VALID
+
+
+@cocotb.test(**TIMEOUT)
+async def test_ghcb_gpa_zero_or_unmappable(dut):
+    """MSR value 0 ("GHCB GPA not set") or a GHCB above the 4 GiB the bus reaches: resumed, nothing
+    read or written (§7)."""
+    env = await Env.start(dut)
+    bsp = env.vcpus[env.config.bsp_index]
+    for value in (0, 0x1_0000_0000):
+        await bsp.wrmsr(value)
+        assert await bsp.vmgexit()
+        assert bsp.rdmsr() == value
+    assert env.guest.accesses == []
+
+
+@cocotb.test(**TIMEOUT)
+async def test_ap_jump_table(dut):
+    """GET before SET returns 0; SET stores the GPA (per VM: any vCPU reads it back); a bad
+    SW_EXITINFO1 is (2, 5) (§3, §7)."""
+    env = await Env.start(dut)
+    bsp = env.config.bsp_index
+    ap = env.ap()
+    await env.launch(ap)
+    code = NaeExit.AP_JUMP_TABLE.value
+    assert await env.nae(bsp, exit_code=code, info1=JumpTableOp.GET.value) == (True, 0, 0)
+    assert await env.nae(bsp, exit_code=code, info1=JumpTableOp.SET.value, info2=JUMP_TABLE) == (True, 0, 0)
+    assert await env.nae(ap, exit_code=code, info1=JumpTableOp.GET.value) == (True, 0, JUMP_TABLE)
+    assert await env.nae(ap, exit_code=code, info1=7) == (
+        True, HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_INPUT.value)
+    assert await env.nae(bsp, exit_code=code, info1=JumpTableOp.GET.value) == (True, 0, JUMP_TABLE)
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_nae_hv_features_and_termination(dut):
+    """NAE 0x8000_FFFD answers the feature bitmap in SW_EXITINFO2; NAE 0x8000_FFFE terminates with
+    SW_EXITINFO1[3:0] set and [11:4] code (§1)."""
+    env = await Env.start(dut)
+    bsp = env.config.bsp_index
+    assert await env.nae(bsp, exit_code=NaeExit.HV_FEATURES.value) == (True, 0, 0x3)
+    ap = env.ap()
+    await env.launch(ap)
+    resumed, _, _ = await env.nae(ap, exit_code=NaeExit.TERM_REQUEST.value, info1=0x21, timeout_cycles=60)
+    assert not resumed and env.vcpus[ap].state is VcpuState.STOPPED
+    assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 2, "code": 0}

@@ -1,0 +1,62 @@
+"""An SEV-ES guest for simulation: the local APIC fabric plus the hypervisor's GHCB MSR unit.
+
+As in KVM for SEV-ES guests, the hypervisor takes INIT and SIPI (it tracks AP boot and reset
+hold, ghcb.md §4): each APIC's ``init_ack``/``sipi_ack`` come from the unit, and the CPU sees
+INIT/SIPI only as ``vcpu[i].launch`` and ``vcpu[i].exit_done``.  Everything else of the CPU port
+(register bus, interrupts, NMI, SMI) is the fabric's.  Ports: ``cpu``, ``trace`` (as
+:class:`rtl.lapic.ApicFabric`), ``vcpu`` (one :class:`rtl.ghcb_msr.VcpuPortSignature` per CPU),
+``ghcb_memory`` (the unit's guest-memory initiator) and ``ghcb_term``.
+"""
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .bus import MemoryBusSignature
+from .ghcb_msr import GhcbMsrUnit, VcpuPortSignature
+from .ghcb_msr.layouts import TermReason
+from .lapic.signatures import CpuPortSignature, TraceSignature
+
+__all__ = ["SevPlatform"]
+
+
+class SevPlatform(wiring.Component):
+    """Parameters: ``fabric`` (an :class:`ApicFabric`, not yet elaborated) and keyword arguments
+    of :class:`GhcbMsrUnit` without ``n_vcpus``/``bsp_index`` (taken from the fabric)."""
+
+    def __init__(self, fabric, **unit):
+        self.fabric = fabric
+        self.unit = GhcbMsrUnit(n_vcpus=fabric.n_cpus, bsp_index=fabric.bsp_index, **unit)
+        super().__init__({
+            "cpu": In(CpuPortSignature()).array(fabric.n_cpus),
+            "trace": Out(TraceSignature(n_ports=fabric.n_cpus)),
+            "vcpu": In(VcpuPortSignature()).array(fabric.n_cpus),
+            "ghcb_memory": Out(MemoryBusSignature()),
+            "ghcb_term": Out(TermReason),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fabric = fabric = self.fabric
+        m.submodules.ghcb = unit = self.unit
+        wiring.connect(m, wiring.flipped(self.trace), fabric.trace)
+        wiring.connect(m, wiring.flipped(self.ghcb_memory), unit.memory)
+        m.d.comb += self.ghcb_term.eq(unit.term)
+        for i in range(fabric.n_cpus):
+            cpu, apic, events = self.cpu[i], fabric.cpu[i], unit.apic[i]
+            wiring.connect(m, wiring.flipped(cpu.reg), apic.reg)
+            wiring.connect(m, wiring.flipped(self.vcpu[i]), unit.vcpu[i])
+            m.d.comb += [
+                # the CPU's side: everything but taking INIT/SIPI
+                cpu.init.eq(apic.init), cpu.sipi.eq(apic.sipi), cpu.sipi_vector.eq(apic.sipi_vector),
+                cpu.nmi.eq(apic.nmi), apic.nmi_ack.eq(cpu.nmi_ack),
+                cpu.smi.eq(apic.smi), apic.smi_ack.eq(cpu.smi_ack),
+                cpu.intr.eq(apic.intr), apic.inta.eq(cpu.inta),
+                cpu.inta_done.eq(apic.inta_done), cpu.inta_vector.eq(apic.inta_vector),
+                # the hypervisor's side
+                events.init.eq(apic.init), events.sipi.eq(apic.sipi),
+                events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
+                events.intr.eq(apic.intr),
+                apic.init_ack.eq(events.init_ack), apic.sipi_ack.eq(events.sipi_ack),
+            ]
+        return m

@@ -1,0 +1,1 @@
+"""Simulation side of the GHCB MSR trap unit: designs, bus-functional models."""

@@ -1,0 +1,152 @@
+"""Bus-functional models around the GHCB MSR unit: a vCPU's MSR/VMGEXIT port, the guest memory
+the unit reads and writes, and (block tests only) an APIC's INIT/SIPI/interrupt lines."""
+
+from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+
+from rtl.ghcb_msr.layouts import VcpuState
+
+from ..handshake import SimTimeout
+from ..memory import Owner
+
+__all__ = ["VcpuPort", "GuestMemoryPort", "ApicEvents", "CLOCK_NS"]
+
+CLOCK_NS = 10
+
+
+class VcpuPort:
+    """One vCPU's GHCB MSR and VMGEXIT (``vcpu__{i}__*`` on the unit, the same on the platform)."""
+
+    def __init__(self, dut, index, prefix="vcpu__"):
+        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
+        self.index, self.clk = index, dut.clk
+        self._write, self._wdata, self._rdata = sig("msr_write"), sig("msr_wdata"), sig("msr_rdata")
+        self._vmgexit, self.exit_done, self.launch = sig("vmgexit"), sig("exit_done"), sig("launch")
+        self._state = sig("state")
+        for handle in (self._write, self._wdata, self._vmgexit):
+            handle.value = 0
+
+    @property
+    def state(self):
+        return VcpuState(int(self._state.value))
+
+    def rdmsr(self):
+        return int(self._rdata.value)
+
+    async def wrmsr(self, value):
+        self._wdata.value = value
+        self._write.value = 1
+        await RisingEdge(self.clk)
+        self._write.value = 0
+
+    async def vmgexit(self, *, timeout_cycles=200):
+        """Strobe VMGEXIT and wait for the hypervisor to resume the vCPU.  Returns True when it
+        did, False after ``timeout_cycles`` (the vCPU is held or stopped); ``None`` waits for
+        ever (a held vCPU under a scenario watchdog)."""
+        self._vmgexit.value = 1
+        await RisingEdge(self.clk)
+        self._vmgexit.value = 0
+        return await self.wait_exit_done(timeout_cycles=timeout_cycles)
+
+    async def wait_exit_done(self, *, timeout_cycles):
+        """True at the next ``exit_done`` pulse, False after ``timeout_cycles`` (None: for ever)."""
+        return await self._wait_pulse(self.exit_done, timeout_cycles)
+
+    async def wait_launch(self, *, timeout_cycles):
+        """True at the next ``launch`` pulse (the first SIPI), False after ``timeout_cycles``."""
+        return await self._wait_pulse(self.launch, timeout_cycles)
+
+    @staticmethod
+    async def _wait_pulse(handle, timeout_cycles):
+        edge = RisingEdge(handle)
+        if timeout_cycles is None:
+            await edge
+            return True
+        return await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is edge
+
+    async def msr_protocol(self, request, *, timeout_cycles=200):
+        """WRMSR, VMGEXIT, RDMSR: the reply, or SimTimeout if the vCPU is not resumed."""
+        await self.wrmsr(request)
+        if not await self.vmgexit(timeout_cycles=timeout_cycles):
+            raise SimTimeout(f"vCPU {self.index}: MSR request {request:#x} not answered within "
+                             f"{timeout_cycles} cycles; it is {self.state.name}")
+        return self.rdmsr()
+
+
+class GuestMemoryPort:
+    """Serves the unit's memory initiator (``memory__*`` / ``ghcb_memory__*``) from a
+    :class:`sim.memory.Memory`; every write is the hypervisor's (``Owner.HYPERVISOR``), so a write
+    into a page a kernel owns is recorded as a corruption.  Event-driven: sleeps while idle."""
+
+    def __init__(self, dut, memory, prefix="memory__", writer=Owner.HYPERVISOR):
+        sig = lambda name: getattr(dut, prefix + name)
+        self.clk, self.memory, self.writer = dut.clk, memory, writer
+        self._valid, self._ready = sig("req_valid"), sig("req_ready")
+        self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
+        self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
+        self._ready.value = 1
+        self._resp_valid.value = 0
+        self._rdata.value = 0
+        self.accesses = []           # (address, write, value)
+
+    async def run(self):
+        while True:
+            await ReadOnly()
+            if not self._valid.value:
+                await RisingEdge(self._valid)
+                continue
+            addr = int(self._addr.value) & ~3
+            write, wdata, wstrb = bool(self._write.value), int(self._wdata.value), int(self._wstrb.value)
+            await RisingEdge(self.clk)                  # the request is taken at this edge
+            if write:
+                for lane in range(4):
+                    if wstrb >> lane & 1:
+                        self.memory.write(addr + lane, bytes([wdata >> 8 * lane & 0xFF]), writer=self.writer)
+                self.accesses.append((addr, True, wdata))
+                self._rdata.value = 0
+            else:
+                value = self.memory.read_int(addr, 4)
+                self.accesses.append((addr, False, value))
+                self._rdata.value = value
+            self._resp_valid.value = 1
+            await RisingEdge(self.clk)
+            self._resp_valid.value = 0
+
+
+class ApicEvents:
+    """Drives one vCPU's APIC lines into the bare unit (block tests): INIT and SIPI as pending
+    levels held until acknowledged, ``intr``/``nmi`` as levels."""
+
+    def __init__(self, dut, index, prefix="apic__"):
+        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
+        self.index, self.clk = index, dut.clk
+        self._init, self._init_ack = sig("init"), sig("init_ack")
+        self._sipi, self._sipi_vector, self._sipi_ack = sig("sipi"), sig("sipi_vector"), sig("sipi_ack")
+        self._nmi, self._intr = sig("nmi"), sig("intr")
+        for handle in (self._init, self._sipi, self._sipi_vector, self._nmi, self._intr):
+            handle.value = 0
+
+    async def _deliver(self, level, ack, what, timeout_cycles):
+        level.value = 1
+        for _ in range(timeout_cycles):
+            await ReadOnly()
+            taken = bool(ack.value)
+            await RisingEdge(self.clk)
+            if taken:
+                level.value = 0
+                await RisingEdge(self.clk)       # its effect is visible after the next edge
+                return
+        level.value = 0
+        raise SimTimeout(f"vCPU {self.index}: {what} not taken within {timeout_cycles} cycles")
+
+    async def init(self, *, timeout_cycles=100):
+        await self._deliver(self._init, self._init_ack, "INIT", timeout_cycles)
+
+    async def sipi(self, vector=0x9A, *, timeout_cycles=100):
+        self._sipi_vector.value = vector
+        await self._deliver(self._sipi, self._sipi_ack, f"SIPI {vector:#x}", timeout_cycles)
+
+    def interrupt(self, pending=True):
+        self._intr.value = int(pending)
+
+    def nmi(self, pending=True):
+        self._nmi.value = int(pending)
