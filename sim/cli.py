@@ -25,13 +25,20 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     from .scenarios.bringup import ScenarioOptions
     from .scenarios.report import plot_timeline
 
+    from .ghcb.design import SevPlatformConfig, SevPlatformDesign
     from .mpwk.design import PLATFORM_ENV, PlatformConfig, PlatformDesign
     from .scenarios.bringup import SCENARIOS
 
     options = options or ScenarioOptions()
     config = FabricConfig.contiguous(cpus)
     extra = {}
-    if SCENARIOS[name].platform == "mpwk":
+    if SCENARIOS[name].platform == "sev":
+        version = SCENARIOS[name].ghcb_version
+        sev_config = SevPlatformConfig(config, max_version=options.ghcb_version
+                                       if version is None else version)
+        design = SevPlatformDesign(sev_config)
+        extra[SevPlatformConfig.ENV] = sev_config.to_json()
+    elif SCENARIOS[name].platform == "mpwk":
         version = SCENARIOS[name].mailbox_version
         platform_config = PlatformConfig(config, version=options.mailbox_version
                                          if version is None else version)
@@ -82,7 +89,8 @@ def _run(args):
                               callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
                               unresponsive=args.unresponsive, mailbox_version=args.mailbox_version,
                               parking_page=args.parking_page,
-                              firmware_reuses_mailbox=args.firmware_reuses_mailbox)
+                              firmware_reuses_mailbox=args.firmware_reuses_mailbox,
+                              ghcb_version=args.ghcb_version, force_kexec=args.force_kexec)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
                               timeline=Path(args.timeline).resolve() if args.timeline else None)
@@ -154,6 +162,10 @@ def main(argv=None):
                           "the MADT patched, or the firmware's page)")
     run.add_argument("--firmware-reuses-mailbox", action="store_true",
                      help="the firmware takes its mailbox page back after the last AP wakeup")
+    run.add_argument("--ghcb-version", type=int, default=2, choices=[1, 2],
+                     help="SEV-ES scenarios: the hypervisor's maximum GHCB protocol version")
+    run.add_argument("--force-kexec", action="store_true",
+                     help="kexec-sev-es-v1: go past the kernel's refusal to show why it refuses")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
                      help="this CPU never runs code (wedged); repeatable")
     run.set_defaults(func=_run)

@@ -20,7 +20,8 @@ def test_list_names_every_scenario():
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
                      "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1",
-                     "kexec-mpwk-parking-loop", "ipi-storm"]
+                     "kexec-mpwk-parking-loop", "ipi-storm", "sev-es-boot",
+                     "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1"]
 
 
 def test_run_json_and_timeline(tmp_path):
@@ -57,11 +58,21 @@ def test_parking_loop_json_reports_stranded_aps():
     assert report["parking"]["page"] == "kernel" and report["corruptions"] == []
 
 
+def test_sev_kexec_refusal_from_the_command_line():
+    """kexec-sev-es-v1 builds the protocol-1 platform itself and reports the refusal."""
+    out = apwake("run", "kexec-sev-es-v1", "--cpus", "2", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["ghcb_version"] == 1 and report["hold_form"] == "ghcb"
+    assert report["kexec"].startswith("kexec refused") and report["online"] == [0, 1]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
     (["run", "init-sipi", "--cpus", "256"], "--cpus must be 1 to 255, not 256"),
     (["run", "init-sipi", "--timeline", "x.jpg"], "--timeline must end in .png or .svg"),
     (["run", "kexec-mpwk-parking-loop", "--parking-page", "bios"], "--parking-page: invalid choice: 'bios'"),
+    (["run", "sev-es-boot", "--ghcb-version", "3"], "--ghcb-version: invalid choice: 3"),
 ])
 def test_bad_arguments(args, message):
     out = apwake(*args)

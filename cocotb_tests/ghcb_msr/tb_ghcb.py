@@ -7,12 +7,15 @@ from cocotb.triggers import RisingEdge
 
 from rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
                                   HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
-                                  NaeExit, SevInfo, TermReason, Termination, VcpuState)
+                                  NaeExit, PROTOCOL_MAX, PROTOCOL_MIN, SevInfo, TermReason, Termination,
+                                  VcpuState)
 from rtl.ghcb_msr.unit import default_cpuid
 from sim.clocking import start_clock_and_reset
+from sim.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
 from sim.codec import pack, unpack
 from sim.ghcb.bfm import CLOCK_NS, ApicEvents, GuestMemoryPort, VcpuPort
 from sim.ghcb.design import GhcbConfig
+from sim.ghcb.page import read_reply, write_request
 from sim.memory import Memory, Owner
 from sim.pytest_plugin import applies_to
 
@@ -63,21 +66,11 @@ class Env:
     def ghcb(self, i):
         return GHCB_PAGE + 0x1000 * i
 
-    def write_ghcb(self, i, *, exit_code, info1=0, info2=0, usage=0, valid=("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2")):
-        base = self.ghcb(i)
-        self.memory.write(base, bytes(0x1000), writer=Owner.KERNEL1)
-        for name, value in (("sw_exit_code", exit_code), ("sw_exit_info_1", info1), ("sw_exit_info_2", info2)):
-            self.memory.write_int(base + GHCB_OFFSETS[name], value, 8, writer=Owner.KERNEL1)
-        bitmap = sum(1 << VALID_BIT[name] for name in valid)
-        self.memory.write(base + GHCB_OFFSETS["valid_bitmap"], bitmap.to_bytes(16, "little"), writer=Owner.KERNEL1)
-        self.memory.write_int(base + GHCB_OFFSETS["ghcb_usage"], usage, 4, writer=Owner.KERNEL1)
+    def write_ghcb(self, i, **fields):
+        write_request(self.memory, self.ghcb(i), writer=Owner.KERNEL1, **fields)
 
     def read_reply(self, i):
-        base = self.ghcb(i)
-        info1 = self.memory.read_int(base + GHCB_OFFSETS["sw_exit_info_1"], 8)
-        info2 = self.memory.read_int(base + GHCB_OFFSETS["sw_exit_info_2"], 8)
-        bitmap = int.from_bytes(self.memory.read(base + GHCB_OFFSETS["valid_bitmap"], 16), "little")
-        return info1, info2, bitmap
+        return read_reply(self.memory, self.ghcb(i))
 
     async def nae(self, i, *, timeout_cycles=200, **fields):
         """Fill the GHCB, point the MSR at it, VMGEXIT; the (SW_EXITINFO1, SW_EXITINFO2) reply."""
@@ -439,3 +432,30 @@ async def test_nae_hv_features_and_termination(dut):
     resumed, _, _ = await env.nae(ap, exit_code=NaeExit.TERM_REQUEST.value, info1=0x21, timeout_cycles=60)
     assert not resumed and env.vcpus[ap].state is VcpuState.STOPPED
     assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 2, "code": 0}
+
+
+# --- version negotiation, the guest's side against the unit ---------------------------------------------
+@cocotb.test(**TIMEOUT)
+async def test_version_negotiation(dut):
+    """Linux's sev_es_negotiate_protocol against the unit's range: overlap -> version
+    min(hv_max, 2); no overlap -> the guest terminates with reason (0, 1), which the status port
+    shows, and the vCPU stops (ghcb.md §5)."""
+    env = await Env.start(dut)
+    c = env.config
+    bsp = env.vcpus[c.bsp_index]
+    if c.min_version <= PROTOCOL_MAX and c.max_version >= PROTOCOL_MIN:
+        assert await sev_es_negotiate_protocol(bsp) == (min(c.max_version, PROTOCOL_MAX),
+                                                        c.min_version, c.max_version)
+        assert not env.term()["valid"]
+        return
+    try:
+        await sev_es_negotiate_protocol(bsp)
+    except NegotiationFailed as failure:
+        assert (failure.reason_set, failure.reason_code) == (0, 1)
+        assert f"{c.min_version}-{c.max_version}" in str(failure)
+        assert not await sev_es_terminate(bsp, failure.reason_set, failure.reason_code)
+    else:
+        raise AssertionError("negotiation succeeded without an overlapping range")
+    assert bsp.state is VcpuState.STOPPED
+    assert env.term() == {"valid": 1, "vcpu": c.bsp_index, "reason_set": 0, "reason_code": 1,
+                          "code": MsrCode.TERM_REQ.value}

@@ -1,4 +1,5 @@
-"""GHCB MSR unit block tests: protocol versions 1-2 and 1-only, an SNP VM, a BSP not on vCPU 0."""
+"""GHCB MSR unit block tests: protocol ranges 1-2, 1-1 and 3-4 (no overlap with Linux), an SNP VM,
+a BSP not on vCPU 0."""
 
 from sim.ghcb.design import GhcbConfig, GhcbDesign
 from sim.pytest_plugin import cocotb_tests
@@ -7,6 +8,7 @@ CONFIGS = [
     GhcbConfig(n_vcpus=3, max_version=2),
     GhcbConfig(n_vcpus=2, max_version=1),
     GhcbConfig(n_vcpus=4, bsp_index=2, max_version=2, snp=True, cbit=47),
+    GhcbConfig(n_vcpus=2, min_version=3, max_version=4),     # no overlap with Linux's 1-2
 ]
 
 test_ghcb = cocotb_tests("cocotb_tests.ghcb_msr.tb_ghcb", CONFIGS, design=GhcbDesign)

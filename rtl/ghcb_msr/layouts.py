@@ -10,7 +10,7 @@ from amaranth.lib import data, enum
 __all__ = ["MSR_GHCB", "MsrCode", "GhcbMsr", "SevInfo", "CpuidRequest", "Termination",
            "HoldReply", "GpaValue", "NaeExit", "JumpTableOp", "HvResponse", "MalformedReason",
            "VcpuState", "HoldType", "GHCB_OFFSETS", "VALID_BIT", "GFN_NONE", "HV_FEATURES",
-           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX"]
+           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry"]
 
 #: MSR_AMD64_SEV_ES_GHCB
 MSR_GHCB = 0xC001_0130
@@ -137,6 +137,12 @@ class HoldType(enum.Enum, shape=unsigned(2)):
     NONE = 0
     NAE_EVENT = 1
     MSR_PROTO = 2
+
+
+class JumpTableEntry(data.Struct):
+    """The AP jump table's first dword: real-mode IP and CS of the AP entry (§3)."""
+    ip: unsigned(16)
+    cs: unsigned(16)
 
 
 #: byte offsets in the GHCB page (§2)

@@ -186,6 +186,11 @@ class Kernel:
                                         f"within {self.callin_timeout_us / 1e6:g} s (guest time)")
         return ok
 
+    async def wait_online(self, n, online, what):
+        """Wait (the callin timeout) for CPU number ``n`` to mark itself online or offline."""
+        return await self._wait(self.data + _ONLINE + n, lambda v: v == int(online), what,
+                                self.cpuid_to_apicid[n])
+
     def _report_stuck(self, apic_id, what):
         """A bring-up failure naming the CPU and where it is."""
         target = self._model_of(apic_id)
@@ -219,12 +224,12 @@ class Kernel:
                 n = self.cpuid_to_apicid.index(apic_id)
                 if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE, "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
                     self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
-                    await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "wait for CPU online", apic_id)
+                    await self.wait_online(n, True, "wait for CPU online")
         else:
             for apic_id in aps:
                 if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
                     n = self.cpuid_to_apicid.index(apic_id)
-                    await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+                    await self.wait_online(n, True, "do_boot_cpu: wait for callin")
         cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
         self.booted.set()
         await cpu.idle()
@@ -280,7 +285,7 @@ class Kernel:
         for apic_id in aps:
             if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
                 n = self.cpuid_to_apicid.index(apic_id)
-                await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "do_boot_cpu: wait for callin", apic_id)
+                await self.wait_online(n, True, "do_boot_cpu: wait for callin")
 
     async def acpi_wakeup_cpu(self, cpu, apic_id, start_ip):
         """ApicId, WakeupVector, then Command with release ordering, then spin on Command.
@@ -312,7 +317,7 @@ class Kernel:
             await cpu.udelay(10)
         for apic_id in aps:
             n = self.cpuid_to_apicid.index(apic_id)
-            await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "wait for callin after broadcast SIPI", apic_id)
+            await self.wait_online(n, True, "wait for callin after broadcast SIPI")
 
     # --- the APs -------------------------------------------------------------------------------------
     async def trampoline(self, cpu):
@@ -358,16 +363,20 @@ class Kernel:
             await cpu.hlt()
             if cpu.should_die or cpu.should_stop:
                 self._write(self.data + _ONLINE + n, 0, 1)
-                if self.mp_wake is not None and self.mp_wake.can_reset:
-                    cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
-                    await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
-                if cpu.should_stop and self.parking_loop is not None:
-                    cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
-                    cpu.jump(self.parking_loop.code)
-                cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
-                cpu.where = f"halted by {self.name}'s stop_this_cpu"
-                cpu.cli()
+                await self.play_dead(cpu, n)
                 return
+
+    async def play_dead(self, cpu, n):
+        """Where an offlined (``should_die``) or stopped (``should_stop``, kexec) AP goes."""
+        if self.mp_wake is not None and self.mp_wake.can_reset:
+            cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
+            await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+        if cpu.should_stop and self.parking_loop is not None:
+            cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
+            cpu.jump(self.parking_loop.code)
+        cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
+        cpu.where = f"halted by {self.name}'s stop_this_cpu"
+        cpu.cli()
 
     # --- CPU offline / online (mailbox) ----------------------------------------------------------
     async def cpu_down(self, cpu, n):
@@ -379,7 +388,7 @@ class Kernel:
         target = self._model_of(apic_id)
         target.should_die = True
         await self.smp_call_function_single(cpu, n, ("cpu_down", n))   # kick it out of hlt
-        if not await self._wait(self.data + _ONLINE + n, lambda v: v == 0, "cpu_down: wait for play_dead", apic_id):
+        if not await self.wait_online(n, False, "cpu_down: wait for play_dead"):
             return f"CPU {n} did not go offline"
         return await self.acpi_mp_cpu_die(cpu, apic_id, n)
 
@@ -408,7 +417,7 @@ class Kernel:
                 continue
             self._model_of(apic_id).should_stop = True
             await self.smp_call_function_single(cpu, n, ("stop", n))
-            await self._wait(self.data + _ONLINE + n, lambda v: v == 0, "kexec: stop other CPUs", apic_id)
+            await self.wait_online(n, False, "kexec: stop other CPUs")
         cpu.note(f"{self.name}: kexec")
 
     def _install_parking_loop(self, cpu):
@@ -429,7 +438,7 @@ class Kernel:
         apic_id = self.cpuid_to_apicid[n]
         if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
             return f"CPU {n} was not woken"
-        if not await self._wait(self.data + _ONLINE + n, lambda v: v == 1, "cpu_up: wait for callin", apic_id):
+        if not await self.wait_online(n, True, "cpu_up: wait for callin"):
             return f"CPU {n} did not come online"
         return None
 

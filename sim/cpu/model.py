@@ -20,24 +20,29 @@ every clock.  Software delays (``udelay``) are real simulated time multiplied by
 import enum
 
 import cocotb
-from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChange
 
 from rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
 
-__all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR"]
+__all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET"]
 
 #: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
 RESET_VECTOR = 0xFFFF_FFF0
+#: OVMF's SEV-ES AP reset block: where a vCPU's launch state starts it (ghcb.md §3)
+SEV_ES_RESET = 0x0080_B000
 #: real-mode reachable memory, where an MPWK WakeupVector belongs (mpwk.md §7 #10)
 LOW_MEMORY = 1 << 20
 
 
 class MpState(enum.IntEnum):
-    """KVM_MP_STATE_* values (include/uapi/linux/kvm.h)."""
+    """KVM_MP_STATE_* values (include/uapi/linux/kvm.h; the same numbers as
+    :class:`rtl.ghcb_msr.layouts.VcpuState`)."""
     RUNNABLE = 0
     UNINITIALIZED = 1
     INIT_RECEIVED = 2
     HALTED = 3
+    STOPPED = 5
+    AP_RESET_HOLD = 9
 
 
 class _BackToFirmware(Exception):
@@ -81,6 +86,7 @@ class CpuModel:
         self.ignored_sipis = 0
         self.entry = None            # (cs, ip) of the last SIPI start
         self.mailbox = None          # sim.mpwk.bfm.ApPort when parked on an MPWK mailbox
+        self.vcpu = None             # sim.ghcb.bfm.VcpuPort in an SEV-ES guest
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
         self.should_stop = False     # set by the kernel's kexec (stop_this_cpu)
@@ -102,7 +108,7 @@ class CpuModel:
         if self._started:
             return
         self._started = True
-        cocotb.start_soon(self._events())
+        cocotb.start_soon(self._vcpu_events() if self.vcpu is not None else self._events())
         if self.is_bsp:
             self._run_at(RESET_VECTOR, "reset vector")
 
@@ -136,6 +142,37 @@ class CpuModel:
         self.state = MpState.RUNNABLE
         self.history = [(0.0, MpState.RUNNABLE, "parked on the MP wakeup mailbox")]
         self.where = "firmware: mailbox poll loop"
+
+    def attach_vcpu(self, vcpu_port):
+        """SEV-ES guest (ghcb.md §4): the hypervisor's GHCB unit takes INIT and SIPI; the CPU
+        starts from its launch state at its first SIPI (``launch``) and otherwise only runs on
+        after a VMGEXIT.  Its state is the unit's mp_state."""
+        self.vcpu = vcpu_port
+        if not self.is_bsp:
+            self.state = MpState.UNINITIALIZED
+            self.history = [(0.0, MpState.UNINITIALIZED, "created (SEV-ES)")]
+            self.where = "not started (SEV-ES: waits for INIT-SIPI)"
+
+    async def _vcpu_events(self):
+        vcpu = self.vcpu
+        while True:
+            await First(RisingEdge(vcpu.launch), ValueChange(vcpu.state_handle))
+            await ReadOnly()
+            launched, state = bool(vcpu.launch.value), MpState(vcpu.state.value)
+            await RisingEdge(self.apic.clk)          # act outside the read-only phase
+            if launched:
+                self._set_state(MpState.RUNNABLE, "first SIPI: launch state (vector ignored)")
+                self._run_at(SEV_ES_RESET, "SEV-ES launch (reset block)")
+            elif state is not self.state and state is not MpState.RUNNABLE:
+                # RUNNABLE again is noted by the guest code that resumes
+                self._set_state(state, f"hypervisor: {state.name}")
+
+    async def vmgexit(self):
+        """VMGEXIT and wait until the hypervisor resumes this vCPU, however long that takes (the
+        scenario watchdog bounds it)."""
+        await self.vcpu.vmgexit(timeout_cycles=None)
+        if self.state is not MpState.RUNNABLE:
+            self._set_state(MpState.RUNNABLE, "resumed after VMGEXIT")
 
     def _on_mailbox_wake(self, vector):
         self._abandon()

@@ -7,7 +7,11 @@ time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles 
 carry the factor.
 """
 
+import cocotb
+
 from rtl.mpwk_mailbox.layouts import ApState
+
+from ..ghcb.bfm import GuestMemoryPort, VcpuPort
 
 from .model import CpuModel
 from .parking import RamMailbox
@@ -43,6 +47,14 @@ class Platform:
                 raise ValueError(f"mailbox AP port {ap_port.index} has APIC ID {ap_port.apic_id:#x}, "
                                  f"CPU {cpu.index} has {cpu.apic_id:#x}")
             cpu.park_on_mailbox(ap_port)
+
+    def attach_sev(self, dut):
+        """An SEV-ES guest (``rtl/sev_platform.py``): each CPU on its vCPU port, the unit's
+        memory port served from this platform's memory."""
+        self.guest_memory = GuestMemoryPort(dut, self.memory, prefix="ghcb_memory__")
+        cocotb.start_soon(self.guest_memory.run())
+        for cpu in self.cpus:
+            cpu.attach_vcpu(VcpuPort(dut, cpu.index))
 
     def mailbox_port(self, address, apic_id, *, writer):
         """What a kernel's mailbox request for ``apic_id`` at ``address`` reaches: a parking

@@ -21,7 +21,7 @@ class VcpuPort:
         self.index, self.clk = index, dut.clk
         self._write, self._wdata, self._rdata = sig("msr_write"), sig("msr_wdata"), sig("msr_rdata")
         self._vmgexit, self.exit_done, self.launch = sig("vmgexit"), sig("exit_done"), sig("launch")
-        self._state = sig("state")
+        self._state = self.state_handle = sig("state")
         for handle in (self._write, self._wdata, self._vmgexit):
             handle.value = 0
 
@@ -98,9 +98,10 @@ class GuestMemoryPort:
             write, wdata, wstrb = bool(self._write.value), int(self._wdata.value), int(self._wstrb.value)
             await RisingEdge(self.clk)                  # the request is taken at this edge
             if write:
-                for lane in range(4):
-                    if wstrb >> lane & 1:
-                        self.memory.write(addr + lane, bytes([wdata >> 8 * lane & 0xFF]), writer=self.writer)
+                lanes = [lane for lane in range(4) if wstrb >> lane & 1]
+                if lanes:   # one store: one corruption record at most
+                    data = wdata.to_bytes(4, "little")[lanes[0]:lanes[-1] + 1]
+                    self.memory.write(addr + lanes[0], data, writer=self.writer)
                 self.accesses.append((addr, True, wdata))
                 self._rdata.value = 0
             else:

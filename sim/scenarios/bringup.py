@@ -17,6 +17,7 @@ from ..memory import Owner
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
 from ..lapic.env import FabricEnv
 from ..mpwk.bfm import MailboxPorts
+from ..ghcb.design import SevPlatformConfig
 from ..mpwk.design import PlatformConfig
 from .report import make_report
 
@@ -36,6 +37,8 @@ class ScenarioOptions:
     ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
     unresponsive: list = field(default_factory=list)   # port indices of CPUs that never run code
     mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
+    ghcb_version: int = 2                  # SEV-ES scenarios: the hypervisor's maximum GHCB protocol
+    force_kexec: bool = False              # kexec-sev-es-v1: go past the kernel's refusal
     parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
     firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
 
@@ -48,18 +51,21 @@ class Scenario:
     name: str
     description: str
     body: object
-    #: "fabric" (APIC fabric only) or "mpwk" (fabric + MP wakeup mailbox, APs parked on it)
+    #: "fabric" (APIC fabric only), "mpwk" (fabric + MP wakeup mailbox, APs parked on it) or
+    #: "sev" (fabric + GHCB MSR unit, an SEV-ES guest)
     platform: str = "fabric"
     #: a mailbox version the scenario is about (None: --mailbox-version decides)
     mailbox_version: int | None = None
+    #: the hypervisor's maximum GHCB protocol version the scenario is about (None: --ghcb-version)
+    ghcb_version: int | None = None
 
 
 SCENARIOS = {}
 
 
-def scenario(name, description, *, platform="fabric", mailbox_version=None):
+def scenario(name, description, *, platform="fabric", mailbox_version=None, ghcb_version=None):
     def register(body):
-        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version)
+        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version, ghcb_version)
         return body
     return register
 
@@ -285,10 +291,14 @@ async def ipi_storm(platform, options):
 async def start_platform(dut, options):
     """Clock, reset and CPU models for ``dut`` (not started yet)."""
     mailbox_platform = PlatformConfig.from_env(required=False)
-    env = await FabricEnv.start(dut, config=mailbox_platform.fabric if mailbox_platform else None)
+    sev_platform = SevPlatformConfig.from_env(required=False)
+    fabric = (mailbox_platform or sev_platform).fabric if (mailbox_platform or sev_platform) else None
+    env = await FabricEnv.start(dut, config=fabric)
     platform = Platform(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
     platform.madt = b""
+    if sev_platform is not None:
+        platform.attach_sev(dut)
     if mailbox_platform is not None:
         ap_ids = [c.apic_id for c in platform.cpus if not c.is_bsp]
         platform.park_aps(MailboxPorts(dut, ap_ids, mailbox_platform.base))

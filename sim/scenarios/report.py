@@ -14,7 +14,8 @@ from ..lapic.env import CLOCK_NS
 
 __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS"]
 
-STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030",
+STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESET_HOLD": "#a050c0",
+                "STOPPED": "#c03030",
                 "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8"}
 
 

@@ -1,0 +1,9 @@
+"""SEV-ES scenarios on 2 and 8 CPUs, hypervisor protocol range 1-2 and 1-1."""
+
+from sim.ghcb.design import SevPlatformConfig, SevPlatformDesign
+from sim.lapic.design import FabricConfig
+from sim.pytest_plugin import cocotb_tests
+
+CONFIGS = [SevPlatformConfig(FabricConfig.contiguous(n), max_version=v) for v in (2, 1) for n in (2, 8)]
+
+test_sev = cocotb_tests("cocotb_tests.sev.tb_sev", CONFIGS, design=SevPlatformDesign)

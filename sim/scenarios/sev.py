@@ -1,0 +1,102 @@
+"""SEV-ES scenarios (ghcb.md §3-§5, seeds 000 and 002) on ``rtl/sev_platform.py``: the APIC
+fabric with the hypervisor's GHCB MSR unit taking INIT and SIPI."""
+
+from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, KERNEL_DATA, KERNEL_ENTRY
+from ..cpu.sev import SevFirmware, SevKernel
+from ..memory import Owner
+from .bringup import _bounded, _kernel_summary, scenario
+
+__all__ = ["boot_sev"]
+
+#: kernel 1's pages that kernel 2 takes over at kexec (text, data, per-CPU GHCBs)
+_KERNEL1_PAGES = ((KERNEL_ENTRY, 0x1000), (KERNEL_DATA, 0x20000))
+
+
+async def boot_sev(platform, options, **kernel_options):
+    """Firmware (jump table SET), an SEV-ES kernel, the CPUs started; returns after smp_init."""
+    platform.firmware = SevFirmware(platform.memory)
+    kernel = SevKernel(platform, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
+                       **kernel_options)
+    platform.start()
+    await _bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
+    return kernel
+
+
+def _detail(kernel):
+    """The report detail; ``hypervisor_writes``: the pages the unit has written so far."""
+    accesses = kernel.platform.guest_memory.accesses
+    return {"hypervisor_writes": sorted({a & ~0xFFF for a, write, _ in accesses if write}),
+            "kernel": kernel, "method": "sev-es", "ghcb_version": kernel.ghcb_version,
+            "hv_range": list(kernel.hv_range) if kernel.hv_range else None, "hold_form": kernel.hold_form,
+            "jump_table": kernel.jump_table,
+            "expected_online": list(kernel.cpuid_to_apicid) if kernel.ghcb_version else []}
+
+
+@scenario("sev-es-boot", "SEV-ES: the kernel negotiates the GHCB protocol, points the AP jump "
+                         "table at its trampoline, and INIT-SIPI-SIPI starts each AP from its "
+                         "launch state (the SIPI vector is ignored)", platform="sev")
+async def sev_es_boot(platform, options):
+    return _detail(await boot_sev(platform, options))
+
+
+@scenario("sev-es-offline-online", "SEV-ES: every AP in turn goes offline into AP reset hold "
+                                   "(--ghcb-version 1: the GHCB-page form of mainline; 2: the "
+                                   "MSR form in the jump table page) and INIT-SIPI-SIPI brings it back",
+          platform="sev")
+async def sev_es_offline_online(platform, options):
+    kernel = await boot_sev(platform, options)
+    bsp, rounds = platform.bsp, []
+    for n in range(1, len(kernel.cpuid_to_apicid)):
+        if n not in kernel.online_cpus():
+            continue
+        entry = {"cpu": kernel.cpuid_to_apicid[n], "offline": await kernel.cpu_down(bsp, n) or "ok"}
+        if entry["offline"] == "ok":
+            entry["online_again"] = await kernel.cpu_up(bsp, n) or "ok"
+        rounds.append(entry)
+        if entry != {"cpu": entry["cpu"], "offline": "ok", "online_again": "ok"}:
+            cpu = next(c for c in platform.cpus if c.apic_id == entry["cpu"])
+            if not any(f["cpu"] == cpu.apic_id for f in platform.failures):
+                platform.fail(cpu, f"offline/online round failed: {entry}")
+    return {**_detail(kernel), "offline_online": rounds}
+
+
+async def _kexec_sev(platform, options):
+    """Kernel 1 boots, stops its APs into AP reset hold and kexecs into kernel 2, which takes
+    over kernel 1's pages and wakes every AP with INIT-SIPI-SIPI."""
+    kernel1 = await boot_sev(platform, options)
+    summary_1 = _kernel_summary(kernel1, platform, lambda c: f"{c.state.name} at {c.where}")
+    bsp = platform.bsp
+    refused = await kernel1.kexec(bsp, force=options.force_kexec)
+    if refused:
+        return {**_detail(kernel1), "kexec": refused, "kernels": [summary_1]}
+    for base, size in _KERNEL1_PAGES:
+        platform.memory.set_owner(base, size, Owner.KERNEL2)
+    kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us,
+                        owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
+    bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
+    await _bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
+    ghcbs = {kernel1.ghcb_page(n): kernel1.cpuid_to_apicid[n] for n in range(len(kernel1.cpuid_to_apicid))}
+    pages = {}
+    for address, owner, writer in platform.memory.corruptions:
+        pages.setdefault((address & ~0xFFF, owner, writer), []).append(address)
+    for (page, owner, writer), addresses in pages.items():
+        whose = f" (kernel 1's GHCB of APIC ID {ghcbs[page]:#x})" if page in ghcbs else ""
+        platform.fail(bsp, f"memory corruption: {writer.value} wrote {len(addresses)} times into "
+                           f"page {page:#x}{whose}, which {owner.value} owns")
+    return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in platform.cpus],
+            "kernels": [summary_1, _kernel_summary(kernel2, platform, lambda c: f"{c.state.name} at {c.where}")]}
+
+
+@scenario("kexec-sev-es-v2", "SEV-ES, GHCB protocol 2: kernel 1 parks its APs with the MSR-form "
+                             "AP reset hold in the jump table page; kernel 2 points the table at "
+                             "its own trampoline and wakes them all; the hypervisor writes no "
+                             "guest memory", platform="sev", ghcb_version=2)
+async def kexec_sev_es_v2(platform, options):
+    return await _kexec_sev(platform, options)
+
+
+@scenario("kexec-sev-es-v1", "SEV-ES, GHCB protocol 1: the kernel refuses kexec; --force-kexec "
+                             "parks the APs in GHCB-page holds and each wake-up writes into a page "
+                             "kernel 2 now owns", platform="sev", ghcb_version=1)
+async def kexec_sev_es_v1(platform, options):
+    return await _kexec_sev(platform, options)
