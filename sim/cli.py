@@ -74,10 +74,51 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     return report
 
 
+def run_soc_demo(*, cpus, waves=None):
+    """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict."""
+    from .build import REPO_ROOT, build
+    from .lapic.design import FabricConfig
+    from .run import run_cocotb
+    from .soc.design import SocConfig, SocDesign
+
+    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32))
+    the_build = build(SocDesign(config), waves=waves is not None)
+    out = REPO_ROOT / "build" / "scenarios"
+    out.mkdir(parents=True, exist_ok=True)
+    report_file = out / f"soc-demo-n{cpus}.json"
+    report_file.unlink(missing_ok=True)
+    result = run_cocotb(the_build, "sim.soc.entry", label=f"soc-demo-n{cpus}", waves_file=waves,
+                        extra_env={SocConfig.ENV: config.to_json(), "APWAKE_REPORT": str(report_file)})
+    if not report_file.exists():
+        raise RuntimeError(f"soc-demo ended without a report; simulator log {result.log_file}:\n"
+                           f"{result.log_tail(60)}")
+    report = json.loads(report_file.read_text())
+    report["waves"] = str(waves) if waves else None
+    return report
+
+
+def _run_soc(args):
+    if not 1 <= args.cpus <= 8:
+        print(f"apwake: soc-demo --cpus must be 1 to 8, not {args.cpus}", file=sys.stderr)
+        return 2
+    report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
+        print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
+              + ("PASSED" if report["passed"] else "FAILED"))
+        if report["waves"]:
+            print(f"waveform: {report['waves']}")
+    return 0 if report["passed"] else 1
+
+
 def _run(args):
     from .scenarios.bringup import SCENARIOS, ScenarioOptions
     from .scenarios.report import format_report
 
+    if args.scenario == "soc-demo":
+        return _run_soc(args)
     if args.scenario not in SCENARIOS:
         print(f"apwake: unknown scenario {args.scenario!r}; 'apwake list' shows them", file=sys.stderr)
         return 2
@@ -111,6 +152,8 @@ def _list(args):
     width = max(len(n) for n in SCENARIOS)
     for name, scenario in SCENARIOS.items():
         print(f"{name:<{width}}  {scenario.description}")
+    print(f"{'soc-demo':<{width}}  the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: "
+          f"the BSP wakes each AP with INIT-SIPI-SIPI; prints the UART transcript")
     return 0
 
 

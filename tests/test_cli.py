@@ -21,7 +21,7 @@ def test_list_names_every_scenario():
     assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
                      "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1",
                      "kexec-mpwk-parking-loop", "ipi-storm", "sev-es-boot",
-                     "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1"]
+                     "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "soc-demo"]
 
 
 def test_run_json_and_timeline(tmp_path):

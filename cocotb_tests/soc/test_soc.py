@@ -1,0 +1,9 @@
+"""The soft-SoC simulation on 2 and 4 cores."""
+
+from sim.lapic.design import FabricConfig
+from sim.pytest_plugin import cocotb_tests
+from sim.soc.design import SocConfig, SocDesign
+
+CONFIGS = [SocConfig(FabricConfig.contiguous(n, n_vectors=32)) for n in (2, 4)]
+
+test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", CONFIGS, design=SocDesign)

@@ -1,0 +1,27 @@
+/* Entry points.  Every core's stack pointer is set by the SoC at reset (PicoRV32 STACKADDR). */
+#include "soc.h"
+
+    .section .boot.start, "ax"
+    .globl _start
+_start:                         /* the BSP, from reset: clear .bss, then C */
+    la t0, __bss_start
+    la t1, __bss_end
+1:  bgeu t0, t1, 2f
+    sw zero, 0(t0)
+    addi t0, t0, 4
+    j 1b
+2:  call bsp_main
+3:  j 3b
+
+    .section .boot.ap, "ax"
+    .globl ap_boot
+ap_boot:                        /* an AP released by SIPI: go where vector << 12 points */
+    li t0, SOC_CONTROL_BASE
+    lw t1, SOC_CONTROL_START_ADDR(t0)
+    jr t1
+
+    .section .boot.trampoline, "ax"
+    .globl trampoline
+trampoline:                     /* the SIPI vector 0x01 page: into C */
+    call ap_main
+1:  j 1b

@@ -1,0 +1,33 @@
+"""The soft-SoC's address map, declared once: the RTL decodes it, ``firmware/build.py`` turns it
+into ``soc.h`` for the C code, the tests read it from here."""
+
+__all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
+           "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "WINDOW_SIZE", "window_of"]
+
+RAM_BASE = 0x0000_0000
+#: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
+AP_BOOT = 0x0000_0100
+
+UART_BASE = 0x1000_0000
+UART_TX = UART_BASE + 0x0          # write: send the byte in [7:0]
+UART_STATUS = UART_BASE + 0x4      # read: bit 0 = busy
+LED_BASE = 0x1000_1000             # write: LEDs [7:0]
+#: a hardware test-and-set lock (RV32I has no atomics): read returns the old value and sets
+#: it to 1, write 0 releases
+LOCK_BASE = 0x1000_2000
+
+#: the core's own local APIC, xAPIC MMIO layout (lapic.md §1): offset = the register's offset
+APIC_BASE = 0x2000_0000
+#: the core's own control window
+CONTROL_BASE = 0x3000_0000
+CONTROL = {"CORE_ID": 0x0,         # read: core index
+           "APIC_ID": 0x4,         # read: this core's APIC ID
+           "START_ADDR": 0x8,      # read: where the last SIPI (vector << 12) started this core
+           "N_CORES": 0xC}         # read: number of cores
+
+WINDOW_SIZE = 0x1000_0000
+
+
+def window_of(address):
+    """The top nibble selects the window (RAM, shared I/O, APIC, control)."""
+    return address >> 28

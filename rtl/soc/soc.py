@@ -1,0 +1,188 @@
+"""The soft-SoC: N PicoRV32 cores, each with its local APIC on the IPI fabric, shared RAM, a UART,
+LEDs and a hardware lock (issue 6).
+
+x86 semantics on RISC-V cores: core ``bsp_index`` runs from reset; every other core is held in
+reset by its APIC's wait-for-SIPI state.  INIT (level assert) puts a core back there; a SIPI
+while waiting starts it at PROGADDR_RESET = :data:`AP_BOOT`, whose firmware stub reads
+``START_ADDR`` (vector << 12, recorded at that SIPI) and jumps there, since PicoRV32's reset
+address is a synthesis parameter.  Each core reaches its own APIC's xAPIC registers at
+:data:`APIC_BASE` (RV32 has no RDMSR/WRMSR: the MMIO view).
+
+Interconnect: one shared bus, a round-robin arbiter between the cores (a core keeps the grant
+for its whole access); RAM answers in one cycle, the APIC window through the APIC register bus.
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import Out
+
+from ..lapic.priority import RoundRobinArbiter
+from ..lapic.signatures import Space
+from .memory_map import (AP_BOOT, CONTROL, LED_BASE, LOCK_BASE, UART_STATUS, UART_TX,
+                         window_of, APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
+from .picorv32 import PicoRV32
+from .uart import UartTx
+
+__all__ = ["Soc"]
+
+_RAM, _IO, _APIC, _CONTROL = (window_of(a) for a in (RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE))
+
+
+class Soc(wiring.Component):
+    """Parameters
+    ----------
+    fabric : rtl.lapic.ApicFabric (not yet elaborated)
+    firmware : list of int
+        The RAM image (32-bit words, little-endian), from ``firmware/build.py``.
+    ram_bytes : int
+    stack_bytes : int
+        Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
+    uart_divisor : int
+        Clocks per UART bit (12 MHz / 115200 = 104).
+
+    Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
+    for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core).
+    """
+
+    def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104):
+        if ram_bytes % 4 or not 4096 < ram_bytes <= 1 << 20:
+            raise ValueError(f"ram_bytes must be a multiple of 4 above 4096 (the SIPI trampoline "
+                             f"sits at 0x1000), not {ram_bytes!r}")
+        if len(firmware) > ram_bytes // 4:
+            raise ValueError(f"firmware of {len(firmware) * 4} bytes does not fit {ram_bytes} bytes of RAM")
+        if stack_bytes * fabric.n_cpus > ram_bytes // 2:
+            raise ValueError(f"{fabric.n_cpus} stacks of {stack_bytes} bytes take more than half the RAM")
+        self.fabric, self.firmware = fabric, list(firmware)
+        self.ram_bytes, self.stack_bytes, self.uart_divisor = ram_bytes, stack_bytes, uart_divisor
+        n = fabric.n_cpus
+        super().__init__({
+            "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8),
+            "leds": Out(8), "running": Out(n), "trap": Out(n),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        fabric = self.fabric
+        n, bsp = fabric.n_cpus, fabric.bsp_index
+        m.submodules.fabric = fabric
+        m.submodules.uart = uart = UartTx(self.uart_divisor)
+        m.d.comb += self.uart_tx.eq(uart.tx)
+
+        cores = []
+        for i in range(n):
+            core = PicoRV32(reset_address=RAM_BASE if i == bsp else AP_BOOT,
+                            stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
+            m.submodules[f"core{i}"] = core
+            cores.append(core)
+
+        # --- wait-for-SIPI, per core ---------------------------------------------------------------
+        run = [Signal(init=int(i == bsp), name=f"run{i}") for i in range(n)]
+        start_addr = Array(Signal(32, name=f"start_addr{i}") for i in range(n))
+        for i, core in enumerate(cores):
+            apic = fabric.cpu[i]
+            m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
+            with m.If(apic.init):
+                m.d.comb += apic.init_ack.eq(1)
+                if i != bsp:                         # the BSP has no wait-for-SIPI state
+                    m.d.sync += run[i].eq(0)
+            with m.Elif(apic.sipi):
+                m.d.comb += apic.sipi_ack.eq(1)
+                with m.If(~run[i]):                  # ignored unless waiting, as on hardware
+                    m.d.sync += [run[i].eq(1), start_addr[i].eq(apic.sipi_vector << 12)]
+
+        # --- the shared bus ----------------------------------------------------------------------------
+        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+        sel = Signal(range(max(n, 2)))
+        addr = Array(c.bus.addr for c in cores)[sel]
+        wdata = Array(c.bus.wdata for c in cores)[sel]
+        wstrb = Array(c.bus.wstrb for c in cores)[sel]
+        write = wstrb != 0
+        rdata = Signal(32)
+        done = Signal()
+        for i, core in enumerate(cores):
+            m.d.comb += [core.bus.ready.eq(done & (sel == i)), core.bus.rdata.eq(rdata)]
+
+        m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
+        rport = ram.read_port()
+        wport = ram.write_port(granularity=8)
+        word = addr[2:2 + (self.ram_bytes // 4 - 1).bit_length()]
+        m.d.comb += [rport.addr.eq(word), wport.addr.eq(word), wport.data.eq(wdata)]
+
+        lock = Signal()
+        leds = Signal(8)
+        m.d.comb += self.leds.eq(leds)
+        apic_ids = Array(Const(a, 32) for a in fabric.apic_ids)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += arbiter.requests.eq(Cat(*(c.bus.valid for c in cores)))
+                with m.If(arbiter.valid):
+                    m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                window = addr[28:32]
+                with m.If(window == _RAM):
+                    m.d.comb += wport.en.eq(wstrb)
+                    m.next = "RAM"
+                with m.Elif(window == _IO):
+                    with m.If(addr == UART_TX):
+                        with m.If(write & ~uart.busy):
+                            m.d.comb += [uart.start.eq(1), uart.data.eq(wdata[0:8]),
+                                         self.uart_valid.eq(1), self.uart_data.eq(wdata[0:8])]
+                            m.next = "DONE"
+                        with m.Elif(~write):
+                            m.d.sync += rdata.eq(0)
+                            m.next = "DONE"
+                    with m.Elif(addr == UART_STATUS):
+                        m.d.sync += rdata.eq(uart.busy)
+                        m.next = "DONE"
+                    with m.Elif(addr == LED_BASE):
+                        with m.If(write):
+                            m.d.sync += leds.eq(wdata[0:8])
+                        m.d.sync += rdata.eq(leds)
+                        m.next = "DONE"
+                    with m.Elif(addr == LOCK_BASE):
+                        with m.If(write):
+                            m.d.sync += lock.eq(wdata[0])
+                        with m.Else():
+                            m.d.sync += [rdata.eq(lock), lock.eq(1)]      # test and set
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += rdata.eq(0)
+                        m.next = "DONE"
+                with m.Elif(window == _APIC):
+                    m.next = "APIC_REQ"
+                with m.Elif(window == _CONTROL):
+                    offset = addr[0:8]
+                    m.d.sync += rdata.eq(Mux(offset == CONTROL["CORE_ID"], sel,
+                                         Mux(offset == CONTROL["APIC_ID"], apic_ids[sel],
+                                         Mux(offset == CONTROL["START_ADDR"], start_addr[sel],
+                                         Mux(offset == CONTROL["N_CORES"], n, 0)))))
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += rdata.eq(0)
+                    m.next = "DONE"
+            with m.State("RAM"):
+                m.d.sync += rdata.eq(rport.data)
+                m.next = "DONE"
+            with m.State("APIC_REQ"):
+                for i in range(n):
+                    reg = fabric.cpu[i].reg
+                    with m.If(sel == i):
+                        m.d.comb += [reg.req_valid.eq(1), reg.space.eq(Space.MMIO),
+                                     reg.addr.eq(addr[0:12]), reg.write.eq(write),
+                                     reg.wdata.eq(wdata)]
+                        with m.If(reg.req_ready):
+                            m.next = "APIC_RESP"
+            with m.State("APIC_RESP"):
+                for i in range(n):
+                    reg = fabric.cpu[i].reg
+                    with m.If((sel == i) & reg.resp_valid):
+                        m.d.sync += rdata.eq(reg.rdata[0:32])
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += done.eq(1)
+                m.next = "IDLE"
+        return m
+

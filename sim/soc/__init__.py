@@ -1,0 +1,1 @@
+"""Simulation side of the soft-SoC: design, firmware image, UART transcript monitor."""

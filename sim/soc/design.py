@@ -1,0 +1,69 @@
+"""The soft-SoC (``rtl/soc``) as a simulation design: the fabric's APIC converted once, PicoRV32's
+Verilog from its package, the firmware image in RAM."""
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+from rtl.soc import Soc
+from rtl.soc.picorv32 import verilog_source
+
+from ..build import Design
+from ..config import EnvConfig
+from ..firmware import build_firmware
+from ..lapic.design import FabricConfig, FabricDesign
+
+__all__ = ["SocConfig", "SocDesign"]
+
+
+@dataclass(frozen=True)
+class SocConfig(EnvConfig):
+    ENV = "APWAKE_SOC_CONFIG"
+    fabric: FabricConfig
+    ram_bytes: int = 8192
+    stack_bytes: int = 256
+    uart_divisor: int = 4          # simulation: 4 clocks a bit; the boards use 12 MHz / 115200
+
+    def __post_init__(self):
+        if isinstance(self.fabric, dict):
+            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
+
+    @property
+    def n_cpus(self):
+        return self.fabric.n_cpus
+
+    @property
+    def label(self):
+        return f"soc-{self.fabric.label}"
+
+
+class SocDesign(Design):
+    name = "apwake_soc"
+
+    def __init__(self, config):
+        self.config = config
+        self._fabric = FabricDesign(config.fabric)
+        self.firmware = build_firmware(config.fabric.apic_ids)
+        self._core_name, self._core_text = verilog_source()
+
+    def parameters(self):
+        digest = lambda text: hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]
+        return {**asdict(self.config), "firmware": digest(repr(self.firmware.words)),
+                "picorv32": digest(self._core_text)}
+
+    def separate_modules(self):
+        return self._fabric.separate_modules()
+
+    def verilog_files(self):
+        return {self._core_name: self._core_text}
+
+    def verilator_args(self):
+        # PicoRV32 as it ships trips lint warnings Amaranth's output does not
+        return ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+
+    def top(self):
+        c = self.config
+        return Soc(self._fabric.top(), firmware=self.firmware.words, ram_bytes=c.ram_bytes,
+                   stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor)
+
+    def wave_groups(self, top):
+        return self._fabric.wave_groups(top)

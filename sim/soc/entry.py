@@ -1,0 +1,33 @@
+"""cocotb module behind ``apwake run soc-demo``: run the firmware on the SoC, write the UART
+transcript and the LEDs to ``APWAKE_REPORT``."""
+
+import json
+import os
+
+import cocotb
+from cocotb.utils import get_sim_time
+
+from ..clocking import start_clock_and_reset
+from .design import SocConfig
+from .uart import UartMonitor
+
+CLOCK_NS = 10
+#: the firmware's last line; a run that never prints it is reported as failed
+SUMMARY = " cores online\n"
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
+async def soc_demo(dut):
+    config = SocConfig.from_env()
+    monitor = UartMonitor(dut)
+    await start_clock_and_reset(dut, CLOCK_NS)
+    cocotb.start_soon(monitor.run())
+    finished = await monitor.wait_for(SUMMARY, timeout_ns=50_000_000)
+    n = config.n_cpus
+    report = {"cpus": n, "transcript": monitor.text, "finished": finished,
+              "leds": int(dut.leds.value), "running": int(dut.running.value),
+              "trap": int(dut.trap.value), "cycles": int(get_sim_time("ns") // CLOCK_NS)}
+    report["passed"] = (finished and monitor.text.splitlines()[-1] == f"all {n} of {n} cores online"
+                        and report["leds"] == (1 << n) - 1 and report["trap"] == 0)
+    with open(os.environ["APWAKE_REPORT"], "w") as f:
+        json.dump(report, f)
