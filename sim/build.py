@@ -86,6 +86,9 @@ class Design(ABC):
         """Extra Verilator arguments this design needs (part of the build key)."""
         return []
 
+    def postprocess(self, verilog_dir):
+        """Last step of the conversion, on the written Verilog (gate-level synthesis)."""
+
 
 @dataclass
 class Build:
@@ -159,6 +162,7 @@ def _convert(design, out_dir):
         f'hier_block -module "{module_name}"\n' for module_name in separate))
     (tmp / "wave_groups.json").write_text(json.dumps(design.wave_groups(top)))
     (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
+    design.postprocess(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return ports

@@ -16,7 +16,8 @@ from pathlib import Path
 __all__ = ["main", "run_scenario_cli"]
 
 
-def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None):
+def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None,
+                     gate_level=False):
     """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
     dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
     from .build import REPO_ROOT, build
@@ -46,12 +47,15 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
         extra[PLATFORM_ENV] = platform_config.to_json()
     else:
         design = FabricDesign(config)
+    if gate_level:
+        from .gate_level import GateLevelDesign
+        design = GateLevelDesign(design)
     started = time.monotonic()
     the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    label = label or f"{name}-n{cpus}"
+    label = label or f"{name}-n{cpus}" + ("-gate" if gate_level else "")
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
     env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": name,
@@ -65,6 +69,7 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
                            f"{result.log_file}:\n{result.log_tail(60)}")
     report = json.loads(report_file.read_text())
     report["build_s"] = round(build_s, 2)
+    report["gate_level"] = gate_level
     report["build_reused"] = the_build.binary_reused
     if result.gtkw:
         report["gtkw"] = str(result.gtkw)
@@ -74,7 +79,7 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     return report
 
 
-def run_soc_demo(*, cpus, waves=None):
+def run_soc_demo(*, cpus, waves=None, gate_level=False):
     """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict."""
     from .build import REPO_ROOT, build
     from .lapic.design import FabricConfig
@@ -82,18 +87,24 @@ def run_soc_demo(*, cpus, waves=None):
     from .soc.design import SocConfig, SocDesign
 
     config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32))
-    the_build = build(SocDesign(config), waves=waves is not None)
+    design = SocDesign(config)
+    if gate_level:
+        from .gate_level import GateLevelDesign
+        design = GateLevelDesign(design)
+    the_build = build(design, waves=waves is not None)
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    report_file = out / f"soc-demo-n{cpus}.json"
+    label = f"soc-demo-n{cpus}" + ("-gate" if gate_level else "")
+    report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
-    result = run_cocotb(the_build, "sim.soc.entry", label=f"soc-demo-n{cpus}", waves_file=waves,
+    result = run_cocotb(the_build, "sim.soc.entry", label=label, waves_file=waves,
                         extra_env={SocConfig.ENV: config.to_json(), "APWAKE_REPORT": str(report_file)})
     if not report_file.exists():
         raise RuntimeError(f"soc-demo ended without a report; simulator log {result.log_file}:\n"
                            f"{result.log_tail(60)}")
     report = json.loads(report_file.read_text())
     report["waves"] = str(waves) if waves else None
+    report["gate_level"] = gate_level
     return report
 
 
@@ -101,7 +112,8 @@ def _run_soc(args):
     if not 1 <= args.cpus <= 8:
         print(f"apwake: soc-demo --cpus must be 1 to 8, not {args.cpus}", file=sys.stderr)
         return 2
-    report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None)
+    report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None,
+                          gate_level=args.gate_level)
     if args.json:
         print(json.dumps(report))
     else:
@@ -134,7 +146,8 @@ def _run(args):
                               ghcb_version=args.ghcb_version, force_kexec=args.force_kexec)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
-                              timeline=Path(args.timeline).resolve() if args.timeline else None)
+                              timeline=Path(args.timeline).resolve() if args.timeline else None,
+                              gate_level=args.gate_level)
     if args.json:
         print(json.dumps(report))
     else:
@@ -165,6 +178,15 @@ def _bench(args):
 def _registers(args):
     from rtl.lapic.registers import markdown
     print(markdown(), end="")
+    return 0
+
+
+def _build(args):
+    from synth.boards import build_board, format_report, write_report
+    result = build_board(args.board)
+    write_report([result])
+    print(format_report(result))
+    print(f"bitstream: {result['bitstream']}; report: synth/REPORT.md")
     return 0
 
 
@@ -209,6 +231,8 @@ def main(argv=None):
                      help="SEV-ES scenarios: the hypervisor's maximum GHCB protocol version")
     run.add_argument("--force-kexec", action="store_true",
                      help="kexec-sev-es-v1: go past the kernel's refusal to show why it refuses")
+    run.add_argument("--gate-level", action="store_true",
+                     help="simulate the Yosys gate-level netlist instead of the RTL")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
                      help="this CPU never runs code (wedged); repeatable")
     run.set_defaults(func=_run)
@@ -221,6 +245,9 @@ def main(argv=None):
                        help="skip the --public-flat-rw measurement at 64 CPUs")
     bench.set_defaults(func=_bench)
     sub.add_parser("registers", help="print the local APIC register map").set_defaults(func=_registers)
+    board = sub.add_parser("build", help="build the soft-SoC bitstream for a board (YoWASP tools)")
+    board.add_argument("board", choices=["icebreaker", "ulx3s"])
+    board.set_defaults(func=_build)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     # the cocotb runner echoes every command line; build.log in the build folder keeps them

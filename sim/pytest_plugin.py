@@ -11,6 +11,8 @@ so a configuration is compiled once however many tests use it.
 
 Options: ``--waves`` (or ``APWAKE_WAVES=1``) builds with FST tracing, writes one ``.fst`` and
 ``.gtkw`` per testbench run under ``build/waves/`` and lists them at the end of the session.
+``--gate-level`` runs every selected test on the Yosys netlist of its design instead of the RTL
+(:mod:`sim.gate_level`).
 """
 
 import importlib
@@ -49,19 +51,21 @@ def _waves_enabled(config):
     return config.getoption("--waves") or os.environ.get("APWAKE_WAVES", "") not in ("", "0")
 
 
-def cocotb_tests(tb_module, configs, *, design=None, marks=()):
+def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False):
     """A pytest test function running the cocotb tests of ``tb_module`` on each of ``configs``
     (:class:`sim.lapic.design.FabricConfig` by default built as a fabric design); ``marks``
-    (for example ``pytest.mark.slow``) apply to every item."""
+    (for example ``pytest.mark.slow``) apply to every item; ``gate_level`` runs them on the
+    Yosys netlist (as ``--gate-level`` does for every test)."""
     if design is None:
         from .lapic.design import FabricDesign as design
     names = _cocotb_test_names(tb_module)
-    params = [pytest.param(config, name, id=f"{config.label}-{name}", marks=marks)
+    suffix = "-gate" if gate_level else ""
+    params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}", marks=marks)
               for config in configs for name, applies in names if applies(config)]
 
     @pytest.mark.parametrize(("config", "cocotb_test"), params)
     def test(config, cocotb_test, request):
-        outcome, result = _group_outcome(request, tb_module, config, design, cocotb_test)
+        outcome, result = _group_outcome(request, tb_module, config, design, cocotb_test, gate_level)
         if outcome is None:
             pytest.fail(f"{cocotb_test} did not report a result (simulator crashed?); "
                         f"log {result.log_file}:\n{result.log_tail()}", pytrace=False)
@@ -76,12 +80,13 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=()):
     return test
 
 
-def _group_outcome(request, tb_module, config, design, cocotb_test):
+def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=False):
     from .build import REPO_ROOT, build
     from .run import run_cocotb
 
     waves = _waves_enabled(request.config)
-    key = (tb_module, config, waves)
+    gate_level = gate_level or request.config.getoption("--gate-level")
+    key = (tb_module, config, waves, gate_level)
     if isinstance(_RESULTS.get(key), Exception):
         pytest.fail(f"the build for {config.label} failed earlier in this session: "
                     f"{_RESULTS[key]}", pytrace=False)
@@ -92,11 +97,15 @@ def _group_outcome(request, tb_module, config, design, cocotb_test):
                     and item.callspec.params["config"] == config]
         logging.getLogger("apwake.build").setLevel(logging.INFO)
         try:
-            the_build = build(design(config), waves=waves)
+            the_design = design(config)
+            if gate_level:
+                from .gate_level import GateLevelDesign
+                the_design = GateLevelDesign(the_design)
+            the_build = build(the_design, waves=waves)
         except Exception as error:
             _RESULTS[key] = error      # one failing build fails its items once, fast
             raise
-        label = f"{config.label}"
+        label = f"{config.label}" + ("-gate" if gate_level else "")
         waves_file = None
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
@@ -112,6 +121,8 @@ def _group_outcome(request, tb_module, config, design, cocotb_test):
 def pytest_addoption(parser):
     parser.addoption("--waves", action="store_true", default=False,
                      help="build with FST tracing and write a waveform (+ .gtkw) per testbench run")
+    parser.addoption("--gate-level", action="store_true", default=False,
+                     help="simulate the Yosys gate-level netlist of each design instead of its RTL")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -143,7 +143,7 @@ async def test_unknown_code_left_unchanged(dut):
 async def test_hv_features(dut):
     """0x080 -> 0x081 with the feature bitmap in [63:12] (KVM: SNP | AP creation)."""
     env = await Env.start(dut)
-    reply = await env.vcpus[0].msr_protocol(MsrCode.HV_FEATURES_REQ.value)
+    reply = await env.vcpus[env.config.bsp_index].msr_protocol(MsrCode.HV_FEATURES_REQ.value)
     assert reply == 0x3 << 12 | MsrCode.HV_FEATURES_RESP.value, hex(reply)
 
 
@@ -237,36 +237,70 @@ async def test_msr_hold_released_by_init_sipi(dut):
 @cocotb.test(**TIMEOUT)
 @v2
 async def test_interrupt_or_nmi_while_held(dut):
-    """An interrupt or NMI while held resumes the vCPU with "not woken" (data 0); the guest must
-    issue the hold again (§4, §7)."""
+    """An NMI, or an interrupt the guest would take (irq_allowed), while held resumes the vCPU
+    with "not woken" (data 0); the guest must issue the hold again.  An interrupt pending while
+    the guest has interrupts off (a parked AP runs with IF = 0) does not (§4, §7)."""
     env = await Env.start(dut)
     ap = env.ap()
     await env.launch(ap)
     vcpu, apic = env.vcpus[ap], env.apics[ap]
-    for raise_event in (apic.interrupt, apic.nmi):
-        await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
-        assert not await vcpu.vmgexit(timeout_cycles=30)
-        assert vcpu.state is VcpuState.AP_RESET_HOLD
-        done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=30))
-        raise_event(True)
-        assert await done
-        raise_event(False)
-        assert vcpu.state is VcpuState.RUNNABLE
-        assert unpack(HoldReply, vcpu.rdmsr())["woken"] == 0
+    # masked: the hold stays
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=30)
+    apic.interrupt(True)
+    assert not await vcpu.wait_exit_done(timeout_cycles=50), "a masked interrupt ended the hold"
+    assert vcpu.state is VcpuState.AP_RESET_HOLD
+    # the guest would take it now: released, "not woken"
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=30))
+    vcpu.allow_interrupts(True)
+    assert await done
+    apic.interrupt(False)
+    assert vcpu.state is VcpuState.RUNNABLE and unpack(HoldReply, vcpu.rdmsr())["woken"] == 0
+    vcpu.allow_interrupts(False)
+    # NMI: always
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=30)
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=30))
+    apic.nmi(True)
+    assert await done
+    apic.nmi(False)
+    assert vcpu.state is VcpuState.RUNNABLE and unpack(HoldReply, vcpu.rdmsr())["woken"] == 0
 
 
 @cocotb.test(**TIMEOUT)
 @v2
 async def test_hold_with_events_pending_does_not_sleep(dut):
-    """A hold issued with an interrupt already pending is not entered: resumed at once, "not
-    woken" (recent KVM, §4)."""
+    """A hold issued with an event already pending is not entered: resumed at once, "not woken"
+    (recent KVM, §4), in both forms."""
     env = await Env.start(dut)
     ap = env.ap()
     await env.launch(ap)
-    env.apics[ap].interrupt(True)
+    env.apics[ap].nmi(True)
     reply = await env.vcpus[ap].msr_protocol(MsrCode.AP_RESET_HOLD_REQ.value, timeout_cycles=30)
     assert unpack(HoldReply, reply) == {"info": MsrCode.AP_RESET_HOLD_RESP, "woken": 0}
     assert env.vcpus[ap].state is VcpuState.RUNNABLE
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=80)
+    assert resumed and (info1, info2) == (0, 0) and env.vcpus[ap].state is VcpuState.RUNNABLE
+    env.apics[ap].nmi(False)
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_init_racing_the_hold_request(dut):
+    """INIT arriving while the vCPU's hold request is still queued waits in the APIC until the
+    hold is entered (KVM takes APIC events between exits), so the SIPI after it wakes the vCPU;
+    taken earlier, the hold would overwrite INIT_RECEIVED and the wake-up would be lost."""
+    env = await Env.start(dut)
+    ap = env.ap()
+    await env.launch(ap)
+    vcpu, apic = env.vcpus[ap], env.apics[ap]
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    exit_task = cocotb.start_soon(vcpu.vmgexit(timeout_cycles=200))
+    await apic.init()                      # raised in the cycle of the VMGEXIT strobe
+    assert vcpu.state is VcpuState.INIT_RECEIVED
+    await apic.sipi()
+    assert await exit_task, "the wake-up was lost"
+    assert unpack(HoldReply, vcpu.rdmsr())["woken"] == 1 and vcpu.state is VcpuState.RUNNABLE
 
 
 @cocotb.test(**TIMEOUT)
@@ -286,8 +320,11 @@ async def test_init_without_sipi_and_sipi_without_hold(dut):
     await vcpu.wrmsr(0x1234_5000)
     await env.apics[ap].init()
     assert vcpu.state is VcpuState.INIT_RECEIVED
+    pulses = [cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=60)),
+              cocotb.start_soon(vcpu.wait_launch(timeout_cycles=60))]
     await env.apics[ap].sipi(0x10)
     assert vcpu.state is VcpuState.RUNNABLE and vcpu.rdmsr() == 0x1234_5000
+    assert [await p for p in pulses] == [False, False], "exit_done or launch pulsed"
     # held, INIT only: stays INIT_RECEIVED and is not resumed
     await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
     assert not await vcpu.vmgexit(timeout_cycles=30)
@@ -328,9 +365,9 @@ async def test_double_hold_takes_the_latest_flavour(dut):
     vcpu, apic = env.vcpus[ap], env.apics[ap]
     resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=60)
     assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
-    apic.interrupt(True)
+    apic.nmi(True)
     assert await vcpu.wait_exit_done(timeout_cycles=30)
-    apic.interrupt(False)
+    apic.nmi(False)
     writes_before = [a for a in env.guest.accesses if a[1]]
     await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
     assert not await vcpu.vmgexit(timeout_cycles=30)
@@ -355,14 +392,22 @@ async def test_page_hold_released_by_init_sipi(dut):
     resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=80)
     assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
     assert (info1, info2) == (HvResponse.OK.value, 0)
-    # the guest's view now: not woken; SIPI writes the wake-up
-    env.memory.write_int(env.ghcb(ap) + GHCB_OFFSETS["sw_exit_info_2"], 0, 8, writer=Owner.KERNEL1)
+    # junk where the release writes: it must write SW_EXITINFO1/2 and only set its two bits
+    base = env.ghcb(ap)
+    env.memory.write_int(base + GHCB_OFFSETS["sw_exit_info_1"], 0xAAAA_AAAA_AAAA_AAAA, 8, writer=Owner.KERNEL1)
+    env.memory.write_int(base + GHCB_OFFSETS["sw_exit_info_2"], 0, 8, writer=Owner.KERNEL1)
+    other_bits = (1 << 127) | (1 << VALID_BIT["rax"])
+    env.memory.write(base + GHCB_OFFSETS["valid_bitmap"], other_bits.to_bytes(16, "little"), writer=Owner.KERNEL1)
     await env.apics[ap].init()
+    before = len(env.guest.accesses)
     done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=100))
     await env.apics[ap].sipi()
     assert await done
     info1, info2, bitmap = env.read_reply(ap)
-    assert (info1, info2, bitmap) == (0, 1, REPLIED_VALID)
+    assert (info1, info2, bitmap) == (0, 1, other_bits | REPLIED_VALID), (hex(info1), info2, hex(bitmap))
+    offsets = [(a - base, w) for a, w, _ in env.guest.accesses[before:]]
+    assert offsets == [(0x3FC, False), (0x398, True), (0x39C, True), (0x3A0, True), (0x3A4, True),
+                       (0x3FC, True)], offsets
     assert env.memory.corruptions == []
 
 

@@ -17,3 +17,9 @@ SMALL = FabricConfig.contiguous(4, n_vectors=64)
 test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL])
 test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS + [SMALL])
 test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS)
+
+#: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric
+#: (every test also runs on any design with `pytest --gate-level`)
+GATE_LEVEL = [c for c in CONFIGS if c.label == "n2"]
+test_registers_gate_level = cocotb_tests("cocotb_tests.lapic.tb_registers", GATE_LEVEL, gate_level=True)
+test_ipi_gate_level = cocotb_tests("cocotb_tests.lapic.tb_ipi", GATE_LEVEL, gate_level=True)

@@ -36,7 +36,9 @@ class VcpuPortSignature(wiring.Signature):
     ``vmgexit``: one-cycle strobe.  ``exit_done``: one-cycle pulse, the hypervisor resumes the
     vCPU after its VMGEXIT (never while it is held or after termination).  ``launch``: one-cycle
     pulse, the vCPU's first SIPI: it starts from its launch state (the vector is ignored).
-    ``state``: KVM's mp_state for this vCPU.
+    ``state``: KVM's mp_state for this vCPU.  ``irq_allowed``: the guest would take an
+    interrupt now (RFLAGS.IF, KVM's ``interrupt_allowed``); a pending interrupt ends an AP reset
+    hold only then, an NMI always.
     """
 
     def __init__(self):
@@ -45,6 +47,7 @@ class VcpuPortSignature(wiring.Signature):
             "msr_wdata": Out(64),
             "msr_rdata": In(64),
             "vmgexit": Out(1),
+            "irq_allowed": Out(1),
             "exit_done": In(1),
             "launch": In(1),
             "state": In(VcpuState),
@@ -124,6 +127,9 @@ class GhcbMsrUnit(wiring.Component):
             raise ValueError(f"min_version {min_version} is above max_version {max_version}")
         if not isinstance(cbit, int) or not 32 <= cbit < 64:
             raise ValueError(f"cbit must be a physical address bit 32 to 63, not {cbit!r}")
+        if snp and max_version < 2:
+            raise ValueError(f"an SNP VM needs max_version 2 or more (its codes are version 2), "
+                             f"not {max_version}")
         cpuid = default_cpuid(cbit) if cpuid is None else dict(cpuid)
         for function, values in cpuid.items():
             if (not isinstance(function, int) or not 0 <= function < 1 << 32 or len(values) != 4
@@ -173,25 +179,34 @@ class GhcbMsrUnit(wiring.Component):
             """The next VMRUN: the vCPU runs again and its hold type is cleared (§4)."""
             return [exit_done[i].eq(1), hold_type[i].eq(HoldType.NONE)]
 
-        events = Array(self.apic[i].intr | self.apic[i].nmi for i in range(n))
+        # a wake event: an NMI, or an interrupt the guest would take (KVM: injectable IRQ)
+        events = Array(self.apic[i].nmi | (self.apic[i].intr & self.vcpu[i].irq_allowed)
+                       for i in range(n))
 
-        # --- per vCPU: MSR writes, VMGEXIT, INIT, SIPI, events while held ---------------------------
+        # --- per vCPU: MSR writes, INIT, SIPI, events while held ------------------------------------
         for i in range(n):
             port, apic = self.vcpu[i], self.apic[i]
-            mine = busy & (sel == i)
+            # INIT and SIPI wait (stay pending in the APIC) while this vCPU's exit is strobed,
+            # queued or served: KVM accepts APIC events only between exits, so a hold is always
+            # entered before the INIT that is meant to end it
+            engaged = (busy & (sel == i)) | exit_pending[i] | release_pending[i] | port.vmgexit
             with m.If(port.msr_write):
                 m.d.sync += msr[i].eq(port.msr_wdata)
-            with m.If(port.vmgexit):
-                m.d.sync += exit_pending[i].eq(1)
             m.d.comb += [port.msr_rdata.eq(msr[i]), port.state.eq(state[i]),
                          port.exit_done.eq(exit_done[i]), port.launch.eq(launch[i])]
-            with m.If(~mine & (state[i] == VcpuState.STOPPED)):
+            with m.If(state[i] == VcpuState.STOPPED):
                 # a terminated vCPU never runs again: INIT and SIPI are taken and dropped
                 m.d.comb += [apic.init_ack.eq(apic.init), apic.sipi_ack.eq(apic.sipi)]
-            with m.Elif(~mine):
+            with m.Elif(~engaged):
                 with m.If(apic.init):
                     m.d.comb += apic.init_ack.eq(1)
-                    m.d.sync += state[i].eq(VcpuState.INIT_RECEIVED)      # hold type kept
+                    if i == self.bsp_index:
+                        # the BSP is reset to RUNNABLE (§4); a hold of it ends "not woken"
+                        with m.If(state[i] == VcpuState.AP_RESET_HOLD):
+                            m.d.sync += resume(i)
+                        m.d.sync += state[i].eq(VcpuState.RUNNABLE)
+                    else:
+                        m.d.sync += state[i].eq(VcpuState.INIT_RECEIVED)  # hold type kept
                 with m.Elif(apic.sipi):
                     m.d.comb += apic.sipi_ack.eq(1)
                     with m.If(state[i] == VcpuState.INIT_RECEIVED):        # else dropped
@@ -209,8 +224,10 @@ class GhcbMsrUnit(wiring.Component):
 
         # --- the shared service engine -----------------------------------------------------------------
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+        # exits are served only for a vCPU that runs (KVM does not run one in INIT_RECEIVED)
         m.d.comb += arbiter.requests.eq(Mux(busy, 0, Cat(
-            (exit_pending[i] & (state[i] != VcpuState.STOPPED)) | release_pending[i] for i in range(n))))
+            (exit_pending[i] & (state[i] == VcpuState.RUNNABLE)) | release_pending[i]
+            for i in range(n))))
 
         value = Signal(64)
         m.d.comb += value.eq(msr[sel])
@@ -220,6 +237,7 @@ class GhcbMsrUnit(wiring.Component):
         exit_code, info1, info2 = Signal(64), Signal(64), Signal(64)
         reply1, reply2 = Signal(64), Signal(64)
         then_hold = Signal()
+        releasing = Signal()
         term = Signal(TermReason)
         m.d.comb += self.term.eq(term)
 
@@ -242,9 +260,10 @@ class GhcbMsrUnit(wiring.Component):
                 m.d.sync += [state[sel].eq(VcpuState.AP_RESET_HOLD), hold_type[sel].eq(kind)]
             m.next = "IDLE"
 
-        def reply(response, reason_or_value, *, hold=False):
-            m.d.sync += [reply1.eq(response), reply2.eq(reason_or_value), then_hold.eq(hold)]
-            m.next = "WR0"
+        def reply(response, reason_or_value, *, hold=False, release=False):
+            m.d.sync += [reply1.eq(response), reply2.eq(reason_or_value), then_hold.eq(hold),
+                         releasing.eq(release)]
+            m.next = "REL_RD" if release else "WR0"
 
         mem = self.memory
         reads = [(usage, GHCB_OFFSETS["ghcb_usage"]),
@@ -263,11 +282,14 @@ class GhcbMsrUnit(wiring.Component):
                   (GHCB_OFFSETS["sw_exit_info_1"] + 4, reply1[32:64]),
                   (GHCB_OFFSETS["sw_exit_info_2"], reply2[0:32]),
                   (GHCB_OFFSETS["sw_exit_info_2"] + 4, reply2[32:64]),
-                  # the bitmap: only the fields the hypervisor wrote (it cleared the rest on entry)
+                  # the bitmap: at an exit only the fields the hypervisor wrote (it clears the
+                  # rest on entry); at a SIPI release it sets its two bits in what is there
                   (GHCB_OFFSETS["valid_bitmap"], Const(0, 32)),
                   (GHCB_OFFSETS["valid_bitmap"] + 4, Const(0, 32)),
                   (GHCB_OFFSETS["valid_bitmap"] + 8, Const(0, 32)),
-                  (GHCB_OFFSETS["valid_bitmap"] + 12, Const(replied_valid, 32))]
+                  (GHCB_OFFSETS["valid_bitmap"] + 12,
+                   Mux(releasing, bitmap_hi | replied_valid, Const(replied_valid, 32)))]
+        whole_bitmap_words = {4, 5, 6}          # skipped by a release (KVM's __set_bit)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -281,7 +303,7 @@ class GhcbMsrUnit(wiring.Component):
                 with m.If(release_pending[sel]):
                     # a later SIPI for a GHCB-page hold: SW_EXITINFO1 = 0, SW_EXITINFO2 = 1
                     m.d.sync += [gpa.eq(hold_gpa[sel]), release_pending[sel].eq(0)]
-                    reply(HvResponse.OK.value, 1)
+                    reply(HvResponse.OK.value, 1, release=True)
                 with m.Elif(info == MsrCode.GHCB_GPA):
                     with m.If((data == 0) | (value[32:64] != 0)):
                         finish_exit()            # no GHCB, or unmappable: resumed, nothing written
@@ -320,8 +342,9 @@ class GhcbMsrUnit(wiring.Component):
                                 m.d.sync += msr[sel].eq(MsrCode.PSC_RESP.value)     # error 0
                             finish_exit()
                         else:
-                            # SNP-only request from an SEV-ES VM: KVM ends the VM
-                            m.d.sync += terminate(value[12:16], value[16:24], info)
+                            # SNP-only request from an SEV-ES VM: KVM ends the VM (its exit
+                            # carries the raw MSR; here the request code, no reason)
+                            m.d.sync += terminate(0, 0, info)
                             m.next = "IDLE"
                 with m.Else():
                     finish_exit()                # unknown code: MSR unchanged, guest resumed
@@ -363,13 +386,26 @@ class GhcbMsrUnit(wiring.Component):
                 with m.Else():
                     reply(HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_EVENT.value)
 
+            with m.State("REL_RD"):             # the bitmap word the release sets bits in
+                m.d.comb += [mem.req_valid.eq(1), mem.addr.eq(gpa + GHCB_OFFSETS["valid_bitmap"] + 12)]
+                with m.If(mem.req_ready):
+                    m.next = "REL_RD_RESP"
+            with m.State("REL_RD_RESP"):
+                with m.If(mem.resp_valid):
+                    m.d.sync += bitmap_hi.eq(mem.rdata)
+                    m.next = "WR0"
+
             for k, (offset, word) in enumerate(writes):
                 last = k == len(writes) - 1
                 with m.State(f"WR{k}"):
-                    m.d.comb += [mem.req_valid.eq(1), mem.addr.eq(gpa + offset), mem.write.eq(1),
-                                 mem.wdata.eq(word), mem.wstrb.eq(0xF)]
-                    with m.If(mem.req_ready):
-                        m.next = f"WR{k}_RESP"
+                    if k in whole_bitmap_words:
+                        with m.If(releasing):
+                            m.next = f"WR{k + 1}"
+                    with m.If(~releasing | (k not in whole_bitmap_words)):
+                        m.d.comb += [mem.req_valid.eq(1), mem.addr.eq(gpa + offset), mem.write.eq(1),
+                                     mem.wdata.eq(word), mem.wstrb.eq(0xF)]
+                        with m.If(mem.req_ready):
+                            m.next = f"WR{k}_RESP"
                 with m.State(f"WR{k}_RESP"):
                     with m.If(mem.resp_valid):
                         if not last:
@@ -379,4 +415,9 @@ class GhcbMsrUnit(wiring.Component):
                                 enter_hold(HoldType.NAE_EVENT)
                             with m.Else():
                                 finish_exit()
+
+        # after the engine: a VMGEXIT strobed in the cycle an earlier exit is cleared still counts
+        for i in range(n):
+            with m.If(self.vcpu[i].vmgexit):
+                m.d.sync += exit_pending[i].eq(1)
         return m

@@ -47,7 +47,7 @@ class PicoRV32(wiring.Component):
             p_ENABLE_MUL=0, p_ENABLE_DIV=0, p_COMPRESSED_ISA=0, p_ENABLE_IRQ=0,
             p_CATCH_MISALIGN=1, p_CATCH_ILLINSN=1, p_TWO_STAGE_SHIFT=1,
             p_PROGADDR_RESET=self.reset_address, p_STACKADDR=self.stack_address,
-            i_clk=ClockSignal(), i_resetn=~ResetSignal() & self.run,
+            i_clk=ClockSignal(), i_resetn=~ResetSignal(allow_reset_less=True) & self.run,
             o_trap=self.trap,
             o_mem_valid=self.bus.valid, o_mem_instr=self.bus.instr, i_mem_ready=self.bus.ready,
             o_mem_addr=self.bus.addr, o_mem_wdata=self.bus.wdata, o_mem_wstrb=self.bus.wstrb,

@@ -306,11 +306,15 @@ class CpuModel:
 
     def sti(self):
         self.interrupts_enabled = True
+        if self.vcpu is not None:
+            self.vcpu.allow_interrupts(True)
         if self._irq_task is None or self._irq_task.done():
             self._irq_task = cocotb.start_soon(self._interrupts())
 
     def cli(self):
         self.interrupts_enabled = False
+        if self.vcpu is not None:
+            self.vcpu.allow_interrupts(False)
         if self._irq_task is not None and not self._irq_task.done():
             self._irq_task.cancel()
         self._irq_task = None

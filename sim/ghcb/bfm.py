@@ -22,8 +22,13 @@ class VcpuPort:
         self._write, self._wdata, self._rdata = sig("msr_write"), sig("msr_wdata"), sig("msr_rdata")
         self._vmgexit, self.exit_done, self.launch = sig("vmgexit"), sig("exit_done"), sig("launch")
         self._state = self.state_handle = sig("state")
-        for handle in (self._write, self._wdata, self._vmgexit):
+        self._irq_allowed = sig("irq_allowed")
+        for handle in (self._write, self._wdata, self._vmgexit, self._irq_allowed):
             handle.value = 0
+
+    def allow_interrupts(self, allowed=True):
+        """The guest's interrupt flag as the hypervisor sees it (sti / cli)."""
+        self._irq_allowed.value = int(allowed)
 
     @property
     def state(self):

