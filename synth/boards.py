@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +105,37 @@ def _tool_versions(env, family):
     versions = {}
     for var in ("YOSYS", "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"):
         out = subprocess.run([env[var], "--version"], capture_output=True, text=True)
-        versions[Path(env[var]).name] = (out.stdout or out.stderr).strip().splitlines()[0]
+        line = (out.stdout or out.stderr).strip().splitlines()[0]
+        found = re.search(r"(Yosys [\d.]+|nextpnr-[\d.]+)", line)
+        versions[Path(env[var]).name] = found.group(1) if found else line
     return versions
 
 
 def _progress(message):
     print(f"[apwake build] {message}", flush=True)
+
+
+class _Heartbeat:
+    """Prints the elapsed time every ``every`` seconds while a long silent step runs."""
+
+    def __init__(self, what, every=30):
+        self.what, self.every = what, every
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        started = time.monotonic()
+
+        def beat():
+            while not self._stop.wait(self.every):
+                _progress(f"{self.what}: {time.monotonic() - started:.0f} s")
+
+        self._thread = threading.Thread(target=beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def per_block_utilisation(board, firmware, env, out_dir):
@@ -168,9 +194,10 @@ def build_board(board_name, *, out_root=None):
     name, text = verilog_source()
     platform.add_file(name, text)
     nextpnr_report = out_dir / "nextpnr.json"
-    platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                   do_program=False, nextpnr_opts=f"--report {nextpnr_report}",
-                   synth_opts="-abc9" if board.family == "ice40" else "")
+    with _Heartbeat("synthesis, place and route still running"):
+        platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
+                       do_program=False, nextpnr_opts=f"--report {nextpnr_report}",
+                       synth_opts="-abc9" if board.family == "ice40" else "")
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
