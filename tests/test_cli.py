@@ -73,6 +73,7 @@ def test_sev_kexec_refusal_from_the_command_line():
     (["run", "init-sipi", "--timeline", "x.jpg"], "--timeline must end in .png or .svg"),
     (["run", "kexec-mpwk-parking-loop", "--parking-page", "bios"], "--parking-page: invalid choice: 'bios'"),
     (["run", "sev-es-boot", "--ghcb-version", "3"], "--ghcb-version: invalid choice: 3"),
+    (["run", "init-sipi", "--gate-level", "xilinx"], "--gate-level: invalid choice: 'xilinx'"),
 ])
 def test_bad_arguments(args, message):
     out = apwake(*args)

@@ -1,16 +1,19 @@
 """The whole soft-SoC under Verilator running its firmware (issue 6 §3): the BSP wakes every AP
-with INIT-SIPI-SIPI through its APIC; the UART transcript and the LEDs are checked."""
+with INIT-SIPI-SIPI through its APIC, or (mailbox start) through the MP wakeup mailbox and then
+offlines/onlines each AP and kexecs; the UART transcript and the LEDs are checked."""
 
 import cocotb
 
 from sim.clocking import start_clock_and_reset
 from sim.soc.design import SocConfig
+from sim.pytest_plugin import applies_to
 from sim.soc.uart import UartMonitor
 
 CLOCK_NS = 10
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")
+@applies_to(lambda c: c.ap_start == "sipi")
 async def test_firmware_wakes_every_ap(dut):
     config = SocConfig.from_env()
     n, ids = config.n_cpus, config.fabric.apic_ids
@@ -32,3 +35,32 @@ async def test_firmware_wakes_every_ap(dut):
     assert len(lines) == n + 1, f"unexpected lines (lock broken?):\n{transcript}"
     assert int(dut.leds.value) == (1 << n) - 1
     assert int(dut.running.value) == (1 << n) - 1 and int(dut.trap.value) == 0
+
+
+@cocotb.test(timeout_time=20, timeout_unit="ms")
+@applies_to(lambda c: c.ap_start == "mailbox")
+async def test_mailbox_wakeup_offline_and_kexec(dut):
+    """TDX style: every AP starts parked on the mailbox; the BSP wakes each (acpi_wakeup_cpu),
+    then offlines each (the AP jumps to ResetVector, Test is acknowledged) and wakes it again,
+    then parks all of them and "kernel 2" wakes them all: each AP online three times, offline
+    twice, and the mailbox raised no error."""
+    config = SocConfig.from_env()
+    n, ids, bsp = config.n_cpus, config.fabric.apic_ids, config.fabric.bsp_index
+    monitor = UartMonitor(dut)
+    await start_clock_and_reset(dut, CLOCK_NS)
+    cocotb.start_soon(monitor.run())
+    assert await monitor.wait_for(f"kernel 2: all {n} of {n} cores online\n", timeout_ns=5_000_000), monitor.text
+    lines = monitor.text.splitlines()
+    assert lines[0] == f"apwake soc: BSP up, {n} cores (mailbox)", monitor.text
+    summary = f"all {n} of {n} cores online"
+    kexec = lines.index("kexec: kernel 2")
+    before, after = lines[:kexec], lines[kexec + 1:]
+    assert before.count(summary) == 2 and after[-1] == f"kernel 2: {summary}", monitor.text
+    for core, apic_id in enumerate(ids):
+        if core == bsp:
+            continue
+        assert before.count(f"AP {apic_id} online") == 2, monitor.text
+        assert before.count(f"AP {apic_id} offline") == 2, monitor.text
+        assert after.count(f"kernel 2: AP {apic_id} online") == 1, monitor.text
+    assert not [line for line in lines if "did not" in line or "Failed" in line], monitor.text
+    assert int(dut.leds.value) == (1 << n) - 1 and int(dut.trap.value) == 0

@@ -1,9 +1,11 @@
-"""The soft-SoC simulation on 2 and 4 cores."""
+"""The soft-SoC simulation on 2 and 4 cores (INIT-SIPI-SIPI start), and 4 cores parked on the MP
+wakeup mailbox (wakeup, offline/online, kexec)."""
 
 from sim.lapic.design import FabricConfig
 from sim.pytest_plugin import cocotb_tests
 from sim.soc.design import SocConfig, SocDesign
 
-CONFIGS = [SocConfig(FabricConfig.contiguous(n, n_vectors=32)) for n in (2, 4)]
+CONFIGS = [SocConfig(FabricConfig.contiguous(n, n_vectors=32)) for n in (2, 4)] + [
+    SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start="mailbox")]
 
 test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", CONFIGS, design=SocDesign)

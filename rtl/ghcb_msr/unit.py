@@ -14,7 +14,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..bus import MemoryBusSignature
+from ..bus import MemoryBusSignature, access_states
 from ..lapic.priority import RoundRobinArbiter
 from .layouts import (GFN_NONE, GHCB_OFFSETS, HV_FEATURES, PROTOCOL_MAX, PROTOCOL_MIN, VALID_BIT,
                       HoldType, HvResponse, JumpTableOp, MalformedReason, MsrCode, NaeExit,
@@ -350,15 +350,8 @@ class GhcbMsrUnit(wiring.Component):
                     finish_exit()                # unknown code: MSR unchanged, guest resumed
 
             for k, (target, offset) in enumerate(reads):
-                last = k == len(reads) - 1
-                with m.State(f"RD{k}"):
-                    m.d.comb += [mem.req_valid.eq(1), mem.addr.eq(gpa + offset)]
-                    with m.If(mem.req_ready):
-                        m.next = f"RD{k}_RESP"
-                with m.State(f"RD{k}_RESP"):
-                    with m.If(mem.resp_valid):
-                        m.d.sync += target.eq(mem.rdata)
-                        m.next = "NAE" if last else f"RD{k + 1}"
+                access_states(m, mem, f"RD{k}", addr=gpa + offset, capture=target,
+                              then="NAE" if k == len(reads) - 1 else f"RD{k + 1}")
 
             with m.State("NAE"):
                 code = exit_code
@@ -386,14 +379,9 @@ class GhcbMsrUnit(wiring.Component):
                 with m.Else():
                     reply(HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_EVENT.value)
 
-            with m.State("REL_RD"):             # the bitmap word the release sets bits in
-                m.d.comb += [mem.req_valid.eq(1), mem.addr.eq(gpa + GHCB_OFFSETS["valid_bitmap"] + 12)]
-                with m.If(mem.req_ready):
-                    m.next = "REL_RD_RESP"
-            with m.State("REL_RD_RESP"):
-                with m.If(mem.resp_valid):
-                    m.d.sync += bitmap_hi.eq(mem.rdata)
-                    m.next = "WR0"
+            # the bitmap word the release sets its bits in
+            access_states(m, mem, "REL_RD", addr=gpa + GHCB_OFFSETS["valid_bitmap"] + 12,
+                          capture=bitmap_hi, then="WR0")
 
             for k, (offset, word) in enumerate(writes):
                 last = k == len(writes) - 1

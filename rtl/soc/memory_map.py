@@ -2,7 +2,8 @@
 into ``soc.h`` for the C code, the tests read it from here."""
 
 __all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
-           "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "WINDOW_SIZE", "window_of"]
+           "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
+           "WINDOW_SIZE", "window_of"]
 
 RAM_BASE = 0x0000_0000
 #: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
@@ -22,8 +23,16 @@ APIC_BASE = 0x2000_0000
 CONTROL_BASE = 0x3000_0000
 CONTROL = {"CORE_ID": 0x0,         # read: core index
            "APIC_ID": 0x4,         # read: this core's APIC ID
-           "START_ADDR": 0x8,      # read: where the last SIPI (vector << 12) started this core
-           "N_CORES": 0xC}         # read: number of cores
+           "START_ADDR": 0x8,      # read: where the last SIPI (vector << 12) or mailbox
+                                   # WakeupVector started this core
+           "N_CORES": 0xC,         # read: number of cores
+           "AP_START": 0x10,       # read: how APs start, AP_START below
+           "RESET_VECTOR": 0x14}   # write: "jmp ResetVector": the core goes back to the
+                                   # firmware's mailbox loop (held; the mailbox sees it return)
+#: CONTROL AP_START values
+AP_START = {"sipi": 0, "mailbox": 1}
+#: the ACPI MP wakeup mailbox page (ap_start="mailbox"); its status window follows it
+MAILBOX_BASE = 0x4000_0000
 
 WINDOW_SIZE = 0x1000_0000
 

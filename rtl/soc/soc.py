@@ -17,16 +17,20 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
+from ..bus import access_states
 from ..lapic.priority import RoundRobinArbiter
 from ..lapic.signatures import Space
-from .memory_map import (AP_BOOT, CONTROL, LED_BASE, LOCK_BASE, UART_STATUS, UART_TX,
-                         window_of, APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
+from ..mpwk_mailbox import MpwkMailbox
+from .memory_map import (AP_BOOT, AP_START, CONTROL, LED_BASE, LOCK_BASE, MAILBOX_BASE,
+                         UART_STATUS, UART_TX, window_of, APIC_BASE, CONTROL_BASE, RAM_BASE,
+                         UART_BASE)
 from .picorv32 import PicoRV32
 from .uart import UartTx
 
 __all__ = ["Soc"]
 
-_RAM, _IO, _APIC, _CONTROL = (window_of(a) for a in (RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE))
+_RAM, _IO, _APIC, _CONTROL, _MAILBOX = (window_of(a) for a in (
+    RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE, MAILBOX_BASE))
 
 
 class Soc(wiring.Component):
@@ -40,12 +44,21 @@ class Soc(wiring.Component):
         Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
     uart_divisor : int
         Clocks per UART bit (12 MHz / 115200 = 104).
+    ap_start : str
+        ``"sipi"``: APs wait for SIPI.  ``"mailbox"``: TDX style, APs start parked on an ACPI MP
+        wakeup mailbox (:class:`rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
+        :data:`MAILBOX_BASE`); a Wakeup starts the core at WakeupVector, a write to the control
+        window's RESET_VECTOR sends it back (ResetVector).  INIT/SIPI still work.
 
     Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
     for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core).
     """
 
-    def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104):
+    def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
+                 ap_start="sipi"):
+        if ap_start not in AP_START:
+            raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
+        self.ap_start = ap_start
         if ram_bytes % 4 or not 4096 < ram_bytes <= 1 << 20:
             raise ValueError(f"ram_bytes must be a multiple of 4 above 4096 (the SIPI trampoline "
                              f"sits at 0x1000), not {ram_bytes!r}")
@@ -90,6 +103,23 @@ class Soc(wiring.Component):
                 m.d.comb += apic.sipi_ack.eq(1)
                 with m.If(~run[i]):                  # ignored unless waiting, as on hardware
                     m.d.sync += [run[i].eq(1), start_addr[i].eq(apic.sipi_vector << 12)]
+
+        # --- TDX style: APs parked on the MP wakeup mailbox ----------------------------------------
+        aps = [i for i in range(n) if i != bsp]
+        mailbox = None
+        back_to_firmware = Signal(max(n, 1))           # a core wrote RESET_VECTOR (one cycle)
+        if self.ap_start == "mailbox":
+            m.submodules.mailbox = mailbox = MpwkMailbox(
+                base=MAILBOX_BASE, apic_ids=[fabric.apic_ids[i] for i in aps], version=1,
+                reset_vector=MAILBOX_BASE + 0x800)
+            for k, i in enumerate(aps):
+                ap = mailbox.ap[k]
+                with m.If(ap.wake & ~run[i]):
+                    m.d.comb += ap.wake_ack.eq(1)
+                    m.d.sync += [run[i].eq(1), start_addr[i].eq(ap.wake_vector[0:32])]
+                with m.If(back_to_firmware[i]):
+                    m.d.comb += ap.return_to_firmware.eq(1)
+                    m.d.sync += run[i].eq(0)
 
         # --- the shared bus ----------------------------------------------------------------------------
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
@@ -158,8 +188,14 @@ class Soc(wiring.Component):
                     m.d.sync += rdata.eq(Mux(offset == CONTROL["CORE_ID"], sel,
                                          Mux(offset == CONTROL["APIC_ID"], apic_ids[sel],
                                          Mux(offset == CONTROL["START_ADDR"], start_addr[sel],
-                                         Mux(offset == CONTROL["N_CORES"], n, 0)))))
+                                         Mux(offset == CONTROL["N_CORES"], n,
+                                         Mux(offset == CONTROL["AP_START"], AP_START[self.ap_start], 0))))))
+                    with m.If(write & (offset == CONTROL["RESET_VECTOR"]) & (sel != bsp)):
+                        m.d.comb += back_to_firmware.eq(1 << sel)
                     m.next = "DONE"
+                if mailbox is not None:
+                    with m.Elif(window == _MAILBOX):
+                        m.next = "MAILBOX"
                 with m.Else():
                     m.d.sync += rdata.eq(0)
                     m.next = "DONE"
@@ -181,6 +217,9 @@ class Soc(wiring.Component):
                     with m.If((sel == i) & reg.resp_valid):
                         m.d.sync += rdata.eq(reg.rdata[0:32])
                         m.next = "DONE"
+            if mailbox is not None:
+                access_states(m, mailbox.bus, "MAILBOX", then="DONE", addr=addr, write=write,
+                              wdata=wdata, wstrb=wstrb, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
                 m.next = "IDLE"

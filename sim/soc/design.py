@@ -22,6 +22,7 @@ class SocConfig(EnvConfig):
     ram_bytes: int = 8192
     stack_bytes: int = 256
     uart_divisor: int = 4          # simulation: 4 clocks a bit; the boards use 12 MHz / 115200
+    ap_start: str = "sipi"         # or "mailbox": APs parked on the MP wakeup mailbox (TDX style)
 
     def __post_init__(self):
         if isinstance(self.fabric, dict):
@@ -33,7 +34,7 @@ class SocConfig(EnvConfig):
 
     @property
     def label(self):
-        return f"soc-{self.fabric.label}"
+        return f"soc-{self.fabric.label}" + ("-mailbox" if self.ap_start == "mailbox" else "")
 
 
 class SocDesign(Design):
@@ -63,7 +64,7 @@ class SocDesign(Design):
     def top(self):
         c = self.config
         return Soc(self._fabric.top(), firmware=self.firmware.words, ram_bytes=c.ram_bytes,
-                   stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor)
+                   stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start)
 
     def wave_groups(self, top):
         return self._fabric.wave_groups(top)
