@@ -3,6 +3,9 @@
    style): the BSP wakes each AP through the ACPI MP wakeup mailbox (acpi_wakeup_cpu, mpwk.md
    §4), then offlines and onlines each AP (play_dead to ResetVector, Test, Wakeup), then
    "kexecs": kernel 1 parks every AP back in the firmware, kernel 2 wakes them all again.
+   SEV-ES start (ghcb): the BSP negotiates the GHCB protocol through the MSR window, INIT-SIPI
+   launches each AP, then each AP in turn parks in the MSR-form AP reset hold (ghcb.md §1: 0x006,
+   VMGEXIT stalls the core) until the BSP's INIT-SIPI releases it with 0x007/data 1.
    Each AP prints "AP <id> online" under the hardware lock and sets its bit in the LEDs. */
 #include <stdint.h>
 #include "soc.h"
@@ -11,6 +14,7 @@
 #define APIC(name) REG(SOC_APIC_BASE + APIC_##name)
 #define CONTROL(name) REG(SOC_CONTROL_BASE + SOC_CONTROL_##name)
 #define MAILBOX(field) REG(SOC_MAILBOX_BASE + MAILBOX_##field)
+#define MSR(name) REG(SOC_MSR_BASE + SOC_MSR_##name)
 
 static volatile uint32_t online_mask;
 static volatile uint32_t offline_request;   /* bit per core: cpu_down asked it to play dead */
@@ -45,6 +49,16 @@ static void send_ipi(uint32_t apic_id, uint32_t icr_low)
 
 static void delay(uint32_t n) { for (volatile uint32_t i = 0; i < n; i++) { } }
 
+/* WRMSR GHCB (low word, then the high word commits), VMGEXIT (the store completes when the
+   hypervisor resumes this vCPU), RDMSR: the low word of the reply */
+static uint32_t ghcb_call(uint32_t request)
+{
+    MSR(GHCB_LO) = request;
+    MSR(GHCB_HI) = 0;
+    MSR(VMGEXIT) = 1;
+    return MSR(GHCB_LO);
+}
+
 static void say(const char *what, uint32_t apic_id)
 {
     if (kernel == 2)
@@ -62,6 +76,25 @@ void ap_main(void)
     online_mask |= bit;
     REG(SOC_LED_BASE) = online_mask;
     unlock();
+    if (CONTROL(AP_START) == SOC_AP_START_GHCB) {
+        while (!(offline_request & bit)) { }   /* idle until cpu_down */
+        lock();
+        say(" offline: AP reset hold\n", CONTROL(APIC_ID));
+        online_mask &= ~bit;
+        offline_request &= ~bit;
+        REG(SOC_LED_BASE) = online_mask;
+        unlock();
+        uint32_t reply;
+        do {                                   /* the MSR-form hold: retry unless woken */
+            reply = ghcb_call(GHCB_AP_RESET_HOLD_REQ);
+        } while ((reply & 0xFFF) != GHCB_AP_RESET_HOLD_RESP || !(reply >> 12 | MSR(GHCB_HI)));
+        lock();
+        say(" woken from reset hold\n", CONTROL(APIC_ID));
+        online_mask |= bit;
+        REG(SOC_LED_BASE) = online_mask;
+        unlock();
+        for (;;) { }
+    }
     if (CONTROL(AP_START) != SOC_AP_START_MAILBOX)
         return;
     while (!(offline_request & bit)) { }       /* idle until cpu_down */
@@ -143,14 +176,31 @@ static void cpu_down(uint32_t core)
 void bsp_main(void)
 {
     uint32_t n = CONTROL(N_CORES), self = CONTROL(CORE_ID);
-    int mailbox = CONTROL(AP_START) == SOC_AP_START_MAILBOX;
+    uint32_t start = CONTROL(AP_START);
+    int mailbox = start == SOC_AP_START_MAILBOX;
     lock();
     online_mask = 1u << self;
     REG(SOC_LED_BASE) = online_mask;
     puts_("apwake soc: BSP up, ");
     putdec(n);
-    puts_(mailbox ? " cores (mailbox)\n" : " cores\n");
+    puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n" : " cores\n");
     unlock();
+    if (start == SOC_AP_START_GHCB) {                       /* sev_es_negotiate_protocol */
+        uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ), hi = MSR(GHCB_HI);
+        lock();
+        if ((lo & 0xFFF) != GHCB_SEV_INFO_RESP) {
+            puts_("GHCB: no SEV information\n");
+        } else {
+            puts_("GHCB protocol ");
+            putdec(hi & 0xFFFF);
+            puts_("-");
+            putdec(hi >> 16);
+            puts_(", C-bit ");
+            putdec(lo >> 24);
+            puts_("\n");
+        }
+        unlock();
+    }
     if (mailbox) {
         wake_all_by_mailbox(n, self);
         summary(n);
@@ -188,6 +238,24 @@ void bsp_main(void)
         }
         if (!wait_mask(1u << core, 1u << core))
             report("AP core did not come online: ", core);
+    }
+    summary(n);
+    if (start != SOC_AP_START_GHCB)
+        return;
+    for (uint32_t core = 0; core < n; core++) {             /* reset hold and release */
+        if (core == self)
+            continue;
+        uint32_t id = SOC_APIC_ID(core);
+        offline_request |= 1u << core;
+        if (!wait_mask(1u << core, 0))
+            report("cpu_down: core did not go offline: ", core);
+        delay(200);                                         /* let it reach the hold */
+        send_ipi(id, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
+        send_ipi(id, ICR_INIT | ICR_TRIGGER_LEVEL);
+        send_ipi(id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
+        send_ipi(id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
+        if (!wait_mask(1u << core, 1u << core))
+            report("cpu_up: core did not wake from reset hold: ", core);
     }
     summary(n);
 }

@@ -94,7 +94,7 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
     the_build = build(design, waves=waves is not None)
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    label = (f"soc-demo-n{cpus}" + ("-mailbox" if ap_start == "mailbox" else "")
+    label = (f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}")
              + (f"-gate-{gate_level}" if gate_level else ""))
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
@@ -110,8 +110,8 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
 
 
 def _run_soc(args):
-    if not 1 <= args.cpus <= 8 or (args.ap_start == "mailbox" and args.cpus < 2):
-        print(f"apwake: soc-demo --cpus must be 1 to 8 (2 to 8 with --ap-start mailbox), "
+    if not 1 <= args.cpus <= 8 or (args.ap_start != "sipi" and args.cpus < 2):
+        print(f"apwake: soc-demo --cpus must be 1 to 8 (2 to 8 with --ap-start mailbox or ghcb), "
               f"not {args.cpus}", file=sys.stderr)
         return 2
     report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None,
@@ -233,9 +233,10 @@ def main(argv=None):
                      help="SEV-ES scenarios: the hypervisor's maximum GHCB protocol version")
     run.add_argument("--force-kexec", action="store_true",
                      help="kexec-sev-es-v1: go past the kernel's refusal to show why it refuses")
-    run.add_argument("--ap-start", default="sipi", choices=["sipi", "mailbox"],
-                     help="soc-demo: APs wait for SIPI, or are parked on the MP wakeup mailbox "
-                          "(wakeup, offline/online and kexec demo)")
+    run.add_argument("--ap-start", default="sipi", choices=["sipi", "mailbox", "ghcb"],
+                     help="soc-demo: APs wait for SIPI; or are parked on the MP wakeup mailbox "
+                          "(wakeup, offline/online and kexec demo); or start SEV-ES style "
+                          "through the GHCB MSR unit (negotiation, AP reset hold)")
     run.add_argument("--gate-level", nargs="?", const="generic", default=None,
                      choices=["generic", "ice40", "ecp5"], metavar="FLAVOUR",
                      help="simulate the Yosys gate-level netlist instead of the RTL: generic "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rtl.lapic.layouts import DeliveryMode, Icr, Level, Svr, Trigger
 from rtl.lapic.registers import BY_NAME
+from rtl.ghcb_msr.layouts import MsrCode
 from rtl.mpwk_mailbox.layouts import OFFSETS as MAILBOX_OFFSETS, Command
 from rtl.soc import memory_map as mm
 
@@ -57,6 +58,12 @@ def soc_header(apic_ids):
     for name, value in mm.AP_START.items():
         define(f"SOC_AP_START_{name.upper()}", value)
     define("SOC_MAILBOX_BASE", mm.MAILBOX_BASE)
+    define("SOC_MSR_BASE", mm.MSR_BASE)
+    for name, offset in mm.MSR_WINDOW.items():
+        define(f"SOC_MSR_{name}", offset)
+    for code in (MsrCode.SEV_INFO_REQ, MsrCode.SEV_INFO_RESP, MsrCode.AP_RESET_HOLD_REQ,
+                 MsrCode.AP_RESET_HOLD_RESP):
+        define(f"GHCB_{code.name}", code.value)
     for name in ("command", "apic_id", "wakeup_vector"):
         define(f"MAILBOX_{name.upper()}", MAILBOX_OFFSETS[name])
     for command in Command:

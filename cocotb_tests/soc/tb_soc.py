@@ -64,3 +64,32 @@ async def test_mailbox_wakeup_offline_and_kexec(dut):
         assert after.count(f"kernel 2: AP {apic_id} online") == 1, monitor.text
     assert not [line for line in lines if "did not" in line or "Failed" in line], monitor.text
     assert int(dut.leds.value) == (1 << n) - 1 and int(dut.trap.value) == 0
+
+
+@cocotb.test(timeout_time=20, timeout_unit="ms")
+@applies_to(lambda c: c.ap_start == "ghcb")
+async def test_sev_es_launch_and_reset_hold(dut):
+    """SEV-ES style: the BSP negotiates the GHCB protocol through its MSR window (the SEV
+    information reply, bit-exact fields printed), INIT-SIPI launches every AP through the GHCB
+    unit, then each AP parks in the MSR-form AP reset hold (its VMGEXIT store stalls the core)
+    and only the BSP's INIT-SIPI releases it with 0x007/data 1."""
+    config = SocConfig.from_env()
+    n, ids, bsp = config.n_cpus, config.fabric.apic_ids, config.fabric.bsp_index
+    monitor = UartMonitor(dut)
+    await start_clock_and_reset(dut, CLOCK_NS)
+    cocotb.start_soon(monitor.run())
+    summary = f"all {n} of {n} cores online"
+    assert await monitor.wait_for(f"woken from reset hold\n{summary}\n", timeout_ns=5_000_000), monitor.text
+    lines = monitor.text.splitlines()
+    assert lines[:2] == [f"apwake soc: BSP up, {n} cores (SEV-ES)", "GHCB protocol 1-2, C-bit 51"], lines
+    assert lines.count(summary) == 2
+    first = lines.index(summary)
+    for core, apic_id in enumerate(ids):
+        if core == bsp:
+            continue
+        assert lines[:first].count(f"AP {apic_id} online") == 1, monitor.text
+        held = lines.index(f"AP {apic_id} offline: AP reset hold")
+        woken = lines.index(f"AP {apic_id} woken from reset hold")
+        assert first < held < woken, monitor.text
+    assert not [line for line in lines if "did not" in line], monitor.text
+    assert int(dut.leds.value) == (1 << n) - 1 and int(dut.trap.value) == 0

@@ -1,11 +1,12 @@
-"""The soft-SoC simulation on 2 and 4 cores (INIT-SIPI-SIPI start), and 4 cores parked on the MP
-wakeup mailbox (wakeup, offline/online, kexec)."""
+"""The soft-SoC simulation on 2 and 4 cores (INIT-SIPI-SIPI start), 4 cores parked on the MP
+wakeup mailbox (wakeup, offline/online, kexec), and 4 cores started SEV-ES style through the
+GHCB MSR unit (negotiation, AP reset hold)."""
 
 from sim.lapic.design import FabricConfig
 from sim.pytest_plugin import cocotb_tests
 from sim.soc.design import SocConfig, SocDesign
 
 CONFIGS = [SocConfig(FabricConfig.contiguous(n, n_vectors=32)) for n in (2, 4)] + [
-    SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start="mailbox")]
+    SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start=start) for start in ("mailbox", "ghcb")]
 
 test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", CONFIGS, design=SocDesign)

@@ -3,6 +3,7 @@ into ``soc.h`` for the C code, the tests read it from here."""
 
 __all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
            "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
+           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR",
            "WINDOW_SIZE", "window_of"]
 
 RAM_BASE = 0x0000_0000
@@ -30,9 +31,18 @@ CONTROL = {"CORE_ID": 0x0,         # read: core index
            "RESET_VECTOR": 0x14}   # write: "jmp ResetVector": the core goes back to the
                                    # firmware's mailbox loop (held; the mailbox sees it return)
 #: CONTROL AP_START values
-AP_START = {"sipi": 0, "mailbox": 1}
+AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
 #: the ACPI MP wakeup mailbox page (ap_start="mailbox"); its status window follows it
 MAILBOX_BASE = 0x4000_0000
+#: the core's "MSR window" (ap_start="ghcb"): RV32 has no RDMSR/WRMSR, so the GHCB MSR
+#: (0xC001_0130) is two MMIO words; writing MSR_HI writes the MSR with the latched MSR_LO
+MSR_BASE = 0x5000_0000
+MSR_WINDOW = {"GHCB_LO": 0x0, "GHCB_HI": 0x4,
+              "VMGEXIT": 0x8}      # write: VMGEXIT; the store completes when the hypervisor
+                                   # resumes the vCPU (an AP reset hold stalls the core there)
+#: where a vCPU's launch state starts it (ap_start="ghcb", the first SIPI): the SIPI vector is
+#: ignored under SEV-ES, the firmware's reset block is at the trampoline page
+SEV_LAUNCH_ADDR = 0x0000_1000
 
 WINDOW_SIZE = 0x1000_0000
 

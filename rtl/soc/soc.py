@@ -21,16 +21,17 @@ from ..bus import access_states
 from ..lapic.priority import RoundRobinArbiter
 from ..lapic.signatures import Space
 from ..mpwk_mailbox import MpwkMailbox
+from ..ghcb_msr import GhcbMsrUnit
 from .memory_map import (AP_BOOT, AP_START, CONTROL, LED_BASE, LOCK_BASE, MAILBOX_BASE,
-                         UART_STATUS, UART_TX, window_of, APIC_BASE, CONTROL_BASE, RAM_BASE,
-                         UART_BASE)
+                         MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
+                         APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
 from .picorv32 import PicoRV32
 from .uart import UartTx
 
 __all__ = ["Soc"]
 
-_RAM, _IO, _APIC, _CONTROL, _MAILBOX = (window_of(a) for a in (
-    RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE, MAILBOX_BASE))
+_RAM, _IO, _APIC, _CONTROL, _MAILBOX, _MSR = (window_of(a) for a in (
+    RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE, MAILBOX_BASE, MSR_BASE))
 
 
 class Soc(wiring.Component):
@@ -49,6 +50,10 @@ class Soc(wiring.Component):
         wakeup mailbox (:class:`rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
         :data:`MAILBOX_BASE`); a Wakeup starts the core at WakeupVector, a write to the control
         window's RESET_VECTOR sends it back (ResetVector).  INIT/SIPI still work.
+        ``"ghcb"``: SEV-ES style, the GHCB MSR unit (:class:`rtl.ghcb_msr.GhcbMsrUnit`) takes
+        INIT and SIPI: a first SIPI launches the core at :data:`SEV_LAUNCH_ADDR`; each core
+        reaches its GHCB MSR through the MSR window, and its VMGEXIT store completes only when
+        the hypervisor resumes it (an AP reset hold stalls that core, not the bus).
 
     Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
     for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core).
@@ -62,8 +67,9 @@ class Soc(wiring.Component):
         if ram_bytes % 4 or not 4096 < ram_bytes <= 1 << 20:
             raise ValueError(f"ram_bytes must be a multiple of 4 above 4096 (the SIPI trampoline "
                              f"sits at 0x1000), not {ram_bytes!r}")
-        if len(firmware) > ram_bytes // 4:
-            raise ValueError(f"firmware of {len(firmware) * 4} bytes does not fit {ram_bytes} bytes of RAM")
+        if 4 * len(firmware) > ram_bytes - fabric.n_cpus * stack_bytes:
+            raise ValueError(f"firmware of {len(firmware) * 4} bytes does not fit below the "
+                             f"{fabric.n_cpus} stacks of {stack_bytes} bytes in {ram_bytes} bytes of RAM")
         if stack_bytes * fabric.n_cpus > ram_bytes // 2:
             raise ValueError(f"{fabric.n_cpus} stacks of {stack_bytes} bytes take more than half the RAM")
         self.fabric, self.firmware = fabric, list(firmware)
@@ -92,9 +98,27 @@ class Soc(wiring.Component):
         # --- wait-for-SIPI, per core ---------------------------------------------------------------
         run = [Signal(init=int(i == bsp), name=f"run{i}") for i in range(n)]
         start_addr = Array(Signal(32, name=f"start_addr{i}") for i in range(n))
+        ghcb = None
+        if self.ap_start == "ghcb":
+            m.submodules.ghcb = ghcb = GhcbMsrUnit(n_vcpus=n, bsp_index=bsp)
+            # the firmware speaks the MSR protocol only: GHCB-page accesses are answered (reads
+            # as 0, writes dropped) so a page request gets its malformed-input reply, never hangs
+            gm = ghcb.memory
+            m.d.comb += [gm.req_ready.eq(1), gm.rdata.eq(0)]
+            m.d.sync += gm.resp_valid.eq(gm.req_valid)
         for i, core in enumerate(cores):
             apic = fabric.cpu[i]
             m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
+            if ghcb is not None:
+                # the hypervisor takes INIT and SIPI (ghcb.md §4); a launch starts the core
+                events = ghcb.apic[i]
+                m.d.comb += [events.init.eq(apic.init), events.sipi.eq(apic.sipi),
+                             events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
+                             events.intr.eq(apic.intr), apic.init_ack.eq(events.init_ack),
+                             apic.sipi_ack.eq(events.sipi_ack)]
+                with m.If(ghcb.vcpu[i].launch):
+                    m.d.sync += [run[i].eq(1), start_addr[i].eq(SEV_LAUNCH_ADDR)]
+                continue
             with m.If(apic.init):
                 m.d.comb += apic.init_ack.eq(1)
                 if i != bsp:                         # the BSP has no wait-for-SIPI state
@@ -130,8 +154,18 @@ class Soc(wiring.Component):
         write = wstrb != 0
         rdata = Signal(32)
         done = Signal()
+        # a core whose VMGEXIT store waits for the hypervisor: not granted, answered on exit_done
+        stalled = Signal(n)
+        resumed = Signal(n)
         for i, core in enumerate(cores):
-            m.d.comb += [core.bus.ready.eq(done & (sel == i)), core.bus.rdata.eq(rdata)]
+            m.d.comb += [core.bus.ready.eq((done & (sel == i)) | resumed[i]), core.bus.rdata.eq(rdata)]
+        msr_lo = Array(Signal(32, name=f"msr_lo{i}") for i in range(n))
+        if ghcb is not None:
+            for i in range(n):
+                with m.If(stalled[i] & ghcb.vcpu[i].exit_done):
+                    m.d.sync += [stalled[i].eq(0), resumed[i].eq(1)]
+                with m.Else():
+                    m.d.sync += resumed[i].eq(0)
 
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         rport = ram.read_port()
@@ -146,7 +180,7 @@ class Soc(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += arbiter.requests.eq(Cat(*(c.bus.valid for c in cores)))
+                m.d.comb += arbiter.requests.eq(Cat(*(c.bus.valid for c in cores)) & ~stalled & ~resumed)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
                     m.next = "DECODE"
@@ -196,6 +230,26 @@ class Soc(wiring.Component):
                 if mailbox is not None:
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
+                if ghcb is not None:
+                    with m.Elif(window == _MSR):
+                        offset = addr[0:8]
+                        vcpu = Array(ghcb.vcpu)[sel]
+                        m.d.sync += rdata.eq(Mux(offset == MSR_WINDOW["GHCB_HI"], vcpu.msr_rdata[32:64],
+                                                 vcpu.msr_rdata[0:32]))
+                        m.next = "DONE"
+                        with m.If(write & (offset == MSR_WINDOW["GHCB_LO"])):
+                            m.d.sync += msr_lo[sel].eq(wdata)
+                        with m.If(write & (offset == MSR_WINDOW["GHCB_HI"])):
+                            for i in range(n):
+                                with m.If(sel == i):
+                                    m.d.comb += [ghcb.vcpu[i].msr_write.eq(1),
+                                                 ghcb.vcpu[i].msr_wdata.eq(Cat(msr_lo[i], wdata))]
+                        with m.If(write & (offset == MSR_WINDOW["VMGEXIT"])):
+                            for i in range(n):
+                                with m.If(sel == i):
+                                    m.d.comb += ghcb.vcpu[i].vmgexit.eq(1)
+                                    m.d.sync += stalled[i].eq(1)
+                            m.next = "IDLE"          # the core's answer waits for exit_done
                 with m.Else():
                     m.d.sync += rdata.eq(0)
                     m.next = "DONE"

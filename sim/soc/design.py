@@ -22,7 +22,8 @@ class SocConfig(EnvConfig):
     ram_bytes: int = 8192
     stack_bytes: int = 256
     uart_divisor: int = 4          # simulation: 4 clocks a bit; the boards use 12 MHz / 115200
-    ap_start: str = "sipi"         # or "mailbox": APs parked on the MP wakeup mailbox (TDX style)
+    ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
+                                   # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI
 
     def __post_init__(self):
         if isinstance(self.fabric, dict):
@@ -34,7 +35,7 @@ class SocConfig(EnvConfig):
 
     @property
     def label(self):
-        return f"soc-{self.fabric.label}" + ("-mailbox" if self.ap_start == "mailbox" else "")
+        return f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
 
 
 class SocDesign(Design):

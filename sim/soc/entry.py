@@ -16,7 +16,12 @@ CLOCK_NS = 10
 def final_line(config):
     """The firmware's last line when everything worked."""
     n = config.n_cpus
-    return ("kernel 2: " if config.ap_start == "mailbox" else "") + f"all {n} of {n} cores online"
+    summary = f"all {n} of {n} cores online"
+    if config.ap_start == "mailbox":
+        return f"kernel 2: {summary}"
+    if config.ap_start == "ghcb":       # the second summary, after every reset hold
+        return f"woken from reset hold\n{summary}"
+    return summary
 
 
 @cocotb.test(timeout_time=100, timeout_unit="ms")
