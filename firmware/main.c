@@ -49,14 +49,22 @@ static void send_ipi(uint32_t apic_id, uint32_t icr_low)
 
 static void delay(uint32_t n) { for (volatile uint32_t i = 0; i < n; i++) { } }
 
-/* WRMSR GHCB (low word, then the high word commits), VMGEXIT (the store completes when the
-   hypervisor resumes this vCPU), RDMSR: the low word of the reply */
+/* RDMSR / WRMSR through the SoC's MSR window (RV32 has no such instructions) */
+static uint32_t rdmsr_lo(uint32_t msr) { MSR(SELECT) = msr; return MSR(DATA_LO); }
+static void wrmsr(uint32_t msr, uint32_t lo, uint32_t hi)
+{
+    MSR(SELECT) = msr;
+    MSR(DATA_LO) = lo;
+    MSR(DATA_HI) = hi;                         /* this store does the WRMSR */
+}
+
+/* WRMSR GHCB, VMGEXIT (the store completes when the hypervisor resumes this vCPU), RDMSR:
+   the low word of the reply (the high word is then in DATA_HI) */
 static uint32_t ghcb_call(uint32_t request)
 {
-    MSR(GHCB_LO) = request;
-    MSR(GHCB_HI) = 0;
+    wrmsr(MSR_GHCB, request, 0);
     MSR(VMGEXIT) = 1;
-    return MSR(GHCB_LO);
+    return rdmsr_lo(MSR_GHCB);
 }
 
 static void say(const char *what, uint32_t apic_id)
@@ -87,7 +95,7 @@ void ap_main(void)
         uint32_t reply;
         do {                                   /* the MSR-form hold: retry unless woken */
             reply = ghcb_call(GHCB_AP_RESET_HOLD_REQ);
-        } while ((reply & 0xFFF) != GHCB_AP_RESET_HOLD_RESP || !(reply >> 12 | MSR(GHCB_HI)));
+        } while ((reply & 0xFFF) != GHCB_AP_RESET_HOLD_RESP || !(reply >> 12 | MSR(DATA_HI)));
         lock();
         say(" woken from reset hold\n", CONTROL(APIC_ID));
         online_mask |= bit;
@@ -186,7 +194,7 @@ void bsp_main(void)
     puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n" : " cores\n");
     unlock();
     if (start == SOC_AP_START_GHCB) {                       /* sev_es_negotiate_protocol */
-        uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ), hi = MSR(GHCB_HI);
+        uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ), hi = MSR(DATA_HI);
         lock();
         if ((lo & 0xFFF) != GHCB_SEV_INFO_RESP) {
             puts_("GHCB: no SEV information\n");
@@ -224,20 +232,40 @@ void bsp_main(void)
         return;
     }
     APIC(SVR) = SVR_APIC_ENABLE | 0xFF;
+    int x2apic = 0;
     for (uint32_t core = 0; core < n; core++) {
         if (core == self)
             continue;
         uint32_t id = SOC_APIC_ID(core);
-        APIC(ESR) = 0;
-        send_ipi(id, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
-        send_ipi(id, ICR_INIT | ICR_TRIGGER_LEVEL);                    /* de-assert */
-        for (int k = 0; k < 2; k++) {
+        if (x2apic) {                          /* the ICR is one 64-bit MSR, no busy bit */
+            wrmsr(MSR_X2APIC_ESR, 0, 0);
+            wrmsr(MSR_X2APIC_ICR, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL, id);
+            wrmsr(MSR_X2APIC_ICR, ICR_INIT | ICR_TRIGGER_LEVEL, id);
+            for (int k = 0; k < 2; k++) {
+                wrmsr(MSR_X2APIC_ICR, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR, id);
+                delay(10);
+            }
+        } else {
             APIC(ESR) = 0;
-            send_ipi(id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
-            delay(10);
+            send_ipi(id, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
+            send_ipi(id, ICR_INIT | ICR_TRIGGER_LEVEL);                /* de-assert */
+            for (int k = 0; k < 2; k++) {
+                APIC(ESR) = 0;
+                send_ipi(id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
+                delay(10);
+            }
         }
         if (!wait_mask(1u << core, 1u << core))
             report("AP core did not come online: ", core);
+        if (!x2apic && start == SOC_AP_START_SIPI) {
+            /* after the first AP: the BSP switches its APIC to x2APIC mode (IA32_APIC_BASE
+               EN | EXTD through the MSR window) and wakes the others through MSR 0x830 */
+            wrmsr(MSR_IA32_APIC_BASE, rdmsr_lo(MSR_IA32_APIC_BASE) | APIC_BASE_X2APIC, MSR(DATA_HI));
+            x2apic = 1;
+            lock();
+            puts_("BSP: x2APIC mode\n");
+            unlock();
+        }
     }
     summary(n);
     if (start != SOC_AP_START_GHCB)

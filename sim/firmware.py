@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtl.lapic.layouts import DeliveryMode, Icr, Level, Svr, Trigger
+from rtl.lapic.layouts import MSR_IA32_APIC_BASE, ApicBase, DeliveryMode, Icr, Level, Svr, Trigger
 from rtl.lapic.registers import BY_NAME
-from rtl.ghcb_msr.layouts import MsrCode
+from rtl.ghcb_msr.layouts import MSR_GHCB, MsrCode
 from rtl.mpwk_mailbox.layouts import OFFSETS as MAILBOX_OFFSETS, Command
 from rtl.soc import memory_map as mm
 
@@ -61,6 +61,11 @@ def soc_header(apic_ids):
     define("SOC_MSR_BASE", mm.MSR_BASE)
     for name, offset in mm.MSR_WINDOW.items():
         define(f"SOC_MSR_{name}", offset)
+    define("MSR_GHCB", MSR_GHCB)
+    define("MSR_IA32_APIC_BASE", MSR_IA32_APIC_BASE)
+    define("APIC_BASE_X2APIC", field_mask(ApicBase, "extd") | field_mask(ApicBase, "enable"))
+    for name in ("ESR", "ICR"):
+        define(f"MSR_X2APIC_{name}", BY_NAME[name].msr)
     for code in (MsrCode.SEV_INFO_REQ, MsrCode.SEV_INFO_RESP, MsrCode.AP_RESET_HOLD_REQ,
                  MsrCode.AP_RESET_HOLD_RESP):
         define(f"GHCB_{code.name}", code.value)
@@ -120,6 +125,14 @@ def _image(elf_path):
         elf = ELFFile(f)
         if elf["e_machine"] != "EM_RISCV" or elf.elfclass != 32:
             raise FirmwareError(f"{elf_path} is not an RV32 ELF")
+        # link.ld places the entry points; they must be where the RTL starts the cores
+        for name, address in ((".start", mm.RAM_BASE), (".ap_boot", mm.AP_BOOT),
+                              (".trampoline", TRAMPOLINE_VECTOR << 12)):
+            section = elf.get_section_by_name(name)
+            placed = None if section is None else section["sh_addr"]
+            if placed != address:
+                raise FirmwareError(f"firmware/link.ld puts {name} at {placed!r}, "
+                                    f"the SoC starts cores at {address:#x}")
         for segment in elf.iter_segments():
             if segment["p_type"] != "PT_LOAD" or not segment["p_filesz"]:
                 continue

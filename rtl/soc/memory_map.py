@@ -8,7 +8,7 @@ __all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_
 
 RAM_BASE = 0x0000_0000
 #: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
-AP_BOOT = 0x0000_0100
+AP_BOOT = 0x0000_0040
 
 UART_BASE = 0x1000_0000
 UART_TX = UART_BASE + 0x0          # write: send the byte in [7:0]
@@ -34,11 +34,13 @@ CONTROL = {"CORE_ID": 0x0,         # read: core index
 AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
 #: the ACPI MP wakeup mailbox page (ap_start="mailbox"); its status window follows it
 MAILBOX_BASE = 0x4000_0000
-#: the core's "MSR window" (ap_start="ghcb"): RV32 has no RDMSR/WRMSR, so the GHCB MSR
-#: (0xC001_0130) is two MMIO words; writing MSR_HI writes the MSR with the latched MSR_LO
+#: the core's "MSR window": RV32 has no RDMSR/WRMSR.  Write the MSR number to SELECT; a write
+#: of DATA_HI is WRMSR (DATA_LO written before it is the low half); a read of DATA_LO is RDMSR
+#: (the high half is then in DATA_HI).  The GHCB MSR (0xC001_0130) goes to the GHCB unit
+#: (ap_start="ghcb"), every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+).
 MSR_BASE = 0x5000_0000
-MSR_WINDOW = {"GHCB_LO": 0x0, "GHCB_HI": 0x4,
-              "VMGEXIT": 0x8}      # write: VMGEXIT; the store completes when the hypervisor
+MSR_WINDOW = {"SELECT": 0x0, "DATA_LO": 0x4, "DATA_HI": 0x8,
+              "VMGEXIT": 0xC}      # write: VMGEXIT; the store completes when the hypervisor
                                    # resumes the vCPU (an AP reset hold stalls the core there)
 #: where a vCPU's launch state starts it (ap_start="ghcb", the first SIPI): the SIPI vector is
 #: ignored under SEV-ES, the firmware's reset block is at the trampoline page

@@ -22,6 +22,7 @@ from ..lapic.priority import RoundRobinArbiter
 from ..lapic.signatures import Space
 from ..mpwk_mailbox import MpwkMailbox
 from ..ghcb_msr import GhcbMsrUnit
+from ..ghcb_msr.layouts import MSR_GHCB
 from .memory_map import (AP_BOOT, AP_START, CONTROL, LED_BASE, LOCK_BASE, MAILBOX_BASE,
                          MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
                          APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
@@ -159,7 +160,13 @@ class Soc(wiring.Component):
         resumed = Signal(n)
         for i, core in enumerate(cores):
             m.d.comb += [core.bus.ready.eq((done & (sel == i)) | resumed[i]), core.bus.rdata.eq(rdata)]
+        # the MSR window, per core
+        msr_select = Array(Signal(32, name=f"msr_select{i}") for i in range(n))
         msr_lo = Array(Signal(32, name=f"msr_lo{i}") for i in range(n))
+        msr_hi = Array(Signal(32, name=f"msr_hi{i}") for i in range(n))
+        # what the APIC register bus access does (an MMIO window access or an MSR)
+        apic_space, apic_addr = Signal(Space), Signal(32)
+        apic_write, apic_wdata = Signal(), Signal(64)
         if ghcb is not None:
             for i in range(n):
                 with m.If(stalled[i] & ghcb.vcpu[i].exit_done):
@@ -216,6 +223,8 @@ class Soc(wiring.Component):
                         m.d.sync += rdata.eq(0)
                         m.next = "DONE"
                 with m.Elif(window == _APIC):
+                    m.d.sync += [apic_space.eq(Space.MMIO), apic_addr.eq(addr[0:12]),
+                                 apic_write.eq(write), apic_wdata.eq(wdata)]
                     m.next = "APIC_REQ"
                 with m.Elif(window == _CONTROL):
                     offset = addr[0:8]
@@ -230,21 +239,34 @@ class Soc(wiring.Component):
                 if mailbox is not None:
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
-                if ghcb is not None:
-                    with m.Elif(window == _MSR):
-                        offset = addr[0:8]
-                        vcpu = Array(ghcb.vcpu)[sel]
-                        m.d.sync += rdata.eq(Mux(offset == MSR_WINDOW["GHCB_HI"], vcpu.msr_rdata[32:64],
-                                                 vcpu.msr_rdata[0:32]))
-                        m.next = "DONE"
-                        with m.If(write & (offset == MSR_WINDOW["GHCB_LO"])):
-                            m.d.sync += msr_lo[sel].eq(wdata)
-                        with m.If(write & (offset == MSR_WINDOW["GHCB_HI"])):
+                with m.Elif(window == _MSR):
+                    offset = addr[0:8]
+                    m.next = "DONE"
+                    with m.If(offset == MSR_WINDOW["SELECT"]):
+                        with m.If(write):
+                            m.d.sync += msr_select[sel].eq(wdata)
+                        m.d.sync += rdata.eq(msr_select[sel])
+                    with m.Elif((offset == MSR_WINDOW["DATA_LO"]) & write):
+                        m.d.sync += msr_lo[sel].eq(wdata)
+                    with m.Elif((offset == MSR_WINDOW["DATA_HI"]) & ~write):
+                        m.d.sync += rdata.eq(msr_hi[sel])
+                    if ghcb is not None:
+                        is_ghcb = msr_select[sel] == MSR_GHCB
+                        with m.Elif(is_ghcb & (offset == MSR_WINDOW["DATA_LO"])):  # RDMSR GHCB
+                            vcpu_msr = Array(v.msr_rdata for v in ghcb.vcpu)[sel]
+                            m.d.sync += [rdata.eq(vcpu_msr[0:32]), msr_hi[sel].eq(vcpu_msr[32:64])]
+                        with m.Elif(is_ghcb & (offset == MSR_WINDOW["DATA_HI"])):  # WRMSR GHCB
                             for i in range(n):
                                 with m.If(sel == i):
                                     m.d.comb += [ghcb.vcpu[i].msr_write.eq(1),
                                                  ghcb.vcpu[i].msr_wdata.eq(Cat(msr_lo[i], wdata))]
-                        with m.If(write & (offset == MSR_WINDOW["VMGEXIT"])):
+                    with m.Elif((offset == MSR_WINDOW["DATA_LO"]) | (offset == MSR_WINDOW["DATA_HI"])):
+                        # RDMSR / WRMSR of the core's local APIC (x2APIC, IA32_APIC_BASE)
+                        m.d.sync += [apic_space.eq(Space.MSR), apic_addr.eq(msr_select[sel]),
+                                     apic_write.eq(write), apic_wdata.eq(Cat(msr_lo[sel], wdata))]
+                        m.next = "APIC_REQ"
+                    if ghcb is not None:
+                        with m.Elif(write & (offset == MSR_WINDOW["VMGEXIT"])):
                             for i in range(n):
                                 with m.If(sel == i):
                                     m.d.comb += ghcb.vcpu[i].vmgexit.eq(1)
@@ -260,16 +282,16 @@ class Soc(wiring.Component):
                 for i in range(n):
                     reg = fabric.cpu[i].reg
                     with m.If(sel == i):
-                        m.d.comb += [reg.req_valid.eq(1), reg.space.eq(Space.MMIO),
-                                     reg.addr.eq(addr[0:12]), reg.write.eq(write),
-                                     reg.wdata.eq(wdata)]
+                        m.d.comb += [reg.req_valid.eq(1), reg.space.eq(apic_space),
+                                     reg.addr.eq(apic_addr), reg.write.eq(apic_write),
+                                     reg.wdata.eq(apic_wdata)]
                         with m.If(reg.req_ready):
                             m.next = "APIC_RESP"
             with m.State("APIC_RESP"):
                 for i in range(n):
                     reg = fabric.cpu[i].reg
                     with m.If((sel == i) & reg.resp_valid):
-                        m.d.sync += rdata.eq(reg.rdata[0:32])
+                        m.d.sync += [rdata.eq(reg.rdata[0:32]), msr_hi[sel].eq(reg.rdata[32:64])]
                         m.next = "DONE"
             if mailbox is not None:
                 access_states(m, mailbox.bus, "MAILBOX", then="DONE", addr=addr, write=write,
