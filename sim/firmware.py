@@ -55,6 +55,8 @@ def soc_header(apic_ids):
         define(f"SOC_{name}", getattr(mm, name))
     for name, offset in mm.CONTROL.items():
         define(f"SOC_CONTROL_{name}", offset)
+    for name, bit in mm.FEATURES.items():
+        define(f"SOC_FEATURE_{name}", bit)
     for name, value in mm.AP_START.items():
         define(f"SOC_AP_START_{name.upper()}", value)
     define("SOC_MAILBOX_BASE", mm.MAILBOX_BASE)

@@ -37,6 +37,7 @@ class Board:
     ram_bytes: int
     leds: tuple = ()
     family: str = "ice40"
+    msr_window: bool = True     # the per-core MSR window (x2APIC/GHCB MSRs)
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -49,20 +50,20 @@ class Board:
 BOARDS = {
     "icebreaker": Board(
         "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", 12e6, n_cores=2,
-        n_vectors=32, ram_bytes=8192, leds=(("led", 0), ("led", 1)),
+        n_vectors=32, ram_bytes=8192, leds=(("led", 0), ("led", 1)), msr_window=False,
         notes="iCE40UP5K: 2 PicoRV32 (RV32I, no MUL/DIV/IRQ) and 2 APICs with 32 vectors (the minimum) fit; "
-              "RAM 8 KiB in block RAM"),
+              "RAM 8 KiB in block RAM; without the MSR window (x2APIC/GHCB MSRs), which does not fit"),
     "ulx3s": Board(
         "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", 25e6, n_cores=8, n_vectors=32,
         ram_bytes=16384, leds=tuple(("led", i) for i in range(8)), family="ecp5",
-        notes="ECP5-85F: 8 PicoRV32 and 8 APICs with 32 vectors; RAM 16 KiB"),
+        notes="ECP5-85F: 8 PicoRV32 and 8 APICs with 32 vectors; RAM 16 KiB; with the MSR window"),
 }
 
 
 def make_soc(board, firmware):
     fabric = ApicFabric(list(range(board.n_cores)), n_vectors=board.n_vectors)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
-               uart_divisor=round(board.clock_hz / 115200))
+               uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window)
 
 
 class BoardTop(Elaboratable):

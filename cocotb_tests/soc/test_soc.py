@@ -6,7 +6,9 @@ from sim.lapic.design import FabricConfig
 from sim.pytest_plugin import cocotb_tests
 from sim.soc.design import SocConfig, SocDesign
 
-CONFIGS = [SocConfig(FabricConfig.contiguous(n, n_vectors=32)) for n in (2, 4)] + [
+CONFIGS = [
+    SocConfig(FabricConfig.contiguous(2, n_vectors=32), msr_window=False),   # as on the iCEBreaker
+    SocConfig(FabricConfig.contiguous(4, n_vectors=32))] + [
     SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start=start) for start in ("mailbox", "ghcb")]
 
 test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", CONFIGS, design=SocDesign)

@@ -3,7 +3,7 @@ into ``soc.h`` for the C code, the tests read it from here."""
 
 __all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
            "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
-           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR",
+           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES",
            "WINDOW_SIZE", "window_of"]
 
 RAM_BASE = 0x0000_0000
@@ -28,8 +28,11 @@ CONTROL = {"CORE_ID": 0x0,         # read: core index
                                    # WakeupVector started this core
            "N_CORES": 0xC,         # read: number of cores
            "AP_START": 0x10,       # read: how APs start, AP_START below
+           "FEATURES": 0x18,       # read: FEATURES bits below
            "RESET_VECTOR": 0x14}   # write: "jmp ResetVector": the core goes back to the
                                    # firmware's mailbox loop (held; the mailbox sees it return)
+#: CONTROL FEATURES bits (what this build of the SoC has)
+FEATURES = {"MSR_WINDOW": 1 << 0}
 #: CONTROL AP_START values
 AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
 #: the ACPI MP wakeup mailbox page (ap_start="mailbox"); its status window follows it

@@ -23,7 +23,7 @@ from ..lapic.signatures import Space
 from ..mpwk_mailbox import MpwkMailbox
 from ..ghcb_msr import GhcbMsrUnit
 from ..ghcb_msr.layouts import MSR_GHCB
-from .memory_map import (AP_BOOT, AP_START, CONTROL, LED_BASE, LOCK_BASE, MAILBOX_BASE,
+from .memory_map import (AP_BOOT, AP_START, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
                          MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
                          APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
 from .picorv32 import PicoRV32
@@ -46,6 +46,9 @@ class Soc(wiring.Component):
         Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
     uart_divisor : int
         Clocks per UART bit (12 MHz / 115200 = 104).
+    msr_window : bool
+        The per-core MSR window (x2APIC and GHCB MSRs); off on the iCE40UP5K, where it does
+        not fit beside two cores.  CONTROL FEATURES tells the firmware.
     ap_start : str
         ``"sipi"``: APs wait for SIPI.  ``"mailbox"``: TDX style, APs start parked on an ACPI MP
         wakeup mailbox (:class:`rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
@@ -61,10 +64,12 @@ class Soc(wiring.Component):
     """
 
     def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
-                 ap_start="sipi"):
+                 ap_start="sipi", msr_window=True):
         if ap_start not in AP_START:
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
-        self.ap_start = ap_start
+        if ap_start == "ghcb" and not msr_window:
+            raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
+        self.ap_start, self.msr_window = ap_start, msr_window
         if ram_bytes % 4 or not 4096 < ram_bytes <= 1 << 20:
             raise ValueError(f"ram_bytes must be a multiple of 4 above 4096 (the SIPI trampoline "
                              f"sits at 0x1000), not {ram_bytes!r}")
@@ -232,14 +237,16 @@ class Soc(wiring.Component):
                                          Mux(offset == CONTROL["APIC_ID"], apic_ids[sel],
                                          Mux(offset == CONTROL["START_ADDR"], start_addr[sel],
                                          Mux(offset == CONTROL["N_CORES"], n,
-                                         Mux(offset == CONTROL["AP_START"], AP_START[self.ap_start], 0))))))
+                                         Mux(offset == CONTROL["AP_START"], AP_START[self.ap_start],
+                                         Mux(offset == CONTROL["FEATURES"],
+                                             FEATURES["MSR_WINDOW"] if self.msr_window else 0, 0)))))))
                     with m.If(write & (offset == CONTROL["RESET_VECTOR"]) & (sel != bsp)):
                         m.d.comb += back_to_firmware.eq(1 << sel)
                     m.next = "DONE"
                 if mailbox is not None:
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
-                with m.Elif(window == _MSR):
+                with m.Elif((window == _MSR) & self.msr_window):
                     offset = addr[0:8]
                     m.next = "DONE"
                     with m.If(offset == MSR_WINDOW["SELECT"]):

@@ -22,6 +22,7 @@ class SocConfig(EnvConfig):
     ram_bytes: int = 8192
     stack_bytes: int = 256
     uart_divisor: int = 4          # simulation: 4 clocks a bit; the boards use 12 MHz / 115200
+    msr_window: bool = True        # the per-core MSR window (the iCEBreaker build has none)
     ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
                                    # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI
 
@@ -35,7 +36,8 @@ class SocConfig(EnvConfig):
 
     @property
     def label(self):
-        return f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
+        return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
+                + ("" if self.msr_window else "-no-msr"))
 
 
 class SocDesign(Design):
@@ -65,7 +67,8 @@ class SocDesign(Design):
     def top(self):
         c = self.config
         return Soc(self._fabric.top(), firmware=self.firmware.words, ram_bytes=c.ram_bytes,
-                   stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start)
+                   stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start,
+                   msr_window=c.msr_window)
 
     def wave_groups(self, top):
         return self._fabric.wave_groups(top)
