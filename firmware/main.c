@@ -192,6 +192,11 @@ void bsp_main(void)
     puts_("apwake soc: BSP up, ");
     putdec(n);
     puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n" : " cores\n");
+    volatile uint32_t *rom = (volatile uint32_t *)SOC_AP_BOOT;   /* the boot ROM ignores stores */
+    uint32_t word = *rom;
+    *rom = ~word;
+    if (*rom != word)
+        puts_("boot ROM is writable\n");
     unlock();
     if (start == SOC_AP_START_GHCB) {                       /* sev_es_negotiate_protocol */
         uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ), hi = MSR(DATA_HI);

@@ -35,6 +35,7 @@ async def test_firmware_wakes_every_ap(dut):
             continue
         assert lines.count(f"AP {apic_id} online") == 1, transcript
     assert lines[-1] == f"all {n} of {n} cores online", transcript
+    assert "boot ROM is writable" not in lines, transcript
     # after the first AP the BSP switches to x2APIC (MSR window) and wakes the rest by MSR 0x830;
     # a SoC built without the MSR window stays in xAPIC mode
     if config.msr_window:

@@ -1,12 +1,15 @@
 """The soft-SoC's address map, declared once: the RTL decodes it, ``firmware/build.py`` turns it
 into ``soc.h`` for the C code, the tests read it from here."""
 
-__all__ = ["RAM_BASE", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
+__all__ = ["RAM_BASE", "BOOT_ROM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
            "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
            "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES",
            "WINDOW_SIZE", "window_of"]
 
 RAM_BASE = 0x0000_0000
+#: the boot ROM: the reset entry and the AP boot stub at the bottom of the RAM block, written by
+#: the FPGA configuration (the firmware image) and read-only to the cores
+BOOT_ROM_BYTES = 0x80
 #: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
 AP_BOOT = 0x0000_0040
 

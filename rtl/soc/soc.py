@@ -23,7 +23,7 @@ from ..lapic.signatures import Space
 from ..mpwk_mailbox import MpwkMailbox
 from ..ghcb_msr import GhcbMsrUnit
 from ..ghcb_msr.layouts import MSR_GHCB
-from .memory_map import (AP_BOOT, AP_START, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
+from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
                          MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
                          APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
 from .picorv32 import PicoRV32
@@ -199,7 +199,8 @@ class Soc(wiring.Component):
             with m.State("DECODE"):
                 window = addr[28:32]
                 with m.If(window == _RAM):
-                    m.d.comb += wport.en.eq(wstrb)
+                    with m.If(addr[0:28] >= BOOT_ROM_BYTES):     # the boot ROM ignores stores
+                        m.d.comb += wport.en.eq(wstrb)
                     m.next = "RAM"
                 with m.Elif(window == _IO):
                     with m.If(addr == UART_TX):
