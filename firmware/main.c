@@ -67,6 +67,8 @@ static uint32_t ghcb_call(uint32_t request)
     return rdmsr_lo(MSR_GHCB);
 }
 
+#define FIELD(value, layout, name) (((value) >> layout##_##name##_SHIFT) & layout##_##name##_MASK)
+
 static void say(const char *what, uint32_t apic_id)
 {
     if (kernel == 2)
@@ -76,43 +78,40 @@ static void say(const char *what, uint32_t apic_id)
     puts_(what);
 }
 
-void ap_main(void)
+/* say it under the lock and update this AP's bit in the online mask and the LEDs */
+static void announce(uint32_t bit, int online, const char *what)
 {
-    uint32_t core = CONTROL(CORE_ID), bit = 1u << core;
     lock();
-    say(" online\n", CONTROL(APIC_ID));
-    online_mask |= bit;
-    REG(SOC_LED_BASE) = online_mask;
-    unlock();
-    if (CONTROL(AP_START) == SOC_AP_START_GHCB) {
-        while (!(offline_request & bit)) { }   /* idle until cpu_down */
-        lock();
-        say(" offline: AP reset hold\n", CONTROL(APIC_ID));
+    say(what, CONTROL(APIC_ID));
+    if (online) {
+        online_mask |= bit;
+    } else {
         online_mask &= ~bit;
         offline_request &= ~bit;
-        REG(SOC_LED_BASE) = online_mask;
-        unlock();
-        uint32_t reply;
-        do {                                   /* the MSR-form hold: retry unless woken */
-            reply = ghcb_call(GHCB_AP_RESET_HOLD_REQ);
-        } while ((reply & 0xFFF) != GHCB_AP_RESET_HOLD_RESP || !(reply >> 12 | MSR(DATA_HI)));
-        lock();
-        say(" woken from reset hold\n", CONTROL(APIC_ID));
-        online_mask |= bit;
-        REG(SOC_LED_BASE) = online_mask;
-        unlock();
-        for (;;) { }
     }
-    if (CONTROL(AP_START) != SOC_AP_START_MAILBOX)
-        return;
-    while (!(offline_request & bit)) { }       /* idle until cpu_down */
-    lock();
-    say(" offline\n", CONTROL(APIC_ID));
-    online_mask &= ~bit;
-    offline_request &= ~bit;
     REG(SOC_LED_BASE) = online_mask;
     unlock();
-    CONTROL(RESET_VECTOR) = 1;                 /* acpi_mp_play_dead: jmp ResetVector */
+}
+
+void ap_main(void)
+{
+    uint32_t bit = 1u << CONTROL(CORE_ID), start = CONTROL(AP_START);
+    announce(bit, 1, " online\n");
+    if (start == SOC_AP_START_SIPI)
+        return;
+    while (!(offline_request & bit)) { }       /* idle until cpu_down */
+    if (start == SOC_AP_START_MAILBOX) {
+        announce(bit, 0, " offline\n");
+        CONTROL(RESET_VECTOR) = 1;             /* acpi_mp_play_dead: jmp ResetVector */
+        for (;;) { }
+    }
+    announce(bit, 0, " offline: AP reset hold\n");
+    uint32_t reply;
+    do {                                       /* the MSR-form hold: retry unless woken */
+        reply = ghcb_call(GHCB_AP_RESET_HOLD_REQ);
+    } while (FIELD(reply, GHCB_MSR, INFO) != GHCB_AP_RESET_HOLD_RESP
+             || !(FIELD(reply, GHCB_MSR, DATA) | MSR(DATA_HI)));
+    announce(bit, 1, " woken from reset hold\n");
     for (;;) { }
 }
 
@@ -124,7 +123,7 @@ static int mailbox_command(uint32_t apic_id, uint32_t command)
     REG(SOC_MAILBOX_BASE + MAILBOX_WAKEUP_VECTOR + 4) = 0;
     MAILBOX(COMMAND) = command;
     for (uint32_t spins = 0; spins < 100000; spins++)
-        if (!(MAILBOX(COMMAND) & 0xFFFF))
+        if (!(MAILBOX(COMMAND) & MAILBOX_COMMAND_MASK))
             return 1;
     return 0;
 }
@@ -199,17 +198,18 @@ void bsp_main(void)
         puts_("boot ROM is writable\n");
     unlock();
     if (start == SOC_AP_START_GHCB) {                       /* sev_es_negotiate_protocol */
-        uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ), hi = MSR(DATA_HI);
+        uint32_t lo = ghcb_call(GHCB_SEV_INFO_REQ);
+        uint64_t info = (uint64_t)MSR(DATA_HI) << 32 | lo;
         lock();
-        if ((lo & 0xFFF) != GHCB_SEV_INFO_RESP) {
+        if (FIELD(info, SEV_INFO, INFO) != GHCB_SEV_INFO_RESP) {
             puts_("GHCB: no SEV information\n");
         } else {
             puts_("GHCB protocol ");
-            putdec(hi & 0xFFFF);
+            putdec(FIELD(info, SEV_INFO, MIN_VERSION));
             puts_("-");
-            putdec(hi >> 16);
+            putdec(FIELD(info, SEV_INFO, MAX_VERSION));
             puts_(", C-bit ");
-            putdec(lo >> 24);
+            putdec(FIELD(info, SEV_INFO, CBIT));
             puts_("\n");
         }
         unlock();
@@ -236,7 +236,7 @@ void bsp_main(void)
         summary(n);
         return;
     }
-    APIC(SVR) = SVR_APIC_ENABLE | 0xFF;
+    APIC(SVR) = SVR_APIC_ENABLE | SPURIOUS_VECTOR;
     int x2apic = 0;
     for (uint32_t core = 0; core < n; core++) {
         if (core == self)

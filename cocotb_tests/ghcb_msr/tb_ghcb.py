@@ -3,7 +3,6 @@ negotiation, AP reset hold in both forms and its races (§4, §7), the GHCB page
 AP jump table (§2, §3)."""
 
 import cocotb
-from cocotb.triggers import RisingEdge
 
 from rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
                                   HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
@@ -16,7 +15,7 @@ from sim.codec import pack, unpack
 from sim.ghcb.bfm import CLOCK_NS, ApicEvents, GuestMemoryPort, VcpuPort
 from sim.ghcb.design import GhcbConfig
 from sim.ghcb.page import read_reply, write_request
-from sim.memory import Memory, Owner
+from sim.memory import PAGE_SIZE, Memory, Owner
 from sim.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
@@ -30,7 +29,7 @@ class Env:
     def __init__(self, dut, config):
         self.dut, self.config = dut, config
         self.memory = Memory()
-        self.memory.set_owner(GHCB_PAGE, 0x1000 * config.n_vcpus, Owner.SHARED)
+        self.memory.set_owner(GHCB_PAGE, PAGE_SIZE * config.n_vcpus, Owner.SHARED)
         self.guest = GuestMemoryPort(dut, self.memory)
         self.vcpus = [VcpuPort(dut, i) for i in range(config.n_vcpus)]
         self.apics = [ApicEvents(dut, i) for i in range(config.n_vcpus)]
@@ -58,13 +57,10 @@ class Env:
         assert await launched, f"vCPU {i}: no launch after its first SIPI"
         assert self.vcpus[i].state is VcpuState.RUNNABLE
 
-    async def cycles(self, n):
-        for _ in range(n):
-            await RisingEdge(self.dut.clk)
 
     # --- the GHCB page, as the guest fills it (valid bits set with each field) ---------------------
     def ghcb(self, i):
-        return GHCB_PAGE + 0x1000 * i
+        return GHCB_PAGE + PAGE_SIZE * i
 
     def write_ghcb(self, i, **fields):
         write_request(self.memory, self.ghcb(i), writer=Owner.KERNEL1, **fields)
@@ -406,8 +402,10 @@ async def test_page_hold_released_by_init_sipi(dut):
     info1, info2, bitmap = env.read_reply(ap)
     assert (info1, info2, bitmap) == (0, 1, other_bits | REPLIED_VALID), (hex(info1), info2, hex(bitmap))
     offsets = [(a - base, w) for a, w, _ in env.guest.accesses[before:]]
-    assert offsets == [(0x3FC, False), (0x398, True), (0x39C, True), (0x3A0, True), (0x3A4, True),
-                       (0x3FC, True)], offsets
+    bitmap_word = GHCB_OFFSETS["valid_bitmap"] + 12          # bits 96-127: 115 and 116
+    info1, info2 = GHCB_OFFSETS["sw_exit_info_1"], GHCB_OFFSETS["sw_exit_info_2"]
+    assert offsets == [(bitmap_word, False), (info1, True), (info1 + 4, True), (info2, True),
+                       (info2 + 4, True), (bitmap_word, True)], offsets
     assert env.memory.corruptions == []
 
 

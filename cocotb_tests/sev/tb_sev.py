@@ -2,10 +2,10 @@
 
 import cocotb
 
-from rtl.ghcb_msr.layouts import VcpuState
+from rtl.ghcb_msr.layouts import GHCB_OFFSETS, VcpuState
 from sim.cpu.model import MpState
 from sim.cpu.linux import KERNEL_DATA, TRAMPOLINE
-from sim.cpu.sev import FIRMWARE_GHCB
+from sim.cpu.sev import FIRMWARE_GHCB, ghcb_page
 from sim.ghcb.design import SevPlatformConfig
 from sim.pytest_plugin import applies_to
 from sim.scenarios.bringup import ScenarioOptions, run_scenario
@@ -66,9 +66,9 @@ async def test_offline_online(dut):
     assert report["corruptions"] == []
     # the pages the hypervisor wrote: the firmware's and the BSP's GHCB (jump table SET/GET),
     # plus, for the page form only, each AP's own GHCB
-    ap_ghcbs = {KERNEL_DATA + 0x10000 + 0x1000 * n for n in range(1, config.n_cpus)}
+    ap_ghcbs = {ghcb_page(KERNEL_DATA, n) for n in range(1, config.n_cpus)}
     written = set(report["hypervisor_writes"])
-    assert {FIRMWARE_GHCB, KERNEL_DATA + 0x10000} <= written
+    assert {FIRMWARE_GHCB, ghcb_page(KERNEL_DATA, 0)} <= written
     assert written & ap_ghcbs == (ap_ghcbs if form == "ghcb" else set()), sorted(map(hex, written))
 
 
@@ -122,6 +122,7 @@ async def test_kexec_v1_forced_corrupts_kernel2(dut):
     pages = {c["address"] & ~0xFFF for c in corrupted}
     assert len(pages) == len(ids) - 1, "one GHCB page per parked AP"
     offsets = {c["address"] & 0xFFF for c in corrupted}
-    assert {0x398, 0x3A0, 0x3F0} <= offsets, sorted(hex(o) for o in offsets)
+    replied = {GHCB_OFFSETS[name] for name in ("sw_exit_info_1", "sw_exit_info_2", "valid_bitmap")}
+    assert replied <= offsets, sorted(hex(o) for o in offsets)
     stale = [f for f in report["failures"] if "stale code" in f["message"]]
     assert sorted(f["cpu"] for f in stale) == ids[1:]

@@ -5,11 +5,11 @@ offlines/onlines each AP and kexecs; the UART transcript and the LEDs are checke
 import cocotb
 
 from sim.clocking import start_clock_and_reset
+from sim.lapic.env import CLOCK_NS
 from sim.soc.design import SocConfig
 from sim.pytest_plugin import applies_to
 from sim.soc.uart import UartMonitor
 
-CLOCK_NS = 10
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")

@@ -1,5 +1,5 @@
 """The GHCB MSR trap unit (``../shared/spec/ghcb.md``)."""
 
-from .unit import ApicEventsSignature, GhcbMsrUnit, VcpuPortSignature
+from .unit import ApicEventsSignature, GhcbMsrUnit, VcpuPortSignature, connect_apic_events
 
-__all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature"]
+__all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature", "connect_apic_events"]

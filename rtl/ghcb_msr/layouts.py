@@ -8,7 +8,7 @@ from amaranth import unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["MSR_GHCB", "MsrCode", "GhcbMsr", "SevInfo", "CpuidRequest", "Termination",
-           "HoldReply", "GpaValue", "NaeExit", "JumpTableOp", "HvResponse", "MalformedReason",
+           "HoldReply", "NaeExit", "JumpTableOp", "HvResponse", "MalformedReason",
            "VcpuState", "HoldType", "GHCB_OFFSETS", "VALID_BIT", "GFN_NONE", "HV_FEATURES",
            "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry"]
 
@@ -77,12 +77,6 @@ class HoldReply(data.Struct):
     woken: unsigned(52)
 
 
-class GpaValue(data.Struct):
-    """0x010..0x013: [63:12] a GFN."""
-    info: MsrCode
-    gfn: unsigned(52)
-
-
 class TermReason(data.Struct):
     """The unit's termination status: which vCPU and why (set 0 generic, 1 Linux, §1), and the
     MSR request code that ended it (0 for the NAE form)."""
@@ -124,10 +118,12 @@ class MalformedReason(enum.Enum, shape=unsigned(32)):
 
 
 class VcpuState(enum.Enum, shape=unsigned(4)):
-    """KVM_MP_STATE_* values the unit moves a vCPU through (§4)."""
+    """KVM_MP_STATE_* values (include/uapi/linux/kvm.h, §4): the unit moves a vCPU through them,
+    and the CPU models (:class:`sim.cpu.model.MpState` is this enum) use them for every CPU."""
     RUNNABLE = 0
     UNINITIALIZED = 1
     INIT_RECEIVED = 2
+    HALTED = 3                  # the CPU models' hlt; the unit never sets it
     STOPPED = 5                 # terminated: KVM_EXIT_SYSTEM_EVENT / SEV_TERM, never resumed
     AP_RESET_HOLD = 9
 

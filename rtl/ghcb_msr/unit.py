@@ -10,17 +10,21 @@ cannot load register state: a first SIPI starts a vCPU from its launch state (``
 later one only releases an AP reset hold.
 """
 
+import enum
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus import MemoryBusSignature, access_states
 from ..lapic.priority import RoundRobinArbiter
 from .layouts import (GFN_NONE, GHCB_OFFSETS, HV_FEATURES, PROTOCOL_MAX, PROTOCOL_MIN, VALID_BIT,
                       HoldType, HvResponse, JumpTableOp, MalformedReason, MsrCode, NaeExit,
-                      TermReason, VcpuState)
+                      TermReason, VcpuState, CpuidRequest, GhcbMsr, HoldReply, SevInfo,
+                      Termination)
 
-__all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature", "default_cpuid"]
+__all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature", "default_cpuid",
+           "connect_apic_events"]
 
 
 def default_cpuid(cbit):
@@ -69,6 +73,32 @@ class ApicEventsSignature(wiring.Signature):
             "nmi": Out(1),
             "intr": Out(1),
         })
+
+
+def _bits(layout, **fields):
+    """The integer of a constant ``layout`` value (a reset value, a fixed reply)."""
+    return data.Layout.cast(layout).const(fields).as_bits()
+
+
+def _cat(layout, **fields):
+    """A value of ``layout`` built from ``fields`` (values or constants; others 0) without a
+    signal, so constant fields stay constants in the Verilog."""
+    parts = []
+    for name, field in sorted(data.Layout.cast(layout), key=lambda item: item[1].offset):
+        value = fields.get(name, 0)
+        value = value.value if isinstance(value, enum.Enum) else value
+        parts.append(Const(value, field.width) if isinstance(value, int) else value[:field.width])
+    return Cat(*parts)
+
+
+def connect_apic_events(m, apic, events):
+    """Give the unit's ``events`` (an :class:`ApicEventsSignature` port) one APIC's CPU-port
+    lines (:class:`rtl.lapic.signatures.CpuPortSignature`): the unit sees INIT, SIPI, NMI and
+    INTR and acknowledges INIT and SIPI itself, as KVM does for SEV-ES guests."""
+    m.d.comb += [events.init.eq(apic.init), events.sipi.eq(apic.sipi),
+                 events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
+                 events.intr.eq(apic.intr),
+                 apic.init_ack.eq(events.init_ack), apic.sipi_ack.eq(events.sipi_ack)]
 
 
 class GhcbMsrUnit(wiring.Component):
@@ -150,8 +180,8 @@ class GhcbMsrUnit(wiring.Component):
 
     def sev_info(self):
         """The SEV information response (0x001) as an integer; also the MSR's reset value."""
-        return (self.max_version << 48 | self.min_version << 32 | self.cbit << 24
-                | MsrCode.SEV_INFO_RESP.value)
+        return _bits(SevInfo, info=MsrCode.SEV_INFO_RESP, cbit=self.cbit,
+                     min_version=self.min_version, max_version=self.max_version)
 
     def elaborate(self, platform):
         m = Module()
@@ -214,7 +244,7 @@ class GhcbMsrUnit(wiring.Component):
                         with m.If(~first_sipi[i]):
                             m.d.sync += [first_sipi[i].eq(1), launch[i].eq(1)]
                         with m.Elif(hold_type[i] == HoldType.MSR_PROTO):
-                            m.d.sync += [msr[i].eq(1 << 12 | MsrCode.AP_RESET_HOLD_RESP.value),
+                            m.d.sync += [msr[i].eq(_bits(HoldReply, info=MsrCode.AP_RESET_HOLD_RESP, woken=1)),
                                          *resume(i)]
                         with m.Elif(hold_type[i] == HoldType.NAE_EVENT):
                             m.d.sync += release_pending[i].eq(1)           # page write first
@@ -314,30 +344,35 @@ class GhcbMsrUnit(wiring.Component):
                     m.d.sync += msr[sel].eq(self.sev_info())
                     finish_exit()
                 with m.Elif(info == MsrCode.CPUID_REQ):
-                    function, register = value[32:64], value[30:32]
+                    request = CpuidRequest(value)
+                    function, register = request.value, request.register
                     for fn, regs in self.cpuid.items():
                         with m.If(function == fn):
                             answer = Array(Const(r, 32) for r in regs)[register]
-                            m.d.sync += msr[sel].eq(Cat(Const(MsrCode.CPUID_RESP.value, 12),
-                                                        Const(0, 18), register, answer))
+                            m.d.sync += msr[sel].eq(_cat(CpuidRequest, info=MsrCode.CPUID_RESP,
+                                                         register=register, value=answer))
                     finish_exit()                # unknown function: MSR unchanged
                 with m.Elif(info == MsrCode.TERM_REQ):
-                    m.d.sync += terminate(value[12:16], value[16:24], MsrCode.TERM_REQ.value)
+                    request = Termination(value)
+                    m.d.sync += terminate(request.reason_set, request.reason_code, MsrCode.TERM_REQ.value)
                     m.next = "IDLE"
                 if v2:
                     with m.Elif(info == MsrCode.AP_RESET_HOLD_REQ):
                         m.d.sync += msr[sel].eq(MsrCode.AP_RESET_HOLD_RESP.value)   # "not woken"
                         enter_hold(HoldType.MSR_PROTO)
                     with m.Elif(info == MsrCode.HV_FEATURES_REQ):
-                        m.d.sync += msr[sel].eq(self.hv_features << 12 | MsrCode.HV_FEATURES_RESP.value)
+                        m.d.sync += msr[sel].eq(_bits(GhcbMsr, info=MsrCode.HV_FEATURES_RESP,
+                                                      data=self.hv_features))
                         finish_exit()
                     with m.Elif((info == MsrCode.PREF_GPA_REQ) | (info == MsrCode.REG_GPA_REQ)
                                 | (info == MsrCode.PSC_REQ)):
                         if self.snp:
                             with m.If(info == MsrCode.PREF_GPA_REQ):
-                                m.d.sync += msr[sel].eq(GFN_NONE << 12 | MsrCode.PREF_GPA_RESP.value)
+                                m.d.sync += msr[sel].eq(_bits(GhcbMsr, info=MsrCode.PREF_GPA_RESP,
+                                                              data=GFN_NONE))
                             with m.Elif(info == MsrCode.REG_GPA_REQ):
-                                m.d.sync += msr[sel].eq(Cat(Const(MsrCode.REG_GPA_RESP.value, 12), data))
+                                m.d.sync += msr[sel].eq(_cat(GhcbMsr, info=MsrCode.REG_GPA_RESP,
+                                                             data=data))      # the GFN echoed
                             with m.Else():
                                 m.d.sync += msr[sel].eq(MsrCode.PSC_RESP.value)     # error 0
                             finish_exit()

@@ -4,7 +4,8 @@ from amaranth import unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["Command", "ApState", "MailboxStatus", "PAGE_SIZE", "FIRMWARE_HALF", "OFFSETS",
-           "APIC_ID_INVALID", "APIC_ID_BROADCAST", "MADT_TYPE_MP_WAKEUP", "MADT_LENGTH"]
+           "APIC_ID_INVALID", "APIC_ID_BROADCAST", "MADT_TYPE_MP_WAKEUP", "MADT_LENGTH",
+           "MADT_OFFSETS"]
 
 PAGE_SIZE = 0x1000
 FIRMWARE_HALF = 0x800
@@ -15,6 +16,9 @@ APIC_ID_INVALID = 0xFFFF_FFFF      # firmware's idle value
 APIC_ID_BROADCAST = 0xFFFF_FFFE    # a TDVF extension; refused here (mpwk.md §7 #8)
 MADT_TYPE_MP_WAKEUP = 0x10
 MADT_LENGTH = {0: 16, 1: 24}
+#: byte offsets in the MADT Multiprocessor Wakeup structure (ACPI 6.6 Table 5.45, mpwk.md §4):
+#: Type u8, Length u8, then these
+MADT_OFFSETS = {"version": 2, "mailbox_address": 8, "reset_vector": 16}
 
 
 class Command(enum.Enum, shape=unsigned(16)):

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..bus import MemoryBusSignature
 from .layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, ApState, Command, FIRMWARE_HALF,
-                      MADT_LENGTH, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
+                      MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
 
 __all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS", "madt_entry"]
 
@@ -23,11 +23,14 @@ STATUS_WORDS = ("STATUS", "LAST_APIC_ID")
 def madt_entry(*, version, base, reset_vector=0):
     """MADT Multiprocessor Wakeup structure (ACPI 6.6 Table 5.45): 16 bytes for version 0,
     24 with ResetVector for version 1."""
-    entry = bytes([MADT_TYPE_MP_WAKEUP, MADT_LENGTH[version]])
-    entry += version.to_bytes(2, "little") + bytes(4) + base.to_bytes(8, "little")
+    entry = bytearray(MADT_LENGTH[version])
+    entry[0:2] = bytes([MADT_TYPE_MP_WAKEUP, MADT_LENGTH[version]])
+    fields = {"version": (version, 2), "mailbox_address": (base, 8)}
     if version == 1:
-        entry += reset_vector.to_bytes(8, "little")
-    return entry
+        fields["reset_vector"] = (reset_vector, 8)
+    for name, (value, size) in fields.items():
+        entry[MADT_OFFSETS[name]:MADT_OFFSETS[name] + size] = value.to_bytes(size, "little")
+    return bytes(entry)
 
 
 class ApPortSignature(wiring.Signature):

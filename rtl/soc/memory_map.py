@@ -3,7 +3,7 @@ into ``soc.h`` for the C code, the tests read it from here."""
 
 __all__ = ["RAM_BASE", "BOOT_ROM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
            "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
-           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES",
+           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES", "TRAMPOLINE",
            "WINDOW_SIZE", "window_of"]
 
 RAM_BASE = 0x0000_0000
@@ -48,9 +48,11 @@ MSR_BASE = 0x5000_0000
 MSR_WINDOW = {"SELECT": 0x0, "DATA_LO": 0x4, "DATA_HI": 0x8,
               "VMGEXIT": 0xC}      # write: VMGEXIT; the store completes when the hypervisor
                                    # resumes the vCPU (an AP reset hold stalls the core there)
+#: the AP trampoline page: where the firmware's SIPI (vector TRAMPOLINE >> 12) starts an AP
+TRAMPOLINE = 0x0000_1000
 #: where a vCPU's launch state starts it (ap_start="ghcb", the first SIPI): the SIPI vector is
 #: ignored under SEV-ES, the firmware's reset block is at the trampoline page
-SEV_LAUNCH_ADDR = 0x0000_1000
+SEV_LAUNCH_ADDR = TRAMPOLINE
 
 WINDOW_SIZE = 0x1000_0000
 

@@ -21,7 +21,8 @@ from ..bus import access_states
 from ..lapic.priority import RoundRobinArbiter
 from ..lapic.signatures import Space
 from ..mpwk_mailbox import MpwkMailbox
-from ..ghcb_msr import GhcbMsrUnit
+from ..mpwk_mailbox.layouts import FIRMWARE_HALF
+from ..ghcb_msr import GhcbMsrUnit, connect_apic_events
 from ..ghcb_msr.layouts import MSR_GHCB
 from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
                          MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
@@ -117,11 +118,7 @@ class Soc(wiring.Component):
             m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
             if ghcb is not None:
                 # the hypervisor takes INIT and SIPI (ghcb.md §4); a launch starts the core
-                events = ghcb.apic[i]
-                m.d.comb += [events.init.eq(apic.init), events.sipi.eq(apic.sipi),
-                             events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
-                             events.intr.eq(apic.intr), apic.init_ack.eq(events.init_ack),
-                             apic.sipi_ack.eq(events.sipi_ack)]
+                connect_apic_events(m, apic, ghcb.apic[i])
                 with m.If(ghcb.vcpu[i].launch):
                     m.d.sync += [run[i].eq(1), start_addr[i].eq(SEV_LAUNCH_ADDR)]
                 continue
@@ -141,7 +138,7 @@ class Soc(wiring.Component):
         if self.ap_start == "mailbox":
             m.submodules.mailbox = mailbox = MpwkMailbox(
                 base=MAILBOX_BASE, apic_ids=[fabric.apic_ids[i] for i in aps], version=1,
-                reset_vector=MAILBOX_BASE + 0x800)
+                reset_vector=MAILBOX_BASE + FIRMWARE_HALF)
             for k, i in enumerate(aps):
                 ap = mailbox.ap[k]
                 with m.If(ap.wake & ~run[i]):

@@ -22,7 +22,7 @@ import enum
 from cocotb.triggers import Event
 
 from rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
-from rtl.mpwk_mailbox.layouts import OFFSETS, Command
+from rtl.mpwk_mailbox.layouts import MADT_OFFSETS, OFFSETS, Command
 from ..codec import field_mask
 from ..lapic.bfm import make_icr
 from ..memory import PAGE_SIZE, Owner
@@ -45,6 +45,7 @@ _CPUID_TO_APICID = 0x100       # u32 per CPU number
 _ONLINE = 0x800                # u8 per CPU number: the online map
 _SYNC = 0xC00                  # u8 per CPU number: cpuhp sync state
 _TRAMPOLINE_LOCK = 0x1000      # the trampoline's bit spin-lock (tr_lock)
+_DATA_BYTES = 0x2000           # the tables above
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
 SPURIOUS_VECTOR = 0xFF
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
@@ -159,10 +160,14 @@ class Kernel:
         self.call_ran = Event()    # set whenever calls_done grows
         self.entry, self.data = entry, data
         self.name = owner.value
-        self.memory.set_owner(data, 0x2000, owner)
+        self.memory.set_owner(*self.memory_ranges()[1], owner)
         self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
 
     # --- helpers --------------------------------------------------------------------------------
+    def memory_ranges(self):
+        """``(base, size)`` of the memory this kernel owns: its text page and its data."""
+        return [(self.entry, PAGE_SIZE), (self.data, _DATA_BYTES)]
+
     def _write(self, address, value, size):
         self.memory.write_int(address, value, size, writer=self.owner)
 
@@ -190,6 +195,11 @@ class Kernel:
         """Wait (the callin timeout) for CPU number ``n`` to mark itself online or offline."""
         return await self._wait(self.data + _ONLINE + n, lambda v: v == int(online), what,
                                 self.cpuid_to_apicid[n])
+
+    def _madt_mailbox_address(self):
+        """Where the MailboxAddress field of the MPWK entry Linux parsed sits in memory (the
+        published MADT: a u32 length, then the entries)."""
+        return MADT_ADDRESS + 4 + self.mp_wake.offset + MADT_OFFSETS["mailbox_address"]
 
     def _report_stuck(self, apic_id, what):
         """A bring-up failure naming the CPU and where it is."""
@@ -279,8 +289,7 @@ class Kernel:
         if not self.mp_wake.can_reset and self.parking_page is None:
             # acpi_mp_disable_offlining: no way back, so hide the mailbox from any next kernel
             # (the running kernel keeps its cached copy; the checksum is not updated).
-            address_field = MADT_ADDRESS + 4 + self.mp_wake.offset + 8
-            self.memory.write_int(address_field, 0, 8, writer=self.owner)
+            self.memory.write_int(self._madt_mailbox_address(), 0, 8, writer=self.owner)
             cpu.note("MADT mailbox v0: offlining disabled, MADT mailbox address zeroed")
         for apic_id in aps:
             if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
@@ -425,8 +434,7 @@ class Kernel:
             # the mailbox in a page of our own; point the MADT entry at it (the entry keeps its
             # version: plan B is for version 0)
             address = PARKING_PAGE
-            field = MADT_ADDRESS + 4 + self.mp_wake.offset + 8
-            self.memory.write_int(field, address, 8, writer=self.owner)
+            self.memory.write_int(self._madt_mailbox_address(), address, 8, writer=self.owner)
         else:
             address = self.mp_wake.mailbox_address
         self.parking_loop = ParkingLoop(self.memory, address, owner=self.owner).install()

@@ -17,11 +17,11 @@ every clock.  Software delays (``udelay``) are real simulated time multiplied by
 ``time_scale`` (see :class:`sim.cpu.platform.Platform`).
 """
 
-import enum
 
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChange
 
+from rtl.ghcb_msr.layouts import VcpuState
 from rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
 
 __all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET"]
@@ -34,15 +34,8 @@ SEV_ES_RESET = 0x0080_B000
 LOW_MEMORY = 1 << 20
 
 
-class MpState(enum.IntEnum):
-    """KVM_MP_STATE_* values (include/uapi/linux/kvm.h; the same numbers as
-    :class:`rtl.ghcb_msr.layouts.VcpuState`)."""
-    RUNNABLE = 0
-    UNINITIALIZED = 1
-    INIT_RECEIVED = 2
-    HALTED = 3
-    STOPPED = 5
-    AP_RESET_HOLD = 9
+#: KVM_MP_STATE_* names and numbers, declared once with the GHCB unit that reports them
+MpState = VcpuState
 
 
 class _BackToFirmware(Exception):
@@ -158,7 +151,7 @@ class CpuModel:
         while True:
             await First(RisingEdge(vcpu.launch), ValueChange(vcpu.state_handle))
             await ReadOnly()
-            launched, state = bool(vcpu.launch.value), MpState(vcpu.state.value)
+            launched, state = bool(vcpu.launch.value), vcpu.state
             await RisingEdge(self.apic.clk)          # act outside the read-only phase
             if launched:
                 self._set_state(MpState.RUNNABLE, "first SIPI: launch state (vector ignored)")

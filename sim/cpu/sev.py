@@ -24,7 +24,7 @@ from .linux import KERNEL_ENTRY, TRAMPOLINE, BootMethod, Firmware, Kernel
 from .model import SEV_ES_RESET
 
 __all__ = ["SevFirmware", "SevKernel", "NegotiationFailed", "sev_es_negotiate_protocol",
-           "sev_es_terminate", "JUMP_TABLE", "FIRMWARE_GHCB", "PARK_BLOB_OFFSET"]
+           "sev_es_terminate", "JUMP_TABLE", "FIRMWARE_GHCB", "PARK_BLOB_OFFSET", "ghcb_page"]
 
 #: the AP jump table: one firmware-reserved page below 4 GiB (OVMF: EfiReservedMemoryType)
 JUMP_TABLE = 0x0081_0000
@@ -34,6 +34,11 @@ FIRMWARE_GHCB = 0x0082_0000
 PARK_BLOB_OFFSET = 0x10
 #: per-CPU GHCB pages of a kernel, from its data base
 _GHCB_PAGES = 0x10000
+
+
+def ghcb_page(kernel_data, n):
+    """CPU number ``n``'s GHCB page of a kernel whose data starts at ``kernel_data``."""
+    return kernel_data + _GHCB_PAGES + PAGE_SIZE * n
 
 
 class NegotiationFailed(Exception):
@@ -142,10 +147,15 @@ class SevKernel(Kernel):
         self.jump_table_parking = jump_table_parking
         self.ghcb_version = self.hv_range = self.jump_table = None
         self.park_blob = None
-        self.memory.set_owner(self.ghcb_page(0), PAGE_SIZE * len(self.cpuid_to_apicid), Owner.SHARED)
+        self.memory.set_owner(*self.memory_ranges()[-1], Owner.SHARED)
+
+    def memory_ranges(self):
+        """The kernel's text and data, and its per-CPU GHCB pages (shared while it runs)."""
+        return [*super().memory_ranges(),
+                (self.ghcb_page(0), PAGE_SIZE * len(self.cpuid_to_apicid))]
 
     def ghcb_page(self, n):
-        return self.data + _GHCB_PAGES + PAGE_SIZE * n
+        return ghcb_page(self.data, n)
 
     @property
     def hold_form(self):

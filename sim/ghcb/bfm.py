@@ -6,11 +6,11 @@ from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from rtl.ghcb_msr.layouts import VcpuState
 
 from ..handshake import SimTimeout
+from ..lapic.env import CLOCK_NS
 from ..memory import Owner
 
 __all__ = ["VcpuPort", "GuestMemoryPort", "ApicEvents", "CLOCK_NS"]
 
-CLOCK_NS = 10
 
 
 class VcpuPort:

@@ -8,7 +8,7 @@ from rtl.sev_platform import SevPlatform
 
 from ..build import Design
 from ..config import EnvConfig
-from ..lapic.design import FabricConfig, FabricDesign
+from ..lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
 __all__ = ["GhcbConfig", "GhcbDesign", "SevPlatformConfig", "SevPlatformDesign"]
 
@@ -55,7 +55,7 @@ class GhcbDesign(Design):
 
 
 @dataclass(frozen=True)
-class SevPlatformConfig(EnvConfig):
+class SevPlatformConfig(OnFabricConfig):
     """An SEV-ES guest: the fabric's CPUs as vCPUs of one VM, the GHCB MSR unit of its hypervisor."""
     ENV = "APWAKE_SEV_PLATFORM_CONFIG"
     fabric: FabricConfig
@@ -63,38 +63,17 @@ class SevPlatformConfig(EnvConfig):
     max_version: int = 2
     cbit: int = 51
 
-    def __post_init__(self):
-        if isinstance(self.fabric, dict):
-            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
-
     def unit_parameters(self):
         return {"min_version": self.min_version, "max_version": self.max_version, "cbit": self.cbit}
-
-    @property
-    def n_cpus(self):
-        return self.fabric.n_cpus
 
     @property
     def label(self):
         return f"{self.fabric.label}-sev-es-v{self.min_version}-{self.max_version}"
 
 
-class SevPlatformDesign(Design):
-    """:class:`rtl.sev_platform.SevPlatform` with the APIC converted once (as in FabricDesign)."""
+class SevPlatformDesign(OnFabricDesign):
+    """:class:`rtl.sev_platform.SevPlatform`."""
     name = "apwake_sev_platform"
 
-    def __init__(self, config):
-        self.config = config
-        self._fabric = FabricDesign(config.fabric)
-
-    def parameters(self):
-        return asdict(self.config)
-
-    def separate_modules(self):
-        return self._fabric.separate_modules()
-
-    def top(self):
-        return SevPlatform(self._fabric.top(), **self.config.unit_parameters())
-
-    def wave_groups(self, top):
-        return self._fabric.wave_groups(top)
+    def wrap(self, fabric):
+        return SevPlatform(fabric, **self.config.unit_parameters())

@@ -9,7 +9,7 @@ from rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 from ..build import Design
 from ..config import EnvConfig
 
-__all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV"]
+__all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV", "OnFabricConfig", "OnFabricDesign"]
 
 CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
 
@@ -83,3 +83,41 @@ class FabricDesign(Design):
                                                    "tx_valid", "tx_msg", "tpr", "svr", "ldr")]
             groups.append((f"APIC {i} (ID {apic_id:#x})", ports + internals))
         return groups
+
+
+class OnFabricConfig(EnvConfig):
+    """Mixin for the configurations of designs built around the fabric (the mailbox, SEV-ES and
+    SoC platforms): a frozen dataclass with a ``fabric`` field, which arrives as a dict from JSON."""
+
+    def __post_init__(self):
+        if isinstance(self.fabric, dict):
+            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
+
+    @property
+    def n_cpus(self):
+        return self.fabric.n_cpus
+
+
+class OnFabricDesign(Design):
+    """A design whose top wraps the fabric (``config.fabric``), with the APIC converted once as
+    in :class:`FabricDesign`; subclasses give ``name`` and :meth:`wrap`."""
+
+    def __init__(self, config):
+        self.config = config
+        self._fabric = FabricDesign(config.fabric)
+
+    def parameters(self):
+        return asdict(self.config)
+
+    def separate_modules(self):
+        return self._fabric.separate_modules()
+
+    def top(self):
+        return self.wrap(self._fabric.top())
+
+    def wrap(self, fabric):
+        """The top-level component around ``fabric`` (not yet elaborated)."""
+        raise NotImplementedError
+
+    def wave_groups(self, top):
+        return self._fabric.wave_groups(top)

@@ -8,7 +8,7 @@ from rtl.platform import X86Platform
 
 from ..build import Design
 from ..config import EnvConfig
-from ..lapic.design import FabricConfig, FabricDesign
+from ..lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
 __all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV", "PlatformConfig", "PlatformDesign",
            "PLATFORM_ENV"]
@@ -63,7 +63,7 @@ class MailboxDesign(Design):
 
 
 @dataclass(frozen=True)
-class PlatformConfig(EnvConfig):
+class PlatformConfig(OnFabricConfig):
     """A TDX-style platform: the fabric's CPUs, the APs parked on an MPWK mailbox."""
     ENV = PLATFORM_ENV
     fabric: FabricConfig
@@ -72,10 +72,6 @@ class PlatformConfig(EnvConfig):
     reset_vector: int = 0x7FFF_E068
     ack_bytes: int = 8
     ack_clears: str = "command"      # "wakeup_vector": the edk2 acknowledge bug (mpwk.md §7 #21)
-
-    def __post_init__(self):
-        if isinstance(self.fabric, dict):
-            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
 
     def mailbox_parameters(self):
         return {"base": self.base, "version": self.version, "ack_bytes": self.ack_bytes,
@@ -87,32 +83,15 @@ class PlatformConfig(EnvConfig):
                           reset_vector=self.mailbox_parameters()["reset_vector"])
 
     @property
-    def n_cpus(self):
-        return self.fabric.n_cpus
-
-    @property
     def label(self):
         bug = "" if self.ack_clears == "command" else f"-clears-{self.ack_clears}"
         return f"{self.fabric.label}-mpwk-v{self.version}{bug}"
 
 
 
-class PlatformDesign(Design):
-    """:class:`rtl.platform.X86Platform` with the APIC converted once (as in FabricDesign)."""
+class PlatformDesign(OnFabricDesign):
+    """:class:`rtl.platform.X86Platform`."""
     name = "apwake_platform"
 
-    def __init__(self, config):
-        self.config = config
-        self._fabric = FabricDesign(config.fabric)
-
-    def parameters(self):
-        return asdict(self.config)
-
-    def separate_modules(self):
-        return self._fabric.separate_modules()
-
-    def top(self):
-        return X86Platform(self._fabric.top(), **self.config.mailbox_parameters())
-
-    def wave_groups(self, top):
-        return self._fabric.wave_groups(top)
+    def wrap(self, fabric):
+        return X86Platform(fabric, **self.config.mailbox_parameters())

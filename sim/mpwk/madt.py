@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from rtl.mpwk_mailbox.layouts import MADT_TYPE_MP_WAKEUP
+from rtl.mpwk_mailbox.layouts import MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP
 
 __all__ = ["MpWake", "parse_mp_wake", "MadtError"]
 
@@ -35,10 +35,12 @@ def parse_mp_wake(entries):
             if length < 16 or offset + 16 > len(entries):
                 raise MadtError(f"MP wakeup entry of length {length}: at least 16 bytes needed")
             body = entries[offset:offset + length]
-            version = int.from_bytes(body[2:4], "little")
-            address = int.from_bytes(body[8:16], "little")
-            reset = int.from_bytes(body[16:24], "little") if length >= 24 else None
-            can_reset = version >= 1 and length >= 24 and bool(reset)
+            field = lambda name, size: int.from_bytes(
+                body[MADT_OFFSETS[name]:MADT_OFFSETS[name] + size], "little")
+            version = field("version", 2)
+            address = field("mailbox_address", 8)
+            reset = field("reset_vector", 8) if length >= MADT_LENGTH[1] else None
+            can_reset = version >= 1 and length >= MADT_LENGTH[1] and bool(reset)
             return MpWake(version, address, reset, can_reset, offset)
         offset += length
     return None

@@ -13,7 +13,7 @@ import cocotb
 from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
 
 from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, BootMethod, Firmware, Kernel
-from ..memory import Owner
+from ..memory import PAGE_SIZE, Owner
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
 from ..lapic.env import FabricEnv
 from ..mpwk.bfm import MailboxPorts
@@ -22,7 +22,7 @@ from ..mpwk.design import PlatformConfig
 from .report import make_report
 
 __all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario", "boot",
-           "start_platform"]
+           "start_platform", "report_corruptions"]
 
 
 @dataclass
@@ -157,6 +157,19 @@ async def mpwk_offline_online(platform, options):
     return detail
 
 
+def report_corruptions(platform, whose_page=lambda page: None):
+    """One failure per corrupted page (writer, page owner, how many stores); ``whose_page``
+    may say what the page was."""
+    pages = {}
+    for address, owner, writer in platform.memory.corruptions:
+        pages.setdefault((address - address % PAGE_SIZE, owner, writer), []).append(address)
+    for (page, owner, writer), addresses in pages.items():
+        whose = whose_page(page)
+        platform.fail(platform.bsp, f"memory corruption: {writer.value} wrote {len(addresses)} "
+                                    f"times into page {page:#x}" + (f" ({whose})" if whose else "")
+                                    + f", which {owner.value} owns")
+
+
 def _kernel_summary(kernel, platform, reason):
     online = kernel.online_apic_ids()
     return {"name": kernel.name, "online": online,
@@ -190,9 +203,7 @@ async def _kexec_mpwk(platform, options, parking_page=None):
     # reported as stranded CPUs, not as a model failure.
     if hides_mailbox:
         platform.failures = [f for f in platform.failures if "No MADT mailbox" not in f["message"]]
-    for address, owner, writer in platform.memory.corruptions:
-        platform.fail(bsp, f"memory corruption: {writer.value} wrote {address:#x}, a page "
-                           f"{owner.value} owns")
+    report_corruptions(platform)
 
     def reason_2(cpu):
         if parking_page == "kernel" and cpu.apic_id not in woken_by_1:

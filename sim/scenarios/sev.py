@@ -1,15 +1,13 @@
 """SEV-ES scenarios (ghcb.md §3-§5, seeds 000 and 002) on ``rtl/sev_platform.py``: the APIC
 fabric with the hypervisor's GHCB MSR unit taking INIT and SIPI."""
 
-from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, KERNEL_DATA, KERNEL_ENTRY
+from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
 from ..cpu.sev import SevFirmware, SevKernel
 from ..memory import Owner
-from .bringup import _bounded, _kernel_summary, scenario
+from .bringup import _bounded, _kernel_summary, report_corruptions, scenario
 
 __all__ = ["boot_sev"]
 
-#: kernel 1's pages that kernel 2 takes over at kexec (text, data, per-CPU GHCBs)
-_KERNEL1_PAGES = ((KERNEL_ENTRY, 0x1000), (KERNEL_DATA, 0x20000))
 
 
 async def boot_sev(platform, options, **kernel_options):
@@ -69,20 +67,15 @@ async def _kexec_sev(platform, options):
     refused = await kernel1.kexec(bsp, force=options.force_kexec)
     if refused:
         return {**_detail(kernel1), "kexec": refused, "kernels": [summary_1]}
-    for base, size in _KERNEL1_PAGES:
+    for base, size in kernel1.memory_ranges():       # kernel 2 takes over kernel 1's memory
         platform.memory.set_owner(base, size, Owner.KERNEL2)
     kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us,
                         owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
     await _bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
-    ghcbs = {kernel1.ghcb_page(n): kernel1.cpuid_to_apicid[n] for n in range(len(kernel1.cpuid_to_apicid))}
-    pages = {}
-    for address, owner, writer in platform.memory.corruptions:
-        pages.setdefault((address & ~0xFFF, owner, writer), []).append(address)
-    for (page, owner, writer), addresses in pages.items():
-        whose = f" (kernel 1's GHCB of APIC ID {ghcbs[page]:#x})" if page in ghcbs else ""
-        platform.fail(bsp, f"memory corruption: {writer.value} wrote {len(addresses)} times into "
-                           f"page {page:#x}{whose}, which {owner.value} owns")
+    ghcbs = {kernel1.ghcb_page(n): apic_id for n, apic_id in enumerate(kernel1.cpuid_to_apicid)}
+    report_corruptions(platform, lambda page: page in ghcbs
+                       and f"kernel 1's GHCB of APIC ID {ghcbs[page]:#x}")
     return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in platform.cpus],
             "kernels": [summary_1, _kernel_summary(kernel2, platform, lambda c: f"{c.state.name} at {c.where}")]}
 

@@ -7,16 +7,14 @@ from dataclasses import asdict, dataclass
 from rtl.soc import Soc
 from rtl.soc.picorv32 import verilog_source
 
-from ..build import Design
-from ..config import EnvConfig
 from ..firmware import build_firmware
-from ..lapic.design import FabricConfig, FabricDesign
+from ..lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
 __all__ = ["SocConfig", "SocDesign"]
 
 
 @dataclass(frozen=True)
-class SocConfig(EnvConfig):
+class SocConfig(OnFabricConfig):
     ENV = "APWAKE_SOC_CONFIG"
     fabric: FabricConfig
     ram_bytes: int = 8192
@@ -26,26 +24,17 @@ class SocConfig(EnvConfig):
     ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
                                    # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI
 
-    def __post_init__(self):
-        if isinstance(self.fabric, dict):
-            object.__setattr__(self, "fabric", FabricConfig(**self.fabric))
-
-    @property
-    def n_cpus(self):
-        return self.fabric.n_cpus
-
     @property
     def label(self):
         return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
                 + ("" if self.msr_window else "-no-msr"))
 
 
-class SocDesign(Design):
+class SocDesign(OnFabricDesign):
     name = "apwake_soc"
 
     def __init__(self, config):
-        self.config = config
-        self._fabric = FabricDesign(config.fabric)
+        super().__init__(config)
         self.firmware = build_firmware(config.fabric.apic_ids)
         self._core_name, self._core_text = verilog_source()
 
@@ -54,9 +43,6 @@ class SocDesign(Design):
         return {**asdict(self.config), "firmware": digest(repr(self.firmware.words)),
                 "picorv32": digest(self._core_text)}
 
-    def separate_modules(self):
-        return self._fabric.separate_modules()
-
     def verilog_files(self):
         return {self._core_name: self._core_text}
 
@@ -64,11 +50,8 @@ class SocDesign(Design):
         # PicoRV32 as it ships trips lint warnings Amaranth's output does not
         return ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
 
-    def top(self):
+    def wrap(self, fabric):
         c = self.config
-        return Soc(self._fabric.top(), firmware=self.firmware.words, ram_bytes=c.ram_bytes,
+        return Soc(fabric, firmware=self.firmware.words, ram_bytes=c.ram_bytes,
                    stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start,
                    msr_window=c.msr_window)
-
-    def wave_groups(self, top):
-        return self._fabric.wave_groups(top)

@@ -8,10 +8,10 @@ import cocotb
 from cocotb.utils import get_sim_time
 
 from ..clocking import start_clock_and_reset
+from ..lapic.env import CLOCK_NS
 from .design import SocConfig
 from .uart import UartMonitor
 
-CLOCK_NS = 10
 
 def final_line(config):
     """The firmware's last line when everything worked."""
