@@ -38,6 +38,7 @@ class Board:
     leds: tuple = ()
     family: str = "ice40"
     msr_window: bool = True     # the per-core MSR window (x2APIC/GHCB MSRs)
+    local_interrupts: bool = True   # APIC timer, LINT0/1, error LVT (LocalApic parameter)
     notes: str = ""
 
     @property
@@ -55,8 +56,10 @@ BOARDS = {
     "icebreaker": Board(
         "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", 12e6, n_cores=2,
         n_vectors=32, ram_bytes=8192, leds=(("led", 0), ("led", 1)), msr_window=False,
+        local_interrupts=False,
         notes="iCE40UP5K: 2 PicoRV32 (RV32I, no MUL/DIV/IRQ) and 2 APICs with 32 vectors (the minimum) fit; "
-              "RAM 8 KiB in block RAM; without the MSR window (x2APIC/GHCB MSRs), which does not fit"),
+              "RAM 8 KiB in block RAM; without the MSR window (x2APIC/GHCB MSRs) and the APICs' local "
+              "interrupt sources (timer, LINT, error LVT), which do not fit"),
     "ulx3s": Board(
         "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", 25e6, n_cores=8, n_vectors=32,
         ram_bytes=16384, leds=tuple(("led", i) for i in range(8)), family="ecp5",
@@ -65,7 +68,8 @@ BOARDS = {
 
 
 def make_soc(board, firmware):
-    fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors)
+    fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
+                        local_interrupts=board.local_interrupts)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window)
 

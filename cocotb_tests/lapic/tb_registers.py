@@ -3,8 +3,8 @@ xAPIC MMIO and x2APIC MSRs, IA32_APIC_BASE mode transitions (lapic.md §1, §4).
 
 import cocotb
 
-from rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, MSR_IA32_APIC_BASE, MSR_X2APIC_FIRST,
-                               XAPIC_DEFAULT_BASE)
+from rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, Lvt, MSR_IA32_APIC_BASE,
+                               MSR_X2APIC_FIRST, TimerMode, XAPIC_DEFAULT_BASE)
 from rtl.lapic.local_apic import MAX_LVT_INDEX, VERSION
 from rtl.lapic.registers import Access, BY_NAME, Kind, REGISTERS
 from sim.codec import field_mask, pack, unpack
@@ -13,6 +13,7 @@ from sim.lapic.env import FabricEnv
 from sim.lapic.model import x2apic_ldr
 
 ILLEGAL_ADDRESS = field_mask(Esr, "illegal_register_address")
+RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")
 TIMEOUT = dict(timeout_time=2, timeout_unit="ms")
 
 
@@ -69,6 +70,9 @@ async def test_storage_write_masks(dut):
             expected = (pattern & r.write_mask) | (r.reset & ~r.write_mask & 0xFFFF_FFFF)
             if r.name.startswith("LVT_"):
                 expected |= 0x1_0000   # software-disabled (SVR[8] = 0) forces the mask bit
+            if r.name == "TIMER_INITIAL" and env.config.local_interrupts and (
+                    unpack(Lvt, await port.read("LVT_TIMER"))["timer_mode"] is TimerMode.TSC_DEADLINE):
+                expected = 0           # ignored in TSC-deadline mode (SDM vol. 3 §11.5.4.1)
             if r.name == "SVR":
                 # restore a software-disabled SVR so the LVT rule above keeps applying
                 await port.mmio_write(r.offset, r.reset)
@@ -84,7 +88,9 @@ async def test_storage_write_masks(dut):
     assert await port.mmio_read(lvt.offset) == 0x700, "LVT mask not clearable when enabled"
     await port.write("SVR", 0xFF)   # software-disable again: masks are forced back on
     assert await port.mmio_read(lvt.offset) == 0x1_0700, "disabling did not mask the LVT"
-    assert await read_esr(port) == 0
+    # The all-zero pattern wrote Fixed LVTs with vector 0 (SDM vol. 3 §11.5.2)
+    expected_esr = RECEIVE_ILLEGAL if env.config.local_interrupts else 0
+    assert await read_esr(port) == expected_esr
 
 
 @cocotb.test(**TIMEOUT)
@@ -161,8 +167,8 @@ async def test_x2apic_msr_rules(dut):
         await expect_gp(port, port.read(name), f"RDMSR of write-only {name}")
     await port.write("TPR", 0x20)
     assert await port.read("TPR") == 0x20
-    await port.write("LVT_LINT0", 0x1_4000)          # remote IRR: defined, read-only
-    assert await port.read("LVT_LINT0") == 0x1_0000
+    await port.write("LVT_LINT0", 0x1_4020)          # remote IRR: defined, read-only
+    assert await port.read("LVT_LINT0") == 0x1_0020
     await port.write("ESR", 0)
     await port.write("EOI", 0)
     assert await port.read("ESR") == 0, "x2APIC accesses set ESR (only #GP is expected)"
@@ -214,6 +220,6 @@ async def test_msr_path_in_xapic_mode(dut):
     """MSR accesses outside IA32_APIC_BASE are #GP in xAPIC mode, as is any foreign MSR."""
     env = await FabricEnv.start(dut)
     port = env.ports[0]
-    for msr in (MSR_X2APIC_FIRST + 2, BY_NAME["ICR"].msr, 0xC001_0130, 0x10):
+    for msr in (MSR_X2APIC_FIRST + 2, BY_NAME["ICR"].msr, 0xC001_0130, 0x3A):
         await expect_gp(port, port.rdmsr(msr), f"RDMSR {msr:#x} in xAPIC mode")
         await expect_gp(port, port.wrmsr(msr, 0), f"WRMSR {msr:#x} in xAPIC mode")

@@ -17,6 +17,8 @@ SMALL = FabricConfig.contiguous(4, n_vectors=64)
 test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL])
 test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS + [SMALL])
 test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS)
+#: local interrupt sources (timer, LINT, error LVT) and the ICR/SIPI choices
+test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL])
 
 #: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric
 #: (every test also runs on any design with `pytest --gate-level`)

@@ -7,7 +7,8 @@ from sim.pytest_plugin import cocotb_tests
 from sim.soc.design import SocConfig, SocDesign
 
 CONFIGS = [
-    SocConfig(FabricConfig.contiguous(2, n_vectors=32), msr_window=False),   # as on the iCEBreaker
+    SocConfig(FabricConfig.contiguous(2, n_vectors=32, local_interrupts=False),
+              msr_window=False),   # as on the iCEBreaker
     SocConfig(FabricConfig.contiguous(4, n_vectors=32))] + [
     SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start=start) for start in ("mailbox", "ghcb")]
 

@@ -14,6 +14,10 @@ Each message is on the bus exactly once, and every receiver can always accept in
 (IRR is a bitmap, INIT/SIPI/NMI/SMI are pending flags), so nothing is lost or duplicated; the
 throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
 cycle to monitors.
+
+The fabric also keeps the time-stamp counter all its APICs share (one count per clock cycle,
+from 0 at reset: an invariant TSC, SDM vol. 3 §18.17.1) for their TSC-deadline timers, and
+passes each CPU's LINT0/LINT1 pins to its APIC.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -45,9 +49,11 @@ class ApicFabric(wiring.Component):
     allow_duplicate_ids : bool
         Duplicate IDs are legal on real hardware (every matching APIC accepts, lapic.md §8 #23)
         but usually a configuration mistake, so they are refused unless this is set.
+    local_interrupts : bool
+        Passed to every :class:`~rtl.lapic.local_apic.LocalApic` (timer, LINT, error LVT).
     apic_factory : callable or None
-        ``apic_factory(n_vectors)`` returns the component for one APIC; it must have
-        ``LocalApic``'s signature.  None elaborates :class:`LocalApic` itself; the simulation
+        ``apic_factory(n_vectors=..., local_interrupts=...)`` returns the component for one
+        APIC; it must have ``LocalApic``'s signature.  None elaborates :class:`LocalApic`; the simulation
         harness passes a :class:`rtl.instance.SeparateModule` factory so that the APIC is
         converted and compiled once for all ports.
 
@@ -57,6 +63,10 @@ class ApicFabric(wiring.Component):
         One CPU port per APIC.
     trace : Out(TraceSignature(n_ports=N))
         The bus as seen by a monitor.
+    lint : In(2).array(N)
+        LINT0 (bit 0) and LINT1 (bit 1) pins of each CPU; 0 when left unconnected.
+    tsc : Out(64)
+        The shared time-stamp counter.
 
     Raises
     ------
@@ -65,7 +75,7 @@ class ApicFabric(wiring.Component):
     """
 
     def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
-                 apic_factory=None):
+                 local_interrupts=True, apic_factory=None):
         apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
         if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
             raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
@@ -86,14 +96,19 @@ class ApicFabric(wiring.Component):
             raise ValueError(f"bsp_index must be a port index from 0 to {len(apic_ids) - 1}, "
                              f"not {bsp_index!r}")
         check_n_vectors(n_vectors)
+        if not isinstance(local_interrupts, bool):
+            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        self.local_interrupts = local_interrupts
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
         self.bsp_index = bsp_index
-        self._apic_factory = apic_factory or (lambda n_vectors: LocalApic(n_vectors=n_vectors))
+        self._apic_factory = apic_factory or LocalApic
         n = len(apic_ids)
         super().__init__({
             "cpu": In(CpuPortSignature()).array(n),
             "trace": Out(TraceSignature(n_ports=n)),
+            "lint": In(2).array(n),
+            "tsc": Out(64),
         })
 
     @property
@@ -104,11 +119,14 @@ class ApicFabric(wiring.Component):
         m = Module()
         n = self.n_cpus
         apics = []
+        m.d.sync += self.tsc.eq(self.tsc + 1)
         for i, apic_id in enumerate(self.apic_ids):
-            apic = self._apic_factory(self.n_vectors)
+            apic = self._apic_factory(n_vectors=self.n_vectors,
+                                      local_interrupts=self.local_interrupts)
             m.submodules[f"apic{i}"] = apic
             wiring.connect(m, wiring.flipped(self.cpu[i]), apic.cpu)
-            m.d.comb += [apic.apic_id.eq(apic_id), apic.bsp.eq(i == self.bsp_index)]
+            m.d.comb += [apic.apic_id.eq(apic_id), apic.bsp.eq(i == self.bsp_index),
+                         apic.lint.eq(self.lint[i]), apic.tsc.eq(self.tsc)]
             apics.append(apic)
 
         bus_valid = Signal()

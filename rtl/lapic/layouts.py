@@ -9,8 +9,9 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "DeliveryMode", "DestMode", "Shorthand", "Level", "Trigger",
-    "Icr", "Esr", "ApicBase", "Svr", "FabricMessage",
-    "ICR_X2APIC_RESERVED", "ICR_XAPIC_WRITABLE", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
+    "Icr", "Esr", "ApicBase", "Svr", "FabricMessage", "LvtMode", "TimerMode", "Lvt",
+    "timer_divisor", "TIMER_DIVIDE_CODES", "MSR_IA32_TSC", "MSR_IA32_TSC_DEADLINE",
+    "ICR_X2APIC_RESERVED", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
     "MSR_IA32_APIC_BASE", "MSR_X2APIC_FIRST", "MSR_X2APIC_LAST", "XAPIC_DEFAULT_BASE",
 ]
 
@@ -82,9 +83,6 @@ def _mask(layout, *names):
 
 #: x2APIC ICR bits that must be zero (WRMSR with any of them set is #GP; lapic.md §2.1, §8 #13).
 ICR_X2APIC_RESERVED = _mask(Icr, "rsvd13", "rsvd16", "rsvd20")
-#: xAPIC ICR_LO bits that software can write (delivery status is read-only).
-ICR_XAPIC_WRITABLE = _mask(Icr, "vector", "delivery_mode", "dest_mode", "level", "trigger",
-                           "shorthand")
 XAPIC_BROADCAST = 0xFF
 X2APIC_BROADCAST = 0xFFFF_FFFF
 
@@ -149,3 +147,67 @@ MSR_IA32_APIC_BASE = 0x1B
 MSR_X2APIC_FIRST = 0x800
 MSR_X2APIC_LAST = 0xBFF
 XAPIC_DEFAULT_BASE = 0xFEE0_0000
+MSR_IA32_TSC = 0x10                 #: IA32_TIME_STAMP_COUNTER (SDM vol. 3 §18.17)
+MSR_IA32_TSC_DEADLINE = 0x6E0       #: TSC-deadline timer target (SDM vol. 3 §11.5.4.1)
+
+
+class LvtMode(enum.Enum, shape=unsigned(3)):
+    """LVT delivery mode, bits 10:8 (SDM vol. 3 §11.5.1, figure "Local Vector Table").
+
+    Only LINT0/LINT1 (and CMCI, thermal, perf, which have no source in apwake) have a writable
+    mode; the timer and error LVTs are always Fixed.  Values not listed are reserved.
+    """
+    FIXED = 0b000
+    SMI = 0b010
+    NMI = 0b100
+    INIT = 0b101
+    EXTINT = 0b111
+
+
+class TimerMode(enum.Enum, shape=unsigned(2)):
+    """LVT timer bits 18:17 (SDM vol. 3 §11.5.4)."""
+    ONE_SHOT = 0b00
+    PERIODIC = 0b01
+    TSC_DEADLINE = 0b10
+    RESERVED = 0b11       # apwake counts it as one-shot (see LocalApic)
+
+
+class Lvt(data.Struct):
+    """A local vector table entry (SDM vol. 3 §11.5.1)::
+
+        31     19 18 17 16 15 14 13 12 11 10   8 7      0
+        |  rsvd  |timer|M |T |RI|P |DS|r | mode | vector |
+
+    ``timer_mode`` exists in the timer LVT only, ``trigger``/``remote_irr``/``polarity`` in
+    LINT0/LINT1 only, ``delivery_mode`` not in the timer and error LVTs (always Fixed there);
+    the register table's write masks say which bits each LVT keeps.
+    """
+    vector: unsigned(8)
+    delivery_mode: LvtMode
+    rsvd11: unsigned(1)
+    delivery_status: unsigned(1)
+    polarity: unsigned(1)          # LINT: 0 active high, 1 active low
+    remote_irr: unsigned(1)        # LINT, level-triggered Fixed: accepted, EOI not yet seen
+    trigger: Trigger               # LINT only
+    mask: unsigned(1)
+    timer_mode: TimerMode
+    rsvd19: unsigned(13)
+
+
+#: Divide configuration register: the value of bits {3, 1, 0} -> divisor (SDM vol. 3 §11.5.4,
+#: figure "Divide Configuration Register").
+TIMER_DIVIDE_CODES = {0b000: 2, 0b001: 4, 0b010: 8, 0b011: 16, 0b100: 32, 0b101: 64,
+                      0b110: 128, 0b111: 1}
+
+
+def timer_divisor(tdcr):
+    """The divisor a TIMER_DIVIDE register value selects (bits 3, 1, 0; bit 2 is reserved).
+
+    Raises
+    ------
+    ValueError
+        ``tdcr`` is not a 32-bit value.
+    """
+    if not isinstance(tdcr, int) or not 0 <= tdcr <= 0xFFFF_FFFF:
+        raise ValueError(f"TIMER_DIVIDE value must be a 32-bit integer, not {tdcr!r}")
+    return TIMER_DIVIDE_CODES[((tdcr >> 1) & 0b100) | (tdcr & 0b011)]

@@ -10,9 +10,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import (ApicBase, DeliveryMode, DestMode, Esr, FabricMessage, Icr, Level,
-                      Shorthand, Svr, Trigger, ICR_X2APIC_RESERVED, ICR_XAPIC_WRITABLE,
-                      MSR_IA32_APIC_BASE, MSR_X2APIC_FIRST, XAPIC_BROADCAST, X2APIC_BROADCAST,
-                      XAPIC_DEFAULT_BASE)
+                      Lvt, LvtMode, Shorthand, Svr, TimerMode, Trigger, ICR_X2APIC_RESERVED,
+                      MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST,
+                      TIMER_DIVIDE_CODES, XAPIC_BROADCAST, X2APIC_BROADCAST, XAPIC_DEFAULT_BASE)
 from .priority import find_set
 from .registers import Access, Kind, REGISTERS, BY_NAME
 from .signatures import CpuPortSignature, FabricLinkSignature, Space
@@ -32,12 +32,14 @@ def check_n_vectors(n_vectors):
 
 
 def local_apic_signature():
-    """The ports of :class:`LocalApic` (the same for every ``n_vectors``)."""
+    """The ports of :class:`LocalApic` (the same for every parameter)."""
     return wiring.Signature({
         "cpu": In(CpuPortSignature()),
         "link": Out(FabricLinkSignature()),
         "apic_id": In(32),
         "bsp": In(1),
+        "lint": In(2),
+        "tsc": In(64),
     })
 
 
@@ -58,7 +60,7 @@ class LocalApic(wiring.Component):
       vector* and no IRR bit.  Vectors at or above ``n_vectors`` (fewer vectors implemented)
       are also refused with *receive illegal vector*.
     * **Level-triggered IPIs** other than INIT are sent as edge, asserted (P4 rule, §8 #20), so
-      TMR stays 0 for every IPI; TMR reads as zero.  INIT with trigger=level, level=de-assert is
+      an IPI clears the TMR bit of its vector.  INIT with trigger=level, level=de-assert is
       INIT de-assert: it reaches every APIC whatever its destination or shorthand (all
       including self is allowed for it) and changes nothing (§8 #8).
     * **ICR write while busy.** The register port holds ``req_ready`` low until the previous IPI
@@ -84,13 +86,57 @@ class LocalApic(wiring.Component):
       ID is read-only.  MSR accesses in xAPIC mode are #GP.
     * **x2APIC MSRs**: absent registers, reads of write-only and writes of read-only registers,
       reserved bits, non-zero upper halves (except ICR), non-zero EOI/ESR writes: ``gp``.
-    * LVT and timer registers are storage only: nothing raises local interrupts yet and the
-      timer does not count.  EOI broadcast to I/O APICs does not exist (no I/O APIC).
+    * **xAPIC ICR read-back** (KVM's choice, checked by its ``xapic_state_test`` selftest): ICR
+      low keeps every written bit, reserved bits 13, 16-17 and 20-31 included, and reads it back
+      with bit 12 showing the delivery status.  Reserved bits never reach the message.  ICR high
+      keeps bits 31:24 only (KVM likewise).  In x2APIC mode reserved bits are #GP instead.
+    * **SIPI latch**: the first SIPI that reaches a CPU is kept until the CPU acknowledges it; a
+      second SIPI arriving before that is dropped (SDM vol. 3 §9.4.4: the first SIPI starts the
+      processor).  A SIPI arriving in the cycle of the acknowledge is latched anew.
+    * **Local interrupts** (SDM vol. 3 §11.5, with ``local_interrupts``):
+
+      - *Timer.*  The current count decrements once every *divisor* fabric clock cycles
+        (TIMER_DIVIDE: 1 to 128), so the timer's clock is the fabric clock.  The divider runs
+        freely: the first decrement after a write of the initial count comes within one divide
+        period.  One-shot fires when the count reaches 0 and stops; periodic reloads the initial
+        count; writing 0 stops the timer.  Mode 0b11 (reserved) counts as one-shot.
+      - *TSC-deadline.*  IA32_TSC_DEADLINE (MSR 0x6E0) arms the timer when written with a non-zero
+        value in TSC-deadline mode; it fires once the TSC (the ``tsc`` input, one count per fabric
+        clock) reaches it and then reads 0.  In other modes the MSR reads 0 and writes are
+        ignored; in TSC-deadline mode TIMER_INITIAL writes are ignored and TIMER_CURRENT reads 0.
+        Switching the timer LVT into or out of TSC-deadline mode disarms the timer (initial,
+        current and deadline to 0), as KVM's ``apic_update_lvtt`` does.  IA32_TSC (MSR 0x10)
+        reads the TSC; writing it is #GP (apwake's TSC is one shared counter).
+      - *LINT0/LINT1* pins (``lint`` bits 0 and 1): active level = pin XOR polarity.  Fixed,
+        edge-triggered: a rising active edge sets IRR; level-triggered Fixed: while the pin is
+        active and remote IRR is clear, IRR and TMR are set and remote IRR (LVT bit 14) rises;
+        the EOI of that vector clears it.  NMI, SMI and INIT are edge-triggered whatever bit 15
+        says (SDM).  ExtINT needs an 8259 to supply the vector; apwake has none, so an ExtINT
+        LINT never interrupts.  Reserved modes never interrupt.
+      - *Error.*  The error LVT fires when the pending ESR goes from empty to non-empty (newer
+        Intel parts; older ones fire on every new bit), one cycle after the error, also when
+        the ESR write that empties it sees a new error.  Errors are collected while it is
+        masked.
+      - *Illegal vectors.*  A local interrupt (Fixed) with vector 0-15, or at or above
+        ``n_vectors``, sets *receive illegal vector* instead of an IRR bit.  Writing an LVT
+        whose mode is Fixed with vector 0-15 sets it too, masked or not (SDM §11.5.2 allows
+        it; Linux's ``clear_local_APIC`` masks LVTERR first for this reason).
+      - Delivery status (LVT bit 12) always reads 0: a local interrupt reaches IRR in the
+        cycle it fires.  TMR reads the trigger mode of the last acceptance of each vector.
+      - CMCI, thermal and performance-monitor LVTs are storage: apwake has no such sources.
+
+      Without ``local_interrupts`` (the smallest FPGA builds) the LVT and timer registers are
+      storage only, TIMER_CURRENT and TMR read 0, and IA32_TSC/IA32_TSC_DEADLINE are #GP.
+    * **INIT** also stops the timer and clears the TSC deadline and remote IRR bits.
+    * EOI broadcast to I/O APICs does not exist (no I/O APIC).
 
     Parameters
     ----------
     n_vectors : int
-        Implemented vectors (32, 64, 128 or 256); IRR/ISR are this wide.
+        Implemented vectors (32, 64, 128 or 256); IRR/ISR/TMR are this wide.
+    local_interrupts : bool
+        Build the local interrupt sources (timer with TSC-deadline, LINT0/LINT1, error LVT,
+        TMR).  False only to save logic on the smallest FPGAs.
 
     Attributes
     ----------
@@ -102,10 +148,26 @@ class LocalApic(wiring.Component):
         Hardware APIC ID (x2APIC ID; its low 8 bits are the xAPIC ID).  Tie to a constant.
     bsp : Signal(1), in
         IA32_APIC_BASE.BSP of this APIC.  Tie to a constant.
+    lint : Signal(2), in
+        The LINT0 (bit 0) and LINT1 (bit 1) pins, synchronous to the fabric clock.
+    tsc : Signal(64), in
+        The time-stamp counter, shared by all APICs of a fabric.
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``n_vectors`` not one of :data:`VECTOR_COUNTS`; ``local_interrupts`` not a bool.
+
+    Sources: Intel SDM vol. 3 ch. 11 (APIC: §11.5 local vector table, timer and error
+    handling, §11.6 ICR, §11.8 EOI, §11.12 x2APIC) and ch. 9 (§9.4 MP initialisation); KVM
+    ``arch/x86/kvm/lapic.c`` where the SDM leaves room.
     """
 
-    def __init__(self, *, n_vectors=256):
+    def __init__(self, *, n_vectors=256, local_interrupts=True):
         self.n_vectors = check_n_vectors(n_vectors)
+        if not isinstance(local_interrupts, bool):
+            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        self.local_interrupts = local_interrupts
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
@@ -135,6 +197,11 @@ class LocalApic(wiring.Component):
         resp_valid = Signal()
         resp_rdata = Signal(64)
         resp_gp = Signal()
+        lsrc = self.local_interrupts
+        tmr = Signal(nv)                 # trigger mode of the last acceptance per vector
+        timer_current = Signal(32)
+        tsc_deadline = Signal(64)
+        lint_rirr = Signal(2)            # LVT LINT0/LINT1 remote IRR (bit 14)
 
         enabled = apic_base.enable
         x2apic = apic_base.enable & apic_base.extd
@@ -173,7 +240,9 @@ class LocalApic(wiring.Component):
         err_refused = Signal()        # ICR write not sent (lapic.md §2.2)
         err_unaccepted = Signal()     # sent, but no APIC accepted it
         err_send_illegal = Signal()
-        err_receive_illegal = Signal()
+        err_receive_illegal = Signal()   # a received message with an illegal vector
+        err_local_illegal = Signal()     # a local interrupt with an illegal vector
+        err_lvt_write_illegal = Signal() # an LVT written with Fixed mode and vector 0-15
         err_register_address = Signal()
         soft_reset = Signal()
 
@@ -184,6 +253,10 @@ class LocalApic(wiring.Component):
         mmio_aligned = (port.addr[0:4] == 0) & (port.addr[12:32] == 0)
         msr_x2apic = is_msr & (port.addr[8:32] == (MSR_X2APIC_FIRST >> 8))
         msr_apic_base = is_msr & (port.addr == MSR_IA32_APIC_BASE)
+        msr_tsc = is_msr & (port.addr == MSR_IA32_TSC) if lsrc else Const(0)
+        msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE) if lsrc else Const(0)
+        lvtt = Lvt(storage["LVT_TIMER"])
+        deadline_mode = lvtt.timer_mode == TimerMode.TSC_DEADLINE
         xapic_access = ~is_msr & xapic
         x2apic_access = msr_x2apic & x2apic
 
@@ -218,6 +291,10 @@ class LocalApic(wiring.Component):
                     (~enabled & new_base.enable & new_base.extd))
                 m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
                                   (new_base.rsvd36 != 0) | bad_transition)
+        with m.Elif(msr_tsc):
+            m.d.comb += gp.eq(port.write)       # the shared TSC is read-only here
+        with m.Elif(msr_deadline):
+            pass                                # any 64-bit value; ignored outside deadline mode
         with m.Elif(is_msr):
             with m.If(~x2apic_access):
                 m.d.comb += gp.eq(1)
@@ -258,6 +335,10 @@ class LocalApic(wiring.Component):
         with m.If(msr_apic_base):
             m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp,
                                      apic_base.as_value()[9:64]))
+        with m.Elif(msr_tsc):
+            m.d.comb += rdata.eq(self.tsc)
+        with m.Elif(msr_deadline):
+            m.d.comb += rdata.eq(Mux(deadline_mode, tsc_deadline, 0))
         with m.Elif(~is_msr & ~xapic):
             m.d.comb += rdata.eq(0xFFFF_FFFF)   # absent MMIO page (disabled or x2APIC)
         with m.Elif((xapic_access & readable_x & mmio_aligned) | (x2apic_access & readable_x2)):
@@ -267,7 +348,9 @@ class LocalApic(wiring.Component):
                         m.d.comb += rdata.eq(self._read_value(
                             r, storage=storage, x2apic=x2apic, xapic_id=xapic_id,
                             x2apic_ldr=x2apic_ldr, tpr=tpr, ppr=ppr, apr=apr, isr=isr, irr=irr,
-                            esr=esr_visible, icr=icr, tx_valid=tx_valid))
+                            esr=esr_visible, icr=icr, tx_valid=tx_valid, tmr=tmr,
+                            timer_current=Mux(deadline_mode, 0, timer_current),
+                            lint_rirr=lint_rirr))
 
         m.d.comb += err_register_address.eq(fire & illegal_address)
 
@@ -282,6 +365,32 @@ class LocalApic(wiring.Component):
             port.gp.eq(resp_gp),
         ]
 
+        # --- APIC timer (SDM vol. 3 §11.5.4) ----------------------------------------------------
+        # Placed before the register writes: a write of TIMER_INITIAL in the cycle of a
+        # decrement wins.
+        timer_fire = Signal()
+        if lsrc:
+            prescaler = Signal(7)       # free-running: the divider does not restart on writes
+            m.d.sync += prescaler.eq(prescaler + 1)
+            tdcr = storage["TIMER_DIVIDE"]
+            tick = Signal()
+            with m.Switch(Cat(tdcr[0:2], tdcr[3])):
+                for code, divisor in TIMER_DIVIDE_CODES.items():
+                    with m.Case(code):
+                        m.d.comb += tick.eq((prescaler & (divisor - 1)) == divisor - 1)
+            periodic = lvtt.timer_mode == TimerMode.PERIODIC
+            with m.If(~deadline_mode & (timer_current != 0) & tick):
+                with m.If(timer_current == 1):
+                    m.d.comb += timer_fire.eq(1)
+                    m.d.sync += timer_current.eq(Mux(periodic, storage["TIMER_INITIAL"], 0))
+                with m.Else():
+                    m.d.sync += timer_current.eq(timer_current - 1)
+            with m.If(deadline_mode & (tsc_deadline != 0) & (self.tsc >= tsc_deadline)):
+                m.d.comb += timer_fire.eq(1)
+                m.d.sync += tsc_deadline.eq(0)
+            with m.If(fire & write & msr_deadline & deadline_mode):
+                m.d.sync += tsc_deadline.eq(wdata)
+
         # --- register write effects -------------------------------------------------------------
         with m.If(fire & do_write):
             with m.Switch(index):
@@ -293,7 +402,23 @@ class LocalApic(wiring.Component):
                         if r.name.startswith("LVT_"):
                             # Software-disabled: LVT mask bits are forced on (lapic.md §5).
                             value = value | Mux(sw_enabled, 0, 1 << 16)
-                        m.d.sync += storage[r.name].eq(value)
+                        if lsrc and r.name == "TIMER_INITIAL":
+                            # Ignored in TSC-deadline mode; otherwise (re)starts the count.
+                            with m.If(~deadline_mode):
+                                m.d.sync += [storage[r.name].eq(value), timer_current.eq(value)]
+                        else:
+                            m.d.sync += storage[r.name].eq(value)
+                        if r.name.startswith("LVT_"):
+                            new_lvt = Lvt(value)
+                            fixed = (new_lvt.delivery_mode == LvtMode.FIXED
+                                     if r.write_mask & 0x700 else Const(1))
+                            m.d.comb += err_lvt_write_illegal.eq(fixed & (new_lvt.vector < 16))
+                        if lsrc and r.name == "LVT_TIMER":
+                            # Into or out of TSC-deadline mode: the timer is disarmed (KVM's
+                            # apic_update_lvtt).
+                            with m.If(deadline_mode != (new_lvt.timer_mode == TimerMode.TSC_DEADLINE)):
+                                m.d.sync += [storage["TIMER_INITIAL"].eq(0), timer_current.eq(0),
+                                             tsc_deadline.eq(0)]
                         if r.name == "SVR":
                             with m.If(~Svr(value).apic_enable):
                                 for lvt in storage:
@@ -302,10 +427,12 @@ class LocalApic(wiring.Component):
                 with m.Case(BY_NAME["ICR_HI"].index):
                     m.d.sync += icr.destination.eq(wdata[0:32] & BY_NAME["ICR_HI"].write_mask)
                 with m.Case(BY_NAME["ICR"].index):
+                    # Every written bit is kept (x2APIC reserved bits were #GP); bit 12 reads
+                    # the delivery status (see the read-back choice above).
                     with m.If(x2apic):
-                        m.d.sync += icr.eq(wdata & ~(ICR_X2APIC_RESERVED | (1 << 12)))
+                        m.d.sync += icr.eq(wdata & ~(1 << 12))
                     with m.Else():
-                        m.d.sync += icr.as_value()[0:32].eq(wdata[0:32] & ICR_XAPIC_WRITABLE)
+                        m.d.sync += icr.as_value()[0:32].eq(wdata[0:32] & ~(1 << 12))
                 with m.Case(BY_NAME["EOI"].index):
                     m.d.comb += isr_clr.eq(Mux(isr_any, Const(1, nv) << isrv, 0))
         with m.If(fire & write & msr_apic_base & ~gp):
@@ -323,13 +450,20 @@ class LocalApic(wiring.Component):
         # --- ESR (write-then-read, lapic.md §4) -------------------------------------------------
         esr_new = _compose(Esr, 8, send_accept=err_refused | err_unaccepted,
                            send_illegal_vector=err_send_illegal,
-                           receive_illegal_vector=err_receive_illegal,
+                           receive_illegal_vector=(err_receive_illegal | err_local_illegal |
+                                                   err_lvt_write_illegal),
                            illegal_register_address=err_register_address)
         esr_write = fire & writes("ESR")
+        esr_next = Signal(8)
+        m.d.comb += esr_next.eq(Mux(esr_write, esr_new, esr_pending | esr_new))
+        m.d.sync += esr_pending.eq(esr_next)
         with m.If(esr_write):
-            m.d.sync += [esr_visible.eq(esr_pending), esr_pending.eq(esr_new)]
-        with m.Else():
-            m.d.sync += esr_pending.eq(esr_pending | esr_new)
+            m.d.sync += esr_visible.eq(esr_pending)
+        # The error LVT fires when pending errors appear (empty -> non-empty), one cycle later:
+        # registered, so that an error LVT with an illegal vector (itself an error) is no loop.
+        error_fire = Signal()
+        if lsrc:
+            m.d.sync += error_fire.eq((esr_next != 0) & ((esr_pending == 0) | esr_write))
 
         # --- send ---------------------------------------------------------------------------------
         new_icr = Icr(Signal(64))
@@ -414,6 +548,7 @@ class LocalApic(wiring.Component):
         m.d.comb += [link.rx_match.eq(match), link.rx_priority.eq(ppr[4:8])]
         accept = Signal()
         m.d.comb += accept.eq(link.rx_valid & Mux(lowest, link.lp_grant, match))
+        rx_irr_set = Signal(nv)
 
         # Acknowledges first: an event accepted in the same cycle (below) stays pending.
         for pending, ack in ((init_pending, self.cpu.init_ack), (sipi_pending, self.cpu.sipi_ack),
@@ -426,17 +561,82 @@ class LocalApic(wiring.Component):
                     with m.If((rx.vector < 16) | (rx.vector >= nv)):
                         m.d.comb += err_receive_illegal.eq(1)
                     with m.Else():
-                        m.d.comb += irr_set.eq(Const(1, nv) << rx.vector)
+                        m.d.comb += rx_irr_set.eq(Const(1, nv) << rx.vector)
                 with m.Case(DeliveryMode.NMI):
                     m.d.sync += nmi_pending.eq(1)
                 with m.Case(DeliveryMode.SMI):
                     m.d.sync += smi_pending.eq(1)
                 with m.Case(DeliveryMode.STARTUP):
-                    m.d.sync += [sipi_pending.eq(1), sipi_vector.eq(rx.vector)]
+                    # The first SIPI wins: a second one before the acknowledge is dropped.
+                    with m.If(~sipi_pending | self.cpu.sipi_ack):
+                        m.d.sync += [sipi_pending.eq(1), sipi_vector.eq(rx.vector)]
                 with m.Case(DeliveryMode.INIT):
                     with m.If(~rx_init_deassert):
                         m.d.comb += soft_reset.eq(1)
                         m.d.sync += [init_pending.eq(1), sipi_pending.eq(0)]
+
+        # --- local interrupts (SDM vol. 3 §11.5) ---------------------------------------------------
+        # After the acknowledges above: an event raised in the cycle of an acknowledge stays.
+        edge_set = Signal(nv)       # IRR bits set by edge-triggered acceptances
+        level_set = Signal(nv)      # ... and by level-triggered ones (TMR set)
+        eoi = fire & writes("EOI") & isr_any
+        if lsrc:
+            local_edge, local_level, local_illegal = [], [], []
+            def local(name, fires, *, has_mode, level=None):
+                """Deliver LVT ``name`` when ``fires``; returns the IRR one-hot it sets."""
+                lvt = Lvt(storage[name])
+                taken = fires & ~lvt.mask & enabled
+                one_hot = Signal(nv, name=f"{name.lower()}_irr")
+                illegal = Signal(name=f"{name.lower()}_illegal")
+                fixed = lvt.delivery_mode == LvtMode.FIXED if has_mode else Const(1)
+                with m.If(taken & fixed):
+                    with m.If((lvt.vector < 16) | (lvt.vector >= nv)):
+                        m.d.comb += illegal.eq(1)
+                    with m.Else():
+                        m.d.comb += one_hot.eq(Const(1, nv) << lvt.vector)
+                if has_mode:
+                    with m.If(taken):
+                        with m.Switch(lvt.delivery_mode):
+                            with m.Case(LvtMode.NMI):
+                                m.d.sync += nmi_pending.eq(1)
+                            with m.Case(LvtMode.SMI):
+                                m.d.sync += smi_pending.eq(1)
+                            with m.Case(LvtMode.INIT):
+                                m.d.comb += soft_reset.eq(1)
+                                m.d.sync += [init_pending.eq(1), sipi_pending.eq(0)]
+                            # ExtINT (no 8259 to give the vector) and reserved modes: nothing.
+                local_illegal.append(illegal)
+                (local_level if level is not None else local_edge).append((one_hot, level))
+                return one_hot
+
+            local("LVT_TIMER", timer_fire, has_mode=False)
+            local("LVT_ERROR", error_fire, has_mode=False)
+            lint_lvts = [Lvt(storage["LVT_LINT0"]), Lvt(storage["LVT_LINT1"])]
+            active = Signal(2)
+            active_prev = Signal(2)
+            m.d.comb += active.eq(self.lint ^ Cat(*(lvt.polarity for lvt in lint_lvts)))
+            m.d.sync += active_prev.eq(active)
+            for i, lvt in enumerate(lint_lvts):
+                name = f"LVT_LINT{i}"
+                # Only Fixed can be level-triggered; NMI, SMI and INIT are edge (SDM §11.5.1).
+                level = (lvt.trigger == Trigger.LEVEL) & (lvt.delivery_mode == LvtMode.FIXED)
+                fires = Mux(level, active[i] & ~lint_rirr[i], active[i] & ~active_prev[i])
+                one_hot = local(name, fires, has_mode=True, level=level)
+                with m.If(level & (one_hot != 0)):
+                    m.d.sync += lint_rirr[i].eq(1)
+                # EOI of the vector a level-triggered LINT raised clears its remote IRR.
+                with m.If(eoi & tmr.bit_select(isrv, 1) & (lvt.vector == isrv8)):
+                    m.d.sync += lint_rirr[i].eq(0)
+            m.d.comb += [
+                err_local_illegal.eq(_or_all(local_illegal)),
+                edge_set.eq(_or_all([h for h, _ in local_edge] +
+                                    [Mux(lv, 0, h) for h, lv in local_level] + [rx_irr_set])),
+                level_set.eq(_or_all([Mux(lv, h, 0) for h, lv in local_level])),
+            ]
+            m.d.sync += tmr.eq((tmr & ~edge_set) | level_set)
+        else:
+            m.d.comb += edge_set.eq(rx_irr_set)
+        m.d.comb += irr_set.eq(edge_set | level_set)
 
         # --- CPU events ------------------------------------------------------------------------------
         cpu = self.cpu
@@ -472,16 +672,19 @@ class LocalApic(wiring.Component):
                          smi_pending.eq(0)]
 
         with m.If(soft_reset):
-            m.d.sync += [irr.eq(0), isr.eq(0), esr_pending.eq(0), esr_visible.eq(0), icr.eq(0)]
+            m.d.sync += [irr.eq(0), isr.eq(0), esr_pending.eq(0), esr_visible.eq(0), icr.eq(0),
+                         tmr.eq(0), timer_current.eq(0), tsc_deadline.eq(0), lint_rirr.eq(0)]
             m.d.sync += [reg.eq(BY_NAME[name].reset) for name, reg in storage.items()]
         return m
 
     def _read_value(self, r, *, storage, x2apic, xapic_id, x2apic_ldr, tpr, ppr, apr, isr, irr,
-                    esr, icr, tx_valid):
+                    esr, icr, tx_valid, tmr, timer_current, lint_rirr):
         """The value register ``r`` reads, in the current mode."""
         if r.kind is Kind.STORAGE:
             if r.name == "LDR":
                 return Mux(x2apic, x2apic_ldr, storage["LDR"])
+            if self.local_interrupts and r.name in ("LVT_LINT0", "LVT_LINT1"):
+                return storage[r.name] | (lint_rirr[int(r.name[-1])] << 14)
             return storage[r.name]
         name = r.name
         if name == "ID":
@@ -492,9 +695,11 @@ class LocalApic(wiring.Component):
             return apr
         if name == "PPR":
             return ppr
-        if name.startswith("ISR") or name.startswith("IRR"):
+        if name == "TIMER_CURRENT" and self.local_interrupts:
+            return timer_current
+        if name[:3] in ("ISR", "IRR") or (name.startswith("TMR") and self.local_interrupts):
             bank = int(name[3:])
-            vectors = isr if name.startswith("ISR") else irr
+            vectors = {"ISR": isr, "IRR": irr, "TMR": tmr}[name[:3]]
             return vectors.word_select(bank, 32) if 32 * bank < self.n_vectors else 0
         if name == "ESR":
             return esr
@@ -503,7 +708,7 @@ class LocalApic(wiring.Component):
             return Mux(x2apic, Cat(icr.as_value()[0:32], icr.destination), low)
         if name == "ICR_HI":
             return icr.destination
-        # TMRn (IPIs are edge-triggered), RRD, TIMER_CURRENT, EOI, SELF_IPI read 0
+        # RRD, EOI, SELF_IPI (and TMRn, TIMER_CURRENT without local interrupts) read 0
         return 0
 
 
@@ -514,3 +719,11 @@ def _compose(layout, width, **fields):
     for name, bit in fields.items():
         value = value | (bit << layout[name].offset)
     return value[0:width]
+
+
+def _or_all(values):
+    """The OR of ``values`` (0 when empty)."""
+    result = Const(0, 1)
+    for value in values:
+        result = result | value
+    return result

@@ -61,14 +61,18 @@ _S = Kind.STORAGE
 _LVT_MASKED = 0x1_0000
 # Writable LVT bits follow KVM's apic_lvt_mask (lapic.md §1.1).  Read-only defined bits: 12
 # (delivery status) in every LVT, 14 (remote IRR) only in LINT0/LINT1.
+_NO_SOURCE = "LVT entry; apwake has no such source, so it never fires"
 _LVT = [
-    ("LVT_CMCI", 0x2F, 0x107FF, 0x1000),
-    ("LVT_TIMER", 0x32, 0x700FF, 0x1000),
-    ("LVT_THERMAL", 0x33, 0x107FF, 0x1000),
-    ("LVT_PERF", 0x34, 0x107FF, 0x1000),
-    ("LVT_LINT0", 0x35, 0x1A7FF, 0x5000),
-    ("LVT_LINT1", 0x36, 0x1A7FF, 0x5000),
-    ("LVT_ERROR", 0x37, 0x100FF, 0x1000),
+    ("LVT_CMCI", 0x2F, 0x107FF, 0x1000, _NO_SOURCE),
+    ("LVT_TIMER", 0x32, 0x700FF, 0x1000, "APIC timer LVT: vector, mask [16], mode [18:17] "
+     "(one-shot, periodic, TSC-deadline)"),
+    ("LVT_THERMAL", 0x33, 0x107FF, 0x1000, _NO_SOURCE),
+    ("LVT_PERF", 0x34, 0x107FF, 0x1000, _NO_SOURCE),
+    ("LVT_LINT0", 0x35, 0x1A7FF, 0x5000, "LINT0 pin: vector, mode (Fixed/SMI/NMI/INIT/ExtINT), "
+     "polarity [13], remote IRR [14] (read-only), trigger [15], mask [16]"),
+    ("LVT_LINT1", 0x36, 0x1A7FF, 0x5000, "LINT1 pin, as LINT0"),
+    ("LVT_ERROR", 0x37, 0x100FF, 0x1000, "error interrupt: raised when ESR errors become "
+     "pending; vector, mask [16]"),
 ]
 
 REGISTERS = [
@@ -89,23 +93,26 @@ REGISTERS = [
              doc="spurious vector [7:0], APIC software enable [8]"),
     *[Register(f"ISR{i}", 0x10 + i, _RO, _RO, doc=f"in-service vectors {32*i}-{32*i+31}")
       for i in range(8)],
-    *[Register(f"TMR{i}", 0x18 + i, _RO, _RO, doc=f"trigger mode of vectors {32*i}-{32*i+31}")
+    *[Register(f"TMR{i}", 0x18 + i, _RO, _RO, doc=f"trigger mode of vectors {32*i}-{32*i+31} (1: level, only "
+             "from a level-triggered LINT)")
       for i in range(8)],
     *[Register(f"IRR{i}", 0x20 + i, _RO, _RO, doc=f"requested vectors {32*i}-{32*i+31}")
       for i in range(8)],
     Register("ESR", 0x28, _RW, _RW, doc="error status; a write latches the pending errors; "
              "x2APIC: non-zero write is #GP"),
     *[Register(name, index, _RW, _RW, reset=_LVT_MASKED, write_mask=mask, ro_mask=ro,
-               kind=_S, doc="local vector table entry (storage; no local interrupt sources yet)")
-      for name, index, mask, ro in _LVT],
+               kind=_S, doc=doc)
+      for name, index, mask, ro, doc in _LVT],
     Register("ICR", 0x30, _RW, _RW, doc="interrupt command (xAPIC low half; x2APIC all 64 bits); "
              "writing it sends the IPI"),
     Register("ICR_HI", 0x31, _RW, _NO, write_mask=0xFF00_0000,
              doc="xAPIC destination [31:24], sampled when ICR is written"),
     Register("TIMER_INITIAL", 0x38, _RW, _RW, write_mask=0xFFFF_FFFF, kind=_S,
-             doc="timer initial count (storage; the timer does not count yet)"),
-    Register("TIMER_CURRENT", 0x39, _RO, _RO, doc="timer current count: reads 0"),
-    Register("TIMER_DIVIDE", 0x3E, _RW, _RW, write_mask=0xB, kind=_S, doc="timer divide"),
+             doc="timer initial count: writing it loads the current count and "
+             "starts the timer (0 stops it); ignored in TSC-deadline mode"),
+    Register("TIMER_CURRENT", 0x39, _RO, _RO, doc="timer current count, decremented every divisor fabric "
+             "clocks; reads 0 in TSC-deadline mode"),
+    Register("TIMER_DIVIDE", 0x3E, _RW, _RW, write_mask=0xB, kind=_S, doc="timer divide: bits 3,1,0 select 2, 4, ... 128 or 1"),
     Register("SELF_IPI", 0x3F, _NO, _WO, write_mask=0xFF,
              doc="x2APIC only: Fixed, edge IPI to self with vector [7:0]"),
 ]

@@ -82,6 +82,8 @@ class ApicPort:
         self._inta = sig("inta")
         self._inta_done = sig("inta_done")
         self._inta_vector = sig("inta_vector")
+        # LINT0/LINT1 pins: only a bare fabric top exposes them (``lint__<index>``)
+        self._lint = getattr(dut, f"lint__{index}", None)
         self._lock = Lock()
         self.x2apic = False
         #: simulation time (ns) of the clock edge at which the last access took effect
@@ -89,7 +91,7 @@ class ApicPort:
         # Every input this port drives starts at a known value (Icarus leaves undriven ones X,
         # which would reach registers through don't-care paths).
         for handle in (self._req_valid, self._space, self._addr, self._write, self._wdata,
-                       self._inta, *self._acks.values()):
+                       self._inta, *self._acks.values(), *(self._lint,) * (self._lint is not None)):
             handle.value = 0
 
     # --- raw accesses ---------------------------------------------------------------------------
@@ -166,6 +168,24 @@ class ApicPort:
                 return
         raise SimTimeout(f"{self.name}: ICR delivery status still busy after "
                          f"{timeout_cycles} polls")
+
+    def set_lint(self, pin, level):
+        """Drive the LINT0 (``pin`` 0) or LINT1 (``pin`` 1) input to ``level`` (0 or 1): a wire
+        level, taken by the APIC at the next clock edge.
+
+        Raises
+        ------
+        ValueError
+            ``pin`` or ``level`` out of range, or the design has no LINT pins for this port.
+        """
+        if pin not in (0, 1):
+            raise ValueError(f"{self.name}: LINT pin must be 0 or 1, not {pin!r}")
+        if level not in (0, 1, False, True):
+            raise ValueError(f"{self.name}: LINT{pin} level must be 0 or 1, not {level!r}")
+        if self._lint is None:
+            raise ValueError(f"{self.name}: this design has no LINT pins (only the fabric top)")
+        value = int(self._lint.value)
+        self._lint.value = (value & ~(1 << pin)) | (int(level) << pin)
 
     # --- events --------------------------------------------------------------------------------
     async def _wait_high(self, handle, what, timeout_cycles):

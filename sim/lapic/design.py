@@ -22,6 +22,7 @@ class FabricConfig(EnvConfig):
     n_vectors: int = 256
     bsp_index: int = 0
     allow_duplicate_ids: bool = False
+    local_interrupts: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
@@ -45,6 +46,8 @@ class FabricConfig(EnvConfig):
             parts.append(f"v{self.n_vectors}")
         if self.bsp_index:
             parts.append(f"bsp{self.bsp_index}")
+        if not self.local_interrupts:
+            parts.append("nolvt")
         return "-".join(parts)
 
 
@@ -59,20 +62,23 @@ class FabricDesign(Design):
 
     @property
     def apic_module(self):
-        return f"apwake_lapic_v{self.config.n_vectors}"
+        suffix = "" if self.config.local_interrupts else "_nolvt"
+        return f"apwake_lapic_v{self.config.n_vectors}{suffix}"
 
     def parameters(self):
         return asdict(self.config)
 
     def separate_modules(self):
-        return {self.apic_module: LocalApic(n_vectors=self.config.n_vectors)}
+        return {self.apic_module: LocalApic(n_vectors=self.config.n_vectors,
+                                            local_interrupts=self.config.local_interrupts)}
 
     def top(self):
         c = self.config
         return ApicFabric(c.apic_ids, n_vectors=c.n_vectors, bsp_index=c.bsp_index,
                           allow_duplicate_ids=c.allow_duplicate_ids,
-                          apic_factory=lambda n_vectors: SeparateModule(local_apic_signature(),
-                                                                        self.apic_module))
+                          local_interrupts=c.local_interrupts,
+                          apic_factory=lambda **_: SeparateModule(local_apic_signature(),
+                                                                  self.apic_module))
 
     def wave_groups(self, top):
         names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
