@@ -17,7 +17,7 @@ __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS"]
 
 STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESET_HOLD": "#a050c0",
                 "STOPPED": "#c03030",
-                "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8", "SMM": "#d4a017"}
+                "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8", "SMM": "#20a0a0"}
 
 
 def make_report(name, platform, options, detail, *, wall_s, waves=None):
