@@ -123,13 +123,21 @@ def _run(args):
     if args.timeline and Path(args.timeline).suffix not in (".png", ".svg"):
         print(f"apwake: --timeline must end in .png or .svg, not {args.timeline!r}", file=sys.stderr)
         return 2
+    for flag, ports in (("--unresponsive", args.unresponsive),
+                        ("--smm-cpu", [] if args.smm_cpu is None else [args.smm_cpu])):
+        for port in ports:
+            if not 1 <= port < args.cpus:     # port 0 is the BSP of the --cpus fabric
+                print(f"apwake: {flag} must name an AP port (1 to {args.cpus - 1}), not {port}",
+                      file=sys.stderr)
+                return 2
     options = ScenarioOptions(seed=args.seed, method=args.method, time_scale=args.time_scale,
                               sipi_before_init=not args.kvm, nr_cpus=args.nr_cpus,
                               callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
                               unresponsive=args.unresponsive, mailbox_version=args.mailbox_version,
                               parking_page=args.parking_page,
                               firmware_reuses_mailbox=args.firmware_reuses_mailbox,
-                              ghcb_version=args.ghcb_version, force_kexec=args.force_kexec)
+                              ghcb_version=args.ghcb_version, force_kexec=args.force_kexec,
+                              smm_cpu=args.smm_cpu, smm_us=args.smm_us)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
                               timeline=Path(args.timeline).resolve() if args.timeline else None,
@@ -183,6 +191,13 @@ def _cpus(text):
     return value
 
 
+def _smm_us(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--smm-us must be >= 0, not {text}")
+    return value
+
+
 def main(argv=None):
     from .cpu.platform import DEFAULT_TIME_SCALE
 
@@ -226,7 +241,14 @@ def main(argv=None):
                      help="simulate the Yosys gate-level netlist instead of the RTL: generic "
                           "gates (default) or the iCE40/ECP5-mapped netlist with Yosys's cell models")
     run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
-                     help="this CPU never runs code (wedged); repeatable")
+                     help="this AP is stuck in SMM (an SMI from the firmware whose handler never "
+                          "returns: INIT latched, SIPIs lost); on a mailbox platform a vCPU the "
+                          "VMM never runs; repeatable")
+    run.add_argument("--smm-cpu", type=int, metavar="PORT",
+                     help="init-sipi-smm: the AP the firmware's SMI holds in SMM (default 1)")
+    run.add_argument("--smm-us", type=_smm_us, default=50_000, metavar="US",
+                     help="init-sipi-smm: guest microseconds the SMI handler runs (default "
+                          "50000: longer than the AP's INIT-SIPI-SIPI)")
     run.set_defaults(func=_run)
     bench = sub.add_parser("bench", help="simulation speed figures")
     bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255)")

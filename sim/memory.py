@@ -12,9 +12,11 @@ jumps there runs it.  A jump to an address where nothing is loaded is a bring-up
 CPU model reports.
 
 Waiting on memory is event-driven: :meth:`Memory.wait_until` sleeps until a write touches the
-watched range, as a CPU spinning on a flag would, without polling every clock.
+watched range, as a CPU spinning on a flag would, without polling every clock.  :meth:`Memory.watch`
+lends the same wake-up to other waits (a CPU model's ``wait_until`` on a flag and on other CPUs).
 """
 
+import contextlib
 import enum
 
 from cocotb.triggers import Event, First, Timer
@@ -103,14 +105,24 @@ class Memory:
             raise MemoryError_(f"integer size must be 1, 2, 4 or 8 bytes, not {size}")
         return int.from_bytes(self.read(address, size), "little")
 
+    @contextlib.contextmanager
+    def watch(self, address, size, event):
+        """Within the ``with`` block, set ``event`` (a :class:`cocotb.triggers.Event`) whenever a
+        write touches ``[address, address + size)``."""
+        if address < 0 or size <= 0:
+            raise MemoryError_(f"watch: bad range address={address:#x} size={size:#x}")
+        watcher = (address, address + size, event)
+        self._watchers.append(watcher)
+        try:
+            yield event
+        finally:
+            self._watchers.remove(watcher)
+
     async def wait_until(self, address, size, predicate, *, timeout_ns):
         """Sleep until ``predicate(read_int(address, size))`` holds; False on timeout.
         ``timeout_ns=None`` waits for ever: only for code that spins for ever on real hardware
         too (a parking loop), under a scenario watchdog."""
-        event = Event()
-        watcher = (address, address + size, event)
-        self._watchers.append(watcher)
-        try:
+        with self.watch(address, size, Event()) as event:
             deadline = None if timeout_ns is None else Timer(timeout_ns, "ns") if timeout_ns > 0 else False
             while not predicate(self.read_int(address, size)):
                 event.clear()
@@ -121,8 +133,6 @@ class Memory:
                 elif await First(event.wait(), deadline) is deadline:
                     return predicate(self.read_int(address, size))
             return True
-        finally:
-            self._watchers.remove(watcher)
 
     # --- code --------------------------------------------------------------------------------
     def load_program(self, address, program, *, owner, name=None):

@@ -18,7 +18,7 @@ def test_list_names_every_scenario():
     out = apwake("list")
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
-    assert names == ["init-sipi", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
+    assert names == ["init-sipi", "init-sipi-smm", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
                      "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1",
                      "kexec-mpwk-parking-loop", "ipi-storm", "sev-es-boot",
                      "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "soc-demo"]
@@ -38,11 +38,32 @@ def test_run_json_and_timeline(tmp_path):
 
 
 def test_stuck_ap_fails_with_a_report():
+    """--unresponsive: an AP stuck in SMM; the failure names it, SMM and the SMI handler."""
     out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
                  "--callin-timeout-ms", "1")
     assert out.returncode == 1
-    assert "FAILURE CPU 1 (APIC ID 0x1, INIT_RECEIVED)" in out.stdout
-    assert "did not answer within 0.001 s" in out.stdout and out.stdout.rstrip().endswith("FAILED")
+    assert "FAILURE CPU 1 (APIC ID 0x1, SMM)" in out.stdout
+    assert "did not answer within 0.001 s (guest time); it is SMM at SMM: firmware SMI handler" in out.stdout
+    assert out.stdout.rstrip().endswith("FAILED")
+
+
+@pytest.mark.parametrize(("args", "passed", "outcome"), [
+    (["--callin-timeout-ms", "1"], False,
+     "INIT latched in SMM and taken at RSM, its 2 SIPIs arrived in SMM and were lost: left "
+     "INIT_RECEIVED at wait-for-SIPI"),
+    (["--method", "legacy", "--smm-us", "5000"], True,
+     "came up: the SMI ended before the SIPIs, the INIT latched in SMM was taken at RSM"),
+])
+def test_init_sipi_smm(args, passed, outcome):
+    """init-sipi-smm from the command line: the JSON names the AP in SMM and what became of
+    it; the exit status follows."""
+    out = apwake("run", "init-sipi-smm", "--cpus", "2", "--smm-cpu", "1", "--json", *args)
+    assert out.returncode == (0 if passed else 1), out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    smm = report["smm"]
+    assert (smm["cpu"], smm["port"], smm["outcome"]) == (1, 1, outcome), smm
+    assert report["passed"] is passed and report["online"] == ([0, 1] if passed else [0])
+    assert "SMM" in [event[1] for event in report["timeline"][1]["events"]]
 
 
 def test_parking_loop_json_reports_stranded_aps():
@@ -74,6 +95,11 @@ def test_sev_kexec_refusal_from_the_command_line():
     (["run", "kexec-mpwk-parking-loop", "--parking-page", "bios"], "--parking-page: invalid choice: 'bios'"),
     (["run", "sev-es-boot", "--ghcb-version", "3"], "--ghcb-version: invalid choice: 3"),
     (["run", "init-sipi", "--gate-level", "xilinx"], "--gate-level: invalid choice: 'xilinx'"),
+    (["run", "init-sipi-smm", "--smm-us", "-1"], "--smm-us must be >= 0, not -1"),
+    (["run", "init-sipi-smm", "--cpus", "2", "--smm-cpu", "0"],
+     "--smm-cpu must name an AP port (1 to 1), not 0"),
+    (["run", "init-sipi", "--cpus", "4", "--unresponsive", "4"],
+     "--unresponsive must name an AP port (1 to 3), not 4"),
 ])
 def test_bad_arguments(args, message):
     out = apwake(*args)

@@ -43,3 +43,39 @@ def test_programs_live_at_addresses():
     assert m.program_at(0x9B000) is None
     with pytest.raises(MemoryError_, match="bad range"):
         m.set_owner(-1, 10, Owner.FIRMWARE)
+
+
+class _Flag:
+    """Stands in for a cocotb Event: counts ``set()`` calls."""
+
+    def __init__(self):
+        self.sets = 0
+
+    def set(self):
+        self.sets += 1
+
+
+def test_watch_sets_its_event_on_overlapping_writes_only():
+    m, flag = Memory(), _Flag()
+    with m.watch(0x1000, 4, flag):
+        m.write_int(0x1004, 1, 4, writer=None)        # next to the range: no
+        m.write_int(0x0FFE, 0xFFFF_FFFF, 4, writer=None)    # overlaps its first two bytes
+        m.write_int(0x1003, 1, 1, writer=None)
+    m.write_int(0x1000, 2, 1, writer=None)            # after the block: not watched any more
+    assert flag.sets == 2
+    with pytest.raises(MemoryError_, match="watch: bad range address=0x1000 size=0x0"):
+        with m.watch(0x1000, 0, flag):
+            pass
+
+
+def test_smm_handler_durations_are_checked():
+    from sim.cpu.model import SMM_ENTRY
+    from sim.cpu.smm import SmmHandler
+
+    m = Memory()
+    handler = SmmHandler(m, duration_us=None)
+    assert m.program_at(SMM_ENTRY)[1] == "firmware SMI handler" and m.owner(SMM_ENTRY) is Owner.FIRMWARE
+    with pytest.raises(ValueError, match="SMM duration_us must be >= 0 or None, not -1"):
+        SmmHandler(m, duration_us=-1)
+    with pytest.raises(ValueError, match="SMM duration_us must be >= 0 or None, not nan"):
+        handler.hold(type("Cpu", (), {"index": 1})(), float("nan"))

@@ -1,12 +1,13 @@
 """INIT-SIPI bring-up with the CPU models (lapic.md §6): the four scenarios, and the corner
 cases the kernel discussions argue about (SIPI to a running CPU, the second SIPI, a SIPI vector
-with no code, INIT to the BSP, an AP that never answers, KVM's SIPI-before-INIT, nr_cpus)."""
+with no code, INIT to the BSP, an AP stuck in SMM that never answers, KVM's SIPI-before-INIT,
+nr_cpus)."""
 
 import cocotb
 
 from rtl.lapic.layouts import DeliveryMode, Trigger
 from sim.cpu.linux import TRAMPOLINE, BootMethod
-from sim.cpu.model import MpState, RESET_VECTOR
+from sim.cpu.model import SMM, MpState, RESET_VECTOR
 from sim.lapic.bfm import make_icr
 from sim.pytest_plugin import applies_to
 from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
@@ -133,15 +134,19 @@ async def test_init_to_the_bsp(dut):
 @cocotb.test(**TIMEOUT)
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_unresponsive_ap_is_reported(dut):
-    """An AP that never runs code: the BSP's wait times out with a report naming it; the other
-    APs still come up."""
+    """An AP stuck in SMM (its SMI handler never returns): INIT stays latched, both SIPIs are
+    discarded, the BSP's wait times out with a report naming it in SMM; the other APs still
+    come up."""
     options = ScenarioOptions(unresponsive=[1], **SHORT)
     report = await run_scenario(dut, "init-sipi", options)
     assert not report["passed"]
-    stuck = report["timeline"][1]["cpu"]
+    cpu = report["timeline"][1]
+    stuck = cpu["cpu"]
     failures = [f for f in report["failures"] if f["cpu"] == stuck]
     assert failures and "did not answer within 0.001 s" in failures[0]["message"], report["failures"]
-    assert failures[0]["state"] == MpState.INIT_RECEIVED.name
+    assert failures[0]["state"] == SMM and failures[0]["where"].startswith("SMM: firmware SMI handler")
+    assert cpu["state"] == SMM and cpu["ignored_sipis"] == 2 and cpu["entry"] is None
+    assert any(note.startswith("INIT latched (in SMM)") for _, _, note in cpu["events"])
     others = sorted(c["cpu"] for c in report["timeline"] if c["cpu"] != stuck)
     assert sorted(report["online"]) == others
 

@@ -1,4 +1,5 @@
-"""INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs."""
+"""INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs; NMI, SMM and the CPU model's
+waits on 2 and 4."""
 
 from sim.lapic.design import FabricConfig
 from sim.pytest_plugin import cocotb_tests
@@ -6,3 +7,6 @@ from sim.pytest_plugin import cocotb_tests
 CONFIGS = [FabricConfig.contiguous(n) for n in (2, 8, 64)]
 
 test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS)
+
+test_smm = cocotb_tests("cocotb_tests.bringup.tb_smm",
+                        [FabricConfig.contiguous(n) for n in (2, 4)])

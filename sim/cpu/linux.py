@@ -27,7 +27,7 @@ from ..codec import field_mask
 from ..lapic.bfm import make_icr
 from ..memory import PAGE_SIZE, Owner
 from ..mpwk.madt import parse_mp_wake
-from .model import RESET_VECTOR
+from .model import NMI_VECTOR, RESET_VECTOR
 from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 
 __all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
@@ -88,8 +88,11 @@ class Firmware:
     #: what the firmware stores in its reused page (any data of its own)
     REUSE_DATA = b"firmware runtime data, not a mailbox".ljust(64, b"\0")
 
-    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b"", *, reuses_mailbox_page=False):
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b"", *, reuses_mailbox_page=False,
+                 handoff=()):
         self.memory = memory
+        #: ``async def step(bsp)``: the firmware's last work before it jumps to the kernel
+        self.handoff = list(handoff)
         self.kernel_entry = kernel_entry
         self.resets = 0
         self.reuses_mailbox_page = reuses_mailbox_page
@@ -111,6 +114,8 @@ class Firmware:
         self.resets += 1
         cpu.note(f"firmware: reset #{self.resets}")
         if self.resets == 1:
+            for step in self.handoff:
+                await step(cpu)
             cpu.jump(self.kernel_entry)
         cpu.where = "firmware: halted after INIT (no warm-reset vector)"
 
@@ -157,6 +162,8 @@ class Kernel:
         self.boot_failures = []
         self.calls = {}            # cpu number -> [pending call-function entries]
         self.calls_done = []       # (target cpu number, entry) in execution order
+        self.nmi_count = {}        # APIC ID -> NMIs handled (irq_stat.__nmi_count)
+        self.nmi_handlers = []     # register_nmi_handler(NMI_LOCAL, ...) callbacks
         self.call_ran = Event()    # set whenever calls_done grows
         self.entry, self.data = entry, data
         self.name = owner.value
@@ -204,7 +211,7 @@ class Kernel:
     def _report_stuck(self, apic_id, what):
         """A bring-up failure naming the CPU and where it is."""
         target = self._model_of(apic_id)
-        message = f"{what}; it is {target.state.name} at {target.where}"
+        message = f"{what}; it is {target.position}"
         self.boot_failures.append(message)
         self.platform.fail(target, message)
 
@@ -461,6 +468,19 @@ class Kernel:
     # --- call-function IPIs --------------------------------------------------------------------------
     def _setup_idt(self, cpu):
         cpu.idt[CALL_FUNCTION_VECTOR] = self._call_function_interrupt
+        cpu.idt[NMI_VECTOR] = self._nmi
+
+    # --- NMI (arch/x86/kernel/nmi.c) ----------------------------------------------------------------
+    def register_nmi_handler(self, handler):
+        """Add ``async def handler(cpu)`` to the handlers every NMI runs (NMI_LOCAL)."""
+        self.nmi_handlers.append(handler)
+
+    async def _nmi(self, cpu, vector):
+        """exc_nmi: count the NMI for this CPU, then nmi_handle runs every registered handler.
+        No EOI: an NMI never enters the ISR."""
+        self.nmi_count[cpu.apic_id] = self.nmi_count.get(cpu.apic_id, 0) + 1
+        for handler in self.nmi_handlers:
+            await handler(cpu)
 
     async def smp_call_function_single(self, cpu, target_cpu, entry):
         """Queue ``entry`` for ``target_cpu`` and send the IPI (Linux waits for ICR idle

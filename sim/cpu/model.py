@@ -12,11 +12,38 @@ States carry KVM's names (``KVM_MP_STATE_*``, lapic.md §6.4).  Rules (lapic.md 
 * The CPU runs whatever program is loaded where it jumps (:meth:`sim.memory.Memory.load_program`);
   a jump to an address with no code is a failure naming the CPU and the address.
 
-The model is event-driven: it sleeps on its APIC's INIT/SIPI/INTR edges and on timers, never on
-every clock.  Software delays (``udelay``) are real simulated time multiplied by the platform's
-``time_scale`` (see :class:`sim.cpu.platform.Platform`).
+NMI (SDM vol. 3, "Handling Multiple NMIs"; KVM arch/x86/kvm/x86.c ``process_nmi``):
+
+* The CPU acknowledges each NMI its APIC presents and runs the handler in ``cpu.idt[2]``; from
+  then until the handler's IRET further NMIs are blocked.  One blocked NMI is latched and runs
+  right after the IRET; any more collapse into it (counted in ``nmis_collapsed``).  KVM keeps
+  the same "one running, one pending" limit.
+
+SMM (SDM vol. 3, "System Management Mode": "SMI Handling While in SMM", "NMI Handling While in
+SMM", "Auto HALT Restart"; KVM arch/x86/kvm/smm.c and lapic.c ``kvm_apic_accept_events``):
+
+* An SMI saves the CPU's state and runs the SMM handler program loaded at
+  :data:`SMM_ENTRY` (SMBASE + 0x8000); the handler returning is RSM, which restores the state
+  (a CPU that was halted halts again: auto HALT restart).  The timeline shows the SMM interval.
+* In SMM, INIT is latched: left pending in the APIC, not acknowledged, and taken at RSM (KVM:
+  "INITs are latched while in SMM").  A SIPI is discarded and counted in ``ignored_sipis``, as
+  any SIPI to a CPU not in wait-for-SIPI.  NMIs are latched (one) and a second SMI is latched
+  (one) until RSM; interrupts (INTR) wait for RSM too.
+* In wait-for-SIPI (``INIT_RECEIVED``, ``UNINITIALIZED``) NMI and SMI stay pending in the APIC
+  until a SIPI starts the CPU: the CPU runs no code there (KVM runs no vCPU in INIT_RECEIVED;
+  Bochs masks NMI and SMI while waiting for SIPI).
+* INIT clears the CPU's NMI and SMI latches and NMI blocking (KVM ``kvm_vcpu_reset``).
+
+Limits: the CPU's program keeps running as a coroutine while an NMI or SMI handler runs, so a
+program that is executing (not halted) is not paused by SMM; the scenarios deliver SMIs to
+halted CPUs, where this makes no difference.
+
+The model is event-driven: it sleeps on its APIC's INIT/SIPI/NMI/SMI/INTR edges and on timers,
+never on every clock.  Software delays (``udelay``) are real simulated time multiplied by the
+platform's ``time_scale`` (see :class:`sim.cpu.platform.Platform`).
 """
 
+import contextlib
 
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChange
@@ -24,7 +51,8 @@ from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChan
 from rtl.ghcb_msr.layouts import VcpuState
 from rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
 
-__all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET"]
+__all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET", "NMI_VECTOR", "SMBASE",
+           "SMM_ENTRY", "SMM"]
 
 #: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
 RESET_VECTOR = 0xFFFF_FFF0
@@ -32,6 +60,17 @@ RESET_VECTOR = 0xFFFF_FFF0
 SEV_ES_RESET = 0x0080_B000
 #: real-mode reachable memory, where an MPWK WakeupVector belongs (mpwk.md §7 #10)
 LOW_MEMORY = 1 << 20
+#: the NMI's IDT vector
+NMI_VECTOR = 2
+#: default SMBASE after reset (SDM vol. 3, "SMRAM"): the state save map is at SMBASE + 0xFE00
+SMBASE = 0x3_0000
+#: where an SMI starts the SMM handler: SMBASE + 0x8000
+SMM_ENTRY = SMBASE + 0x8000
+#: the label a CPU in SMM carries in reports and timelines instead of its mp_state (KVM keeps
+#: SMM as a flag beside the mp_state, HF_SMM_MASK)
+SMM = "SMM"
+#: mp_states of a CPU in wait-for-SIPI: it runs no code and takes no NMI or SMI
+_WAIT_FOR_SIPI = ("INIT_RECEIVED", "UNINITIALIZED")
 
 
 #: KVM_MP_STATE_* names and numbers, declared once with the GHCB unit that reports them
@@ -75,7 +114,8 @@ class CpuModel:
         initial = (MpState.RUNNABLE if is_bsp else
                    MpState.INIT_RECEIVED if sipi_before_init else MpState.UNINITIALIZED)
         self.state = initial
-        self.history = [(0.0, initial, "reset")]
+        #: (time ns, state label, note): the label is the mp_state's name, or ``SMM``
+        self.history = [(0.0, initial.name, "reset")]
         self.ignored_sipis = 0
         self.entry = None            # (cs, ip) of the last SIPI start
         self.mailbox = None          # sim.mpwk.bfm.ApPort when parked on an MPWK mailbox
@@ -90,11 +130,25 @@ class CpuModel:
         self._program = None
         self._irq_task = None
         self._woken = Event()
-        self._changed = Event()      # set on every history entry and failure
         self._started = False
-        #: False models a CPU wedged where the OS cannot reach it, as in SMM (lapic.md §8 #6):
-        #: its APIC accepts INIT and SIPI, the CPU keeps INIT latched and drops SIPI.
-        self.responsive = True
+        self._start_at = None        # (address, why): a program the CPU runs from reset
+        # NMI: blocked from delivery until the handler's IRET; one more latched
+        self.nmis_taken = 0
+        self.nmis_collapsed = 0
+        self.nmi_blocked = False
+        self.nmi_latched = False
+        self._nmi_task = None
+        # SMM: the state saved at SMI, one more SMI latched
+        self.in_smm = False
+        self.smm_entries = 0
+        self.smis_collapsed = 0
+        self.smi_latched = False
+        self.init_latched = False    # an INIT is waiting in the APIC for RSM
+        self._smm_saved = None
+        self._smm_task = None
+        self._rsm = Event()          # set at RSM: interrupts held back in SMM go on
+        self._iret = Event()         # set at the NMI handler's IRET
+        self._recheck = Event()      # set when a latched or held event may now be taken
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self):
@@ -104,37 +158,95 @@ class CpuModel:
         cocotb.start_soon(self._vcpu_events() if self.vcpu is not None else self._events())
         if self.is_bsp:
             self._run_at(RESET_VECTOR, "reset vector")
+        elif self._start_at is not None:
+            self._run_at(*self._start_at)
+
+    @property
+    def status(self):
+        """The state reports show: ``SMM`` while in SMM, else the mp_state's name."""
+        return SMM if self.in_smm else self.state.name
+
+    @property
+    def position(self):
+        """``"<status> at <where>"``: the state and place every stuck report names."""
+        return f"{self.status} at {self.where}"
+
+    def _record(self, note):
+        self.history.append((cocotb.utils.get_sim_time("ns"), self.status, note))
+        self.platform.state_changed(self)
 
     def _set_state(self, state, note=""):
         self.state = state
-        self.history.append((cocotb.utils.get_sim_time("ns"), state, note))
-        self._changed.set()
+        self._record(note)
 
     def note(self, text):
         """Record a software milestone (``online``, ``alive``) in the timeline."""
-        self.history.append((cocotb.utils.get_sim_time("ns"), self.state, text))
-        self._changed.set()
+        self._record(text)
 
     def fail(self, message):
         self.platform.fail(self, message)
 
-    async def wait_until(self, predicate, *, timeout_ns, what):
-        """Sleep until ``predicate()`` holds, re-checked whenever this CPU's history changes;
-        AssertionError naming the CPU, its state and ``what`` after ``timeout_ns``."""
-        deadline = Timer(timeout_ns, "ns")
-        while not predicate():
-            self._changed.clear()
-            if await First(self._changed.wait(), deadline) is deadline:
-                raise AssertionError(f"{self.name}: {what} not reached within {timeout_ns} ns; "
-                                     f"it is {self.state.name} at {self.where}")
+    async def wait_until(self, predicate, *, timeout_ns, what, memory=()):
+        """Sleep until ``predicate()`` holds.
+
+        The predicate is re-checked whenever any CPU of the platform changes state, notes a
+        milestone or reports a failure (:meth:`sim.cpu.platform.Platform.watch_changes`), and
+        whenever a write touches one of the ``memory`` ranges (``[(address, size), ...]``,
+        :meth:`sim.memory.Memory.watch`).  A predicate on anything else is re-checked only at
+        those moments: give its memory, or make the code that changes it note the change.
+
+        Raises
+        ------
+        ValueError
+            ``timeout_ns`` is not positive: every wait has a watchdog.
+        AssertionError
+            ``predicate()`` still false after ``timeout_ns``, or true by then but never seen at
+            a wake-up (it depends on something the wait does not watch, which would otherwise
+            pass silently late): names this CPU, its state, where it is, ``what`` was awaited
+            and what the wait wakes on.
+        """
+        if not callable(predicate):
+            raise TypeError(f"wait_until needs a callable predicate, not {predicate!r}")
+        if timeout_ns is None or not timeout_ns > 0:
+            raise ValueError(f"{self.name}: wait_until({what!r}) needs a positive timeout_ns, "
+                             f"not {timeout_ns!r}: every wait has a watchdog")
+        woken = Event()
+        with contextlib.ExitStack() as watches:
+            watches.enter_context(self.platform.watch_changes(woken))
+            for address, size in memory:
+                watches.enter_context(self.platform.memory.watch(address, size, woken))
+            deadline = Timer(timeout_ns, "ns")
+            while not predicate():
+                woken.clear()
+                if await First(woken.wait(), deadline) is deadline:
+                    ranges = "".join(f", writes to {a:#x}+{n}" for a, n in memory)
+                    wakes = f"the wait re-checks on any CPU's state change, note or failure{ranges}"
+                    if predicate():
+                        raise AssertionError(
+                            f"{self.name}: {what} became true without waking the wait, seen "
+                            f"only at its {timeout_ns} ns watchdog: {wakes}; pass the memory "
+                            f"it depends on or note the change")
+                    raise AssertionError(f"{self.name}: {what} not reached within {timeout_ns} "
+                                         f"ns; it is {self.position} ({wakes})")
 
     def park_on_mailbox(self, ap_port):
         """TDX-style start (mpwk.md §3): the AP runs the firmware's mailbox loop instead of
         waiting for SIPI; ``ap_port`` is its :class:`sim.mpwk.bfm.ApPort`."""
         self.mailbox = ap_port
         self.state = MpState.RUNNABLE
-        self.history = [(0.0, MpState.RUNNABLE, "parked on the MP wakeup mailbox")]
+        self.history = [(0.0, MpState.RUNNABLE.name, "parked on the MP wakeup mailbox")]
         self.where = "firmware: mailbox poll loop"
+
+    def start_parked(self, address, why):
+        """Start this AP from reset in the program at ``address`` instead of wait-for-SIPI: an
+        AP the firmware has already woken and left in a loop of its own (edk2's MpInitLib keeps
+        its APs in a hlt loop until the OS sends INIT-SIPI-SIPI), so it takes NMIs and SMIs."""
+        if self.is_bsp:
+            raise ValueError(f"{self.name} is the BSP: it starts at the reset vector")
+        self.state = MpState.RUNNABLE
+        self.history = [(0.0, MpState.RUNNABLE.name, why)]
+        self.where = why
+        self._start_at = (address, why)
 
     def attach_vcpu(self, vcpu_port):
         """SEV-ES guest (ghcb.md §4): the hypervisor's GHCB unit takes INIT and SIPI; the CPU
@@ -143,7 +255,7 @@ class CpuModel:
         self.vcpu = vcpu_port
         if not self.is_bsp:
             self.state = MpState.UNINITIALIZED
-            self.history = [(0.0, MpState.UNINITIALIZED, "created (SEV-ES)")]
+            self.history = [(0.0, MpState.UNINITIALIZED.name, "created (SEV-ES)")]
             self.where = "not started (SEV-ES: waits for INIT-SIPI)"
 
     async def _vcpu_events(self):
@@ -188,14 +300,29 @@ class CpuModel:
         port = self.apic
         while True:
             await ReadOnly()
+            self._recheck.clear()
+            runs = self.state.name not in _WAIT_FOR_SIPI
             if self.mailbox is not None and self.mailbox.wake.value:
                 await RisingEdge(port.clk)
                 self._on_mailbox_wake(await self.mailbox.wait_wake())
                 continue
-            if port.init.value:
+            # SMI before INIT: both are "external hardware interventions" of the same priority
+            # class; taken first, the SMI then holds the INIT latched until RSM.
+            if port.smi.value and runs:
+                await RisingEdge(port.clk)
+                await port.acknowledge("smi")
+                self._on_smi()
+                continue
+            if port.init.value and not self.in_smm:
                 await RisingEdge(port.clk)
                 await port.acknowledge("init")
                 self._on_init()
+                continue
+            if port.init.value and not self.init_latched:
+                # In SMM the INIT stays pending in the APIC, unacknowledged, until RSM.
+                await RisingEdge(port.clk)
+                self.init_latched = True
+                self.note("INIT latched (in SMM): taken at RSM")
                 continue
             if port.sipi.value:
                 vector = int(port.sipi_vector.value)
@@ -203,17 +330,26 @@ class CpuModel:
                 await port.acknowledge("sipi")
                 self._on_sipi(vector)
                 continue
-            events = [RisingEdge(port.init), RisingEdge(port.sipi)]
+            if port.nmi.value and runs:
+                await RisingEdge(port.clk)
+                await port.acknowledge("nmi")
+                self._on_nmi()
+                continue
+            if not self.in_smm and (self.smi_latched or (self.nmi_latched and not self.nmi_blocked)):
+                await RisingEdge(port.clk)
+                self._take_latched()
+                continue
+            events = [RisingEdge(port.init), RisingEdge(port.sipi), RisingEdge(port.nmi),
+                      RisingEdge(port.smi), self._recheck.wait()]
             if self.mailbox is not None:
                 events.append(RisingEdge(self.mailbox.wake))
             await First(*events)
 
     def _on_init(self):
-        if not self.responsive:
-            self.note("INIT latched, not taken (CPU wedged)")
-            return
         self._abandon()
         self.interrupts_enabled = False
+        # INIT resets the CPU: latched and blocked NMIs and SMIs go (KVM kvm_vcpu_reset)
+        self.init_latched = self.nmi_blocked = self.nmi_latched = self.smi_latched = False
         if self.is_bsp:
             self._set_state(MpState.RUNNABLE, "INIT: BSP restarts at the reset vector")
             self._run_at(RESET_VECTOR, "reset vector after INIT")
@@ -222,23 +358,109 @@ class CpuModel:
             self.where = "wait-for-SIPI"
 
     def _on_sipi(self, vector):
-        if not self.responsive:
-            self.note(f"SIPI {vector:#04x} dropped (CPU wedged)")
-            return
-        if self.state is not MpState.INIT_RECEIVED:
+        if self.in_smm or self.state is not MpState.INIT_RECEIVED:
+            # honoured only in wait-for-SIPI; not retried by the sender's APIC, so lost
             self.ignored_sipis += 1
-            self.note(f"SIPI {vector:#04x} ignored ({self.state.name})")   # counted, then dropped
+            self.note(f"SIPI {vector:#04x} ignored ({self.status})")
             return
         address = vector << 12
         self.entry = (vector << 8, 0)
         self._set_state(MpState.RUNNABLE, f"SIPI {vector:#04x}: real mode CS={vector << 8:#06x} IP=0")
         self._run_at(address, f"SIPI vector {vector:#04x}")
 
+    # --- NMI (SDM vol. 3, "Handling Multiple NMIs") ---------------------------------------------
+    def _on_nmi(self):
+        if self.in_smm or self.nmi_blocked:
+            why = "in SMM" if self.in_smm else "NMI handler running"
+            if self.nmi_latched:
+                self.nmis_collapsed += 1
+                self.note(f"NMI collapsed ({why}, one already latched)")
+            else:
+                self.nmi_latched = True
+                self.note(f"NMI latched ({why})")
+            return
+        self._start_nmi("NMI")
+
+    def _start_nmi(self, why):
+        self.nmi_blocked = True
+        self.nmis_taken += 1
+        self._iret = Event()
+        self.note(f"{why}: handler (IDT vector {NMI_VECTOR})")
+        self._nmi_task = cocotb.start_soon(self._nmi())
+
+    async def _nmi(self):
+        handler = self.idt.get(NMI_VECTOR)
+        if handler is None:
+            self.fail(f"{self.name}: NMI with no handler at IDT vector {NMI_VECTOR}")
+        else:
+            await handler(self, NMI_VECTOR)
+        # IRET: NMIs unblocked; a latched one is taken next by the event loop
+        self.nmi_blocked = False
+        self.note("IRET: NMIs unblocked")
+        self._iret.set()
+        self._woken.set()            # like an interrupt, an NMI ends hlt
+        self._recheck.set()
+
+    def _take_latched(self):
+        if self.smi_latched:
+            self.smi_latched = False
+            self._enter_smm("latched SMI")
+        else:
+            self.nmi_latched = False
+            self._start_nmi("latched NMI")
+
+    # --- SMM (SDM vol. 3, "System Management Mode") -------------------------------------------
+    def _on_smi(self):
+        if self.in_smm:
+            if self.smi_latched:
+                self.smis_collapsed += 1
+                self.note("SMI collapsed (in SMM, one already latched)")
+            else:
+                self.smi_latched = True
+                self.note("SMI latched (in SMM): taken at RSM")
+            return
+        self._enter_smm("SMI")
+
+    def _enter_smm(self, why):
+        # the state save map (SMBASE + 0xFE00) keeps what RSM restores
+        self._smm_saved = (self.state, self.where)
+        loaded = self.platform.memory.program_at(SMM_ENTRY)
+        self.where = f"SMM: {loaded[1] if loaded else 'no handler'}"
+        self.in_smm = True
+        self.smm_entries += 1
+        self._rsm = Event()
+        self._set_state(MpState.RUNNABLE, f"{why}: enter SMM (saved {self.state.name} at {self.where})")
+        self._smm_task = cocotb.start_soon(self._smm())
+
+    async def _smm(self):
+        loaded = self.platform.memory.program_at(SMM_ENTRY)
+        if loaded is None:
+            # nothing executes RSM: the CPU stays in SMM
+            self.where = f"SMM: {SMM_ENTRY:#x} (no code)"
+            self.fail(f"{self.name} took an SMI but no SMM handler is loaded at {SMM_ENTRY:#x}")
+            return
+        await loaded[0](self)
+        self._resume_from_smm()
+
+    def _resume_from_smm(self):
+        """RSM: restore the saved state; a halted CPU halts again (auto HALT restart)."""
+        state, where = self._smm_saved
+        self.in_smm = False
+        self.where = where
+        self._set_state(state, "RSM: auto HALT restart" if state is MpState.HALTED
+                        else f"RSM: back to {where}")
+        self._rsm.set()
+        if self.smi_latched:
+            # the latched SMI comes first, before any interrupt (KVM smm.c kvm_smm_changed)
+            self.smi_latched = False
+            self._enter_smm("latched SMI")
+        self._recheck.set()            # a latched INIT or NMI is taken now
+
     def _abandon(self):
-        for task in (self._program, self._irq_task):
+        for task in (self._program, self._irq_task, self._nmi_task, self._smm_task):
             if task is not None and not task.done():
                 task.cancel()
-        self._program = self._irq_task = None
+        self._program = self._irq_task = self._nmi_task = self._smm_task = None
 
     def restart_at(self, address, why):
         """Abandon what the CPU runs and continue at ``address`` (kexec's jump to the next
@@ -249,9 +471,6 @@ class CpuModel:
         self._run_at(address, why)
 
     def _run_at(self, address, why):
-        if not self.responsive:
-            self.where = "wedged (as in SMM)"
-            return
         self._program = cocotb.start_soon(self._execute(address, why))
 
     async def _execute(self, address, why):
@@ -339,6 +558,14 @@ class CpuModel:
             await ReadOnly()
             if not port.intr.value:
                 await RisingEdge(port.intr)
+                continue
+            # SMM entry clears IF and an NMI handler runs through an interrupt gate: INTR
+            # waits for RSM or the IRET
+            if self.in_smm:
+                await self._rsm.wait()
+                continue
+            if self.nmi_blocked:
+                await self._iret.wait()
                 continue
             await RisingEdge(port.clk)
             vector, _ = await port.inta()

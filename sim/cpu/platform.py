@@ -7,6 +7,8 @@ time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles 
 carry the factor.
 """
 
+import contextlib
+
 import cocotb
 
 from rtl.mpwk_mailbox.layouts import ApState
@@ -23,6 +25,17 @@ DEFAULT_TIME_SCALE = 0.001
 
 
 class Platform:
+    """The simulated machine.
+
+    Attributes
+    ----------
+    handoff : list
+        ``async def step(bsp)`` callables the firmware runs on the BSP, in order, just before it
+        jumps to the kernel (:func:`sim.cpu.smm.setup_smm` raises its SMIs there).
+    smm : sim.cpu.smm.SmmHandler or None
+        The SMI handler, when a scenario set one up.
+    """
+
     def __init__(self, env, *, time_scale=DEFAULT_TIME_SCALE, sipi_before_init=True):
         if not 0 < time_scale <= 1:
             raise ValueError(f"time_scale must be in (0, 1], not {time_scale!r}")
@@ -32,6 +45,9 @@ class Platform:
         self.memory = Memory()
         self.failures = []
         self.firmware = None
+        self.handoff = []
+        self.smm = None
+        self._change_watchers = []   # Events set on every CPU state change, note and failure
         bsp = env.config.bsp_index
         self.cpus = [CpuModel(self, port, is_bsp=port.index == bsp, sipi_before_init=sipi_before_init)
                      for port in env.ports]
@@ -81,9 +97,25 @@ class Platform:
         return guest_ns * self.time_scale
 
     def fail(self, cpu, message):
-        self.failures.append({"cpu": cpu.apic_id, "port": cpu.index, "state": cpu.state.name,
+        self.failures.append({"cpu": cpu.apic_id, "port": cpu.index, "state": cpu.status,
                               "where": cpu.where, "message": message})
-        cpu._changed.set()
+        self.state_changed(cpu)
+
+    def state_changed(self, cpu):
+        """Called by ``cpu`` on each history entry, and on each failure: wakes every
+        :meth:`watch_changes` watcher, so a wait on one CPU's progress wakes whoever waits."""
+        for event in self._change_watchers:
+            event.set()
+
+    @contextlib.contextmanager
+    def watch_changes(self, event):
+        """Within the ``with`` block, set ``event`` on every CPU's state change, note and
+        failure."""
+        self._change_watchers.append(event)
+        try:
+            yield event
+        finally:
+            self._change_watchers.remove(event)
 
     def start(self):
         for cpu in self.cpus:

@@ -15,6 +15,7 @@ from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
 from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, BootMethod, Firmware, Kernel
 from ..memory import PAGE_SIZE, Owner
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
+from ..cpu.smm import setup_smm
 from ..lapic.env import FabricEnv
 from ..mpwk.bfm import MailboxPorts
 from ..ghcb.design import SevPlatformConfig
@@ -35,7 +36,11 @@ class ScenarioOptions:
     nr_cpus: int | None = None
     callin_timeout_us: float = 10_000_000  # Linux waits 10 s for an AP
     ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
-    unresponsive: list = field(default_factory=list)   # port indices of CPUs that never run code
+    #: port indices of APs stuck where the OS cannot reach them: in SMM for good (fabric), or a
+    #: vCPU the VMM never runs (mailbox platform)
+    unresponsive: list = field(default_factory=list)
+    smm_cpu: int | None = None             # init-sipi-smm: the AP in SMM (port; default 1)
+    smm_us: float = 50_000                 # init-sipi-smm: guest us the SMI handler holds it
     mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
     ghcb_version: int = 2                  # SEV-ES scenarios: the hypervisor's maximum GHCB protocol
     force_kexec: bool = False              # kexec-sev-es-v1: go past the kernel's refusal
@@ -74,7 +79,8 @@ async def boot(platform, options, method, **kernel_options):
     """Load firmware and a kernel booting by ``method``, start the CPUs, wait for smp_init to
     finish (it always does: every wait of the kernel has its timeout)."""
     platform.firmware = Firmware(platform.memory, madt=platform.madt,
-                                 reuses_mailbox_page=options.firmware_reuses_mailbox)
+                                 reuses_mailbox_page=options.firmware_reuses_mailbox,
+                                 handoff=platform.handoff)
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
                     callin_timeout_us=options.callin_timeout_us, **kernel_options)
     platform.start()
@@ -93,7 +99,7 @@ async def _bounded(platform, options, awaitable, what):
     try:
         return await with_timeout(awaitable, limit, "ns")
     except SimTimeoutError:
-        where = "; ".join(f"{c.name}: {c.state.name} at {c.where}" for c in platform.cpus)
+        where = "; ".join(f"{c.name}: {c.position}" for c in platform.cpus)
         raise AssertionError(f"watchdog: {what} not done after {limit / 1e6:g} ms simulated ({where})") from None
 
 
@@ -102,12 +108,56 @@ def _boot_detail(kernel):
             "expected_online": list(kernel.cpuid_to_apicid)}
 
 
+def _targeted_method(name, options):
+    if options.method not in ("modern", "legacy"):
+        raise ValueError(f"{name} --method must be 'modern' or 'legacy', not {options.method!r}")
+    return BootMethod(options.method)
+
+
 @scenario("init-sipi", "the BSP wakes each AP in turn with INIT, SIPI, SIPI "
                        "(--method modern: no INIT delay, 10 us gaps; legacy: 10 ms, 300/200 us)")
 async def init_sipi(platform, options):
-    if options.method not in ("modern", "legacy"):
-        raise ValueError(f"init-sipi --method must be 'modern' or 'legacy', not {options.method!r}")
-    return _boot_detail(await boot(platform, options, BootMethod(options.method)))
+    return _boot_detail(await boot(platform, options, _targeted_method("init-sipi", options)))
+
+
+@scenario("init-sipi-smm", "init-sipi while one AP (--smm-cpu, default 1) is in SMM: the "
+                           "firmware's SMI just before hand-off holds it --smm-us guest us; "
+                           "INIT is latched until RSM and SIPIs arriving in SMM are lost, so the "
+                           "AP ends in wait-for-SIPI and the BSP's wait times out; an SMI that "
+                           "ends before the SIPIs lets the AP come up")
+async def init_sipi_smm(platform, options):
+    method = _targeted_method("init-sipi-smm", options)
+    port = 1 if options.smm_cpu is None else options.smm_cpu
+    setup_smm(platform, [port], options.smm_us)
+    kernel = await boot(platform, options, method)
+    cpu = platform.cpus[port]
+    if cpu.in_smm:
+        # the BSP gave up first: report where the AP ends once its SMI handler is done
+        await cpu.wait_until(lambda: not (cpu.in_smm or cpu.init_latched), what="RSM and the latched INIT",
+                             timeout_ns=platform.scaled_ns(options.smm_us * 1000) + 10_000)
+    return {**_boot_detail(kernel), "smm": smm_outcome(cpu, kernel, options.smm_us)}
+
+
+def smm_outcome(cpu, kernel, smm_us):
+    """What SMM did to ``cpu``'s bring-up: when it entered and left SMM, whether its INIT was
+    latched, how many SIPIs it lost, where it ended, in one sentence too."""
+    def first(text):
+        return next((t for t, _, note in cpu.history if text in note), None)
+
+    online = cpu.apic_id in kernel.online_apic_ids()
+    init_latched = first("INIT latched (in SMM)") is not None
+    if online:
+        outcome = ("came up: the SMI ended before the SIPIs"
+                   + (", the INIT latched in SMM was taken at RSM" if init_latched else ""))
+    elif cpu.in_smm:
+        outcome = f"still in SMM: INIT latched, {cpu.ignored_sipis} SIPIs lost"
+    else:
+        outcome = (f"INIT latched in SMM and taken at RSM, its {cpu.ignored_sipis} SIPIs arrived "
+                   f"in SMM and were lost: left {cpu.position}")
+    return {"cpu": cpu.apic_id, "port": cpu.index, "smm_us": smm_us,
+            "smi_ns": first("enter SMM"), "rsm_ns": first("RSM"), "init_latched": init_latched,
+            "ignored_sipis": cpu.ignored_sipis, "state": cpu.status, "where": cpu.where,
+            "online": online, "outcome": outcome}
 
 
 @scenario("init-sipi-broadcast", "one INIT and two SIPIs to all-excluding-self wake every AP at once")
@@ -188,7 +238,7 @@ async def _kexec_mpwk(platform, options, parking_page=None):
     def reason_1(cpu):
         if cpu.apic_id not in kernel1.cpuid_to_apicid:
             return f"nr_cpus={options.nr_cpus}: never woken, still polling the firmware mailbox"
-        return f"{cpu.state.name} at {cpu.where}"
+        return cpu.position
 
     summary_1 = _kernel_summary(kernel1, platform, reason_1)     # before kexec stops its CPUs
     kernel2 = Kernel(platform, BootMethod.MPWK, callin_timeout_us=options.callin_timeout_us,
@@ -211,12 +261,12 @@ async def _kexec_mpwk(platform, options, parking_page=None):
                     f"firmware mailbox at {platform.mailbox.base:#x}, but the patched MADT sends "
                     f"kernel 2 to kernel 1's parking loop at {kernel1.parking_loop.mailbox_address:#x}")
         if parking_page is not None:
-            return f"{cpu.state.name} at {cpu.where}"
+            return cpu.position
         if not can_reset and cpu.apic_id in woken_by_1:
             return "halted by kernel 1's stop_this_cpu: a version-0 mailbox has no way back to firmware"
         if not can_reset:
             return "still polling the firmware mailbox, but kernel 1 zeroed the MADT mailbox address (version-0 policy)"
-        return f"{cpu.state.name} at {cpu.where}"
+        return cpu.position
 
     detail = {"kernel": kernel2, "method": "mpwk", "mailbox_version": version,
               "kernels": [summary_1, _kernel_summary(kernel2, platform, reason_2)]}
@@ -314,16 +364,19 @@ async def start_platform(dut, options):
         ap_ids = [c.apic_id for c in platform.cpus if not c.is_bsp]
         platform.park_aps(MailboxPorts(dut, ap_ids, mailbox_platform.base))
         platform.madt = mailbox_platform.madt_entry()
-    for index in options.unresponsive:
-        if not 0 <= index < env.n:
-            raise ValueError(f"unresponsive CPU port {index} does not exist (0 to {env.n - 1})")
+    if options.unresponsive and sev_platform is not None:
+        # KVM offers no SMM to SEV-ES guests (arch/x86/kvm/svm/svm.c svm_has_emulated_msr)
+        raise ValueError("--unresponsive is not modelled for SEV-ES guests, which have no SMM")
+    if options.unresponsive and mailbox_platform is None:
+        # an AP stuck in SMM: parked by the firmware, its SMI handler never returns
+        setup_smm(platform, options.unresponsive, None)
+    for index in options.unresponsive if mailbox_platform is not None else ():
+        if not 0 <= index < env.n or platform.cpus[index].is_bsp:
+            raise ValueError(f"unresponsive CPU port {index} is not an AP (ports 0 to {env.n - 1})")
         cpu = platform.cpus[index]
-        cpu.responsive = False
-        cpu.where = "wedged (as in SMM)"
-        if cpu.mailbox is not None:
-            # parked on the mailbox: the VMM never runs the vCPU, its loop answers nothing
-            cpu.mailbox.deschedule()
-            cpu.where = "firmware: mailbox poll loop, vCPU descheduled by the VMM"
+        # parked on the mailbox: the VMM never runs the vCPU, its loop answers nothing
+        cpu.mailbox.deschedule()
+        cpu.where = "firmware: mailbox poll loop, vCPU descheduled by the VMM"
     return platform
 
 
@@ -342,6 +395,6 @@ async def run_scenario(dut, name, options, *, waves=None):
     except SimTimeoutError:
         for cpu in platform.cpus:
             platform.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
-                               f"{cpu.name} is {cpu.state.name} at {cpu.where}")
+                               f"{cpu.name} is {cpu.position}")
     return make_report(name, platform, options, detail, wall_s=time.monotonic() - started,
                        waves=waves)

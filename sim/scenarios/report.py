@@ -4,8 +4,9 @@ Report fields: ``scenario``, ``cpus``, ``passed``, ``online`` (APIC IDs that rea
 ``failures`` (each with ``cpu`` = APIC ID, ``port``, ``state``, ``where``, ``message``),
 ``sim_time_ns``, ``cycles``, ``wall_s`` (the run in the simulator, build excluded), ``waves``,
 ``time_scale``, ``options``, ``bus_messages``, ``corruptions`` (memory writes into pages owned by
-someone else), ``timeline`` (per CPU: state changes and milestones with simulated times), and
-the scenario's own detail (``method``, ``expected_online``, ``storm``, ...).
+someone else), ``timeline`` (per CPU: state changes and milestones with simulated times; the
+state is ``SMM`` while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries), and
+the scenario's own detail (``method``, ``expected_online``, ``storm``, ``smm``, ...).
 """
 
 import cocotb
@@ -16,7 +17,7 @@ __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS"]
 
 STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESET_HOLD": "#a050c0",
                 "STOPPED": "#c03030",
-                "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8"}
+                "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8", "SMM": "#20a0a0"}
 
 
 def make_report(name, platform, options, detail, *, wall_s, waves=None):
@@ -29,15 +30,17 @@ def make_report(name, platform, options, detail, *, wall_s, waves=None):
     for apic_id in expected:
         if apic_id not in online and not any(f["cpu"] == apic_id for f in failures):
             cpu = next(c for c in platform.cpus if c.apic_id == apic_id)
-            platform.fail(cpu, f"{cpu.name} did not come online ({cpu.state.name} at {cpu.where})")
+            platform.fail(cpu, f"{cpu.name} did not come online ({cpu.position})")
             failures = list(platform.failures)
     timeline = []
     for cpu in platform.cpus:
         timeline.append({
-            "cpu": cpu.apic_id, "port": cpu.index, "bsp": cpu.is_bsp, "state": cpu.state.name,
+            "cpu": cpu.apic_id, "port": cpu.index, "bsp": cpu.is_bsp, "state": cpu.status,
             "where": cpu.where, "ignored_sipis": cpu.ignored_sipis,
+            "nmis": cpu.nmis_taken, "nmis_collapsed": cpu.nmis_collapsed,
+            "smm_entries": cpu.smm_entries,
             "entry": None if cpu.entry is None else {"cs": cpu.entry[0], "ip": cpu.entry[1]},
-            "events": [[round(t, 3), state.name, note] for t, state, note in cpu.history],
+            "events": [[round(t, 3), label, note] for t, label, note in cpu.history],
         })
     return {
         "scenario": name,
@@ -88,6 +91,10 @@ def format_report(report, *, max_cpus=None):
     lines.append(f"ignored SIPIs: {ignored}; fabric messages: {report['bus_messages']}")
     if "storm" in report:
         lines.append(f"ipi storm: {report['storm']}")
+    if "smm" in report:
+        smm = report["smm"]
+        lines.append(f"SMM: CPU {smm['port']} (APIC ID {smm['cpu']:#x}), SMI held "
+                     f"{smm['smm_us']:g} us guest time: {smm['outcome']}")
     lines.append(f"simulated {report['sim_time_ns'] / 1000:.1f} us = {report['cycles']} cycles "
                  f"in {report['wall_s']:.2f} s wall "
                  f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)")
@@ -119,6 +126,8 @@ def plot_timeline(report, path):
                 ax.plot(t / 1000, y, marker="|", color="black", markersize=8)
             elif "ignored" in note:
                 ax.plot(t / 1000, y, marker="x", color="#c03030", markersize=5)
+            elif "NMI" in note and "handler" in note:
+                ax.plot(t / 1000, y, marker="^", color="black", markersize=5)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{'BSP' if c['bsp'] else 'AP'} {c['cpu']:#x}" for c in rows],
                        fontsize=7 if len(rows) > 32 else 9)
@@ -129,8 +138,9 @@ def plot_timeline(report, path):
                  + ("" if report["passed"] else " (FAILED)"))
     handles = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()]
     handles += [plt.Line2D([], [], color="black", marker="|", linestyle="", label="online"),
-                plt.Line2D([], [], color="#c03030", marker="x", linestyle="", label="SIPI ignored")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+                plt.Line2D([], [], color="#c03030", marker="x", linestyle="", label="SIPI ignored"),
+                plt.Line2D([], [], color="black", marker="^", linestyle="", label="NMI")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=7, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -62,7 +62,7 @@ async def _kexec_sev(platform, options):
     """Kernel 1 boots, stops its APs into AP reset hold and kexecs into kernel 2, which takes
     over kernel 1's pages and wakes every AP with INIT-SIPI-SIPI."""
     kernel1 = await boot_sev(platform, options)
-    summary_1 = _kernel_summary(kernel1, platform, lambda c: f"{c.state.name} at {c.where}")
+    summary_1 = _kernel_summary(kernel1, platform, lambda c: c.position)
     bsp = platform.bsp
     refused = await kernel1.kexec(bsp, force=options.force_kexec)
     if refused:
@@ -77,7 +77,7 @@ async def _kexec_sev(platform, options):
     report_corruptions(platform, lambda page: page in ghcbs
                        and f"kernel 1's GHCB of APIC ID {ghcbs[page]:#x}")
     return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in platform.cpus],
-            "kernels": [summary_1, _kernel_summary(kernel2, platform, lambda c: f"{c.state.name} at {c.where}")]}
+            "kernels": [summary_1, _kernel_summary(kernel2, platform, lambda c: c.position)]}
 
 
 @scenario("kexec-sev-es-v2", "SEV-ES, GHCB protocol 2: kernel 1 parks its APs with the MSR-form "
