@@ -137,7 +137,8 @@ def _run(args):
                               parking_page=args.parking_page,
                               firmware_reuses_mailbox=args.firmware_reuses_mailbox,
                               ghcb_version=args.ghcb_version, force_kexec=args.force_kexec,
-                              smm_cpu=args.smm_cpu, smm_us=args.smm_us)
+                              smm_cpu=args.smm_cpu, smm_us=args.smm_us,
+                              lapic_timer=args.lapic_timer)
     report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
                               waves=Path(args.waves).resolve() if args.waves else None,
                               timeline=Path(args.timeline).resolve() if args.timeline else None,
@@ -200,6 +201,7 @@ def _smm_us(text):
 
 def main(argv=None):
     from .cpu.platform import DEFAULT_TIME_SCALE
+    from .cpu.lapic_setup import TIMER_MODES
 
     parser = argparse.ArgumentParser(prog="apwake", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +246,9 @@ def main(argv=None):
                      help="this AP is stuck in SMM (an SMI from the firmware whose handler never "
                           "returns: INIT latched, SIPIs lost); on a mailbox platform a vCPU the "
                           "VMM never runs; repeatable")
+    run.add_argument("--lapic-timer", default="deadline", choices=list(TIMER_MODES),
+                     help="how each CPU's kernel programs its local APIC timer tick "
+                          "(TSC-deadline as Linux prefers, one-shot or periodic count)")
     run.add_argument("--smm-cpu", type=int, metavar="PORT",
                      help="init-sipi-smm: the AP the firmware's SMI holds in SMM (default 1)")
     run.add_argument("--smm-us", type=_smm_us, default=50_000, metavar="US",

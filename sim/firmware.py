@@ -23,7 +23,7 @@ from rtl.soc import memory_map as mm
 
 from .build import REPO_ROOT, cache_dir
 from .codec import field_mask, pack
-from .cpu.linux import SPURIOUS_VECTOR
+from .cpu.lapic_setup import SPURIOUS_APIC_VECTOR as SPURIOUS_VECTOR
 
 __all__ = ["FirmwareImage", "build_firmware", "soc_header", "FirmwareError", "TRAMPOLINE_VECTOR"]
 

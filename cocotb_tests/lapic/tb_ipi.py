@@ -248,11 +248,13 @@ async def test_init_sipi(dut):
     await ap.write("LDR", 0x0F00_0000)
     await send_and_trace(env, bsp, make_icr(0, INIT, dest=ap.apic_id, trigger=Trigger.LEVEL))
     await ap.wait_init(timeout_cycles=10)
+    # the APIC keeps its state until the CPU takes the INIT (a CPU in SMM holds it)
+    assert await ap.read("TPR") == 0x40, "the APIC reset before its CPU took the INIT"
+    await ap.acknowledge("init")
+    assert not ap.init.value, "init stayed pending after init_ack"
     assert await ap.read("TPR") == 0 and await ap.read("LDR") == 0, "INIT did not reset the APIC"
     assert await ap.read("SVR") == BY_NAME["SVR"].reset, "INIT left the APIC software-enabled"
     assert (await ap.read("ID")) >> 24 == ap.apic_id, "INIT changed the APIC ID"
-    await ap.acknowledge("init")
-    assert not ap.init.value, "init stayed pending after init_ack"
 
     await ap.write("TPR", 0x40)
     deassert = make_icr(0, INIT, dest=ap.apic_id, level=Level.DEASSERT, trigger=Trigger.LEVEL)

@@ -288,8 +288,8 @@ async def test_lint_modes(dut):
     await port.write("LVT_LINT0", lint_lvt(mode=LvtMode.INIT))
     port.set_lint(0, 1)
     await port.wait_init(timeout_cycles=4)
-    assert await port.read("SVR") == BY_NAME["SVR"].reset, "INIT from LINT0 did not reset the APIC"
     await port.acknowledge("init")
+    assert await port.read("SVR") == BY_NAME["SVR"].reset, "INIT from LINT0 did not reset the APIC"
 
 
 # --- error LVT and illegal vectors ---------------------------------------------------------------

@@ -73,8 +73,11 @@ class LocalApic(wiring.Component):
       LDR = 0 matches no logical destination, logical broadcast included (§3).
     * **Lowest priority** goes to the candidate with the lowest PPR class, ties to the lowest
       port index (the fabric decides).
-    * **INIT** resets the APIC registers except the ID, IA32_APIC_BASE (mode, BSP) and an IPI
-      already handed to the fabric, which is still delivered.  A pending SIPI is cleared.
+    * **INIT**: accepting it raises ``init`` and clears a pending SIPI; the APIC registers are
+      reset when the CPU takes it (``init_ack``), except the ID, IA32_APIC_BASE (mode, BSP) and
+      an IPI already handed to the fabric, which is still delivered.  A CPU in SMM holds INIT
+      pending until RSM (SDM vol. 3, chapter "System Management Mode"; KVM
+      ``kvm_apic_accept_events``), and its APIC keeps its state until then.
     * **Globally disabled APIC** (IA32_APIC_BASE.EN=0) accepts no message and drops pending
       INIT/SIPI/NMI/SMI; its MMIO page reads all-ones and ignores writes, as does the MMIO page
       in x2APIC mode.  Leaving EN=1 resets the registers.
@@ -572,7 +575,6 @@ class LocalApic(wiring.Component):
                         m.d.sync += [sipi_pending.eq(1), sipi_vector.eq(rx.vector)]
                 with m.Case(DeliveryMode.INIT):
                     with m.If(~rx_init_deassert):
-                        m.d.comb += soft_reset.eq(1)
                         m.d.sync += [init_pending.eq(1), sipi_pending.eq(0)]
 
         # --- local interrupts (SDM vol. 3 §11.5) ---------------------------------------------------
@@ -602,7 +604,6 @@ class LocalApic(wiring.Component):
                             with m.Case(LvtMode.SMI):
                                 m.d.sync += smi_pending.eq(1)
                             with m.Case(LvtMode.INIT):
-                                m.d.comb += soft_reset.eq(1)
                                 m.d.sync += [init_pending.eq(1), sipi_pending.eq(0)]
                             # ExtINT (no 8259 to give the vector) and reserved modes: nothing.
                 local_illegal.append(illegal)
@@ -666,6 +667,11 @@ class LocalApic(wiring.Component):
         ]
 
         # --- INIT / disable: back to the reset state, keeping ID, mode and BSP (lapic.md §6.1) --
+        # The registers are reset when the CPU takes the INIT (its acknowledge), not when the
+        # APIC accepts it: a CPU in SMM holds INIT pending and its APIC keeps its state until RSM
+        # (KVM resets the APIC in kvm_apic_accept_events, when the INIT is processed).
+        with m.If(self.cpu.init_ack & init_pending):
+            m.d.comb += soft_reset.eq(1)
         with m.If(fire & write & msr_apic_base & ~gp & enabled & ~new_base.enable):
             # A globally disabled APIC is absent: nothing stays pending towards the CPU.
             m.d.sync += [init_pending.eq(0), sipi_pending.eq(0), nmi_pending.eq(0),

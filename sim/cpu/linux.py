@@ -27,6 +27,7 @@ from ..codec import field_mask
 from ..lapic.bfm import make_icr
 from ..memory import PAGE_SIZE, Owner
 from ..mpwk.madt import parse_mp_wake
+from .lapic_setup import LocalApicSetup
 from .model import NMI_VECTOR, RESET_VECTOR
 from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 
@@ -47,7 +48,6 @@ _SYNC = 0xC00                  # u8 per CPU number: cpuhp sync state
 _TRAMPOLINE_LOCK = 0x1000      # the trampoline's bit spin-lock (tr_lock)
 _DATA_BYTES = 0x2000           # the tables above
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
-SPURIOUS_VECTOR = 0xFF
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
 _ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
 
@@ -137,14 +137,17 @@ class Kernel:
         Plan B on a version-0 mailbox (:mod:`sim.cpu.parking`): at kexec the APs go into this
         kernel's parking loop instead of halting, its mailbox in a page of the kernel's own
         (``"kernel"``, MADT patched) or on the firmware's page (``"firmware"``).
+    lapic_timer : str
+        How each CPU programs its local APIC timer (:data:`sim.cpu.lapic_setup.TIMER_MODES`).
     """
 
     def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
                  callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
-                 data=KERNEL_DATA, parking_page=None):
+                 data=KERNEL_DATA, parking_page=None, lapic_timer="deadline"):
         if parking_page not in (None, *PLACEMENTS):
             raise ValueError(f"parking_page must be one of {PLACEMENTS} or None, not {parking_page!r}")
         self.platform = platform
+        self.lapic = LocalApicSetup(platform, lapic_timer)
         self.parking_page = parking_page
         self.parking_loop = None
         self.memory = platform.memory
@@ -227,7 +230,8 @@ class Kernel:
         self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
                                  name="kernel: trampoline")
         self._setup_idt(cpu)
-        await cpu.apic.software_enable(SPURIOUS_VECTOR)
+        await self.lapic.setup_local_apic(cpu, boot_cpu=True)
+        await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
         cpu.note("smp_init")
         cpu.where = f"smp_init ({self.method.value})"
         aps = self.cpuid_to_apicid[1:]
@@ -355,7 +359,7 @@ class Kernel:
             self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
         cpu.where = f"start_secondary (CPU {n})"
         self._setup_idt(cpu)
-        await cpu.apic.software_enable(SPURIOUS_VECTOR)
+        await self.lapic.setup_local_apic(cpu, boot_cpu=False)    # ap_starting: apic_ap_setup
         if parallel:
             self._write(self.data + _SYNC + n, SyncState.ALIVE, 1)
             cpu.note("alive")
@@ -374,6 +378,7 @@ class Kernel:
         """The AP's idle loop: sti; hlt; and play_dead when cpu_down asked for it."""
         cpu.should_die = cpu.should_stop = False     # requests of an earlier kernel are void
         cpu.sti()
+        await self.lapic.setup_apic_timer(cpu)       # start_secondary: setup_percpu_clockev
         cpu.where = "idle (hlt loop)"
         while True:
             await cpu.hlt()

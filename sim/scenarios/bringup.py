@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import cocotb
 from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
 
+from ..cpu.lapic_setup import HZ
 from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, BootMethod, Firmware, Kernel
 from ..memory import PAGE_SIZE, Owner
 from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
@@ -46,6 +47,7 @@ class ScenarioOptions:
     force_kexec: bool = False              # kexec-sev-es-v1: go past the kernel's refusal
     parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
     firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
+    lapic_timer: str = "deadline"          # how each CPU programs its APIC timer (lapic_setup.TIMER_MODES)
 
     def to_dict(self):
         return asdict(self)
@@ -82,10 +84,33 @@ async def boot(platform, options, method, **kernel_options):
                                  reuses_mailbox_page=options.firmware_reuses_mailbox,
                                  handoff=platform.handoff)
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
-                    callin_timeout_us=options.callin_timeout_us, **kernel_options)
+                    callin_timeout_us=options.callin_timeout_us, lapic_timer=options.lapic_timer,
+                    **kernel_options)
     platform.start()
     await _bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
+    await check_ticks(platform, kernel)
     return kernel
+
+
+#: how long (guest time) an online CPU may take to see its first local timer tick: 10 jiffies
+TICK_WAIT_US = 10 * 1_000_000 // HZ
+
+
+async def check_ticks(platform, kernel):
+    """Every online CPU programmed its APIC timer one jiffy ahead (sim.cpu.lapic_setup): each
+    must take exactly that one tick.  A CPU without it is a failure naming it and where it is."""
+    online = kernel.online_apic_ids()
+    try:
+        await with_timeout(kernel.lapic.wait_ticks(online),
+                           platform.scaled_ns(TICK_WAIT_US * 1000) + 1000, "ns")
+    except SimTimeoutError:
+        pass
+    for apic_id in online:
+        cpu = next(c for c in platform.cpus if c.apic_id == apic_id)
+        ticks = kernel.lapic.ticks.get(apic_id, 0)
+        if ticks != 1:
+            platform.fail(cpu, f"{cpu.name}: {ticks} local timer ticks within {TICK_WAIT_US} us "
+                               f"of guest time after setup_local_APIC, expected 1; it is {cpu.position}")
 
 
 def watchdog_ns(platform, options):
@@ -104,8 +129,11 @@ async def _bounded(platform, options, awaitable, what):
 
 
 def _boot_detail(kernel):
+    lapic = kernel.lapic
     return {"kernel": kernel, "method": kernel.method.value,
-            "expected_online": list(kernel.cpuid_to_apicid)}
+            "expected_online": list(kernel.cpuid_to_apicid),
+            "lapic": {"timer": lapic.timer_mode, "ticks": dict(lapic.ticks),
+                      "apic_errors": [{"cpu": a, "esr": e} for a, e in lapic.errors]}}
 
 
 def _targeted_method(name, options):
