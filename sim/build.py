@@ -31,7 +31,8 @@ from cocotb_tools.runner import Verilator
 from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
                         verilator_root)
 
-__all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir", "REPO_ROOT", "VERILATOR_WAIVERS"]
+__all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir", "REPO_ROOT",
+           "VERILATOR_WAIVERS"]
 
 log = logging.getLogger("apwake.build")
 

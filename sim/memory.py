@@ -44,6 +44,7 @@ class MemoryError_(ValueError):
 
 class Corruption(tuple):
     """``(address, page owner, writer)`` of a write into someone else's page."""
+
     __slots__ = ()
 
     def as_dict(self):

@@ -22,6 +22,7 @@ GFN_NONE = (1 << 52) - 1
 
 class MsrCode(enum.Enum, shape=unsigned(12)):
     """GHCBInfo, bits [11:0] of the GHCB MSR (§1 table): requests even, responses odd."""
+
     GHCB_GPA = 0x000            # the value is a GHCB page address (page protocol)
     SEV_INFO_RESP = 0x001
     SEV_INFO_REQ = 0x002
@@ -47,6 +48,7 @@ class GhcbMsr(data.Struct):
 
 class SevInfo(data.Struct):
     """0x001 response: [63:48] max, [47:32] min protocol, [31:24] C-bit position."""
+
     info: MsrCode
     zero: unsigned(12)
     cbit: unsigned(8)
@@ -57,6 +59,7 @@ class SevInfo(data.Struct):
 class CpuidRequest(data.Struct):
     """0x004 request / 0x005 response: [31:30] register (0 EAX .. 3 EDX), [63:32] function
     (request) or value (response)."""
+
     info: MsrCode
     zero: unsigned(18)
     register: unsigned(2)
@@ -65,6 +68,7 @@ class CpuidRequest(data.Struct):
 
 class Termination(data.Struct):
     """0x100: [15:12] reason set, [23:16] reason code."""
+
     info: MsrCode
     reason_set: unsigned(4)
     reason_code: unsigned(8)
@@ -73,6 +77,7 @@ class Termination(data.Struct):
 
 class HoldReply(data.Struct):
     """0x007 response: data non-zero = woken by INIT-SIPI, 0 = not a wake-up (§1)."""
+
     info: MsrCode
     woken: unsigned(52)
 
@@ -80,6 +85,7 @@ class HoldReply(data.Struct):
 class TermReason(data.Struct):
     """The unit's termination status: which vCPU and why (set 0 generic, 1 Linux, §1), and the
     MSR request code that ended it (0 for the NAE form)."""
+
     valid: unsigned(1)
     vcpu: unsigned(8)
     reason_set: unsigned(4)
@@ -89,6 +95,7 @@ class TermReason(data.Struct):
 
 class NaeExit(enum.Enum, shape=unsigned(32)):
     """SW_EXITCODE values the unit serves (§2); anything else gets (2, 6)."""
+
     AP_HLT_LOOP = 0x8000_0004       # AP reset hold, GHCB-page form
     AP_JUMP_TABLE = 0x8000_0005
     HV_FEATURES = 0x8000_FFFD       # v2
@@ -102,6 +109,7 @@ class JumpTableOp(enum.Enum, shape=unsigned(32)):
 
 class HvResponse(enum.Enum, shape=unsigned(32)):
     """SW_EXITINFO1[31:0] written back (§2)."""
+
     OK = 0
     ISSUE_EXCEPTION = 1
     MALFORMED_INPUT = 2
@@ -109,6 +117,7 @@ class HvResponse(enum.Enum, shape=unsigned(32)):
 
 class MalformedReason(enum.Enum, shape=unsigned(32)):
     """SW_EXITINFO2 with MALFORMED_INPUT (§2)."""
+
     NOT_REGISTERED = 1
     INVALID_USAGE = 2
     INVALID_SCRATCH = 3
@@ -120,6 +129,7 @@ class MalformedReason(enum.Enum, shape=unsigned(32)):
 class VcpuState(enum.Enum, shape=unsigned(4)):
     """KVM_MP_STATE_* values (include/uapi/linux/kvm.h, §4): the unit moves a vCPU through them,
     and the CPU models (:class:`sim.cpu.model.MpState` is this enum) use them for every CPU."""
+
     RUNNABLE = 0
     UNINITIALIZED = 1
     INIT_RECEIVED = 2
@@ -130,6 +140,7 @@ class VcpuState(enum.Enum, shape=unsigned(4)):
 
 class HoldType(enum.Enum, shape=unsigned(2)):
     """``ap_reset_hold_type`` (§4)."""
+
     NONE = 0
     NAE_EVENT = 1
     MSR_PROTO = 2
@@ -137,6 +148,7 @@ class HoldType(enum.Enum, shape=unsigned(2)):
 
 class JumpTableEntry(data.Struct):
     """The AP jump table's first dword: real-mode IP and CS of the AP entry (§3)."""
+
     ip: unsigned(16)
     cs: unsigned(16)
 

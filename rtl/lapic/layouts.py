@@ -18,6 +18,7 @@ __all__ = [
 
 class DeliveryMode(enum.Enum, shape=unsigned(3)):
     """ICR bits 10:8 (lapic.md §2.1)."""
+
     FIXED = 0b000
     LOWEST_PRIORITY = 0b001
     SMI = 0b010
@@ -60,6 +61,7 @@ class Icr(data.Struct):
 
     In xAPIC mode only destination[31:24] (ICR bits 63:56) is kept.
     """
+
     vector: unsigned(8)
     delivery_mode: DeliveryMode
     dest_mode: DestMode
@@ -93,6 +95,7 @@ class Esr(data.Struct):
     apwake uses ``send_accept`` (bit 2) to make a refused or unaccepted IPI visible: the
     message reached no APIC (see :class:`rtl.lapic.local_apic.LocalApic`).
     """
+
     send_checksum: unsigned(1)
     receive_checksum: unsigned(1)
     send_accept: unsigned(1)
@@ -106,6 +109,7 @@ class Esr(data.Struct):
 
 class ApicBase(data.Struct):
     """IA32_APIC_BASE (MSR 0x1B), lapic.md §1."""
+
     rsvd0: unsigned(8)
     bsp: unsigned(1)
     rsvd9: unsigned(1)
@@ -117,6 +121,7 @@ class ApicBase(data.Struct):
 
 class Svr(data.Struct):
     """Spurious-interrupt Vector Register (lapic.md §5)."""
+
     spurious_vector: unsigned(8)
     apic_enable: unsigned(1)
     focus_disable: unsigned(1)
@@ -133,6 +138,7 @@ class FabricMessage(data.Struct):
     what a broadcast is; receivers match IDs under their own mode, without aliasing (lapic.md
     §8 #16, #17; see :class:`rtl.lapic.local_apic.LocalApic`).
     """
+
     vector: unsigned(8)
     delivery_mode: DeliveryMode
     dest_mode: DestMode
@@ -157,6 +163,7 @@ class LvtMode(enum.Enum, shape=unsigned(3)):
     Only LINT0/LINT1 (and CMCI, thermal, perf, which have no source in apwake) have a writable
     mode; the timer and error LVTs are always Fixed.  Values not listed are reserved.
     """
+
     FIXED = 0b000
     SMI = 0b010
     NMI = 0b100
@@ -166,6 +173,7 @@ class LvtMode(enum.Enum, shape=unsigned(3)):
 
 class TimerMode(enum.Enum, shape=unsigned(2)):
     """LVT timer bits 18:17 (SDM vol. 3 §11.5.4)."""
+
     ONE_SHOT = 0b00
     PERIODIC = 0b01
     TSC_DEADLINE = 0b10
@@ -173,7 +181,9 @@ class TimerMode(enum.Enum, shape=unsigned(2)):
 
 
 class Lvt(data.Struct):
-    """A local vector table entry (SDM vol. 3 §11.5.1)::
+    """A local vector table entry (SDM vol. 3 §11.5.1).
+
+    ::
 
         31     19 18 17 16 15 14 13 12 11 10   8 7      0
         |  rsvd  |timer|M |T |RI|P |DS|r | mode | vector |
@@ -182,6 +192,7 @@ class Lvt(data.Struct):
     LINT0/LINT1 only, ``delivery_mode`` not in the timer and error LVTs (always Fixed there);
     the register table's write masks say which bits each LVT keeps.
     """
+
     vector: unsigned(8)
     delivery_mode: LvtMode
     rsvd11: unsigned(1)

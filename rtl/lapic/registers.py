@@ -112,7 +112,8 @@ REGISTERS = [
              "starts the timer (0 stops it); ignored in TSC-deadline mode"),
     Register("TIMER_CURRENT", 0x39, _RO, _RO, doc="timer current count, decremented every divisor fabric "
              "clocks; reads 0 in TSC-deadline mode"),
-    Register("TIMER_DIVIDE", 0x3E, _RW, _RW, write_mask=0xB, kind=_S, doc="timer divide: bits 3,1,0 select 2, 4, ... 128 or 1"),
+    Register("TIMER_DIVIDE", 0x3E, _RW, _RW, write_mask=0xB, kind=_S,
+             doc="timer divide: bits 3,1,0 select 2, 4, ... 128 or 1"),
     Register("SELF_IPI", 0x3F, _NO, _WO, write_mask=0xFF,
              doc="x2APIC only: Fixed, edge IPI to self with vector [7:0]"),
 ]

@@ -24,6 +24,7 @@ __all__ = ["Space", "RegisterBusSignature", "CpuPortSignature", "FabricLinkSigna
 
 class Space(enum.Enum, shape=unsigned(1)):
     """Which address space a register access targets."""
+
     MMIO = 0   #: ``addr`` is the offset inside the 4 KiB xAPIC page
     MSR = 1    #: ``addr`` is the MSR number (RDMSR/WRMSR ECX)
 

@@ -29,6 +29,7 @@ class Command(enum.Enum, shape=unsigned(16)):
 
 class ApState(enum.Enum, shape=unsigned(2)):
     """Per AP, as the firmware loop sees it (mpwk.md §7, suggested state machine)."""
+
     POLL = 0
     OS_RUNNING = 1
     RETURNING = 2   # jumped to ResetVector, on its way back to POLL
@@ -36,6 +37,7 @@ class ApState(enum.Enum, shape=unsigned(2)):
 
 class MailboxStatus(data.Struct):
     """Sticky error bits (write 1 to clear), mpwk.md §7."""
+
     unknown_command: unsigned(1)          # #5 (and Test on a version-0 mailbox)
     reserved_nonzero: unsigned(1)         # #6: Command dword decoded as TDVF does
     command_while_busy: unsigned(1)       # #3

@@ -62,6 +62,7 @@ class BootMethod(str, enum.Enum):
 
 class SyncState(enum.IntEnum):
     """kernel/cpu.c enum cpuhp_sync_state."""
+
     DEAD = 0
     KICKED = 1
     SHOULD_DIE = 2
@@ -243,7 +244,8 @@ class Kernel:
             kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
             for apic_id in kicked:
                 n = self.cpuid_to_apicid.index(apic_id)
-                if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE, "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
+                if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE,
+                                    "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
                     self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
                     await self.wait_online(n, True, "wait for CPU online")
         else:

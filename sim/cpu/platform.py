@@ -3,8 +3,8 @@
 **Time scale.**  Guest software delays (Linux's 10 ms after INIT, 300/200 us around SIPIs,
 the 10 s wait for an AP to check in) are simulated as real time multiplied by ``time_scale``
 (default :data:`DEFAULT_TIME_SCALE` = 1/1000), so a 255-CPU legacy boot is 2.8 ms of simulated
-time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles at 100 MHz).  Hardware latencies (the fabric, register accesses) are never scaled.  Reports
-carry the factor.
+time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles at 100 MHz).
+Hardware latencies (the fabric, register accesses) are never scaled.  Reports carry the factor.
 """
 
 import contextlib

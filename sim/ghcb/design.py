@@ -16,6 +16,7 @@ __all__ = ["GhcbConfig", "GhcbDesign", "SevPlatformConfig", "SevPlatformDesign"]
 @dataclass(frozen=True)
 class GhcbConfig(EnvConfig):
     """The unit's parameters (:class:`rtl.ghcb_msr.GhcbMsrUnit`; the CPUID table is the default)."""
+
     ENV = "APWAKE_GHCB_CONFIG"
     n_vcpus: int = 3
     bsp_index: int = 0
@@ -57,6 +58,7 @@ class GhcbDesign(Design):
 @dataclass(frozen=True)
 class SevPlatformConfig(OnFabricConfig):
     """An SEV-ES guest: the fabric's CPUs as vCPUs of one VM, the GHCB MSR unit of its hypervisor."""
+
     ENV = "APWAKE_SEV_PLATFORM_CONFIG"
     fabric: FabricConfig
     min_version: int = 1
@@ -73,6 +75,7 @@ class SevPlatformConfig(OnFabricConfig):
 
 class SevPlatformDesign(OnFabricDesign):
     """:class:`rtl.sev_platform.SevPlatform`."""
+
     name = "apwake_sev_platform"
 
     def wrap(self, fabric):

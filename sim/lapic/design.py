@@ -17,6 +17,7 @@ CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
 @dataclass(frozen=True)
 class FabricConfig(EnvConfig):
     """Parameters of one fabric build (see :class:`rtl.lapic.ApicFabric`)."""
+
     ENV = CONFIG_ENV
     apic_ids: tuple
     n_vectors: int = 256

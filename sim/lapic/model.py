@@ -24,6 +24,7 @@ def priority_class(vector):
 @dataclass
 class ApicState:
     """What a receiver's decision depends on."""
+
     apic_id: int
     mode: str = "xapic"          # "xapic", "x2apic" or "disabled"
     sw_enabled: bool = False

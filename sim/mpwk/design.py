@@ -65,6 +65,7 @@ class MailboxDesign(Design):
 @dataclass(frozen=True)
 class PlatformConfig(OnFabricConfig):
     """A TDX-style platform: the fabric's CPUs, the APs parked on an MPWK mailbox."""
+
     ENV = PLATFORM_ENV
     fabric: FabricConfig
     version: int = 1
@@ -91,6 +92,7 @@ class PlatformConfig(OnFabricConfig):
 
 class PlatformDesign(OnFabricDesign):
     """:class:`rtl.platform.X86Platform`."""
+
     name = "apwake_platform"
 
     def wrap(self, fabric):

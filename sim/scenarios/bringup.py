@@ -30,6 +30,7 @@ __all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario
 @dataclass
 class ScenarioOptions:
     """What a run can vary.  Times are guest time (scaled by ``time_scale`` in simulation)."""
+
     seed: int = 1
     method: str = "modern"                 # init-sipi: "modern" or "legacy"
     time_scale: float = DEFAULT_TIME_SCALE
