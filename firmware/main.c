@@ -1,10 +1,10 @@
 /* apwake soft-SoC demo.  SIPI start: the BSP wakes every AP with INIT-SIPI-SIPI through its
-   local APIC (Linux's wakeup_secondary_cpu_via_init order, lapic.md §6.3).  Mailbox start (TDX
-   style): the BSP wakes each AP through the ACPI MP wakeup mailbox (acpi_wakeup_cpu, mpwk.md
+   local APIC (Linux's wakeup_secondary_cpu_via_init order, docs/spec/lapic.md §6.3).  Mailbox start (TDX
+   style): the BSP wakes each AP through the ACPI MP wakeup mailbox (acpi_wakeup_cpu, docs/spec/mpwk.md
    §4), then offlines and onlines each AP (play_dead to ResetVector, Test, Wakeup), then
    "kexecs": kernel 1 parks every AP back in the firmware, kernel 2 wakes them all again.
    SEV-ES start (ghcb): the BSP negotiates the GHCB protocol through the MSR window, INIT-SIPI
-   launches each AP, then each AP in turn parks in the MSR-form AP reset hold (ghcb.md §1: 0x006,
+   launches each AP, then each AP in turn parks in the MSR-form AP reset hold (docs/spec/ghcb.md §1: 0x006,
    VMGEXIT stalls the core) until the BSP's INIT-SIPI releases it with 0x007/data 1.
    Each AP prints "AP <id> online" under the hardware lock and sets its bit in the LEDs. */
 #include <stdint.h>

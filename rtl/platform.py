@@ -1,6 +1,6 @@
 """An x86 platform for simulation: the local APIC fabric plus the MP wakeup mailbox.
 
-The mailbox serves every CPU but the BSP (TDX parks all APs in firmware, mpwk.md §3).  Ports:
+The mailbox serves every CPU but the BSP (TDX parks all APs in firmware, docs/spec/mpwk.md §3).  Ports:
 ``cpu``/``trace`` as :class:`rtl.lapic.ApicFabric`, ``mailbox_bus`` (the OS's view of the page)
 and ``mailbox_ap`` (one per AP, in port order without the BSP) as
 :class:`rtl.mpwk_mailbox.MpwkMailbox`.

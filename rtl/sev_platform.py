@@ -1,7 +1,7 @@
 """An SEV-ES guest for simulation: the local APIC fabric plus the hypervisor's GHCB MSR unit.
 
 As in KVM for SEV-ES guests, the hypervisor takes INIT and SIPI (it tracks AP boot and reset
-hold, ghcb.md §4): each APIC's ``init_ack``/``sipi_ack`` come from the unit, and a CPU acts on
+hold, docs/spec/ghcb.md §4): each APIC's ``init_ack``/``sipi_ack`` come from the unit, and a CPU acts on
 them only through ``vcpu[i].launch`` and ``vcpu[i].exit_done`` (its port still shows the APIC's
 ``init``/``sipi`` lines, read-only; its own acknowledges go nowhere).  Everything else of the CPU port
 (register bus, interrupts, NMI, SMI) is the fabric's.  Ports: ``cpu``, ``trace`` (as

@@ -1,5 +1,5 @@
 """MADT multiprocessor-wakeup entries from the mailbox's configuration, parsed as Linux does
-(mpwk.md §1, §4, §7 #9, #11, #12, #17); mailbox parameter errors."""
+(docs/spec/mpwk.md §1, §4, §7 #9, #11, #12, #17); mailbox parameter errors."""
 
 import gc
 import warnings

@@ -1,4 +1,4 @@
-"""INIT-SIPI bring-up with the CPU models (lapic.md §6): the four scenarios, and the corner
+"""INIT-SIPI bring-up with the CPU models (docs/spec/lapic.md §6): the four scenarios, and the corner
 cases the kernel discussions argue about (SIPI to a running CPU, the second SIPI, a SIPI vector
 with no code, INIT to the BSP, an AP stuck in SMM that never answers, KVM's SIPI-before-INIT,
 nr_cpus)."""
@@ -117,7 +117,7 @@ async def test_sipi_vector_with_no_code(dut):
 @cocotb.test(**TIMEOUT)
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_init_to_the_bsp(dut):
-    """INIT to the BSP sends it to the reset vector, not to wait-for-SIPI (lapic.md §8 #7)."""
+    """INIT to the BSP sends it to the reset vector, not to wait-for-SIPI (docs/spec/lapic.md §8 #7)."""
     platform, _ = await booted(dut)
     bsp, ap = platform.bsp, platform.cpus[1]
     await send(ap.apic, make_icr(0, DeliveryMode.INIT, dest=bsp.apic_id, trigger=Trigger.LEVEL))
@@ -156,7 +156,7 @@ async def test_unresponsive_ap_is_reported(dut):
 @cocotb.parametrize(kvm=[False, True])
 async def test_sipi_before_init(dut, kvm):
     """A SIPI with no INIT before it starts an AP on hardware but is dropped by KVM's
-    UNINITIALIZED APs (lapic.md §8 #4)."""
+    UNINITIALIZED APs (docs/spec/lapic.md §8 #4)."""
     options = ScenarioOptions(sipi_before_init=not kvm)
     platform = await start_platform(dut, options)
     for address in (TRAMPOLINE, RESET_VECTOR):

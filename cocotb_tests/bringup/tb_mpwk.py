@@ -1,5 +1,5 @@
 """TDX-style bring-up: APs parked on the MP wakeup mailbox, woken by acpi_wakeup_cpu
-(mpwk.md §3, §4)."""
+(docs/spec/mpwk.md §3, §4)."""
 
 import cocotb
 
@@ -54,7 +54,7 @@ async def test_no_madt_mailbox(dut):
 @applies_to(lambda config: config.version == 1)
 async def test_offline_online_v1(dut):
     """Version 1: each AP goes back to firmware through ResetVector, the Test command is
-    acknowledged within Linux's 1 s, and the AP is woken again (mpwk.md §4, §7 #2, #13)."""
+    acknowledged within Linux's 1 s, and the AP is woken again (docs/spec/mpwk.md §4, §7 #2, #13)."""
     report = await run_scenario(dut, "mpwk-offline-online", ScenarioOptions())
     assert report["passed"], report["failures"]
     rounds = report["offline_online"]
@@ -72,7 +72,7 @@ async def test_offline_online_v1(dut):
 @applies_to(lambda config: config.version == 0)
 async def test_version0_refuses_offline_and_hides_the_mailbox(dut):
     """Version 0 policy: offlining fails with -EOPNOTSUPP and the kernel zeroes the mailbox
-    address in the in-memory MADT, so a kexec'ed kernel finds none (mpwk.md §4, §7 #19)."""
+    address in the in-memory MADT, so a kexec'ed kernel finds none (docs/spec/mpwk.md §4, §7 #19)."""
     options = ScenarioOptions()
     platform = await start_platform(dut, options)
     kernel = await boot(platform, options, BootMethod.MPWK)
@@ -89,7 +89,7 @@ async def test_version0_refuses_offline_and_hides_the_mailbox(dut):
 @cocotb.test(**TIMEOUT)
 @cocotb.parametrize(nr_cpus=[None, 2])
 async def test_kexec(dut, nr_cpus):
-    """kexec hand-off (mpwk.md §4, §7 #19, #20).  Version 1: kernel 1's APs return to firmware
+    """kexec hand-off (docs/spec/mpwk.md §4, §7 #19, #20).  Version 1: kernel 1's APs return to firmware
     and kernel 2 wakes every AP, also those kernel 1 never woke.  Version 0: kernel 2 finds the
     MADT mailbox zeroed and comes up on the BSP; every AP is reported stranded with its reason."""
     version = int(PlatformConfig.from_env().version)
@@ -124,7 +124,7 @@ PARKING_CASES = {
 @cocotb.parametrize(case=list(PARKING_CASES))
 @applies_to(lambda config: config.version == 0)
 async def test_kexec_parking_loop(dut, case):
-    """Plan B (seed 001): kernel 1 parks its APs in its own loop.  On its own page with the MADT
+    """Plan B (docs/spec/mpwk.md §4): kernel 1 parks its APs in its own loop.  On its own page with the MADT
     patched it works only if kernel 1 woke every AP; on the firmware's page every AP is reachable
     until the firmware reuses the page, and then every mailbox store of both kernels is a
     corruption of firmware data."""
@@ -163,7 +163,7 @@ async def test_kexec_parking_loop(dut, case):
 
 @cocotb.test(**TIMEOUT)
 async def test_wakeup_vector_above_1mib(dut):
-    """A WakeupVector above 1 MiB and outside ReservedForOs (mpwk.md §7 #10): the AP warns in its
+    """A WakeupVector above 1 MiB and outside ReservedForOs (docs/spec/mpwk.md §7 #10): the AP warns in its
     timeline and jumps anyway, as TDVF's ``jmp rax`` does; the APs the kernel woke at its
     trampoline (below 1 MiB) have no warning (also checked by ``test_mpwk_wakeup``)."""
     options = ScenarioOptions(nr_cpus=PlatformConfig.from_env().n_cpus - 1)   # all but the last AP
@@ -190,7 +190,7 @@ async def test_wakeup_vector_above_1mib(dut):
 
 @cocotb.test(**TIMEOUT)
 async def test_descheduled_vcpu(dut):
-    """The VMM never runs one parked AP (mpwk.md §7 #16): Linux would spin on Command for ever;
+    """The VMM never runs one parked AP (docs/spec/mpwk.md §7 #16): Linux would spin on Command for ever;
     the model gives up after the callin timeout and names that CPU, the mailbox flags
     ``no_target``, every other AP comes online."""
     stuck = PlatformConfig.from_env().n_cpus - 1          # the last port's AP

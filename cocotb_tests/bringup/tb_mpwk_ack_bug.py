@@ -1,5 +1,5 @@
 """Firmware that acknowledges by clearing WakeupVector instead of Command (the edk2 bug fixed in
-9c733f0b90, mpwk.md §7 #21): a negative test of the OS side's spin."""
+9c733f0b90, docs/spec/mpwk.md §7 #21): a negative test of the OS side's spin."""
 
 import cocotb
 

@@ -7,8 +7,8 @@ from sim.scenarios.bringup import ScenarioOptions, run_scenario
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")
 async def test_kexec_v0_single_cpu(dut):
-    """Kexec on a version-0 mailbox works with one CPU (seed 001: "basic enabling ... kexec in
-    the guests with a single CPU"): both kernels come up on the BSP, nothing is stranded, and
+    """Kexec on a version-0 mailbox works with one CPU (the "basic enabling" of kexec in TDX
+    guests, LKML Feb 2023, docs/spec/mpwk.md §5): both kernels come up on the BSP, nothing is stranded, and
     kernel 1 zeroed the MADT mailbox address all the same."""
     report = await run_scenario(dut, "kexec-mpwk-v0", ScenarioOptions())
     assert report["passed"], report["failures"]

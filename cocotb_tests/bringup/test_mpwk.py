@@ -21,7 +21,7 @@ test_mpwk_single = cocotb_tests("cocotb_tests.bringup.tb_mpwk_single",
                                 [PlatformConfig(FabricConfig.contiguous(1), version=0)],
                                 design=PlatformDesign)
 
-#: firmware acknowledging by clearing WakeupVector (mpwk.md §7 #21)
+#: firmware acknowledging by clearing WakeupVector (docs/spec/mpwk.md §7 #21)
 test_mpwk_ack_bug = cocotb_tests(
     "cocotb_tests.bringup.tb_mpwk_ack_bug",
     [PlatformConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=PlatformDesign)

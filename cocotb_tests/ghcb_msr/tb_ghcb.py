@@ -1,4 +1,4 @@
-"""GHCB MSR trap unit block tests: every MSR-protocol code bit-exact against ghcb.md §1, version
+"""GHCB MSR trap unit block tests: every MSR-protocol code bit-exact against docs/spec/ghcb.md §1, version
 negotiation, AP reset hold in both forms and its races (§4, §7), the GHCB page checks and the
 AP jump table (§2, §3)."""
 
@@ -335,7 +335,7 @@ async def test_init_without_sipi_and_sipi_without_hold(dut):
 @v2
 async def test_first_sipi_never_writes_a_reply(dut):
     """The first SIPI of a vCPU starts it from its launch state even if a hold type were set, and
-    its vector is ignored (seed 002, §4)."""
+    its vector is ignored (KVM commit 647daca25d24, docs/spec/ghcb.md §4)."""
     env = await Env.start(dut)
     ap = env.ap()
     vcpu = env.vcpus[ap]
@@ -482,7 +482,7 @@ async def test_nae_hv_features_and_termination(dut):
 async def test_version_negotiation(dut):
     """Linux's sev_es_negotiate_protocol against the unit's range: overlap -> version
     min(hv_max, 2); no overlap -> the guest terminates with reason (0, 1), which the status port
-    shows, and the vCPU stops (ghcb.md §5)."""
+    shows, and the vCPU stops (docs/spec/ghcb.md §5)."""
     env = await Env.start(dut)
     c = env.config
     bsp = env.vcpus[c.bsp_index]

@@ -1,5 +1,5 @@
 """IPI delivery through the fabric: delivery modes, destinations, shorthands, delivery status,
-priority/EOI, ESR errors and the defined behaviour for illegal ICR values (lapic.md §2-§6, §8).
+priority/EOI, ESR errors and the defined behaviour for illegal ICR values (docs/spec/lapic.md §2-§6, §8).
 
 Who accepted each message is read from the fabric's trace (the monitor) and compared with the
 independent reference model in :mod:`sim.lapic.model`; receivers are checked through their
@@ -308,7 +308,7 @@ async def test_nmi_smi_and_software_disabled(dut):
 @cocotb.test(**TIMEOUT)
 async def test_illegal_vectors(dut):
     """Fixed/lowest-priority vectors 0-15: send-illegal at the sender, receive-illegal at each
-    receiver, no IRR bit (lapic.md §8 #12); also for the x2APIC SELF IPI."""
+    receiver, no IRR bit (docs/spec/lapic.md §8 #12); also for the x2APIC SELF IPI."""
     env = await FabricEnv.start(dut)
     await enable_all(env)
     sender, target = env.ports[0], env.ports[-1]
@@ -359,7 +359,7 @@ async def test_refused_icr_values(dut):
 
 @cocotb.test(**TIMEOUT)
 async def test_level_trigger_sent_as_edge(dut):
-    """A level-triggered Fixed IPI is sent as edge/assert (lapic.md §8 #20): TMR stays 0."""
+    """A level-triggered Fixed IPI is sent as edge/assert (docs/spec/lapic.md §8 #20): TMR stays 0."""
     env = await FabricEnv.start(dut)
     await enable_all(env)
     port = env.ports[0]
@@ -375,7 +375,7 @@ async def test_level_trigger_sent_as_edge(dut):
 @full_vectors
 async def test_priority_tpr_eoi(dut):
     """Interrupts are delivered highest class first, only above PPR; INTA nests; EOI clears the
-    highest ISR bit; INTA with nothing deliverable returns the spurious vector (lapic.md §5)."""
+    highest ISR bit; INTA with nothing deliverable returns the spurious vector (docs/spec/lapic.md §5)."""
     env = await FabricEnv.start(dut)
     port = env.ports[-1]
     await port.software_enable(spurious_vector=0xEF)
@@ -437,7 +437,7 @@ async def test_apr(dut):
 @cocotb.test(**TIMEOUT)
 async def test_same_vector_merges(dut):
     """Two Fixed IPIs of one vector before service: one in IRR, then one in IRR + one in ISR
-    (lapic.md §8 #19)."""
+    (docs/spec/lapic.md §8 #19)."""
     env = await FabricEnv.start(dut)
     port = env.ports[0]
     await port.software_enable()

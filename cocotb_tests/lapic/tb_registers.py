@@ -1,5 +1,5 @@
 """Register-port behaviour of every APIC: reset values, write masks, ESR, access rules of
-xAPIC MMIO and x2APIC MSRs, IA32_APIC_BASE mode transitions (lapic.md §1, §4)."""
+xAPIC MMIO and x2APIC MSRs, IA32_APIC_BASE mode transitions (docs/spec/lapic.md §1, §4)."""
 
 import cocotb
 
@@ -142,7 +142,7 @@ async def test_esr_write_then_read(dut):
 
 @cocotb.test(**TIMEOUT)
 async def test_x2apic_msr_rules(dut):
-    """x2APIC: 32-bit ID, derived read-only LDR, and #GP for every illegal access of lapic.md
+    """x2APIC: 32-bit ID, derived read-only LDR, and #GP for every illegal access of docs/spec/lapic.md
     §1 and §8 #13-#15."""
     env = await FabricEnv.start(dut)
     port = env.ports[-1]

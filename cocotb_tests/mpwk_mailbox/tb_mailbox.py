@@ -1,5 +1,5 @@
 """MP wakeup mailbox block tests: Linux's wakeup sequence, Test, return through ResetVector, and
-every refused or flagged input of mpwk.md §7 that the peripheral sees."""
+every refused or flagged input of docs/spec/mpwk.md §7 that the peripheral sees."""
 
 import cocotb
 
@@ -79,7 +79,7 @@ async def test_wakeup_each_ap(dut):
 @v1
 async def test_offline_and_online_again(dut):
     """Version 1: the AP jumps to ResetVector, is parked again (Test answered), and can be
-    woken again (mpwk.md §7 #2, #13)."""
+    woken again (docs/spec/mpwk.md §7 #2, #13)."""
     env = await start(dut)
     ap = env.aps[-1]
     await post(env, ap.apic_id, Command.WAKEUP.value)
@@ -115,7 +115,7 @@ async def test_version0_has_no_way_back(dut):
 @cocotb.test(**TIMEOUT)
 async def test_no_polling_target(dut):
     """Wakeup for an ID nobody polls (unknown, or an AP already running): never acknowledged,
-    ``no_target`` after the timeout; the OS can withdraw it (mpwk.md §7 #1)."""
+    ``no_target`` after the timeout; the OS can withdraw it (docs/spec/mpwk.md §7 #1)."""
     env = await start(dut)
     running = env.aps[0]
     await post(env, running.apic_id, Command.WAKEUP.value)
@@ -135,7 +135,7 @@ async def test_no_polling_target(dut):
 
 @cocotb.test(**TIMEOUT)
 async def test_descheduled_vcpu(dut):
-    """The VMM stops running a parked AP's vCPU (mpwk.md §7 #16): its loop answers nothing, so
+    """The VMM stops running a parked AP's vCPU (docs/spec/mpwk.md §7 #16): its loop answers nothing, so
     the Wakeup stays pending (``no_target`` after the timeout, never acknowledged for it) and is
     answered, with the latched vector, as soon as the vCPU runs again."""
     env = await start(dut)
@@ -153,7 +153,7 @@ async def test_descheduled_vcpu(dut):
 
 @cocotb.test(**TIMEOUT)
 async def test_command_before_fields(dut):
-    """An OS that stores Command before ApicId and WakeupVector (no release ordering, mpwk.md
+    """An OS that stores Command before ApicId and WakeupVector (no release ordering, docs/spec/mpwk.md
     §7 #15): the request is latched with the fields as they were at the Command store (here a
     stale ApicId no AP polls for, so ``no_target``), the late stores are flagged, and the AP they
     name is not woken."""
@@ -177,7 +177,7 @@ async def test_command_before_fields(dut):
 @cocotb.test(**TIMEOUT)
 async def test_refused_requests(dut):
     """Unknown command, Reserved != 0 (TDVF's 32-bit compare) and the broadcast ID are flagged
-    and never acknowledged (mpwk.md §7 #5, #6, #8)."""
+    and never acknowledged (docs/spec/mpwk.md §7 #5, #6, #8)."""
     env = await start(dut)
     ap = env.aps[0]
     cases = [
@@ -199,7 +199,7 @@ async def test_refused_requests(dut):
 @cocotb.test(**TIMEOUT)
 async def test_writes_while_pending_are_flagged_and_latched(dut):
     """ApicId/vector latch at the Command edge: rewriting them, or Command, while the request
-    is pending is flagged and does not change what the AP gets (mpwk.md §7 #3, #4)."""
+    is pending is flagged and does not change what the AP gets (docs/spec/mpwk.md §7 #3, #4)."""
     env = await start(dut)
     ap = env.aps[1]
     await post(env, ap.apic_id, Command.WAKEUP.value, VECTOR)
@@ -213,7 +213,7 @@ async def test_writes_while_pending_are_flagged_and_latched(dut):
 @cocotb.test(**TIMEOUT)
 async def test_page_halves(dut):
     """ReservedForOs is ordinary memory for the OS; the firmware half is read-only to it
-    (mpwk.md §7 #18); byte strobes select lanes."""
+    (docs/spec/mpwk.md §7 #18); byte strobes select lanes."""
     env = await start(dut)
     os_area, fw_area = addr(env, "reserved_for_os"), addr(env, "reserved_for_firmware")
     await env.os.write32(os_area + 0x20, 0x1122_3344)

@@ -1,4 +1,4 @@
-"""SEV-ES scenarios on the APIC fabric with the GHCB MSR unit (ghcb.md §3-§5, seeds 000, 002)."""
+"""SEV-ES scenarios on the APIC fabric with the GHCB MSR unit (docs/spec/ghcb.md §2-§5)."""
 
 import cocotb
 
@@ -93,7 +93,7 @@ async def test_kexec_v2(dut):
 @cocotb.test(**TIMEOUT)
 @v1
 async def test_kexec_v1_refused(dut):
-    """Protocol 1: kexec is refused with a message (the SEV-ES kexec series, seed 000); kernel 1
+    """Protocol 1: kexec is refused with a message (the SEV-ES kexec series, docs/spec/ghcb.md §5); kernel 1
     keeps running with every CPU."""
     report = await run_scenario(dut, "kexec-sev-es-v1", ScenarioOptions())
     assert report["passed"], report["failures"]

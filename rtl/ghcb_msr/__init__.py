@@ -1,4 +1,4 @@
-"""The GHCB MSR trap unit (``../shared/spec/ghcb.md``)."""
+"""The GHCB MSR trap unit (``docs/spec/ghcb.md``)."""
 
 from .unit import ApicEventsSignature, GhcbMsrUnit, VcpuPortSignature, connect_apic_events
 

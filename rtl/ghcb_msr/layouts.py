@@ -1,4 +1,4 @@
-"""GHCB MSR protocol and GHCB page layouts and codes (../shared/spec/ghcb.md §1, §2, §3, §4).
+"""GHCB MSR protocol and GHCB page layouts and codes (docs/spec/ghcb.md §1, §2, §3, §4).
 
 Declared once here: the RTL uses them as shapes and constants, the CPU models and tests pack
 and unpack with :mod:`sim.codec`.

@@ -1,5 +1,5 @@
 """The GHCB MSR trap unit: the hypervisor's side of the GHCB MSR protocol, AP reset hold and the
-AP jump table, in hardware (../shared/spec/ghcb.md §1-§4, §7).
+AP jump table, in hardware (docs/spec/ghcb.md §1-§4, §7).
 
 One unit serves every vCPU of a VM.  Each vCPU writes its GHCB MSR (0xC001_0130) and strobes
 VMGEXIT; the unit answers by rewriting the MSR (MSR protocol) or by reading and writing the GHCB
@@ -136,7 +136,7 @@ class GhcbMsrUnit(wiring.Component):
     term : :class:`TermReason`, the first termination: vCPU, reason set and code, and the
         request code that caused it (0x100, or an SNP-only code on an SEV-ES VM; 0 for NAE).
 
-    Behaviour choices (ghcb.md §7, all tested in ``cocotb_tests/ghcb_msr``): any code at any
+    Behaviour choices (docs/spec/ghcb.md §7, all tested in ``cocotb_tests/ghcb_msr``): any code at any
     time (no negotiation gate, as KVM); hold with an interrupt or NMI pending is not entered and
     answers "not woken" at once; INIT while held keeps the hold type; SIPI outside INIT_RECEIVED
     is dropped; the page-form reply at SIPI writes SW_EXITINFO1 = 0, SW_EXITINFO2 = 1 and their

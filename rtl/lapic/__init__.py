@@ -1,4 +1,4 @@
-"""Local APICs and the ICR/IPI fabric (``../shared/spec/lapic.md``)."""
+"""Local APICs and the ICR/IPI fabric (``docs/spec/lapic.md``)."""
 
 from .fabric import ApicFabric, MAX_APICS
 from .local_apic import LocalApic

@@ -1,4 +1,4 @@
-"""N local APICs joined by the IPI fabric (lapic.md §3 destination matching, §8).
+"""N local APICs joined by the IPI fabric (docs/spec/lapic.md §3 destination matching, §8).
 
 The fabric is one shared message bus, like the P4/Xeon system bus that replaced the P6 APIC bus:
 
@@ -47,7 +47,7 @@ class ApicFabric(wiring.Component):
     bsp_index : int
         The port whose APIC has IA32_APIC_BASE.BSP set.
     allow_duplicate_ids : bool
-        Duplicate IDs are legal on real hardware (every matching APIC accepts, lapic.md §8 #23)
+        Duplicate IDs are legal on real hardware (every matching APIC accepts, docs/spec/lapic.md §8 #23)
         but usually a configuration mistake, so they are refused unless this is set.
     local_interrupts : bool
         Passed to every :class:`~rtl.lapic.local_apic.LocalApic` (timer, LINT, error LVT).

@@ -1,7 +1,7 @@
 """Bit layouts of the local APIC registers and of the fabric message, declared once.
 
 The RTL, the Python models and the tests all take field positions from here
-(``../shared/spec/lapic.md`` §2.1 for the ICR, §4 for the ESR, §1 for IA32_APIC_BASE).
+(``docs/spec/lapic.md`` §2.1 for the ICR, §4 for the ESR, §1 for IA32_APIC_BASE).
 """
 
 from amaranth import unsigned
@@ -17,7 +17,7 @@ __all__ = [
 
 
 class DeliveryMode(enum.Enum, shape=unsigned(3)):
-    """ICR bits 10:8 (lapic.md §2.1)."""
+    """ICR bits 10:8 (docs/spec/lapic.md §2.1)."""
 
     FIXED = 0b000
     LOWEST_PRIORITY = 0b001
@@ -83,14 +83,14 @@ def _mask(layout, *names):
     return value
 
 
-#: x2APIC ICR bits that must be zero (WRMSR with any of them set is #GP; lapic.md §2.1, §8 #13).
+#: x2APIC ICR bits that must be zero (WRMSR with any of them set is #GP; docs/spec/lapic.md §2.1, §8 #13).
 ICR_X2APIC_RESERVED = _mask(Icr, "rsvd13", "rsvd16", "rsvd20")
 XAPIC_BROADCAST = 0xFF
 X2APIC_BROADCAST = 0xFFFF_FFFF
 
 
 class Esr(data.Struct):
-    """Error Status Register (lapic.md §4).  Bits 0, 1, 3 are P6 APIC-bus errors and never set.
+    """Error Status Register (docs/spec/lapic.md §4).  Bits 0, 1, 3 are P6 APIC-bus errors and never set.
 
     apwake uses ``send_accept`` (bit 2) to make a refused or unaccepted IPI visible: the
     message reached no APIC (see :class:`rtl.lapic.local_apic.LocalApic`).
@@ -108,7 +108,7 @@ class Esr(data.Struct):
 
 
 class ApicBase(data.Struct):
-    """IA32_APIC_BASE (MSR 0x1B), lapic.md §1."""
+    """IA32_APIC_BASE (MSR 0x1B), docs/spec/lapic.md §1."""
 
     rsvd0: unsigned(8)
     bsp: unsigned(1)
@@ -120,7 +120,7 @@ class ApicBase(data.Struct):
 
 
 class Svr(data.Struct):
-    """Spurious-interrupt Vector Register (lapic.md §5)."""
+    """Spurious-interrupt Vector Register (docs/spec/lapic.md §5)."""
 
     spurious_vector: unsigned(8)
     apic_enable: unsigned(1)
@@ -135,7 +135,7 @@ class FabricMessage(data.Struct):
 
     ``x2apic`` says in which format the sender wrote the destination (8-bit xAPIC with
     broadcast 0xFF, or 32-bit x2APIC with broadcast 0xFFFF_FFFF).  The sender's format decides
-    what a broadcast is; receivers match IDs under their own mode, without aliasing (lapic.md
+    what a broadcast is; receivers match IDs under their own mode, without aliasing (docs/spec/lapic.md
     §8 #16, #17; see :class:`rtl.lapic.local_apic.LocalApic`).
     """
 

@@ -1,4 +1,4 @@
-"""One local APIC: register file, IPI sender and receiver (lapic.md §§1-6, §8).
+"""One local APIC: register file, IPI sender and receiver (docs/spec/lapic.md §§1-6, §8).
 
 The CPU side is :class:`~rtl.lapic.signatures.CpuPortSignature`, the fabric side
 :class:`~rtl.lapic.signatures.FabricLinkSignature`.  The register map comes from
@@ -46,7 +46,7 @@ def local_apic_signature():
 class LocalApic(wiring.Component):
     """A local APIC in xAPIC or x2APIC mode.
 
-    Behaviour chosen where the architecture leaves room (lapic.md §2.2, §8):
+    Behaviour chosen where the architecture leaves room (docs/spec/lapic.md §2.2, §8):
 
     * **Refused ICR writes.** Reserved delivery modes (0b011, 0b111), and any mode other than
       Fixed with shorthand *self* or *all including self*, are not sent; the sender's ESR gets
@@ -213,11 +213,11 @@ class LocalApic(wiring.Component):
         sw_enabled = svr.apic_enable
         tpr = storage["TPR"][0:8]
         xapic_id = self.apic_id[0:8]
-        # x2APIC logical ID (lapic.md §1): cluster in [31:16], one-hot position in [15:0].
+        # x2APIC logical ID (docs/spec/lapic.md §1): cluster in [31:16], one-hot position in [15:0].
         x2apic_ldr = Signal(32)
         m.d.comb += x2apic_ldr.eq(Cat((Const(1, 16) << self.apic_id[0:4])[0:16], self.apic_id[4:20]))
 
-        # --- priorities (lapic.md §5) -------------------------------------------------------
+        # --- priorities (docs/spec/lapic.md §5) -------------------------------------------------------
         irr_any, irrv = find_set(m, irr, highest=True, name="irrv")
         isr_any, isrv = find_set(m, isr, highest=True, name="isrv")
         irrv8, isrv8 = Signal(8), Signal(8)
@@ -240,7 +240,7 @@ class LocalApic(wiring.Component):
         # Errors detected this cycle, one signal each; the ESR byte is composed from them
         # (a comb signal with constant bits becomes a constant-only `always @*` in Amaranth's
         # Verilog, which Verilator and Icarus never run).
-        err_refused = Signal()        # ICR write not sent (lapic.md §2.2)
+        err_refused = Signal()        # ICR write not sent (docs/spec/lapic.md §2.2)
         err_unaccepted = Signal()     # sent, but no APIC accepted it
         err_send_illegal = Signal()
         err_receive_illegal = Signal()   # a received message with an illegal vector
@@ -403,7 +403,7 @@ class LocalApic(wiring.Component):
                     with m.Case(r.index):
                         value = (wdata[0:32] & r.write_mask) | (r.reset & ~r.write_mask)
                         if r.name.startswith("LVT_"):
-                            # Software-disabled: LVT mask bits are forced on (lapic.md §5).
+                            # Software-disabled: LVT mask bits are forced on (docs/spec/lapic.md §5).
                             value = value | Mux(sw_enabled, 0, 1 << 16)
                         if lsrc and r.name == "TIMER_INITIAL":
                             # Ignored in TSC-deadline mode; otherwise (re)starts the count.
@@ -447,10 +447,10 @@ class LocalApic(wiring.Component):
             with m.If(enabled & ~new_base.enable):
                 m.d.comb += soft_reset.eq(1)
             with m.If(xapic & new_base.extd):
-                # xAPIC -> x2APIC: LDR and ICR high are not preserved (lapic.md §1).
+                # xAPIC -> x2APIC: LDR and ICR high are not preserved (docs/spec/lapic.md §1).
                 m.d.sync += [storage["LDR"].eq(0), icr.eq(0)]
 
-        # --- ESR (write-then-read, lapic.md §4) -------------------------------------------------
+        # --- ESR (write-then-read, docs/spec/lapic.md §4) -------------------------------------------------
         esr_new = _compose(Esr, 8, send_accept=err_refused | err_unaccepted,
                            send_illegal_vector=err_send_illegal,
                            receive_illegal_vector=(err_receive_illegal | err_local_illegal |
@@ -495,7 +495,7 @@ class LocalApic(wiring.Component):
             msg.level.eq(Mux(is_init_deassert, Level.DEASSERT, Level.ASSERT)),
             msg.trigger.eq(Mux(is_init_deassert, Trigger.LEVEL, Trigger.EDGE)),
         ]
-        # INIT de-assert may use "all including self" (lapic.md §2.1 recommends it).
+        # INIT de-assert may use "all including self" (docs/spec/lapic.md §2.1 recommends it).
         refused = ((mode == DeliveryMode.RESERVED_3) | (mode == DeliveryMode.RESERVED_7) |
                    (((msg.shorthand == Shorthand.SELF) |
                      ((msg.shorthand == Shorthand.ALL_INCLUDING_SELF) & ~is_init_deassert)) &
@@ -527,7 +527,7 @@ class LocalApic(wiring.Component):
         x2apic_logical = ((dest[16:32] == x2apic_ldr[16:32]) &
                           ((dest[0:16] & x2apic_ldr[0:16]) != 0))
         # An xAPIC APIC with LDR = 0 (the state after INIT) matches no logical destination,
-        # broadcast included (lapic.md §3); the x2APIC LDR is never 0.
+        # broadcast included (docs/spec/lapic.md §3); the x2APIC LDR is never 0.
         logical_match = Mux(x2apic, broadcast | x2apic_logical,
                             (ldr8 != 0) & (broadcast | xapic_logical))
         dest_match = Mux(rx.dest_mode == DestMode.LOGICAL, logical_match, physical_match)
@@ -666,7 +666,7 @@ class LocalApic(wiring.Component):
             isr.eq((isr & ~isr_clr) | isr_set),
         ]
 
-        # --- INIT / disable: back to the reset state, keeping ID, mode and BSP (lapic.md §6.1) --
+        # --- INIT / disable: back to the reset state, keeping ID, mode and BSP (docs/spec/lapic.md §6.1) --
         # The registers are reset when the CPU takes the INIT (its acknowledge), not when the
         # APIC accepts it: a CPU in SMM holds INIT pending and its APIC keeps its state until RSM
         # (KVM resets the APIC in kvm_apic_accept_events, when the INIT is processed).

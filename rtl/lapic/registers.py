@@ -1,4 +1,4 @@
-"""The local APIC register map as data (lapic.md §1.1).
+"""The local APIC register map as data (docs/spec/lapic.md §1.1).
 
 One table serves the RTL decoder (:class:`rtl.lapic.local_apic.LocalApic`), the Python
 bus-functional models and tests (:mod:`sim.lapic`), and the Markdown register reference
@@ -59,7 +59,7 @@ _RW, _RO, _WO, _NO = Access.RW, Access.RO, Access.WO, Access.ABSENT
 _S = Kind.STORAGE
 
 _LVT_MASKED = 0x1_0000
-# Writable LVT bits follow KVM's apic_lvt_mask (lapic.md §1.1).  Read-only defined bits: 12
+# Writable LVT bits follow KVM's apic_lvt_mask (docs/spec/lapic.md §1.1).  Read-only defined bits: 12
 # (delivery status) in every LVT, 14 (remote IRR) only in LINT0/LINT1.
 _NO_SOURCE = "LVT entry; apwake has no such source, so it never fires"
 _LVT = [

@@ -34,7 +34,7 @@ class RegisterBusSignature(wiring.Signature):
 
     A request is taken on a cycle where ``req_valid`` and ``req_ready`` are both high.  Exactly
     one cycle later ``resp_valid`` pulses with ``rdata`` (reads) and ``gp``: the access would
-    raise #GP (x2APIC rules of lapic.md §1); the CPU model turns it into the exception.
+    raise #GP (x2APIC rules of docs/spec/lapic.md §1); the CPU model turns it into the exception.
     ``req_ready`` stays low while an access cannot complete yet (an ICR write while the previous
     IPI is still in flight), so nothing is lost.
 
@@ -63,12 +63,12 @@ class CpuPortSignature(wiring.Signature):
     Events are *pending levels* with an acknowledge, as KVM's ``pending_events``: ``init``,
     ``sipi`` (with ``sipi_vector``), ``nmi`` and ``smi`` stay high until the CPU pulses the
     matching ``*_ack`` for one cycle, so an event-driven CPU model cannot miss one.  Accepting
-    INIT clears a pending SIPI (lapic.md §8 #5).
+    INIT clears a pending SIPI (docs/spec/lapic.md §8 #5).
 
     ``intr`` is high while an interrupt is deliverable (highest IRR class above PPR, APIC
     software-enabled).  A one-cycle ``inta`` pulse moves the highest IRR vector to the ISR;
     one cycle later ``inta_done`` pulses with ``inta_vector`` (the spurious vector of SVR when
-    nothing was deliverable any more, lapic.md §5).
+    nothing was deliverable any more, docs/spec/lapic.md §5).
     """
 
     def __init__(self):

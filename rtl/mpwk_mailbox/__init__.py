@@ -1,4 +1,4 @@
-"""The ACPI MADT multiprocessor wakeup mailbox (``../shared/spec/mpwk.md``)."""
+"""The ACPI MADT multiprocessor wakeup mailbox (``docs/spec/mpwk.md``)."""
 
 from .mailbox import ApPortSignature, MpwkMailbox
 

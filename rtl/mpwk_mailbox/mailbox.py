@@ -1,4 +1,4 @@
-"""The ACPI MP wakeup mailbox as a memory-mapped peripheral (mpwk.md §2, §3, §7).
+"""The ACPI MP wakeup mailbox as a memory-mapped peripheral (docs/spec/mpwk.md §2, §3, §7).
 
 Hardware stands in for the firmware's polling loop: it knows which APs are parked (POLL), running
 the OS, or on their way back from ResetVector, and answers the OS's commands as TDVF's relocated
@@ -39,7 +39,7 @@ class ApPortSignature(wiring.Signature):
     ``wake`` (with ``wake_vector``) stays high until the CPU pulses ``wake_ack``;
     ``return_to_firmware`` is a one-cycle pulse: the CPU jumped to ResetVector.  ``state`` is
     what the firmware side knows of this AP.  ``descheduled``: the VMM is not running this vCPU,
-    so its firmware loop answers nothing until it runs again (mpwk.md §7 #16: unbounded
+    so its firmware loop answers nothing until it runs again (docs/spec/mpwk.md §7 #16: unbounded
     acknowledge latency).
     """
 
@@ -65,7 +65,7 @@ class MpwkMailbox(wiring.Component):
 
     * The Command dword (Command and Reserved, compared as 32 bits as TDVF does) going from 0 to
       non-zero latches Command, ApicId and WakeupVector: later writes cannot change the request
-      (mpwk.md §7 #3, #4; such writes are flagged).
+      (docs/spec/mpwk.md §7 #3, #4; such writes are flagged).
     * Wakeup (1) or, with ``version=1``, Test (2) for an AP in POLL is answered after
       ``ack_latency`` cycles: Wakeup raises that AP's ``wake`` with the latched vector and marks
       it OS_RUNNING; both acknowledge by clearing the mailbox (``ack_bytes=8``: Command,
@@ -99,7 +99,7 @@ class MpwkMailbox(wiring.Component):
     ack_clears : str
         ``"command"`` (the specification), or ``"wakeup_vector"`` to reproduce the firmware bug
         fixed in edk2 9c733f0b90 (2022): the acknowledge clears WakeupVector and leaves Command
-        set, so the OS never sees its request answered (mpwk.md §7 #21; a negative test).
+        set, so the OS never sees its request answered (docs/spec/mpwk.md §7 #21; a negative test).
     ack_latency, no_target_timeout, reset_latency : int
         Cycles.
     status_base : int or None
@@ -125,7 +125,7 @@ class MpwkMailbox(wiring.Component):
             raise ValueError(f"version must be 0 or 1, not {version!r}")
         if version == 1 and not (isinstance(reset_vector, int) and 0 < reset_vector < 1 << 64):
             raise ValueError(f"a version 1 mailbox needs a non-zero reset_vector, not "
-                             f"{reset_vector!r} (mpwk.md §7 #11)")
+                             f"{reset_vector!r} (docs/spec/mpwk.md §7 #11)")
         if ack_bytes not in (2, 8):
             raise ValueError(f"ack_bytes must be 8 (TDVF) or 2, not {ack_bytes!r}")
         if ack_clears not in ("command", "wakeup_vector"):

@@ -21,7 +21,7 @@ LED_BASE = 0x1000_1000             # write: LEDs [7:0]
 #: it to 1, write 0 releases
 LOCK_BASE = 0x1000_2000
 
-#: the core's own local APIC, xAPIC MMIO layout (lapic.md §1): offset = the register's offset
+#: the core's own local APIC, xAPIC MMIO layout (docs/spec/lapic.md §1): offset = the register's offset
 APIC_BASE = 0x2000_0000
 #: the core's own control window
 CONTROL_BASE = 0x3000_0000

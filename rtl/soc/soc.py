@@ -117,7 +117,7 @@ class Soc(wiring.Component):
             apic = fabric.cpu[i]
             m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
             if ghcb is not None:
-                # the hypervisor takes INIT and SIPI (ghcb.md §4); a launch starts the core
+                # the hypervisor takes INIT and SIPI (docs/spec/ghcb.md §4); a launch starts the core
                 connect_apic_events(m, apic, ghcb.apic[i])
                 with m.If(ghcb.vcpu[i].launch):
                     m.d.sync += [run[i].eq(1), start_addr[i].eq(SEV_LAUNCH_ADDR)]

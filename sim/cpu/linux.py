@@ -1,6 +1,6 @@
 """Guest software for the CPU models: firmware at the reset vector and a Linux-like kernel.
 
-The kernel follows arch/x86/kernel/smpboot.c as digested in lapic.md §6.3 and §7:
+The kernel follows arch/x86/kernel/smpboot.c as digested in docs/spec/lapic.md §6.3 and §7:
 
 * ``legacy``: ESR clear, INIT assert, 10 ms, INIT de-assert, then up to two SIPIs with 300 us /
   200 us around each and an ESR check (``ESR & 0xEF``) after each; wait up to 10 s for the AP
@@ -57,7 +57,7 @@ class BootMethod(str, enum.Enum):
     MODERN = "modern"
     PARALLEL = "parallel"
     BROADCAST = "broadcast"
-    MPWK = "mpwk"             # ACPI MADT multiprocessor wakeup mailbox (TDX, mpwk.md §4)
+    MPWK = "mpwk"             # ACPI MADT multiprocessor wakeup mailbox (TDX, docs/spec/mpwk.md §4)
 
 
 class SyncState(enum.IntEnum):
@@ -71,7 +71,7 @@ class SyncState(enum.IntEnum):
     ONLINE = 5
 
 
-#: (init_udelay, us before the idle wait after a SIPI, us after it), lapic.md §6.3
+#: (init_udelay, us before the idle wait after a SIPI, us after it), docs/spec/lapic.md §6.3
 _TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10),
            BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
 #: where firmware publishes its MADT interrupt controller structures: u32 length, then bytes
@@ -84,7 +84,7 @@ class Firmware:
 
     ``reuses_mailbox_page``: once the last AP has left the MP wakeup loop the firmware takes its
     mailbox page back for data of its own (legal for version 0: no AP will poll again; Kirill
-    Shutemov's "very theoretical" objection to parking on the firmware's page, seed 001)."""
+    Shutemov's "very theoretical" objection to parking on the firmware's page, docs/spec/mpwk.md §4)."""
 
     #: what the firmware stores in its reused page (any data of its own)
     REUSE_DATA = b"firmware runtime data, not a mailbox".ljust(64, b"\0")
@@ -404,7 +404,7 @@ class Kernel:
     # --- CPU offline / online (mailbox) ----------------------------------------------------------
     async def cpu_down(self, cpu, n):
         """Offline CPU number ``n`` from ``cpu``.  Returns None or the error string, as
-        ``cpu_down`` would return -EOPNOTSUPP under the version-0 policy (mpwk.md §4)."""
+        ``cpu_down`` would return -EOPNOTSUPP under the version-0 policy (docs/spec/mpwk.md §4)."""
         if not self.mp_wake.can_reset:
             return "-EOPNOTSUPP: CPU offlining is disabled (MADT mailbox version 0, no ResetVector)"
         apic_id = self.cpuid_to_apicid[n]

@@ -1,6 +1,6 @@
 """Python model of one x86 CPU's bring-up behaviour, attached to its APIC port.
 
-States carry KVM's names (``KVM_MP_STATE_*``, lapic.md §6.4).  Rules (lapic.md §6, §8):
+States carry KVM's names (``KVM_MP_STATE_*``, docs/spec/lapic.md §6.4).  Rules (docs/spec/lapic.md §6, §8):
 
 * At reset the BSP runs its reset vector; an AP waits: in wait-for-SIPI (``INIT_RECEIVED``) as on
   hardware, or ``UNINITIALIZED`` as KVM creates it (a bare SIPI is then dropped), chosen by
@@ -56,9 +56,9 @@ __all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET", "NMI_V
 
 #: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
 RESET_VECTOR = 0xFFFF_FFF0
-#: OVMF's SEV-ES AP reset block: where a vCPU's launch state starts it (ghcb.md §3)
+#: OVMF's SEV-ES AP reset block: where a vCPU's launch state starts it (docs/spec/ghcb.md §3)
 SEV_ES_RESET = 0x0080_B000
-#: real-mode reachable memory, where an MPWK WakeupVector belongs (mpwk.md §7 #10)
+#: real-mode reachable memory, where an MPWK WakeupVector belongs (docs/spec/mpwk.md §7 #10)
 LOW_MEMORY = 1 << 20
 #: the NMI's IDT vector
 NMI_VECTOR = 2
@@ -230,7 +230,7 @@ class CpuModel:
                                          f"ns; it is {self.position} ({wakes})")
 
     def park_on_mailbox(self, ap_port):
-        """TDX-style start (mpwk.md §3): the AP runs the firmware's mailbox loop instead of
+        """TDX-style start (docs/spec/mpwk.md §3): the AP runs the firmware's mailbox loop instead of
         waiting for SIPI; ``ap_port`` is its :class:`sim.mpwk.bfm.ApPort`."""
         self.mailbox = ap_port
         self.state = MpState.RUNNABLE
@@ -249,7 +249,7 @@ class CpuModel:
         self._start_at = (address, why)
 
     def attach_vcpu(self, vcpu_port):
-        """SEV-ES guest (ghcb.md §4): the hypervisor's GHCB unit takes INIT and SIPI; the CPU
+        """SEV-ES guest (docs/spec/ghcb.md §4): the hypervisor's GHCB unit takes INIT and SIPI; the CPU
         starts from its launch state at its first SIPI (``launch``) and otherwise only runs on
         after a VMGEXIT.  Its state is the unit's mp_state."""
         self.vcpu = vcpu_port
@@ -290,7 +290,7 @@ class CpuModel:
 
     def _check_wakeup_vector(self, vector):
         """ACPI 6.6 wants the vector below 1 MiB or in the mailbox's ReservedForOs; TDVF does not
-        check (``jmp rax``), so the model warns and jumps anyway (mpwk.md §7 #10)."""
+        check (``jmp rax``), so the model warns and jumps anyway (docs/spec/mpwk.md §7 #10)."""
         base = self.platform.mailbox.base
         if vector >= LOW_MEMORY and not base + OFFSETS["reserved_for_os"] <= vector < base + FIRMWARE_HALF:
             self.note(f"warning: WakeupVector {vector:#x} is above 1 MiB and outside the "

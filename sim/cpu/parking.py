@@ -1,5 +1,5 @@
 """Plan B for kexec on a version-0 MP wakeup mailbox: the first kernel parks its APs in a loop
-of its own instead of halting them (seed 001, Feb 2023; mpwk.md §5, §7 #19, #20).
+of its own instead of halting them (Feb 2023; docs/spec/mpwk.md §4, §5, §7 #19, #20).
 
 The thread weighed two placements, both modelled here (``ScenarioOptions.parking_page``):
 

@@ -1,4 +1,4 @@
-"""SEV-ES guest software (ghcb.md §3, §5): OVMF-like firmware and a Linux-like kernel whose
+"""SEV-ES guest software (docs/spec/ghcb.md §3, §5): OVMF-like firmware and a Linux-like kernel whose
 register state the hypervisor cannot touch.
 
 * Firmware reserves the AP jump table page, SETs it through the GHCB before handing over, and
@@ -11,7 +11,8 @@ register state the hypervisor cannot touch.
   ``start_secondary``), or, with the SEV-ES kexec series and protocol version 2, the MSR form
   running from the jump table page (``jump_table_parking``), woken through the table's CS:IP.
 * kexec is refused unless the MSR-form parking is installed (or there is one CPU), as the series
-  does: with the page form a parked AP's GHCB belongs to the next kernel (Joerg Roedel, seed 000).
+  does: with the page form a parked AP's GHCB belongs to the next kernel (Joerg Roedel, LKML May 2021;
+  docs/spec/ghcb.md §2).
 """
 
 from rtl.ghcb_msr.layouts import (HoldReply, JumpTableEntry, JumpTableOp, MsrCode,

@@ -1,4 +1,4 @@
-"""The guest's side of a GHCB page (ghcb.md §2): fill a request with its valid bits, read the
+"""The guest's side of a GHCB page (docs/spec/ghcb.md §2): fill a request with its valid bits, read the
 hypervisor's reply.  Shared by the guest models and the block tests."""
 
 from rtl.ghcb_msr.layouts import GHCB_OFFSETS, VALID_BIT

@@ -1,4 +1,4 @@
-"""Reference model of who accepts an IPI (lapic.md §3, §5), written independently of the RTL.
+"""Reference model of who accepts an IPI (docs/spec/lapic.md §3, §5), written independently of the RTL.
 
 Scoreboards feed it the fabric's messages and the receivers' register state and compare its
 answer with the ``accept`` bits the hardware reports.
@@ -45,7 +45,7 @@ class ApicState:
         dest = msg["destination"]
         broadcast = dest == (X2APIC_BROADCAST if msg["x2apic"] else XAPIC_BROADCAST)
         if self.mode != "x2apic" and self.ldr >> 24 == 0:
-            return False          # LDR = 0 matches no logical destination (lapic.md §3)
+            return False          # LDR = 0 matches no logical destination (docs/spec/lapic.md §3)
         if broadcast:
             return True
         if self.mode == "x2apic":

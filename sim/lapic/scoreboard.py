@@ -14,7 +14,7 @@ Checks:
 3. Per receiver, replaying accepts, INTAs and EOIs in edge order (INTA/EOI before an accept
    at the same edge, as the RTL updates IRR/ISR): every INTA returns the highest pending vector
    and only when its class is above the in-service class; a vector accepted while already
-   pending merges (architectural, lapic.md §8 #19) and is counted; in the end every accepted
+   pending merges (architectural, docs/spec/lapic.md §8 #19) and is counted; in the end every accepted
    vector was delivered or merged, and nothing is left pending or in service.
 """
 

@@ -80,7 +80,7 @@ class ApPort:
             handle.value = 0
 
     def deschedule(self, descheduled=True):
-        """The VMM stops (True) or resumes (False) running this vCPU (mpwk.md §7 #16)."""
+        """The VMM stops (True) or resumes (False) running this vCPU (docs/spec/mpwk.md §7 #16)."""
         self._descheduled.value = int(descheduled)
 
     @property

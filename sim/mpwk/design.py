@@ -72,7 +72,7 @@ class PlatformConfig(OnFabricConfig):
     base: int = 0x7FFF_D000
     reset_vector: int = 0x7FFF_E068
     ack_bytes: int = 8
-    ack_clears: str = "command"      # "wakeup_vector": the edk2 acknowledge bug (mpwk.md §7 #21)
+    ack_clears: str = "command"      # "wakeup_vector": the edk2 acknowledge bug (docs/spec/mpwk.md §7 #21)
 
     def mailbox_parameters(self):
         return {"base": self.base, "version": self.version, "ack_bytes": self.ack_bytes,

@@ -1,4 +1,4 @@
-"""Parse MADT multiprocessor-wakeup entries as Linux's ``acpi_parse_mp_wake`` does (mpwk.md §4)."""
+"""Parse MADT multiprocessor-wakeup entries as Linux's ``acpi_parse_mp_wake`` does (docs/spec/mpwk.md §4)."""
 
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ class MpWake:
     mailbox_address: int
     reset_vector: int | None
     #: Linux policy: offlining (and so kexec with SMP) only with version >= 1, length >= 24 and a
-    #: usable reset vector; otherwise the version-0 policy (mpwk.md §4, §7 #11, #12)
+    #: usable reset vector; otherwise the version-0 policy (docs/spec/mpwk.md §4, §7 #11, #12)
     can_reset: bool
     #: byte offset of the entry within the structures (to patch its address as Linux does)
     offset: int = 0

@@ -258,7 +258,7 @@ def _kernel_summary(kernel, platform, reason):
 
 async def _kexec_mpwk(platform, options, parking_page=None):
     """Kernel 1 boots through the mailbox (``nr_cpus`` applies to it), kexecs into kernel 2 in
-    other pages, which boots from the MADT as kernel 1 left it (mpwk.md §4, §5, §7 #19, #20).
+    other pages, which boots from the MADT as kernel 1 left it (docs/spec/mpwk.md §4, §5, §7 #19, #20).
     ``parking_page``: plan B (:mod:`sim.cpu.parking`)."""
     kernel1 = await boot(platform, options, BootMethod.MPWK, parking_page=parking_page)
     version = kernel1.mp_wake.version if kernel1.mp_wake else None

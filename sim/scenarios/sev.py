@@ -1,5 +1,5 @@
-"""SEV-ES scenarios (ghcb.md §3-§5, seeds 000 and 002) on ``rtl/sev_platform.py``: the APIC
-fabric with the hypervisor's GHCB MSR unit taking INIT and SIPI."""
+"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/sev_platform.py``: the APIC fabric with the
+hypervisor's GHCB MSR unit taking INIT and SIPI."""
 
 from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
 from ..cpu.sev import SevFirmware, SevKernel
