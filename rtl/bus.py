@@ -1,4 +1,4 @@
-"""A small memory-mapped bus shared by peripherals (the MPWK mailbox, later the SoC's windows).
+"""A small memory-mapped bus: the MPWK mailbox's target port and the GHCB unit's page accesses.
 
 Same handshake as :class:`rtl.lapic.signatures.RegisterBusSignature`: a request is taken when
 ``req_valid`` and ``req_ready`` are high; one cycle later ``resp_valid`` pulses with ``rdata``.

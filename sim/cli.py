@@ -1,9 +1,10 @@
 """The ``apwake`` command line.
 
 ``apwake list``                      the scenarios
-``apwake run SCENARIO [options]``    run one on the APIC fabric with the CPU models
+``apwake run SCENARIO [options]``    run one: CPU models on the RTL (``soc-demo``: firmware on the soft-SoC)
 ``apwake bench``                     simulation speed figures (see docs/PERFORMANCE.md)
 ``apwake registers``                 the local APIC register map (Markdown)
+``apwake build BOARD``               the soft-SoC bitstream for icebreaker or ulx3s
 """
 
 import argparse

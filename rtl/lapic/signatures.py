@@ -1,8 +1,9 @@
 """Typed interfaces of the local APIC block.
 
 * :class:`RegisterBusSignature`: how a CPU reaches its APIC's registers, xAPIC MMIO and MSRs on
-  one port (``space`` selects which).  Later blocks (the GHCB MSR, the mailbox) attach to the
-  same kind of port, so a CPU model or an SoC routes MSRs and MMIO to them alike.
+  one port (``space`` selects which).  The other blocks have ports of their own: the mailbox a
+  memory bus with the same handshake (:mod:`rtl.bus`), the GHCB unit a vCPU port
+  (:class:`rtl.ghcb_msr.unit.VcpuPortSignature`); a CPU model or the soft-SoC routes each access.
 * :class:`CpuPortSignature`: everything between one CPU and its APIC (register bus, INIT/SIPI/
   NMI/SMI events, the INTR/INTA handshake).
 * :class:`FabricLinkSignature`: between one APIC and the IPI fabric.

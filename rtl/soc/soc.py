@@ -41,7 +41,7 @@ class Soc(wiring.Component):
     ----------
     fabric : rtl.lapic.ApicFabric (not yet elaborated)
     firmware : list of int
-        The RAM image (32-bit words, little-endian), from ``firmware/build.py``.
+        The RAM image (32-bit words, little-endian), from ``sim/firmware.py``.
     ram_bytes : int
     stack_bytes : int
         Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
