@@ -66,7 +66,7 @@ class ApicFabric(wiring.Component):
     lint : In(2).array(N)
         LINT0 (bit 0) and LINT1 (bit 1) pins of each CPU; 0 when left unconnected.
     tsc : Out(64)
-        The shared time-stamp counter.
+        The shared time-stamp counter (0 without ``local_interrupts``).
 
     Raises
     ------
@@ -119,7 +119,8 @@ class ApicFabric(wiring.Component):
         m = Module()
         n = self.n_cpus
         apics = []
-        m.d.sync += self.tsc.eq(self.tsc + 1)
+        if self.local_interrupts:       # only the TSC-deadline timers read it
+            m.d.sync += self.tsc.eq(self.tsc + 1)
         for i, apic_id in enumerate(self.apic_ids):
             apic = self._apic_factory(n_vectors=self.n_vectors,
                                       local_interrupts=self.local_interrupts)
