@@ -20,8 +20,9 @@ from .signatures import CpuPortSignature, FabricLinkSignature, Space
 __all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "VERSION", "MAX_LVT_INDEX",
            "VECTOR_COUNTS"]
 
-VERSION = 0x14
-MAX_LVT_INDEX = sum(1 for r in REGISTERS if r.name.startswith("LVT_")) - 1
+#: the VERSION register's value (version 0x14, max LVT index in [23:16]), from the table
+VERSION = BY_NAME["VERSION"].reset & 0xFF
+MAX_LVT_INDEX = BY_NAME["VERSION"].reset >> 16
 VECTOR_COUNTS = (32, 64, 128, 256)
 
 

@@ -75,10 +75,14 @@ _LVT = [
      "pending; vector, mask [16]"),
 ]
 
+#: VERSION[7:0]: an integrated APIC of the P4/Xeon kind, the value KVM reports too
+_APIC_VERSION = 0x14
+
 REGISTERS = [
     Register("ID", 0x02, _RO, _RO, doc="APIC ID: xAPIC bits 31:24, x2APIC all 32 bits; "
              "read-only in apwake, kept across INIT"),
-    Register("VERSION", 0x03, _RO, _RO, doc="[7:0] version 0x14, [23:16] max LVT index"),
+    Register("VERSION", 0x03, _RO, _RO, reset=_APIC_VERSION | ((len(_LVT) - 1) << 16),
+             doc="[7:0] version 0x14, [23:16] max LVT index (6: seven LVT entries)"),
     Register("TPR", 0x08, _RW, _RW, write_mask=0xFF, kind=_S, doc="task priority"),
     Register("APR", 0x09, _RO, _NO, doc="arbitration priority"),
     Register("PPR", 0x0A, _RO, _RO, doc="processor priority, from TPR and the highest ISR vector"),
@@ -130,8 +134,9 @@ def markdown():
     for r in REGISTERS:
         msr = "-" if r.msr is None else f"0x{r.msr:03X}"
         mask = f"0x{r.write_mask:08X}" if r.kind is Kind.STORAGE else "see notes"
+        reset = "the APIC ID" if r.name == "ID" else f"0x{r.reset:08X}"
         lines.append(f"| {r.name} | 0x{r.offset:03X} | {msr} | {r.xapic.value} | {r.x2apic.value} "
-                     f"| 0x{r.reset:08X} | {mask} | {r.doc} |")
+                     f"| {reset} | {mask} | {r.doc} |")
     return "\n".join(lines) + "\n"
 
 
