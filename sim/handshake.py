@@ -32,7 +32,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from .clocking import CLOCK_NS
 
 __all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "JITTER_ENV", "STALL_ENV",
-           "seed_note", "MAX_JITTER_CYCLES"]
+           "seeds", "seed_note", "MAX_JITTER_CYCLES"]
 
 #: environment variables carrying the seeds into the simulator
 JITTER_ENV = "APWAKE_JITTER"
@@ -58,10 +58,21 @@ def _seed(variable):
         raise ValueError(f"{variable}={text!r}: the seed must be an integer") from None
 
 
-def seed_note():
-    """``" (APWAKE_JITTER=1 APWAKE_STALL=2)"`` for failure messages; empty when both are off."""
-    seeds = [f"{v}={os.environ[v]}" for v in (JITTER_ENV, STALL_ENV) if _seed(v) is not None]
-    return f" ({' '.join(seeds)})" if seeds else ""
+def seeds():
+    """``{variable: seed}`` of the jitter and stall seeds set in the environment."""
+    return {v: os.environ[v] for v in (JITTER_ENV, STALL_ENV) if _seed(v) is not None}
+
+
+def seed_note(chosen=None):
+    """What a failure message says to be reproduced: ``" [seeded run: APWAKE_JITTER=1 (pytest
+    --jitter 1)]"``; empty when no seed is set.  ``chosen``: ``{variable: seed}``, default the
+    environment's."""
+    chosen = seeds() if chosen is None else chosen
+    if not chosen:
+        return ""
+    variables = " ".join(f"{k}={v}" for k, v in chosen.items())
+    options = " ".join(f"--{'jitter' if k == JITTER_ENV else 'stall'} {v}" for k, v in chosen.items())
+    return f" [seeded run: {variables} (pytest {options})]"
 
 
 def _rng(variable, name):
@@ -79,16 +90,25 @@ def _rng(variable, name):
 
 def random_pauses(rng, *, stall=0.3, max_burst=4):
     """An endless pause generator: with probability ``stall`` a cycle starts a stall of 1 to
-    ``max_burst`` cycles."""
+    ``max_burst`` cycles.
+
+    Raises
+    ------
+    ValueError
+        ``stall`` is not in [0, 1) or ``max_burst`` is below 1 (checked at once, not at the first
+        cycle).
+    """
     if not 0 <= stall < 1:
-        raise ValueError(f"stall must be a probability below 1, not {stall!r}")
-    if max_burst < 1:
-        raise ValueError(f"max_burst must be at least 1, not {max_burst!r}")
-    while True:
-        if rng.random() < stall:
-            for _ in range(rng.randint(1, max_burst)):
-                yield True
-        yield False
+        raise ValueError(f"stall must be a probability in [0, 1), not {stall!r}")
+    if not isinstance(max_burst, int) or max_burst < 1:
+        raise ValueError(f"max_burst must be a whole number of cycles >= 1, not {max_burst!r}")
+
+    def pauses():
+        while True:
+            if rng.random() < stall:
+                yield from [True] * rng.randint(1, max_burst)
+            yield False
+    return pauses()
 
 
 async def sync_to_clock(clk, *, jitter=None, pause=None, clock_ns=CLOCK_NS, what="driver",
@@ -144,6 +164,12 @@ class Driver:
     def set_pause_generator(self, generator=None):
         """Stall on each cycle ``generator`` yields True for (None: never stall)."""
         self._pause = None if generator is None else iter(generator)
+
+    def set_jitter(self, rng=None):
+        """Start each call after random idle cycles and phase drawn from ``rng`` (a
+        :class:`random.Random`; None: at the next falling edge, for a test that needs two drivers
+        in one cycle)."""
+        self._jitter = rng
 
     def _stalled(self):
         """This cycle's pause decision (responders draw one per cycle while busy)."""

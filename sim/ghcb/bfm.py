@@ -89,6 +89,9 @@ class GuestMemoryPort(Driver):
     ----------
     accesses : list of (int, bool, int)
         (address, write, value) of every request taken, in order: each exactly once.
+    stalled : dict
+        Cycles the unit waited: ``"request"`` (its request up, ``req_ready`` low) and
+        ``"response"`` (a response held back).
     """
 
     def __init__(self, dut, memory, prefix="memory__", writer=Owner.HYPERVISOR):
@@ -102,6 +105,7 @@ class GuestMemoryPort(Driver):
         self._resp_valid.value = 0
         self._rdata.value = 0
         self.accesses = []
+        self.stalled = {"request": 0, "response": 0}
 
     async def run(self):
         clk = self.clk
@@ -117,6 +121,7 @@ class GuestMemoryPort(Driver):
             write, wdata, wstrb = bool(self._write.value), int(self._wdata.value), int(self._wstrb.value)
             await RisingEdge(clk)
             if not taken:
+                self.stalled["request"] += 1
                 self._ready.value = int(not self._stalled())
                 continue
             # taken at this edge; no second request before the response (rtl.bus.access_states)
@@ -132,6 +137,7 @@ class GuestMemoryPort(Driver):
                 value = self.memory.read_int(addr, 4)
                 self.accesses.append((addr, False, value))
             while self._stalled():          # a late response: the unit waits in its _RESP state
+                self.stalled["response"] += 1
                 await RisingEdge(clk)
             self._rdata.value = value
             self._resp_valid.value = 1
