@@ -40,7 +40,7 @@ STALL_ENV = "APWAKE_STALL"
 #: a jittered call starts up to this many whole cycles late (plus a part of a cycle)
 MAX_JITTER_CYCLES = 3
 
-_log = logging.getLogger("apwake.handshake")
+_log = logging.getLogger("cocotb.apwake")     # under cocotb's logger: shown in the sim log
 _announced = set()
 
 
@@ -170,6 +170,12 @@ class Driver:
         :class:`random.Random`; None: at the next falling edge, for a test that needs two drivers
         in one cycle)."""
         self._jitter = rng
+
+    def set_exact_timing(self):
+        """No jitter and no stalls for this driver (whatever ``--jitter``/``--stall`` say): for a
+        test whose point is several drivers acting in one cycle."""
+        self.set_jitter(None)
+        self.set_pause_generator(None)
 
     def _stalled(self):
         """This cycle's pause decision (responders draw one per cycle while busy)."""

@@ -315,9 +315,8 @@ async def test_init_racing_the_hold_request(dut):
     await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
     # the race is both lines in one cycle: no jitter or stalls may pull them apart (INIT first
     # would be a VMGEXIT from a vCPU in INIT_RECEIVED, which no guest can issue)
-    for driver in (vcpu, apic):
-        driver.set_jitter(None)
-        driver.set_pause_generator(None)
+    vcpu.set_exact_timing()
+    apic.set_exact_timing()
     exit_task = cocotb.start_soon(vcpu.vmgexit(timeout_cycles=200))
     await apic.init()                      # raised in the cycle of the VMGEXIT strobe
     assert vcpu.state is VcpuState.INIT_RECEIVED
