@@ -32,13 +32,16 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from .clocking import CLOCK_NS
 
 __all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "JITTER_ENV", "STALL_ENV",
-           "seeds", "seed_note", "MAX_JITTER_CYCLES"]
+           "seeds", "seed_note", "MAX_JITTER_CYCLES", "MAX_PAUSE_CYCLES"]
 
 #: environment variables carrying the seeds into the simulator
 JITTER_ENV = "APWAKE_JITTER"
 STALL_ENV = "APWAKE_STALL"
 #: a jittered call starts up to this many whole cycles late (plus a part of a cycle)
 MAX_JITTER_CYCLES = 3
+#: the watchdog on a pause generator: more stalled cycles in a row is a generator that never
+#: lets anything through
+MAX_PAUSE_CYCLES = 10_000
 
 _log = logging.getLogger("cocotb.apwake")     # under cocotb's logger: shown in the sim log
 _announced = set()
@@ -111,8 +114,7 @@ def random_pauses(rng, *, stall=0.3, max_burst=4):
     return pauses()
 
 
-async def sync_to_clock(clk, *, jitter=None, pause=None, clock_ns=CLOCK_NS, what="driver",
-                        max_pause_cycles=10_000):
+async def sync_to_clock(clk, *, jitter=None, pause=None, clock_ns=CLOCK_NS, what="driver"):
     """Return in a writable phase from which the next rising edge of ``clk`` is the first to
     sample what the caller writes, from any phase (after either edge, mid-cycle, ``ReadOnly``,
     ``ReadWrite``).
@@ -128,9 +130,9 @@ async def sync_to_clock(clk, *, jitter=None, pause=None, clock_ns=CLOCK_NS, what
         stalled = 0
         while next(pause, False):
             stalled += 1
-            if stalled > max_pause_cycles:
+            if stalled > MAX_PAUSE_CYCLES:
                 raise SimTimeout(f"{what}: its pause generator stalled for more than "
-                                 f"{max_pause_cycles} cycles")
+                                 f"{MAX_PAUSE_CYCLES} cycles in a row")
         delay += stalled * clock_ns
     if delay:
         await Timer(delay, "ns")       # one timer, however long: no per-cycle Python work
@@ -160,6 +162,7 @@ class Driver:
         self._jitter = _rng(JITTER_ENV, name)
         stalls = _rng(STALL_ENV, name)
         self._pause = None if stalls is None else random_pauses(stalls)
+        self._stall_run = 0
 
     def set_pause_generator(self, generator=None):
         """Stall on each cycle ``generator`` yields True for (None: never stall)."""
@@ -179,7 +182,12 @@ class Driver:
 
     def _stalled(self):
         """This cycle's pause decision (responders draw one per cycle while busy)."""
-        return self._pause is not None and bool(next(self._pause, False))
+        stalled = self._pause is not None and bool(next(self._pause, False))
+        self._stall_run = self._stall_run + 1 if stalled else 0
+        if self._stall_run > MAX_PAUSE_CYCLES:
+            raise SimTimeout(f"{self.name}: its pause generator stalled for more than "
+                             f"{MAX_PAUSE_CYCLES} cycles in a row")
+        return stalled
 
     async def sync(self):
         """See :func:`sync_to_clock`."""

@@ -69,7 +69,8 @@ class VcpuPort(Driver):
         return await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is edge
 
     async def msr_protocol(self, request, *, timeout_cycles=200):
-        """WRMSR, VMGEXIT, RDMSR: the reply, or SimTimeout if the vCPU is not resumed."""
+        """WRMSR, VMGEXIT, RDMSR: the reply, or SimTimeout if the vCPU is not resumed within
+        ``timeout_cycles`` (None: wait as long as it takes)."""
         await self.wrmsr(request)
         if not await self.vmgexit(timeout_cycles=timeout_cycles):
             raise SimTimeout(f"{self.name}: MSR request {request:#x} not answered within "
