@@ -114,26 +114,22 @@ def random_pauses(rng, *, stall=0.3, max_burst=4):
     return pauses()
 
 
-async def sync_to_clock(clk, *, jitter=None, pause=None, clock_ns=CLOCK_NS, what="driver"):
+async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
     """Return in a writable phase from which the next rising edge of ``clk`` is the first to
     sample what the caller writes, from any phase (after either edge, mid-cycle, ``ReadOnly``,
     ``ReadWrite``).
 
     ``jitter`` (a :class:`random.Random`) first waits 0 to :data:`MAX_JITTER_CYCLES` cycles plus
     a random whole number of nanoseconds, which lands on a rising edge, a falling edge or
-    mid-cycle.  ``pause`` (an iterator of booleans) waits one cycle per leading True.
+    mid-cycle.  ``stalled`` (a callable: this cycle's pause decision) waits one cycle per
+    leading True.
     """
     delay = 0
     if jitter is not None:
         delay += jitter.randrange(MAX_JITTER_CYCLES + 1) * clock_ns + jitter.randrange(int(clock_ns))
-    if pause is not None:
-        stalled = 0
-        while next(pause, False):
-            stalled += 1
-            if stalled > MAX_PAUSE_CYCLES:
-                raise SimTimeout(f"{what}: its pause generator stalled for more than "
-                                 f"{MAX_PAUSE_CYCLES} cycles in a row")
-        delay += stalled * clock_ns
+    if stalled is not None:
+        while stalled():
+            delay += clock_ns
     if delay:
         await Timer(delay, "ns")       # one timer, however long: no per-cycle Python work
     await FallingEdge(clk)
@@ -181,7 +177,8 @@ class Driver:
         self.set_pause_generator(None)
 
     def _stalled(self):
-        """This cycle's pause decision (responders draw one per cycle while busy)."""
+        """This cycle's pause decision: requesters draw before each request, responders once
+        per cycle while busy; SimTimeout after :data:`MAX_PAUSE_CYCLES` stalls in a row."""
         stalled = self._pause is not None and bool(next(self._pause, False))
         self._stall_run = self._stall_run + 1 if stalled else 0
         if self._stall_run > MAX_PAUSE_CYCLES:
@@ -191,8 +188,8 @@ class Driver:
 
     async def sync(self):
         """See :func:`sync_to_clock`."""
-        await sync_to_clock(self.clk, jitter=self._jitter, pause=self._pause,
-                            clock_ns=self.clock_ns, what=self.name)
+        await sync_to_clock(self.clk, jitter=self._jitter, stalled=self._stalled,
+                            clock_ns=self.clock_ns)
 
     async def pulse(self, handle, data=None):
         """Drive ``data`` (``{handle: value}``) and ``handle`` high for exactly one clock edge."""

@@ -52,3 +52,16 @@ def test_a_bad_seed_is_named(monkeypatch):
     monkeypatch.setenv(STALL_ENV, "fast")
     with pytest.raises(ValueError, match=r"APWAKE_STALL='fast': the seed must be an integer"):
         seeds()
+
+
+def test_a_pause_generator_that_never_lets_through_is_caught(monkeypatch):
+    monkeypatch.delenv(STALL_ENV, raising=False)
+    driver = handshake.Driver(None, "guest memory ghcb_memory")
+    driver.set_pause_generator(itertools.repeat(True))
+    for _ in range(handshake.MAX_PAUSE_CYCLES):
+        assert driver._stalled()
+    with pytest.raises(handshake.SimTimeout, match=r"guest memory ghcb_memory: its pause generator "
+                                                   r"stalled for more than 10000 cycles in a row"):
+        driver._stalled()
+    driver.set_pause_generator(None)
+    assert not driver._stalled()
