@@ -43,6 +43,9 @@ def _simulate(design, module, *, label, env, waves, gate_level):
     report = json.loads(report_file.read_text())
     report.update(build_s=round(build_s, 2), build_reused=the_build.binary_reused,
                   gate_level=gate_level, waves=str(waves) if waves else None)
+    from .handshake import seeds
+    if seeds():
+        report["driver_seeds"] = seeds()     # APWAKE_JITTER / APWAKE_STALL: how to reproduce
     if result.gtkw:
         report["gtkw"] = str(result.gtkw)
     return report
@@ -94,6 +97,12 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
                      waves=waves, gate_level=gate_level)
 
 
+def _seed_note():
+    """The APWAKE_JITTER/APWAKE_STALL seeds a failed run used, to reproduce it."""
+    from .handshake import seed_note
+    return seed_note()
+
+
 def _run_soc(args):
     if not 1 <= args.cpus <= 8 or (args.ap_start != "sipi" and args.cpus < 2):
         print(f"apwake: soc-demo --cpus must be 1 to 8 (2 to 8 with --ap-start mailbox or ghcb), "
@@ -106,7 +115,7 @@ def _run_soc(args):
     else:
         print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
         print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
-              + ("PASSED" if report["passed"] else "FAILED"))
+              + ("PASSED" if report["passed"] else "FAILED" + _seed_note()))
         if report["waves"]:
             print(f"waveform: {report['waves']}")
     return 0 if report["passed"] else 1
@@ -153,6 +162,8 @@ def _run(args):
             print(f"GTKWave view (grouped per APIC): gtkwave {report.get('gtkw')}")
         if report.get("timeline_picture"):
             print(f"timeline picture: {report['timeline_picture']}")
+        if not report["passed"] and _seed_note():
+            print(f"FAILED{_seed_note()}")
     return 0 if report["passed"] else 1
 
 

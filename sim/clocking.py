@@ -3,7 +3,10 @@
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-__all__ = ["start_clock_and_reset"]
+__all__ = ["start_clock_and_reset", "CLOCK_NS"]
+
+#: 100 MHz: the simulated clock of every testbench.
+CLOCK_NS = 10
 
 
 async def start_clock_and_reset(dut, clock_ns, *, reset_cycles=2):

@@ -12,7 +12,10 @@ so a configuration is compiled once however many tests use it.
 Options: ``--waves`` (or ``APWAKE_WAVES=1``) builds with FST tracing, writes one ``.fst`` and
 ``.gtkw`` per testbench run under ``build/waves/`` and lists them at the end of the session.
 ``--gate-level`` runs every selected test on the Yosys netlist of its design instead of the RTL
-(:mod:`sim.gate_level`).
+(:mod:`sim.gate_level`).  ``--jitter SEED`` starts every driver call from a seeded random phase
+after random idle cycles, ``--stall SEED`` gives every driver and responder a seeded random
+pause generator (:mod:`sim.handshake`; the same as ``APWAKE_JITTER``/``APWAKE_STALL``); a
+failure then names the seeds.
 """
 
 import importlib
@@ -67,18 +70,34 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
     @pytest.mark.parametrize(("config", "cocotb_test"), params)
     def test(config, cocotb_test, request):
         outcome, result = _group_outcome(request, tb_module, config, design, cocotb_test, gate_level)
+        from .handshake import seed_note
+        seeds = seed_note(_seed_env(request.config))
         if outcome is None:
-            pytest.fail(f"{cocotb_test} did not report a result (simulator crashed?); "
+            pytest.fail(f"{cocotb_test} did not report a result (simulator crashed?){seeds}; "
                         f"log {result.log_file}:\n{result.log_tail()}", pytrace=False)
         if outcome.skipped:
             pytest.skip(outcome.message or "skipped by the testbench")
         if not outcome.passed:
-            pytest.fail(f"{cocotb_test} on {config.label}: {outcome.message}\n"
+            pytest.fail(f"{cocotb_test} on {config.label}{seeds}: {outcome.message}\n"
                         f"--- simulator log {result.log_file} (tail) ---\n{result.log_tail()}",
                         pytrace=False)
 
     test.__doc__ = f"cocotb tests of {tb_module}"
     return test
+
+
+def _seed_env(config):
+    """``{APWAKE_JITTER: seed, APWAKE_STALL: seed}`` for the seeds this session runs with (the
+    options, else the environment)."""
+    from .handshake import JITTER_ENV, STALL_ENV
+    seeds = {}
+    for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):
+        value = config.getoption(option)
+        if value is None:
+            value = os.environ.get(variable) or None
+        if value is not None:
+            seeds[variable] = str(value)
+    return seeds
 
 
 def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=False):
@@ -112,7 +131,8 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
         result = run_cocotb(the_build, tb_module, names=selected, label=label,
-                            extra_env={config.ENV: config.to_json()}, waves_file=waves_file)
+                            extra_env={config.ENV: config.to_json(), **_seed_env(request.config)},
+                            waves_file=waves_file)
         if result.waves is not None:
             _WAVES.append((result.waves, result.gtkw))
         _RESULTS[key] = result
@@ -127,6 +147,26 @@ def pytest_addoption(parser):
                      choices=["generic", "ice40", "ecp5"], metavar="FLAVOUR",
                      help="simulate the Yosys gate-level netlist of each design instead of its "
                           "RTL: generic gates (default) or the iCE40/ECP5-mapped netlist")
+    parser.addoption("--jitter", type=int, default=None, metavar="SEED",
+                     help="start every driver call from a random phase after random idle "
+                          "cycles, seeded (as APWAKE_JITTER=SEED)")
+    parser.addoption("--stall", type=int, default=None, metavar="SEED",
+                     help="random seeded stalls at every driver and responder: ready held low, "
+                          "late responses, late requests and acknowledges (as APWAKE_STALL=SEED)")
+
+
+def pytest_configure(config):
+    # the cocotb runner lets the calling environment override what it is given: keep them equal
+    from .handshake import JITTER_ENV, STALL_ENV
+    for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):
+        if config.getoption(option) is not None:
+            os.environ[variable] = str(config.getoption(option))
+
+
+def pytest_report_header(config):
+    seeds = _seed_env(config)
+    if seeds:
+        return "apwake seeded drivers: " + ", ".join(f"{k}={v}" for k, v in seeds.items())
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,10 +1,11 @@
-"""The storm scoreboard itself: it must pass good traffic and name each kind of bad traffic."""
+"""The storm scoreboard and the monitor's send ledger themselves: they must pass good traffic and
+name each kind of bad traffic, a duplicated message above all (issue 10)."""
 
 import pytest
 
 from rtl.lapic.layouts import DeliveryMode, DestMode, Level, Shorthand, Trigger
 from sim.lapic.model import ApicState
-from sim.lapic.monitor import BusCycle
+from sim.lapic.monitor import BusCycle, SendLedger
 from sim.lapic.scoreboard import IpiScoreboard
 
 
@@ -65,3 +66,37 @@ def test_left_pending():
     b.receivers[1].eois = [140]
     with pytest.raises(AssertionError, match=r"left pending \[64\]"):
         b.check(good_cycles())
+
+
+def test_duplicated_message():
+    """One ICR write carried twice (a driver's write sampled by two edges) fails the check."""
+    b = board()
+    cycles = good_cycles()
+    cycles.insert(1, BusCycle(105, 0, msg(0x40, 1), frozenset({1})))
+    with pytest.raises(AssertionError, match=r"port 0 wrote 2 IPIs, the bus carried 3 \(lost or duplicated\)"):
+        b.check(cycles)
+
+
+def ledger():
+    sends = SendLedger("CPU port 0")
+    sends.add(0x40, DeliveryMode.FIXED, Shorthand.NONE)
+    sends.add(0x05, DeliveryMode.FIXED, Shorthand.SELF)      # refused by the APIC: never sent
+    sends.add(0x40, DeliveryMode.FIXED, Shorthand.NONE)
+    return sends
+
+
+def test_ledger_matches_each_write_once_and_skips_refused_ones():
+    sends = ledger()
+    sends.attribute(BusCycle(100, 0, msg(0x40, 1), frozenset({1})))
+    sends.attribute(BusCycle(120, 0, msg(0x40, 1), frozenset({1})))     # the third write
+    with pytest.raises(AssertionError, match=r"matches no ICR write of that port still to be sent"):
+        sends.attribute(BusCycle(130, 0, msg(0x05, 1, Shorthand.SELF), frozenset()))
+
+
+def test_ledger_fails_a_duplicated_message():
+    sends = SendLedger("CPU port 0")
+    sends.add(0x50, DeliveryMode.FIXED, Shorthand.NONE)
+    sends.attribute(BusCycle(100, 0, msg(0x50, 1), frozenset({1})))
+    with pytest.raises(AssertionError, match=r"message from CPU port 0 at 130 ns \(vector 0x50, "
+                                             r"delivery mode 0, shorthand 0\) matches no ICR write"):
+        sends.attribute(BusCycle(130, 0, msg(0x50, 1), frozenset({1})))

@@ -181,6 +181,21 @@ async def _park(cpu):
 
 
 @cocotb.test(**TIMEOUT)
+@cocotb.parametrize(method=[BootMethod.LEGACY, BootMethod.MODERN])
+async def test_sipi_to_an_absent_apic_id_is_a_delivery_error(dut, method):
+    """smpboot's INIT-SIPI-SIPI to an APIC ID nobody has: the ESR check after the SIPI sees
+    send accept (0x4) and the wakeup fails with the report Linux prints.  Its ESR write comes
+    right after a udelay that ends on a clock edge: taken twice, it would latch the error and
+    clear it again (issue 10), and the check could never fire."""
+    platform, kernel = await booted(dut)
+    kernel.method = method
+    absent = 0x77
+    assert absent not in kernel.cpuid_to_apicid
+    assert not await kernel.wakeup_secondary_cpu_via_init(platform.bsp, absent)
+    assert kernel.boot_failures == [f"APIC delivery error 0x4 sending SIPI to APIC ID {absent:#x}"]
+
+
+@cocotb.test(**TIMEOUT)
 @applies_to(lambda config: config.n_cpus >= 3)
 async def test_nr_cpus(dut):
     """nr_cpus=2: the kernel wakes one AP; the others stay in wait-for-SIPI."""

@@ -2,6 +2,8 @@
 negotiation, AP reset hold in both forms and its races (§4, §7), the GHCB page checks and the
 AP jump table (§2, §3)."""
 
+import itertools
+
 import cocotb
 
 from rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
@@ -69,15 +71,35 @@ class Env:
         return read_reply(self.memory, self.ghcb(i))
 
     async def nae(self, i, *, timeout_cycles=200, **fields):
-        """Fill the GHCB, point the MSR at it, VMGEXIT; the (SW_EXITINFO1, SW_EXITINFO2) reply."""
+        """Fill the GHCB, point the MSR at it, VMGEXIT; the (SW_EXITINFO1, SW_EXITINFO2) reply.
+        ``timeout_cycles`` bounds 16 memory accesses, stalls included (``--stall``): a hold is
+        "not resumed" only after it.
+        A resumed exit must have made exactly the unit's accesses (:data:`EXIT_ACCESSES`), each
+        once, in order."""
         self.write_ghcb(i, **fields)
+        before = len(self.guest.accesses)
         await self.vcpus[i].wrmsr(self.ghcb(i))
         resumed = await self.vcpus[i].vmgexit(timeout_cycles=timeout_cycles)
+        if resumed:
+            made = [(a - self.ghcb(i), w) for a, w, _ in self.guest.accesses[before:]]
+            assert made == EXIT_ACCESSES, (
+                f"vCPU {i}: guest memory accesses of one page-protocol exit (offset, write): "
+                f"{made}, expected {EXIT_ACCESSES}")
         info1, info2, _ = self.read_reply(i)
         return resumed, info1, info2
 
 
 REPLIED_VALID = (1 << VALID_BIT["sw_exit_info_1"]) | (1 << VALID_BIT["sw_exit_info_2"])
+#: (offset in the GHCB, write) of every access of one page-protocol exit that is answered: the
+#: usage, the bitmap word of bits 96-127 and the three request fields read; the two reply fields
+#: and the whole bitmap written (ghcb.md §2)
+_INFO1, _INFO2 = GHCB_OFFSETS["sw_exit_info_1"], GHCB_OFFSETS["sw_exit_info_2"]
+_CODE, _BITMAP = GHCB_OFFSETS["sw_exit_code"], GHCB_OFFSETS["valid_bitmap"]
+EXIT_ACCESSES = (
+    [(GHCB_OFFSETS["ghcb_usage"], False), (_BITMAP + 12, False)]
+    + [(offset + half, False) for offset in (_CODE, _INFO1, _INFO2) for half in (0, 4)]
+    + [(offset + half, True) for offset in (_INFO1, _INFO2) for half in (0, 4)]
+    + [(_BITMAP + word, True) for word in (0, 4, 8, 12)])
 
 
 # --- MSR protocol ---------------------------------------------------------------------------------------
@@ -275,7 +297,7 @@ async def test_hold_with_events_pending_does_not_sleep(dut):
     reply = await env.vcpus[ap].msr_protocol(MsrCode.AP_RESET_HOLD_REQ.value, timeout_cycles=30)
     assert unpack(HoldReply, reply) == {"info": MsrCode.AP_RESET_HOLD_RESP, "woken": 0}
     assert env.vcpus[ap].state is VcpuState.RUNNABLE
-    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=80)
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value)
     assert resumed and (info1, info2) == (0, 0) and env.vcpus[ap].state is VcpuState.RUNNABLE
     env.apics[ap].nmi(False)
 
@@ -291,6 +313,10 @@ async def test_init_racing_the_hold_request(dut):
     await env.launch(ap)
     vcpu, apic = env.vcpus[ap], env.apics[ap]
     await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    # the race is both lines in one cycle: no jitter or stalls may pull them apart (INIT first
+    # would be a VMGEXIT from a vCPU in INIT_RECEIVED, which no guest can issue)
+    vcpu.set_exact_timing()
+    apic.set_exact_timing()
     exit_task = cocotb.start_soon(vcpu.vmgexit(timeout_cycles=200))
     await apic.init()                      # raised in the cycle of the VMGEXIT strobe
     assert vcpu.state is VcpuState.INIT_RECEIVED
@@ -359,7 +385,7 @@ async def test_double_hold_takes_the_latest_flavour(dut):
     ap = env.ap()
     await env.launch(ap)
     vcpu, apic = env.vcpus[ap], env.apics[ap]
-    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=60)
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value)
     assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
     apic.nmi(True)
     assert await vcpu.wait_exit_done(timeout_cycles=30)
@@ -385,7 +411,7 @@ async def test_page_hold_released_by_init_sipi(dut):
     ap = env.ap()
     await env.launch(ap)
     vcpu = env.vcpus[ap]
-    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=80)
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value)
     assert not resumed and vcpu.state is VcpuState.AP_RESET_HOLD
     assert (info1, info2) == (HvResponse.OK.value, 0)
     # junk where the release writes: it must write SW_EXITINFO1/2 and only set its two bits
@@ -472,9 +498,38 @@ async def test_nae_hv_features_and_termination(dut):
     assert await env.nae(bsp, exit_code=NaeExit.HV_FEATURES.value) == (True, 0, 0x3)
     ap = env.ap()
     await env.launch(ap)
-    resumed, _, _ = await env.nae(ap, exit_code=NaeExit.TERM_REQUEST.value, info1=0x21, timeout_cycles=60)
+    resumed, _, _ = await env.nae(ap, exit_code=NaeExit.TERM_REQUEST.value, info1=0x21)
     assert not resumed and env.vcpus[ap].state is VcpuState.STOPPED
     assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 2, "code": 0}
+
+
+@cocotb.test(**TIMEOUT)
+@v2
+async def test_page_protocol_waits_for_slow_memory(dut):
+    """Guest memory that holds ``req_ready`` low and answers late (three cycles of four stalled):
+    the unit waits in each request and response state, makes every access once, resumes the
+    vCPU only after its last write is answered, and the replies are those of fast memory."""
+    env = await Env.start(dut)
+    env.guest.set_pause_generator(itertools.cycle([True, True, True, False]))
+    bsp, ap = env.config.bsp_index, env.ap()
+    await env.launch(ap)
+    code = NaeExit.AP_JUMP_TABLE.value
+    assert await env.nae(bsp, exit_code=code, info1=JumpTableOp.SET.value, info2=JUMP_TABLE,
+                         timeout_cycles=400) == (True, 0, 0)
+    assert await env.nae(ap, exit_code=code, info1=JumpTableOp.GET.value,
+                         timeout_cycles=400) == (True, 0, JUMP_TABLE)
+    resumed, info1, info2 = await env.nae(ap, exit_code=NaeExit.AP_HLT_LOOP.value, timeout_cycles=400)
+    assert not resumed and env.vcpus[ap].state is VcpuState.AP_RESET_HOLD and (info1, info2) == (0, 0)
+    await env.apics[ap].init()
+    before = len(env.guest.accesses)
+    done = cocotb.start_soon(env.vcpus[ap].wait_exit_done(timeout_cycles=400))
+    await env.apics[ap].sipi()
+    assert await done, "the page hold was not released through slow memory"
+    assert len(env.guest.accesses) - before == 6, env.guest.accesses[before:]    # 1 read, 5 writes
+    assert env.read_reply(ap) == (0, 1, REPLIED_VALID)
+    stalled = env.guest.stalled
+    assert stalled["request"] > 0 and stalled["response"] > 0, f"the unit never waited: {stalled}"
+    assert env.memory.corruptions == []
 
 
 # --- version negotiation, the guest's side against the unit ---------------------------------------------

@@ -25,3 +25,7 @@ test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL])
 GATE_LEVEL = [c for c in CONFIGS if c.label == "n2"]
 test_registers_gate_level = cocotb_tests("cocotb_tests.lapic.tb_registers", GATE_LEVEL, gate_level=True)
 test_ipi_gate_level = cocotb_tests("cocotb_tests.lapic.tb_ipi", GATE_LEVEL, gate_level=True)
+
+#: issue 10: one driver call is one transfer from every simulation phase (2 and 4 CPUs)
+PHASE = [c for c in CONFIGS if c.label == "n2"] + [SMALL]
+test_phase = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE)

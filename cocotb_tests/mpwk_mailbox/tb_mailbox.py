@@ -1,6 +1,8 @@
 """MP wakeup mailbox block tests: Linux's wakeup sequence, Test, return through ResetVector, and
 every refused or flagged input of docs/spec/mpwk.md §7 that the peripheral sees."""
 
+import itertools
+
 import cocotb
 
 from rtl.mpwk_mailbox.layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, PAGE_SIZE, ApState,
@@ -73,6 +75,30 @@ async def test_wakeup_each_ap(dut):
         assert await env.os.read64(addr(env, "wakeup_vector")) == vector, "vector must survive the ack"
         assert sum(bool(a.wake.value) for a in env.aps) == 0, "a second AP saw the wakeup"
     assert not flags(env)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_slow_os_and_late_acknowledges(dut):
+    """An OS whose stores come late (two cycles stalled of three) and APs that take their wakeup
+    only after the next AP's request is answered (each acknowledge 7 cycles late as well): every
+    wakeup stays raised until taken and is taken exactly once, with its own vector; the mailbox
+    answers each request without waiting for the previous AP."""
+    env = await start(dut)
+    env.os.set_pause_generator(itertools.cycle([True, True, False]))
+    for ap in env.aps:
+        ap.set_pause_generator(itertools.cycle([True] * 7 + [False]))
+    vectors = [VECTOR + 0x1000 * k for k in range(len(env.aps))]
+    for k, ap in enumerate(env.aps):
+        await post(env, ap.apic_id, Command.WAKEUP.value, vectors[k])
+        assert await wait_acknowledged(env), f"AP {k}: Command never cleared"
+        assert ap.wake.value and ap.state is ApState.OS_RUNNING, f"AP {k}: wakeup not raised"
+        if k:
+            previous = env.aps[k - 1]
+            assert previous.wake.value, f"AP {k - 1}: wakeup dropped before it was taken"
+            assert await previous.wait_wake() == vectors[k - 1]
+    assert await env.aps[-1].wait_wake() == vectors[-1]
+    assert [len(ap.wakeups) for ap in env.aps] == [1] * len(env.aps)
+    assert not any(ap.wake.value for ap in env.aps) and not flags(env)
 
 
 @cocotb.test(**TIMEOUT)

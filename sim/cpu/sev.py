@@ -48,11 +48,15 @@ class NegotiationFailed(Exception):
         self.reason_set, self.reason_code = reason_set, reason_code
 
 
-async def sev_es_negotiate_protocol(vcpu):
+async def sev_es_negotiate_protocol(vcpu, *, timeout_cycles=200):
     """MSR 0x002, VMGEXIT; the hypervisor's range must overlap [1, 2]; returns
     ``(version, hv_min, hv_max)`` with version = min(hv_max, 2), or raises
-    :class:`NegotiationFailed` with the termination reason Linux uses (0, 1)."""
-    reply = unpack(SevInfo, await vcpu.msr_protocol(MsrCode.SEV_INFO_REQ.value))
+    :class:`NegotiationFailed` with the termination reason Linux uses (0, 1).
+    ``timeout_cycles`` bounds the wait for the reply (None: a guest, which waits as long as the
+    hypervisor takes; the unit serves one exit at a time, so behind the page-protocol exits of
+    the other vCPUs, under a scenario watchdog)."""
+    reply = unpack(SevInfo, await vcpu.msr_protocol(MsrCode.SEV_INFO_REQ.value,
+                                                    timeout_cycles=timeout_cycles))
     if reply["info"] is not MsrCode.SEV_INFO_RESP:
         raise NegotiationFailed(f"SEV information request answered with code {reply['info']!r}", 0, 1)
     lo, hi = reply["min_version"], reply["max_version"]
@@ -165,7 +169,7 @@ class SevKernel(Kernel):
     async def kernel_main(self, cpu):
         cpu.where = "sev_es_negotiate_protocol"
         try:
-            self.ghcb_version, lo, hi = await sev_es_negotiate_protocol(cpu.vcpu)
+            self.ghcb_version, lo, hi = await sev_es_negotiate_protocol(cpu.vcpu, timeout_cycles=None)
         except NegotiationFailed as failure:
             message = f"{self.name}: {failure}: terminating ({failure.reason_set}, {failure.reason_code})"
             self.boot_failures.append(message)

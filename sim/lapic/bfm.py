@@ -5,6 +5,10 @@ in xAPIC mode, MSRs in x2APIC mode, as the table in :mod:`rtl.lapic.registers` s
 and MSR accesses, and event waits (INIT, SIPI, NMI, SMI, INTR) that sleep on signal edges, not
 on clock cycles.  Every wait has a watchdog that fails with the port, the APIC ID and what was
 awaited.  Signal names come from the RTL signature (:mod:`rtl.lapic.signatures`).
+
+Each call is exactly one transfer from any simulation phase (:class:`sim.handshake.Driver`), and
+every ICR or SELF IPI write is entered in :attr:`ApicPort.sends`, against which the fabric
+monitor attributes each bus message (:class:`sim.lapic.monitor.SendLedger`).
 """
 
 import cocotb
@@ -16,7 +20,8 @@ from rtl.lapic.registers import Access, BY_NAME
 from rtl.lapic.signatures import Space
 
 from ..codec import pack, unpack
-from ..handshake import SimTimeout, bus_access
+from ..handshake import Driver, SimTimeout
+from .monitor import SendLedger
 
 __all__ = ["ApicPort", "GeneralProtection", "SimTimeout", "make_icr"]
 
@@ -40,7 +45,7 @@ class GeneralProtection(Exception):
         self.what = what
 
 
-class ApicPort:
+class ApicPort(Driver):
     """One CPU's port of ``dut`` (an ``apwake_fabric`` top).
 
     Parameters
@@ -52,14 +57,18 @@ class ApicPort:
         The port's APIC ID, for messages.
     clock_ns : float
         Clock period; watchdogs are given in cycles and slept as one timer.
+
+    Attributes
+    ----------
+    sends : :class:`sim.lapic.monitor.SendLedger`
+        The IPI-sending writes this port made, for the fabric monitor.
     """
 
     def __init__(self, dut, index, apic_id, *, clock_ns):
+        super().__init__(dut.clk, f"CPU port {index} (APIC ID {apic_id:#x})", clock_ns=clock_ns)
         self.index = index
         self.apic_id = apic_id
-        self.name = f"CPU port {index} (APIC ID {apic_id:#x})"
-        self.clock_ns = clock_ns
-        self.clk = dut.clk
+        self.sends = SendLedger(self.name)
         prefix = f"cpu__{index}__"
         sig = lambda name: getattr(dut, prefix + name)
         self._req_valid = sig("reg__req_valid")
@@ -99,8 +108,9 @@ class ApicPort:
         what = (f"{self.name}: {'write' if write else 'read'} of {space.name} {addr:#x}"
                 + (f" = {wdata:#x}" if write else ""))
         async with self._lock:
-            edge_ns, _, resp = await bus_access(
-                self.clk, self._req_valid, self._req_ready, self._resp_valid,
+            self._note_send(space, addr, write, wdata)     # in the order the port drives them
+            edge_ns, _, resp = await self.bus_access(
+                self._req_valid, self._req_ready, self._resp_valid,
                 {self._space: space.value, self._addr: addr, self._write: int(write),
                  self._wdata: wdata},
                 {"rdata": self._rdata, "gp": self._gp}, what=what, timeout_cycles=timeout_cycles)
@@ -108,6 +118,24 @@ class ApicPort:
         if resp["gp"]:
             raise GeneralProtection(self, what)
         return resp["rdata"]
+
+    def _note_send(self, space, addr, write, wdata):
+        """Enter a write that sends an IPI (ICR low in xAPIC MMIO, the x2APIC ICR or SELF IPI
+        MSR) in the ledger before it is driven, so its message can never be seen first.  A write
+        the APIC refuses (#GP, reserved mode) sends nothing; the ledger allows that."""
+        if not write:
+            return
+        # by address alone, whatever mode the port believes it is in: a write in the wrong mode
+        # is refused and only leaves slack
+        if (space is Space.MMIO and addr == BY_NAME["ICR"].offset
+                or space is Space.MSR and addr == BY_NAME["ICR"].msr):
+            icr = unpack(Icr, wdata)
+        elif space is Space.MSR and addr == BY_NAME["SELF_IPI"].msr:
+            icr = {"vector": wdata & 0xFF, "delivery_mode": DeliveryMode.FIXED,
+                   "shorthand": Shorthand.SELF}
+        else:
+            return
+        self.sends.add(icr["vector"], icr["delivery_mode"], icr["shorthand"])
 
     async def mmio_read(self, offset):
         return await self._access(Space.MMIO, offset, False)
@@ -215,12 +243,7 @@ class ApicPort:
 
     async def acknowledge(self, event):
         """Pulse ``init_ack``, ``sipi_ack``, ``nmi_ack`` or ``smi_ack`` for one cycle."""
-        handle = self._acks[event]
-        handle.value = 1
-        try:
-            await RisingEdge(self.clk)
-        finally:
-            handle.value = 0
+        await self.pulse(self._acks[event])
         # Values read right after a clock edge are still the pre-edge ones: one more edge
         # makes the acknowledge visible to the caller.
         await RisingEdge(self.clk)
@@ -229,11 +252,7 @@ class ApicPort:
         """Interrupt acknowledge: returns ``(vector, edge_ns)``; ``edge_ns`` is the clock edge
         at which the APIC moved the vector from IRR to ISR."""
         async with self._lock:
-            self._inta.value = 1
-            try:
-                await RisingEdge(self.clk)
-            finally:
-                self._inta.value = 0      # exactly one INTA edge, even if cancelled
+            await self.pulse(self._inta)      # exactly one INTA edge, even if cancelled
             edge_ns = cocotb.utils.get_sim_time("ns")
             await ReadOnly()
             if not self._inta_done.value:

@@ -1,14 +1,11 @@
 """Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
 
-from ..clocking import start_clock_and_reset
+from ..clocking import CLOCK_NS, start_clock_and_reset
 from .bfm import ApicPort
 from .design import FabricConfig
 from .monitor import FabricMonitor
 
 __all__ = ["FabricEnv", "CLOCK_NS"]
-
-#: 100 MHz: the simulated clock of every fabric testbench.
-CLOCK_NS = 10
 
 
 class FabricEnv:
@@ -19,7 +16,7 @@ class FabricEnv:
         self.config = config
         self.ports = [ApicPort(dut, i, apic_id, clock_ns=CLOCK_NS)
                       for i, apic_id in enumerate(config.apic_ids)]
-        self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS)
+        self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS, senders=self.ports)
 
     @classmethod
     async def start(cls, dut, *, config=None, monitor=True):

@@ -4,6 +4,10 @@ The monitor sleeps on ``trace__valid`` while the bus is idle and samples once pe
 while messages flow.  Each record carries the time of the clock edge at which receivers act on
 the message, the same convention :meth:`sim.lapic.bfm.ApicPort.inta` uses, so a scoreboard
 can order accepts and acknowledges exactly.
+
+Given the ports (``senders``), the monitor also attributes every message to the write that sent
+it (:class:`SendLedger`): a message no write of its sender accounts for (one ICR write taken
+twice, a message the APIC made up) fails the running test at once, whatever the test checks.
 """
 
 from dataclasses import dataclass
@@ -15,7 +19,7 @@ from rtl.lapic.layouts import FabricMessage
 
 from ..codec import unpack
 
-__all__ = ["BusCycle", "FabricMonitor"]
+__all__ = ["BusCycle", "FabricMonitor", "SendLedger"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +30,50 @@ class BusCycle:
     accept: frozenset    #: port indices that accepted
 
 
-class FabricMonitor:
-    """Records :class:`BusCycle` entries in :attr:`cycles`; call :meth:`start` once."""
+class SendLedger:
+    """The IPI-sending writes of one port, in order, each to be matched by one bus message.
 
-    def __init__(self, dut, *, clock_ns):
+    A write is keyed by (vector, delivery mode, shorthand), which the APIC copies from the ICR
+    into the message.  A message consumes the oldest unconsumed write with its key; older writes
+    left unmatched were refused by the APIC (a reserved mode, #GP, an APIC reset) and can never
+    send afterwards, since the transmit slot keeps order, so they are dropped.  A message that
+    finds no such write was not caused by any write: a duplicated transfer.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self._writes = []          # [(vector, mode, shorthand)] not yet on the bus
+
+    @staticmethod
+    def _key(vector, mode, shorthand):
+        # fields come as ints or as the layout's enums (sim.codec.unpack)
+        return tuple(int(getattr(f, "value", f)) for f in (vector, mode, shorthand))
+
+    def add(self, vector, mode, shorthand):
+        self._writes.append(self._key(vector, mode, shorthand))
+
+    def attribute(self, cycle):
+        """Consume the write that sent ``cycle``'s message; AssertionError if none did."""
+        msg = cycle.msg
+        key = self._key(msg["vector"], msg["delivery_mode"], msg["shorthand"])
+        try:
+            k = self._writes.index(key)
+        except ValueError:
+            raise AssertionError(
+                f"fabric monitor: message from {self.name} at {cycle.edge_ns} ns (vector "
+                f"{key[0]:#x}, delivery mode {key[1]}, shorthand {key[2]}) matches no ICR write "
+                f"of that port still to be sent ({len(self._writes)} pending: {self._writes[:4]}): "
+                f"one write carried twice, or a message nobody wrote") from None
+        del self._writes[:k + 1]
+
+
+class FabricMonitor:
+    """Records :class:`BusCycle` entries in :attr:`cycles`; call :meth:`start` once.
+
+    ``senders``: the :class:`sim.lapic.bfm.ApicPort` of each port index, whose ``sends``
+    ledgers every message is attributed against (None: record only)."""
+
+    def __init__(self, dut, *, clock_ns, senders=None):
         self._clk = dut.clk
         self._valid = dut.trace__valid
         self._msg = dut.trace__msg
@@ -38,6 +82,7 @@ class FabricMonitor:
         self._clock_ns = clock_ns
         self._task = None
         self._recorded = Event()
+        self._ledgers = None if senders is None else [port.sends for port in senders]
         self.cycles = []
 
     def start(self):
@@ -78,11 +123,14 @@ class FabricMonitor:
                 await RisingEdge(self._valid)
                 continue
             accept = int(self._accept.value)
-            self.cycles.append(BusCycle(
+            cycle = BusCycle(
                 edge_ns=cocotb.utils.get_sim_time("ns") + self._clock_ns,
                 source=int(self._source.value),
                 msg=unpack(FabricMessage, int(self._msg.value)),
                 accept=frozenset(i for i in range(len(self._accept)) if accept >> i & 1),
-            ))
+            )
+            self.cycles.append(cycle)
+            if self._ledgers is not None:
+                self._ledgers[cycle.source].attribute(cycle)   # raising fails the test
             self._recorded.set()
             await RisingEdge(self._clk)

@@ -1,26 +1,35 @@
-"""Bus-functional models for the mailbox: the OS's memory port and each parked AP's port."""
+"""Bus-functional models for the mailbox: the OS's memory port and each parked AP's port.
 
-from cocotb.triggers import First, Lock, RisingEdge, Timer
+Both are :class:`sim.handshake.Driver`: one transfer per call from any phase, and a pause
+generator (the OS issuing its stores late; the AP's firmware loop slow to take a wakeup).
+"""
+
+from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
 
 from cocotb.utils import get_sim_time
 
 from rtl.mpwk_mailbox.layouts import OFFSETS, ApState, MailboxStatus
 
-from ..clocking import start_clock_and_reset
+from ..clocking import CLOCK_NS, start_clock_and_reset
 from ..codec import unpack
-from ..handshake import SimTimeout, bus_access
+from ..handshake import Driver, SimTimeout
 
 __all__ = ["MemoryPort", "ApPort", "MailboxEnv", "MailboxPorts", "CLOCK_NS"]
 
-CLOCK_NS = 10
 
+class MemoryPort(Driver):
+    """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words.
 
-class MemoryPort:
-    """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words."""
+    Attributes
+    ----------
+    transfers : int
+        Requests this port made (each taken exactly once).
+    """
 
     def __init__(self, dut, prefix="bus__"):
+        super().__init__(dut.clk, f"memory port {prefix.rstrip('_')}")
         sig = lambda name: getattr(dut, prefix + name)
-        self.clk = dut.clk
+        self.transfers = 0
         self._req_valid, self._req_ready = sig("req_valid"), sig("req_ready")
         self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
         self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
@@ -31,11 +40,12 @@ class MemoryPort:
     async def _access(self, addr, write, data=0, strobe=0xF):
         what = f"memory {'write' if write else 'read'} at {addr:#x}" + (f" = {data:#x}" if write else "")
         async with self._lock:
-            _, _, resp = await bus_access(
-                self.clk, self._req_valid, self._req_ready, self._resp_valid,
+            _, _, resp = await self.bus_access(
+                self._req_valid, self._req_ready, self._resp_valid,
                 {self._addr: addr, self._write: int(write), self._wdata: data,
                  self._wstrb: strobe if write else 0},
-                {"rdata": self._rdata}, what=what)
+                {"rdata": self._rdata}, what=f"{self.name}: {what}")
+            self.transfers += 1
         return resp["rdata"]
 
     async def read32(self, addr):
@@ -67,12 +77,20 @@ class MemoryPort:
         return True
 
 
-class ApPort:
-    """One parked AP as the mailbox sees it."""
+class ApPort(Driver):
+    """One parked AP as the mailbox sees it.
+
+    Attributes
+    ----------
+    wakeups : list of (float, int)
+        (time in ns, vector) of every wakeup this AP took; each must come once.
+    """
 
     def __init__(self, dut, index, apic_id, prefix="ap__"):
+        super().__init__(dut.clk, f"AP {index} (APIC ID {apic_id:#x})")
         sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
-        self.index, self.apic_id, self.clk = index, apic_id, dut.clk
+        self.index, self.apic_id = index, apic_id
+        self.wakeups = []
         self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")
         self._ack, self._return = sig("wake_ack"), sig("return_to_firmware")
         self._descheduled = sig("descheduled")
@@ -88,25 +106,29 @@ class ApPort:
         return ApState(int(self._state.value))
 
     async def wait_wake(self, *, timeout_cycles=1000):
-        """Wait for a wakeup and take it: returns the vector."""
+        """Wait for a wakeup and take it (``wake_ack``, after the pause generator's stalls):
+        returns the vector.  The wakeup must then be gone: raised again without a new request,
+        it would be delivered twice."""
         if not self.wake.value:
             edge = RisingEdge(self.wake)
             if await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is not edge:
-                raise SimTimeout(f"AP {self.index} (APIC ID {self.apic_id:#x}): no wakeup within "
-                                 f"{timeout_cycles} cycles; it is {self.state.name}")
+                raise SimTimeout(f"{self.name}: no wakeup within {timeout_cycles} cycles; it is "
+                                 f"{self.state.name}")
         vector = int(self.wake_vector.value)
         await self._pulse(self._ack)
+        self.wakeups.append((get_sim_time("ns"), vector))
+        await ReadOnly()
+        if self.wake.value:
+            raise AssertionError(f"{self.name}: wake still raised after wake_ack (vector "
+                                 f"{int(self.wake_vector.value):#x}): the wakeup would be taken twice")
+        await RisingEdge(self.clk)       # back in a writable phase for the caller
         return vector
 
     async def return_to_firmware(self):
         await self._pulse(self._return)
 
     async def _pulse(self, handle):
-        handle.value = 1
-        try:
-            await RisingEdge(self.clk)
-        finally:
-            handle.value = 0
+        await self.pulse(handle)
         await RisingEdge(self.clk)       # the effect is visible after the next edge
 
 
