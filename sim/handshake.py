@@ -177,7 +177,7 @@ class Driver:
         self.set_pause_generator(None)
 
     def _stalled(self):
-        """This cycle's pause decision: requesters draw before each request, responders once
+        """The pause decision for this cycle: requesters draw before each request, responders once
         per cycle while busy; SimTimeout after :data:`MAX_PAUSE_CYCLES` stalls in a row."""
         stalled = self._pause is not None and bool(next(self._pause, False))
         self._stall_run = self._stall_run + 1 if stalled else 0

@@ -6,7 +6,7 @@ nr_cpus)."""
 import cocotb
 
 from rtl.lapic.layouts import DeliveryMode, Trigger
-from sim.cpu.linux import TRAMPOLINE, BootMethod
+from sim.cpu.linux import CALL_FUNCTION_VECTOR, TRAMPOLINE, BootMethod
 from sim.cpu.model import SMM, MpState, RESET_VECTOR
 from sim.lapic.bfm import make_icr
 from sim.pytest_plugin import applies_to
@@ -191,8 +191,25 @@ async def test_sipi_to_an_absent_apic_id_is_a_delivery_error(dut, method):
     kernel.method = method
     absent = 0x77
     assert absent not in kernel.cpuid_to_apicid
+    # with interrupts off, as the BSP is during smp_init: otherwise the error interrupt
+    # (error_interrupt reads the ESR too) may take the error first (test_apic_error_interrupt)
+    platform.bsp.cli()
     assert not await kernel.wakeup_secondary_cpu_via_init(platform.bsp, absent)
     assert kernel.boot_failures == [f"APIC delivery error 0x4 sending SIPI to APIC ID {absent:#x}"]
+
+
+@cocotb.test(**TIMEOUT)
+async def test_apic_error_interrupt(dut):
+    """After boot the error LVT is unmasked (lapic_setup_esr): an IPI nobody accepts raises
+    ERROR_APIC_VECTOR on the idle BSP, whose error_interrupt reads send-accept (0x4) from the
+    ESR and notes it in the timeline."""
+    platform, kernel = await booted(dut)
+    bsp = platform.bsp
+    await send(bsp.apic, make_icr(CALL_FUNCTION_VECTOR, dest=0x77))
+    await bsp.wait_until(lambda: kernel.lapic.errors, timeout_ns=WAIT_NS,
+                         what="the APIC error interrupt")
+    assert kernel.lapic.errors == [(bsp.apic_id, 0x4)], kernel.lapic.errors
+    assert any("APIC error on CPU" in note and "0x04" in note for _, _, note in bsp.history)
 
 
 @cocotb.test(**TIMEOUT)

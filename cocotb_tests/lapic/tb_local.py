@@ -49,6 +49,14 @@ async def ready(port):
     await read_esr(port)
 
 
+async def ready_port(dut, index=0):
+    """Start the fabric; port ``index``, :func:`ready`."""
+    env = await FabricEnv.start(dut)
+    port = env.ports[index]
+    await ready(port)
+    return port
+
+
 async def read_esr(port):
     await port.write("ESR", 0)
     return await port.read("ESR")
@@ -88,9 +96,7 @@ async def tmr_bit(port, vector):
 async def test_timer_one_shot(dut):
     """One-shot: the interrupt comes after initial count x divisor cycles (within one divide
     period, the divider runs freely), once; the current count counts down and stays 0."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("LVT_TIMER", timer_lvt(VECTOR))
     count = 20
     for divisor in (1, 2, 16):
@@ -114,9 +120,7 @@ async def test_timer_one_shot(dut):
 @cocotb.test(**TIMEOUT)
 async def test_timer_periodic(dut):
     """Periodic: one interrupt every initial-count cycles (÷1), exactly; writing 0 stops it."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("TIMER_DIVIDE", DIVIDE[1])
     await port.write("LVT_TIMER", timer_lvt(VECTOR, TimerMode.PERIODIC))
     period = 60
@@ -135,9 +139,7 @@ async def test_timer_periodic(dut):
 @cocotb.test(**TIMEOUT)
 async def test_timer_masked(dut):
     """A masked timer counts down to 0 but raises nothing."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("TIMER_DIVIDE", DIVIDE[1])
     await port.write("LVT_TIMER", timer_lvt(VECTOR, masked=True))
     await port.write("TIMER_INITIAL", 40)
@@ -152,9 +154,7 @@ async def test_tsc_deadline(dut):
     IA32_TSC_DEADLINE, which then reads 0; TIMER_INITIAL is ignored and TIMER_CURRENT reads 0;
     outside this mode the MSR reads 0 and ignores writes; a mode switch disarms; IA32_TSC
     writes are #GP."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     # outside TSC-deadline mode
     await port.write("LVT_TIMER", timer_lvt(VECTOR))
     await port.wrmsr(MSR_IA32_TSC_DEADLINE, 1)
@@ -210,9 +210,7 @@ async def test_tsc_deadline(dut):
 async def test_lint_edge(dut):
     """Edge-triggered Fixed LINT: one interrupt per active edge, none while held or masked;
     polarity selects the active level; TMR stays 0."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[-1]
-    await ready(port)
+    port = await ready_port(dut, -1)
     await port.write("LVT_LINT0", lint_lvt(VECTOR))
     port.set_lint(0, 1)
     await intr_after(port, cocotb.utils.get_sim_time("ns"), 4, "LINT0 rising edge")
@@ -236,9 +234,7 @@ async def test_lint_edge(dut):
 async def test_lint_level(dut):
     """Level-triggered Fixed LINT: IRR, TMR and remote IRR while active; no new request until
     the EOI of its vector; then again while the pin stays active; nothing after it drops."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("LVT_LINT1", lint_lvt(VECTOR, level=True))
     port.set_lint(1, 1)
     await intr_after(port, cocotb.utils.get_sim_time("ns"), 4, "level LINT1")
@@ -260,9 +256,7 @@ async def test_lint_modes(dut):
     """LINT delivery modes: NMI and SMI raise the CPU's events (edge, even when the LVT says
     level); ExtINT (no 8259) and a masked NMI raise nothing; INIT resets the APIC and raises
     INIT."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("LVT_LINT1", lint_lvt(mode=LvtMode.NMI, level=True))
     port.set_lint(1, 1)
     await port.wait_nmi(timeout_cycles=4)
@@ -298,9 +292,7 @@ async def test_lint_modes(dut):
 async def test_error_lvt(dut):
     """The error LVT fires when errors become pending, not again while they stay pending, again
     after the ESR write that empties them; masked, errors are still collected."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     await port.write("LVT_ERROR", VECTOR + 2)
     illegal_self = make_icr(5, shorthand=Shorthand.SELF)     # Fixed to self with vector 5
     await port.send_ipi(illegal_self)
@@ -325,9 +317,7 @@ async def test_lvt_illegal_vector(dut):
     """An LVT written with Fixed mode and a vector 0-15 sets receive-illegal-vector, masked or
     not (SDM §11.5.2); other modes do not; a timer firing with such a vector sets it again and
     no IRR bit."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     for name, value in (("LVT_LINT0", lint_lvt(3)), ("LVT_TIMER", timer_lvt(5, masked=True)),
                         ("LVT_ERROR", 15 | MASKED)):
         await port.write(name, value)
@@ -352,9 +342,7 @@ async def test_lvt_illegal_vector(dut):
 async def test_icr_read_back(dut):
     """xAPIC ICR low reads back every written bit, reserved ones included, with bit 12 showing
     the delivery status (KVM's xapic_state_test); x2APIC reads back the 64-bit value."""
-    env = await FabricEnv.start(dut)
-    port = env.ports[0]
-    await ready(port)
+    port = await ready_port(dut)
     for value in (0xA5A5_A0A5, 0x5A5A_4F5A, 0xFFF3_EFFF & ~0x700):
         await port.write("ICR_HI", 0xFE00_0000)        # no such APIC: the IPI goes nowhere
         await port.write("ICR", value)
