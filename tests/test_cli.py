@@ -17,7 +17,7 @@ import sim.cli
 from sim.build import REPO_ROOT
 from sim.cli import main
 from sim.scenarios.bringup import SCENARIOS
-from sim.scenarios.options import ScenarioOptions, ScenarioRequest
+from sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
 from sim.scenarios.report import SCHEMA_PATH, format_report
 
 
@@ -249,6 +249,17 @@ def test_every_declared_option_sets_a_scenario_options_field():
         assert len(flags) == len(set(flags)), f"{scenario.name} declares an option twice"
         for option in scenario.all_options:
             assert option.field is None or option.field in names, (scenario.name, option.name)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"type": list}, TypeError, "option x: type must be int, float, str or bool, not <class 'list'>"),
+    ({"type": str, "minimum": 0}, ValueError, "option x: a range needs an int or float type, not str"),
+    ({"type": bool, "choices": (1, 2)}, ValueError, "option x: a bool option is a flag without a value"),
+])
+def test_option_declarations_are_checked(kwargs, error, message):
+    with pytest.raises(error) as caught:
+        Option("x", **kwargs)
+    assert str(caught.value) == message
 
 
 @pytest.fixture

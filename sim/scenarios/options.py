@@ -140,6 +140,13 @@ class Option:
         run settings (``--cpus``, the output files), which are no scenario option.
     convert : callable, optional
         From the command-line value to the field's (``--callin-timeout-ms`` sets microseconds).
+
+    Raises
+    ------
+    TypeError
+        ``type`` is not int, float, str or bool.
+    ValueError
+        A range on a non-numeric option, or a value constraint on a flag.
     """
     name: str
     type: type = int
@@ -158,6 +165,15 @@ class Option:
     convert: Callable | None = None
 
     def __post_init__(self):
+        if self.type not in (int, float, str, bool):
+            raise TypeError(f"option {self.name}: type must be int, float, str or bool, "
+                            f"not {self.type!r}")
+        bounded = (self.minimum, self.maximum) != (None, None)
+        if bounded and self.type not in (int, float):
+            raise ValueError(f"option {self.name}: a range needs an int or float type, "
+                             f"not {self.type.__name__}")
+        if self.type is bool and (self.choices or self.repeat or self.ap_port or self.suffixes):
+            raise ValueError(f"option {self.name}: a bool option is a flag without a value")
         if self.field == "":
             object.__setattr__(self, "field", self.name)
 
@@ -254,7 +270,7 @@ CALLIN_TIMEOUT_MS = Option("callin_timeout_ms", float, 10_000,
                            "how long the BSP waits for an AP to call in (guest ms; Linux: 10000)",
                            minimum=0, above=True, metavar="MS", field="callin_timeout_us",
                            convert=lambda ms: ms * 1000)
-UNRESPONSIVE = Option("unresponsive", int, [], "this AP is stuck in SMM (an SMI whose handler "
+UNRESPONSIVE = Option("unresponsive", int, (), "this AP is stuck in SMM (an SMI whose handler "
                       "never returns: INIT latched, SIPIs lost); on a mailbox platform a vCPU "
                       "the VMM never runs; repeatable", ap_port=True, repeat=True, metavar="PORT")
 LAPIC_TIMER = Option("lapic_timer", str, "deadline", "how each CPU's kernel programs its local "
