@@ -22,7 +22,7 @@ import time
 from .build import REPO_ROOT, build
 from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
 from .run import run_cocotb
-from .scenarios.bringup import ScenarioOptions
+from .scenarios.options import ScenarioRequest
 
 __all__ = ["main"]
 
@@ -38,9 +38,8 @@ def _report(run, path):
 def _scenario(the_build, config, label, out):
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
-    env = {CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": SCENARIO,
-           "APWAKE_SCENARIO_OPTIONS": json.dumps(ScenarioOptions().to_dict()),
-           "APWAKE_REPORT": str(report_file)}
+    env = {CONFIG_ENV: config.to_json(),
+           **ScenarioRequest(SCENARIO, report=str(report_file)).env()}
     started = time.monotonic()
     run = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env)
     process_s = time.monotonic() - started
@@ -72,10 +71,8 @@ def _icarus(verilog_build, config, label, out, timeout_s):
                  log_file=build_dir / "build.log")
     report_file = out / f"{label}-icarus.json"
     report_file.unlink(missing_ok=True)
-    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "APWAKE_SCENARIO": SCENARIO,
-                              "APWAKE_SCENARIO_OPTIONS": json.dumps(ScenarioOptions().to_dict()),
-                              "APWAKE_REPORT": str(report_file),
-                              "PYTHONPATH": str(REPO_ROOT)})
+    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(REPO_ROOT)},
+               **ScenarioRequest(SCENARIO, report=str(report_file)).env())
     code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
             f"r.test(test_module='sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
             f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "

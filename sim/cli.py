@@ -10,33 +10,81 @@
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-__all__ = ["main", "run_scenario_cli"]
+__all__ = ["main", "run_scenario_cli", "run_soc_demo"]
 
 
-def _simulate(design, module, *, label, env, waves, gate_level):
-    """Build ``design`` (its gate-level netlist with ``gate_level``), run the cocotb ``module``
-    that writes the JSON report to ``APWAKE_REPORT``, and return the report with the build
-    figures; RuntimeError with the simulator log's tail when no report came out."""
+def _show_progress(stream):
+    """Progress is for a person watching a terminal: not for pipes, files or CI (CI=true)."""
+    return stream.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+
+
+class _Progress:
+    """A spinner with the elapsed time on stderr for each long phase (build, simulation), or
+    nothing at all; log records go through the same console so they print above it."""
+
+    def __init__(self, enabled):
+        self.console = None
+        if enabled:
+            from rich.console import Console
+            self.console = Console(stderr=True)
+
+    def log_handler(self):
+        if self.console is None:
+            return logging.StreamHandler(sys.stderr)
+        from rich.logging import RichHandler
+        return RichHandler(console=self.console, show_time=False, show_level=False,
+                           show_path=False, markup=False)
+
+    @contextmanager
+    def phase(self, text):
+        if self.console is None:
+            yield
+            return
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=self.console, transient=True) as progress:
+            progress.add_task(text, total=None)
+            yield
+
+
+_QUIET = _Progress(False)
+
+
+def _simulate(design, module, *, label, request_env, waves, gate_level, progress=_QUIET):
+    """Build ``design`` (its gate-level netlist with ``gate_level``) and run the cocotb
+    ``module`` on it.
+
+    The simulator gets two variables: the design's configuration (its ``EnvConfig``, as pytest
+    passes it) and ``request_env(report_path)``, the scenario request.  Returns the report the
+    module wrote, with the build figures; RuntimeError with the simulator log's tail when no
+    report came out.
+    """
     from .build import REPO_ROOT, build
     from .run import run_cocotb
 
+    env = {design.config.ENV: design.config.to_json()}
     if gate_level:
         from .gate_level import GateLevelDesign, label_suffix
         design = GateLevelDesign(design, gate_level)
         label += label_suffix(gate_level)
     started = time.monotonic()
-    the_build = build(design, waves=waves is not None)
+    with progress.phase(f"building {label} (Verilator; minutes the first time, then cached)"):
+        the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
     report_file = out / f"{label}.json"
     report_file.unlink(missing_ok=True)
-    result = run_cocotb(the_build, module, label=label, waves_file=waves,
-                        extra_env={**env, "APWAKE_REPORT": str(report_file)})
+    env.update(request_env(report_file))
+    with progress.phase(f"simulating {label}"):
+        result = run_cocotb(the_build, module, label=label, waves_file=waves, extra_env=env)
     if not report_file.exists():
         raise RuntimeError(f"{label} ended without a report; simulator log "
                            f"{result.log_file}:\n{result.log_tail(60)}")
@@ -51,50 +99,82 @@ def _simulate(design, module, *, label, env, waves, gate_level):
     return report
 
 
-def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None, label=None,
-                     gate_level=None):
-    """Build (or reuse) the fabric for ``cpus`` and run scenario ``name``; returns the report
-    dict (with ``build_s``) or raises RuntimeError with the simulator log's tail."""
-    from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
-    from .scenarios.bringup import ScenarioOptions
-    from .scenarios.report import plot_timeline
+def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
+                     timeline_axis="guest", label=None, gate_level=None, progress=_QUIET):
+    """Build (or reuse) the design scenario ``name`` runs on, for ``cpus`` CPUs, and run it.
 
+    Parameters
+    ----------
+    name : str
+        A CPU-model scenario (not ``soc-demo``: :func:`run_soc_demo`).
+    options : ScenarioOptions, optional
+        Checked already (:func:`sim.scenarios.options.parse_arguments`).
+    waves, timeline : Path, optional
+        Output files; ``timeline_axis`` ("guest" or "sim") is the picture's time axis.
+
+    Returns
+    -------
+    dict
+        The report (:mod:`sim.scenarios.report`) with the build figures.
+
+    Raises
+    ------
+    RuntimeError
+        The simulator ended without a report (the log's tail is in the message).
+    """
     from .ghcb.design import SevPlatformConfig, SevPlatformDesign
+    from .lapic.design import FabricConfig, FabricDesign
     from .mpwk.design import PlatformConfig, PlatformDesign
     from .scenarios.bringup import SCENARIOS
+    from .scenarios.options import ScenarioOptions, ScenarioRequest
+    from .scenarios.report import plot_timeline
 
-    options = options or ScenarioOptions()
-    config = FabricConfig.contiguous(cpus)
     scenario = SCENARIOS[name]
-    pick = lambda fixed, option: option if fixed is None else fixed    # the scenario's, or --...
+    options = options or ScenarioOptions()
+    # A scenario about one version fixes it (it does not take the option); the report's options
+    # then say which version ran.
+    if scenario.mailbox_version is not None:
+        options = replace(options, mailbox_version=scenario.mailbox_version)
+    if scenario.ghcb_version is not None:
+        options = replace(options, ghcb_version=scenario.ghcb_version)
+    config = FabricConfig.contiguous(cpus)
     if scenario.platform == "sev":
-        design = SevPlatformDesign(SevPlatformConfig(
-            config, max_version=pick(scenario.ghcb_version, options.ghcb_version)))
+        design = SevPlatformDesign(SevPlatformConfig(config, max_version=options.ghcb_version))
     elif scenario.platform == "mpwk":
-        design = PlatformDesign(PlatformConfig(
-            config, version=pick(scenario.mailbox_version, options.mailbox_version)))
+        design = PlatformDesign(PlatformConfig(config, version=options.mailbox_version))
     else:
         design = FabricDesign(config)
-    env = {CONFIG_ENV: config.to_json(), design.config.ENV: design.config.to_json(),
-           "APWAKE_SCENARIO": name, "APWAKE_SCENARIO_OPTIONS": json.dumps(options.to_dict()),
-           "APWAKE_WAVES_FILE": str(waves) if waves else ""}
-    report = _simulate(design, "sim.scenarios.entry", label=label or f"{name}-n{cpus}", env=env,
-                       waves=waves, gate_level=gate_level)
+
+    def request_env(report_file):
+        return ScenarioRequest(name, options, report=str(report_file),
+                               waves=str(waves) if waves else None).env()
+
+    report = _simulate(design, "sim.scenarios.entry", label=label or f"{name}-n{cpus}",
+                       request_env=request_env, waves=waves, gate_level=gate_level,
+                       progress=progress)
     if timeline:
-        plot_timeline(report, timeline)
+        plot_timeline(report, timeline, axis=timeline_axis)
         report["timeline_picture"] = str(timeline)
     return report
 
 
-def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi"):
-    """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict."""
+def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", progress=_QUIET):
+    """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict.
+
+    The SoC's configuration (``SocConfig``, which holds ``ap_start``) is the whole request; the
+    cocotb module :mod:`sim.soc.entry` reads the report path from ``APWAKE_REPORT``.
+    """
     from .lapic.design import FabricConfig
     from .soc.design import SocConfig, SocDesign
 
     config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start)
-    return _simulate(SocDesign(config), "sim.soc.entry", env={SocConfig.ENV: config.to_json()},
-                     label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}"),
-                     waves=waves, gate_level=gate_level)
+    with progress.phase("building the SoC firmware"):
+        design = SocDesign(config)
+    report = _simulate(design, "sim.soc.entry",
+                       request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
+                       label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}"),
+                       waves=waves, gate_level=gate_level, progress=progress)
+    return {"scenario": "soc-demo", "ap_start": ap_start, **report}
 
 
 def _seed_note():
@@ -103,65 +183,97 @@ def _seed_note():
     return seed_note()
 
 
-def _run_soc(args):
-    if not 1 <= args.cpus <= 8 or (args.ap_start != "sipi" and args.cpus < 2):
-        print(f"apwake: soc-demo --cpus must be 1 to 8 (2 to 8 with --ap-start mailbox or ghcb), "
-              f"not {args.cpus}", file=sys.stderr)
-        return 2
-    report = run_soc_demo(cpus=args.cpus, waves=Path(args.waves).resolve() if args.waves else None,
-                          gate_level=args.gate_level, ap_start=args.ap_start)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
-        print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
-              + ("PASSED" if report["passed"] else "FAILED" + _seed_note()))
-        if report["waves"]:
-            print(f"waveform: {report['waves']}")
-    return 0 if report["passed"] else 1
+def _print_soc(report):
+    print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
+    print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
+          + ("PASSED" if report["passed"] else "FAILED" + _seed_note()))
+    if report["waves"]:
+        print(f"waveform: {report['waves']}")
+
+
+def _print_model(report, axis):
+    from .scenarios.report import format_report
+    print(format_report(report, axis=axis))
+    if report.get("waves"):
+        print(f"waveform: {report['waves']}")
+        print(f"GTKWave view (grouped per APIC): gtkwave {report.get('gtkw')}")
+    if report.get("timeline_picture"):
+        print(f"timeline picture: {report['timeline_picture']}")
+
+
+def _run_usage(scenarios):
+    width = max(len(n) for n in scenarios)
+    lines = ["usage: apwake run SCENARIO [options]   ('apwake run SCENARIO --help': its options)",
+             "", "scenarios:"]
+    lines += [f"  {name:<{width}}  {s.description}" for name, s in scenarios.items()]
+    return "\n".join(lines)
+
+
+def _takers(scenarios, flag):
+    """Which scenarios take ``flag``, in words (the shorter of the list and its complement),
+    for the message that refuses it elsewhere; None when none does."""
+    takers = [name for name, s in scenarios.items() if any(o.flag == flag for o in s.all_options)]
+    if not takers:
+        return None
+    others = [name for name in scenarios if name not in takers]
+    if len(others) < len(takers):
+        return f"every scenario takes it except {', '.join(others)}"
+    return f"{', '.join(takers)} take{'s' if len(takers) == 1 else ''} it"
+
+
+def _parse_run(args, progress):
+    """``apwake run``'s scenario and checked values, or an exit status: 0 after --help, 2
+    after a one-line error naming the option.  Nothing is built before this returns."""
+    from .scenarios.bringup import SCENARIOS
+    from .scenarios.options import OptionError, format_help, parse_arguments
+
+    if args.scenario is None:
+        print(_run_usage(SCENARIOS), file=sys.stdout if args.help else sys.stderr)
+        return None, None, 0 if args.help else 2
+    scenario = SCENARIOS.get(args.scenario)
+    if scenario is None:
+        print(f"apwake: unknown scenario {args.scenario!r}; 'apwake list' shows them",
+              file=sys.stderr)
+        return None, None, 2
+    prog = f"apwake run {scenario.name}"
+    try:
+        values = parse_arguments(prog, scenario.all_options, args.arguments,
+                                 takers=lambda flag: _takers(SCENARIOS, flag))
+        if values is None:
+            print(format_help(prog, scenario.description, scenario.options, scenario.run_options))
+            return None, None, 0
+        if scenario.check:
+            scenario.check(values)
+    except OptionError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None, None, 2
+    return scenario, values, None
 
 
 def _run(args):
-    from .scenarios.bringup import SCENARIOS, ScenarioOptions
-    from .scenarios.report import format_report
+    from .scenarios.options import ScenarioOptions
 
-    if args.scenario == "soc-demo":
-        return _run_soc(args)
-    if args.scenario not in SCENARIOS:
-        print(f"apwake: unknown scenario {args.scenario!r}; 'apwake list' shows them", file=sys.stderr)
-        return 2
-    if args.timeline and Path(args.timeline).suffix not in (".png", ".svg"):
-        print(f"apwake: --timeline must end in .png or .svg, not {args.timeline!r}", file=sys.stderr)
-        return 2
-    for flag, ports in (("--unresponsive", args.unresponsive),
-                        ("--smm-cpu", [] if args.smm_cpu is None else [args.smm_cpu])):
-        for port in ports:
-            if not 1 <= port < args.cpus:     # port 0 is the BSP of the --cpus fabric
-                print(f"apwake: {flag} must name an AP port (1 to {args.cpus - 1}), not {port}",
-                      file=sys.stderr)
-                return 2
-    options = ScenarioOptions(seed=args.seed, method=args.method, time_scale=args.time_scale,
-                              sipi_before_init=not args.kvm, nr_cpus=args.nr_cpus,
-                              callin_timeout_us=args.callin_timeout_ms * 1000, ipis=args.ipis,
-                              unresponsive=args.unresponsive, mailbox_version=args.mailbox_version,
-                              parking_page=args.parking_page,
-                              firmware_reuses_mailbox=args.firmware_reuses_mailbox,
-                              ghcb_version=args.ghcb_version, force_kexec=args.force_kexec,
-                              smm_cpu=args.smm_cpu, smm_us=args.smm_us,
-                              lapic_timer=args.lapic_timer)
-    report = run_scenario_cli(args.scenario, cpus=args.cpus, options=options,
-                              waves=Path(args.waves).resolve() if args.waves else None,
-                              timeline=Path(args.timeline).resolve() if args.timeline else None,
-                              gate_level=args.gate_level)
-    if args.json:
-        print(json.dumps(report))
+    progress = args.progress
+    scenario, values, status = _parse_run(args, progress)
+    if status is not None:
+        return status
+    waves = Path(values["waves"]).resolve() if values["waves"] else None
+    if scenario.platform == "soc":
+        report = run_soc_demo(cpus=values["cpus"], waves=waves, gate_level=values["gate_level"],
+                              ap_start=values["ap_start"], progress=progress)
     else:
-        print(format_report(report))
-        if report.get("waves"):
-            print(f"waveform: {report['waves']}")
-            print(f"GTKWave view (grouped per APIC): gtkwave {report.get('gtkw')}")
-        if report.get("timeline_picture"):
-            print(f"timeline picture: {report['timeline_picture']}")
+        report = run_scenario_cli(
+            scenario.name, cpus=values["cpus"],
+            options=ScenarioOptions.from_values(scenario.all_options, values), waves=waves,
+            timeline=Path(values["timeline"]).resolve() if values["timeline"] else None,
+            timeline_axis=values["timeline_axis"], gate_level=values["gate_level"],
+            progress=progress)
+    if values["json"]:
+        print(json.dumps(report))
+    elif scenario.platform == "soc":
+        _print_soc(report)
+    else:
+        _print_model(report, values["timeline_axis"])
         if not report["passed"] and _seed_note():
             print(f"FAILED{_seed_note()}")
     return 0 if report["passed"] else 1
@@ -172,8 +284,6 @@ def _list(args):
     width = max(len(n) for n in SCENARIOS)
     for name, scenario in SCENARIOS.items():
         print(f"{name:<{width}}  {scenario.description}")
-    print(f"{'soc-demo':<{width}}  the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: "
-          f"the BSP wakes each AP with INIT-SIPI-SIPI; prints the UART transcript")
     return 0
 
 
@@ -204,68 +314,18 @@ def _cpus(text):
     return value
 
 
-def _smm_us(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--smm-us must be >= 0, not {text}")
-    return value
-
-
 def main(argv=None):
-    from .cpu.platform import DEFAULT_TIME_SCALE
-    from .cpu.lapic_setup import TIMER_MODES
-
+    """``apwake``; returns the exit status (0 passed, 1 failed, 2 a usage or tool error)."""
     parser = argparse.ArgumentParser(prog="apwake", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the scenarios").set_defaults(func=_list)
-    run = sub.add_parser("run", help="run a scenario")
-    run.add_argument("scenario")
-    run.add_argument("--cpus", type=_cpus, default=8, help="CPUs (1-255, default 8)")
-    run.add_argument("--seed", type=int, default=1)
-    run.add_argument("--waves", metavar="FILE.fst", help="write an FST waveform (+ .gtkw)")
-    run.add_argument("--timeline", metavar="FILE.png|svg", help="draw each CPU's state over time")
-    run.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    run.add_argument("--method", default="modern", choices=["modern", "legacy"],
-                     help="init-sipi timing (lapic.md §6.3)")
-    run.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE,
-                     help=f"factor on guest software delays (default {DEFAULT_TIME_SCALE})")
-    run.add_argument("--kvm", action="store_true",
-                     help="APs start UNINITIALIZED and drop a SIPI before INIT, as in KVM")
-    run.add_argument("--nr-cpus", type=int, help="the kernel brings up at most this many CPUs")
-    run.add_argument("--callin-timeout-ms", type=float, default=10_000,
-                     help="how long the BSP waits for an AP (guest ms, Linux: 10000)")
-    run.add_argument("--ipis", type=int, default=20, help="ipi-storm: IPIs per CPU")
-    run.add_argument("--mailbox-version", type=int, default=1, choices=[0, 1],
-                     help="mpwk scenarios: MADT mailbox version")
-    run.add_argument("--parking-page", default="kernel", choices=["kernel", "firmware"],
-                     help="kexec-mpwk-parking-loop: where kernel 1's loop polls (own page with "
-                          "the MADT patched, or the firmware's page)")
-    run.add_argument("--firmware-reuses-mailbox", action="store_true",
-                     help="the firmware takes its mailbox page back after the last AP wakeup")
-    run.add_argument("--ghcb-version", type=int, default=2, choices=[1, 2],
-                     help="SEV-ES scenarios: the hypervisor's maximum GHCB protocol version")
-    run.add_argument("--force-kexec", action="store_true",
-                     help="kexec-sev-es-v1: go past the kernel's refusal to show why it refuses")
-    run.add_argument("--ap-start", default="sipi", choices=["sipi", "mailbox", "ghcb"],
-                     help="soc-demo: APs wait for SIPI; or are parked on the MP wakeup mailbox "
-                          "(wakeup, offline/online and kexec demo); or start SEV-ES style "
-                          "through the GHCB MSR unit (negotiation, AP reset hold)")
-    run.add_argument("--gate-level", nargs="?", const="generic", default=None,
-                     choices=["generic", "ice40", "ecp5"], metavar="FLAVOUR",
-                     help="simulate the Yosys gate-level netlist instead of the RTL: generic "
-                          "gates (default) or the iCE40/ECP5-mapped netlist with Yosys's cell models")
-    run.add_argument("--unresponsive", type=int, action="append", default=[], metavar="PORT",
-                     help="this AP is stuck in SMM (an SMI from the firmware whose handler never "
-                          "returns: INIT latched, SIPIs lost); on a mailbox platform a vCPU the "
-                          "VMM never runs; repeatable")
-    run.add_argument("--lapic-timer", default="deadline", choices=list(TIMER_MODES),
-                     help="how each CPU's kernel programs its local APIC timer tick "
-                          "(TSC-deadline as Linux prefers, one-shot or periodic count)")
-    run.add_argument("--smm-cpu", type=int, metavar="PORT",
-                     help="init-sipi-smm: the AP the firmware's SMI holds in SMM (default 1)")
-    run.add_argument("--smm-us", type=_smm_us, default=50_000, metavar="US",
-                     help="init-sipi-smm: guest microseconds the SMI handler runs (default "
-                          "50000: longer than the AP's INIT-SIPI-SIPI)")
+    # The options of `run` belong to the scenario named first: its own parser
+    # (sim.scenarios.options) reads the rest, so `apwake run NAME --help` shows only those.
+    run = sub.add_parser("run", add_help=False, usage="apwake run SCENARIO [options]",
+                         help="run a scenario ('apwake run SCENARIO --help': its options)")
+    run.add_argument("-h", "--help", action="store_true")
+    run.add_argument("scenario", nargs="?")
+    run.add_argument("arguments", nargs=argparse.REMAINDER)
     run.set_defaults(func=_run)
     bench = sub.add_parser("bench", help="simulation speed figures")
     bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255)")
@@ -280,7 +340,9 @@ def main(argv=None):
     board.add_argument("board", choices=["icebreaker", "ulx3s"])
     board.set_defaults(func=_build)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    args.progress = _Progress(_show_progress(sys.stderr))
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s",
+                        handlers=[args.progress.log_handler()], force=True)
     # the cocotb runner echoes every command line; build.log in the build folder keeps them
     logging.getLogger("apwake.verilator").setLevel(logging.WARNING)
     from .toolchain import ToolchainError

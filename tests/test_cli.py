@@ -1,17 +1,36 @@
-"""The apwake command line, run as a user runs it."""
+"""The apwake command line, run as a user runs it.
+
+The refusals and the help are checked in-process with ``main([...])`` and a ``_simulate`` that
+fails the test if called: nothing may be built before every option is checked.  The runs that
+do simulate use the 2-CPU designs (built once, then cached).
+"""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import jsonschema
 import pytest
 
+import sim.cli
 from sim.build import REPO_ROOT
+from sim.cli import main
+from sim.scenarios.bringup import SCENARIOS
+from sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
+from sim.scenarios.report import SCHEMA_PATH, format_report
 
 
 def apwake(*args):
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
+
+
+def check_schema(report):
+    """``report`` against the schema shipped with the package (``--json``'s contract)."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
 
 
 def test_list_names_every_scenario():
@@ -34,6 +53,8 @@ def test_run_json_and_timeline(tmp_path):
         assert key in report, key
     assert report["passed"] and report["online"] == [0, 1] and report["failures"] == []
     assert report["cycles"] == report["sim_time_ns"] // 10 > 0
+    assert report["guest_time_ns"] == pytest.approx(report["sim_time_ns"] / report["time_scale"])
+    check_schema(report)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,6 +66,17 @@ def test_stuck_ap_fails_with_a_report():
     assert "FAILURE CPU 1 (APIC ID 0x1, SMM)" in out.stdout
     assert "did not answer within 0.001 s (guest time); it is SMM at SMM: firmware SMI handler" in out.stdout
     assert out.stdout.rstrip().endswith("FAILED")
+
+
+def test_stuck_ap_json_follows_the_schema():
+    """A failing run's JSON follows the schema too: failures, the SMM state, no entry."""
+    out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
+                 "--callin-timeout-ms", "1", "--json")
+    assert out.returncode == 1, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert not report["passed"] and report["failures"][0]["state"] == "SMM"
+    assert report["options"]["unresponsive"] == [1]
+    check_schema(report)
 
 
 @pytest.mark.parametrize(("args", "passed", "outcome"), [
@@ -88,19 +120,226 @@ def test_sev_kexec_refusal_from_the_command_line():
     assert report["kexec"].startswith("kexec refused") and report["online"] == [0, 1]
 
 
+
+
+def test_the_schema_rejects_a_broken_report():
+    """The schema has teeth: a report without ``passed``, or with a state no CPU has, fails."""
+    report = {"scenario": "init-sipi", "cpus": 2, "passed": True, "cycles": 1, "build_s": 0.1,
+              "build_reused": True, "gate_level": None, "waves": None, "online": [0],
+              "failures": [], "sim_time_ns": 10, "guest_time_ns": 10_000, "clock_ns": 10,
+              "wall_s": 0.1, "time_scale": 0.001, "options": ScenarioOptions().to_dict(),
+              "bus_messages": 0, "corruptions": [],
+              "timeline": [{"cpu": 0, "port": 0, "bsp": True, "state": "HALTED", "where": "idle",
+                            "ignored_sipis": 0, "nmis": 0, "nmis_collapsed": 0, "smm_entries": 0,
+                            "entry": None, "events": [[0, "RUNNABLE", "reset"]]}]}
+    check_schema(report)
+    for broken in ({k: v for k, v in report.items() if k != "passed"},
+                   {**report, "timeline": [{**report["timeline"][0], "state": "ASLEEP"}]},
+                   {**report, "options": {**report["options"], "time_scale": 0}}):
+        with pytest.raises(jsonschema.ValidationError):
+            check_schema(broken)
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """Any build or simulation fails the test: refusals must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("built or simulated before the options were checked")
+    monkeypatch.setattr(sim.cli, "_simulate", refuse)
+
+
+def run_main(capsys, *args):
+    status = main(["run", *args])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
 @pytest.mark.parametrize(("args", "message"), [
-    (["run", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
-    (["run", "init-sipi", "--cpus", "256"], "--cpus must be 1 to 255, not 256"),
-    (["run", "init-sipi", "--timeline", "x.jpg"], "--timeline must end in .png or .svg"),
-    (["run", "kexec-mpwk-parking-loop", "--parking-page", "bios"], "--parking-page: invalid choice: 'bios'"),
-    (["run", "sev-es-boot", "--ghcb-version", "3"], "--ghcb-version: invalid choice: 3"),
-    (["run", "init-sipi", "--gate-level", "xilinx"], "--gate-level: invalid choice: 'xilinx'"),
-    (["run", "init-sipi-smm", "--smm-us", "-1"], "--smm-us must be >= 0, not -1"),
-    (["run", "init-sipi-smm", "--cpus", "2", "--smm-cpu", "0"],
-     "--smm-cpu must name an AP port (1 to 1), not 0"),
-    (["run", "init-sipi", "--cpus", "4", "--unresponsive", "4"],
-     "--unresponsive must name an AP port (1 to 3), not 4"),
+    # the values a new user tried (issue 11 §5)
+    (["init-sipi", "--time-scale", "0"], "--time-scale must be a number > 0 and <= 1, not 0"),
+    (["init-sipi", "--time-scale", "-1"], "--time-scale must be a number > 0 and <= 1, not -1"),
+    (["init-sipi", "--time-scale", "nan"], "--time-scale must be a number > 0 and <= 1, not nan"),
+    (["init-sipi", "--callin-timeout-ms", "inf"], "--callin-timeout-ms must be a number > 0, not inf"),
+    (["init-sipi", "--cpus", "2", "--unresponsive", "9"],
+     "--unresponsive must be an AP port, 1 to 1 (0 is the BSP), not 9"),
+    (["init-sipi", "--cpus", "4", "--unresponsive", "0"],
+     "--unresponsive must be an AP port, 1 to 3 (0 is the BSP), not 0"),
+    (["init-sipi", "--cpus", "1", "--unresponsive", "1"],
+     "--unresponsive names an AP, but --cpus 1 has none (port 0 is the BSP)"),
+    (["ipi-storm", "--ipis", "-5"], "--ipis must be an integer >= 1, not -5"),
+    (["init-sipi", "--callin-timeout-ms", "-1"], "--callin-timeout-ms must be a number > 0, not -1"),
+    (["init-sipi", "--nr-cpus", "0"], "--nr-cpus must be an integer >= 1, not 0"),
+    # ranges, choices and file names
+    (["init-sipi", "--cpus", "256"], "--cpus must be an integer from 1 to 255, not 256"),
+    (["init-sipi", "--cpus", "two"], "--cpus must be an integer from 1 to 255, not two"),
+    (["init-sipi", "--timeline", "x.jpg"],
+     "--timeline must be a file name ending in .png or .svg, not 'x.jpg'"),
+    (["init-sipi", "--waves", "x.vcd"], "--waves must be a file name ending in .fst, not 'x.vcd'"),
+    (["init-sipi", "--timeline-axis", "wall"], "--timeline-axis must be one of guest, sim, not 'wall'"),
+    (["kexec-mpwk-parking-loop", "--parking-page", "bios"],
+     "--parking-page must be one of kernel, firmware, not 'bios'"),
+    (["sev-es-boot", "--ghcb-version", "3"], "--ghcb-version must be one of 1, 2, not 3"),
+    (["init-sipi", "--gate-level", "xilinx"],
+     "--gate-level must be one of generic, ice40, ecp5, not 'xilinx'"),
+    (["init-sipi", "--lapic-timer", "hpet"],
+     "--lapic-timer must be one of deadline, oneshot, periodic, not 'hpet'"),
+    (["init-sipi-smm", "--smm-us", "-1"], "--smm-us must be a number >= 0, not -1"),
+    (["init-sipi-smm", "--cpus", "2", "--smm-cpu", "0"],
+     "--smm-cpu must be an AP port, 1 to 1 (0 is the BSP), not 0"),
+    (["soc-demo", "--cpus", "9"], "--cpus must be an integer from 1 to 8, not 9"),
+    (["soc-demo", "--cpus", "1", "--ap-start", "mailbox"],
+     "--cpus must be 2 to 8 with --ap-start mailbox (an AP to start), not 1"),
+    (["init-sipi", "--cpus"], "--cpus needs a value"),
+    # options the scenario does not take: refused, naming who takes them
+    (["kexec-mpwk-v0", "--mailbox-version", "1"],
+     "--mailbox-version does not apply to kexec-mpwk-v0; mpwk-wakeup, mpwk-offline-online take it"),
+    (["init-sipi", "--smm-cpu", "1"], "--smm-cpu does not apply to init-sipi; init-sipi-smm takes it"),
+    (["init-sipi", "--ipis", "5"], "--ipis does not apply to init-sipi; ipi-storm takes it"),
+    (["sev-es-boot", "--unresponsive", "1"], "--unresponsive does not apply to sev-es-boot"),
+    (["soc-demo", "--time-scale", "0.01"], "--time-scale does not apply to soc-demo; every "
+                                           "scenario takes it except soc-demo"),
+    (["init-sipi", "--ap-start", "ghcb"], "--ap-start does not apply to init-sipi; soc-demo takes it"),
+    (["init-sipi", "--bogus"], "unknown option --bogus; 'apwake run init-sipi --help' lists the options"),
+    (["init-sipi", "extra"], "unexpected argument 'extra'"),
+    (["no-such-scenario"], "unknown scenario 'no-such-scenario'"),
 ])
-def test_bad_arguments(args, message):
-    out = apwake(*args)
-    assert out.returncode == 2 and message in out.stderr
+def test_bad_arguments_are_refused_before_any_build(no_build, capsys, args, message):
+    """One line on stderr naming the option, the value and what is allowed; exit status 2."""
+    status, out, err = run_main(capsys, *args)
+    assert status == 2 and out == ""
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_the_bad_arguments_a_user_meets_from_the_shell():
+    """The same refusal through the installed entry point's path: status 2, one line."""
+    out = apwake("run", "init-sipi", "--time-scale", "0")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "apwake run init-sipi: --time-scale must be a number > 0 and <= 1, not 0\n"
+
+
+@pytest.mark.parametrize(("name", "shown", "absent"), [
+    ("init-sipi", ["--method", "--unresponsive", "--kvm", "--nr-cpus", "--timeline-axis", "--cpus"],
+     ["--ipis", "--smm-cpu", "--ap-start", "--mailbox-version", "--ghcb-version"]),
+    ("ipi-storm", ["--ipis", "--seed"], ["--method", "--smm-us"]),
+    ("kexec-mpwk-v1", ["--nr-cpus", "--unresponsive"], ["--mailbox-version", "--kvm"]),
+    ("sev-es-offline-online", ["--ghcb-version"], ["--unresponsive", "--lapic-timer", "--kvm"]),
+    ("soc-demo", ["--ap-start", "--gate-level [FLAVOUR]", "from 1 to 8"],
+     ["--time-scale", "--timeline", "--seed", "--nr-cpus"]),
+])
+def test_help_shows_the_scenarios_options_only(no_build, capsys, name, shown, absent):
+    status, out, _ = run_main(capsys, name, "--help")
+    assert status == 0 and out.startswith(f"usage: apwake run {name} [options]")
+    flags = {line.split()[0] for line in out.splitlines() if line.startswith("  --")}
+    for text in shown:
+        assert text in out, text
+    for flag in absent:
+        assert flag not in flags, flag
+
+
+def test_run_without_a_scenario_lists_them(no_build, capsys):
+    status, out, _ = run_main(capsys, "--help")
+    assert status == 0 and "soc-demo" in out and "ipi-storm" in out
+
+
+def test_every_declared_option_sets_a_scenario_options_field():
+    """A declaration whose field is misspelt would be dropped silently by from_values."""
+    names = set(ScenarioOptions.__dataclass_fields__)
+    for scenario in SCENARIOS.values():
+        flags = [o.flag for o in scenario.all_options]
+        assert len(flags) == len(set(flags)), f"{scenario.name} declares an option twice"
+        for option in scenario.all_options:
+            assert option.field is None or option.field in names, (scenario.name, option.name)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"type": list}, TypeError, "option x: type must be int, float, str or bool, not <class 'list'>"),
+    ({"type": str, "minimum": 0}, ValueError, "option x: a range needs an int or float type, not str"),
+    ({"type": bool, "choices": (1, 2)}, ValueError, "option x: a bool option is a flag without a value"),
+])
+def test_option_declarations_are_checked(kwargs, error, message):
+    with pytest.raises(error) as caught:
+        Option("x", **kwargs)
+    assert str(caught.value) == message
+
+
+@pytest.fixture
+def fake_simulator(monkeypatch):
+    """Stands in for the build and the simulator; records what the simulator would get."""
+    seen = {}
+
+    class Build:
+        binary_reused = True
+
+    class Result:
+        gtkw = None
+        log_file = Path("sim.log")
+
+    def run_cocotb(the_build, module, *, label, waves_file, extra_env):
+        seen.update(module=module, env=extra_env)
+        request = ScenarioRequest.from_json(extra_env[ScenarioRequest.ENV])
+        Path(request.report).write_text(json.dumps({"passed": True, "stub": True}))
+        return Result()
+
+    monkeypatch.setattr("sim.build.build", lambda design, waves: Build())
+    monkeypatch.setattr("sim.run.run_cocotb", run_cocotb)
+    monkeypatch.setattr(sim.cli, "_print_model", lambda report, axis: None)
+    return seen
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["ipi-storm", "--cpus", "4", "--ipis", "7", "--kvm", "--callin-timeout-ms", "2",
+      "--unresponsive", "3", "--unresponsive", "2"],
+     {"ipis": 7, "sipi_before_init": False, "callin_timeout_us": 2000, "unresponsive": [3, 2]}),
+    # the scenario's fixed version is the one the request (and so the report) states
+    (["kexec-mpwk-v0", "--cpus", "2"], {"mailbox_version": 0}),
+    (["kexec-sev-es-v1", "--cpus", "2", "--force-kexec"], {"ghcb_version": 1, "force_kexec": True}),
+])
+def test_the_request_travels_in_one_variable(fake_simulator, capsys, args, expected):
+    """The simulator gets the design's configuration and one ScenarioRequest, nothing else."""
+    assert main(["run", *args]) == 0
+    env = fake_simulator["env"]
+    request_env = ScenarioRequest.ENV
+    (design_env,) = set(env) - {request_env}
+    assert design_env.startswith("APWAKE_") and design_env.endswith("_CONFIG")
+    request = ScenarioRequest.from_json(env[request_env])
+    assert request.scenario == args[0] and request.waves is None
+    options = request.options.to_dict()
+    assert {key: options[key] for key in expected} == expected
+    assert fake_simulator["module"] == "sim.scenarios.entry"
+
+
+def _report(**changes):
+    report = {"scenario": "init-sipi", "cpus": 2, "method": "modern", "time_scale": 0.001,
+              "timeline": [{"port": 1, "cpu": 1, "bsp": False, "ignored_sipis": 1,
+                            "events": [[0, "INIT_RECEIVED", ""],
+                                       [10.0, "RUNNABLE", "SIPI 0x9a"],
+                                       [1220.0, "HALTED", "hlt"]]}],
+              "online": [0, 1], "expected_online": [0, 1], "bus_messages": 4,
+              "sim_time_ns": 1220.0, "cycles": 122, "wall_s": 0.5, "failures": [], "passed": True}
+    report.update(changes)
+    return report
+
+
+def test_text_report_speaks_guest_time():
+    """The SIPI 10 simulated ns in is 10 us of guest time at x0.001; the summary gives
+    simulated time, cycles and guest time."""
+    text = format_report(_report())
+    assert "10us RUNNABLE (SIPI 0x9a)" in text and "1.22ms HALTED (hlt)" in text
+    assert "simulated 1.2 us = 122 cycles = 1.22ms guest time" in text
+    sim_text = format_report(_report(), axis="sim")
+    assert "0.01us RUNNABLE (SIPI 0x9a)" in sim_text and "1.22us HALTED" in sim_text
+    at_real_time = format_report(_report(time_scale=1))
+    assert "10ns RUNNABLE" in at_real_time
+
+
+@pytest.mark.parametrize(("tty", "ci", "shown"), [
+    (True, None, True), (True, "true", False), (False, None, False)])
+def test_progress_only_on_a_terminal_outside_ci(monkeypatch, tty, ci, shown):
+    class Stream:
+        def isatty(self):
+            return tty
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    assert sim.cli._show_progress(Stream()) is shown

@@ -1,11 +1,13 @@
-"""Bring-up scenarios: named, parameterised runs of the CPU models on the APIC fabric.
+"""Scenarios: named, parameterised runs on the APIC fabric.
 
-:mod:`.bringup` defines them, :mod:`.report` turns a run into a timeline, a summary, JSON and a
-picture, :mod:`.entry` is the cocotb module the command line runs them in.
+:mod:`.options` declares what a run can vary and the request that carries it to the simulator,
+:mod:`.bringup` holds the registry and the INIT-SIPI and mailbox scenarios, :mod:`.sev` the
+SEV-ES ones, :mod:`.soc` the soft-SoC demo, :mod:`.report` turns a run into a timeline, a
+summary, JSON (``report.schema.json``) and a picture, :mod:`.entry` is the cocotb module the
+command line runs them in.
 """
 
-# importing the package registers every scenario: INIT-SIPI and mailbox ones in .bringup,
-# SEV-ES ones in .sev
-from . import bringup, sev
+# importing the package registers every scenario, in the order `apwake list` shows them
+from . import bringup, sev, soc
 
-__all__ = ["bringup", "sev"]
+__all__ = ["bringup", "sev", "soc"]

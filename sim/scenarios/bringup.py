@@ -7,7 +7,7 @@ runs the body under a watchdog and returns the report (:mod:`sim.scenarios.repor
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import cocotb
 from cocotb.triggers import First, SimTimeoutError, Timer, with_timeout
@@ -16,12 +16,14 @@ from ..cpu.lapic_setup import HZ
 from ..cpu.linux import (CALL_FUNCTION_VECTOR, KERNEL2_DATA, KERNEL2_ENTRY, BootMethod, Firmware,
                          Kernel)
 from ..memory import PAGE_SIZE, Owner
-from ..cpu.platform import DEFAULT_TIME_SCALE, Platform
+from ..cpu.platform import Platform
 from ..cpu.smm import setup_smm
 from ..lapic.env import FabricEnv
 from ..mpwk.bfm import MailboxPorts
 from ..ghcb.design import SevPlatformConfig
 from ..mpwk.design import PlatformConfig
+from .options import (BOOT_OPTIONS, KVM, MAILBOX_VERSION, METHOD, MODEL_RUN_OPTIONS,
+                      UNRESPONSIVE, Option, ScenarioOptions)
 from .report import make_report
 
 __all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario", "boot",
@@ -29,52 +31,55 @@ __all__ = ["Scenario", "ScenarioOptions", "SCENARIOS", "run_scenario", "scenario
 
 
 @dataclass
-class ScenarioOptions:
-    """What a run can vary.  Times are guest time (scaled by ``time_scale`` in simulation)."""
-
-    seed: int = 1
-    method: str = "modern"                 # init-sipi: "modern" or "legacy"
-    time_scale: float = DEFAULT_TIME_SCALE
-    sipi_before_init: bool = True          # hardware: True; KVM: False
-    nr_cpus: int | None = None
-    callin_timeout_us: float = 10_000_000  # Linux waits 10 s for an AP
-    ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
-    #: port indices of APs stuck where the OS cannot reach them: in SMM for good (fabric), or a
-    #: vCPU the VMM never runs (mailbox platform)
-    unresponsive: list = field(default_factory=list)
-    smm_cpu: int | None = None             # init-sipi-smm: the AP in SMM (port; default 1)
-    smm_us: float = 50_000                 # init-sipi-smm: guest us the SMI handler holds it
-    mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
-    ghcb_version: int = 2                  # SEV-ES scenarios: the hypervisor's maximum GHCB protocol
-    force_kexec: bool = False              # kexec-sev-es-v1: go past the kernel's refusal
-    parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
-    firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
-    lapic_timer: str = "deadline"          # how each CPU programs its APIC timer (lapic_setup.TIMER_MODES)
-
-    def to_dict(self):
-        return asdict(self)
-
-
-@dataclass
 class Scenario:
+    """A registered scenario.
+
+    Attributes
+    ----------
+    name, description : str
+    body : coroutine function or None
+        ``async def body(platform, options) -> dict``; None for a scenario with a cocotb module
+        of its own (``soc-demo``).
+    platform : str
+        "fabric" (APIC fabric only), "mpwk" (fabric + MP wakeup mailbox, APs parked on it),
+        "sev" (fabric + GHCB MSR unit, an SEV-ES guest) or "soc" (the soft-SoC).
+    mailbox_version, ghcb_version : int or None
+        The version the scenario is about, fixed; None when the scenario takes the option.
+    options : tuple of Option
+        The scenario options it takes besides ``run_options``.
+    run_options : tuple of Option
+        The run settings it takes (:data:`.options.MODEL_RUN_OPTIONS` for the CPU models).
+    check : callable or None
+        ``check(values)``: constraints between options (values: name -> value), raising
+        :class:`.options.OptionError`.
+    """
+
     name: str
     description: str
     body: object
-    #: "fabric" (APIC fabric only), "mpwk" (fabric + MP wakeup mailbox, APs parked on it) or
-    #: "sev" (fabric + GHCB MSR unit, an SEV-ES guest)
     platform: str = "fabric"
-    #: a mailbox version the scenario is about (None: --mailbox-version decides)
     mailbox_version: int | None = None
-    #: the hypervisor's maximum GHCB protocol version the scenario is about (None: --ghcb-version)
     ghcb_version: int | None = None
+    options: tuple = ()
+    run_options: tuple = MODEL_RUN_OPTIONS
+    check: object = None
+
+    @property
+    def all_options(self):
+        """The run settings, then the scenario's own options."""
+        return self.run_options + self.options
 
 
 SCENARIOS = {}
 
 
-def scenario(name, description, *, platform="fabric", mailbox_version=None, ghcb_version=None):
+def scenario(name, description, *, platform="fabric", mailbox_version=None, ghcb_version=None,
+             options=(), run_options=MODEL_RUN_OPTIONS, check=None):
+    """Register the decorated ``async def body(platform, options)`` as scenario ``name``, taking
+    ``options`` (:class:`.options.Option` s) besides ``run_options``."""
     def register(body):
-        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version, ghcb_version)
+        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version,
+                                   ghcb_version, tuple(options), tuple(run_options), check)
         return body
     return register
 
@@ -144,8 +149,26 @@ def _targeted_method(name, options):
     return BootMethod(options.method)
 
 
+#: an INIT-SIPI boot on the fabric: the kernel's options, KVM's AP start, APs stuck in SMM
+FABRIC_BOOT_OPTIONS = BOOT_OPTIONS + (KVM, UNRESPONSIVE)
+#: a boot through the MP wakeup mailbox: no SIPI (so no --kvm); a stuck AP is a vCPU never run
+MAILBOX_BOOT_OPTIONS = BOOT_OPTIONS + (UNRESPONSIVE,)
+
+SMM_CPU = Option("smm_cpu", int, None, "the AP the firmware's SMI holds in SMM (default: port 1)",
+                 ap_port=True, metavar="PORT")
+SMM_US = Option("smm_us", float, 50_000, "guest microseconds the SMI handler runs (the default "
+                "is longer than the AP's INIT-SIPI-SIPI)", minimum=0, metavar="US")
+IPIS = Option("ipis", int, 20, "call-function IPIs each online CPU sends", minimum=1)
+PARKING_PAGE = Option("parking_page", str, "kernel", "where kernel 1's parking loop polls: its "
+                      "own page with the MADT patched, or the firmware's mailbox page",
+                      choices=("kernel", "firmware"), metavar="PAGE")
+FIRMWARE_REUSES_MAILBOX = Option("firmware_reuses_mailbox", bool, False,
+                                 "the firmware takes its mailbox page back after the last AP wakeup")
+
+
 @scenario("init-sipi", "the BSP wakes each AP in turn with INIT, SIPI, SIPI "
-                       "(--method modern: no INIT delay, 10 us gaps; legacy: 10 ms, 300/200 us)")
+                       "(--method modern: no INIT delay, 10 us gaps; legacy: 10 ms, 300/200 us)",
+          options=(METHOD,) + FABRIC_BOOT_OPTIONS)
 async def init_sipi(platform, options):
     return _boot_detail(await boot(platform, options, _targeted_method("init-sipi", options)))
 
@@ -154,7 +177,9 @@ async def init_sipi(platform, options):
                            "firmware's SMI just before hand-off holds it --smm-us guest us; "
                            "INIT is latched until RSM and SIPIs arriving in SMM are lost, so the "
                            "AP ends in wait-for-SIPI and the BSP's wait times out; an SMI that "
-                           "ends before the SIPIs lets the AP come up")
+                           "ends before the SIPIs lets the AP come up",
+          # no --unresponsive: the scenario's own SMI is the stuck AP, --smm-us how long
+          options=(METHOD, SMM_CPU, SMM_US, KVM) + BOOT_OPTIONS)
 async def init_sipi_smm(platform, options):
     method = _targeted_method("init-sipi-smm", options)
     port = 1 if options.smm_cpu is None else options.smm_cpu
@@ -190,26 +215,30 @@ def smm_outcome(cpu, kernel, smm_us):
             "online": online, "outcome": outcome}
 
 
-@scenario("init-sipi-broadcast", "one INIT and two SIPIs to all-excluding-self wake every AP at once")
+@scenario("init-sipi-broadcast", "one INIT and two SIPIs to all-excluding-self wake every AP at once",
+          options=FABRIC_BOOT_OPTIONS)
 async def init_sipi_broadcast(platform, options):
     return _boot_detail(await boot(platform, options, BootMethod.BROADCAST))
 
 
 @scenario("init-sipi-parallel", "Linux 6.5 parallel bring-up: kick every AP, then release them "
-                                "one by one through the cpuhp sync states")
+                                "one by one through the cpuhp sync states",
+          options=FABRIC_BOOT_OPTIONS)
 async def init_sipi_parallel(platform, options):
     return _boot_detail(await boot(platform, options, BootMethod.PARALLEL))
 
 
 @scenario("mpwk-wakeup", "TDX-style: APs parked on the ACPI MP wakeup mailbox, the kernel wakes "
-                         "them one by one with acpi_wakeup_cpu", platform="mpwk")
+                         "them one by one with acpi_wakeup_cpu", platform="mpwk",
+          options=(MAILBOX_VERSION,) + MAILBOX_BOOT_OPTIONS)
 async def mpwk_wakeup(platform, options):
     return _boot_detail(await boot(platform, options, BootMethod.MPWK))
 
 
 @scenario("mpwk-offline-online", "mailbox boot, then every AP in turn is offlined (play_dead to "
                                  "ResetVector, Test acknowledged) and brought online again; "
-                                 "version 0 refuses the offline", platform="mpwk")
+                                 "version 0 refuses the offline", platform="mpwk",
+          options=(MAILBOX_VERSION,) + MAILBOX_BOOT_OPTIONS)
 async def mpwk_offline_online(platform, options):
     kernel = await boot(platform, options, BootMethod.MPWK)
     detail = _boot_detail(kernel)
@@ -315,14 +344,14 @@ async def _kexec_mpwk(platform, options, parking_page=None):
 
 @scenario("kexec-mpwk-v0", "mailbox version 0: kernel 1 kexecs into kernel 2, which finds the MADT "
                            "mailbox zeroed and comes up on 1 CPU; the others are stranded",
-          platform="mpwk", mailbox_version=0)
+          platform="mpwk", mailbox_version=0, options=MAILBOX_BOOT_OPTIONS)
 async def kexec_mpwk_v0(platform, options):
     return await _kexec_mpwk(platform, options)
 
 
 @scenario("kexec-mpwk-v1", "mailbox version 1: kernel 1's APs go back to firmware through "
                            "ResetVector and kernel 2 wakes every AP (also those kernel 1 never woke)",
-          platform="mpwk", mailbox_version=1)
+          platform="mpwk", mailbox_version=1, options=MAILBOX_BOOT_OPTIONS)
 async def kexec_mpwk_v1(platform, options):
     return await _kexec_mpwk(platform, options)
 
@@ -332,13 +361,15 @@ async def kexec_mpwk_v1(platform, options):
           "its own and kernel 2 wakes them from there; --parking-page kernel (own page, MADT "
           "patched) strands the APs kernel 1 never woke (--nr-cpus K); --parking-page firmware "
           "breaks when the firmware reuses its page (--firmware-reuses-mailbox)",
-          platform="mpwk", mailbox_version=0)
+          platform="mpwk", mailbox_version=0,
+          options=(PARKING_PAGE, FIRMWARE_REUSES_MAILBOX) + MAILBOX_BOOT_OPTIONS)
 async def kexec_mpwk_parking_loop(platform, options):
     return await _kexec_mpwk(platform, options, parking_page=options.parking_page)
 
 
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
-                       "to random other CPUs; each queued call must run exactly once")
+                       "to random other CPUs; each queued call must run exactly once",
+          options=(IPIS,) + FABRIC_BOOT_OPTIONS)
 async def ipi_storm(platform, options):
     kernel = await boot(platform, options, BootMethod.PARALLEL)
     detail = _boot_detail(kernel)

@@ -1,22 +1,22 @@
 """cocotb module that runs one scenario and writes its report (used by ``apwake run``).
 
-Environment: ``APWAKE_SCENARIO`` (name), ``APWAKE_SCENARIO_OPTIONS`` (JSON of
-:class:`sim.scenarios.bringup.ScenarioOptions`), ``APWAKE_REPORT`` (output path),
-``APWAKE_WAVES_FILE`` (recorded in the report).
+Its input is one :class:`sim.scenarios.options.ScenarioRequest` (JSON in
+``APWAKE_SCENARIO_REQUEST``): the scenario's name, its options, the report path and the
+waveform file.  The design's own configuration comes the way every design's does (its
+``EnvConfig`` variable).
 """
 
 import json
-import os
+from pathlib import Path
 
 import cocotb
 
-from .bringup import ScenarioOptions, run_scenario
+from .bringup import run_scenario
+from .options import ScenarioRequest
 
 
 @cocotb.test(timeout_time=60, timeout_unit="sec")
 async def scenario(dut):
-    options = ScenarioOptions(**json.loads(os.environ.get("APWAKE_SCENARIO_OPTIONS", "{}")))
-    report = await run_scenario(dut, os.environ["APWAKE_SCENARIO"], options,
-                                waves=os.environ.get("APWAKE_WAVES_FILE") or None)
-    with open(os.environ["APWAKE_REPORT"], "w") as f:
-        json.dump(report, f)
+    request = ScenarioRequest.from_env()
+    report = await run_scenario(dut, request.scenario, request.options, waves=request.waves)
+    Path(request.report).write_text(json.dumps(report))

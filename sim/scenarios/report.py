@@ -2,18 +2,33 @@
 
 Report fields: ``scenario``, ``cpus``, ``passed``, ``online`` (APIC IDs that reached the OS),
 ``failures`` (each with ``cpu`` = APIC ID, ``port``, ``state``, ``where``, ``message``),
-``sim_time_ns``, ``cycles``, ``wall_s`` (the run in the simulator, build excluded), ``waves``,
-``time_scale``, ``options``, ``bus_messages``, ``corruptions`` (memory writes into pages owned by
+``sim_time_ns``, ``guest_time_ns`` (``sim_time_ns / time_scale``: guest delays unscaled, as the
+kernel sees them), ``cycles``, ``clock_ns``, ``wall_s`` (the run in the simulator, build
+excluded), ``waves``, ``time_scale``, ``options``, ``bus_messages``, ``corruptions`` (memory writes into pages owned by
 someone else), ``timeline`` (per CPU: state changes and milestones with simulated times; the
 state is ``SMM`` while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries), and
 the scenario's own detail (``method``, ``expected_online``, ``storm``, ``smm``, ...).
+``report.schema.json`` beside this module describes the report as ``apwake run --json`` prints it.
+
+Times: the simulation runs guest software delays (10 ms after INIT, the 10 s call-in wait)
+multiplied by ``time_scale``; guest time is simulated time divided by it, the time a kernel
+developer reasons in.  Hardware latencies (a few cycles per message) are not scaled, so in guest
+time they look ``1 / time_scale`` times longer than they are; the text report and the picture
+say which time they show.
 """
+
+from pathlib import Path
 
 import cocotb
 
 from ..lapic.env import CLOCK_NS
 
-__all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS"]
+__all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
+           "guest_ns"]
+
+#: the time a timeline is drawn in: guest time (delays unscaled) or simulated time
+AXES = ("guest", "sim")
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESET_HOLD": "#a050c0",
                 "STOPPED": "#c03030",
@@ -49,7 +64,9 @@ def make_report(name, platform, options, detail, *, wall_s, waves=None):
         "online": online,
         "failures": failures,
         "sim_time_ns": now,
+        "guest_time_ns": now / options.time_scale,
         "cycles": int(now // CLOCK_NS),
+        "clock_ns": CLOCK_NS,
         "wall_s": round(wall_s, 3),
         "waves": None if waves is None else str(waves),
         "time_scale": options.time_scale,
@@ -61,15 +78,50 @@ def make_report(name, platform, options, detail, *, wall_s, waves=None):
     }
 
 
+def guest_ns(report, sim_ns):
+    """Simulated ``sim_ns`` in guest time: delays unscaled, as the kernel sees them."""
+    return sim_ns / report["time_scale"]
+
+
+_UNITS = (("s", 1e9), ("ms", 1e6), ("us", 1e3), ("ns", 1))
+
+
+def _unit(ns):
+    """The largest unit in which ``ns`` is at least 1 (ns for 0)."""
+    return next(((name, size) for name, size in _UNITS if abs(ns) >= size), _UNITS[-1])
+
+
+def _duration(ns):
+    name, size = _unit(ns)
+    return f"{ns / size:.4g}{name}"
+
+
 def _us(ns):
     return f"{ns / 1000:.2f}us"
 
 
-def format_report(report, *, max_cpus=None):
-    """The per-CPU timeline and a summary, as text."""
+def format_report(report, *, max_cpus=None, axis="guest"):
+    """The per-CPU timeline and a summary, as text.
+
+    Parameters
+    ----------
+    report : dict
+        From :func:`make_report`.
+    max_cpus : int, optional
+        Timeline rows shown (the rest: see ``--json``).
+    axis : {"guest", "sim"}
+        The time of the timeline's events: guest time (``sim / time_scale``) or simulated time.
+        The summary gives both, and the cycles.
+    """
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, not {axis!r}")
+    scale = report["time_scale"]
     lines = [f"scenario {report['scenario']} on {report['cpus']} CPUs"
              + (f" ({report['method']})" if report.get("method") else "")
-             + f", guest delays x{report['time_scale']:g}"]
+             + f", guest delays x{scale:g} in simulation",
+             "times: " + (f"guest time (simulated / {scale:g}: delays as the kernel sees them)"
+                          if axis == "guest" else f"simulated (guest delays x{scale:g})")]
+    when = (lambda t: _duration(guest_ns(report, t))) if axis == "guest" else _us
     rows = report["timeline"] if max_cpus is None else report["timeline"][:max_cpus]
     for cpu in rows:
         role = "BSP" if cpu["bsp"] else "AP "
@@ -79,7 +131,7 @@ def format_report(report, *, max_cpus=None):
             text = state if state != last_state else ""
             if note and note != "reset":
                 text = f"{text} ({note})" if text else note
-            steps.append(f"{_us(t)} {text}")
+            steps.append(f"{when(t)} {text}")
             last_state = state
         lines.append(f"  CPU {cpu['port']:3d} APIC {cpu['cpu']:#04x} {role}: " + " | ".join(steps))
     if max_cpus is not None and len(report["timeline"]) > max_cpus:
@@ -96,6 +148,7 @@ def format_report(report, *, max_cpus=None):
         lines.append(f"SMM: CPU {smm['port']} (APIC ID {smm['cpu']:#x}), SMI held "
                      f"{smm['smm_us']:g} us guest time: {smm['outcome']}")
     lines.append(f"simulated {report['sim_time_ns'] / 1000:.1f} us = {report['cycles']} cycles "
+                 f"= {_duration(guest_ns(report, report['sim_time_ns']))} guest time, "
                  f"in {report['wall_s']:.2f} s wall "
                  f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)")
     for failure in report["failures"]:
@@ -105,35 +158,51 @@ def format_report(report, *, max_cpus=None):
     return "\n".join(lines)
 
 
-def plot_timeline(report, path):
-    """Each CPU's state over simulated time (PNG or SVG by the file name)."""
+def plot_timeline(report, path, *, axis="guest"):
+    """Each CPU's state over time (PNG or SVG by the file name).
+
+    ``axis``: "guest" draws guest time (``sim / time_scale``, in the unit that fits the run),
+    "sim" simulated microseconds.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, not {axis!r}")
+    scale = report["time_scale"]
+    if axis == "guest":
+        unit, size = _unit(guest_ns(report, report["sim_time_ns"]))
+        per_sim_ns = 1 / (scale * size)
+        label = (f"guest time ({unit}): simulated time / {scale:g}, "
+                 f"delays as the kernel sees them")
+    else:
+        per_sim_ns = 1 / 1000
+        label = f"simulated time (us); guest delays scaled x{scale:g}"
     rows = report["timeline"]
-    end_us = report["sim_time_ns"] / 1000
+    end = report["sim_time_ns"] * per_sim_ns
     height = max(2.5, 0.6 + 0.2 * len(rows))
     fig, ax = plt.subplots(figsize=(12, height + 0.6), layout="constrained")
     for y, cpu in enumerate(rows):
         events = cpu["events"]
         for k, (t, state, note) in enumerate(events):
             t_next = events[k + 1][0] if k + 1 < len(events) else report["sim_time_ns"]
-            ax.broken_barh([(t / 1000, max((t_next - t) / 1000, 0))], (y - 0.4, 0.8),
+            x = t * per_sim_ns
+            ax.broken_barh([(x, max((t_next - t) * per_sim_ns, 0))], (y - 0.4, 0.8),
                            facecolors=STATE_COLORS.get(state, "#888888"), linewidth=0)
             if note == "online":
-                ax.plot(t / 1000, y, marker="|", color="black", markersize=8)
+                ax.plot(x, y, marker="|", color="black", markersize=8)
             elif "ignored" in note:
-                ax.plot(t / 1000, y, marker="x", color="#c03030", markersize=5)
+                ax.plot(x, y, marker="x", color="#c03030", markersize=5)
             elif "NMI" in note and "handler" in note:
-                ax.plot(t / 1000, y, marker="^", color="black", markersize=5)
+                ax.plot(x, y, marker="^", color="black", markersize=5)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{'BSP' if c['bsp'] else 'AP'} {c['cpu']:#x}" for c in rows],
                        fontsize=7 if len(rows) > 32 else 9)
     ax.invert_yaxis()
-    ax.set_xlim(0, end_us)
-    ax.set_xlabel(f"simulated time (us); guest delays scaled x{report['time_scale']:g}")
+    ax.set_xlim(0, end)
+    ax.set_xlabel(label)
     ax.set_title(f"{report['scenario']}: {len(report['online'])} of {report['cpus']} CPUs online"
                  + ("" if report["passed"] else " (FAILED)"))
     handles = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()]

@@ -5,9 +5,15 @@ from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
 from ..cpu.sev import SevFirmware, SevKernel
 from ..memory import Owner
 from .bringup import _bounded, _kernel_summary, report_corruptions, scenario
+from .options import CALLIN_TIMEOUT_MS, GHCB_VERSION, NR_CPUS, Option
 
-__all__ = ["boot_sev"]
+__all__ = ["boot_sev", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
 
+#: what boot_sev takes: no --lapic-timer (it keeps the kernel's default timer), no --kvm (an
+#: SEV-ES guest always runs under KVM), no --unresponsive (KVM offers SEV-ES guests no SMM)
+SEV_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS)
+FORCE_KEXEC = Option("force_kexec", bool, False,
+                     "go past the kernel's refusal of kexec to show why it refuses")
 
 
 async def boot_sev(platform, options, **kernel_options):
@@ -32,7 +38,8 @@ def _detail(kernel):
 
 @scenario("sev-es-boot", "SEV-ES: the kernel negotiates the GHCB protocol, points the AP jump "
                          "table at its trampoline, and INIT-SIPI-SIPI starts each AP from its "
-                         "launch state (the SIPI vector is ignored)", platform="sev")
+                         "launch state (the SIPI vector is ignored)", platform="sev",
+          options=(GHCB_VERSION,) + SEV_BOOT_OPTIONS)
 async def sev_es_boot(platform, options):
     return _detail(await boot_sev(platform, options))
 
@@ -40,7 +47,7 @@ async def sev_es_boot(platform, options):
 @scenario("sev-es-offline-online", "SEV-ES: every AP in turn goes offline into AP reset hold "
                                    "(--ghcb-version 1: the GHCB-page form of mainline; 2: the "
                                    "MSR form in the jump table page) and INIT-SIPI-SIPI brings it back",
-          platform="sev")
+          platform="sev", options=(GHCB_VERSION,) + SEV_BOOT_OPTIONS)
 async def sev_es_offline_online(platform, options):
     kernel = await boot_sev(platform, options)
     bsp, rounds = platform.bsp, []
@@ -83,13 +90,15 @@ async def _kexec_sev(platform, options):
 @scenario("kexec-sev-es-v2", "SEV-ES, GHCB protocol 2: kernel 1 parks its APs with the MSR-form "
                              "AP reset hold in the jump table page; kernel 2 points the table at "
                              "its own trampoline and wakes them all; the hypervisor writes no "
-                             "guest memory", platform="sev", ghcb_version=2)
+                             "guest memory", platform="sev", ghcb_version=2,
+          options=SEV_BOOT_OPTIONS)
 async def kexec_sev_es_v2(platform, options):
     return await _kexec_sev(platform, options)
 
 
 @scenario("kexec-sev-es-v1", "SEV-ES, GHCB protocol 1: the kernel refuses kexec; --force-kexec "
                              "parks the APs in GHCB-page holds and each wake-up writes into a page "
-                             "kernel 2 now owns", platform="sev", ghcb_version=1)
+                             "kernel 2 now owns", platform="sev", ghcb_version=1,
+          options=(FORCE_KEXEC,) + SEV_BOOT_OPTIONS)
 async def kexec_sev_es_v1(platform, options):
     return await _kexec_sev(platform, options)

@@ -1,0 +1,33 @@
+"""``soc-demo``: the soft-SoC (PicoRV32 cores on the APIC fabric) runs its firmware.
+
+Registered like the CPU-model scenarios so that ``apwake list`` and ``apwake run soc-demo
+--help`` treat it alike; it has no Python body: :mod:`sim.soc.entry` is its cocotb module, and
+its run settings differ (no timeline, no guest delays to scale, at most 8 cores).
+"""
+
+from dataclasses import replace
+
+from .bringup import scenario
+from .options import CPUS, GATE_LEVEL, JSON, WAVES, Option, OptionError
+
+__all__ = ["AP_START", "SOC_RUN_OPTIONS", "SOC_MAX_CPUS"]
+
+#: the firmware's core table and the SoC's per-core windows are sized for 8 cores
+SOC_MAX_CPUS = 8
+SOC_RUN_OPTIONS = (replace(CPUS, maximum=SOC_MAX_CPUS, help="PicoRV32 cores"), WAVES, JSON, GATE_LEVEL)
+AP_START = Option("ap_start", str, "sipi", "how the APs start: they wait for SIPI; or are parked "
+                  "on the MP wakeup mailbox (wakeup, offline/online and kexec demo); or start "
+                  "SEV-ES style through the GHCB MSR unit (negotiation, AP reset hold)",
+                  choices=("sipi", "mailbox", "ghcb"), metavar="HOW", field=None)
+
+
+def _check(values):
+    if values["ap_start"] != "sipi" and values["cpus"] < 2:
+        raise OptionError(f"--cpus must be 2 to {SOC_MAX_CPUS} with --ap-start "
+                          f"{values['ap_start']} (an AP to start), not {values['cpus']}")
+
+
+scenario("soc-demo", "the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: the BSP "
+                     "wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox or the "
+                     "GHCB MSR protocol); prints the UART transcript",
+         platform="soc", options=(AP_START,), run_options=SOC_RUN_OPTIONS, check=_check)(None)
