@@ -186,7 +186,19 @@ def pytest_cmdline_main(config):
         config.option.dist = "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    # pytest-xdist's controller, for each worker.  A worker parses the command line again and
+    # takes its grouping (its `loadgroup` option: suffix each item's id with "@<group>", which
+    # the controller's scheduler goes by) from an explicit --dist only, so it never sees the
+    # loadgroup chosen above: hand it over.
+    node.workerinput["apwake_dist"] = node.config.option.dist
+
+
 def pytest_configure(config):
+    workerinput = getattr(config, "workerinput", None)     # on a pytest-xdist worker
+    if workerinput is not None and workerinput.get("apwake_dist") == "loadgroup":
+        config.option.loadgroup = True
     # the cocotb runner lets the calling environment override what it is given: keep them equal
     from .handshake import JITTER_ENV, STALL_ENV
     for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):

@@ -2,6 +2,7 @@
 error a machine without g++ or make gets, the test tiers' marks and parallel runs."""
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -113,13 +114,26 @@ def test_cocotb_items_are_grouped_by_testbench_and_configuration():
                for param in test_lapic.test_ipi_gate_level.pytestmark[0].args[1])
 
 
-def test_parallel_run_defaults_to_loadgroup():
-    """``-n 2`` without ``--dist`` distributes by group; an explicit ``--dist load`` is kept,
-    with a warning that each worker would simulate a whole group."""
-    out = _pytest("-n", "2", "tests/test_harness.py", "-k", "cache_key")
-    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-2000:]
-    assert "apwake: --dist loadgroup" in out.stdout
-    out = _pytest("-n", "2", "--dist", "load", "--collect-only", "-q", "tests/test_harness.py")
+def test_parallel_run_keeps_a_group_on_one_worker(tmp_path):
+    """``-n 2`` without ``--dist`` distributes by ``xdist_group`` (as the cocotb items' groups
+    need), on the workers too; an explicit ``--dist load`` is obeyed, with a warning."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.pytest_plugin"]\n')
+    (tmp_path / "test_grouped.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('n', range(6))\n"
+        "def test_item(n):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    out = run("-n", "2")
+    assert "6 passed" in out.stdout and "apwake: --dist loadgroup" in out.stdout, out.stdout[-3000:]
+    passed = [line.split()[0] for line in out.stdout.splitlines() if "PASSED" in line and "@one" in line]
+    assert len(passed) == 6 and len(set(passed)) == 1, f"the group spread over workers: {passed}"
+    out = run("-n", "2", "--dist", "load")
     assert "--dist load spreads the items of one cocotb testbench" in out.stdout + out.stderr
 
 
