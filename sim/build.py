@@ -10,10 +10,15 @@ Verilog and compiles it with Verilator through ``cocotb_tools.runner``; both ste
 
 A second build of the same configuration neither converts nor compiles, and says so.  The
 cache lives in ``build/cache`` of the checkout unless ``APWAKE_CACHE_DIR`` says otherwise.
-Builds of one key are serialised with a file lock, so concurrent runs share one build.
+
+Concurrent processes (pytest-xdist workers, a test run beside ``apwake run``) share one build
+per key: each step runs under a file lock (:mod:`filelock`) on ``<cache>/locks/<key>.lock``, and
+a cache entry only counts once it is complete: the Verilog folder is written under another name
+and renamed into place, and a Verilator build is trusted only when its ``apwake-build.json`` is
+there, written last (atomically, by rename).  A process that finds the lock held waits for the
+other's build and then reuses it.
 """
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,12 +32,13 @@ from pathlib import Path
 
 from amaranth.back import verilog
 from cocotb_tools.runner import Verilator
+from filelock import FileLock, Timeout
 
 from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
                         verilator_root)
 
 __all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir", "REPO_ROOT",
-           "VERILATOR_WAIVERS"]
+           "VERILATOR_WAIVERS", "UNMARKED_TEST_ENV"]
 
 log = logging.getLogger("apwake.build")
 
@@ -41,6 +47,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _USER_ARGS = os.environ.get("APWAKE_VERILATOR_ARGS", "").split()
 _USER_MAKE = os.environ.get("APWAKE_VERILATOR_MAKE_ARGS", "").split()
 _RTL_ROOT = REPO_ROOT / "rtl"
+
+#: Set by the pytest plugin (:mod:`sim.pytest_plugin`) to the test's id while a test that is not
+#: marked ``verilator`` runs, subprocesses included: :func:`build` then refuses, so a test that
+#: builds cannot slip into ``make test-fast`` (``-m "not verilator ..."``) unmarked.
+UNMARKED_TEST_ENV = "APWAKE_UNMARKED_TEST"
 
 #: Lint warnings Amaranth's Verilog output trips by construction (width-adjusted assignments
 #: from its IR, wide combinational nets it splits itself, unused bits of struct-shaped ports).
@@ -126,14 +137,27 @@ def _key(*parts):
 
 
 @contextmanager
-def _locked(path):
+def _locked(path, what):
+    """Hold the file lock ``path`` while building ``what``; say so when another process holds it
+    (its build is then waited for and reused, not repeated)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process building %s (lock %s)", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_atomically(path, text):
+    """Write ``text`` to ``path`` so that a reader sees the old file, or none, or all of it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _convert(design, out_dir):
@@ -227,7 +251,19 @@ def build(design, *, waves=False, variant=None):
 
     ``variant`` names a differently built binary of the same Verilog, part of the cache key:
     ``public-flat-rw`` (the stock runner's flag, measured by the benchmark) or ``flat`` (no
-    hierarchical blocks)."""
+    hierarchical blocks).
+
+    Raises
+    ------
+    BuildError
+        Verilator failed (the message has its log's last lines), or a pytest test not marked ``verilator`` asked
+        for a build (:data:`UNMARKED_TEST_ENV`).
+    """
+    unmarked = os.environ.get(UNMARKED_TEST_ENV)
+    if unmarked:
+        raise BuildError(f"{unmarked} builds a Verilator model ({design.name}) but is not marked "
+                         f"`verilator`: add @pytest.mark.verilator to it, so that "
+                         f"`make test-fast` (-m \"not verilator\") leaves it out")
     check_build_tools()
     versions = tool_versions()
     params = design.parameters()
@@ -237,7 +273,7 @@ def build(design, *, waves=False, variant=None):
     result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
                    build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)
 
-    with _locked(root / "locks" / f"{vkey}.lock"):
+    with _locked(root / "locks" / f"{vkey}.lock", f"the Verilog of {design.name}"):
         if (verilog_dir / "hier_blocks.vlt").exists():
             log.info("reusing cached Verilog %s", verilog_dir)
         else:
@@ -249,7 +285,7 @@ def build(design, *, waves=False, variant=None):
             log.info("converted in %.1f s -> %s", result.convert_s, verilog_dir)
 
     done = build_dir / "apwake-build.json"
-    with _locked(root / "locks" / f"{bkey}.lock"):
+    with _locked(root / "locks" / f"{bkey}.lock", f"the Verilator model of {design.name}"):
         if done.exists():
             log.info("reusing cached Verilator build %s", build_dir)
         else:
@@ -278,8 +314,9 @@ def build(design, *, waves=False, variant=None):
                                  f"last lines of {build_dir / 'build.log'}:\n{tail}") from None
             result.compile_s = time.monotonic() - t0
             result.binary_reused = False
-            done.write_text(json.dumps({"design": design.name, "parameters": params,
-                                        "versions": versions, "waves": waves,
-                                        "compile_s": result.compile_s}))
+            # the commit point: a build without this file (killed half-way) is redone
+            _write_atomically(done, json.dumps({"design": design.name, "parameters": params,
+                                                "versions": versions, "waves": waves,
+                                                "compile_s": result.compile_s}))
             log.info("compiled in %.1f s -> %s", result.compile_s, build_dir)
     return result

@@ -16,6 +16,17 @@ Options: ``--waves`` (or ``APWAKE_WAVES=1``) builds with FST tracing, writes one
 after random idle cycles, ``--stall SEED`` gives every driver and responder a seeded random
 pause generator (:mod:`sim.handshake`; the same as ``APWAKE_JITTER``/``APWAKE_STALL``); a
 failure then names the seeds.
+
+Tiers: every cocotb item is marked ``verilator`` (and ``gate_level`` on a netlist), so
+``-m "not verilator"`` leaves out everything that needs a Verilator build; a test of another kind
+that builds (through :func:`sim.build.build`, in this process or in an ``apwake`` subprocess)
+without the mark fails with a message saying so.
+
+Parallel runs (pytest-xdist, ``-n N``): each cocotb item carries an ``xdist_group`` mark naming
+its (testbench, configuration) group, and ``--dist loadgroup`` is the default when ``-n`` is
+given, so one worker runs a whole group in one simulator run.  Builds are shared between workers
+through the cache's file locks (:mod:`sim.build`), and each worker has its own run folders
+(:func:`sim.run.runs_dir`).
 """
 
 import importlib
@@ -27,7 +38,10 @@ import pytest
 __all__ = ["cocotb_tests", "applies_to"]
 
 _RESULTS = {}
-_WAVES = []
+_WAVES = {}           # (fst, gtkw) -> None: the waveforms of this session, in order, once each
+#: the user property under which an item names its group's waveform (user properties reach the
+#: controller's terminal summary from pytest-xdist workers too)
+_WAVES_PROPERTY = "apwake_waves"
 
 
 def applies_to(predicate):
@@ -64,12 +78,20 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
     names = _cocotb_test_names(tb_module)
     from .gate_level import label_suffix
     suffix = label_suffix(gate_level)
-    params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}", marks=marks)
+    # What the tiers select on (every item needs a Verilator build) and what pytest-xdist's
+    # loadgroup keeps on one worker: the items of one (testbench, configuration) share one
+    # simulator run, which only the worker that runs them all can share.
+    tier = [pytest.mark.verilator] + ([pytest.mark.gate_level] if gate_level else [])
+    params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}",
+                           marks=[*marks, *tier,
+                                  pytest.mark.xdist_group(f"{tb_module}-{config.label}{suffix}")])
               for config in configs for name, applies in names if applies(config)]
 
     @pytest.mark.parametrize(("config", "cocotb_test"), params)
     def test(config, cocotb_test, request):
         outcome, result = _group_outcome(request, tb_module, config, design, cocotb_test, gate_level)
+        if result.waves is not None:     # every item of the group names it (JUnit XML too)
+            request.node.user_properties.append((_WAVES_PROPERTY, (str(result.waves), str(result.gtkw or ""))))
         from .handshake import seed_note
         seeds = seed_note(_seed_env(request.config))
         if outcome is None:
@@ -83,6 +105,7 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
                         pytrace=False)
 
     test.__doc__ = f"cocotb tests of {tb_module}"
+    test.__apwake_testbench__ = tb_module      # how the hooks below tell a cocotb item
     return test
 
 
@@ -133,8 +156,6 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
         result = run_cocotb(the_build, tb_module, names=selected, label=label,
                             extra_env={config.ENV: config.to_json(), **_seed_env(request.config)},
                             waves_file=waves_file)
-        if result.waves is not None:
-            _WAVES.append((result.waves, result.gtkw))
         _RESULTS[key] = result
     result = _RESULTS[key]
     return result.outcomes.get(cocotb_test), result
@@ -155,18 +176,85 @@ def pytest_addoption(parser):
                           "late responses, late requests and acknowledges (as APWAKE_STALL=SEED)")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    # Before pytest-xdist's own (also tryfirst, registered earlier, so called later), which turns
+    # "-n N without --dist" into --dist load: that would hand the items of one group to several
+    # workers, each of which would then simulate the whole group.  An explicit --dist stays.
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no" \
+            and not config.option.distload:
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    # pytest-xdist's controller, for each worker.  A worker parses the command line again and
+    # takes its grouping (its `loadgroup` option: suffix each item's id with "@<group>", which
+    # the controller's scheduler goes by) from an explicit --dist only, so it never sees the
+    # loadgroup chosen above: hand it over.
+    node.workerinput["apwake_dist"] = node.config.option.dist
+
+
 def pytest_configure(config):
+    workerinput = getattr(config, "workerinput", None)     # on a pytest-xdist worker
+    if workerinput is not None and workerinput.get("apwake_dist") == "loadgroup":
+        config.option.loadgroup = True
     # the cocotb runner lets the calling environment override what it is given: keep them equal
     from .handshake import JITTER_ENV, STALL_ENV
     for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):
         if config.getoption(option) is not None:
             os.environ[variable] = str(config.getoption(option))
+    dist = getattr(config.option, "dist", "no")      # "no" on xdist's workers and without -n
+    if dist not in ("no", "loadgroup"):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"--dist {dist} spreads the items of one cocotb testbench and configuration over "
+            f"several workers, and each of them simulates the whole group: correct but slower; "
+            f"leave --dist out (apwake uses loadgroup with -n) or give --dist loadgroup"), stacklevel=2)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # --gate-level turns every cocotb item into a gate-level one: mark it so, before -m selects
+    # (this conftest plugin's hook runs ahead of pytest's own, and tryfirst makes sure).
+    if config.getoption("--gate-level"):
+        for item in items:
+            if hasattr(getattr(item, "function", None), "__apwake_testbench__"):
+                item.add_marker(pytest.mark.gate_level)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # A test without the verilator mark may not build (sim.build.build refuses while this is
+    # set; subprocesses inherit it), so `-m "not verilator"` really runs no Verilator build.
+    # A value inherited from an outer session (pytest run by an unmarked test) stays in force.
+    from .build import UNMARKED_TEST_ENV
+    inherited = os.environ.get(UNMARKED_TEST_ENV)
+    if item.get_closest_marker("verilator") is None:
+        os.environ[UNMARKED_TEST_ENV] = inherited or item.nodeid
+    try:
+        return (yield)
+    finally:
+        if inherited is None:
+            os.environ.pop(UNMARKED_TEST_ENV, None)
+        else:
+            os.environ[UNMARKED_TEST_ENV] = inherited
+
+
+def pytest_runtest_logreport(report):
+    # on the controller, from this process's items or from pytest-xdist workers alike
+    for name, (fst, gtkw) in report.user_properties:
+        if name == _WAVES_PROPERTY and report.when == "call":
+            _WAVES[(fst, gtkw)] = None
 
 
 def pytest_report_header(config):
+    lines = []
     seeds = _seed_env(config)
     if seeds:
-        return "apwake seeded drivers: " + ", ".join(f"{k}={v}" for k, v in seeds.items())
+        lines.append("apwake seeded drivers: " + ", ".join(f"{k}={v}" for k, v in seeds.items()))
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        lines.append("apwake: --dist loadgroup, one worker per cocotb testbench and configuration")
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter):

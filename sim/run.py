@@ -38,7 +38,14 @@ class RunResult:
 
 
 def runs_dir():
-    return Path(os.environ.get("APWAKE_RUNS_DIR", REPO_ROOT / "build" / "runs"))
+    """Where runs write their logs and results: ``build/runs`` (or ``APWAKE_RUNS_DIR``), and
+    under it one folder per pytest-xdist worker (``gw0``, ``gw1``...), as :func:`run_cocotb`
+    empties a run's folder first: two workers running the same testbench and label (two
+    command-line tests of one scenario) must not share it.  The variable is inherited by
+    subprocesses (``apwake run`` from a test)."""
+    root = Path(os.environ.get("APWAKE_RUNS_DIR", REPO_ROOT / "build" / "runs"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return root / worker if worker else root
 
 
 def _read_results(path):

@@ -21,6 +21,14 @@ from sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
 from sim.scenarios.report import SCHEMA_PATH, format_report
 
 
+
+def scenario_run(test):
+    """Mark ``test`` as one that runs a scenario: it builds (or reuses) a Verilator model.  The
+    runs share one pytest-xdist worker, as the command line writes its report to
+    ``build/scenarios/<scenario>-n<cpus>.json``, one file for every run of a scenario and CPU
+    count."""
+    return pytest.mark.xdist_group("apwake-run")(pytest.mark.verilator(test))
+
 def apwake(*args):
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -43,6 +51,7 @@ def test_list_names_every_scenario():
                      "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "soc-demo"]
 
 
+@scenario_run
 def test_run_json_and_timeline(tmp_path):
     picture = tmp_path / "boot.png"
     out = apwake("run", "init-sipi", "--cpus", "2", "--json", "--timeline", str(picture))
@@ -58,6 +67,7 @@ def test_run_json_and_timeline(tmp_path):
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@scenario_run
 def test_stuck_ap_fails_with_a_report():
     """--unresponsive: an AP stuck in SMM; the failure names it, SMM and the SMI handler."""
     out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
@@ -68,6 +78,7 @@ def test_stuck_ap_fails_with_a_report():
     assert out.stdout.rstrip().endswith("FAILED")
 
 
+@scenario_run
 def test_stuck_ap_json_follows_the_schema():
     """A failing run's JSON follows the schema too: failures, the SMM state, no entry."""
     out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
@@ -79,6 +90,7 @@ def test_stuck_ap_json_follows_the_schema():
     check_schema(report)
 
 
+@scenario_run
 @pytest.mark.parametrize(("args", "passed", "outcome"), [
     (["--callin-timeout-ms", "1"], False,
      "INIT latched in SMM and taken at RSM, its 2 SIPIs arrived in SMM and were lost: left "
@@ -98,6 +110,7 @@ def test_init_sipi_smm(args, passed, outcome):
     assert "SMM" in [event[1] for event in report["timeline"][1]["events"]]
 
 
+@scenario_run
 def test_parking_loop_json_reports_stranded_aps():
     """Plan B with nr_cpus=1: the JSON names kernel 2's stranded AP and why (issue 4 §3)."""
     out = apwake("run", "kexec-mpwk-parking-loop", "--cpus", "2", "--nr-cpus", "1",
@@ -111,6 +124,7 @@ def test_parking_loop_json_reports_stranded_aps():
     assert report["parking"]["page"] == "kernel" and report["corruptions"] == []
 
 
+@scenario_run
 def test_sev_kexec_refusal_from_the_command_line():
     """kexec-sev-es-v1 builds the protocol-1 platform itself and reports the refusal."""
     out = apwake("run", "kexec-sev-es-v1", "--cpus", "2", "--json")

@@ -1,15 +1,24 @@
-"""The build and run harness: cache keys and reuse, waveforms with their GTKWave view, and the
-error a machine without g++ or make gets."""
+"""The build and run harness: cache keys and reuse, waveforms with their GTKWave view, the
+error a machine without g++ or make gets, the test tiers' marks and parallel runs."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import pywellen
 
 from sim import toolchain
-from sim.build import build, cache_paths
+from sim.build import REPO_ROOT, BuildError, build, cache_paths
 from sim.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
-from sim.run import run_cocotb
+from sim.run import run_cocotb, runs_dir
+
+
+def _pytest(*args):
+    """Run pytest on this repository in a subprocess; its CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_cache_key_follows_parameters_and_waves():
@@ -21,6 +30,7 @@ def test_cache_key_follows_parameters_and_waves():
     assert cache_paths(a, waves=True)[1] != cache_paths(a)[1], "waves need their own binary"
 
 
+@pytest.mark.verilator
 def test_second_build_neither_converts_nor_compiles(caplog):
     design = FabricDesign(FabricConfig.contiguous(1))
     first = build(design)
@@ -32,6 +42,7 @@ def test_second_build_neither_converts_nor_compiles(caplog):
     assert "reusing cached Verilator build" in caplog.text
 
 
+@pytest.mark.verilator
 def test_waveform_has_per_apic_groups():
     config = FabricConfig((0x05, 0x22))
     the_build = build(FabricDesign(config), waves=True)
@@ -65,3 +76,69 @@ def test_missing_compiler_is_named(monkeypatch):
                         lambda tool: None if tool == "make" else real_which(tool))
     with pytest.raises(toolchain.ToolchainError, match=r"needs make to compile"):
         toolchain.check_build_tools()
+
+
+def test_unmarked_test_may_not_build(request):
+    """Without the ``verilator`` mark a test may not build (the plugin forbids it): the error
+    names the test and the mark, before anything is converted."""
+    with pytest.raises(BuildError, match=r"not marked `verilator`: add @pytest.mark.verilator") as error:
+        build(FabricDesign(FabricConfig.contiguous(1)))
+    assert request.node.nodeid in str(error.value)
+
+
+def test_every_cocotb_item_needs_verilator():
+    """``-m "not verilator"`` leaves out every cocotb item (and runs none of them)."""
+    out = _pytest("--collect-only", "-q", "-m", "not verilator", "cocotb_tests")
+    assert out.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, out.stdout[-2000:]
+    assert " deselected" in out.stdout.splitlines()[-1]
+
+
+def test_cocotb_items_are_grouped_by_testbench_and_configuration():
+    """One ``xdist_group`` per (testbench, configuration, netlist or RTL): what pytest-xdist's
+    loadgroup keeps on one worker."""
+    from cocotb_tests.lapic import test_lapic
+
+    def groups(test):
+        (parametrize,) = test.pytestmark
+        found = {}
+        for param in parametrize.args[1]:
+            (group,) = [mark.args[0] for mark in param.marks if mark.name == "xdist_group"]
+            assert {"verilator"} <= {mark.name for mark in param.marks}
+            found.setdefault(group, set()).add(param.values[0].label)
+        return found
+
+    rtl, gate = groups(test_lapic.test_ipi), groups(test_lapic.test_ipi_gate_level)
+    assert all(len(labels) == 1 for labels in rtl.values()), "one configuration per group"
+    assert "cocotb_tests.lapic.tb_ipi-n2" in rtl and "cocotb_tests.lapic.tb_ipi-n2-gate-generic" in gate
+    assert all("gate_level" in {mark.name for mark in param.marks}
+               for param in test_lapic.test_ipi_gate_level.pytestmark[0].args[1])
+
+
+def test_parallel_run_keeps_a_group_on_one_worker(tmp_path):
+    """``-n 2`` without ``--dist`` distributes by ``xdist_group`` (as the cocotb items' groups
+    need), on the workers too; an explicit ``--dist load`` is obeyed, with a warning."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.pytest_plugin"]\n')
+    (tmp_path / "test_grouped.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('n', range(6))\n"
+        "def test_item(n):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    out = run("-n", "2")
+    assert "6 passed" in out.stdout and "apwake: --dist loadgroup" in out.stdout, out.stdout[-3000:]
+    passed = [line.split()[0] for line in out.stdout.splitlines() if "PASSED" in line and "@one" in line]
+    assert len(passed) == 6 and len(set(passed)) == 1, f"the group spread over workers: {passed}"
+    out = run("-n", "2", "--dist", "load")
+    assert "--dist load spreads the items of one cocotb testbench" in out.stdout + out.stderr
+
+
+def test_each_xdist_worker_has_its_own_run_folders(monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    serial = runs_dir()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert runs_dir() == serial / "gw1"

@@ -1,9 +1,12 @@
 """The iCEBreaker bitstream builds from the repository with the YoWASP tools (issue 6 §4, §6):
 about 2.5 minutes, part of CI."""
 
+import pytest
+
 from synth.boards import BOARDS, build_board, format_report
 
 
+@pytest.mark.synth
 def test_icebreaker_bitstream(tmp_path):
     result = build_board("icebreaker", out_root=tmp_path)
     board = BOARDS["icebreaker"]
