@@ -130,7 +130,9 @@ class LocalApic(wiring.Component):
       - CMCI, thermal and performance-monitor LVTs are storage: apwake has no such sources.
 
       Without ``local_interrupts`` (the smallest FPGA builds) the LVT and timer registers are
-      storage only, TIMER_CURRENT and TMR read 0, and IA32_TSC/IA32_TSC_DEADLINE are #GP.
+      storage only (no illegal-vector check on LVT writes), TIMER_CURRENT and TMR read 0,
+      IA32_TSC/IA32_TSC_DEADLINE are #GP, and the xAPIC ICR keeps only its defined bits
+      (reserved bits read 0, which the architecture also allows).
     * **INIT** also stops the timer and clears the TSC deadline and remote IRR bits.
     * EOI broadcast to I/O APICs does not exist (no I/O APIC).
 
@@ -412,7 +414,7 @@ class LocalApic(wiring.Component):
                                 m.d.sync += [storage[r.name].eq(value), timer_current.eq(value)]
                         else:
                             m.d.sync += storage[r.name].eq(value)
-                        if r.name.startswith("LVT_"):
+                        if lsrc and r.name.startswith("LVT_"):
                             new_lvt = Lvt(value)
                             fixed = (new_lvt.delivery_mode == LvtMode.FIXED
                                      if r.write_mask & 0x700 else Const(1))
@@ -433,10 +435,12 @@ class LocalApic(wiring.Component):
                 with m.Case(BY_NAME["ICR"].index):
                     # Every written bit is kept (x2APIC reserved bits were #GP); bit 12 reads
                     # the delivery status (see the read-back choice above).
+                    # (the smallest build keeps only the defined bits: 15 flip-flops fewer)
+                    keep = ~(1 << 12) if lsrc else ~(ICR_X2APIC_RESERVED | (1 << 12))
                     with m.If(x2apic):
-                        m.d.sync += icr.eq(wdata & ~(1 << 12))
+                        m.d.sync += icr.eq(wdata & keep)
                     with m.Else():
-                        m.d.sync += icr.as_value()[0:32].eq(wdata[0:32] & ~(1 << 12))
+                        m.d.sync += icr.as_value()[0:32].eq(wdata[0:32] & keep)
                 with m.Case(BY_NAME["EOI"].index):
                     m.d.comb += isr_clr.eq(Mux(isr_any, Const(1, nv) << isrv, 0))
         with m.If(fire & write & msr_apic_base & ~gp):
