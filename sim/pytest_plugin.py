@@ -23,8 +23,8 @@ that builds (through :func:`sim.build.build`, in this process or in an ``apwake`
 without the mark fails with a message saying so.
 
 Parallel runs (pytest-xdist, ``-n N``): each cocotb item carries an ``xdist_group`` mark naming
-its (testbench, configuration) group, and ``--dist loadgroup`` is the default when ``-n`` is
-given, so one worker runs a whole group in one simulator run.  Builds are shared between workers
+its (testbench, configuration) group, and ``--dist loadgroup`` is in pyproject.toml's addopts,
+so one worker runs a whole group in one simulator run.  Builds are shared between workers
 through the cache's file locks (:mod:`sim.build`), and each worker has its own run folders
 (:func:`sim.run.runs_dir`).
 """
@@ -93,7 +93,7 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
         if result.waves is not None:     # every item of the group names it (JUnit XML too)
             request.node.user_properties.append((_WAVES_PROPERTY, (str(result.waves), str(result.gtkw or ""))))
         from .handshake import seed_note
-        seeds = seed_note(_seed_env(request.config))
+        seeds = seed_note()
         if outcome is None:
             pytest.fail(f"{cocotb_test} did not report a result (simulator crashed?){seeds}; "
                         f"log {result.log_file}:\n{result.log_tail()}", pytrace=False)
@@ -107,20 +107,6 @@ def cocotb_tests(tb_module, configs, *, design=None, marks=(), gate_level=False)
     test.__doc__ = f"cocotb tests of {tb_module}"
     test.__apwake_testbench__ = tb_module      # how the hooks below tell a cocotb item
     return test
-
-
-def _seed_env(config):
-    """``{APWAKE_JITTER: seed, APWAKE_STALL: seed}`` for the seeds this session runs with (the
-    options, else the environment)."""
-    from .handshake import JITTER_ENV, STALL_ENV
-    seeds = {}
-    for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):
-        value = config.getoption(option)
-        if value is None:
-            value = os.environ.get(variable) or None
-        if value is not None:
-            seeds[variable] = str(value)
-    return seeds
 
 
 def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=False):
@@ -154,7 +140,7 @@ def _group_outcome(request, tb_module, config, design, cocotb_test, gate_level=F
         if waves:
             waves_file = REPO_ROOT / "build" / "waves" / f"{tb_module.rsplit('.', 1)[-1]}-{label}.fst"
         result = run_cocotb(the_build, tb_module, names=selected, label=label,
-                            extra_env={config.ENV: config.to_json(), **_seed_env(request.config)},
+                            extra_env={config.ENV: config.to_json()},   # seeds: os.environ
                             waves_file=waves_file)
         _RESULTS[key] = result
     result = _RESULTS[key]
@@ -176,29 +162,7 @@ def pytest_addoption(parser):
                           "late responses, late requests and acknowledges (as APWAKE_STALL=SEED)")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config):
-    # Before pytest-xdist's own (also tryfirst, registered earlier, so called later), which turns
-    # "-n N without --dist" into --dist load: that would hand the items of one group to several
-    # workers, each of which would then simulate the whole group.  An explicit --dist stays.
-    if getattr(config.option, "numprocesses", None) and config.option.dist == "no" \
-            and not config.option.distload:
-        config.option.dist = "loadgroup"
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node):
-    # pytest-xdist's controller, for each worker.  A worker parses the command line again and
-    # takes its grouping (its `loadgroup` option: suffix each item's id with "@<group>", which
-    # the controller's scheduler goes by) from an explicit --dist only, so it never sees the
-    # loadgroup chosen above: hand it over.
-    node.workerinput["apwake_dist"] = node.config.option.dist
-
-
 def pytest_configure(config):
-    workerinput = getattr(config, "workerinput", None)     # on a pytest-xdist worker
-    if workerinput is not None and workerinput.get("apwake_dist") == "loadgroup":
-        config.option.loadgroup = True
     # the cocotb runner lets the calling environment override what it is given: keep them equal
     from .handshake import JITTER_ENV, STALL_ENV
     for option, variable in (("--jitter", JITTER_ENV), ("--stall", STALL_ENV)):
@@ -254,10 +218,11 @@ def pytest_runtest_logreport(report):
 
 def pytest_report_header(config):
     lines = []
-    seeds = _seed_env(config)
+    from .handshake import seeds as driver_seeds
+    seeds = driver_seeds()
     if seeds:
         lines.append("apwake seeded drivers: " + ", ".join(f"{k}={v}" for k, v in seeds.items()))
-    if getattr(config.option, "dist", "no") == "loadgroup":
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "loadgroup":
         lines.append("apwake: --dist loadgroup, one worker per cocotb testbench and configuration")
     return lines
 

@@ -20,18 +20,22 @@ from sim.scenarios.bringup import SCENARIOS
 from sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
 from sim.scenarios.report import SCHEMA_PATH, format_report
 
+#: a test that runs a scenario: it builds (or reuses) a Verilator model
+scenario_run = pytest.mark.verilator
 
-
-def scenario_run(test):
-    """Mark ``test`` as one that runs a scenario: it builds (or reuses) a Verilator model.  The
-    runs share one pytest-xdist worker, as the command line writes its report to
-    ``build/scenarios/<scenario>-n<cpus>.json``, one file for every run of a scenario and CPU
-    count."""
-    return pytest.mark.xdist_group("apwake-run")(pytest.mark.verilator(test))
 
 def apwake(*args):
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
+
+
+def apwake_json(*args, status):
+    """``apwake run ... --json``: exit ``status``, one JSON report that follows the schema."""
+    out = apwake("run", *args, "--json")
+    assert out.returncode == status, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    check_schema(report)
+    return report
 
 
 def check_schema(report):
@@ -54,40 +58,28 @@ def test_list_names_every_scenario():
 @scenario_run
 def test_run_json_and_timeline(tmp_path):
     picture = tmp_path / "boot.png"
-    out = apwake("run", "init-sipi", "--cpus", "2", "--json", "--timeline", str(picture))
-    assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads(out.stdout)
+    report = apwake_json("init-sipi", "--cpus", "2", "--timeline", str(picture), status=0)
     for key in ("scenario", "cpus", "passed", "online", "failures", "sim_time_ns", "cycles",
                 "wall_s", "waves"):
         assert key in report, key
     assert report["passed"] and report["online"] == [0, 1] and report["failures"] == []
     assert report["cycles"] == report["sim_time_ns"] // 10 > 0
     assert report["guest_time_ns"] == pytest.approx(report["sim_time_ns"] / report["time_scale"])
-    check_schema(report)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @scenario_run
 def test_stuck_ap_fails_with_a_report():
-    """--unresponsive: an AP stuck in SMM; the failure names it, SMM and the SMI handler."""
-    out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
-                 "--callin-timeout-ms", "1")
-    assert out.returncode == 1
-    assert "FAILURE CPU 1 (APIC ID 0x1, SMM)" in out.stdout
-    assert "did not answer within 0.001 s (guest time); it is SMM at SMM: firmware SMI handler" in out.stdout
-    assert out.stdout.rstrip().endswith("FAILED")
-
-
-@scenario_run
-def test_stuck_ap_json_follows_the_schema():
-    """A failing run's JSON follows the schema too: failures, the SMM state, no entry."""
-    out = apwake("run", "init-sipi", "--cpus", "2", "--unresponsive", "1",
-                 "--callin-timeout-ms", "1", "--json")
-    assert out.returncode == 1, out.stderr[-2000:]
-    report = json.loads(out.stdout)
+    """--unresponsive: an AP stuck in SMM; the failure names it, SMM and the SMI handler, in
+    the JSON (which follows the schema when a run fails too) and in the text report."""
+    report = apwake_json("init-sipi", "--cpus", "2", "--unresponsive", "1",
+                         "--callin-timeout-ms", "1", status=1)
     assert not report["passed"] and report["failures"][0]["state"] == "SMM"
     assert report["options"]["unresponsive"] == [1]
-    check_schema(report)
+    text = format_report(report)
+    assert "FAILURE CPU 1 (APIC ID 0x1, SMM)" in text
+    assert "did not answer within 0.001 s (guest time); it is SMM at SMM: firmware SMI handler" in text
+    assert text.rstrip().endswith("FAILED")
 
 
 @scenario_run
@@ -101,9 +93,8 @@ def test_stuck_ap_json_follows_the_schema():
 def test_init_sipi_smm(args, passed, outcome):
     """init-sipi-smm from the command line: the JSON names the AP in SMM and what became of
     it; the exit status follows."""
-    out = apwake("run", "init-sipi-smm", "--cpus", "2", "--smm-cpu", "1", "--json", *args)
-    assert out.returncode == (0 if passed else 1), out.stderr[-2000:]
-    report = json.loads(out.stdout)
+    report = apwake_json("init-sipi-smm", "--cpus", "2", "--smm-cpu", "1", *args,
+                         status=0 if passed else 1)
     smm = report["smm"]
     assert (smm["cpu"], smm["port"], smm["outcome"]) == (1, 1, outcome), smm
     assert report["passed"] is passed and report["online"] == ([0, 1] if passed else [0])
@@ -113,10 +104,8 @@ def test_init_sipi_smm(args, passed, outcome):
 @scenario_run
 def test_parking_loop_json_reports_stranded_aps():
     """Plan B with nr_cpus=1: the JSON names kernel 2's stranded AP and why (issue 4 §3)."""
-    out = apwake("run", "kexec-mpwk-parking-loop", "--cpus", "2", "--nr-cpus", "1",
-                 "--callin-timeout-ms", "100", "--json")
-    assert out.returncode == 1, out.stderr[-2000:]
-    report = json.loads(out.stdout)
+    report = apwake_json("kexec-mpwk-parking-loop", "--cpus", "2", "--nr-cpus", "1",
+                         "--callin-timeout-ms", "100", status=1)
     kernel1, kernel2 = report["kernels"]
     assert kernel1["online"] == [0] and kernel2["online"] == [0]
     (stranded,) = kernel2["stranded"]
@@ -127,9 +116,7 @@ def test_parking_loop_json_reports_stranded_aps():
 @scenario_run
 def test_sev_kexec_refusal_from_the_command_line():
     """kexec-sev-es-v1 builds the protocol-1 platform itself and reports the refusal."""
-    out = apwake("run", "kexec-sev-es-v1", "--cpus", "2", "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads(out.stdout)
+    report = apwake_json("kexec-sev-es-v1", "--cpus", "2", status=0)
     assert report["ghcb_version"] == 1 and report["hold_form"] == "ghcb"
     assert report["kexec"].startswith("kexec refused") and report["online"] == [0, 1]
 
@@ -357,3 +344,25 @@ def test_progress_only_on_a_terminal_outside_ci(monkeypatch, tty, ci, shown):
     else:
         monkeypatch.setenv("CI", ci)
     assert sim.cli._show_progress(Stream()) is shown
+
+
+def test_options_scenario_options_and_schema_agree():
+    """Each option's default is :class:`ScenarioOptions`' default for its field, and its choices
+    and range are what the schema's ``options`` allow: three declarations, kept equal here."""
+    defaults = ScenarioOptions().to_dict()
+    schema = json.loads(SCHEMA_PATH.read_text())["$defs"]["options"]["properties"]
+    assert set(schema) == set(defaults)
+    fields = {option.field or option.name: option for scenario in SCENARIOS.values()
+              for option in scenario.all_options if option.field is not None}
+    assert set(fields) == set(defaults)
+    for field, option in fields.items():
+        default = option.default
+        if option.convert is not None and default is not None:
+            default = option.convert(default)
+        assert (list(default) if option.repeat else default) == defaults[field], field
+        rule = schema[field].get("items", schema[field]) if option.repeat else schema[field]
+        if option.choices is not None:
+            assert list(option.choices) == rule["enum"], field
+        if option.minimum is not None and option.convert is None:
+            bound = "exclusiveMinimum" if option.above else "minimum"
+            assert rule[bound] == option.minimum, field

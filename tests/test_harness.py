@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import pywellen
@@ -28,6 +29,16 @@ def test_cache_key_follows_parameters_and_waves():
     assert cache_paths(a)[0] != cache_paths(b)[0]
     assert cache_paths(a, waves=True)[0] == cache_paths(a)[0], "waves must share the Verilog"
     assert cache_paths(a, waves=True)[1] != cache_paths(a)[1], "waves need their own binary"
+
+
+def test_cache_key_follows_the_build_recipe(monkeypatch):
+    """A new compile recipe (BUILD_RECIPE) rebuilds the models and keeps the Verilog."""
+    import sim.build
+    design = FabricDesign(FabricConfig.contiguous(2))
+    before = cache_paths(design)
+    monkeypatch.setattr(sim.build, "BUILD_RECIPE", sim.build.BUILD_RECIPE + 1)
+    after = cache_paths(design)
+    assert after[0] == before[0] and after[1] != before[1]
 
 
 @pytest.mark.verilator
@@ -115,8 +126,11 @@ def test_cocotb_items_are_grouped_by_testbench_and_configuration():
 
 
 def test_parallel_run_keeps_a_group_on_one_worker(tmp_path):
-    """``-n 2`` without ``--dist`` distributes by ``xdist_group`` (as the cocotb items' groups
-    need), on the workers too; an explicit ``--dist load`` is obeyed, with a warning."""
+    """With the repository's addopts, ``-n 2`` distributes by ``xdist_group`` (as the cocotb
+    items' groups need), on the workers too; an explicit ``--dist load`` is obeyed, with a
+    warning."""
+    addopts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\naddopts = {addopts}\n")
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.pytest_plugin"]\n')
     (tmp_path / "test_grouped.py").write_text(
         "import pytest\n\n"

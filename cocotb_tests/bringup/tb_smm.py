@@ -16,7 +16,7 @@ from sim.cpu.linux import BootMethod
 from sim.cpu.model import SMM, MpState
 from sim.cpu.smm import SmmHandler
 from sim.lapic.bfm import make_icr
-from sim.lapic.env import CLOCK_NS
+from sim.clocking import CLOCK_NS
 from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")

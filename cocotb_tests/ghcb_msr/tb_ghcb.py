@@ -14,7 +14,8 @@ from rtl.ghcb_msr.unit import default_cpuid
 from sim.clocking import start_clock_and_reset
 from sim.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
 from sim.codec import pack, unpack
-from sim.ghcb.bfm import CLOCK_NS, ApicEvents, GuestMemoryPort, VcpuPort
+from sim.clocking import CLOCK_NS
+from sim.ghcb.bfm import ApicEvents, GuestMemoryPort, VcpuPort
 from sim.ghcb.design import GhcbConfig
 from sim.ghcb.page import read_reply, write_request
 from sim.memory import PAGE_SIZE, Memory, Owner

@@ -339,7 +339,7 @@ async def test_refused_icr_values(dut):
     port = env.ports[-1]
     refused = [
         make_icr(0x20, DeliveryMode.RESERVED_3, dest=port.apic_id),
-        make_icr(0x20, DeliveryMode.RESERVED_7, dest=port.apic_id),
+        make_icr(0x20, DeliveryMode.EXTINT, dest=port.apic_id),
         make_icr(0x9A, SIPI, shorthand=Shorthand.SELF),
         make_icr(0, INIT, shorthand=Shorthand.ALL_INCLUDING_SELF),
         make_icr(0, NMI, shorthand=Shorthand.SELF),

@@ -11,35 +11,32 @@ Timing checks are in fabric clock cycles, which the timer counts by definition (
 import cocotb
 from cocotb.triggers import First, RisingEdge, Timer
 
-from rtl.lapic.layouts import (DeliveryMode, Esr, LvtMode, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
-                               Shorthand, TimerMode, TIMER_DIVIDE_CODES)
+from rtl.lapic.layouts import (DeliveryMode, Esr, Lvt, MSR_IA32_TSC,
+                               MSR_IA32_TSC_DEADLINE, Shorthand, TimerMode, Trigger,
+                               TIMER_DIVIDE_VALUES as DIVIDE)
 from rtl.lapic.registers import BY_NAME
-from sim.codec import field_mask
+from sim.codec import field_mask, pack
 from sim.lapic.bfm import GeneralProtection, make_icr
-from sim.lapic.env import CLOCK_NS, FabricEnv
+from sim.clocking import CLOCK_NS
+from sim.lapic.env import FabricEnv
 from sim.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=2, timeout_unit="ms")
 #: implemented in every configuration (the smallest has 64 vectors)
 VECTOR = 0x30
-MASKED = 1 << 16
-LEVEL = 1 << 15
-ACTIVE_LOW = 1 << 13
-REMOTE_IRR = 1 << 14
+MASKED = field_mask(Lvt, "mask")
+REMOTE_IRR = field_mask(Lvt, "remote_irr")
 RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")
 SEND_ILLEGAL = field_mask(Esr, "send_illegal_vector")
-#: TIMER_DIVIDE values for each divisor
-DIVIDE = {divisor: ((code & 0b100) << 1) | (code & 0b011)
-          for code, divisor in TIMER_DIVIDE_CODES.items()}
 
 
 def timer_lvt(vector, mode=TimerMode.ONE_SHOT, *, masked=False):
-    return vector | (mode.value << 17) | (MASKED if masked else 0)
+    return pack(Lvt, vector=vector, timer_mode=mode, mask=masked)
 
 
-def lint_lvt(vector=0, mode=LvtMode.FIXED, *, level=False, active_low=False, masked=False):
-    return (vector | (mode.value << 8) | (LEVEL if level else 0) |
-            (ACTIVE_LOW if active_low else 0) | (MASKED if masked else 0))
+def lint_lvt(vector=0, mode=DeliveryMode.FIXED, *, level=False, active_low=False, masked=False):
+    return pack(Lvt, vector=vector, delivery_mode=mode, polarity=active_low, mask=masked,
+                trigger=Trigger.LEVEL if level else Trigger.EDGE)
 
 
 async def ready(port):
@@ -257,29 +254,29 @@ async def test_lint_modes(dut):
     level); ExtINT (no 8259) and a masked NMI raise nothing; INIT resets the APIC and raises
     INIT."""
     port = await ready_port(dut)
-    await port.write("LVT_LINT1", lint_lvt(mode=LvtMode.NMI, level=True))
+    await port.write("LVT_LINT1", lint_lvt(mode=DeliveryMode.NMI, level=True))
     port.set_lint(1, 1)
     await port.wait_nmi(timeout_cycles=4)
     await port.acknowledge("nmi")
     await no_intr(port, 10, "NMI LINT held")
     assert not port.nmi.value, "NMI LINT held high raised a second NMI (NMI is edge-triggered)"
     port.set_lint(1, 0)
-    await port.write("LVT_LINT1", lint_lvt(mode=LvtMode.NMI, masked=True))
+    await port.write("LVT_LINT1", lint_lvt(mode=DeliveryMode.NMI, masked=True))
     port.set_lint(1, 1)
     await no_intr(port, 10, "masked NMI LINT")
     assert not port.nmi.value, "masked NMI LINT raised NMI"
     port.set_lint(1, 0)
-    await port.write("LVT_LINT0", lint_lvt(mode=LvtMode.SMI))
+    await port.write("LVT_LINT0", lint_lvt(mode=DeliveryMode.SMI))
     port.set_lint(0, 1)
     await port.wait_smi(timeout_cycles=4)
     await port.acknowledge("smi")
     port.set_lint(0, 0)
-    await port.write("LVT_LINT0", lint_lvt(VECTOR, mode=LvtMode.EXTINT))
+    await port.write("LVT_LINT0", lint_lvt(VECTOR, mode=DeliveryMode.EXTINT))
     port.set_lint(0, 1)
     await no_intr(port, 10, "ExtINT LINT0 (no 8259)")
     assert not (port.nmi.value or port.smi.value or port.init.value)
     port.set_lint(0, 0)
-    await port.write("LVT_LINT0", lint_lvt(mode=LvtMode.INIT))
+    await port.write("LVT_LINT0", lint_lvt(mode=DeliveryMode.INIT))
     port.set_lint(0, 1)
     await port.wait_init(timeout_cycles=4)
     await port.acknowledge("init")
@@ -323,7 +320,7 @@ async def test_lvt_illegal_vector(dut):
         await port.write(name, value)
         esr = await read_esr(port)
         assert esr == RECEIVE_ILLEGAL, f"{port.name}: {name}={value:#x}: ESR {esr:#x}"
-    await port.write("LVT_LINT1", lint_lvt(0, LvtMode.NMI))
+    await port.write("LVT_LINT1", lint_lvt(0, DeliveryMode.NMI))
     await port.write("LVT_LINT0", lint_lvt(16))
     assert await read_esr(port) == 0, "NMI LVT with vector 0 or Fixed vector 16 set an error"
     await port.write("TIMER_DIVIDE", DIVIDE[1])

@@ -18,7 +18,8 @@ from cocotb.triggers import FallingEdge, ReadOnly, ReadWrite, RisingEdge, Timer
 from rtl.lapic.layouts import DeliveryMode, Esr
 from sim.codec import field_mask
 from sim.lapic.bfm import make_icr
-from sim.lapic.env import CLOCK_NS, FabricEnv
+from sim.clocking import CLOCK_NS
+from sim.lapic.env import FabricEnv
 
 __all__ = []
 

@@ -5,7 +5,7 @@ offlines/onlines each AP and kexecs; the UART transcript and the LEDs are checke
 import cocotb
 
 from sim.clocking import start_clock_and_reset
-from sim.lapic.env import CLOCK_NS
+from sim.clocking import CLOCK_NS
 from sim.soc.design import SocConfig
 from sim.pytest_plugin import applies_to
 from sim.soc.uart import UartMonitor

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import DeliveryMode, FabricMessage, XAPIC_BROADCAST
 from .local_apic import LocalApic, check_n_vectors
-from .priority import RoundRobinArbiter, min_tree
+from .priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
 
 __all__ = ["ApicFabric", "MAX_APICS"]
@@ -141,7 +141,7 @@ class ApicFabric(wiring.Component):
             Cat(*(a.link.tx_valid for a in apics)) & ~Mux(bus_valid, bus_source, 0))
         granted_msg = Signal(FabricMessage)
         m.d.comb += granted_msg.eq(
-            _or_reduce([Mux(arbiter.grant[i], a.link.tx_msg.as_value(), 0)
+            or_tree([Mux(arbiter.grant[i], a.link.tx_msg.as_value(), 0)
                         for i, a in enumerate(apics)]))
         m.d.sync += [
             bus_valid.eq(arbiter.valid),
@@ -172,10 +172,3 @@ class ApicFabric(wiring.Component):
             self.trace.accept.eq(accept),
         ]
         return m
-
-
-def _or_reduce(values):
-    while len(values) > 1:
-        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]

@@ -9,15 +9,17 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "DeliveryMode", "DestMode", "Shorthand", "Level", "Trigger",
-    "Icr", "Esr", "ApicBase", "Svr", "FabricMessage", "LvtMode", "TimerMode", "Lvt",
-    "timer_divisor", "TIMER_DIVIDE_CODES", "MSR_IA32_TSC", "MSR_IA32_TSC_DEADLINE",
+    "Icr", "Esr", "ApicBase", "Svr", "FabricMessage", "TimerMode", "Lvt",
+    "TIMER_DIVIDE_CODES", "TIMER_DIVIDE_VALUES", "LVT_MODE_BITS", "MSR_IA32_TSC",
+    "MSR_IA32_TSC_DEADLINE",
     "ICR_X2APIC_RESERVED", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
     "MSR_IA32_APIC_BASE", "MSR_X2APIC_FIRST", "MSR_X2APIC_LAST", "XAPIC_DEFAULT_BASE",
 ]
 
 
 class DeliveryMode(enum.Enum, shape=unsigned(3)):
-    """ICR bits 10:8 (docs/spec/lapic.md §2.1)."""
+    """ICR bits 10:8 (docs/spec/lapic.md §2.1) and LVT bits 10:8 (SDM vol. 3 §11.5.1): one
+    encoding.  An LVT takes Fixed, SMI, NMI, INIT and ExtINT; the ICR all but ExtINT."""
 
     FIXED = 0b000
     LOWEST_PRIORITY = 0b001
@@ -26,7 +28,7 @@ class DeliveryMode(enum.Enum, shape=unsigned(3)):
     NMI = 0b100
     INIT = 0b101
     STARTUP = 0b110
-    RESERVED_7 = 0b111   # ExtINT exists only in LVT/IOAPIC; refused by the sender
+    EXTINT = 0b111       # only in LVT and I/O APIC entries; in the ICR refused by the sender
 
 
 class DestMode(enum.Enum, shape=unsigned(1)):
@@ -157,20 +159,6 @@ MSR_IA32_TSC = 0x10                 #: IA32_TIME_STAMP_COUNTER (SDM vol. 3 §18.
 MSR_IA32_TSC_DEADLINE = 0x6E0       #: TSC-deadline timer target (SDM vol. 3 §11.5.4.1)
 
 
-class LvtMode(enum.Enum, shape=unsigned(3)):
-    """LVT delivery mode, bits 10:8 (SDM vol. 3 §11.5.1, figure "Local Vector Table").
-
-    Only LINT0/LINT1 (and CMCI, thermal, perf, which have no source in apwake) have a writable
-    mode; the timer and error LVTs are always Fixed.  Values not listed are reserved.
-    """
-
-    FIXED = 0b000
-    SMI = 0b010
-    NMI = 0b100
-    INIT = 0b101
-    EXTINT = 0b111
-
-
 class TimerMode(enum.Enum, shape=unsigned(2)):
     """LVT timer bits 18:17 (SDM vol. 3 §11.5.4)."""
 
@@ -194,7 +182,7 @@ class Lvt(data.Struct):
     """
 
     vector: unsigned(8)
-    delivery_mode: LvtMode
+    delivery_mode: DeliveryMode
     rsvd11: unsigned(1)
     delivery_status: unsigned(1)
     polarity: unsigned(1)          # LINT: 0 active high, 1 active low
@@ -210,15 +198,8 @@ class Lvt(data.Struct):
 TIMER_DIVIDE_CODES = {0b000: 2, 0b001: 4, 0b010: 8, 0b011: 16, 0b100: 32, 0b101: 64,
                       0b110: 128, 0b111: 1}
 
-
-def timer_divisor(tdcr):
-    """The divisor a TIMER_DIVIDE register value selects (bits 3, 1, 0; bit 2 is reserved).
-
-    Raises
-    ------
-    ValueError
-        ``tdcr`` is not a 32-bit value.
-    """
-    if not isinstance(tdcr, int) or not 0 <= tdcr <= 0xFFFF_FFFF:
-        raise ValueError(f"TIMER_DIVIDE value must be a 32-bit integer, not {tdcr!r}")
-    return TIMER_DIVIDE_CODES[((tdcr >> 1) & 0b100) | (tdcr & 0b011)]
+#: divisor -> the TIMER_DIVIDE register value that selects it (code bit 2 is register bit 3)
+TIMER_DIVIDE_VALUES = {divisor: ((code & 0b100) << 1) | (code & 0b011)
+                       for code, divisor in TIMER_DIVIDE_CODES.items()}
+#: the LVT delivery-mode bits: an LVT whose write mask has them chooses its mode
+LVT_MODE_BITS = _mask(Lvt, "delivery_mode")

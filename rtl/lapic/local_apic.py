@@ -10,10 +10,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import (ApicBase, DeliveryMode, DestMode, Esr, FabricMessage, Icr, Level,
-                      Lvt, LvtMode, Shorthand, Svr, TimerMode, Trigger, ICR_X2APIC_RESERVED,
+                      Lvt, LVT_MODE_BITS, Shorthand, Svr, TimerMode, Trigger,
+                      ICR_X2APIC_RESERVED,
                       MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST,
                       TIMER_DIVIDE_CODES, XAPIC_BROADCAST, X2APIC_BROADCAST, XAPIC_DEFAULT_BASE)
-from .priority import find_set
+from .priority import find_set, or_tree
 from .registers import Access, Kind, REGISTERS, BY_NAME
 from .signatures import CpuPortSignature, FabricLinkSignature, Space
 
@@ -416,8 +417,8 @@ class LocalApic(wiring.Component):
                             m.d.sync += storage[r.name].eq(value)
                         if lsrc and r.name.startswith("LVT_"):
                             new_lvt = Lvt(value)
-                            fixed = (new_lvt.delivery_mode == LvtMode.FIXED
-                                     if r.write_mask & 0x700 else Const(1))
+                            fixed = (new_lvt.delivery_mode == DeliveryMode.FIXED
+                                     if r.write_mask & LVT_MODE_BITS else Const(1))
                             m.d.comb += err_lvt_write_illegal.eq(fixed & (new_lvt.vector < 16))
                         if lsrc and r.name == "LVT_TIMER":
                             # Into or out of TSC-deadline mode: the timer is disarmed (KVM's
@@ -501,7 +502,7 @@ class LocalApic(wiring.Component):
             msg.trigger.eq(Mux(is_init_deassert, Trigger.LEVEL, Trigger.EDGE)),
         ]
         # INIT de-assert may use "all including self" (docs/spec/lapic.md §2.1 recommends it).
-        refused = ((mode == DeliveryMode.RESERVED_3) | (mode == DeliveryMode.RESERVED_7) |
+        refused = ((mode == DeliveryMode.RESERVED_3) | (mode == DeliveryMode.EXTINT) |
                    (((msg.shorthand == Shorthand.SELF) |
                      ((msg.shorthand == Shorthand.ALL_INCLUDING_SELF) & ~is_init_deassert)) &
                     (mode != DeliveryMode.FIXED)))
@@ -588,14 +589,17 @@ class LocalApic(wiring.Component):
         level_set = Signal(nv)      # ... and by level-triggered ones (TMR set)
         eoi = fire & writes("EOI") & isr_any
         if lsrc:
-            local_edge, local_level, local_illegal = [], [], []
-            def local(name, fires, *, has_mode, level=None):
-                """Deliver LVT ``name`` when ``fires``; returns the IRR one-hot it sets."""
+            raised = []     # (IRR one-hot, level-triggered, illegal vector) per source
+
+            def local(name, fires, level=Const(0)):
+                """Deliver LVT ``name`` when ``fires``; returns the IRR one-hot it sets.  Its
+                delivery mode is its own only if the register table lets software write it."""
                 lvt = Lvt(storage[name])
+                has_mode = bool(BY_NAME[name].write_mask & LVT_MODE_BITS)
                 taken = fires & ~lvt.mask & enabled
                 one_hot = Signal(nv, name=f"{name.lower()}_irr")
                 illegal = Signal(name=f"{name.lower()}_illegal")
-                fixed = lvt.delivery_mode == LvtMode.FIXED if has_mode else Const(1)
+                fixed = lvt.delivery_mode == DeliveryMode.FIXED if has_mode else Const(1)
                 with m.If(taken & fixed):
                     with m.If((lvt.vector < 16) | (lvt.vector >= nv)):
                         m.d.comb += illegal.eq(1)
@@ -604,40 +608,37 @@ class LocalApic(wiring.Component):
                 if has_mode:
                     with m.If(taken):
                         with m.Switch(lvt.delivery_mode):
-                            with m.Case(LvtMode.NMI):
+                            with m.Case(DeliveryMode.NMI):
                                 m.d.sync += nmi_pending.eq(1)
-                            with m.Case(LvtMode.SMI):
+                            with m.Case(DeliveryMode.SMI):
                                 m.d.sync += smi_pending.eq(1)
-                            with m.Case(LvtMode.INIT):
+                            with m.Case(DeliveryMode.INIT):
                                 m.d.sync += [init_pending.eq(1), sipi_pending.eq(0)]
                             # ExtINT (no 8259 to give the vector) and reserved modes: nothing.
-                local_illegal.append(illegal)
-                (local_level if level is not None else local_edge).append((one_hot, level))
+                raised.append((one_hot, level, illegal))
                 return one_hot
 
-            local("LVT_TIMER", timer_fire, has_mode=False)
-            local("LVT_ERROR", error_fire, has_mode=False)
+            local("LVT_TIMER", timer_fire)
+            local("LVT_ERROR", error_fire)
             lint_lvts = [Lvt(storage["LVT_LINT0"]), Lvt(storage["LVT_LINT1"])]
             active = Signal(2)
             active_prev = Signal(2)
             m.d.comb += active.eq(self.lint ^ Cat(*(lvt.polarity for lvt in lint_lvts)))
             m.d.sync += active_prev.eq(active)
             for i, lvt in enumerate(lint_lvts):
-                name = f"LVT_LINT{i}"
                 # Only Fixed can be level-triggered; NMI, SMI and INIT are edge (SDM §11.5.1).
-                level = (lvt.trigger == Trigger.LEVEL) & (lvt.delivery_mode == LvtMode.FIXED)
+                level = (lvt.trigger == Trigger.LEVEL) & (lvt.delivery_mode == DeliveryMode.FIXED)
                 fires = Mux(level, active[i] & ~lint_rirr[i], active[i] & ~active_prev[i])
-                one_hot = local(name, fires, has_mode=True, level=level)
+                one_hot = local(f"LVT_LINT{i}", fires, level)
                 with m.If(level & (one_hot != 0)):
                     m.d.sync += lint_rirr[i].eq(1)
                 # EOI of the vector a level-triggered LINT raised clears its remote IRR.
                 with m.If(eoi & tmr.bit_select(isrv, 1) & (lvt.vector == isrv8)):
                     m.d.sync += lint_rirr[i].eq(0)
             m.d.comb += [
-                err_local_illegal.eq(_or_all(local_illegal)),
-                edge_set.eq(_or_all([h for h, _ in local_edge] +
-                                    [Mux(lv, 0, h) for h, lv in local_level] + [rx_irr_set])),
-                level_set.eq(_or_all([Mux(lv, h, 0) for h, lv in local_level])),
+                err_local_illegal.eq(or_tree(illegal for _, _, illegal in raised)),
+                edge_set.eq(or_tree([Mux(lv, 0, h) for h, lv, _ in raised] + [rx_irr_set])),
+                level_set.eq(or_tree(Mux(lv, h, 0) for h, lv, _ in raised)),
             ]
             m.d.sync += tmr.eq((tmr & ~edge_set) | level_set)
         else:
@@ -731,10 +732,3 @@ def _compose(layout, width, **fields):
         value = value | (bit << layout[name].offset)
     return value[0:width]
 
-
-def _or_all(values):
-    """The OR of ``values`` (0 when empty)."""
-    result = Const(0, 1)
-    for value in values:
-        result = result | value
-    return result

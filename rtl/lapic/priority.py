@@ -9,7 +9,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["find_set", "RoundRobinArbiter", "min_tree", "onehot_to_index"]
+__all__ = ["find_set", "RoundRobinArbiter", "min_tree", "onehot_to_index", "or_tree"]
 
 
 def find_set(m, value, *, highest, name="ffs"):
@@ -138,3 +138,15 @@ def onehot_to_index(onehot):
     bits = [Cat(*(onehot[i] for i in range(n) if (i >> b) & 1)).any()
             for b in range(max(1, (n - 1).bit_length()))]
     return Cat(*bits)
+
+
+def or_tree(values):
+    """The OR of ``values`` (Amaranth values or constants) as a balanced tree, so that a wide
+    OR does not become one long chain; ``Const(0, 1)`` when ``values`` is empty."""
+    values = list(values)
+    if not values:
+        return Const(0, 1)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]

@@ -11,15 +11,14 @@
   the timer counts fabric clock cycles, so the count is that scaled time in cycles.
 * After its first tick a CPU stops the tick, as an idle CPU does under NO_HZ
   (``tick_nohz_idle_stop_tick``): exactly one timer interrupt per CPU and kernel, which the
-  bring-up scenarios check (:meth:`LocalApicSetup.wait_ticks`).
+  bring-up scenarios check (:func:`sim.scenarios.bringup.check_ticks`).
 * ``error_interrupt`` (``ERROR_APIC_VECTOR``): reads the ESR the way Linux does (write, then
   read) and records "APIC error on CPU n" with the bits, in the timeline and in ``errors``.
 """
 
-from cocotb.triggers import Event
-
-from rtl.lapic.layouts import (LvtMode, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, TimerMode,
-                               TIMER_DIVIDE_CODES)
+from rtl.lapic.layouts import (DeliveryMode, Lvt, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, TimerMode,
+                               TIMER_DIVIDE_VALUES)
+from ..codec import pack
 
 __all__ = ["LocalApicSetup", "LOCAL_TIMER_VECTOR", "ERROR_APIC_VECTOR", "SPURIOUS_APIC_VECTOR",
            "TIMER_MODES", "HZ", "APIC_DIVISOR"]
@@ -34,9 +33,6 @@ APIC_DIVISOR = 16
 #: how the clock event device is programmed: TSC-deadline (what Linux picks when the CPU has
 #: it), one-shot count, periodic count
 TIMER_MODES = ("deadline", "oneshot", "periodic")
-_LVT_MASKED = 1 << 16
-_DIVIDE = {divisor: ((code & 0b100) << 1) | (code & 0b011)
-           for code, divisor in TIMER_DIVIDE_CODES.items()}
 
 
 class LocalApicSetup:
@@ -69,7 +65,6 @@ class LocalApicSetup:
         self.timer_mode = timer_mode
         self.ticks = {}
         self.errors = []
-        self._ticked = Event()
 
     def install(self, cpu):
         """Enter the timer and error handlers in ``cpu``'s IDT."""
@@ -82,9 +77,9 @@ class LocalApicSetup:
         self.install(cpu)
         await apic.write("TPR", 0)
         await apic.write("SVR", 0x100 | SPURIOUS_APIC_VECTOR)
-        await apic.write("LVT_LINT0", (LvtMode.EXTINT.value << 8) | _LVT_MASKED)
-        await apic.write("LVT_LINT1", (LvtMode.NMI.value << 8) | (0 if boot_cpu else _LVT_MASKED))
-        await apic.write("LVT_ERROR", ERROR_APIC_VECTOR)
+        await apic.write("LVT_LINT0", pack(Lvt, delivery_mode=DeliveryMode.EXTINT, mask=1))
+        await apic.write("LVT_LINT1", pack(Lvt, delivery_mode=DeliveryMode.NMI, mask=not boot_cpu))
+        await apic.write("LVT_ERROR", pack(Lvt, vector=ERROR_APIC_VECTOR))
         await apic.write("ESR", 0)          # "clear" twice, as lapic_setup_esr does
         await apic.write("ESR", 0)
         cpu.note("setup_local_APIC")
@@ -98,13 +93,14 @@ class LocalApicSetup:
         apic = cpu.apic
         cycles = self.tick_cycles(cpu)
         if self.timer_mode == "deadline":
-            await apic.write("LVT_TIMER", LOCAL_TIMER_VECTOR | (TimerMode.TSC_DEADLINE.value << 17))
+            await apic.write("LVT_TIMER", pack(Lvt, vector=LOCAL_TIMER_VECTOR,
+                                               timer_mode=TimerMode.TSC_DEADLINE))
             tsc = await apic.rdmsr(MSR_IA32_TSC)
             await apic.wrmsr(MSR_IA32_TSC_DEADLINE, tsc + cycles)
         else:
             mode = TimerMode.PERIODIC if self.timer_mode == "periodic" else TimerMode.ONE_SHOT
-            await apic.write("LVT_TIMER", LOCAL_TIMER_VECTOR | (mode.value << 17))
-            await apic.write("TIMER_DIVIDE", _DIVIDE[APIC_DIVISOR])
+            await apic.write("LVT_TIMER", pack(Lvt, vector=LOCAL_TIMER_VECTOR, timer_mode=mode))
+            await apic.write("TIMER_DIVIDE", TIMER_DIVIDE_VALUES[APIC_DIVISOR])
             await apic.write("TIMER_INITIAL", max(1, cycles // APIC_DIVISOR))
         cpu.note(f"local APIC timer: next tick in 1/{HZ} s ({self.timer_mode})")
 
@@ -115,7 +111,6 @@ class LocalApicSetup:
             await cpu.apic.write("TIMER_INITIAL", 0)
         cpu.note("local timer tick")
         await cpu.apic.write("EOI", 0)
-        self._ticked.set()
 
     async def _error_interrupt(self, cpu, vector):
         """error_interrupt: write then read the ESR, report the bits."""
@@ -124,10 +119,3 @@ class LocalApicSetup:
         self.errors.append((cpu.apic_id, esr))
         cpu.note(f"APIC error on CPU {cpu.index}: ESR {esr:#04x}")
         await cpu.apic.write("EOI", 0)
-
-    async def wait_ticks(self, apic_ids):
-        """Until every CPU in ``apic_ids`` has taken a timer tick (no timeout of its own: the
-        caller bounds it)."""
-        while any(self.ticks.get(a, 0) == 0 for a in apic_ids):
-            self._ticked.clear()
-            await self._ticked.wait()

@@ -423,13 +423,14 @@ class CpuModel:
 
     def _enter_smm(self, why):
         # the state save map (SMBASE + 0xFE00) keeps what RSM restores
-        self._smm_saved = (self.state, self.where)
+        saved_state, saved_where = self._smm_saved = (self.state, self.where)
         loaded = self.platform.memory.program_at(SMM_ENTRY)
         self.where = f"SMM: {loaded[1] if loaded else 'no handler'}"
         self.in_smm = True
         self.smm_entries += 1
         self._rsm = Event()
-        self._set_state(MpState.RUNNABLE, f"{why}: enter SMM (saved {self.state.name} at {self.where})")
+        self._set_state(MpState.RUNNABLE,
+                        f"{why}: enter SMM (saved {saved_state.name} at {saved_where})")
         self._smm_task = cocotb.start_soon(self._smm())
 
     async def _smm(self):

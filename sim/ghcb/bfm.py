@@ -6,15 +6,14 @@ generator (:class:`GuestMemoryPort`: ``req_ready`` low and late responses, so th
 wait-for-memory states run).
 """
 
-from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 
 from rtl.ghcb_msr.layouts import VcpuState
 
-from ..clocking import CLOCK_NS
-from ..handshake import Driver, SimTimeout
+from ..handshake import Driver, SimTimeout, watchdog_cycles
 from ..memory import Owner
 
-__all__ = ["VcpuPort", "GuestMemoryPort", "ApicEvents", "CLOCK_NS"]
+__all__ = ["VcpuPort", "GuestMemoryPort", "ApicEvents"]
 
 
 class VcpuPort(Driver):
@@ -60,13 +59,13 @@ class VcpuPort(Driver):
         """True at the next ``launch`` pulse (the first SIPI), False after ``timeout_cycles``."""
         return await self._wait_pulse(self.launch, timeout_cycles)
 
-    @staticmethod
-    async def _wait_pulse(handle, timeout_cycles):
+    async def _wait_pulse(self, handle, timeout_cycles):
         edge = RisingEdge(handle)
+        timeout_cycles = watchdog_cycles(timeout_cycles)
         if timeout_cycles is None:
             await edge
             return True
-        return await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is edge
+        return await First(edge, Timer(timeout_cycles * self.clock_ns, "ns")) is edge
 
     async def msr_protocol(self, request, *, timeout_cycles=200):
         """WRMSR, VMGEXIT, RDMSR: the reply, or SimTimeout if the vCPU is not resumed within
@@ -108,6 +107,16 @@ class GuestMemoryPort(Driver):
         self.accesses = []
         self.stalled = {"request": 0, "response": 0}
 
+    async def _stall_run(self, what):
+        """Wait out this run of stalled cycles (drawn at once, then one trigger for all of
+        them, so Python is not woken on every stalled cycle); count them under ``what``."""
+        cycles = 0
+        while self._stalled():
+            cycles += 1
+        if cycles:
+            self.stalled[what] += cycles
+            await ClockCycles(self.clk, cycles)
+
     async def run(self):
         clk = self.clk
         self._ready.value = int(not self._stalled())
@@ -123,7 +132,8 @@ class GuestMemoryPort(Driver):
             await RisingEdge(clk)
             if not taken:
                 self.stalled["request"] += 1
-                self._ready.value = int(not self._stalled())
+                await self._stall_run("request")     # ready stays low, then rises
+                self._ready.value = 1
                 continue
             # taken at this edge; no second request before the response (rtl.bus.access_states)
             self._ready.value = 0
@@ -137,9 +147,7 @@ class GuestMemoryPort(Driver):
             else:
                 value = self.memory.read_int(addr, 4)
                 self.accesses.append((addr, False, value))
-            while self._stalled():          # a late response: the unit waits in its _RESP state
-                self.stalled["response"] += 1
-                await RisingEdge(clk)
+            await self._stall_run("response")     # a late response: the unit waits in _RESP
             self._rdata.value = value
             self._resp_valid.value = 1
             await RisingEdge(clk)
@@ -163,20 +171,9 @@ class ApicEvents(Driver):
             handle.value = 0
 
     async def _deliver(self, level, ack, what, timeout_cycles, data=None):
-        await self.sync()
-        for target, value in (data or {}).items():
-            target.value = value
-        level.value = 1
-        for _ in range(timeout_cycles):
-            await ReadOnly()
-            taken = bool(ack.value)
-            await RisingEdge(self.clk)
-            if taken:
-                level.value = 0
-                await RisingEdge(self.clk)       # its effect is visible after the next edge
-                return
-        level.value = 0
-        raise SimTimeout(f"{self.name}: {what} not taken within {timeout_cycles} cycles")
+        await self.hold_until(level, ack, data, what=f"{self.name}: {what}",
+                              timeout_cycles=watchdog_cycles(timeout_cycles))
+        await RisingEdge(self.clk)       # its effect is visible after the next edge
 
     async def init(self, *, timeout_cycles=100):
         await self._deliver(self._init, self._init_ack, "INIT", timeout_cycles)

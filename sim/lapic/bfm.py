@@ -99,8 +99,11 @@ class ApicPort(Driver):
         self.last_access_ns = None
         # Every input this port drives starts at a known value (Icarus leaves undriven ones X,
         # which would reach registers through don't-care paths).
-        for handle in (self._req_valid, self._space, self._addr, self._write, self._wdata,
-                       self._inta, *self._acks.values(), *(self._lint,) * (self._lint is not None)):
+        driven = [self._req_valid, self._space, self._addr, self._write, self._wdata, self._inta,
+                  *self._acks.values()]
+        if self._lint is not None:
+            driven.append(self._lint)
+        for handle in driven:
             handle.value = 0
 
     # --- raw accesses ---------------------------------------------------------------------------

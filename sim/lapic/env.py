@@ -5,7 +5,7 @@ from .bfm import ApicPort
 from .design import FabricConfig
 from .monitor import FabricMonitor
 
-__all__ = ["FabricEnv", "CLOCK_NS"]
+__all__ = ["FabricEnv"]
 
 
 class FabricEnv:

@@ -14,22 +14,15 @@ from ..clocking import CLOCK_NS, start_clock_and_reset
 from ..codec import unpack
 from ..handshake import Driver, SimTimeout
 
-__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "MailboxPorts", "CLOCK_NS"]
+__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "MailboxPorts"]
 
 
 class MemoryPort(Driver):
-    """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words.
-
-    Attributes
-    ----------
-    transfers : int
-        Requests this port made (each taken exactly once).
-    """
+    """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words."""
 
     def __init__(self, dut, prefix="bus__"):
         super().__init__(dut.clk, f"memory port {prefix.rstrip('_')}")
         sig = lambda name: getattr(dut, prefix + name)
-        self.transfers = 0
         self._req_valid, self._req_ready = sig("req_valid"), sig("req_ready")
         self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
         self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
@@ -45,7 +38,6 @@ class MemoryPort(Driver):
                 {self._addr: addr, self._write: int(write), self._wdata: data,
                  self._wstrb: strobe if write else 0},
                 {"rdata": self._rdata}, what=f"{self.name}: {what}")
-            self.transfers += 1
         return resp["rdata"]
 
     async def read32(self, addr):

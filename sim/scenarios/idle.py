@@ -10,7 +10,8 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from ..lapic.env import CLOCK_NS, FabricEnv
+from ..clocking import CLOCK_NS
+from ..lapic.env import FabricEnv
 
 
 @cocotb.test()

@@ -8,7 +8,7 @@ import cocotb
 from cocotb.utils import get_sim_time
 
 from ..clocking import start_clock_and_reset
-from ..lapic.env import CLOCK_NS
+from ..clocking import CLOCK_NS
 from .design import SocConfig
 from .uart import UartMonitor
 
