@@ -107,7 +107,7 @@ class GuestMemoryPort(Driver):
         self.accesses = []
         self.stalled = {"request": 0, "response": 0}
 
-    async def _stall_run(self, what):
+    async def _wait_stalls(self, what):
         """Wait out this run of stalled cycles (drawn at once, then one trigger for all of
         them, so Python is not woken on every stalled cycle); count them under ``what``."""
         cycles = 0
@@ -132,7 +132,7 @@ class GuestMemoryPort(Driver):
             await RisingEdge(clk)
             if not taken:
                 self.stalled["request"] += 1
-                await self._stall_run("request")     # ready stays low, then rises
+                await self._wait_stalls("request")     # ready stays low, then rises
                 self._ready.value = 1
                 continue
             # taken at this edge; no second request before the response (rtl.bus.access_states)
@@ -147,7 +147,7 @@ class GuestMemoryPort(Driver):
             else:
                 value = self.memory.read_int(addr, 4)
                 self.accesses.append((addr, False, value))
-            await self._stall_run("response")     # a late response: the unit waits in _RESP
+            await self._wait_stalls("response")     # a late response: the unit waits in _RESP
             self._rdata.value = value
             self._resp_valid.value = 1
             await RisingEdge(clk)
