@@ -1,1 +1,1 @@
-pytest_plugins = ["sim.pytest_plugin"]
+pytest_plugins = ["apwake.sim.harness.pytest_plugin"]

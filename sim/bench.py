@@ -8,7 +8,8 @@ For each CPU count (default 8, 64, 255):
 * the same scenario on Icarus Verilog (when ``iverilog`` is installed), as a slowdown ratio;
 * for 64 CPUs, what the stock runner's ``--public-flat-rw`` would cost (compile, idle speed).
 
-Figures go to stdout and to ``build/bench.json``; docs/PERFORMANCE.md records them.
+Figures go to stdout and to ``bench.json`` in the bench output folder
+(``build/bench`` of a checkout); docs/PERFORMANCE.md records them.
 """
 
 import json
@@ -19,10 +20,11 @@ import sys
 import tempfile
 import time
 
-from .build import REPO_ROOT, build
-from .lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
-from .run import run_cocotb
-from .scenarios.options import ScenarioRequest
+from apwake.sim.harness.build import build
+from apwake.sim.harness.paths import CHECKOUT, out_dir
+from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+from apwake.sim.harness.run import run_cocotb
+from apwake.sim.scenarios.options import ScenarioRequest
 
 __all__ = ["main"]
 
@@ -41,7 +43,7 @@ def _scenario(the_build, config, label, out):
     env = {CONFIG_ENV: config.to_json(),
            **ScenarioRequest(SCENARIO, report=str(report_file)).env()}
     started = time.monotonic()
-    run = run_cocotb(the_build, "sim.scenarios.entry", label=label, extra_env=env)
+    run = run_cocotb(the_build, "apwake.sim.scenarios.entry", label=label, extra_env=env)
     process_s = time.monotonic() - started
     report = _report(run, report_file)
     if not report["passed"]:
@@ -54,7 +56,7 @@ def _idle(the_build, config, label, out, cycles):
     report_file.unlink(missing_ok=True)
     env = {CONFIG_ENV: config.to_json(), "APWAKE_REPORT": str(report_file),
            "APWAKE_IDLE_CYCLES": str(cycles)}
-    run = run_cocotb(the_build, "sim.scenarios.idle", label=f"{label}-idle", extra_env=env)
+    run = run_cocotb(the_build, "apwake.sim.scenarios.idle", label=f"{label}-idle", extra_env=env)
     idle = _report(run, report_file)
     return idle["cycles"] / idle["wall_s"]
 
@@ -71,10 +73,10 @@ def _icarus(verilog_build, config, label, out, timeout_s):
                  log_file=build_dir / "build.log")
     report_file = out / f"{label}-icarus.json"
     report_file.unlink(missing_ok=True)
-    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(REPO_ROOT)},
+    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(CHECKOUT or "")},
                **ScenarioRequest(SCENARIO, report=str(report_file)).env())
     code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
-            f"r.test(test_module='sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
+            f"r.test(test_module='apwake.sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
             f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "
             f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), "
             f"log_file={str(build_dir / 'sim.log')!r})")
@@ -104,7 +106,7 @@ def _public_flat_rw(config, cache):
 
 def main(args):
     sizes = args.cpus or [8, 64, 255]
-    out = REPO_ROOT / "build" / "bench"
+    out = out_dir("bench")
     out.mkdir(parents=True, exist_ok=True)
     have_icarus = shutil.which("iverilog") is not None and not args.no_icarus
     rows = []
@@ -149,7 +151,7 @@ def main(args):
         os.environ.pop("APWAKE_CACHE_DIR", None)
     else:
         os.environ["APWAKE_CACHE_DIR"] = saved_cache
-    (REPO_ROOT / "build" / "bench.json").write_text(json.dumps(rows, indent=1))
+    (out_dir("bench") / "bench.json").write_text(json.dumps(rows, indent=1))
     _print_table(rows)
     return 0
 

@@ -67,19 +67,20 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     module wrote, with the build figures; RuntimeError with the simulator log's tail when no
     report came out.
     """
-    from .build import REPO_ROOT, build
-    from .run import run_cocotb
+    from apwake.sim.harness.build import build
+    from apwake.sim.harness.paths import out_dir
+    from apwake.sim.harness.run import run_cocotb
 
     env = {design.config.ENV: design.config.to_json()}
     if gate_level:
-        from .gate_level import GateLevelDesign, label_suffix
+        from apwake.sim.harness.gate_level import GateLevelDesign, label_suffix
         design = GateLevelDesign(design, gate_level)
         label += label_suffix(gate_level)
     started = time.monotonic()
     with progress.phase(f"building {label} (Verilator; minutes the first time, then cached)"):
         the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
-    out = REPO_ROOT / "build" / "scenarios"
+    out = out_dir("scenarios")
     out.mkdir(parents=True, exist_ok=True)
     # one file per run: runs of the same scenario in parallel (pytest-xdist) never share it
     report_file = out / f"{label}-{uuid.uuid4().hex[:12]}.json"
@@ -93,7 +94,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     report_file.unlink()
     report.update(build_s=round(build_s, 2), build_reused=the_build.binary_reused,
                   gate_level=gate_level, waves=str(waves) if waves else None)
-    from .handshake import seeds
+    from apwake.sim.harness.handshake import seeds
     if seeds():
         report["driver_seeds"] = seeds()     # {APWAKE_JITTER / APWAKE_STALL: seed}: to reproduce
     if result.gtkw:
@@ -110,26 +111,26 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
     name : str
         A CPU-model scenario (not ``soc-demo``: :func:`run_soc_demo`).
     options : ScenarioOptions, optional
-        Checked already (:func:`sim.scenarios.options.parse_arguments`).
+        Checked already (:func:`apwake.sim.scenarios.options.parse_arguments`).
     waves, timeline : Path, optional
         Output files; ``timeline_axis`` ("guest" or "sim") is the picture's time axis.
 
     Returns
     -------
     dict
-        The report (:mod:`sim.scenarios.report`) with the build figures.
+        The report (:mod:`apwake.sim.scenarios.report`) with the build figures.
 
     Raises
     ------
     RuntimeError
         The simulator ended without a report (the log's tail is in the message).
     """
-    from .ghcb.design import SevPlatformConfig, SevPlatformDesign
-    from .lapic.design import FabricConfig, FabricDesign
-    from .mpwk.design import PlatformConfig, PlatformDesign
-    from .scenarios.bringup import SCENARIOS
-    from .scenarios.options import ScenarioOptions, ScenarioRequest
-    from .scenarios.report import plot_timeline
+    from apwake.sim.vip.ghcb_msr.design import SevPlatformConfig, SevPlatformDesign
+    from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
+    from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig, PlatformDesign
+    from apwake.sim.scenarios.registry import SCENARIOS
+    from apwake.sim.scenarios.options import ScenarioOptions, ScenarioRequest
+    from apwake.sim.scenarios.report import plot_timeline
 
     scenario = SCENARIOS[name]
     options = options or ScenarioOptions()
@@ -151,7 +152,7 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
         return ScenarioRequest(name, options, report=str(report_file),
                                waves=str(waves) if waves else None).env()
 
-    report = _simulate(design, "sim.scenarios.entry", label=label or f"{name}-n{cpus}",
+    report = _simulate(design, "apwake.sim.scenarios.entry", label=label or f"{name}-n{cpus}",
                        request_env=request_env, waves=waves, gate_level=gate_level,
                        progress=progress)
     if timeline:
@@ -164,15 +165,15 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", progress
     """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict.
 
     The SoC's configuration (``SocConfig``, which holds ``ap_start``) is the whole request; the
-    cocotb module :mod:`sim.soc.entry` reads the report path from ``APWAKE_REPORT``.
+    cocotb module :mod:`apwake.sim.scenarios.soc_entry` reads the report path from ``APWAKE_REPORT``.
     """
-    from .lapic.design import FabricConfig
-    from .soc.design import SocConfig, SocDesign
+    from apwake.sim.vip.lapic.design import FabricConfig
+    from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
     config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start)
     with progress.phase("building the SoC firmware"):
         design = SocDesign(config)
-    report = _simulate(design, "sim.soc.entry",
+    report = _simulate(design, "apwake.sim.scenarios.soc_entry",
                        request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
                        label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}"),
                        waves=waves, gate_level=gate_level, progress=progress)
@@ -180,7 +181,7 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", progress
 
 
 def _print_soc(report):
-    from .handshake import seed_note
+    from apwake.sim.harness.handshake import seed_note
     print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
     print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
           + ("PASSED" if report["passed"] else "FAILED" + seed_note(report.get("driver_seeds", {}))))
@@ -189,7 +190,7 @@ def _print_soc(report):
 
 
 def _print_model(report, axis):
-    from .scenarios.report import format_report
+    from apwake.sim.scenarios.report import format_report
     print(format_report(report, axis=axis))
     if report.get("waves"):
         print(f"waveform: {report['waves']}")
@@ -225,8 +226,8 @@ def _takers(scenarios, flag):
 def _parse_run(args):
     """``apwake run``'s scenario and checked values, or an exit status: 0 after --help, 2
     after a one-line error naming the option.  Nothing is built before this returns."""
-    from .scenarios.bringup import SCENARIOS
-    from .scenarios.options import OptionError, format_help, parse_arguments
+    from apwake.sim.scenarios.registry import SCENARIOS
+    from apwake.sim.scenarios.options import OptionError, format_help, parse_arguments
 
     if args.scenario is None:
         print(_run_usage(SCENARIOS), file=sys.stdout if args.help else sys.stderr)
@@ -252,7 +253,7 @@ def _parse_run(args):
 
 
 def _run(args):
-    from .scenarios.options import ScenarioOptions
+    from apwake.sim.scenarios.options import ScenarioOptions
 
     progress = args.progress
     scenario, values, status = _parse_run(args)
@@ -279,7 +280,7 @@ def _run(args):
 
 
 def _list(args):
-    from .scenarios.bringup import SCENARIOS
+    from apwake.sim.scenarios.registry import SCENARIOS
     print("\n".join(_scenario_lines(SCENARIOS)))
     return 0
 
@@ -290,13 +291,13 @@ def _bench(args):
 
 
 def _registers(args):
-    from rtl.lapic.registers import markdown
+    from apwake.rtl.lapic.registers import markdown
     print(markdown(), end="")
     return 0
 
 
 def _build(args):
-    from synth.boards import build_board, format_report, write_report
+    from apwake.synth.boards import build_board, format_report, write_report
     result = build_board(args.board)
     write_report([result])
     print(format_report(result))
@@ -317,7 +318,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the scenarios").set_defaults(func=_list)
     # The options of `run` belong to the scenario named first: its own parser
-    # (sim.scenarios.options) reads the rest, so `apwake run NAME --help` shows only those.
+    # (apwake.sim.scenarios.options) reads the rest, so `apwake run NAME --help` shows only those.
     run = sub.add_parser("run", add_help=False, usage="apwake run SCENARIO [options]",
                          help="run a scenario ('apwake run SCENARIO --help': its options)")
     run.add_argument("-h", "--help", action="store_true")
@@ -342,7 +343,7 @@ def main(argv=None):
                         handlers=[args.progress.log_handler()], force=True)
     # the cocotb runner echoes every command line; build.log in the build folder keeps them
     logging.getLogger("apwake.verilator").setLevel(logging.WARNING)
-    from .toolchain import ToolchainError
+    from apwake.sim.harness.toolchain import ToolchainError
     try:
         return args.func(args)
     except ToolchainError as error:

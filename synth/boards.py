@@ -18,10 +18,10 @@ from pathlib import Path
 from amaranth import Elaboratable, Module
 from amaranth.back import verilog
 
-from rtl.lapic import ApicFabric
-from rtl.soc import Soc
-from sim.build import REPO_ROOT
-from sim.toolchain import yowasp_tool
+from apwake.rtl.lapic import ApicFabric
+from apwake.rtl.soc import Soc
+from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
+from apwake.sim.harness.toolchain import yowasp_tool
 
 __all__ = ["Board", "BOARDS", "build_board", "BoardTop"]
 
@@ -142,7 +142,7 @@ class _Heartbeat:
 def per_block_utilisation(board, firmware, env, out_dir):
     """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
     board's family.  Returns ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
-    from rtl.soc.picorv32 import verilog_source
+    from apwake.rtl.soc.picorv32 import verilog_source
     top = make_soc(board, firmware)
     (out_dir / "soc.v").write_text(verilog.convert(top, name="apwake_soc", emit_src=False))
     name, text = verilog_source()
@@ -174,9 +174,9 @@ def per_block_utilisation(board, firmware, env, out_dir):
 
 def build_board(board_name, *, out_root=None):
     """Build the bitstream for ``board_name``; returns the report dict (and writes it)."""
-    from sim.firmware import build_firmware
+    from apwake.firmware.build import build_firmware
     board = BOARDS[board_name]
-    out_root = Path(out_root or REPO_ROOT / "build" / "synth")
+    out_root = Path(out_root or output_dir("synth"))
     out_dir = out_root / board.name
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -191,7 +191,7 @@ def build_board(board_name, *, out_root=None):
     blocks = per_block_utilisation(board, firmware, env, out_dir)
     _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
     platform = board.make_platform()
-    from rtl.soc.picorv32 import verilog_source
+    from apwake.rtl.soc.picorv32 import verilog_source
     name, text = verilog_source()
     platform.add_file(name, text)
     # YoWASP tools see the file system below their working directory only: a relative path
@@ -235,7 +235,12 @@ def format_report(result):
     return "\n".join(lines) + "\n"
 
 
-def write_report(results, path=REPO_ROOT / "synth" / "REPORT.md"):
+def write_report(results, path=None):
+    """Merge ``results`` into the report: the checkout's synth/REPORT.md, or REPORT.md in the
+    synth output folder of an installed apwake."""
+    if path is None:
+        path = CHECKOUT / "synth" / "REPORT.md" if CHECKOUT is not None else output_dir("synth") / "REPORT.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     sections = {}
     if path.exists():
         for chunk in re.split(r"(?m)^(?=## )", path.read_text()):

@@ -13,25 +13,25 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import sim.cli
-from sim.build import REPO_ROOT
-from sim.cli import main
-from sim.scenarios.bringup import SCENARIOS
-from sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
-from sim.scenarios.report import SCHEMA_PATH, format_report
+from apwake.sim import cli
+from apwake.sim.harness.paths import CHECKOUT as REPO_ROOT
+from apwake.sim.cli import main
+from apwake.sim.scenarios.registry import SCENARIOS
+from apwake.sim.scenarios.options import Option, ScenarioOptions, ScenarioRequest
+from apwake.sim.scenarios.report import SCHEMA_PATH, format_report
 
 #: a test that runs a scenario: it builds (or reuses) a Verilator model
 scenario_run = pytest.mark.verilator
 
 
-def apwake(*args):
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], cwd=REPO_ROOT,
+def run_apwake(*args):
+    return subprocess.run([sys.executable, "-m", "apwake.sim.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
 def apwake_json(*args, status):
     """``apwake run ... --json``: exit ``status``, one JSON report that follows the schema."""
-    out = apwake("run", *args, "--json")
+    out = run_apwake("run", *args, "--json")
     assert out.returncode == status, out.stderr[-2000:]
     report = json.loads(out.stdout)
     check_schema(report)
@@ -46,7 +46,7 @@ def check_schema(report):
 
 
 def test_list_names_every_scenario():
-    out = apwake("list")
+    out = run_apwake("list")
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert names == ["init-sipi", "init-sipi-smm", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
@@ -146,7 +146,7 @@ def no_build(monkeypatch):
     """Any build or simulation fails the test: refusals must come first."""
     def refuse(*args, **kwargs):
         raise AssertionError("built or simulated before the options were checked")
-    monkeypatch.setattr(sim.cli, "_simulate", refuse)
+    monkeypatch.setattr(cli, "_simulate", refuse)
 
 
 def run_main(capsys, *args):
@@ -213,7 +213,7 @@ def test_bad_arguments_are_refused_before_any_build(no_build, capsys, args, mess
 
 def test_the_bad_arguments_a_user_meets_from_the_shell():
     """The same refusal through the installed entry point's path: status 2, one line."""
-    out = apwake("run", "init-sipi", "--time-scale", "0")
+    out = run_apwake("run", "init-sipi", "--time-scale", "0")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "apwake run init-sipi: --time-scale must be a number > 0 and <= 1, not 0\n"
 
@@ -281,9 +281,9 @@ def fake_simulator(monkeypatch):
         Path(request.report).write_text(json.dumps({"passed": True, "stub": True}))
         return Result()
 
-    monkeypatch.setattr("sim.build.build", lambda design, waves: Build())
-    monkeypatch.setattr("sim.run.run_cocotb", run_cocotb)
-    monkeypatch.setattr(sim.cli, "_print_model", lambda report, axis: None)
+    monkeypatch.setattr("apwake.sim.harness.build.build", lambda design, waves: Build())
+    monkeypatch.setattr("apwake.sim.harness.run.run_cocotb", run_cocotb)
+    monkeypatch.setattr(cli, "_print_model", lambda report, axis: None)
     return seen
 
 
@@ -306,7 +306,7 @@ def test_the_request_travels_in_one_variable(fake_simulator, capsys, args, expec
     assert request.scenario == args[0] and request.waves is None
     options = request.options.to_dict()
     assert {key: options[key] for key in expected} == expected
-    assert fake_simulator["module"] == "sim.scenarios.entry"
+    assert fake_simulator["module"] == "apwake.sim.scenarios.entry"
 
 
 def _report(**changes):
@@ -343,7 +343,7 @@ def test_progress_only_on_a_terminal_outside_ci(monkeypatch, tty, ci, shown):
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
-    assert sim.cli._show_progress(Stream()) is shown
+    assert cli._show_progress(Stream()) is shown
 
 
 def test_options_scenario_options_and_schema_agree():

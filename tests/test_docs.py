@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rtl.lapic.registers import markdown
+from apwake.rtl.lapic.registers import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -75,7 +75,7 @@ def test_register_reference_is_current():
 def test_no_reference_outside_the_repository():
     outside = ("../" + "shared", "shared/" + "spec", "shared/" + "seeds")
     found = [f"{name}:{number}: {line.strip()}"
-             for name, text in _tracked_text_files() if not name.startswith("sim/third_party/")
+             for name, text in _tracked_text_files() if not name.startswith("sim/harness/third_party/")
              for number, line in enumerate(text.splitlines(), 1)
              if any(word in line for word in outside)]
     assert not found, ("these lines refer to files outside the repository; cite docs/spec/ or "
@@ -94,7 +94,7 @@ def test_digest_citations_resolve():
     indexes = {name: _digest_index(name) for name in ("lapic", "mpwk", "ghcb")}
     broken, count = [], 0
     for path, text in _tracked_text_files():
-        if path.startswith("sim/third_party/"):
+        if path.startswith("sim/harness/third_party/"):
             continue
         for name, refs in _citations(text):
             headings, rows = indexes[name]

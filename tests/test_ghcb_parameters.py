@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from rtl.ghcb_msr import GhcbMsrUnit
+from apwake.rtl.ghcb_msr import GhcbMsrUnit
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,12 @@
-"""The seeded jitter and stall machinery of :mod:`sim.handshake`, outside the simulator."""
+"""The seeded jitter and stall machinery of :mod:`apwake.sim.harness.handshake`, outside the simulator."""
 
 import itertools
 import random
 
 import pytest
 
-from sim import handshake
-from sim.handshake import JITTER_ENV, STALL_ENV, random_pauses, seed_note, seeds
+from apwake.sim.harness import handshake
+from apwake.sim.harness.handshake import JITTER_ENV, STALL_ENV, random_pauses, seed_note, seeds
 
 
 def test_random_pauses_are_deterministic_and_bounded():

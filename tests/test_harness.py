@@ -10,10 +10,11 @@ import tomllib
 import pytest
 import pywellen
 
-from sim import toolchain
-from sim.build import REPO_ROOT, BuildError, build, cache_paths
-from sim.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
-from sim.run import run_cocotb, runs_dir
+from apwake.sim.harness import toolchain
+from apwake.sim.harness.build import BuildError, build, cache_paths
+from apwake.sim.harness.paths import CHECKOUT as REPO_ROOT
+from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+from apwake.sim.harness.run import run_cocotb, runs_dir
 
 
 def _pytest(*args):
@@ -33,10 +34,10 @@ def test_cache_key_follows_parameters_and_waves():
 
 def test_cache_key_follows_the_build_recipe(monkeypatch):
     """A new compile recipe (BUILD_RECIPE) rebuilds the models and keeps the Verilog."""
-    import sim.build
+    import apwake.sim.harness.build
     design = FabricDesign(FabricConfig.contiguous(2))
     before = cache_paths(design)
-    monkeypatch.setattr(sim.build, "BUILD_RECIPE", sim.build.BUILD_RECIPE + 1)
+    monkeypatch.setattr(apwake.sim.harness.build, "BUILD_RECIPE", apwake.sim.harness.build.BUILD_RECIPE + 1)
     after = cache_paths(design)
     assert after[0] == before[0] and after[1] != before[1]
 
@@ -131,7 +132,7 @@ def test_parallel_run_keeps_a_group_on_one_worker(tmp_path):
     warning."""
     addopts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
     (tmp_path / "pytest.ini").write_text(f"[pytest]\naddopts = {addopts}\n")
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sim.pytest_plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["apwake.sim.harness.pytest_plugin"]\n')
     (tmp_path / "test_grouped.py").write_text(
         "import pytest\n\n"
         "@pytest.mark.xdist_group('one')\n"

@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from rtl.mpwk_mailbox import MpwkMailbox
-from sim.mpwk.madt import MadtError, parse_mp_wake
+from apwake.rtl.mpwk_mailbox import MpwkMailbox
+from apwake.sim.models.madt import MadtError, parse_mp_wake
 
 LAPIC_ENTRY = bytes([0x00, 8, 0, 1, 1, 0, 0, 0])        # a local APIC structure before it
 

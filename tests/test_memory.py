@@ -2,7 +2,7 @@
 
 import pytest
 
-from sim.memory import PAGE_SIZE, Memory, MemoryError_, Owner
+from apwake.sim.vip.memory import PAGE_SIZE, Memory, MemoryError_, Owner
 
 
 def test_little_endian_and_sparse():
@@ -69,8 +69,8 @@ def test_watch_sets_its_event_on_overlapping_writes_only():
 
 
 def test_smm_handler_durations_are_checked():
-    from sim.cpu.model import SMM_ENTRY
-    from sim.cpu.smm import SmmHandler
+    from apwake.sim.models.cpu.model import SMM_ENTRY
+    from apwake.sim.models.cpu.smm import SmmHandler
 
     m = Memory()
     handler = SmmHandler(m, duration_us=None)

@@ -5,14 +5,14 @@ import warnings
 
 import pytest
 
-from rtl.instance import SeparateModule
-from rtl.lapic import ApicFabric, LocalApic
-from rtl.lapic.layouts import Icr
-from rtl.lapic.local_apic import local_apic_signature
-from rtl.lapic.priority import RoundRobinArbiter
-from rtl.lapic.signatures import TraceSignature
-from sim.codec import pack, unpack
-from sim.lapic.design import FabricConfig
+from apwake.rtl.lib.instance import SeparateModule
+from apwake.rtl.lapic import ApicFabric, LocalApic
+from apwake.rtl.lapic.layouts import Icr
+from apwake.rtl.lapic.local_apic import local_apic_signature
+from apwake.rtl.lib.priority import RoundRobinArbiter
+from apwake.rtl.lapic.signatures import TraceSignature
+from apwake.sim.harness.codec import pack, unpack
+from apwake.sim.vip.lapic.design import FabricConfig
 
 
 @pytest.fixture(autouse=True)

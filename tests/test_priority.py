@@ -5,7 +5,7 @@ import random
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.lapic.priority import RoundRobinArbiter, find_set, min_tree
+from apwake.rtl.lib.priority import RoundRobinArbiter, find_set, min_tree
 
 
 def _simulate(dut, bench):

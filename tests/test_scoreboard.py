@@ -3,10 +3,10 @@ name each kind of bad traffic, a duplicated message above all (issue 10)."""
 
 import pytest
 
-from rtl.lapic.layouts import DeliveryMode, DestMode, Level, Shorthand, Trigger
-from sim.lapic.model import ApicState
-from sim.lapic.monitor import BusCycle, SendLedger
-from sim.lapic.scoreboard import IpiScoreboard
+from apwake.rtl.lapic.layouts import DeliveryMode, DestMode, Level, Shorthand, Trigger
+from apwake.sim.vip.lapic.model import ApicState
+from apwake.sim.vip.lapic.monitor import BusCycle, SendLedger
+from apwake.sim.vip.lapic.scoreboard import IpiScoreboard
 
 
 def msg(vector, dest, shorthand=Shorthand.NONE):

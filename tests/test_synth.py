@@ -3,7 +3,7 @@ about 2.5 minutes, part of CI."""
 
 import pytest
 
-from synth.boards import BOARDS, build_board, format_report
+from apwake.synth.boards import BOARDS, build_board, format_report
 
 
 @pytest.mark.synth

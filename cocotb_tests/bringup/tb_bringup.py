@@ -5,12 +5,14 @@ nr_cpus)."""
 
 import cocotb
 
-from rtl.lapic.layouts import DeliveryMode, Trigger
-from sim.cpu.linux import CALL_FUNCTION_VECTOR, TRAMPOLINE, BootMethod
-from sim.cpu.model import SMM, MpState, RESET_VECTOR
-from sim.lapic.bfm import make_icr
-from sim.pytest_plugin import applies_to
-from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
+from apwake.rtl.lapic.layouts import DeliveryMode, Trigger
+from apwake.sim.models.cpu.linux import CALL_FUNCTION_VECTOR, TRAMPOLINE, BootMethod
+from apwake.sim.models.cpu.model import SMM, MpState, RESET_VECTOR
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.harness.pytest_plugin import applies_to
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.boot import boot
+from apwake.sim.scenarios.registry import run_scenario, start_platform
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
 #: keep "did not answer" cases short: 1 ms of guest time

@@ -3,15 +3,17 @@
 
 import cocotb
 
-from rtl.mpwk_mailbox.layouts import PAGE_SIZE, ApState, MailboxStatus
-from sim.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
-from sim.cpu.model import LOW_MEMORY, MpState
-from sim.cpu.parking import PARKING_PAGE
-from sim.codec import unpack
-from sim.mpwk.design import PlatformConfig
-from sim.mpwk.madt import parse_mp_wake
-from sim.pytest_plugin import applies_to
-from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
+from apwake.rtl.mpwk_mailbox.layouts import PAGE_SIZE, ApState, MailboxStatus
+from apwake.sim.models.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
+from apwake.sim.models.cpu.model import LOW_MEMORY, MpState
+from apwake.sim.models.cpu.parking import PARKING_PAGE
+from apwake.sim.harness.codec import unpack
+from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
+from apwake.sim.models.madt import parse_mp_wake
+from apwake.sim.harness.pytest_plugin import applies_to
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.boot import boot
+from apwake.sim.scenarios.registry import run_scenario, start_platform
 
 TIMEOUT = dict(timeout_time=20, timeout_unit="ms")
 

@@ -3,8 +3,9 @@
 
 import cocotb
 
-from sim.mpwk.design import PlatformConfig
-from sim.scenarios.bringup import ScenarioOptions, run_scenario
+from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.registry import run_scenario
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")

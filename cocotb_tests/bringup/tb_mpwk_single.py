@@ -2,7 +2,8 @@
 
 import cocotb
 
-from sim.scenarios.bringup import ScenarioOptions, run_scenario
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.registry import run_scenario
 
 
 @cocotb.test(timeout_time=20, timeout_unit="ms")

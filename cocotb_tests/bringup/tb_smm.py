@@ -11,13 +11,15 @@
 import cocotb
 from cocotb.triggers import Timer
 
-from rtl.lapic.layouts import DeliveryMode
-from sim.cpu.linux import BootMethod
-from sim.cpu.model import SMM, MpState
-from sim.cpu.smm import SmmHandler
-from sim.lapic.bfm import make_icr
-from sim.clocking import CLOCK_NS
-from sim.scenarios.bringup import ScenarioOptions, boot, run_scenario, start_platform
+from apwake.rtl.lapic.layouts import DeliveryMode
+from apwake.sim.models.cpu.linux import BootMethod
+from apwake.sim.models.cpu.model import SMM, MpState
+from apwake.sim.models.cpu.smm import SmmHandler
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.boot import boot
+from apwake.sim.scenarios.registry import run_scenario, start_platform
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
 #: watchdog for a single expected reaction (simulated ns)

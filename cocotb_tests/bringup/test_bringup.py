@@ -1,12 +1,12 @@
 """INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs; NMI, SMM and the CPU model's
 waits on 2 and 4."""
 
-from sim.lapic.design import FabricConfig
-from sim.pytest_plugin import cocotb_tests
+from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
+from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [FabricConfig.contiguous(n) for n in (2, 8, 64)]
 
-test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS)
+test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS, design=FabricDesign)
 
 test_smm = cocotb_tests("cocotb_tests.bringup.tb_smm",
-                        [FabricConfig.contiguous(n) for n in (2, 4)])
+                        [FabricConfig.contiguous(n) for n in (2, 4)], design=FabricDesign)

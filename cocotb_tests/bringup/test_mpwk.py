@@ -2,9 +2,9 @@
 
 import pytest
 
-from sim.lapic.design import FabricConfig
-from sim.mpwk.design import PlatformConfig, PlatformDesign
-from sim.pytest_plugin import cocotb_tests
+from apwake.sim.vip.lapic.design import FabricConfig
+from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig, PlatformDesign
+from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)] + [
     PlatformConfig(FabricConfig.contiguous(n), version=0) for n in (2, 8)]

@@ -6,20 +6,20 @@ import itertools
 
 import cocotb
 
-from rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
+from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
                                   HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
                                   NaeExit, PROTOCOL_MAX, PROTOCOL_MIN, SevInfo, TermReason, Termination,
                                   VcpuState)
-from rtl.ghcb_msr.unit import default_cpuid
-from sim.clocking import start_clock_and_reset
-from sim.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
-from sim.codec import pack, unpack
-from sim.clocking import CLOCK_NS
-from sim.ghcb.bfm import ApicEvents, GuestMemoryPort, VcpuPort
-from sim.ghcb.design import GhcbConfig
-from sim.ghcb.page import read_reply, write_request
-from sim.memory import PAGE_SIZE, Memory, Owner
-from sim.pytest_plugin import applies_to
+from apwake.rtl.ghcb_msr.unit import default_cpuid
+from apwake.sim.harness.clocking import start_clock_and_reset
+from apwake.sim.models.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
+from apwake.sim.harness.codec import pack, unpack
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, GuestMemoryPort, VcpuPort
+from apwake.sim.vip.ghcb_msr.design import GhcbConfig
+from apwake.sim.vip.ghcb_msr.page import read_reply, write_request
+from apwake.sim.vip.memory import PAGE_SIZE, Memory, Owner
+from apwake.sim.harness.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
 GHCB_PAGE = 0x0010_0000              # a vCPU's GHCB: a shared page

@@ -1,8 +1,8 @@
 """GHCB MSR unit block tests: protocol ranges 1-2, 1-1 and 3-4 (no overlap with Linux), an SNP VM,
 a BSP not on vCPU 0."""
 
-from sim.ghcb.design import GhcbConfig, GhcbDesign
-from sim.pytest_plugin import cocotb_tests
+from apwake.sim.vip.ghcb_msr.design import GhcbConfig, GhcbDesign
+from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [
     GhcbConfig(n_vcpus=3, max_version=2),

@@ -2,21 +2,21 @@
 priority/EOI, ESR errors and the defined behaviour for illegal ICR values (docs/spec/lapic.md §2-§6, §8).
 
 Who accepted each message is read from the fabric's trace (the monitor) and compared with the
-independent reference model in :mod:`sim.lapic.model`; receivers are checked through their
+independent reference model in :mod:`apwake.sim.vip.lapic.model`; receivers are checked through their
 own registers and CPU-side event outputs.
 """
 
 import cocotb
 from cocotb.triggers import gather
 
-from rtl.lapic.layouts import (DeliveryMode, DestMode, Esr, Level, Shorthand, Trigger,
+from apwake.rtl.lapic.layouts import (DeliveryMode, DestMode, Esr, Level, Shorthand, Trigger,
                                X2APIC_BROADCAST, XAPIC_BROADCAST)
-from rtl.lapic.registers import BY_NAME
-from sim.codec import field_mask
-from sim.lapic.bfm import make_icr
-from sim.lapic.env import FabricEnv
-from sim.lapic.model import ApicState, expected_acceptors
-from sim.pytest_plugin import applies_to
+from apwake.rtl.lapic.registers import BY_NAME
+from apwake.sim.harness.codec import field_mask
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.vip.lapic.env import FabricEnv
+from apwake.sim.vip.lapic.model import ApicState, expected_acceptors
+from apwake.sim.harness.pytest_plugin import applies_to
 
 SEND_ACCEPT = field_mask(Esr, "send_accept")
 SEND_ILLEGAL = field_mask(Esr, "send_illegal_vector")

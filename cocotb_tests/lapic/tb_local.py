@@ -1,6 +1,6 @@
 """The local interrupt sources of every APIC (Intel SDM vol. 3 §11.5): the timer in one-shot,
 periodic and TSC-deadline modes with its divider, LINT0/LINT1 in each delivery mode and trigger,
-the error LVT, illegal LVT vectors; and two choices of :class:`rtl.lapic.LocalApic` that tests
+the error LVT, illegal LVT vectors; and two choices of :class:`apwake.rtl.lapic.LocalApic` that tests
 written for KVM and the SDM disagree with an older apwake on: the xAPIC ICR read-back and the
 SIPI latch.
 
@@ -11,15 +11,15 @@ Timing checks are in fabric clock cycles, which the timer counts by definition (
 import cocotb
 from cocotb.triggers import First, RisingEdge, Timer
 
-from rtl.lapic.layouts import (DeliveryMode, Esr, Lvt, MSR_IA32_TSC,
+from apwake.rtl.lapic.layouts import (DeliveryMode, Esr, Lvt, MSR_IA32_TSC,
                                MSR_IA32_TSC_DEADLINE, Shorthand, TimerMode, Trigger,
                                TIMER_DIVIDE_VALUES as DIVIDE)
-from rtl.lapic.registers import BY_NAME
-from sim.codec import field_mask, pack
-from sim.lapic.bfm import GeneralProtection, make_icr
-from sim.clocking import CLOCK_NS
-from sim.lapic.env import FabricEnv
-from sim.pytest_plugin import applies_to
+from apwake.rtl.lapic.registers import BY_NAME
+from apwake.sim.harness.codec import field_mask, pack
+from apwake.sim.vip.lapic.bfm import GeneralProtection, make_icr
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.vip.lapic.env import FabricEnv
+from apwake.sim.harness.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=2, timeout_unit="ms")
 #: implemented in every configuration (the smallest has 64 vectors)

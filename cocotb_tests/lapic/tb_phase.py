@@ -4,7 +4,7 @@ A value written in the time step of a rising clock edge, before the edge, is sam
 edge and again by the next one: a register write or an ICR write taken twice.  Each test enters
 one phase (right after a rising or a falling edge, after a ``Timer`` ending on a rising edge, on
 a falling edge or mid-cycle, in ``ReadOnly`` or ``ReadWrite``) and then makes one access through
-:class:`sim.lapic.bfm.ApicPort`; the effect must be that of exactly one transfer:
+:class:`apwake.sim.vip.lapic.bfm.ApicPort`; the effect must be that of exactly one transfer:
 
 * one ESR write latches the pending send-accept error once (ESR reads 0x4; a second write would
   latch the now-empty pending bits and read 0);
@@ -15,11 +15,11 @@ a falling edge or mid-cycle, in ``ReadOnly`` or ``ReadWrite``) and then makes on
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, ReadWrite, RisingEdge, Timer
 
-from rtl.lapic.layouts import DeliveryMode, Esr
-from sim.codec import field_mask
-from sim.lapic.bfm import make_icr
-from sim.clocking import CLOCK_NS
-from sim.lapic.env import FabricEnv
+from apwake.rtl.lapic.layouts import DeliveryMode, Esr
+from apwake.sim.harness.codec import field_mask
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.vip.lapic.env import FabricEnv
 
 __all__ = []
 

@@ -3,14 +3,14 @@ xAPIC MMIO and x2APIC MSRs, IA32_APIC_BASE mode transitions (docs/spec/lapic.md 
 
 import cocotb
 
-from rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, Lvt, MSR_IA32_APIC_BASE,
+from apwake.rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, Lvt, MSR_IA32_APIC_BASE,
                                MSR_X2APIC_FIRST, TimerMode, XAPIC_DEFAULT_BASE)
-from rtl.lapic.local_apic import MAX_LVT_INDEX, VERSION
-from rtl.lapic.registers import Access, BY_NAME, Kind, REGISTERS
-from sim.codec import field_mask, pack, unpack
-from sim.lapic.bfm import GeneralProtection, make_icr
-from sim.lapic.env import FabricEnv
-from sim.lapic.model import x2apic_ldr
+from apwake.rtl.lapic.local_apic import MAX_LVT_INDEX, VERSION
+from apwake.rtl.lapic.registers import Access, BY_NAME, Kind, REGISTERS
+from apwake.sim.harness.codec import field_mask, pack, unpack
+from apwake.sim.vip.lapic.bfm import GeneralProtection, make_icr
+from apwake.sim.vip.lapic.env import FabricEnv
+from apwake.sim.vip.lapic.model import x2apic_ldr
 
 ILLEGAL_ADDRESS = field_mask(Esr, "illegal_register_address")
 RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")

@@ -1,5 +1,5 @@
 """IPI storm: every APIC sends K Fixed IPIs to random destinations at once while every CPU
-services its interrupts (nesting by priority class); :class:`sim.lapic.scoreboard.IpiScoreboard`
+services its interrupts (nesting by priority class); :class:`apwake.sim.vip.lapic.scoreboard.IpiScoreboard`
 checks exactly-once delivery, routing against the reference model, and priority order.
 
 K comes from ``APWAKE_STORM_IPIS`` (default 200).  The random seed is cocotb's
@@ -12,11 +12,11 @@ import random
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, gather
 
-from rtl.lapic.layouts import DestMode, Shorthand
-from sim.lapic.bfm import make_icr
-from sim.lapic.env import FabricEnv
-from sim.lapic.model import ApicState
-from sim.lapic.scoreboard import IpiScoreboard
+from apwake.rtl.lapic.layouts import DestMode, Shorthand
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.vip.lapic.env import FabricEnv
+from apwake.sim.vip.lapic.model import ApicState
+from apwake.sim.vip.lapic.scoreboard import IpiScoreboard
 
 SPURIOUS = 0xFF
 IPIS = int(os.environ.get("APWAKE_STORM_IPIS", "200"))

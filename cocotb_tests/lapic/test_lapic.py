@@ -1,7 +1,7 @@
 """The local APIC block tests, each cocotb testbench on each fabric configuration."""
 
-from sim.lapic.design import FabricConfig
-from sim.pytest_plugin import cocotb_tests
+from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
+from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 #: N = 1, 2, 8 and 64; the 8-CPU fabric has sparse APIC IDs and its BSP on port 2.
 CONFIGS = [
@@ -14,18 +14,19 @@ CONFIGS = [
 #: a small-FPGA configuration: 64 implemented vectors
 SMALL = FabricConfig.contiguous(4, n_vectors=64)
 
-test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL])
-test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS + [SMALL])
-test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS)
+test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL], design=FabricDesign)
+test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS + [SMALL], design=FabricDesign)
+test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS, design=FabricDesign)
 #: local interrupt sources (timer, LINT, error LVT) and the ICR/SIPI choices
-test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL])
+test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL], design=FabricDesign)
 
 #: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric
 #: (every test also runs on any design with `pytest --gate-level`)
 GATE_LEVEL = [c for c in CONFIGS if c.label == "n2"]
-test_registers_gate_level = cocotb_tests("cocotb_tests.lapic.tb_registers", GATE_LEVEL, gate_level=True)
-test_ipi_gate_level = cocotb_tests("cocotb_tests.lapic.tb_ipi", GATE_LEVEL, gate_level=True)
+test_registers_gate_level = cocotb_tests("cocotb_tests.lapic.tb_registers", GATE_LEVEL, gate_level=True,
+                                         design=FabricDesign)
+test_ipi_gate_level = cocotb_tests("cocotb_tests.lapic.tb_ipi", GATE_LEVEL, gate_level=True, design=FabricDesign)
 
 #: issue 10: one driver call is one transfer from every simulation phase (2 and 4 CPUs)
 PHASE = [c for c in CONFIGS if c.label == "n2"] + [SMALL]
-test_phase = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE)
+test_phase = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE, design=FabricDesign)

@@ -5,12 +5,12 @@ import itertools
 
 import cocotb
 
-from rtl.mpwk_mailbox.layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, PAGE_SIZE, ApState,
+from apwake.rtl.mpwk_mailbox.layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, PAGE_SIZE, ApState,
                                       Command)
-from rtl.mpwk_mailbox.mailbox import STATUS_WORDS
-from sim.mpwk.bfm import MailboxEnv
-from sim.mpwk.design import MailboxConfig
-from sim.pytest_plugin import applies_to
+from apwake.rtl.mpwk_mailbox.mailbox import STATUS_WORDS
+from apwake.sim.vip.mpwk_mailbox.bfm import MailboxEnv
+from apwake.sim.vip.mpwk_mailbox.design import MailboxConfig
+from apwake.sim.harness.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
 VECTOR = 0x0000_0000_0009_A000

@@ -1,7 +1,7 @@
 """MP wakeup mailbox block tests on versions 0 and 1 and both acknowledge widths."""
 
-from sim.mpwk.design import MailboxConfig, MailboxDesign
-from sim.pytest_plugin import cocotb_tests
+from apwake.sim.vip.mpwk_mailbox.design import MailboxConfig, MailboxDesign
+from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [
     MailboxConfig(version=1, ack_bytes=8, ack_latency=20),

@@ -2,13 +2,14 @@
 
 import cocotb
 
-from rtl.ghcb_msr.layouts import GHCB_OFFSETS, VcpuState
-from sim.cpu.model import MpState
-from sim.cpu.linux import KERNEL_DATA, TRAMPOLINE
-from sim.cpu.sev import FIRMWARE_GHCB, ghcb_page
-from sim.ghcb.design import SevPlatformConfig
-from sim.pytest_plugin import applies_to
-from sim.scenarios.bringup import ScenarioOptions, run_scenario
+from apwake.rtl.ghcb_msr.layouts import GHCB_OFFSETS, VcpuState
+from apwake.sim.models.cpu.model import MpState
+from apwake.sim.models.cpu.linux import KERNEL_DATA, TRAMPOLINE
+from apwake.sim.models.cpu.sev import FIRMWARE_GHCB, ghcb_page
+from apwake.sim.vip.ghcb_msr.design import SevPlatformConfig
+from apwake.sim.harness.pytest_plugin import applies_to
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.registry import run_scenario
 
 TIMEOUT = dict(timeout_time=30, timeout_unit="ms")
 v2 = applies_to(lambda c: c.max_version >= 2)

@@ -4,11 +4,11 @@ offlines/onlines each AP and kexecs; the UART transcript and the LEDs are checke
 
 import cocotb
 
-from sim.clocking import start_clock_and_reset
-from sim.clocking import CLOCK_NS
-from sim.soc.design import SocConfig
-from sim.pytest_plugin import applies_to
-from sim.soc.uart import UartMonitor
+from apwake.sim.harness.clocking import start_clock_and_reset
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.vip.soc.design import SocConfig
+from apwake.sim.harness.pytest_plugin import applies_to
+from apwake.sim.vip.soc.uart import UartMonitor
 
 
 

@@ -2,9 +2,9 @@
 wakeup mailbox (wakeup, offline/online, kexec), and 4 cores started SEV-ES style through the
 GHCB MSR unit (negotiation, AP reset hold)."""
 
-from sim.lapic.design import FabricConfig
-from sim.pytest_plugin import cocotb_tests
-from sim.soc.design import SocConfig, SocDesign
+from apwake.sim.vip.lapic.design import FabricConfig
+from apwake.sim.harness.pytest_plugin import cocotb_tests
+from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
 CONFIGS = [
     SocConfig(FabricConfig.contiguous(2, n_vectors=32, local_interrupts=False),

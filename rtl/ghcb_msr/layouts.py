@@ -1,7 +1,7 @@
 """GHCB MSR protocol and GHCB page layouts and codes (docs/spec/ghcb.md §1, §2, §3, §4).
 
 Declared once here: the RTL uses them as shapes and constants, the CPU models and tests pack
-and unpack with :mod:`sim.codec`.
+and unpack with :mod:`apwake.sim.harness.codec`.
 """
 
 from amaranth import unsigned
@@ -128,7 +128,7 @@ class MalformedReason(enum.Enum, shape=unsigned(32)):
 
 class VcpuState(enum.Enum, shape=unsigned(4)):
     """KVM_MP_STATE_* values (include/uapi/linux/kvm.h, §4): the unit moves a vCPU through them,
-    and the CPU models (:class:`sim.cpu.model.MpState` is this enum) use them for every CPU."""
+    and the CPU models (:class:`apwake.sim.models.cpu.model.MpState` is this enum) use them for every CPU."""
 
     RUNNABLE = 0
     UNINITIALIZED = 1

@@ -16,8 +16,8 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..bus import MemoryBusSignature, access_states
-from ..lapic.priority import RoundRobinArbiter
+from apwake.rtl.lib.bus import MemoryBusSignature, access_states
+from apwake.rtl.lib.priority import RoundRobinArbiter
 from .layouts import (GFN_NONE, GHCB_OFFSETS, HV_FEATURES, PROTOCOL_MAX, PROTOCOL_MIN, VALID_BIT,
                       HoldType, HvResponse, JumpTableOp, MalformedReason, MsrCode, NaeExit,
                       TermReason, VcpuState, CpuidRequest, GhcbMsr, HoldReply, SevInfo,
@@ -60,7 +60,7 @@ class VcpuPortSignature(wiring.Signature):
 
 class ApicEventsSignature(wiring.Signature):
     """What the unit takes from one vCPU's local APIC, APIC view: INIT and SIPI as pending levels
-    with acknowledges (as on :class:`rtl.lapic.signatures.CpuPortSignature`); ``nmi`` and
+    with acknowledges (as on :class:`apwake.rtl.lapic.signatures.CpuPortSignature`); ``nmi`` and
     ``intr`` are only looked at (a pending event releases an AP reset hold)."""
 
     def __init__(self):
@@ -93,7 +93,7 @@ def _cat(layout, **fields):
 
 def connect_apic_events(m, apic, events):
     """Give the unit's ``events`` (an :class:`ApicEventsSignature` port) one APIC's CPU-port
-    lines (:class:`rtl.lapic.signatures.CpuPortSignature`): the unit sees INIT, SIPI, NMI and
+    lines (:class:`apwake.rtl.lapic.signatures.CpuPortSignature`): the unit sees INIT, SIPI, NMI and
     INTR and acknowledges INIT and SIPI itself, as KVM does for SEV-ES guests."""
     m.d.comb += [events.init.eq(apic.init), events.sipi.eq(apic.sipi),
                  events.sipi_vector.eq(apic.sipi_vector), events.nmi.eq(apic.nmi),
@@ -130,7 +130,7 @@ class GhcbMsrUnit(wiring.Component):
     -----
     vcpu : array of :class:`VcpuPortSignature` (flipped)
     apic : array of :class:`ApicEventsSignature` (flipped)
-    memory : :class:`rtl.bus.MemoryBusSignature`, initiator: GHCB page reads and reply writes.
+    memory : :class:`apwake.rtl.lib.bus.MemoryBusSignature`, initiator: GHCB page reads and reply writes.
         The bus is 32-bit: a GHCB GPA at or above 4 GiB is "unmappable" (resumed, nothing
         written, §7).
     term : :class:`TermReason`, the first termination: vCPU, reason set and code, and the

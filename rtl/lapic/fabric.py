@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import DeliveryMode, FabricMessage, XAPIC_BROADCAST
 from .local_apic import LocalApic, check_n_vectors
-from .priority import RoundRobinArbiter, min_tree, or_tree
+from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
 
 __all__ = ["ApicFabric", "MAX_APICS"]
@@ -43,18 +43,18 @@ class ApicFabric(wiring.Component):
         The APIC ID of each CPU port, in port order; 1 to 255 entries, each 0 to 0xFE (xAPIC
         IDs; 0xFF is the broadcast address).  Need not be contiguous.
     n_vectors : int
-        Implemented vectors per APIC (see :class:`~rtl.lapic.local_apic.LocalApic`).
+        Implemented vectors per APIC (see :class:`~apwake.rtl.lapic.local_apic.LocalApic`).
     bsp_index : int
         The port whose APIC has IA32_APIC_BASE.BSP set.
     allow_duplicate_ids : bool
         Duplicate IDs are legal on real hardware (every matching APIC accepts, docs/spec/lapic.md §8 #23)
         but usually a configuration mistake, so they are refused unless this is set.
     local_interrupts : bool
-        Passed to every :class:`~rtl.lapic.local_apic.LocalApic` (timer, LINT, error LVT).
+        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic` (timer, LINT, error LVT).
     apic_factory : callable or None
         ``apic_factory(n_vectors=..., local_interrupts=...)`` returns the component for one
         APIC; it must have ``LocalApic``'s signature.  None elaborates :class:`LocalApic`; the simulation
-        harness passes a :class:`rtl.instance.SeparateModule` factory so that the APIC is
+        harness passes a :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is
         converted and compiled once for all ports.
 
     Attributes

@@ -95,7 +95,7 @@ class Esr(data.Struct):
     """Error Status Register (docs/spec/lapic.md §4).  Bits 0, 1, 3 are P6 APIC-bus errors and never set.
 
     apwake uses ``send_accept`` (bit 2) to make a refused or unaccepted IPI visible: the
-    message reached no APIC (see :class:`rtl.lapic.local_apic.LocalApic`).
+    message reached no APIC (see :class:`apwake.rtl.lapic.local_apic.LocalApic`).
     """
 
     send_checksum: unsigned(1)
@@ -138,7 +138,7 @@ class FabricMessage(data.Struct):
     ``x2apic`` says in which format the sender wrote the destination (8-bit xAPIC with
     broadcast 0xFF, or 32-bit x2APIC with broadcast 0xFFFF_FFFF).  The sender's format decides
     what a broadcast is; receivers match IDs under their own mode, without aliasing (docs/spec/lapic.md
-    §8 #16, #17; see :class:`rtl.lapic.local_apic.LocalApic`).
+    §8 #16, #17; see :class:`apwake.rtl.lapic.local_apic.LocalApic`).
     """
 
     vector: unsigned(8)

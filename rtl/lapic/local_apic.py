@@ -1,8 +1,8 @@
 """One local APIC: register file, IPI sender and receiver (docs/spec/lapic.md §§1-6, §8).
 
-The CPU side is :class:`~rtl.lapic.signatures.CpuPortSignature`, the fabric side
-:class:`~rtl.lapic.signatures.FabricLinkSignature`.  The register map comes from
-:mod:`rtl.lapic.registers`, the bit layouts from :mod:`rtl.lapic.layouts`.
+The CPU side is :class:`~apwake.rtl.lapic.signatures.CpuPortSignature`, the fabric side
+:class:`~apwake.rtl.lapic.signatures.FabricLinkSignature`.  The register map comes from
+:mod:`apwake.rtl.lapic.registers`, the bit layouts from :mod:`apwake.rtl.lapic.layouts`.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
@@ -14,7 +14,7 @@ from .layouts import (ApicBase, DeliveryMode, DestMode, Esr, FabricMessage, Icr,
                       ICR_X2APIC_RESERVED,
                       MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST,
                       TIMER_DIVIDE_CODES, XAPIC_BROADCAST, X2APIC_BROADCAST, XAPIC_DEFAULT_BASE)
-from .priority import find_set, or_tree
+from apwake.rtl.lib.priority import find_set, or_tree
 from .registers import Access, Kind, REGISTERS, BY_NAME
 from .signatures import CpuPortSignature, FabricLinkSignature, Space
 

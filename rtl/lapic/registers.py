@@ -1,8 +1,8 @@
 """The local APIC register map as data (docs/spec/lapic.md §1.1).
 
-One table serves the RTL decoder (:class:`rtl.lapic.local_apic.LocalApic`), the Python
-bus-functional models and tests (:mod:`sim.lapic`), and the Markdown register reference
-(``python -m rtl.lapic.registers`` prints it).  Offsets are never typed anywhere else.
+One table serves the RTL decoder (:class:`apwake.rtl.lapic.local_apic.LocalApic`), the Python
+bus-functional models and tests (:mod:`apwake.sim.vip.lapic`), and the Markdown register reference
+(``python -m apwake.rtl.lapic.registers`` prints it).  Offsets are never typed anywhere else.
 
 A register is addressed by its *index*: the xAPIC MMIO offset divided by 16, which is also the
 x2APIC MSR number minus 0x800.

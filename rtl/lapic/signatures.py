@@ -2,8 +2,8 @@
 
 * :class:`RegisterBusSignature`: how a CPU reaches its APIC's registers, xAPIC MMIO and MSRs on
   one port (``space`` selects which).  The other blocks have ports of their own: the mailbox a
-  memory bus with the same handshake (:mod:`rtl.bus`), the GHCB unit a vCPU port
-  (:class:`rtl.ghcb_msr.unit.VcpuPortSignature`); a CPU model or the soft-SoC routes each access.
+  memory bus with the same handshake (:mod:`apwake.rtl.lib.bus`), the GHCB unit a vCPU port
+  (:class:`apwake.rtl.ghcb_msr.unit.VcpuPortSignature`); a CPU model or the soft-SoC routes each access.
 * :class:`CpuPortSignature`: everything between one CPU and its APIC (register bus, INIT/SIPI/
   NMI/SMI events, the INTR/INTA handshake).
 * :class:`FabricLinkSignature`: between one APIC and the IPI fabric.

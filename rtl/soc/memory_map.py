@@ -1,4 +1,4 @@
-"""The soft-SoC's address map, declared once: the RTL decodes it, ``sim/firmware.py`` turns it
+"""The soft-SoC's address map, declared once: the RTL decodes it, ``firmware/build.py`` turns it
 into ``soc.h`` for the C code, the tests read it from here."""
 
 __all__ = ["RAM_BASE", "BOOT_ROM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",

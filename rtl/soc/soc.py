@@ -17,13 +17,13 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
-from ..bus import access_states
-from ..lapic.priority import RoundRobinArbiter
-from ..lapic.signatures import Space
-from ..mpwk_mailbox import MpwkMailbox
-from ..mpwk_mailbox.layouts import FIRMWARE_HALF
-from ..ghcb_msr import GhcbMsrUnit, connect_apic_events
-from ..ghcb_msr.layouts import MSR_GHCB
+from apwake.rtl.lib.bus import access_states
+from apwake.rtl.lib.priority import RoundRobinArbiter
+from apwake.rtl.lapic.signatures import Space
+from apwake.rtl.mpwk_mailbox import MpwkMailbox
+from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF
+from apwake.rtl.ghcb_msr import GhcbMsrUnit, connect_apic_events
+from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
                          MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
                          APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
@@ -39,9 +39,9 @@ _RAM, _IO, _APIC, _CONTROL, _MAILBOX, _MSR = (window_of(a) for a in (
 class Soc(wiring.Component):
     """Parameters
     ----------
-    fabric : rtl.lapic.ApicFabric (not yet elaborated)
+    fabric : apwake.rtl.lapic.ApicFabric (not yet elaborated)
     firmware : list of int
-        The RAM image (32-bit words, little-endian), from ``sim/firmware.py``.
+        The RAM image (32-bit words, little-endian), from ``firmware/build.py``.
     ram_bytes : int
     stack_bytes : int
         Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
@@ -52,10 +52,10 @@ class Soc(wiring.Component):
         not fit beside two cores.  CONTROL FEATURES tells the firmware.
     ap_start : str
         ``"sipi"``: APs wait for SIPI.  ``"mailbox"``: TDX style, APs start parked on an ACPI MP
-        wakeup mailbox (:class:`rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
+        wakeup mailbox (:class:`apwake.rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
         :data:`MAILBOX_BASE`); a Wakeup starts the core at WakeupVector, a write to the control
         window's RESET_VECTOR sends it back (ResetVector).  INIT/SIPI still work.
-        ``"ghcb"``: SEV-ES style, the GHCB MSR unit (:class:`rtl.ghcb_msr.GhcbMsrUnit`) takes
+        ``"ghcb"``: SEV-ES style, the GHCB MSR unit (:class:`apwake.rtl.ghcb_msr.GhcbMsrUnit`) takes
         INIT and SIPI: a first SIPI launches the core at :data:`SEV_LAUNCH_ADDR`; each core
         reaches its GHCB MSR through the MSR window, and its VMGEXIT store completes only when
         the hypervisor resumes it (an AP reset hold stalls that core, not the bus).

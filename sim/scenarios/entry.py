@@ -1,6 +1,6 @@
 """cocotb module that runs one scenario and writes its report (used by ``apwake run``).
 
-Its input is one :class:`sim.scenarios.options.ScenarioRequest` (JSON in
+Its input is one :class:`apwake.sim.scenarios.options.ScenarioRequest` (JSON in
 ``APWAKE_SCENARIO_REQUEST``): the scenario's name, its options, the report path and the
 waveform file.  The design's own configuration comes the way every design's does (its
 ``EnvConfig`` variable).
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cocotb
 
-from .bringup import run_scenario
+from .registry import run_scenario
 from .options import ScenarioRequest
 
 

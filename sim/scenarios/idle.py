@@ -10,8 +10,8 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from ..clocking import CLOCK_NS
-from ..lapic.env import FabricEnv
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.vip.lapic.env import FabricEnv
 
 
 @cocotb.test()

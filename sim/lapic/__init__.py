@@ -1,2 +1,0 @@
-"""Simulation-side view of :mod:`rtl.lapic`: design description, bus-functional model,
-fabric monitor and a reference model of destination matching."""

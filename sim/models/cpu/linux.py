@@ -1,0 +1,506 @@
+"""Guest software for the CPU models: firmware at the reset vector and a Linux-like kernel.
+
+The kernel follows arch/x86/kernel/smpboot.c as digested in docs/spec/lapic.md §6.3 and §7:
+
+* ``legacy``: ESR clear, INIT assert, 10 ms, INIT de-assert, then up to two SIPIs with 300 us /
+  200 us around each and an ESR check (``ESR & 0xEF``) after each; wait up to 10 s for the AP
+  to check in before the next AP.
+* ``modern``: the same without the 10 ms and with 10 us gaps (``init_udelay = 0``).
+* ``parallel`` (Linux 6.5): kick every AP first (modern timing), then for each AP wait for
+  ``ALIVE``, release it with ``SHOULD_ONLINE`` and wait for ``ONLINE``.  APs serialise on the
+  real-mode trampoline's lock, find their CPU number by reading their own APIC ID and searching
+  ``cpuid_to_apicid[]``; an APIC ID not in the table halts the AP.
+* ``broadcast``: INIT, SIPI, SIPI to all-excluding-self (SDM §8.4.4 style), then wait for every
+  AP.
+
+Kernel data lives in kernel-owned pages of :class:`apwake.sim.vip.memory.Memory`; the BSP waits on it with
+memory watches (event-driven), each wait with the kernel's own timeout.
+"""
+
+import enum
+
+from cocotb.triggers import Event
+
+from apwake.rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
+from apwake.rtl.mpwk_mailbox.layouts import MADT_OFFSETS, OFFSETS, Command
+from apwake.sim.harness.codec import field_mask
+from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.vip.memory import PAGE_SIZE, Owner
+from apwake.sim.models.madt import parse_mp_wake
+from .lapic_setup import LocalApicSetup
+from .model import NMI_VECTOR, RESET_VECTOR
+from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
+
+__all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
+           "KERNEL2_ENTRY", "KERNEL2_DATA",
+           "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS"]
+
+TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
+KERNEL_ENTRY = 0x0100_0000        # kernel text
+KERNEL_DATA = 0x0200_0000         # kernel data (tables below)
+#: a second kernel (kexec) lives in other pages
+KERNEL2_ENTRY, KERNEL2_DATA = 0x0400_0000, 0x0500_0000
+# offsets of the kernel's tables from its data base
+_NR_CPU_IDS = 0x000
+_CPUID_TO_APICID = 0x100       # u32 per CPU number
+_ONLINE = 0x800                # u8 per CPU number: the online map
+_SYNC = 0xC00                  # u8 per CPU number: cpuhp sync state
+_TRAMPOLINE_LOCK = 0x1000      # the trampoline's bit spin-lock (tr_lock)
+_DATA_BYTES = 0x2000           # the tables above
+CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
+#: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
+_ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
+
+
+class BootMethod(str, enum.Enum):
+    LEGACY = "legacy"
+    MODERN = "modern"
+    PARALLEL = "parallel"
+    BROADCAST = "broadcast"
+    MPWK = "mpwk"             # ACPI MADT multiprocessor wakeup mailbox (TDX, docs/spec/mpwk.md §4)
+
+
+class SyncState(enum.IntEnum):
+    """kernel/cpu.c enum cpuhp_sync_state."""
+
+    DEAD = 0
+    KICKED = 1
+    SHOULD_DIE = 2
+    ALIVE = 3
+    SHOULD_ONLINE = 4
+    ONLINE = 5
+
+
+#: (init_udelay, us before the idle wait after a SIPI, us after it), docs/spec/lapic.md §6.3
+_TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10),
+           BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
+#: where firmware publishes its MADT interrupt controller structures: u32 length, then bytes
+MADT_ADDRESS = 0x000E_0000
+
+
+class Firmware:
+    """Reset-vector code: first boot jumps to the kernel; after an INIT of the BSP (no warm-reset
+    vector set up) it halts, as a BIOS with nothing to resume would.
+
+    ``reuses_mailbox_page``: once the last AP has left the MP wakeup loop the firmware takes its
+    mailbox page back for data of its own (legal for version 0: no AP will poll again; Kirill
+    Shutemov's "very theoretical" objection to parking on the firmware's page, docs/spec/mpwk.md §4)."""
+
+    #: what the firmware stores in its reused page (any data of its own)
+    REUSE_DATA = b"firmware runtime data, not a mailbox".ljust(64, b"\0")
+
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, madt=b"", *, reuses_mailbox_page=False,
+                 handoff=()):
+        self.memory = memory
+        #: ``async def step(bsp)``: the firmware's last work before it jumps to the kernel
+        self.handoff = list(handoff)
+        self.kernel_entry = kernel_entry
+        self.resets = 0
+        self.reuses_mailbox_page = reuses_mailbox_page
+        self.reused_page = None
+        # ACPI tables are handed to the OS, which may patch them (Linux zeroes the MPWK
+        # address under the version-0 policy): no owner, so no corruption record.
+        memory.write_int(MADT_ADDRESS, len(madt), 4, writer=Owner.FIRMWARE)
+        memory.write(MADT_ADDRESS + 4, madt, writer=Owner.FIRMWARE)
+        memory.load_program(RESET_VECTOR, self.reset_vector, owner=Owner.FIRMWARE,
+                            name="firmware reset vector")
+
+    def last_ap_woken(self, mailbox_address):
+        if self.reuses_mailbox_page and self.reused_page is None:
+            self.reused_page = mailbox_address
+            self.memory.set_owner(mailbox_address, PAGE_SIZE, Owner.FIRMWARE)
+            self.memory.write(mailbox_address, self.REUSE_DATA, writer=Owner.FIRMWARE)
+
+    async def reset_vector(self, cpu):
+        self.resets += 1
+        cpu.note(f"firmware: reset #{self.resets}")
+        if self.resets == 1:
+            for step in self.handoff:
+                await step(cpu)
+            cpu.jump(self.kernel_entry)
+        cpu.where = "firmware: halted after INIT (no warm-reset vector)"
+
+
+class Kernel:
+    """A Linux-like kernel: brings the APs up by ``method`` and then idles.
+
+    Parameters
+    ----------
+    platform : apwake.sim.models.cpu.platform.Platform
+    method : BootMethod
+    nr_cpus : int or None
+        Bring up at most this many CPUs (``nr_cpus=`` on the command line), the BSP included.
+    callin_timeout_us : float
+        How long (guest time) the BSP waits for an AP, 10 s in Linux.
+    owner : apwake.sim.vip.memory.Owner
+        Whose pages the kernel's code and data are.
+    parking_page : str or None
+        Plan B on a version-0 mailbox (:mod:`apwake.sim.models.cpu.parking`): at kexec the APs go into this
+        kernel's parking loop instead of halting, its mailbox in a page of the kernel's own
+        (``"kernel"``, MADT patched) or on the firmware's page (``"firmware"``).
+    lapic_timer : str
+        How each CPU programs its local APIC timer (:data:`apwake.sim.models.cpu.lapic_setup.TIMER_MODES`).
+    """
+
+    def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
+                 callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
+                 data=KERNEL_DATA, parking_page=None, lapic_timer="deadline"):
+        if parking_page not in (None, *PLACEMENTS):
+            raise ValueError(f"parking_page must be one of {PLACEMENTS} or None, not {parking_page!r}")
+        self.platform = platform
+        self.lapic = LocalApicSetup(platform, lapic_timer)
+        self.parking_page = parking_page
+        self.parking_loop = None
+        self.memory = platform.memory
+        self.method = BootMethod(method)
+        self.owner = owner
+        self.callin_timeout_us = callin_timeout_us
+        ids = [c.apic_id for c in platform.cpus]
+        bsp = platform.bsp.apic_id
+        # CPU 0 is the BSP, the others in firmware (MADT) order
+        self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
+        if nr_cpus is not None:
+            self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, nr_cpus)]
+        self.booted = Event()
+        self.mp_wake = None
+        self.boot_failures = []
+        self.calls = {}            # cpu number -> [pending call-function entries]
+        self.calls_done = []       # (target cpu number, entry) in execution order
+        self.nmi_count = {}        # APIC ID -> NMIs handled (irq_stat.__nmi_count)
+        self.nmi_handlers = []     # register_nmi_handler(NMI_LOCAL, ...) callbacks
+        self.call_ran = Event()    # set whenever calls_done grows
+        self.entry, self.data = entry, data
+        self.name = owner.value
+        self.memory.set_owner(*self.memory_ranges()[1], owner)
+        self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
+
+    # --- helpers --------------------------------------------------------------------------------
+    def memory_ranges(self):
+        """``(base, size)`` of the memory this kernel owns: its text page and its data."""
+        return [(self.entry, PAGE_SIZE), (self.data, _DATA_BYTES)]
+
+    def _write(self, address, value, size):
+        self.memory.write_int(address, value, size, writer=self.owner)
+
+    def _read(self, address, size):
+        return self.memory.read_int(address, size)
+
+    def online_cpus(self):
+        return [n for n in range(len(self.cpuid_to_apicid)) if self._read(self.data + _ONLINE + n, 1)]
+
+    def online_apic_ids(self):
+        return [self.cpuid_to_apicid[n] for n in self.online_cpus()]
+
+    def _model_of(self, apic_id):
+        return next(c for c in self.platform.cpus if c.apic_id == apic_id)
+
+    async def _wait(self, address, predicate, what, apic_id):
+        ok = await self.memory.wait_until(
+            address, 1, predicate, timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+        if not ok:
+            self._report_stuck(apic_id, f"{what}: CPU with APIC ID {apic_id:#x} did not answer "
+                                        f"within {self.callin_timeout_us / 1e6:g} s (guest time)")
+        return ok
+
+    async def wait_online(self, n, online, what):
+        """Wait (the callin timeout) for CPU number ``n`` to mark itself online or offline."""
+        return await self._wait(self.data + _ONLINE + n, lambda v: v == int(online), what,
+                                self.cpuid_to_apicid[n])
+
+    def _madt_mailbox_address(self):
+        """Where the MailboxAddress field of the MPWK entry Linux parsed sits in memory (the
+        published MADT: a u32 length, then the entries)."""
+        return MADT_ADDRESS + 4 + self.mp_wake.offset + MADT_OFFSETS["mailbox_address"]
+
+    def _report_stuck(self, apic_id, what):
+        """A bring-up failure naming the CPU and where it is."""
+        target = self._model_of(apic_id)
+        message = f"{what}; it is {target.position}"
+        self.boot_failures.append(message)
+        self.platform.fail(target, message)
+
+    # --- the BSP ----------------------------------------------------------------------------------
+    async def kernel_main(self, cpu):
+        cpu.where = "start_kernel"
+        self._write(self.data + _NR_CPU_IDS, len(self.cpuid_to_apicid), 4)
+        for n, apic_id in enumerate(self.cpuid_to_apicid):
+            self._write(self.data + _CPUID_TO_APICID + 4 * n, apic_id, 4)
+            self._write(self.data + _ONLINE + n, 0, 1)
+            self._write(self.data + _SYNC + n, SyncState.DEAD, 1)
+        self._write(self.data + _ONLINE, 1, 1)
+        self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
+                                 name="kernel: trampoline")
+        self._setup_idt(cpu)
+        await self.lapic.setup_local_apic(cpu, boot_cpu=True)
+        await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
+        cpu.note("smp_init")
+        cpu.where = f"smp_init ({self.method.value})"
+        aps = self.cpuid_to_apicid[1:]
+        if self.method is BootMethod.BROADCAST:
+            await self._boot_broadcast(cpu, aps)
+        elif self.method is BootMethod.MPWK:
+            await self._boot_mailbox(cpu, aps)
+        elif self.method is BootMethod.PARALLEL:
+            kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
+            for apic_id in kicked:
+                n = self.cpuid_to_apicid.index(apic_id)
+                if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE,
+                                    "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
+                    self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
+                    await self.wait_online(n, True, "wait for CPU online")
+        else:
+            for apic_id in aps:
+                if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
+                    n = self.cpuid_to_apicid.index(apic_id)
+                    await self.wait_online(n, True, "do_boot_cpu: wait for callin")
+        cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
+        self.booted.set()
+        await cpu.idle()
+
+    async def wakeup_secondary_cpu_via_init(self, cpu, apic_id):
+        """smpboot.c's INIT, INIT de-assert, SIPI, SIPI to one AP; False on a delivery error."""
+        apic = cpu.apic
+        init_udelay, pre, post = _TIMING[self.method]
+        vector = TRAMPOLINE >> 12
+        if self.method is BootMethod.PARALLEL:
+            # before the kick, as cpuhp does: the AP may report ALIVE before the SIPIs return
+            self._write(self.data + _SYNC + self.cpuid_to_apicid.index(apic_id), SyncState.KICKED, 1)
+        await apic.write("ESR", 0)
+        await apic.read("ESR")
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL))
+        await apic.wait_idle()
+        await cpu.udelay(init_udelay)
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL,
+                                     level=Level.DEASSERT))
+        await apic.wait_idle()
+        for _ in range(2):
+            await apic.write("ESR", 0)
+            await apic.send_ipi(make_icr(vector, DeliveryMode.STARTUP, dest=apic_id))
+            await cpu.udelay(pre)
+            await apic.wait_idle()
+            await cpu.udelay(post)
+            await apic.write("ESR", 0)
+            accept = await apic.read("ESR") & _ACCEPT_ERRORS
+            if accept:
+                message = (f"APIC delivery error {accept:#x} sending SIPI to APIC ID {apic_id:#x}")
+                self.boot_failures.append(message)
+                target = next((c for c in self.platform.cpus if c.apic_id == apic_id), cpu)
+                self.platform.fail(target, message)
+                return False
+        return True
+
+    async def _boot_mailbox(self, cpu, aps):
+        """acpi_parse_mp_wake, then acpi_wakeup_cpu and the callin wait per AP (serial: TDX
+        guests disable parallel bring-up)."""
+        length = self._read(MADT_ADDRESS, 4)
+        self.mp_wake = parse_mp_wake(self.memory.read(MADT_ADDRESS + 4, length))
+        if self.mp_wake is None or self.mp_wake.mailbox_address == 0:
+            message = "No MADT mailbox: cannot bringup secondary CPUs. Booting with kexec?"
+            self.boot_failures.append(message)
+            cpu.fail(message)
+            return
+        if not self.mp_wake.can_reset and self.parking_page is None:
+            # acpi_mp_disable_offlining: no way back, so hide the mailbox from any next kernel
+            # (the running kernel keeps its cached copy; the checksum is not updated).
+            self.memory.write_int(self._madt_mailbox_address(), 0, 8, writer=self.owner)
+            cpu.note("MADT mailbox v0: offlining disabled, MADT mailbox address zeroed")
+        for apic_id in aps:
+            if await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
+                n = self.cpuid_to_apicid.index(apic_id)
+                await self.wait_online(n, True, "do_boot_cpu: wait for callin")
+
+    async def acpi_wakeup_cpu(self, cpu, apic_id, start_ip):
+        """ApicId, WakeupVector, then Command with release ordering, then spin on Command.
+        Linux spins forever on purpose; the model gives up after the callin timeout and says
+        so, standing in for the scenario watchdog."""
+        base = self.mp_wake.mailbox_address
+        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
+        await mailbox.write64(base + OFFSETS["wakeup_vector"], start_ip)
+        await mailbox.write16(base + OFFSETS["command"], Command.WAKEUP.value)
+        cpu.where = f"acpi_wakeup_cpu: spinning on Command for APIC ID {apic_id:#x}"
+        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(self.callin_timeout_us * 1000)):
+            self._report_stuck(apic_id, f"acpi_wakeup_cpu: Command for APIC ID {apic_id:#x} at "
+                                        f"{base:#x} never acknowledged (Linux would spin forever)")
+            return False
+        return True
+
+    async def _boot_broadcast(self, cpu, aps):
+        apic = cpu.apic
+        await apic.write("ESR", 0)
+        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, shorthand=Shorthand.ALL_EXCLUDING_SELF,
+                                     trigger=Trigger.LEVEL))
+        await apic.wait_idle()
+        for _ in range(2):
+            await apic.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP,
+                                         shorthand=Shorthand.ALL_EXCLUDING_SELF))
+            await cpu.udelay(10)
+            await apic.wait_idle()
+            await cpu.udelay(10)
+        for apic_id in aps:
+            n = self.cpuid_to_apicid.index(apic_id)
+            await self.wait_online(n, True, "wait for callin after broadcast SIPI")
+
+    # --- the APs -------------------------------------------------------------------------------------
+    async def trampoline(self, cpu):
+        """Real-mode entry of an AP (trampoline_64 + secondary_startup_64 + start_secondary)."""
+        cpu.where = "trampoline"
+        parallel = self.method is BootMethod.PARALLEL
+        if parallel:
+            await self._lock_trampoline(cpu)
+        apic_id = (await cpu.apic.read("ID")) >> 24
+        try:
+            n = self.cpuid_to_apicid.index(apic_id)
+        except ValueError:
+            if parallel:
+                self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
+            cpu.where = "trampoline: APIC ID not in cpuid_to_apicid[], cli; hlt"
+            cpu.note("unknown APIC ID: halted")
+            return
+        if parallel:
+            self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
+        cpu.where = f"start_secondary (CPU {n})"
+        self._setup_idt(cpu)
+        await self.lapic.setup_local_apic(cpu, boot_cpu=False)    # ap_starting: apic_ap_setup
+        if parallel:
+            self._write(self.data + _SYNC + n, SyncState.ALIVE, 1)
+            cpu.note("alive")
+            cpu.where = "cpuhp_ap_sync_alive: wait for SHOULD_ONLINE"
+            ok = await self.memory.wait_until(self.data + _SYNC + n, 1, lambda v: v == SyncState.SHOULD_ONLINE,
+                                              timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+            if not ok:
+                cpu.fail(f"{cpu.name}: never released by the control CPU (SHOULD_ONLINE)")
+                return
+            self._write(self.data + _SYNC + n, SyncState.ONLINE, 1)
+        self._write(self.data + _ONLINE + n, 1, 1)
+        cpu.note("online")
+        await self._ap_idle(cpu, n)
+
+    async def _ap_idle(self, cpu, n):
+        """The AP's idle loop: sti; hlt; and play_dead when cpu_down asked for it."""
+        cpu.should_die = cpu.should_stop = False     # requests of an earlier kernel are void
+        cpu.sti()
+        await self.lapic.setup_apic_timer(cpu)       # start_secondary: setup_percpu_clockev
+        cpu.where = "idle (hlt loop)"
+        while True:
+            await cpu.hlt()
+            if cpu.should_die or cpu.should_stop:
+                self._write(self.data + _ONLINE + n, 0, 1)
+                await self.play_dead(cpu, n)
+                return
+
+    async def play_dead(self, cpu, n):
+        """Where an offlined (``should_die``) or stopped (``should_stop``, kexec) AP goes."""
+        if self.mp_wake is not None and self.mp_wake.can_reset:
+            cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
+            await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+        if cpu.should_stop and self.parking_loop is not None:
+            cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
+            cpu.jump(self.parking_loop.code)
+        cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
+        cpu.where = f"halted by {self.name}'s stop_this_cpu"
+        cpu.cli()
+
+    # --- CPU offline / online (mailbox) ----------------------------------------------------------
+    async def cpu_down(self, cpu, n):
+        """Offline CPU number ``n`` from ``cpu``.  Returns None or the error string, as
+        ``cpu_down`` would return -EOPNOTSUPP under the version-0 policy (docs/spec/mpwk.md §4)."""
+        if not self.mp_wake.can_reset:
+            return "-EOPNOTSUPP: CPU offlining is disabled (MADT mailbox version 0, no ResetVector)"
+        apic_id = self.cpuid_to_apicid[n]
+        target = self._model_of(apic_id)
+        target.should_die = True
+        await self.smp_call_function_single(cpu, n, ("cpu_down", n))   # kick it out of hlt
+        if not await self.wait_online(n, False, "cpu_down: wait for play_dead"):
+            return f"CPU {n} did not go offline"
+        return await self.acpi_mp_cpu_die(cpu, apic_id, n)
+
+    async def acpi_mp_cpu_die(self, cpu, apic_id, n):
+        """Test command to the AP, then about 1 s (guest time) for its acknowledgement."""
+        base = self.mp_wake.mailbox_address
+        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
+        await mailbox.write16(base + OFFSETS["command"], Command.TEST.value)
+        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(1_000_000 * 1000)):
+            message = f"Failed to hand over CPU {n} to BIOS"
+            self.platform.fail(self._model_of(apic_id), message)
+            await mailbox.write16(base + OFFSETS["command"], Command.NOOP.value)
+            return message
+        return None
+
+    async def kexec(self, cpu):
+        """machine_shutdown for kexec from ``cpu``: stop every other online CPU (on a version-1
+        mailbox they go back to firmware, into this kernel's parking loop under plan B, otherwise
+        they halt in this kernel's memory)."""
+        if self.parking_page is not None and self.mp_wake is not None and self.mp_wake.mailbox_address:
+            self._install_parking_loop(cpu)
+        for n in self.online_cpus():
+            apic_id = self.cpuid_to_apicid[n]
+            if apic_id == cpu.apic_id:
+                continue
+            self._model_of(apic_id).should_stop = True
+            await self.smp_call_function_single(cpu, n, ("stop", n))
+            await self.wait_online(n, False, "kexec: stop other CPUs")
+        cpu.note(f"{self.name}: kexec")
+
+    def _install_parking_loop(self, cpu):
+        if self.parking_page == "kernel":
+            # the mailbox in a page of our own; point the MADT entry at it (the entry keeps its
+            # version: plan B is for version 0)
+            address = PARKING_PAGE
+            self.memory.write_int(self._madt_mailbox_address(), address, 8, writer=self.owner)
+        else:
+            address = self.mp_wake.mailbox_address
+        self.parking_loop = ParkingLoop(self.memory, address, owner=self.owner).install()
+        self.platform.parking_loops.append(self.parking_loop)
+        cpu.note(f"plan B: parking loop installed, mailbox at {address:#x}"
+                 + (" (MADT patched)" if self.parking_page == "kernel" else " (the firmware's page)"))
+
+    async def cpu_up(self, cpu, n):
+        apic_id = self.cpuid_to_apicid[n]
+        if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
+            return f"CPU {n} was not woken"
+        if not await self.wait_online(n, True, "cpu_up: wait for callin"):
+            return f"CPU {n} did not come online"
+        return None
+
+    async def _lock_trampoline(self, cpu):
+        """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""
+        while self._read(self.data + _TRAMPOLINE_LOCK, 4):
+            cpu.where = "trampoline: spinning on tr_lock"
+            await self.memory.wait_until(self.data + _TRAMPOLINE_LOCK, 4, lambda v: v == 0,
+                                         timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+        self._write(self.data + _TRAMPOLINE_LOCK, 1, 4)
+
+    # --- call-function IPIs --------------------------------------------------------------------------
+    def _setup_idt(self, cpu):
+        cpu.idt[CALL_FUNCTION_VECTOR] = self._call_function_interrupt
+        cpu.idt[NMI_VECTOR] = self._nmi
+
+    # --- NMI (arch/x86/kernel/nmi.c) ----------------------------------------------------------------
+    def register_nmi_handler(self, handler):
+        """Add ``async def handler(cpu)`` to the handlers every NMI runs (NMI_LOCAL)."""
+        self.nmi_handlers.append(handler)
+
+    async def _nmi(self, cpu, vector):
+        """exc_nmi: count the NMI for this CPU, then nmi_handle runs every registered handler.
+        No EOI: an NMI never enters the ISR."""
+        self.nmi_count[cpu.apic_id] = self.nmi_count.get(cpu.apic_id, 0) + 1
+        for handler in self.nmi_handlers:
+            await handler(cpu)
+
+    async def smp_call_function_single(self, cpu, target_cpu, entry):
+        """Queue ``entry`` for ``target_cpu`` and send the IPI (Linux waits for ICR idle
+        before writing it)."""
+        self.calls.setdefault(target_cpu, []).append(entry)
+        await cpu.apic.wait_idle()
+        await cpu.apic.send_ipi(make_icr(CALL_FUNCTION_VECTOR, dest=self.cpuid_to_apicid[target_cpu]))
+
+    async def _call_function_interrupt(self, cpu, vector):
+        """Drain this CPU's queue: one IPI may stand for several entries (IRR merges)."""
+        n = self.cpuid_to_apicid.index(cpu.apic_id)
+        queue = self.calls.get(n, [])
+        while queue:
+            self.calls_done.append((n, queue.pop(0)))
+            self.call_ran.set()
+        await cpu.apic.write("EOI", 0)

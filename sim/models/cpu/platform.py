@@ -1,0 +1,122 @@
+"""The simulated machine: the APIC fabric, guest memory, one CPU model per port, the time scale.
+
+**Time scale.**  Guest software delays (Linux's 10 ms after INIT, 300/200 us around SIPIs,
+the 10 s wait for an AP to check in) are simulated as real time multiplied by ``time_scale``
+(default :data:`DEFAULT_TIME_SCALE` = 1/1000), so a 255-CPU legacy boot is 2.8 ms of simulated
+time instead of 2.8 s, and Linux's 10 s wait for a dead AP is 10 ms (1 M cycles at 100 MHz).
+Hardware latencies (the fabric, register accesses) are never scaled.  Reports carry the factor.
+"""
+
+import contextlib
+
+import cocotb
+
+from apwake.rtl.mpwk_mailbox.layouts import ApState
+
+from apwake.sim.vip.ghcb_msr.bfm import GuestMemoryPort, VcpuPort
+
+from .model import CpuModel
+from .parking import RamMailbox
+from apwake.sim.vip.memory import Memory
+
+__all__ = ["Platform", "DEFAULT_TIME_SCALE"]
+
+DEFAULT_TIME_SCALE = 0.001
+
+
+class Platform:
+    """The simulated machine.
+
+    Attributes
+    ----------
+    handoff : list
+        ``async def step(bsp)`` callables the firmware runs on the BSP, in order, just before it
+        jumps to the kernel (:func:`apwake.sim.models.cpu.smm.setup_smm` raises its SMIs there).
+    smm : apwake.sim.models.cpu.smm.SmmHandler or None
+        The SMI handler, when a scenario set one up.
+    """
+
+    def __init__(self, env, *, time_scale=DEFAULT_TIME_SCALE, sipi_before_init=True):
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], not {time_scale!r}")
+        self.env = env
+        self.time_scale = time_scale
+        self.sipi_before_init = sipi_before_init
+        self.memory = Memory()
+        self.failures = []
+        self.firmware = None
+        self.handoff = []
+        self.smm = None
+        self._change_watchers = []   # Events set on every CPU state change, note and failure
+        bsp = env.config.bsp_index
+        self.cpus = [CpuModel(self, port, is_bsp=port.index == bsp, sipi_before_init=sipi_before_init)
+                     for port in env.ports]
+        self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
+        self.parking_loops = []      # apwake.sim.models.cpu.parking.ParkingLoop installed by kernels
+
+    def park_aps(self, mailbox):
+        """Park every AP on the mailbox (``mailbox.aps`` in port order without the BSP)."""
+        self.mailbox = mailbox
+        aps = [c for c in self.cpus if not c.is_bsp]
+        for cpu, ap_port in zip(aps, mailbox.aps):
+            if ap_port.apic_id != cpu.apic_id:
+                raise ValueError(f"mailbox AP port {ap_port.index} has APIC ID {ap_port.apic_id:#x}, "
+                                 f"CPU {cpu.index} has {cpu.apic_id:#x}")
+            cpu.park_on_mailbox(ap_port)
+
+    def attach_sev(self, dut):
+        """An SEV-ES guest (``rtl/platform/sev.py``): each CPU on its vCPU port, the unit's
+        memory port served from this platform's memory."""
+        self.guest_memory = GuestMemoryPort(dut, self.memory, prefix="ghcb_memory__")
+        cocotb.start_soon(self.guest_memory.run())
+        for cpu in self.cpus:
+            cpu.attach_vcpu(VcpuPort(dut, cpu.index))
+
+    def mailbox_port(self, address, apic_id, *, writer):
+        """What a kernel's mailbox request for ``apic_id`` at ``address`` reaches: a parking
+        loop's RAM mailbox there that holds the ID, else the firmware's mailbox peripheral at
+        that address, else RAM (a loop with nobody in it, or no mailbox at all: the request is
+        never acknowledged, as on real hardware)."""
+        loops = [loop for loop in self.parking_loops if loop.mailbox_address == address]
+        hardware = self.mailbox is not None and address == self.mailbox.base
+        if hardware and not any(loop.holds(apic_id) for loop in loops):
+            return self.mailbox.os
+        return RamMailbox(self.memory, writer)
+
+    def ap_left_firmware(self, cpu):
+        """Called when an AP takes a firmware mailbox Wakeup; once no AP is left in the
+        firmware's loop the firmware may reuse its mailbox page."""
+        if self.firmware is not None and all(p.state is ApState.OS_RUNNING for p in self.mailbox.aps):
+            self.firmware.last_ap_woken(self.mailbox.base)
+
+    @property
+    def bsp(self):
+        return self.cpus[self.env.config.bsp_index]
+
+    def scaled_ns(self, guest_ns):
+        return guest_ns * self.time_scale
+
+    def fail(self, cpu, message):
+        self.failures.append({"cpu": cpu.apic_id, "port": cpu.index, "state": cpu.status,
+                              "where": cpu.where, "message": message})
+        self.state_changed(cpu)
+
+    def state_changed(self, cpu):
+        """Called by ``cpu`` on each history entry, and on each failure: wakes every
+        :meth:`watch_changes` watcher, so a wait on one CPU's progress wakes whoever waits."""
+        for event in self._change_watchers:
+            event.set()
+
+    @contextlib.contextmanager
+    def watch_changes(self, event):
+        """Within the ``with`` block, set ``event`` on every CPU's state change, note and
+        failure."""
+        self._change_watchers.append(event)
+        try:
+            yield event
+        finally:
+            self._change_watchers.remove(event)
+
+    def start(self):
+        for cpu in self.cpus:
+            cpu.start()

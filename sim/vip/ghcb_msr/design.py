@@ -1,0 +1,82 @@
+"""The GHCB MSR trap unit alone (block tests) and the SEV-ES platform (scenarios) as
+simulation designs."""
+
+from dataclasses import asdict, dataclass
+
+from apwake.rtl.ghcb_msr import GhcbMsrUnit
+from apwake.rtl.platform.sev import SevPlatform
+
+from apwake.sim.harness.build import Design
+from apwake.sim.harness.config import EnvConfig
+from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
+
+__all__ = ["GhcbConfig", "GhcbDesign", "SevPlatformConfig", "SevPlatformDesign"]
+
+
+@dataclass(frozen=True)
+class GhcbConfig(EnvConfig):
+    """The unit's parameters (:class:`apwake.rtl.ghcb_msr.GhcbMsrUnit`; the CPUID table is the default)."""
+
+    ENV = "APWAKE_GHCB_CONFIG"
+    n_vcpus: int = 3
+    bsp_index: int = 0
+    min_version: int = 1
+    max_version: int = 2
+    cbit: int = 51
+    snp: bool = False
+
+    def __post_init__(self):
+        self.component()          # the RTL's own parameter checks
+
+    def component(self):
+        return GhcbMsrUnit(**asdict(self))
+
+    @property
+    def label(self):
+        return f"ghcb-v{self.min_version}-{self.max_version}-n{self.n_vcpus}" + ("-snp" if self.snp else "")
+
+
+class GhcbDesign(Design):
+    name = "apwake_ghcb"
+
+    def __init__(self, config):
+        self.config = config
+
+    def parameters(self):
+        return asdict(self.config)
+
+    def top(self):
+        return self.config.component()
+
+    def wave_groups(self, top):
+        names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+        return [("memory", ["clk", "rst"] + [n for n in names if n.startswith(("memory__", "term"))]),
+                *[(f"vCPU {i}", [n for n in names if n.startswith((f"vcpu__{i}__", f"apic__{i}__"))])
+                  for i in range(self.config.n_vcpus)]]
+
+
+@dataclass(frozen=True)
+class SevPlatformConfig(OnFabricConfig):
+    """An SEV-ES guest: the fabric's CPUs as vCPUs of one VM, the GHCB MSR unit of its hypervisor."""
+
+    ENV = "APWAKE_SEV_PLATFORM_CONFIG"
+    fabric: FabricConfig
+    min_version: int = 1
+    max_version: int = 2
+    cbit: int = 51
+
+    def unit_parameters(self):
+        return {"min_version": self.min_version, "max_version": self.max_version, "cbit": self.cbit}
+
+    @property
+    def label(self):
+        return f"{self.fabric.label}-sev-es-v{self.min_version}-{self.max_version}"
+
+
+class SevPlatformDesign(OnFabricDesign):
+    """:class:`apwake.rtl.platform.sev.SevPlatform`."""
+
+    name = "apwake_sev_platform"
+
+    def wrap(self, fabric):
+        return SevPlatform(fabric, **self.config.unit_parameters())
