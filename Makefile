@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@command -v make >/dev/null || { echo "error: make is not installed: apt-get install make"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[all]"
 	touch $(STAMP)
 
 setup: $(STAMP)
