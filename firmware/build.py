@@ -23,6 +23,7 @@ from apwake.rtl.soc import memory_map as mm
 
 from apwake.sim.harness.build import cache_dir
 from apwake.sim.harness.codec import field_mask, pack
+from apwake.sim.harness.toolchain import import_extra
 
 #: the firmware's spurious-interrupt vector (SVR bits 7:0): 0xFF, the vector Linux uses
 #: (SPURIOUS_APIC_VECTOR, arch/x86/include/asm/irq_vectors.h), so both worlds program the same SVR
@@ -103,6 +104,7 @@ def soc_header(apic_ids):
 
 def _zig_version():
     from importlib.metadata import version
+    import_extra("ziglang", "soc", "the SoC firmware")
     return version("ziglang")
 
 
@@ -131,7 +133,7 @@ def build_firmware(apic_ids):
 
 def _image(elf_path):
     """The loadable segments as little-endian 32-bit words from address 0."""
-    from elftools.elf.elffile import ELFFile
+    ELFFile = import_extra("elftools.elf.elffile", "soc", "the SoC firmware").ELFFile
     memory = bytearray()
     with open(elf_path, "rb") as f:
         elf = ELFFile(f)

@@ -68,8 +68,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     report came out.
     """
     from apwake.sim.harness.build import build
-    from apwake.sim.harness.paths import out_dir
-    from apwake.sim.harness.run import run_cocotb
+    from apwake.sim.harness.run import run_cocotb, runs_dir
 
     env = {design.config.ENV: design.config.to_json()}
     if gate_level:
@@ -80,7 +79,8 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     with progress.phase(f"building {label} (Verilator; minutes the first time, then cached)"):
         the_build = build(design, waves=waves is not None)
     build_s = time.monotonic() - started
-    out = out_dir("scenarios")
+    # the simulator hands its report over in a file beside the run logs, deleted once read
+    out = runs_dir() / "reports"
     out.mkdir(parents=True, exist_ok=True)
     # one file per run: runs of the same scenario in parallel (pytest-xdist) never share it
     report_file = out / f"{label}-{uuid.uuid4().hex[:12]}.json"

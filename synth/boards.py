@@ -21,7 +21,7 @@ from amaranth.back import verilog
 from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.soc import Soc
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
-from apwake.sim.harness.toolchain import yowasp_tool
+from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
 __all__ = ["Board", "BOARDS", "build_board", "BoardTop"]
 
@@ -48,8 +48,7 @@ class Board:
 
     def make_platform(self):
         module, cls = self.platform.split(":")
-        import importlib
-        return getattr(importlib.import_module(module), cls)()
+        return getattr(import_extra(module, "synth", f"the {self.name} build"), cls)()
 
 
 BOARDS = {

