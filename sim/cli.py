@@ -102,7 +102,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     return report
 
 
-def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
+def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, timeline=None,
                      timeline_axis="guest", label=None, gate_level=None, progress=_QUIET):
     """Build (or reuse) the design scenario ``name`` runs on, for ``cpus`` CPUs, and run it.
 
@@ -110,6 +110,9 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
     ----------
     name : str
         A CPU-model scenario (not ``soc-demo``: :func:`run_soc_demo`).
+    apic_ids : sequence of int, optional
+        The CPUs' APIC IDs in port order (``--topology``, ``--apic-ids``); default 0 to
+        ``cpus`` - 1.
     options : ScenarioOptions, optional
         Checked already (:func:`apwake.sim.scenarios.options.parse_arguments`).
     waves, timeline : Path, optional
@@ -140,7 +143,7 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
         options = replace(options, mailbox_version=scenario.mailbox_version)
     if scenario.ghcb_version is not None:
         options = replace(options, ghcb_version=scenario.ghcb_version)
-    config = FabricConfig.contiguous(cpus)
+    config = FabricConfig(tuple(apic_ids)) if apic_ids else FabricConfig.contiguous(cpus)
     if scenario.platform == "sev":
         design = SevPlatformDesign(SevPlatformConfig(config, max_version=options.ghcb_version))
     elif scenario.platform == "mpwk":
@@ -152,7 +155,7 @@ def run_scenario_cli(name, *, cpus=8, options=None, waves=None, timeline=None,
         return ScenarioRequest(name, options, report=str(report_file),
                                waves=str(waves) if waves else None).env()
 
-    report = _simulate(design, "apwake.sim.scenarios.entry", label=label or f"{name}-n{cpus}",
+    report = _simulate(design, "apwake.sim.scenarios.entry", label=label or f"{name}-{config.label}",
                        request_env=request_env, waves=waves, gate_level=gate_level,
                        progress=progress)
     if timeline:
@@ -265,7 +268,7 @@ def _run(args):
                               ap_start=values["ap_start"], progress=progress)
     else:
         report = run_scenario_cli(
-            scenario.name, cpus=values["cpus"],
+            scenario.name, cpus=values["cpus"], apic_ids=values["apic_ids"],
             options=ScenarioOptions.from_values(scenario.all_options, values), waves=waves,
             timeline=Path(values["timeline"]).resolve() if values["timeline"] else None,
             timeline_axis=values["timeline_axis"], gate_level=values["gate_level"],
@@ -346,6 +349,11 @@ def main(argv=None):
     from apwake.sim.harness.toolchain import ToolchainError
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`apwake list | head`): stop quietly, as other tools do; stdout
+        # goes to /dev/null so that the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ToolchainError as error:
         print(f"apwake: {error}", file=sys.stderr)
         return 2

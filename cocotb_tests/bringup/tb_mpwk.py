@@ -9,7 +9,7 @@ from apwake.sim.models.cpu.model import LOW_MEMORY, MpState
 from apwake.sim.models.cpu.parking import PARKING_PAGE
 from apwake.sim.harness.codec import unpack
 from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
-from apwake.sim.models.madt import parse_mp_wake
+from apwake.sim.models.madt import parse_mp_wake, processor_entries
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.boot import boot
@@ -44,7 +44,7 @@ async def test_no_madt_mailbox(dut):
     ("No MADT mailbox: cannot bringup secondary CPUs")."""
     options = ScenarioOptions()
     platform = await start_platform(dut, options)
-    platform.madt = b""
+    platform.madt = processor_entries([c.apic_id for c in platform.cpus])     # no mailbox entry
     kernel = await boot(platform, options, BootMethod.MPWK)
     assert kernel.online_apic_ids() == [platform.bsp.apic_id]
     assert any("No MADT mailbox" in f["message"] for f in platform.failures), platform.failures

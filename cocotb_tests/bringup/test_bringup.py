@@ -1,5 +1,5 @@
-"""INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs; NMI, SMM and the CPU model's
-waits on 2 and 4."""
+"""INIT-SIPI bring-up with the CPU models on 2, 8 and 64 CPUs; NMI, SMM, the CPU model's waits
+and the x2APIC hand-over on 2 and 4."""
 
 from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
 from apwake.sim.harness.pytest_plugin import cocotb_tests
@@ -10,3 +10,6 @@ test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS, design=F
 
 test_smm = cocotb_tests("cocotb_tests.bringup.tb_smm",
                         [FabricConfig.contiguous(n) for n in (2, 4)], design=FabricDesign)
+
+test_x2apic = cocotb_tests("cocotb_tests.bringup.tb_x2apic", [FabricConfig.contiguous(n) for n in (2, 4)],
+                           design=FabricDesign)

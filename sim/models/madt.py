@@ -1,10 +1,90 @@
-"""Parse MADT multiprocessor-wakeup entries as Linux's ``acpi_parse_mp_wake`` does (docs/spec/mpwk.md §4)."""
+"""The MADT's interrupt controller structures the firmware publishes and Linux parses.
 
+* Processor entries (ACPI 6.5 §5.2.12.2 "Processor Local APIC Structure", type 0, 8 bytes, and
+  §5.2.12.12 "Processor Local x2APIC Structure", type 9, 16 bytes): the firmware lists each CPU
+  with a type-0 entry when its APIC ID is below 255 and a type-9 entry otherwise, as the
+  specification requires; :func:`parse_processors` registers both kinds in table order, as
+  Linux's ``acpi_parse_lapic`` and ``acpi_parse_x2apic`` do (arch/x86/kernel/acpi/boot.c),
+  skipping disabled entries and the invalid xAPIC ID 0xFF.
+* The multiprocessor wakeup entry (type 0x10) as Linux's ``acpi_parse_mp_wake`` reads it
+  (docs/spec/mpwk.md §4).
+"""
+
+import struct
 from dataclasses import dataclass
 
 from apwake.rtl.mpwk_mailbox.layouts import MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP
 
-__all__ = ["MpWake", "parse_mp_wake", "MadtError"]
+__all__ = ["MpWake", "parse_mp_wake", "MadtError", "Processor", "processor_entries", "parse_processors",
+           "MADT_TYPE_LOCAL_APIC", "MADT_TYPE_LOCAL_X2APIC", "MADT_ENABLED", "XAPIC_ID_LIMIT"]
+
+MADT_TYPE_LOCAL_APIC = 0x00
+MADT_TYPE_LOCAL_X2APIC = 0x09
+#: Local APIC Flags bit 0: the processor is usable
+MADT_ENABLED = 1 << 0
+#: APIC IDs from this value up need a Local x2APIC entry (ACPI 6.5 §5.2.12.12)
+XAPIC_ID_LIMIT = 0xFF
+_LAPIC = struct.Struct("<BBBBI")          # type, length, ACPI processor UID, APIC ID, flags
+_X2APIC = struct.Struct("<BBHIII")        # type, length, reserved, x2APIC ID, flags, ACPI UID
+
+
+@dataclass(frozen=True)
+class Processor:
+    """One processor entry: its APIC ID, ACPI processor UID, whether it is enabled, and which
+    structure (0 or 9) described it."""
+
+    apic_id: int
+    uid: int
+    enabled: bool
+    kind: int
+
+
+def processor_entries(apic_ids):
+    """The processor structures for ``apic_ids`` (in that order, UIDs 0, 1, ...), as bytes:
+    type 0 for IDs below 255, type 9 from 255 up.  ValueError for an ID outside 0 to
+    0xFFFF_FFFE (0xFFFF_FFFF is the x2APIC broadcast)."""
+    out = bytearray()
+    for uid, apic_id in enumerate(apic_ids):
+        if not 0 <= apic_id < 0xFFFF_FFFF:
+            raise ValueError(f"apic_ids[{uid}] = {apic_id:#x} is not an x2APIC ID (0 to 0xFFFF_FFFE)")
+        if apic_id < XAPIC_ID_LIMIT and uid <= 0xFF:
+            out += _LAPIC.pack(MADT_TYPE_LOCAL_APIC, _LAPIC.size, uid, apic_id, MADT_ENABLED)
+        else:
+            out += _X2APIC.pack(MADT_TYPE_LOCAL_X2APIC, _X2APIC.size, 0, apic_id, MADT_ENABLED, uid)
+    return bytes(out)
+
+
+def _entries(entries):
+    offset = 0
+    while offset + 2 <= len(entries):
+        kind, length = entries[offset], entries[offset + 1]
+        if length < 2 or offset + length > len(entries):
+            raise MadtError(f"MADT entry at offset {offset} has length {length} "
+                            f"({len(entries) - offset} bytes left)")
+        yield offset, kind, entries[offset:offset + length]
+        offset += length
+
+
+def parse_processors(entries):
+    """The enabled processors in ``entries`` (the MADT's structures, concatenated), in table
+    order.  MadtError for a processor entry shorter than its structure."""
+    found = []
+    for offset, kind, body in _entries(entries):
+        if kind == MADT_TYPE_LOCAL_APIC:
+            if len(body) < _LAPIC.size:
+                raise MadtError(f"Local APIC entry at offset {offset} has length {len(body)}, not 8")
+            _, _, uid, apic_id, flags = _LAPIC.unpack_from(body)
+            if apic_id == XAPIC_ID_LIMIT:
+                continue            # acpi_parse_lapic: "Ignore invalid ID"
+        elif kind == MADT_TYPE_LOCAL_X2APIC:
+            if len(body) < _X2APIC.size:
+                raise MadtError(f"Local x2APIC entry at offset {offset} has length {len(body)}, not 16")
+            _, _, _, apic_id, flags, uid = _X2APIC.unpack_from(body)
+        else:
+            continue
+        if flags & MADT_ENABLED:
+            found.append(Processor(apic_id, uid, True, kind))
+    return found
 
 
 class MadtError(ValueError):
@@ -26,15 +106,11 @@ class MpWake:
 def parse_mp_wake(entries):
     """``entries``: the MADT's interrupt controller structures as bytes, concatenated.
     Only the first type-0x10 entry counts (``max_entries=1``)."""
-    offset = 0
-    while offset + 2 <= len(entries):
-        kind, length = entries[offset], entries[offset + 1]
-        if length < 2:
-            raise MadtError(f"MADT entry at offset {offset} has length {length}")
+    for offset, kind, body in _entries(entries):
+        length = len(body)
         if kind == MADT_TYPE_MP_WAKEUP:
-            if length < 16 or offset + 16 > len(entries):
+            if length < 16:
                 raise MadtError(f"MP wakeup entry of length {length}: at least 16 bytes needed")
-            body = entries[offset:offset + length]
             field = lambda name, size: int.from_bytes(
                 body[MADT_OFFSETS[name]:MADT_OFFSETS[name] + size], "little")
             version = field("version", 2)
@@ -42,5 +118,4 @@ def parse_mp_wake(entries):
             reset = field("reset_vector", 8) if length >= MADT_LENGTH[1] else None
             can_reset = version >= 1 and length >= MADT_LENGTH[1] and bool(reset)
             return MpWake(version, address, reset, can_reset, offset)
-        offset += length
     return None

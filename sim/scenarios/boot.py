@@ -4,13 +4,22 @@ one-tick check, report details and corruption reports."""
 from cocotb.triggers import SimTimeoutError, with_timeout
 
 from apwake.sim.models.cpu.lapic_setup import HZ
-from apwake.sim.models.cpu.linux import BootMethod, Firmware, Kernel
+from apwake.sim.models.cpu.linux import (BootMethod, Firmware, Kernel,
+                                         x2apic_handoff)
 from apwake.sim.vip.memory import PAGE_SIZE
-from .options import BOOT_OPTIONS, KVM, UNRESPONSIVE
+from .options import BOOT_OPTIONS, KVM, TDX_BOOT_OPTIONS, UNRESPONSIVE
 from .registry import watchdog_ns
 
-__all__ = ["boot", "bounded", "check_ticks", "boot_detail", "targeted_method", "kernel_summary",
+__all__ = ["firmware_x2apic_steps", "boot", "bounded", "check_ticks", "boot_detail", "targeted_method",
+           "kernel_summary",
            "report_corruptions", "FABRIC_BOOT_OPTIONS", "MAILBOX_BOOT_OPTIONS", "TICK_WAIT_US"]
+
+
+def firmware_x2apic_steps(platform, options):
+    """The firmware's last hand-over step when ``--firmware-x2apic`` asks for one."""
+    if options.firmware_x2apic == "none":
+        return []
+    return [x2apic_handoff(platform.cpus, options.firmware_x2apic)]
 
 
 async def boot(platform, options, method, **kernel_options):
@@ -18,10 +27,10 @@ async def boot(platform, options, method, **kernel_options):
     finish (it always does: every wait of the kernel has its timeout)."""
     platform.firmware = Firmware(platform.memory, madt=platform.madt,
                                  reuses_mailbox_page=options.firmware_reuses_mailbox,
-                                 handoff=platform.handoff)
+                                 handoff=platform.handoff + firmware_x2apic_steps(platform, options))
     kernel = Kernel(platform, method, nr_cpus=options.nr_cpus,
                     callin_timeout_us=options.callin_timeout_us, lapic_timer=options.lapic_timer,
-                    **kernel_options)
+                    x2apic=options.x2apic, x2apic_fixed=not options.x2apic_unfixed, **kernel_options)
     platform.start()
     await bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     await check_ticks(platform, kernel)
@@ -77,7 +86,7 @@ def targeted_method(name, options):
 #: an INIT-SIPI boot on the fabric: the kernel's options, KVM's AP start, APs stuck in SMM
 FABRIC_BOOT_OPTIONS = BOOT_OPTIONS + (KVM, UNRESPONSIVE)
 #: a boot through the MP wakeup mailbox: no SIPI (so no --kvm); a stuck AP is a vCPU never run
-MAILBOX_BOOT_OPTIONS = BOOT_OPTIONS + (UNRESPONSIVE,)
+MAILBOX_BOOT_OPTIONS = TDX_BOOT_OPTIONS + (UNRESPONSIVE,)
 
 
 def report_corruptions(platform, whose_page=lambda page: None):

@@ -18,18 +18,24 @@ import json
 import math
 import re
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, ClassVar
 
 from apwake.sim.harness.config import EnvConfig
-from apwake.sim.models.cpu.lapic_setup import TIMER_MODES
+from apwake.sim.models.cpu.lapic_setup import TIMER_MODES, X2APIC_MODES
+from apwake.sim.models.cpu.linux import X2APIC_HANDOFFS
 from apwake.sim.models.cpu.platform import DEFAULT_TIME_SCALE
+from apwake.sim.models.topology import TopologyError, parse_apic_ids, parse_topology
 
 __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse_arguments",
            "format_help", "MODEL_RUN_OPTIONS", "CPUS", "SEED", "TIME_SCALE", "WAVES", "TIMELINE",
            "TIMELINE_AXIS", "JSON", "GATE_LEVEL", "METHOD", "KVM", "NR_CPUS",
            "CALLIN_TIMEOUT_MS", "UNRESPONSIVE", "LAPIC_TIMER", "MAILBOX_VERSION", "GHCB_VERSION",
-           "BOOT_OPTIONS"]
+           "BOOT_OPTIONS", "TDX_BOOT_OPTIONS", "FIRMWARE_X2APIC", "X2APIC", "X2APIC_UNFIXED",
+           "TOPOLOGY", "APIC_IDS", "FABRIC_ID_LIMIT"]
+
+#: the largest APIC ID the fabric takes today: xAPIC IDs only (rtl/lapic/fabric.py)
+FABRIC_ID_LIMIT = 0xFE
 
 
 class OptionError(ValueError):
@@ -59,6 +65,9 @@ class ScenarioOptions:
     parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
     firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
     lapic_timer: str = "deadline"          # how each CPU programs its APIC timer (lapic_setup.TIMER_MODES)
+    firmware_x2apic: str = "none"          # which APICs the firmware leaves in x2APIC (linux.X2APIC_HANDOFFS)
+    x2apic: str = "auto"                   # the kernel's x2APIC choice (lapic_setup.X2APIC_MODES)
+    x2apic_unfixed: bool = False           # the kernel without the x2APIC hand-over fix (69a7386c)
 
     def to_dict(self):
         return asdict(self)
@@ -239,6 +248,12 @@ class Option:
 # ones it takes (MODEL_RUN_OPTIONS; soc-demo its own).
 CPUS = Option("cpus", int, 8, "CPUs on the APIC fabric", minimum=1, maximum=255, metavar="N",
               field=None)
+TOPOLOGY = Option("topology", str, None, "CPUs as PACKAGESxCORESxTHREADS (2x4x2): APIC IDs made "
+                  "of package, core and thread bit fields as CPUID reports them (sparse when a "
+                  "count is not a power of two); sets --cpus", metavar="PxCxT", field=None)
+APIC_IDS = Option("apic_ids", str, None, "the CPUs' APIC IDs in port order (the BSP first): a "
+                  "comma-separated list (decimal or 0x hex) or a file of them; sets --cpus",
+                  metavar="LIST|FILE", field=None)
 WAVES = Option("waves", str, None, "write an FST waveform (and a GTKWave .gtkw view beside it)",
                suffixes=(".fst",), metavar="FILE.fst", field=None)
 TIMELINE = Option("timeline", str, None, "draw each CPU's state over time", suffixes=(".png", ".svg"),
@@ -279,15 +294,29 @@ UNRESPONSIVE = Option("unresponsive", int, (), "this AP is stuck in SMM (an SMI 
 LAPIC_TIMER = Option("lapic_timer", str, "deadline", "how each CPU's kernel programs its local "
                      "APIC timer tick (TSC-deadline as Linux prefers, one-shot or periodic count)",
                      choices=TIMER_MODES, metavar="MODE")
+FIRMWARE_X2APIC = Option("firmware_x2apic", str, "none", "which APICs the firmware hands over in "
+                         "x2APIC mode: none, only the BSP's (the inconsistent firmware Linux "
+                         "commit 69a7386c met), or every CPU's", choices=X2APIC_HANDOFFS, metavar="WHICH")
+#: TDX guests: the TDX module runs every vCPU's APIC in x2APIC mode from the start
+TDX_FIRMWARE_X2APIC = replace(FIRMWARE_X2APIC, default="all")
+X2APIC = Option("x2apic", str, "auto", "the kernel's APIC mode: auto (x2APIC, physical, when the "
+                "firmware hands the BSP over in it), off (nox2apic), or x2APIC enabled by the "
+                "kernel in physical or cluster mode", choices=X2APIC_MODES, metavar="MODE")
+X2APIC_UNFIXED = Option("x2apic_unfixed", bool, False, "the kernel without commit 69a7386c's "
+                        "hand-over fix: it keeps xAPIC destinations (ICR bits 63:56) although the "
+                        "firmware left the BSP in x2APIC mode, so no AP is reached")
 MAILBOX_VERSION = Option("mailbox_version", int, 1, "the MADT MP wakeup mailbox version",
                          choices=(0, 1), metavar="V")
 GHCB_VERSION = Option("ghcb_version", int, 2, "the hypervisor's maximum GHCB protocol version",
                       choices=(1, 2), metavar="V")
 
 #: what every scenario on the CPU models takes
-MODEL_RUN_OPTIONS = (CPUS, SEED, TIME_SCALE, WAVES, TIMELINE, TIMELINE_AXIS, JSON, GATE_LEVEL)
+MODEL_RUN_OPTIONS = (CPUS, TOPOLOGY, APIC_IDS, SEED, TIME_SCALE, WAVES, TIMELINE, TIMELINE_AXIS, JSON,
+                     GATE_LEVEL)
 #: what a Linux boot by the CPU models takes (:func:`apwake.sim.scenarios.boot.boot`)
-BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER)
+BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER, FIRMWARE_X2APIC, X2APIC, X2APIC_UNFIXED)
+#: the same for a TDX-style boot, whose firmware hands every CPU over in x2APIC mode
+TDX_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER, TDX_FIRMWARE_X2APIC, X2APIC, X2APIC_UNFIXED)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -385,6 +414,7 @@ def parse_arguments(prog, options, arguments, *, takers=None):
             values[option.name] = [option.parse(text) for text in given]
         else:
             values[option.name] = option.parse(given)
+    _apply_topology(values, given_cpus="cpus" in {o.name for o in options} and parsed.cpus is not None)
     cpus = values.get("cpus", CPUS.default)
     for option in options:
         if option.ap_port:
@@ -394,3 +424,30 @@ def parse_arguments(prog, options, arguments, *, takers=None):
                     option.check_port(port, cpus)
     return values
 
+
+
+def _apply_topology(values, *, given_cpus):
+    """``--topology`` or ``--apic-ids`` become ``values["apic_ids"]`` (a list) and set
+    ``values["cpus"]``; without them ``apic_ids`` is None (contiguous IDs from 0)."""
+    topology, ids = values.get("topology"), values.get("apic_ids")
+    if topology is not None and ids is not None:
+        raise OptionError("--topology and --apic-ids both give the APIC IDs: use one")
+    try:
+        if topology is not None:
+            ids, flag, text = parse_topology(topology).apic_ids(), TOPOLOGY.flag, topology
+        elif ids is not None:
+            ids, flag, text = parse_apic_ids(ids), APIC_IDS.flag, ids
+        else:
+            return
+    except TopologyError as error:
+        raise OptionError(f"{APIC_IDS.flag if topology is None else TOPOLOGY.flag}: {error}") from None
+    if given_cpus and values["cpus"] != len(ids):
+        raise OptionError(f"--cpus {values['cpus']} disagrees with {flag} {text} ({len(ids)} CPUs)")
+    if not CPUS.minimum <= len(ids) <= CPUS.maximum:
+        raise OptionError(f"{flag} {text} gives {len(ids)} CPUs; the fabric takes "
+                          f"{CPUS.minimum} to {CPUS.maximum}")
+    above = [i for i in ids if i > FABRIC_ID_LIMIT]
+    if above:
+        raise OptionError(f"{flag} {text} has APIC ID {above[0]:#x}: the fabric takes IDs 0 to "
+                          f"{FABRIC_ID_LIMIT:#x} (xAPIC); 32-bit x2APIC IDs are not built yet")
+    values["apic_ids"], values["cpus"] = ids, len(ids)

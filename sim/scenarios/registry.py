@@ -92,13 +92,12 @@ async def start_platform(dut, options):
     env = await FabricEnv.start(dut, config=fabric)
     platform = Platform(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
-    platform.madt = b""
     if sev_platform is not None:
         platform.attach_sev(dut)
     if mailbox_platform is not None:
         ap_ids = [c.apic_id for c in platform.cpus if not c.is_bsp]
         platform.park_aps(MailboxPorts(dut, ap_ids, mailbox_platform.base))
-        platform.madt = mailbox_platform.madt_entry()
+        platform.madt += mailbox_platform.madt_entry()
     if options.unresponsive and sev_platform is not None:
         # KVM offers no SMM to SEV-ES guests (arch/x86/kvm/svm/svm.c svm_has_emulated_msr)
         raise ValueError("--unresponsive is not modelled for SEV-ES guests, which have no SMM")

@@ -6,22 +6,22 @@ from apwake.sim.models.cpu.sev import SevFirmware, SevKernel
 from apwake.sim.vip.memory import Owner
 from .boot import bounded, kernel_summary, report_corruptions
 from .registry import scenario
-from .options import CALLIN_TIMEOUT_MS, GHCB_VERSION, NR_CPUS, Option
+from .options import CALLIN_TIMEOUT_MS, GHCB_VERSION, NR_CPUS, X2APIC, Option
 
 __all__ = ["boot_sev", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
 
 #: what boot_sev takes: no --lapic-timer (it keeps the kernel's default timer), no --kvm (an
 #: SEV-ES guest always runs under KVM), no --unresponsive (KVM offers SEV-ES guests no SMM)
-SEV_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS)
+SEV_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, X2APIC)
 FORCE_KEXEC = Option("force_kexec", bool, False,
                      "go past the kernel's refusal of kexec to show why it refuses")
 
 
 async def boot_sev(platform, options, **kernel_options):
     """Firmware (jump table SET), an SEV-ES kernel, the CPUs started; returns after smp_init."""
-    platform.firmware = SevFirmware(platform.memory)
+    platform.firmware = SevFirmware(platform.memory, madt=platform.madt)
     kernel = SevKernel(platform, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
-                       **kernel_options)
+                       x2apic=options.x2apic, **kernel_options)
     platform.start()
     await bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel

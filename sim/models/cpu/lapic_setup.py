@@ -14,14 +14,30 @@
   bring-up scenarios check (:func:`apwake.sim.scenarios.boot.check_ticks`).
 * ``error_interrupt`` (``ERROR_APIC_VECTOR``): reads the ESR the way Linux does (write, then
   read) and records "APIC error on CPU n" with the bits, in the timeline and in ``errors``.
+* x2APIC, after arch/x86/kernel/apic/apic.c and x2apic_phys.c/x2apic_cluster.c:
+  ``check_x2apic`` on the boot CPU finds whether the firmware left it in x2APIC mode ("x2apic:
+  enabled by BIOS, switching to x2apic ops"); the kernel then runs in x2APIC mode, or enables it
+  itself (``x2apic`` "phys" or "cluster"), or turns it off ("off", ``nox2apic``:
+  ``__x2apic_disable``, through the disabled state as the SDM requires).  ``x2apic_setup`` puts
+  each AP in the kernel's mode.  In x2APIC mode the APIC ID is the 32-bit x2APIC ID MSR, the ICR
+  is one 64-bit WRMSR with the 32-bit destination, and there is no delivery-status bit to wait
+  on.  Physical mode (what a guest without interrupt remapping gets: ``try_to_enable_x2apic``
+  sets ``x2apic_phys``) sends to the x2APIC ID, cluster mode to the logical ID (cluster
+  ``id[19:4]`` in bits 31:16, ``1 << id[3:0]`` below).
+* ``fixed=False`` models a kernel without that switch (the inconsistency Linux commit 69a7386c
+  "x86/x2apic: Handle X2APIC BIOS inconsistency gracefully" addressed): it keeps xAPIC
+  destinations (the ID in ICR bits 63:56) while the firmware left the APIC in x2APIC mode, so
+  an INIT or SIPI for APIC ID 1 goes to x2APIC ID 0x0100_0000, which no CPU has.
 """
 
-from apwake.rtl.lapic.layouts import (DeliveryMode, Lvt, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE, TimerMode,
-                               TIMER_DIVIDE_VALUES)
-from apwake.sim.harness.codec import pack
+from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
+                                      TIMER_DIVIDE_VALUES, ApicBase, DeliveryMode, DestMode, Lvt,
+                                      TimerMode)
+from apwake.sim.harness.codec import pack, unpack
+from apwake.sim.vip.lapic.bfm import make_icr
 
 __all__ = ["LocalApicSetup", "LOCAL_TIMER_VECTOR", "ERROR_APIC_VECTOR", "SPURIOUS_APIC_VECTOR",
-           "TIMER_MODES", "HZ", "APIC_DIVISOR"]
+           "TIMER_MODES", "HZ", "APIC_DIVISOR", "X2APIC_MODES", "x2apic_logical_id"]
 
 #: arch/x86/include/asm/irq_vectors.h
 LOCAL_TIMER_VECTOR = 0xEC
@@ -33,6 +49,15 @@ APIC_DIVISOR = 16
 #: how the clock event device is programmed: TSC-deadline (what Linux picks when the CPU has
 #: it), one-shot count, periodic count
 TIMER_MODES = ("deadline", "oneshot", "periodic")
+#: the kernel's x2APIC choice: follow the firmware ("auto": x2APIC, physical, when the boot CPU
+#: arrives in it), "off" (nox2apic), or enable it itself in physical or cluster mode
+X2APIC_MODES = ("auto", "off", "phys", "cluster")
+
+
+def x2apic_logical_id(apic_id):
+    """The x2APIC logical ID (the LDR) of ``apic_id``: cluster ``apic_id[19:4]`` in bits 31:16,
+    ``1 << apic_id[3:0]`` in bits 15:0 (SDM vol. 3A §11.12.10.2)."""
+    return (apic_id >> 4) << 16 | 1 << (apic_id & 0xF)
 
 
 class LocalApicSetup:
@@ -44,6 +69,10 @@ class LocalApicSetup:
         For the time scale and failures.
     timer_mode : str
         One of :data:`TIMER_MODES`.
+    x2apic : str
+        One of :data:`X2APIC_MODES`.
+    fixed : bool
+        False: the kernel without the x2APIC hand-over fix (module docstring).
 
     Attributes
     ----------
@@ -55,16 +84,91 @@ class LocalApicSetup:
     Raises
     ------
     ValueError
-        ``timer_mode`` is not one of :data:`TIMER_MODES`.
+        ``timer_mode`` or ``x2apic`` is not one of its choices.
     """
 
-    def __init__(self, platform, timer_mode="deadline"):
+    def __init__(self, platform, timer_mode="deadline", *, x2apic="auto", fixed=True):
         if timer_mode not in TIMER_MODES:
             raise ValueError(f"timer_mode must be one of {TIMER_MODES}, not {timer_mode!r}")
+        if x2apic not in X2APIC_MODES:
+            raise ValueError(f"x2apic must be one of {X2APIC_MODES}, not {x2apic!r}")
         self.platform = platform
         self.timer_mode = timer_mode
+        self.x2apic = x2apic
+        self.fixed = fixed
+        #: the kernel runs its APICs in x2APIC mode (decided by :meth:`check_x2apic`)
+        self.x2apic_mode = False
+        #: the firmware left the boot CPU in x2APIC mode
+        self.x2apic_by_bios = False
         self.ticks = {}
         self.errors = []
+
+    # --- x2APIC -------------------------------------------------------------------------------
+    async def _apic_mode(self, cpu):
+        base = unpack(ApicBase, await cpu.apic.rdmsr(MSR_IA32_APIC_BASE))
+        return bool(base["enable"] and base["extd"])
+
+    async def _x2apic_disable(self, cpu):
+        """__x2apic_disable: x2APIC -> disabled -> xAPIC (a direct step is #GP)."""
+        base = await cpu.apic.rdmsr(MSR_IA32_APIC_BASE)
+        await cpu.apic.wrmsr(MSR_IA32_APIC_BASE, base & ~pack(ApicBase, extd=1, enable=1))
+        await cpu.apic.wrmsr(MSR_IA32_APIC_BASE, (base & ~pack(ApicBase, extd=1)) | pack(ApicBase, enable=1))
+
+    async def check_x2apic(self, cpu):
+        """On the boot CPU before its APIC is set up: find the firmware's mode and settle the
+        kernel's (x2apic_mode)."""
+        self.x2apic_by_bios = await self._apic_mode(cpu)
+        if self.x2apic == "off":
+            if self.x2apic_by_bios:
+                await self._x2apic_disable(cpu)
+                cpu.note("x2apic: disabled (nox2apic)")
+            self.x2apic_mode = False
+        elif self.x2apic in ("phys", "cluster"):
+            if not self.x2apic_by_bios:
+                await cpu.apic.enter_x2apic()
+            self.x2apic_mode = True
+            cpu.note(f"x2apic: enabled ({self.x2apic})")
+        elif self.x2apic_by_bios and self.fixed:
+            self.x2apic_mode = True
+            cpu.note("x2apic: enabled by BIOS, switching to x2apic ops")
+        else:
+            # auto on an xAPIC hand-over; or the kernel without the fix, which keeps xAPIC ops
+            self.x2apic_mode = False
+            if self.x2apic_by_bios:
+                cpu.note("x2APIC enabled by the firmware, but this kernel keeps xAPIC destinations")
+
+    async def x2apic_setup(self, cpu):
+        """x2apic_setup on an AP: into the kernel's mode (the fixed kernel also takes an AP the
+        firmware left in x2APIC back to xAPIC when the kernel runs xAPIC)."""
+        in_x2apic = await self._apic_mode(cpu)
+        if self.x2apic_mode and not in_x2apic:
+            await cpu.apic.enter_x2apic()
+        elif not self.x2apic_mode and in_x2apic and self.fixed:
+            await self._x2apic_disable(cpu)
+
+    @property
+    def cluster(self):
+        return self.x2apic_mode and self.x2apic == "cluster"
+
+    async def read_apic_id(self, cpu):
+        """read_apic_id: the x2APIC ID MSR in x2APIC mode, ID bits 31:24 in xAPIC mode."""
+        value = await cpu.apic.read("ID")
+        return value if cpu.apic.x2apic and self.x2apic_mode else value >> 24
+
+    def icr(self, vector, mode, apic_id=None, *, logical=False, **fields):
+        """The 64-bit ICR value for an IPI to ``apic_id`` (None: a shorthand in ``fields``), in
+        the kernel's format; ``logical`` sends to the logical ID in cluster mode."""
+        if apic_id is None:
+            return make_icr(vector, mode, x2apic=self.x2apic_mode, **fields)
+        if logical and self.cluster:
+            return make_icr(vector, mode, dest=x2apic_logical_id(apic_id), dest_mode=DestMode.LOGICAL,
+                            x2apic=True, **fields)
+        return make_icr(vector, mode, dest=apic_id, x2apic=self.x2apic_mode, **fields)
+
+    async def wait_icr_idle(self, cpu):
+        """apic_wait_icr_idle: x2APIC has no delivery-status bit, so nothing to wait for."""
+        if not self.x2apic_mode:
+            await cpu.apic.wait_idle()
 
     def install(self, cpu):
         """Enter the timer and error handlers in ``cpu``'s IDT."""
@@ -72,8 +176,11 @@ class LocalApicSetup:
         cpu.idt[ERROR_APIC_VECTOR] = self._error_interrupt
 
     async def setup_local_apic(self, cpu, *, boot_cpu):
-        """setup_local_APIC + lapic_setup_esr on ``cpu`` (interrupts off)."""
+        """setup_local_APIC + lapic_setup_esr on ``cpu`` (interrupts off); an AP is first put in
+        the kernel's APIC mode (x2apic_setup, from cpu_init)."""
         apic = cpu.apic
+        if not boot_cpu:
+            await self.x2apic_setup(cpu)
         self.install(cpu)
         await apic.write("TPR", 0)
         await apic.write("SVR", 0x100 | SPURIOUS_APIC_VECTOR)

@@ -24,14 +24,14 @@ from cocotb.triggers import Event
 from apwake.rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
 from apwake.rtl.mpwk_mailbox.layouts import MADT_OFFSETS, OFFSETS, Command
 from apwake.sim.harness.codec import field_mask
-from apwake.sim.vip.lapic.bfm import make_icr
 from apwake.sim.vip.memory import PAGE_SIZE, Owner
-from apwake.sim.models.madt import parse_mp_wake
+from apwake.sim.models.madt import parse_mp_wake, parse_processors
 from .lapic_setup import LocalApicSetup
 from .model import NMI_VECTOR, RESET_VECTOR
 from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 
-__all__ = ["BootMethod", "Kernel", "Firmware", "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
+__all__ = ["BootMethod", "Kernel", "Firmware", "X2APIC_HANDOFFS", "x2apic_handoff",
+           "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
            "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS"]
 
@@ -76,6 +76,28 @@ _TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10)
            BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
 #: where firmware publishes its MADT interrupt controller structures: u32 length, then bytes
 MADT_ADDRESS = 0x000E_0000
+
+
+#: which APICs the firmware leaves in x2APIC mode at hand-over: none; only the boot CPU's (the
+#: inconsistent machines behind Linux commit 69a7386c); every CPU's (TDX guests, whose vCPUs
+#: the TDX module runs in x2APIC mode, and large machines)
+X2APIC_HANDOFFS = ("none", "bsp", "all")
+
+
+def x2apic_handoff(cpus, which):
+    """A firmware hand-over step (``Firmware(handoff=...)``) that leaves ``which`` (one of
+    :data:`X2APIC_HANDOFFS` but "none") CPUs' APICs in x2APIC mode.  "all" stands for the
+    firmware's own AP initialisation, which switched each AP and parked it again (INIT keeps
+    the APIC's mode, SDM vol. 3A §11.12.5).  ValueError for another ``which``."""
+    if which not in X2APIC_HANDOFFS[1:]:
+        raise ValueError(f"x2APIC hand-over must be one of {X2APIC_HANDOFFS[1:]}, not {which!r}")
+
+    async def step(bsp):
+        for cpu in [bsp] if which == "bsp" else cpus:
+            await cpu.apic.enter_x2apic()
+        whose = "the BSP" if which == "bsp" else "every CPU"
+        bsp.note(f"firmware: hand-over with {whose} in x2APIC mode")
+    return step
 
 
 class Firmware:
@@ -140,24 +162,32 @@ class Kernel:
         (``"kernel"``, MADT patched) or on the firmware's page (``"firmware"``).
     lapic_timer : str
         How each CPU programs its local APIC timer (:data:`apwake.sim.models.cpu.lapic_setup.TIMER_MODES`).
+    x2apic : str
+        The kernel's x2APIC choice (:data:`apwake.sim.models.cpu.lapic_setup.X2APIC_MODES`).
+    x2apic_fixed : bool
+        False: the kernel without the x2APIC hand-over fix (:mod:`.lapic_setup`).
     """
 
     def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
                  callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
-                 data=KERNEL_DATA, parking_page=None, lapic_timer="deadline"):
+                 data=KERNEL_DATA, parking_page=None, lapic_timer="deadline", x2apic="auto",
+                 x2apic_fixed=True):
         if parking_page not in (None, *PLACEMENTS):
             raise ValueError(f"parking_page must be one of {PLACEMENTS} or None, not {parking_page!r}")
         self.platform = platform
-        self.lapic = LocalApicSetup(platform, lapic_timer)
+        self.lapic = LocalApicSetup(platform, lapic_timer, x2apic=x2apic, fixed=x2apic_fixed)
         self.parking_page = parking_page
         self.parking_loop = None
         self.memory = platform.memory
         self.method = BootMethod(method)
         self.owner = owner
         self.callin_timeout_us = callin_timeout_us
-        ids = [c.apic_id for c in platform.cpus]
+        # The CPUs are the MADT's processor entries (acpi_parse_lapic, acpi_parse_x2apic): CPU 0
+        # is the BSP (its own APIC ID, read_apic_id), the others in table order.  A MADT without
+        # processor entries leaves the boot CPU alone, as Linux then runs uniprocessor.
+        madt = self.memory.read(MADT_ADDRESS + 4, self._read(MADT_ADDRESS, 4))
+        ids = [p.apic_id for p in parse_processors(madt)]
         bsp = platform.bsp.apic_id
-        # CPU 0 is the BSP, the others in firmware (MADT) order
         self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
         if nr_cpus is not None:
             self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, nr_cpus)]
@@ -231,6 +261,7 @@ class Kernel:
         self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
                                  name="kernel: trampoline")
         self._setup_idt(cpu)
+        await self.lapic.check_x2apic(cpu)
         await self.lapic.setup_local_apic(cpu, boot_cpu=True)
         await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
         cpu.note("smp_init")
@@ -267,17 +298,18 @@ class Kernel:
             self._write(self.data + _SYNC + self.cpuid_to_apicid.index(apic_id), SyncState.KICKED, 1)
         await apic.write("ESR", 0)
         await apic.read("ESR")
-        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL))
-        await apic.wait_idle()
+        lapic = self.lapic
+        await apic.send_ipi(lapic.icr(0, DeliveryMode.INIT, apic_id, trigger=Trigger.LEVEL))
+        await lapic.wait_icr_idle(cpu)
         await cpu.udelay(init_udelay)
-        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, dest=apic_id, trigger=Trigger.LEVEL,
-                                     level=Level.DEASSERT))
-        await apic.wait_idle()
+        await apic.send_ipi(lapic.icr(0, DeliveryMode.INIT, apic_id, trigger=Trigger.LEVEL,
+                                      level=Level.DEASSERT))
+        await lapic.wait_icr_idle(cpu)
         for _ in range(2):
             await apic.write("ESR", 0)
-            await apic.send_ipi(make_icr(vector, DeliveryMode.STARTUP, dest=apic_id))
+            await apic.send_ipi(lapic.icr(vector, DeliveryMode.STARTUP, apic_id))
             await cpu.udelay(pre)
-            await apic.wait_idle()
+            await lapic.wait_icr_idle(cpu)
             await cpu.udelay(post)
             await apic.write("ESR", 0)
             accept = await apic.read("ESR") & _ACCEPT_ERRORS
@@ -328,14 +360,14 @@ class Kernel:
     async def _boot_broadcast(self, cpu, aps):
         apic = cpu.apic
         await apic.write("ESR", 0)
-        await apic.send_ipi(make_icr(0, DeliveryMode.INIT, shorthand=Shorthand.ALL_EXCLUDING_SELF,
-                                     trigger=Trigger.LEVEL))
-        await apic.wait_idle()
+        await apic.send_ipi(self.lapic.icr(0, DeliveryMode.INIT, shorthand=Shorthand.ALL_EXCLUDING_SELF,
+                                           trigger=Trigger.LEVEL))
+        await self.lapic.wait_icr_idle(cpu)
         for _ in range(2):
-            await apic.send_ipi(make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP,
-                                         shorthand=Shorthand.ALL_EXCLUDING_SELF))
+            await apic.send_ipi(self.lapic.icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP,
+                                               shorthand=Shorthand.ALL_EXCLUDING_SELF))
             await cpu.udelay(10)
-            await apic.wait_idle()
+            await self.lapic.wait_icr_idle(cpu)
             await cpu.udelay(10)
         for apic_id in aps:
             n = self.cpuid_to_apicid.index(apic_id)
@@ -348,7 +380,7 @@ class Kernel:
         parallel = self.method is BootMethod.PARALLEL
         if parallel:
             await self._lock_trampoline(cpu)
-        apic_id = (await cpu.apic.read("ID")) >> 24
+        apic_id = await self.lapic.read_apic_id(cpu)
         try:
             n = self.cpuid_to_apicid.index(apic_id)
         except ValueError:
@@ -493,8 +525,9 @@ class Kernel:
         """Queue ``entry`` for ``target_cpu`` and send the IPI (Linux waits for ICR idle
         before writing it)."""
         self.calls.setdefault(target_cpu, []).append(entry)
-        await cpu.apic.wait_idle()
-        await cpu.apic.send_ipi(make_icr(CALL_FUNCTION_VECTOR, dest=self.cpuid_to_apicid[target_cpu]))
+        await self.lapic.wait_icr_idle(cpu)
+        await cpu.apic.send_ipi(self.lapic.icr(CALL_FUNCTION_VECTOR, DeliveryMode.FIXED,
+                                               self.cpuid_to_apicid[target_cpu], logical=True))
 
     async def _call_function_interrupt(self, cpu, vector):
         """Drain this CPU's queue: one IPI may stand for several entries (IRR merges)."""

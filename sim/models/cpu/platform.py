@@ -15,9 +15,10 @@ from apwake.rtl.mpwk_mailbox.layouts import ApState
 
 from apwake.sim.vip.ghcb_msr.bfm import GuestMemoryPort, VcpuPort
 
+from apwake.sim.models.madt import processor_entries
+from apwake.sim.vip.memory import Memory
 from .model import CpuModel
 from .parking import RamMailbox
-from apwake.sim.vip.memory import Memory
 
 __all__ = ["Platform", "DEFAULT_TIME_SCALE"]
 
@@ -34,6 +35,10 @@ class Platform:
         jumps to the kernel (:func:`apwake.sim.models.cpu.smm.setup_smm` raises its SMIs there).
     smm : apwake.sim.models.cpu.smm.SmmHandler or None
         The SMI handler, when a scenario set one up.
+    madt : bytes
+        The MADT interrupt controller structures the firmware publishes: one processor entry
+        per CPU in port order (:func:`apwake.sim.models.madt.processor_entries`), then any a
+        platform adds (the MP wakeup mailbox's).
     """
 
     def __init__(self, env, *, time_scale=DEFAULT_TIME_SCALE, sipi_before_init=True):
@@ -51,6 +56,7 @@ class Platform:
         bsp = env.config.bsp_index
         self.cpus = [CpuModel(self, port, is_bsp=port.index == bsp, sipi_before_init=sipi_before_init)
                      for port in env.ports]
+        self.madt = processor_entries([c.apic_id for c in self.cpus])
         self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
         self.parking_loops = []      # apwake.sim.models.cpu.parking.ParkingLoop installed by kernels
 

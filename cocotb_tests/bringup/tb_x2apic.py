@@ -1,0 +1,122 @@
+"""x2APIC hand-over and the kernel's x2APIC modes (issue 12): the firmware leaves every CPU or
+only the BSP in x2APIC mode, the kernel follows it (Linux's check_x2apic and x2apic_setup),
+turns it off, or enables it itself in physical or cluster mode; and the kernel without the
+hand-over fix, whose xAPIC-format INIT and SIPI reach no AP."""
+
+from dataclasses import replace
+
+import cocotb
+
+from apwake.rtl.lapic.layouts import MSR_IA32_APIC_BASE, ApicBase, DeliveryMode, DestMode
+from apwake.sim.harness.codec import unpack
+from apwake.sim.models.cpu.lapic_setup import x2apic_logical_id
+from apwake.sim.models.cpu.linux import BootMethod
+from apwake.sim.scenarios.boot import boot
+from apwake.sim.scenarios.options import ScenarioOptions
+from apwake.sim.scenarios.registry import start_platform
+
+TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
+
+
+async def booted(dut, method=BootMethod.MODERN, **changes):
+    options = replace(ScenarioOptions(callin_timeout_us=2000), **changes)
+    platform = await start_platform(dut, options)
+    return platform, await boot(platform, options, method)
+
+
+async def in_x2apic(cpu):
+    base = unpack(ApicBase, await cpu.apic.rdmsr(MSR_IA32_APIC_BASE))
+    return bool(base["enable"] and base["extd"])
+
+
+def start_messages(platform):
+    """The INIT and SIPI messages on the fabric."""
+    return [c.msg for c in platform.env.monitor.cycles
+            if c.msg["delivery_mode"] in (DeliveryMode.INIT, DeliveryMode.STARTUP)]
+
+
+def assert_all_online(platform, kernel):
+    assert sorted(kernel.online_apic_ids()) == sorted(c.apic_id for c in platform.cpus), platform.failures
+    assert not platform.failures, platform.failures
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(method=[BootMethod.MODERN, BootMethod.PARALLEL, BootMethod.BROADCAST])
+async def test_every_cpu_handed_over_in_x2apic(dut, method):
+    """The firmware leaves every APIC in x2APIC (a TDX guest, a large machine): the kernel
+    switches to x2APIC ops and starts each AP with x2APIC-format INIT and SIPI."""
+    platform, kernel = await booted(dut, method, firmware_x2apic="all")
+    assert_all_online(platform, kernel)
+    assert kernel.lapic.x2apic_mode
+    for cpu in platform.cpus:
+        assert await in_x2apic(cpu), f"{cpu.name} left x2APIC mode"
+    messages = start_messages(platform)
+    assert messages and all(m["x2apic"] for m in messages)
+    targeted = {m["destination"] for m in messages if not m["shorthand"]}
+    assert targeted <= {c.apic_id for c in platform.cpus if not c.is_bsp}
+
+
+@cocotb.test(**TIMEOUT)
+async def test_bsp_only_in_x2apic_fixed_kernel(dut):
+    """Only the BSP arrives in x2APIC (the inconsistent firmware): the fixed kernel takes
+    x2APIC ops from the BSP and x2apic_setup switches each AP as it starts."""
+    platform, kernel = await booted(dut, firmware_x2apic="bsp")
+    assert_all_online(platform, kernel)
+    assert any("enabled by BIOS, switching to x2apic ops" in note for _, _, note in platform.bsp.history)
+    for cpu in platform.cpus:
+        assert await in_x2apic(cpu), f"{cpu.name} not in x2APIC mode after x2apic_setup"
+
+
+@cocotb.test(**TIMEOUT)
+async def test_bsp_only_in_x2apic_unfixed_kernel(dut):
+    """The kernel without the fix keeps xAPIC destinations: INIT and SIPI for APIC ID n go to
+    x2APIC ID n << 24, no AP is reached, and each wait for an AP times out naming it."""
+    platform, kernel = await booted(dut, firmware_x2apic="bsp", x2apic_unfixed=True)
+    aps = [c for c in platform.cpus if not c.is_bsp]
+    assert kernel.online_apic_ids() == [platform.bsp.apic_id]
+    messages = start_messages(platform)
+    assert {m["destination"] for m in messages} == {c.apic_id << 24 for c in aps}
+    assert all(c.accept == frozenset() for c in platform.env.monitor.cycles
+               if c.msg["delivery_mode"] in (DeliveryMode.INIT, DeliveryMode.STARTUP))
+    for cpu in aps:
+        assert cpu.state.name == "INIT_RECEIVED", f"{cpu.name} is {cpu.position}"
+        assert any(f["cpu"] == cpu.apic_id and "did not answer" in f["message"] for f in platform.failures), \
+            platform.failures
+
+
+@cocotb.test(**TIMEOUT)
+async def test_kernel_turns_x2apic_off(dut):
+    """``nox2apic`` on x2APIC firmware: every APIC goes back to xAPIC through the disabled
+    state (a direct x2APIC to xAPIC step would be #GP) and the boot is xAPIC."""
+    platform, kernel = await booted(dut, firmware_x2apic="all", x2apic="off")
+    assert_all_online(platform, kernel)
+    for cpu in platform.cpus:
+        assert not await in_x2apic(cpu), f"{cpu.name} still in x2APIC mode"
+    assert not any(m["x2apic"] for m in start_messages(platform))
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(mode=["phys", "cluster"])
+async def test_call_function_ipis_in_x2apic(dut, mode):
+    """The kernel enables x2APIC itself; a call-function IPI goes to the x2APIC ID (physical)
+    or to the logical ID (cluster) and runs once on its target."""
+    platform, kernel = await booted(dut, x2apic=mode)
+    assert_all_online(platform, kernel)
+    monitor = platform.env.monitor
+    before = len(monitor.cycles)
+    targets = list(range(1, len(kernel.cpuid_to_apicid)))
+    for n in targets:
+        await kernel.smp_call_function_single(platform.bsp, n, ("call", n))
+    await monitor.wait_for(before + len(targets), what="one call-function IPI per target")
+    await platform.bsp.wait_until(lambda: len(kernel.calls_done) == len(targets), timeout_ns=100_000,
+                                  what="every call to run")
+    assert sorted(kernel.calls_done) == [(n, ("call", n)) for n in targets]
+    sent = monitor.cycles[before:]
+    for n, cycle in zip(targets, sent):
+        apic_id = kernel.cpuid_to_apicid[n]
+        if mode == "cluster":
+            assert cycle.msg["dest_mode"] == DestMode.LOGICAL
+            assert cycle.msg["destination"] == x2apic_logical_id(apic_id)
+        else:
+            assert cycle.msg["dest_mode"] == DestMode.PHYSICAL and cycle.msg["destination"] == apic_id
+        assert cycle.accept == frozenset({next(c.index for c in platform.cpus if c.apic_id == apic_id)})

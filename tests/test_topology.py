@@ -1,0 +1,100 @@
+"""Topologies and APIC ID lists (sim/models/topology.py), the MADT processor entries the
+firmware publishes and Linux parses (sim/models/madt.py), and the command line's --topology and
+--apic-ids."""
+
+import struct
+
+import pytest
+
+from apwake.sim.models.madt import (MADT_TYPE_LOCAL_APIC, MADT_TYPE_LOCAL_X2APIC, MadtError, parse_mp_wake,
+                                    parse_processors, processor_entries)
+from apwake.sim.models.topology import TopologyError, parse_apic_ids, parse_topology
+from apwake.sim.scenarios.options import MODEL_RUN_OPTIONS, OptionError, parse_arguments
+
+
+@pytest.mark.parametrize("text, ids", [
+    ("1x1x1", [0]),
+    ("1x4x1", [0, 1, 2, 3]),
+    ("1x2x2", [0, 1, 2, 3]),
+    ("2x3x2", [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]),      # core field 2 bits, package from bit 3
+    ("2x1x3", [0, 1, 2, 4, 5, 6]),                              # SMT field 2 bits
+])
+def test_topology_ids_are_bit_fields(text, ids):
+    topology = parse_topology(text)
+    assert topology.apic_ids() == ids
+    assert topology.n_cpus == len(ids)
+    for package in range(topology.packages):
+        for core in range(topology.cores):
+            for thread in range(topology.threads):
+                assert topology.split(topology.apic_id(package, core, thread)) == (package, core, thread)
+
+
+@pytest.mark.parametrize("text", ["2x16", "0x4x2", "axbxc", "", "2x2x2x2"])
+def test_bad_topologies_are_named(text):
+    with pytest.raises(TopologyError, match="topology"):
+        parse_topology(text)
+
+
+def test_apic_id_lists_and_files(tmp_path):
+    assert parse_apic_ids("0, 2,0x10 7") == [0, 2, 16, 7]
+    path = tmp_path / "ids.txt"
+    path.write_text("0\n0x100\n0x201\n")
+    assert parse_apic_ids(str(path)) == [0, 0x100, 0x201]
+    with pytest.raises(TopologyError, match="listed twice"):
+        parse_apic_ids("1,2,1")
+    with pytest.raises(TopologyError, match="outside"):
+        parse_apic_ids("0xFFFFFFFF")
+    with pytest.raises(TopologyError, match="'q' is not a number"):
+        parse_apic_ids("1,q")
+
+
+def test_processor_entries_follow_acpi_and_parse_back():
+    ids = [0, 5, 0xFE, 0xFF, 0x100, 0x12345]
+    madt = processor_entries(ids)
+    kinds = []
+    offset = 0
+    while offset < len(madt):
+        kinds.append((madt[offset], madt[offset + 1]))
+        offset += madt[offset + 1]
+    # type 0 (8 bytes) below 255, type 9 (16 bytes) from 255 up
+    assert kinds == [(MADT_TYPE_LOCAL_APIC, 8)] * 3 + [(MADT_TYPE_LOCAL_X2APIC, 16)] * 3
+    parsed = parse_processors(madt)
+    assert [p.apic_id for p in parsed] == ids
+    assert [p.uid for p in parsed] == list(range(len(ids)))
+    # a mailbox entry after them changes nothing, and they do not hide it
+    mailbox = bytes([0x10, 16, 0, 0, 0, 0, 0, 0]) + (0x7000).to_bytes(8, "little")
+    assert parse_processors(madt + mailbox) == parsed
+    assert parse_mp_wake(madt + mailbox).mailbox_address == 0x7000
+
+
+def test_linux_skips_disabled_entries_and_the_invalid_xapic_id():
+    disabled = struct.pack("<BBBBI", 0, 8, 1, 3, 0)
+    invalid = struct.pack("<BBBBI", 0, 8, 2, 0xFF, 1)
+    assert [p.apic_id for p in parse_processors(processor_entries([0]) + disabled + invalid)] == [0]
+    with pytest.raises(MadtError, match="length"):
+        parse_processors(bytes([0, 6, 0, 0, 1, 0]))
+    with pytest.raises(ValueError, match="0xffffffff"):
+        processor_entries([0, 0xFFFF_FFFF])
+
+
+def _parse(*arguments):
+    return parse_arguments("apwake run init-sipi", MODEL_RUN_OPTIONS, list(arguments))
+
+
+def test_topology_sets_the_cpus_and_ids():
+    values = _parse("--topology", "2x3x2")
+    assert values["cpus"] == 12 and values["apic_ids"][-1] == 13
+    assert _parse("--apic-ids", "0,4,8", "--cpus", "3")["apic_ids"] == [0, 4, 8]
+    assert _parse()["apic_ids"] is None
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("--topology", "2x2x2", "--cpus", "4"), "--cpus 4 disagrees with --topology 2x2x2 (8 CPUs)"),
+    (("--topology", "2x2x2", "--apic-ids", "0,1"), "use one"),
+    (("--apic-ids", "0,0x100"), "APIC ID 0x100"),
+    (("--topology", "16x16x2"), "512 CPUs"),
+    (("--apic-ids", "0,zz"), "--apic-ids: APIC ID 'zz' is not a number"),
+])
+def test_topology_errors_name_the_option(arguments, message):
+    with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _parse(*arguments)
