@@ -65,6 +65,13 @@ def _check_name(kind, name):
         raise ValueError(f"{kind} name must be an identifier, not {name!r}")
 
 
+def _find(items, name, where):
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(f"{where} has no {name!r}")
+
+
 def _check_int(what, value, low, high=None):
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value >= high):
         bound = f"{low} to {high - 1}" if high is not None else f"at least {low}"
@@ -235,10 +242,7 @@ class Register:
                    and (not accesses or f.access in accesses))
 
     def __getitem__(self, name):
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(f"register {self.name} has no field {name!r}")
+        return _find(self.fields, name, f"register {self.name}")
 
 
 @dataclass(frozen=True)
@@ -320,10 +324,7 @@ class RegisterMap:
         return any(r.name == name for r in self.registers)
 
     def __getitem__(self, name):
-        for r in self.registers:
-            if r.name == name:
-                return r
-        raise KeyError(f"register map {self.name} has no register {name!r}")
+        return _find(self.registers, name, f"register map {self.name}")
 
     @property
     def offsets(self):
@@ -438,10 +439,7 @@ class AddressMap:
         object.__setattr__(self, "memory", tuple(self.memory))
 
     def __getitem__(self, name):
-        for w in (*self.windows, *self.memory):
-            if w.name == name:
-                return w
-        raise KeyError(f"address map {self.name} has no entry {name!r}")
+        return _find((*self.windows, *self.memory), name, f"address map {self.name}")
 
     @property
     def window_size(self):
