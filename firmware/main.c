@@ -15,12 +15,13 @@
 #define CONTROL(name) REG(SOC_CONTROL_BASE + SOC_CONTROL_##name)
 #define MAILBOX(field) REG(SOC_MAILBOX_BASE + MAILBOX_##field)
 #define MSR(name) REG(SOC_MSR_BASE + SOC_MSR_##name)
+#define IO(name) REG(SOC_IO_BASE + SOC_IO_##name)
 
 static volatile uint32_t online_mask;
 static volatile uint32_t offline_request;   /* bit per core: cpu_down asked it to play dead */
 static volatile uint32_t kernel = 1;        /* which "kernel" runs (2 after the kexec) */
 
-static void putc_(char c) { REG(SOC_UART_TX) = (uint8_t)c; }
+static void putc_(char c) { IO(UART_TX) = (uint8_t)c; }
 static void puts_(const char *s) { while (*s) putc_(*s++); }
 static void putdec(uint32_t v)
 {
@@ -34,8 +35,8 @@ static void putdec(uint32_t v)
         if (digit != '0' || started || powers[k] == 1) { putc_(digit); started = 1; }
     }
 }
-static void lock(void) { while (REG(SOC_LOCK_BASE)) { } }
-static void unlock(void) { REG(SOC_LOCK_BASE) = 0; }
+static void lock(void) { while (IO(LOCK)) { } }
+static void unlock(void) { IO(LOCK) = 0; }
 
 static void wait_icr_idle(void) { while (APIC(ICR) & ICR_DELIVERY_STATUS) { } }
 
@@ -89,7 +90,7 @@ static void announce(uint32_t bit, int online, const char *what)
         online_mask &= ~bit;
         offline_request &= ~bit;
     }
-    REG(SOC_LED_BASE) = online_mask;
+    IO(LEDS) = online_mask;
     unlock();
 }
 
@@ -109,8 +110,8 @@ void ap_main(void)
     uint32_t reply;
     do {                                       /* the MSR-form hold: retry unless woken */
         reply = ghcb_call(GHCB_AP_RESET_HOLD_REQ);
-    } while (FIELD(reply, GHCB_MSR, INFO) != GHCB_AP_RESET_HOLD_RESP
-             || !(FIELD(reply, GHCB_MSR, DATA) | MSR(DATA_HI)));
+    } while (FIELD(reply, MSR_GHCB, INFO) != GHCB_AP_RESET_HOLD_RESP
+             || !(FIELD(reply, MSR_GHCB, DATA) | MSR(DATA_HI)));
     announce(bit, 1, " woken from reset hold\n");
     for (;;) { }
 }
@@ -123,7 +124,7 @@ static int mailbox_command(uint32_t apic_id, uint32_t command)
     REG(SOC_MAILBOX_BASE + MAILBOX_WAKEUP_VECTOR + 4) = 0;
     MAILBOX(COMMAND) = command;
     for (uint32_t spins = 0; spins < 100000; spins++)
-        if (!(MAILBOX(COMMAND) & MAILBOX_COMMAND_MASK))
+        if (!(FIELD(MAILBOX(COMMAND), MAILBOX_COMMAND, COMMAND)))
             return 1;
     return 0;
 }
@@ -187,7 +188,7 @@ void bsp_main(void)
     int mailbox = start == SOC_AP_START_MAILBOX;
     lock();
     online_mask = 1u << self;
-    REG(SOC_LED_BASE) = online_mask;
+    IO(LEDS) = online_mask;
     puts_("apwake soc: BSP up, ");
     putdec(n);
     puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n" : " cores\n");
@@ -262,7 +263,7 @@ void bsp_main(void)
         }
         if (!wait_mask(1u << core, 1u << core))
             report("AP core did not come online: ", core);
-        if (!x2apic && start == SOC_AP_START_SIPI && (CONTROL(FEATURES) & SOC_FEATURE_MSR_WINDOW)) {
+        if (!x2apic && start == SOC_AP_START_SIPI && FIELD(CONTROL(FEATURES), SOC_CONTROL_FEATURES, MSR_WINDOW)) {
             /* after the first AP: the BSP switches its APIC to x2APIC mode (IA32_APIC_BASE
                EN | EXTD through the MSR window) and wakes the others through MSR 0x830 */
             wrmsr(MSR_IA32_APIC_BASE, rdmsr_lo(MSR_IA32_APIC_BASE) | APIC_BASE_X2APIC, MSR(DATA_HI));

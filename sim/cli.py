@@ -3,7 +3,7 @@
 ``apwake list``                      the scenarios
 ``apwake run SCENARIO [options]``    run one: CPU models on the RTL (``soc-demo``: firmware on the soft-SoC)
 ``apwake bench``                     simulation speed figures (see docs/PERFORMANCE.md)
-``apwake registers``                 the local APIC register map (Markdown)
+``apwake registers [--write|--check]``  the register maps (Markdown), or regenerate the files
 ``apwake build BOARD``               the soft-SoC bitstream for icebreaker or ulx3s
 """
 
@@ -294,9 +294,8 @@ def _bench(args):
 
 
 def _registers(args):
-    from apwake.rtl.lapic.registers import markdown
-    print(markdown(), end="")
-    return 0
+    from apwake.firmware.export import main as export_main
+    return export_main(["--write"] if args.write else ["--check"] if args.check else [])
 
 
 def _build(args):
@@ -336,7 +335,11 @@ def main(argv=None):
     bench.add_argument("--skip-public-flat-rw", action="store_true",
                        help="skip the --public-flat-rw measurement at 64 CPUs")
     bench.set_defaults(func=_bench)
-    sub.add_parser("registers", help="print the local APIC register map").set_defaults(func=_registers)
+    registers = sub.add_parser("registers", help="print the register maps (Markdown); --write regenerates "
+                               "firmware/soc_regs.h, link.ld's MEMORY, docs/REGISTERS.md and docs/registers.json")
+    registers.add_argument("--write", action="store_true", help="rewrite the generated files")
+    registers.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    registers.set_defaults(func=_registers)
     board = sub.add_parser("build", help="build the soft-SoC bitstream for a board (YoWASP tools)")
     board.add_argument("board", choices=["icebreaker", "ulx3s"])
     board.set_defaults(func=_build)

@@ -8,14 +8,7 @@ from amaranth.sim import Simulator
 from apwake.rtl.lib.priority import RoundRobinArbiter, find_set, min_tree
 
 
-def _simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-
-
-def test_round_robin_is_fair_and_exact():
+def test_round_robin_is_fair_and_exact(simulate):
     n = 7
     dut = RoundRobinArbiter(n)
     rng = random.Random(7)
@@ -36,7 +29,7 @@ def test_round_robin_is_fair_and_exact():
                 last = expected
             await ctx.tick()
 
-    _simulate(dut, bench)
+    simulate(dut, bench)
 
 
 def test_find_set_and_min_tree():

@@ -11,13 +11,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.lib.bus import MemoryBusSignature
+from apwake.rtl.lib.registers import RegisterDecoder
 from .layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, ApState, Command, FIRMWARE_HALF,
                       MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
+from .registers import STATUS_MAP
 
 __all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS", "madt_entry"]
 
-#: the status window: STATUS (write 1 to clear), then the APIC ID of the last flagged request
-STATUS_WORDS = ("STATUS", "LAST_APIC_ID")
+#: the status window's registers in word order: STATUS (write 1 to clear), then the APIC ID of the
+#: last flagged request (:data:`apwake.rtl.mpwk_mailbox.registers.STATUS_MAP`)
+STATUS_WORDS = tuple(r.name for r in sorted(STATUS_MAP, key=lambda r: r.offset))
+assert [STATUS_MAP[name].offset for name in STATUS_WORDS] == [4 * i for i in range(len(STATUS_WORDS))]
 
 
 def madt_entry(*, version, base, reset_vector=0):
@@ -137,7 +141,7 @@ class MpwkMailbox(wiring.Component):
             if not isinstance(value, int) or not 1 <= value < 1 << 20:
                 raise ValueError(f"{name} must be 1 to 2**20-1 cycles, not {value!r}")
         status_base = base + PAGE_SIZE if status_base is None else status_base
-        if (not isinstance(status_base, int) or status_base % 16 or
+        if (not isinstance(status_base, int) or status_base % STATUS_MAP.size or
                 base <= status_base < base + PAGE_SIZE):
             raise ValueError(f"status_base must be 16-byte aligned outside the page, "
                              f"not {status_base!r}")
@@ -181,7 +185,8 @@ class MpwkMailbox(wiring.Component):
         # --- bus decode ---------------------------------------------------------------------------
         fire = bus.req_valid & bus.req_ready
         in_page = bus.addr[12:32] == (self.base >> 12)
-        in_status = bus.addr[4:32] == (self.status_base >> 4)
+        status_regs = RegisterDecoder(STATUS_MAP, bus.addr)
+        in_status = bus.addr[STATUS_MAP.offset_bits:32] == (self.status_base >> STATUS_MAP.offset_bits)
         word = bus.addr[2:12]
         m.d.comb += bus.req_ready.eq(1)
         lane_mask = Cat(*(Cat(*[b] * 8) for b in bus.wstrb))
@@ -281,7 +286,7 @@ class MpwkMailbox(wiring.Component):
         # --- status and read data ---------------------------------------------------------------------
         raised = Cat(*(flags[name] for name in flags))
         clear = Signal(len(flags))
-        with m.If(fire & bus.write & in_status & (bus.addr[2:4] == STATUS_WORDS.index("STATUS"))):
+        with m.If(fire & bus.write & in_status & status_regs["STATUS"]):
             m.d.comb += clear.eq(bus.wdata & lane_mask)
         m.d.sync += status.as_value()[0:len(flags)].eq(
             (status.as_value()[0:len(flags)] & ~clear) | raised)
@@ -296,9 +301,8 @@ class MpwkMailbox(wiring.Component):
             resp_valid.eq(fire),
             resp_from_body.eq(fire & in_page & (word >= 4)),
             resp_data.eq(Mux(in_page & (word < 4), header,
-                             Mux(in_status, Mux(bus.addr[2:4] == STATUS_WORDS.index("STATUS"), status.as_value(),
-                                                Mux(bus.addr[2:4] == STATUS_WORDS.index("LAST_APIC_ID"),
-                                                    last_apic_id, 0)), 0))),
+                             Mux(in_status, status_regs.read({"STATUS": status.as_value(),
+                                                              "LAST_APIC_ID": last_apic_id}), 0))),
         ]
         m.d.comb += [bus.resp_valid.eq(resp_valid),
                      bus.rdata.eq(Mux(resp_from_body, rport.data, resp_data))]

@@ -1,62 +1,129 @@
-"""The soft-SoC's address map, declared once: the RTL decodes it, ``firmware/build.py`` turns it
-into ``soc.h`` for the C code, the tests read it from here."""
+"""The soft-SoC's address map as data (:mod:`apwake.rtl.lib.registers`), declared once: the RTL
+decodes it (:mod:`apwake.rtl.soc`), the exporter (``python -m apwake.firmware.export``) writes the
+firmware's ``soc_regs.h``, ``link.ld``'s MEMORY block and ``docs/REGISTERS.md`` from it, the tests
+read it from here.
 
-__all__ = ["RAM_BASE", "BOOT_ROM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS", "LED_BASE", "LOCK_BASE",
-           "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE", "AP_START",
-           "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES", "TRAMPOLINE",
+:data:`SOC_MAP` is the description; the constants below (``UART_TX``, ``CONTROL``, ...) are taken
+from it for the modules that want one address.
+"""
+
+from apwake.rtl.lapic.registers import XAPIC_MAP
+from apwake.rtl.lib.registers import (AddressMap, Access, Field, MemoryRegion, Register, RegisterMap,
+                                      Window)
+from apwake.rtl.mpwk_mailbox.layouts import PAGE_SIZE
+from apwake.rtl.mpwk_mailbox.registers import PAGE_MAP, STATUS_MAP
+
+__all__ = ["SOC_MAP", "IO_MAP", "CONTROL_MAP", "MSR_WINDOW_MAP",
+           "RAM_BASE", "BOOT_ROM_BYTES", "FIRMWARE_RAM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS",
+           "LED_BASE", "LOCK_BASE", "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE",
+           "AP_START", "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES", "TRAMPOLINE",
            "WINDOW_SIZE", "window_of"]
+
+#: address bits inside a window: the top nibble selects it
+_WINDOW_BITS = 28
+WINDOW_SIZE = 1 << _WINDOW_BITS
 
 RAM_BASE = 0x0000_0000
 #: the boot ROM: the reset entry and the AP boot stub at the bottom of the RAM block, written by
 #: the FPGA configuration (the firmware image) and read-only to the cores
 BOOT_ROM_BYTES = 0x80
+#: the RAM every build has (the iCEBreaker's 8 KiB): what the firmware is linked into
+FIRMWARE_RAM_BYTES = 0x2000
 #: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
 AP_BOOT = 0x0000_0040
-
-UART_BASE = 0x1000_0000
-UART_TX = UART_BASE + 0x0          # write: send the byte in [7:0]
-UART_STATUS = UART_BASE + 0x4      # read: bit 0 = busy
-LED_BASE = 0x1000_1000             # write: LEDs [7:0]
-#: a hardware test-and-set lock (RV32I has no atomics): read returns the old value and sets
-#: it to 1, write 0 releases
-LOCK_BASE = 0x1000_2000
-
-#: the core's own local APIC, xAPIC MMIO layout (docs/spec/lapic.md §1): offset = the register's offset
-APIC_BASE = 0x2000_0000
-#: the core's own control window
-CONTROL_BASE = 0x3000_0000
-CONTROL = {"CORE_ID": 0x0,         # read: core index
-           "APIC_ID": 0x4,         # read: this core's APIC ID
-           "START_ADDR": 0x8,      # read: where the last SIPI (vector << 12) or mailbox
-                                   # WakeupVector started this core
-           "N_CORES": 0xC,         # read: number of cores
-           "AP_START": 0x10,       # read: how APs start, AP_START below
-           "FEATURES": 0x18,       # read: FEATURES bits below
-           "RESET_VECTOR": 0x14}   # write: "jmp ResetVector": the core goes back to the
-                                   # firmware's mailbox loop (held; the mailbox sees it return)
-#: CONTROL FEATURES bits (what this build of the SoC has)
-FEATURES = {"MSR_WINDOW": 1 << 0}
-#: CONTROL AP_START values
-AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
-#: the ACPI MP wakeup mailbox page (ap_start="mailbox"); its status window follows it
-MAILBOX_BASE = 0x4000_0000
-#: the core's "MSR window": RV32 has no RDMSR/WRMSR.  Write the MSR number to SELECT; a write
-#: of DATA_HI is WRMSR (DATA_LO written before it is the low half); a read of DATA_LO is RDMSR
-#: (the high half is then in DATA_HI).  The GHCB MSR (0xC001_0130) goes to the GHCB unit
-#: (ap_start="ghcb"), every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+).
-MSR_BASE = 0x5000_0000
-MSR_WINDOW = {"SELECT": 0x0, "DATA_LO": 0x4, "DATA_HI": 0x8,
-              "VMGEXIT": 0xC}      # write: VMGEXIT; the store completes when the hypervisor
-                                   # resumes the vCPU (an AP reset hold stalls the core there)
 #: the AP trampoline page: where the firmware's SIPI (vector TRAMPOLINE >> 12) starts an AP
 TRAMPOLINE = 0x0000_1000
 #: where a vCPU's launch state starts it (ap_start="ghcb", the first SIPI): the SIPI vector is
 #: ignored under SEV-ES, the firmware's reset block is at the trampoline page
 SEV_LAUNCH_ADDR = TRAMPOLINE
 
-WINDOW_SIZE = 0x1000_0000
+UART_BASE = 0x1000_0000
+APIC_BASE = 0x2000_0000
+CONTROL_BASE = 0x3000_0000
+MAILBOX_BASE = 0x4000_0000
+MSR_BASE = 0x5000_0000
+
+#: CONTROL AP_START values
+AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
+
+IO_MAP = RegisterMap(
+    "io", UART_BASE, WINDOW_SIZE, [
+        Register("UART_TX", 0x0, [Field("data", 8, Access.WS, doc="the byte to send (the store waits while busy)")],
+                 doc="UART transmitter (8N1)"),
+        Register("UART_STATUS", 0x4, [Field("busy", 1, Access.R, doc="a byte is being sent")],
+                 doc="UART status"),
+        Register("LEDS", 0x1000, [Field("leds", 8, Access.RW)], doc="the board's LEDs"),
+        Register("LOCK", 0x2000, [Field("locked", 1, Access.RSW,
+                                        doc="a read returns the old value and sets it (test and set); "
+                                            "a write of 0 releases")],
+                 doc="hardware test-and-set lock (RV32I has no atomics)"),
+    ],
+    prefix="SOC_IO", doc="Shared I/O: the UART, the LEDs and the lock; other addresses read 0.")
+
+CONTROL_MAP = RegisterMap(
+    "control", CONTROL_BASE, 0x100, [
+        Register("CORE_ID", 0x00, access=Access.R, reset_doc="the core's index", doc="this core's index"),
+        Register("APIC_ID", 0x04, access=Access.R, reset_doc="the core's APIC ID", doc="this core's APIC ID"),
+        Register("START_ADDR", 0x08, access=Access.R,
+                 doc="where the last SIPI (vector << 12), mailbox WakeupVector or SEV-ES launch started this core"),
+        Register("N_CORES", 0x0C, access=Access.R, reset_doc="the number of cores", doc="number of cores"),
+        Register("AP_START", 0x10, access=Access.R, reset_doc="the build's ap_start",
+                 doc="how APs start: " + ", ".join(f"{v} {k}" for k, v in AP_START.items())),
+        Register("RESET_VECTOR", 0x14, access=Access.WS,
+                 doc="a write is \"jmp ResetVector\": an AP goes back to the firmware's mailbox loop "
+                     "(held; the mailbox sees it return); ignored from the BSP"),
+        Register("FEATURES", 0x18, [Field("msr_window", 1, Access.R, doc="the MSR window exists")],
+                 reset_doc="the build's features", doc="what this build of the SoC has"),
+    ],
+    prefix="SOC_CONTROL", doc="Each core's own control window (the same addresses, per-core values).")
+
+MSR_WINDOW_MAP = RegisterMap(
+    "msr_window", MSR_BASE, 0x100, [
+        Register("SELECT", 0x0, access=Access.RW, doc="the MSR number"),
+        Register("DATA_LO", 0x4, access=Access.RSW,
+                 doc="write: the low half of the next WRMSR; read: RDMSR of SELECT, low half (the high "
+                     "half goes to DATA_HI)"),
+        Register("DATA_HI", 0x8, access=Access.RWS,
+                 doc="read: the high half of the last RDMSR; write: WRMSR of SELECT with DATA_LO"),
+        Register("VMGEXIT", 0xC, access=Access.WS,
+                 doc="a write is VMGEXIT (ap_start=\"ghcb\"): the store completes when the hypervisor "
+                     "resumes the vCPU, so an AP reset hold stalls the core here"),
+    ],
+    prefix="SOC_MSR", source="docs/spec/ghcb.md §1",
+    doc="Each core's MSR window (RV32 has no RDMSR/WRMSR): the GHCB MSR (0xC001_0130) goes to the GHCB "
+        "unit, every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+).")
+
+#: CONTROL FEATURES bits (what this build of the SoC has)
+FEATURES = {f.name.upper(): f.mask for f in CONTROL_MAP["FEATURES"].fields}
+
+SOC_MAP = AddressMap(
+    "soc", _WINDOW_BITS, [
+        Window("ram", RAM_BASE, doc="RAM (initialised with the firmware image); the boot ROM is its "
+                                    f"first {BOOT_ROM_BYTES:#x} bytes"),
+        Window("io", UART_BASE, [IO_MAP], doc="UART, LEDs, lock"),
+        Window("apic", APIC_BASE, [XAPIC_MAP.rebased(APIC_BASE)],
+               doc="this core's local APIC, xAPIC MMIO (offsets as in the APIC's page)"),
+        Window("control", CONTROL_BASE, [CONTROL_MAP], doc="this core's control window"),
+        Window("mailbox", MAILBOX_BASE, [PAGE_MAP.rebased(MAILBOX_BASE), STATUS_MAP.rebased(MAILBOX_BASE + PAGE_SIZE)],
+               doc="the ACPI MP wakeup mailbox page and its status window (ap_start=\"mailbox\")"),
+        Window("msr", MSR_BASE, [MSR_WINDOW_MAP], doc="this core's MSR window (msr_window=True)"),
+    ],
+    memory=[
+        MemoryRegion("ROM", RAM_BASE, BOOT_ROM_BYTES, "rx",
+                     doc="boot ROM: the BSP's reset entry and the AP boot stub (stores ignored)"),
+        MemoryRegion("RAM", RAM_BASE + BOOT_ROM_BYTES, FIRMWARE_RAM_BYTES - BOOT_ROM_BYTES, "rwx",
+                     doc="code, data and the stacks (at the top of the SoC's RAM)"),
+    ],
+    doc="The soft-SoC's shared bus: address[31:28] selects the window.")
+
+UART_TX = IO_MAP.address("UART_TX")          # write: send the byte in [7:0]
+UART_STATUS = IO_MAP.address("UART_STATUS")  # read: bit 0 = busy
+LED_BASE = IO_MAP.address("LEDS")            # write: LEDs [7:0]
+LOCK_BASE = IO_MAP.address("LOCK")           # read: test and set; write 0: release
+CONTROL = CONTROL_MAP.offsets
+MSR_WINDOW = MSR_WINDOW_MAP.offsets
 
 
 def window_of(address):
-    """The top nibble selects the window (RAM, shared I/O, APIC, control)."""
-    return address >> 28
+    """The top nibble selects the window (RAM, shared I/O, APIC, control, mailbox, MSR)."""
+    return SOC_MAP.window_of(address)

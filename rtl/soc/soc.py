@@ -18,22 +18,21 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from apwake.rtl.lib.bus import access_states
+from apwake.rtl.lib.registers import RegisterDecoder
 from apwake.rtl.lib.priority import RoundRobinArbiter
 from apwake.rtl.lapic.signatures import Space
-from apwake.rtl.mpwk_mailbox import MpwkMailbox
-from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF
-from apwake.rtl.ghcb_msr import GhcbMsrUnit, connect_apic_events
+from apwake.rtl.ghcb_msr import connect_apic_events
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
-from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL, FEATURES, LED_BASE, LOCK_BASE, MAILBOX_BASE,
-                         MSR_BASE, MSR_WINDOW, SEV_LAUNCH_ADDR, UART_STATUS, UART_TX, window_of,
-                         APIC_BASE, CONTROL_BASE, RAM_BASE, UART_BASE)
+from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL_MAP, FEATURES, IO_MAP, MSR_WINDOW_MAP,
+                         SOC_MAP, RAM_BASE)
+from .ap_start import ApStart
 from .picorv32 import PicoRV32
 from .uart import UartTx
 
 __all__ = ["Soc"]
 
-_RAM, _IO, _APIC, _CONTROL, _MAILBOX, _MSR = (window_of(a) for a in (
-    RAM_BASE, UART_BASE, APIC_BASE, CONTROL_BASE, MAILBOX_BASE, MSR_BASE))
+_RAM, _IO, _APIC, _CONTROL, _MAILBOX, _MSR = (SOC_MAP.slot(name) for name in (
+    "ram", "io", "apic", "control", "mailbox", "msr"))
 
 
 class Soc(wiring.Component):
@@ -102,51 +101,15 @@ class Soc(wiring.Component):
             m.submodules[f"core{i}"] = core
             cores.append(core)
 
-        # --- wait-for-SIPI, per core ---------------------------------------------------------------
-        run = [Signal(init=int(i == bsp), name=f"run{i}") for i in range(n)]
-        start_addr = Array(Signal(32, name=f"start_addr{i}") for i in range(n))
-        ghcb = None
-        if self.ap_start == "ghcb":
-            m.submodules.ghcb = ghcb = GhcbMsrUnit(n_vcpus=n, bsp_index=bsp)
-            # the firmware speaks the MSR protocol only: GHCB-page accesses are answered (reads
-            # as 0, writes dropped) so a page request gets its malformed-input reply, never hangs
-            gm = ghcb.memory
-            m.d.comb += [gm.req_ready.eq(1), gm.rdata.eq(0)]
-            m.d.sync += gm.resp_valid.eq(gm.req_valid)
+        # --- how cores start: wait-for-SIPI, the mailbox or the GHCB unit ------------------------------
+        m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
+        run = starter.run
+        start_addr = Array(starter.start_addr[i] for i in range(n))
+        ghcb = starter if self.ap_start == "ghcb" else None          # its vcpu ports
         for i, core in enumerate(cores):
-            apic = fabric.cpu[i]
+            connect_apic_events(m, fabric.cpu[i], starter.apic[i])
             m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
-            if ghcb is not None:
-                # the hypervisor takes INIT and SIPI (docs/spec/ghcb.md §4); a launch starts the core
-                connect_apic_events(m, apic, ghcb.apic[i])
-                with m.If(ghcb.vcpu[i].launch):
-                    m.d.sync += [run[i].eq(1), start_addr[i].eq(SEV_LAUNCH_ADDR)]
-                continue
-            with m.If(apic.init):
-                m.d.comb += apic.init_ack.eq(1)
-                if i != bsp:                         # the BSP has no wait-for-SIPI state
-                    m.d.sync += run[i].eq(0)
-            with m.Elif(apic.sipi):
-                m.d.comb += apic.sipi_ack.eq(1)
-                with m.If(~run[i]):                  # ignored unless waiting, as on hardware
-                    m.d.sync += [run[i].eq(1), start_addr[i].eq(apic.sipi_vector << 12)]
-
-        # --- TDX style: APs parked on the MP wakeup mailbox ----------------------------------------
-        aps = [i for i in range(n) if i != bsp]
-        mailbox = None
-        back_to_firmware = Signal(max(n, 1))           # a core wrote RESET_VECTOR (one cycle)
-        if self.ap_start == "mailbox":
-            m.submodules.mailbox = mailbox = MpwkMailbox(
-                base=MAILBOX_BASE, apic_ids=[fabric.apic_ids[i] for i in aps], version=1,
-                reset_vector=MAILBOX_BASE + FIRMWARE_HALF)
-            for k, i in enumerate(aps):
-                ap = mailbox.ap[k]
-                with m.If(ap.wake & ~run[i]):
-                    m.d.comb += ap.wake_ack.eq(1)
-                    m.d.sync += [run[i].eq(1), start_addr[i].eq(ap.wake_vector[0:32])]
-                with m.If(back_to_firmware[i]):
-                    m.d.comb += ap.return_to_firmware.eq(1)
-                    m.d.sync += run[i].eq(0)
+        back_to_firmware = starter.back_to_firmware      # a core wrote RESET_VECTOR (one cycle)
 
         # --- the shared bus ----------------------------------------------------------------------------
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
@@ -187,6 +150,11 @@ class Soc(wiring.Component):
         m.d.comb += self.leds.eq(leds)
         apic_ids = Array(Const(a, 32) for a in fabric.apic_ids)
 
+        # the register windows, decoded from their descriptions (rtl/soc/memory_map.py)
+        io = RegisterDecoder(IO_MAP, addr)
+        control = RegisterDecoder(CONTROL_MAP, addr)
+        msr = RegisterDecoder(MSR_WINDOW_MAP, addr)
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += arbiter.requests.eq(Cat(*(c.bus.valid for c in cores)) & ~stalled & ~resumed)
@@ -200,78 +168,60 @@ class Soc(wiring.Component):
                         m.d.comb += wport.en.eq(wstrb)
                     m.next = "RAM"
                 with m.Elif(window == _IO):
-                    with m.If(addr == UART_TX):
-                        with m.If(write & ~uart.busy):
+                    m.d.sync += rdata.eq(io.read({"UART_STATUS": uart.busy, "LEDS": leds, "LOCK": lock}))
+                    m.next = "DONE"
+                    with m.If(io["UART_TX"] & write):
+                        with m.If(uart.busy):
+                            m.next = "DECODE"            # the store waits for the transmitter
+                        with m.Else():
                             m.d.comb += [uart.start.eq(1), uart.data.eq(wdata[0:8]),
                                          self.uart_valid.eq(1), self.uart_data.eq(wdata[0:8])]
-                            m.next = "DONE"
-                        with m.Elif(~write):
-                            m.d.sync += rdata.eq(0)
-                            m.next = "DONE"
-                    with m.Elif(addr == UART_STATUS):
-                        m.d.sync += rdata.eq(uart.busy)
-                        m.next = "DONE"
-                    with m.Elif(addr == LED_BASE):
-                        with m.If(write):
-                            m.d.sync += leds.eq(wdata[0:8])
-                        m.d.sync += rdata.eq(leds)
-                        m.next = "DONE"
-                    with m.Elif(addr == LOCK_BASE):
-                        with m.If(write):
-                            m.d.sync += lock.eq(wdata[0])
-                        with m.Else():
-                            m.d.sync += [rdata.eq(lock), lock.eq(1)]      # test and set
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += rdata.eq(0)
-                        m.next = "DONE"
+                    with m.If(io["LEDS"] & write):
+                        m.d.sync += leds.eq(wdata[0:8])
+                    with m.If(io["LOCK"]):
+                        m.d.sync += lock.eq(Mux(write, wdata[0], 1))       # a read is test and set
                 with m.Elif(window == _APIC):
                     m.d.sync += [apic_space.eq(Space.MMIO), apic_addr.eq(addr[0:12]),
                                  apic_write.eq(write), apic_wdata.eq(wdata)]
                     m.next = "APIC_REQ"
                 with m.Elif(window == _CONTROL):
-                    offset = addr[0:8]
-                    m.d.sync += rdata.eq(Mux(offset == CONTROL["CORE_ID"], sel,
-                                         Mux(offset == CONTROL["APIC_ID"], apic_ids[sel],
-                                         Mux(offset == CONTROL["START_ADDR"], start_addr[sel],
-                                         Mux(offset == CONTROL["N_CORES"], n,
-                                         Mux(offset == CONTROL["AP_START"], AP_START[self.ap_start],
-                                         Mux(offset == CONTROL["FEATURES"],
-                                             FEATURES["MSR_WINDOW"] if self.msr_window else 0, 0)))))))
-                    with m.If(write & (offset == CONTROL["RESET_VECTOR"]) & (sel != bsp)):
+                    m.d.sync += rdata.eq(control.read({
+                        "CORE_ID": sel, "APIC_ID": apic_ids[sel], "START_ADDR": start_addr[sel], "N_CORES": n,
+                        "AP_START": AP_START[self.ap_start],
+                        "FEATURES": FEATURES["MSR_WINDOW"] if self.msr_window else 0}))
+                    with m.If(write & control["RESET_VECTOR"] & (sel != bsp)):
                         m.d.comb += back_to_firmware.eq(1 << sel)
                     m.next = "DONE"
-                if mailbox is not None:
+                if self.ap_start == "mailbox":
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
                 with m.Elif((window == _MSR) & self.msr_window):
-                    offset = addr[0:8]
                     m.next = "DONE"
-                    with m.If(offset == MSR_WINDOW["SELECT"]):
+                    with m.If(msr["SELECT"]):
                         with m.If(write):
                             m.d.sync += msr_select[sel].eq(wdata)
                         m.d.sync += rdata.eq(msr_select[sel])
-                    with m.Elif((offset == MSR_WINDOW["DATA_LO"]) & write):
+                    with m.Elif(msr["DATA_LO"] & write):
                         m.d.sync += msr_lo[sel].eq(wdata)
-                    with m.Elif((offset == MSR_WINDOW["DATA_HI"]) & ~write):
+                    with m.Elif(msr["DATA_HI"] & ~write):
                         m.d.sync += rdata.eq(msr_hi[sel])
                     if ghcb is not None:
                         is_ghcb = msr_select[sel] == MSR_GHCB
-                        with m.Elif(is_ghcb & (offset == MSR_WINDOW["DATA_LO"])):  # RDMSR GHCB
+                        with m.Elif(is_ghcb & msr["DATA_LO"]):  # RDMSR GHCB
                             vcpu_msr = Array(v.msr_rdata for v in ghcb.vcpu)[sel]
                             m.d.sync += [rdata.eq(vcpu_msr[0:32]), msr_hi[sel].eq(vcpu_msr[32:64])]
-                        with m.Elif(is_ghcb & (offset == MSR_WINDOW["DATA_HI"])):  # WRMSR GHCB
+                        with m.Elif(is_ghcb & msr["DATA_HI"]):  # WRMSR GHCB
                             for i in range(n):
                                 with m.If(sel == i):
                                     m.d.comb += [ghcb.vcpu[i].msr_write.eq(1),
                                                  ghcb.vcpu[i].msr_wdata.eq(Cat(msr_lo[i], wdata))]
-                    with m.Elif((offset == MSR_WINDOW["DATA_LO"]) | (offset == MSR_WINDOW["DATA_HI"])):
+                    with m.Elif(msr["DATA_LO"] | msr["DATA_HI"]):
                         # RDMSR / WRMSR of the core's local APIC (x2APIC, IA32_APIC_BASE)
                         m.d.sync += [apic_space.eq(Space.MSR), apic_addr.eq(msr_select[sel]),
                                      apic_write.eq(write), apic_wdata.eq(Cat(msr_lo[sel], wdata))]
                         m.next = "APIC_REQ"
                     if ghcb is not None:
-                        with m.Elif(write & (offset == MSR_WINDOW["VMGEXIT"])):
+                        with m.Elif(write & msr["VMGEXIT"]):
                             for i in range(n):
                                 with m.If(sel == i):
                                     m.d.comb += ghcb.vcpu[i].vmgexit.eq(1)
@@ -298,8 +248,8 @@ class Soc(wiring.Component):
                     with m.If((sel == i) & reg.resp_valid):
                         m.d.sync += [rdata.eq(reg.rdata[0:32]), msr_hi[sel].eq(reg.rdata[32:64])]
                         m.next = "DONE"
-            if mailbox is not None:
-                access_states(m, mailbox.bus, "MAILBOX", then="DONE", addr=addr, write=write,
+            if self.ap_start == "mailbox":
+                access_states(m, starter.mailbox_bus, "MAILBOX", then="DONE", addr=addr, write=write,
                               wdata=wdata, wstrb=wstrb, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
