@@ -151,9 +151,11 @@ class LocalApicSetup:
         return self.x2apic_mode and self.x2apic == "cluster"
 
     async def read_apic_id(self, cpu):
-        """read_apic_id: the x2APIC ID MSR in x2APIC mode, ID bits 31:24 in xAPIC mode."""
+        """The APIC ID as an AP finds it in the trampoline before its APIC is set up (Linux 6.5
+        head_64.S: the x2APIC ID MSR when IA32_APIC_BASE says x2APIC, else ID bits 31:24), so
+        from the APIC's mode, not the kernel's."""
         value = await cpu.apic.read("ID")
-        return value if cpu.apic.x2apic and self.x2apic_mode else value >> 24
+        return value if cpu.apic.x2apic else value >> 24
 
     def icr(self, vector, mode, apic_id=None, *, logical=False, **fields):
         """The 64-bit ICR value for an IPI to ``apic_id`` (None: a shorthand in ``fields``), in
