@@ -75,7 +75,7 @@ def test_waveform_has_per_apic_groups():
 
     wrong = [t for t in traces if not in_file(t)]
     assert traces and not wrong, f"traces in the .gtkw that the FST lacks: {wrong}"
-    assert "apwake_fabric.apic1.irr[255:0]" in traces and "not in the waveform" not in gtkw
+    assert "apwake_fabric.apic1.interrupts.irr[255:0]" in traces and "not in the waveform" not in gtkw
 
 
 def test_missing_compiler_is_named(monkeypatch):

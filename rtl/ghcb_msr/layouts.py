@@ -4,13 +4,15 @@ Declared once here: the RTL uses them as shapes and constants, the CPU models an
 and unpack with :mod:`apwake.sim.harness.codec`.
 """
 
-from amaranth import unsigned
+import enum as _enum
+
+from amaranth import Cat, Const, unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["MSR_GHCB", "MsrCode", "GhcbMsr", "SevInfo", "CpuidRequest", "Termination",
            "HoldReply", "NaeExit", "JumpTableOp", "HvResponse", "MalformedReason",
            "VcpuState", "HoldType", "GHCB_OFFSETS", "VALID_BIT", "GFN_NONE", "HV_FEATURES",
-           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry"]
+           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry", "layout_bits", "layout_cat"]
 
 #: MSR_AMD64_SEV_ES_GHCB
 MSR_GHCB = 0xC001_0130
@@ -163,3 +165,19 @@ VALID_BIT = {name: offset // 8 for name, offset in GHCB_OFFSETS.items() if offse
 
 #: HV feature bits (§1): bit 0 SEV-SNP, bit 1 SNP AP creation
 HV_FEATURES = {"snp": 1 << 0, "snp_ap_creation": 1 << 1}
+
+
+def layout_bits(layout, **fields):
+    """The integer of a constant ``layout`` value (a reset value, a fixed reply)."""
+    return data.Layout.cast(layout).const(fields).as_bits()
+
+
+def layout_cat(layout, **fields):
+    """A value of ``layout`` built from ``fields`` (values or constants; others 0) without a
+    signal, so constant fields stay constants in the Verilog."""
+    parts = []
+    for name, field in sorted(data.Layout.cast(layout), key=lambda item: item[1].offset):
+        value = fields.get(name, 0)
+        value = value.value if isinstance(value, _enum.Enum) else value
+        parts.append(Const(value, field.width) if isinstance(value, int) else value[:field.width])
+    return Cat(*parts)

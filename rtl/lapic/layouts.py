@@ -4,7 +4,7 @@ The RTL, the Python models and the tests all take field positions from here
 (``docs/spec/lapic.md`` §2.1 for the ICR, §4 for the ESR, §1 for IA32_APIC_BASE).
 """
 
-from amaranth import unsigned
+from amaranth import Cat, Const, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "MSR_IA32_TSC_DEADLINE",
     "ICR_X2APIC_RESERVED", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
     "MSR_IA32_APIC_BASE", "MSR_X2APIC_FIRST", "MSR_X2APIC_LAST", "XAPIC_DEFAULT_BASE",
+    "x2apic_logical_id",
 ]
 
 
@@ -203,3 +204,9 @@ TIMER_DIVIDE_VALUES = {divisor: ((code & 0b100) << 1) | (code & 0b011)
                        for code, divisor in TIMER_DIVIDE_CODES.items()}
 #: the LVT delivery-mode bits: an LVT whose write mask has them chooses its mode
 LVT_MODE_BITS = _mask(Lvt, "delivery_mode")
+
+
+def x2apic_logical_id(apic_id):
+    """The x2APIC logical ID (LDR) derived from a 32-bit x2APIC ID value (docs/spec/lapic.md §1):
+    cluster ``apic_id[19:4]`` in bits 31:16, one-hot position ``1 << apic_id[3:0]`` in 15:0."""
+    return Cat((Const(1, 16) << apic_id[0:4])[0:16], apic_id[4:20])

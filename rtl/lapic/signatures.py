@@ -8,6 +8,8 @@
   NMI/SMI events, the INTR/INTA handshake).
 * :class:`FabricLinkSignature`: between one APIC and the IPI fabric.
 * :class:`TraceSignature`: the fabric's bus trace, for monitors and scoreboards.
+* :class:`RegisterWriteSignature`: inside one APIC, the register write taken this cycle, from
+  the register file to the parts that own a register (ICR, EOI, ESR, the timer).
 
 Signatures are written from the initiator's point of view (the CPU for the first two, the APIC
 for the link); components take the flipped view with ``In(...)``.
@@ -20,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import FabricMessage
 
 __all__ = ["Space", "RegisterBusSignature", "CpuPortSignature", "FabricLinkSignature",
-           "TraceSignature"]
+           "TraceSignature", "RegisterWriteSignature", "LINK_TX", "LINK_RX"]
 
 
 class Space(enum.Enum, shape=unsigned(1)):
@@ -119,6 +121,11 @@ class FabricLinkSignature(wiring.Signature):
         })
 
 
+#: the members of :class:`FabricLinkSignature` that send, and those that receive
+LINK_TX = ("tx_valid", "tx_msg", "tx_done", "tx_accepted")
+LINK_RX = ("rx_valid", "rx_msg", "rx_self", "rx_match", "rx_priority", "lp_grant")
+
+
 class TraceSignature(wiring.Signature):
     """The fabric bus as seen by a monitor: one message per cycle at most.
 
@@ -142,3 +149,23 @@ class TraceSignature(wiring.Signature):
 
     def __repr__(self):
         return f"TraceSignature(n_ports={self.n_ports})"
+
+
+class RegisterWriteSignature(wiring.Signature):
+    """A register write the register file has taken, register-file view.
+
+    ``valid`` pulses for one cycle when a write to an APIC register is taken and legal in the
+    current mode (no #GP, no illegal xAPIC address, the register writable in that mode).
+    ``index`` is the register's index (:mod:`apwake.rtl.lapic.registers`), ``data`` the written
+    value as the CPU gave it (all 64 bits of a WRMSR; the low 32 bits of an MMIO store).  Each
+    part of the APIC decodes the indices of the registers it owns.
+
+    Members (register-file view): ``valid`` Out(1), ``index`` Out(8), ``data`` Out(64).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "valid": Out(1),
+            "index": Out(8),
+            "data": Out(64),
+        })

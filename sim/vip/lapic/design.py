@@ -86,8 +86,11 @@ class FabricDesign(Design):
         groups = [("fabric", ["clk", "rst"] + [n for n in names if n.startswith("trace__")])]
         for i, apic_id in enumerate(self.config.apic_ids):
             ports = [n for n in names if n.startswith(f"cpu__{i}__")]
-            internals = [f"apic{i}.{n}" for n in ("irr", "isr", "esr_pending", "esr_visible",
-                                                   "tx_valid", "tx_msg", "tpr", "svr", "ldr")]
+            # inside the APIC's parts (rtl/lapic/local_apic.py names them)
+            internals = [f"apic{i}.{n}" for n in (
+                "interrupts.irr", "interrupts.isr", "errors.esr_pending", "errors.value",
+                "sender.tx_valid", "sender.tx_msg", "registers.tpr", "registers.svr",
+                "registers.ldr")]
             groups.append((f"APIC {i} (ID {apic_id:#x})", ports + internals))
         return groups
 

@@ -1,0 +1,146 @@
+"""The local APIC's receiver: destination matching and acceptance of fabric messages
+(docs/spec/lapic.md §3, §5, §8 #8, #16, #17, #23)."""
+
+from amaranth import Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (DeliveryMode, DestMode, Level, Shorthand, x2apic_logical_id,
+                      XAPIC_BROADCAST, X2APIC_BROADCAST)
+from .signatures import FabricLinkSignature, LINK_RX
+
+__all__ = ["Receiver"]
+
+
+class Receiver(wiring.Component):
+    """Decides in the bus cycle whether this APIC takes a fabric message, and what it raises.
+
+    * **Match** (``rx_match``, combinational): the APIC is globally enabled, and the message is
+      INIT de-assert (it reaches everyone, §8 #8) or addressed to it, and the APIC is
+      software-enabled unless the mode is other than Fixed/lowest priority.  Addressed: by
+      shorthand (self = ``rx_self``), or by destination: physical ID or broadcast; logical:
+      xAPIC flat (DFR 0xF) or cluster (DFR 0x0) model against LDR[31:24] (an LDR of 0 matches
+      nothing, broadcast included), x2APIC cluster/one-hot against the derived logical ID.
+      Broadcast is 0xFF or 0xFFFF_FFFF by the *sender's* format (``rx_msg.x2apic``); IDs are
+      matched under this APIC's mode, so an x2APIC destination above 0xFF never aliases onto an
+      xAPIC ID.
+    * **Accept** (``rx_valid`` and the match, or ``lp_grant`` for lowest priority): Fixed and
+      lowest priority set the vector's bit on ``irr_set``, or raise ``illegal_vector`` for vector
+      0-15 or at or above ``n_vectors``; NMI, SMI, SIPI (with ``sipi_vector``) and INIT (not
+      de-assert) pulse their outputs for the pending flags.
+    * ``rx_priority`` is the PPR class given on ``priority``, for lowest-priority arbitration.
+
+    Parameters
+    ----------
+    n_vectors : int
+        Implemented vectors: the width of ``irr_set``.
+
+    Attributes
+    ----------
+    rx_valid, rx_self, lp_grant : In(1)
+    rx_msg : In(FabricMessage)
+    rx_match : Out(1)
+    rx_priority : Out(4)
+        The receive half of :class:`~apwake.rtl.lapic.signatures.FabricLinkSignature`
+        (its members, as declared there).
+    apic_id : In(32)
+        Hardware APIC ID (its low 8 bits are the xAPIC ID).
+    enabled, x2apic, sw_enabled : In(1)
+        IA32_APIC_BASE.EN; x2APIC mode; SVR.apic_enable.
+    ldr, dfr : In(32)
+        The xAPIC LDR and DFR registers.
+    priority : In(4)
+        PPR[7:4].
+    irr_set : Out(n_vectors)
+        One-hot: the IRR bit an accepted Fixed/lowest-priority message sets.
+    illegal_vector : Out(1)
+        ESR *receive illegal vector*.
+    nmi, smi, init, sipi : Out(1)
+        An accepted NMI, SMI, INIT (assert) or SIPI.
+    sipi_vector : Out(8)
+        The message's vector (the SIPI start page).
+    """
+
+    def __init__(self, *, n_vectors):
+        self.n_vectors = n_vectors
+        link = FabricLinkSignature().members
+        super().__init__({
+            **{name: link[name] for name in LINK_RX},
+            "apic_id": In(32),
+            "enabled": In(1),
+            "x2apic": In(1),
+            "sw_enabled": In(1),
+            "ldr": In(32),
+            "dfr": In(32),
+            "priority": In(4),
+            "irr_set": Out(n_vectors),
+            "illegal_vector": Out(1),
+            "nmi": Out(1),
+            "smi": Out(1),
+            "init": Out(1),
+            "sipi": Out(1),
+            "sipi_vector": Out(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nv = self.n_vectors
+        rx, x2apic = self.rx_msg, self.x2apic
+        x2apic_ldr = Signal(32)
+        m.d.comb += x2apic_ldr.eq(x2apic_logical_id(self.apic_id))
+
+        my_id = Mux(x2apic, self.apic_id, self.apic_id[0:8])
+        dest = rx.destination
+        broadcast = Mux(rx.x2apic, dest == X2APIC_BROADCAST, dest == XAPIC_BROADCAST)
+        physical_match = (dest == my_id) | broadcast
+        ldr8 = self.ldr[24:32]
+        dfr_model = self.dfr[28:32]
+        mda = dest[0:8]
+        xapic_logical = (dest[8:32] == 0) & Mux(
+            dfr_model == 0xF, (ldr8 & mda) != 0,
+            (dfr_model == 0x0) & (mda[4:8] == ldr8[4:8]) & ((mda[0:4] & ldr8[0:4]) != 0))
+        x2apic_logical = ((dest[16:32] == x2apic_ldr[16:32]) &
+                          ((dest[0:16] & x2apic_ldr[0:16]) != 0))
+        # An xAPIC APIC with LDR = 0 (the state after INIT) matches no logical destination,
+        # broadcast included (docs/spec/lapic.md §3); the x2APIC LDR is never 0.
+        logical_match = Mux(x2apic, broadcast | x2apic_logical,
+                            (ldr8 != 0) & (broadcast | xapic_logical))
+        dest_match = Mux(rx.dest_mode == DestMode.LOGICAL, logical_match, physical_match)
+        addressed = Signal()
+        with m.Switch(rx.shorthand):
+            with m.Case(Shorthand.NONE):
+                m.d.comb += addressed.eq(dest_match)
+            with m.Case(Shorthand.SELF):
+                m.d.comb += addressed.eq(self.rx_self)
+            with m.Case(Shorthand.ALL_INCLUDING_SELF):
+                m.d.comb += addressed.eq(1)
+            with m.Case(Shorthand.ALL_EXCLUDING_SELF):
+                m.d.comb += addressed.eq(~self.rx_self)
+        rx_init_deassert = (rx.delivery_mode == DeliveryMode.INIT) & (rx.level == Level.DEASSERT)
+        rx_fixed_like = ((rx.delivery_mode == DeliveryMode.FIXED) |
+                         (rx.delivery_mode == DeliveryMode.LOWEST_PRIORITY))
+        match = Signal()
+        m.d.comb += match.eq(self.enabled & (rx_init_deassert | addressed) &
+                             (self.sw_enabled | ~rx_fixed_like))
+        lowest = rx.delivery_mode == DeliveryMode.LOWEST_PRIORITY
+        m.d.comb += [self.rx_match.eq(match), self.rx_priority.eq(self.priority)]
+        accept = Signal()
+        m.d.comb += accept.eq(self.rx_valid & Mux(lowest, self.lp_grant, match))
+
+        m.d.comb += self.sipi_vector.eq(rx.vector)
+        with m.If(accept):
+            with m.Switch(rx.delivery_mode):
+                with m.Case(DeliveryMode.FIXED, DeliveryMode.LOWEST_PRIORITY):
+                    with m.If((rx.vector < 16) | (rx.vector >= nv)):
+                        m.d.comb += self.illegal_vector.eq(1)
+                    with m.Else():
+                        m.d.comb += self.irr_set.eq(Const(1, nv) << rx.vector)
+                with m.Case(DeliveryMode.NMI):
+                    m.d.comb += self.nmi.eq(1)
+                with m.Case(DeliveryMode.SMI):
+                    m.d.comb += self.smi.eq(1)
+                with m.Case(DeliveryMode.STARTUP):
+                    m.d.comb += self.sipi.eq(1)
+                with m.Case(DeliveryMode.INIT):
+                    m.d.comb += self.init.eq(~rx_init_deassert)
+        return m

@@ -1,0 +1,377 @@
+"""The local APIC's register access: xAPIC MMIO and x2APIC MSR decode, the storage registers and
+IA32_APIC_BASE (docs/spec/lapic.md §1, §1.1, §8 #13).
+
+The other parts of :class:`~apwake.rtl.lapic.local_apic.LocalApic` own the registers with a
+behaviour of their own (ICR, IRR/ISR/TMR, ESR, the timer counts); this part reads them back and
+hands every taken write to them on a :class:`~apwake.rtl.lapic.signatures.RegisterWriteSignature`.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
+                      ICR_X2APIC_RESERVED, MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
+                      MSR_X2APIC_FIRST, XAPIC_DEFAULT_BASE, x2apic_logical_id)
+from .registers import Access, Kind, REGISTERS, BY_NAME
+from .signatures import RegisterBusSignature, RegisterWriteSignature, Space
+
+__all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX"]
+
+#: the VERSION register's value (version 0x14, max LVT index in [23:16]), from the table
+VERSION = BY_NAME["VERSION"].reset & 0xFF
+MAX_LVT_INDEX = BY_NAME["VERSION"].reset >> 16
+#: the LVTs whose sources :class:`~apwake.rtl.lapic.local_sources.LocalSources` delivers
+SOURCE_LVTS = ("LVT_TIMER", "LVT_ERROR", "LVT_LINT0", "LVT_LINT1")
+
+
+class RegisterFile(wiring.Component):
+    """Register access of one local APIC.
+
+    * **Decode.**  ``bus.space`` selects the xAPIC page (offset ``addr``, index ``addr[11:4]``,
+      legal only 16-byte aligned and only in xAPIC mode; the page reads all-ones and ignores
+      writes otherwise) or the MSRs (IA32_APIC_BASE 0x1B, IA32_TSC 0x10, IA32_TSC_DEADLINE 0x6E0,
+      the x2APIC range 0x800-0x8FF in x2APIC mode).  Access rights per mode come from the
+      register table (:mod:`apwake.rtl.lapic.registers`).
+    * **Faults.**  x2APIC: absent registers, reads of write-only and writes of read-only ones,
+      reserved bits, non-zero upper halves (except ICR), non-zero EOI/ESR writes are ``gp``;
+      IA32_APIC_BASE: reserved bits and illegal mode transitions (§1) are ``gp``.  xAPIC:
+      reserved or unaligned offsets raise ``illegal_address`` (ESR bit 7).
+    * **Handshake.**  ``bus.req_ready`` is low while an ICR or SELF IPI write meets a full
+      transmit slot (``tx_busy``); the response comes one cycle after the take.
+    * **Storage registers** (TPR, LDR, DFR, SVR, the LVTs, TIMER_INITIAL, TIMER_DIVIDE) are kept
+      here, written through the table's write masks; LVT mask bits are forced while the APIC is
+      software-disabled (§5).  LDR and the ICR are cleared on the switch to x2APIC mode
+      (``x2apic_entry``).  ``soft_reset`` returns them to their reset values.
+    * **IA32_APIC_BASE** (EN, EXTD, base) is kept here; BSP is the ``bsp`` input.  Clearing EN
+      pulses ``disabling``.
+
+    Parameters
+    ----------
+    n_vectors : int
+        Width of the IRR/ISR/TMR read-back inputs.
+    local_interrupts : bool
+        Whether the APIC has the local sources: the TSC MSRs, TIMER_CURRENT, TMR, the LVT
+        remote IRR bits and the LVT write check exist only then (their ports too).
+
+    Attributes
+    ----------
+    bus : In(RegisterBusSignature)
+        The CPU's register port.
+    apic_id : In(32)
+        Hardware APIC ID (read as ID).
+    bsp : In(1)
+        IA32_APIC_BASE.BSP.
+    tsc : In(64), only with ``local_interrupts``
+        Read as IA32_TSC.
+    write : Out(RegisterWriteSignature)
+        The write taken this cycle, for the parts that own a register.
+    deadline_write : Out(1), only with ``local_interrupts``
+        A WRMSR to IA32_TSC_DEADLINE is taken (its value on ``write.data``).
+    enabled, x2apic : Out(1)
+        IA32_APIC_BASE.EN; EN and EXTD (x2APIC mode).
+    tpr : Out(8)
+    svr : Out(Svr)
+    ldr, dfr : Out(32)
+        The xAPIC LDR and DFR registers.
+    lvt_timer, lvt_error, lvt_lint0, lvt_lint1 : Out(Lvt), only with ``local_interrupts``
+    timer_divide : Out(4), only with ``local_interrupts``
+        TIMER_DIVIDE bits 3:0.
+    timer_initial : Out(32), only with ``local_interrupts``
+    x2apic_entry : Out(1)
+        Pulse: IA32_APIC_BASE written from xAPIC to x2APIC mode.
+    disabling : Out(1)
+        Pulse: IA32_APIC_BASE.EN cleared (the APIC resets and drops its pending events).
+    soft_reset : In(1)
+        Return the storage registers to their reset values (INIT taken, or ``disabling``).
+    illegal_address : Out(1)
+        Pulse: ESR *illegal register address*.
+    lvt_write_illegal : Out(1), only with ``local_interrupts``
+        Pulse: an LVT written with Fixed mode and vector 0-15 (ESR *receive illegal vector*).
+    tx_busy : In(1)
+        The transmit slot is full: back-pressure for ICR writes, ICR bit 12 (delivery status).
+    icr : In(Icr)
+        The ICR, for read-back.
+    irr, isr : In(n_vectors)
+    tmr : In(n_vectors), only with ``local_interrupts``
+    ppr, apr : In(8)
+    esr : In(8)
+        The ESR as software reads it.
+    timer_current : In(32), only with ``local_interrupts``
+    tsc_deadline : In(64), only with ``local_interrupts``
+    lint_rirr : In(2), only with ``local_interrupts``
+        Remote IRR of LVT LINT0/LINT1 (their bit 14).
+    """
+
+    def __init__(self, *, n_vectors, local_interrupts):
+        self.n_vectors = n_vectors
+        self.local_interrupts = local_interrupts
+        members = {
+            "bus": In(RegisterBusSignature()),
+            "apic_id": In(32),
+            "bsp": In(1),
+            "write": Out(RegisterWriteSignature()),
+            "enabled": Out(1),
+            "x2apic": Out(1),
+            "tpr": Out(8),
+            "svr": Out(Svr),
+            "ldr": Out(32),
+            "dfr": Out(32),
+            "x2apic_entry": Out(1),
+            "disabling": Out(1),
+            "soft_reset": In(1),
+            "illegal_address": Out(1),
+            "tx_busy": In(1),
+            "icr": In(Icr),
+            "irr": In(n_vectors),
+            "isr": In(n_vectors),
+            "ppr": In(8),
+            "apr": In(8),
+            "esr": In(8),
+        }
+        if local_interrupts:
+            members.update({
+                "tsc": In(64),
+                "deadline_write": Out(1),
+                **{name.lower(): Out(Lvt) for name in SOURCE_LVTS},
+                "timer_divide": Out(4),
+                "timer_initial": Out(32),
+                "lvt_write_illegal": Out(1),
+                "tmr": In(n_vectors),
+                "timer_current": In(32),
+                "tsc_deadline": In(64),
+                "lint_rirr": In(2),
+            })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        lsrc = self.local_interrupts
+        port = self.bus
+
+        apic_base = Signal(ApicBase, init={"enable": 1, "base": XAPIC_DEFAULT_BASE >> 12})
+        storage = {r.name: Signal(32, init=r.reset, name=r.name.lower())
+                   for r in REGISTERS if r.kind is Kind.STORAGE}
+        resp_valid = Signal()
+        resp_rdata = Signal(64)
+        resp_gp = Signal()
+
+        enabled = apic_base.enable
+        x2apic = apic_base.enable & apic_base.extd
+        xapic = apic_base.enable & ~apic_base.extd
+        sw_enabled = Svr(storage["SVR"]).apic_enable
+        m.d.comb += [
+            self.enabled.eq(enabled),
+            self.x2apic.eq(x2apic),
+            self.tpr.eq(storage["TPR"][0:8]),
+            self.svr.eq(storage["SVR"]),
+            self.ldr.eq(storage["LDR"]),
+            self.dfr.eq(storage["DFR"]),
+        ]
+        if lsrc:
+            m.d.comb += [getattr(self, name.lower()).eq(storage[name]) for name in SOURCE_LVTS]
+            m.d.comb += [self.timer_divide.eq(storage["TIMER_DIVIDE"][0:4]),
+                         self.timer_initial.eq(storage["TIMER_INITIAL"])]
+
+        # --- decode -------------------------------------------------------------------------
+        is_msr = port.space == Space.MSR
+        index = Signal(8)
+        m.d.comb += index.eq(Mux(is_msr, port.addr[0:8], port.addr[4:12]))
+        mmio_aligned = (port.addr[0:4] == 0) & (port.addr[12:32] == 0)
+        msr_x2apic = is_msr & (port.addr[8:32] == (MSR_X2APIC_FIRST >> 8))
+        msr_apic_base = is_msr & (port.addr == MSR_IA32_APIC_BASE)
+        msr_tsc = is_msr & (port.addr == MSR_IA32_TSC) if lsrc else Const(0)
+        msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE) if lsrc else Const(0)
+        deadline_mode = Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
+        xapic_access = ~is_msr & xapic
+        x2apic_access = msr_x2apic & x2apic
+
+        readable_x, writable_x = Signal(), Signal()
+        readable_x2, writable_x2 = Signal(), Signal()
+        reserved_x2 = Signal(32)   # defined-bit mask complement for x2APIC #GP checks
+        with m.Switch(index):
+            for r in REGISTERS:
+                with m.Case(r.index):
+                    m.d.comb += [
+                        readable_x.eq(r.xapic in (Access.RW, Access.RO)),
+                        writable_x.eq(r.xapic in (Access.RW, Access.WO)),
+                        readable_x2.eq(r.x2apic in (Access.RW, Access.RO)),
+                        writable_x2.eq(r.x2apic in (Access.RW, Access.WO)),
+                    ]
+                    if r.kind is Kind.STORAGE or r.name == "SELF_IPI":
+                        m.d.comb += reserved_x2.eq(~(r.write_mask | r.ro_mask) & 0xFFFF_FFFF)
+
+        wdata = port.wdata
+        write = port.req_valid & port.write
+        read = port.req_valid & ~port.write
+
+        gp = Signal()
+        illegal_address = Signal()
+        new_base = ApicBase(wdata)
+        with m.If(msr_apic_base):
+            with m.If(port.write):
+                bad_transition = (
+                    (~new_base.enable & new_base.extd) |
+                    (x2apic & new_base.enable & ~new_base.extd) |
+                    (~enabled & new_base.enable & new_base.extd))
+                m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
+                                  (new_base.rsvd36 != 0) | bad_transition)
+        with m.Elif(msr_tsc):
+            m.d.comb += gp.eq(port.write)       # the shared TSC is read-only here
+        with m.Elif(msr_deadline):
+            pass                                # any 64-bit value; ignored outside deadline mode
+        with m.Elif(is_msr):
+            with m.If(~x2apic_access):
+                m.d.comb += gp.eq(1)
+            with m.Elif(port.write):
+                special_bad = Signal()
+                with m.Switch(index):
+                    with m.Case(BY_NAME["EOI"].index, BY_NAME["ESR"].index):
+                        m.d.comb += special_bad.eq(wdata != 0)
+                    with m.Case(BY_NAME["ICR"].index):
+                        m.d.comb += special_bad.eq((wdata & ICR_X2APIC_RESERVED) != 0)
+                    with m.Default():
+                        m.d.comb += special_bad.eq((wdata[32:64] != 0) |
+                                                   ((wdata[0:32] & reserved_x2) != 0))
+                m.d.comb += gp.eq(~writable_x2 | special_bad)
+            with m.Else():
+                m.d.comb += gp.eq(~readable_x2)
+        with m.Elif(xapic_access):
+            m.d.comb += illegal_address.eq(~mmio_aligned | ~(readable_x | writable_x))
+
+        # Register writes take effect only when legal in the current mode.
+        do_write = Signal()
+        m.d.comb += do_write.eq(write & ~gp & ~illegal_address &
+                                ((xapic_access & writable_x) | x2apic_access))
+
+        def writes(name):
+            return do_write & (index == BY_NAME[name].index)
+
+        # An IPI waits for the previous one: back-pressure instead of loss.
+        sends = Signal()
+        m.d.comb += sends.eq(writes("ICR") | (x2apic & writes("SELF_IPI")))
+        m.d.comb += port.req_ready.eq(~(sends & self.tx_busy))
+        fire = port.req_valid & port.req_ready
+        m.d.comb += [
+            self.write.valid.eq(fire & do_write),
+            self.write.index.eq(index),
+            self.write.data.eq(wdata),
+        ]
+        if lsrc:
+            m.d.comb += self.deadline_write.eq(fire & write & msr_deadline)
+
+        # --- read data ----------------------------------------------------------------------
+        rdata = Signal(64)
+        with m.If(msr_apic_base):
+            m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp,
+                                     apic_base.as_value()[9:64]))
+        with m.Elif(msr_tsc):
+            m.d.comb += rdata.eq(self.tsc if lsrc else 0)
+        with m.Elif(msr_deadline):
+            m.d.comb += rdata.eq(Mux(deadline_mode, self.tsc_deadline, 0) if lsrc else 0)
+        with m.Elif(~is_msr & ~xapic):
+            m.d.comb += rdata.eq(0xFFFF_FFFF)   # absent MMIO page (disabled or x2APIC)
+        with m.Elif((xapic_access & readable_x & mmio_aligned) | (x2apic_access & readable_x2)):
+            with m.Switch(index):
+                for r in REGISTERS:
+                    with m.Case(r.index):
+                        m.d.comb += rdata.eq(self._read_value(r, storage=storage, x2apic=x2apic,
+                                                              deadline_mode=deadline_mode))
+
+        m.d.comb += self.illegal_address.eq(fire & illegal_address)
+
+        m.d.sync += [
+            resp_valid.eq(fire),
+            resp_rdata.eq(Mux(read & ~gp, rdata, 0)),
+            resp_gp.eq(fire & gp),
+        ]
+        m.d.comb += [
+            port.resp_valid.eq(resp_valid),
+            port.rdata.eq(resp_rdata),
+            port.gp.eq(resp_gp),
+        ]
+
+        # --- write effects on the storage registers -----------------------------------------
+        with m.If(fire & do_write):
+            with m.Switch(index):
+                for r in REGISTERS:
+                    if r.kind is not Kind.STORAGE:
+                        continue
+                    with m.Case(r.index):
+                        value = (wdata[0:32] & r.write_mask) | (r.reset & ~r.write_mask)
+                        if r.name.startswith("LVT_"):
+                            # Software-disabled: LVT mask bits are forced on (docs/spec/lapic.md §5).
+                            value = value | Mux(sw_enabled, 0, 1 << 16)
+                        if lsrc and r.name == "TIMER_INITIAL":
+                            # Ignored in TSC-deadline mode (the timer loads its count then too).
+                            with m.If(~deadline_mode):
+                                m.d.sync += storage[r.name].eq(value)
+                        else:
+                            m.d.sync += storage[r.name].eq(value)
+                        if lsrc and r.name.startswith("LVT_"):
+                            new_lvt = Lvt(value)
+                            fixed = (new_lvt.delivery_mode == DeliveryMode.FIXED
+                                     if r.write_mask & LVT_MODE_BITS else Const(1))
+                            m.d.comb += self.lvt_write_illegal.eq(fixed & (new_lvt.vector < 16))
+                        if lsrc and r.name == "LVT_TIMER":
+                            # Into or out of TSC-deadline mode: the timer is disarmed (KVM's
+                            # apic_update_lvtt; the timer clears its counts in the same cycle).
+                            with m.If(deadline_mode != (new_lvt.timer_mode == TimerMode.TSC_DEADLINE)):
+                                m.d.sync += storage["TIMER_INITIAL"].eq(0)
+                        if r.name == "SVR":
+                            with m.If(~Svr(value).apic_enable):
+                                for lvt in storage:
+                                    if lvt.startswith("LVT_"):
+                                        m.d.sync += storage[lvt][16].eq(1)
+        with m.If(fire & write & msr_apic_base & ~gp):
+            m.d.sync += [
+                apic_base.enable.eq(new_base.enable),
+                apic_base.extd.eq(new_base.extd),
+                apic_base.base.eq(new_base.base),
+            ]
+            with m.If(enabled & ~new_base.enable):
+                m.d.comb += self.disabling.eq(1)
+            with m.If(xapic & new_base.extd):
+                # xAPIC -> x2APIC: LDR and ICR high are not preserved (docs/spec/lapic.md §1).
+                m.d.sync += storage["LDR"].eq(0)
+                m.d.comb += self.x2apic_entry.eq(1)
+
+        # INIT or disable: back to the reset state, keeping ID, mode and BSP (§6.1).
+        with m.If(self.soft_reset):
+            m.d.sync += [reg.eq(BY_NAME[name].reset) for name, reg in storage.items()]
+        return m
+
+    def _read_value(self, r, *, storage, x2apic, deadline_mode):
+        """The value register ``r`` reads, in the current mode."""
+        lsrc = self.local_interrupts
+        if r.kind is Kind.STORAGE:
+            if r.name == "LDR":
+                return Mux(x2apic, x2apic_logical_id(self.apic_id), storage["LDR"])
+            if lsrc and r.name in ("LVT_LINT0", "LVT_LINT1"):
+                return storage[r.name] | (self.lint_rirr[int(r.name[-1])] << 14)
+            return storage[r.name]
+        name = r.name
+        if name == "ID":
+            return Mux(x2apic, self.apic_id, Cat(Const(0, 24), self.apic_id[0:8]))
+        if name == "VERSION":
+            return VERSION | (MAX_LVT_INDEX << 16)
+        if name == "APR":
+            return self.apr
+        if name == "PPR":
+            return self.ppr
+        if name == "TIMER_CURRENT" and lsrc:
+            return Mux(deadline_mode, 0, self.timer_current)
+        if name[:3] in ("ISR", "IRR") or (name.startswith("TMR") and lsrc):
+            bank = int(name[3:])
+            vectors = getattr(self, name[:3].lower())
+            return vectors.word_select(bank, 32) if 32 * bank < self.n_vectors else 0
+        if name == "ESR":
+            return self.esr
+        icr = self.icr
+        if name == "ICR":
+            low = Cat(icr.as_value()[0:12], self.tx_busy, icr.as_value()[13:32])
+            return Mux(x2apic, Cat(icr.as_value()[0:32], icr.destination), low)
+        if name == "ICR_HI":
+            return icr.destination
+        # RRD, EOI, SELF_IPI (and TMRn, TIMER_CURRENT without local interrupts) read 0
+        return 0

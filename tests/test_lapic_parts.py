@@ -1,0 +1,456 @@
+"""Each part of the local APIC alone, in Amaranth's simulator (issue 11 part 4).
+
+The cocotb tests (cocotb_tests/lapic) check the whole APIC on the fabric under Verilator; these
+check what each part does at its own ports, in milliseconds.
+"""
+
+import pytest
+from amaranth.sim import Simulator
+
+from apwake.rtl.lapic.esr import ErrorStatus
+from apwake.rtl.lapic.events import PendingEvents
+from apwake.rtl.lapic.icr_sender import IcrSender
+from apwake.rtl.lapic.interrupt_state import InterruptState
+from apwake.rtl.lapic.layouts import (DeliveryMode, DestMode, Icr, Level, Lvt, Shorthand, TimerMode,
+                                      Trigger, FabricMessage, TIMER_DIVIDE_VALUES, XAPIC_DEFAULT_BASE)
+from apwake.rtl.lapic.local_sources import LocalSources
+from apwake.rtl.lapic.receiver import Receiver
+from apwake.rtl.lapic.register_file import RegisterFile, VERSION
+from apwake.rtl.lapic.registers import BY_NAME
+from apwake.rtl.lapic.signatures import Space
+from apwake.rtl.lapic.timer import ApicTimer
+from apwake.sim.harness.codec import pack
+
+NV = 32   # small vector count: fast to simulate, the logic is the same at 256
+
+
+def simulate(dut, bench, *, clocked=True):
+    sim = Simulator(dut)
+    if clocked:
+        sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+async def pulse_write(ctx, write, name, data):
+    """One taken register write of ``name`` on a RegisterWriteSignature input."""
+    ctx.set(write.valid, 1)
+    ctx.set(write.index, BY_NAME[name].index)
+    ctx.set(write.data, data)
+    await ctx.tick()
+    ctx.set(write.valid, 0)
+
+
+def message(**fields):
+    """A fabric message as senders make them: asserted unless said otherwise."""
+    return pack(FabricMessage, **{"level": Level.ASSERT, **fields})
+
+
+# --- register file ----------------------------------------------------------------------------
+
+async def access(ctx, bus, *, space, addr, write=0, wdata=0):
+    """One register access; returns (rdata, gp) of its response."""
+    ctx.set(bus.req_valid, 1)
+    ctx.set(bus.space, space)
+    ctx.set(bus.addr, addr)
+    ctx.set(bus.write, write)
+    ctx.set(bus.wdata, wdata)
+    assert ctx.get(bus.req_ready)
+    await ctx.tick()
+    ctx.set(bus.req_valid, 0)
+    assert ctx.get(bus.resp_valid)
+    return ctx.get(bus.rdata), ctx.get(bus.gp)
+
+
+def test_register_file_reads_reset_values_and_decodes_modes():
+    dut = RegisterFile(n_vectors=NV, local_interrupts=True)
+
+    async def bench(ctx):
+        ctx.set(dut.apic_id, 0x23)
+        ctx.set(dut.ppr, 0x40)
+        read = lambda space, addr: access(ctx, dut.bus, space=space, addr=addr)
+        assert await read(Space.MMIO, BY_NAME["ID"].offset) == (0x23 << 24, 0)
+        assert await read(Space.MMIO, BY_NAME["VERSION"].offset) == (BY_NAME["VERSION"].reset, 0)
+        assert VERSION == BY_NAME["VERSION"].reset & 0xFF
+        for name in ("SVR", "DFR", "LVT_TIMER", "TPR"):
+            assert await read(Space.MMIO, BY_NAME[name].offset) == (BY_NAME[name].reset, 0)
+        assert await read(Space.MMIO, BY_NAME["PPR"].offset) == (0x40, 0)
+        # an x2APIC MSR in xAPIC mode is #GP; an unaligned MMIO offset is an illegal address
+        assert (await read(Space.MSR, BY_NAME["TPR"].msr))[1] == 1
+        ctx.set(dut.bus.req_valid, 1)
+        ctx.set(dut.bus.space, Space.MMIO)
+        ctx.set(dut.bus.addr, 0x84)
+        ctx.set(dut.bus.write, 0)
+        assert ctx.get(dut.illegal_address)
+        await ctx.tick()
+        ctx.set(dut.bus.req_valid, 0)
+        # into x2APIC mode: LDR is derived from the ID, the MMIO page reads all-ones
+        _, gp = await access(ctx, dut.bus, space=Space.MSR, addr=0x1B, write=1,
+                             wdata=XAPIC_DEFAULT_BASE | 0xC00)
+        assert not gp and ctx.get(dut.x2apic)
+        assert await read(Space.MSR, BY_NAME["LDR"].msr) == ((0x2 << 16) | (1 << 3), 0)
+        assert await read(Space.MMIO, BY_NAME["TPR"].offset) == (0xFFFF_FFFF, 0)
+        # x2APIC: reserved bits and read-only registers are #GP
+        assert (await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["TPR"].msr, write=1,
+                             wdata=0x100))[1] == 1
+        assert (await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["PPR"].msr, write=1))[1] == 1
+
+    simulate(dut, bench)
+
+
+def test_register_file_hands_writes_on_and_holds_icr_writes_while_busy():
+    dut = RegisterFile(n_vectors=NV, local_interrupts=False)
+
+    async def bench(ctx):
+        bus = dut.bus
+        ctx.set(bus.req_valid, 1)
+        ctx.set(bus.space, Space.MMIO)
+        ctx.set(bus.addr, BY_NAME["ICR"].offset)
+        ctx.set(bus.write, 1)
+        ctx.set(bus.wdata, 0x4030)
+        ctx.set(dut.tx_busy, 1)
+        assert not ctx.get(bus.req_ready) and not ctx.get(dut.write.valid)
+        ctx.set(dut.tx_busy, 0)
+        assert ctx.get(bus.req_ready) and ctx.get(dut.write.valid)
+        assert ctx.get(dut.write.index) == BY_NAME["ICR"].index and ctx.get(dut.write.data) == 0x4030
+        # a TPR write lands in storage through the write mask
+        ctx.set(bus.addr, BY_NAME["TPR"].offset)
+        ctx.set(bus.wdata, 0x1234)
+        await ctx.tick()
+        ctx.set(bus.req_valid, 0)
+        await ctx.tick()
+        assert ctx.get(dut.tpr) == 0x34
+        # clearing IA32_APIC_BASE.EN pulses `disabling`; soft reset restores the storage
+        ctx.set(bus.req_valid, 1)
+        ctx.set(bus.space, Space.MSR)
+        ctx.set(bus.addr, 0x1B)
+        ctx.set(bus.wdata, XAPIC_DEFAULT_BASE)
+        assert ctx.get(dut.disabling)
+        ctx.set(dut.soft_reset, 1)
+        await ctx.tick()
+        ctx.set(bus.req_valid, 0)
+        ctx.set(dut.soft_reset, 0)
+        assert ctx.get(dut.tpr) == 0 and not ctx.get(dut.enabled)
+
+    simulate(dut, bench)
+
+
+# --- ICR sender -------------------------------------------------------------------------------
+
+def test_icr_sender_holds_the_message_until_done():
+    dut = IcrSender()
+
+    async def bench(ctx):
+        await pulse_write(ctx, dut.write, "ICR_HI", 0x0300_0000)
+        assert ctx.get(dut.icr.destination) == 0x0300_0000
+        ctx.set(dut.write.valid, 1)
+        ctx.set(dut.write.index, BY_NAME["ICR"].index)
+        ctx.set(dut.write.data, pack(Icr, vector=0x40, delivery_mode=DeliveryMode.FIXED))
+        assert not ctx.get(dut.send_accept) and not ctx.get(dut.send_illegal)
+        await ctx.tick()
+        ctx.set(dut.write.valid, 0)
+        assert ctx.get(dut.tx_valid)                     # delivery status: in flight
+        msg = ctx.get(dut.tx_msg)
+        assert (msg.vector, msg.destination, msg.x2apic) == (0x40, 0x03, 0)
+        assert msg.trigger == Trigger.EDGE and msg.level == Level.ASSERT
+        await ctx.tick().repeat(3)
+        assert ctx.get(dut.tx_valid)                     # held until the fabric is done
+        ctx.set(dut.tx_done, 1)
+        ctx.set(dut.tx_accepted, 0)
+        assert ctx.get(dut.send_accept)                  # nobody accepted it
+        await ctx.tick()
+        ctx.set(dut.tx_done, 0)
+        assert not ctx.get(dut.tx_valid)                 # idle again
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize(("icr", "sent", "send_accept", "send_illegal"), [
+    (dict(vector=0x30, delivery_mode=DeliveryMode.NMI, shorthand=Shorthand.SELF), False, 1, 0),
+    (dict(vector=0x30, delivery_mode=DeliveryMode.RESERVED_3), False, 1, 0),
+    (dict(vector=0x05, delivery_mode=DeliveryMode.FIXED), True, 0, 1),
+    (dict(delivery_mode=DeliveryMode.INIT, trigger=Trigger.LEVEL, level=Level.DEASSERT,
+          shorthand=Shorthand.ALL_INCLUDING_SELF), True, 0, 0),
+])
+def test_icr_sender_checks(icr, sent, send_accept, send_illegal):
+    dut = IcrSender()
+
+    async def bench(ctx):
+        ctx.set(dut.write.valid, 1)
+        ctx.set(dut.write.index, BY_NAME["ICR"].index)
+        ctx.set(dut.write.data, pack(Icr, **icr))
+        assert (ctx.get(dut.send_accept), ctx.get(dut.send_illegal)) == (send_accept, send_illegal)
+        await ctx.tick()
+        assert ctx.get(dut.tx_valid) == sent
+        if icr.get("level") == Level.DEASSERT:
+            assert ctx.get(dut.tx_msg.level) == Level.DEASSERT
+
+    simulate(dut, bench)
+
+
+# --- receiver ---------------------------------------------------------------------------------
+
+def test_receiver_matches_destinations_and_accepts():
+    dut = Receiver(n_vectors=NV)
+
+    async def bench(ctx):
+        ctx.set(dut.apic_id, 0x03)
+        ctx.set(dut.enabled, 1)
+        ctx.set(dut.sw_enabled, 1)
+        ctx.set(dut.dfr, 0xFFFF_FFFF)
+        ctx.set(dut.ldr, 0x0400_0000)
+        ctx.set(dut.priority, 0x2)
+
+        def send(**fields):
+            ctx.set(dut.rx_msg.as_value(), message(**fields))
+
+        def matched():
+            return ctx.get(dut.rx_match)
+
+        send(vector=0x11, destination=0x03)
+        assert matched() and ctx.get(dut.rx_priority) == 0x2
+        assert ctx.get(dut.irr_set) == 0                  # no bus cycle yet
+        ctx.set(dut.rx_valid, 1)
+        assert ctx.get(dut.irr_set) == 1 << 0x11
+        send(vector=0x11, destination=0x04)
+        assert not matched()
+        send(vector=0x11, destination=0xFF)              # xAPIC broadcast
+        assert matched()
+        send(vector=0x11, destination=0xFF, x2apic=1)    # an x2APIC sender's ID 0xFF
+        assert not matched()
+        send(vector=0x11, destination=0x0103, x2apic=1)  # no aliasing onto xAPIC ID 3
+        assert not matched()
+        send(vector=0x11, dest_mode=DestMode.LOGICAL, destination=0x06)   # flat model
+        assert matched()
+        ctx.set(dut.ldr, 0)                               # LDR 0 matches no logical destination
+        send(vector=0x11, dest_mode=DestMode.LOGICAL, destination=0xFF)
+        assert not matched()
+        send(vector=0x11, shorthand=Shorthand.ALL_EXCLUDING_SELF)
+        ctx.set(dut.rx_self, 1)
+        assert not matched()
+        ctx.set(dut.rx_self, 0)
+        send(vector=0x05, destination=0x03)              # illegal vector: ESR, no IRR bit
+        assert ctx.get(dut.illegal_vector) and ctx.get(dut.irr_set) == 0
+        send(vector=0x40, destination=0x03)              # at or above n_vectors
+        assert ctx.get(dut.illegal_vector)
+        send(vector=0x11, delivery_mode=DeliveryMode.LOWEST_PRIORITY, destination=0x03)
+        assert matched() and ctx.get(dut.irr_set) == 0   # a candidate, not granted
+        ctx.set(dut.lp_grant, 1)
+        assert ctx.get(dut.irr_set) == 1 << 0x11
+        ctx.set(dut.sw_enabled, 0)                       # software-disabled: Fixed no, NMI yes
+        send(vector=0x11, destination=0x03)
+        assert not matched()
+        send(delivery_mode=DeliveryMode.NMI, destination=0x03)
+        assert matched() and ctx.get(dut.nmi)
+        send(vector=0x9A, delivery_mode=DeliveryMode.STARTUP, destination=0x03)
+        assert ctx.get(dut.sipi) and ctx.get(dut.sipi_vector) == 0x9A
+        send(delivery_mode=DeliveryMode.INIT, destination=0x03)
+        assert ctx.get(dut.init)
+        send(delivery_mode=DeliveryMode.INIT, level=Level.DEASSERT, trigger=Trigger.LEVEL,
+             destination=0x77)                           # reaches everyone, raises nothing
+        assert matched() and not ctx.get(dut.init)
+        ctx.set(dut.enabled, 0)
+        assert not matched()
+
+    simulate(dut, bench, clocked=False)
+
+
+# --- interrupt state --------------------------------------------------------------------------
+
+def test_interrupt_state_priorities_inta_and_eoi():
+    dut = InterruptState(n_vectors=NV, trigger_modes=True)
+
+    async def bench(ctx):
+        ctx.set(dut.enabled, 1)
+        ctx.set(dut.svr.as_value(), 0x1FF)
+        ctx.set(dut.tpr, 0x10)
+        ctx.set(dut.set_edge, (1 << 0x15) | (1 << 0x1A))
+        await ctx.tick()
+        ctx.set(dut.set_edge, 0)
+        assert ctx.get(dut.ppr) == 0x10 and ctx.get(dut.intr) == 0   # class 1 is not above TPR
+        ctx.set(dut.tpr, 0x00)
+        assert ctx.get(dut.intr) and ctx.get(dut.apr) == 0x10
+        ctx.set(dut.inta, 1)
+        await ctx.tick()
+        ctx.set(dut.inta, 0)
+        assert ctx.get(dut.inta_done) and ctx.get(dut.inta_vector) == 0x1A
+        assert ctx.get(dut.isr) == 1 << 0x1A and ctx.get(dut.irr) == 1 << 0x15
+        assert ctx.get(dut.ppr) == 0x10 and not ctx.get(dut.intr)   # PPR from ISR
+        ctx.set(dut.tpr, 0x25)
+        assert ctx.get(dut.ppr) == 0x25                              # TPR above ISR class
+        ctx.set(dut.tpr, 0)
+        ctx.set(dut.write.valid, 1)
+        ctx.set(dut.write.index, BY_NAME["EOI"].index)
+        assert ctx.get(dut.eoi) and ctx.get(dut.eoi_vector) == 0x1A and not ctx.get(dut.eoi_level)
+        await ctx.tick()
+        ctx.set(dut.write.valid, 0)
+        assert ctx.get(dut.isr) == 0 and ctx.get(dut.ppr) == 0
+        ctx.set(dut.svr.as_value(), 0x0F7)                                      # software-disabled
+        assert not ctx.get(dut.intr)
+        ctx.set(dut.inta, 1)
+        await ctx.tick()
+        ctx.set(dut.inta, 0)
+        assert ctx.get(dut.inta_vector) == 0xF7                      # the spurious vector
+        ctx.set(dut.set_level, 1 << 0x1F)
+        await ctx.tick()
+        ctx.set(dut.set_level, 0)
+        assert ctx.get(dut.tmr) == 1 << 0x1F
+        ctx.set(dut.soft_reset, 1)
+        await ctx.tick()
+        assert (ctx.get(dut.irr), ctx.get(dut.isr), ctx.get(dut.tmr)) == (0, 0, 0)
+
+    simulate(dut, bench)
+
+
+# --- pending events ---------------------------------------------------------------------------
+
+def test_pending_events_first_sipi_wins_and_init_clears_sipi():
+    dut = PendingEvents()
+
+    async def bench(ctx):
+        for vector in (0x10, 0x20):          # the second SIPI before the acknowledge is dropped
+            ctx.set(dut.raise_sipi, 1)
+            ctx.set(dut.raise_sipi_vector, vector)
+            await ctx.tick()
+        ctx.set(dut.raise_sipi, 0)
+        assert ctx.get(dut.sipi) and ctx.get(dut.sipi_vector) == 0x10
+        ctx.set(dut.sipi_ack, 1)             # a SIPI in the cycle of the acknowledge is latched
+        ctx.set(dut.raise_sipi, 1)
+        ctx.set(dut.raise_sipi_vector, 0x30)
+        await ctx.tick()
+        ctx.set(dut.sipi_ack, 0)
+        ctx.set(dut.raise_sipi, 0)
+        assert ctx.get(dut.sipi) and ctx.get(dut.sipi_vector) == 0x30
+        ctx.set(dut.raise_init, 1)
+        ctx.set(dut.raise_nmi, 1)
+        await ctx.tick()
+        ctx.set(dut.raise_init, 0)
+        ctx.set(dut.raise_nmi, 0)
+        assert ctx.get(dut.init) and ctx.get(dut.nmi) and not ctx.get(dut.sipi)
+        ctx.set(dut.init_ack, 1)
+        assert ctx.get(dut.init_taken)
+        await ctx.tick()
+        ctx.set(dut.init_ack, 0)
+        assert not ctx.get(dut.init) and not ctx.get(dut.init_taken) and ctx.get(dut.nmi)
+        ctx.set(dut.raise_smi, 1)
+        ctx.set(dut.drop, 1)                 # a disabled APIC keeps nothing pending
+        await ctx.tick()
+        assert not (ctx.get(dut.nmi) or ctx.get(dut.smi))
+
+    simulate(dut, bench)
+
+
+# --- timer ------------------------------------------------------------------------------------
+
+async def fire_cycles(ctx, dut, limit):
+    """Cycles until ``fire``, up to ``limit``."""
+    for cycle in range(limit):
+        if ctx.get(dut.fire):
+            return cycle
+        await ctx.tick()
+    return None
+
+
+def test_timer_one_shot_periodic_and_deadline():
+    dut = ApicTimer()
+
+    async def bench(ctx):
+        ctx.set(dut.divide, TIMER_DIVIDE_VALUES[1])
+        await pulse_write(ctx, dut.write, "TIMER_INITIAL", 5)
+        assert ctx.get(dut.current) == 5
+        assert await fire_cycles(ctx, dut, 20) == 4     # 5, 4, 3, 2, 1 -> fires on the last tick
+        await ctx.tick()
+        assert ctx.get(dut.current) == 0 and await fire_cycles(ctx, dut, 20) is None   # one-shot
+        ctx.set(dut.mode, TimerMode.PERIODIC)
+        ctx.set(dut.initial, 3)
+        await pulse_write(ctx, dut.write, "TIMER_INITIAL", 3)
+        assert await fire_cycles(ctx, dut, 20) == 2
+        await ctx.tick()
+        assert ctx.get(dut.current) == 3                # reloaded
+        ctx.set(dut.divide, TIMER_DIVIDE_VALUES[4])
+        assert await fire_cycles(ctx, dut, 20) in range(8, 13)    # 3 ticks of 4 cycles
+        # into TSC-deadline mode: disarmed; then fires once the TSC reaches the deadline
+        await pulse_write(ctx, dut.write, "LVT_TIMER", pack(Lvt, timer_mode=TimerMode.TSC_DEADLINE))
+        ctx.set(dut.mode, TimerMode.TSC_DEADLINE)
+        assert ctx.get(dut.current) == 0 and ctx.get(dut.deadline) == 0
+        ctx.set(dut.tsc, 100)
+        ctx.set(dut.deadline_write, 1)
+        ctx.set(dut.write.data, 103)
+        await ctx.tick()
+        ctx.set(dut.deadline_write, 0)
+        assert ctx.get(dut.deadline) == 103 and not ctx.get(dut.fire)
+        ctx.set(dut.tsc, 103)
+        assert ctx.get(dut.fire)
+        await ctx.tick()
+        assert ctx.get(dut.deadline) == 0 and not ctx.get(dut.fire)
+
+    simulate(dut, bench)
+
+
+# --- local sources ----------------------------------------------------------------------------
+
+def test_local_sources_lint_edge_level_nmi_and_mask():
+    dut = LocalSources(n_vectors=NV)
+
+    async def bench(ctx):
+        ctx.set(dut.enabled, 1)
+        ctx.set(dut.lvt_timer.as_value(), pack(Lvt, vector=0x12))
+        ctx.set(dut.timer_fire, 1)
+        assert ctx.get(dut.irr_edge) == 1 << 0x12
+        ctx.set(dut.lvt_timer.as_value(), pack(Lvt, vector=0x12, mask=1))          # masked: nothing
+        assert ctx.get(dut.irr_edge) == 0
+        ctx.set(dut.lvt_timer.as_value(), pack(Lvt, vector=0x02))                  # illegal vector
+        assert ctx.get(dut.illegal_vector) and ctx.get(dut.irr_edge) == 0
+        ctx.set(dut.timer_fire, 0)
+        # LINT0 edge-triggered Fixed: only the rising edge
+        ctx.set(dut.lvt_lint0.as_value(), pack(Lvt, vector=0x13))
+        ctx.set(dut.lint, 0b01)
+        assert ctx.get(dut.irr_edge) == 1 << 0x13
+        await ctx.tick()
+        assert ctx.get(dut.irr_edge) == 0
+        # LINT1 level-triggered Fixed: remote IRR until the EOI of its vector
+        ctx.set(dut.lvt_lint1.as_value(), pack(Lvt, vector=0x14, trigger=Trigger.LEVEL))
+        ctx.set(dut.lint, 0b11)
+        assert ctx.get(dut.irr_level) == 1 << 0x14
+        await ctx.tick()
+        assert ctx.get(dut.lint_rirr) == 0b10 and ctx.get(dut.irr_level) == 0
+        ctx.set(dut.eoi, 1)
+        ctx.set(dut.eoi_level, 1)
+        ctx.set(dut.eoi_vector, 0x14)
+        await ctx.tick()
+        ctx.set(dut.eoi, 0)
+        assert ctx.get(dut.lint_rirr) == 0 and ctx.get(dut.irr_level) == 1 << 0x14   # still active
+        # LINT0 as NMI, active low
+        ctx.set(dut.lvt_lint0.as_value(), pack(Lvt, delivery_mode=DeliveryMode.NMI, polarity=1))
+        await ctx.tick()                                                # LINT0 high: inactive
+        assert not ctx.get(dut.nmi)
+        ctx.set(dut.lint, 0b10)
+        assert ctx.get(dut.nmi) and not ctx.get(dut.smi) and not ctx.get(dut.init)
+
+    simulate(dut, bench)
+
+
+# --- ESR --------------------------------------------------------------------------------------
+
+def test_error_status_write_then_read_and_fire():
+    dut = ErrorStatus(error_interrupt=True)
+
+    async def bench(ctx):
+        ctx.set(dut.send_illegal, 1)
+        await ctx.tick()
+        ctx.set(dut.send_illegal, 0)
+        assert ctx.get(dut.value) == 0 and ctx.get(dut.fire)        # pending, not yet visible
+        ctx.set(dut.illegal_address, 1)
+        await ctx.tick()
+        ctx.set(dut.illegal_address, 0)
+        assert not ctx.get(dut.fire)                                 # not empty before
+        await pulse_write(ctx, dut.write, "ESR", 0)
+        assert ctx.get(dut.value) == 0xA0                            # bits 5 and 7
+        await pulse_write(ctx, dut.write, "ESR", 0)
+        assert ctx.get(dut.value) == 0
+        ctx.set(dut.receive_illegal, 1)
+        ctx.set(dut.soft_reset, 1)
+        await ctx.tick()
+        assert ctx.get(dut.value) == 0
+
+    simulate(dut, bench)
