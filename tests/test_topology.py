@@ -86,12 +86,13 @@ def test_topology_sets_the_cpus_and_ids():
     assert values["cpus"] == 12 and values["apic_ids"][-1] == 13
     assert _parse("--apic-ids", "0,4,8", "--cpus", "3")["apic_ids"] == [0, 4, 8]
     assert _parse()["apic_ids"] is None
+    assert _parse("--apic-ids", "0,0x100,0xFFFFFFFE")["apic_ids"] == [0, 0x100, 0xFFFF_FFFE]
 
 
 @pytest.mark.parametrize("arguments, message", [
     (("--topology", "2x2x2", "--cpus", "4"), "--cpus 4 disagrees with --topology 2x2x2 (8 CPUs)"),
     (("--topology", "2x2x2", "--apic-ids", "0,1"), "use one"),
-    (("--apic-ids", "0,0x100"), "APIC ID 0x100"),
+    (("--apic-ids", "0,0x100000000"), "--apic-ids: APIC ID 0x100000000 is outside"),
     (("--topology", "16x16x2"), "512 CPUs"),
     (("--apic-ids", "0,zz"), "--apic-ids: APIC ID 'zz' is not a number"),
 ])

@@ -1,21 +1,27 @@
 """x2APIC hand-over and the kernel's x2APIC modes (issue 12): the firmware leaves every CPU or
 only the BSP in x2APIC mode, the kernel follows it (Linux's check_x2apic and x2apic_setup),
-turns it off, or enables it itself in physical or cluster mode; and the kernel without the
-hand-over fix, whose xAPIC-format INIT and SIPI reach no AP."""
+turns it off, or enables it itself in physical or cluster mode; the kernel without the
+hand-over fix, whose xAPIC-format INIT and SIPI reach no AP; and APIC IDs above 0xFE, which
+exist only in x2APIC mode."""
 
 from dataclasses import replace
 
 import cocotb
 
-from apwake.rtl.lapic.layouts import MSR_IA32_APIC_BASE, ApicBase, DeliveryMode, DestMode, Level
-from apwake.sim.harness.codec import unpack
-from apwake.sim.models.cpu.lapic_setup import x2apic_logical_id
+from apwake.rtl.lapic.layouts import MSR_IA32_APIC_BASE, ApicBase, DeliveryMode, DestMode, Level, Shorthand
+from apwake.sim.harness.codec import pack, unpack
+from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.models.cpu.linux import BootMethod
 from apwake.sim.scenarios.boot import boot
+from apwake.sim.vip.lapic.bfm import GeneralProtection
+from apwake.sim.vip.lapic.model import x2apic_ldr
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.registry import start_platform
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
+#: the configurations with an APIC ID above 0xFE, and the others
+WIDE_IDS = applies_to(lambda config: max(config.apic_ids) > 0xFE)
+XAPIC_IDS = applies_to(lambda config: max(config.apic_ids) <= 0xFE)
 
 
 async def booted(dut, method=BootMethod.MODERN, **changes):
@@ -59,8 +65,9 @@ async def test_every_cpu_handed_over_in_x2apic(dut, method):
         assert await in_x2apic(cpu), f"{cpu.name} left x2APIC mode"
     messages = start_messages(platform)
     assert messages and all(m["x2apic"] for m in messages)
-    targeted = {m["destination"] for m in messages if not m["shorthand"]}
-    assert targeted <= {c.apic_id for c in platform.cpus if not c.is_bsp}
+    targeted = {m["destination"] for m in messages if m["shorthand"] == Shorthand.NONE}
+    aps = {c.apic_id for c in platform.cpus if not c.is_bsp}
+    assert targeted == (set() if method is BootMethod.BROADCAST else aps), targeted
 
 
 @cocotb.test(**TIMEOUT)
@@ -75,6 +82,7 @@ async def test_bsp_only_in_x2apic_fixed_kernel(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@XAPIC_IDS
 async def test_bsp_only_in_x2apic_unfixed_kernel(dut):
     """The kernel without the fix keeps xAPIC destinations: INIT and SIPI for APIC ID n go to
     x2APIC ID n << 24, no AP is reached, and the SIPI's delivery error names each AP."""
@@ -95,6 +103,7 @@ async def test_bsp_only_in_x2apic_unfixed_kernel(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@XAPIC_IDS
 async def test_kernel_turns_x2apic_off(dut):
     """``nox2apic`` on x2APIC firmware: every APIC goes back to xAPIC through the disabled
     state (a direct x2APIC to xAPIC step would be #GP) and the boot is xAPIC."""
@@ -126,7 +135,47 @@ async def test_call_function_ipis_in_x2apic(dut, mode):
         apic_id = kernel.cpuid_to_apicid[n]
         if mode == "cluster":
             assert cycle.msg["dest_mode"] == DestMode.LOGICAL
-            assert cycle.msg["destination"] == x2apic_logical_id(apic_id)
+            assert cycle.msg["destination"] == x2apic_ldr(apic_id)
         else:
             assert cycle.msg["dest_mode"] == DestMode.PHYSICAL and cycle.msg["destination"] == apic_id
         assert cycle.accept == frozenset({next(c.index for c in platform.cpus if c.apic_id == apic_id)})
+
+
+@cocotb.test(**TIMEOUT)
+@cocotb.parametrize(method=[BootMethod.MODERN, BootMethod.PARALLEL])
+@WIDE_IDS
+async def test_ids_above_0xfe(dut, method):
+    """Sparse 32-bit IDs: the firmware lists the wide ones in Local x2APIC entries and hands
+    every CPU over in x2APIC mode (``auto``), and the kernel brings each up by its 32-bit ID."""
+    platform, kernel = await booted(dut, method)
+    assert_all_online(platform, kernel)
+    wide = [c for c in platform.cpus if c.apic_id > 0xFE]
+    for m in start_messages(platform):
+        assert m["x2apic"]
+    targeted = {m["destination"] for m in start_messages(platform) if m["shorthand"] == Shorthand.NONE}
+    assert targeted >= {c.apic_id for c in wide}, targeted
+
+
+@cocotb.test(**TIMEOUT)
+@WIDE_IDS
+async def test_wide_ids_stay_in_x2apic(dut):
+    """An APIC whose ID is above 0xFE is in x2APIC mode from reset and refuses to leave it (#GP);
+    an xAPIC kernel (firmware hand-over in xAPIC mode) does not register those CPUs, as Linux's
+    acpi_parse_x2apic ignores IDs the xAPIC cannot address, and boots the others."""
+    platform, kernel = await booted(dut, firmware_x2apic="none")
+    wide = [c for c in platform.cpus if c.apic_id > 0xFE]
+    narrow = [c.apic_id for c in platform.cpus if c.apic_id <= 0xFE]
+    assert sorted(kernel.online_apic_ids()) == sorted(narrow), [f["message"] for f in platform.failures]
+    assert any("x2apic entry ignored" in note for _, _, note in platform.bsp.history)
+    for cpu in wide:
+        assert await in_x2apic(cpu)
+        assert cpu.state.name == "INIT_RECEIVED", f"{cpu.name} is {cpu.position}"
+        base = await cpu.apic.rdmsr(MSR_IA32_APIC_BASE)
+        for value in (base & ~pack(ApicBase, extd=1), base & ~pack(ApicBase, extd=1, enable=1)):
+            try:
+                await cpu.apic.wrmsr(MSR_IA32_APIC_BASE, value)
+            except GeneralProtection:
+                pass
+            else:
+                raise AssertionError(f"{cpu.name}: IA32_APIC_BASE write {value:#x} left x2APIC mode without #GP")
+        assert await in_x2apic(cpu)

@@ -24,7 +24,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import DeliveryMode, FabricMessage, XAPIC_BROADCAST
+from .layouts import DeliveryMode, FabricMessage, X2APIC_BROADCAST
 from .local_apic import LocalApic, check_n_vectors
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
@@ -40,8 +40,11 @@ class ApicFabric(wiring.Component):
     Parameters
     ----------
     apic_ids : sequence of int
-        The APIC ID of each CPU port, in port order; 1 to 255 entries, each 0 to 0xFE (xAPIC
-        IDs; 0xFF is the broadcast address).  Need not be contiguous.
+        The APIC ID of each CPU port, in port order; 1 to 255 entries, each a 32-bit x2APIC ID
+        0 to 0xFFFF_FFFE (0xFFFF_FFFF is the x2APIC broadcast).  Need not be contiguous.  An
+        APIC whose ID is above 0xFE runs only in x2APIC mode (it starts in it and refuses to
+        leave it, :class:`~apwake.rtl.lapic.register_file.RegisterFile`); the others start in
+        xAPIC mode.
     n_vectors : int
         Implemented vectors per APIC (see :class:`~apwake.rtl.lapic.local_apic.LocalApic`).
     bsp_index : int
@@ -82,9 +85,9 @@ class ApicFabric(wiring.Component):
         for i, apic_id in enumerate(apic_ids):
             if not isinstance(apic_id, int) or isinstance(apic_id, bool):
                 raise TypeError(f"apic_ids[{i}] must be an integer, not {apic_id!r}")
-            if not 0 <= apic_id < XAPIC_BROADCAST:
-                raise ValueError(f"apic_ids[{i}] = {apic_id:#x} is not an xAPIC ID "
-                                 f"(0 to {XAPIC_BROADCAST - 1:#x}; {XAPIC_BROADCAST:#x} is broadcast)")
+            if not 0 <= apic_id < X2APIC_BROADCAST:
+                raise ValueError(f"apic_ids[{i}] = {apic_id:#x} is not an x2APIC ID "
+                                 f"(0 to {X2APIC_BROADCAST - 1:#x}; {X2APIC_BROADCAST:#x} is broadcast)")
         if not allow_duplicate_ids:
             seen = {}
             for i, apic_id in enumerate(apic_ids):

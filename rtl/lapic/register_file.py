@@ -156,9 +156,15 @@ class RegisterFile(wiring.Component):
         resp_rdata = Signal(64)
         resp_gp = Signal()
 
+        # An APIC whose ID does not fit the xAPIC's 8 bits (0xFF is the xAPIC broadcast) can
+        # only run in x2APIC mode (SDM vol. 3A §11.12.8: IDs above 0xFE need x2APIC; ACPI has
+        # them in Local x2APIC entries): EXTD reads as 1 from reset, and a write that would
+        # leave x2APIC mode is #GP.  The ID is an input, so this is decided at run time.
+        x2apic_only = self.apic_id > 0xFE
+        extd = apic_base.extd | x2apic_only
         enabled = apic_base.enable
-        x2apic = apic_base.enable & apic_base.extd
-        xapic = apic_base.enable & ~apic_base.extd
+        x2apic = apic_base.enable & extd
+        xapic = apic_base.enable & ~extd
         sw_enabled = Svr(storage["SVR"]).apic_enable
         m.d.comb += [
             self.enabled.eq(enabled),
@@ -213,7 +219,8 @@ class RegisterFile(wiring.Component):
                 bad_transition = (
                     (~new_base.enable & new_base.extd) |
                     (x2apic & new_base.enable & ~new_base.extd) |
-                    (~enabled & new_base.enable & new_base.extd))
+                    (~enabled & new_base.enable & new_base.extd) |
+                    (x2apic_only & ~(new_base.enable & new_base.extd)))
                 m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
                                   (new_base.rsvd36 != 0) | bad_transition)
         with m.Elif(msr_tsc):
@@ -263,8 +270,8 @@ class RegisterFile(wiring.Component):
         # --- read data ----------------------------------------------------------------------
         rdata = Signal(64)
         with m.If(msr_apic_base):
-            m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp,
-                                     apic_base.as_value()[9:64]))
+            m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp, apic_base.as_value()[9],
+                                     extd, apic_base.as_value()[11:64]))
         with m.Elif(msr_tsc):
             m.d.comb += rdata.eq(self.tsc if lsrc else 0)
         with m.Elif(msr_deadline):

@@ -17,9 +17,10 @@ __all__ = ["firmware_x2apic_steps", "boot", "bounded", "check_ticks", "boot_deta
 
 def firmware_x2apic_steps(platform, options):
     """The firmware's last hand-over step when ``--firmware-x2apic`` asks for one."""
-    if options.firmware_x2apic == "none":
-        return []
-    return [x2apic_handoff(platform.cpus, options.firmware_x2apic)]
+    which = options.firmware_x2apic
+    if which == "auto":
+        which = "all" if any(c.apic_id > 0xFE for c in platform.cpus) else "none"
+    return [] if which == "none" else [x2apic_handoff(platform.cpus, which)]
 
 
 async def boot(platform, options, method, **kernel_options):

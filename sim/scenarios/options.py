@@ -32,10 +32,7 @@ __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse
            "TIMELINE_AXIS", "JSON", "GATE_LEVEL", "METHOD", "KVM", "NR_CPUS",
            "CALLIN_TIMEOUT_MS", "UNRESPONSIVE", "LAPIC_TIMER", "MAILBOX_VERSION", "GHCB_VERSION",
            "BOOT_OPTIONS", "TDX_BOOT_OPTIONS", "FIRMWARE_X2APIC", "X2APIC", "X2APIC_UNFIXED",
-           "TOPOLOGY", "APIC_IDS", "FABRIC_ID_LIMIT"]
-
-#: the largest APIC ID the fabric takes today: xAPIC IDs only (rtl/lapic/fabric.py)
-FABRIC_ID_LIMIT = 0xFE
+           "TOPOLOGY", "APIC_IDS"]
 
 
 class OptionError(ValueError):
@@ -65,7 +62,7 @@ class ScenarioOptions:
     parking_page: str = "kernel"           # kexec-mpwk-parking-loop: "kernel" or "firmware"
     firmware_reuses_mailbox: bool = False  # firmware takes its mailbox page back after the last wakeup
     lapic_timer: str = "deadline"          # how each CPU programs its APIC timer (lapic_setup.TIMER_MODES)
-    firmware_x2apic: str = "none"          # which APICs the firmware leaves in x2APIC (linux.X2APIC_HANDOFFS)
+    firmware_x2apic: str = "auto"          # which APICs the firmware leaves in x2APIC (linux.X2APIC_HANDOFFS)
     x2apic: str = "auto"                   # the kernel's x2APIC choice (lapic_setup.X2APIC_MODES)
     x2apic_unfixed: bool = False           # the kernel without the x2APIC hand-over fix (69a7386c)
 
@@ -294,9 +291,11 @@ UNRESPONSIVE = Option("unresponsive", int, (), "this AP is stuck in SMM (an SMI 
 LAPIC_TIMER = Option("lapic_timer", str, "deadline", "how each CPU's kernel programs its local "
                      "APIC timer tick (TSC-deadline as Linux prefers, one-shot or periodic count)",
                      choices=TIMER_MODES, metavar="MODE")
-FIRMWARE_X2APIC = Option("firmware_x2apic", str, "none", "which APICs the firmware hands over in "
-                         "x2APIC mode: none, only the BSP's (the inconsistent firmware Linux "
-                         "commit 69a7386c met), or every CPU's", choices=X2APIC_HANDOFFS, metavar="WHICH")
+FIRMWARE_X2APIC = Option("firmware_x2apic", str, "auto", "which APICs the firmware hands over in "
+                         "x2APIC mode: auto (every CPU's when an APIC ID is above 0xFE, as "
+                         "firmware must, else none), none, only the BSP's (the inconsistent "
+                         "firmware Linux commit 69a7386c met), or every CPU's",
+                         choices=X2APIC_HANDOFFS, metavar="WHICH")
 #: TDX guests: the TDX module runs every vCPU's APIC in x2APIC mode from the start
 TDX_FIRMWARE_X2APIC = replace(FIRMWARE_X2APIC, default="all")
 X2APIC = Option("x2apic", str, "auto", "the kernel's APIC mode: auto (x2APIC, physical, when the "
@@ -446,8 +445,4 @@ def _apply_topology(values, *, given_cpus):
     if not CPUS.minimum <= len(ids) <= CPUS.maximum:
         raise OptionError(f"{flag} {text} gives {len(ids)} CPUs; the fabric takes "
                           f"{CPUS.minimum} to {CPUS.maximum}")
-    above = [i for i in ids if i > FABRIC_ID_LIMIT]
-    if above:
-        raise OptionError(f"{flag} {text} has APIC ID {above[0]:#x}: the fabric takes IDs 0 to "
-                          f"{FABRIC_ID_LIMIT:#x} (xAPIC); 32-bit x2APIC IDs are not built yet")
     values["apic_ids"], values["cpus"] = ids, len(ids)

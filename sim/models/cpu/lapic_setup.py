@@ -35,9 +35,10 @@ from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32
                                       TimerMode)
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.vip.lapic.bfm import make_icr
+from apwake.sim.vip.lapic.model import x2apic_ldr
 
 __all__ = ["LocalApicSetup", "LOCAL_TIMER_VECTOR", "ERROR_APIC_VECTOR", "SPURIOUS_APIC_VECTOR",
-           "TIMER_MODES", "HZ", "APIC_DIVISOR", "X2APIC_MODES", "x2apic_logical_id"]
+           "TIMER_MODES", "HZ", "APIC_DIVISOR", "X2APIC_MODES"]
 
 #: arch/x86/include/asm/irq_vectors.h
 LOCAL_TIMER_VECTOR = 0xEC
@@ -52,12 +53,6 @@ TIMER_MODES = ("deadline", "oneshot", "periodic")
 #: the kernel's x2APIC choice: follow the firmware ("auto": x2APIC, physical, when the boot CPU
 #: arrives in it), "off" (nox2apic), or enable it itself in physical or cluster mode
 X2APIC_MODES = ("auto", "off", "phys", "cluster")
-
-
-def x2apic_logical_id(apic_id):
-    """The x2APIC logical ID (the LDR) of ``apic_id``: cluster ``apic_id[19:4]`` in bits 31:16,
-    ``1 << apic_id[3:0]`` in bits 15:0 (SDM vol. 3A §11.12.10.2)."""
-    return (apic_id >> 4) << 16 | 1 << (apic_id & 0xF)
 
 
 class LocalApicSetup:
@@ -163,7 +158,7 @@ class LocalApicSetup:
         if apic_id is None:
             return make_icr(vector, mode, x2apic=self.x2apic_mode, **fields)
         if logical and self.cluster:
-            return make_icr(vector, mode, dest=x2apic_logical_id(apic_id), dest_mode=DestMode.LOGICAL,
+            return make_icr(vector, mode, dest=x2apic_ldr(apic_id), dest_mode=DestMode.LOGICAL,
                             x2apic=True, **fields)
         return make_icr(vector, mode, dest=apic_id, x2apic=self.x2apic_mode, **fields)
 

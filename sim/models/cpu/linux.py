@@ -78,23 +78,25 @@ _TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10)
 MADT_ADDRESS = 0x000E_0000
 
 
-#: which APICs the firmware leaves in x2APIC mode at hand-over: none; only the boot CPU's (the
-#: inconsistent machines behind Linux commit 69a7386c); every CPU's (TDX guests, whose vCPUs
-#: the TDX module runs in x2APIC mode, and large machines)
-X2APIC_HANDOFFS = ("none", "bsp", "all")
+#: which APICs the firmware leaves in x2APIC mode at hand-over: "auto" (every CPU's when an APIC
+#: ID needs x2APIC, as firmware must, else none); none; only the boot CPU's (the inconsistent
+#: machines behind Linux commit 69a7386c); every CPU's (TDX guests, whose vCPUs the TDX module
+#: runs in x2APIC mode, and large machines)
+X2APIC_HANDOFFS = ("auto", "none", "bsp", "all")
 
 
 def x2apic_handoff(cpus, which):
-    """A firmware hand-over step (``Firmware(handoff=...)``) that leaves ``which`` (one of
-    :data:`X2APIC_HANDOFFS` but "none") CPUs' APICs in x2APIC mode.  "all" stands for the
-    firmware's own AP initialisation, which switched each AP and parked it again (INIT keeps
-    the APIC's mode, SDM vol. 3A §11.12.5).  ValueError for another ``which``."""
-    if which not in X2APIC_HANDOFFS[1:]:
-        raise ValueError(f"x2APIC hand-over must be one of {X2APIC_HANDOFFS[1:]}, not {which!r}")
+    """A firmware hand-over step (``Firmware(handoff=...)``) that leaves ``which`` ("bsp" or
+    "all") CPUs' APICs in x2APIC mode.  "all" stands for the firmware's own AP initialisation,
+    which switched each AP and parked it again (INIT keeps the APIC's mode, SDM vol. 3A
+    §11.12.5).  ValueError for another ``which``."""
+    if which not in ("bsp", "all"):
+        raise ValueError(f"x2APIC hand-over must be 'bsp' or 'all', not {which!r}")
 
     async def step(bsp):
         for cpu in [bsp] if which == "bsp" else cpus:
-            await cpu.apic.enter_x2apic()
+            if not cpu.apic.x2apic:          # an ID above 0xFE: in x2APIC mode from reset
+                await cpu.apic.enter_x2apic()
         whose = "the BSP" if which == "bsp" else "every CPU"
         bsp.note(f"firmware: hand-over with {whose} in x2APIC mode")
     return step
@@ -262,6 +264,12 @@ class Kernel:
                                  name="kernel: trampoline")
         self._setup_idt(cpu)
         await self.lapic.check_x2apic(cpu)
+        if not self.lapic.x2apic_mode:
+            # acpi_parse_x2apic: an ID the xAPIC cannot address is not registered
+            ignored = [a for a in self.cpuid_to_apicid[1:] if a > 0xFE]
+            if ignored:
+                cpu.note(f"x2apic entry ignored: {len(ignored)} CPUs with APIC IDs above 0xFE in xAPIC mode")
+                self.cpuid_to_apicid = [a for a in self.cpuid_to_apicid if a not in ignored]
         await self.lapic.setup_local_apic(cpu, boot_cpu=True)
         await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
         cpu.note("smp_init")

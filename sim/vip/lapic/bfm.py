@@ -94,7 +94,9 @@ class ApicPort(Driver):
         # LINT0/LINT1 pins: only a bare fabric top exposes them (``lint__<index>``)
         self._lint = getattr(dut, f"lint__{index}", None)
         self._lock = Lock()
-        self.x2apic = False
+        #: the APIC's mode as this port last set it; an APIC whose ID is above 0xFE is in x2APIC
+        #: mode from reset (rtl/lapic/register_file.py)
+        self.x2apic = apic_id > 0xFE
         #: simulation time (ns) of the clock edge at which the last access took effect
         self.last_access_ns = None
         # Every input this port drives starts at a known value (Icarus leaves undriven ones X,
