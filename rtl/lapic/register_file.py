@@ -22,7 +22,7 @@ __all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX"]
 VERSION = BY_NAME["VERSION"].reset & 0xFF
 MAX_LVT_INDEX = BY_NAME["VERSION"].reset >> 16
 #: the LVTs whose sources :class:`~apwake.rtl.lapic.local_sources.LocalSources` delivers
-SOURCE_LVTS = ("LVT_TIMER", "LVT_ERROR", "LVT_LINT0", "LVT_LINT1")
+_SOURCE_LVTS = ("LVT_TIMER", "LVT_ERROR", "LVT_LINT0", "LVT_LINT1")
 
 
 class RegisterFile(wiring.Component):
@@ -133,7 +133,7 @@ class RegisterFile(wiring.Component):
             members.update({
                 "tsc": In(64),
                 "deadline_write": Out(1),
-                **{name.lower(): Out(Lvt) for name in SOURCE_LVTS},
+                **{name.lower(): Out(Lvt) for name in _SOURCE_LVTS},
                 "timer_divide": Out(4),
                 "timer_initial": Out(32),
                 "lvt_write_illegal": Out(1),
@@ -175,7 +175,7 @@ class RegisterFile(wiring.Component):
             self.dfr.eq(storage["DFR"]),
         ]
         if lsrc:
-            m.d.comb += [getattr(self, name.lower()).eq(storage[name]) for name in SOURCE_LVTS]
+            m.d.comb += [getattr(self, name.lower()).eq(storage[name]) for name in _SOURCE_LVTS]
             m.d.comb += [self.timer_divide.eq(storage["TIMER_DIVIDE"][0:4]),
                          self.timer_initial.eq(storage["TIMER_INITIAL"])]
 
