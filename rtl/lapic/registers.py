@@ -1,6 +1,6 @@
 """The local APIC register map as data (docs/spec/lapic.md §1.1).
 
-One table serves the RTL decoder (:class:`apwake.rtl.lapic.local_apic.LocalApic`), the Python
+One table serves the RTL decoder (:class:`apwake.rtl.lapic.register_file.RegisterFile`), the Python
 bus-functional models and tests (:mod:`apwake.sim.vip.lapic`), and, through the register
 description layer (:mod:`apwake.rtl.lib.registers`: :data:`XAPIC_MAP`, :data:`X2APIC_MAP`), the
 firmware header and ``docs/REGISTERS.md`` (``python -m apwake.firmware.export``).  Offsets are
