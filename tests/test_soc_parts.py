@@ -1,10 +1,24 @@
-"""The soft-SoC's parts in Amaranth's simulator (no Verilator): the AP start logic."""
+"""The soft-SoC's parts in Amaranth's simulator (no Verilator): the AP start logic, the
+interconnect and one core's windows."""
+
+import functools
 
 import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
 
 from apwake.rtl.mpwk_mailbox.layouts import OFFSETS, Command
 from apwake.rtl.soc.ap_start import ApStart
-from apwake.rtl.soc.memory_map import MAILBOX_BASE
+from apwake.rtl.soc.core_windows import CoreWindows
+from apwake.rtl.soc.interconnect import Interconnect
+from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
+from apwake.rtl.lapic.signatures import Space
+from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
+                                       UART_STATUS,
+                                       UART_TX)
+from apwake.rtl.soc.signatures import CoreWindow
 
 
 def test_sipi_start_holds_and_releases_aps(simulate):
@@ -70,3 +84,308 @@ def test_ap_start_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ApStart(**kwargs)
 
+
+
+# --- the interconnect ------------------------------------------------------------------------------
+
+class _InterconnectWithRam(Elaboratable):
+    """The interconnect with a RAM on its ports, as :class:`apwake.rtl.soc.Soc` connects them."""
+
+    def __init__(self, *, n_cores=3, init=(), **kwargs):
+        self.ic = Interconnect(n_cores=n_cores, ram_bytes=8192, uart_divisor=4, **kwargs)
+        self.init = list(init)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ic = self.ic
+        m.submodules.ram = ram = Memory(shape=32, depth=8192 // 4, init=self.init)
+        wiring.connect(m, self.ic.ram_read, ram.read_port())
+        wiring.connect(m, self.ic.ram_write, ram.write_port(granularity=8))
+        return m
+
+
+def _run(dut, *benches, background=()):
+    """``benches`` in Amaranth's simulator until they end (``background`` ones run alongside)."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for bench in benches:
+        sim.add_testbench(bench)
+    for bench in background:
+        sim.add_testbench(bench, background=True)
+    sim.run()
+
+
+async def _core_access(ctx, bus, addr, wdata=None, wstrb=0xF):
+    """One PicoRV32-style access: ``valid`` held until ``ready``; returns the read data."""
+    ctx.set(bus.valid, 1)
+    ctx.set(bus.addr, addr)
+    ctx.set(bus.wdata, wdata or 0)
+    ctx.set(bus.wstrb, 0 if wdata is None else wstrb)
+    (rdata,) = await ctx.tick().sample(bus.rdata).until(bus.ready)
+    ctx.set(bus.valid, 0)
+    return rdata
+
+
+def test_interconnect_grants_one_core_at_a_time_round_robin():
+    top = _InterconnectWithRam(init=range(0, 64))
+    ic = top.ic
+    done = []          # (cycle, core, data), in completion order
+    cycle = [0]
+
+    def reader(i):
+        async def bench(ctx):
+            for k in range(3):
+                data = await _core_access(ctx, ic.cores[i], 4 * (8 * i + k))
+                done.append((cycle[0], i, data))
+        return bench
+
+    async def clock(ctx):
+        while True:
+            _, _, *ready = await ctx.tick().sample(*(c.ready for c in ic.cores))
+            assert sum(ready) <= 1, f"two cores answered at once: {ready}"
+            cycle[0] += 1
+
+    _run(top, *(reader(i) for i in range(3)), background=[clock])
+    assert [(core, data) for _, core, data in done] == [(0, 0), (1, 8), (2, 16), (0, 1), (1, 9), (2, 17),
+                                                        (0, 2), (1, 10), (2, 18)]
+    cycles = [c for c, _, _ in done]
+    assert [b - a for a, b in zip(cycles, cycles[1:])] == [4] * 8        # IDLE, DECODE, RAM, DONE
+
+
+def test_interconnect_io_and_boot_rom():
+    top = _InterconnectWithRam(n_cores=1, msr_window=False, init=[0x1111, 0x2222] + [0] * 62)
+    ic, core = top.ic, top.ic.cores[0]
+    seen = {"uart": []}
+
+    async def bench(ctx):
+        await _core_access(ctx, core, 0x4, wdata=0x5555)                   # boot ROM: dropped
+        await _core_access(ctx, core, 0x100, wdata=0xABCD)                 # RAM above it
+        seen["ram"] = (await _core_access(ctx, core, 0x4), await _core_access(ctx, core, 0x100))
+        seen["lock"] = [await _core_access(ctx, core, LOCK_BASE) for _ in range(2)]
+        await _core_access(ctx, core, LOCK_BASE, wdata=0)
+        seen["lock"].append(await _core_access(ctx, core, LOCK_BASE))
+        await _core_access(ctx, core, LED_BASE, wdata=0x1A5)
+        seen["leds"] = (ctx.get(ic.leds), await _core_access(ctx, core, LED_BASE))
+        for byte in b"ok":
+            await _core_access(ctx, core, UART_TX, wdata=byte)             # the second one waits
+        seen["busy"] = await _core_access(ctx, core, UART_STATUS)
+        seen["unmapped"] = await _core_access(ctx, core, MAILBOX_BASE)     # no mailbox here: 0
+        seen["msr"] = await _core_access(ctx, core, MSR_BASE)              # no MSR window here: 0
+
+    async def uart(ctx):
+        async for _, _, valid, data in ctx.tick().sample(ic.uart_valid, ic.uart_data):
+            if valid:
+                seen["uart"].append(data)
+
+    _run(top, bench, background=[uart])
+    assert seen == {"ram": (0x2222, 0xABCD), "lock": [0, 1, 0], "leds": (0xA5, 0xA5), "uart": list(b"ok"),
+                    "busy": 1, "unmapped": 0, "msr": 0}
+
+
+def test_interconnect_window_access_waits_and_a_parked_core_resumes():
+    """Core 0's control-window access waits 3 cycles in its windows while core 1 queues for the
+    RAM; core 0's VMGEXIT store parks (core 1 is served meanwhile) and completes on its resume."""
+    top = _InterconnectWithRam(n_cores=2, init=[7] * 64)
+    ic = top.ic
+    port = ic.windows[0]
+    log = []
+
+    async def core0(ctx):
+        log.append(("core0 read", await _core_access(ctx, ic.cores[0], CONTROL_BASE + 0x4)))
+        await _core_access(ctx, ic.cores[0], MSR_BASE + 0xC, wdata=1)
+        log.append(("core0 resumed",))
+
+    async def core1(ctx):
+        await ctx.tick()                   # after core 0 is granted
+        log.append(("core1 read", await _core_access(ctx, ic.cores[1], 0x40)))
+        for _ in range(2):
+            await ctx.tick().until(port.parked)
+            log.append(("core1 read", await _core_access(ctx, ic.cores[1], 0x44)))
+
+    async def valid(ctx):
+        """Wait for the access (in the cycle it starts, as a component answering at once)."""
+        while not ctx.get(port.valid):
+            await ctx.tick()
+
+    async def windows0(ctx):
+        await valid(ctx)
+        log.append(("windows", ctx.get(port.window), ctx.get(port.addr)))
+        for _ in range(3):                 # the access stays valid while the windows work
+            await ctx.tick()
+            assert ctx.get(port.valid)
+        ctx.set(port.done, 1)
+        ctx.set(port.rdata, 0x42)
+        await ctx.tick()
+        ctx.set(port.done, 0)
+        await valid(ctx)
+        log.append(("windows", ctx.get(port.window), ctx.get(port.write)))
+        ctx.set(port.park, 1)
+        await ctx.tick()
+        ctx.set(port.park, 0)
+        ctx.set(port.parked, 1)
+        await ctx.tick().until(ic.cores[1].ready)
+        await ctx.tick().until(ic.cores[1].ready)     # core 0's request stays parked meanwhile
+        assert not ctx.get(ic.cores[0].ready) and not ctx.get(port.valid)
+        ctx.set(port.parked, 0)
+        ctx.set(port.resume, 1)
+        assert ctx.get(ic.cores[0].ready)
+        await ctx.tick()
+        ctx.set(port.resume, 0)
+
+    _run(top, core0, core1, windows0)
+    assert log[:3] == [("windows", CoreWindow.CONTROL, 0x4), ("core0 read", 0x42), ("core1 read", 7)]
+    assert log[3] == ("windows", CoreWindow.MSR, 1)
+    assert log[4:6] == [("core1 read", 7)] * 2 and log[6] == ("core0 resumed",)
+
+
+# --- one core's windows ----------------------------------------------------------------------------
+
+class _WindowsWithApic(Elaboratable):
+    """One core's windows with an APIC register bus that takes each request at once and answers
+    one cycle later with ``rdata``."""
+
+    def __init__(self, rdata=0, **kwargs):
+        self.windows, self.rdata = CoreWindows(**kwargs), rdata
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.windows = windows = self.windows
+        reg = windows.apic
+        m.d.comb += [reg.req_ready.eq(1), reg.rdata.eq(self.rdata)]
+        m.d.sync += reg.resp_valid.eq(reg.req_valid)
+        return m
+
+
+async def _window_access(ctx, dut, window, offset, wdata=None, requests=None):
+    """One decoded access, held until done or parked: ``(rdata, cycles, parked)``; the APIC
+    requests it makes are added to ``requests`` as ``(space, addr, write, wdata)``."""
+    acc, reg = dut.access, dut.apic
+    ctx.set(acc.valid, 1)
+    ctx.set(acc.window, window)
+    ctx.set(acc.addr, offset)
+    ctx.set(acc.write, wdata is not None)
+    ctx.set(acc.wdata, wdata or 0)
+    cycles = 1
+    while not (ctx.get(acc.done) or ctx.get(acc.park)):
+        if ctx.get(reg.req_valid):
+            requests.append((ctx.get(reg.space), ctx.get(reg.addr), ctx.get(reg.write), ctx.get(reg.wdata)))
+        await ctx.tick()
+        cycles += 1
+    result = (ctx.get(acc.rdata), cycles, ctx.get(acc.park))
+    await ctx.tick()
+    ctx.set(acc.valid, 0)
+    return result
+
+
+async def _first_cycle(ctx, dut, window, offset, wdata, *probes):
+    """A store's first cycle: the values of ``probes`` in it (the access is then dropped)."""
+    acc = dut.access
+    for member, value in ((acc.valid, 1), (acc.window, window), (acc.addr, offset), (acc.write, 1),
+                          (acc.wdata, wdata)):
+        ctx.set(member, value)
+    values = tuple(ctx.get(probe) for probe in probes)
+    await ctx.tick()
+    ctx.set(acc.valid, 0)
+    return values
+
+
+def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
+    seen = {}
+    for core in (0, 2):
+        dut = CoreWindows(core_index=core, apic_id=0x10 + core, n_cores=3, bsp_index=0, ap_start="mailbox",
+                          msr_window=False)
+
+        async def bench(ctx):
+            ctx.set(dut.start_addr, 0x3000)
+            values = [await _window_access(ctx, dut, CoreWindow.CONTROL, CONTROL[name])
+                      for name in ("CORE_ID", "APIC_ID", "START_ADDR", "N_CORES", "AP_START", "FEATURES")]
+            seen[core] = values, await _first_cycle(ctx, dut, CoreWindow.CONTROL, CONTROL["RESET_VECTOR"], 0,
+                                                    dut.back_to_firmware)
+
+        simulate(dut, bench)
+    answer = lambda v: (v, 1, 0)      # noqa: E731 (done in the access's first cycle)
+    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(0)], (0,)),
+                    2: ([answer(2), answer(0x12), answer(0x3000), answer(3), answer(1), answer(0)], (1,))}
+
+
+def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
+    top = _WindowsWithApic(0xAAAA_BBBB_CCCC_DDDD, core_index=1, apic_id=1, n_cores=2, bsp_index=0)
+    dut = top.windows
+    requests, seen = [], {}
+
+    async def bench(ctx):
+        access = functools.partial(_window_access, requests=requests)
+        await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x830)
+        await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0004_4500)
+        seen["no request yet"] = list(requests)
+        seen["wrmsr"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x0000_0003)
+        seen["select"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"])
+        seen["rdmsr"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
+        seen["data_hi"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"])
+        seen["vmgexit reads 0"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"])
+        seen["mmio"] = await access(ctx, dut, CoreWindow.APIC, 0x0F0)
+
+    simulate(top, bench)
+    assert seen == {"no request yet": [], "wrmsr": (0xCCCC_DDDD, 3, 0), "select": (0x830, 1, 0),
+                    "rdmsr": (0xCCCC_DDDD, 3, 0), "data_hi": (0xAAAA_BBBB, 1, 0), "vmgexit reads 0": (0, 1, 0),
+                    "mmio": (0xCCCC_DDDD, 3, 0)}
+    assert requests == [(Space.MSR, 0x830, 1, 0x3_0004_4500),       # one WRMSR with both halves
+                        (Space.MSR, 0x830, 0, 0x4_4500),            # RDMSR (wdata unused)
+                        (Space.MMIO, 0x0F0, 0, 0)]
+
+
+def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
+    dut = CoreWindows(core_index=1, apic_id=1, n_cores=2, bsp_index=0, ap_start="ghcb")
+    vcpu, acc = dut.vcpu, dut.access
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(vcpu.msr_rdata, 0x1234_5678_9ABC_DEF0)
+        await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"], MSR_GHCB)
+        await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0000_0004)
+        seen["wrmsr"] = await _first_cycle(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x8000_0000,
+                                           acc.done, vcpu.msr_write, vcpu.msr_wdata)
+        seen["rdmsr"] = await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
+        seen["data_hi"] = await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"])
+        seen["vmgexit"] = await _first_cycle(ctx, dut, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"], 1,
+                                             acc.park, acc.done, vcpu.vmgexit)
+        held = []
+        for _ in range(3):                     # the hypervisor keeps the vCPU
+            held.append((ctx.get(acc.parked), ctx.get(acc.resume), ctx.get(vcpu.vmgexit)))
+            await ctx.tick()
+        seen["held"] = held
+        ctx.set(vcpu.exit_done, 1)
+        await ctx.tick()
+        ctx.set(vcpu.exit_done, 0)
+        seen["resumed"] = [(ctx.get(acc.parked), ctx.get(acc.resume))]
+        await ctx.tick()
+        seen["resumed"].append((ctx.get(acc.parked), ctx.get(acc.resume)))
+
+    simulate(dut, bench)
+    assert seen == {"wrmsr": (1, 1, 0x8000_0000_0000_0004), "rdmsr": (0x9ABC_DEF0, 1, 0),
+                    "data_hi": (0x1234_5678, 1, 0), "vmgexit": (1, 0, 1), "held": [(1, 0, 0)] * 3,
+                    "resumed": [(0, 1), (0, 0)]}
+    # the GHCB MSR is read in the access's first cycle: it never goes to the APIC
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(core_index=2, apic_id=0, n_cores=2, bsp_index=0), r"core_index must be a core index below 2, not 2"),
+    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=-1), r"bsp_index must be a core index below 2, not -1"),
+    (dict(core_index=0, apic_id=1 << 32, n_cores=2, bsp_index=0), r"apic_id must be a 32-bit integer"),
+    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="tdx"), r"ap_start must be one of"),
+    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="ghcb", msr_window=False),
+     r"ap_start='ghcb' needs the MSR window"),
+])
+def test_core_windows_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CoreWindows(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_cores=0, ram_bytes=8192, uart_divisor=4), r"n_cores must be an integer from 1 to 256, not 0"),
+    (dict(n_cores=2, ram_bytes=8190, uart_divisor=4), r"ram_bytes must be a multiple of 4 from 8, not 8190"),
+    (dict(n_cores=2, ram_bytes=8192, uart_divisor=0), r"UART divisor must be 1 to 65535 clocks per bit, not 0"),
+])
+def test_interconnect_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Interconnect(**kwargs)

@@ -8,31 +8,26 @@ while waiting starts it at PROGADDR_RESET = :data:`AP_BOOT`, whose firmware stub
 address is a synthesis parameter.  Each core reaches its own APIC's xAPIC registers at
 :data:`APIC_BASE` (RV32 has no RDMSR/WRMSR: the MMIO view).
 
-Interconnect: one shared bus, a round-robin arbiter between the cores (a core keeps the grant
-for its whole access); RAM answers in one cycle, the APIC window through the APIC register bus.
+The top connects the parts (issue 11 part 4), each a component with its own unit test
+(tests/test_soc_parts.py): the cores, the shared bus (:class:`~.interconnect.Interconnect`: a
+round-robin arbiter, a core keeps the grant for its whole access; RAM answers in one cycle),
+each core's own windows (:class:`~.core_windows.CoreWindows`: APIC, control, MSR) and how
+cores start (:class:`~.ap_start.ApStart`).
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
-from apwake.rtl.lib.bus import access_states
-from apwake.rtl.lib.registers import RegisterDecoder
-from apwake.rtl.lib.priority import RoundRobinArbiter
-from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.ghcb_msr import connect_apic_events
-from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
-from .memory_map import (AP_BOOT, AP_START, BOOT_ROM_BYTES, CONTROL_MAP, FEATURES, IO_MAP, MSR_WINDOW_MAP,
-                         SOC_MAP, RAM_BASE)
 from .ap_start import ApStart
+from .core_windows import CoreWindows
+from .interconnect import Interconnect
+from .memory_map import AP_BOOT, AP_START, RAM_BASE
 from .picorv32 import PicoRV32
-from .uart import UartTx
 
 __all__ = ["Soc"]
-
-_RAM, _IO, _APIC, _CONTROL, _MAILBOX, _MSR = (SOC_MAP.slot(name) for name in (
-    "ram", "io", "apic", "control", "mailbox", "msr"))
 
 
 class Soc(wiring.Component):
@@ -88,171 +83,34 @@ class Soc(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fabric = self.fabric
-        n, bsp = fabric.n_cpus, fabric.bsp_index
+        fabric, n, bsp = self.fabric, self.fabric.n_cpus, self.fabric.bsp_index
         m.submodules.fabric = fabric
-        m.submodules.uart = uart = UartTx(self.uart_divisor)
-        m.d.comb += self.uart_tx.eq(uart.tx)
-
-        cores = []
-        for i in range(n):
-            core = PicoRV32(reset_address=RAM_BASE if i == bsp else AP_BOOT,
-                            stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
-            m.submodules[f"core{i}"] = core
-            cores.append(core)
-
-        # --- how cores start: wait-for-SIPI, the mailbox or the GHCB unit ------------------------------
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
-        run = starter.run
-        start_addr = Array(starter.start_addr[i] for i in range(n))
-        ghcb = starter if self.ap_start == "ghcb" else None          # its vcpu ports
-        for i, core in enumerate(cores):
-            connect_apic_events(m, fabric.cpu[i], starter.apic[i])
-            m.d.comb += [core.run.eq(run[i]), self.running[i].eq(run[i]), self.trap[i].eq(core.trap)]
-        back_to_firmware = starter.back_to_firmware      # a core wrote RESET_VECTOR (one cycle)
-
-        # --- the shared bus ----------------------------------------------------------------------------
-        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
-        sel = Signal(range(max(n, 2)))
-        addr = Array(c.bus.addr for c in cores)[sel]
-        wdata = Array(c.bus.wdata for c in cores)[sel]
-        wstrb = Array(c.bus.wstrb for c in cores)[sel]
-        write = wstrb != 0
-        rdata = Signal(32)
-        done = Signal()
-        # a core whose VMGEXIT store waits for the hypervisor: not granted, answered on exit_done
-        stalled = Signal(n)
-        resumed = Signal(n)
-        for i, core in enumerate(cores):
-            m.d.comb += [core.bus.ready.eq((done & (sel == i)) | resumed[i]), core.bus.rdata.eq(rdata)]
-        # the MSR window, per core
-        msr_select = Array(Signal(32, name=f"msr_select{i}") for i in range(n))
-        msr_lo = Array(Signal(32, name=f"msr_lo{i}") for i in range(n))
-        msr_hi = Array(Signal(32, name=f"msr_hi{i}") for i in range(n))
-        # what the APIC register bus access does (an MMIO window access or an MSR)
-        apic_space, apic_addr = Signal(Space), Signal(32)
-        apic_write, apic_wdata = Signal(), Signal(64)
-        if ghcb is not None:
-            for i in range(n):
-                with m.If(stalled[i] & ghcb.vcpu[i].exit_done):
-                    m.d.sync += [stalled[i].eq(0), resumed[i].eq(1)]
-                with m.Else():
-                    m.d.sync += resumed[i].eq(0)
-
+        m.submodules.interconnect = bus = Interconnect(
+            n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
+            mailbox=self.ap_start == "mailbox")
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
-        rport = ram.read_port()
-        wport = ram.write_port(granularity=8)
-        word = addr[2:2 + (self.ram_bytes // 4 - 1).bit_length()]
-        m.d.comb += [rport.addr.eq(word), wport.addr.eq(word), wport.data.eq(wdata)]
+        wiring.connect(m, bus.ram_read, ram.read_port())
+        wiring.connect(m, bus.ram_write, ram.write_port(granularity=8))
+        if self.ap_start == "mailbox":
+            wiring.connect(m, bus.mailbox_bus, starter.mailbox_bus)
+        m.d.comb += [self.uart_tx.eq(bus.uart_tx), self.uart_valid.eq(bus.uart_valid),
+                     self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds)]
 
-        lock = Signal()
-        leds = Signal(8)
-        m.d.comb += self.leds.eq(leds)
-        apic_ids = Array(Const(a, 32) for a in fabric.apic_ids)
-
-        # the register windows, decoded from their descriptions (rtl/soc/memory_map.py)
-        io = RegisterDecoder(IO_MAP, addr)
-        control = RegisterDecoder(CONTROL_MAP, addr)
-        msr = RegisterDecoder(MSR_WINDOW_MAP, addr)
-
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += arbiter.requests.eq(Cat(*(c.bus.valid for c in cores)) & ~stalled & ~resumed)
-                with m.If(arbiter.valid):
-                    m.d.sync += sel.eq(arbiter.grant_index)
-                    m.next = "DECODE"
-            with m.State("DECODE"):
-                window = addr[28:32]
-                with m.If(window == _RAM):
-                    with m.If(addr[0:28] >= BOOT_ROM_BYTES):     # the boot ROM ignores stores
-                        m.d.comb += wport.en.eq(wstrb)
-                    m.next = "RAM"
-                with m.Elif(window == _IO):
-                    m.d.sync += rdata.eq(io.read({"UART_STATUS": uart.busy, "LEDS": leds, "LOCK": lock}))
-                    m.next = "DONE"
-                    with m.If(io["UART_TX"] & write):
-                        with m.If(uart.busy):
-                            m.next = "DECODE"            # the store waits for the transmitter
-                        with m.Else():
-                            m.d.comb += [uart.start.eq(1), uart.data.eq(wdata[0:8]),
-                                         self.uart_valid.eq(1), self.uart_data.eq(wdata[0:8])]
-                    with m.If(io["LEDS"] & write):
-                        m.d.sync += leds.eq(wdata[0:8])
-                    with m.If(io["LOCK"]):
-                        m.d.sync += lock.eq(Mux(write, wdata[0], 1))       # a read is test and set
-                with m.Elif(window == _APIC):
-                    m.d.sync += [apic_space.eq(Space.MMIO), apic_addr.eq(addr[0:12]),
-                                 apic_write.eq(write), apic_wdata.eq(wdata)]
-                    m.next = "APIC_REQ"
-                with m.Elif(window == _CONTROL):
-                    m.d.sync += rdata.eq(control.read({
-                        "CORE_ID": sel, "APIC_ID": apic_ids[sel], "START_ADDR": start_addr[sel], "N_CORES": n,
-                        "AP_START": AP_START[self.ap_start],
-                        "FEATURES": FEATURES["MSR_WINDOW"] if self.msr_window else 0}))
-                    with m.If(write & control["RESET_VECTOR"] & (sel != bsp)):
-                        m.d.comb += back_to_firmware.eq(1 << sel)
-                    m.next = "DONE"
-                if self.ap_start == "mailbox":
-                    with m.Elif(window == _MAILBOX):
-                        m.next = "MAILBOX"
-                with m.Elif((window == _MSR) & self.msr_window):
-                    m.next = "DONE"
-                    with m.If(msr["SELECT"]):
-                        with m.If(write):
-                            m.d.sync += msr_select[sel].eq(wdata)
-                        m.d.sync += rdata.eq(msr_select[sel])
-                    with m.Elif(msr["DATA_LO"] & write):
-                        m.d.sync += msr_lo[sel].eq(wdata)
-                    with m.Elif(msr["DATA_HI"] & ~write):
-                        m.d.sync += rdata.eq(msr_hi[sel])
-                    if ghcb is not None:
-                        is_ghcb = msr_select[sel] == MSR_GHCB
-                        with m.Elif(is_ghcb & msr["DATA_LO"]):  # RDMSR GHCB
-                            vcpu_msr = Array(v.msr_rdata for v in ghcb.vcpu)[sel]
-                            m.d.sync += [rdata.eq(vcpu_msr[0:32]), msr_hi[sel].eq(vcpu_msr[32:64])]
-                        with m.Elif(is_ghcb & msr["DATA_HI"]):  # WRMSR GHCB
-                            for i in range(n):
-                                with m.If(sel == i):
-                                    m.d.comb += [ghcb.vcpu[i].msr_write.eq(1),
-                                                 ghcb.vcpu[i].msr_wdata.eq(Cat(msr_lo[i], wdata))]
-                    with m.Elif(msr["DATA_LO"] | msr["DATA_HI"]):
-                        # RDMSR / WRMSR of the core's local APIC (x2APIC, IA32_APIC_BASE)
-                        m.d.sync += [apic_space.eq(Space.MSR), apic_addr.eq(msr_select[sel]),
-                                     apic_write.eq(write), apic_wdata.eq(Cat(msr_lo[sel], wdata))]
-                        m.next = "APIC_REQ"
-                    if ghcb is not None:
-                        with m.Elif(write & msr["VMGEXIT"]):
-                            for i in range(n):
-                                with m.If(sel == i):
-                                    m.d.comb += ghcb.vcpu[i].vmgexit.eq(1)
-                                    m.d.sync += stalled[i].eq(1)
-                            m.next = "IDLE"          # the core's answer waits for exit_done
-                with m.Else():
-                    m.d.sync += rdata.eq(0)
-                    m.next = "DONE"
-            with m.State("RAM"):
-                m.d.sync += rdata.eq(rport.data)
-                m.next = "DONE"
-            with m.State("APIC_REQ"):
-                for i in range(n):
-                    reg = fabric.cpu[i].reg
-                    with m.If(sel == i):
-                        m.d.comb += [reg.req_valid.eq(1), reg.space.eq(apic_space),
-                                     reg.addr.eq(apic_addr), reg.write.eq(apic_write),
-                                     reg.wdata.eq(apic_wdata)]
-                        with m.If(reg.req_ready):
-                            m.next = "APIC_RESP"
-            with m.State("APIC_RESP"):
-                for i in range(n):
-                    reg = fabric.cpu[i].reg
-                    with m.If((sel == i) & reg.resp_valid):
-                        m.d.sync += [rdata.eq(reg.rdata[0:32]), msr_hi[sel].eq(reg.rdata[32:64])]
-                        m.next = "DONE"
-            if self.ap_start == "mailbox":
-                access_states(m, starter.mailbox_bus, "MAILBOX", then="DONE", addr=addr, write=write,
-                              wdata=wdata, wstrb=wstrb, capture=rdata)
-            with m.State("DONE"):
-                m.d.comb += done.eq(1)
-                m.next = "IDLE"
+        for i in range(n):
+            m.submodules[f"core{i}"] = core = PicoRV32(
+                reset_address=RAM_BASE if i == bsp else AP_BOOT,
+                stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
+            m.submodules[f"windows{i}"] = windows = CoreWindows(
+                core_index=i, apic_id=fabric.apic_ids[i], n_cores=n, bsp_index=bsp, ap_start=self.ap_start,
+                msr_window=self.msr_window)
+            wiring.connect(m, core.bus, bus.cores[i])
+            wiring.connect(m, bus.windows[i], windows.access)
+            wiring.connect(m, windows.apic, fabric.cpu[i].reg)
+            connect_apic_events(m, fabric.cpu[i], starter.apic[i])
+            if self.ap_start == "ghcb":
+                wiring.connect(m, windows.vcpu, starter.vcpu[i])
+            m.d.comb += [core.run.eq(starter.run[i]), self.running[i].eq(starter.run[i]), self.trap[i].eq(core.trap),
+                         windows.start_addr.eq(starter.start_addr[i]),
+                         starter.back_to_firmware[i].eq(windows.back_to_firmware)]
         return m
-

@@ -1,0 +1,192 @@
+"""The soft-SoC's shared bus: the cores' requests arbitrated onto one decoder, the RAM, the
+shared I/O (UART, LEDs, lock), the mailbox, and each core's own windows (issue 11 part 4: out of
+:class:`apwake.rtl.soc.Soc`)."""
+
+from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from apwake.rtl.lib.bus import MemoryBusSignature, access_states
+from apwake.rtl.lib.priority import RoundRobinArbiter
+from apwake.rtl.lib.registers import RegisterDecoder
+from .memory_map import BOOT_ROM_BYTES, IO_MAP, SOC_MAP
+from .picorv32 import NativeBusSignature
+from .signatures import CoreWindow, WindowAccessSignature
+from .uart import UartTx
+
+__all__ = ["Interconnect"]
+
+_RAM, _IO, _MAILBOX = (SOC_MAP.slot(name) for name in ("ram", "io", "mailbox"))
+#: address[31:28] of each per-core window
+_CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
+                 SOC_MAP.slot("msr"): CoreWindow.MSR}
+
+
+class Interconnect(wiring.Component):
+    """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC").
+
+    A round-robin arbiter grants one core at a time (IDLE); the core keeps the grant for its
+    whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
+    in DECODE and answered (the core's ``ready``) in DONE:
+
+    * RAM (0x0): one cycle to read (state RAM); stores below ``BOOT_ROM_BYTES`` are dropped.
+      Four cycles an access (IDLE, DECODE, RAM, DONE).
+    * shared I/O (0x1, :data:`IO_MAP`): the UART transmitter (a store waits in DECODE while it is
+      busy, then pulses ``uart_valid`` with ``uart_data``), the LEDs, the lock (a read is test
+      and set, a store writes bit 0).
+    * the core's own windows (0x2 APIC, 0x3 control, 0x5 MSR with ``msr_window``): the access
+      goes to the granted core's ``windows`` port and waits there (state WINDOW) until it is
+      done, or parked (the bus goes back to IDLE; that core waits for its ``resume``).
+    * the mailbox (0x4, with ``mailbox``): one access on ``mailbox_bus`` (MAILBOX, MAILBOX_RESP).
+    * anything else reads 0 (stores ignored).
+
+    Parameters
+    ----------
+    n_cores : int
+        1 to 256.
+    ram_bytes : int
+        Size of the RAM behind ``ram_read``/``ram_write`` (a multiple of 4).
+    uart_divisor : int
+        Clocks per UART bit.
+    msr_window : bool
+        Route window 0x5 to the cores' MSR windows (else it reads 0).
+    mailbox : bool
+        Route window 0x4 to ``mailbox_bus`` (else it reads 0).
+
+    Attributes
+    ----------
+    cores : In(NativeBusSignature()) per core
+        The cores' native memory buses.
+    windows : Out(WindowAccessSignature()) per core
+        Each core's own windows.
+    ram_read : In(ReadPort.Signature(addr_width=a, shape=32))
+        A synchronous read port of the RAM (``a`` bits of word address).
+    ram_write : In(WritePort.Signature(addr_width=a, shape=32, granularity=8))
+        Its write port, one enable a byte lane.
+    mailbox_bus : Out(MemoryBusSignature())
+        Only with ``mailbox``: the mailbox page and its status window.
+    uart_tx : Out(1), init 1
+        The serial line (8N1).
+    uart_valid, uart_data : Out(1), Out(8)
+        One cycle with each byte software sends (a testbench's transcript).
+    leds : Out(8)
+
+    Raises
+    ------
+    ValueError
+        ``n_cores`` or ``ram_bytes`` out of range, a bad ``uart_divisor``.
+    """
+
+    def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False):
+        if not isinstance(n_cores, int) or not 1 <= n_cores <= 256:
+            raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
+        if not isinstance(ram_bytes, int) or ram_bytes < 8 or ram_bytes % 4:
+            raise ValueError(f"ram_bytes must be a multiple of 4 from 8, not {ram_bytes!r}")
+        self.n_cores, self.ram_bytes, self.msr_window, self.mailbox = n_cores, ram_bytes, msr_window, mailbox
+        self._uart = UartTx(uart_divisor)
+        addr_width = (ram_bytes // 4 - 1).bit_length()
+        members = {
+            "cores": In(NativeBusSignature()).array(n_cores),
+            "windows": Out(WindowAccessSignature()).array(n_cores),
+            "ram_read": In(ReadPort.Signature(addr_width=addr_width, shape=32)),
+            "ram_write": In(WritePort.Signature(addr_width=addr_width, shape=32, granularity=8)),
+            "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8), "leds": Out(8),
+        }
+        if mailbox:
+            members["mailbox_bus"] = Out(MemoryBusSignature())
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        n, cores, ports = self.n_cores, self.cores, self.windows
+        m.submodules.uart = uart = self._uart
+        m.d.comb += self.uart_tx.eq(uart.tx)
+        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+
+        # the granted core's request
+        sel = Signal(range(max(n, 2)))
+        addr = Array(c.addr for c in cores)[sel]
+        wdata = Array(c.wdata for c in cores)[sel]
+        wstrb = Array(c.wstrb for c in cores)[sel]
+        write = wstrb != 0
+        rdata = Signal(32)
+        done = Signal()
+        waiting = Cat(p.parked | p.resume for p in ports)     # not arbitrated
+        for i, core in enumerate(cores):
+            m.d.comb += [core.ready.eq((done & (sel == i)) | ports[i].resume), core.rdata.eq(rdata)]
+
+        word = addr[2:2 + len(self.ram_read.addr)]
+        m.d.comb += [self.ram_read.addr.eq(word), self.ram_write.addr.eq(word), self.ram_write.data.eq(wdata)]
+
+        # the granted core's windows: which one, and their answer
+        window = SOC_MAP.window_of(addr)
+        core_window, to_core = Signal(CoreWindow), Signal()
+        with m.Switch(window):
+            for slot, kind in _CORE_WINDOWS.items():
+                if kind is not CoreWindow.MSR or self.msr_window:
+                    with m.Case(slot):
+                        m.d.comb += [core_window.eq(kind), to_core.eq(1)]
+        port_valid = Signal()
+        for i, port in enumerate(ports):
+            m.d.comb += [port.valid.eq(port_valid & (sel == i)), port.window.eq(core_window),
+                         port.addr.eq(addr), port.write.eq(write), port.wdata.eq(wdata)]
+        port_done, port_park = Array(p.done for p in ports)[sel], Array(p.park for p in ports)[sel]
+        port_rdata = Array(p.rdata for p in ports)[sel]
+
+        def core_windows():
+            m.d.comb += port_valid.eq(1)
+            with m.If(port_done):
+                m.d.sync += rdata.eq(port_rdata)
+                m.next = "DONE"
+            with m.Elif(port_park):
+                m.next = "IDLE"              # the core's answer waits for its resume
+            with m.Else():
+                m.next = "WINDOW"
+
+        lock = Signal()
+        io = RegisterDecoder(IO_MAP, addr)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += arbiter.requests.eq(Cat(c.valid for c in cores) & ~waiting)
+                with m.If(arbiter.valid):
+                    m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(window == _RAM):
+                    with m.If(addr[0:28] >= BOOT_ROM_BYTES):     # the boot ROM ignores stores
+                        m.d.comb += self.ram_write.en.eq(wstrb)
+                    m.next = "RAM"
+                with m.Elif(window == _IO):
+                    m.d.sync += rdata.eq(io.read({"UART_STATUS": uart.busy, "LEDS": self.leds, "LOCK": lock}))
+                    m.next = "DONE"
+                    with m.If(io["UART_TX"] & write):
+                        with m.If(uart.busy):
+                            m.next = "DECODE"            # the store waits for the transmitter
+                        with m.Else():
+                            m.d.comb += [uart.start.eq(1), uart.data.eq(wdata[0:8]),
+                                         self.uart_valid.eq(1), self.uart_data.eq(wdata[0:8])]
+                    with m.If(io["LEDS"] & write):
+                        m.d.sync += self.leds.eq(wdata[0:8])
+                    with m.If(io["LOCK"]):
+                        m.d.sync += lock.eq(Mux(write, wdata[0], 1))       # a read is test and set
+                with m.Elif(to_core):
+                    core_windows()
+                if self.mailbox:
+                    with m.Elif(window == _MAILBOX):
+                        m.next = "MAILBOX"
+                with m.Else():
+                    m.d.sync += rdata.eq(0)
+                    m.next = "DONE"
+            with m.State("RAM"):
+                m.d.sync += rdata.eq(self.ram_read.data)
+                m.next = "DONE"
+            with m.State("WINDOW"):
+                core_windows()
+            if self.mailbox:
+                access_states(m, self.mailbox_bus, "MAILBOX", then="DONE", addr=addr, write=write,
+                              wdata=wdata, wstrb=wstrb, capture=rdata)
+            with m.State("DONE"):
+                m.d.comb += done.eq(1)
+                m.next = "IDLE"
+        return m

@@ -1,0 +1,57 @@
+"""Typed links inside the soft-SoC (docs/ARCHITECTURE.md, "Soft-SoC").
+
+* :class:`CoreWindow`: which of a core's own windows an access reaches.
+* :class:`WindowAccessSignature`: the decoded-access port from the shared bus
+  (:class:`apwake.rtl.soc.interconnect.Interconnect`) to one core's windows
+  (:class:`apwake.rtl.soc.core_windows.CoreWindows`).
+
+Written from the initiator's point of view (the interconnect); the windows take ``In(...)``.
+"""
+
+from amaranth import unsigned
+from amaranth.lib import enum, wiring
+from amaranth.lib.wiring import In, Out
+
+from .memory_map import WINDOW_SIZE
+
+__all__ = ["CoreWindow", "WindowAccessSignature"]
+
+
+class CoreWindow(enum.Enum, shape=unsigned(2)):
+    """A core's own windows: the same addresses on every core, per-core registers behind them."""
+
+    APIC = 0       #: address[31:28] = 0x2: the core's local APIC, xAPIC MMIO
+    CONTROL = 1    #: 0x3: CORE_ID, APIC_ID, START_ADDR, ..., RESET_VECTOR
+    MSR = 2        #: 0x5: SELECT, DATA_LO, DATA_HI, VMGEXIT
+
+
+class WindowAccessSignature(wiring.Signature):
+    """One access of a core to one of its windows, already decoded by the shared bus.
+
+    The interconnect raises ``valid`` for the granted core and holds it, with ``window``,
+    ``addr``, ``write`` and ``wdata`` unchanged, until the windows end the access:
+
+    * ``done`` (with ``rdata``, read in that cycle): answered; the core gets its ``ready``.
+    * ``park`` (first cycle only): the bus is released without an answer (a VMGEXIT store); the
+      core stays stalled while ``parked`` is high, and ``resume`` (one cycle) answers it then.
+      Neither a parked nor a resumed core takes part in arbitration.
+
+    Members (interconnect view): ``valid`` Out(1), ``window`` Out(:class:`CoreWindow`),
+    ``addr`` Out(28) (the offset inside the window), ``write`` Out(1) (a store, any byte
+    lanes), ``wdata`` Out(32), ``done`` In(1), ``rdata`` In(32), ``park`` In(1),
+    ``parked`` In(1), ``resume`` In(1).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "valid": Out(1),
+            "window": Out(CoreWindow),
+            "addr": Out(range(WINDOW_SIZE)),
+            "write": Out(1),
+            "wdata": Out(32),
+            "done": In(1),
+            "rdata": In(32),
+            "park": In(1),
+            "parked": In(1),
+            "resume": In(1),
+        })
