@@ -29,8 +29,8 @@ def _rejected_objects_are_not_unused():
     (dict(apic_ids=[]), ValueError, r"apic_ids must list 1 to 255 APIC IDs"),
     (dict(apic_ids=list(range(256))), ValueError, r"apic_ids must list 1 to 255"),
     (dict(apic_ids=[0, "1"]), TypeError, r"apic_ids\[1\] must be an integer, not '1'"),
-    (dict(apic_ids=[0, 0xFF]), ValueError, r"apic_ids\[1\] = 0xff is not an xAPIC ID"),
-    (dict(apic_ids=[0, -1]), ValueError, r"apic_ids\[1\] = -0x1 is not an xAPIC ID"),
+    (dict(apic_ids=[0, 0xFFFF_FFFF]), ValueError, r"apic_ids\[1\] = 0xffffffff is not an x2APIC ID"),
+    (dict(apic_ids=[0, -1]), ValueError, r"apic_ids\[1\] = -0x1 is not an x2APIC ID"),
     (dict(apic_ids=[4, 5, 4]), ValueError, r"apic_ids\[2\] = 0x4 repeats apic_ids\[0\]"),
     (dict(apic_ids=[0, 1], bsp_index=2), ValueError, r"bsp_index must be a port index from 0 to 1, not 2"),
     (dict(apic_ids=[0], n_vectors=100), ValueError, r"n_vectors must be one of \(32, 64, 128, 256\), not 100"),
@@ -38,6 +38,12 @@ def _rejected_objects_are_not_unused():
 def test_fabric_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):
         ApicFabric(**kwargs)
+
+
+def test_x2apic_ids_are_taken():
+    """32-bit IDs (0xFF is an x2APIC ID too: only 0xFFFF_FFFF is the broadcast)."""
+    fabric = ApicFabric([0, 0xFF, 0x100, 0xFFFF_FFFE])
+    assert fabric.apic_ids == (0, 0xFF, 0x100, 0xFFFF_FFFE)
 
 
 def test_duplicate_ids_allowed_on_request():
