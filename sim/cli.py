@@ -337,8 +337,9 @@ def main(argv=None):
     bench.set_defaults(func=_bench)
     registers = sub.add_parser("registers", help="print the register maps (Markdown); --write regenerates "
                                "firmware/soc_regs.h, link.ld's MEMORY, docs/REGISTERS.md and docs/registers.json")
-    registers.add_argument("--write", action="store_true", help="rewrite the generated files")
-    registers.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
+    what = registers.add_mutually_exclusive_group()
+    what.add_argument("--write", action="store_true", help="rewrite the generated files")
+    what.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
     registers.set_defaults(func=_registers)
     board = sub.add_parser("build", help="build the soft-SoC bitstream for a board (YoWASP tools)")
     board.add_argument("board", choices=["icebreaker", "ulx3s"])

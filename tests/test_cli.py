@@ -366,3 +366,42 @@ def test_options_scenario_options_and_schema_agree():
         if option.minimum is not None and option.convert is None:
             bound = "exclusiveMinimum" if option.above else "minimum"
             assert rule[bound] == option.minimum, field
+
+
+def _bsp_notes(report):
+    bsp = next(cpu for cpu in report["timeline"] if cpu["bsp"])
+    return [event[2] for event in bsp["events"]]
+
+
+@scenario_run
+@pytest.mark.parametrize("args, cpus, note", [
+    # the firmware hands every CPU over in x2APIC mode; Linux follows (check_x2apic)
+    (("init-sipi-parallel", "--cpus", "8", "--firmware-x2apic", "all"), 8, "switching to x2apic ops"),
+    (("init-sipi-parallel", "--topology", "2x16x2", "--firmware-x2apic", "all"), 64, "switching to x2apic ops"),
+    # TDX-style: every vCPU in x2APIC mode by default
+    (("mpwk-wakeup", "--cpus", "8"), 8, "switching to x2apic ops"),
+    # sparse 32-bit IDs: the firmware must (and by default does) hand over in x2APIC mode
+    (("init-sipi", "--apic-ids", "0,0x100,0x1234567,7"), 4, "switching to x2apic ops"),
+    # an SEV-ES guest whose kernel enables x2APIC itself
+    (("sev-es-boot", "--cpus", "4", "--x2apic", "phys"), 4, "x2apic: enabled (phys)"),
+])
+def test_x2apic_scenarios_from_the_command_line(args, cpus, note):
+    """The x2APIC world from the command line at 4, 8 and 64 CPUs: every CPU online, the
+    kernel in x2APIC mode (its note on the BSP's timeline)."""
+    report = apwake_json(*args, status=0)
+    assert report["passed"] and report["cpus"] == cpus and len(report["online"]) == cpus, report["failures"]
+    assert any(note in text for text in _bsp_notes(report)), _bsp_notes(report)
+    if "--apic-ids" in args:
+        assert sorted(report["online"]) == [0, 7, 0x100, 0x123_4567]
+
+
+@scenario_run
+def test_the_unfixed_kernel_strands_every_ap_from_the_command_line():
+    """--x2apic-unfixed on a BSP-only x2APIC hand-over, parallel bring-up: the run fails, each
+    AP named (the first died reading its APIC ID, the others spin on the trampoline lock)."""
+    report = apwake_json("init-sipi-parallel", "--cpus", "4", "--firmware-x2apic", "bsp", "--x2apic-unfixed",
+                         status=1)
+    assert report["online"] == [0]
+    assert sorted({f["cpu"] for f in report["failures"]}) == [1, 2, 3]
+    wheres = [f["where"] for f in report["failures"]]
+    assert sum("unmapped xAPIC MMIO page" in w for w in wheres) >= 1, wheres

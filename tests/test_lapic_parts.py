@@ -11,7 +11,8 @@ from apwake.rtl.lapic.esr import ErrorStatus
 from apwake.rtl.lapic.events import PendingEvents
 from apwake.rtl.lapic.icr_sender import IcrSender
 from apwake.rtl.lapic.interrupt_state import InterruptState
-from apwake.rtl.lapic.layouts import (DeliveryMode, DestMode, Icr, Level, Lvt, Shorthand, TimerMode,
+from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, XAPIC_MAX_ID, ApicBase, DeliveryMode, DestMode, Icr,
+                                      Level, Lvt, Shorthand, TimerMode,
                                       Trigger, FabricMessage, TIMER_DIVIDE_VALUES, XAPIC_DEFAULT_BASE)
 from apwake.rtl.lapic.local_sources import LocalSources
 from apwake.rtl.lapic.receiver import Receiver
@@ -19,7 +20,7 @@ from apwake.rtl.lapic.register_file import RegisterFile, VERSION
 from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.lapic.timer import ApicTimer
-from apwake.sim.harness.codec import pack
+from apwake.sim.harness.codec import pack, unpack
 
 NV = 32   # small vector count: fast to simulate, the logic is the same at 256
 
@@ -94,6 +95,31 @@ def test_register_file_reads_reset_values_and_decodes_modes():
         assert (await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["TPR"].msr, write=1,
                              wdata=0x100))[1] == 1
         assert (await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["PPR"].msr, write=1))[1] == 1
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("apic_id", [0xFF, 0x100, 0x123_4567])
+def test_register_file_an_id_above_0xfe_is_x2apic_only(apic_id):
+    """From reset in x2APIC mode (IA32_APIC_BASE reads EXTD = 1), the ID MSR gives the 32-bit
+    ID, and every IA32_APIC_BASE write that would leave x2APIC mode is #GP; 0xFE stays xAPIC."""
+    dut = RegisterFile(n_vectors=NV, local_interrupts=False)
+
+    async def bench(ctx):
+        ctx.set(dut.apic_id, apic_id)
+        await ctx.tick()
+        assert ctx.get(dut.x2apic)
+        base, gp = await access(ctx, dut.bus, space=Space.MSR, addr=MSR_IA32_APIC_BASE)
+        assert not gp and unpack(ApicBase, base)["extd"] == 1 and unpack(ApicBase, base)["enable"] == 1
+        assert await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["ID"].msr) == (apic_id, 0)
+        xapic = base & ~pack(ApicBase, extd=1)
+        for value in (xapic, xapic & ~pack(ApicBase, enable=1)):
+            assert (await access(ctx, dut.bus, space=Space.MSR, addr=MSR_IA32_APIC_BASE, write=1,
+                                 wdata=value))[1] == 1, hex(value)
+        assert ctx.get(dut.x2apic)
+        ctx.set(dut.apic_id, XAPIC_MAX_ID)
+        await ctx.tick()
+        assert not ctx.get(dut.x2apic)
 
     simulate(dut, bench)
 

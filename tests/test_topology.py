@@ -44,8 +44,10 @@ def test_apic_id_lists_and_files(tmp_path):
         parse_apic_ids("1,2,1")
     with pytest.raises(TopologyError, match="outside"):
         parse_apic_ids("0xFFFFFFFF")
-    with pytest.raises(TopologyError, match="'q' is not a number"):
+    with pytest.raises(TopologyError, match="neither a list of APIC IDs nor a file"):
         parse_apic_ids("1,q")
+    with pytest.raises(TopologyError, match="neither a list of APIC IDs nor a file"):
+        parse_apic_ids(str(tmp_path / "missing.txt"))
 
 
 def test_processor_entries_follow_acpi_and_parse_back():
@@ -94,7 +96,9 @@ def test_topology_sets_the_cpus_and_ids():
     (("--topology", "2x2x2", "--apic-ids", "0,1"), "use one"),
     (("--apic-ids", "0,0x100000000"), "--apic-ids: APIC ID 0x100000000 is outside"),
     (("--topology", "16x16x2"), "512 CPUs"),
-    (("--apic-ids", "0,zz"), "--apic-ids: APIC ID 'zz' is not a number"),
+    (("--apic-ids", "0,zz"), "--apic-ids: '0,zz' is neither a list of APIC IDs nor a file"),
+    (("--apic-ids", "0,0x1g"), "--apic-ids: '0,0x1g' is neither a list of APIC IDs nor a file"),
+    (("--apic-ids", "0,1x"), "--apic-ids: APIC ID '1x' is not a number"),
 ])
 def test_topology_errors_name_the_option(arguments, message):
     with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):

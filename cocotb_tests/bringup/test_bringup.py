@@ -11,7 +11,8 @@ test_bringup = cocotb_tests("cocotb_tests.bringup.tb_bringup", CONFIGS, design=F
 test_smm = cocotb_tests("cocotb_tests.bringup.tb_smm",
                         [FabricConfig.contiguous(n) for n in (2, 4)], design=FabricDesign)
 
-#: sparse 32-bit IDs: two above 0xFE, one past the 16-bit cluster field, and an xAPIC one
-WIDE = FabricConfig((0, 0x100, 0x1_2345, 7))
+#: sparse 32-bit IDs: two above 0xFE (one with cluster bits beyond ID[19:4], which the logical ID
+#: drops), and an xAPIC-sized one
+WIDE = FabricConfig((0, 0x100, 0x123_4567, 7))
 test_x2apic = cocotb_tests("cocotb_tests.bringup.tb_x2apic", [FabricConfig.contiguous(n) for n in (2, 4)] + [WIDE],
                            design=FabricDesign)

@@ -12,7 +12,7 @@ __all__ = [
     "Icr", "Esr", "ApicBase", "Svr", "FabricMessage", "TimerMode", "Lvt",
     "TIMER_DIVIDE_CODES", "TIMER_DIVIDE_VALUES", "LVT_MODE_BITS", "MSR_IA32_TSC",
     "MSR_IA32_TSC_DEADLINE",
-    "ICR_X2APIC_RESERVED", "XAPIC_BROADCAST", "X2APIC_BROADCAST",
+    "ICR_X2APIC_RESERVED", "XAPIC_BROADCAST", "X2APIC_BROADCAST", "XAPIC_MAX_ID",
     "MSR_IA32_APIC_BASE", "MSR_X2APIC_FIRST", "MSR_X2APIC_LAST", "XAPIC_DEFAULT_BASE",
     "x2apic_logical_id",
 ]
@@ -90,6 +90,8 @@ def _mask(layout, *names):
 ICR_X2APIC_RESERVED = _mask(Icr, "rsvd13", "rsvd16", "rsvd20")
 XAPIC_BROADCAST = 0xFF
 X2APIC_BROADCAST = 0xFFFF_FFFF
+#: the largest APIC ID an xAPIC can hold; an APIC with a larger one runs only in x2APIC mode
+XAPIC_MAX_ID = XAPIC_BROADCAST - 1
 
 
 class Esr(data.Struct):
@@ -208,5 +210,9 @@ LVT_MODE_BITS = _mask(Lvt, "delivery_mode")
 
 def x2apic_logical_id(apic_id):
     """The x2APIC logical ID (LDR) derived from a 32-bit x2APIC ID value (docs/spec/lapic.md §1):
-    cluster ``apic_id[19:4]`` in bits 31:16, one-hot position ``1 << apic_id[3:0]`` in 15:0."""
+    cluster ``apic_id[19:4]`` in bits 31:16, one-hot position ``1 << apic_id[3:0]`` in 15:0
+    (SDM vol. 3A §11.12.10.2).  ``apic_id`` is an Amaranth value (the RTL) or an int (models and
+    tests), and so is the result."""
+    if isinstance(apic_id, int):
+        return ((apic_id >> 4) & 0xFFFF) << 16 | 1 << (apic_id & 0xF)
     return Cat((Const(1, 16) << apic_id[0:4])[0:16], apic_id[4:20])

@@ -10,7 +10,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
+from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
                       ICR_X2APIC_RESERVED, MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
                       MSR_X2APIC_FIRST, XAPIC_DEFAULT_BASE, x2apic_logical_id)
 from .registers import Access, Kind, REGISTERS, BY_NAME
@@ -157,10 +157,13 @@ class RegisterFile(wiring.Component):
         resp_gp = Signal()
 
         # An APIC whose ID does not fit the xAPIC's 8 bits (0xFF is the xAPIC broadcast) can
-        # only run in x2APIC mode (SDM vol. 3A §11.12.8: IDs above 0xFE need x2APIC; ACPI has
-        # them in Local x2APIC entries): EXTD reads as 1 from reset, and a write that would
-        # leave x2APIC mode is #GP.  The ID is an input, so this is decided at run time.
-        x2apic_only = self.apic_id > 0xFE
+        # only run in x2APIC mode (SDM vol. 3A §11.12, x2APIC; ACPI lists such IDs in Local
+        # x2APIC entries): EXTD reads as 1 from reset, and a write that would leave x2APIC mode
+        # is #GP.  The SDM allows x2APIC -> disabled, but the way back from disabled goes
+        # through xAPIC mode, which such an ID cannot use; apwake refuses the disable rather
+        # than strand the APIC (a deliberate deviation).  The ID is an input, so this is
+        # decided at run time.
+        x2apic_only = self.apic_id > XAPIC_MAX_ID
         extd = apic_base.extd | x2apic_only
         enabled = apic_base.enable
         x2apic = apic_base.enable & extd

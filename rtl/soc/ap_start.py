@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.ghcb_msr import GhcbMsrUnit
-from apwake.rtl.ghcb_msr.unit import ApicEventsSignature, VcpuPortSignature
+from apwake.rtl.ghcb_msr.signatures import ApicEventsSignature, VcpuPortSignature
 from apwake.rtl.lib.bus import MemoryBusSignature
 from apwake.rtl.mpwk_mailbox import MpwkMailbox
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF

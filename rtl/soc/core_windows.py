@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
-from apwake.rtl.ghcb_msr.unit import VcpuPortSignature
+from apwake.rtl.ghcb_msr.signatures import VcpuPortSignature
 from apwake.rtl.lapic.signatures import RegisterBusSignature, Space
 from apwake.rtl.lib.registers import RegisterDecoder
 from .memory_map import AP_START, CONTROL_MAP, FEATURES, MSR_WINDOW_MAP

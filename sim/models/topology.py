@@ -80,8 +80,11 @@ def parse_apic_ids(text):
     of a file holding one; at least one, no repeats, each 0 to 0xFFFF_FFFE.  TopologyError
     naming the entry otherwise."""
     source = str(text)
-    path = Path(source)
-    if not re.fullmatch(r"[\s,0-9a-fA-Fx]+", source) and path.is_file():
+    if not re.fullmatch(r"[\s,0-9a-fA-FxX]+", source):
+        # not a list: the name of a file of them
+        path = Path(source)
+        if not path.is_file():
+            raise TopologyError(f"{text!r} is neither a list of APIC IDs nor a file")
         source = path.read_text()
     items = [item for item in re.split(r"[\s,]+", source.strip()) if item]
     if not items:

@@ -6,6 +6,7 @@ from cocotb.triggers import SimTimeoutError, with_timeout
 from apwake.sim.models.cpu.lapic_setup import HZ
 from apwake.sim.models.cpu.linux import (BootMethod, Firmware, Kernel,
                                          x2apic_handoff)
+from apwake.rtl.lapic.layouts import XAPIC_MAX_ID
 from apwake.sim.vip.memory import PAGE_SIZE
 from .options import BOOT_OPTIONS, KVM, TDX_BOOT_OPTIONS, UNRESPONSIVE
 from .registry import watchdog_ns
@@ -19,7 +20,7 @@ def firmware_x2apic_steps(platform, options):
     """The firmware's last hand-over step when ``--firmware-x2apic`` asks for one."""
     which = options.firmware_x2apic
     if which == "auto":
-        which = "all" if any(c.apic_id > 0xFE for c in platform.cpus) else "none"
+        which = "all" if any(c.apic_id > XAPIC_MAX_ID for c in platform.cpus) else "none"
     return [] if which == "none" else [x2apic_handoff(platform.cpus, which)]
 
 

@@ -68,8 +68,11 @@ async def _kexec_mpwk(platform, options, parking_page=None):
         return cpu.position
 
     summary_1 = kernel_summary(kernel1, platform, reason_1)     # before kexec stops its CPUs
+    # kexec passes kernel 2 the same command line (its APIC settings) but not nr_cpus's limit
     kernel2 = Kernel(platform, BootMethod.MPWK, callin_timeout_us=options.callin_timeout_us,
-                     owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
+                     owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA,
+                     lapic_timer=options.lapic_timer, x2apic=options.x2apic,
+                     x2apic_fixed=not options.x2apic_unfixed)
     bsp = platform.bsp
     await kernel1.kexec(bsp)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")

@@ -301,9 +301,9 @@ TDX_FIRMWARE_X2APIC = replace(FIRMWARE_X2APIC, default="all")
 X2APIC = Option("x2apic", str, "auto", "the kernel's APIC mode: auto (x2APIC, physical, when the "
                 "firmware hands the BSP over in it), off (nox2apic), or x2APIC enabled by the "
                 "kernel in physical or cluster mode", choices=X2APIC_MODES, metavar="MODE")
-X2APIC_UNFIXED = Option("x2apic_unfixed", bool, False, "the kernel without commit 69a7386c's "
-                        "hand-over fix: it keeps xAPIC destinations (ICR bits 63:56) although the "
-                        "firmware left the BSP in x2APIC mode, so no AP is reached")
+X2APIC_UNFIXED = Option("x2apic_unfixed", bool, False, "Linux 6.5 parallel bring-up without commit "
+                        "69a7386c: an xAPIC AP under an x2APIC kernel reads its APIC ID from the "
+                        "unmapped xAPIC page and dies (matters after --firmware-x2apic bsp)")
 MAILBOX_VERSION = Option("mailbox_version", int, 1, "the MADT MP wakeup mailbox version",
                          choices=(0, 1), metavar="V")
 GHCB_VERSION = Option("ghcb_version", int, 2, "the hypervisor's maximum GHCB protocol version",

@@ -4,22 +4,23 @@ hypervisor's GHCB MSR unit taking INIT and SIPI."""
 from apwake.sim.models.cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
 from apwake.sim.models.cpu.sev import SevFirmware, SevKernel
 from apwake.sim.vip.memory import Owner
-from .boot import bounded, kernel_summary, report_corruptions
+from .boot import bounded, firmware_x2apic_steps, kernel_summary, report_corruptions
 from .registry import scenario
-from .options import CALLIN_TIMEOUT_MS, GHCB_VERSION, NR_CPUS, X2APIC, Option
+from .options import CALLIN_TIMEOUT_MS, FIRMWARE_X2APIC, GHCB_VERSION, NR_CPUS, X2APIC, Option
 
 __all__ = ["boot_sev", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
 
 #: what boot_sev takes: no --lapic-timer (it keeps the kernel's default timer), no --kvm (an
 #: SEV-ES guest always runs under KVM), no --unresponsive (KVM offers SEV-ES guests no SMM)
-SEV_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, X2APIC)
+SEV_BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, FIRMWARE_X2APIC, X2APIC)
 FORCE_KEXEC = Option("force_kexec", bool, False,
                      "go past the kernel's refusal of kexec to show why it refuses")
 
 
 async def boot_sev(platform, options, **kernel_options):
     """Firmware (jump table SET), an SEV-ES kernel, the CPUs started; returns after smp_init."""
-    platform.firmware = SevFirmware(platform.memory, madt=platform.madt)
+    platform.firmware = SevFirmware(platform.memory, madt=platform.madt,
+                                    handoff=firmware_x2apic_steps(platform, options))
     kernel = SevKernel(platform, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
                        x2apic=options.x2apic, **kernel_options)
     platform.start()
@@ -77,7 +78,7 @@ async def _kexec_sev(platform, options):
         return {**_detail(kernel1), "kexec": refused, "kernels": [summary_1]}
     for base, size in kernel1.memory_ranges():       # kernel 2 takes over kernel 1's memory
         platform.memory.set_owner(base, size, Owner.KERNEL2)
-    kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us,
+    kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us, x2apic=options.x2apic,
                         owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
     await bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")

@@ -24,13 +24,20 @@
   on.  Physical mode (what a guest without interrupt remapping gets: ``try_to_enable_x2apic``
   sets ``x2apic_phys``) sends to the x2APIC ID, cluster mode to the logical ID (cluster
   ``id[19:4]`` in bits 31:16, ``1 << id[3:0]`` below).
-* ``fixed=False`` models a kernel without that switch (the inconsistency Linux commit 69a7386c
-  "x86/x2apic: Handle X2APIC BIOS inconsistency gracefully" addressed): it keeps xAPIC
-  destinations (the ID in ICR bits 63:56) while the firmware left the APIC in x2APIC mode, so
-  an INIT or SIPI for APIC ID 1 goes to x2APIC ID 0x0100_0000, which no CPU has.
+* The APIC ID an AP reads in the trampoline (parallel bring-up, Linux 6.5 head_64.S
+  ``.Lread_apicid``): the x2APIC ID MSR when the AP's IA32_APIC_BASE says x2APIC, else the xAPIC
+  ID register.  Firmware that hands over the BSP in x2APIC mode and the APs in xAPIC mode (a
+  Dell PowerEdge T340, Linux commit 69a7386c "x86/smpboot/64: Handle X2APIC BIOS inconsistency
+  gracefully") made such an AP read the xAPIC MMIO page, which an x2APIC kernel never maps:
+  the page fault, with no IDT yet, kills the AP silently and the BSP's wait times out.  The fix
+  (``fixed=True``) enables x2APIC on the AP first when the kernel runs in x2APIC mode.  Serial
+  bring-up hands the AP its CPU number instead, so it never met the fault.
+* The "auto" choice follows the firmware; Linux would also enable x2APIC by itself in a guest
+  whose hypervisor offers it (``try_to_enable_x2apic``), which apwake leaves to
+  ``x2apic="phys"``.
 """
 
-from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
+from apwake.rtl.lapic.layouts import (XAPIC_MAX_ID, MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
                                       TIMER_DIVIDE_VALUES, ApicBase, DeliveryMode, DestMode, Lvt,
                                       TimerMode)
 from apwake.sim.harness.codec import pack, unpack
@@ -67,7 +74,7 @@ class LocalApicSetup:
     x2apic : str
         One of :data:`X2APIC_MODES`.
     fixed : bool
-        False: the kernel without the x2APIC hand-over fix (module docstring).
+        False: parallel bring-up without Linux commit 69a7386c (module docstring).
 
     Attributes
     ----------
@@ -113,7 +120,11 @@ class LocalApicSetup:
         """On the boot CPU before its APIC is set up: find the firmware's mode and settle the
         kernel's (x2apic_mode)."""
         self.x2apic_by_bios = await self._apic_mode(cpu)
-        if self.x2apic == "off":
+        if self.x2apic == "off" and self.x2apic_by_bios and cpu.apic_id > XAPIC_MAX_ID:
+            # setup_nox2apic: an ID the xAPIC cannot hold keeps the kernel in x2APIC mode
+            self.x2apic_mode = True
+            cpu.note(f"Apicid: {cpu.apic_id:08x}, cannot enforce nox2apic")
+        elif self.x2apic == "off":
             if self.x2apic_by_bios:
                 await self._x2apic_disable(cpu)
                 cpu.note("x2apic: disabled (nox2apic)")
@@ -123,14 +134,11 @@ class LocalApicSetup:
                 await cpu.apic.enter_x2apic()
             self.x2apic_mode = True
             cpu.note(f"x2apic: enabled ({self.x2apic})")
-        elif self.x2apic_by_bios and self.fixed:
+        elif self.x2apic_by_bios:
             self.x2apic_mode = True
             cpu.note("x2apic: enabled by BIOS, switching to x2apic ops")
         else:
-            # auto on an xAPIC hand-over; or the kernel without the fix, which keeps xAPIC ops
             self.x2apic_mode = False
-            if self.x2apic_by_bios:
-                cpu.note("x2APIC enabled by the firmware, but this kernel keeps xAPIC destinations")
 
     async def x2apic_setup(self, cpu):
         """x2apic_setup on an AP: into the kernel's mode (the fixed kernel also takes an AP the
@@ -146,9 +154,13 @@ class LocalApicSetup:
         return self.x2apic_mode and self.x2apic == "cluster"
 
     async def read_apic_id(self, cpu):
-        """The APIC ID as an AP finds it in the trampoline before its APIC is set up (Linux 6.5
-        head_64.S: the x2APIC ID MSR when IA32_APIC_BASE says x2APIC, else ID bits 31:24), so
-        from the APIC's mode, not the kernel's."""
+        """The APIC ID as an AP finds it in the trampoline before its APIC is set up (module
+        docstring): None when the read kills the AP (an xAPIC AP under an x2APIC kernel
+        without the fix)."""
+        if not await self._apic_mode(cpu) and self.x2apic_mode:
+            if not self.fixed:
+                return None
+            await cpu.apic.enter_x2apic()           # 69a7386c: STARTUP_ENABLE_X2APIC
         value = await cpu.apic.read("ID")
         return value if cpu.apic.x2apic else value >> 24
 

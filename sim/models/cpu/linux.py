@@ -21,7 +21,7 @@ import enum
 
 from cocotb.triggers import Event
 
-from apwake.rtl.lapic.layouts import DeliveryMode, Esr, Level, Shorthand, Trigger
+from apwake.rtl.lapic.layouts import XAPIC_MAX_ID, DeliveryMode, Esr, Level, Shorthand, Trigger
 from apwake.rtl.mpwk_mailbox.layouts import MADT_OFFSETS, OFFSETS, Command
 from apwake.sim.harness.codec import field_mask
 from apwake.sim.vip.memory import PAGE_SIZE, Owner
@@ -191,8 +191,8 @@ class Kernel:
         ids = [p.apic_id for p in parse_processors(madt)]
         bsp = platform.bsp.apic_id
         self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
-        if nr_cpus is not None:
-            self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, nr_cpus)]
+        self.nr_cpus = nr_cpus
+        self._limit_cpus()
         self.booted = Event()
         self.mp_wake = None
         self.boot_failures = []
@@ -207,6 +207,23 @@ class Kernel:
         self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
 
     # --- helpers --------------------------------------------------------------------------------
+    def _limit_cpus(self, cpu=None):
+        """The CPUs this kernel registers: in xAPIC mode none whose ID the xAPIC cannot hold
+        (acpi_parse_x2apic; each is a reported failure, not a silent loss), then at most
+        ``nr_cpus``.  ``cpu``: the BSP, once the kernel knows its APIC mode."""
+        if cpu is not None and not self.lapic.x2apic_mode:
+            ignored = [a for a in self.cpuid_to_apicid[1:] if a > XAPIC_MAX_ID]
+            if ignored:
+                cpu.note(f"x2apic entry ignored: {len(ignored)} CPUs with APIC IDs above "
+                         f"{XAPIC_MAX_ID:#x} in xAPIC mode")
+                for apic_id in ignored:
+                    self.platform.fail(self._model_of(apic_id),
+                                       f"APIC ID {apic_id:#x} needs x2APIC mode; the kernel runs "
+                                       f"xAPIC and does not register the CPU (x2apic entry ignored)")
+                self.cpuid_to_apicid = [a for a in self.cpuid_to_apicid if a not in ignored]
+        if self.nr_cpus is not None:
+            self.cpuid_to_apicid = self.cpuid_to_apicid[:max(1, self.nr_cpus)]
+
     def memory_ranges(self):
         """``(base, size)`` of the memory this kernel owns: its text page and its data."""
         return [(self.entry, PAGE_SIZE), (self.data, _DATA_BYTES)]
@@ -254,6 +271,9 @@ class Kernel:
     # --- the BSP ----------------------------------------------------------------------------------
     async def kernel_main(self, cpu):
         cpu.where = "start_kernel"
+        # check_x2apic runs before the MADT is parsed: it decides which IDs can be registered
+        await self.lapic.check_x2apic(cpu)
+        self._limit_cpus(cpu)
         self._write(self.data + _NR_CPU_IDS, len(self.cpuid_to_apicid), 4)
         for n, apic_id in enumerate(self.cpuid_to_apicid):
             self._write(self.data + _CPUID_TO_APICID + 4 * n, apic_id, 4)
@@ -263,13 +283,6 @@ class Kernel:
         self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
                                  name="kernel: trampoline")
         self._setup_idt(cpu)
-        await self.lapic.check_x2apic(cpu)
-        if not self.lapic.x2apic_mode:
-            # acpi_parse_x2apic: an ID the xAPIC cannot address is not registered
-            ignored = [a for a in self.cpuid_to_apicid[1:] if a > 0xFE]
-            if ignored:
-                cpu.note(f"x2apic entry ignored: {len(ignored)} CPUs with APIC IDs above 0xFE in xAPIC mode")
-                self.cpuid_to_apicid = [a for a in self.cpuid_to_apicid if a not in ignored]
         await self.lapic.setup_local_apic(cpu, boot_cpu=True)
         await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
         cpu.note("smp_init")
@@ -388,7 +401,17 @@ class Kernel:
         parallel = self.method is BootMethod.PARALLEL
         if parallel:
             await self._lock_trampoline(cpu)
-        apic_id = await self.lapic.read_apic_id(cpu)
+        if parallel or self.method is BootMethod.BROADCAST:
+            apic_id = await self.lapic.read_apic_id(cpu)
+            if apic_id is None:
+                # 69a7386c: the xAPIC MMIO page an x2APIC kernel never maps; no IDT yet
+                cpu.where = ("trampoline: read the APIC ID from the unmapped xAPIC MMIO page: "
+                             "page fault with no IDT, the AP is dead")
+                cpu.note("page fault reading the APIC ID: dead")
+                return
+        else:
+            # serial bring-up hands the AP its CPU number (smpboot_control): no ID read
+            apic_id = cpu.apic_id
         try:
             n = self.cpuid_to_apicid.index(apic_id)
         except ValueError:

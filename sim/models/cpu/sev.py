@@ -89,8 +89,8 @@ def jump_table_target(memory, table):
 
 
 class SevFirmware(Firmware):
-    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, *, madt=b""):
-        super().__init__(memory, kernel_entry, madt)
+    def __init__(self, memory, kernel_entry=KERNEL_ENTRY, *, madt=b"", handoff=()):
+        super().__init__(memory, kernel_entry, madt, handoff=handoff)
         # a page set aside for a protocol between software layers: OS writes its CS:IP there
         memory.set_owner(JUMP_TABLE, PAGE_SIZE, Owner.RESERVED)
         memory.set_owner(FIRMWARE_GHCB, PAGE_SIZE, Owner.SHARED)

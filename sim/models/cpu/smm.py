@@ -113,8 +113,11 @@ def setup_smm(platform, ports, duration_us):
 
     async def raise_smis(bsp):
         for cpu in targets:
-            await bsp.apic.send_ipi(make_icr(0, DeliveryMode.SMI, dest=cpu.apic_id))
-            await bsp.apic.wait_idle()
+            # the firmware's own ICR format: whichever mode the BSP's APIC is in
+            x2apic = bsp.apic.x2apic
+            await bsp.apic.send_ipi(make_icr(0, DeliveryMode.SMI, dest=cpu.apic_id, x2apic=x2apic))
+            if not x2apic:              # x2APIC has no delivery-status bit
+                await bsp.apic.wait_idle()
             bsp.note(f"firmware: SMI to APIC ID {cpu.apic_id:#x}")
 
     platform.handoff.append(raise_smis)

@@ -14,7 +14,7 @@ monitor attributes each bus message (:class:`apwake.sim.vip.lapic.monitor.SendLe
 import cocotb
 from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
 
-from apwake.rtl.lapic.layouts import (ApicBase, DeliveryMode, DestMode, Icr, Level, MSR_IA32_APIC_BASE,
+from apwake.rtl.lapic.layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, DestMode, Icr, Level, MSR_IA32_APIC_BASE,
                                Shorthand, Trigger)
 from apwake.rtl.lapic.registers import Access, BY_NAME
 from apwake.rtl.lapic.signatures import Space
@@ -96,7 +96,7 @@ class ApicPort(Driver):
         self._lock = Lock()
         #: the APIC's mode as this port last set it; an APIC whose ID is above 0xFE is in x2APIC
         #: mode from reset (rtl/lapic/register_file.py)
-        self.x2apic = apic_id > 0xFE
+        self.x2apic = apic_id > XAPIC_MAX_ID
         #: simulation time (ns) of the clock edge at which the last access took effect
         self.last_access_ns = None
         # Every input this port drives starts at a known value (Icarus leaves undriven ones X,

@@ -13,8 +13,9 @@ __all__ = ["ApicState", "addressed", "expected_acceptors", "x2apic_ldr", "priori
 
 
 def x2apic_ldr(apic_id):
-    """Derived x2APIC logical ID: cluster ID[19:4] in [31:16], 1 << ID[3:0] in [15:0]."""
-    return ((apic_id >> 4) << 16) | (1 << (apic_id & 0xF))
+    """Derived x2APIC logical ID: cluster ID[19:4] in [31:16], 1 << ID[3:0] in [15:0] (SDM vol. 3A
+    §11.12.10.2; written here from the SDM, apart from the RTL's, as a reference model is)."""
+    return ((apic_id >> 4) & 0xFFFF) << 16 | 1 << (apic_id & 0xF)
 
 
 def priority_class(vector):
