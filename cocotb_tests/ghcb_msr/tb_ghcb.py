@@ -15,7 +15,7 @@ from apwake.sim.harness.clocking import start_clock_and_reset
 from apwake.sim.models.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.harness.clocking import CLOCK_NS
-from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, GuestMemoryPort, VcpuPort
+from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, GuestMemoryResponder, VcpuPort
 from apwake.sim.vip.ghcb_msr.design import GhcbConfig
 from apwake.sim.vip.ghcb_msr.page import read_reply, write_request
 from apwake.sim.vip.memory import PAGE_SIZE, Memory, Owner
@@ -33,7 +33,7 @@ class Env:
         self.dut, self.config = dut, config
         self.memory = Memory()
         self.memory.set_owner(GHCB_PAGE, PAGE_SIZE * config.n_vcpus, Owner.SHARED)
-        self.guest = GuestMemoryPort(dut, self.memory)
+        self.guest = GuestMemoryResponder(dut, self.memory)
         self.vcpus = [VcpuPort(dut, i) for i in range(config.n_vcpus)]
         self.apics = [ApicEvents(dut, i) for i in range(config.n_vcpus)]
 

@@ -118,7 +118,7 @@ class CpuModel:
         self.history = [(0.0, initial.name, "reset")]
         self.ignored_sipis = 0
         self.entry = None            # (cs, ip) of the last SIPI start
-        self.mailbox = None          # apwake.sim.vip.mpwk_mailbox.bfm.ApPort when parked on an MPWK mailbox
+        self.mailbox = None          # apwake.sim.vip.mpwk_mailbox.bfm.ParkedAp when parked on an MPWK mailbox
         self.vcpu = None             # apwake.sim.vip.ghcb_msr.bfm.VcpuPort in an SEV-ES guest
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
@@ -231,7 +231,7 @@ class CpuModel:
 
     def park_on_mailbox(self, ap_port):
         """TDX-style start (docs/spec/mpwk.md §3): the AP runs the firmware's mailbox loop instead of
-        waiting for SIPI; ``ap_port`` is its :class:`apwake.sim.vip.mpwk_mailbox.bfm.ApPort`."""
+        waiting for SIPI; ``ap_port`` is its :class:`apwake.sim.vip.mpwk_mailbox.bfm.ParkedAp`."""
         self.mailbox = ap_port
         self.state = MpState.RUNNABLE
         self.history = [(0.0, MpState.RUNNABLE.name, "parked on the MP wakeup mailbox")]

@@ -32,7 +32,7 @@ PLACEMENTS = ("kernel", "firmware")
 
 
 class RamMailbox:
-    """A mailbox page in RAM, with the access methods of :class:`apwake.sim.vip.mpwk_mailbox.bfm.MemoryPort` so
+    """A mailbox page in RAM, with the access methods of :class:`apwake.sim.vip.mpwk_mailbox.bfm.MemoryBusDriver` so
     the kernel's ``acpi_wakeup_cpu`` drives it the same way; writes carry the writer's identity
     for the page-ownership check."""
 

@@ -13,7 +13,7 @@ import cocotb
 
 from apwake.rtl.mpwk_mailbox.layouts import ApState
 
-from apwake.sim.vip.ghcb_msr.bfm import GuestMemoryPort, VcpuPort
+from apwake.sim.vip.ghcb_msr.bfm import GuestMemoryResponder, VcpuPort
 
 from apwake.sim.models.madt import processor_entries
 from apwake.sim.vip.memory import Memory
@@ -73,7 +73,7 @@ class Platform:
     def attach_sev(self, dut):
         """An SEV-ES guest (``rtl/platform/sev.py``): each CPU on its vCPU port, the unit's
         memory port served from this platform's memory."""
-        self.guest_memory = GuestMemoryPort(dut, self.memory, prefix="ghcb_memory__")
+        self.guest_memory = GuestMemoryResponder(dut, self.memory, prefix="ghcb_memory__")
         cocotb.start_soon(self.guest_memory.run())
         for cpu in self.cpus:
             cpu.attach_vcpu(VcpuPort(dut, cpu.index))

@@ -2,7 +2,7 @@
 the unit reads and writes, and (block tests only) an APIC's INIT/SIPI/interrupt lines.
 
 All are :class:`apwake.sim.harness.handshake.Driver`: one transfer per call from any phase, and a pause
-generator (:class:`GuestMemoryPort`: ``req_ready`` low and late responses, so the unit's
+generator (:class:`GuestMemoryResponder`: ``req_ready`` low and late responses, so the unit's
 wait-for-memory states run).
 """
 
@@ -13,7 +13,7 @@ from apwake.rtl.ghcb_msr.layouts import VcpuState
 from apwake.sim.harness.handshake import Driver, SimTimeout, watchdog_cycles
 from apwake.sim.vip.memory import Owner
 
-__all__ = ["VcpuPort", "GuestMemoryPort", "ApicEvents"]
+__all__ = ["VcpuPort", "GuestMemoryResponder", "ApicEvents"]
 
 
 class VcpuPort(Driver):
@@ -77,7 +77,7 @@ class VcpuPort(Driver):
         return self.rdmsr()
 
 
-class GuestMemoryPort(Driver):
+class GuestMemoryResponder(Driver):
     """Serves the unit's memory initiator (``memory__*`` / ``ghcb_memory__*``) from a
     :class:`apwake.sim.vip.memory.Memory`; every write is the hypervisor's (``Owner.HYPERVISOR``), so a write
     into a page a kernel owns is recorded as a corruption.  Event-driven: sleeps while idle.

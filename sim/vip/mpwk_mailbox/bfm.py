@@ -14,10 +14,10 @@ from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.codec import unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout
 
-__all__ = ["MemoryPort", "ApPort", "MailboxEnv", "MailboxPorts"]
+__all__ = ["MemoryBusDriver", "ParkedAp", "MailboxEnv", "MailboxPorts"]
 
 
-class MemoryPort(Driver):
+class MemoryBusDriver(Driver):
     """32-bit memory bus with byte strobes; 64-bit helpers issue two little-endian words."""
 
     def __init__(self, dut, prefix="bus__"):
@@ -69,7 +69,7 @@ class MemoryPort(Driver):
         return True
 
 
-class ApPort(Driver):
+class ParkedAp(Driver):
     """One parked AP as the mailbox sees it.
 
     Attributes
@@ -127,8 +127,8 @@ class ApPort(Driver):
 class MailboxEnv:
     def __init__(self, dut, config):
         self.dut, self.config = dut, config
-        self.os = MemoryPort(dut)
-        self.aps = [ApPort(dut, i, a) for i, a in enumerate(config.apic_ids)]
+        self.os = MemoryBusDriver(dut)
+        self.aps = [ParkedAp(dut, i, a) for i, a in enumerate(config.apic_ids)]
         self.base = config.base
 
     @classmethod
@@ -147,9 +147,9 @@ class MailboxEnv:
 
 class MailboxPorts:
     """The mailbox of a platform top (``mailbox_bus``, ``mailbox_ap``): the OS's memory port and
-    one :class:`ApPort` per AP."""
+    one :class:`ParkedAp` per AP."""
 
     def __init__(self, dut, ap_ids, base):
-        self.os = MemoryPort(dut, prefix="mailbox_bus__")
-        self.aps = [ApPort(dut, k, apic_id, prefix="mailbox_ap__") for k, apic_id in enumerate(ap_ids)]
+        self.os = MemoryBusDriver(dut, prefix="mailbox_bus__")
+        self.aps = [ParkedAp(dut, k, apic_id, prefix="mailbox_ap__") for k, apic_id in enumerate(ap_ids)]
         self.base = base
