@@ -5,7 +5,6 @@ Verilator; these check each part at its own ports.
 """
 
 import pytest
-from amaranth.sim import Simulator
 
 from apwake.rtl.ghcb_msr.dispatch import ExitDispatch
 from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, HoldType, MsrCode,
@@ -13,6 +12,7 @@ from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, Hold
 from apwake.rtl.ghcb_msr.page import GhcbPageEngine
 from apwake.rtl.ghcb_msr.unit import GhcbMsrUnit, default_cpuid
 from apwake.rtl.ghcb_msr.vcpu import VcpuControl
+from amaranth_sim import simulate
 
 SEV_INFO = GhcbMsrUnit(n_vcpus=1).sev_info()
 HV_FEATURES = 0x3
@@ -21,11 +21,6 @@ REPLIED = (1 << (VALID_BIT["sw_exit_info_1"] - 96)) | (1 << (VALID_BIT["sw_exit_
 INPUTS = REPLIED | (1 << (VALID_BIT["sw_exit_code"] - 96))
 
 
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 # --- MSR-protocol dispatch --------------------------------------------------------------------

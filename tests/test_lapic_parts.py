@@ -5,7 +5,6 @@ check what each part does at its own ports, in milliseconds.
 """
 
 import pytest
-from amaranth.sim import Simulator
 
 from apwake.rtl.lapic.esr import ErrorStatus
 from apwake.rtl.lapic.events import PendingEvents
@@ -21,16 +20,11 @@ from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.lapic.timer import ApicTimer
 from apwake.sim.harness.codec import pack, unpack
+from amaranth_sim import simulate
 
 NV = 32   # small vector count: fast to simulate, the logic is the same at 256
 
 
-def simulate(dut, bench, *, clocked=True):
-    sim = Simulator(dut)
-    if clocked:
-        sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 async def pulse_write(ctx, write, name, data):

@@ -29,8 +29,7 @@ def test_an_installed_package_writes_to_the_user_cache_and_the_current_folder(mo
     assert paths.cache_dir() == user_cache / "cache"
     assert paths.runs_root() == user_cache / "runs"
     assert paths.out_dir("synth") == tmp_path / "apwake-out" / "synth"
-    for where in (paths.cache_dir(), paths.runs_root(), paths.out_dir("bench")):
-        assert not where.is_relative_to(paths.PACKAGE_ROOT)
+    # that nothing lands in the installed package is checked on a real wheel (test_wheel.py)
 
 
 @pytest.mark.parametrize("var, function, args", [("APWAKE_CACHE_DIR", "cache_dir", ()),

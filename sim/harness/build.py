@@ -27,7 +27,7 @@ import shutil
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -38,8 +38,8 @@ from .paths import RTL_ROOT, cache_dir
 from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
                         verilator_root)
 
-__all__ = ["Design", "Build", "BuildError", "ApwakeVerilator", "build", "cache_paths", "cache_dir",
-           "VERILATOR_WAIVERS", "UNMARKED_TEST_ENV"]
+__all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "ApwakeVerilator", "build",
+           "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "UNMARKED_TEST_ENV"]
 
 log = logging.getLogger("apwake.build")
 
@@ -99,6 +99,26 @@ class Design(ABC):
 
     def postprocess(self, verilog_dir):
         """Last step of the conversion, on the written Verilog (gate-level synthesis)."""
+
+
+def port_names(top):
+    """The Verilog names of ``top``'s ports as Amaranth writes them (``cpu__0__init``), in
+    signature order, without the clock and reset."""
+    return ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+
+
+class ComponentDesign(Design):
+    """A design whose configuration builds its top (``config.component()``) and is its whole
+    cache key: one RTL block tested on its own."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def parameters(self):
+        return asdict(self.config)
+
+    def top(self):
+        return self.config.component()
 
 
 @dataclass
@@ -186,8 +206,7 @@ def _convert(design, out_dir):
         (tmp / file_name).write_text(text)
     top = design.top()
     (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
-    ports = ["clk", "rst"] + ["__".join(str(p) for p in path)
-                              for path, _, _ in top.signature.flatten(top)]
+    ports = ["clk", "rst"] + port_names(top)
     (tmp / "ports.json").write_text(json.dumps(ports))
     # Only the top's ports are public to VPI (what the Python side touches): the stock
     # --public-flat-rw would make every net public.

@@ -13,17 +13,16 @@
 import struct
 from dataclasses import dataclass
 
+from apwake.rtl.lapic.layouts import XAPIC_BROADCAST, XAPIC_MAX_ID
 from apwake.rtl.mpwk_mailbox.layouts import MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP
 
 __all__ = ["MpWake", "parse_mp_wake", "MadtError", "Processor", "processor_entries", "parse_processors",
-           "MADT_TYPE_LOCAL_APIC", "MADT_TYPE_LOCAL_X2APIC", "MADT_ENABLED", "XAPIC_ID_LIMIT"]
+           "MADT_TYPE_LOCAL_APIC", "MADT_TYPE_LOCAL_X2APIC", "MADT_ENABLED"]
 
 MADT_TYPE_LOCAL_APIC = 0x00
 MADT_TYPE_LOCAL_X2APIC = 0x09
 #: Local APIC Flags bit 0: the processor is usable
 MADT_ENABLED = 1 << 0
-#: APIC IDs from this value up need a Local x2APIC entry (ACPI 6.5 §5.2.12.12)
-XAPIC_ID_LIMIT = 0xFF
 _LAPIC = struct.Struct("<BBBBI")          # type, length, ACPI processor UID, APIC ID, flags
 _X2APIC = struct.Struct("<BBHIII")        # type, length, reserved, x2APIC ID, flags, ACPI UID
 
@@ -47,7 +46,8 @@ def processor_entries(apic_ids):
     for uid, apic_id in enumerate(apic_ids):
         if not 0 <= apic_id < 0xFFFF_FFFF:
             raise ValueError(f"apic_ids[{uid}] = {apic_id:#x} is not an x2APIC ID (0 to 0xFFFF_FFFE)")
-        if apic_id < XAPIC_ID_LIMIT and uid <= 0xFF:
+        # IDs from 255 up need a Local x2APIC entry (ACPI 6.5 §5.2.12.12), as does a UID past a byte
+        if apic_id <= XAPIC_MAX_ID and uid <= 0xFF:
             out += _LAPIC.pack(MADT_TYPE_LOCAL_APIC, _LAPIC.size, uid, apic_id, MADT_ENABLED)
         else:
             out += _X2APIC.pack(MADT_TYPE_LOCAL_X2APIC, _X2APIC.size, 0, apic_id, MADT_ENABLED, uid)
@@ -74,7 +74,7 @@ def parse_processors(entries):
             if len(body) < _LAPIC.size:
                 raise MadtError(f"Local APIC entry at offset {offset} has length {len(body)}, not 8")
             _, _, uid, apic_id, flags = _LAPIC.unpack_from(body)
-            if apic_id == XAPIC_ID_LIMIT:
+            if apic_id == XAPIC_BROADCAST:
                 continue            # acpi_parse_lapic: "Ignore invalid ID"
         elif kind == MADT_TYPE_LOCAL_X2APIC:
             if len(body) < _X2APIC.size:

@@ -141,12 +141,12 @@ class LocalApicSetup:
             self.x2apic_mode = False
 
     async def x2apic_setup(self, cpu):
-        """x2apic_setup on an AP: into the kernel's mode (the fixed kernel also takes an AP the
-        firmware left in x2APIC back to xAPIC when the kernel runs xAPIC)."""
+        """x2apic_setup on an AP: into the kernel's mode (an AP the firmware left in x2APIC goes
+        back to xAPIC when the kernel runs xAPIC)."""
         in_x2apic = await self._apic_mode(cpu)
         if self.x2apic_mode and not in_x2apic:
             await cpu.apic.enter_x2apic()
-        elif not self.x2apic_mode and in_x2apic and self.fixed:
+        elif not self.x2apic_mode and in_x2apic:
             await self._x2apic_disable(cpu)
 
     @property

@@ -95,8 +95,7 @@ def x2apic_handoff(cpus, which):
 
     async def step(bsp):
         for cpu in [bsp] if which == "bsp" else cpus:
-            if not cpu.apic.x2apic:          # an ID above 0xFE: in x2APIC mode from reset
-                await cpu.apic.enter_x2apic()
+            await cpu.apic.enter_x2apic()    # x2APIC -> x2APIC (an ID above 0xFE) is a no-op
         whose = "the BSP" if which == "bsp" else "every CPU"
         bsp.note(f"firmware: hand-over with {whose} in x2APIC mode")
     return step

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from apwake.rtl.ghcb_msr import GhcbMsrUnit
 from apwake.rtl.platform.sev import SevPlatform
 
-from apwake.sim.harness.build import Design
+from apwake.sim.harness.build import ComponentDesign, port_names
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
@@ -36,20 +36,11 @@ class GhcbConfig(EnvConfig):
         return f"ghcb-v{self.min_version}-{self.max_version}-n{self.n_vcpus}" + ("-snp" if self.snp else "")
 
 
-class GhcbDesign(Design):
+class GhcbDesign(ComponentDesign):
     name = "apwake_ghcb"
 
-    def __init__(self, config):
-        self.config = config
-
-    def parameters(self):
-        return asdict(self.config)
-
-    def top(self):
-        return self.config.component()
-
     def wave_groups(self, top):
-        names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+        names = port_names(top)
         return [("memory", ["clk", "rst"] + [n for n in names if n.startswith(("memory__", "term"))]),
                 *[(f"vCPU {i}", [n for n in names if n.startswith((f"vcpu__{i}__", f"apic__{i}__"))])
                   for i in range(self.config.n_vcpus)]]

@@ -6,7 +6,7 @@ from apwake.rtl.lib.instance import SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 
-from apwake.sim.harness.build import Design
+from apwake.sim.harness.build import Design, port_names
 from apwake.sim.harness.config import EnvConfig
 
 __all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV", "OnFabricConfig", "OnFabricDesign"]
@@ -82,7 +82,7 @@ class FabricDesign(Design):
                                                                   self.apic_module))
 
     def wave_groups(self, top):
-        names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+        names = port_names(top)
         groups = [("fabric", ["clk", "rst"] + [n for n in names if n.startswith("trace__")])]
         for i, apic_id in enumerate(self.config.apic_ids):
             ports = [n for n in names if n.startswith(f"cpu__{i}__")]

@@ -6,7 +6,7 @@ from apwake.rtl.mpwk_mailbox import MpwkMailbox
 from apwake.rtl.mpwk_mailbox.mailbox import madt_entry
 from apwake.rtl.platform.mpwk import X86Platform
 
-from apwake.sim.harness.build import Design
+from apwake.sim.harness.build import ComponentDesign, port_names
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
@@ -43,20 +43,11 @@ class MailboxConfig(EnvConfig):
 
 
 
-class MailboxDesign(Design):
+class MailboxDesign(ComponentDesign):
     name = "apwake_mailbox"
 
-    def __init__(self, config):
-        self.config = config
-
-    def parameters(self):
-        return asdict(self.config)
-
-    def top(self):
-        return self.config.component()
-
     def wave_groups(self, top):
-        names = ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+        names = port_names(top)
         return [("bus", ["clk", "rst"] + [n for n in names if n.startswith("bus__")] + ["status"]),
                 *[(f"AP {i} (ID {apic_id:#x})", [n for n in names if n.startswith(f"ap__{i}__")])
                   for i, apic_id in enumerate(self.config.apic_ids)]]
