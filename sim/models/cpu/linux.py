@@ -190,8 +190,8 @@ class Kernel:
         ids = [p.apic_id for p in parse_processors(madt)]
         bsp = platform.bsp.apic_id
         self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
+        # registered at start_kernel, once the kernel knows its APIC mode (_limit_cpus)
         self.nr_cpus = nr_cpus
-        self._limit_cpus()
         self.booted = Event()
         self.mp_wake = None
         self.boot_failures = []
@@ -206,11 +206,11 @@ class Kernel:
         self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
 
     # --- helpers --------------------------------------------------------------------------------
-    def _limit_cpus(self, cpu=None):
+    def _limit_cpus(self, cpu):
         """The CPUs this kernel registers: in xAPIC mode none whose ID the xAPIC cannot hold
         (acpi_parse_x2apic; each is a reported failure, not a silent loss), then at most
-        ``nr_cpus``.  ``cpu``: the BSP, once the kernel knows its APIC mode."""
-        if cpu is not None and not self.lapic.x2apic_mode:
+        ``nr_cpus`` of the rest.  ``cpu``: the BSP, after check_x2apic."""
+        if not self.lapic.x2apic_mode:
             ignored = [a for a in self.cpuid_to_apicid[1:] if a > XAPIC_MAX_ID]
             if ignored:
                 cpu.note(f"x2apic entry ignored: {len(ignored)} CPUs with APIC IDs above "
