@@ -100,8 +100,6 @@ class LocalApicSetup:
         self.fixed = fixed
         #: the kernel runs its APICs in x2APIC mode (decided by :meth:`check_x2apic`)
         self.x2apic_mode = False
-        #: the firmware left the boot CPU in x2APIC mode
-        self.x2apic_by_bios = False
         self.ticks = {}
         self.errors = []
 
@@ -119,22 +117,22 @@ class LocalApicSetup:
     async def check_x2apic(self, cpu):
         """On the boot CPU before its APIC is set up: find the firmware's mode and settle the
         kernel's (x2apic_mode)."""
-        self.x2apic_by_bios = await self._apic_mode(cpu)
-        if self.x2apic == "off" and self.x2apic_by_bios and cpu.apic_id > XAPIC_MAX_ID:
+        by_bios = await self._apic_mode(cpu)      # the firmware left the BSP in x2APIC
+        if self.x2apic == "off" and by_bios and cpu.apic_id > XAPIC_MAX_ID:
             # setup_nox2apic: an ID the xAPIC cannot hold keeps the kernel in x2APIC mode
             self.x2apic_mode = True
             cpu.note(f"Apicid: {cpu.apic_id:08x}, cannot enforce nox2apic")
         elif self.x2apic == "off":
-            if self.x2apic_by_bios:
+            if by_bios:
                 await self._x2apic_disable(cpu)
                 cpu.note("x2apic: disabled (nox2apic)")
             self.x2apic_mode = False
         elif self.x2apic in ("phys", "cluster"):
-            if not self.x2apic_by_bios:
+            if not by_bios:
                 await cpu.apic.enter_x2apic()
             self.x2apic_mode = True
             cpu.note(f"x2apic: enabled ({self.x2apic})")
-        elif self.x2apic_by_bios:
+        elif by_bios:
             self.x2apic_mode = True
             cpu.note("x2apic: enabled by BIOS, switching to x2apic ops")
         else:
