@@ -128,9 +128,9 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     RuntimeError
         The simulator ended without a report (the log's tail is in the message).
     """
-    from apwake.sim.vip.ghcb_msr.design import SevPlatformConfig, SevPlatformDesign
+    from apwake.sim.vip.ghcb_msr.design import SevSystemConfig, SevSystemDesign
     from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
-    from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig, PlatformDesign
+    from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig, MpwkSystemDesign
     from apwake.sim.scenarios.registry import SCENARIOS
     from apwake.sim.scenarios.options import ScenarioOptions, ScenarioRequest
     from apwake.sim.scenarios.report import plot_timeline
@@ -144,10 +144,10 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     if scenario.ghcb_version is not None:
         options = replace(options, ghcb_version=scenario.ghcb_version)
     config = FabricConfig(tuple(apic_ids)) if apic_ids else FabricConfig.contiguous(cpus)
-    if scenario.platform == "sev":
-        design = SevPlatformDesign(SevPlatformConfig(config, max_version=options.ghcb_version))
-    elif scenario.platform == "mpwk":
-        design = PlatformDesign(PlatformConfig(config, version=options.mailbox_version))
+    if scenario.system == "sev":
+        design = SevSystemDesign(SevSystemConfig(config, max_version=options.ghcb_version))
+    elif scenario.system == "mpwk":
+        design = MpwkSystemDesign(MpwkSystemConfig(config, version=options.mailbox_version))
     else:
         design = FabricDesign(config)
 
@@ -263,7 +263,7 @@ def _run(args):
     if status is not None:
         return status
     waves = Path(values["waves"]).resolve() if values["waves"] else None
-    if scenario.platform == "soc":
+    if scenario.system == "soc":
         report = run_soc_demo(cpus=values["cpus"], waves=waves, gate_level=values["gate_level"],
                               ap_start=values["ap_start"], progress=progress)
     else:
@@ -275,7 +275,7 @@ def _run(args):
             progress=progress)
     if values["json"]:
         print(json.dumps(report))
-    elif scenario.platform == "soc":
+    elif scenario.system == "soc":
         _print_soc(report)
     else:
         _print_model(report, values["timeline_axis"])

@@ -115,7 +115,7 @@ def test_parking_loop_json_reports_stranded_aps():
 
 @scenario_run
 def test_sev_kexec_refusal_from_the_command_line():
-    """kexec-sev-es-v1 builds the protocol-1 platform itself and reports the refusal."""
+    """kexec-sev-es-v1 builds the protocol-1 machine itself and reports the refusal."""
     report = apwake_json("kexec-sev-es-v1", "--cpus", "2", status=0)
     assert report["ghcb_version"] == 1 and report["hold_form"] == "ghcb"
     assert report["kexec"].startswith("kexec refused") and report["online"] == [0, 1]

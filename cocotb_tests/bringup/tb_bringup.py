@@ -12,7 +12,7 @@ from apwake.sim.vip.lapic.bfm import make_icr
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.boot import boot
-from apwake.sim.scenarios.registry import run_scenario, start_platform
+from apwake.sim.scenarios.registry import run_scenario, start_machine
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
 #: keep "did not answer" cases short: 1 ms of guest time
@@ -22,10 +22,10 @@ WAIT_NS = 5_000
 
 
 async def booted(dut):
-    """A platform booted by the modern Linux sequence: ``(platform, kernel)``."""
+    """A machine booted by the modern Linux sequence: ``(machine, kernel)``."""
     options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    return platform, await boot(platform, options, BootMethod.MODERN)
+    machine = await start_machine(dut, options)
+    return machine, await boot(machine, options, BootMethod.MODERN)
 
 
 async def send(apic, icr):
@@ -91,27 +91,27 @@ async def test_ipi_storm(dut):
 @cocotb.test(**TIMEOUT)
 async def test_sipi_to_running_cpu_is_ignored(dut):
     """A SIPI to an online AP changes nothing but the ignored count."""
-    platform, kernel = await booted(dut)
-    ap = platform.cpus[-1]
+    machine, kernel = await booted(dut)
+    ap = machine.cpus[-1]
     before = (ap.ignored_sipis, ap.state, kernel.online_apic_ids())
-    await send(platform.bsp.apic, make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
+    await send(machine.bsp.apic, make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
     await ap.wait_until(lambda: ap.ignored_sipis == before[0] + 1, timeout_ns=WAIT_NS,
                         what="the SIPI counted as ignored")
     assert ap.state is before[1] and kernel.online_apic_ids() == before[2]
-    assert not platform.failures
+    assert not machine.failures
 
 
 @cocotb.test(**TIMEOUT)
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_sipi_vector_with_no_code(dut):
     """INIT then a SIPI whose page holds no code: the report names the CPU and the address."""
-    platform, _ = await booted(dut)
-    ap = platform.cpus[1]
-    bsp = platform.bsp.apic
+    machine, _ = await booted(dut)
+    ap = machine.cpus[1]
+    bsp = machine.bsp.apic
     await send(bsp, make_icr(0, DeliveryMode.INIT, dest=ap.apic_id, trigger=Trigger.LEVEL))
     await send(bsp, make_icr(0x9B, DeliveryMode.STARTUP, dest=ap.apic_id))
     expected = f"CPU {ap.index} (APIC ID {ap.apic_id:#x}) started at 0x9b000 where no code is loaded"
-    await ap.wait_until(lambda: any(expected in f["message"] for f in platform.failures),
+    await ap.wait_until(lambda: any(expected in f["message"] for f in machine.failures),
                         timeout_ns=WAIT_NS, what=f"the report {expected!r}")
     assert ap.where == "0x9b000 (no code)"
 
@@ -120,10 +120,10 @@ async def test_sipi_vector_with_no_code(dut):
 @applies_to(lambda config: config.n_cpus >= 2)
 async def test_init_to_the_bsp(dut):
     """INIT to the BSP sends it to the reset vector, not to wait-for-SIPI (docs/spec/lapic.md §8 #7)."""
-    platform, _ = await booted(dut)
-    bsp, ap = platform.bsp, platform.cpus[1]
+    machine, _ = await booted(dut)
+    bsp, ap = machine.bsp, machine.cpus[1]
     await send(ap.apic, make_icr(0, DeliveryMode.INIT, dest=bsp.apic_id, trigger=Trigger.LEVEL))
-    await bsp.wait_until(lambda: platform.firmware.resets == 2, timeout_ns=WAIT_NS,
+    await bsp.wait_until(lambda: machine.firmware.resets == 2, timeout_ns=WAIT_NS,
                          what="re-entry of the reset vector")
     notes = [note for _, _, note in bsp.history]
     assert "INIT: BSP restarts at the reset vector" in notes, notes
@@ -160,12 +160,12 @@ async def test_sipi_before_init(dut, kvm):
     """A SIPI with no INIT before it starts an AP on hardware but is dropped by KVM's
     UNINITIALIZED APs (docs/spec/lapic.md §8 #4)."""
     options = ScenarioOptions(sipi_before_init=not kvm)
-    platform = await start_platform(dut, options)
+    machine = await start_machine(dut, options)
     for address in (TRAMPOLINE, RESET_VECTOR):
-        platform.memory.load_program(address, _park, owner=None, name="test: park")
-    platform.start()
-    ap = platform.cpus[1]
-    bsp = platform.bsp.apic
+        machine.memory.load_program(address, _park, owner=None, name="test: park")
+    machine.start()
+    ap = machine.cpus[1]
+    bsp = machine.bsp.apic
     await send(bsp, make_icr(TRAMPOLINE >> 12, DeliveryMode.STARTUP, dest=ap.apic_id))
     if kvm:
         await ap.wait_until(lambda: ap.ignored_sipis == 1, timeout_ns=WAIT_NS, what="SIPI dropped")
@@ -174,7 +174,7 @@ async def test_sipi_before_init(dut, kvm):
         await ap.wait_until(lambda: ap.state is MpState.HALTED, timeout_ns=WAIT_NS,
                             what="the parked program's hlt")
         assert ap.entry == (TRAMPOLINE >> 4, 0) and ap.where == "idle (hlt loop)"
-    assert not platform.failures, platform.failures
+    assert not machine.failures, machine.failures
 
 
 async def _park(cpu):
@@ -189,14 +189,14 @@ async def test_sipi_to_an_absent_apic_id_is_a_delivery_error(dut, method):
     send accept (0x4) and the wakeup fails with the report Linux prints.  Its ESR write comes
     right after a udelay that ends on a clock edge: taken twice, it would latch the error and
     clear it again (issue 10), and the check could never fire."""
-    platform, kernel = await booted(dut)
+    machine, kernel = await booted(dut)
     kernel.method = method
     absent = 0x77
     assert absent not in kernel.cpuid_to_apicid
     # with interrupts off, as the BSP is during smp_init: otherwise the error interrupt
     # (error_interrupt reads the ESR too) may take the error first (test_apic_error_interrupt)
-    platform.bsp.cli()
-    assert not await kernel.wakeup_secondary_cpu_via_init(platform.bsp, absent)
+    machine.bsp.cli()
+    assert not await kernel.wakeup_secondary_cpu_via_init(machine.bsp, absent)
     assert kernel.boot_failures == [f"APIC delivery error 0x4 sending SIPI to APIC ID {absent:#x}"]
 
 
@@ -205,8 +205,8 @@ async def test_apic_error_interrupt(dut):
     """After boot the error LVT is unmasked (lapic_setup_esr): an IPI nobody accepts raises
     ERROR_APIC_VECTOR on the idle BSP, whose error_interrupt reads send-accept (0x4) from the
     ESR and notes it in the timeline."""
-    platform, kernel = await booted(dut)
-    bsp = platform.bsp
+    machine, kernel = await booted(dut)
+    bsp = machine.bsp
     await send(bsp.apic, make_icr(CALL_FUNCTION_VECTOR, dest=0x77))
     await bsp.wait_until(lambda: kernel.lapic.errors, timeout_ns=WAIT_NS,
                          what="the APIC error interrupt")

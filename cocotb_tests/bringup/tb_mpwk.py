@@ -8,12 +8,12 @@ from apwake.sim.models.cpu.linux import MADT_ADDRESS, TRAMPOLINE, BootMethod
 from apwake.sim.models.cpu.model import LOW_MEMORY, MpState
 from apwake.sim.models.cpu.parking import PARKING_PAGE
 from apwake.sim.harness.codec import unpack
-from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
+from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig
 from apwake.sim.models.madt import parse_mp_wake, processor_entries
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.boot import boot
-from apwake.sim.scenarios.registry import run_scenario, start_platform
+from apwake.sim.scenarios.registry import run_scenario, start_machine
 
 TIMEOUT = dict(timeout_time=20, timeout_unit="ms")
 
@@ -25,7 +25,7 @@ async def test_mpwk_wakeup(dut):
     report = await run_scenario(dut, "mpwk-wakeup", ScenarioOptions())
     assert report["passed"], report["failures"]
     assert sorted(report["online"]) == sorted(c["cpu"] for c in report["timeline"])
-    assert report["bus_messages"] == 0, "INIT/SIPI used on a mailbox platform"
+    assert report["bus_messages"] == 0, "INIT/SIPI used on a mailbox machine"
     for cpu in report["timeline"]:
         if cpu["bsp"]:
             continue
@@ -43,12 +43,12 @@ async def test_no_madt_mailbox(dut):
     """Firmware publishes no MPWK entry: the kernel says so and stays on one CPU, as Linux does
     ("No MADT mailbox: cannot bringup secondary CPUs")."""
     options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    platform.madt = processor_entries([c.apic_id for c in platform.cpus])     # no mailbox entry
-    kernel = await boot(platform, options, BootMethod.MPWK)
-    assert kernel.online_apic_ids() == [platform.bsp.apic_id]
-    assert any("No MADT mailbox" in f["message"] for f in platform.failures), platform.failures
-    for cpu in platform.cpus[1:]:
+    machine = await start_machine(dut, options)
+    machine.madt = processor_entries([c.apic_id for c in machine.cpus])     # no mailbox entry
+    kernel = await boot(machine, options, BootMethod.MPWK)
+    assert kernel.online_apic_ids() == [machine.bsp.apic_id]
+    assert any("No MADT mailbox" in f["message"] for f in machine.failures), machine.failures
+    for cpu in machine.cpus[1:]:
         assert cpu.where == "firmware: mailbox poll loop" and cpu.wakeup_vector is None
 
 
@@ -76,16 +76,16 @@ async def test_version0_refuses_offline_and_hides_the_mailbox(dut):
     """Version 0 policy: offlining fails with -EOPNOTSUPP and the kernel zeroes the mailbox
     address in the in-memory MADT, so a kexec'ed kernel finds none (docs/spec/mpwk.md §4, §7 #19)."""
     options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    kernel = await boot(platform, options, BootMethod.MPWK)
-    assert len(kernel.online_cpus()) == platform.env.n, platform.failures
-    result = await kernel.cpu_down(platform.bsp, 1)
+    machine = await start_machine(dut, options)
+    kernel = await boot(machine, options, BootMethod.MPWK)
+    assert len(kernel.online_cpus()) == machine.env.n, machine.failures
+    result = await kernel.cpu_down(machine.bsp, 1)
     assert result.startswith("-EOPNOTSUPP"), result
     assert 1 in kernel.online_cpus(), "a refused offline took the CPU down"
-    table = platform.memory.read(MADT_ADDRESS + 4, platform.memory.read_int(MADT_ADDRESS, 4))
+    table = machine.memory.read(MADT_ADDRESS + 4, machine.memory.read_int(MADT_ADDRESS, 4))
     assert parse_mp_wake(table).mailbox_address == 0, "MADT mailbox address not zeroed"
     assert kernel.mp_wake.mailbox_address != 0, "the running kernel lost its cached copy"
-    assert platform.memory.corruptions == []
+    assert machine.memory.corruptions == []
 
 
 @cocotb.test(**TIMEOUT)
@@ -94,7 +94,7 @@ async def test_kexec(dut, nr_cpus):
     """kexec hand-off (docs/spec/mpwk.md §4, §7 #19, #20).  Version 1: kernel 1's APs return to firmware
     and kernel 2 wakes every AP, also those kernel 1 never woke.  Version 0: kernel 2 finds the
     MADT mailbox zeroed and comes up on the BSP; every AP is reported stranded with its reason."""
-    version = int(PlatformConfig.from_env().version)
+    version = int(MpwkSystemConfig.from_env().version)
     report = await run_scenario(dut, f"kexec-mpwk-v{version}", ScenarioOptions(nr_cpus=nr_cpus))
     assert report["passed"], report["failures"]
     kernel1, kernel2 = report["kernels"]
@@ -141,7 +141,7 @@ async def test_kexec_parking_loop(dut, case):
     parking = report["parking"]
     assert kernel1["online"] == woken
     assert parking["woken_from_loop"] == woken[1:], "kernel 2 did not wake kernel 1's APs from the loop"
-    assert parking["mailbox"] == (PARKING_PAGE if parking_page == "kernel" else PlatformConfig.from_env().base)
+    assert parking["mailbox"] == (PARKING_PAGE if parking_page == "kernel" else MpwkSystemConfig.from_env().base)
     # the firmware takes its page back only once no AP polls it
     all_woken_by_firmware = len(woken) == len(ids)
     assert (parking["firmware_reused_mailbox_page"] is not None) == (reuse and all_woken_by_firmware)
@@ -156,7 +156,7 @@ async def test_kexec_parking_loop(dut, case):
     if corrupting:
         writers = {(c["owner"], c["writer"]) for c in report["corruptions"]}
         assert writers == {("firmware", "kernel 1"), ("firmware", "kernel 2")}, writers
-        base = PlatformConfig.from_env().base
+        base = MpwkSystemConfig.from_env().base
         assert all(base <= c["address"] < base + PAGE_SIZE for c in report["corruptions"])
     else:
         assert report["corruptions"] == []
@@ -168,23 +168,23 @@ async def test_wakeup_vector_above_1mib(dut):
     """A WakeupVector above 1 MiB and outside ReservedForOs (docs/spec/mpwk.md §7 #10): the AP warns in its
     timeline and jumps anyway, as TDVF's ``jmp rax`` does; the APs the kernel woke at its
     trampoline (below 1 MiB) have no warning (also checked by ``test_mpwk_wakeup``)."""
-    options = ScenarioOptions(nr_cpus=PlatformConfig.from_env().n_cpus - 1)   # all but the last AP
-    platform = await start_platform(dut, options)
-    kernel = await boot(platform, options, BootMethod.MPWK)
-    ap = platform.cpus[-1]
+    options = ScenarioOptions(nr_cpus=MpwkSystemConfig.from_env().n_cpus - 1)   # all but the last AP
+    machine = await start_machine(dut, options)
+    kernel = await boot(machine, options, BootMethod.MPWK)
+    ap = machine.cpus[-1]
     high = LOW_MEMORY + 0x10_0000
     arrived = []
 
     async def high_entry(cpu):
         arrived.append(cpu.apic_id)
 
-    platform.memory.load_program(high, high_entry, owner=kernel.owner, name="entry above 1 MiB")
-    assert await kernel.acpi_wakeup_cpu(platform.bsp, ap.apic_id, high), platform.failures
+    machine.memory.load_program(high, high_entry, owner=kernel.owner, name="entry above 1 MiB")
+    assert await kernel.acpi_wakeup_cpu(machine.bsp, ap.apic_id, high), machine.failures
     await ap.wait_until(lambda: arrived, timeout_ns=10_000, what="entry above 1 MiB")
     warnings = [e[2] for e in ap.history if e[2].startswith("warning: WakeupVector")]
     assert len(warnings) == 1 and f"{high:#x}" in warnings[0], ap.history
     assert arrived == [ap.apic_id]
-    for cpu in platform.cpus[1:-1]:
+    for cpu in machine.cpus[1:-1]:
         notes = [e[2] for e in cpu.history]
         assert f"mailbox Wakeup: 64-bit entry at {TRAMPOLINE:#x}" in notes, notes
         assert not any(n.startswith("warning") for n in notes), notes
@@ -195,7 +195,7 @@ async def test_descheduled_vcpu(dut):
     """The VMM never runs one parked AP (docs/spec/mpwk.md §7 #16): Linux would spin on Command for ever;
     the model gives up after the callin timeout and names that CPU, the mailbox flags
     ``no_target``, every other AP comes online."""
-    stuck = PlatformConfig.from_env().n_cpus - 1          # the last port's AP
+    stuck = MpwkSystemConfig.from_env().n_cpus - 1          # the last port's AP
     report = await run_scenario(dut, "mpwk-wakeup", ScenarioOptions(unresponsive=[stuck],
                                                                     callin_timeout_us=200_000))
     assert not report["passed"]

@@ -3,7 +3,7 @@
 
 import cocotb
 
-from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
+from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.registry import run_scenario
 
@@ -13,7 +13,7 @@ async def test_ack_clears_wakeup_vector(dut):
     """The first AP is woken but Command never reads 0, so Linux would spin for ever on it; the
     model names that AP after the callin timeout, and no later Wakeup starts (Command is still
     set, so the mailbox sees no new request): the other APs never leave the firmware loop."""
-    assert PlatformConfig.from_env().ack_clears == "wakeup_vector"
+    assert MpwkSystemConfig.from_env().ack_clears == "wakeup_vector"
     report = await run_scenario(dut, "mpwk-wakeup", ScenarioOptions(callin_timeout_us=200_000))
     assert not report["passed"]
     first, *rest = report["timeline"][1:]

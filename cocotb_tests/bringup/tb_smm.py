@@ -19,7 +19,7 @@ from apwake.sim.vip.lapic.bfm import make_icr
 from apwake.sim.harness.clocking import CLOCK_NS
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.boot import boot
-from apwake.sim.scenarios.registry import run_scenario, start_platform
+from apwake.sim.scenarios.registry import run_scenario, start_machine
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
 #: watchdog for a single expected reaction (simulated ns)
@@ -29,10 +29,10 @@ HANDLER_US = 2_000
 
 
 async def booted(dut):
-    """A platform booted by the modern Linux sequence: ``(platform, kernel)``."""
+    """A machine booted by the modern Linux sequence: ``(machine, kernel)``."""
     options = ScenarioOptions()
-    platform = await start_platform(dut, options)
-    return platform, await boot(platform, options, BootMethod.MODERN)
+    machine = await start_machine(dut, options)
+    return machine, await boot(machine, options, BootMethod.MODERN)
 
 
 async def send(apic, mode, dest, vector=0):
@@ -49,9 +49,9 @@ async def until_note(cpu, text, count, what):
     await cpu.wait_until(lambda: len(notes(cpu, text)) >= count, timeout_ns=WAIT_NS, what=what)
 
 
-def accepted(platform, mode, port):
+def accepted(machine, mode, port):
     """Fabric messages of delivery mode ``mode`` the APIC at ``port`` accepted."""
-    return sum(1 for c in platform.env.monitor.cycles
+    return sum(1 for c in machine.env.monitor.cycles
                if c.msg["delivery_mode"] is mode and port in c.accept)
 
 
@@ -59,8 +59,8 @@ def accepted(platform, mode, port):
 async def test_nmi_collapse(dut):
     """One NMI runs the handler once; three NMIs while it runs: the first is in service, the
     second latched and run after the IRET, the third collapses; the handler runs twice."""
-    platform, kernel = await booted(dut)
-    bsp, ap = platform.bsp, platform.cpus[1]
+    machine, kernel = await booted(dut)
+    bsp, ap = machine.bsp, machine.cpus[1]
     runs = []
 
     async def slow_hook(cpu):
@@ -86,9 +86,9 @@ async def test_nmi_collapse(dut):
         assert len(runs) - before_runs == expected_runs, runs
         assert ap.nmis_collapsed - before_collapsed == expected_collapsed
     assert runs == [ap.apic_id] * 3 and kernel.nmi_count == {ap.apic_id: 3}
-    assert accepted(platform, DeliveryMode.NMI, ap.index) == 4, "an NMI was lost in the fabric"
+    assert accepted(machine, DeliveryMode.NMI, ap.index) == 4, "an NMI was lost in the fabric"
     assert len(notes(ap, "latched NMI: handler")) == 1, "the latched NMI did not run after IRET"
-    assert len(notes(ap, "IRET")) == 3 and not platform.failures, platform.failures
+    assert len(notes(ap, "IRET")) == 3 and not machine.failures, machine.failures
 
 
 @cocotb.test(**TIMEOUT)
@@ -96,9 +96,9 @@ async def test_smm_holds_nmi_smi_and_interrupts(dut):
     """In SMM an NMI is latched, a second SMI latched (a third collapses) and a fixed
     interrupt waits; at RSM the latched SMI enters SMM again, then the NMI and the interrupt
     run; a halted CPU halts again (auto HALT restart)."""
-    platform, kernel = await booted(dut)
-    bsp, ap = platform.bsp, platform.cpus[1]
-    smm = SmmHandler(platform.memory, duration_us=None)     # until released
+    machine, kernel = await booted(dut)
+    bsp, ap = machine.bsp, machine.cpus[1]
+    smm = SmmHandler(machine.memory, duration_us=None)     # until released
     await ap.wait_until(lambda: ap.state is MpState.HALTED, timeout_ns=WAIT_NS, what="idle")
     await send(bsp.apic, DeliveryMode.SMI, ap.apic_id)
     await ap.wait_until(lambda: ap.in_smm, timeout_ns=WAIT_NS, what="SMM entry")
@@ -127,7 +127,7 @@ async def test_smm_holds_nmi_smi_and_interrupts(dut):
     rsm = [note for _, _, note in ap.history if note.startswith("RSM")]
     assert rsm == ["RSM: auto HALT restart"] * 2, rsm
     assert [e[1] for e in ap.history if "enter SMM" in e[2]] == [SMM, SMM]
-    assert not platform.failures, platform.failures
+    assert not machine.failures, machine.failures
 
 
 @cocotb.test(**TIMEOUT)
@@ -135,9 +135,9 @@ async def test_init_latched_in_smm_and_sipis_lost(dut):
     """INIT-SIPI-SIPI to an AP in SMM: the INIT stays pending in its APIC (not acknowledged),
     both SIPIs are discarded and counted; at RSM the INIT takes the AP to wait-for-SIPI, where a
     new SIPI starts it again."""
-    platform, kernel = await booted(dut)
-    bsp, ap = platform.bsp, platform.cpus[1]
-    smm = SmmHandler(platform.memory, duration_us=None)
+    machine, kernel = await booted(dut)
+    bsp, ap = machine.bsp, machine.cpus[1]
+    smm = SmmHandler(machine.memory, duration_us=None)
     await send(bsp.apic, DeliveryMode.SMI, ap.apic_id)
     await ap.wait_until(lambda: ap.in_smm, timeout_ns=WAIT_NS, what="SMM entry")
     ignored = ap.ignored_sipis
@@ -154,7 +154,7 @@ async def test_init_latched_in_smm_and_sipis_lost(dut):
     await send(bsp.apic, DeliveryMode.STARTUP, ap.apic_id, vector=0x9A)
     await ap.wait_until(lambda: len(notes(ap, "online")) == 2, timeout_ns=WAIT_NS,
                         what="online again after a new SIPI")
-    assert not platform.failures, platform.failures
+    assert not machine.failures, machine.failures
 
 
 @cocotb.test(**TIMEOUT)
@@ -190,8 +190,8 @@ async def test_init_sipi_smm_scenario(dut, case):
 async def test_wait_on_another_cpu_wakes(dut):
     """The BSP waits for an AP's progress: the AP's state change wakes the wait at once (the
     wait used to re-check only on the BSP's own changes and timed out)."""
-    platform, kernel = await booted(dut)
-    bsp, ap = platform.bsp, platform.cpus[-1]
+    machine, kernel = await booted(dut)
+    bsp, ap = machine.bsp, machine.cpus[-1]
     n = kernel.cpuid_to_apicid.index(ap.apic_id)
     taken = len(ap.interrupts_taken)
     waiter = cocotb.start_soon(bsp.wait_until(lambda: len(ap.interrupts_taken) > taken,
@@ -210,9 +210,9 @@ async def test_wait_on_memory(dut):
     changing state) the late truth is refused at the watchdog instead of passing silently; a
     flag never written ends with the watchdog message naming the CPU, its state, where it is
     and what the wait re-checks on; a wait without a positive timeout is refused."""
-    platform, _ = await booted(dut)
-    ap, flag = platform.cpus[-1], 0x0700_0000
-    memory = platform.memory
+    machine, _ = await booted(dut)
+    ap, flag = machine.cpus[-1], 0x0700_0000
+    memory = machine.memory
 
     async def store(value, after_ns):
         await Timer(after_ns, "ns")

@@ -17,7 +17,7 @@ from apwake.sim.vip.lapic.bfm import GeneralProtection
 from apwake.sim.vip.lapic.design import FabricConfig
 from apwake.sim.vip.lapic.model import x2apic_ldr
 from apwake.sim.scenarios.options import ScenarioOptions
-from apwake.sim.scenarios.registry import start_platform
+from apwake.sim.scenarios.registry import start_machine
 
 TIMEOUT = dict(timeout_time=60, timeout_unit="ms")
 #: the configurations with an APIC ID above 0xFE, and the others
@@ -27,8 +27,8 @@ XAPIC_IDS = applies_to(lambda config: max(config.apic_ids) <= 0xFE)
 
 async def booted(dut, method=BootMethod.MODERN, **changes):
     options = replace(ScenarioOptions(callin_timeout_us=2000), **changes)
-    platform = await start_platform(dut, options)
-    return platform, await boot(platform, options, method)
+    machine = await start_machine(dut, options)
+    return machine, await boot(machine, options, method)
 
 
 async def in_x2apic(cpu):
@@ -36,26 +36,26 @@ async def in_x2apic(cpu):
     return bool(base["enable"] and base["extd"])
 
 
-def start_cycles(platform):
+def start_cycles(machine):
     """The INIT (assert) and SIPI messages on the fabric; an INIT level de-assert goes to every
     APIC whatever its destination (SDM vol. 3A §11.6.1), so it is left out."""
-    return [c for c in platform.env.monitor.cycles
+    return [c for c in machine.env.monitor.cycles
             if c.msg["delivery_mode"] == DeliveryMode.STARTUP
             or c.msg["delivery_mode"] == DeliveryMode.INIT and c.msg["level"] == Level.ASSERT]
 
 
-def start_messages(platform):
-    return [c.msg for c in start_cycles(platform)]
+def start_messages(machine):
+    return [c.msg for c in start_cycles(machine)]
 
 
-def platform_cpus(dut):
+def fabric_ids(dut):
     """The fabric's APIC IDs, from the configuration the test runs on."""
     return list(FabricConfig.from_env().apic_ids)
 
 
-def assert_all_online(platform, kernel):
-    failures = [f["message"] for f in platform.failures]
-    assert sorted(kernel.online_apic_ids()) == sorted(c.apic_id for c in platform.cpus), failures
+def assert_all_online(machine, kernel):
+    failures = [f["message"] for f in machine.failures]
+    assert sorted(kernel.online_apic_ids()) == sorted(c.apic_id for c in machine.cpus), failures
     assert not failures, failures
 
 
@@ -64,15 +64,15 @@ def assert_all_online(platform, kernel):
 async def test_every_cpu_handed_over_in_x2apic(dut, method):
     """The firmware leaves every APIC in x2APIC (a TDX guest, a large machine): the kernel
     switches to x2APIC ops and starts each AP with x2APIC-format INIT and SIPI."""
-    platform, kernel = await booted(dut, method, firmware_x2apic="all")
-    assert_all_online(platform, kernel)
+    machine, kernel = await booted(dut, method, firmware_x2apic="all")
+    assert_all_online(machine, kernel)
     assert kernel.lapic.x2apic_mode
-    for cpu in platform.cpus:
+    for cpu in machine.cpus:
         assert await in_x2apic(cpu), f"{cpu.name} left x2APIC mode"
-    messages = start_messages(platform)
+    messages = start_messages(machine)
     assert messages and all(m["x2apic"] for m in messages)
     targeted = {m["destination"] for m in messages if m["shorthand"] == Shorthand.NONE}
-    aps = {c.apic_id for c in platform.cpus if not c.is_bsp}
+    aps = {c.apic_id for c in machine.cpus if not c.is_bsp}
     assert targeted == (set() if method is BootMethod.BROADCAST else aps), targeted
 
 
@@ -82,12 +82,12 @@ async def test_bsp_only_in_x2apic_fixed_kernel(dut, method):
     """Only the BSP arrives in x2APIC (the inconsistent firmware of Linux commit 69a7386c): the
     kernel takes x2APIC ops from the BSP; in parallel bring-up each AP enables x2APIC before it
     reads its APIC ID (the fix), and x2apic_setup has every AP in x2APIC mode at the end."""
-    platform, kernel = await booted(dut, method, firmware_x2apic="bsp")
-    assert_all_online(platform, kernel)
-    assert any("enabled by BIOS, switching to x2apic ops" in note for _, _, note in platform.bsp.history)
-    for cpu in platform.cpus:
+    machine, kernel = await booted(dut, method, firmware_x2apic="bsp")
+    assert_all_online(machine, kernel)
+    assert any("enabled by BIOS, switching to x2apic ops" in note for _, _, note in machine.bsp.history)
+    for cpu in machine.cpus:
         assert await in_x2apic(cpu), f"{cpu.name} not in x2APIC mode after x2apic_setup"
-    assert all(m["x2apic"] for m in start_messages(platform))
+    assert all(m["x2apic"] for m in start_messages(machine))
 
 
 @cocotb.test(**TIMEOUT)
@@ -97,18 +97,18 @@ async def test_bsp_only_in_x2apic_unfixed_kernel(dut):
     destinations), but the first AP reads its APIC ID from the xAPIC MMIO page an x2APIC
     kernel never mapped and dies there holding the trampoline lock; the others spin on it.
     Every AP's ALIVE wait times out, naming it: the AP that dies silently."""
-    platform, kernel = await booted(dut, BootMethod.PARALLEL, firmware_x2apic="bsp", x2apic_unfixed=True)
-    aps = [c for c in platform.cpus if not c.is_bsp]
-    assert kernel.online_apic_ids() == [platform.bsp.apic_id]
-    targeted = {m["destination"] for m in start_messages(platform) if m["shorthand"] == Shorthand.NONE}
+    machine, kernel = await booted(dut, BootMethod.PARALLEL, firmware_x2apic="bsp", x2apic_unfixed=True)
+    aps = [c for c in machine.cpus if not c.is_bsp]
+    assert kernel.online_apic_ids() == [machine.bsp.apic_id]
+    targeted = {m["destination"] for m in start_messages(machine) if m["shorthand"] == Shorthand.NONE}
     assert targeted == {c.apic_id for c in aps}
-    assert all(c.accept for c in start_cycles(platform)), "an INIT or SIPI found no APIC"
+    assert all(c.accept for c in start_cycles(machine)), "an INIT or SIPI found no APIC"
     dead = [c for c in aps if "unmapped xAPIC MMIO page" in c.where]
     assert len(dead) == 1, [c.position for c in aps]
     assert all("tr_lock" in c.where for c in aps if c not in dead), [c.position for c in aps]
     for cpu in aps:
-        assert any(f["cpu"] == cpu.apic_id and "did not answer" in f["message"] for f in platform.failures), \
-            [f["message"] for f in platform.failures]
+        assert any(f["cpu"] == cpu.apic_id and "did not answer" in f["message"] for f in machine.failures), \
+            [f["message"] for f in machine.failures]
 
 
 @cocotb.test(**TIMEOUT)
@@ -117,8 +117,8 @@ async def test_serial_bringup_never_met_the_inconsistency(dut):
     """The same firmware and kernel without parallel bring-up: the AP is handed its CPU
     number instead of reading its APIC ID, so all come up (why disabling parallel bring-up was
     the workaround)."""
-    platform, kernel = await booted(dut, firmware_x2apic="bsp", x2apic_unfixed=True)
-    assert_all_online(platform, kernel)
+    machine, kernel = await booted(dut, firmware_x2apic="bsp", x2apic_unfixed=True)
+    assert_all_online(machine, kernel)
 
 
 @cocotb.test(**TIMEOUT)
@@ -126,11 +126,11 @@ async def test_serial_bringup_never_met_the_inconsistency(dut):
 async def test_kernel_turns_x2apic_off(dut):
     """``nox2apic`` on x2APIC firmware: every APIC goes back to xAPIC through the disabled
     state (a direct x2APIC to xAPIC step would be #GP) and the boot is xAPIC."""
-    platform, kernel = await booted(dut, firmware_x2apic="all", x2apic="off")
-    assert_all_online(platform, kernel)
-    for cpu in platform.cpus:
+    machine, kernel = await booted(dut, firmware_x2apic="all", x2apic="off")
+    assert_all_online(machine, kernel)
+    for cpu in machine.cpus:
         assert not await in_x2apic(cpu), f"{cpu.name} still in x2APIC mode"
-    assert not any(m["x2apic"] for m in start_messages(platform))
+    assert not any(m["x2apic"] for m in start_messages(machine))
 
 
 @cocotb.test(**TIMEOUT)
@@ -138,15 +138,15 @@ async def test_kernel_turns_x2apic_off(dut):
 async def test_call_function_ipis_in_x2apic(dut, mode):
     """The kernel enables x2APIC itself; a call-function IPI goes to the x2APIC ID (physical)
     or to the logical ID (cluster) and runs once on its target."""
-    platform, kernel = await booted(dut, x2apic=mode)
-    assert_all_online(platform, kernel)
-    monitor = platform.env.monitor
+    machine, kernel = await booted(dut, x2apic=mode)
+    assert_all_online(machine, kernel)
+    monitor = machine.env.monitor
     before = len(monitor.cycles)
     targets = list(range(1, len(kernel.cpuid_to_apicid)))
     for n in targets:
-        await kernel.smp_call_function_single(platform.bsp, n, ("call", n))
+        await kernel.smp_call_function_single(machine.bsp, n, ("call", n))
     await monitor.wait_for(before + len(targets), what="one call-function IPI per target")
-    await platform.bsp.wait_until(lambda: len(kernel.calls_done) == len(targets), timeout_ns=100_000,
+    await machine.bsp.wait_until(lambda: len(kernel.calls_done) == len(targets), timeout_ns=100_000,
                                   what="every call to run")
     assert sorted(kernel.calls_done) == [(n, ("call", n)) for n in targets]
     sent = monitor.cycles[before:]
@@ -157,7 +157,7 @@ async def test_call_function_ipis_in_x2apic(dut, mode):
             assert cycle.msg["destination"] == x2apic_ldr(apic_id)
         else:
             assert cycle.msg["dest_mode"] == DestMode.PHYSICAL and cycle.msg["destination"] == apic_id
-        assert cycle.accept == frozenset({next(c.index for c in platform.cpus if c.apic_id == apic_id)})
+        assert cycle.accept == frozenset({next(c.index for c in machine.cpus if c.apic_id == apic_id)})
 
 
 @cocotb.test(**TIMEOUT)
@@ -166,12 +166,12 @@ async def test_call_function_ipis_in_x2apic(dut, mode):
 async def test_ids_above_0xfe(dut, method):
     """Sparse 32-bit IDs: the firmware lists the wide ones in Local x2APIC entries and hands
     every CPU over in x2APIC mode (``auto``), and the kernel brings each up by its 32-bit ID."""
-    platform, kernel = await booted(dut, method)
-    assert_all_online(platform, kernel)
-    wide = [c for c in platform.cpus if c.apic_id > 0xFE]
-    for m in start_messages(platform):
+    machine, kernel = await booted(dut, method)
+    assert_all_online(machine, kernel)
+    wide = [c for c in machine.cpus if c.apic_id > 0xFE]
+    for m in start_messages(machine):
         assert m["x2apic"]
-    targeted = {m["destination"] for m in start_messages(platform) if m["shorthand"] == Shorthand.NONE}
+    targeted = {m["destination"] for m in start_messages(machine) if m["shorthand"] == Shorthand.NONE}
     assert targeted >= {c.apic_id for c in wide}, targeted
 
 
@@ -181,13 +181,13 @@ async def test_wide_ids_stay_in_x2apic(dut):
     """An APIC whose ID is above 0xFE is in x2APIC mode from reset and refuses to leave it (#GP);
     an xAPIC kernel (firmware hand-over in xAPIC mode) does not register those CPUs, as Linux's
     acpi_parse_x2apic ignores IDs the xAPIC cannot address, and boots the others."""
-    wide = [c for c in platform_cpus(dut) if c > 0xFE]
-    narrow = [c for c in platform_cpus(dut) if c <= 0xFE]
+    wide = [c for c in fabric_ids(dut) if c > 0xFE]
+    narrow = [c for c in fabric_ids(dut) if c <= 0xFE]
     # nr_cpus counts the CPUs the kernel registers, after the ignored ones are dropped
-    platform, kernel = await booted(dut, firmware_x2apic="none", nr_cpus=len(narrow))
-    wide = [c for c in platform.cpus if c.apic_id in wide]
-    assert sorted(kernel.online_apic_ids()) == sorted(narrow), [f["message"] for f in platform.failures]
-    assert any("x2apic entry ignored" in note for _, _, note in platform.bsp.history)
+    machine, kernel = await booted(dut, firmware_x2apic="none", nr_cpus=len(narrow))
+    wide = [c for c in machine.cpus if c.apic_id in wide]
+    assert sorted(kernel.online_apic_ids()) == sorted(narrow), [f["message"] for f in machine.failures]
+    assert any("x2apic entry ignored" in note for _, _, note in machine.bsp.history)
     for cpu in wide:
         assert await in_x2apic(cpu)
         assert cpu.state.name == "INIT_RECEIVED", f"{cpu.name} is {cpu.position}"

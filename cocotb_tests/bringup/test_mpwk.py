@@ -3,25 +3,25 @@
 import pytest
 
 from apwake.sim.vip.lapic.design import FabricConfig
-from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig, PlatformDesign
+from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig, MpwkSystemDesign
 from apwake.sim.harness.pytest_plugin import cocotb_tests
 
-CONFIGS = [PlatformConfig(FabricConfig.contiguous(n)) for n in (2, 8)] + [
-    PlatformConfig(FabricConfig.contiguous(n), version=0) for n in (2, 8)]
+CONFIGS = [MpwkSystemConfig(FabricConfig.contiguous(n)) for n in (2, 8)] + [
+    MpwkSystemConfig(FabricConfig.contiguous(n), version=0) for n in (2, 8)]
 
-test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=PlatformDesign)
+test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=MpwkSystemDesign)
 
 #: 64 CPUs, both versions: `python -m pytest -m slow` (not in CI: one more 40 s build each)
 test_mpwk_64 = cocotb_tests("cocotb_tests.bringup.tb_mpwk",
-                            [PlatformConfig(FabricConfig.contiguous(64), version=v) for v in (1, 0)],
-                            design=PlatformDesign, marks=[pytest.mark.slow])
+                            [MpwkSystemConfig(FabricConfig.contiguous(64), version=v) for v in (1, 0)],
+                            design=MpwkSystemDesign, marks=[pytest.mark.slow])
 
 #: a 1-vCPU guest (the mailbox with no AP behind it)
 test_mpwk_single = cocotb_tests("cocotb_tests.bringup.tb_mpwk_single",
-                                [PlatformConfig(FabricConfig.contiguous(1), version=0)],
-                                design=PlatformDesign)
+                                [MpwkSystemConfig(FabricConfig.contiguous(1), version=0)],
+                                design=MpwkSystemDesign)
 
 #: firmware acknowledging by clearing WakeupVector (docs/spec/mpwk.md §7 #21)
 test_mpwk_ack_bug = cocotb_tests(
     "cocotb_tests.bringup.tb_mpwk_ack_bug",
-    [PlatformConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=PlatformDesign)
+    [MpwkSystemConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=MpwkSystemDesign)

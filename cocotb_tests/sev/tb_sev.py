@@ -6,7 +6,7 @@ from apwake.rtl.ghcb_msr.layouts import GHCB_OFFSETS, VcpuState
 from apwake.sim.models.cpu.model import MpState
 from apwake.sim.models.cpu.linux import KERNEL_DATA, TRAMPOLINE
 from apwake.sim.models.cpu.sev import FIRMWARE_GHCB, ghcb_page
-from apwake.sim.vip.ghcb_msr.design import SevPlatformConfig
+from apwake.sim.vip.ghcb_msr.design import SevSystemConfig
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.registry import run_scenario
@@ -26,7 +26,7 @@ async def test_sev_es_boot(dut):
     (SIPI vector ignored: the kernel's SIPI vector would be 0x9a, the AP starts in the reset
     block), the firmware's reset block far-jumps to the jump table's CS:IP (the kernel's
     trampoline); the second SIPI of each pair is dropped by the hypervisor."""
-    config = SevPlatformConfig.from_env()
+    config = SevSystemConfig.from_env()
     report = await run_scenario(dut, "sev-es-boot", ScenarioOptions())
     assert report["passed"], report["failures"]
     assert report["ghcb_version"] == min(config.max_version, 2)
@@ -49,7 +49,7 @@ async def test_offline_online(dut):
     """Every AP offlined into AP reset hold and brought back with INIT-SIPI-SIPI.  Version 1:
     mainline's GHCB-page hold, the wake-up written into the AP's own GHCB (shared) page; version
     2 with the kexec series: the MSR form from the jump table page, no guest memory written."""
-    config = SevPlatformConfig.from_env()
+    config = SevSystemConfig.from_env()
     report = await run_scenario(dut, "sev-es-offline-online", ScenarioOptions())
     assert report["passed"], report["failures"]
     form = "msr" if config.max_version >= 2 else "ghcb"

@@ -17,8 +17,8 @@ SMM_US = Option("smm_us", float, 50_000, "guest microseconds the SMI handler run
 @scenario("init-sipi", "the BSP wakes each AP in turn with INIT, SIPI, SIPI "
                        "(--method modern: no INIT delay, 10 us gaps; legacy: 10 ms, 300/200 us)",
           options=(METHOD,) + FABRIC_BOOT_OPTIONS)
-async def init_sipi(platform, options):
-    return boot_detail(await boot(platform, options, targeted_method("init-sipi", options)))
+async def init_sipi(machine, options):
+    return boot_detail(await boot(machine, options, targeted_method("init-sipi", options)))
 
 
 @scenario("init-sipi-smm", "init-sipi while one AP (--smm-cpu, default 1) is in SMM: the "
@@ -28,16 +28,16 @@ async def init_sipi(platform, options):
                            "ends before the SIPIs lets the AP come up",
           # no --unresponsive: the scenario's own SMI is the stuck AP, --smm-us how long
           options=(METHOD, SMM_CPU, SMM_US, KVM) + BOOT_OPTIONS)
-async def init_sipi_smm(platform, options):
+async def init_sipi_smm(machine, options):
     method = targeted_method("init-sipi-smm", options)
     port = 1 if options.smm_cpu is None else options.smm_cpu
-    setup_smm(platform, [port], options.smm_us)
-    kernel = await boot(platform, options, method)
-    cpu = platform.cpus[port]
+    setup_smm(machine, [port], options.smm_us)
+    kernel = await boot(machine, options, method)
+    cpu = machine.cpus[port]
     if cpu.in_smm:
         # the BSP gave up first: report where the AP ends once its SMI handler is done
         await cpu.wait_until(lambda: not (cpu.in_smm or cpu.init_latched), what="RSM and the latched INIT",
-                             timeout_ns=platform.scaled_ns(options.smm_us * 1000) + 10_000)
+                             timeout_ns=machine.scaled_ns(options.smm_us * 1000) + 10_000)
     return {**boot_detail(kernel), "smm": smm_outcome(cpu, kernel, options.smm_us)}
 
 
@@ -65,13 +65,13 @@ def smm_outcome(cpu, kernel, smm_us):
 
 @scenario("init-sipi-broadcast", "one INIT and two SIPIs to all-excluding-self wake every AP at once",
           options=FABRIC_BOOT_OPTIONS)
-async def init_sipi_broadcast(platform, options):
-    return boot_detail(await boot(platform, options, BootMethod.BROADCAST))
+async def init_sipi_broadcast(machine, options):
+    return boot_detail(await boot(machine, options, BootMethod.BROADCAST))
 
 
 @scenario("init-sipi-parallel", "Linux 6.5 parallel bring-up: kick every AP, then release them "
                                 "one by one through the cpuhp sync states",
           options=FABRIC_BOOT_OPTIONS)
-async def init_sipi_parallel(platform, options):
-    return boot_detail(await boot(platform, options, BootMethod.PARALLEL))
+async def init_sipi_parallel(machine, options):
+    return boot_detail(await boot(machine, options, BootMethod.PARALLEL))
 

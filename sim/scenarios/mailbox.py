@@ -17,21 +17,21 @@ FIRMWARE_REUSES_MAILBOX = Option("firmware_reuses_mailbox", bool, False,
 
 
 @scenario("mpwk-wakeup", "TDX-style: APs parked on the ACPI MP wakeup mailbox, the kernel wakes "
-                         "them one by one with acpi_wakeup_cpu", platform="mpwk",
+                         "them one by one with acpi_wakeup_cpu", system="mpwk",
           options=(MAILBOX_VERSION,) + MAILBOX_BOOT_OPTIONS)
-async def mpwk_wakeup(platform, options):
-    return boot_detail(await boot(platform, options, BootMethod.MPWK))
+async def mpwk_wakeup(machine, options):
+    return boot_detail(await boot(machine, options, BootMethod.MPWK))
 
 
 @scenario("mpwk-offline-online", "mailbox boot, then every AP in turn is offlined (play_dead to "
                                  "ResetVector, Test acknowledged) and brought online again; "
-                                 "version 0 refuses the offline", platform="mpwk",
+                                 "version 0 refuses the offline", system="mpwk",
           options=(MAILBOX_VERSION,) + MAILBOX_BOOT_OPTIONS)
-async def mpwk_offline_online(platform, options):
-    kernel = await boot(platform, options, BootMethod.MPWK)
+async def mpwk_offline_online(machine, options):
+    kernel = await boot(machine, options, BootMethod.MPWK)
     detail = boot_detail(kernel)
     rounds = []
-    bsp = platform.bsp
+    bsp = machine.bsp
     for n in range(1, len(kernel.cpuid_to_apicid)):
         if n not in kernel.online_cpus():
             continue
@@ -43,22 +43,22 @@ async def mpwk_offline_online(platform, options):
     detail["offline_online"] = rounds
     refused = [r for r in rounds if r["offline"].startswith("-EOPNOTSUPP")]
     if kernel.mp_wake and not kernel.mp_wake.can_reset and len(refused) != len(rounds):
-        platform.fail(bsp, "version 0 mailbox: an offline was not refused")
+        machine.fail(bsp, "version 0 mailbox: an offline was not refused")
     for r in rounds:
         if not kernel.mp_wake.can_reset:
             continue
         if r["offline"] != "ok" or r.get("online_again") != "ok":
-            cpu = next(c for c in platform.cpus if c.apic_id == r["cpu"])
-            if not any(f["cpu"] == cpu.apic_id for f in platform.failures):
-                platform.fail(cpu, f"offline/online round failed: {r}")
+            cpu = next(c for c in machine.cpus if c.apic_id == r["cpu"])
+            if not any(f["cpu"] == cpu.apic_id for f in machine.failures):
+                machine.fail(cpu, f"offline/online round failed: {r}")
     return detail
 
 
-async def _kexec_mpwk(platform, options, parking_page=None):
+async def _kexec_mpwk(machine, options, parking_page=None):
     """Kernel 1 boots through the mailbox (``nr_cpus`` applies to it), kexecs into kernel 2 in
     other pages, which boots from the MADT as kernel 1 left it (docs/spec/mpwk.md §4, §5, §7 #19, #20).
     ``parking_page``: plan B (:mod:`apwake.sim.models.cpu.parking`)."""
-    kernel1 = await boot(platform, options, BootMethod.MPWK, parking_page=parking_page)
+    kernel1 = await boot(machine, options, BootMethod.MPWK, parking_page=parking_page)
     version = kernel1.mp_wake.version if kernel1.mp_wake else None
     woken_by_1 = set(kernel1.online_apic_ids())
 
@@ -67,28 +67,28 @@ async def _kexec_mpwk(platform, options, parking_page=None):
             return f"nr_cpus={options.nr_cpus}: never woken, still polling the firmware mailbox"
         return cpu.position
 
-    summary_1 = kernel_summary(kernel1, platform, reason_1)     # before kexec stops its CPUs
+    summary_1 = kernel_summary(kernel1, machine, reason_1)     # before kexec stops its CPUs
     # kexec passes kernel 2 the same command line (its APIC settings) but not nr_cpus's limit
-    kernel2 = Kernel(platform, BootMethod.MPWK, callin_timeout_us=options.callin_timeout_us,
+    kernel2 = Kernel(machine, BootMethod.MPWK, callin_timeout_us=options.callin_timeout_us,
                      owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA,
                      lapic_timer=options.lapic_timer, x2apic=options.x2apic,
                      x2apic_fixed=not options.x2apic_unfixed)
-    bsp = platform.bsp
+    bsp = machine.bsp
     await kernel1.kexec(bsp)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
-    await bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
+    await bounded(machine, options, kernel2.booted.wait(), "kernel 2 smp_init")
     can_reset = bool(kernel1.mp_wake and kernel1.mp_wake.can_reset)
     hides_mailbox = not can_reset and parking_page is None
     # Under the version-0 policy kernel 2 finding no mailbox is the documented outcome: it is
     # reported as stranded CPUs, not as a model failure.
     if hides_mailbox:
-        platform.failures = [f for f in platform.failures if "No MADT mailbox" not in f["message"]]
-    report_corruptions(platform)
+        machine.failures = [f for f in machine.failures if "No MADT mailbox" not in f["message"]]
+    report_corruptions(machine)
 
     def reason_2(cpu):
         if parking_page == "kernel" and cpu.apic_id not in woken_by_1:
             return (f"never woken by kernel 1 (nr_cpus={options.nr_cpus}): still polling the "
-                    f"firmware mailbox at {platform.mailbox.base:#x}, but the patched MADT sends "
+                    f"firmware mailbox at {machine.mailbox.base:#x}, but the patched MADT sends "
                     f"kernel 2 to kernel 1's parking loop at {kernel1.parking_loop.mailbox_address:#x}")
         if parking_page is not None:
             return cpu.position
@@ -99,11 +99,11 @@ async def _kexec_mpwk(platform, options, parking_page=None):
         return cpu.position
 
     detail = {"kernel": kernel2, "method": "mpwk", "mailbox_version": version,
-              "kernels": [summary_1, kernel_summary(kernel2, platform, reason_2)]}
+              "kernels": [summary_1, kernel_summary(kernel2, machine, reason_2)]}
     detail["expected_online"] = ([bsp.apic_id] if hides_mailbox
-                                 else [c.apic_id for c in platform.cpus])
+                                 else [c.apic_id for c in machine.cpus])
     if parking_page is not None:
-        reused = platform.firmware.reused_page
+        reused = machine.firmware.reused_page
         detail["parking"] = {
             "page": parking_page,
             "mailbox": kernel1.parking_loop.mailbox_address if kernel1.parking_loop else None,
@@ -115,16 +115,16 @@ async def _kexec_mpwk(platform, options, parking_page=None):
 
 @scenario("kexec-mpwk-v0", "mailbox version 0: kernel 1 kexecs into kernel 2, which finds the MADT "
                            "mailbox zeroed and comes up on 1 CPU; the others are stranded",
-          platform="mpwk", mailbox_version=0, options=MAILBOX_BOOT_OPTIONS)
-async def kexec_mpwk_v0(platform, options):
-    return await _kexec_mpwk(platform, options)
+          system="mpwk", mailbox_version=0, options=MAILBOX_BOOT_OPTIONS)
+async def kexec_mpwk_v0(machine, options):
+    return await _kexec_mpwk(machine, options)
 
 
 @scenario("kexec-mpwk-v1", "mailbox version 1: kernel 1's APs go back to firmware through "
                            "ResetVector and kernel 2 wakes every AP (also those kernel 1 never woke)",
-          platform="mpwk", mailbox_version=1, options=MAILBOX_BOOT_OPTIONS)
-async def kexec_mpwk_v1(platform, options):
-    return await _kexec_mpwk(platform, options)
+          system="mpwk", mailbox_version=1, options=MAILBOX_BOOT_OPTIONS)
+async def kexec_mpwk_v1(machine, options):
+    return await _kexec_mpwk(machine, options)
 
 
 @scenario("kexec-mpwk-parking-loop",
@@ -132,8 +132,8 @@ async def kexec_mpwk_v1(platform, options):
           "its own and kernel 2 wakes them from there; --parking-page kernel (own page, MADT "
           "patched) strands the APs kernel 1 never woke (--nr-cpus K); --parking-page firmware "
           "breaks when the firmware reuses its page (--firmware-reuses-mailbox)",
-          platform="mpwk", mailbox_version=0,
+          system="mpwk", mailbox_version=0,
           options=(PARKING_PAGE, FIRMWARE_REUSES_MAILBOX) + MAILBOX_BOOT_OPTIONS)
-async def kexec_mpwk_parking_loop(platform, options):
-    return await _kexec_mpwk(platform, options, parking_page=options.parking_page)
+async def kexec_mpwk_parking_loop(machine, options):
+    return await _kexec_mpwk(machine, options, parking_page=options.parking_page)
 

@@ -24,7 +24,7 @@ from typing import Callable, ClassVar
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.models.cpu.lapic_setup import TIMER_MODES, X2APIC_MODES
 from apwake.sim.models.cpu.linux import X2APIC_HANDOFFS
-from apwake.sim.models.cpu.platform import DEFAULT_TIME_SCALE
+from apwake.sim.models.cpu.machine import DEFAULT_TIME_SCALE
 from apwake.sim.models.topology import TopologyError, parse_apic_ids, parse_topology
 
 __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse_arguments",
@@ -52,7 +52,7 @@ class ScenarioOptions:
     callin_timeout_us: float = 10_000_000  # Linux waits 10 s for an AP
     ipis: int = 20                         # ipi-storm: call-function IPIs per CPU
     #: port indices of APs stuck where the OS cannot reach them: in SMM for good (fabric), or a
-    #: vCPU the VMM never runs (mailbox platform)
+    #: vCPU the VMM never runs (mailbox machine)
     unresponsive: list = field(default_factory=list)
     smm_cpu: int | None = None             # init-sipi-smm: the AP in SMM (port; default 1)
     smm_us: float = 50_000                 # init-sipi-smm: guest us the SMI handler holds it
@@ -286,7 +286,7 @@ CALLIN_TIMEOUT_MS = Option("callin_timeout_ms", float, 10_000,
                            minimum=0, above=True, metavar="MS", field="callin_timeout_us",
                            convert=lambda ms: ms * 1000)
 UNRESPONSIVE = Option("unresponsive", int, (), "this AP is stuck in SMM (an SMI whose handler "
-                      "never returns: INIT latched, SIPIs lost); on a mailbox platform a vCPU "
+                      "never returns: INIT latched, SIPIs lost); on a mailbox machine a vCPU "
                       "the VMM never runs; repeatable", ap_port=True, repeat=True, metavar="PORT")
 LAPIC_TIMER = Option("lapic_timer", str, "deadline", "how each CPU's kernel programs its local "
                      "APIC timer tick (TSC-deadline as Linux prefers, one-shot or periodic count)",

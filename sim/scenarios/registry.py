@@ -1,8 +1,8 @@
-"""The scenario registry and the run that sets a platform up for a scenario.
+"""The scenario registry and the run that sets a machine up for a scenario.
 
-A scenario is an ``async def body(platform, options) -> dict`` registered under a name with
+A scenario is an ``async def body(machine, options) -> dict`` registered under a name with
 :func:`scenario`; the dict is scenario-specific detail for the report.  :func:`run_scenario`
-sets up the platform, runs the body under a watchdog and returns the report
+sets up the machine, runs the body under a watchdog and returns the report
 (:mod:`.report`).  One module per family registers its scenarios (:mod:`.bringup`,
 :mod:`.mailbox`, :mod:`.storm`, :mod:`.sev`, :mod:`.soc`).
 """
@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 from cocotb.triggers import SimTimeoutError, with_timeout
 
-from apwake.sim.models.cpu.platform import Platform
+from apwake.sim.models.cpu.machine import Machine
 from apwake.sim.models.cpu.smm import setup_smm
-from apwake.sim.vip.ghcb_msr.design import SevPlatformConfig
+from apwake.sim.vip.ghcb_msr.design import SevSystemConfig
 from apwake.sim.vip.lapic.env import FabricEnv
 from apwake.sim.vip.mpwk_mailbox.bfm import MailboxPorts
-from apwake.sim.vip.mpwk_mailbox.design import PlatformConfig
+from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig
 from .options import MODEL_RUN_OPTIONS
 from .report import make_report
 
-__all__ = ["Scenario", "SCENARIOS", "scenario", "run_scenario", "start_platform", "watchdog_ns"]
+__all__ = ["Scenario", "SCENARIOS", "scenario", "run_scenario", "start_machine", "watchdog_ns"]
 
 
 @dataclass
@@ -32,11 +32,12 @@ class Scenario:
     ----------
     name, description : str
     body : coroutine function or None
-        ``async def body(platform, options) -> dict``; None for a scenario with a cocotb module
+        ``async def body(machine, options) -> dict``; None for a scenario with a cocotb module
         of its own (``soc-demo``).
-    platform : str
-        "fabric" (APIC fabric only), "mpwk" (fabric + MP wakeup mailbox, APs parked on it),
-        "sev" (fabric + GHCB MSR unit, an SEV-ES guest) or "soc" (the soft-SoC).
+    system : str
+        The RTL it runs on: "fabric" (APIC fabric only), "mpwk" (:class:`apwake.rtl.system.MpwkSystem`,
+        APs parked on the MP wakeup mailbox), "sev" (:class:`apwake.rtl.system.SevSystem`, an
+        SEV-ES guest) or "soc" (the soft-SoC).
     mailbox_version, ghcb_version : int or None
         The version the scenario is about, fixed; None when the scenario takes the option.
     options : tuple of Option
@@ -51,7 +52,7 @@ class Scenario:
     name: str
     description: str
     body: object
-    platform: str = "fabric"
+    system: str = "fabric"
     mailbox_version: int | None = None
     ghcb_version: int | None = None
     options: tuple = ()
@@ -67,51 +68,51 @@ class Scenario:
 SCENARIOS = {}
 
 
-def scenario(name, description, *, platform="fabric", mailbox_version=None, ghcb_version=None,
+def scenario(name, description, *, system="fabric", mailbox_version=None, ghcb_version=None,
              options=(), run_options=MODEL_RUN_OPTIONS, check=None):
-    """Register the decorated ``async def body(platform, options)`` as scenario ``name``, taking
+    """Register the decorated ``async def body(machine, options)`` as scenario ``name``, taking
     ``options`` (:class:`.options.Option` s) besides ``run_options``."""
     def register(body):
-        SCENARIOS[name] = Scenario(name, description, body, platform, mailbox_version,
+        SCENARIOS[name] = Scenario(name, description, body, system, mailbox_version,
                                    ghcb_version, tuple(options), tuple(run_options), check)
         return body
     return register
 
 
-def watchdog_ns(platform, options):
+def watchdog_ns(machine, options):
     """Longer than every timeout the guest software has of its own: a wait that exceeds it is
     a model bug, reported with every CPU's state."""
-    return platform.scaled_ns(options.callin_timeout_us * 1000) * (platform.env.n + 3) + 1_000_000
+    return machine.scaled_ns(options.callin_timeout_us * 1000) * (machine.env.n + 3) + 1_000_000
 
 
-async def start_platform(dut, options):
+async def start_machine(dut, options):
     """Clock, reset and CPU models for ``dut`` (not started yet)."""
-    mailbox_platform = PlatformConfig.from_env(required=False)
-    sev_platform = SevPlatformConfig.from_env(required=False)
-    fabric = (mailbox_platform or sev_platform).fabric if (mailbox_platform or sev_platform) else None
+    mailbox_system = MpwkSystemConfig.from_env(required=False)
+    sev_system = SevSystemConfig.from_env(required=False)
+    fabric = (mailbox_system or sev_system).fabric if (mailbox_system or sev_system) else None
     env = await FabricEnv.start(dut, config=fabric)
-    platform = Platform(env, time_scale=options.time_scale,
+    machine = Machine(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
-    if sev_platform is not None:
-        platform.attach_sev(dut)
-    if mailbox_platform is not None:
-        ap_ids = [c.apic_id for c in platform.cpus if not c.is_bsp]
-        platform.park_aps(MailboxPorts(dut, ap_ids, mailbox_platform.base))
-        platform.madt += mailbox_platform.madt_entry()
-    if options.unresponsive and sev_platform is not None:
+    if sev_system is not None:
+        machine.attach_sev(dut)
+    if mailbox_system is not None:
+        ap_ids = [c.apic_id for c in machine.cpus if not c.is_bsp]
+        machine.park_aps(MailboxPorts(dut, ap_ids, mailbox_system.base))
+        machine.madt += mailbox_system.madt_entry()
+    if options.unresponsive and sev_system is not None:
         # KVM offers no SMM to SEV-ES guests (arch/x86/kvm/svm/svm.c svm_has_emulated_msr)
         raise ValueError("--unresponsive is not modelled for SEV-ES guests, which have no SMM")
-    if options.unresponsive and mailbox_platform is None:
+    if options.unresponsive and mailbox_system is None:
         # an AP stuck in SMM: parked by the firmware, its SMI handler never returns
-        setup_smm(platform, options.unresponsive, None)
-    for index in options.unresponsive if mailbox_platform is not None else ():
-        if not 0 <= index < env.n or platform.cpus[index].is_bsp:
+        setup_smm(machine, options.unresponsive, None)
+    for index in options.unresponsive if mailbox_system is not None else ():
+        if not 0 <= index < env.n or machine.cpus[index].is_bsp:
             raise ValueError(f"unresponsive CPU port {index} is not an AP (ports 0 to {env.n - 1})")
-        cpu = platform.cpus[index]
+        cpu = machine.cpus[index]
         # parked on the mailbox: the VMM never runs the vCPU, its loop answers nothing
         cpu.mailbox.deschedule()
         cpu.where = "firmware: mailbox poll loop, vCPU descheduled by the VMM"
-    return platform
+    return machine
 
 
 async def run_scenario(dut, name, options, *, waves=None):
@@ -119,16 +120,16 @@ async def run_scenario(dut, name, options, *, waves=None):
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
-    platform = await start_platform(dut, options)
+    machine = await start_machine(dut, options)
     # Everything the kernel waits for is bounded by its own timeouts; the watchdog catches a
     # model that would hang anyway, and says where each CPU is.
-    limit = watchdog_ns(platform, options)
+    limit = watchdog_ns(machine, options)
     detail = {}
     try:
-        detail = await with_timeout(SCENARIOS[name].body(platform, options), limit, "ns")
+        detail = await with_timeout(SCENARIOS[name].body(machine, options), limit, "ns")
     except SimTimeoutError:
-        for cpu in platform.cpus:
-            platform.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
+        for cpu in machine.cpus:
+            machine.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
                                f"{cpu.name} is {cpu.position}")
-    return make_report(name, platform, options, detail, wall_s=time.monotonic() - started,
+    return make_report(name, machine, options, detail, wall_s=time.monotonic() - started,
                        waves=waves)

@@ -37,20 +37,20 @@ STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESE
                 "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8", "SMM": "#20a0a0"}
 
 
-def make_report(name, platform, options, detail, *, wall_s, waves=None):
+def make_report(name, machine, options, detail, *, wall_s, waves=None):
     detail = dict(detail)
     kernel = detail.pop("kernel", None)
     now = cocotb.utils.get_sim_time("ns")
     online = kernel.online_apic_ids() if kernel else []
     expected = detail.get("expected_online", [])
-    failures = list(platform.failures)
+    failures = list(machine.failures)
     for apic_id in expected:
         if apic_id not in online and not any(f["cpu"] == apic_id for f in failures):
-            cpu = next(c for c in platform.cpus if c.apic_id == apic_id)
-            platform.fail(cpu, f"{cpu.name} did not come online ({cpu.position})")
-            failures = list(platform.failures)
+            cpu = next(c for c in machine.cpus if c.apic_id == apic_id)
+            machine.fail(cpu, f"{cpu.name} did not come online ({cpu.position})")
+            failures = list(machine.failures)
     timeline = []
-    for cpu in platform.cpus:
+    for cpu in machine.cpus:
         timeline.append({
             "cpu": cpu.apic_id, "port": cpu.index, "bsp": cpu.is_bsp, "state": cpu.status,
             "where": cpu.where, "ignored_sipis": cpu.ignored_sipis,
@@ -61,7 +61,7 @@ def make_report(name, platform, options, detail, *, wall_s, waves=None):
         })
     return {
         "scenario": name,
-        "cpus": len(platform.cpus),
+        "cpus": len(machine.cpus),
         "passed": not failures and sorted(online) == sorted(expected),
         "online": online,
         "failures": failures,
@@ -73,8 +73,8 @@ def make_report(name, platform, options, detail, *, wall_s, waves=None):
         "waves": None if waves is None else str(waves),
         "time_scale": options.time_scale,
         "options": options.to_dict(),
-        "bus_messages": len(platform.env.monitor.cycles),
-        "corruptions": [c.as_dict() for c in platform.memory.corruptions],
+        "bus_messages": len(machine.env.monitor.cycles),
+        "corruptions": [c.as_dict() for c in machine.memory.corruptions],
         "timeline": timeline,
         **detail,
     }

@@ -1,4 +1,4 @@
-"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/platform/sev.py``: the APIC fabric with the
+"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/system/sev.py``: the APIC fabric with the
 hypervisor's GHCB MSR unit taking INIT and SIPI."""
 
 from apwake.sim.models.cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
@@ -17,20 +17,20 @@ FORCE_KEXEC = Option("force_kexec", bool, False,
                      "go past the kernel's refusal of kexec to show why it refuses")
 
 
-async def boot_sev(platform, options, **kernel_options):
+async def boot_sev(machine, options, **kernel_options):
     """Firmware (jump table SET), an SEV-ES kernel, the CPUs started; returns after smp_init."""
-    platform.firmware = SevFirmware(platform.memory, madt=platform.madt,
-                                    handoff=firmware_x2apic_steps(platform, options))
-    kernel = SevKernel(platform, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
+    machine.firmware = SevFirmware(machine.memory, madt=machine.madt,
+                                    handoff=firmware_x2apic_steps(machine, options))
+    kernel = SevKernel(machine, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
                        x2apic=options.x2apic, **kernel_options)
-    platform.start()
-    await bounded(platform, options, kernel.booted.wait(), f"{kernel.name} smp_init")
+    machine.start()
+    await bounded(machine, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel
 
 
 def _detail(kernel):
     """The report detail; ``hypervisor_writes``: the pages the unit has written so far."""
-    accesses = kernel.platform.guest_memory.accesses
+    accesses = kernel.machine.guest_memory.accesses
     return {"hypervisor_writes": sorted({a & ~0xFFF for a, write, _ in accesses if write}),
             "kernel": kernel, "method": "sev-es", "ghcb_version": kernel.ghcb_version,
             "hv_range": list(kernel.hv_range) if kernel.hv_range else None, "hold_form": kernel.hold_form,
@@ -40,19 +40,19 @@ def _detail(kernel):
 
 @scenario("sev-es-boot", "SEV-ES: the kernel negotiates the GHCB protocol, points the AP jump "
                          "table at its trampoline, and INIT-SIPI-SIPI starts each AP from its "
-                         "launch state (the SIPI vector is ignored)", platform="sev",
+                         "launch state (the SIPI vector is ignored)", system="sev",
           options=(GHCB_VERSION,) + SEV_BOOT_OPTIONS)
-async def sev_es_boot(platform, options):
-    return _detail(await boot_sev(platform, options))
+async def sev_es_boot(machine, options):
+    return _detail(await boot_sev(machine, options))
 
 
 @scenario("sev-es-offline-online", "SEV-ES: every AP in turn goes offline into AP reset hold "
                                    "(--ghcb-version 1: the GHCB-page form of mainline; 2: the "
                                    "MSR form in the jump table page) and INIT-SIPI-SIPI brings it back",
-          platform="sev", options=(GHCB_VERSION,) + SEV_BOOT_OPTIONS)
-async def sev_es_offline_online(platform, options):
-    kernel = await boot_sev(platform, options)
-    bsp, rounds = platform.bsp, []
+          system="sev", options=(GHCB_VERSION,) + SEV_BOOT_OPTIONS)
+async def sev_es_offline_online(machine, options):
+    kernel = await boot_sev(machine, options)
+    bsp, rounds = machine.bsp, []
     for n in range(1, len(kernel.cpuid_to_apicid)):
         if n not in kernel.online_cpus():
             continue
@@ -61,46 +61,46 @@ async def sev_es_offline_online(platform, options):
             entry["online_again"] = await kernel.cpu_up(bsp, n) or "ok"
         rounds.append(entry)
         if entry != {"cpu": entry["cpu"], "offline": "ok", "online_again": "ok"}:
-            cpu = next(c for c in platform.cpus if c.apic_id == entry["cpu"])
-            if not any(f["cpu"] == cpu.apic_id for f in platform.failures):
-                platform.fail(cpu, f"offline/online round failed: {entry}")
+            cpu = next(c for c in machine.cpus if c.apic_id == entry["cpu"])
+            if not any(f["cpu"] == cpu.apic_id for f in machine.failures):
+                machine.fail(cpu, f"offline/online round failed: {entry}")
     return {**_detail(kernel), "offline_online": rounds}
 
 
-async def _kexec_sev(platform, options):
+async def _kexec_sev(machine, options):
     """Kernel 1 boots, stops its APs into AP reset hold and kexecs into kernel 2, which takes
     over kernel 1's pages and wakes every AP with INIT-SIPI-SIPI."""
-    kernel1 = await boot_sev(platform, options)
-    summary_1 = kernel_summary(kernel1, platform, lambda c: c.position)
-    bsp = platform.bsp
+    kernel1 = await boot_sev(machine, options)
+    summary_1 = kernel_summary(kernel1, machine, lambda c: c.position)
+    bsp = machine.bsp
     refused = await kernel1.kexec(bsp, force=options.force_kexec)
     if refused:
         return {**_detail(kernel1), "kexec": refused, "kernels": [summary_1]}
     for base, size in kernel1.memory_ranges():       # kernel 2 takes over kernel 1's memory
-        platform.memory.set_owner(base, size, Owner.KERNEL2)
-    kernel2 = SevKernel(platform, callin_timeout_us=options.callin_timeout_us, x2apic=options.x2apic,
+        machine.memory.set_owner(base, size, Owner.KERNEL2)
+    kernel2 = SevKernel(machine, callin_timeout_us=options.callin_timeout_us, x2apic=options.x2apic,
                         owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
     bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
-    await bounded(platform, options, kernel2.booted.wait(), "kernel 2 smp_init")
+    await bounded(machine, options, kernel2.booted.wait(), "kernel 2 smp_init")
     ghcbs = {kernel1.ghcb_page(n): apic_id for n, apic_id in enumerate(kernel1.cpuid_to_apicid)}
-    report_corruptions(platform, lambda page: page in ghcbs
+    report_corruptions(machine, lambda page: page in ghcbs
                        and f"kernel 1's GHCB of APIC ID {ghcbs[page]:#x}")
-    return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in platform.cpus],
-            "kernels": [summary_1, kernel_summary(kernel2, platform, lambda c: c.position)]}
+    return {**_detail(kernel2), "kexec": "ok", "expected_online": [c.apic_id for c in machine.cpus],
+            "kernels": [summary_1, kernel_summary(kernel2, machine, lambda c: c.position)]}
 
 
 @scenario("kexec-sev-es-v2", "SEV-ES, GHCB protocol 2: kernel 1 parks its APs with the MSR-form "
                              "AP reset hold in the jump table page; kernel 2 points the table at "
                              "its own trampoline and wakes them all; the hypervisor writes no "
-                             "guest memory", platform="sev", ghcb_version=2,
+                             "guest memory", system="sev", ghcb_version=2,
           options=SEV_BOOT_OPTIONS)
-async def kexec_sev_es_v2(platform, options):
-    return await _kexec_sev(platform, options)
+async def kexec_sev_es_v2(machine, options):
+    return await _kexec_sev(machine, options)
 
 
 @scenario("kexec-sev-es-v1", "SEV-ES, GHCB protocol 1: the kernel refuses kexec; --force-kexec "
                              "parks the APs in GHCB-page holds and each wake-up writes into a page "
-                             "kernel 2 now owns", platform="sev", ghcb_version=1,
+                             "kernel 2 now owns", system="sev", ghcb_version=1,
           options=(FORCE_KEXEC,) + SEV_BOOT_OPTIONS)
-async def kexec_sev_es_v1(platform, options):
-    return await _kexec_sev(platform, options)
+async def kexec_sev_es_v1(machine, options):
+    return await _kexec_sev(machine, options)

@@ -30,4 +30,4 @@ def _check(values):
 scenario("soc-demo", "the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: the BSP "
                      "wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox or the "
                      "GHCB MSR protocol); prints the UART transcript",
-         platform="soc", options=(AP_START,), run_options=SOC_RUN_OPTIONS, check=_check)(None)
+         system="soc", options=(AP_START,), run_options=SOC_RUN_OPTIONS, check=_check)(None)

@@ -19,8 +19,8 @@ IPIS = Option("ipis", int, 20, "call-function IPIs each online CPU sends", minim
 @scenario("ipi-storm", "parallel bring-up, then every online CPU sends --ipis call-function IPIs "
                        "to random other CPUs; each queued call must run exactly once",
           options=(IPIS,) + FABRIC_BOOT_OPTIONS)
-async def ipi_storm(platform, options):
-    kernel = await boot(platform, options, BootMethod.PARALLEL)
+async def ipi_storm(machine, options):
+    kernel = await boot(machine, options, BootMethod.PARALLEL)
     detail = boot_detail(kernel)
     online = kernel.online_cpus()
     if len(online) < 2:
@@ -30,7 +30,7 @@ async def ipi_storm(platform, options):
     plan = {n: [(n, k, rng.choice([t for t in online if t != n])) for k in range(options.ipis)]
             for n in online}
     expected = sorted((target, (sender, k)) for calls in plan.values() for sender, k, target in calls)
-    by_cpu = {kernel.cpuid_to_apicid.index(c.apic_id): c for c in platform.cpus
+    by_cpu = {kernel.cpuid_to_apicid.index(c.apic_id): c for c in machine.cpus
               if c.apic_id in kernel.cpuid_to_apicid}
 
     async def sender(n):
@@ -40,7 +40,7 @@ async def ipi_storm(platform, options):
 
     for task in [cocotb.start_soon(sender(n)) for n in online]:
         await task
-    deadline = Timer(platform.scaled_ns(options.callin_timeout_us * 1000), "ns")
+    deadline = Timer(machine.scaled_ns(options.callin_timeout_us * 1000), "ns")
     while len(kernel.calls_done) < len(expected):
         kernel.call_ran.clear()
         if await First(kernel.call_ran.wait(), deadline) is deadline:
@@ -49,11 +49,11 @@ async def ipi_storm(platform, options):
     lost = sorted(set(expected) - set(done))
     duplicated = len(done) - len(set(done))
     for target, entry in lost[:10]:
-        platform.fail(by_cpu[target], f"call {entry} queued for CPU {target} never ran")
+        machine.fail(by_cpu[target], f"call {entry} queued for CPU {target} never ran")
     if duplicated:
-        platform.fail(platform.bsp, f"{duplicated} calls ran more than once")
+        machine.fail(machine.bsp, f"{duplicated} calls ran more than once")
     # the call-function interrupts only (each CPU also took its local timer tick)
-    interrupts = sum(vector == CALL_FUNCTION_VECTOR for c in platform.cpus
+    interrupts = sum(vector == CALL_FUNCTION_VECTOR for c in machine.cpus
                      for _, vector in c.interrupts_taken)
     detail["storm"] = {"calls": len(expected), "ran": len(done), "lost": len(lost),
                        "duplicated": duplicated, "interrupts": interrupts,

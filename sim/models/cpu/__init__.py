@@ -1,2 +1,2 @@
 """CPU models: per-CPU bring-up state (:mod:`.model`), the machine around them
-(:mod:`.platform`) and the guest software they run (:mod:`.linux`)."""
+(:mod:`.machine`) and the guest software they run (:mod:`.linux`)."""

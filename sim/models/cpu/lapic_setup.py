@@ -7,7 +7,7 @@
   ``setup_secondary_APIC_clock`` on each AP program the next event one jiffy (HZ = 1000) ahead,
   through IA32_TSC_DEADLINE (``lapic_next_deadline``), a one-shot count with divide-by-16
   (``lapic_next_event``, ``APIC_DIVISOR``) or a periodic count (``lapic_timer_set_periodic``).
-  Guest time is scaled as every guest delay is (:meth:`apwake.sim.models.cpu.platform.Platform.scaled_ns`);
+  Guest time is scaled as every guest delay is (:meth:`apwake.sim.models.cpu.machine.Machine.scaled_ns`);
   the timer counts fabric clock cycles, so the count is that scaled time in cycles.
 * After its first tick a CPU stops the tick, as an idle CPU does under NO_HZ
   (``tick_nohz_idle_stop_tick``): exactly one timer interrupt per CPU and kernel, which the
@@ -67,7 +67,7 @@ class LocalApicSetup:
 
     Parameters
     ----------
-    platform : apwake.sim.models.cpu.platform.Platform
+    machine : apwake.sim.models.cpu.machine.Machine
         For the time scale and failures.
     timer_mode : str
         One of :data:`TIMER_MODES`.
@@ -89,12 +89,12 @@ class LocalApicSetup:
         ``timer_mode`` or ``x2apic`` is not one of its choices.
     """
 
-    def __init__(self, platform, timer_mode="deadline", *, x2apic="auto", fixed=True):
+    def __init__(self, machine, timer_mode="deadline", *, x2apic="auto", fixed=True):
         if timer_mode not in TIMER_MODES:
             raise ValueError(f"timer_mode must be one of {TIMER_MODES}, not {timer_mode!r}")
         if x2apic not in X2APIC_MODES:
             raise ValueError(f"x2apic must be one of {X2APIC_MODES}, not {x2apic!r}")
-        self.platform = platform
+        self.machine = machine
         self.timer_mode = timer_mode
         self.x2apic = x2apic
         self.fixed = fixed
@@ -200,7 +200,7 @@ class LocalApicSetup:
 
     def tick_cycles(self, cpu):
         """One jiffy of guest time in fabric clock cycles (at least 1)."""
-        return max(1, round(self.platform.scaled_ns(1e9 / HZ) / cpu.apic.clock_ns))
+        return max(1, round(self.machine.scaled_ns(1e9 / HZ) / cpu.apic.clock_ns))
 
     async def setup_apic_timer(self, cpu):
         """setup_APIC_timer / setup_secondary_APIC_clock: program the next tick."""

@@ -149,7 +149,7 @@ class Kernel:
 
     Parameters
     ----------
-    platform : apwake.sim.models.cpu.platform.Platform
+    machine : apwake.sim.models.cpu.machine.Machine
     method : BootMethod
     nr_cpus : int or None
         Bring up at most this many CPUs (``nr_cpus=`` on the command line), the BSP included.
@@ -169,17 +169,17 @@ class Kernel:
         False: the kernel without the x2APIC hand-over fix (:mod:`.lapic_setup`).
     """
 
-    def __init__(self, platform, method=BootMethod.MODERN, *, nr_cpus=None,
+    def __init__(self, machine, method=BootMethod.MODERN, *, nr_cpus=None,
                  callin_timeout_us=10_000_000, owner=Owner.KERNEL1, entry=KERNEL_ENTRY,
                  data=KERNEL_DATA, parking_page=None, lapic_timer="deadline", x2apic="auto",
                  x2apic_fixed=True):
         if parking_page not in (None, *PLACEMENTS):
             raise ValueError(f"parking_page must be one of {PLACEMENTS} or None, not {parking_page!r}")
-        self.platform = platform
-        self.lapic = LocalApicSetup(platform, lapic_timer, x2apic=x2apic, fixed=x2apic_fixed)
+        self.machine = machine
+        self.lapic = LocalApicSetup(machine, lapic_timer, x2apic=x2apic, fixed=x2apic_fixed)
         self.parking_page = parking_page
         self.parking_loop = None
-        self.memory = platform.memory
+        self.memory = machine.memory
         self.method = BootMethod(method)
         self.owner = owner
         self.callin_timeout_us = callin_timeout_us
@@ -188,7 +188,7 @@ class Kernel:
         # processor entries leaves the boot CPU alone, as Linux then runs uniprocessor.
         madt = self.memory.read(MADT_ADDRESS + 4, self._read(MADT_ADDRESS, 4))
         ids = [p.apic_id for p in parse_processors(madt)]
-        bsp = platform.bsp.apic_id
+        bsp = machine.bsp.apic_id
         self.cpuid_to_apicid = [bsp] + [i for i in ids if i != bsp]
         # registered at start_kernel, once the kernel knows its APIC mode (_limit_cpus)
         self.nr_cpus = nr_cpus
@@ -216,7 +216,7 @@ class Kernel:
                 cpu.note(f"x2apic entry ignored: {len(ignored)} CPUs with APIC IDs above "
                          f"{XAPIC_MAX_ID:#x} in xAPIC mode")
                 for apic_id in ignored:
-                    self.platform.fail(self._model_of(apic_id),
+                    self.machine.fail(self._model_of(apic_id),
                                        f"APIC ID {apic_id:#x} needs x2APIC mode; the kernel runs "
                                        f"xAPIC and does not register the CPU (x2apic entry ignored)")
                 self.cpuid_to_apicid = [a for a in self.cpuid_to_apicid if a not in ignored]
@@ -240,11 +240,11 @@ class Kernel:
         return [self.cpuid_to_apicid[n] for n in self.online_cpus()]
 
     def _model_of(self, apic_id):
-        return next(c for c in self.platform.cpus if c.apic_id == apic_id)
+        return next(c for c in self.machine.cpus if c.apic_id == apic_id)
 
     async def _wait(self, address, predicate, what, apic_id):
         ok = await self.memory.wait_until(
-            address, 1, predicate, timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+            address, 1, predicate, timeout_ns=self.machine.scaled_ns(self.callin_timeout_us * 1000))
         if not ok:
             self._report_stuck(apic_id, f"{what}: CPU with APIC ID {apic_id:#x} did not answer "
                                         f"within {self.callin_timeout_us / 1e6:g} s (guest time)")
@@ -265,7 +265,7 @@ class Kernel:
         target = self._model_of(apic_id)
         message = f"{what}; it is {target.position}"
         self.boot_failures.append(message)
-        self.platform.fail(target, message)
+        self.machine.fail(target, message)
 
     # --- the BSP ----------------------------------------------------------------------------------
     async def kernel_main(self, cpu):
@@ -336,8 +336,8 @@ class Kernel:
             if accept:
                 message = (f"APIC delivery error {accept:#x} sending SIPI to APIC ID {apic_id:#x}")
                 self.boot_failures.append(message)
-                target = next((c for c in self.platform.cpus if c.apic_id == apic_id), cpu)
-                self.platform.fail(target, message)
+                target = next((c for c in self.machine.cpus if c.apic_id == apic_id), cpu)
+                self.machine.fail(target, message)
                 return False
         return True
 
@@ -366,12 +366,12 @@ class Kernel:
         Linux spins forever on purpose; the model gives up after the callin timeout and says
         so, standing in for the scenario watchdog."""
         base = self.mp_wake.mailbox_address
-        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        mailbox = self.machine.mailbox_port(base, apic_id, writer=self.owner)
         await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
         await mailbox.write64(base + OFFSETS["wakeup_vector"], start_ip)
         await mailbox.write16(base + OFFSETS["command"], Command.WAKEUP.value)
         cpu.where = f"acpi_wakeup_cpu: spinning on Command for APIC ID {apic_id:#x}"
-        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(self.callin_timeout_us * 1000)):
+        if not await mailbox.wait_command_clear(base, self.machine.scaled_ns(self.callin_timeout_us * 1000)):
             self._report_stuck(apic_id, f"acpi_wakeup_cpu: Command for APIC ID {apic_id:#x} at "
                                         f"{base:#x} never acknowledged (Linux would spin forever)")
             return False
@@ -429,7 +429,7 @@ class Kernel:
             cpu.note("alive")
             cpu.where = "cpuhp_ap_sync_alive: wait for SHOULD_ONLINE"
             ok = await self.memory.wait_until(self.data + _SYNC + n, 1, lambda v: v == SyncState.SHOULD_ONLINE,
-                                              timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+                                              timeout_ns=self.machine.scaled_ns(self.callin_timeout_us * 1000))
             if not ok:
                 cpu.fail(f"{cpu.name}: never released by the control CPU (SHOULD_ONLINE)")
                 return
@@ -480,12 +480,12 @@ class Kernel:
     async def acpi_mp_cpu_die(self, cpu, apic_id, n):
         """Test command to the AP, then about 1 s (guest time) for its acknowledgement."""
         base = self.mp_wake.mailbox_address
-        mailbox = self.platform.mailbox_port(base, apic_id, writer=self.owner)
+        mailbox = self.machine.mailbox_port(base, apic_id, writer=self.owner)
         await mailbox.write32(base + OFFSETS["apic_id"], apic_id)
         await mailbox.write16(base + OFFSETS["command"], Command.TEST.value)
-        if not await mailbox.wait_command_clear(base, self.platform.scaled_ns(1_000_000 * 1000)):
+        if not await mailbox.wait_command_clear(base, self.machine.scaled_ns(1_000_000 * 1000)):
             message = f"Failed to hand over CPU {n} to BIOS"
-            self.platform.fail(self._model_of(apic_id), message)
+            self.machine.fail(self._model_of(apic_id), message)
             await mailbox.write16(base + OFFSETS["command"], Command.NOOP.value)
             return message
         return None
@@ -514,7 +514,7 @@ class Kernel:
         else:
             address = self.mp_wake.mailbox_address
         self.parking_loop = ParkingLoop(self.memory, address, owner=self.owner).install()
-        self.platform.parking_loops.append(self.parking_loop)
+        self.machine.parking_loops.append(self.parking_loop)
         cpu.note(f"plan B: parking loop installed, mailbox at {address:#x}"
                  + (" (MADT patched)" if self.parking_page == "kernel" else " (the firmware's page)"))
 
@@ -531,7 +531,7 @@ class Kernel:
         while self._read(self.data + _TRAMPOLINE_LOCK, 4):
             cpu.where = "trampoline: spinning on tr_lock"
             await self.memory.wait_until(self.data + _TRAMPOLINE_LOCK, 4, lambda v: v == 0,
-                                         timeout_ns=self.platform.scaled_ns(self.callin_timeout_us * 1000))
+                                         timeout_ns=self.machine.scaled_ns(self.callin_timeout_us * 1000))
         self._write(self.data + _TRAMPOLINE_LOCK, 1, 4)
 
     # --- call-function IPIs --------------------------------------------------------------------------

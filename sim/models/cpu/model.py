@@ -40,7 +40,7 @@ halted CPUs, where this makes no difference.
 
 The model is event-driven: it sleeps on its APIC's INIT/SIPI/NMI/SMI/INTR edges and on timers,
 never on every clock.  Software delays (``udelay``) are real simulated time multiplied by the
-platform's ``time_scale`` (see :class:`apwake.sim.models.cpu.platform.Platform`).
+machine's ``time_scale`` (see :class:`apwake.sim.models.cpu.machine.Machine`).
 """
 
 import contextlib
@@ -95,7 +95,7 @@ class CpuModel:
 
     Parameters
     ----------
-    platform : apwake.sim.models.cpu.platform.Platform
+    machine : apwake.sim.models.cpu.machine.Machine
         Memory, time scale, failure list, the other CPUs.
     port : apwake.sim.vip.lapic.bfm.ApicPort
         This CPU's APIC port.
@@ -104,8 +104,8 @@ class CpuModel:
         Whether an AP accepts a SIPI before any INIT (hardware: yes; KVM: no).
     """
 
-    def __init__(self, platform, port, *, is_bsp, sipi_before_init=True):
-        self.platform = platform
+    def __init__(self, machine, port, *, is_bsp, sipi_before_init=True):
+        self.machine = machine
         self.apic = port
         self.index = port.index
         self.apic_id = port.apic_id
@@ -173,7 +173,7 @@ class CpuModel:
 
     def _record(self, note):
         self.history.append((cocotb.utils.get_sim_time("ns"), self.status, note))
-        self.platform.state_changed(self)
+        self.machine.state_changed(self)
 
     def _set_state(self, state, note=""):
         self.state = state
@@ -184,13 +184,13 @@ class CpuModel:
         self._record(text)
 
     def fail(self, message):
-        self.platform.fail(self, message)
+        self.machine.fail(self, message)
 
     async def wait_until(self, predicate, *, timeout_ns, what, memory=()):
         """Sleep until ``predicate()`` holds.
 
-        The predicate is re-checked whenever any CPU of the platform changes state, notes a
-        milestone or reports a failure (:meth:`apwake.sim.models.cpu.platform.Platform.watch_changes`), and
+        The predicate is re-checked whenever any CPU of the machine changes state, notes a
+        milestone or reports a failure (:meth:`apwake.sim.models.cpu.machine.Machine.watch_changes`), and
         whenever a write touches one of the ``memory`` ranges (``[(address, size), ...]``,
         :meth:`apwake.sim.vip.memory.Memory.watch`).  A predicate on anything else is re-checked only at
         those moments: give its memory, or make the code that changes it note the change.
@@ -212,9 +212,9 @@ class CpuModel:
                              f"not {timeout_ns!r}: every wait has a watchdog")
         woken = Event()
         with contextlib.ExitStack() as watches:
-            watches.enter_context(self.platform.watch_changes(woken))
+            watches.enter_context(self.machine.watch_changes(woken))
             for address, size in memory:
-                watches.enter_context(self.platform.memory.watch(address, size, woken))
+                watches.enter_context(self.machine.memory.watch(address, size, woken))
             deadline = Timer(timeout_ns, "ns")
             while not predicate():
                 woken.clear()
@@ -285,13 +285,13 @@ class CpuModel:
         self.wakeup_vector = vector
         self.note(f"mailbox Wakeup: 64-bit entry at {vector:#x}")
         self._check_wakeup_vector(vector)
-        self.platform.ap_left_firmware(self)
+        self.machine.ap_left_firmware(self)
         self._run_at(vector, "mailbox WakeupVector")
 
     def _check_wakeup_vector(self, vector):
         """ACPI 6.6 wants the vector below 1 MiB or in the mailbox's ReservedForOs; TDVF does not
         check (``jmp rax``), so the model warns and jumps anyway (docs/spec/mpwk.md §7 #10)."""
-        base = self.platform.mailbox.base
+        base = self.machine.mailbox.base
         if vector >= LOW_MEMORY and not base + OFFSETS["reserved_for_os"] <= vector < base + FIRMWARE_HALF:
             self.note(f"warning: WakeupVector {vector:#x} is above 1 MiB and outside the "
                       f"mailbox's ReservedForOs: jumping anyway, as TDVF does")
@@ -424,7 +424,7 @@ class CpuModel:
     def _enter_smm(self, why):
         # the state save map (SMBASE + 0xFE00) keeps what RSM restores
         saved_state, saved_where = self._smm_saved = (self.state, self.where)
-        loaded = self.platform.memory.program_at(SMM_ENTRY)
+        loaded = self.machine.memory.program_at(SMM_ENTRY)
         self.where = f"SMM: {loaded[1] if loaded else 'no handler'}"
         self.in_smm = True
         self.smm_entries += 1
@@ -434,7 +434,7 @@ class CpuModel:
         self._smm_task = cocotb.start_soon(self._smm())
 
     async def _smm(self):
-        loaded = self.platform.memory.program_at(SMM_ENTRY)
+        loaded = self.machine.memory.program_at(SMM_ENTRY)
         if loaded is None:
             # nothing executes RSM: the CPU stays in SMM
             self.where = f"SMM: {SMM_ENTRY:#x} (no code)"
@@ -476,7 +476,7 @@ class CpuModel:
 
     async def _execute(self, address, why):
         while True:
-            loaded = self.platform.memory.program_at(address)
+            loaded = self.machine.memory.program_at(address)
             if loaded is None:
                 self.where = f"{address:#x} (no code)"
                 self.fail(f"{self.name} started at {address:#x} where no code is loaded ({why})")
@@ -501,7 +501,7 @@ class CpuModel:
         raise Jump(address)
 
     async def return_to_firmware(self):
-        """play_dead on an MPWK v1 platform: cli, jump to ResetVector; the firmware loop (the
+        """play_dead on an MPWK v1 machine: cli, jump to ResetVector; the firmware loop (the
         mailbox hardware) takes the CPU back.  Ends the running program."""
         if self.mailbox is None:
             raise RuntimeError(f"{self.name} is not parked on a mailbox: no ResetVector to jump to")
@@ -512,8 +512,8 @@ class CpuModel:
         raise _BackToFirmware()
 
     async def udelay(self, us):
-        """Busy-wait ``us`` microseconds of guest time (scaled by the platform's time_scale)."""
-        ns = self.platform.scaled_ns(us * 1000)
+        """Busy-wait ``us`` microseconds of guest time (scaled by the machine's time_scale)."""
+        ns = self.machine.scaled_ns(us * 1000)
         if ns > 0:
             await Timer(ns, "ns")
 
@@ -541,7 +541,7 @@ class CpuModel:
             await self._woken.wait()
             woke = True
         else:
-            deadline = Timer(self.platform.scaled_ns(timeout_us * 1000), "ns")
+            deadline = Timer(self.machine.scaled_ns(timeout_us * 1000), "ns")
             woke = await First(self._woken.wait(), deadline) is not deadline
         self._set_state(MpState.RUNNABLE, "woken by interrupt" if woke else "hlt timeout")
         return woke

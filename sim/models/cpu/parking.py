@@ -16,8 +16,8 @@ The thread weighed two placements, both modelled here (``ScenarioOptions.parking
 Modelling note: apwake's firmware mailbox is the MMIO peripheral of ``rtl/mpwk_mailbox``; the
 parking loop's mailbox is RAM in :class:`apwake.sim.vip.memory.Memory`.  With the firmware placement both
 sit at the same address, as on a TDX guest where the firmware's loop and the kernel's loop read
-the same page; :meth:`ParkingLoop.holds` lets the platform send each request to the loop that
-holds that APIC ID (:meth:`apwake.sim.models.cpu.platform.Platform.mailbox_port`).
+the same page; :meth:`ParkingLoop.holds` lets the machine send each request to the loop that
+holds that APIC ID (:meth:`apwake.sim.models.cpu.machine.Machine.mailbox_port`).
 """
 
 from apwake.rtl.mpwk_mailbox.layouts import APIC_ID_INVALID, Command, FIRMWARE_HALF, OFFSETS, PAGE_SIZE

@@ -75,7 +75,7 @@ async def sev_es_terminate(vcpu, reason_set, reason_code):
 
 async def ghcb_call(cpu, ghcb, exit_code, info1=0, info2=0, *, writer):
     """An NAE event through the GHCB page at ``ghcb``: ``(SW_EXITINFO1, SW_EXITINFO2, bitmap)``."""
-    memory = cpu.platform.memory
+    memory = cpu.machine.memory
     write_request(memory, ghcb, exit_code=exit_code, info1=info1, info2=info2, writer=writer)
     await cpu.vcpu.wrmsr(ghcb)
     await cpu.vmgexit()
@@ -107,7 +107,7 @@ class SevFirmware(Firmware):
 
     async def ap_reset_block(self, cpu):
         """A launched AP: real mode, far jump to the jump table's CS:IP."""
-        cs, ip = jump_table_target(cpu.platform.memory, JUMP_TABLE)
+        cs, ip = jump_table_target(cpu.machine.memory, JUMP_TABLE)
         if (cs, ip) == (0, 0):
             cpu.where = "firmware: AP reset block, AP jump table empty"
             cpu.fail(f"{cpu.name}: launched but the AP jump table holds no CS:IP")
@@ -147,8 +147,8 @@ class SevKernel(Kernel):
     in the jump table page when the negotiated version is 2); False is mainline.
     """
 
-    def __init__(self, platform, *, jump_table_parking=True, **kwargs):
-        super().__init__(platform, BootMethod.MODERN, **kwargs)
+    def __init__(self, machine, *, jump_table_parking=True, **kwargs):
+        super().__init__(machine, BootMethod.MODERN, **kwargs)
         self.jump_table_parking = jump_table_parking
         self.ghcb_version = self.hv_range = self.jump_table = None
         self.park_blob = None

@@ -86,7 +86,7 @@ async def ap_hlt_loop(cpu):
         await cpu.hlt()
 
 
-def setup_smm(platform, ports, duration_us):
+def setup_smm(machine, ports, duration_us):
     """Each AP at a port in ``ports`` starts in the firmware's AP hlt loop and gets an SMI from
     the BSP's firmware just before it jumps to the kernel; the SMI handler holds it
     ``duration_us`` guest microseconds (None: for ever).  Returns the :class:`SmmHandler`.
@@ -96,19 +96,19 @@ def setup_smm(platform, ports, duration_us):
     ValueError
         A port that does not exist, or the BSP's (its firmware raises the SMIs).
     """
-    if platform.smm is None:
-        platform.smm = SmmHandler(platform.memory)
-        platform.memory.load_program(FIRMWARE_AP_LOOP, ap_hlt_loop, owner=Owner.FIRMWARE,
+    if machine.smm is None:
+        machine.smm = SmmHandler(machine.memory)
+        machine.memory.load_program(FIRMWARE_AP_LOOP, ap_hlt_loop, owner=Owner.FIRMWARE,
                                      name="firmware: AP hlt loop")
     targets = []
     for index in ports:
-        if not 0 <= index < len(platform.cpus):
-            raise ValueError(f"SMM CPU port {index} does not exist (0 to {len(platform.cpus) - 1})")
-        cpu = platform.cpus[index]
+        if not 0 <= index < len(machine.cpus):
+            raise ValueError(f"SMM CPU port {index} does not exist (0 to {len(machine.cpus) - 1})")
+        cpu = machine.cpus[index]
         if cpu.is_bsp:
             raise ValueError(f"SMM CPU port {index} is the BSP; an SMM CPU must be an AP")
         cpu.start_parked(FIRMWARE_AP_LOOP, "firmware: AP hlt loop")
-        platform.smm.hold(cpu, duration_us)
+        machine.smm.hold(cpu, duration_us)
         targets.append(cpu)
 
     async def raise_smis(bsp):
@@ -120,5 +120,5 @@ def setup_smm(platform, ports, duration_us):
                 await bsp.apic.wait_idle()
             bsp.note(f"firmware: SMI to APIC ID {cpu.apic_id:#x}")
 
-    platform.handoff.append(raise_smis)
-    return platform.smm
+    machine.handoff.append(raise_smis)
+    return machine.smm

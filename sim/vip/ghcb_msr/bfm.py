@@ -17,7 +17,7 @@ __all__ = ["VcpuPort", "GuestMemoryResponder", "ApicEvents"]
 
 
 class VcpuPort(Driver):
-    """One vCPU's GHCB MSR and VMGEXIT (``vcpu__{i}__*`` on the unit, the same on the platform)."""
+    """One vCPU's GHCB MSR and VMGEXIT (``vcpu__{i}__*`` on the unit, the same on the SEV system)."""
 
     def __init__(self, dut, index, prefix="vcpu__"):
         super().__init__(dut.clk, f"vCPU {index}")

@@ -1,16 +1,16 @@
-"""The GHCB MSR trap unit alone (block tests) and the SEV-ES platform (scenarios) as
+"""The GHCB MSR trap unit alone (block tests) and the SEV-ES system (scenarios) as
 simulation designs."""
 
 from dataclasses import asdict, dataclass
 
 from apwake.rtl.ghcb_msr import GhcbMsrUnit
-from apwake.rtl.platform.sev import SevPlatform
+from apwake.rtl.system.sev import SevSystem
 
 from apwake.sim.harness.build import ComponentDesign, port_names
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
-__all__ = ["GhcbConfig", "GhcbDesign", "SevPlatformConfig", "SevPlatformDesign"]
+__all__ = ["GhcbConfig", "GhcbDesign", "SevSystemConfig", "SevSystemDesign"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,10 @@ class GhcbDesign(ComponentDesign):
 
 
 @dataclass(frozen=True)
-class SevPlatformConfig(OnFabricConfig):
+class SevSystemConfig(OnFabricConfig):
     """An SEV-ES guest: the fabric's CPUs as vCPUs of one VM, the GHCB MSR unit of its hypervisor."""
 
-    ENV = "APWAKE_SEV_PLATFORM_CONFIG"
+    ENV = "APWAKE_SEV_SYSTEM_CONFIG"
     fabric: FabricConfig
     min_version: int = 1
     max_version: int = 2
@@ -64,10 +64,10 @@ class SevPlatformConfig(OnFabricConfig):
         return f"{self.fabric.label}-sev-es-v{self.min_version}-{self.max_version}"
 
 
-class SevPlatformDesign(OnFabricDesign):
-    """:class:`apwake.rtl.platform.sev.SevPlatform`."""
+class SevSystemDesign(OnFabricDesign):
+    """:class:`apwake.rtl.system.sev.SevSystem`."""
 
-    name = "apwake_sev_platform"
+    name = "apwake_sev_system"
 
     def wrap(self, fabric):
-        return SevPlatform(fabric, **self.config.unit_parameters())
+        return SevSystem(fabric, **self.config.unit_parameters())

@@ -97,7 +97,7 @@ class FabricDesign(Design):
 
 class OnFabricConfig(EnvConfig):
     """Mixin for the configurations of designs built around the fabric (the mailbox, SEV-ES and
-    SoC platforms): a frozen dataclass with a ``fabric`` field, which arrives as a dict from JSON."""
+    SoC systems): a frozen dataclass with a ``fabric`` field, which arrives as a dict from JSON."""
 
     def __post_init__(self):
         if isinstance(self.fabric, dict):

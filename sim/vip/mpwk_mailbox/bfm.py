@@ -146,7 +146,7 @@ class MailboxEnv:
 
 
 class MailboxPorts:
-    """The mailbox of a platform top (``mailbox_bus``, ``mailbox_ap``): the OS's memory port and
+    """The mailbox of a system top (``mailbox_bus``, ``mailbox_ap``): the OS's memory port and
     one :class:`ParkedAp` per AP."""
 
     def __init__(self, dut, ap_ids, base):

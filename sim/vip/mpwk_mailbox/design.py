@@ -4,16 +4,16 @@ from dataclasses import asdict, dataclass
 
 from apwake.rtl.mpwk_mailbox import MpwkMailbox
 from apwake.rtl.mpwk_mailbox.mailbox import madt_entry
-from apwake.rtl.platform.mpwk import X86Platform
+from apwake.rtl.system.mpwk import MpwkSystem
 
 from apwake.sim.harness.build import ComponentDesign, port_names
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
-__all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV", "PlatformConfig", "PlatformDesign",
-           "PLATFORM_ENV"]
+__all__ = ["MailboxConfig", "MailboxDesign", "CONFIG_ENV", "MpwkSystemConfig", "MpwkSystemDesign",
+           "MPWK_SYSTEM_ENV"]
 
-PLATFORM_ENV = "APWAKE_PLATFORM_CONFIG"
+MPWK_SYSTEM_ENV = "APWAKE_MPWK_SYSTEM_CONFIG"
 
 CONFIG_ENV = "APWAKE_MAILBOX_CONFIG"
 
@@ -54,10 +54,10 @@ class MailboxDesign(ComponentDesign):
 
 
 @dataclass(frozen=True)
-class PlatformConfig(OnFabricConfig):
-    """A TDX-style platform: the fabric's CPUs, the APs parked on an MPWK mailbox."""
+class MpwkSystemConfig(OnFabricConfig):
+    """A TDX-style system: the fabric's CPUs, the APs parked on an MPWK mailbox."""
 
-    ENV = PLATFORM_ENV
+    ENV = MPWK_SYSTEM_ENV
     fabric: FabricConfig
     version: int = 1
     base: int = 0x7FFF_D000
@@ -81,10 +81,10 @@ class PlatformConfig(OnFabricConfig):
 
 
 
-class PlatformDesign(OnFabricDesign):
-    """:class:`apwake.rtl.platform.mpwk.X86Platform`."""
+class MpwkSystemDesign(OnFabricDesign):
+    """:class:`apwake.rtl.system.mpwk.MpwkSystem`."""
 
-    name = "apwake_platform"
+    name = "apwake_mpwk_system"
 
     def wrap(self, fabric):
-        return X86Platform(fabric, **self.config.mailbox_parameters())
+        return MpwkSystem(fabric, **self.config.mailbox_parameters())

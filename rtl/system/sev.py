@@ -18,10 +18,10 @@ from apwake.rtl.ghcb_msr import GhcbMsrUnit, VcpuPortSignature, connect_apic_eve
 from apwake.rtl.ghcb_msr.layouts import TermReason
 from apwake.rtl.lapic.signatures import CpuPortSignature, TraceSignature
 
-__all__ = ["SevPlatform"]
+__all__ = ["SevSystem"]
 
 
-class SevPlatform(wiring.Component):
+class SevSystem(wiring.Component):
     """Parameters: ``fabric`` (an :class:`ApicFabric`, not yet elaborated) and keyword arguments
     of :class:`GhcbMsrUnit` without ``n_vcpus``/``bsp_index`` (taken from the fabric)."""
 

@@ -20,12 +20,12 @@ from apwake.sim.vip.memory import Memory
 from .model import CpuModel
 from .parking import RamMailbox
 
-__all__ = ["Platform", "DEFAULT_TIME_SCALE"]
+__all__ = ["Machine", "DEFAULT_TIME_SCALE"]
 
 DEFAULT_TIME_SCALE = 0.001
 
 
-class Platform:
+class Machine:
     """The simulated machine.
 
     Attributes
@@ -38,7 +38,7 @@ class Platform:
     madt : bytes
         The MADT interrupt controller structures the firmware publishes: one processor entry
         per CPU in port order (:func:`apwake.sim.models.madt.processor_entries`), then any a
-        platform adds (the MP wakeup mailbox's).
+        machine adds (the MP wakeup mailbox's).
     """
 
     def __init__(self, env, *, time_scale=DEFAULT_TIME_SCALE, sipi_before_init=True):
@@ -71,8 +71,8 @@ class Platform:
             cpu.park_on_mailbox(ap_port)
 
     def attach_sev(self, dut):
-        """An SEV-ES guest (``rtl/platform/sev.py``): each CPU on its vCPU port, the unit's
-        memory port served from this platform's memory."""
+        """An SEV-ES guest (``rtl/system/sev.py``): each CPU on its vCPU port, the unit's
+        memory port served from this machine's memory."""
         self.guest_memory = GuestMemoryResponder(dut, self.memory, prefix="ghcb_memory__")
         cocotb.start_soon(self.guest_memory.run())
         for cpu in self.cpus:

@@ -1,4 +1,4 @@
-"""An x86 platform for simulation: the local APIC fabric plus the MP wakeup mailbox.
+"""An x86 system for simulation: the local APIC fabric plus the MP wakeup mailbox.
 
 The mailbox serves every CPU but the BSP (TDX parks all APs in firmware, docs/spec/mpwk.md §3).  Ports:
 ``cpu``/``trace`` as :class:`apwake.rtl.lapic.ApicFabric`, ``mailbox_bus`` (the OS's view of the page)
@@ -15,10 +15,10 @@ from apwake.rtl.lapic.signatures import CpuPortSignature, TraceSignature
 from apwake.rtl.mpwk_mailbox import ApPortSignature, MpwkMailbox
 from apwake.rtl.mpwk_mailbox.layouts import MailboxStatus
 
-__all__ = ["X86Platform"]
+__all__ = ["MpwkSystem"]
 
 
-class X86Platform(wiring.Component):
+class MpwkSystem(wiring.Component):
     """Parameters: ``fabric`` (an :class:`ApicFabric`, not yet elaborated) and ``mailbox``
     keyword arguments for :class:`MpwkMailbox` without ``apic_ids`` (taken from the fabric)."""
 
