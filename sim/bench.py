@@ -4,7 +4,10 @@ For each CPU count (default 8, 64, 255):
 
 * build time: cold (conversion + Verilator compile into an empty cache) and cached;
 * ``init-sipi-parallel``: wall time of the run in the simulator, simulated cycles, cycles/s;
-* the idle ceiling: cycles/s of the same build clocked with no Python activity;
+* the idle ceiling: cycles/s of the same build clocked by cocotb with no Python activity;
+* the pure-C++ ceiling: the same Verilog clocked by a C++ loop (no VPI, no Python), built the
+  way the harness builds it (hierarchical APIC) and flat (:mod:`apwake.sim.harness.ceiling`);
+  the scenario's share of the fastest of the two is the figure issue 12 sets a target for;
 * the same scenario on Icarus Verilog (when ``iverilog`` is installed), as a slowdown ratio;
 * for 64 CPUs, what the stock runner's ``--public-flat-rw`` would cost (compile, idle speed).
 
@@ -21,6 +24,7 @@ import tempfile
 import time
 
 from apwake.sim.harness.build import build
+from apwake.sim.harness.ceiling import VARIANTS, build_ceiling
 from apwake.sim.harness.paths import CHECKOUT, out_dir
 from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
 from apwake.sim.harness.run import run_cocotb
@@ -132,6 +136,13 @@ def main(args):
                    "idle_cycles_per_s": round(idle_cps),
                    "online": len(report["online"])}
             row["fraction_of_idle"] = round(row["cycles_per_s"] / row["idle_cycles_per_s"], 3)
+            if not args.no_cpp:
+                for variant in VARIANTS:
+                    ceiling = build_ceiling(cold, variant, out / f"ceiling-{label}-{variant}")
+                    row[f"cpp_{variant}_compile_s"] = round(ceiling.compile_s, 1)
+                    row[f"cpp_{variant}_cycles_per_s"] = round(ceiling.run(max(20_000, 4_000_000 // n)))
+                fastest = max(row[f"cpp_{v}_cycles_per_s"] for v in VARIANTS)
+                row["fraction_of_cpp"] = round(row["cycles_per_s"] / fastest, 3)
             if have_icarus:
                 icarus, icarus_process_s = _icarus(cold, config, label, out, timeout_s=args.icarus_timeout)
                 if icarus is None:
@@ -159,12 +170,19 @@ def main(args):
 def _print_table(rows):
     print()
     print(f"{'CPUs':>5} {'build cold':>10} {'cached':>7} {'scenario':>9} {'cycles':>9} "
-          f"{'cycles/s':>10} {'idle c/s':>10} {'of idle':>7} {'Icarus x':>9}")
+          f"{'cycles/s':>10} {'idle c/s':>10} {'of idle':>7} {'C++ hier':>9} {'C++ flat':>9} "
+          f"{'of C++':>7} {'Icarus x':>9}")
     for r in rows:
         icarus = r.get("icarus_slowdown", r.get("icarus", "-"))
+        cpp = [f"{r[k]:>9,}" if k in r else f"{'-':>9}"
+               for k in ("cpp_hierarchical_cycles_per_s", "cpp_flat_cycles_per_s")]
+        of_cpp = f"{r['fraction_of_cpp']:>6.0%}" if "fraction_of_cpp" in r else f"{'-':>6}"
         print(f"{r['cpus']:>5} {r['build_cold_s']:>9.1f}s {r['build_cached_s']:>6.2f}s "
               f"{r['scenario_wall_s']:>8.2f}s {r['cycles']:>9} {r['cycles_per_s']:>10,} "
-              f"{r['idle_cycles_per_s']:>10,} {r['fraction_of_idle']:>6.0%} {str(icarus):>9}")
+              f"{r['idle_cycles_per_s']:>10,} {r['fraction_of_idle']:>6.0%} {cpp[0]} {cpp[1]} "
+              f"{of_cpp} {str(icarus):>9}")
+    print("of idle: the scenario's cycles/s over cocotb's idle clocking of the same binary; "
+          "of C++: over the fastest pure-C++ ceiling (C++ hier, C++ flat)")
     for r in rows:
         if "public_flat_rw_build_s" in r:
             print(f"--public-flat-rw at {r['cpus']} CPUs: build {r['public_flat_rw_build_s']} s "

@@ -308,9 +308,10 @@ def _build(args):
 
 
 def _cpus(text):
+    from apwake.rtl.lapic.fabric import MAX_APICS
     value = int(text)
-    if not 1 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"--cpus must be 1 to 255, not {value}")
+    if not 1 <= value <= MAX_APICS:
+        raise argparse.ArgumentTypeError(f"--cpus must be 1 to {MAX_APICS}, not {value}")
     return value
 
 
@@ -328,8 +329,10 @@ def main(argv=None):
     run.add_argument("arguments", nargs=argparse.REMAINDER)
     run.set_defaults(func=_run)
     bench = sub.add_parser("bench", help="simulation speed figures")
-    bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255)")
+    bench.add_argument("--cpus", type=_cpus, action="append", help="sizes (default 8, 64, 255; up to 4096)")
     bench.add_argument("--no-icarus", action="store_true", help="skip the Icarus comparison")
+    bench.add_argument("--no-cpp", action="store_true",
+                       help="skip the pure-C++ ceilings (hierarchical and flat builds)")
     bench.add_argument("--icarus-timeout", type=float, default=600,
                        help="give up on an Icarus run after this many seconds")
     bench.add_argument("--skip-public-flat-rw", action="store_true",

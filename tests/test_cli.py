@@ -171,8 +171,8 @@ def run_main(capsys, *args):
     (["init-sipi", "--callin-timeout-ms", "-1"], "--callin-timeout-ms must be a number > 0, not -1"),
     (["init-sipi", "--nr-cpus", "0"], "--nr-cpus must be an integer >= 1, not 0"),
     # ranges, choices and file names
-    (["init-sipi", "--cpus", "256"], "--cpus must be an integer from 1 to 255, not 256"),
-    (["init-sipi", "--cpus", "two"], "--cpus must be an integer from 1 to 255, not two"),
+    (["init-sipi", "--cpus", "4097"], "--cpus must be an integer from 1 to 4096, not 4097"),
+    (["init-sipi", "--cpus", "two"], "--cpus must be an integer from 1 to 4096, not two"),
     (["init-sipi", "--timeline", "x.jpg"],
      "--timeline must be a file name ending in .png or .svg, not 'x.jpg'"),
     (["init-sipi", "--waves", "x.vcd"], "--waves must be a file name ending in .fst, not 'x.vcd'"),

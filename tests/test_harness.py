@@ -157,3 +157,17 @@ def test_each_xdist_worker_has_its_own_run_folders(monkeypatch):
     serial = runs_dir()
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     assert runs_dir() == serial / "gw1"
+
+
+@pytest.mark.verilator
+def test_pure_cpp_ceiling_clocks_the_design_exactly(tmp_path):
+    """The benchmark's pure-C++ ceiling (sim/harness/ceiling.py) clocks the cached Verilog the
+    number of cycles asked: the fabric's time-stamp counter, which counts cycles from reset,
+    ends at that count."""
+    from apwake.sim.harness.ceiling import build_ceiling
+    ceiling = build_ceiling(build(FabricDesign(FabricConfig.contiguous(1))), "hierarchical", tmp_path)
+    result = ceiling.measure(12_345)
+    assert result["cycles"] == result["tsc"] == 12_345
+    assert result["wall_s"] > 0
+    with pytest.raises(ValueError, match=r"cycles must be a positive integer, not 0"):
+        ceiling.measure(0)

@@ -63,7 +63,7 @@ def test_linux_checks_version_and_length_together():
     (dict(version=0, ack_bytes=4), r"ack_bytes must be 8 \(TDVF\) or 2, not 4"),
     (dict(version=0, ack_clears="apic_id"),
      r"ack_clears must be 'command' or 'wakeup_vector' \(the edk2 bug\), not 'apic_id'"),
-    (dict(version=0, apic_ids=range(256)), r"apic_ids must list 0 to 255 APs, not 256"),
+    (dict(version=0, apic_ids=range(4096)), r"apic_ids must list 0 to 4095 APs, not 4096"),
     (dict(version=0, no_target_timeout=0), r"no_target_timeout must be 1 to"),
     (dict(version=0, status_base=0x7FFF_D100), r"status_base must be 16-byte aligned outside the page"),
 ])

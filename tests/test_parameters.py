@@ -26,8 +26,8 @@ def _rejected_objects_are_not_unused():
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
-    (dict(apic_ids=[]), ValueError, r"apic_ids must list 1 to 255 APIC IDs"),
-    (dict(apic_ids=list(range(256))), ValueError, r"apic_ids must list 1 to 255"),
+    (dict(apic_ids=[]), ValueError, r"apic_ids must list 1 to 4096 APIC IDs"),
+    (dict(apic_ids=list(range(4097))), ValueError, r"apic_ids must list 1 to 4096"),
     (dict(apic_ids=[0, "1"]), TypeError, r"apic_ids\[1\] must be an integer, not '1'"),
     (dict(apic_ids=[0, 0xFFFF_FFFF]), ValueError, r"apic_ids\[1\] = 0xffffffff is not an x2APIC ID"),
     (dict(apic_ids=[0, -1]), ValueError, r"apic_ids\[1\] = -0x1 is not an x2APIC ID"),
@@ -67,7 +67,7 @@ def test_fabric_config():
 
 
 def test_other_parameters():
-    with pytest.raises(ValueError, match=r"RoundRobinArbiter n must be an integer from 1 to 256, not 0"):
+    with pytest.raises(ValueError, match=r"RoundRobinArbiter n must be an integer from 1 to 4096, not 0"):
         RoundRobinArbiter(0)
     with pytest.raises(TypeError, match=r"n_ports must be a positive integer, not 0"):
         TraceSignature(n_ports=0)

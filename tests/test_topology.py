@@ -95,7 +95,7 @@ def test_topology_sets_the_cpus_and_ids():
     (("--topology", "2x2x2", "--cpus", "4"), "--cpus 4 disagrees with --topology 2x2x2 (8 CPUs)"),
     (("--topology", "2x2x2", "--apic-ids", "0,1"), "use one"),
     (("--apic-ids", "0,0x100000000"), "--apic-ids: APIC ID 0x100000000 is outside"),
-    (("--topology", "16x16x2"), "512 CPUs"),
+    (("--topology", "32x64x4"), "8192 CPUs"),
     (("--apic-ids", "0,zz"), "--apic-ids: '0,zz' is neither a list of APIC IDs nor a file"),
     (("--apic-ids", "0,0x1g"), "--apic-ids: '0,0x1g' is neither a list of APIC IDs nor a file"),
     (("--apic-ids", "0,1x"), "--apic-ids: APIC ID '1x' is not a number"),

@@ -31,7 +31,10 @@ from .signatures import CpuPortSignature, TraceSignature
 
 __all__ = ["ApicFabric", "MAX_APICS"]
 
-MAX_APICS = 255
+#: The most ports a fabric takes.  Nothing in the RTL depends on it (every width follows from the
+#: number of ports); it guards against a typo costing an hour of build.  1024 CPUs is the size
+#: the project measures (docs/PERFORMANCE.md); 4096 costs only time.
+MAX_APICS = 4096
 
 
 class ApicFabric(wiring.Component):
@@ -40,7 +43,7 @@ class ApicFabric(wiring.Component):
     Parameters
     ----------
     apic_ids : sequence of int
-        The APIC ID of each CPU port, in port order; 1 to 255 entries, each a 32-bit x2APIC ID
+        The APIC ID of each CPU port, in port order; 1 to :data:`MAX_APICS` entries, each a 32-bit x2APIC ID
         0 to 0xFFFF_FFFE (0xFFFF_FFFF is the x2APIC broadcast).  Need not be contiguous.  An
         APIC whose ID is above 0xFE runs only in x2APIC mode (it starts in it and refuses to
         leave it, :class:`~apwake.rtl.lapic.register_file.RegisterFile`); the others start in
@@ -136,7 +139,7 @@ class ApicFabric(wiring.Component):
         bus_valid = Signal()
         bus_msg = Signal(FabricMessage)
         bus_source = Signal(n)            # one-hot sender
-        bus_source_index = Signal(8)
+        bus_source_index = Signal(range(max(n, 2)))
 
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
         # A sender whose message is on the bus this cycle is not granted again.

@@ -129,8 +129,8 @@ LINK_RX = ("rx_valid", "rx_msg", "rx_self", "rx_match", "rx_priority", "lp_grant
 class TraceSignature(wiring.Signature):
     """The fabric bus as seen by a monitor: one message per cycle at most.
 
-    ``source`` is the sender's port index, ``accept`` has one bit per port: the APICs that
-    accepted the message in this cycle.
+    ``source`` is the sender's port index (``range(max(n_ports, 2))``: 1 bit up to 2 ports, 10 bits for
+    1024), ``accept`` has one bit per port: the APICs that accepted the message in this cycle.
     """
 
     def __init__(self, *, n_ports):
@@ -140,7 +140,7 @@ class TraceSignature(wiring.Signature):
         super().__init__({
             "valid": Out(1),
             "msg": Out(FabricMessage),
-            "source": Out(8),
+            "source": Out(range(max(n_ports, 2))),
             "accept": Out(n_ports),
         })
 

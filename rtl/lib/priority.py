@@ -1,6 +1,6 @@
 """Log-depth priority logic: find-first-set trees and a fair round-robin arbiter.
 
-256-bit IRR/ISR scans and 255-port arbitration written as if-chains unroll into hundreds of
+256-bit IRR/ISR scans and 1024-port arbitration written as if-chains unroll into hundreds of
 nested multiplexers; these trees keep depth O(log n) and size O(n), so conversion, Verilator
 compile time and FPGA timing stay flat as the fabric grows.
 """
@@ -87,7 +87,7 @@ class RoundRobinArbiter(wiring.Component):
     Parameters
     ----------
     n : int
-        Number of requesters, 1 to 256.
+        Number of requesters, 1 to 4096 (the cost is O(n): n-bit one-hot arithmetic).
 
     Attributes
     ----------
@@ -100,8 +100,8 @@ class RoundRobinArbiter(wiring.Component):
     """
 
     def __init__(self, n):
-        if not isinstance(n, int) or not 1 <= n <= 256:
-            raise ValueError(f"RoundRobinArbiter n must be an integer from 1 to 256, not {n!r}")
+        if not isinstance(n, int) or not 1 <= n <= 4096:
+            raise ValueError(f"RoundRobinArbiter n must be an integer from 1 to 4096, not {n!r}")
         self.n = n
         super().__init__({
             "requests": In(n),

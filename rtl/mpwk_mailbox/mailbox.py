@@ -16,7 +16,11 @@ from .layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, ApState, Command, FIRM
                       MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
 from .registers import STATUS_MAP
 
-__all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS", "madt_entry"]
+__all__ = ["MpwkMailbox", "ApPortSignature", "STATUS_WORDS", "MAX_APS", "madt_entry"]
+
+#: The most APs one mailbox serves: a typo guard, not a width (each AP has its own state and
+#: wake-up vector registers, so the cost grows with the count).  The APIC fabric takes 4096.
+MAX_APS = 4095
 
 #: the status window's registers in word order: STATUS (write 1 to clear), then the APIC ID of the
 #: last flagged request (:data:`apwake.rtl.mpwk_mailbox.registers.STATUS_MAP`)
@@ -93,7 +97,7 @@ class MpwkMailbox(wiring.Component):
         Physical address of the page: 4 KiB aligned, non-zero (0 means "no mailbox" to Linux),
         below 4 GiB (the bus is 32-bit).
     apic_ids : sequence of int
-        x2APIC IDs of the parked APs, in port order.
+        x2APIC IDs of the parked APs, in port order; 0 to :data:`MAX_APS` of them.
     version : int
         Mailbox version 0 (ACPI 6.4/6.5) or 1 (6.6, ResetVector and Test).
     reset_vector : int
@@ -118,8 +122,8 @@ class MpwkMailbox(wiring.Component):
                              f"not {base!r}")
         apic_ids = list(apic_ids)
         # zero APs is a 1-vCPU guest: TDVF still publishes the mailbox, nobody answers it
-        if not 0 <= len(apic_ids) <= 255:
-            raise ValueError(f"apic_ids must list 0 to 255 APs, not {len(apic_ids)}")
+        if not 0 <= len(apic_ids) <= MAX_APS:
+            raise ValueError(f"apic_ids must list 0 to {MAX_APS} APs, not {len(apic_ids)}")
         for i, apic_id in enumerate(apic_ids):
             if not isinstance(apic_id, int) or not 0 <= apic_id < APIC_ID_BROADCAST:
                 raise ValueError(f"apic_ids[{i}] = {apic_id!r} is not a usable x2APIC ID")

@@ -21,6 +21,8 @@ import textwrap
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, ClassVar
 
+from apwake.rtl.lapic.fabric import MAX_APICS
+
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.models.cpu.lapic_setup import TIMER_MODES, X2APIC_MODES
 from apwake.sim.models.cpu.linux import X2APIC_HANDOFFS
@@ -243,7 +245,7 @@ class Option:
 
 # The run settings: the design's size and what the run writes.  Each scenario kind lists the
 # ones it takes (MODEL_RUN_OPTIONS; soc-demo its own).
-CPUS = Option("cpus", int, 8, "CPUs on the APIC fabric", minimum=1, maximum=255, metavar="N",
+CPUS = Option("cpus", int, 8, "CPUs on the APIC fabric", minimum=1, maximum=MAX_APICS, metavar="N",
               field=None)
 TOPOLOGY = Option("topology", str, None, "CPUs as PACKAGESxCORESxTHREADS (2x4x2): APIC IDs made "
                   "of package, core and thread bit fields as CPUID reports them (sparse when a "
