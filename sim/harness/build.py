@@ -193,6 +193,32 @@ def _write_atomically(path, text):
     os.replace(tmp, path)
 
 
+#: Amaranth 0.5 numbers a net as ``cell << 16 | bit`` and the top's inputs are one cell, so a
+#: top module takes at most this many input bits (amaranth/hdl/_nir.py, ``Net.from_cell``).
+AMARANTH_TOP_INPUT_BITS = 1 << 16
+
+
+def check_top_inputs(design, top):
+    """Refuse a top whose input ports Amaranth 0.5 cannot convert (it fails with a bare
+    AssertionError deep in its netlist builder).
+
+    Raises
+    ------
+    BuildError
+        Naming the design, its input bit count and the limit.
+    """
+    from amaranth import Shape
+    from amaranth.lib.wiring import Flow
+    bits = 2 + sum(Shape.cast(member.shape).width for _, member, _ in top.signature.flatten(top)
+                   if member.flow is Flow.In)      # 2: clk and rst
+    if bits > AMARANTH_TOP_INPUT_BITS:
+        raise BuildError(
+            f"{design.name} has {bits} input bits on its top module; Amaranth 0.5 converts at most "
+            f"{AMARANTH_TOP_INPUT_BITS} (the APIC fabric: 106 per CPU, so at most 618 CPUs; "
+            f"docs/PERFORMANCE.md, 'Beyond 600 CPUs')")
+    return bits
+
+
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -205,6 +231,7 @@ def _convert(design, out_dir):
     for file_name, text in design.verilog_files().items():
         (tmp / file_name).write_text(text)
     top = design.top()
+    check_top_inputs(design, top)
     (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
     ports = ["clk", "rst"] + port_names(top)
     (tmp / "ports.json").write_text(json.dumps(ports))
