@@ -172,15 +172,3 @@ def test_pure_cpp_ceiling_clocks_the_design_exactly(tmp_path):
     with pytest.raises(ValueError, match=r"cycles must be a positive integer, not 0"):
         ceiling.measure(0)
 
-
-def test_top_beyond_amaranths_input_limit_is_refused_by_name():
-    """Amaranth 0.5 converts a top with at most 65536 input bits and otherwise fails with a bare
-    AssertionError; the harness names the design, the count and the limit instead.  The fabric
-    takes 106 input bits per CPU (its CPU ports and LINT pins) and clk and rst."""
-    from apwake.sim.harness.build import check_top_inputs
-    fits = FabricDesign(FabricConfig.contiguous(618))
-    assert check_top_inputs(fits, fits.top()) == 2 + 106 * 618 <= 65536
-    too_big = FabricDesign(FabricConfig.contiguous(619))
-    with pytest.raises(BuildError, match=r"apwake_fabric has 65616 input bits on its top module; "
-                                         r"Amaranth 0.5 converts at most 65536"):
-        check_top_inputs(too_big, too_big.top())

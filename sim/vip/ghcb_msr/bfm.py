@@ -11,6 +11,7 @@ from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 from apwake.rtl.ghcb_msr.layouts import VcpuState
 
 from apwake.sim.harness.handshake import Driver, SimTimeout, watchdog_cycles
+from apwake.sim.harness.pins import port
 from apwake.sim.vip.memory import Owner
 
 __all__ = ["VcpuPort", "GuestMemoryResponder", "ApicEvents"]
@@ -21,7 +22,7 @@ class VcpuPort(Driver):
 
     def __init__(self, dut, index, prefix="vcpu__"):
         super().__init__(dut.clk, f"vCPU {index}")
-        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
+        sig = lambda name: port(dut, f"{prefix}{index}__{name}")
         self.index = index
         self._write, self._wdata, self._rdata = sig("msr_write"), sig("msr_wdata"), sig("msr_rdata")
         self._vmgexit, self.exit_done, self.launch = sig("vmgexit"), sig("exit_done"), sig("launch")
@@ -96,7 +97,7 @@ class GuestMemoryResponder(Driver):
 
     def __init__(self, dut, memory, prefix="memory__", writer=Owner.HYPERVISOR):
         super().__init__(dut.clk, f"guest memory {prefix.rstrip('_')}")
-        sig = lambda name: getattr(dut, prefix + name)
+        sig = lambda name: port(dut, prefix + name)
         self.memory, self.writer = memory, writer
         self._valid, self._ready = sig("req_valid"), sig("req_ready")
         self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
@@ -162,7 +163,7 @@ class ApicEvents(Driver):
 
     def __init__(self, dut, index, prefix="apic__"):
         super().__init__(dut.clk, f"APIC lines of vCPU {index}")
-        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
+        sig = lambda name: port(dut, f"{prefix}{index}__{name}")
         self.index = index
         self._init, self._init_ack = sig("init"), sig("init_ack")
         self._sipi, self._sipi_vector, self._sipi_ack = sig("sipi"), sig("sipi_vector"), sig("sipi_ack")

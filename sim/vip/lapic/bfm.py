@@ -21,6 +21,7 @@ from apwake.rtl.lapic.signatures import Space
 
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness.pins import port
 from .monitor import SendLedger
 
 __all__ = ["ApicPort", "GeneralProtection", "SimTimeout", "make_icr"]
@@ -70,7 +71,7 @@ class ApicPort(Driver):
         self.apic_id = apic_id
         self.sends = SendLedger(self.name)
         prefix = f"cpu__{index}__"
-        sig = lambda name: getattr(dut, prefix + name)
+        sig = lambda name: port(dut, prefix + name)
         self._req_valid = sig("reg__req_valid")
         self._req_ready = sig("reg__req_ready")
         self._space = sig("reg__space")
@@ -92,7 +93,7 @@ class ApicPort(Driver):
         self._inta_done = sig("inta_done")
         self._inta_vector = sig("inta_vector")
         # LINT0/LINT1 pins: only a bare fabric top exposes them (``lint__<index>``)
-        self._lint = getattr(dut, f"lint__{index}", None)
+        self._lint = port(dut, f"lint__{index}", None)
         self._lock = Lock()
         #: the APIC's mode as this port last set it; an APIC whose ID is above 0xFE is in x2APIC
         #: mode from reset (rtl/lapic/register_file.py)

@@ -13,6 +13,7 @@ from apwake.rtl.mpwk_mailbox.layouts import OFFSETS, ApState, MailboxStatus
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.codec import unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness.pins import port
 
 __all__ = ["MemoryBusDriver", "ParkedAp", "MailboxEnv", "MailboxPorts"]
 
@@ -22,7 +23,7 @@ class MemoryBusDriver(Driver):
 
     def __init__(self, dut, prefix="bus__"):
         super().__init__(dut.clk, f"memory port {prefix.rstrip('_')}")
-        sig = lambda name: getattr(dut, prefix + name)
+        sig = lambda name: port(dut, prefix + name)
         self._req_valid, self._req_ready = sig("req_valid"), sig("req_ready")
         self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
         self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
@@ -80,7 +81,7 @@ class ParkedAp(Driver):
 
     def __init__(self, dut, index, apic_id, prefix="ap__"):
         super().__init__(dut.clk, f"AP {index} (APIC ID {apic_id:#x})")
-        sig = lambda name: getattr(dut, f"{prefix}{index}__{name}")
+        sig = lambda name: port(dut, f"{prefix}{index}__{name}")
         self.index, self.apic_id = index, apic_id
         self.wakeups = []
         self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")

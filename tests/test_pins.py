@@ -1,0 +1,50 @@
+"""A pinned top (sim/harness/pins.py: its inputs as registers the simulator writes, the way a
+fabric past Amaranth's 65536 input bits is converted) behaves exactly as the ordinary top."""
+
+import json
+
+import pytest
+
+from apwake.sim.harness.build import build, pins_top, top_input_bits
+from apwake.sim.harness.run import run_cocotb
+from apwake.sim.scenarios.options import ScenarioRequest
+from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+
+#: two xAPIC CPUs and two x2APIC-only ones, so that both register formats cross the pins
+CONFIG = FabricConfig((0, 1, 0x100, 0x12345))
+
+
+class PinnedFabricDesign(FabricDesign):
+    """The fabric converted with its inputs as pins, whatever its size."""
+
+    pinned = True
+
+
+def test_only_an_oversized_top_is_pinned():
+    small = FabricDesign(FabricConfig.contiguous(618))
+    large = FabricDesign(FabricConfig.contiguous(619))
+    assert top_input_bits(small.top()) == 2 + 106 * 618 <= 65536 < top_input_bits(large.top())
+    assert not pins_top(small, small.top()) and pins_top(large, large.top())
+    assert pins_top(PinnedFabricDesign(CONFIG), PinnedFabricDesign(CONFIG).top())
+
+
+def _run(design, tmp_path, label):
+    the_build = build(design)
+    path = tmp_path / f"{label}.json"
+    env = {CONFIG_ENV: CONFIG.to_json(),
+           **ScenarioRequest("init-sipi-parallel", report=str(path)).env()}
+    run_cocotb(the_build, "apwake.sim.scenarios.entry", label=label, extra_env=env)
+    report = json.loads(path.read_text())
+    del report["wall_s"]
+    return the_build, report
+
+
+@pytest.mark.verilator
+def test_pinned_top_runs_the_scenario_as_the_ordinary_one(tmp_path):
+    plain_build, plain = _run(FabricDesign(CONFIG), tmp_path, "plain")
+    pinned_build, pinned = _run(PinnedFabricDesign(CONFIG), tmp_path, "pinned")
+    assert (pinned_build.verilog_dir / "apwake_pin.v").exists()
+    assert not (plain_build.verilog_dir / "apwake_pin.v").exists()
+    assert "input cpu__0__reg__req_valid" not in (pinned_build.verilog_dir / "apwake_fabric.v").read_text()
+    assert plain["passed"] and sorted(plain["online"]) == [0, 1, 0x100, 0x12345]
+    assert pinned == plain, "the same timeline, cycles and bus messages"
