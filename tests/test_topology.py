@@ -103,3 +103,24 @@ def test_topology_sets_the_cpus_and_ids():
 def test_topology_errors_name_the_option(arguments, message):
     with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _parse(*arguments)
+
+
+def test_linux_registers_type_0_entries_first_and_drops_low_x2apic_duplicates():
+    """Linux commit ec9aedb2aa1a: the Local APIC entries first, then the Local x2APIC ones; with
+    Local APIC entries present, an x2APIC entry below 0xFF is a duplicate (the Ivybridge-EP
+    table in the commit listed every CPU twice) and is not registered."""
+    def x2apic(apic_id, uid, flags=1):
+        return struct.pack("<BBHIII", 9, 16, 0, apic_id, flags, uid)
+
+    def lapic(apic_id, uid, flags=1):
+        return struct.pack("<BBBBI", 0, 8, uid, apic_id, flags)
+
+    doubled = lapic(0, 0) + lapic(1, 1) + x2apic(0, 0) + x2apic(1, 1) + x2apic(0x100, 2)
+    assert [p.apic_id for p in parse_processors(doubled)] == [0, 1, 0x100]
+    # table order 0x100, 1, 0: registered as type 0 first
+    mixed = x2apic(0x100, 2) + lapic(1, 1) + lapic(0, 0)
+    assert [(p.apic_id, p.kind) for p in parse_processors(mixed)] == [
+        (1, MADT_TYPE_LOCAL_APIC), (0, MADT_TYPE_LOCAL_APIC), (0x100, MADT_TYPE_LOCAL_X2APIC)]
+    # only x2APIC entries (as some hypervisors publish): low IDs count, the invalid ID does not
+    only_x2apic = x2apic(0, 0) + x2apic(1, 1) + x2apic(0xFFFF_FFFF, 2)
+    assert [p.apic_id for p in parse_processors(only_x2apic)] == [0, 1]

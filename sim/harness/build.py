@@ -220,6 +220,16 @@ def pins_top(design, top):
     return top_input_bits(top) > AMARANTH_TOP_INPUT_BITS
 
 
+def _brief(value, most=8):
+    """``value`` (parameters) for a log line: a list longer than ``most`` shortened to its ends
+    and its length (a 1024-CPU fabric's APIC IDs would fill a screen)."""
+    if isinstance(value, dict):
+        return {key: _brief(item, most) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) and len(value) > most:
+        return f"[{', '.join(map(str, value[:3]))}, ..., {value[-1]}] ({len(value)} items)"
+    return value
+
+
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -239,6 +249,7 @@ def _convert(design, out_dir):
         (tmp / f"{design.name}.v").write_text(
             verilog.convert(pinned, name=design.name, ports=outputs, emit_src=False))
         public = ["clk", "rst", *outputs]
+        (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
     else:
         (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
         public = ports
@@ -344,7 +355,7 @@ def build(design, *, waves=False, variant=None):
             log.info("reusing cached Verilog %s", verilog_dir)
         else:
             t0 = time.monotonic()
-            log.info("converting %s %s to Verilog", design.name, params)
+            log.info("converting %s %s to Verilog", design.name, _brief(params))
             _convert(design, verilog_dir)
             result.convert_s = time.monotonic() - t0
             result.verilog_reused = False

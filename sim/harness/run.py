@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import pins
 from .build import ApwakeVerilator
 from .paths import CHECKOUT, runs_root
 from .waves import write_gtkw
@@ -90,7 +91,8 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
     runner = ApwakeVerilator()
     # a checkout's testbenches (cocotb_tests.*) are imported by module name in the simulator
     path = [str(CHECKOUT)] if CHECKOUT is not None else []
-    env = {"PYTHONPATH": os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")])}
+    env = {"PYTHONPATH": os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
+           pins.TOP_ENV: str(build.verilog_dir)}
     env.update(extra_env or {})
     try:
         runner.test(test_module=test_module, hdl_toplevel=build.toplevel,

@@ -3,9 +3,15 @@
 * Processor entries (ACPI 6.5 §5.2.12.2 "Processor Local APIC Structure", type 0, 8 bytes, and
   §5.2.12.12 "Processor Local x2APIC Structure", type 9, 16 bytes): the firmware lists each CPU
   with a type-0 entry when its APIC ID is below 255 and a type-9 entry otherwise, as the
-  specification requires; :func:`parse_processors` registers both kinds in table order, as
-  Linux's ``acpi_parse_lapic`` and ``acpi_parse_x2apic`` do (arch/x86/kernel/acpi/boot.c),
-  skipping disabled entries and the invalid xAPIC ID 0xFF.
+  specification requires; :func:`parse_processors` registers them as Linux's
+  ``acpi_parse_madt_lapic_entries`` does (arch/x86/kernel/acpi/boot.c): every type-0 entry
+  (``acpi_parse_lapic``), then every type-9 entry (``acpi_parse_x2apic``), skipping disabled
+  entries and the invalid IDs 0xFF and 0xFFFF_FFFF, and, when the table has type-0 entries,
+  type-9 entries with an ID below 0xFF.  That last rule is Linux commit ec9aedb2aa1a ("x86/acpi:
+  Ignore invalid x2APIC entries", 2023), after the ACPI 6.5 §5.2.12.12 compatibility note
+  (IDs below 255 use the Local APIC structure): firmware that listed each CPU twice, once per
+  kind, made Linux count twice the CPUs.  Before it, Linux registered both kinds in table order
+  (``acpi_table_parse_entries_array``).
 * The multiprocessor wakeup entry (type 0x10) as Linux's ``acpi_parse_mp_wake`` reads it
   (docs/spec/mpwk.md §4).
 """
@@ -13,7 +19,7 @@
 import struct
 from dataclasses import dataclass
 
-from apwake.rtl.lapic.layouts import XAPIC_BROADCAST, XAPIC_MAX_ID
+from apwake.rtl.lapic.layouts import X2APIC_BROADCAST, XAPIC_BROADCAST, XAPIC_MAX_ID
 from apwake.rtl.mpwk_mailbox.layouts import MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP
 
 __all__ = ["MpWake", "parse_mp_wake", "MadtError", "Processor", "processor_entries", "parse_processors",
@@ -66,24 +72,29 @@ def _entries(entries):
 
 
 def parse_processors(entries):
-    """The enabled processors in ``entries`` (the MADT's structures, concatenated), in table
-    order.  MadtError for a processor entry shorter than its structure."""
-    found = []
+    """The enabled processors in ``entries`` (the MADT's structures, concatenated) in the order
+    Linux registers them: the type-0 entries, then the type-9 ones (module docstring).
+    MadtError for a processor entry shorter than its structure."""
+    lapics, x2apics = [], []
     for offset, kind, body in _entries(entries):
         if kind == MADT_TYPE_LOCAL_APIC:
             if len(body) < _LAPIC.size:
                 raise MadtError(f"Local APIC entry at offset {offset} has length {len(body)}, not 8")
             _, _, uid, apic_id, flags = _LAPIC.unpack_from(body)
-            if apic_id == XAPIC_BROADCAST:
-                continue            # acpi_parse_lapic: "Ignore invalid ID"
+            lapics.append((apic_id, uid, flags, apic_id == XAPIC_BROADCAST))
         elif kind == MADT_TYPE_LOCAL_X2APIC:
             if len(body) < _X2APIC.size:
                 raise MadtError(f"Local x2APIC entry at offset {offset} has length {len(body)}, not 16")
             _, _, _, apic_id, flags, uid = _X2APIC.unpack_from(body)
-        else:
-            continue
-        if flags & MADT_ENABLED:
-            found.append(Processor(apic_id, uid, True, kind))
+            x2apics.append((apic_id, uid, flags, apic_id == X2APIC_BROADCAST))
+    # has_lapic_cpus: acpi_table_parse_madt counts every type-0 entry it handed over
+    has_lapic_cpus = bool(lapics)
+    found = [Processor(apic_id, uid, True, MADT_TYPE_LOCAL_APIC)
+             for apic_id, uid, flags, invalid in lapics if flags & MADT_ENABLED and not invalid]
+    found += [Processor(apic_id, uid, True, MADT_TYPE_LOCAL_X2APIC)
+              for apic_id, uid, flags, invalid in x2apics
+              if flags & MADT_ENABLED and not invalid
+              and not (has_lapic_cpus and apic_id < XAPIC_BROADCAST)]
     return found
 
 

@@ -184,8 +184,9 @@ class Kernel:
         self.owner = owner
         self.callin_timeout_us = callin_timeout_us
         # The CPUs are the MADT's processor entries (acpi_parse_lapic, acpi_parse_x2apic): CPU 0
-        # is the BSP (its own APIC ID, read_apic_id), the others in table order.  A MADT without
-        # processor entries leaves the boot CPU alone, as Linux then runs uniprocessor.
+        # is the BSP (its own APIC ID, read_apic_id), the others in the order Linux registers
+        # them (the type-0 entries first, sim/models/madt.py).  A MADT without processor
+        # entries leaves the boot CPU alone, as Linux then runs uniprocessor.
         madt = self.memory.read(MADT_ADDRESS + 4, self._read(MADT_ADDRESS, 4))
         ids = [p.apic_id for p in parse_processors(madt)]
         bsp = machine.bsp.apic_id
