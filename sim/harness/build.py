@@ -146,7 +146,7 @@ class Build:
 #: the compile recipe's version, part of every Verilator cache key: bump it when the way a model
 #: is compiled changes (flags set in :func:`build`, :class:`ApwakeVerilator`, sim/harness/toolchain.py's
 #: environment), so that cached models are rebuilt; comments and messages need no bump
-BUILD_RECIPE = 1
+BUILD_RECIPE = 2
 
 
 
@@ -371,7 +371,11 @@ def build(design, *, waves=False, variant=None):
             shutil.rmtree(build_dir, ignore_errors=True)
             build_dir.mkdir(parents=True)
             runner = ApwakeVerilator()
+            # --output-split-cfuncs: the top's functions in pieces of 2000 statements, not
+            # Verilator's 20000: g++ is superlinear in a function's size (64 CPUs: compile
+            # 57 s -> 50 s; the 1024-CPU top is 147 MB of C++, docs/PERFORMANCE.md)
             build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
+                          "--output-split-cfuncs", "2000",
                           *VERILATOR_WAIVERS, *design.verilator_args(), *_USER_ARGS]
             if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
                     and variant != "flat"):

@@ -96,7 +96,7 @@ def build_ceiling(verilog_build, variant, out):
     command = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
                "-j", "0", "-Mdir", str(out), "--top-module", verilog_build.toplevel,
                "--prefix", "Vtop", "-o", "ceiling", "-O3", "--x-assign", "fast",
-               "--x-initial", "fast", *VERILATOR_WAIVERS,
+               "--x-initial", "fast", "--output-split-cfuncs", "2000", *VERILATOR_WAIVERS,
                *(["--hierarchical"] if control else []),
                # the harness's C++ flags (sim/harness/build.py) and the wheel's PCH fix
                "-MAKEFLAGS", "OPT_FAST=-O2 CFG_CXXFLAGS_PCH_I=-include",
