@@ -124,3 +124,19 @@ def test_linux_registers_type_0_entries_first_and_drops_low_x2apic_duplicates():
     # only x2APIC entries (as some hypervisors publish): low IDs count, the invalid ID does not
     only_x2apic = x2apic(0, 0) + x2apic(1, 1) + x2apic(0xFFFF_FFFF, 2)
     assert [p.apic_id for p in parse_processors(only_x2apic)] == [0, 1]
+
+
+def test_kernel_tables_hold_as_many_cpus_as_the_fabric():
+    """The Linux model's per-CPU tables (cpuid_to_apicid[], the online map, the cpuhp sync
+    states) and tr_lock do not overlap for NR_CPUS CPUs.  They were sized for 255 CPUs once, and
+    at 1024 cpuid_to_apicid[] overwrote tr_lock: every AP spun in the trampoline forever."""
+    from apwake.rtl.lapic.fabric import MAX_APICS
+    from apwake.sim.models.cpu import linux
+    assert linux.NR_CPUS == MAX_APICS
+    tables = sorted([(linux._NR_CPU_IDS, 4), (linux._CPUID_TO_APICID, 4 * linux.NR_CPUS),
+                     (linux._ONLINE, linux.NR_CPUS), (linux._SYNC, linux.NR_CPUS),
+                     (linux._TRAMPOLINE_LOCK, 4)])
+    for (start, size), (next_start, _) in zip(tables, tables[1:]):
+        assert start + size <= next_start, f"table at {start:#x} runs into the one at {next_start:#x}"
+    end = tables[-1][0] + tables[-1][1]
+    assert end <= linux._DATA_BYTES and linux._DATA_BYTES % 0x1000 == 0

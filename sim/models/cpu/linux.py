@@ -21,6 +21,7 @@ import enum
 
 from cocotb.triggers import Event
 
+from apwake.rtl.lapic.fabric import MAX_APICS
 from apwake.rtl.lapic.layouts import XAPIC_MAX_ID, DeliveryMode, Esr, Level, Shorthand, Trigger
 from apwake.rtl.mpwk_mailbox.layouts import MADT_OFFSETS, OFFSETS, Command
 from apwake.sim.harness.codec import field_mask
@@ -40,13 +41,16 @@ KERNEL_ENTRY = 0x0100_0000        # kernel text
 KERNEL_DATA = 0x0200_0000         # kernel data (tables below)
 #: a second kernel (kexec) lives in other pages
 KERNEL2_ENTRY, KERNEL2_DATA = 0x0400_0000, 0x0500_0000
-# offsets of the kernel's tables from its data base
+#: the most CPUs the kernel's tables hold (Linux: NR_CPUS), as many as the fabric takes
+NR_CPUS = MAX_APICS
+# offsets of the kernel's tables from its data base, sized for NR_CPUS (they were sized for 255
+# CPUs, and at 1024 cpuid_to_apicid[] overwrote the sync states and tr_lock: every AP spun)
 _NR_CPU_IDS = 0x000
-_CPUID_TO_APICID = 0x100       # u32 per CPU number
-_ONLINE = 0x800                # u8 per CPU number: the online map
-_SYNC = 0xC00                  # u8 per CPU number: cpuhp sync state
-_TRAMPOLINE_LOCK = 0x1000      # the trampoline's bit spin-lock (tr_lock)
-_DATA_BYTES = 0x2000           # the tables above
+_CPUID_TO_APICID = 0x100                     # u32 per CPU number
+_ONLINE = _CPUID_TO_APICID + 4 * NR_CPUS     # u8 per CPU number: the online map
+_SYNC = _ONLINE + NR_CPUS                    # u8 per CPU number: cpuhp sync state
+_TRAMPOLINE_LOCK = _SYNC + NR_CPUS           # the trampoline's bit spin-lock (tr_lock)
+_DATA_BYTES = (_TRAMPOLINE_LOCK + 4 + 0xFFF) & ~0xFFF   # the tables above, in whole pages
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
 _ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
