@@ -28,7 +28,11 @@ from .signatures import ApicEventsSignature, VcpuPortSignature
 from .vcpu import VcpuControl
 
 __all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature", "default_cpuid",
-           "connect_apic_events"]
+           "connect_apic_events", "MAX_VCPUS"]
+
+#: vCPUs one unit serves: each has its own VcpuControl in the unit (not a separately converted
+#: module), and the termination status names a vCPU in 8 bits (TermReason.vcpu)
+MAX_VCPUS = 64
 
 
 def default_cpuid(cbit):
@@ -51,7 +55,7 @@ class GhcbMsrUnit(wiring.Component):
     """Parameters
     ----------
     n_vcpus : int
-        1 to 64.
+        1 to :data:`MAX_VCPUS`.
     bsp_index : int
         The vCPU that runs at creation; the others start UNINITIALIZED.
     min_version, max_version : int
@@ -92,8 +96,8 @@ class GhcbMsrUnit(wiring.Component):
     def __init__(self, *, n_vcpus, bsp_index=0, min_version=PROTOCOL_MIN,
                  max_version=PROTOCOL_MAX, cbit=51, cpuid=None, snp=False,
                  hv_features=HV_FEATURES["snp"] | HV_FEATURES["snp_ap_creation"]):
-        if not isinstance(n_vcpus, int) or not 1 <= n_vcpus <= 64:
-            raise ValueError(f"n_vcpus must be 1 to 64, not {n_vcpus!r}")
+        if not isinstance(n_vcpus, int) or not 1 <= n_vcpus <= MAX_VCPUS:
+            raise ValueError(f"n_vcpus must be 1 to {MAX_VCPUS}, not {n_vcpus!r}")
         if not isinstance(bsp_index, int) or not 0 <= bsp_index < n_vcpus:
             raise ValueError(f"bsp_index must be 0 to {n_vcpus - 1}, not {bsp_index!r}")
         for name, value in (("min_version", min_version), ("max_version", max_version)):

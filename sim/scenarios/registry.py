@@ -60,6 +60,16 @@ class Scenario:
     check: object = None
 
     @property
+    def max_cpus(self):
+        """The most CPUs the scenario's system takes: the fabric's bound, or the GHCB unit's
+        vCPUs for "sev" (the soft-SoC checks its own ``--cpus``)."""
+        if self.system == "sev":
+            from apwake.rtl.ghcb_msr.unit import MAX_VCPUS
+            return MAX_VCPUS
+        from apwake.rtl.lapic.fabric import MAX_APICS
+        return MAX_APICS
+
+    @property
     def all_options(self):
         """The run settings, then the scenario's own options."""
         return self.run_options + self.options
