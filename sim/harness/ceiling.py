@@ -8,8 +8,9 @@ ceiling of the fastest model apwake ships).  Two builds of the same cached Veril
   (:func:`apwake.sim.harness.build.build`);
 * ``flat``: everything inlined, Verilator's fastest model, slower to compile.
 
-Both use the harness's Verilator flags (``-O3``, ``--x-assign fast``, ``--x-initial fast``,
-the waivers, C++ ``-O2`` for the per-cycle code) and ``ceiling_main.cpp`` beside this file.
+Both use the harness's flags (:data:`~apwake.sim.harness.build.VERILATOR_SPEED_ARGS`,
+:data:`~apwake.sim.harness.build.MAKE_SPEED_ARGS`, the waivers) and ``ceiling_main.cpp``
+beside this file.
 """
 
 import json
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import VERILATOR_WAIVERS, BuildError
+from .build import MAKE_SPEED_ARGS, VERILATOR_SPEED_ARGS, VERILATOR_WAIVERS, BuildError
 from .toolchain import verilator_env, verilator_root
 
 __all__ = ["Ceiling", "build_ceiling", "VARIANTS"]
@@ -61,13 +62,18 @@ class Ceiling:
         result = self.measure(cycles)
         return result["cycles"] / result["wall_s"]
 
-    def measure(self, cycles):
+    def measure(self, cycles, *, timeout_s=3600):
         """Clock the idle design ``cycles`` times; return the binary's report, a dict with
         ``cycles``, ``wall_s`` (seconds) and, for a design with a ``tsc`` port (the APIC
-        fabric), ``tsc``, its time-stamp counter at the end.  Errors as :meth:`run`."""
+        fabric), ``tsc``, its time-stamp counter at the end.  Errors as :meth:`run`, and
+        RuntimeError when the binary runs longer than ``timeout_s`` seconds."""
         if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles <= 0:
             raise ValueError(f"cycles must be a positive integer, not {cycles!r}")
-        done = subprocess.run([str(self.binary), str(cycles)], capture_output=True, text=True)
+        try:
+            done = subprocess.run([str(self.binary), str(cycles)], capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.binary} {cycles} did not finish within {timeout_s} s") from None
         if done.returncode:
             raise RuntimeError(f"{self.binary} {cycles} exited with {done.returncode}: "
                                f"{(done.stdout + done.stderr)[-2000:]}")
@@ -95,11 +101,9 @@ def build_ceiling(verilog_build, variant, out):
     control = [verilog_build.verilog_dir / "hier_blocks.vlt"] if variant == "hierarchical" else []
     command = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build",
                "-j", "0", "-Mdir", str(out), "--top-module", verilog_build.toplevel,
-               "--prefix", "Vtop", "-o", "ceiling", "-O3", "--x-assign", "fast",
-               "--x-initial", "fast", "--output-split-cfuncs", "2000", *VERILATOR_WAIVERS,
-               *(["--hierarchical"] if control else []),
-               # the harness's C++ flags (sim/harness/build.py) and the wheel's PCH fix
-               "-MAKEFLAGS", "OPT_FAST=-O2 CFG_CXXFLAGS_PCH_I=-include",
+               "--prefix", "Vtop", "-o", "ceiling", *VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS,
+               *verilog_build.design.verilator_args(), *(["--hierarchical"] if control else []),
+               "-MAKEFLAGS", " ".join(MAKE_SPEED_ARGS),
                *(["-CFLAGS", "-DAPWAKE_CEILING_TSC"] if "tsc" in ports else []),
                str(MAIN), *map(str, verilog), *map(str, control)]
     log = out / "build.log"

@@ -5,22 +5,24 @@ top takes at most 65536 input bits (``Net.from_cell`` in amaranth/hdl/_nir.py); 
 needs 106 per CPU, which stops it at 618 CPUs.  A *pinned* top has no inputs but the clock and
 reset: each input member of the design's signature is driven by an instance of
 :data:`PIN_MODULE`, a register the simulator writes through VPI (Verilator ``public_flat_rw``),
-named like the port it stands for with ``pin__`` in front.  Outputs stay ports.  :func:`port` finds a signal either way,
-so drivers need not know which kind of top they drive.
+named like the port it stands for with ``pin__`` in front.  Outputs stay ports.  :func:`port`
+finds a signal either way, so drivers need not know which kind of top they drive.
 
 The cost is the same as a port's: Verilator re-evaluates what a ``public_flat_rw`` variable
 feeds after a VPI write, as it does for an input.  ``tests/test_pins.py`` runs the same scenario
 on a pinned and an ordinary top and compares the reports.
 """
 
-from amaranth import Elaboratable, Module, Shape, Value
-from amaranth.hdl import Instance
-from amaranth.lib.wiring import Flow
-
 import functools
 import json
 import os
 from pathlib import Path
+
+from amaranth import Elaboratable, Module, Shape, Value
+from amaranth.hdl import Instance
+from amaranth.lib.wiring import Flow
+
+from apwake.rtl.lib.instance import port_name
 
 __all__ = ["PIN_MODULE", "PIN_VERILOG", "PIN_VAR", "PIN_PREFIX", "TOP_ENV", "pinned_top", "port"]
 
@@ -46,10 +48,6 @@ endmodule
 """
 
 
-def _name(path):
-    return "__".join(str(part) for part in path)
-
-
 def pinned_top(top):
     """``(elaboratable, ports)`` for :func:`amaranth.back.verilog.convert`: ``top`` inside a
     module that drives each of its inputs from a pin named like the input port, and the output
@@ -61,11 +59,11 @@ def pinned_top(top):
             for path, member, value in top.signature.flatten(top):
                 if member.flow is Flow.In:
                     width = Shape.cast(member.shape).width
-                    m.submodules[PIN_PREFIX + _name(path)] = Instance(PIN_MODULE, p_WIDTH=width,
+                    m.submodules[PIN_PREFIX + port_name(path)] = Instance(PIN_MODULE, p_WIDTH=width,
                                                                       o_q=value)
             return m
 
-    ports = {_name(path): (Value.cast(value), None) for path, member, value in top.signature.flatten(top)
+    ports = {port_name(path): (Value.cast(value), None) for path, member, value in top.signature.flatten(top)
              if member.flow is Flow.Out}
     return _Pinned(), ports
 
@@ -95,9 +93,7 @@ def port(dut, name, default=...):
         ports, pinned = _top(folder)
         if name in pinned:
             return getattr(getattr(dut, PIN_PREFIX + name), PIN_VAR)
-        if name in ports:
-            return getattr(dut, name)
-        handle = None
+        handle = getattr(dut, name) if name in ports else None
     else:
         handle = getattr(dut, name, None)
     if handle is None:
