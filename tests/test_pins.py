@@ -21,9 +21,9 @@ class PinnedFabricDesign(FabricDesign):
 
 
 def test_only_an_oversized_top_is_pinned():
-    small = FabricDesign(FabricConfig.contiguous(618))
-    large = FabricDesign(FabricConfig.contiguous(619))
-    assert top_input_bits(small.top()) == 2 + 106 * 618 <= 65536 < top_input_bits(large.top())
+    small = FabricDesign(FabricConfig.contiguous(617))
+    large = FabricDesign(FabricConfig.contiguous(618))
+    assert top_input_bits(small.top()) == 2 + 32 + 106 * 617 <= 65536 < top_input_bits(large.top())
     assert not pins_top(small, small.top()) and pins_top(large, large.top())
 
 

@@ -85,6 +85,10 @@ class GhcbMsrUnit(wiring.Component):
         written, §7).
     term : :class:`TermReason`, the first termination: vCPU, reason set and code, and the
         request code that caused it (0x100, or an SNP-only code on an SEV-ES VM; 0 for NAE).
+    idle : Out(1)
+        Nothing changes on its own while the inputs hold (time skipping, docs/ARCHITECTURE.md):
+        no exit served or waiting, no INIT/SIPI for the unit to take, no held vCPU with a wake
+        event.
 
     Behaviour choices (docs/spec/ghcb.md §7, all tested in ``cocotb_tests/ghcb_msr``): any code at any
     time (no negotiation gate, as KVM); hold with an interrupt or NMI pending is not entered and
@@ -126,6 +130,7 @@ class GhcbMsrUnit(wiring.Component):
             "apic": In(ApicEventsSignature()).array(n_vcpus),
             "memory": Out(MemoryBusSignature()),
             "term": Out(TermReason),
+            "idle": Out(1),
         })
 
     def sev_info(self):
@@ -162,6 +167,9 @@ class GhcbMsrUnit(wiring.Component):
             m.d.comb += [getattr(vcpu.control, strobe).eq(getattr(control, strobe) & served)
                          for strobe in ("load_msr", "finish", "hold", "stop", "take_release")]
         m.d.comb += dispatch.requests.eq(Cat(vcpu.request for vcpu in vcpus))
+        # the page engine only works for the dispatcher, which stays busy until it is done
+        m.d.comb += self.idle.eq(~dispatch.busy & (dispatch.requests == 0) &
+                                 Cat(vcpu.settled for vcpu in vcpus).all())
         for status in ("msr", "release", "held_page"):
             m.d.comb += getattr(dispatch.control, status).eq(
                 Array(getattr(vcpu.control, status) for vcpu in vcpus)[dispatch.sel])

@@ -56,6 +56,9 @@ class VcpuControl(wiring.Component):
         The dispatcher is serving this vCPU.
     request : Out(1)
         An exit or a release waits for the dispatcher.
+    settled : Out(1)
+        Nothing here changes on its own while the inputs hold (time skipping): no exit or
+        release waiting, no INIT or SIPI pending in the APIC, no wake event for a held vCPU.
     """
 
     port: In(VcpuPortSignature())
@@ -63,6 +66,7 @@ class VcpuControl(wiring.Component):
     control: In(VcpuControlSignature())
     serving: In(1)
     request: Out(1)
+    settled: Out(1)
 
     def __init__(self, *, bsp, msr_init):
         self.bsp, self.msr_init = bsp, msr_init
@@ -145,4 +149,6 @@ class VcpuControl(wiring.Component):
             m.d.sync += exit_pending.eq(1)
         # exits are served only for a vCPU that runs (KVM does not run one in INIT_RECEIVED)
         m.d.comb += self.request.eq((exit_pending & (state == VcpuState.RUNNABLE)) | release_pending)
+        m.d.comb += self.settled.eq(~(self.request | apic.init | apic.sipi |
+                                      ((state == VcpuState.AP_RESET_HOLD) & wake)))
         return m

@@ -73,6 +73,14 @@ class ApicFabric(wiring.Component):
         LINT0 (bit 0) and LINT1 (bit 1) pins of each CPU; 0 when left unconnected.
     tsc : Out(64)
         The shared time-stamp counter (0 without ``local_interrupts``).
+    advance : In(32)
+        Time skipping (docs/ARCHITECTURE.md "Time skipping"): the extra cycles this clock edge
+        stands for, 0 in normal clocking.  The TSC and every APIC timer count them; set it above
+        0 only for an edge where ``quiescent`` is high with it applied.
+    quiescent : Out(1)
+        No message on the bus and every APIC quiescent
+        (:class:`apwake.rtl.lapic.local_apic.LocalApic`): with the inputs held, nothing but the
+        counters changes for ``advance`` + 1 cycles.
 
     Raises
     ------
@@ -115,6 +123,8 @@ class ApicFabric(wiring.Component):
             "trace": Out(TraceSignature(n_ports=n)),
             "lint": In(2).array(n),
             "tsc": Out(64),
+            "advance": In(32),
+            "quiescent": Out(1),
         })
 
     @property
@@ -126,14 +136,15 @@ class ApicFabric(wiring.Component):
         n = self.n_cpus
         apics = []
         if self.local_interrupts:       # only the TSC-deadline timers read it
-            m.d.sync += self.tsc.eq(self.tsc + 1)
+            m.d.sync += self.tsc.eq(self.tsc + 1 + self.advance)
         for i, apic_id in enumerate(self.apic_ids):
             apic = self._apic_factory(n_vectors=self.n_vectors,
                                       local_interrupts=self.local_interrupts)
             m.submodules[f"apic{i}"] = apic
             wiring.connect(m, wiring.flipped(self.cpu[i]), apic.cpu)
             m.d.comb += [apic.apic_id.eq(apic_id), apic.bsp.eq(i == self.bsp_index),
-                         apic.lint.eq(self.lint[i]), apic.tsc.eq(self.tsc)]
+                         apic.lint.eq(self.lint[i]), apic.tsc.eq(self.tsc),
+                         apic.advance.eq(self.advance)]
             apics.append(apic)
 
         bus_valid = Signal()
@@ -171,6 +182,7 @@ class ApicFabric(wiring.Component):
                 a.link.tx_done.eq(bus_valid & bus_source[i]),
                 a.link.tx_accepted.eq(accept != 0),
             ]
+        m.d.comb += self.quiescent.eq(~bus_valid & Cat(*(a.quiescent for a in apics)).all())
         m.d.comb += [
             self.trace.valid.eq(bus_valid),
             self.trace.msg.eq(bus_msg),

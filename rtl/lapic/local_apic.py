@@ -49,6 +49,8 @@ def local_apic_signature():
         "bsp": In(1),
         "lint": In(2),
         "tsc": In(64),
+        "advance": In(32),
+        "quiescent": Out(1),
     })
 
 
@@ -166,6 +168,13 @@ class LocalApic(wiring.Component):
         The LINT0 (bit 0) and LINT1 (bit 1) pins, synchronous to the fabric clock.
     tsc : Signal(64), in
         The time-stamp counter, shared by all APICs of a fabric.
+    advance : Signal(32), in
+        Time skipping: the extra cycles this clock edge stands for (0 in normal clocking); only
+        while ``quiescent``.  The timer counts them exactly (:class:`ApicTimer`).
+    quiescent : Signal(1), out
+        Nothing of this APIC changes on its own for ``advance`` + 1 cycles while its inputs hold:
+        no IPI waiting for the fabric, no error interrupt on its way, no timer firing (state
+        that only follows an input settles in one edge, which a skipping edge also is).
 
     Raises
     ------
@@ -252,6 +261,7 @@ class LocalApic(wiring.Component):
             errors.soft_reset.eq(soft_reset),
         ]
         if not lsrc:
+            m.d.comb += self.quiescent.eq(~sender.tx_valid)
             m.d.comb += [
                 ints.set_edge.eq(rx.irr_set),
                 events.raise_init.eq(rx.init),
@@ -274,6 +284,7 @@ class LocalApic(wiring.Component):
             timer.tsc.eq(self.tsc),
             timer.deadline_write.eq(regs.deadline_write),
             timer.soft_reset.eq(soft_reset),
+            timer.advance.eq(self.advance),
             local.lvt_timer.eq(regs.lvt_timer),
             local.lvt_error.eq(regs.lvt_error),
             local.lvt_lint0.eq(regs.lvt_lint0),
@@ -293,6 +304,14 @@ class LocalApic(wiring.Component):
             events.raise_smi.eq(rx.smi | local.smi),
             errors.receive_illegal.eq(rx.illegal_vector | local.illegal_vector | regs.lvt_write_illegal),
         ]
+        # Quiescent: besides an IPI waiting for the fabric, nothing raised this cycle by a local
+        # source (a LINT level fires again after the EOI that clears its remote IRR) or an error
+        # (the ESR's interrupt follows one edge later), no error interrupt on its way, and no
+        # timer firing within the skip.
+        raised = (local.irr_edge.any() | local.irr_level.any() | local.nmi | local.smi | local.init
+                  | local.illegal_vector | regs.lvt_write_illegal | sender.send_accept
+                  | sender.send_illegal | regs.illegal_address)
+        m.d.comb += self.quiescent.eq(~sender.tx_valid & ~raised & ~errors.fire & timer.quiet)
         return m
 
 

@@ -1,4 +1,5 @@
-"""The local APIC timer: one-shot, periodic and TSC-deadline (SDM vol. 3 §11.5.4, §11.5.4.1)."""
+"""The local APIC timer: one-shot, periodic and TSC-deadline (SDM vol. 3 §11.5.4, §11.5.4.1),
+with exact time skipping (``advance``, docs/ARCHITECTURE.md "Time skipping")."""
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -27,6 +28,11 @@ class ApicTimer(wiring.Component):
     * A taken LVT_TIMER write that switches into or out of TSC-deadline mode disarms the timer
       (``current`` and ``deadline`` to 0, as KVM's ``apic_update_lvtt``); so does
       ``soft_reset`` (INIT).
+    * **Time skipping.**  A clock edge with ``advance = K`` stands for K + 1 cycles: the
+      prescaler moves K + 1 counts and ``current`` loses every tick of those cycles.  ``quiet``
+      says that the timer does not fire in this cycle nor in the K cycles after it, so the skip
+      is exact; an edge with ``advance`` > 0 is only allowed while ``quiet`` (the harness checks;
+      the TSC, an input, advances by K + 1 in the fabric).  ``advance`` is 0 in normal clocking.
 
     Attributes
     ----------
@@ -48,6 +54,10 @@ class ApicTimer(wiring.Component):
         The current count (TIMER_CURRENT outside TSC-deadline mode).
     deadline : Out(64)
         IA32_TSC_DEADLINE.
+    advance : In(32)
+        Extra cycles this clock edge stands for (time skipping); 0 otherwise.
+    quiet : Out(1)
+        The timer does not fire within this cycle and the ``advance`` cycles after it.
     """
 
     mode: In(TimerMode)
@@ -60,6 +70,8 @@ class ApicTimer(wiring.Component):
     fire: Out(1)
     current: Out(32)
     deadline: Out(64)
+    advance: In(32)
+    quiet: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -68,19 +80,26 @@ class ApicTimer(wiring.Component):
         periodic = self.mode == TimerMode.PERIODIC
 
         prescaler = Signal(7)       # free-running: the divider does not restart on writes
-        m.d.sync += prescaler.eq(prescaler + 1)
-        tick = Signal()
+        m.d.sync += prescaler.eq(prescaler + 1 + self.advance[0:7])
+        # the ticks in this cycle and the `advance` cycles after it: a tick is every cycle whose
+        # prescaler has its low log2(divisor) bits all ones
+        ticks = Signal(40)
         with m.Switch(Cat(self.divide[0:2], self.divide[3])):
             for code, divisor in TIMER_DIVIDE_CODES.items():
+                shift = divisor.bit_length() - 1
                 with m.Case(code):
-                    m.d.comb += tick.eq((prescaler & (divisor - 1)) == divisor - 1)
-        with m.If(~deadline_mode & (current != 0) & tick):
+                    m.d.comb += ticks.eq(((prescaler & (divisor - 1)) + self.advance + 1) >> shift)
+        counting = ~deadline_mode & (current != 0)
+        armed_deadline = deadline_mode & (deadline != 0)
+        m.d.comb += self.quiet.eq(~(counting & (ticks >= current)) &
+                                  ~(armed_deadline & (self.tsc + self.advance >= deadline)))
+        with m.If(counting & (ticks != 0)):
             with m.If(current == 1):
                 m.d.comb += self.fire.eq(1)
                 m.d.sync += current.eq(Mux(periodic, self.initial, 0))
             with m.Else():
-                m.d.sync += current.eq(current - 1)
-        with m.If(deadline_mode & (deadline != 0) & (self.tsc >= deadline)):
+                m.d.sync += current.eq(current - ticks)
+        with m.If(armed_deadline & (self.tsc >= deadline)):
             m.d.comb += self.fire.eq(1)
             m.d.sync += deadline.eq(0)
         with m.If(self.deadline_write & deadline_mode):

@@ -90,6 +90,9 @@ class MpwkMailbox(wiring.Component):
       (the firmware's LOOP_INIT), then POLL; on version 0 it is flagged and the AP stays lost.
     * Status window at ``status_base``: STATUS (:class:`MailboxStatus`, write 1 to clear) and
       LAST_APIC_ID.  ``status`` shows the same bits as a port.
+    * ``idle``: nothing changes on its own while the inputs hold (time skipping,
+      docs/ARCHITECTURE.md): no request still counting towards its answer or its no-target
+      flag, none about to be answered, no AP on its way back through ResetVector.
 
     Parameters
     ----------
@@ -158,6 +161,7 @@ class MpwkMailbox(wiring.Component):
             "bus": In(MemoryBusSignature()),
             "ap": In(ApPortSignature()).array(len(apic_ids)),
             "status": Out(MailboxStatus),
+            "idle": Out(1),
         })
 
     def madt_entry(self):
@@ -266,8 +270,10 @@ class MpwkMailbox(wiring.Component):
                 m.d.sync += command[0:16].eq(0)
 
         # --- the APs ---------------------------------------------------------------------------------
+        returning = []
         for i in range(n):
             port = self.ap[i]
+            returning.append(states[i] == ApState.RETURNING)
             wake, wake_vector = Signal(name=f"ap{i}_wake"), Signal(64, name=f"ap{i}_vector")
             countdown = Signal(range(self.reset_latency + 1), name=f"ap{i}_countdown")
             with m.If(port.wake_ack):
@@ -286,6 +292,9 @@ class MpwkMailbox(wiring.Component):
                     m.d.sync += countdown.eq(countdown - 1)
             m.d.comb += [port.wake.eq(wake), port.wake_vector.eq(wake_vector),
                          port.state.eq(states[i])]
+
+        m.d.comb += self.idle.eq(~(pending & ((waited <= self.no_target_timeout) | answer))
+                                 & ~Cat(*returning, 0).any())
 
         # --- status and read data ---------------------------------------------------------------------
         raised = Cat(*(flags[name] for name in flags))

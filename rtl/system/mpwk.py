@@ -3,7 +3,8 @@
 The mailbox serves every CPU but the BSP (TDX parks all APs in firmware, docs/spec/mpwk.md §3).  Ports:
 ``cpu``/``trace`` as :class:`apwake.rtl.lapic.ApicFabric`, ``mailbox_bus`` (the OS's view of the page)
 and ``mailbox_ap`` (one per AP, in port order without the BSP) as
-:class:`apwake.rtl.mpwk_mailbox.MpwkMailbox`.
+:class:`apwake.rtl.mpwk_mailbox.MpwkMailbox`; ``advance`` and ``quiescent`` (time skipping) as the
+fabric's, quiescent only while the mailbox is idle too.
 """
 
 from amaranth import Module
@@ -32,6 +33,8 @@ class MpwkSystem(wiring.Component):
             "mailbox_bus": In(MemoryBusSignature()),
             "mailbox_ap": In(ApPortSignature()).array(len(ap_ids)),
             "mailbox_status": Out(MailboxStatus),
+            "advance": In(32),
+            "quiescent": Out(1),
         })
 
     def elaborate(self, platform):
@@ -45,4 +48,6 @@ class MpwkSystem(wiring.Component):
         for k in range(len(mailbox.apic_ids)):
             wiring.connect(m, wiring.flipped(self.mailbox_ap[k]), mailbox.ap[k])
         m.d.comb += self.mailbox_status.eq(mailbox.status)
+        m.d.comb += [fabric.advance.eq(self.advance),
+                     self.quiescent.eq(fabric.quiescent & mailbox.idle)]
         return m

@@ -6,7 +6,8 @@ them only through ``vcpu[i].launch`` and ``vcpu[i].exit_done`` (its port still s
 ``init``/``sipi`` lines, read-only; its own acknowledges go nowhere).  Everything else of the CPU port
 (register bus, interrupts, NMI, SMI) is the fabric's.  Ports: ``cpu``, ``trace`` (as
 :class:`apwake.rtl.lapic.ApicFabric`), ``vcpu`` (one :class:`apwake.rtl.ghcb_msr.VcpuPortSignature` per CPU),
-``ghcb_memory`` (the unit's guest-memory initiator) and ``ghcb_term``.
+``ghcb_memory`` (the unit's guest-memory initiator) and ``ghcb_term``; ``advance`` and
+``quiescent`` (time skipping) as the fabric's, quiescent only while the GHCB unit is idle too.
 """
 
 from amaranth import Module
@@ -34,6 +35,8 @@ class SevSystem(wiring.Component):
             "vcpu": In(VcpuPortSignature()).array(fabric.n_cpus),
             "ghcb_memory": Out(MemoryBusSignature()),
             "ghcb_term": Out(TermReason),
+            "advance": In(32),
+            "quiescent": Out(1),
         })
 
     def elaborate(self, platform):
@@ -43,6 +46,8 @@ class SevSystem(wiring.Component):
         wiring.connect(m, wiring.flipped(self.trace), fabric.trace)
         wiring.connect(m, wiring.flipped(self.ghcb_memory), unit.memory)
         m.d.comb += self.ghcb_term.eq(unit.term)
+        m.d.comb += [fabric.advance.eq(self.advance),
+                     self.quiescent.eq(fabric.quiescent & unit.idle)]
         for i in range(fabric.n_cpus):
             cpu, apic = self.cpu[i], fabric.cpu[i]
             wiring.connect(m, wiring.flipped(cpu.reg), apic.reg)

@@ -233,7 +233,7 @@ def top_input_bits(top):
 def pins_top(design, top):
     """Whether ``design`` is converted with its inputs as pins (:mod:`.pins`): as its
     ``pinned`` attribute says, or, when that is None, when ``top`` has more input bits than
-    Amaranth converts (the APIC fabric past 618 CPUs: 106 bits per CPU)."""
+    Amaranth converts (the APIC fabric past 617 CPUs: 106 bits per CPU and 34 shared)."""
     if design.pinned is not None:
         return design.pinned
     return top_input_bits(top) > AMARANTH_TOP_INPUT_BITS

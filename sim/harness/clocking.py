@@ -10,11 +10,14 @@ CLOCK_NS = 10
 
 
 async def start_clock_and_reset(dut, clock_ns, *, reset_cycles=2):
-    """Start ``dut.clk`` and hold ``dut.rst`` for ``reset_cycles`` edges; returns right after
-    the first edge out of reset."""
-    Clock(dut.clk, clock_ns, unit="ns").start()
+    """Start ``dut.clk`` and hold ``dut.rst`` for ``reset_cycles`` edges; returns the running
+    :class:`cocotb.clock.Clock` right after the first edge out of reset (rising edges fall on
+    whole periods from time 0, which :class:`apwake.sim.harness.timeskip.TimeSkipper` relies on)."""
+    clock = Clock(dut.clk, clock_ns, unit="ns")
+    clock.start()
     dut.rst.value = 1
     for _ in range(reset_cycles):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+    return clock

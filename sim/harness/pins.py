@@ -2,8 +2,9 @@
 
 Amaranth 0.5 numbers a net ``cell << 16 | bit`` and puts a top module's inputs in one cell, so a
 top takes at most 65536 input bits (``Net.from_cell`` in amaranth/hdl/_nir.py); the APIC fabric
-needs 106 per CPU, which stops it at 618 CPUs.  A *pinned* top has no inputs but the clock and
-reset: each input member of the design's signature is driven by an instance of
+needs 106 per CPU (and 32 shared: time skipping's advance), which stops it at 617 CPUs.  A
+*pinned* top has no inputs but the clock and reset: each input member of the design's signature
+is driven by an instance of
 :data:`PIN_MODULE`, a register the simulator writes through VPI (Verilator ``public_flat_rw``),
 named like the port it stands for with ``pin__`` in front.  Outputs stay ports.  :func:`port`
 finds a signal either way, so drivers need not know which kind of top they drive.

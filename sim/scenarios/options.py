@@ -30,7 +30,7 @@ from apwake.sim.models.cpu.machine import DEFAULT_TIME_SCALE
 from apwake.sim.models.topology import TopologyError, parse_apic_ids, parse_topology
 
 __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse_arguments",
-           "format_help", "MODEL_RUN_OPTIONS", "CPUS", "SEED", "TIME_SCALE", "WAVES", "TIMELINE",
+           "format_help", "MODEL_RUN_OPTIONS", "NO_TIME_SKIP", "CPUS", "SEED", "TIME_SCALE", "WAVES", "TIMELINE",
            "TIMELINE_AXIS", "JSON", "GATE_LEVEL", "METHOD", "KVM", "NR_CPUS",
            "CALLIN_TIMEOUT_MS", "UNRESPONSIVE", "LAPIC_TIMER", "MAILBOX_VERSION", "GHCB_VERSION",
            "BOOT_OPTIONS", "TDX_BOOT_OPTIONS", "FIRMWARE_X2APIC", "X2APIC", "X2APIC_UNFIXED",
@@ -67,6 +67,7 @@ class ScenarioOptions:
     firmware_x2apic: str = "auto"          # which APICs the firmware leaves in x2APIC (linux.X2APIC_HANDOFFS)
     x2apic: str = "auto"                   # the kernel's x2APIC choice (lapic_setup.X2APIC_MODES)
     x2apic_unfixed: bool = False           # the kernel without the x2APIC hand-over fix (69a7386c)
+    time_skip: bool = True                 # skip the clock of a quiescent design (harness.timeskip)
 
     def to_dict(self):
         return asdict(self)
@@ -269,6 +270,11 @@ GATE_LEVEL = Option("gate_level", str, None,
                     choices=("generic", "ice40", "ecp5"), metavar="FLAVOUR", const="generic",
                     field=None)
 
+NO_TIME_SKIP = Option("no_time_skip", bool, False,
+                      "clock every cycle, even while the design is quiescent and every CPU waits "
+                      "on a timer (the results are the same; only the wall time differs)",
+                      field="time_skip", convert=lambda off: not off)
+
 # Scenario options several scenarios take; the ones a single scenario takes are declared
 # beside its registration.
 SEED = Option("seed", int, 1, "seed of the scenario's random choices", metavar="N")
@@ -313,7 +319,7 @@ GHCB_VERSION = Option("ghcb_version", int, 2, "the hypervisor's maximum GHCB pro
 
 #: what every scenario on the CPU models takes
 MODEL_RUN_OPTIONS = (CPUS, TOPOLOGY, APIC_IDS, SEED, TIME_SCALE, WAVES, TIMELINE, TIMELINE_AXIS, JSON,
-                     GATE_LEVEL)
+                     GATE_LEVEL, NO_TIME_SKIP)
 #: what a Linux boot by the CPU models takes (:func:`apwake.sim.scenarios.boot.boot`)
 BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER, FIRMWARE_X2APIC, X2APIC, X2APIC_UNFIXED)
 #: the same for a TDX-style boot, whose firmware hands every CPU over in x2APIC mode

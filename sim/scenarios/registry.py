@@ -103,6 +103,9 @@ async def start_machine(dut, options):
     env = await FabricEnv.start(dut, config=fabric)
     machine = Machine(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
+    if options.time_skip:
+        machine.time_skipper = env.time_skipper()
+        machine.time_skipper.start()
     if sev_system is not None:
         machine.attach_sev(dut)
     if mailbox_system is not None:

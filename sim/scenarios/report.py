@@ -59,6 +59,11 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
             "entry": None if cpu.entry is None else {"cs": cpu.entry[0], "ip": cpu.entry[1]},
             "events": [[round(t, 3), label, note] for t, label, note in cpu.history],
         })
+    skipper = machine.time_skipper
+    if skipper is not None:
+        skipper.stop()
+        detail.setdefault("time_skip", {"skips": skipper.skips,
+                                        "cycles_skipped": skipper.cycles_skipped})
     return {
         "scenario": name,
         "cpus": len(machine.cpus),
@@ -153,6 +158,10 @@ def format_report(report, *, max_cpus=None, axis="guest"):
                  f"= {_duration(guest_ns(report, report['sim_time_ns']))} guest time, "
                  f"in {report['wall_s']:.2f} s wall "
                  f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)")
+    if report.get("time_skip", {}).get("skips"):
+        skip = report["time_skip"]
+        lines.append(f"time skipping: {skip['cycles_skipped']:,} of the cycles not clocked one by one "
+                     f"({skip['skips']} skips of the quiescent design; --no-time-skip clocks them)")
     for failure in report["failures"]:
         lines.append(f"FAILURE CPU {failure['port']} (APIC ID {failure['cpu']:#x}, "
                      f"{failure['state']}): {failure['message']}")

@@ -59,6 +59,7 @@ class Machine:
         self.madt = processor_entries([c.apic_id for c in self.cpus])
         self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
         self.parking_loops = []      # apwake.sim.models.cpu.parking.ParkingLoop installed by kernels
+        self.time_skipper = None     # apwake.sim.harness.timeskip.TimeSkipper, when a run skips
 
     def park_aps(self, mailbox):
         """Park every AP on the mailbox (``mailbox.aps`` in port order without the BSP)."""

@@ -1,6 +1,8 @@
 """Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
 
+from apwake.sim.harness import pins
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
+from apwake.sim.harness.timeskip import TimeSkipper
 from .bfm import ApicPort
 from .design import FabricConfig
 from .monitor import FabricMonitor
@@ -9,7 +11,9 @@ __all__ = ["FabricEnv"]
 
 
 class FabricEnv:
-    """Handles to a running ``apwake_fabric``: ``ports[i]`` per CPU, ``config``, ``monitor``."""
+    """Handles to a running ``apwake_fabric`` (or a system around one): ``ports[i]`` per CPU,
+    ``config``, ``monitor``, ``clock`` (the running :class:`cocotb.clock.Clock`, after
+    :meth:`start`)."""
 
     def __init__(self, dut, config):
         self.dut = dut
@@ -17,14 +21,20 @@ class FabricEnv:
         self.ports = [ApicPort(dut, i, apic_id, clock_ns=CLOCK_NS)
                       for i, apic_id in enumerate(config.apic_ids)]
         self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS, senders=self.ports)
+        self.clock = None
 
     @classmethod
     async def start(cls, dut, *, config=None, monitor=True):
         env = cls(dut, config or FabricConfig.from_env())
-        await start_clock_and_reset(dut, CLOCK_NS)
+        env.clock = await start_clock_and_reset(dut, CLOCK_NS)
         if monitor:
             env.monitor.start()
         return env
+
+    def time_skipper(self, **kwargs):
+        """A :class:`apwake.sim.harness.timeskip.TimeSkipper` for this design (not started)."""
+        return TimeSkipper(self.dut.clk, self.clock, pins.port(self.dut, "advance"),
+                           self.dut.quiescent, clock_ns=CLOCK_NS, **kwargs)
 
     @property
     def n(self):
