@@ -16,8 +16,8 @@ def _quiet():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(n_vcpus=0), r"n_vcpus must be 1 to 64, not 0"),
-    (dict(n_vcpus=65), r"n_vcpus must be 1 to 64, not 65"),
+    (dict(n_vcpus=0), r"n_vcpus must be 1 to 4096, not 0"),
+    (dict(n_vcpus=4097), r"n_vcpus must be 1 to 4096, not 4097"),
     (dict(n_vcpus=2, bsp_index=2), r"bsp_index must be 0 to 1, not 2"),
     (dict(n_vcpus=2, min_version=0), r"min_version must be 1 to 65535, not 0"),
     (dict(n_vcpus=2, min_version=3, max_version=2), r"min_version 3 is above max_version 2"),

@@ -120,7 +120,7 @@ SCENARIO_CASES = [
     ("init-sipi", 8, {"method": "legacy"}),
     ("init-sipi", 8, {"method": "legacy", "lapic_timer": "oneshot"}),
     ("init-sipi", 8, {"method": "legacy", "lapic_timer": "periodic"}),
-    ("init-sipi-smm", 8, {}),
+    ("init-sipi-smm", 8, {"callin_timeout_us": 100_000}),
     ("init-sipi", 8, {"unresponsive": [2], "callin_timeout_us": 100_000}),
     # the OS spins on the mailbox's Command through the bus (one read per 10 cycles): activity,
     # never skipped; the case checks that the skipper sees it
@@ -161,3 +161,27 @@ def test_scenario_report_is_the_same_with_and_without_skipping(name, cpus, field
     else:
         assert skipped["time_skip"]["cycles_skipped"] > 0, "the case has long waits: some must be skipped"
     assert _comparable(skipped) == _comparable(clocked)
+
+
+@pytest.mark.verilator
+def test_skipping_is_exact_in_a_later_test_of_a_module(tmp_path):
+    """The second test of a cocotb module starts its clock off the grid of whole periods; the
+    skipped run still gives the clocked run's report (cocotb_tests/bringup/tb_timeskip.py)."""
+    import json
+    from apwake.sim.harness.build import build
+    from apwake.sim.harness.run import run_cocotb
+    from apwake.sim.scenarios.options import ScenarioOptions, ScenarioRequest
+    from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+    config = FabricConfig.contiguous(8)
+    the_build = build(FabricDesign(config))
+    reports = {}
+    for skip in (False, True):
+        path = tmp_path / f"skip-{skip}.json"
+        options = ScenarioOptions(method="legacy", lapic_timer="oneshot", time_skip=skip)
+        env = {CONFIG_ENV: config.to_json(), **ScenarioRequest("init-sipi", options, report=str(path)).env()}
+        run_cocotb(the_build, "cocotb_tests.bringup.tb_timeskip", label=f"timeskip-phase-{skip}", extra_env=env)
+        reports[skip] = json.loads(path.read_text())
+    times = [event[0] for cpu in reports[True]["timeline"] for event in cpu["events"]]
+    assert any(t % 10 > 0.5 for t in times), "the second test's clock runs off the grid of whole periods"
+    assert reports[True]["time_skip"]["cycles_skipped"] > 0
+    assert _comparable(reports[True]) == _comparable(reports[False])

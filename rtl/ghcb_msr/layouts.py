@@ -89,7 +89,7 @@ class TermReason(data.Struct):
     MSR request code that ended it (0 for the NAE form)."""
 
     valid: unsigned(1)
-    vcpu: unsigned(8)
+    vcpu: unsigned(12)      # up to 4096 vCPUs (unit.MAX_VCPUS)
     reason_set: unsigned(4)
     reason_code: unsigned(8)
     code: unsigned(12)

@@ -30,9 +30,10 @@ from .vcpu import VcpuControl
 __all__ = ["GhcbMsrUnit", "VcpuPortSignature", "ApicEventsSignature", "default_cpuid",
            "connect_apic_events", "MAX_VCPUS"]
 
-#: vCPUs one unit serves: each has its own VcpuControl in the unit (not a separately converted
-#: module), and the termination status names a vCPU in 8 bits (TermReason.vcpu)
-MAX_VCPUS = 64
+#: vCPUs one unit serves, as many as the APIC fabric takes (the termination status names one in
+#: 12 bits, TermReason.vcpu).  Each has its own VcpuControl in the unit (not a separately
+#: converted module), so the unit's conversion grows with the count.
+MAX_VCPUS = 4096
 
 
 def default_cpuid(cbit):
