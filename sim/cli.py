@@ -249,9 +249,6 @@ def _parse_run(args):
             return None, None, 0
         if scenario.check:
             scenario.check(values)
-        if values.get("cpus", 0) > scenario.max_cpus:
-            raise OptionError(f"--cpus {values['cpus']}: the {scenario.system} system takes at "
-                              f"most {scenario.max_cpus} CPUs")
     except OptionError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return None, None, 2

@@ -11,8 +11,8 @@ CLOCK_NS = 10
 
 async def start_clock_and_reset(dut, clock_ns, *, reset_cycles=2):
     """Start ``dut.clk`` and hold ``dut.rst`` for ``reset_cycles`` edges; returns the running
-    :class:`cocotb.clock.Clock` right after the first edge out of reset (rising edges fall on
-    whole periods from time 0, which :class:`apwake.sim.harness.timeskip.TimeSkipper` relies on)."""
+    :class:`cocotb.clock.Clock` right after the first edge out of reset (where a
+    :class:`apwake.sim.harness.timeskip.TimeSkipper` made then takes the clock's phase from)."""
     clock = Clock(dut.clk, clock_ns, unit="ns")
     clock.start()
     dut.rst.value = 1

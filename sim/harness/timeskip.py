@@ -95,7 +95,7 @@ class TimeSkipper:
     ----------
     clk : cocotb handle
         The design's clock, driven by ``clock`` (a started :class:`cocotb.clock.Clock`, 50%
-        duty, rising edges on whole periods since time 0).
+        duty).
     clock : cocotb.clock.Clock
         Construct the skipper right after a rising edge of it: that sets the phase.
     advance, quiescent : cocotb handles
@@ -134,7 +134,6 @@ class TimeSkipper:
             # the Python clock's own Timer would always be the next deadline: nothing skipped
             raise ValueError("time skipping needs cocotb's GPI clock (COCOTB_TRUST_INERTIAL_WRITES=1, "
                              "as the Verilator runner sets)")
-        install()
         self.clk, self.clock, self.advance, self.quiescent = clk, clock, advance, quiescent
         self.period = get_sim_steps(clock_ns, "ns")
         # made right after a rising edge: the clock's phase (a test after the first in a module

@@ -60,16 +60,6 @@ class Scenario:
     check: object = None
 
     @property
-    def max_cpus(self):
-        """The most CPUs the scenario's system takes: the fabric's bound, or the GHCB unit's
-        vCPUs for "sev" (the soft-SoC checks its own ``--cpus``)."""
-        if self.system == "sev":
-            from apwake.rtl.ghcb_msr.unit import MAX_VCPUS
-            return MAX_VCPUS
-        from apwake.rtl.lapic.fabric import MAX_APICS
-        return MAX_APICS
-
-    @property
     def all_options(self):
         """The run settings, then the scenario's own options."""
         return self.run_options + self.options
@@ -144,5 +134,7 @@ async def run_scenario(dut, name, options, *, waves=None):
         for cpu in machine.cpus:
             machine.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
                                f"{cpu.name} is {cpu.position}")
+    if machine.time_skipper is not None:
+        machine.time_skipper.stop()
     return make_report(name, machine, options, detail, wall_s=time.monotonic() - started,
                        waves=waves)

@@ -61,7 +61,6 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
         })
     skipper = machine.time_skipper
     if skipper is not None:
-        skipper.stop()
         detail.setdefault("time_skip", {"skips": skipper.skips,
                                         "cycles_skipped": skipper.cycles_skipped})
     return {
