@@ -1,8 +1,9 @@
 """One exporter for every register description (issue 11 part 3).
 
 From the register maps (:mod:`apwake.rtl.lib.registers`: the soft-SoC's address map and windows in
-:mod:`apwake.rtl.soc.memory_map`, the local APIC's table, the mailbox's and the GHCB MSR's) it
-writes the checked-in files that must not drift from the RTL:
+:mod:`apwake.rtl.soc.memory_map`, the local APIC's table, the mailbox's and the GHCB MSR's) and the
+start-context unit's layouts (the ``struct vmi_ap_state`` offsets, the GDT descriptor, the call
+codes) it writes the checked-in files that must not drift from the RTL:
 
 ``firmware/soc_regs.h``
     the firmware's static register header (``soc.h``, written per build by
@@ -32,6 +33,8 @@ from apwake.rtl.lib.registers import Access
 from apwake.rtl.mpwk_mailbox.layouts import Command
 from apwake.rtl.mpwk_mailbox.registers import PAGE_MAP, STATUS_MAP
 from apwake.rtl.soc import memory_map as mm
+from apwake.rtl.start_context.layouts import (CR0_PE, VMI_AP_STATE_OFFSETS, VMI_AP_STATE_SIZE, GdtDescriptor,
+                                              StartOp, StartStatus)
 from apwake.sim.harness.codec import field_mask, pack
 from apwake.sim.harness.paths import CHECKOUT
 
@@ -39,8 +42,8 @@ __all__ = ["REGISTER_MAPS", "SPURIOUS_VECTOR", "TRAMPOLINE_VECTOR", "c_header", 
            "json_map", "outputs", "stale", "main"]
 
 #: every register map, in the order of the docs
-REGISTER_MAPS = (mm.IO_MAP, mm.CONTROL_MAP, mm.MSR_WINDOW_MAP, PAGE_MAP, STATUS_MAP, XAPIC_MAP, X2APIC_MAP,
-                 GHCB_MSR_MAP)
+REGISTER_MAPS = (mm.IO_MAP, mm.CONTROL_MAP, mm.MSR_WINDOW_MAP, mm.START_MAP, PAGE_MAP, STATUS_MAP, XAPIC_MAP,
+                 X2APIC_MAP, GHCB_MSR_MAP)
 #: the firmware's spurious-interrupt vector (SVR bits 7:0): 0xFF, the vector Linux uses
 #: (SPURIOUS_APIC_VECTOR, arch/x86/include/asm/irq_vectors.h), so both worlds program the same SVR
 SPURIOUS_VECTOR = 0xFF
@@ -83,7 +86,7 @@ def _constants():
     yield None, None, "soc: windows and fixed addresses"
     for window in mm.SOC_MAP.windows:
         yield f"SOC_{window.name.upper()}_BASE", window.base, window.doc
-    yield "SOC_AP_BOOT", mm.AP_BOOT, "where every AP core starts (its stub jumps to START_ADDR)"
+    yield "SOC_AP_BOOT", mm.AP_BOOT, "where every AP core starts (its stub: sp = START_SP unless 0, jump to START_ADDR)"
     yield "SOC_TRAMPOLINE_VECTOR", TRAMPOLINE_VECTOR, "the SIPI vector of the trampoline page"
     for name, value in mm.AP_START.items():
         yield f"SOC_AP_START_{name.upper()}", value, None
@@ -103,6 +106,16 @@ def _constants():
                  MsrCode.AP_RESET_HOLD_RESP):
         yield f"GHCB_{code.name}", code.value, None
     yield from _layout_defines("SEV_INFO", SevInfo)
+    yield None, None, "the start-context unit (ap_start=\"context\"): calls, the guest's struct, its GDT"
+    for op in StartOp:
+        yield f"START_OP_{op.name}", op.value, None
+    for status in StartStatus:
+        yield f"START_STATUS_{status.name}", status.value, None
+    for name, (offset, _) in VMI_AP_STATE_OFFSETS.items():
+        yield f"VMI_AP_STATE_{name.upper()}", offset, None
+    yield "VMI_AP_STATE_SIZE", VMI_AP_STATE_SIZE, "sizeof(struct vmi_ap_state) on i386"
+    yield "X86_CR0_PE", CR0_PE, None
+    yield from _layout_defines("GDT_DESC", GdtDescriptor)
 
 
 def c_header():

@@ -6,6 +6,9 @@
    SEV-ES start (ghcb): the BSP negotiates the GHCB protocol through the MSR window, INIT-SIPI
    launches each AP, then each AP in turn parks in the MSR-form AP reset hold (docs/spec/ghcb.md §1: 0x006,
    VMGEXIT stalls the core) until the BSP's INIT-SIPI releases it with 0x007/data 1.
+   State-carrying start (context): the BSP goes paravirtual (a real-mode SIPI is refused), then
+   starts each AP in an x86 state it writes in RAM, through the start-context unit: START (no
+   INIT or SIPI) or SET_INITIAL_AP_STATE and INIT-SIPI-SIPI; the AP reports the pc and sp it got.
    Each AP prints "AP <id> online" under the hardware lock and sets its bit in the LEDs. */
 #include <stdint.h>
 #include "soc.h"
@@ -16,13 +19,17 @@
 #define MAILBOX(field) REG(SOC_MAILBOX_BASE + MAILBOX_##field)
 #define MSR(name) REG(SOC_MSR_BASE + SOC_MSR_##name)
 #define IO(name) REG(SOC_IO_BASE + SOC_IO_##name)
+#define START_REG(name) REG(SOC_START_BASE + SOC_START_##name)
 
 static volatile uint32_t online_mask;
 static volatile uint32_t offline_request;   /* bit per core: cpu_down asked it to play dead */
 static volatile uint32_t kernel = 1;        /* which "kernel" runs (2 after the kexec) */
 
 static void putc_(char c) { IO(UART_TX) = (uint8_t)c; }
-static void puts_(const char *s) { while (*s) putc_(*s++); }
+/* NOINLINE: one copy, where -Os would copy the loop into every caller (the code below the
+   trampoline page is full, link.ld) */
+#define NOINLINE __attribute__((noinline))
+static NOINLINE void puts_(const char *s) { while (*s) putc_(*s++); }
 static void putdec(uint32_t v)
 {
     /* RV32I has no divide: subtract powers of ten */
@@ -40,7 +47,7 @@ static void unlock(void) { IO(LOCK) = 0; }
 
 static void wait_icr_idle(void) { while (APIC(ICR) & ICR_DELIVERY_STATUS) { } }
 
-static void send_ipi(uint32_t apic_id, uint32_t icr_low)
+static NOINLINE void send_ipi(uint32_t apic_id, uint32_t icr_low)
 {
     wait_icr_idle();
     APIC(ICR_HI) = apic_id << 24;
@@ -181,6 +188,158 @@ static void cpu_down(uint32_t core)
         report("Failed to hand over CPU to BIOS: core ", core);
 }
 
+/* ---- state-carrying start (ap_start="context", docs/ARCHITECTURE.md "Start-context unit") ------
+   The start-context unit starts an AP in the x86 protected-mode state of a struct vmi_ap_state
+   the BSP writes in RAM (the unit reads it, and the GDT, over the shared bus).  On these RISC-V
+   cores only EIP (where the AP starts: the boot stub jumps there) and ESP (its stack) mean
+   anything, but the unit checks the whole state, so the BSP builds a valid one: CR0.PE, a flat
+   GDT of the AP's own with a code and a data segment (CS 0x08, SS = DS = ES 0x10, RPL 0; FS, GS
+   null), LDTR 0.  The AP's own RAM is the stack block the SoC keeps for it at the top of RAM
+   (CONTROL RAM_BYTES, STACK_BYTES): its GDT at the top, its stack below.  Even cores are
+   started by START (Xen VCPUOP_up, Hyper-V HvCallStartVirtualProcessor: "start this CPU with
+   this EIP and this stack", no INIT or SIPI), odd ones the VMI way: SET_INITIAL_AP_STATE, then
+   bsp_main's INIT-SIPI-SIPI (the second SIPI finds the AP running and is dropped).  The
+   functions marked HIGH_TEXT live after the trampoline page (link.ld). */
+#define HIGH_TEXT __attribute__((section(".text_high"))) NOINLINE   /* inlined, it would not move */
+
+struct vmi_ap_state {                          /* Linux arch/x86/include/asm/vmi.h, i386 */
+    uint32_t cr0, cr2, cr3, cr4;
+    uint32_t efer_lo, efer_hi;                 /* a u64, 4-byte aligned on i386 (8 on RV32) */
+    uint32_t eip, eflags, eax, ebx, ecx, edx, esp, ebp, esi, edi;
+    uint16_t cs, ss, ds, es, fs, gs, ldtr, gdtr_limit;
+    uint32_t gdtr_base, idtr_base;
+    uint16_t idtr_limit;
+};
+#define AT(field, NAME) _Static_assert(__builtin_offsetof(struct vmi_ap_state, field) == VMI_AP_STATE_##NAME, \
+                                       "struct vmi_ap_state: " #field " is not where the unit reads it")
+AT(cr0, CR0); AT(cr2, CR2); AT(cr3, CR3); AT(cr4, CR4); AT(efer_lo, EFER); AT(eip, EIP);
+AT(eflags, EFLAGS); AT(eax, EAX); AT(ebx, EBX); AT(ecx, ECX); AT(edx, EDX); AT(esp, ESP);
+AT(ebp, EBP); AT(esi, ESI); AT(edi, EDI); AT(cs, CS); AT(ss, SS); AT(ds, DS); AT(es, ES);
+AT(fs, FS); AT(gs, GS); AT(ldtr, LDTR); AT(gdtr_limit, GDTR_LIMIT); AT(gdtr_base, GDTR_BASE);
+AT(idtr_base, IDTR_BASE); AT(idtr_limit, IDTR_LIMIT);
+_Static_assert(sizeof(struct vmi_ap_state) == VMI_AP_STATE_SIZE, "struct vmi_ap_state: size");
+
+enum { GDT_CODE = 1, GDT_DATA = 2, GDT_ENTRIES = 3 };  /* entry 0 is the null descriptor */
+#define SELECTOR(index) ((index) << 3)         /* TI 0 (the GDT), RPL 0 */
+#define SEG_CODE_XR 0xA                        /* descriptor types (SDM vol. 3 table 3-1) */
+#define SEG_DATA_RW 0x2
+#define DESC(name, value) ((uint64_t)((value) & GDT_DESC_##name##_MASK) << GDT_DESC_##name##_SHIFT)
+#define FLAT(type) (DESC(LIMIT_LO, 0xFFFF) | DESC(TYPE, type) | DESC(S, 1) | DESC(P, 1) \
+                    | DESC(LIMIT_HI, 0xF) | DESC(DB, 1) | DESC(G, 1))   /* base 0, 4 GiB, DPL 0, 32-bit */
+
+static struct vmi_ap_state ap_state;           /* one, as vmi_startup_ipi_hook's: read during the call */
+
+void ap_context_entry(void);                   /* crt0.S: calls ap_context_main(its pc, its sp) */
+
+static NOINLINE void puthex(uint32_t v)
+{
+    puts_(" 0x");
+    for (int shift = 28; shift >= 0; shift -= 4)
+        putc_("0123456789abcdef"[(v >> shift) & 0xF]);
+}
+
+/* an AP started in a context: its pc and sp, as ap_context_entry found them */
+HIGH_TEXT void ap_context_main(uint32_t pc, uint32_t sp)
+{
+    uint32_t bit = 1u << CONTROL(CORE_ID);
+    lock();
+    say(": started by context at", CONTROL(APIC_ID));
+    puthex(pc);
+    puts_(" sp");
+    puthex(sp);
+    puts_("\n");
+    online_mask |= bit;
+    IO(LEDS) = online_mask;
+    unlock();
+}
+
+/* one call: the arguments, the op (the store starts it), then wait until it is done; the line
+   "context: <what>[AP <id> eip 0x... esp 0x...]: OK" (a refusal: its status and field) */
+static NOINLINE void start_call(const char *what, uint32_t op, uint32_t apic_id)
+{
+    __asm__ volatile("" ::: "memory");         /* ap_state and the GDT are in RAM before the call */
+    START_REG(CALL_ADDRESS) = (uint32_t)&ap_state;
+    START_REG(CALL_APIC_ID) = apic_id;
+    START_REG(CALL_OP) = op;
+    uint32_t status;
+    do
+        status = START_REG(CALL_STATUS);
+    while (FIELD(status, SOC_START_CALL_STATUS, BUSY));
+    lock();
+    puts_("context: ");
+    puts_(what);
+    if (op != START_OP_PARAVIRT) {
+        say(" eip", apic_id);
+        puthex(ap_state.eip);
+        puts_(" esp");
+        puthex(ap_state.esp);
+    }
+    if (FIELD(status, SOC_START_CALL_STATUS, STATUS) == START_STATUS_OK) {
+        puts_(": OK\n");
+    } else {
+        puts_(": refused, status ");
+        putdec(FIELD(status, SOC_START_CALL_STATUS, STATUS));
+        puts_(" field ");
+        putdec(FIELD(status, SOC_START_CALL_STATUS, FIELD));
+        puts_("\n");
+    }
+    unlock();
+}
+
+/* VMI's constraint: the BSP is paravirtual, so an AP's real-mode INIT-SIPI is refused */
+static HIGH_TEXT void go_paravirtual(uint32_t apic_id)
+{
+    start_call("PARAVIRT", START_OP_PARAVIRT, 0);
+    send_ipi(apic_id, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL);
+    send_ipi(apic_id, ICR_INIT | ICR_TRIGGER_LEVEL);
+    send_ipi(apic_id, ICR_STARTUP | SOC_TRAMPOLINE_VECTOR);
+    uint32_t refused = 0;
+    for (uint32_t spins = 0; spins < 1000 && !refused; spins++)
+        refused = FIELD(START_REG(LAUNCHES), SOC_START_LAUNCHES, REFUSED);
+    lock();
+    puts_("context: INIT-SIPI without a context to ");
+    say(refused ? ": refused\n" : ": not refused!\n", apic_id);
+    unlock();
+}
+
+/* the AP's state; START (returns 1: started, no INIT or SIPI) or SET_INITIAL_AP_STATE (0) */
+static HIGH_TEXT int start_by_context(uint32_t core, uint32_t apic_id)
+{
+    uint32_t top = SOC_RAM_BASE + CONTROL(RAM_BYTES);
+    for (uint32_t k = 0; k < core; k++)        /* RV32I has no multiply */
+        top -= CONTROL(STACK_BYTES);
+    uint64_t *gdt = (uint64_t *)((top - GDT_ENTRIES * 8) & ~7u);
+    gdt[0] = 0;
+    gdt[GDT_CODE] = FLAT(SEG_CODE_XR);
+    gdt[GDT_DATA] = FLAT(SEG_DATA_RW);
+    ap_state.cr0 = X86_CR0_PE;
+    ap_state.eip = (uint32_t)ap_context_entry;
+    ap_state.esp = (uint32_t)gdt & ~15u;       /* the ABI's 16-byte alignment */
+    ap_state.cs = SELECTOR(GDT_CODE);
+    ap_state.ss = ap_state.ds = ap_state.es = SELECTOR(GDT_DATA);
+    ap_state.gdtr_limit = GDT_ENTRIES * 8 - 1;
+    ap_state.gdtr_base = (uint32_t)gdt;
+    if (core & 1) {
+        start_call("SET_INITIAL_AP_STATE ", START_OP_SET_INITIAL_AP_STATE, apic_id);
+        return 0;
+    }
+    start_call("START ", START_OP_START, apic_id);
+    return 1;
+}
+
+static HIGH_TEXT void say_launches(void)
+{
+    static const char *const kinds[] = {" real-mode, ", " context, ", " refused, ", " dropped\n"};
+    uint32_t counts = START_REG(LAUNCHES);
+    lock();
+    puts_("context: launches ");
+    for (int k = 0; k < 4; k++, counts >>= 8) {
+        putdec(counts & 0xFF);
+        puts_(kinds[k]);
+    }
+    unlock();
+}
+
 void bsp_main(void)
 {
     uint32_t n = CONTROL(N_CORES), self = CONTROL(CORE_ID);
@@ -191,7 +350,8 @@ void bsp_main(void)
     IO(LEDS) = online_mask;
     puts_("apwake soc: BSP up, ");
     putdec(n);
-    puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n" : " cores\n");
+    puts_(mailbox ? " cores (mailbox)\n" : start == SOC_AP_START_GHCB ? " cores (SEV-ES)\n"
+          : start == SOC_AP_START_CONTEXT ? " cores (context)\n" : " cores\n");
     volatile uint32_t *rom = (volatile uint32_t *)SOC_AP_BOOT;   /* the boot ROM ignores stores */
     uint32_t word = *rom;
     *rom = ~word;
@@ -238,12 +398,17 @@ void bsp_main(void)
         return;
     }
     APIC(SVR) = SVR_APIC_ENABLE | SPURIOUS_VECTOR;
+    int context = start == SOC_AP_START_CONTEXT;
+    if (context && n > 1)
+        go_paravirtual(SOC_APIC_ID(self == 0));
     int x2apic = 0;
     for (uint32_t core = 0; core < n; core++) {
         if (core == self)
             continue;
         uint32_t id = SOC_APIC_ID(core);
-        if (x2apic) {                          /* the ICR is one 64-bit MSR, no busy bit */
+        if (context && start_by_context(core, id)) {
+            /* started by START: no INIT, no SIPI */
+        } else if (x2apic) {                   /* the ICR is one 64-bit MSR, no busy bit */
             wrmsr(MSR_X2APIC_ESR, 0, 0);
             wrmsr(MSR_X2APIC_ICR, ICR_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL, id);
             wrmsr(MSR_X2APIC_ICR, ICR_INIT | ICR_TRIGGER_LEVEL, id);
@@ -273,6 +438,8 @@ void bsp_main(void)
             unlock();
         }
     }
+    if (context)
+        say_launches();
     summary(n);
     if (start != SOC_AP_START_GHCB)
         return;

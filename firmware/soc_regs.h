@@ -10,11 +10,13 @@
 #define SOC_CONTROL_BASE 0x30000000u                     /* this core's control window */
 #define SOC_MAILBOX_BASE 0x40000000u                     /* the ACPI MP wakeup mailbox page and its status window (ap_start="mailbox") */
 #define SOC_MSR_BASE 0x50000000u                         /* this core's MSR window (msr_window=True) */
-#define SOC_AP_BOOT 0x00000040u                          /* where every AP core starts (its stub jumps to START_ADDR) */
+#define SOC_START_BASE 0x60000000u                       /* the start-context unit's call window (ap_start="context") */
+#define SOC_AP_BOOT 0x00000040u                          /* where every AP core starts (its stub: sp = START_SP unless 0, jump to START_ADDR) */
 #define SOC_TRAMPOLINE_VECTOR 0x00000001u                /* the SIPI vector of the trampoline page */
 #define SOC_AP_START_SIPI 0x00000000u
 #define SOC_AP_START_MAILBOX 0x00000001u
 #define SOC_AP_START_GHCB 0x00000002u
+#define SOC_AP_START_CONTEXT 0x00000003u
 
 /* values */
 #define SPURIOUS_VECTOR 0x000000FFu
@@ -44,6 +46,70 @@
 #define SEV_INFO_MAX_VERSION_SHIFT 0x00000030u
 #define SEV_INFO_MAX_VERSION_MASK 0x0000FFFFu
 
+/* the start-context unit (ap_start="context"): calls, the guest's struct, its GDT */
+#define START_OP_SET_INITIAL_AP_STATE 0x00000000u
+#define START_OP_START 0x00000001u
+#define START_OP_PARAVIRT 0x00000002u
+#define START_STATUS_OK 0x00000000u
+#define START_STATUS_UNKNOWN_APIC_ID 0x00000001u
+#define START_STATUS_BAD_ADDRESS 0x00000002u
+#define START_STATUS_RESERVED_BITS 0x00000003u
+#define START_STATUS_INVALID_STATE 0x00000004u
+#define START_STATUS_ALREADY_RUNNING 0x00000005u
+#define START_STATUS_BAD_OP 0x00000006u
+#define VMI_AP_STATE_CR0 0x00000000u
+#define VMI_AP_STATE_CR2 0x00000004u
+#define VMI_AP_STATE_CR3 0x00000008u
+#define VMI_AP_STATE_CR4 0x0000000Cu
+#define VMI_AP_STATE_EFER 0x00000010u
+#define VMI_AP_STATE_EIP 0x00000018u
+#define VMI_AP_STATE_EFLAGS 0x0000001Cu
+#define VMI_AP_STATE_EAX 0x00000020u
+#define VMI_AP_STATE_EBX 0x00000024u
+#define VMI_AP_STATE_ECX 0x00000028u
+#define VMI_AP_STATE_EDX 0x0000002Cu
+#define VMI_AP_STATE_ESP 0x00000030u
+#define VMI_AP_STATE_EBP 0x00000034u
+#define VMI_AP_STATE_ESI 0x00000038u
+#define VMI_AP_STATE_EDI 0x0000003Cu
+#define VMI_AP_STATE_CS 0x00000040u
+#define VMI_AP_STATE_SS 0x00000042u
+#define VMI_AP_STATE_DS 0x00000044u
+#define VMI_AP_STATE_ES 0x00000046u
+#define VMI_AP_STATE_FS 0x00000048u
+#define VMI_AP_STATE_GS 0x0000004Au
+#define VMI_AP_STATE_LDTR 0x0000004Cu
+#define VMI_AP_STATE_GDTR_LIMIT 0x0000004Eu
+#define VMI_AP_STATE_GDTR_BASE 0x00000050u
+#define VMI_AP_STATE_IDTR_BASE 0x00000054u
+#define VMI_AP_STATE_IDTR_LIMIT 0x00000058u
+#define VMI_AP_STATE_SIZE 0x0000005Cu                    /* sizeof(struct vmi_ap_state) on i386 */
+#define X86_CR0_PE 0x00000001u
+#define GDT_DESC_LIMIT_LO_SHIFT 0x00000000u
+#define GDT_DESC_LIMIT_LO_MASK 0x0000FFFFu
+#define GDT_DESC_BASE_LO_SHIFT 0x00000010u
+#define GDT_DESC_BASE_LO_MASK 0x00FFFFFFu
+#define GDT_DESC_TYPE_SHIFT 0x00000028u
+#define GDT_DESC_TYPE_MASK 0x0000000Fu
+#define GDT_DESC_S_SHIFT 0x0000002Cu
+#define GDT_DESC_S_MASK 0x00000001u
+#define GDT_DESC_DPL_SHIFT 0x0000002Du
+#define GDT_DESC_DPL_MASK 0x00000003u
+#define GDT_DESC_P_SHIFT 0x0000002Fu
+#define GDT_DESC_P_MASK 0x00000001u
+#define GDT_DESC_LIMIT_HI_SHIFT 0x00000030u
+#define GDT_DESC_LIMIT_HI_MASK 0x0000000Fu
+#define GDT_DESC_AVL_SHIFT 0x00000034u
+#define GDT_DESC_AVL_MASK 0x00000001u
+#define GDT_DESC_L_SHIFT 0x00000035u
+#define GDT_DESC_L_MASK 0x00000001u
+#define GDT_DESC_DB_SHIFT 0x00000036u
+#define GDT_DESC_DB_MASK 0x00000001u
+#define GDT_DESC_G_SHIFT 0x00000037u
+#define GDT_DESC_G_MASK 0x00000001u
+#define GDT_DESC_BASE_HI_SHIFT 0x00000038u
+#define GDT_DESC_BASE_HI_MASK 0x000000FFu
+
 /* io: Shared I/O: the UART, the LEDs and the lock; other addresses read 0. */
 #define SOC_IO_UART_TX 0x00000000u                       /* WS: UART transmitter (8N1) */
 #define SOC_IO_UART_TX_DATA_SHIFT 0x00000000u
@@ -61,19 +127,47 @@
 /* control: Each core's own control window (the same addresses, per-core values). */
 #define SOC_CONTROL_CORE_ID 0x00000000u                  /* R: this core's index */
 #define SOC_CONTROL_APIC_ID 0x00000004u                  /* R: this core's APIC ID */
-#define SOC_CONTROL_START_ADDR 0x00000008u               /* R: where the last SIPI (vector << 12), mailbox WakeupVector or SEV-ES launch started this core */
+#define SOC_CONTROL_START_ADDR 0x00000008u               /* R: where the last SIPI (vector << 12), mailbox WakeupVector, SEV-ES launch or carried context (its EIP) started this core */
 #define SOC_CONTROL_N_CORES 0x0000000Cu                  /* R: number of cores */
-#define SOC_CONTROL_AP_START 0x00000010u                 /* R: how APs start: 0 sipi, 1 mailbox, 2 ghcb */
+#define SOC_CONTROL_AP_START 0x00000010u                 /* R: how APs start: 0 sipi, 1 mailbox, 2 ghcb, 3 context */
 #define SOC_CONTROL_RESET_VECTOR 0x00000014u             /* WS: a write is "jmp ResetVector": an AP goes back to the firmware's mailbox loop (held; the mailbox sees it return); ignored from the BSP */
 #define SOC_CONTROL_FEATURES 0x00000018u                 /* R: what this build of the SoC has */
 #define SOC_CONTROL_FEATURES_MSR_WINDOW_SHIFT 0x00000000u
 #define SOC_CONTROL_FEATURES_MSR_WINDOW_MASK 0x00000001u
+#define SOC_CONTROL_START_SP 0x0000001Cu                 /* R: the stack pointer the last start gave this core (ap_start="context": the carried ESP); 0: the AP boot stub keeps the reset stack (STACKADDR) */
+#define SOC_CONTROL_RAM_BYTES 0x00000020u                /* R: bytes of RAM (from RAM_BASE) */
+#define SOC_CONTROL_STACK_BYTES 0x00000024u              /* R: bytes of RAM each core's stack has at the top: core i's reset sp (STACKADDR) is RAM_BASE + RAM_BYTES - i * STACK_BYTES */
 
 /* msr_window: Each core's MSR window (RV32 has no RDMSR/WRMSR): the GHCB MSR (0xC001_0130) goes to the GHCB unit, every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+). */
 #define SOC_MSR_SELECT 0x00000000u                       /* RW: the MSR number */
 #define SOC_MSR_DATA_LO 0x00000004u                      /* RSW: write: the low half of the next WRMSR; read: RDMSR of SELECT, low half (the high half goes to DATA_HI) */
 #define SOC_MSR_DATA_HI 0x00000008u                      /* RWS: read: the high half of the last RDMSR; write: WRMSR of SELECT with DATA_LO */
 #define SOC_MSR_VMGEXIT 0x0000000Cu                      /* WS: a write is VMGEXIT (ap_start="ghcb"): the store completes when the hypervisor resumes the vCPU, so an AP reset hold stalls the core here */
+
+/* start: The start-context unit's calls (ap_start="context"), one caller at a time: the SoC's shared window to apwake.rtl.start_context.StartContextUnit, which reads the struct and the GDT from RAM. */
+#define SOC_START_CALL_ADDRESS 0x00000000u               /* RW: the call's address: the guest-physical (RAM) address of the struct vmi_ap_state; a store while busy is ignored */
+#define SOC_START_CALL_APIC_ID 0x00000004u               /* RW: the call's target APIC ID; a store while busy is ignored */
+#define SOC_START_CALL_OP 0x00000008u                    /* WS: a store starts the call (busy until it is done); ignored while busy, which sets CALL_STATUS.dropped */
+#define SOC_START_CALL_OP_OP_SHIFT 0x00000000u
+#define SOC_START_CALL_OP_OP_MASK 0x00000003u
+#define SOC_START_CALL_STATUS 0x0000000Cu                /* R: the last call's outcome */
+#define SOC_START_CALL_STATUS_STATUS_SHIFT 0x00000000u
+#define SOC_START_CALL_STATUS_STATUS_MASK 0x0000000Fu
+#define SOC_START_CALL_STATUS_FIELD_SHIFT 0x00000004u
+#define SOC_START_CALL_STATUS_FIELD_MASK 0x0000000Fu
+#define SOC_START_CALL_STATUS_BUSY_SHIFT 0x00000008u
+#define SOC_START_CALL_STATUS_BUSY_MASK 0x00000001u
+#define SOC_START_CALL_STATUS_DROPPED_SHIFT 0x00000009u
+#define SOC_START_CALL_STATUS_DROPPED_MASK 0x00000001u
+#define SOC_START_LAUNCHES 0x00000010u                   /* R: launch records taken since reset, per LaunchKind (each count wraps at 256): REFUSED and DROPPED leave the core as it was */
+#define SOC_START_LAUNCHES_REAL_MODE_SHIFT 0x00000000u
+#define SOC_START_LAUNCHES_REAL_MODE_MASK 0x000000FFu
+#define SOC_START_LAUNCHES_CONTEXT_SHIFT 0x00000008u
+#define SOC_START_LAUNCHES_CONTEXT_MASK 0x000000FFu
+#define SOC_START_LAUNCHES_REFUSED_SHIFT 0x00000010u
+#define SOC_START_LAUNCHES_REFUSED_MASK 0x000000FFu
+#define SOC_START_LAUNCHES_DROPPED_SHIFT 0x00000018u
+#define SOC_START_LAUNCHES_DROPPED_MASK 0x000000FFu
 
 /* mailbox: The OS half's header of the 4 KiB mailbox page; ReservedForOs follows at 0x10 and the firmware half (writes dropped and flagged) at 0x800. */
 #define MAILBOX_COMMAND 0x00000000u                      /* mixed: Command and Reserved, compared as one dword */

@@ -131,6 +131,7 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     from apwake.sim.vip.ghcb_msr.design import SevSystemConfig, SevSystemDesign
     from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
     from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig, MpwkSystemDesign
+    from apwake.sim.vip.start_context.design import PvStartSystemConfig, PvStartSystemDesign
     from apwake.sim.scenarios.registry import SCENARIOS
     from apwake.sim.scenarios.options import ScenarioOptions, ScenarioRequest
     from apwake.sim.scenarios.report import plot_timeline
@@ -145,7 +146,10 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
         options = replace(options, ghcb_version=scenario.ghcb_version)
     config = FabricConfig(tuple(apic_ids)) if apic_ids else FabricConfig.contiguous(cpus)
     if scenario.system == "sev":
-        design = SevSystemDesign(SevSystemConfig(config, max_version=options.ghcb_version))
+        design = SevSystemDesign(SevSystemConfig(config, max_version=options.ghcb_version,
+                                                 snp=scenario.snp))
+    elif scenario.system == "pvstart":
+        design = PvStartSystemDesign(PvStartSystemConfig(config))
     elif scenario.system == "mpwk":
         design = MpwkSystemDesign(MpwkSystemConfig(config, version=options.mailbox_version))
     else:

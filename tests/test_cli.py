@@ -52,7 +52,9 @@ def test_list_names_every_scenario():
     assert names == ["init-sipi", "init-sipi-smm", "init-sipi-broadcast", "init-sipi-parallel", "mpwk-wakeup",
                      "mpwk-offline-online", "kexec-mpwk-v0", "kexec-mpwk-v1",
                      "kexec-mpwk-parking-loop", "ipi-storm", "sev-es-boot",
-                     "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "soc-demo"]
+                     "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "snp-boot",
+                     "kexec-snp", "pv-startup-vmi", "pv-startup-vmi-drift", "pv-startup-vmi-mixed",
+                     "pv-startup-direct", "soc-demo"]
 
 
 @scenario_run
@@ -121,6 +123,19 @@ def test_sev_kexec_refusal_from_the_command_line():
     assert report["kexec"].startswith("kexec refused") and report["online"] == [0, 1]
 
 
+@scenario_run
+def test_snp_kexec_from_the_command_line():
+    """kexec-snp builds the SNP machine itself (SevSystemConfig snp=True); the JSON gives each
+    AP's start from its VMSA and shows no INIT or SIPI on the bus."""
+    report = apwake_json("kexec-snp", "--cpus", "2", status=0)
+    assert report["kexec"] == "ok" and report["online"] == [0, 1] and report["corruptions"] == []
+    assert [o["op"] for o in report["destroyed"]] == ["DESTROY"]
+    started = report["timeline"][1]["started"]
+    assert started["by"] == f"SNP AP Creation (VMSA at {report['vmsa']['1']:#x})"
+    assert started["state"]["mode"] == "real" and started["state"]["cs"]["base"] == 0x9A000
+    assert set(report["bus_messages_by_mode"]) <= {"FIXED"}
+
+
 
 
 def test_the_schema_rejects_a_broken_report():
@@ -129,10 +144,10 @@ def test_the_schema_rejects_a_broken_report():
               "build_reused": True, "gate_level": None, "waves": None, "online": [0],
               "failures": [], "sim_time_ns": 10, "guest_time_ns": 10_000, "clock_ns": 10,
               "wall_s": 0.1, "time_scale": 0.001, "options": ScenarioOptions().to_dict(),
-              "bus_messages": 0, "corruptions": [],
+              "bus_messages": 0, "bus_messages_by_mode": {}, "corruptions": [],
               "timeline": [{"cpu": 0, "port": 0, "bsp": True, "state": "HALTED", "where": "idle",
                             "ignored_sipis": 0, "nmis": 0, "nmis_collapsed": 0, "smm_entries": 0,
-                            "entry": None, "events": [[0, "RUNNABLE", "reset"]]}]}
+                            "entry": None, "started": None, "events": [[0, "RUNNABLE", "reset"]]}]}
     check_schema(report)
     for broken in ({k: v for k, v in report.items() if k != "passed"},
                    {**report, "timeline": [{**report["timeline"][0], "state": "ASLEEP"}]},

@@ -7,8 +7,9 @@ Verilator; these check each part at its own ports.
 import pytest
 
 from apwake.rtl.ghcb_msr.dispatch import ExitDispatch
-from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, HoldType, MsrCode,
-                                         VcpuState)
+from apwake.rtl.ghcb_msr.ap_creation import VmsaTable
+from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, ApCreationOp, HoldType,
+                                         MsrCode, NaeExit, VcpuState)
 from apwake.rtl.ghcb_msr.page import GhcbPageEngine
 from apwake.rtl.ghcb_msr.unit import GhcbMsrUnit, default_cpuid
 from apwake.rtl.ghcb_msr.vcpu import VcpuControl
@@ -105,12 +106,14 @@ def test_dispatch_hold_termination_and_page_jobs():
 GPA = 0x3000
 
 
-def page_exchange(*pages, release=False):
+def page_exchange(*pages, release=False, engine=None):
     """One page job per entry of ``pages`` ({offset: 32-bit word}, stored before the job) on
-    one engine; returns the memory after and the outcome of the last job."""
-    dut = GhcbPageEngine(v2=True, hv_features=HV_FEATURES)
+    one engine (default: version 2, SEV-ES); returns the memory after and the outcome of the
+    last job, with ``accepts``: every AP Creation accept of all jobs (target, target_1h,
+    vmsa_valid, gfn, kick)."""
+    dut = engine or GhcbPageEngine(v2=True, hv_features=HV_FEATURES)
     memory = {}
-    outcome = {}
+    outcome = {"accepts": []}
 
     async def bench(ctx):
         mem = dut.memory
@@ -133,6 +136,9 @@ def page_exchange(*pages, release=False):
                     await ctx.tick()
                     break
                 response = None
+                if ctx.get(dut.ap.accept):
+                    outcome["accepts"].append(tuple(ctx.get(getattr(dut.ap, name)) for name in
+                                                    ("target", "target_1h", "vmsa_valid", "gfn", "kick")))
                 if ctx.get(mem.req_valid):
                     addr = ctx.get(mem.addr)
                     if ctx.get(mem.write):
@@ -313,5 +319,194 @@ def test_vcpu_page_hold_sipi_queues_a_release():
         await ctx.tick()
         ctx.set(control.take_release, 0)
         assert not ctx.get(control.release)
+
+    simulate(dut, bench)
+
+
+# --- SEV-SNP AP Creation (docs/spec/ghcb.md §6) -------------------------------------------------
+
+AP_IDS = (0x3, 0x10, 0x7)
+FEATURES = 0x21                 # SNPActive | DebugSwap
+
+
+def snp_engine(**kwargs):
+    return GhcbPageEngine(v2=True, hv_features=HV_FEATURES, snp=True, apic_ids=AP_IDS,
+                          vmsa_features=FEATURES, **kwargs)
+
+
+def ap_creation(op, apic_id, gpa, *, rax=FEATURES, rax_valid=True):
+    """The GHCB words of an AP_CREATION request (RAX and its valid bit, bit 63, as
+    ``vmgexit_ap_control`` sets them)."""
+    words = request(NaeExit.AP_CREATION.value, op, gpa)
+    words[GHCB_OFFSETS["sw_exit_info_1"] + 4] = apic_id
+    words[GHCB_OFFSETS["rax"]] = rax & 0xFFFF_FFFF
+    words[GHCB_OFFSETS["rax"] + 4] = rax >> 32
+    words[GHCB_OFFSETS["valid_bitmap"] + 4] = int(rax_valid) << (VALID_BIT["rax"] - 32)
+    return words
+
+
+@pytest.mark.parametrize(("op", "apic_id", "gpa", "kwargs", "reply"), [
+    (ApCreationOp.CREATE, 0x10, 0x30_1000, {}, (0, 0)),
+    (ApCreationOp.CREATE_ON_INIT, 0x7, 0x30_1000, {}, (0, 0)),
+    (ApCreationOp.DESTROY, 0x7, 0, {"rax_valid": False}, (0, 0)),        # DESTROY needs no RAX
+    (ApCreationOp.CREATE, 0x10, 0x30_1000, {"rax_valid": False}, (2, 4)),
+    (7, 0x10, 0x30_1000, {"rax_valid": False}, (2, 4)),                  # not DESTROY: RAX first
+    (ApCreationOp.CREATE, 0x11, 0x30_1000, {}, (2, 5)),                  # no such APIC ID
+    (ApCreationOp.DESTROY, 0x11, 0, {}, (2, 5)),
+    (ApCreationOp.CREATE, 0x10, 0x30_1000, {"rax": 0x1}, (2, 5)),       # SEV features differ
+    (ApCreationOp.CREATE, 0x10, 0x30_1008, {}, (2, 5)),                  # not page-aligned
+    (ApCreationOp.CREATE, 0x10, 0x40_0000, {}, (2, 5)),                  # 2 MiB-aligned
+    (ApCreationOp.CREATE_ON_INIT, 0x10, 0, {}, (2, 5)),                  # GPA 0 is 2 MiB-aligned
+    (ApCreationOp.CREATE, 0x10, 0x1_0030_1000, {}, (2, 5)),              # above 4 GiB
+    (3, 0x10, 0x30_1000, {}, (2, 5)),                                    # no such request
+    ((1 << 16) | 1, 0x10, 0x30_1000, {}, (2, 5)),                        # CREATE at VMPL1
+])
+def test_page_engine_ap_creation_checks(op, apic_id, gpa, kwargs, reply):
+    op = getattr(op, "value", op)
+    memory, outcome = page_exchange(ap_creation(op, apic_id, gpa, **kwargs), engine=snp_engine())
+    assert reply_of(memory) == (*reply, REPLIED << 96)
+    if reply == (0, 0):
+        target = AP_IDS.index(apic_id)
+        creates = op != ApCreationOp.DESTROY.value
+        assert outcome["accepts"] == [(target, 1 << target, int(creates),
+                                       (gpa >> 12) & 0xF_FFFF if creates else 0,
+                                       int(op != ApCreationOp.CREATE_ON_INIT.value))]
+    else:
+        assert outcome["accepts"] == []
+
+
+def test_page_engine_ap_creation_on_an_sev_es_vm():
+    """KVM: AP_CREATION from a VM that is not SNP is (2, 4); a version-1 hypervisor does not
+    know the exit: (2, 6)."""
+    memory, outcome = page_exchange(ap_creation(1, 0, 0x30_1000))
+    assert reply_of(memory)[:2] == (2, 4) and outcome["accepts"] == []
+    memory, _ = page_exchange(ap_creation(1, 0, 0x30_1000),
+                              engine=GhcbPageEngine(v2=False, hv_features=HV_FEATURES))
+    assert reply_of(memory)[:2] == (2, 6)
+
+
+def test_vmsa_table_install_and_start():
+    dut = VmsaTable(n_vcpus=3)
+
+    async def bench(ctx):
+        accept, job = dut.accept, dut.job
+
+        async def run_job(vcpu, launch):
+            ctx.set(job.vcpu, vcpu)
+            ctx.set(job.launch, launch)
+            ctx.set(job.start, 1)
+            await ctx.tick()
+            ctx.set(job.start, 0)
+            assert ctx.get(job.done)
+            installed = ctx.get(job.installed)
+            await ctx.tick()
+            return installed, ctx.get(dut.vmsa_gpa)
+
+        async def accept_one(target, valid, gfn):
+            ctx.set(accept.accept, 1)
+            ctx.set(accept.target, target)
+            ctx.set(accept.vmsa_valid, valid)
+            ctx.set(accept.gfn, gfn)
+            await ctx.tick()
+            ctx.set(accept.accept, 0)
+
+        assert (await run_job(1, 0))[0] == 0               # nothing pending
+        await accept_one(1, 1, 0x301)
+        await accept_one(2, 1, 0x555)
+        await accept_one(1, 1, 0x302)                       # a second request replaces the first
+        assert await run_job(1, 0) == (1, 0x30_2000)       # installed
+        assert (await run_job(1, 0))[0] == 0               # used once
+        await accept_one(2, 0, 0)                           # DESTROY
+        assert (await run_job(2, 0))[0] == 0
+        assert await run_job(1, 1) == (0, 0x30_2000)       # the start: the installed VMSA
+
+    simulate(dut, bench)
+
+
+def _pulse(ctx, *signals, value=1):
+    for signal in signals:
+        ctx.set(signal, value)
+
+
+def test_vcpu_ap_create_reset_and_start():
+    """CREATE (kicked): HALTED and a reset job; installed: a start job; started: RUNNABLE with
+    ``vmsa_launch``.  DESTROY: HALTED for good; INIT-SIPI then asks for a start the dispatcher
+    refuses (``no_vmsa``)."""
+    dut = VcpuControl(bsp=False, msr_init=SEV_INFO, snp=True)
+
+    async def bench(ctx):
+        port, apic, control = dut.port, dut.apic, dut.control
+        state = lambda: ctx.get(port.state)
+
+        async def strobe(*signals):
+            _pulse(ctx, *signals)
+            await ctx.tick()
+            _pulse(ctx, *signals, value=0)
+
+        assert state() == VcpuState.UNINITIALIZED and ctx.get(dut.settled)
+        ctx.set(dut.ap_kick, 1)
+        await strobe(dut.ap_create)
+        assert not ctx.get(dut.settled)                     # the kick is work
+        await ctx.tick()
+        assert state() == VcpuState.HALTED and ctx.get(control.ap_job) and not ctx.get(control.ap_launch)
+        assert ctx.get(dut.request)
+        ctx.set(control.vmsa_installed, 1)
+        await strobe(control.vmsa_apply)
+        assert ctx.get(control.ap_job) and ctx.get(control.ap_launch) and not ctx.get(control.no_vmsa)
+        ctx.set(dut.vmsa_gpa, 0x30_1000)
+        await strobe(control.vmsa_start)
+        assert state() == VcpuState.RUNNABLE and ctx.get(port.vmsa_launch)
+        assert ctx.get(port.vmsa_gpa) == 0x30_1000 and not ctx.get(port.launch)
+        await ctx.tick()
+        assert not ctx.get(port.vmsa_launch) and ctx.get(dut.settled)
+        # DESTROY
+        await strobe(dut.ap_create)
+        await ctx.tick()
+        ctx.set(control.vmsa_installed, 0)
+        await strobe(control.vmsa_apply)
+        assert state() == VcpuState.HALTED and ctx.get(control.no_vmsa) and not ctx.get(control.ap_job)
+        assert ctx.get(dut.settled)
+        await strobe(apic.init)
+        assert state() == VcpuState.INIT_RECEIVED
+        await strobe(apic.sipi)
+        assert ctx.get(control.ap_job) and ctx.get(control.ap_launch) and ctx.get(control.no_vmsa)
+        await strobe(control.stop)
+        assert state() == VcpuState.STOPPED and not ctx.get(dut.request)
+
+    simulate(dut, bench)
+
+
+def test_vcpu_create_on_init_waits_for_init():
+    """CREATE_ON_INIT (no kick) is not work and changes nothing until INIT; INIT then resets
+    the AP into INIT_RECEIVED with the new VMSA, which starts at the SIPI."""
+    dut = VcpuControl(bsp=False, msr_init=SEV_INFO, snp=True)
+
+    async def bench(ctx):
+        port, apic, control = dut.port, dut.apic, dut.control
+        state = lambda: ctx.get(port.state)
+
+        async def strobe(*signals):
+            _pulse(ctx, *signals)
+            await ctx.tick()
+            _pulse(ctx, *signals, value=0)
+
+        await strobe(apic.init)
+        await strobe(apic.sipi)
+        assert state() == VcpuState.RUNNABLE and ctx.get(port.launch)     # the launch VMSA
+        ctx.set(dut.ap_kick, 0)
+        await strobe(dut.ap_create)
+        for _ in range(3):
+            await ctx.tick()
+            assert state() == VcpuState.RUNNABLE and ctx.get(dut.settled)
+            assert not ctx.get(control.ap_job)
+        await strobe(apic.init)
+        assert state() == VcpuState.HALTED and ctx.get(control.ap_job)
+        ctx.set(control.vmsa_installed, 1)
+        await strobe(control.vmsa_apply)
+        assert state() == VcpuState.INIT_RECEIVED and not ctx.get(control.ap_job)
+        await strobe(apic.sipi)
+        assert ctx.get(control.ap_job) and ctx.get(control.ap_launch)
+        await strobe(control.vmsa_start)
+        assert state() == VcpuState.RUNNABLE and ctx.get(port.vmsa_launch) and not ctx.get(port.launch)
 
     simulate(dut, bench)

@@ -172,3 +172,27 @@ def test_pure_cpp_ceiling_clocks_the_design_exactly(tmp_path):
     with pytest.raises(ValueError, match=r"cycles must be a positive integer, not 0"):
         ceiling.measure(0)
 
+
+
+def test_design_sources_are_the_rtl_a_design_imports():
+    """A design's cache key covers the RTL modules its classes import, transitively, and not the
+    other blocks': a change to the GHCB unit does not rebuild the fabric, and a change to the
+    fabric rebuilds the SEV-ES system that contains it."""
+    from apwake.sim.harness.build import design_sources
+    from apwake.sim.vip.ghcb_msr.design import SevSystemDesign
+    from apwake.sim.vip.lapic.design import FabricDesign
+
+    fabric = design_sources(FabricDesign.__new__(FabricDesign))
+    sev = design_sources(SevSystemDesign.__new__(SevSystemDesign))
+    assert {"apwake.rtl.lapic.local_apic", "apwake.rtl.lapic.timer", "apwake.rtl.lib.instance",
+            "apwake.sim.vip.lapic.design"} <= fabric.keys()
+    assert not any(name.startswith(("apwake.rtl.ghcb_msr", "apwake.rtl.soc", "apwake.rtl.system"))
+                   for name in fabric)
+    assert {"apwake.rtl.ghcb_msr.vcpu", "apwake.rtl.system.sev"} | fabric.keys() <= sev.keys()
+    assert "apwake.rtl.soc.soc" not in sev and "apwake.rtl.system.mpwk" not in sev
+    assert not any(name.startswith("apwake.sim.harness") for name in sev)
+    # a gate-level netlist is rebuilt when its RTL changes
+    from apwake.sim.harness.gate_level import GateLevelDesign
+    from apwake.sim.vip.lapic.design import FabricConfig
+    gate = design_sources(GateLevelDesign(FabricDesign(FabricConfig.contiguous(2))))
+    assert fabric.keys() <= gate.keys()

@@ -1,5 +1,5 @@
-"""The soft-SoC's parts in Amaranth's simulator (no Verilator): the AP start logic, the
-interconnect and one core's windows."""
+"""The soft-SoC's parts in Amaranth's simulator (no Verilator): the AP start logic (with the
+START window), the interconnect and one core's windows."""
 
 import functools
 
@@ -16,9 +16,10 @@ from apwake.rtl.soc.interconnect import Interconnect
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
-                                       UART_STATUS,
-                                       UART_TX)
+                                       START_BASE, START_MAP, START_WINDOW, UART_STATUS, UART_TX)
 from apwake.rtl.soc.signatures import CoreWindow
+from apwake.rtl.start_context.layouts import LaunchKind, StartOp, StartStatus, StateField
+from apwake.sim.vip.start_context.model import descriptor, encode_vmi_ap_state
 
 
 def test_sipi_start_holds_and_releases_aps(simulate):
@@ -76,8 +77,116 @@ def test_mailbox_start_wakes_and_parks_an_ap(simulate):
     assert seen == {"woken": (0b101, 0x3000), "parked": 0b001}
 
 
+def _context_memory(address, *, eip, esp, gdt_base):
+    """RAM words (``{byte address: word}``) holding a valid ``struct vmi_ap_state`` at ``address``
+    and its flat GDT (code 0x08, data 0x10) at ``gdt_base``, as the firmware builds them."""
+    words = {}
+    state = encode_vmi_ap_state(cr0=1, eip=eip, esp=esp, cs=0x08, ss=0x10, ds=0x10, es=0x10,
+                                gdtr_limit=23, gdtr_base=gdt_base)
+    for k in range(0, len(state), 4):
+        words[address + k] = int.from_bytes(state[k:k + 4], "little")
+    for index, value in ((1, descriptor(0, 0xFFFFF, 0xA)), (2, descriptor(0, 0xFFFFF, 0x2))):
+        words[gdt_base + 8 * index], words[gdt_base + 8 * index + 4] = value & 0xFFFF_FFFF, value >> 32
+    return words
+
+
+def test_context_start_launches_cores_at_the_carried_eip_and_esp():
+    """START and SET_INITIAL_AP_STATE + SIPI through the START window, the unit reading the
+    struct and the GDT from memory: each AP runs at the state's EIP with its ESP; a second SIPI is
+    DROPPED, INIT holds the AP again and a SIPI without a context is REAL_MODE (vector << 12, no
+    stack); an unknown APIC ID is refused; a store while busy is ignored and shows in CALL_STATUS.dropped;
+    LAUNCHES counts."""
+    dut = ApStart(apic_ids=[0, 4, 8], bsp_index=0, ap_start="context")
+    words = {**_context_memory(0x800, eip=0x1234, esp=0x1EE0, gdt_base=0x1EE8),
+             **_context_memory(0x900, eip=0x1238, esp=0x1DE0, gdt_base=0x1DE8)}
+    seen, records = {}, []
+
+    async def access(ctx, name, value=None):
+        bus = dut.start_bus
+        ctx.set(bus.req_valid, 1)
+        ctx.set(bus.addr, START_BASE + START_WINDOW[name])
+        ctx.set(bus.write, value is not None)
+        ctx.set(bus.wdata, value or 0)
+        await ctx.tick().until(bus.req_ready)
+        ctx.set(bus.req_valid, 0)
+        (rdata,) = await ctx.tick().sample(bus.rdata).until(bus.resp_valid)
+        return rdata
+
+    async def call(ctx, op, address, apic_id):
+        await access(ctx, "CALL_ADDRESS", address)
+        await access(ctx, "CALL_APIC_ID", apic_id)
+        await access(ctx, "CALL_OP", op.value)
+        await access(ctx, "CALL_ADDRESS", 0x4444)                 # while busy: ignored
+        status = await access(ctx, "CALL_STATUS")
+        if op is StartOp.START and apic_id == 8:                  # reading memory: busy a while
+            seen["busy"] = (status >> 8 & 1, await access(ctx, "CALL_ADDRESS"))
+        while status >> 8 & 1:
+            status = await access(ctx, "CALL_STATUS")
+        seen.setdefault("dropped", []).append(status >> 9 & 1)     # the store while busy, seen
+        return StartStatus(status & 0xF), StateField(status >> 4 & 0xF)
+
+    async def sipi(ctx, core, vector):
+        ctx.set(dut.apic[core].sipi, 1)
+        ctx.set(dut.apic[core].sipi_vector, vector)
+        await ctx.tick().until(dut.apic[core].sipi_ack)
+        ctx.set(dut.apic[core].sipi, 0)
+        await ctx.tick()
+
+    async def bench(ctx):
+        seen["unknown"] = await call(ctx, StartOp.START, 0x800, 5)
+        seen["start"] = await call(ctx, StartOp.START, 0x800, 8)
+        seen["after start"] = (ctx.get(dut.run), ctx.get(dut.start_addr[2]), ctx.get(dut.start_sp[2]))
+        seen["set"] = await call(ctx, StartOp.SET_INITIAL_AP_STATE, 0x900, 4)
+        seen["armed"] = ctx.get(dut.run)
+        await sipi(ctx, 1, 0x01)
+        seen["after sipi"] = (ctx.get(dut.run), ctx.get(dut.start_addr[1]), ctx.get(dut.start_sp[1]))
+        await sipi(ctx, 1, 0x01)                                   # running: DROPPED
+        ctx.set(dut.apic[1].init, 1)
+        seen["init_ack"] = ctx.get(dut.apic[1].init_ack)
+        await ctx.tick()
+        ctx.set(dut.apic[1].init, 0)
+        seen["after init"] = ctx.get(dut.run)
+        await sipi(ctx, 1, 0x02)                                   # no context: REAL_MODE
+        seen["real mode"] = (ctx.get(dut.run), ctx.get(dut.start_addr[1]), ctx.get(dut.start_sp[1]))
+        counts = await access(ctx, "LAUNCHES")
+        seen["launches"] = {kind.name: counts >> 8 * kind.value & 0xFF for kind in LaunchKind}
+
+    async def memory(ctx):
+        bus = dut.memory
+        ctx.set(bus.req_ready, 1)
+        async for _, _, valid, addr, write in ctx.tick().sample(bus.req_valid, bus.addr, bus.write):
+            assert not (valid and write), "the unit only reads"
+            ctx.set(bus.resp_valid, valid)
+            ctx.set(bus.rdata, words.get(addr, 0) if valid else 0)
+
+    async def trace(ctx):
+        t = dut.trace
+        async for _, _, valid, vcpu, kind, via_sipi, eip, esp in ctx.tick().sample(
+                t.valid, t.vcpu, t.kind, t.via_sipi, t.eip, t.esp):
+            if valid:
+                records.append((vcpu, LaunchKind(kind), via_sipi, eip, esp))
+
+    _run(dut, bench, background=[memory, trace])
+    assert seen == {
+        "busy": (1, 0x800), "unknown": (StartStatus.UNKNOWN_APIC_ID, StateField.NONE),
+        "start": (StartStatus.OK, StateField.NONE), "after start": (0b101, 0x1234, 0x1EE0),
+        "set": (StartStatus.OK, StateField.NONE), "armed": 0b101,
+        "after sipi": (0b111, 0x1238, 0x1DE0), "init_ack": 1, "after init": 0b101,
+        "real mode": (0b111, 0x2000, 0),
+        "launches": {"REAL_MODE": 1, "CONTEXT": 2, "REFUSED": 0, "DROPPED": 1},
+        "dropped": [1, 1, 1]}
+    assert records == [(2, LaunchKind.CONTEXT, 0, 0x1234, 0x1EE0), (1, LaunchKind.CONTEXT, 1, 0x1238, 0x1DE0),
+                       (1, LaunchKind.DROPPED, 1, 0, 0), (1, LaunchKind.REAL_MODE, 1, 0, 0)]
+
+
+def test_start_window_is_in_the_address_map():
+    assert START_MAP.base == START_BASE and START_WINDOW == {
+        "CALL_ADDRESS": 0x0, "CALL_APIC_ID": 0x4, "CALL_OP": 0x8, "CALL_STATUS": 0xC, "LAUNCHES": 0x10}
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(apic_ids=[0, 1], bsp_index=0, ap_start="tdx"), r"ap_start must be one of \('sipi', 'mailbox', 'ghcb'\)"),
+    (dict(apic_ids=[0, 1], bsp_index=0, ap_start="tdx"),
+     r"ap_start must be one of \('sipi', 'mailbox', 'ghcb', 'context'\)"),
     (dict(apic_ids=[0, 1], bsp_index=2, ap_start="sipi"), r"bsp_index must be a core index below 2, not 2"),
 ])
 def test_ap_start_parameters(kwargs, message):
@@ -180,6 +289,50 @@ def test_interconnect_io_and_boot_rom():
     _run(top, bench, background=[uart])
     assert seen == {"ram": (0x2222, 0xABCD), "lock": [0, 1, 0], "leds": (0xA5, 0xA5), "uart": list(b"ok"),
                     "busy": 1, "unmapped": 0, "msr": 0}
+
+
+def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
+    """The DMA initiator (the start-context unit's reads) takes its turn after the cores, is
+    answered the cycle after its request is taken, reads the RAM, and reads 0 elsewhere without
+    side effects (the lock stays free); the START window reaches ``start_bus``."""
+    top = _InterconnectWithRam(n_cores=2, dma=True, start=True, init=range(100, 164))
+    ic, dma = top.ic, top.ic.dma
+    seen = {"dma": [], "core": [], "start": []}
+
+    async def dma_read(ctx, addr):
+        ctx.set(dma.req_valid, 1)
+        ctx.set(dma.addr, addr)
+        await ctx.tick().until(dma.req_ready)
+        ctx.set(dma.req_valid, 0)
+        _, _, resp, rdata = await ctx.tick().sample(dma.resp_valid, dma.rdata)
+        assert resp, "the response is the cycle after the request is taken"
+        return rdata
+
+    async def dma_bench(ctx):
+        for addr in (0x0, 0x8, 0x10):
+            seen["dma"].append(await dma_read(ctx, addr))
+        seen["dma"].append(await dma_read(ctx, LOCK_BASE))
+        seen["dma"].append(await dma_read(ctx, START_BASE))
+
+    async def core_bench(ctx):
+        for addr in (0x40, 0x44):
+            seen["core"].append(await _core_access(ctx, ic.cores[0], addr))
+        while len(seen["dma"]) < 5:                                 # after the DMA's reads
+            await ctx.tick()
+        seen["core"].append(await _core_access(ctx, ic.cores[0], LOCK_BASE))        # still free
+        seen["core"].append(await _core_access(ctx, ic.cores[1], START_BASE + 0xC))
+
+    async def start_window(ctx):
+        bus = ic.start_bus
+        ctx.set(bus.req_ready, 1)
+        async for _, _, valid, addr in ctx.tick().sample(bus.req_valid, bus.addr):
+            if valid:
+                seen["start"].append(addr)
+            ctx.set(bus.resp_valid, valid)
+            ctx.set(bus.rdata, 0x77 if valid else 0)
+
+    _run(top, dma_bench, core_bench, background=[start_window])
+    assert seen == {"dma": [100, 102, 104, 0, 0], "core": [116, 117, 0, 0x77], "start": [START_BASE + 0xC]}
 
 
 def test_interconnect_window_access_waits_and_a_parked_core_resumes():
@@ -293,19 +446,22 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
     seen = {}
     for core in (0, 2):
         dut = CoreWindows(core_index=core, apic_id=0x10 + core, n_cores=3, bsp_index=0, ap_start="mailbox",
-                          msr_window=False)
+                          msr_window=False, ram_bytes=0x4000, stack_bytes=0x100)
 
         async def bench(ctx):
             ctx.set(dut.start_addr, 0x3000)
+            ctx.set(dut.start_sp, 0x1EE0)
             values = [await _window_access(ctx, dut, CoreWindow.CONTROL, CONTROL[name])
-                      for name in ("CORE_ID", "APIC_ID", "START_ADDR", "N_CORES", "AP_START", "FEATURES")]
+                      for name in ("CORE_ID", "APIC_ID", "START_ADDR", "N_CORES", "AP_START", "FEATURES",
+                                   "START_SP", "RAM_BYTES", "STACK_BYTES")]
             seen[core] = values, await _first_cycle(ctx, dut, CoreWindow.CONTROL, CONTROL["RESET_VECTOR"], 0,
                                                     dut.back_to_firmware)
 
         simulate(dut, bench)
     answer = lambda v: (v, 1, 0)      # noqa: E731 (done in the access's first cycle)
-    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(0)], (0,)),
-                    2: ([answer(2), answer(0x12), answer(0x3000), answer(3), answer(1), answer(0)], (1,))}
+    rest = [answer(0x1EE0), answer(0x4000), answer(0x100)]
+    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(0), *rest], (0,)),
+                    2: ([answer(2), answer(0x12), answer(0x3000), answer(3), answer(1), answer(0), *rest], (1,))}
 
 
 def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
@@ -375,6 +531,7 @@ def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
     (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="tdx"), r"ap_start must be one of"),
     (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="ghcb", msr_window=False),
      r"ap_start='ghcb' needs the MSR window"),
+    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, stack_bytes=-1), r"stack_bytes must be a 32-bit integer"),
 ])
 def test_core_windows_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,13 +1,14 @@
 """GHCB MSR trap unit block tests: every MSR-protocol code bit-exact against docs/spec/ghcb.md §1, version
 negotiation, AP reset hold in both forms and its races (§4, §7), the GHCB page checks and the
-AP jump table (§2, §3)."""
+AP jump table (§2, §3), and SEV-SNP AP Creation (§6) as KVM serves it."""
 
 import itertools
 
 import cocotb
+from cocotb.triggers import ReadOnly, RisingEdge
 
-from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, CpuidRequest, GhcbMsr,
-                                  HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
+from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, ApCreationOp, CpuidRequest,
+                                  GhcbMsr, HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
                                   NaeExit, PROTOCOL_MAX, PROTOCOL_MIN, SevInfo, TermReason, Termination,
                                   VcpuState)
 from apwake.rtl.ghcb_msr.unit import default_cpuid
@@ -15,10 +16,11 @@ from apwake.sim.harness.clocking import start_clock_and_reset
 from apwake.sim.models.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.harness.clocking import CLOCK_NS
-from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, GuestMemoryResponder, VcpuPort
+from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, VcpuPort
 from apwake.sim.vip.ghcb_msr.design import GhcbConfig
 from apwake.sim.vip.ghcb_msr.page import read_reply, write_request
 from apwake.sim.vip.memory import PAGE_SIZE, Memory, Owner
+from apwake.sim.vip.memory_bus import GuestMemoryResponder
 from apwake.sim.harness.pytest_plugin import applies_to
 
 TIMEOUT = dict(timeout_time=1, timeout_unit="ms")
@@ -26,6 +28,7 @@ GHCB_PAGE = 0x0010_0000              # a vCPU's GHCB: a shared page
 JUMP_TABLE = 0x0008_0000
 v2 = applies_to(lambda c: c.max_version >= 2)
 v1_only = applies_to(lambda c: c.max_version == 1)
+snp = applies_to(lambda c: c.snp)
 
 
 class Env:
@@ -71,23 +74,75 @@ class Env:
     def read_reply(self, i):
         return read_reply(self.memory, self.ghcb(i))
 
-    async def nae(self, i, *, timeout_cycles=200, **fields):
+    async def nae(self, i, *, timeout_cycles=200, accesses=None, **fields):
         """Fill the GHCB, point the MSR at it, VMGEXIT; the (SW_EXITINFO1, SW_EXITINFO2) reply.
         ``timeout_cycles`` bounds 16 memory accesses, stalls included (``--stall``): a hold is
         "not resumed" only after it.
-        A resumed exit must have made exactly the unit's accesses (:data:`EXIT_ACCESSES`), each
-        once, in order."""
+        A resumed exit must have made exactly the unit's accesses (``accesses``, default
+        :data:`EXIT_ACCESSES`), each once, in order."""
+        accesses = EXIT_ACCESSES if accesses is None else accesses
         self.write_ghcb(i, **fields)
         before = len(self.guest.accesses)
         await self.vcpus[i].wrmsr(self.ghcb(i))
         resumed = await self.vcpus[i].vmgexit(timeout_cycles=timeout_cycles)
         if resumed:
             made = [(a - self.ghcb(i), w) for a, w, _ in self.guest.accesses[before:]]
-            assert made == EXIT_ACCESSES, (
+            assert made == accesses, (
                 f"vCPU {i}: guest memory accesses of one page-protocol exit (offset, write): "
-                f"{made}, expected {EXIT_ACCESSES}")
+                f"{made}, expected {accesses}")
         info1, info2, _ = self.read_reply(i)
         return resumed, info1, info2
+
+    # --- SEV-SNP AP Creation ----------------------------------------------------------------------
+    def apic_id(self, i):
+        return self.config.vcpu_apic_ids[i]
+
+    async def ap_creation(self, i, op, target, gpa=0, *, rax="features", rax_valid=True):
+        """vCPU ``i`` asks for AP Creation ``op`` (an ApCreationOp or a raw request number) of the
+        vCPU with APIC ID ``target``, VMSA ``gpa``, RAX = the VM's SEV features unless given
+        (None: not set).  Returns (SW_EXITINFO1, SW_EXITINFO2); the exchange must have made
+        exactly :data:`APC_ACCESSES` (SNP) or :data:`EXIT_ACCESSES` (no extra reads otherwise)
+        and the reply bitmap exactly the two reply bits."""
+        request = getattr(op, "value", op)
+        rax = self.config.vmsa_features if rax == "features" else rax
+        fields = dict(exit_code=NaeExit.AP_CREATION.value, info1=target << 32 | request, info2=gpa,
+                      rax=rax)
+        if rax is not None and not rax_valid:
+            fields["valid"] = ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2")
+        resumed, info1, info2 = await self.nae(
+            i, accesses=APC_ACCESSES if self.config.snp else EXIT_ACCESSES, **fields)
+        assert resumed, f"vCPU {i}: AP Creation {op} not answered"
+        assert self.read_reply(i)[2] == REPLIED_VALID
+        return info1, info2
+
+    def watch_starts(self):
+        """Record every start of every vCPU in ``self.starts``: (vCPU, "vmsa", GPA) at a
+        ``vmsa_launch`` pulse, (vCPU, "launch", None) at a ``launch`` pulse."""
+        self.starts = []
+
+        async def watch(i, handle, kind):
+            while True:
+                await RisingEdge(handle)
+                await ReadOnly()
+                self.starts.append((i, kind, self.vcpus[i].vmsa_gpa if kind == "vmsa" else None))
+
+        for i, vcpu in enumerate(self.vcpus):
+            cocotb.start_soon(watch(i, vcpu.vmsa_launch, "vmsa"))
+            cocotb.start_soon(watch(i, vcpu.launch, "launch"))
+
+    async def idle_for(self, cycles, *, launches=None):
+        """``idle`` sampled in the read-only phase of the next ``cycles`` cycles; with a list
+        ``launches``, the cycles (indices) in which some vCPU's ``vmsa_launch`` was high are
+        appended to it."""
+        seen = []
+        for k in range(cycles):
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            seen.append(int(self.dut.idle.value))
+            if launches is not None and any(v.vmsa_launch.value for v in self.vcpus):
+                launches.append(k)
+        await RisingEdge(self.dut.clk)
+        return seen
 
 
 REPLIED_VALID = (1 << VALID_BIT["sw_exit_info_1"]) | (1 << VALID_BIT["sw_exit_info_2"])
@@ -101,6 +156,12 @@ EXIT_ACCESSES = (
     + [(offset + half, False) for offset in (_CODE, _INFO1, _INFO2) for half in (0, 4)]
     + [(offset + half, True) for offset in (_INFO1, _INFO2) for half in (0, 4)]
     + [(_BITMAP + word, True) for word in (0, 4, 8, 12)])
+#: the same for AP_CREATION on an SNP VM: three more reads after the request fields, the bitmap
+#: word of bits 32-63 (RAX's valid bit 63) and RAX
+_RAX = GHCB_OFFSETS["rax"]
+APC_ACCESSES = EXIT_ACCESSES[:8] + [(_BITMAP + 4, False), (_RAX, False), (_RAX + 4, False)] + EXIT_ACCESSES[8:]
+#: VMSA pages: the second page of 8 KiB allocations, as Linux hands them
+VMSA_A, VMSA_B, VMSA_C = 0x0030_1000, 0x0030_3000, 0x0030_5000
 
 
 # --- MSR protocol ---------------------------------------------------------------------------------------
@@ -220,7 +281,7 @@ async def test_termination_request(dut):
     assert not await env.vcpus[ap].vmgexit(timeout_cycles=100)
     assert env.vcpus[ap].state is VcpuState.STOPPED
     assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 4,
-                          "code": MsrCode.TERM_REQ.value}
+                          "code": MsrCode.TERM_REQ.value, "no_vmsa": 0}
     assert not await env.vcpus[ap].vmgexit(timeout_cycles=100)
     await env.apics[ap].init()                       # INIT is taken but moves nothing
     assert env.vcpus[ap].state is VcpuState.STOPPED
@@ -501,7 +562,8 @@ async def test_nae_hv_features_and_termination(dut):
     await env.launch(ap)
     resumed, _, _ = await env.nae(ap, exit_code=NaeExit.TERM_REQUEST.value, info1=0x21)
     assert not resumed and env.vcpus[ap].state is VcpuState.STOPPED
-    assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 2, "code": 0}
+    assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 1, "reason_code": 2, "code": 0,
+                          "no_vmsa": 0}
 
 
 @cocotb.test(**TIMEOUT)
@@ -557,4 +619,212 @@ async def test_version_negotiation(dut):
         raise AssertionError("negotiation succeeded without an overlapping range")
     assert bsp.state is VcpuState.STOPPED
     assert env.term() == {"valid": 1, "vcpu": c.bsp_index, "reason_set": 0, "reason_code": 1,
-                          "code": MsrCode.TERM_REQ.value}
+                          "code": MsrCode.TERM_REQ.value, "no_vmsa": 0}
+
+
+# --- SEV-SNP AP Creation (docs/spec/ghcb.md §6; KVM sev_snp_ap_creation) ------------------------------
+OK = (HvResponse.OK.value, 0)
+MISSING = (HvResponse.MALFORMED_INPUT.value, MalformedReason.MISSING_INPUT.value)
+INVALID = (HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_INPUT.value)
+#: cycles a start may take: the requester's 19 accesses, then the target's reset and start jobs
+START_CYCLES = 400
+
+
+async def wait_start(env, count, *, cycles=START_CYCLES):
+    """Wait until ``env.starts`` holds ``count`` entries (False after ``cycles``)."""
+    for _ in range(cycles):
+        if len(env.starts) >= count:
+            return True
+        await RisingEdge(env.dut.clk)
+    return len(env.starts) >= count
+
+
+@cocotb.test(**TIMEOUT)
+@snp
+async def test_ap_create_starts_the_target_from_its_vmsa(dut):
+    """CREATE for an UNINITIALIZED AP: (0, 0) with just the two reply bits, exactly the GHCB
+    accesses of APC_ACCESSES (the unit never reads the VMSA), then ``vmsa_launch`` once with
+    the VMSA's GPA on ``vmsa_gpa`` and the AP RUNNABLE; no first-SIPI ``launch``.  From the
+    VMGEXIT until that start the unit is not idle (the kick is work), afterwards it is."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    launches = []
+    idle = cocotb.start_soon(env.idle_for(80, launches=launches))
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_A) == OK
+    assert await wait_start(env, 1)
+    seen = await idle
+    busy = seen.index(0)                                 # the VMGEXIT's first cycle
+    settled = seen.index(1, busy)
+    assert not any(seen[busy:settled]) and all(seen[settled:]), f"idle: {seen}"
+    assert len(launches) == 1 and busy < launches[0] < settled, (launches, seen)   # not idle until started
+    assert env.starts == [(ap, "vmsa", VMSA_A)]
+    assert env.vcpus[ap].state is VcpuState.RUNNABLE and not env.term()["valid"]
+    touched = {a & ~0xFFF for a, _, _ in env.guest.accesses}
+    assert touched == {env.ghcb(bsp)}, f"the unit reached beyond the GHCB: {sorted(map(hex, touched))}"
+    # the vCPU runs its new VMSA: its exits are served as any other's
+    assert await env.vcpus[ap].msr_protocol(MsrCode.SEV_INFO_REQ.value) & 0xFFF == MsrCode.SEV_INFO_RESP.value
+
+
+@cocotb.test(**TIMEOUT)
+@snp
+async def test_ap_creation_refusals(dut):
+    """Each request KVM refuses, bit-exact: RAX not valid for anything but DESTROY (2, 4);
+    unknown APIC ID, bad request (a VMPL in bits 19:16 included), VMSA GPA not page-aligned,
+    at or above 4 GiB, 2 MiB-aligned (0 too), SEV features not the VM's: (2, 5).  The target
+    is untouched: no start, no pending creation (its INIT-SIPI then launches its launch VMSA)."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    target = env.apic_id(ap)
+    unknown = max(env.config.vcpu_apic_ids) + 1
+    cases = [
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=VMSA_A, rax_valid=False), MISSING),
+        (dict(op=ApCreationOp.CREATE_ON_INIT, target=target, gpa=VMSA_A, rax=None), MISSING),
+        (dict(op=7, target=unknown, gpa=VMSA_A, rax=None), MISSING),         # RAX checked first
+        (dict(op=ApCreationOp.CREATE, target=unknown, gpa=VMSA_A), INVALID),
+        (dict(op=ApCreationOp.DESTROY, target=unknown, rax=None), INVALID),
+        (dict(op=3, target=target, gpa=VMSA_A), INVALID),
+        (dict(op=(1 << 16) | 1, target=target, gpa=VMSA_A), INVALID),       # CREATE at VMPL1
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=VMSA_A + 0x10), INVALID),
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=0x1_0000_0000 | VMSA_A), INVALID),
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=0x0040_0000), INVALID),
+        (dict(op=ApCreationOp.CREATE_ON_INIT, target=target, gpa=0), INVALID),
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=VMSA_A,
+              rax=env.config.vmsa_features ^ 0x20), INVALID),
+        (dict(op=ApCreationOp.CREATE, target=target, gpa=VMSA_A, rax=0), INVALID),
+    ]
+    for case, reply in cases:
+        assert await env.ap_creation(bsp, **case) == reply, case
+    for _ in range(50):
+        await RisingEdge(dut.clk)
+    assert env.starts == [] and env.vcpus[ap].state is VcpuState.UNINITIALIZED
+    assert not env.term()["valid"] and dut.idle.value == 1
+    await env.launch(ap)                                  # nothing was left pending
+    assert env.starts == [(ap, "launch", None)]
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda c: c.max_version >= 2 and not c.snp)
+async def test_ap_creation_on_an_sev_es_vm(dut):
+    """An SEV-ES VM: AP_CREATION is (2, 4) whatever it asks (KVM: "!is_sev_snp_guest" with the
+    reason still MISSING_INPUT), with no extra reads; nobody starts."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, ap, VMSA_A) == MISSING
+    assert await env.ap_creation(bsp, ApCreationOp.DESTROY, ap, rax=None) == MISSING
+    for _ in range(50):
+        await RisingEdge(dut.clk)
+    assert env.starts == [] and env.vcpus[ap].state is VcpuState.UNINITIALIZED
+
+
+@cocotb.test(**TIMEOUT)
+@v1_only
+async def test_ap_creation_unknown_to_a_version1_hypervisor(dut):
+    """max_version 1 (KVM before SNP): AP_CREATION is an exit it does not know, (2, 6)."""
+    env = await Env.start(dut)
+    assert await env.ap_creation(env.config.bsp_index, ApCreationOp.CREATE, 1, VMSA_A) == (
+        HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_EVENT.value)
+
+
+@cocotb.test(**TIMEOUT)
+@snp
+async def test_create_on_init_waits_for_the_next_init(dut):
+    """CREATE_ON_INIT changes nothing (not even ``idle``) until the target's next INIT: INIT
+    then leaves an AP in INIT_RECEIVED with the new VMSA, which starts at the SIPI.  An INIT
+    taken before the request does not apply it (the SIPI resumes the old state); the one after
+    does.  For the BSP, INIT itself starts it."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    vcpu, apic = env.vcpus[ap], env.apics[ap]
+    await env.launch(ap)                                       # the launch VMSA runs
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE_ON_INIT, env.apic_id(ap), VMSA_A) == OK
+    assert await env.idle_for(40) == [1] * 40
+    assert vcpu.state is VcpuState.RUNNABLE and env.starts == [(ap, "launch", None)]
+    await apic.init()
+    assert await wait_for_state(env, ap, VcpuState.INIT_RECEIVED)
+    assert env.starts == [(ap, "launch", None)]
+    await apic.sipi()
+    assert await wait_start(env, 2)
+    assert env.starts[1] == (ap, "vmsa", VMSA_A) and vcpu.state is VcpuState.RUNNABLE
+    # INIT first, then the request: the SIPI after them resumes what ran; the next INIT applies it
+    await apic.init()
+    assert vcpu.state is VcpuState.INIT_RECEIVED
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE_ON_INIT, env.apic_id(ap), VMSA_B) == OK
+    await apic.sipi()
+    assert vcpu.state is VcpuState.RUNNABLE
+    assert not await wait_start(env, 3, cycles=60)
+    await apic.init()
+    await apic.sipi()
+    assert await wait_start(env, 3) and env.starts[2] == (ap, "vmsa", VMSA_B)
+    # the BSP: INIT starts it at once from the new VMSA
+    assert await env.ap_creation(ap, ApCreationOp.CREATE_ON_INIT, env.apic_id(bsp), VMSA_C) == OK
+    assert env.vcpus[bsp].state is VcpuState.RUNNABLE and len(env.starts) == 3
+    await env.apics[bsp].init()
+    assert await wait_start(env, 4) and env.starts[3] == (bsp, "vmsa", VMSA_C)
+    assert env.vcpus[bsp].state is VcpuState.RUNNABLE and not env.term()["valid"]
+
+
+async def wait_for_state(env, i, state, cycles=START_CYCLES):
+    for _ in range(cycles):
+        if env.vcpus[i].state is state:
+            return True
+        await RisingEdge(env.dut.clk)
+    return False
+
+
+@cocotb.test(**TIMEOUT)
+@snp
+async def test_destroy_then_init_sipi(dut):
+    """DESTROY (no RAX needed): the target stops at once, HALTED with no VMSA, and the unit is
+    idle.  INIT-SIPI to it does not start it: made runnable without a VMSA, KVM refuses the
+    VMRUN and KVM_RUN fails (``pre_sev_run``), which ends the VM: STOPPED, ``term.no_vmsa``."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_A) == OK
+    assert await wait_start(env, 1)
+    assert await env.ap_creation(bsp, ApCreationOp.DESTROY, env.apic_id(ap), VMSA_A, rax=None) == OK
+    assert await wait_for_state(env, ap, VcpuState.HALTED)
+    seen = await env.idle_for(20)                       # the reset job ends, then nothing is due
+    assert 1 in seen and all(seen[seen.index(1):]), seen
+    assert env.vcpus[ap].state is VcpuState.HALTED and env.starts == [(ap, "vmsa", VMSA_A)]
+    await env.apics[ap].init()
+    assert await wait_for_state(env, ap, VcpuState.INIT_RECEIVED)
+    await env.apics[ap].sipi()
+    assert await wait_for_state(env, ap, VcpuState.STOPPED)
+    assert env.starts == [(ap, "vmsa", VMSA_A)]
+    assert env.term() == {"valid": 1, "vcpu": ap, "reason_set": 0, "reason_code": 0, "code": 0,
+                          "no_vmsa": 1}
+
+
+@cocotb.test(**TIMEOUT)
+@snp
+async def test_second_create_replaces_the_vmsa(dut):
+    """A second CREATE replaces the running VMSA: the target drops what it ran (even an AP reset
+    hold, which is never answered) and starts from the new one, each start once, in order."""
+    env = await Env.start(dut)
+    env.watch_starts()
+    bsp, ap = env.config.bsp_index, env.ap()
+    vcpu = env.vcpus[ap]
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_A) == OK
+    assert await wait_start(env, 1)
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_B) == OK
+    assert await wait_start(env, 2)
+    # the AP parks in an MSR-protocol hold; CREATE ends it with a new VMSA, not with a reply
+    await vcpu.wrmsr(MsrCode.AP_RESET_HOLD_REQ.value)
+    assert not await vcpu.vmgexit(timeout_cycles=50)
+    assert vcpu.state is VcpuState.AP_RESET_HOLD
+    done = cocotb.start_soon(vcpu.wait_exit_done(timeout_cycles=START_CYCLES))
+    assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_C) == OK
+    assert await wait_start(env, 3)
+    assert not await done, "the hold was answered"
+    assert env.starts == [(ap, "vmsa", VMSA_A), (ap, "vmsa", VMSA_B), (ap, "vmsa", VMSA_C)]
+    assert vcpu.state is VcpuState.RUNNABLE
+    assert vcpu.rdmsr() == MsrCode.AP_RESET_HOLD_RESP.value      # the preset reply, untouched
+    # the held vCPU's hold type is gone: an INIT-SIPI now is a plain one (nothing written)
+    await env.apics[ap].init()
+    await env.apics[ap].sipi()
+    assert vcpu.state is VcpuState.RUNNABLE and len(env.starts) == 3 and not env.term()["valid"]

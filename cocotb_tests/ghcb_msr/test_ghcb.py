@@ -1,5 +1,5 @@
-"""GHCB MSR unit block tests: protocol ranges 1-2, 1-1 and 3-4 (no overlap with Linux), an SNP VM,
-a BSP not on vCPU 0."""
+"""GHCB MSR unit block tests: protocol ranges 1-2, 1-1 and 3-4 (no overlap with Linux), an SNP VM
+(AP Creation, sparse APIC IDs), a BSP not on vCPU 0."""
 
 from apwake.sim.vip.ghcb_msr.design import GhcbConfig, GhcbDesign
 from apwake.sim.harness.pytest_plugin import cocotb_tests
@@ -7,7 +7,9 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 CONFIGS = [
     GhcbConfig(n_vcpus=3, max_version=2),
     GhcbConfig(n_vcpus=2, max_version=1),
-    GhcbConfig(n_vcpus=4, bsp_index=2, max_version=2, snp=True, cbit=47),
+    # sparse APIC IDs (AP Creation names its target by APIC ID) and SEV features beyond SNPActive
+    GhcbConfig(n_vcpus=4, bsp_index=2, max_version=2, snp=True, cbit=47,
+               apic_ids=(0x3, 0x10, 0x7, 0x101), vmsa_features=0x21),
     GhcbConfig(n_vcpus=2, min_version=3, max_version=4),     # no overlap with Linux's 1-2
 ]
 

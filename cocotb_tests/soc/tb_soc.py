@@ -1,9 +1,16 @@
 """The whole soft-SoC under Verilator running its firmware (issue 6 §3): the BSP wakes every AP
 with INIT-SIPI-SIPI through its APIC, or (mailbox start) through the MP wakeup mailbox and then
-offlines/onlines each AP and kexecs; the UART transcript and the LEDs are checked."""
+offlines/onlines each AP and kexecs, or (SEV-ES start) through the GHCB MSR unit, or (context
+start, issue 13) in a state it gives the start-context unit; the UART transcript and the LEDs
+are checked."""
+
+import re
 
 import cocotb
+from cocotb.triggers import ReadOnly, RisingEdge
 
+from apwake.firmware.build import build_firmware
+from apwake.rtl.start_context.layouts import LaunchKind
 from apwake.sim.harness.clocking import start_clock_and_reset
 from apwake.sim.harness.clocking import CLOCK_NS
 from apwake.sim.vip.soc.design import SocConfig
@@ -101,3 +108,92 @@ async def test_sev_es_launch_and_reset_hold(dut):
         assert first < held < woken, monitor.text
     assert not [line for line in lines if "did not" in line], monitor.text
     assert int(dut.leds.value) == (1 << n) - 1 and int(dut.trap.value) == 0
+
+
+async def _launch_records(dut, records):
+    """Every launch record the SoC takes: ``(core, kind, via_sipi, eip, esp)``."""
+    trace = dut.start_trace__valid
+    while True:
+        await RisingEdge(trace)             # a record is one cycle; two are never back to back
+        await ReadOnly()
+        records.append((int(dut.start_trace__vcpu.value), LaunchKind(int(dut.start_trace__kind.value)),
+                        int(dut.start_trace__via_sipi.value), int(dut.start_trace__eip.value),
+                        int(dut.start_trace__esp.value)))
+        await RisingEdge(dut.clk)
+
+
+async def _inits(dut, counts):
+    """Count, per core, the INITs taken (woken only when the trace changes)."""
+    signal = dut.start_trace__init_taken
+    while True:
+        await signal.value_change
+        value = int(signal.value)
+        for core in range(len(counts)):
+            counts[core] += value >> core & 1
+
+
+def _text_high(elf_path):
+    """``(start, end)`` of the firmware's .text_high section, where the context entry lives."""
+    from elftools.elf.elffile import ELFFile
+    with open(elf_path, "rb") as f:
+        section = ELFFile(f).get_section_by_name(".text_high")
+        return section["sh_addr"], section["sh_addr"] + section["sh_size"]
+
+
+@cocotb.test(timeout_time=20, timeout_unit="ms")
+@applies_to(lambda c: c.ap_start == "context")
+async def test_context_start_at_the_given_entry_and_stack(dut):
+    """State-carrying start through the start-context unit: the BSP goes paravirtual (a
+    real-mode INIT-SIPI is REFUSED), then starts each AP in an x86 state it writes in RAM (its
+    own GDT and stack at the top of that core's stack block): even cores by START (no INIT, no
+    SIPI), odd ones by SET_INITIAL_AP_STATE and INIT-SIPI-SIPI (the second SIPI DROPPED).  Each
+    AP prints the pc and sp it found, which must be the EIP and ESP the BSP gave and the launch
+    record carried; every call is OK and LAUNCHES counts what the records say."""
+    config = SocConfig.from_env()
+    n, ids, bsp = config.n_cpus, config.fabric.apic_ids, config.fabric.bsp_index
+    monitor = UartMonitor(dut)
+    records, inits = [], [0] * n
+    await start_clock_and_reset(dut, CLOCK_NS)
+    cocotb.start_soon(monitor.run())
+    cocotb.start_soon(_launch_records(dut, records))
+    cocotb.start_soon(_inits(dut, inits))
+    summary = f"all {n} of {n} cores online"
+    assert await monitor.wait_for(f" dropped\n{summary}\n", timeout_ns=5_000_000), monitor.text
+    lines = monitor.text.splitlines()
+    aps = [core for core in range(n) if core != bsp]
+    by_sipi = [core for core in aps if core & 1]
+    entry = re.search(r" eip 0x([0-9a-f]{8}) ", monitor.text)
+    assert entry, monitor.text
+    eip = int(entry.group(1), 16)
+    low, high = _text_high(build_firmware(ids).elf)
+    assert low <= eip < high, f"EIP {eip:#x} is not the context entry (.text_high {low:#x}-{high:#x})"
+
+    def stack(core):                        # the GDT at the top of the core's stack block, sp below
+        return (config.ram_bytes - core * config.stack_bytes - 24) & ~15
+
+    expected = [f"apwake soc: BSP up, {n} cores (context)", "context: PARAVIRT: OK",
+                f"context: INIT-SIPI without a context to AP {ids[aps[0]]}: refused"]
+    for core in aps:
+        call = "SET_INITIAL_AP_STATE" if core in by_sipi else "START"
+        expected += [f"context: {call} AP {ids[core]} eip 0x{eip:08x} esp 0x{stack(core):08x}: OK",
+                     f"AP {ids[core]}: started by context at 0x{eip:08x} sp 0x{stack(core):08x}"]
+    expected += [f"context: launches 0 real-mode, {len(aps)} context, 1 refused, {len(by_sipi)} dropped",
+                 summary]
+    assert lines == expected, monitor.text
+
+    # the unit's records: the refused SIPI, one CONTEXT per AP at its EIP and ESP (by SIPI or by
+    # START), a DROPPED second SIPI; a START-started AP saw no INIT and no SIPI
+    want = [(aps[0], LaunchKind.REFUSED, 1, 0, 0)]
+    for core in aps:
+        if core in by_sipi:
+            want += [(core, LaunchKind.CONTEXT, 1, eip, stack(core)), (core, LaunchKind.DROPPED, 1, 0, 0)]
+        else:
+            want.append((core, LaunchKind.CONTEXT, 0, eip, stack(core)))
+    assert records == want, records
+    for core in aps:
+        if core in by_sipi:
+            assert inits[core] >= 1, (core, inits)
+        else:
+            assert inits[core] == 0 and not [r for r in records if r[0] == core and r[2]], (core, inits, records)
+    assert int(dut.leds.value) == (1 << n) - 1
+    assert int(dut.running.value) == (1 << n) - 1 and int(dut.trap.value) == 0

@@ -1,5 +1,5 @@
 """The GHCB MSR unit's exit dispatcher: picks the next vCPU exit and answers the GHCB MSR
-protocol (docs/spec/ghcb.md §1, §4, §7)."""
+protocol (docs/spec/ghcb.md §1, §4, §6, §7)."""
 
 from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from apwake.rtl.lib.priority import RoundRobinArbiter
 from .layouts import (GFN_NONE, CpuidRequest, GhcbMsr, HoldType, MsrCode, TermReason, Termination,
                       layout_bits, layout_cat)
-from .signatures import PageJobSignature, VcpuControlSignature
+from .signatures import PageJobSignature, VcpuControlSignature, VmsaJobSignature
 
 __all__ = ["ExitDispatch"]
 
@@ -17,11 +17,14 @@ class ExitDispatch(wiring.Component):
     """Serves one vCPU exit at a time.
 
     * **Arbitration.**  While idle, a round-robin arbiter picks one of ``requests`` (an exit of
-      a running vCPU, or a queued SIPI release); ``busy`` and ``sel`` name the vCPU served
-      until the dispatcher is idle again with nothing to pick.
+      a running vCPU, a queued SIPI release, or an SNP VMSA job); ``busy`` and ``sel`` name the
+      vCPU served until the dispatcher is idle again with nothing to pick.
     * **Dispatch**, one cycle later, on the served vCPU's ``control``: a queued release goes to
-      the page engine (``page``) with the vCPU's hold page.  Otherwise the MSR's GHCBInfo
-      (bits 11:0) decides (§1):
+      the page engine (``page``) with the vCPU's hold page.  A VMSA job (SNP AP Creation, §6)
+      goes to the VMSA table (``vmsa``): the reset's (``vmsa_apply`` with what it installed)
+      or the start's (``vmsa_start``); a start of a vCPU with no VMSA ends the VM instead
+      (``term.no_vmsa``: KVM's ``pre_sev_run`` refuses the VMRUN, KVM_RUN fails).  Otherwise
+      the MSR's GHCBInfo (bits 11:0) decides (§1):
 
       - 0x000 GHCB GPA: a page address below 4 GiB goes to the page engine; 0 or an address
         at or above 4 GiB (unmappable) resumes the vCPU with nothing written;
@@ -63,6 +66,8 @@ class ExitDispatch(wiring.Component):
         To and from the served vCPU.
     page : Out(PageJobSignature)
         To the page engine.
+    vmsa : Out(VmsaJobSignature)
+        To the VMSA table (an SNP unit; never started otherwise).
     term : Out(TermReason)
     """
 
@@ -75,6 +80,7 @@ class ExitDispatch(wiring.Component):
             "sel": Out(range(max(n_vcpus, 2))),
             "control": Out(VcpuControlSignature()),
             "page": Out(PageJobSignature()),
+            "vmsa": Out(VmsaJobSignature(n_vcpus)),
             "term": Out(TermReason),
         })
 
@@ -94,12 +100,17 @@ class ExitDispatch(wiring.Component):
         def load_msr(new):
             m.d.comb += [control.load_msr.eq(1), control.msr_value.eq(new)]
 
-        def terminate(reason_set, reason_code, code):
+        def terminate(reason_set, reason_code, code, no_vmsa=0):
             m.d.comb += control.stop.eq(1)
             with m.If(~term.valid):
                 m.d.sync += [term.valid.eq(1), term.vcpu.eq(sel), term.reason_set.eq(reason_set),
-                             term.reason_code.eq(reason_code), term.code.eq(code)]
+                             term.reason_code.eq(reason_code), term.code.eq(code),
+                             term.no_vmsa.eq(no_vmsa)]
             m.next = "IDLE"
+
+        vmsa = self.vmsa
+        if self.snp:
+            m.d.comb += [vmsa.vcpu.eq(sel), vmsa.launch.eq(control.ap_launch)]
 
         def finish_exit():
             m.d.comb += control.finish.eq(1)
@@ -121,6 +132,13 @@ class ExitDispatch(wiring.Component):
                 with m.If(control.release):
                     m.d.comb += [control.take_release.eq(1), page.start.eq(1), page.release.eq(1)]
                     m.next = "PAGE"
+                if self.snp:
+                    with m.Elif(control.ap_job):
+                        with m.If(control.ap_launch & control.no_vmsa):
+                            terminate(0, 0, 0, no_vmsa=1)    # RUNNABLE without a VMSA: KVM_RUN fails
+                        with m.Else():
+                            m.d.comb += vmsa.start.eq(1)
+                            m.next = "VMSA"
                 with m.Elif(info == MsrCode.GHCB_GPA):
                     with m.If((data == 0) | (value[32:64] != 0)):
                         finish_exit()            # no GHCB, or unmappable: resumed, nothing written
@@ -167,6 +185,16 @@ class ExitDispatch(wiring.Component):
                             terminate(0, 0, info)
                 with m.Else():
                     finish_exit()                # unknown code: MSR unchanged, guest resumed
+
+            if self.snp:
+                with m.State("VMSA"):
+                    with m.If(vmsa.done):
+                        with m.If(control.ap_launch):
+                            m.d.comb += control.vmsa_start.eq(1)
+                        with m.Else():
+                            m.d.comb += [control.vmsa_apply.eq(1),
+                                         control.vmsa_installed.eq(vmsa.installed)]
+                        m.next = "IDLE"
 
             with m.State("PAGE"):
                 with m.If(page.done):

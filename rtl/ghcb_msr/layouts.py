@@ -1,4 +1,4 @@
-"""GHCB MSR protocol and GHCB page layouts and codes (docs/spec/ghcb.md §1, §2, §3, §4).
+"""GHCB MSR protocol and GHCB page layouts and codes (docs/spec/ghcb.md §1, §2, §3, §4, §6).
 
 Declared once here: the RTL uses them as shapes and constants, the CPU models and tests pack
 and unpack with :mod:`apwake.sim.harness.codec`.
@@ -12,7 +12,9 @@ from amaranth.lib import data, enum
 __all__ = ["MSR_GHCB", "MsrCode", "GhcbMsr", "SevInfo", "CpuidRequest", "Termination",
            "HoldReply", "NaeExit", "JumpTableOp", "HvResponse", "MalformedReason",
            "VcpuState", "HoldType", "GHCB_OFFSETS", "VALID_BIT", "GFN_NONE", "HV_FEATURES",
-           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry", "layout_bits", "layout_cat"]
+           "TermReason", "PROTOCOL_MIN", "PROTOCOL_MAX", "JumpTableEntry", "ApCreationOp",
+           "ApCreationRequest", "SEV_FEATURES", "DEFAULT_VMSA_FEATURES", "VMSA_REFUSED_ALIGNMENT",
+           "VMSA_GFN_BITS", "layout_bits", "layout_cat"]
 
 #: MSR_AMD64_SEV_ES_GHCB
 MSR_GHCB = 0xC001_0130
@@ -86,13 +88,19 @@ class HoldReply(data.Struct):
 
 class TermReason(data.Struct):
     """The unit's termination status: which vCPU and why (set 0 generic, 1 Linux, §1), and the
-    MSR request code that ended it (0 for the NAE form)."""
+    MSR request code that ended it (0 for the NAE form).
+
+    ``no_vmsa`` (with reason 0/0 and code 0): not a guest request but the VMM's end of the VM: the vCPU
+    was made runnable with no VMSA (an INIT-SIPI after SNP AP Destroy), KVM refuses the VMRUN
+    (``pre_sev_run``: "Reject KVM_RUN if userspace attempts to run the vCPU with an invalid
+    VMSA"), KVM_RUN fails with -EINVAL and the VMM stops the VM."""
 
     valid: unsigned(1)
     vcpu: unsigned(12)      # up to 4096 vCPUs (unit.MAX_VCPUS)
     reason_set: unsigned(4)
     reason_code: unsigned(8)
     code: unsigned(12)
+    no_vmsa: unsigned(1)
 
 
 class NaeExit(enum.Enum, shape=unsigned(32)):
@@ -100,6 +108,7 @@ class NaeExit(enum.Enum, shape=unsigned(32)):
 
     AP_HLT_LOOP = 0x8000_0004       # AP reset hold, GHCB-page form
     AP_JUMP_TABLE = 0x8000_0005
+    AP_CREATION = 0x8000_0013       # v2, SNP only (§6)
     HV_FEATURES = 0x8000_FFFD       # v2
     TERM_REQUEST = 0x8000_FFFE      # v2
 
@@ -107,6 +116,23 @@ class NaeExit(enum.Enum, shape=unsigned(32)):
 class JumpTableOp(enum.Enum, shape=unsigned(32)):
     SET = 0
     GET = 1
+
+
+class ApCreationOp(enum.Enum, shape=unsigned(32)):
+    """SW_EXITINFO1[31:0] of AP_CREATION (uapi ``SVM_VMGEXIT_AP_CREATE_ON_INIT`` / ``_CREATE`` /
+    ``_DESTROY``).  KVM compares all 32 bits: a VMPL in [19:16] (SVSM guests) is a bad request."""
+
+    CREATE_ON_INIT = 0
+    CREATE = 1
+    DESTROY = 2
+
+
+class ApCreationRequest(data.Struct):
+    """SW_EXITINFO1 of AP_CREATION: [31:0] the request, [63:32] the target's APIC ID (Linux
+    ``vmgexit_ap_control``)."""
+
+    request: ApCreationOp
+    apic_id: unsigned(32)
 
 
 class HvResponse(enum.Enum, shape=unsigned(32)):
@@ -135,7 +161,7 @@ class VcpuState(enum.Enum, shape=unsigned(4)):
     RUNNABLE = 0
     UNINITIALIZED = 1
     INIT_RECEIVED = 2
-    HALTED = 3                  # the CPU models' hlt; the unit never sets it
+    HALTED = 3                  # the CPU models' hlt; the unit: an SNP vCPU with its VMSA dropped (§6)
     STOPPED = 5                 # terminated: KVM_EXIT_SYSTEM_EVENT / SEV_TERM, never resumed
     AP_RESET_HOLD = 9
 
@@ -165,6 +191,21 @@ VALID_BIT = {name: offset // 8 for name, offset in GHCB_OFFSETS.items() if offse
 
 #: HV feature bits (§1): bit 0 SEV-SNP, bit 1 SNP AP creation
 HV_FEATURES = {"snp": 1 << 0, "snp_ap_creation": 1 << 1}
+
+#: SEV_FEATURES bits (the VMSA's field at 0x3B0 = SEV_STATUS >> 2; Linux
+#: ``sev_status_feat_names``, KVM ``SVM_SEV_FEAT_*``)
+SEV_FEATURES = {"snp_active": 1 << 0, "vtom": 1 << 1, "reflect_vc": 1 << 2,
+                "restricted_injection": 1 << 3, "alternate_injection": 1 << 4,
+                "debug_swap": 1 << 5}
+#: an SNP VM's features by default: SNPActive, which KVM sets for every SNP VM
+#: (``__sev_guest_init``), and nothing the VMM adds
+DEFAULT_VMSA_FEATURES = SEV_FEATURES["snp_active"]
+#: KVM refuses a VMSA at a 2 MiB-aligned GPA (the RMP erratum: ``IS_ALIGNED(exit_info_2,
+#: PMD_SIZE)`` in ``sev_snp_ap_creation``); Linux allocates 8 KiB and uses the second page
+VMSA_REFUSED_ALIGNMENT = 2 << 20
+#: the VMSA GPA the unit keeps: a page frame below 4 GiB (the unit's guest-physical space is the
+#: 32-bit memory bus; a GPA at or above it fails KVM's ``page_address_valid`` legality check)
+VMSA_GFN_BITS = 20
 
 
 def layout_bits(layout, **fields):

@@ -1,13 +1,15 @@
 """The GHCB MSR unit's page engine: the GHCB-page protocol through guest memory
-(docs/spec/ghcb.md §2, §3, §4, §7)."""
+(docs/spec/ghcb.md §2, §3, §4, §6, §7)."""
 
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.lib.bus import MemoryBusSignature, access_states
-from .layouts import (GHCB_OFFSETS, VALID_BIT, HvResponse, JumpTableOp, MalformedReason, NaeExit)
-from .signatures import PageJobSignature
+from apwake.rtl.lib.priority import onehot_to_index
+from .layouts import (DEFAULT_VMSA_FEATURES, GHCB_OFFSETS, VALID_BIT, VMSA_GFN_BITS,
+                      ApCreationOp, HvResponse, JumpTableOp, MalformedReason, NaeExit)
+from .signatures import ApAcceptSignature, PageJobSignature
 
 __all__ = ["GhcbPageEngine"]
 
@@ -26,6 +28,22 @@ class GhcbPageEngine(wiring.Component):
       - version 2 only: HV_FEATURES 0x8000_FFFD answers ``hv_features``, TERM_REQUEST
         0x8000_FFFE ends with ``job.terminate`` (reason set SW_EXITINFO1[3:0], code [11:4]) and
         writes nothing;
+      - version 2 only: AP_CREATION 0x8000_0013 (SEV-SNP AP Creation, §6), as KVM's
+        ``sev_es_validate_vmgexit`` then ``sev_snp_ap_creation`` (arch/x86/kvm/svm/sev.c):
+        on a VM that is not SNP (2, 4) *missing input*.  On an SNP VM three more reads (the
+        bitmap word of bits 32-63, RAX), then, in this order:
+
+        1. request (SW_EXITINFO1[31:0]) not DESTROY and RAX not valid: (2, 4);
+        2. no vCPU has the APIC ID SW_EXITINFO1[63:32]: (2, 5) *invalid input*;
+        3. CREATE or CREATE_ON_INIT with RAX (SEV_FEATURES) not ``vmsa_features``, or the
+           VMSA GPA (SW_EXITINFO2) not page-aligned or not below 4 GiB (KVM:
+           ``page_address_valid``; the unit's guest-physical space is 32 bits), or 2
+           MiB-aligned (the RMP erratum): (2, 5);
+        4. another request (a VMPL in bits 19:16 included): (2, 5);
+        5. otherwise accepted: ``ap.accept`` for one cycle (target, VMSA frame or none, kick
+           unless CREATE_ON_INIT) and (0, 0).
+
+        A refused request changes nothing but the reply.
       - anything else: (2, 6) *invalid event*.
 
       The reply is written as SW_EXITINFO1, SW_EXITINFO2 and a valid bitmap with just their two
@@ -38,9 +56,16 @@ class GhcbPageEngine(wiring.Component):
     Parameters
     ----------
     v2 : bool
-        Serve the version-2 NAE exits (HV_FEATURES, TERM_REQUEST).
+        Serve the version-2 NAE exits (HV_FEATURES, TERM_REQUEST, AP_CREATION).
     hv_features : int
         The bitmap answered by HV_FEATURES.
+    snp : bool
+        An SEV-SNP VM: AP_CREATION is served.
+    apic_ids : tuple of int
+        The vCPUs' APIC IDs in port order (AP_CREATION's target lookup: KVM's
+        ``kvm_get_vcpu_by_id``, the vCPU ID being the APIC ID).
+    vmsa_features : int
+        The VM's SEV features; AP_CREATION must hand the same in RAX.
 
     Attributes
     ----------
@@ -48,14 +73,19 @@ class GhcbPageEngine(wiring.Component):
         From the dispatcher.
     memory : Out(MemoryBusSignature)
         Guest memory, initiator.
+    ap : Out(ApAcceptSignature)
+        Accepted AP Creation requests (SNP).
     """
 
-    job: In(PageJobSignature())
-    memory: Out(MemoryBusSignature())
-
-    def __init__(self, *, v2, hv_features):
+    def __init__(self, *, v2, hv_features, snp=False, apic_ids=(0,),
+                 vmsa_features=DEFAULT_VMSA_FEATURES):
         self.v2, self.hv_features = v2, hv_features
-        super().__init__()
+        self.snp, self.apic_ids, self.vmsa_features = snp, tuple(apic_ids), vmsa_features
+        super().__init__({
+            "job": In(PageJobSignature()),
+            "memory": Out(MemoryBusSignature()),
+            "ap": Out(ApAcceptSignature(len(self.apic_ids))),
+        })
 
     def elaborate(self, platform):
         m = Module()
@@ -75,6 +105,7 @@ class GhcbPageEngine(wiring.Component):
                          releasing.eq(release)]
             m.next = "REL_RD" if release else "WR0"
 
+        bitmap_w1, rax = Signal(32), Signal(64)       # AP_CREATION only
         reads = [(usage, GHCB_OFFSETS["ghcb_usage"]),
                  (bitmap_hi, GHCB_OFFSETS["valid_bitmap"] + 12),
                  (exit_code[0:32], GHCB_OFFSETS["sw_exit_code"]),
@@ -136,8 +167,18 @@ class GhcbPageEngine(wiring.Component):
                     with m.Elif(code == NaeExit.TERM_REQUEST.value):
                         m.d.comb += [job.done.eq(1), job.terminate.eq(1)]
                         m.next = "IDLE"
+                    with m.Elif(code == NaeExit.AP_CREATION.value):
+                        if self.snp:
+                            m.next = "APC_RD0"
+                        else:
+                            # KVM: "if (!is_sev_snp_guest(vcpu)) goto vmgexit_err" with the
+                            # reason still GHCB_ERR_MISSING_INPUT
+                            reply(HvResponse.MALFORMED_INPUT.value, MalformedReason.MISSING_INPUT.value)
                 with m.Else():
                     reply(HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_EVENT.value)
+
+            if self.snp:
+                self._ap_creation(m, reply, info1, info2, bitmap_w1, rax, gpa)
 
             # the bitmap word the release sets its bits in
             access_states(m, mem, "REL_RD", addr=gpa + GHCB_OFFSETS["valid_bitmap"] + 12,
@@ -162,3 +203,39 @@ class GhcbPageEngine(wiring.Component):
                             m.d.comb += job.done.eq(1)
                             m.next = "IDLE"
         return m
+
+    def _ap_creation(self, m, reply, info1, info2, bitmap_w1, rax, gpa):
+        """AP_CREATION on an SNP VM: the extra reads, KVM's checks, the accept."""
+        mem, ap = self.memory, self.ap
+        apc_reads = [(bitmap_w1, GHCB_OFFSETS["valid_bitmap"] + 4),
+                     (rax[0:32], GHCB_OFFSETS["rax"]),
+                     (rax[32:64], GHCB_OFFSETS["rax"] + 4)]
+        for k, (target, offset) in enumerate(apc_reads):
+            access_states(m, mem, f"APC_RD{k}", addr=gpa + offset, capture=target,
+                          then="APC" if k == len(apc_reads) - 1 else f"APC_RD{k + 1}")
+
+        request, apic_id = info1[0:32], info1[32:64]
+        rax_valid = bitmap_w1[VALID_BIT["rax"] - 32]
+        # one comparator per vCPU on a register (the start-context unit's lookup)
+        match = Signal(len(self.apic_ids))
+        m.d.comb += match.eq(Cat(apic_id == value for value in self.apic_ids))
+        destroy = request == ApCreationOp.DESTROY.value
+        create = (request == ApCreationOp.CREATE.value) | (request == ApCreationOp.CREATE_ON_INIT.value)
+        # page-aligned, below 4 GiB, and not 2 MiB-aligned (bits 20:12 not all 0)
+        gpa_ok = (info2[0:12] == 0) & (info2[32:64] == 0) & (info2[12:21] != 0)
+        malformed, invalid = HvResponse.MALFORMED_INPUT.value, MalformedReason.INVALID_INPUT.value
+        with m.State("APC"):
+            with m.If(~destroy & ~rax_valid):
+                reply(malformed, MalformedReason.MISSING_INPUT.value)
+            with m.Elif(~match.any()):
+                reply(malformed, invalid)
+            with m.Elif(create & ((rax != self.vmsa_features) | ~gpa_ok)):
+                reply(malformed, invalid)
+            with m.Elif(create | destroy):
+                m.d.comb += [ap.accept.eq(1), ap.target_1h.eq(match),
+                             ap.target.eq(onehot_to_index(match)), ap.vmsa_valid.eq(create),
+                             ap.gfn.eq(info2[12:12 + VMSA_GFN_BITS]),
+                             ap.kick.eq(request != ApCreationOp.CREATE_ON_INIT.value)]
+                reply(HvResponse.OK.value, 0)
+            with m.Else():
+                reply(malformed, invalid)

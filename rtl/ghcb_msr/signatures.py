@@ -6,14 +6,18 @@
   serves (:mod:`apwake.rtl.ghcb_msr.vcpu`).
 * :class:`PageJobSignature`: inside the unit, one GHCB-page exchange handed by the dispatcher to
   the page engine (:mod:`apwake.rtl.ghcb_msr.page`).
+* :class:`ApAcceptSignature`, :class:`VmsaJobSignature`: inside an SNP unit, an accepted AP
+  Creation request from the page engine, and the dispatcher's jobs on the VMSA table
+  (:mod:`apwake.rtl.ghcb_msr.ap_creation`).
 """
 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import HoldType, VcpuState
+from .layouts import VMSA_GFN_BITS, HoldType, VcpuState
 
-__all__ = ["VcpuPortSignature", "ApicEventsSignature", "VcpuControlSignature", "PageJobSignature"]
+__all__ = ["VcpuPortSignature", "ApicEventsSignature", "VcpuControlSignature", "PageJobSignature",
+           "ApAcceptSignature", "VmsaJobSignature"]
 
 
 class VcpuPortSignature(wiring.Signature):
@@ -26,6 +30,12 @@ class VcpuPortSignature(wiring.Signature):
     ``state``: KVM's mp_state for this vCPU.  ``irq_allowed``: the guest would take an
     interrupt now (RFLAGS.IF, KVM's ``interrupt_allowed``); a pending interrupt ends an AP reset
     hold only then, an NMI always.
+
+    SEV-SNP AP Creation (docs/spec/ghcb.md §6; an SNP unit only, 0 otherwise): ``vmsa_launch``,
+    one-cycle pulse: the vCPU starts from the VMSA a guest handed over with AP Creation, the page
+    at guest-physical ``vmsa_gpa`` (valid in that cycle; page-aligned, below 4 GiB, never 2
+    MiB-aligned).  The vCPU loads its whole register state from it, as VMRUN loads a VMSA.  An
+    AP Creation that drops the vCPU's VMSA shows as ``state`` HALTED.
     """
 
     def __init__(self):
@@ -38,6 +48,8 @@ class VcpuPortSignature(wiring.Signature):
             "exit_done": In(1),
             "launch": In(1),
             "state": In(VcpuState),
+            "vmsa_launch": In(1),
+            "vmsa_gpa": In(32),
         })
 
 
@@ -64,12 +76,18 @@ class VcpuControlSignature(wiring.Signature):
     Commands (one-cycle, applied at the end of the cycle): ``load_msr`` (the MSR takes
     ``msr_value``), ``finish`` (the exit is done: resume the vCPU), ``hold`` (enter AP reset
     hold of ``hold_kind``; a page-form hold remembers ``hold_page``), ``stop`` (terminated),
-    ``take_release`` (the queued page reply of a SIPI is being served).  The vCPU shows its
-    ``msr``, whether a ``release`` is queued and the GHCB page of its hold (``held_page``).
+    ``take_release`` (the queued page reply of a SIPI is being served); for an SNP unit
+    ``vmsa_apply`` (the AP Creation reset is done: a new VMSA was installed when
+    ``vmsa_installed``, else the vCPU has none) and ``vmsa_start`` (start from the installed
+    VMSA now).  The vCPU shows its ``msr``, whether a ``release`` is queued, the GHCB page of its
+    hold (``held_page``), and whether it waits for a VMSA job (``ap_job``: the reset, or with
+    ``ap_launch`` the start) and has no VMSA (``no_vmsa``).
 
     Members (dispatcher view): ``load_msr`` Out(1), ``msr_value`` Out(64), ``finish`` Out(1),
     ``hold`` Out(1), ``hold_kind`` Out(HoldType), ``hold_page`` Out(32), ``stop`` Out(1),
-    ``take_release`` Out(1), ``msr`` In(64), ``release`` In(1), ``held_page`` In(32).
+    ``take_release`` Out(1), ``vmsa_apply`` Out(1), ``vmsa_installed`` Out(1), ``vmsa_start``
+    Out(1), ``msr`` In(64), ``release`` In(1), ``held_page`` In(32), ``ap_job`` In(1),
+    ``ap_launch`` In(1), ``no_vmsa`` In(1).
     """
 
     def __init__(self):
@@ -82,9 +100,15 @@ class VcpuControlSignature(wiring.Signature):
             "hold_page": Out(32),
             "stop": Out(1),
             "take_release": Out(1),
+            "vmsa_apply": Out(1),
+            "vmsa_installed": Out(1),
+            "vmsa_start": Out(1),
             "msr": In(64),
             "release": In(1),
             "held_page": In(32),
+            "ap_job": In(1),
+            "ap_launch": In(1),
+            "no_vmsa": In(1),
         })
 
 
@@ -115,4 +139,56 @@ class PageJobSignature(wiring.Signature):
             "terminate": In(1),
             "reason_set": In(4),
             "reason_code": In(8),
+        })
+
+
+def _check_n_vcpus(n_vcpus):
+    if not isinstance(n_vcpus, int) or isinstance(n_vcpus, bool) or n_vcpus < 1:
+        raise ValueError(f"n_vcpus must be a positive int, not {n_vcpus!r}")
+
+
+class ApAcceptSignature(wiring.Signature):
+    """An AP Creation request the page engine accepted, engine view: in the one cycle of
+    ``accept``, the target vCPU (``target``, and one-hot ``target_1h``), whether the request
+    carries a VMSA (``vmsa_valid``: CREATE or CREATE_ON_INIT; DESTROY clears it) and its page
+    frame ``gfn``, and whether the target is kicked at once (``kick``: not CREATE_ON_INIT).
+
+    Members (engine view): ``accept`` Out(1), ``target`` Out(range(n)), ``target_1h`` Out(n),
+    ``vmsa_valid`` Out(1), ``gfn`` Out(VMSA_GFN_BITS), ``kick`` Out(1).
+    """
+
+    def __init__(self, n_vcpus):
+        _check_n_vcpus(n_vcpus)
+        self.n_vcpus = n_vcpus
+        super().__init__({
+            "accept": Out(1),
+            "target": Out(range(max(n_vcpus, 2))),
+            "target_1h": Out(n_vcpus),
+            "vmsa_valid": Out(1),
+            "gfn": Out(VMSA_GFN_BITS),
+            "kick": Out(1),
+        })
+
+
+class VmsaJobSignature(wiring.Signature):
+    """One job on the VMSA table for the vCPU the dispatcher serves, dispatcher view.
+
+    ``start`` (one cycle) with ``vcpu`` and ``launch``: low, the AP Creation reset (the pending
+    GPA, if any, becomes the installed VMSA); high, the start (the installed VMSA's GPA goes to
+    every vCPU port's ``vmsa_gpa``).  ``done`` pulses in the job's last cycle; ``installed`` says
+    the reset found a VMSA to install.
+
+    Members (dispatcher view): ``start`` Out(1), ``vcpu`` Out(range(n)), ``launch`` Out(1),
+    ``done`` In(1), ``installed`` In(1).
+    """
+
+    def __init__(self, n_vcpus):
+        _check_n_vcpus(n_vcpus)
+        self.n_vcpus = n_vcpus
+        super().__init__({
+            "start": Out(1),
+            "vcpu": Out(range(max(n_vcpus, 2))),
+            "launch": Out(1),
+            "done": In(1),
+            "installed": In(1),
         })

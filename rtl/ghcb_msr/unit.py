@@ -1,5 +1,5 @@
-"""The GHCB MSR trap unit: the hypervisor's side of the GHCB MSR protocol, AP reset hold and the
-AP jump table, in hardware (docs/spec/ghcb.md §1-§4, §7).
+"""The GHCB MSR trap unit: the hypervisor's side of the GHCB MSR protocol, AP reset hold, the
+AP jump table and SEV-SNP AP Creation, in hardware (docs/spec/ghcb.md §1-§4, §6, §7).
 
 One unit serves every vCPU of a VM.  Each vCPU writes its GHCB MSR (0xC001_0130) and strobes
 VMGEXIT; the unit answers by rewriting the MSR (MSR protocol) or by reading and writing the GHCB
@@ -9,20 +9,31 @@ guests (``kvm_apic_accept_events`` + ``sev_vcpu_deliver_sipi_vector``), because 
 cannot load register state: a first SIPI starts a vCPU from its launch state (``launch``), a
 later one only releases an AP reset hold.
 
-The unit joins three kinds of parts, one file each: a
+For an SEV-SNP VM it also serves AP Creation (NAE 0x8000_0013, as KVM's
+``sev_snp_ap_creation``): the guest hands a VMSA page for another vCPU, which starts from it at
+once (CREATE), at its next INIT (CREATE_ON_INIT), or stops with none (DESTROY); ``vmsa_launch``
+and ``vmsa_gpa`` on the vCPU's port say when and from where.  The unit never touches a local
+APIC: what the guest programmed there survives AP Creation (mainline KVM differs: its
+``kvm_vcpu_reset(vcpu, true)`` for the request resets the APIC, COCONUT-SVSM issue #378).
+
+The unit joins four kinds of parts, one file each: a
 :class:`~apwake.rtl.ghcb_msr.vcpu.VcpuControl` per vCPU (its MSR, mp_state, hold, INIT and
-SIPI), the :class:`~apwake.rtl.ghcb_msr.dispatch.ExitDispatch` (which exit next; the MSR
-protocol) and the :class:`~apwake.rtl.ghcb_msr.page.GhcbPageEngine` (the GHCB-page protocol in
-guest memory).
+SIPI, AP Creation state), the :class:`~apwake.rtl.ghcb_msr.dispatch.ExitDispatch` (which exit
+next; the MSR protocol), the :class:`~apwake.rtl.ghcb_msr.page.GhcbPageEngine` (the GHCB-page
+protocol in guest memory) and, for SNP, the :class:`~apwake.rtl.ghcb_msr.ap_creation.VmsaTable`
+(the VMSA GPAs, one memory word per vCPU).
 """
 
 from amaranth import Array, Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.lib.apic_ids import check_apic_ids
 from apwake.rtl.lib.bus import MemoryBusSignature
+from .ap_creation import VmsaTable
 from .dispatch import ExitDispatch
-from .layouts import HV_FEATURES, PROTOCOL_MAX, PROTOCOL_MIN, SevInfo, MsrCode, TermReason, layout_bits
+from .layouts import (DEFAULT_VMSA_FEATURES, HV_FEATURES, PROTOCOL_MAX, PROTOCOL_MIN, SEV_FEATURES,
+                      SevInfo, MsrCode, TermReason, layout_bits)
 from .page import GhcbPageEngine
 from .signatures import ApicEventsSignature, VcpuPortSignature
 from .vcpu import VcpuControl
@@ -72,10 +83,18 @@ class GhcbMsrUnit(wiring.Component):
         ``{function: (eax, ebx, ecx, edx)}`` served by 0x004; a function not in it leaves the MSR
         unchanged (§7).  Default :func:`default_cpuid`.
     snp : bool
-        An SEV-SNP VM: 0x010/0x012/0x014 are answered.  Otherwise (SEV-ES) they terminate the
-        vCPU, as KVM does.
+        An SEV-SNP VM: 0x010/0x012/0x014 are answered and AP Creation (NAE 0x8000_0013) is
+        served.  Otherwise (SEV-ES) the MSR codes terminate the vCPU and AP Creation gets
+        (2, 4), as KVM does.
     hv_features : int
         The bitmap answered by 0x080 and NAE 0x8000_FFFD (KVM: SNP | AP creation = 0x3).
+    apic_ids : tuple of int, optional
+        The vCPUs' APIC IDs in port order, distinct, 32-bit (AP Creation names its target by
+        APIC ID).  Default ``0 .. n_vcpus - 1``.
+    vmsa_features : int
+        The VM's SEV features (KVM's ``sev->vmsa_features``): AP Creation must hand the same in
+        RAX.  64 bits; an SNP VM's have SNPActive (bit 0), which KVM always sets.  Default
+        SNPActive alone.
 
     Ports
     -----
@@ -89,18 +108,29 @@ class GhcbMsrUnit(wiring.Component):
     idle : Out(1)
         Nothing changes on its own while the inputs hold (time skipping, docs/ARCHITECTURE.md):
         no exit served or waiting, no INIT/SIPI for the unit to take, no held vCPU with a wake
-        event.
+        event, no AP Creation kick or VMSA job pending (a CREATE_ON_INIT waiting for its INIT
+        is not work).
 
     Behaviour choices (docs/spec/ghcb.md §7, all tested in ``cocotb_tests/ghcb_msr``): any code at any
     time (no negotiation gate, as KVM); hold with an interrupt or NMI pending is not entered and
     answers "not woken" at once; INIT while held keeps the hold type; SIPI outside INIT_RECEIVED
     is dropped; the page-form reply at SIPI writes SW_EXITINFO1 = 0, SW_EXITINFO2 = 1 and their
-    valid bits (KVM's later RAX-RDX write-back at VMRUN is not modelled).
+    valid bits (KVM's later RAX-RDX write-back at VMRUN is not modelled).  AP Creation: see
+    :class:`~apwake.rtl.ghcb_msr.page.GhcbPageEngine` (checks and replies) and
+    :class:`~apwake.rtl.ghcb_msr.vcpu.VcpuControl` (what the target does).
+
+    Raises
+    ------
+    TypeError
+        ``apic_ids`` is not a tuple or list, an APIC ID or ``vmsa_features`` is not an int.
+    ValueError
+        A parameter out of its range (the message names it and the range).
     """
 
     def __init__(self, *, n_vcpus, bsp_index=0, min_version=PROTOCOL_MIN,
                  max_version=PROTOCOL_MAX, cbit=51, cpuid=None, snp=False,
-                 hv_features=HV_FEATURES["snp"] | HV_FEATURES["snp_ap_creation"]):
+                 hv_features=HV_FEATURES["snp"] | HV_FEATURES["snp_ap_creation"], apic_ids=None,
+                 vmsa_features=DEFAULT_VMSA_FEATURES):
         if not isinstance(n_vcpus, int) or not 1 <= n_vcpus <= MAX_VCPUS:
             raise ValueError(f"n_vcpus must be 1 to {MAX_VCPUS}, not {n_vcpus!r}")
         if not isinstance(bsp_index, int) or not 0 <= bsp_index < n_vcpus:
@@ -123,6 +153,15 @@ class GhcbMsrUnit(wiring.Component):
                                  f"32-bit values, not {values!r}")
         if not isinstance(hv_features, int) or not 0 <= hv_features < 1 << 52:
             raise ValueError(f"hv_features must fit 52 bits, not {hv_features!r}")
+        apic_ids = tuple(range(n_vcpus)) if apic_ids is None else _check_apic_ids(apic_ids, n_vcpus)
+        if not isinstance(vmsa_features, int) or isinstance(vmsa_features, bool):
+            raise TypeError(f"vmsa_features must be an int, not {type(vmsa_features).__name__}")
+        if not 0 <= vmsa_features < 1 << 64:
+            raise ValueError(f"vmsa_features must fit 64 bits (SEV_FEATURES), not {vmsa_features:#x}")
+        if snp and not vmsa_features & SEV_FEATURES["snp_active"]:
+            raise ValueError(f"an SNP VM's vmsa_features must have SNPActive (bit 0), which KVM "
+                             f"always sets, not {vmsa_features:#x}")
+        self.apic_ids, self.vmsa_features = apic_ids, vmsa_features
         self.n_vcpus, self.bsp_index = n_vcpus, bsp_index
         self.min_version, self.max_version, self.cbit = min_version, max_version, cbit
         self.cpuid, self.snp, self.hv_features = cpuid, bool(snp), hv_features
@@ -145,15 +184,21 @@ class GhcbMsrUnit(wiring.Component):
         m.submodules.dispatch = dispatch = ExitDispatch(
             n_vcpus=n, sev_info=self.sev_info(), cpuid=self.cpuid, v2=self.max_version >= 2,
             snp=self.snp, hv_features=self.hv_features)
-        m.submodules.page = page = GhcbPageEngine(v2=self.max_version >= 2,
-                                                  hv_features=self.hv_features)
+        m.submodules.page = page = GhcbPageEngine(
+            v2=self.max_version >= 2, hv_features=self.hv_features, snp=self.snp,
+            apic_ids=self.apic_ids, vmsa_features=self.vmsa_features)
         wiring.connect(m, dispatch.page, page.job)
         wiring.connect(m, page.memory, wiring.flipped(self.memory))
         m.d.comb += self.term.eq(dispatch.term)
+        if self.snp:
+            m.submodules.vmsa_table = table = VmsaTable(n_vcpus=n)
+            wiring.connect(m, dispatch.vmsa, table.job)
+            wiring.connect(m, page.ap, table.accept)
 
+        snp_strobes = ("vmsa_apply", "vmsa_start") if self.snp else ()
         vcpus = []
         for i in range(n):
-            vcpu = VcpuControl(bsp=i == self.bsp_index, msr_init=self.sev_info())
+            vcpu = VcpuControl(bsp=i == self.bsp_index, msr_init=self.sev_info(), snp=self.snp)
             m.submodules[f"vcpu{i}"] = vcpu
             vcpus.append(vcpu)
             wiring.connect(m, wiring.flipped(self.vcpu[i]), vcpu.port)
@@ -166,12 +211,28 @@ class GhcbMsrUnit(wiring.Component):
                          vcpu.control.hold_kind.eq(control.hold_kind),
                          vcpu.control.hold_page.eq(control.hold_page)]
             m.d.comb += [getattr(vcpu.control, strobe).eq(getattr(control, strobe) & served)
-                         for strobe in ("load_msr", "finish", "hold", "stop", "take_release")]
+                         for strobe in ("load_msr", "finish", "hold", "stop", "take_release")
+                         + snp_strobes]
+            if self.snp:
+                # an accepted AP Creation reaches its target, whoever is served
+                m.d.comb += [vcpu.control.vmsa_installed.eq(control.vmsa_installed),
+                             vcpu.ap_create.eq(page.ap.accept & page.ap.target_1h[i]),
+                             vcpu.ap_kick.eq(page.ap.kick), vcpu.vmsa_gpa.eq(table.vmsa_gpa)]
         m.d.comb += dispatch.requests.eq(Cat(vcpu.request for vcpu in vcpus))
-        # the page engine only works for the dispatcher, which stays busy until it is done
+        # the page engine and the VMSA table only work for the dispatcher, which stays busy
+        # until they are done
         m.d.comb += self.idle.eq(~dispatch.busy & (dispatch.requests == 0) &
                                  Cat(vcpu.settled for vcpu in vcpus).all())
-        for status in ("msr", "release", "held_page"):
+        # an SEV-ES unit leaves the AP Creation members undriven (0): no per-vCPU muxes for them
+        for status in ("msr", "release", "held_page") + (("ap_job", "ap_launch", "no_vmsa") if self.snp else ()):
             m.d.comb += getattr(dispatch.control, status).eq(
                 Array(getattr(vcpu.control, status) for vcpu in vcpus)[dispatch.sel])
         return m
+
+
+def _check_apic_ids(apic_ids, n_vcpus):
+    """``apic_ids`` as a tuple, or TypeError/ValueError naming the first bad entry."""
+    apic_ids = check_apic_ids(apic_ids)
+    if len(apic_ids) != n_vcpus:
+        raise ValueError(f"apic_ids must name n_vcpus = {n_vcpus} vCPUs, not {len(apic_ids)}")
+    return apic_ids

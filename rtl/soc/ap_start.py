@@ -1,5 +1,6 @@
-"""How the soft-SoC's cores start and stop: wait-for-SIPI, the MP wakeup mailbox, or the GHCB MSR
-unit (issue 11 part 4: the AP start logic out of :class:`apwake.rtl.soc.Soc`)."""
+"""How the soft-SoC's cores start and stop: wait-for-SIPI, the MP wakeup mailbox, the GHCB MSR
+unit, or the start-context unit (issue 11 part 4: the AP start logic out of
+:class:`apwake.rtl.soc.Soc`; issue 13: the state-carrying start)."""
 
 from amaranth import Module
 from amaranth.lib import wiring
@@ -10,7 +11,11 @@ from apwake.rtl.ghcb_msr.signatures import ApicEventsSignature, VcpuPortSignatur
 from apwake.rtl.lib.bus import MemoryBusSignature
 from apwake.rtl.mpwk_mailbox import MpwkMailbox
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF
+from apwake.rtl.start_context import StartContextUnit
+from apwake.rtl.start_context.layouts import LaunchKind
 from .memory_map import AP_START, MAILBOX_BASE, SEV_LAUNCH_ADDR
+from .signatures import StartTraceSignature
+from .start_window import StartCallWindow
 
 __all__ = ["ApStart"]
 
@@ -25,6 +30,13 @@ class ApStart(wiring.Component):
       releases the AP at WakeupVector, ``back_to_firmware`` (RESET_VECTOR) holds it again.
     * ``"ghcb"``: the GHCB MSR unit takes INIT and SIPI (docs/spec/ghcb.md §4); its launch pulse
       (the first SIPI) releases the core at :data:`SEV_LAUNCH_ADDR`.
+    * ``"context"``: the start-context unit (:class:`apwake.rtl.start_context.StartContextUnit`)
+      takes the SIPIs and the calls of the START window (:class:`.start_window.StartCallWindow`
+      on ``start_bus``) and reads the ``struct vmi_ap_state`` and the GDT from RAM (``memory``).
+      INIT holds an AP as with ``"sipi"``.  Its launch records (the sink is always ready):
+      CONTEXT releases the core with ``start_addr`` = the state's EIP and ``start_sp`` = its
+      ESP; REAL_MODE with ``start_addr = vector << 12`` (``start_sp`` 0); REFUSED and DROPPED
+      change nothing (the window counts them).
 
     Parameters
     ----------
@@ -32,7 +44,7 @@ class ApStart(wiring.Component):
         The cores' APIC IDs, in core order.
     bsp_index : int
     ap_start : str
-        ``"sipi"``, ``"mailbox"`` or ``"ghcb"``.
+        ``"sipi"``, ``"mailbox"``, ``"ghcb"`` or ``"context"``.
 
     Attributes
     ----------
@@ -42,12 +54,21 @@ class ApStart(wiring.Component):
         Core i runs (else it is held in reset); the BSP's bit starts at 1.
     start_addr : Out(32) per core
         Where the core last started (the AP boot stub jumps there).
+    start_sp : Out(32) per core
+        The stack the core's last start gave it, 0 for none (the AP boot stub loads it into sp
+        unless 0); only ``"context"`` gives one.
     back_to_firmware : In(n)
         One cycle: core i wrote RESET_VECTOR (mailbox only; ignored otherwise).
     mailbox_bus : In(MemoryBusSignature())
         Only with ``"mailbox"``: the mailbox page and its status window.
     vcpu : In(VcpuPortSignature()) per core
         Only with ``"ghcb"``: the cores' GHCB MSR, VMGEXIT and exit_done.
+    start_bus : In(MemoryBusSignature())
+        Only with ``"context"``: the START call window.
+    memory : Out(MemoryBusSignature())
+        Only with ``"context"``: the start-context unit's reads of RAM.
+    trace : Out(StartTraceSignature(n))
+        Only with ``"context"``: the launch records taken and the INITs, for a testbench.
 
     Raises
     ------
@@ -64,11 +85,14 @@ class ApStart(wiring.Component):
             raise ValueError(f"bsp_index must be a core index below {n}, not {bsp_index!r}")
         self.bsp_index, self.ap_start = bsp_index, ap_start
         members = {"apic": In(ApicEventsSignature()).array(n), "run": Out(n, init=1 << bsp_index),
-                   "start_addr": Out(32).array(n), "back_to_firmware": In(n)}
+                   "start_addr": Out(32).array(n), "start_sp": Out(32).array(n), "back_to_firmware": In(n)}
         if ap_start == "mailbox":
             members["mailbox_bus"] = In(MemoryBusSignature())
         if ap_start == "ghcb":
             members["vcpu"] = In(VcpuPortSignature()).array(n)
+        if ap_start == "context":
+            members.update(start_bus=In(MemoryBusSignature()), memory=Out(MemoryBusSignature()),
+                           trace=Out(StartTraceSignature(n)))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -87,6 +111,9 @@ class ApStart(wiring.Component):
                 wiring.connect(m, wiring.flipped(self.vcpu[i]), ghcb.vcpu[i])
                 with m.If(ghcb.vcpu[i].launch):
                     m.d.sync += [run[i].eq(1), start_addr[i].eq(SEV_LAUNCH_ADDR)]
+            return m
+        if self.ap_start == "context":
+            self._elaborate_context(m)
             return m
 
         for i in range(n):
@@ -115,3 +142,32 @@ class ApStart(wiring.Component):
                     m.d.comb += ap.return_to_firmware.eq(1)
                     m.d.sync += run[i].eq(0)
         return m
+
+    def _elaborate_context(self, m):
+        n, bsp = len(self.apic_ids), self.bsp_index
+        run, start_addr, start_sp, trace = self.run, self.start_addr, self.start_sp, self.trace
+        m.submodules.start_context = unit = StartContextUnit(apic_ids=self.apic_ids, bsp_index=bsp)
+        m.submodules.start_window = window = StartCallWindow()
+        wiring.connect(m, wiring.flipped(self.start_bus), window.bus)
+        wiring.connect(m, window.call, unit.call)
+        wiring.connect(m, unit.memory, wiring.flipped(self.memory))
+        launch = unit.launch
+        state = launch.state
+        m.d.comb += [launch.ready.eq(1),
+                     window.launch_taken.eq(launch.valid), window.launch_kind.eq(launch.kind),
+                     trace.valid.eq(launch.valid), trace.vcpu.eq(launch.vcpu), trace.kind.eq(launch.kind),
+                     trace.via_sipi.eq(launch.via_sipi), trace.eip.eq(state.eip), trace.esp.eq(state.esp)]
+        for i in range(n):
+            apic, events = self.apic[i], unit.apic[i]
+            # INIT is taken at once (the unit: an AP waits for SIPI again, its armed context kept)
+            m.d.comb += [apic.init_ack.eq(apic.init), events.init_taken.eq(apic.init),
+                         trace.init_taken[i].eq(apic.init), events.sipi.eq(apic.sipi),
+                         events.sipi_vector.eq(apic.sipi_vector), apic.sipi_ack.eq(events.sipi_ack)]
+            with m.If(launch.valid & (launch.vcpu == i)):
+                with m.If(launch.kind == LaunchKind.CONTEXT):
+                    m.d.sync += [run[i].eq(1), start_addr[i].eq(state.eip), start_sp[i].eq(state.esp)]
+                with m.Elif(launch.kind == LaunchKind.REAL_MODE):
+                    m.d.sync += [run[i].eq(1), start_addr[i].eq(launch.vector << 12), start_sp[i].eq(0)]
+            if i != bsp:                             # after a record of the same cycle, as in the unit
+                with m.If(apic.init):
+                    m.d.sync += run[i].eq(0)

@@ -25,8 +25,9 @@ class CoreWindows(wiring.Component):
       ``addr[11:0]``: a request cycle (until ``req_ready``), then the response; the access is
       done with the response's low half.
     * Control (:attr:`CoreWindow.CONTROL`), done in its first cycle: CORE_ID, APIC_ID,
-      START_ADDR (``start_addr``), N_CORES, AP_START, FEATURES; a store to RESET_VECTOR pulses
-      ``back_to_firmware`` (not on the BSP).
+      START_ADDR (``start_addr``), N_CORES, AP_START, FEATURES, START_SP (``start_sp``),
+      RAM_BYTES, STACK_BYTES; a store to RESET_VECTOR pulses ``back_to_firmware`` (not on the
+      BSP).
     * MSR (:attr:`CoreWindow.MSR`, with ``msr_window``): SELECT holds the MSR number; a DATA_LO
       store holds the low half of the next WRMSR; a DATA_LO read is RDMSR of SELECT (the low half
       answers, the high half goes to DATA_HI); a DATA_HI store is WRMSR of SELECT with DATA_LO and
@@ -48,9 +49,11 @@ class CoreWindows(wiring.Component):
     bsp_index : int
         The BSP ignores RESET_VECTOR.
     ap_start : str
-        ``"sipi"``, ``"mailbox"`` or ``"ghcb"`` (AP_START; ``"ghcb"`` adds ``vcpu``).
+        ``"sipi"``, ``"mailbox"``, ``"ghcb"`` or ``"context"`` (AP_START; ``"ghcb"`` adds ``vcpu``).
     msr_window : bool
         The MSR window exists (FEATURES.msr_window); needed by ``"ghcb"``.
+    ram_bytes, stack_bytes : int
+        RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
 
     Attributes
     ----------
@@ -60,6 +63,8 @@ class CoreWindows(wiring.Component):
         This core's local APIC register bus (xAPIC MMIO and MSRs).
     start_addr : In(32)
         Where the core last started (START_ADDR).
+    start_sp : In(32)
+        The stack its last start gave it, or 0 (START_SP).
     back_to_firmware : Out(1)
         One cycle: the core (an AP) wrote RESET_VECTOR.
     vcpu : Out(VcpuPortSignature())
@@ -71,20 +76,25 @@ class CoreWindows(wiring.Component):
         An index out of range, an unknown ``ap_start``, ``"ghcb"`` without the MSR window.
     """
 
-    def __init__(self, *, core_index, apic_id, n_cores, bsp_index, ap_start="sipi", msr_window=True):
+    def __init__(self, *, core_index, apic_id, n_cores, bsp_index, ap_start="sipi", msr_window=True,
+                 ram_bytes=8192, stack_bytes=256):
         for name, value in (("core_index", core_index), ("bsp_index", bsp_index)):
             if not isinstance(value, int) or not 0 <= value < n_cores:
                 raise ValueError(f"{name} must be a core index below {n_cores}, not {value!r}")
         if not isinstance(apic_id, int) or not 0 <= apic_id < 1 << 32:
             raise ValueError(f"apic_id must be a 32-bit integer, not {apic_id!r}")
+        for name, value in (("ram_bytes", ram_bytes), ("stack_bytes", stack_bytes)):
+            if not isinstance(value, int) or not 0 <= value < 1 << 32:
+                raise ValueError(f"{name} must be a 32-bit integer, not {value!r}")
         if ap_start not in AP_START:
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
         if ap_start == "ghcb" and not msr_window:
             raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
+        self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.core_index, self.apic_id, self.n_cores, self.bsp_index = core_index, apic_id, n_cores, bsp_index
         self.ap_start, self.msr_window = ap_start, msr_window
         members = {"access": In(WindowAccessSignature()), "apic": Out(RegisterBusSignature()),
-                   "start_addr": In(32), "back_to_firmware": Out(1)}
+                   "start_addr": In(32), "start_sp": In(32), "back_to_firmware": Out(1)}
         if ap_start == "ghcb":
             members["vcpu"] = Out(VcpuPortSignature())
         super().__init__(members)
@@ -102,7 +112,8 @@ class CoreWindows(wiring.Component):
             m.d.comb += answer.eq(control.read({
                 "CORE_ID": self.core_index, "APIC_ID": self.apic_id, "START_ADDR": self.start_addr,
                 "N_CORES": self.n_cores, "AP_START": AP_START[self.ap_start],
-                "FEATURES": FEATURES["MSR_WINDOW"] if self.msr_window else 0}))
+                "FEATURES": FEATURES["MSR_WINDOW"] if self.msr_window else 0, "START_SP": self.start_sp,
+                "RAM_BYTES": self.ram_bytes, "STACK_BYTES": self.stack_bytes}))
             if self.core_index != self.bsp_index:
                 m.d.comb += self.back_to_firmware.eq(first & acc.write & control["RESET_VECTOR"])
         with m.Elif(acc.window == CoreWindow.APIC):

@@ -1,6 +1,6 @@
-"""The soft-SoC's shared bus: the cores' requests arbitrated onto one decoder, the RAM, the
-shared I/O (UART, LEDs, lock), the mailbox, and each core's own windows (issue 11 part 4: out of
-:class:`apwake.rtl.soc.Soc`)."""
+"""The soft-SoC's shared bus: the cores' requests (and a DMA initiator's) arbitrated onto one
+decoder, the RAM, the shared I/O (UART, LEDs, lock), the mailbox, the START window, and each
+core's own windows (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
 
 from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -17,16 +17,17 @@ from .uart import UartTx
 
 __all__ = ["Interconnect"]
 
-_RAM, _IO, _MAILBOX = (SOC_MAP.slot(name) for name in ("ram", "io", "mailbox"))
+_RAM, _IO, _MAILBOX, _START = (SOC_MAP.slot(name) for name in ("ram", "io", "mailbox", "start"))
 #: address[31:28] of each per-core window
 _CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
                  SOC_MAP.slot("msr"): CoreWindow.MSR}
 
 
 class Interconnect(wiring.Component):
-    """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC").
+    """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC")
+    and, with ``dma``, one more initiator that reaches the RAM only.
 
-    A round-robin arbiter grants one core at a time (IDLE); the core keeps the grant for its
+    A round-robin arbiter grants one requester at a time (IDLE); it keeps the grant for its
     whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
     in DECODE and answered (the core's ``ready``) in DONE:
 
@@ -39,7 +40,14 @@ class Interconnect(wiring.Component):
       goes to the granted core's ``windows`` port and waits there (state WINDOW) until it is
       done, or parked (the bus goes back to IDLE; that core waits for its ``resume``).
     * the mailbox (0x4, with ``mailbox``): one access on ``mailbox_bus`` (MAILBOX, MAILBOX_RESP).
+    * the START window (0x6, with ``start``): one access on ``start_bus`` (START, START_RESP).
     * anything else reads 0 (stores ignored).
+
+    The ``dma`` initiator (the start-context unit's reads of the guest's struct and GDT) takes
+    part in the round robin after the cores.  It reaches the RAM alone, with the cores' rule for
+    the boot ROM; any other address reads 0 (a store is dropped), so it can neither set the lock
+    nor reach a core's window.  Its request is taken in RAM (DECODE for another address) and
+    answered in DONE, the cycle after, as :class:`apwake.rtl.lib.bus.MemoryBusSignature` says.
 
     Parameters
     ----------
@@ -53,6 +61,10 @@ class Interconnect(wiring.Component):
         Route window 0x5 to the cores' MSR windows (else it reads 0).
     mailbox : bool
         Route window 0x4 to ``mailbox_bus`` (else it reads 0).
+    start : bool
+        Route window 0x6 to ``start_bus`` (else it reads 0).
+    dma : bool
+        The ``dma`` initiator.
 
     Attributes
     ----------
@@ -66,6 +78,10 @@ class Interconnect(wiring.Component):
         Its write port, one enable a byte lane.
     mailbox_bus : Out(MemoryBusSignature())
         Only with ``mailbox``: the mailbox page and its status window.
+    start_bus : Out(MemoryBusSignature())
+        Only with ``start``: the START window.
+    dma : In(MemoryBusSignature())
+        Only with ``dma``: an initiator's accesses to the RAM.
     uart_tx : Out(1), init 1
         The serial line (8N1).
     uart_valid, uart_data : Out(1), Out(8)
@@ -78,12 +94,14 @@ class Interconnect(wiring.Component):
         ``n_cores`` or ``ram_bytes`` out of range, a bad ``uart_divisor``.
     """
 
-    def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False):
+    def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False, start=False,
+                 dma=False):
         if not isinstance(n_cores, int) or not 1 <= n_cores <= 256:
             raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
         if not isinstance(ram_bytes, int) or ram_bytes < 8 or ram_bytes % 4:
             raise ValueError(f"ram_bytes must be a multiple of 4 from 8, not {ram_bytes!r}")
         self.n_cores, self.ram_bytes, self.msr_window, self.mailbox = n_cores, ram_bytes, msr_window, mailbox
+        self.start, self.dma_port = start, dma
         self._uart = UartTx(uart_divisor)
         addr_width = (ram_bytes // 4 - 1).bit_length()
         members = {
@@ -95,6 +113,10 @@ class Interconnect(wiring.Component):
         }
         if mailbox:
             members["mailbox_bus"] = Out(MemoryBusSignature())
+        if start:
+            members["start_bus"] = Out(MemoryBusSignature())
+        if dma:
+            members["dma"] = In(MemoryBusSignature())
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -102,19 +124,31 @@ class Interconnect(wiring.Component):
         n, cores, ports = self.n_cores, self.cores, self.windows
         m.submodules.uart = uart = self._uart
         m.d.comb += self.uart_tx.eq(uart.tx)
-        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+        requesters = n + self.dma_port
+        m.submodules.arbiter = arbiter = RoundRobinArbiter(requesters)
 
-        # the granted core's request
-        sel = Signal(range(max(n, 2)))
-        addr = Array(c.addr for c in cores)[sel]
-        wdata = Array(c.wdata for c in cores)[sel]
-        wstrb = Array(c.wstrb for c in cores)[sel]
+        # the granted requester's request: a core's, or (index n) the DMA initiator's
+        sel = Signal(range(max(requesters, 2)))
+        addrs, wdatas, wstrbs = [c.addr for c in cores], [c.wdata for c in cores], [c.wstrb for c in cores]
+        valids = Cat(c.valid for c in cores)
+        if self.dma_port:
+            dma = self.dma
+            addrs.append(dma.addr)
+            wdatas.append(dma.wdata)
+            wstrbs.append(Mux(dma.write, dma.wstrb, 0))
+            from_dma = sel == n
+        addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
         write = wstrb != 0
         rdata = Signal(32)
         done = Signal()
         waiting = Cat(p.parked | p.resume for p in ports)     # not arbitrated
         for i, core in enumerate(cores):
             m.d.comb += [core.ready.eq((done & (sel == i)) | ports[i].resume), core.rdata.eq(rdata)]
+        if self.dma_port:
+            m.d.comb += [dma.resp_valid.eq(done & from_dma), dma.rdata.eq(rdata)]
+            valids = Cat(valids & ~waiting, dma.req_valid)
+        else:
+            valids = valids & ~waiting
 
         word = addr[2:2 + len(self.ram_read.addr)]
         m.d.comb += [self.ram_read.addr.eq(word), self.ram_write.addr.eq(word), self.ram_write.data.eq(wdata)]
@@ -148,7 +182,7 @@ class Interconnect(wiring.Component):
         io = RegisterDecoder(IO_MAP, addr)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += arbiter.requests.eq(Cat(c.valid for c in cores) & ~waiting)
+                m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
                     m.next = "DECODE"
@@ -157,6 +191,11 @@ class Interconnect(wiring.Component):
                     with m.If(addr[0:28] >= BOOT_ROM_BYTES):     # the boot ROM ignores stores
                         m.d.comb += self.ram_write.en.eq(wstrb)
                     m.next = "RAM"
+                if self.dma_port:
+                    with m.Elif(from_dma):             # the DMA initiator reaches the RAM only
+                        m.d.comb += dma.req_ready.eq(1)
+                        m.d.sync += rdata.eq(0)
+                        m.next = "DONE"
                 with m.Elif(window == _IO):
                     m.d.sync += rdata.eq(io.read({"UART_STATUS": uart.busy, "LEDS": self.leds, "LOCK": lock}))
                     m.next = "DONE"
@@ -175,16 +214,24 @@ class Interconnect(wiring.Component):
                 if self.mailbox:
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
+                if self.start:
+                    with m.Elif(window == _START):
+                        m.next = "START"
                 with m.Else():
                     m.d.sync += rdata.eq(0)
                     m.next = "DONE"
             with m.State("RAM"):
+                if self.dma_port:
+                    m.d.comb += dma.req_ready.eq(from_dma)
                 m.d.sync += rdata.eq(self.ram_read.data)
                 m.next = "DONE"
             with m.State("WINDOW"):
                 core_windows()
             if self.mailbox:
                 access_states(m, self.mailbox_bus, "MAILBOX", then="DONE", addr=addr, write=write,
+                              wdata=wdata, wstrb=wstrb, capture=rdata)
+            if self.start:
+                access_states(m, self.start_bus, "START", then="DONE", addr=addr, write=write,
                               wdata=wdata, wstrb=wstrb, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)

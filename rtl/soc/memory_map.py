@@ -12,12 +12,13 @@ from apwake.rtl.lib.registers import (AddressMap, Access, Field, MemoryRegion, R
                                       Window)
 from apwake.rtl.mpwk_mailbox.layouts import PAGE_SIZE
 from apwake.rtl.mpwk_mailbox.registers import PAGE_MAP, STATUS_MAP
+from apwake.rtl.start_context.layouts import LaunchKind, StartOp
 
-__all__ = ["SOC_MAP", "IO_MAP", "CONTROL_MAP", "MSR_WINDOW_MAP",
+__all__ = ["SOC_MAP", "IO_MAP", "CONTROL_MAP", "MSR_WINDOW_MAP", "START_MAP",
            "RAM_BASE", "BOOT_ROM_BYTES", "FIRMWARE_RAM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS",
            "LED_BASE", "LOCK_BASE", "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE",
-           "AP_START", "MSR_BASE", "MSR_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES", "TRAMPOLINE",
-           "WINDOW_SIZE", "window_of"]
+           "AP_START", "MSR_BASE", "MSR_WINDOW", "START_BASE", "START_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES",
+           "TRAMPOLINE", "WINDOW_SIZE", "window_of"]
 
 #: address bits inside a window: the top nibble selects it
 _WINDOW_BITS = 28
@@ -29,7 +30,8 @@ RAM_BASE = 0x0000_0000
 BOOT_ROM_BYTES = 0x80
 #: the RAM every build has (the iCEBreaker's 8 KiB): what the firmware is linked into
 FIRMWARE_RAM_BYTES = 0x2000
-#: where every AP core starts (picorv32's PROGADDR_RESET); its stub jumps to START_ADDR
+#: where every AP core starts (picorv32's PROGADDR_RESET); its stub loads START_SP into sp (unless 0)
+#: and jumps to START_ADDR
 AP_BOOT = 0x0000_0040
 #: the AP trampoline page: where the firmware's SIPI (vector TRAMPOLINE >> 12) starts an AP
 TRAMPOLINE = 0x0000_1000
@@ -42,9 +44,10 @@ APIC_BASE = 0x2000_0000
 CONTROL_BASE = 0x3000_0000
 MAILBOX_BASE = 0x4000_0000
 MSR_BASE = 0x5000_0000
+START_BASE = 0x6000_0000
 
 #: CONTROL AP_START values
-AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2}
+AP_START = {"sipi": 0, "mailbox": 1, "ghcb": 2, "context": 3}
 
 IO_MAP = RegisterMap(
     "io", UART_BASE, WINDOW_SIZE, [
@@ -65,7 +68,8 @@ CONTROL_MAP = RegisterMap(
         Register("CORE_ID", 0x00, access=Access.R, reset_doc="the core's index", doc="this core's index"),
         Register("APIC_ID", 0x04, access=Access.R, reset_doc="the core's APIC ID", doc="this core's APIC ID"),
         Register("START_ADDR", 0x08, access=Access.R,
-                 doc="where the last SIPI (vector << 12), mailbox WakeupVector or SEV-ES launch started this core"),
+                 doc="where the last SIPI (vector << 12), mailbox WakeupVector, SEV-ES launch or carried "
+                     "context (its EIP) started this core"),
         Register("N_CORES", 0x0C, access=Access.R, reset_doc="the number of cores", doc="number of cores"),
         Register("AP_START", 0x10, access=Access.R, reset_doc="the build's ap_start",
                  doc="how APs start: " + ", ".join(f"{v} {k}" for k, v in AP_START.items())),
@@ -74,6 +78,14 @@ CONTROL_MAP = RegisterMap(
                      "(held; the mailbox sees it return); ignored from the BSP"),
         Register("FEATURES", 0x18, [Field("msr_window", 1, Access.R, doc="the MSR window exists")],
                  reset_doc="the build's features", doc="what this build of the SoC has"),
+        Register("START_SP", 0x1C, access=Access.R,
+                 doc="the stack pointer the last start gave this core (ap_start=\"context\": the carried "
+                     "ESP); 0: the AP boot stub keeps the reset stack (STACKADDR)"),
+        Register("RAM_BYTES", 0x20, access=Access.R, reset_doc="the build's RAM size",
+                 doc="bytes of RAM (from RAM_BASE)"),
+        Register("STACK_BYTES", 0x24, access=Access.R, reset_doc="the build's stack size",
+                 doc="bytes of RAM each core's stack has at the top: core i's reset sp (STACKADDR) is "
+                     "RAM_BASE + RAM_BYTES - i * STACK_BYTES"),
     ],
     prefix="SOC_CONTROL", doc="Each core's own control window (the same addresses, per-core values).")
 
@@ -93,6 +105,32 @@ MSR_WINDOW_MAP = RegisterMap(
     doc="Each core's MSR window (RV32 has no RDMSR/WRMSR): the GHCB MSR (0xC001_0130) goes to the GHCB "
         "unit, every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+).")
 
+START_MAP = RegisterMap(
+    "start", START_BASE, 0x100, [
+        Register("CALL_ADDRESS", 0x0, access=Access.RW,
+                 doc="the call's address: the guest-physical (RAM) address of the struct vmi_ap_state; "
+                     "a store while busy is ignored"),
+        Register("CALL_APIC_ID", 0x4, access=Access.RW,
+                 doc="the call's target APIC ID; a store while busy is ignored"),
+        Register("CALL_OP", 0x8, [Field("op", 2, Access.WS, doc=", ".join(
+                     f"{op.value} {op.name}" for op in StartOp) + ", 3 is refused (BAD_OP)")],
+                 doc="a store starts the call (busy until it is done); ignored while busy, "
+                     "which sets CALL_STATUS.dropped"),
+        Register("CALL_STATUS", 0xC, [
+                     Field("status", 4, Access.R, doc="StartStatus of the last call done (0 OK)"),
+                     Field("field", 4, Access.R, doc="StateField a refusal names (0 none)"),
+                     Field("busy", 1, Access.R, doc="a call is waiting or running"),
+                     Field("dropped", 1, Access.R, doc="a store to the window arrived while busy "
+                           "and was dropped; cleared by the next call started")],
+                 doc="the last call's outcome"),
+        Register("LAUNCHES", 0x10, [Field(kind.name.lower(), 8, Access.R) for kind in LaunchKind],
+                 doc="launch records taken since reset, per LaunchKind (each count wraps at 256): "
+                     "REFUSED and DROPPED leave the core as it was"),
+    ],
+    prefix="SOC_START", source="docs/ARCHITECTURE.md \"Start-context unit\"",
+    doc="The start-context unit's calls (ap_start=\"context\"), one caller at a time: the SoC's shared "
+        "window to apwake.rtl.start_context.StartContextUnit, which reads the struct and the GDT from RAM.")
+
 #: CONTROL FEATURES bits (what this build of the SoC has)
 FEATURES = {f.name.upper(): f.mask for f in CONTROL_MAP["FEATURES"].fields}
 
@@ -107,6 +145,8 @@ SOC_MAP = AddressMap(
         Window("mailbox", MAILBOX_BASE, [PAGE_MAP.rebased(MAILBOX_BASE), STATUS_MAP.rebased(MAILBOX_BASE + PAGE_SIZE)],
                doc="the ACPI MP wakeup mailbox page and its status window (ap_start=\"mailbox\")"),
         Window("msr", MSR_BASE, [MSR_WINDOW_MAP], doc="this core's MSR window (msr_window=True)"),
+        Window("start", START_BASE, [START_MAP],
+               doc="the start-context unit's call window (ap_start=\"context\")"),
     ],
     memory=[
         MemoryRegion("ROM", RAM_BASE, BOOT_ROM_BYTES, "rx",
@@ -122,6 +162,7 @@ LED_BASE = IO_MAP.address("LEDS")            # write: LEDs [7:0]
 LOCK_BASE = IO_MAP.address("LOCK")           # read: test and set; write 0: release
 CONTROL = CONTROL_MAP.offsets
 MSR_WINDOW = MSR_WINDOW_MAP.offsets
+START_WINDOW = START_MAP.offsets
 
 
 def window_of(address):

@@ -4,17 +4,20 @@
 * :class:`WindowAccessSignature`: the decoded-access port from the shared bus
   (:class:`apwake.rtl.soc.interconnect.Interconnect`) to one core's windows
   (:class:`apwake.rtl.soc.core_windows.CoreWindows`).
+* :class:`StartTraceSignature`: what the start-context unit did (ap_start="context"), for a
+  testbench.
 
-Written from the initiator's point of view (the interconnect); the windows take ``In(...)``.
+Written from the initiator's (source's) point of view; the receiver takes ``In(...)``.
 """
 
 from amaranth import unsigned
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.start_context.layouts import LaunchKind
 from .memory_map import WINDOW_SIZE
 
-__all__ = ["CoreWindow", "WindowAccessSignature"]
+__all__ = ["CoreWindow", "WindowAccessSignature", "StartTraceSignature"]
 
 
 class CoreWindow(enum.Enum, shape=unsigned(2)):
@@ -54,4 +57,38 @@ class WindowAccessSignature(wiring.Signature):
             "park": In(1),
             "parked": In(1),
             "resume": In(1),
+        })
+
+
+class StartTraceSignature(wiring.Signature):
+    """The start-context unit's launch records and the cores' INITs, as the SoC takes them
+    (ap_start="context"): top-level ports a testbench watches without touching every clock.
+
+    Members (source view): ``valid`` Out(1) (a launch record is taken this cycle; the SoC's sink
+    is always ready), ``vcpu`` Out(12) (the core), ``kind`` Out(:class:`LaunchKind`),
+    ``via_sipi`` Out(1), ``eip`` Out(32), ``esp`` Out(32) (the carried state's, 0 unless
+    CONTEXT), ``init_taken`` Out(n_cores) (the cores whose INIT is taken this cycle).
+
+    Parameters
+    ----------
+    n_cores : int
+        At least 1.
+
+    Raises
+    ------
+    ValueError
+        ``n_cores`` is not a positive integer.
+    """
+
+    def __init__(self, n_cores):
+        if not isinstance(n_cores, int) or isinstance(n_cores, bool) or n_cores < 1:
+            raise ValueError(f"n_cores must be a positive integer, not {n_cores!r}")
+        super().__init__({
+            "valid": Out(1),
+            "vcpu": Out(12),
+            "kind": Out(LaunchKind),
+            "via_sipi": Out(1),
+            "eip": Out(32),
+            "esp": Out(32),
+            "init_taken": Out(n_cores),
         })

@@ -3,9 +3,10 @@ LEDs and a hardware lock (issue 6).
 
 x86 semantics on RISC-V cores: core ``bsp_index`` runs from reset; every other core is held in
 reset by its APIC's wait-for-SIPI state.  INIT (level assert) puts a core back there; a SIPI
-while waiting starts it at PROGADDR_RESET = :data:`AP_BOOT`, whose firmware stub reads
-``START_ADDR`` (vector << 12, recorded at that SIPI) and jumps there, since PicoRV32's reset
-address is a synthesis parameter.  Each core reaches its own APIC's xAPIC registers at
+while waiting starts it at PROGADDR_RESET = :data:`AP_BOOT`, whose firmware stub loads
+``START_SP`` into sp unless it is 0 (a state-carrying start's ESP) and jumps to ``START_ADDR``
+(vector << 12, recorded at that SIPI, or the carried EIP), since PicoRV32's reset address is a
+synthesis parameter.  Each core reaches its own APIC's xAPIC registers at
 :data:`APIC_BASE` (RV32 has no RDMSR/WRMSR: the MMIO view).
 
 The top connects the parts (issue 11 part 4), each a component with its own unit test
@@ -26,6 +27,7 @@ from .core_windows import CoreWindows
 from .interconnect import Interconnect
 from .memory_map import AP_BOOT, AP_START, RAM_BASE
 from .picorv32 import PicoRV32
+from .signatures import StartTraceSignature
 
 __all__ = ["Soc"]
 
@@ -53,9 +55,16 @@ class Soc(wiring.Component):
         INIT and SIPI: a first SIPI launches the core at :data:`SEV_LAUNCH_ADDR`; each core
         reaches its GHCB MSR through the MSR window, and its VMGEXIT store completes only when
         the hypervisor resumes it (an AP reset hold stalls that core, not the bus).
+        ``"context"``: the start-context unit (:class:`apwake.rtl.start_context.StartContextUnit`)
+        takes the SIPIs and the calls of the START window (SET_INITIAL_AP_STATE, START,
+        PARAVIRT) and reads the guest's ``struct vmi_ap_state`` and GDT from the RAM (a second
+        initiator on the shared bus); a CONTEXT launch starts the core at the state's EIP with
+        its ESP as the stack.
 
     Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
-    for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core).
+    for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core); with
+    ``"context"``, ``start_trace`` (:class:`~.signatures.StartTraceSignature`: the launch records
+    and INITs, for a testbench).
     """
 
     def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
@@ -76,10 +85,13 @@ class Soc(wiring.Component):
         self.fabric, self.firmware = fabric, list(firmware)
         self.ram_bytes, self.stack_bytes, self.uart_divisor = ram_bytes, stack_bytes, uart_divisor
         n = fabric.n_cpus
-        super().__init__({
+        members = {
             "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8),
             "leds": Out(8), "running": Out(n), "trap": Out(n),
-        })
+        }
+        if ap_start == "context":
+            members["start_trace"] = Out(StartTraceSignature(n))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -88,12 +100,16 @@ class Soc(wiring.Component):
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
         m.submodules.interconnect = bus = Interconnect(
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
-            mailbox=self.ap_start == "mailbox")
+            mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context")
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         wiring.connect(m, bus.ram_read, ram.read_port())
         wiring.connect(m, bus.ram_write, ram.write_port(granularity=8))
         if self.ap_start == "mailbox":
             wiring.connect(m, bus.mailbox_bus, starter.mailbox_bus)
+        if self.ap_start == "context":
+            wiring.connect(m, bus.start_bus, starter.start_bus)
+            wiring.connect(m, starter.memory, bus.dma)
+            wiring.connect(m, starter.trace, wiring.flipped(self.start_trace))
         m.d.comb += [self.uart_tx.eq(bus.uart_tx), self.uart_valid.eq(bus.uart_valid),
                      self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds)]
 
@@ -103,7 +119,7 @@ class Soc(wiring.Component):
                 stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
             m.submodules[f"windows{i}"] = windows = CoreWindows(
                 core_index=i, apic_id=fabric.apic_ids[i], n_cores=n, bsp_index=bsp, ap_start=self.ap_start,
-                msr_window=self.msr_window)
+                msr_window=self.msr_window, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes)
             wiring.connect(m, core.bus, bus.cores[i])
             wiring.connect(m, bus.windows[i], windows.access)
             wiring.connect(m, windows.apic, fabric.cpu[i].reg)
@@ -111,6 +127,6 @@ class Soc(wiring.Component):
             if self.ap_start == "ghcb":
                 wiring.connect(m, windows.vcpu, starter.vcpu[i])
             m.d.comb += [core.run.eq(starter.run[i]), self.running[i].eq(starter.run[i]), self.trap[i].eq(core.trap),
-                         windows.start_addr.eq(starter.start_addr[i]),
+                         windows.start_addr.eq(starter.start_addr[i]), windows.start_sp.eq(starter.start_sp[i]),
                          starter.back_to_firmware[i].eq(windows.back_to_firmware)]
         return m

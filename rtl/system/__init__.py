@@ -1,7 +1,8 @@
-"""Simulation systems joining blocks: the APIC fabric with the MP wakeup mailbox
-(:mod:`.mpwk`) and with the GHCB MSR unit (:mod:`.sev`)."""
+"""Simulation systems joining blocks, one module each: the APIC fabric with the MP wakeup mailbox
+(:mod:`.mpwk`, ``MpwkSystem``), with the GHCB MSR unit (:mod:`.sev`, ``SevSystem``) and with the
+start-context unit (:mod:`.pvstart`, ``PvStartSystem``).
 
-from .mpwk import MpwkSystem
-from .sev import SevSystem
-
-__all__ = ["MpwkSystem", "SevSystem"]
+The package imports none of them: a design's build cache key covers the RTL modules it imports
+(``apwake.sim.harness.build.design_sources``), so a change to one system does not rebuild the
+others.
+"""

@@ -1,4 +1,5 @@
-"""An SEV-ES guest for simulation: the local APIC fabric plus the hypervisor's GHCB MSR unit.
+"""An SEV-ES or SEV-SNP guest for simulation: the local APIC fabric plus the hypervisor's GHCB MSR
+unit (``snp=True``: an SNP VM, with AP Creation).
 
 As in KVM for SEV-ES guests, the hypervisor takes INIT and SIPI (it tracks AP boot and reset
 hold, docs/spec/ghcb.md §4): each APIC's ``init_ack``/``sipi_ack`` come from the unit, and a CPU acts on
@@ -18,17 +19,20 @@ from apwake.rtl.lib.bus import MemoryBusSignature
 from apwake.rtl.ghcb_msr import GhcbMsrUnit, VcpuPortSignature, connect_apic_events
 from apwake.rtl.ghcb_msr.layouts import TermReason
 from apwake.rtl.lapic.signatures import CpuPortSignature, TraceSignature
+from .cpu_port import connect_cpu_port
 
 __all__ = ["SevSystem"]
 
 
 class SevSystem(wiring.Component):
     """Parameters: ``fabric`` (an :class:`ApicFabric`, not yet elaborated) and keyword arguments
-    of :class:`GhcbMsrUnit` without ``n_vcpus``/``bsp_index`` (taken from the fabric)."""
+    of :class:`GhcbMsrUnit` without ``n_vcpus``/``bsp_index``/``apic_ids`` (taken from the
+    fabric: AP Creation finds its target by the fabric's APIC IDs)."""
 
     def __init__(self, fabric, **unit):
         self.fabric = fabric
-        self.unit = GhcbMsrUnit(n_vcpus=fabric.n_cpus, bsp_index=fabric.bsp_index, **unit)
+        self.unit = GhcbMsrUnit(n_vcpus=fabric.n_cpus, bsp_index=fabric.bsp_index,
+                                apic_ids=tuple(fabric.apic_ids), **unit)
         super().__init__({
             "cpu": In(CpuPortSignature()).array(fabric.n_cpus),
             "trace": Out(TraceSignature(n_ports=fabric.n_cpus)),
@@ -49,16 +53,9 @@ class SevSystem(wiring.Component):
         m.d.comb += [fabric.advance.eq(self.advance),
                      self.quiescent.eq(fabric.quiescent & unit.idle)]
         for i in range(fabric.n_cpus):
-            cpu, apic = self.cpu[i], fabric.cpu[i]
-            wiring.connect(m, wiring.flipped(cpu.reg), apic.reg)
+            apic = fabric.cpu[i]
+            # the CPU's side: everything but taking INIT/SIPI
+            connect_cpu_port(m, self.cpu[i], apic, hypervisor_takes=("init", "sipi"))
             wiring.connect(m, wiring.flipped(self.vcpu[i]), unit.vcpu[i])
-            m.d.comb += [
-                # the CPU's side: everything but taking INIT/SIPI
-                cpu.init.eq(apic.init), cpu.sipi.eq(apic.sipi), cpu.sipi_vector.eq(apic.sipi_vector),
-                cpu.nmi.eq(apic.nmi), apic.nmi_ack.eq(cpu.nmi_ack),
-                cpu.smi.eq(apic.smi), apic.smi_ack.eq(cpu.smi_ack),
-                cpu.intr.eq(apic.intr), apic.inta.eq(cpu.inta),
-                cpu.inta_done.eq(apic.inta_done), cpu.inta_vector.eq(apic.inta_vector),
-            ]
             connect_apic_events(m, apic, unit.apic[i])     # the hypervisor's side
         return m

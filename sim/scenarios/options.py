@@ -58,6 +58,7 @@ class ScenarioOptions:
     unresponsive: list = field(default_factory=list)
     smm_cpu: int | None = None             # init-sipi-smm: the AP in SMM (port; default 1)
     smm_us: float = 50_000                 # init-sipi-smm: guest us the SMI handler holds it
+    classic_ap: int | None = None          # pv-startup-vmi-mixed: the AP started the classic way
     mailbox_version: int = 1               # mpwk scenarios: MADT mailbox version
     ghcb_version: int = 2                  # SEV-ES scenarios: the hypervisor's maximum GHCB protocol
     force_kexec: bool = False              # kexec-sev-es-v1: go past the kernel's refusal

@@ -4,7 +4,7 @@ A scenario is an ``async def body(machine, options) -> dict`` registered under a
 :func:`scenario`; the dict is scenario-specific detail for the report.  :func:`run_scenario`
 sets up the machine, runs the body under a watchdog and returns the report
 (:mod:`.report`).  One module per family registers its scenarios (:mod:`.bringup`,
-:mod:`.mailbox`, :mod:`.storm`, :mod:`.sev`, :mod:`.soc`).
+:mod:`.mailbox`, :mod:`.storm`, :mod:`.sev`, :mod:`.pvstart`, :mod:`.soc`).
 """
 
 import time
@@ -18,6 +18,7 @@ from apwake.sim.vip.ghcb_msr.design import SevSystemConfig
 from apwake.sim.vip.lapic.env import FabricEnv
 from apwake.sim.vip.mpwk_mailbox.bfm import MailboxPorts
 from apwake.sim.vip.mpwk_mailbox.design import MpwkSystemConfig
+from apwake.sim.vip.start_context.design import PvStartSystemConfig
 from .options import MODEL_RUN_OPTIONS
 from .report import make_report
 
@@ -35,11 +36,14 @@ class Scenario:
         ``async def body(machine, options) -> dict``; None for a scenario with a cocotb module
         of its own (``soc-demo``).
     system : str
-        The RTL it runs on: "fabric" (APIC fabric only), "mpwk" (:class:`apwake.rtl.system.MpwkSystem`,
-        APs parked on the MP wakeup mailbox), "sev" (:class:`apwake.rtl.system.SevSystem`, an
-        SEV-ES guest) or "soc" (the soft-SoC).
+        The RTL it runs on: "fabric" (APIC fabric only), "mpwk" (:class:`apwake.rtl.system.mpwk.MpwkSystem`,
+        APs parked on the MP wakeup mailbox), "sev" (:class:`apwake.rtl.system.sev.SevSystem`, an
+        SEV-ES guest), "pvstart" (:class:`apwake.rtl.system.pvstart.PvStartSystem`, a
+        paravirtualised guest whose hypervisor carries start state) or "soc" (the soft-SoC).
     mailbox_version, ghcb_version : int or None
         The version the scenario is about, fixed; None when the scenario takes the option.
+    snp : bool
+        System "sev" only: the VM is SEV-SNP (the GHCB unit with ``snp=True``: AP Creation).
     options : tuple of Option
         The scenario options it takes besides ``run_options``.
     run_options : tuple of Option
@@ -58,6 +62,7 @@ class Scenario:
     options: tuple = ()
     run_options: tuple = MODEL_RUN_OPTIONS
     check: object = None
+    snp: bool = False
 
     @property
     def all_options(self):
@@ -69,12 +74,12 @@ SCENARIOS = {}
 
 
 def scenario(name, description, *, system="fabric", mailbox_version=None, ghcb_version=None,
-             options=(), run_options=MODEL_RUN_OPTIONS, check=None):
+             options=(), run_options=MODEL_RUN_OPTIONS, check=None, snp=False):
     """Register the decorated ``async def body(machine, options)`` as scenario ``name``, taking
     ``options`` (:class:`.options.Option` s) besides ``run_options``."""
     def register(body):
         SCENARIOS[name] = Scenario(name, description, body, system, mailbox_version,
-                                   ghcb_version, tuple(options), tuple(run_options), check)
+                                   ghcb_version, tuple(options), tuple(run_options), check, snp)
         return body
     return register
 
@@ -89,7 +94,9 @@ async def start_machine(dut, options):
     """Clock, reset and CPU models for ``dut`` (not started yet)."""
     mailbox_system = MpwkSystemConfig.from_env(required=False)
     sev_system = SevSystemConfig.from_env(required=False)
-    fabric = (mailbox_system or sev_system).fabric if (mailbox_system or sev_system) else None
+    pv_system = PvStartSystemConfig.from_env(required=False)
+    system = mailbox_system or sev_system or pv_system
+    fabric = system.fabric if system else None
     env = await FabricEnv.start(dut, config=fabric)
     machine = Machine(env, time_scale=options.time_scale,
                         sipi_before_init=options.sipi_before_init)
@@ -97,7 +104,9 @@ async def start_machine(dut, options):
         machine.time_skipper = env.time_skipper()
         machine.time_skipper.start()
     if sev_system is not None:
-        machine.attach_sev(dut)
+        machine.attach_sev(dut, sev_system)
+    if pv_system is not None:
+        machine.attach_start_unit(dut)
     if mailbox_system is not None:
         ap_ids = [c.apic_id for c in machine.cpus if not c.is_bsp]
         machine.park_aps(MailboxPorts(dut, ap_ids, mailbox_system.base))

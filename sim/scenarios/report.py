@@ -4,9 +4,11 @@ Report fields: ``scenario``, ``cpus``, ``passed``, ``online`` (APIC IDs that rea
 ``failures`` (each with ``cpu`` = APIC ID, ``port``, ``state``, ``where``, ``message``),
 ``sim_time_ns``, ``guest_time_ns`` (``sim_time_ns / time_scale``: guest delays unscaled, as the
 kernel sees them), ``cycles``, ``clock_ns``, ``wall_s`` (the run in the simulator, build
-excluded), ``waves``, ``time_scale``, ``options``, ``bus_messages``, ``corruptions`` (memory writes into pages owned by
+excluded), ``waves``, ``time_scale``, ``options``, ``bus_messages`` (and ``bus_messages_by_mode``),
+``corruptions`` (memory writes into pages owned by
 someone else), ``timeline`` (per CPU: state changes and milestones with simulated times; the
-state is ``SMM`` while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries), and
+state is ``SMM`` while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries; ``started``:
+how the CPU last started and the architectural state it started in), and
 the scenario's own detail (``method``, ``expected_online``, ``storm``, ``smm``, ...).
 ``report.schema.json`` beside this module describes the report as ``apwake run --json`` prints it.
 
@@ -37,6 +39,17 @@ STATE_COLORS = {"UNINITIALIZED": "#b0b0b0", "INIT_RECEIVED": "#f0a030", "AP_RESE
                 "RUNNABLE": "#3a9a3a", "HALTED": "#4a78c8", "SMM": "#20a0a0"}
 
 
+def _by_mode(cycles):
+    """``{delivery mode name: messages}`` of the fabric's bus cycles (INIT counts both INIT and
+    INIT de-assert; STARTUP is the SIPI)."""
+    counts = {}
+    for cycle in cycles:
+        mode = cycle.msg["delivery_mode"]
+        name = getattr(mode, "name", str(mode))
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def make_report(name, machine, options, detail, *, wall_s, waves=None):
     detail = dict(detail)
     kernel = detail.pop("kernel", None)
@@ -57,6 +70,7 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
             "nmis": cpu.nmis_taken, "nmis_collapsed": cpu.nmis_collapsed,
             "smm_entries": cpu.smm_entries,
             "entry": None if cpu.entry is None else {"cs": cpu.entry[0], "ip": cpu.entry[1]},
+            "started": cpu.started,
             "events": [[round(t, 3), label, note] for t, label, note in cpu.history],
         })
     skipper = machine.time_skipper
@@ -78,6 +92,7 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
         "time_scale": options.time_scale,
         "options": options.to_dict(),
         "bus_messages": len(machine.env.monitor.cycles),
+        "bus_messages_by_mode": _by_mode(machine.env.monitor.cycles),
         "corruptions": [c.as_dict() for c in machine.memory.corruptions],
         "timeline": timeline,
         **detail,

@@ -1,14 +1,15 @@
-"""SEV-ES scenarios (docs/spec/ghcb.md §2-§5) on ``rtl/system/sev.py``: the APIC fabric with the
-hypervisor's GHCB MSR unit taking INIT and SIPI."""
+"""SEV-ES and SEV-SNP scenarios (docs/spec/ghcb.md §2-§6) on ``rtl/system/sev.py``: the APIC
+fabric with the hypervisor's GHCB MSR unit taking INIT and SIPI, and for an SNP VM serving AP
+Creation (``@scenario(..., snp=True)`` builds the unit with ``snp=True``)."""
 
-from apwake.sim.models.cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY
-from apwake.sim.models.cpu.sev import SevFirmware, SevKernel
+from apwake.sim.models.cpu.linux import KERNEL2_DATA, KERNEL2_ENTRY, Firmware
+from apwake.sim.models.cpu.sev import SevFirmware, SevKernel, SnpKernel
 from apwake.sim.vip.memory import Owner
 from .boot import bounded, firmware_x2apic_steps, kernel_summary, report_corruptions
 from .registry import scenario
 from .options import CALLIN_TIMEOUT_MS, FIRMWARE_X2APIC, GHCB_VERSION, NR_CPUS, X2APIC, Option
 
-__all__ = ["boot_sev", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
+__all__ = ["boot_sev", "boot_snp", "SEV_BOOT_OPTIONS", "FORCE_KEXEC"]
 
 #: what boot_sev takes: no --lapic-timer (it keeps the kernel's default timer), no --kvm (an
 #: SEV-ES guest always runs under KVM), no --unresponsive (KVM offers SEV-ES guests no SMM)
@@ -17,12 +18,14 @@ FORCE_KEXEC = Option("force_kexec", bool, False,
                      "go past the kernel's refusal of kexec to show why it refuses")
 
 
-async def boot_sev(machine, options, **kernel_options):
-    """Firmware (jump table SET), an SEV-ES kernel, the CPUs started; returns after smp_init."""
-    machine.firmware = SevFirmware(machine.memory, madt=machine.madt,
-                                    handoff=firmware_x2apic_steps(machine, options))
-    kernel = SevKernel(machine, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
-                       x2apic=options.x2apic, **kernel_options)
+async def boot_sev(machine, options, *, firmware_class=SevFirmware, kernel_class=SevKernel,
+                   **kernel_options):
+    """Firmware (by default with the jump table SET), an SEV-ES kernel (or ``kernel_class``),
+    the CPUs started; returns after smp_init."""
+    machine.firmware = firmware_class(machine.memory, madt=machine.madt,
+                                      handoff=firmware_x2apic_steps(machine, options))
+    kernel = kernel_class(machine, nr_cpus=options.nr_cpus, callin_timeout_us=options.callin_timeout_us,
+                          x2apic=options.x2apic, **kernel_options)
     machine.start()
     await bounded(machine, options, kernel.booted.wait(), f"{kernel.name} smp_init")
     return kernel
@@ -104,3 +107,55 @@ async def kexec_sev_es_v2(machine, options):
           options=(FORCE_KEXEC,) + SEV_BOOT_OPTIONS)
 async def kexec_sev_es_v1(machine, options):
     return await _kexec_sev(machine, options)
+
+
+# --- SEV-SNP: AP Creation (docs/spec/ghcb.md §6) -----------------------------------------------------
+
+async def boot_snp(machine, options, *, kernel_class=SnpKernel, **kernel_options):
+    """Firmware (no AP jump table), an SNP kernel, the CPUs started; returns after smp_init.
+    ValueError when the machine is not an SNP VM (a design built without ``snp=True``)."""
+    config = getattr(machine, "sev_config", None)
+    if config is None or not config.snp:
+        raise ValueError("an SNP scenario runs on the SEV system built with snp=True "
+                         "(SevSystemConfig(..., snp=True))")
+    return await boot_sev(machine, options, firmware_class=Firmware, kernel_class=kernel_class,
+                          **kernel_options)
+
+
+def _snp_detail(kernel):
+    """The report detail of an SNP run: every AP Creation request and its reply, each AP's VMSA."""
+    return {**_detail(kernel), "method": "snp", "hold_form": None, "hv_features": kernel.hv_features,
+            "ap_creation": list(kernel.ap_creation),
+            "vmsa": {str(kernel.cpuid_to_apicid[n]): gpa for n, gpa in sorted(kernel.vmsa.items())}}
+
+
+@scenario("snp-boot", "SEV-SNP: the kernel negotiates GHCB protocol 2, checks the hypervisor's "
+                      "SNP features, registers its GHCBs and starts each AP with AP Creation: a "
+                      "fresh VMSA (real mode at the trampoline, in the second page of an 8 KiB "
+                      "allocation) handed over with CREATE; no INIT, no SIPI, no AP jump table",
+          system="sev", snp=True, ghcb_version=2, options=SEV_BOOT_OPTIONS)
+async def snp_boot(machine, options):
+    return _snp_detail(await boot_snp(machine, options))
+
+
+@scenario("kexec-snp", "SEV-SNP kexec as mainline Linux: kernel 1 halts its APs and destroys "
+                       "them with AP Creation DESTROY (snp_kexec_finish), kernel 2 takes its pages "
+                       "and creates every AP anew with CREATE; no jump table, no reset hold, no "
+                       "hypervisor write into kernel 2's memory",
+          system="sev", snp=True, ghcb_version=2, options=SEV_BOOT_OPTIONS)
+async def kexec_snp(machine, options):
+    kernel1 = await boot_snp(machine, options)
+    summary_1 = kernel_summary(kernel1, machine, lambda c: c.position)
+    bsp = machine.bsp
+    await kernel1.kexec(bsp)
+    destroyed = [dict(o) for o in kernel1.ap_creation if o["op"] == "DESTROY"]
+    for base, size in kernel1.memory_ranges():       # kernel 2 takes over kernel 1's memory
+        machine.memory.set_owner(base, size, Owner.KERNEL2)
+    kernel2 = SnpKernel(machine, callin_timeout_us=options.callin_timeout_us, x2apic=options.x2apic,
+                        owner=Owner.KERNEL2, entry=KERNEL2_ENTRY, data=KERNEL2_DATA)
+    bsp.restart_at(KERNEL2_ENTRY, "kexec: jump to kernel 2")
+    await bounded(machine, options, kernel2.booted.wait(), "kernel 2 smp_init")
+    report_corruptions(machine)
+    return {**_snp_detail(kernel2), "kexec": "ok", "destroyed": destroyed,
+            "expected_online": [c.apic_id for c in machine.cpus],
+            "kernels": [summary_1, kernel_summary(kernel2, machine, lambda c: c.position)]}

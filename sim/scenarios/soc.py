@@ -17,8 +17,10 @@ SOC_MAX_CPUS = 8
 SOC_RUN_OPTIONS = (replace(CPUS, maximum=SOC_MAX_CPUS, help="PicoRV32 cores"), WAVES, JSON, GATE_LEVEL)
 AP_START = Option("ap_start", str, "sipi", "how the APs start: they wait for SIPI; or are parked "
                   "on the MP wakeup mailbox (wakeup, offline/online and kexec demo); or start "
-                  "SEV-ES style through the GHCB MSR unit (negotiation, AP reset hold)",
-                  choices=("sipi", "mailbox", "ghcb"), metavar="HOW", field=None)
+                  "SEV-ES style through the GHCB MSR unit (negotiation, AP reset hold); or in a "
+                  "state the BSP gives the start-context unit (each AP at its EIP with its stack: "
+                  "START, or SET_INITIAL_AP_STATE and INIT-SIPI)",
+                  choices=("sipi", "mailbox", "ghcb", "context"), metavar="HOW", field=None)
 
 
 def _check(values):
@@ -28,6 +30,6 @@ def _check(values):
 
 
 scenario("soc-demo", "the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: the BSP "
-                     "wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox or the "
-                     "GHCB MSR protocol); prints the UART transcript",
+                     "wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox, the "
+                     "GHCB MSR protocol or a carried start state); prints the UART transcript",
          system="soc", options=(AP_START,), run_options=SOC_RUN_OPTIONS, check=_check)(None)

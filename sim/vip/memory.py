@@ -18,10 +18,11 @@ lends the same wake-up to other waits (a CPU model's ``wait_until`` on a flag an
 
 import contextlib
 import enum
+from typing import Any, NamedTuple
 
 from cocotb.triggers import Event, First, Timer
 
-__all__ = ["Owner", "Memory", "Corruption", "PAGE_SIZE", "MemoryError_"]
+__all__ = ["Owner", "Memory", "Corruption", "LoadedProgram", "PAGE_SIZE", "MemoryError_"]
 
 PAGE_SIZE = 4096
 
@@ -51,6 +52,17 @@ class Corruption(tuple):
         address, owner, writer = self
         return {"address": address, "owner": owner.value if isinstance(owner, Owner) else owner,
                 "writer": writer.value if isinstance(writer, Owner) else writer}
+
+
+class LoadedProgram(NamedTuple):
+    """What :meth:`Memory.program_at` finds: the coroutine function, its name, the owner of its
+    page, and ``entry``, the state it needs on entry (an
+    :class:`apwake.sim.models.cpu.state.EntryRequirement`, or None: not checked)."""
+
+    program: Any
+    name: str
+    owner: Any
+    entry: Any = None
 
 
 class Memory:
@@ -136,11 +148,12 @@ class Memory:
             return True
 
     # --- code --------------------------------------------------------------------------------
-    def load_program(self, address, program, *, owner, name=None):
-        """Place ``program`` (``async def program(cpu)``) at ``address`` in a page of ``owner``."""
+    def load_program(self, address, program, *, owner, name=None, entry=None):
+        """Place ``program`` (``async def program(cpu)``) at ``address`` in a page of ``owner``;
+        ``entry``: the state it needs on entry (checked by the CPU that enters it), or None."""
         self.set_owner(address, 1, owner)
-        self._programs[address] = (program, name or program.__name__, owner)
+        self._programs[address] = LoadedProgram(program, name or program.__name__, owner, entry)
 
     def program_at(self, address):
-        """``(program, name, owner)`` loaded at ``address``, or None."""
+        """The :class:`LoadedProgram` at ``address``, or None."""
         return self._programs.get(address)

@@ -28,13 +28,14 @@ from apwake.sim.harness.codec import field_mask
 from apwake.sim.vip.memory import PAGE_SIZE, Owner
 from apwake.sim.models.madt import parse_mp_wake, parse_processors
 from .lapic_setup import LocalApicSetup
-from .model import NMI_VECTOR, RESET_VECTOR
+from .model import FIRMWARE_PAGE_TABLES, NMI_VECTOR, RESET_VECTOR
+from .state import CR4, ArchState, EntryRequirement, Segment, long_mode_flat, real_mode_at
 from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 
 __all__ = ["BootMethod", "Kernel", "Firmware", "X2APIC_HANDOFFS", "x2apic_handoff",
            "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
-           "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS"]
+           "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS", "START_SECONDARY", "THREAD_SIZE", "PGD_OFFSET"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
 KERNEL_ENTRY = 0x0100_0000        # kernel text
@@ -51,6 +52,21 @@ _ONLINE = _CPUID_TO_APICID + 4 * NR_CPUS     # u8 per CPU number: the online map
 _SYNC = _ONLINE + NR_CPUS                    # u8 per CPU number: cpuhp sync state
 _TRAMPOLINE_LOCK = _SYNC + NR_CPUS           # the trampoline's bit spin-lock (tr_lock)
 _DATA_BYTES = (_TRAMPOLINE_LOCK + 4 + 0xFFF) & ~0xFFF   # the tables above, in whole pages
+# Addresses the kernel's CPU state points at (nothing the models write: page tables, per-CPU
+# areas and stacks are only checked as register values), from the data base, clear of the
+# tables above and, up to 1264 CPUs, of the SEV-ES kernel's per-CPU GHCB pages (data + 0x10000,
+# 4 KiB per CPU)
+PGD_OFFSET = 0x8000                                # swapper_pg_dir / init_top_pgt
+_IDENTITY_PGD = 0x9000                       # acpi_mp_pgd: the identity map for ResetVector
+assert PGD_OFFSET >= _DATA_BYTES, "the page tables must be clear of the kernel's tables"
+_PERCPU = 0x0060_0000                        # __per_cpu_offset[n] = data + _PERCPU + n * _PERCPU_SIZE
+_PERCPU_SIZE = 0x1000
+_STACKS = 0x00C0_0000                        # CPU n's stack: THREAD_SIZE bytes from here
+THREAD_SIZE = 0x4000
+#: start_secondary in the kernel's text page
+START_SECONDARY = 0x100
+#: the x86-64 kernel's code segment (GDT_ENTRY_KERNEL_CS 2)
+_KERNEL_CS_64 = 0x10
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
 _ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
@@ -80,6 +96,10 @@ _TIMING = {BootMethod.LEGACY: (10_000, 300, 200), BootMethod.MODERN: (0, 10, 10)
            BootMethod.PARALLEL: (0, 10, 10), BootMethod.BROADCAST: (0, 10, 10)}
 #: where firmware publishes its MADT interrupt controller structures: u32 length, then bytes
 MADT_ADDRESS = 0x000E_0000
+#: the trampoline page is entered in real mode by a SIPI (trampoline_start) or in 64-bit mode by
+#: an MP wakeup mailbox or a parking loop (trampoline_start64, the model's same address)
+TRAMPOLINE_ENTRY = EntryRequirement("real mode at the trampoline, or 64-bit mode", alternatives=(
+    real_mode_at(TRAMPOLINE, "the real-mode trampoline"), long_mode_flat("trampoline_start64")))
 
 
 #: which APICs the firmware leaves in x2APIC mode at hand-over: "auto" (every CPU's when an APIC
@@ -144,6 +164,8 @@ class Firmware:
         if self.resets == 1:
             for step in self.handoff:
                 await step(cpu)
+            # UEFI hands over in 64-bit mode on the firmware's identity map
+            cpu.arch = ArchState.long_mode_entry(self.kernel_entry, cr3=FIRMWARE_PAGE_TABLES)
             cpu.jump(self.kernel_entry)
         cpu.where = "firmware: halted after INIT (no warm-reset vector)"
 
@@ -209,6 +231,8 @@ class Kernel:
         self.name = owner.value
         self.memory.set_owner(*self.memory_ranges()[1], owner)
         self.memory.load_program(entry, self.kernel_main, owner=owner, name=f"{self.name}: start_kernel")
+        self.memory.load_program(entry + START_SECONDARY, self.start_secondary, owner=owner,
+                                 name="start_secondary", entry=self.secondary_entry())
 
     # --- helpers --------------------------------------------------------------------------------
     def _limit_cpus(self, cpu):
@@ -272,6 +296,76 @@ class Kernel:
         self.boot_failures.append(message)
         self.machine.fail(target, message)
 
+    # --- the CPU state the kernel gives its CPUs (module docstring of .state) ---------------------
+    #: the segment whose base is the per-CPU offset: GS on x86-64 (MSR_GS_BASE)
+    percpu_segment = "gs"
+    #: what start_secondary runs in
+    secondary_mode = "64-bit"
+    kernel_cs = _KERNEL_CS_64
+
+    def percpu_base(self, n):
+        """``__per_cpu_offset[n]``."""
+        return self.data + _PERCPU + n * _PERCPU_SIZE
+
+    def percpu_cpu(self, base):
+        """The CPU number whose per-CPU area starts at ``base``, or None."""
+        n, rest = divmod(base - self.data - _PERCPU, _PERCPU_SIZE)
+        return n if rest == 0 and 0 <= n < NR_CPUS else None
+
+    def stack_top(self, n):
+        """The top of CPU number ``n``'s kernel stack (its idle task's)."""
+        return self.data + _STACKS + (n + 1) * THREAD_SIZE
+
+    def secondary_state(self, n):
+        """What secondary_startup_64 leaves for start_secondary on CPU number ``n``: long mode
+        on the kernel's page tables, GS base = the CPU's per-CPU offset, its own stack,
+        interrupts off."""
+        state = ArchState.long_mode_entry(self.entry + START_SECONDARY, cr3=self.data + PGD_OFFSET,
+                                          rsp=self.stack_top(n))
+        state.cs = Segment(selector=self.kernel_cs, base=0, limit=0xFFFF_FFFF, attrib=state.cs.attrib)
+        state.gs = Segment(selector=0, base=self.percpu_base(n), limit=0xFFFF_FFFF,
+                           attrib=state.gs.attrib)
+        return state
+
+    def secondary_entry(self):
+        """start_secondary's entry requirement: the kernel's mode and code segment, a per-CPU
+        base that is some CPU's and that CPU's own (its APIC ID), and that CPU's stack."""
+        seg = self.percpu_segment
+
+        def mode(cpu, state):
+            if state.mode == self.secondary_mode:
+                return None
+            # name the register that makes the difference: CR0 (PE, PG), else EFER (long mode)
+            paged = state.cr0 & 0x8000_0001 == 0x8000_0001
+            return ("efer" if paged else "cr0"), (f"start_secondary runs in {self.secondary_mode} "
+                                                  f"mode, not {state.mode}")
+
+        def code(cpu, state):
+            if state.cs.selector == self.kernel_cs:
+                return None
+            return "cs.selector", f"not the kernel code segment {self.kernel_cs:#x}"
+
+        def percpu(cpu, state):
+            base = state.value(f"{seg}.base")
+            n = self.percpu_cpu(base)
+            if base == 0:
+                return f"{seg}.base", "per-CPU segment missing"
+            if n is None:
+                return f"{seg}.base", "no CPU's per-CPU area"
+            if n >= len(self.cpuid_to_apicid) or self.cpuid_to_apicid[n] != cpu.apic_id:
+                return f"{seg}.base", f"the per-CPU area of CPU {n}, not this CPU's"
+            return None
+
+        def stack(cpu, state):
+            n = self.percpu_cpu(state.value(f"{seg}.base"))
+            top = self.stack_top(n)
+            if top - THREAD_SIZE < state.rsp <= top:
+                return None
+            return "rsp", f"not on CPU {n}'s stack ({top - THREAD_SIZE:#x}-{top:#x})"
+
+        return EntryRequirement(f"{self.secondary_mode} mode, per-CPU {seg.upper()} base, own stack",
+                                (mode, code, percpu, stack))
+
     # --- the BSP ----------------------------------------------------------------------------------
     async def kernel_main(self, cpu):
         cpu.where = "start_kernel"
@@ -285,13 +379,19 @@ class Kernel:
             self._write(self.data + _SYNC + n, SyncState.DEAD, 1)
         self._write(self.data + _ONLINE, 1, 1)
         self.memory.load_program(TRAMPOLINE, self.trampoline, owner=self.owner,
-                                 name="kernel: trampoline")
+                                 name="kernel: trampoline", entry=TRAMPOLINE_ENTRY)
         self._setup_idt(cpu)
         await self.lapic.setup_local_apic(cpu, boot_cpu=True)
         await self.lapic.setup_apic_timer(cpu)      # taken once the BSP idles (irqs are off)
         cpu.note("smp_init")
         cpu.where = f"smp_init ({self.method.value})"
-        aps = self.cpuid_to_apicid[1:]
+        await self.smp_boot(cpu, self.cpuid_to_apicid[1:])
+        cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
+        self.booted.set()
+        await cpu.idle()
+
+    async def smp_boot(self, cpu, aps):
+        """Bring up the APs (APIC IDs ``aps``) by this kernel's method, from the BSP ``cpu``."""
         if self.method is BootMethod.BROADCAST:
             await self._boot_broadcast(cpu, aps)
         elif self.method is BootMethod.MPWK:
@@ -309,9 +409,6 @@ class Kernel:
                 if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
                     n = self.cpuid_to_apicid.index(apic_id)
                     await self.wait_online(n, True, "do_boot_cpu: wait for callin")
-        cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
-        self.booted.set()
-        await cpu.idle()
 
     async def wakeup_secondary_cpu_via_init(self, cpu, apic_id):
         """smpboot.c's INIT, INIT de-assert, SIPI, SIPI to one AP; False on a delivery error."""
@@ -330,6 +427,7 @@ class Kernel:
         await apic.send_ipi(lapic.icr(0, DeliveryMode.INIT, apic_id, trigger=Trigger.LEVEL,
                                       level=Level.DEASSERT))
         await lapic.wait_icr_idle(cpu)
+        await self.startup_ipi_hook(cpu, apic_id)
         for _ in range(2):
             await apic.write("ESR", 0)
             await apic.send_ipi(lapic.icr(vector, DeliveryMode.STARTUP, apic_id))
@@ -345,6 +443,11 @@ class Kernel:
                 self.machine.fail(target, message)
                 return False
         return True
+
+    async def startup_ipi_hook(self, cpu, apic_id):
+        """Linux 2.6.2x's ``startup_ipi_hook(phys_apicid, start_eip, start_esp)`` between INIT
+        de-assert and the SIPIs: nothing on native hardware (a paravirtual kernel overrides it,
+        :class:`apwake.sim.models.cpu.paravirt.VmiKernel`)."""
 
     async def _boot_mailbox(self, cpu, aps):
         """acpi_parse_mp_wake, then acpi_wakeup_cpu and the callin wait per AP (serial: TDX
@@ -426,6 +529,15 @@ class Kernel:
             return
         if parallel:
             self._write(self.data + _TRAMPOLINE_LOCK, 0, 4)
+        # secondary_startup_64: the kernel's page tables, GDT, per-CPU base and stack
+        cpu.arch = self.secondary_state(n)
+        cpu.jump(self.entry + START_SECONDARY)
+
+    async def start_secondary(self, cpu):
+        """The AP's C entry: its CPU number comes from its per-CPU base (checked on entry by
+        :meth:`secondary_entry`), as Linux's ``smp_processor_id()`` reads it from per-CPU data."""
+        n = self.percpu_cpu(cpu.arch.value(f"{self.percpu_segment}.base"))
+        parallel = self.method is BootMethod.PARALLEL
         cpu.where = f"start_secondary (CPU {n})"
         self._setup_idt(cpu)
         await self.lapic.setup_local_apic(cpu, boot_cpu=False)    # ap_starting: apic_ap_setup
@@ -460,9 +572,15 @@ class Kernel:
         """Where an offlined (``should_die``) or stopped (``should_stop``, kexec) AP goes."""
         if self.mp_wake is not None and self.mp_wake.can_reset:
             cpu.note("offline: play_dead" if cpu.should_die else "stop_this_cpu: back to firmware")
-            await cpu.return_to_firmware()   # acpi_mp_play_dead: jmp ResetVector
+            # acpi_mp_play_dead, interrupts off: asm_acpi_mp_play_dead switches to the identity
+            # map (acpi_mp_pgd), clears CR4.PGE, and jumps to ResetVector
+            cpu.cli()
+            cpu.arch.cr3 = self.data + _IDENTITY_PGD
+            cpu.arch.cr4 &= ~CR4["PGE"]
+            await cpu.return_to_firmware()
         if cpu.should_stop and self.parking_loop is not None:
             cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
+            cpu.cli()                        # stop_this_cpu: local_irq_disable() first
             cpu.jump(self.parking_loop.code)
         cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
         cpu.where = f"halted by {self.name}'s stop_this_cpu"

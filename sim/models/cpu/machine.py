@@ -13,12 +13,15 @@ import cocotb
 
 from apwake.rtl.mpwk_mailbox.layouts import ApState
 
-from apwake.sim.vip.ghcb_msr.bfm import GuestMemoryResponder, VcpuPort
+from apwake.sim.vip.ghcb_msr.bfm import VcpuPort
+from apwake.sim.vip.memory_bus import GuestMemoryResponder
+from apwake.sim.vip.start_context.bfm import LaunchSink, StartCallPort
 
 from apwake.sim.models.madt import processor_entries
 from apwake.sim.vip.memory import Memory
 from .model import CpuModel
 from .parking import RamMailbox
+from .state import ArchState
 
 __all__ = ["Machine", "DEFAULT_TIME_SCALE"]
 
@@ -71,13 +74,37 @@ class Machine:
                                  f"CPU {cpu.index} has {cpu.apic_id:#x}")
             cpu.park_on_mailbox(ap_port)
 
-    def attach_sev(self, dut):
-        """An SEV-ES guest (``rtl/system/sev.py``): each CPU on its vCPU port, the unit's
-        memory port served from this machine's memory."""
+    def attach_sev(self, dut, config=None):
+        """An SEV-ES or SEV-SNP guest (``rtl/system/sev.py``): each CPU on its vCPU port, the
+        unit's memory port served from this machine's memory.  ``config``: the system's
+        :class:`~apwake.sim.vip.ghcb_msr.design.SevSystemConfig` (``self.sev_config``: whether
+        the VM is SNP, its SEV features)."""
+        self.sev_config = config
         self.guest_memory = GuestMemoryResponder(dut, self.memory, prefix="ghcb_memory__")
         cocotb.start_soon(self.guest_memory.run())
         for cpu in self.cpus:
             cpu.attach_vcpu(VcpuPort(dut, cpu.index))
+
+    def attach_start_unit(self, dut):
+        """A paravirtualised guest (``rtl/system/pvstart.py``): the start-context unit takes
+        every SIPI and its launch records start the CPUs; its memory port is served from this
+        machine's memory; ``self.start_call`` is the guest's hypercall port."""
+        self.start_memory = GuestMemoryResponder(dut, self.memory, prefix="start_memory__")
+        cocotb.start_soon(self.start_memory.run())
+        self.start_call = StartCallPort(dut, prefix="start_call__")
+        self.launches = LaunchSink(dut, prefix="launch__")
+        self.launches.on_record = self._launch
+        self.launches.start()
+        for cpu in self.cpus:
+            cpu.sipi_by_hypervisor = True
+
+    def _launch(self, record):
+        """One launch record taken from the unit: to the CPU it names."""
+        cpu = self.cpus[record["vcpu"]]
+        kind = record["kind"].name
+        state = ArchState.from_context(record["state"]) if kind == "CONTEXT" else None
+        how = "SetInitialAPState context at SIPI" if record["via_sipi"] else "direct start (hypercall)"
+        cpu.launch(kind, vector=record["vector"], state=state, how=how)
 
     def mailbox_port(self, address, apic_id, *, writer):
         """What a kernel's mailbox request for ``apic_id`` at ``address`` reaches: a parking

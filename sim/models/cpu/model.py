@@ -44,15 +44,18 @@ machine's ``time_scale`` (see :class:`apwake.sim.models.cpu.machine.Machine`).
 """
 
 import contextlib
+import dataclasses
 
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChange
 
 from apwake.rtl.ghcb_msr.layouts import VcpuState
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
+from .state import ArchState, long_mode_flat
+from .vmsa import VMSA_SIZE, decode_vmsa
 
 __all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET", "NMI_VECTOR", "SMBASE",
-           "SMM_ENTRY", "SMM"]
+           "SMM_ENTRY", "SMM", "FIRMWARE_PAGE_TABLES", "RESET_VECTOR_ENTRY"]
 
 #: Physical address of the x86 reset vector (CS base 0xFFFF_0000, IP 0xFFF0).
 RESET_VECTOR = 0xFFFF_FFF0
@@ -69,6 +72,13 @@ SMM_ENTRY = SMBASE + 0x8000
 #: the label a CPU in SMM carries in reports and timelines instead of its mp_state (KVM keeps
 #: SMM as a flag beside the mp_state, HF_SMM_MASK)
 SMM = "SMM"
+#: the firmware's identity-mapping page tables: CR3 of a CPU the firmware hands over in long
+#: mode (the BSP at hand-over, an AP the MP wakeup mailbox releases)
+FIRMWARE_PAGE_TABLES = 0x0080_0000
+#: the environment the OS must give an AP it sends back through the mailbox's ResetVector (ACPI
+#: 6.6 §5.2.12.19: that of the WakeupVector: interrupts off, long mode, paging on with the page
+#: identity-mapped, flat selectors; docs/spec/mpwk.md §7 #14)
+RESET_VECTOR_ENTRY = long_mode_flat("the mailbox ResetVector")
 #: mp_states of a CPU in wait-for-SIPI: it runs no code and takes no NMI or SMI
 _WAIT_FOR_SIPI = ("INIT_RECEIVED", "UNINITIALIZED")
 
@@ -118,8 +128,15 @@ class CpuModel:
         self.history = [(0.0, initial.name, "reset")]
         self.ignored_sipis = 0
         self.entry = None            # (cs, ip) of the last SIPI start
+        #: the architectural state (:class:`apwake.sim.models.cpu.state.ArchState`): power-up
+        self.arch = ArchState.reset()
+        #: how the CPU last started and in what state: ``{"by", "time_ns", "state"}``, or None
+        self.started = None
         self.mailbox = None          # apwake.sim.vip.mpwk_mailbox.bfm.ParkedAp when parked on an MPWK mailbox
         self.vcpu = None             # apwake.sim.vip.ghcb_msr.bfm.VcpuPort in an SEV-ES guest
+        #: the hypervisor's start-context unit takes this CPU's SIPIs (rtl/system/pvstart.py): the
+        #: CPU starts from its launch records (:meth:`launch`) instead
+        self.sipi_by_hypervisor = False
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
         self.should_stop = False     # set by the kernel's kexec (stop_this_cpu)
@@ -157,8 +174,10 @@ class CpuModel:
         self._started = True
         cocotb.start_soon(self._vcpu_events() if self.vcpu is not None else self._events())
         if self.is_bsp:
+            self._started_by("reset")
             self._run_at(RESET_VECTOR, "reset vector")
         elif self._start_at is not None:
+            self._started_by(self._start_at[1])
             self._run_at(*self._start_at)
 
     @property
@@ -178,6 +197,11 @@ class CpuModel:
     def _set_state(self, state, note=""):
         self.state = state
         self._record(note)
+
+    def _started_by(self, how):
+        """Record that the CPU starts now, by ``how``, in its current :attr:`arch` state."""
+        self.started = {"by": how, "time_ns": cocotb.utils.get_sim_time("ns"),
+                        "state": self.arch.as_dict()}
 
     def note(self, text):
         """Record a software milestone (``online``, ``alive``) in the timeline."""
@@ -261,16 +285,44 @@ class CpuModel:
     async def _vcpu_events(self):
         vcpu = self.vcpu
         while True:
-            await First(RisingEdge(vcpu.launch), ValueChange(vcpu.state_handle))
+            await First(RisingEdge(vcpu.launch), RisingEdge(vcpu.vmsa_launch),
+                        ValueChange(vcpu.state_handle))
             await ReadOnly()
             launched, state = bool(vcpu.launch.value), vcpu.state
+            vmsa = vcpu.vmsa_gpa if vcpu.vmsa_launch.value else None
             await RisingEdge(self.apic.clk)          # act outside the read-only phase
-            if launched:
+            if vmsa is not None:
+                self.start_from_vmsa(vmsa)
+            elif state is MpState.HALTED:
+                self.drop_vmsa()
+            elif launched:
+                self.arch = ArchState.sev_es_launch(SEV_ES_RESET)
+                self._started_by("SEV-ES launch")
                 self._set_state(MpState.RUNNABLE, "first SIPI: launch state (vector ignored)")
                 self._run_at(SEV_ES_RESET, "SEV-ES launch (reset block)")
             elif state is not self.state and state is not MpState.RUNNABLE:
                 # RUNNABLE again is noted by the guest code that resumes
                 self._set_state(state, f"hypervisor: {state.name}")
+
+    def start_from_vmsa(self, gpa):
+        """SNP AP Creation: the hypervisor starts this vCPU from the VMSA page at ``gpa`` (the
+        CPU loads its whole register state from it, as VMRUN does; :mod:`.vmsa`)."""
+        self._abandon()
+        self.arch, _ = decode_vmsa(self.machine.memory.read(gpa, VMSA_SIZE))
+        self.interrupts_enabled = self.arch.interrupts_enabled
+        how = f"SNP AP Creation (VMSA at {gpa:#x})"
+        self._started_by(how)
+        self._set_state(MpState.RUNNABLE, f"{how}: {self.arch.mode} at "
+                                          f"{self.arch.cs.selector:#06x}:{self.arch.rip:#x}")
+        self._run_at(self.arch.linear_ip, how)
+
+    def drop_vmsa(self):
+        """SNP AP Creation reset (a DESTROY, or a new VMSA about to start): whatever the vCPU ran
+        is gone with its VMSA; it is HALTED until the hypervisor starts it again."""
+        self._abandon()
+        self.interrupts_enabled = False
+        self.where = "no VMSA (SNP AP Creation)"
+        self._set_state(MpState.HALTED, "hypervisor: AP Creation, VMSA dropped")
 
     async def vmgexit(self):
         """VMGEXIT and wait until the hypervisor resumes this vCPU, however long that takes (the
@@ -283,6 +335,8 @@ class CpuModel:
         self._abandon()
         self.interrupts_enabled = False
         self.wakeup_vector = vector
+        self.arch = ArchState.long_mode_entry(vector, cr3=FIRMWARE_PAGE_TABLES)
+        self._started_by("mailbox Wakeup")
         self.note(f"mailbox Wakeup: 64-bit entry at {vector:#x}")
         self._check_wakeup_vector(vector)
         self.machine.ap_left_firmware(self)
@@ -324,7 +378,7 @@ class CpuModel:
                 self.init_latched = True
                 self.note("INIT latched (in SMM): taken at RSM")
                 continue
-            if port.sipi.value:
+            if port.sipi.value and not self.sipi_by_hypervisor:
                 vector = int(port.sipi_vector.value)
                 await RisingEdge(port.clk)
                 await port.acknowledge("sipi")
@@ -339,8 +393,10 @@ class CpuModel:
                 await RisingEdge(port.clk)
                 self._take_latched()
                 continue
-            events = [RisingEdge(port.init), RisingEdge(port.sipi), RisingEdge(port.nmi),
-                      RisingEdge(port.smi), self._recheck.wait()]
+            events = [RisingEdge(port.init), RisingEdge(port.nmi), RisingEdge(port.smi),
+                      self._recheck.wait()]
+            if not self.sipi_by_hypervisor:
+                events.append(RisingEdge(port.sipi))
             if self.mailbox is not None:
                 events.append(RisingEdge(self.mailbox.wake))
             await First(*events)
@@ -350,7 +406,9 @@ class CpuModel:
         self.interrupts_enabled = False
         # INIT resets the CPU: latched and blocked NMIs and SMIs go (KVM kvm_vcpu_reset)
         self.init_latched = self.nmi_blocked = self.nmi_latched = self.smi_latched = False
+        self.arch = self.arch.after_init()
         if self.is_bsp:
+            self._started_by("INIT (BSP: reset vector)")
             self._set_state(MpState.RUNNABLE, "INIT: BSP restarts at the reset vector")
             self._run_at(RESET_VECTOR, "reset vector after INIT")
         else:
@@ -365,8 +423,50 @@ class CpuModel:
             return
         address = vector << 12
         self.entry = (vector << 8, 0)
+        self.arch = self.arch.after_sipi(vector)
+        self._started_by(f"SIPI {vector:#04x}")
         self._set_state(MpState.RUNNABLE, f"SIPI {vector:#04x}: real mode CS={vector << 8:#06x} IP=0")
         self._run_at(address, f"SIPI vector {vector:#04x}")
+
+    def launch(self, kind, *, vector=0, state=None, how=""):
+        """The start-context unit's launch record for this CPU (``rtl/start_context``; ``kind``
+        is a :class:`apwake.rtl.start_context.layouts.LaunchKind` name): ``REAL_MODE`` is a SIPI
+        start with ``vector``; ``CONTEXT`` starts in ``state`` (an :class:`ArchState`) at its
+        EIP, ``how`` saying what carried it; ``REFUSED`` is a real-mode start the hypervisor
+        refused (the VM runs paravirtual), a reported failure, the CPU left waiting for SIPI;
+        ``DROPPED`` a SIPI to a running vCPU, counted as an ignored SIPI."""
+        if kind == "REAL_MODE":
+            self._on_sipi(vector)
+        elif kind == "DROPPED":
+            self.ignored_sipis += 1
+            self.note(f"SIPI {vector:#04x} dropped by the hypervisor (vCPU running)")
+        elif kind == "REFUSED":
+            self.note(f"SIPI {vector:#04x} refused by the hypervisor: real-mode start in a paravirtual VM")
+            if self.where == "wait-for-SIPI (real-mode start refused)":
+                return                  # reported at the first refusal since the INIT
+            self.where = "wait-for-SIPI (real-mode start refused)"
+            self.fail(f"{self.name}: the hypervisor refused to start it in real mode (SIPI "
+                      f"{vector:#04x} with no start state armed: no SetInitialAPState for it, or "
+                      f"one the hypervisor refused): the BSP runs paravirtual, and an AP cannot "
+                      f"run real-mode code beside it (VMI constraint 5: mixed mode is "
+                      f"unsupported); it stays in wait-for-SIPI")
+        elif kind == "CONTEXT":
+            if self.in_smm:
+                # the hypervisor has consumed the context and counts the vCPU running
+                self.fail(f"{self.name}: a context start ({how}) arrived while it was in SMM and "
+                          f"was lost; it cannot be started again before an INIT")
+                return
+            self._abandon()
+            self.interrupts_enabled = False
+            self.arch = state
+            self._started_by(how)
+            self._set_state(MpState.RUNNABLE, f"{how}: {state.mode} at "
+                                              f"{state.cs.selector:#06x}:{state.rip:#x}")
+            self._run_at(state.linear_ip, how)
+            if state.interrupts_enabled:      # a context may start with IF set: take interrupts
+                self.sti()
+        else:
+            raise ValueError(f"{self.name}: unknown launch kind {kind!r}")
 
     # --- NMI (SDM vol. 3, "Handling Multiple NMIs") ---------------------------------------------
     def _on_nmi(self):
@@ -423,7 +523,8 @@ class CpuModel:
 
     def _enter_smm(self, why):
         # the state save map (SMBASE + 0xFE00) keeps what RSM restores
-        saved_state, saved_where = self._smm_saved = (self.state, self.where)
+        saved_state, saved_where, _ = self._smm_saved = (self.state, self.where, self.arch)
+        self.arch = self.arch.smm_entry(SMBASE)
         loaded = self.machine.memory.program_at(SMM_ENTRY)
         self.where = f"SMM: {loaded[1] if loaded else 'no handler'}"
         self.in_smm = True
@@ -445,7 +546,7 @@ class CpuModel:
 
     def _resume_from_smm(self):
         """RSM: restore the saved state; a halted CPU halts again (auto HALT restart)."""
-        state, where = self._smm_saved
+        state, where, self.arch = self._smm_saved
         self.in_smm = False
         self.where = where
         self._set_state(state, "RSM: auto HALT restart" if state is MpState.HALTED
@@ -468,6 +569,7 @@ class CpuModel:
         kernel)."""
         self._abandon()
         self.interrupts_enabled = False
+        self.arch.set_interrupt_flag(False)
         self.note(why)
         self._run_at(address, why)
 
@@ -481,8 +583,14 @@ class CpuModel:
                 self.where = f"{address:#x} (no code)"
                 self.fail(f"{self.name} started at {address:#x} where no code is loaded ({why})")
                 return
-            program, name, _owner = loaded
+            program, name, _owner, entry = loaded
             self.where = name
+            failure = None if entry is None else entry.failure(self, self.arch, name)
+            if failure is not None:
+                # the code faults at once (no IDT it could use yet): the CPU is dead
+                self.where = f"{name}: faulted on entry ({entry.description} needed)"
+                self.fail(failure)
+                return
             try:
                 await program(self)
             except Jump as jump:
@@ -500,12 +608,26 @@ class CpuModel:
         """Continue at ``address`` (``raise cpu.jump(addr)`` or ``await``-free call)."""
         raise Jump(address)
 
+    def far_jump_real(self, cs, ip):
+        """A real-mode far jump to ``cs:ip``: CS = cs (base cs << 4), IP = ip; continues there."""
+        self.arch = ArchState.real_mode((cs << 4) + ip, cs_base=cs << 4)
+        self.arch.cs = dataclasses.replace(self.arch.cs, selector=cs)
+        raise Jump((cs << 4) + ip)
+
     async def return_to_firmware(self):
-        """play_dead on an MPWK v1 machine: cli, jump to ResetVector; the firmware loop (the
-        mailbox hardware) takes the CPU back.  Ends the running program."""
+        """play_dead on an MPWK v1 machine: jump to ResetVector in the state the caller left
+        (Linux's ``asm_acpi_mp_play_dead``: interrupts off, its identity map); the firmware loop
+        (the mailbox hardware) takes the CPU back.  Ends the running program.  A state the
+        ResetVector cannot be entered in (:data:`RESET_VECTOR_ENTRY`) is a failure naming the
+        register, and the CPU stops there."""
         if self.mailbox is None:
             raise RuntimeError(f"{self.name} is not parked on a mailbox: no ResetVector to jump to")
-        self.cli()
+        failure = RESET_VECTOR_ENTRY.failure(self, self.arch, "the mailbox ResetVector")
+        if failure is not None:
+            self.where = "mailbox ResetVector: faulted on entry"
+            self.fail(failure)
+            raise _BackToFirmware()
+        self.cli()                        # the model's interrupt task ends with the kernel
         await self.mailbox.return_to_firmware()
         self.where = "firmware: mailbox poll loop"
         self._set_state(MpState.RUNNABLE, "jumped to ResetVector: back in the firmware mailbox loop")
@@ -519,6 +641,7 @@ class CpuModel:
 
     def sti(self):
         self.interrupts_enabled = True
+        self.arch.set_interrupt_flag(True)
         if self.vcpu is not None:
             self.vcpu.allow_interrupts(True)
         if self._irq_task is None or self._irq_task.done():
@@ -526,6 +649,7 @@ class CpuModel:
 
     def cli(self):
         self.interrupts_enabled = False
+        self.arch.set_interrupt_flag(False)
         if self.vcpu is not None:
             self.vcpu.allow_interrupts(False)
         if self._irq_task is not None and not self._irq_task.done():

@@ -13,19 +13,33 @@ register state the hypervisor cannot touch.
 * kexec is refused unless the MSR-form parking is installed (or there is one CPU), as the series
   does: with the page form a parked AP's GHCB belongs to the next kernel (Joerg Roedel, LKML May 2021;
   docs/spec/ghcb.md §2).
+* An SEV-SNP kernel (:class:`SnpKernel`, docs/spec/ghcb.md §6) needs GHCB protocol 2 and the
+  hypervisor's SNP feature, registers each CPU's GHCB, and starts every AP with SNP AP Creation
+  instead of INIT-SIPI (Linux arch/x86/coco/sev/core.c ``wakeup_cpu_via_vmgexit``): a fresh
+  VMSA in real mode at the trampoline, in the second page of an 8 KiB allocation
+  (``snp_alloc_vmsa_page``: never 2 MiB-aligned, the RMP erratum), CREATE through the GHCB page
+  (``vmgexit_ap_control``).  No AP jump table, no INIT, no SIPI.  kexec is mainline's
+  ``snp_kexec_begin``/``snp_kexec_finish``: the APs halt, every AP with a VMSA of this kernel is
+  destroyed (``shutdown_all_aps``), the shared pages become private again; the next kernel
+  creates the APs anew.
 """
 
-from apwake.rtl.ghcb_msr.layouts import (HoldReply, JumpTableEntry, JumpTableOp, MsrCode,
-                                  NaeExit, PROTOCOL_MAX, PROTOCOL_MIN, SevInfo, Termination)
+from apwake.rtl.ghcb_msr.layouts import (DEFAULT_VMSA_FEATURES, HV_FEATURES, ApCreationOp,
+                                         ApCreationRequest, GhcbMsr, HoldReply, JumpTableEntry,
+                                         JumpTableOp, MsrCode, NaeExit, PROTOCOL_MAX, PROTOCOL_MIN,
+                                         SevInfo, Termination)
 
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.vip.ghcb_msr.page import is_valid, read_reply, write_request
 from apwake.sim.vip.memory import PAGE_SIZE, Owner
 from .linux import KERNEL_ENTRY, TRAMPOLINE, BootMethod, Firmware, Kernel
 from .model import SEV_ES_RESET
+from .state import EFER, ArchState, DescriptorTable, Segment
+from .vmsa import encode_vmsa
 
-__all__ = ["SevFirmware", "SevKernel", "NegotiationFailed", "sev_es_negotiate_protocol",
-           "sev_es_terminate", "JUMP_TABLE", "FIRMWARE_GHCB", "PARK_BLOB_OFFSET", "ghcb_page"]
+__all__ = ["SevFirmware", "SevKernel", "SnpKernel", "NegotiationFailed", "sev_es_negotiate_protocol",
+           "sev_es_terminate", "JUMP_TABLE", "FIRMWARE_GHCB", "PARK_BLOB_OFFSET", "ghcb_page",
+           "snp_ap_vmsa", "VMSA_POOL"]
 
 #: the AP jump table: one firmware-reserved page below 4 GiB (OVMF: EfiReservedMemoryType)
 JUMP_TABLE = 0x0081_0000
@@ -73,10 +87,11 @@ async def sev_es_terminate(vcpu, reason_set, reason_code):
     return await vcpu.vmgexit(timeout_cycles=50)
 
 
-async def ghcb_call(cpu, ghcb, exit_code, info1=0, info2=0, *, writer):
-    """An NAE event through the GHCB page at ``ghcb``: ``(SW_EXITINFO1, SW_EXITINFO2, bitmap)``."""
+async def ghcb_call(cpu, ghcb, exit_code, info1=0, info2=0, *, writer, rax=None):
+    """An NAE event through the GHCB page at ``ghcb`` (RAX set and valid when ``rax`` is given):
+    ``(SW_EXITINFO1, SW_EXITINFO2, bitmap)``."""
     memory = cpu.machine.memory
-    write_request(memory, ghcb, exit_code=exit_code, info1=info1, info2=info2, writer=writer)
+    write_request(memory, ghcb, exit_code=exit_code, info1=info1, info2=info2, writer=writer, rax=rax)
     await cpu.vcpu.wrmsr(ghcb)
     await cpu.vmgexit()
     return read_reply(memory, ghcb)
@@ -114,7 +129,7 @@ class SevFirmware(Firmware):
             return
         cpu.entry = (cs, ip)
         cpu.note(f"jump table: CS:IP {cs:#06x}:{ip:#06x}")
-        cpu.jump(cs * 16 + ip)
+        cpu.far_jump_real(cs, ip)
 
 
 def make_park_blob(memory, table):
@@ -135,7 +150,7 @@ def make_park_blob(memory, table):
         cs, ip = jump_table_target(memory, table)
         cpu.entry = (cs, ip)
         cpu.note(f"woken: far jump to jump table CS:IP {cs:#06x}:{ip:#06x}")
-        cpu.jump(cs * 16 + ip)
+        cpu.far_jump_real(cs, ip)
 
     return park
 
@@ -167,21 +182,30 @@ class SevKernel(Kernel):
         return "msr" if self.park_blob is not None else "ghcb"
 
     async def kernel_main(self, cpu):
+        if await self.negotiate(cpu):
+            await self.sev_es_setup_ap_jump_table(cpu)
+            await super().kernel_main(cpu)
+
+    async def negotiate(self, cpu):
+        """``sev_es_negotiate_protocol``; False after terminating on a failure."""
         cpu.where = "sev_es_negotiate_protocol"
         try:
             self.ghcb_version, lo, hi = await sev_es_negotiate_protocol(cpu.vcpu, timeout_cycles=None)
         except NegotiationFailed as failure:
-            message = f"{self.name}: {failure}: terminating ({failure.reason_set}, {failure.reason_code})"
-            self.boot_failures.append(message)
-            cpu.fail(message)
-            cpu.where = "sev_es_terminate: hlt for ever"
-            await sev_es_terminate(cpu.vcpu, failure.reason_set, failure.reason_code)
-            self.booted.set()
-            return
+            await self.terminate(cpu, str(failure), failure.reason_set, failure.reason_code)
+            return False
         self.hv_range = (lo, hi)
         cpu.note(f"GHCB protocol version {self.ghcb_version} (hypervisor offers {lo}-{hi})")
-        await self.sev_es_setup_ap_jump_table(cpu)
-        await super().kernel_main(cpu)
+        return True
+
+    async def terminate(self, cpu, why, reason_set, reason_code):
+        """A boot failure: ``sev_es_terminate`` with the reason, then hlt for ever."""
+        message = f"{self.name}: {why}: terminating ({reason_set}, {reason_code})"
+        self.boot_failures.append(message)
+        cpu.fail(message)
+        cpu.where = "sev_es_terminate: hlt for ever"
+        await sev_es_terminate(cpu.vcpu, reason_set, reason_code)
+        self.booted.set()
 
     async def sev_es_setup_ap_jump_table(self, cpu):
         """GET the table, write CS:IP of the trampoline into it; with the kexec series and version
@@ -259,3 +283,225 @@ class SevKernel(Kernel):
             cpu.note("kexec forced past the refusal")
         await super().kexec(cpu)
         return None
+
+
+# --- SEV-SNP ---------------------------------------------------------------------------------------
+
+#: where an SNP kernel allocates the VMSAs of its APs, from its data base: a 2 MiB-aligned pool
+#: clear of the kernel's tables and GHCB pages (kernel 1's ends below kernel 2's)
+VMSA_POOL = 0x1000_0000
+#: Linux ``AP_INIT_*`` (arch/x86/coco/sev/core.c), the APM's "Processor Initialization State"
+_AP_INIT = {"dr7": 0x400, "dr6": 0xFFFF_0FF0, "g_pat": 0x0007_0406_0007_0406, "xcr0": 0x1,
+            "mxcsr": 0x1F80, "x87_ftw": 0x5555, "x87_fcw": 0x40}
+#: segment attributes Linux gives a fresh AP's VMSA: CS present, S, readable code; data present,
+#: S, writable; LDTR present, type 2; TR present, type 3
+_INIT_CS_ATTRIBS, _INIT_DS_ATTRIBS, _INIT_LDTR_ATTRIBS, _INIT_TR_ATTRIBS = 0x9A, 0x92, 0x82, 0x83
+_CR0_AP_INIT = 0x6000_0010
+_CR4_MCE = 1 << 6
+
+
+def snp_ap_vmsa(start_ip, *, cr4, sev_features, vmpl=0):
+    """The VMSA page Linux's ``wakeup_cpu_via_vmgexit`` fills for an AP (bytes, 4 KiB): real
+    mode with CS = (start_ip >> 12) << 8, CS base = start_ip & ~0xFFF, RIP = start_ip & 0xFFF,
+    limits 0xFFFF, CR0 0x6000_0010, CR4 the BSP's MCE bit, EFER = SVME, RFLAGS 2, and the
+    APM's INIT values of the debug, PAT, XCR0 and x87/SSE control registers."""
+    vector = start_ip >> 12
+    state = ArchState(cr0=_CR0_AP_INIT, cr4=cr4 & _CR4_MCE, efer=EFER["SVME"], rip=start_ip & 0xFFF,
+                      rflags=0x2)
+    state.cs = Segment(selector=vector << 8, base=vector << 12, limit=0xFFFF, attrib=_INIT_CS_ATTRIBS)
+    for name in ("ds", "es", "fs", "gs", "ss"):
+        setattr(state, name, Segment(selector=0, base=0, limit=0xFFFF, attrib=_INIT_DS_ATTRIBS))
+    state.gdtr = state.idtr = DescriptorTable(base=0, limit=0xFFFF)
+    return encode_vmsa(state, ldtr={"limit": 0xFFFF, "attrib": _INIT_LDTR_ATTRIBS},
+                       tr={"limit": 0xFFFF, "attrib": _INIT_TR_ATTRIBS}, vmpl=vmpl,
+                       sev_features=sev_features, **_AP_INIT)
+
+
+class SnpKernel(SevKernel):
+    """A Linux-like SEV-SNP guest kernel: APs started with SNP AP Creation (docs/spec/ghcb.md §6).
+
+    Parameters
+    ----------
+    vmsa_workaround : bool
+        Linux's ``snp_alloc_vmsa_page``: 8 KiB, 8 KiB-aligned, the second page used (it cannot
+        be 2 MiB-aligned).  False: one page from the 2 MiB-aligned pool, as a kernel without the
+        erratum workaround could get: the hypervisor refuses the first AP's VMSA.
+    sev_features : int or None
+        What the kernel reads as SEV_STATUS >> 2 and puts in each VMSA; default the VM's
+        (``machine.sev_config.vmsa_features``).
+
+    Attributes
+    ----------
+    vmsa : dict
+        CPU number -> the GPA of the AP's current VMSA (Linux ``per_cpu(sev_vmsa)``); None after a
+        failed creation.
+    ap_creation : list of dict
+        Every AP Creation request: ``op``, ``cpu`` (APIC ID), ``vmsa``, ``reply``
+        ([SW_EXITINFO1, SW_EXITINFO2]).
+    """
+
+    def __init__(self, machine, *, vmsa_workaround=True, sev_features=None, **kwargs):
+        super().__init__(machine, jump_table_parking=False, **kwargs)
+        config = getattr(machine, "sev_config", None)
+        self.sev_features = (sev_features if sev_features is not None else
+                             config.vmsa_features if config is not None else DEFAULT_VMSA_FEATURES)
+        self.vmsa_workaround = vmsa_workaround
+        self.vmsa = {}
+        self.ap_creation = []
+        self.hv_features = None
+        self._vmsa_next = self.data + VMSA_POOL
+        pool = self.memory_ranges()[2]
+        self.memory.set_owner(*pool, self.owner)
+
+    def memory_ranges(self):
+        """Text, data, the VMSA pool (private), the GHCB pages (shared while it runs, last)."""
+        text, data, ghcbs = super().memory_ranges()
+        return [text, data, (self.data + VMSA_POOL, self._vmsa_pool_size()), ghcbs]
+
+    def _vmsa_pool_size(self):
+        """One 8 KiB allocation per CPU and 2 MiB for re-creations (the model never reuses a
+        freed VMSA), in whole 2 MiB: below the next kernel's pool at 4096 CPUs."""
+        need = 2 * PAGE_SIZE * max(len(self.cpuid_to_apicid), 1) + (2 << 20)
+        return -(-need // (2 << 20)) * (2 << 20)
+
+    # --- boot --------------------------------------------------------------------------------
+    async def kernel_main(self, cpu):
+        if not await self.negotiate(cpu):
+            return
+        # SNP is GHCB version 2, which mandates the HV features query (sev_es_init_vc_handling)
+        if self.ghcb_version < 2:
+            await self.terminate(cpu, f"SNP needs GHCB protocol 2, the hypervisor offers "
+                                      f"{self.hv_range[0]}-{self.hv_range[1]}", 0, 2)
+            return
+        reply = unpack(GhcbMsr, await cpu.vcpu.msr_protocol(MsrCode.HV_FEATURES_REQ.value,
+                                                            timeout_cycles=None))
+        self.hv_features = reply["data"] if reply["info"] is MsrCode.HV_FEATURES_RESP else 0
+        if not self.hv_features & HV_FEATURES["snp"]:
+            await self.terminate(cpu, f"hypervisor features {self.hv_features:#x} lack SEV-SNP", 0, 2)
+            return
+        cpu.note(f"hypervisor features {self.hv_features:#x}")
+        if not await self.snp_register_ghcb(cpu, 0):
+            return
+        await Kernel.kernel_main(self, cpu)          # no AP jump table
+
+    async def snp_register_ghcb(self, cpu, n):
+        """MSR 0x012 with CPU ``n``'s GHCB frame; the reply must echo it, else terminate (1, 0)."""
+        gfn = self.ghcb_page(n) >> 12
+        reply = unpack(GhcbMsr, await cpu.vcpu.msr_protocol(
+            pack(GhcbMsr, info=MsrCode.REG_GPA_REQ, data=gfn), timeout_cycles=None))
+        if reply != {"info": MsrCode.REG_GPA_RESP, "data": gfn}:
+            await self.terminate(cpu, f"GHCB registration of {self.ghcb_page(n):#x} refused", 1, 0)
+            return False
+        return True
+
+    async def start_secondary(self, cpu):
+        """setup_ghcb on the AP (its GHCB registered), then start_secondary."""
+        n = self.percpu_cpu(cpu.arch.value(f"{self.percpu_segment}.base"))
+        if await self.snp_register_ghcb(cpu, n):
+            await super().start_secondary(cpu)
+
+    async def smp_boot(self, cpu, aps):
+        """do_boot_cpu with ``wakeup_secondary_cpu`` = ``wakeup_cpu_via_vmgexit``."""
+        for apic_id in aps:
+            if await self.wakeup_cpu_via_vmgexit(cpu, apic_id) is None:
+                await self.wait_online(self.cpuid_to_apicid.index(apic_id), True,
+                                       "do_boot_cpu: wait for callin")
+
+    async def cpu_up(self, cpu, n):
+        error = await self.wakeup_cpu_via_vmgexit(cpu, self.cpuid_to_apicid[n])
+        if error:
+            return error
+        if not await self.wait_online(n, True, "cpu_up: wait for callin"):
+            return f"CPU {n} did not come online"
+        return None
+
+    # --- AP Creation (arch/x86/coco/sev/core.c) -------------------------------------------------
+    def snp_alloc_vmsa_page(self):
+        """The GPA of a fresh VMSA page: the second page of an 8 KiB, 8 KiB-aligned allocation
+        (the first may be 2 MiB-aligned and is freed), or with ``vmsa_workaround`` off one page."""
+        size = 2 * PAGE_SIZE if self.vmsa_workaround else PAGE_SIZE
+        base = self._vmsa_next
+        pool, pool_size = self.data + VMSA_POOL, self._vmsa_pool_size()
+        if base + size > pool + pool_size:
+            raise RuntimeError(f"{self.name}: VMSA pool at {pool:#x} ({pool_size:#x} bytes) exhausted")
+        self._vmsa_next += size
+        return base + size - PAGE_SIZE
+
+    async def vmgexit_ap_control(self, cpu, op, vmsa, apic_id):
+        """AP_CREATION through the calling CPU's GHCB: RAX = SEV features (not for DESTROY),
+        SW_EXITINFO1 = APIC ID << 32 | VMPL << 16 | request, SW_EXITINFO2 = the VMSA's GPA.
+        None, or the error ("SNP AP CREATE error") when SW_EXITINFO1[31:0] is not 0."""
+        create = op is not ApCreationOp.DESTROY
+        n = self.cpuid_to_apicid.index(cpu.apic_id)
+        info1 = pack(ApCreationRequest, request=op, apic_id=apic_id)
+        reply1, reply2, bitmap = await ghcb_call(cpu, self.ghcb_page(n), NaeExit.AP_CREATION.value,
+                                                 info1, vmsa, writer=self.owner,
+                                                 rax=self.sev_features if create else None)
+        self.ap_creation.append({"op": op.name, "cpu": apic_id, "vmsa": vmsa, "reply": [reply1, reply2]})
+        if not is_valid(bitmap, "sw_exit_info_1") or reply1 & 0xFFFF_FFFF:
+            message = (f"SNP AP {'CREATE' if create else 'DESTROY'} error for APIC ID {apic_id:#x}, "
+                       f"VMSA {vmsa:#x}: SW_EXITINFO1/2 = ({reply1:#x}, {reply2:#x})")
+            cpu.note(message)
+            return message
+        return None
+
+    def snp_cleanup_vmsa(self, vmsa):
+        """Clear the VMSA bit (RMPADJUST) and free the page: the model keeps no RMP and never
+        reuses the pool, so nothing is left to do but forget it."""
+
+    async def wakeup_cpu_via_vmgexit(self, cpu, apic_id, start_ip=TRAMPOLINE):
+        """Start the AP ``apic_id`` from a fresh VMSA: None, or the error (the AP is not started)."""
+        n = self.cpuid_to_apicid.index(apic_id)
+        target = self._model_of(apic_id)
+        if not self.hv_features & HV_FEATURES["snp_ap_creation"]:
+            message = f"{self.name}: hypervisor lacks SNP AP Creation: CPU {n} not started (-EOPNOTSUPP)"
+            self.machine.fail(target, message)
+            return message
+        current = self.vmsa.get(n)
+        vmsa = self.snp_alloc_vmsa_page()
+        self.memory.write(vmsa, snp_ap_vmsa(start_ip, cr4=cpu.arch.cr4, sev_features=self.sev_features),
+                          writer=self.owner)
+        cpu.where = f"wakeup_cpu_via_vmgexit: AP Creation for APIC ID {apic_id:#x}"
+        error = await self.vmgexit_ap_control(cpu, ApCreationOp.CREATE, vmsa, apic_id)
+        if error:
+            self.snp_cleanup_vmsa(vmsa)
+            vmsa = None
+            self.boot_failures.append(error)
+            self.machine.fail(target, f"{self.name}: {error}")
+        if current is not None:
+            self.snp_cleanup_vmsa(current)
+        self.vmsa[n] = vmsa
+        return error
+
+    # --- offline and kexec ---------------------------------------------------------------------
+    async def play_dead(self, cpu, n):
+        """Offline: ``sev_es_play_dead`` (the GHCB-page AP reset hold; AP Creation restarts it).
+        kexec's stop_this_cpu: cli; hlt in this kernel."""
+        if cpu.should_stop:
+            await Kernel.play_dead(self, cpu, n)
+        else:
+            await super().play_dead(cpu, n)
+
+    async def kexec(self, cpu, *, force=False):
+        """``snp_kexec_begin``, stop the other CPUs, ``snp_kexec_finish``; never refused."""
+        cpu.note("snp_kexec_begin: shared<->private conversions stopped")
+        await Kernel.kexec(self, cpu)
+        await self.snp_kexec_finish(cpu)
+        return None
+
+    async def snp_kexec_finish(self, cpu):
+        """``shutdown_all_aps`` (AP_DESTROY every AP with a VMSA of this kernel but the running
+        one, then clear its VMSA bit), then every shared page private again (the GHCBs last)."""
+        this = self.cpuid_to_apicid.index(cpu.apic_id)
+        for n, vmsa in sorted(self.vmsa.items()):
+            if vmsa is None or n == this:
+                continue
+            apic_id = self.cpuid_to_apicid[n]
+            cpu.where = f"shutdown_all_aps: AP_DESTROY APIC ID {apic_id:#x}"
+            await self.vmgexit_ap_control(cpu, ApCreationOp.DESTROY, vmsa, apic_id)
+            self.snp_cleanup_vmsa(vmsa)
+            self.vmsa[n] = None
+        ghcbs = self.memory_ranges()[-1]
+        self.memory.set_owner(*ghcbs, self.owner)
+        cpu.note(f"snp_kexec_finish: {sum(1 for o in self.ap_creation if o['op'] == 'DESTROY')} "
+                 f"APs destroyed, GHCB pages private, MSR protocol only")

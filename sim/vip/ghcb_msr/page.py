@@ -11,12 +11,17 @@ __all__ = ["write_request", "read_reply", "is_valid", "REQUEST_FIELDS"]
 REQUEST_FIELDS = ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2")
 
 
-def write_request(memory, ghcb, *, exit_code, info1=0, info2=0, writer, usage=0, valid=REQUEST_FIELDS):
-    """Clear the page, then set SW_EXITCODE/EXITINFO1/EXITINFO2, the valid bits of ``valid`` and
-    ``ghcb_usage``, as Linux's ``vc_ghcb_invalidate`` + ``ghcb_set_*`` do."""
+def write_request(memory, ghcb, *, exit_code, info1=0, info2=0, writer, usage=0, valid=None, rax=None):
+    """Clear the page, then set SW_EXITCODE/EXITINFO1/EXITINFO2 (and RAX when ``rax`` is given),
+    the valid bits of ``valid`` (default: the fields set) and ``ghcb_usage``, as Linux's
+    ``vc_ghcb_invalidate`` + ``ghcb_set_*`` do."""
     memory.write(ghcb, bytes(PAGE_SIZE), writer=writer)
     for name, value in zip(REQUEST_FIELDS, (exit_code, info1, info2)):
         memory.write_int(ghcb + GHCB_OFFSETS[name], value, 8, writer=writer)
+    if rax is not None:
+        memory.write_int(ghcb + GHCB_OFFSETS["rax"], rax, 8, writer=writer)
+    if valid is None:
+        valid = REQUEST_FIELDS + (("rax",) if rax is not None else ())
     bitmap = sum(1 << VALID_BIT[name] for name in valid)
     memory.write(ghcb + GHCB_OFFSETS["valid_bitmap"], bitmap.to_bytes(16, "little"), writer=writer)
     memory.write_int(ghcb + GHCB_OFFSETS["ghcb_usage"], usage, 4, writer=writer)

@@ -22,7 +22,8 @@ class SocConfig(OnFabricConfig):
     uart_divisor: int = 4          # simulation: 4 clocks a bit; the boards use 12 MHz / 115200
     msr_window: bool = True        # the per-core MSR window (the iCEBreaker build has none)
     ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
-                                   # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI
+                                   # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI;
+                                   # "context": the start-context unit (VMI, direct start)
 
     @property
     def label(self):
