@@ -650,7 +650,8 @@ async def test_ap_create_starts_the_target_from_its_vmsa(dut):
     env.watch_starts()
     bsp, ap = env.config.bsp_index, env.ap()
     launches = []
-    idle = cocotb.start_soon(env.idle_for(80, launches=launches))
+    # long enough for the exit and the start under the random stalls of the jitter pass
+    idle = cocotb.start_soon(env.idle_for(START_CYCLES, launches=launches))
     assert await env.ap_creation(bsp, ApCreationOp.CREATE, env.apic_id(ap), VMSA_A) == OK
     assert await wait_start(env, 1)
     seen = await idle
