@@ -65,7 +65,7 @@ def test_context_state_and_report_form():
                             "attrib": segment_attrib(type=0x3, db=1, g=1)}
     with pytest.raises(KeyError, match="no register 'fs.bas'"):
         state.value("fs.bas")
-    with pytest.raises(ValueError, match="segment attribute dpl must fit 2 bits, not 4"):
+    with pytest.raises(ValueError, match="field dpl = 4 does not fit in 2 bits"):
         segment_attrib(type=3, dpl=4)
 
 

@@ -428,6 +428,13 @@ def _pulse(ctx, *signals, value=1):
         ctx.set(signal, value)
 
 
+async def _strobe(ctx, *signals):
+    """Hold ``signals`` high for one clock edge."""
+    _pulse(ctx, *signals)
+    await ctx.tick()
+    _pulse(ctx, *signals, value=0)
+
+
 def test_vcpu_ap_create_reset_and_start():
     """CREATE (kicked): HALTED and a reset job; installed: a start job; started: RUNNABLE with
     ``vmsa_launch``.  DESTROY: HALTED for good; INIT-SIPI then asks for a start the dispatcher
@@ -438,10 +445,7 @@ def test_vcpu_ap_create_reset_and_start():
         port, apic, control = dut.port, dut.apic, dut.control
         state = lambda: ctx.get(port.state)
 
-        async def strobe(*signals):
-            _pulse(ctx, *signals)
-            await ctx.tick()
-            _pulse(ctx, *signals, value=0)
+        strobe = lambda *signals: _strobe(ctx, *signals)
 
         assert state() == VcpuState.UNINITIALIZED and ctx.get(dut.settled)
         ctx.set(dut.ap_kick, 1)
@@ -485,10 +489,7 @@ def test_vcpu_create_on_init_waits_for_init():
         port, apic, control = dut.port, dut.apic, dut.control
         state = lambda: ctx.get(port.state)
 
-        async def strobe(*signals):
-            _pulse(ctx, *signals)
-            await ctx.tick()
-            _pulse(ctx, *signals, value=0)
+        strobe = lambda *signals: _strobe(ctx, *signals)
 
         await strobe(apic.init)
         await strobe(apic.sipi)

@@ -5,7 +5,7 @@ AP jump table (§2, §3), and SEV-SNP AP Creation (§6) as KVM serves it."""
 import itertools
 
 import cocotb
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge
 
 from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, ApCreationOp, CpuidRequest,
                                   GhcbMsr, HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
@@ -119,12 +119,14 @@ class Env:
         """Record every start of every vCPU in ``self.starts``: (vCPU, "vmsa", GPA) at a
         ``vmsa_launch`` pulse, (vCPU, "launch", None) at a ``launch`` pulse."""
         self.starts = []
+        self.started = Event()
 
         async def watch(i, handle, kind):
             while True:
                 await RisingEdge(handle)
                 await ReadOnly()
                 self.starts.append((i, kind, self.vcpus[i].vmsa_gpa if kind == "vmsa" else None))
+                self.started.set()
 
         for i, vcpu in enumerate(self.vcpus):
             cocotb.start_soon(watch(i, vcpu.vmsa_launch, "vmsa"))
@@ -631,11 +633,12 @@ START_CYCLES = 400
 
 
 async def wait_start(env, count, *, cycles=START_CYCLES):
-    """Wait until ``env.starts`` holds ``count`` entries (False after ``cycles``)."""
-    for _ in range(cycles):
-        if len(env.starts) >= count:
-            return True
-        await RisingEdge(env.dut.clk)
+    """Wait until ``env.starts`` holds ``count`` entries (False after ``cycles``: the watchdog)."""
+    deadline = ClockCycles(env.dut.clk, cycles)
+    while len(env.starts) < count:
+        env.started.clear()
+        if await First(env.started.wait(), deadline) is deadline:
+            break
     return len(env.starts) >= count
 
 

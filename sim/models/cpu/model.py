@@ -137,6 +137,7 @@ class CpuModel:
         #: the hypervisor's start-context unit takes this CPU's SIPIs (rtl/system/pvstart.py): the
         #: CPU starts from its launch records (:meth:`launch`) instead
         self.sipi_by_hypervisor = False
+        self._refusal_reported = False   # a refused real-mode start is reported once per INIT
         self.wakeup_vector = None    # the last mailbox WakeupVector taken
         self.should_die = False      # set by the kernel's cpu_down; the idle loop acts on it
         self.should_stop = False     # set by the kernel's kexec (stop_this_cpu)
@@ -406,6 +407,7 @@ class CpuModel:
         self.interrupts_enabled = False
         # INIT resets the CPU: latched and blocked NMIs and SMIs go (KVM kvm_vcpu_reset)
         self.init_latched = self.nmi_blocked = self.nmi_latched = self.smi_latched = False
+        self._refusal_reported = False
         self.arch = self.arch.after_init()
         if self.is_bsp:
             self._started_by("INIT (BSP: reset vector)")
@@ -442,8 +444,9 @@ class CpuModel:
             self.note(f"SIPI {vector:#04x} dropped by the hypervisor (vCPU running)")
         elif kind == "REFUSED":
             self.note(f"SIPI {vector:#04x} refused by the hypervisor: real-mode start in a paravirtual VM")
-            if self.where == "wait-for-SIPI (real-mode start refused)":
+            if self._refusal_reported:
                 return                  # reported at the first refusal since the INIT
+            self._refusal_reported = True
             self.where = "wait-for-SIPI (real-mode start refused)"
             self.fail(f"{self.name}: the hypervisor refused to start it in real mode (SIPI "
                       f"{vector:#04x} with no start state armed: no SetInitialAPState for it, or "

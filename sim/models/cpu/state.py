@@ -36,6 +36,9 @@ Save Area"): bits 7:0 are the descriptor's access byte (type, S, DPL, P), bits 1
 import dataclasses
 from dataclasses import dataclass, field
 
+from apwake.rtl.start_context.layouts import SegmentAttributes
+from apwake.sim.harness.codec import pack
+
 __all__ = ["Segment", "DescriptorTable", "ArchState", "EntryRequirement", "CR0", "CR4", "EFER",
            "RFLAGS_IF", "SEGMENTS", "real_mode_at", "long_mode_flat", "segment_attrib"]
 
@@ -54,13 +57,10 @@ _ATTRIB_L = 1 << 9          # attrib bit 9: descriptor flag L (64-bit code)
 
 
 def segment_attrib(*, type, s=1, dpl=0, p=1, avl=0, long=0, db=0, g=0):
-    """The 12-bit VMCB attribute of a descriptor with these fields (ValueError naming a field
-    out of range)."""
-    for name, value, bits in (("type", type, 4), ("s", s, 1), ("dpl", dpl, 2), ("p", p, 1),
-                              ("avl", avl, 1), ("long", long, 1), ("db", db, 1), ("g", g, 1)):
-        if not isinstance(value, int) or not 0 <= value < 1 << bits:
-            raise ValueError(f"segment attribute {name} must fit {bits} bits, not {value!r}")
-    return type | s << 4 | dpl << 5 | p << 7 | avl << 8 | long << 9 | db << 10 | g << 11
+    """The 12-bit VMCB attribute of a descriptor with these fields, packed with the layout the
+    RTL uses (:class:`apwake.rtl.start_context.layouts.SegmentAttributes`; ``long`` is its
+    ``l``).  ValueError naming a field out of range."""
+    return pack(SegmentAttributes, type=type, s=s, dpl=dpl, p=p, avl=avl, l=long, db=db, g=g)
 
 
 #: real-mode and SMM segments: "Present, R/W, Accessed" (data, type 3; CS: code, type 0xB)
