@@ -54,7 +54,8 @@ def test_list_names_every_scenario():
                      "kexec-mpwk-parking-loop", "ipi-storm", "sev-es-boot",
                      "sev-es-offline-online", "kexec-sev-es-v2", "kexec-sev-es-v1", "snp-boot",
                      "kexec-snp", "pv-startup-vmi", "pv-startup-vmi-drift", "pv-startup-vmi-mixed",
-                     "pv-startup-direct", "soc-demo"]
+                     "pv-startup-direct", "tdx-host-init", "tdx-host-no-vmxon", "tdx-host-irqs-on",
+                     "tdx-host-hotplug", "tdx-host-offline-last", "soc-demo"]
 
 
 @scenario_run

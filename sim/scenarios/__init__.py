@@ -10,6 +10,6 @@ command line runs them in.
 """
 
 # importing the package registers every scenario, in the order `apwake list` shows them
-from . import bringup, mailbox, storm, sev, pvstart, soc
+from . import bringup, mailbox, storm, sev, pvstart, tdx_host, soc
 
-__all__ = ["bringup", "mailbox", "storm", "sev", "pvstart", "soc"]
+__all__ = ["bringup", "mailbox", "storm", "sev", "pvstart", "tdx_host", "soc"]

@@ -69,6 +69,13 @@ class ScenarioOptions:
     x2apic: str = "auto"                   # the kernel's x2APIC choice (lapic_setup.X2APIC_MODES)
     x2apic_unfixed: bool = False           # the kernel without the x2APIC hand-over fix (69a7386c)
     time_skip: bool = True                 # skip the clock of a quiescent design (harness.timeskip)
+    topology: str | None = None            # --topology PxCxT as given (the APIC IDs travel apart)
+    rounds: int = 2                        # tdx-host-*: IPI rounds for VMXON and LP.INIT (1 or 2)
+    tdx_rule: str = "relaxed"              # tdx-host-*: the TDX module's LP.INIT rule
+    smt: str = "on"                        # tdx-host-*: "off" keeps SMT siblings offline (nosmt)
+    tdx_module: str = "loaded"             # tdx-host-*: "none": no module in the SEAM range
+    hotplug_order: str = "tdx-first"       # tdx-host-hotplug: TDX's online callback before KVM's
+    no_td: bool = False                    # tdx-host-offline-last: no TD holds a KeyID
 
     def to_dict(self):
         return asdict(self)
@@ -251,7 +258,7 @@ CPUS = Option("cpus", int, 8, "CPUs on the APIC fabric", minimum=1, maximum=MAX_
               field=None)
 TOPOLOGY = Option("topology", str, None, "CPUs as PACKAGESxCORESxTHREADS (2x4x2): APIC IDs made "
                   "of package, core and thread bit fields as CPUID reports them (sparse when a "
-                  "count is not a power of two); sets --cpus", metavar="PxCxT", field=None)
+                  "count is not a power of two); sets --cpus", metavar="PxCxT")
 APIC_IDS = Option("apic_ids", str, None, "the CPUs' APIC IDs in port order (the BSP first): a "
                   "comma-separated list (decimal or 0x hex) or a file of them; sets --cpus",
                   metavar="LIST|FILE", field=None)

@@ -18,8 +18,9 @@ memory watches (event-driven), each wait with the kernel's own timeout.
 """
 
 import enum
+import errno as _errno
 
-from cocotb.triggers import Event
+from cocotb.triggers import Event, SimTimeoutError, with_timeout
 
 from apwake.rtl.lapic.fabric import MAX_APICS
 from apwake.rtl.lapic.layouts import XAPIC_MAX_ID, DeliveryMode, Esr, Level, Shorthand, Trigger
@@ -35,7 +36,8 @@ from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 __all__ = ["BootMethod", "Kernel", "Firmware", "X2APIC_HANDOFFS", "x2apic_handoff",
            "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
-           "CALL_FUNCTION_VECTOR", "SyncState", "MADT_ADDRESS", "START_SECONDARY", "THREAD_SIZE", "PGD_OFFSET"]
+           "CALL_FUNCTION_VECTOR", "RESCHEDULE_VECTOR", "CallFunction", "CSD_TIMEOUT_US",
+           "SyncState", "MADT_ADDRESS", "START_SECONDARY", "THREAD_SIZE", "PGD_OFFSET"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
 KERNEL_ENTRY = 0x0100_0000        # kernel text
@@ -68,8 +70,43 @@ START_SECONDARY = 0x100
 #: the x86-64 kernel's code segment (GDT_ENTRY_KERNEL_CS 2)
 _KERNEL_CS_64 = 0x10
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
+#: the scheduler IPI that wakes an idle CPU for work queued on it (arch/x86/include/asm/irq_vectors.h)
+RESCHEDULE_VECTOR = 0xFD
+#: how long (guest time) a CPU waits for a call-function IPI's function to run on another CPU
+#: before it says so: CONFIG_CSD_LOCK_WAIT_DEBUG's 5 s (kernel/smp.c csd_lock_wait_toolong)
+CSD_TIMEOUT_US = 5_000_000
 #: ESR bits Linux treats as an accept failure after a SIPI (everything but redirectable IPI)
 _ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
+
+
+def _errno_text(value):
+    """A hotplug callback's result as Linux prints it: 0, or -EIO for -5 and the like."""
+    if not value:
+        return "0"
+    return f"-{_errno.errorcode.get(-value, str(-value))}"
+
+
+class CallFunction:
+    """One function call sent to another CPU (kernel/smp.c's ``call_single_data``), or one work
+    item queued on it (``smp_call_on_cpu``).
+
+    ``func`` is ``async def func(cpu) -> result``: in a call-function IPI it runs in the
+    target's interrupt handler (IF = 0); as work it runs in process context with interrupts on.
+    ``done`` is set once it ran, ``result`` is what it returned.  ``purpose`` names it in the
+    kernel's IPI counts.
+    """
+
+    def __init__(self, func, purpose):
+        self.func, self.purpose = func, purpose
+        self.done = Event()
+        self.result = None
+
+    def __repr__(self):
+        return f"CallFunction({self.purpose!r})"
+
+    async def run(self, cpu):
+        self.result = await self.func(cpu)
+        self.done.set()
 
 
 class BootMethod(str, enum.Enum):
@@ -227,6 +264,15 @@ class Kernel:
         self.nmi_count = {}        # APIC ID -> NMIs handled (irq_stat.__nmi_count)
         self.nmi_handlers = []     # register_nmi_handler(NMI_LOCAL, ...) callbacks
         self.call_ran = Event()    # set whenever calls_done grows
+        self.ipis = {}             # purpose -> IPIs sent (call-function and reschedule)
+        self.works = {}            # cpu number -> [CallFunction] queued to run in process context
+        #: CPU hotplug callbacks, in state order: (name, startup, teardown), each
+        #: ``async def (cpu, n) -> 0 or -errno`` run on the CPU going up or down (kernel/cpu.c)
+        self.cpuhp_states = []
+        self.cpus_read_held = 0    # cpus_read_lock() holders: cpu_up/cpu_down wait for none
+        self._cpus_unlocked = Event()
+        self._cpus_unlocked.set()
+        self.hotplug_log = []      # one dict per cpu_up/cpu_down
         self.entry, self.data = entry, data
         self.name = owner.value
         self.memory.set_owner(*self.memory_ranges()[1], owner)
@@ -563,6 +609,7 @@ class Kernel:
         cpu.where = "idle (hlt loop)"
         while True:
             await cpu.hlt()
+            await self._run_works(cpu, n)
             if cpu.should_die or cpu.should_stop:
                 self._write(self.data + _ONLINE + n, 0, 1)
                 await self.play_dead(cpu, n)
@@ -582,23 +629,41 @@ class Kernel:
             cpu.note(f"stop_this_cpu: into {self.name}'s parking loop")
             cpu.cli()                        # stop_this_cpu: local_irq_disable() first
             cpu.jump(self.parking_loop.code)
+        if cpu.should_die:
+            # native_play_dead: interrupts off, halted until an INIT restarts it (cpu_up)
+            cpu.note("offline: play_dead (cli; hlt until INIT)")
+            cpu.where = "offline: hlt_play_dead"
+            cpu.cli()
+            return
         cpu.note("stop_this_cpu: cli; hlt (no way back to firmware)")
         cpu.where = f"halted by {self.name}'s stop_this_cpu"
         cpu.cli()
 
     # --- CPU offline / online (mailbox) ----------------------------------------------------------
     async def cpu_down(self, cpu, n):
-        """Offline CPU number ``n`` from ``cpu``.  Returns None or the error string, as
-        ``cpu_down`` would return -EOPNOTSUPP under the version-0 policy (docs/spec/mpwk.md §4)."""
-        if not self.mp_wake.can_reset:
+        """Offline CPU number ``n`` from ``cpu``: the hotplug teardown callbacks on it (last
+        state first; one that fails stops the offline, and the states already torn down are set
+        up again), then play_dead.  Returns None or the error string (-EOPNOTSUPP under the
+        mailbox version-0 policy, docs/spec/mpwk.md §4; a callback's error)."""
+        if self.mp_wake is not None and not self.mp_wake.can_reset:
             return "-EOPNOTSUPP: CPU offlining is disabled (MADT mailbox version 0, no ResetVector)"
+        await self._cpus_write_lock(cpu)
         apic_id = self.cpuid_to_apicid[n]
+        record = {"op": "cpu_down", "cpu": n, "apic_id": apic_id, "callbacks": []}
+        self.hotplug_log.append(record)
+        error = await self._cpuhp_run(cpu, n, "teardown", record)
+        if error is not None:
+            record["result"] = error
+            return error
         target = self._model_of(apic_id)
         target.should_die = True
         await self.smp_call_function_single(cpu, n, ("cpu_down", n))   # kick it out of hlt
         if not await self.wait_online(n, False, "cpu_down: wait for play_dead"):
-            return f"CPU {n} did not go offline"
-        return await self.acpi_mp_cpu_die(cpu, apic_id, n)
+            record["result"] = f"CPU {n} did not go offline"
+            return record["result"]
+        result = await self.acpi_mp_cpu_die(cpu, apic_id, n) if self.mp_wake is not None else None
+        record["result"] = result or "ok"
+        return result
 
     async def acpi_mp_cpu_die(self, cpu, apic_id, n):
         """Test command to the AP, then about 1 s (guest time) for its acknowledgement."""
@@ -642,12 +707,82 @@ class Kernel:
                  + (" (MADT patched)" if self.parking_page == "kernel" else " (the firmware's page)"))
 
     async def cpu_up(self, cpu, n):
+        """Online CPU number ``n`` from ``cpu``: wake it (the mailbox, or INIT-SIPI-SIPI), wait
+        for it, then the hotplug startup callbacks on it in state order; one that fails takes
+        it down again (the states already set up are torn down) and is the result.  Returns
+        None or the error string."""
+        await self._cpus_write_lock(cpu)
         apic_id = self.cpuid_to_apicid[n]
-        if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
-            return f"CPU {n} was not woken"
+        record = {"op": "cpu_up", "cpu": n, "apic_id": apic_id, "callbacks": []}
+        self.hotplug_log.append(record)
+        if self.mp_wake is not None:
+            if not await self.acpi_wakeup_cpu(cpu, apic_id, TRAMPOLINE):
+                record["result"] = f"CPU {n} was not woken"
+                return record["result"]
+        elif not await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
+            record["result"] = f"CPU {n}: APIC delivery error"
+            return record["result"]
         if not await self.wait_online(n, True, "cpu_up: wait for callin"):
-            return f"CPU {n} did not come online"
+            record["result"] = f"CPU {n} did not come online"
+            return record["result"]
+        error = await self._cpuhp_run(cpu, n, "startup", record)
+        if error is not None:
+            # the rollback: the CPU goes back down (its teardowns already ran in _cpuhp_run)
+            target = self._model_of(apic_id)
+            target.should_die = True
+            await self.smp_call_function_single(cpu, n, ("cpu_up rollback", n))
+            await self.wait_online(n, False, "cpu_up rollback: wait for play_dead")
+            record["result"] = error
+            return error
+        record["result"] = "ok"
         return None
+
+    # --- CPU hotplug callbacks and the hotplug lock (kernel/cpu.c) --------------------------------
+    def cpuhp_setup_state(self, name, startup, teardown=None):
+        """Register hotplug state ``name`` after the ones registered before (CPUHP_AP_ONLINE_DYN
+        order).  Unlike Linux's cpuhp_setup_state, this does not call ``startup`` on the CPUs
+        already online: the caller does what its kernel version does."""
+        self.cpuhp_states.append((name, startup, teardown))
+
+    async def _cpuhp_run(self, cpu, n, direction, record):
+        """Run every state's ``direction`` callback on CPU number ``n`` (each in process context
+        on that CPU, as the CPU's hotplug thread runs it), in order for startup and reversed for
+        teardown; on a failure undo the states already done.  None, or the error string."""
+        states = self.cpuhp_states if direction == "startup" else self.cpuhp_states[::-1]
+        done = []
+        for name, startup, teardown in states:
+            callback = startup if direction == "startup" else teardown
+            if callback is None:
+                continue
+            result = await self.smp_call_on_cpu(cpu, n, lambda c, f=callback: f(c, n),
+                                                f"cpuhp {name} {direction}")
+            record["callbacks"].append({"state": name, "direction": direction,
+                                        "result": _errno_text(result)})
+            if result:
+                for undo_name, undo_startup, undo_teardown in reversed(done):
+                    undo = undo_teardown if direction == "startup" else undo_startup
+                    if undo is not None:
+                        await self.smp_call_on_cpu(cpu, n, lambda c, f=undo: f(c, n),
+                                                   f"cpuhp {undo_name} rollback")
+                return f"{name} {direction} on CPU {n} failed: {_errno_text(result)}"
+            done.append((name, startup, teardown))
+        return None
+
+    def cpus_read_lock(self):
+        self.cpus_read_held += 1
+        self._cpus_unlocked.clear()
+
+    def cpus_read_unlock(self):
+        self.cpus_read_held -= 1
+        if self.cpus_read_held == 0:
+            self._cpus_unlocked.set()
+
+    async def _cpus_write_lock(self, cpu):
+        """cpu_up and cpu_down take the hotplug lock for writing: they wait while any reader
+        holds it."""
+        if self.cpus_read_held:
+            cpu.where = "cpu_hotplug_lock: wait for the readers"
+            await self._cpus_unlocked.wait()
 
     async def _lock_trampoline(self, cpu):
         """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""
@@ -660,6 +795,7 @@ class Kernel:
     # --- call-function IPIs --------------------------------------------------------------------------
     def _setup_idt(self, cpu):
         cpu.idt[CALL_FUNCTION_VECTOR] = self._call_function_interrupt
+        cpu.idt[RESCHEDULE_VECTOR] = self._reschedule_interrupt
         cpu.idt[NMI_VECTOR] = self._nmi
 
     # --- NMI (arch/x86/kernel/nmi.c) ----------------------------------------------------------------
@@ -676,17 +812,91 @@ class Kernel:
 
     async def smp_call_function_single(self, cpu, target_cpu, entry):
         """Queue ``entry`` for ``target_cpu`` and send the IPI (Linux waits for ICR idle
-        before writing it)."""
+        before writing it).  ``entry``: a :class:`CallFunction` (run by the target) or any
+        value (recorded in :attr:`calls_done`)."""
         self.calls.setdefault(target_cpu, []).append(entry)
+        if isinstance(entry, CallFunction):
+            purpose = entry.purpose
+        elif isinstance(entry, tuple) and entry and isinstance(entry[0], str):
+            purpose = entry[0]              # ("cpu_down", n): a kick out of hlt
+        else:
+            purpose = "call function"
+        await self._send_ipi(cpu, target_cpu, CALL_FUNCTION_VECTOR, purpose)
+
+    async def _send_ipi(self, cpu, target_cpu, vector, purpose):
+        self.ipis[purpose] = self.ipis.get(purpose, 0) + 1
         await self.lapic.wait_icr_idle(cpu)
-        await cpu.apic.send_ipi(self.lapic.icr(CALL_FUNCTION_VECTOR, DeliveryMode.FIXED,
+        await cpu.apic.send_ipi(self.lapic.icr(vector, DeliveryMode.FIXED,
                                                self.cpuid_to_apicid[target_cpu], logical=True))
 
+    async def wait_call(self, cpu, target_cpu, call):
+        """csd_lock_wait: wait for ``call`` to have run on ``target_cpu``; after
+        :data:`CSD_TIMEOUT_US` of guest time report the CPU that did not run it (naming where
+        it is) and give up: False."""
+        try:
+            await with_timeout(call.done.wait(), self.machine.scaled_ns(CSD_TIMEOUT_US * 1000), "ns")
+            return True
+        except SimTimeoutError:
+            target = self._model_of(self.cpuid_to_apicid[target_cpu])
+            self.machine.fail(target, f"csd: Detected non-responsive CSD lock on CPU#{target_cpu}: "
+                                      f"{call.purpose} not run within {CSD_TIMEOUT_US / 1e6:g} s "
+                                      f"(guest time); it is {target.position}")
+            return False
+
+    async def on_each_cpu(self, cpu, func, purpose):
+        """``on_each_cpu(func, info, wait=1)`` from ``cpu``: one call-function IPI to every other
+        online CPU (``func`` runs in its handler, interrupts off), ``func`` on ``cpu`` itself
+        with interrupts off, then wait for every other CPU's call.  Returns ``{cpu number:
+        result}``; a CPU whose call did not run is missing (and reported, :meth:`wait_call`)."""
+        me = self.cpuid_to_apicid.index(cpu.apic_id)
+        calls = {}
+        for n in self.online_cpus():
+            if n != me:
+                calls[n] = CallFunction(func, purpose)
+                await self.smp_call_function_single(cpu, n, calls[n])
+        flags = await cpu.local_irq_save()
+        results = {me: await func(cpu)}
+        cpu.local_irq_restore(flags)
+        for n, call in calls.items():
+            if await self.wait_call(cpu, n, call):
+                results[n] = call.result
+        return dict(sorted(results.items()))
+
+    async def smp_call_on_cpu(self, cpu, target_cpu, func, purpose):
+        """``smp_call_on_cpu``: run ``func`` on CPU number ``target_cpu`` in process context
+        (a kworker bound to it, interrupts on) and wait for it; the target is woken by a
+        reschedule IPI.  On ``cpu`` itself it runs at once.  Returns its result, or None
+        (reported) when it did not run within :data:`CSD_TIMEOUT_US`."""
+        if self.cpuid_to_apicid[target_cpu] == cpu.apic_id:
+            return await func(cpu)
+        work = CallFunction(func, purpose)
+        self.works.setdefault(target_cpu, []).append(work)
+        await self._send_ipi(cpu, target_cpu, RESCHEDULE_VECTOR, "reschedule")
+        return work.result if await self.wait_call(cpu, target_cpu, work) else None
+
+    async def _run_works(self, cpu, n):
+        """The CPU's kworkers, after it wakes: each queued work in process context."""
+        queue = self.works.get(n, [])
+        while queue:
+            work = queue.pop(0)
+            where = cpu.where
+            cpu.where = f"kworker: {work.purpose}"
+            await work.run(cpu)
+            cpu.where = where
+
     async def _call_function_interrupt(self, cpu, vector):
-        """Drain this CPU's queue: one IPI may stand for several entries (IRR merges)."""
+        """Drain this CPU's queue: one IPI may stand for several entries (IRR merges).  A
+        :class:`CallFunction` runs here, in the handler, interrupts off."""
         n = self.cpuid_to_apicid.index(cpu.apic_id)
         queue = self.calls.get(n, [])
         while queue:
-            self.calls_done.append((n, queue.pop(0)))
+            entry = queue.pop(0)
+            if isinstance(entry, CallFunction):
+                await entry.run(cpu)
+            self.calls_done.append((n, entry))
             self.call_ran.set()
+        await cpu.apic.write("EOI", 0)
+
+    async def _reschedule_interrupt(self, cpu, vector):
+        """scheduler_ipi: nothing but the wake-up; the idle loop then runs the queued work."""
         await cpu.apic.write("EOI", 0)

@@ -61,6 +61,8 @@ class Machine:
                      for port in env.ports]
         self.madt = processor_entries([c.apic_id for c in self.cpus])
         self.mailbox = None          # MailboxPorts when the APs are parked on an MPWK mailbox
+        #: the TDX side of a host platform (apwake.sim.models.cpu.vmx.SeamPlatform): SEAMCALL's target
+        self.seam = None
         self.parking_loops = []      # apwake.sim.models.cpu.parking.ParkingLoop installed by kernels
         self.time_skipper = None     # apwake.sim.harness.timeskip.TimeSkipper, when a run skips
 

@@ -53,6 +53,7 @@ from apwake.rtl.ghcb_msr.layouts import VcpuState
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
 from .state import ArchState, long_mode_flat
 from .vmsa import VMSA_SIZE, decode_vmsa
+from .vmx import Vmx
 
 __all__ = ["MpState", "CpuModel", "Jump", "RESET_VECTOR", "SEV_ES_RESET", "NMI_VECTOR", "SMBASE",
            "SMM_ENTRY", "SMM", "FIRMWARE_PAGE_TABLES", "RESET_VECTOR_ENTRY"]
@@ -167,6 +168,14 @@ class CpuModel:
         self._rsm = Event()          # set at RSM: interrupts held back in SMM go on
         self._iret = Event()         # set at the NMI handler's IRET
         self._recheck = Event()      # set when a latched or held event may now be taken
+        #: VMX operation (:mod:`.vmx`): in VMX root an INIT stays pending until VMXOFF
+        self.vmx = Vmx(self)
+        # interrupt delivery: a handler running (IF = 0 through its interrupt gate), and
+        # interrupts held off by an instruction that runs with IF = 0 (SEAMCALL)
+        self._in_handler = False
+        self._handler_done = Event()
+        self._irq_held = None        # what holds interrupts off, or None
+        self._irq_release = Event()
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self):
@@ -368,16 +377,18 @@ class CpuModel:
                 await port.acknowledge("smi")
                 self._on_smi()
                 continue
-            if port.init.value and not self.in_smm:
+            if port.init.value and not (self.in_smm or self.vmx.root):
                 await RisingEdge(port.clk)
                 await port.acknowledge("init")
                 self._on_init()
                 continue
             if port.init.value and not self.init_latched:
-                # In SMM the INIT stays pending in the APIC, unacknowledged, until RSM.
+                # In SMM and in VMX root operation the INIT stays pending in the APIC,
+                # unacknowledged, until RSM or VMXOFF.
                 await RisingEdge(port.clk)
                 self.init_latched = True
-                self.note("INIT latched (in SMM): taken at RSM")
+                self.note("INIT latched (in SMM): taken at RSM" if self.in_smm
+                          else "INIT blocked (VMX root operation): taken at VMXOFF")
                 continue
             if port.sipi.value and not self.sipi_by_hypervisor:
                 vector = int(port.sipi_vector.value)
@@ -408,6 +419,7 @@ class CpuModel:
         # INIT resets the CPU: latched and blocked NMIs and SMIs go (KVM kvm_vcpu_reset)
         self.init_latched = self.nmi_blocked = self.nmi_latched = self.smi_latched = False
         self._refusal_reported = False
+        self.vmx.reset()
         self.arch = self.arch.after_init()
         if self.is_bsp:
             self._started_by("INIT (BSP: reset vector)")
@@ -502,6 +514,10 @@ class CpuModel:
         self.note("IRET: NMIs unblocked")
         self._iret.set()
         self._woken.set()            # like an interrupt, an NMI ends hlt
+        self._recheck.set()
+
+    def vmx_left(self):
+        """VMXOFF: an INIT held pending in VMX root operation is taken now."""
         self._recheck.set()
 
     def _take_latched(self):
@@ -650,6 +666,34 @@ class CpuModel:
         if self._irq_task is None or self._irq_task.done():
             self._irq_task = cocotb.start_soon(self._interrupts())
 
+    async def local_irq_save(self):
+        """``local_irq_save()`` in code that runs on this CPU outside its interrupt handlers (a
+        kernel flow a scenario runs on it): an interrupt this CPU is taking is handled to the end
+        first, as it would have been before the interrupted code went on; then interrupts are
+        off.  Returns whether they were on, for :meth:`local_irq_restore`."""
+        enabled = self.interrupts_enabled
+        while self._in_handler:
+            await self._handler_done.wait()
+        if enabled:
+            self.cli()
+        return enabled
+
+    def local_irq_restore(self, enabled):
+        if enabled:
+            self.sti()
+
+    @contextlib.asynccontextmanager
+    async def interrupts_held(self, why):
+        """Hold interrupt delivery off while an instruction that runs with IF = 0 executes
+        (SEAMCALL): an interrupt arriving meanwhile is taken after it."""
+        self._irq_held = why
+        self._irq_release.clear()
+        try:
+            yield
+        finally:
+            self._irq_held = None
+            self._irq_release.set()
+
     def cli(self):
         self.interrupts_enabled = False
         self.arch.set_interrupt_flag(False)
@@ -695,13 +739,25 @@ class CpuModel:
             if self.nmi_blocked:
                 await self._iret.wait()
                 continue
-            await RisingEdge(port.clk)
-            vector, _ = await port.inta()
-            self.interrupts_taken.append((cocotb.utils.get_sim_time("ns"), vector))
-            handler = self.idt.get(vector)
-            if handler is None:
-                self.fail(f"{self.name}: interrupt vector {vector:#x} has no handler")
-                await port.write("EOI", 0)
-            else:
-                await handler(self, vector)
+            if self._irq_held is not None:
+                await self._irq_release.wait()
+                continue
+            self._in_handler = True
+            self._handler_done.clear()
+            try:
+                await RisingEdge(port.clk)
+                vector, _ = await port.inta()
+                self.interrupts_taken.append((cocotb.utils.get_sim_time("ns"), vector))
+                handler = self.idt.get(vector)
+                # through an interrupt gate: IF = 0 in the handler, restored by its IRET
+                self.arch.set_interrupt_flag(False)
+                if handler is None:
+                    self.fail(f"{self.name}: interrupt vector {vector:#x} has no handler")
+                    await port.write("EOI", 0)
+                else:
+                    await handler(self, vector)
+                self.arch.set_interrupt_flag(self.interrupts_enabled)
+            finally:
+                self._in_handler = False
+                self._handler_done.set()
             self._woken.set()

@@ -46,7 +46,8 @@ __all__ = ["Segment", "DescriptorTable", "ArchState", "EntryRequirement", "CR0",
 CR0 = {"PE": 1 << 0, "MP": 1 << 1, "EM": 1 << 2, "TS": 1 << 3, "ET": 1 << 4, "NE": 1 << 5,
        "WP": 1 << 16, "AM": 1 << 18, "NW": 1 << 29, "CD": 1 << 30, "PG": 1 << 31}
 #: the CR4 bits the models use
-CR4 = {"PSE": 1 << 4, "PAE": 1 << 5, "PGE": 1 << 7, "OSFXSR": 1 << 9, "PCIDE": 1 << 17}
+CR4 = {"PSE": 1 << 4, "PAE": 1 << 5, "PGE": 1 << 7, "OSFXSR": 1 << 9, "VMXE": 1 << 13,
+       "PCIDE": 1 << 17}
 #: EFER bits (SDM vol. 4 / AMD APM vol. 2)
 EFER = {"SCE": 1 << 0, "LME": 1 << 8, "LMA": 1 << 10, "NXE": 1 << 11, "SVME": 1 << 12}
 RFLAGS_IF = 1 << 9
