@@ -26,7 +26,7 @@ demo: $(STAMP)
 # The second run (about 40 s, on the builds the first one cached) repeats the small
 # configurations with every driver call starting from a seeded random phase and seeded random
 # stalls at every driver and responder (issue 10): a failure prints the seeds.
-JITTER_SUITES := cocotb_tests/lapic cocotb_tests/mpwk_mailbox cocotb_tests/ghcb_msr cocotb_tests/start_context cocotb_tests/sev cocotb_tests/pvstart cocotb_tests/bringup
+JITTER_SUITES := cocotb_tests/lapic cocotb_tests/mpwk_mailbox cocotb_tests/ghcb_msr cocotb_tests/start_context cocotb_tests/sev cocotb_tests/pvstart cocotb_tests/bringup cocotb_tests/tdx_host
 
 # Both passes run on JOBS pytest-xdist workers: 2 by default (the 2-core machine CI uses; the
 # first pass takes about 19 minutes instead of 26 serially, docs/PERFORMANCE.md "Test runs");
@@ -40,7 +40,7 @@ test: $(STAMP)
 
 # The tiers are marks (pyproject.toml); this `-m` replaces the default `-m 'not slow'`.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest $(XDIST) -m "not verilator and not synth and not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not verilator and not synth and not slow and not formal"
 
 clean:
 	rm -rf build

@@ -5,6 +5,7 @@
 ``apwake bench``                     simulation speed figures (see docs/PERFORMANCE.md)
 ``apwake registers [--write|--check]``  the register maps (Markdown), or regenerate the files
 ``apwake build BOARD``               the soft-SoC bitstream for icebreaker or ulx3s
+``apwake prove [BLOCK]``             the formal proofs (SymbiYosys; docs/FORMAL.md)
 """
 
 import argparse
@@ -311,6 +312,41 @@ def _build(args):
     return 0
 
 
+def _prove(args):
+    """Run the proofs of one block (or all): one line per property, exit 1 on a failure."""
+    from apwake.formal import DEFECTS_DOC, harness, proofs_of, run
+    try:
+        proofs = proofs_of(args.block, slow=args.slow)
+    except ValueError as error:
+        print(f"apwake prove: {error}", file=sys.stderr)
+        return 2
+    if args.defect:
+        defects = set(harness(proofs[0]).DEFECTS) if proofs else set()
+        if args.defect not in defects or len({p.block for p in proofs}) != 1:
+            print(f"apwake prove: --defect needs one block and one of its defects "
+                  f"({', '.join(sorted(defects)) or 'none'}); {DEFECTS_DOC}", file=sys.stderr)
+            return 2
+        proofs = [p for p in proofs if p.mode == "bmc"][:1]
+    failed = 0
+    print(f"{'property':<36} {'status':<9} {'mode':<6} {'depth':>5}  {'solver':<9} {'seconds':>8}  run")
+    for proof in proofs:
+        with args.progress.phase(f"proving {proof.name} ({proof.mode}, depth {proof.depth})"):
+            result = run(proof, defect=args.defect, solver=args.solver)
+        for prop in result.properties:
+            depth = "-" if prop.depth is None else prop.depth
+            print(f"{prop.name:<36} {prop.status:<9} {prop.mode:<6} {depth:>5}  "
+                  f"{prop.solver:<9} {prop.seconds:>8.2f}  {result.name}")
+        if not result.passed:
+            failed += 1
+            print(f"{result.name}: {result.status}; log {result.workdir / 'sby.log'}")
+            for prop in result.failing():
+                if prop.status == "fail":
+                    print(f"  counterexample for {prop.name}: waveform {result.waves} "
+                          f"(view: gtkwave {result.gtkw}); trace {result.text_trace}")
+    print(f"{len(proofs) - failed} of {len(proofs)} runs passed")
+    return 1 if failed else 0
+
+
 def _cpus(text):
     from apwake.rtl.lapic.fabric import MAX_APICS
     value = int(text)
@@ -351,6 +387,15 @@ def main(argv=None):
     board = sub.add_parser("build", help="build the soft-SoC bitstream for a board (YoWASP tools)")
     board.add_argument("board", choices=["icebreaker", "ulx3s"])
     board.set_defaults(func=_build)
+    prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
+    prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "
+                       "(ghcb); default every block")
+    prove.add_argument("--slow", action="store_true", help="also the longer runs (bigger configurations, depths)")
+    prove.add_argument("--solver", choices=["yices", "z3", "boolector"], default=None,
+                       help="the SMT solver (default: each run's, yices)")
+    prove.add_argument("--defect", default=None, help="inject a deliberate defect of BLOCK's harness: "
+                       "its BMC must fail with a counterexample (docs/FORMAL.md)")
+    prove.set_defaults(func=_prove)
     args = parser.parse_args(argv)
     args.progress = _Progress(_show_progress(sys.stderr))
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s",

@@ -23,7 +23,7 @@ from apwake.rtl.soc import Soc
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
-__all__ = ["Board", "BOARDS", "build_board", "BoardTop"]
+__all__ = ["Board", "BOARDS", "build_board", "BoardTop", "per_block_utilisation", "tool_env"]
 
 
 
@@ -91,7 +91,7 @@ class BoardTop(Elaboratable):
         return m
 
 
-def _tool_env():
+def tool_env():
     """Point Amaranth at the YoWASP tools (no system Yosys/nextpnr)."""
     env = {var: yowasp_tool(name) for var, name in (
         ("YOSYS", "yosys"), ("NEXTPNR_ICE40", "nextpnr-ice40"), ("ICEPACK", "icepack"),
@@ -179,7 +179,7 @@ def build_board(board_name, *, out_root=None):
     out_dir = out_root / board.name
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    env = _tool_env()
+    env = tool_env()
     os.environ.update(env)
     started = time.monotonic()
     _progress(f"{board.name}: firmware for {board.n_cores} cores")

@@ -1,13 +1,34 @@
-"""The iCEBreaker bitstream builds from the repository with the YoWASP tools (issue 6 §4, §6):
-about 2.5 minutes, part of CI."""
+"""The iCEBreaker SoC synthesises for the iCE40UP5K with the YoWASP tools (CI), and its bitstream
+builds (issue 6 §4, §6: synthesis, place and route, about 6 minutes on one core as the design fills
+99% of the device; under -m slow for the CI budget, docs/PERFORMANCE.md "Test runs")."""
 
 import re
 import pytest
 
-from apwake.synth.boards import BOARDS, build_board, format_report
+from apwake.firmware.build import build_firmware
+from apwake.synth.boards import BOARDS, build_board, format_report, per_block_utilisation, tool_env
 
 
 @pytest.mark.synth
+def test_icebreaker_synthesises(tmp_path):
+    """Yosys's iCE40 mapping of the SoC with the hierarchy kept: one PicoRV32 and one APIC per
+    core, the RAM in 4-Kbit block RAMs.
+
+    Whether it fits is place and route's answer: this pass counts LUTs before nextpnr packs them
+    with carries and flip-flops into the 5280 logic cells, so its count is above the packed one;
+    the bitstream test checks the fit."""
+    board = BOARDS["icebreaker"]
+    firmware = build_firmware(board.apic_ids).words
+    blocks = per_block_utilisation(board, firmware, tool_env(), tmp_path)
+    assert sum(name.startswith("picorv32") for name in blocks) == board.n_cores
+    # one block per APIC (its parts are blocks of their own below it: ...apic0.receiver)
+    assert sum(re.fullmatch(r".*\.fabric\.apic\d+", name) is not None for name in blocks) == board.n_cores
+    assert blocks["apwake_soc"]["BRAM"] == board.ram_bytes // 512
+    assert all(blocks[name]["LUT"] > 0 for name in blocks if name.startswith("picorv32"))
+
+
+@pytest.mark.synth
+@pytest.mark.slow
 def test_icebreaker_bitstream(tmp_path):
     result = build_board("icebreaker", out_root=tmp_path)
     board = BOARDS["icebreaker"]

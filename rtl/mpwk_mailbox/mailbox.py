@@ -181,7 +181,9 @@ class MpwkMailbox(wiring.Component):
         rport = body.read_port()
 
         pending = Signal()
-        p_command, p_apic_id, p_vector = Signal(32), Signal(32), Signal(64)
+        # the latched request (named: the proof harness, apwake.formal, reads them)
+        p_command, p_apic_id, p_vector = (Signal(32, name="p_command"), Signal(32, name="p_apic_id"),
+                                          Signal(64, name="p_vector"))
         waited = Signal(range(max(self.no_target_timeout, self.ack_latency) + 2))
         status = Signal(MailboxStatus)
         last_apic_id = Signal(32)
