@@ -10,8 +10,9 @@ from apwake.sim.harness.run import run_cocotb
 from apwake.sim.scenarios.options import ScenarioRequest
 from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
 
-#: two xAPIC CPUs and two x2APIC-only ones, so that both register formats cross the pins
-CONFIG = FabricConfig((0, 1, 0x100, 0x12345))
+#: two xAPIC CPUs and two x2APIC-only ones, so that both register formats cross the pins (the
+#: configuration of cocotb_tests/bringup's x2APIC tests: its plain build is shared)
+CONFIG = FabricConfig((0, 0x100, 0x123_4567, 7))
 
 
 class PinnedFabricDesign(FabricDesign):
@@ -56,5 +57,5 @@ def test_pinned_top_runs_the_scenario_as_the_ordinary_one(tmp_path):
     assert (pinned_build.verilog_dir / "apwake_pin.v").exists()
     assert not (plain_build.verilog_dir / "apwake_pin.v").exists()
     assert "input cpu__0__reg__req_valid" not in (pinned_build.verilog_dir / "apwake_fabric.v").read_text()
-    assert plain["passed"] and sorted(plain["online"]) == [0, 1, 0x100, 0x12345]
+    assert plain["passed"] and sorted(plain["online"]) == [0, 7, 0x100, 0x123_4567]
     assert pinned == plain, "the same timeline, cycles and bus messages"

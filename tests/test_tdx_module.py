@@ -8,7 +8,11 @@ from apwake.sim.models.tdx.abi import (TDX_SEAMCALL_GP, TDX_SEAMCALL_UD, TDX_SEA
                                        status_name)
 from apwake.sim.models.tdx.module import (FEATURES0_NO_RBP_MOD, TDMR_INIT_CHUNK, Rule, SysState,
                                           Tdmr, TdxModule)
+from apwake.sim.models.cpu.state import CR4, ArchState
+from apwake.sim.models.cpu.vmx import (FEATURE_CONTROL_LOCKED, VMCS_REVISION_ID, VMXON_IN_VMX_ROOT, Vmx,
+                                       VmFail, VmxFault)
 from apwake.sim.scenarios.tdx_host import host_topology
+from apwake.sim.vip.memory import Memory
 
 GIB = 1 << 30
 #: two packages of two CPUs: APIC IDs 0, 1 in package 0, 2, 3 in package 1
@@ -162,3 +166,53 @@ def test_default_topology_packages():
     topology = host_topology(list(range(8)))
     assert [topology.split(a)[0] for a in range(8)] == [0] * 4 + [1] * 4
     assert [topology.split(a)[2] for a in range(8)] == [0, 1] * 4
+
+
+class _Cpu:
+    """What VMXON and VMXOFF touch of a CPU model: its state, memory, timeline."""
+
+    def __init__(self):
+        self.arch = ArchState.long_mode_entry(0x1000, cr3=0x8000, rsp=0x2000)
+        self.machine = type("Machine", (), {"memory": Memory()})()
+        self.notes, self.left = [], 0
+        self.vmx = Vmx(self)
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def vmx_left(self):
+        self.left += 1
+
+
+def test_vmxon_and_vmxoff_checks():
+    """SDM vol. 3C, VMXON/VMXOFF: #UD without CR4.VMXE, #GP without the firmware's
+    IA32_FEATURE_CONTROL, VMfailInvalid for a bad region, VMfailValid(15) when on; VMXOFF #UD when
+    off, and it lets a held INIT through (vmx_left)."""
+    cpu = _Cpu()
+    memory = cpu.machine.memory
+    memory.write_int(0x10_0000, VMCS_REVISION_ID, 4, writer=None)
+    memory.write_int(0x10_1000, VMCS_REVISION_ID | 1 << 31, 4, writer=None)
+    memory.write_int(0x10_2000, VMCS_REVISION_ID + 1, 4, writer=None)
+    with pytest.raises(VmxFault, match="CR4.VMXE clear") as fault:
+        cpu.vmx.vmxon(0x10_0000)
+    assert fault.value.vector == 6
+    cpu.arch.cr4 |= CR4["VMXE"]
+    cpu.vmx.feature_control = FEATURE_CONTROL_LOCKED
+    with pytest.raises(VmxFault, match="IA32_FEATURE_CONTROL = 0x1") as fault:
+        cpu.vmx.vmxon(0x10_0000)
+    assert fault.value.vector == 13
+    cpu.vmx.feature_control = Vmx(cpu).feature_control
+    for region, why in ((0x10_0010, "not 4-KiB aligned"), (0x10_1000, "bit 31 clear"),
+                        (0x10_2000, "not the revision")):
+        with pytest.raises(VmFail, match=why) as fail:
+            cpu.vmx.vmxon(region)
+        assert fail.value.error is None and not cpu.vmx.root
+    cpu.vmx.vmxon(0x10_0000)
+    assert cpu.vmx.root and cpu.vmx.region == 0x10_0000 and cpu.notes == ["VMXON"]
+    with pytest.raises(VmFail) as fail:
+        cpu.vmx.vmxon(0x10_0000)
+    assert fail.value.error == VMXON_IN_VMX_ROOT == 15
+    cpu.vmx.vmxoff()
+    assert not cpu.vmx.root and cpu.left == 1
+    with pytest.raises(VmxFault, match="VMXOFF outside VMX operation"):
+        cpu.vmx.vmxoff()

@@ -27,3 +27,20 @@ async def test_hotplug_lock_holds_cpu_down(dut):
     assert module.ready and 2 in module.lp_initialized
     assert kernel.hotplug_log[-1]["op"] == "cpu_down" and kernel.hotplug_log[-1]["result"] == "ok"
     assert machine.cpus[2].status == "HALTED" and not machine.cpus[2].vmx.root
+
+
+@cocotb.test(**TIMEOUT)
+async def test_cpu_down_first_holds_tdx_enabling(dut):
+    """The other order: a cpu_down holding the lock makes tdx_enable's cpus_read_lock() wait, so
+    TDX is enabled only after the CPU is gone (no SEAMCALL before), without it."""
+    options = ScenarioOptions()
+    machine = await start_machine(dut, options)
+    kernel, host, _, _ = await boot_host(machine, options)
+    host.register_hotplug("tdx-first")
+    down = cocotb.start_soon(kernel.cpu_down(machine.cpus[1], 2))
+    bringup = cocotb.start_soon(host.bringup(machine.bsp))
+    assert await down is None
+    assert host.seamcalls == [] and not bringup.done()
+    assert await bringup == 0
+    module = machine.seam.module
+    assert module.ready and 2 not in module.lp_initialized and 2 not in kernel.online_cpus()

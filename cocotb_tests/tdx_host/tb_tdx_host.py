@@ -9,7 +9,8 @@ fabric's monitor saw on the bus, not only against the kernel's own count.
 import cocotb
 
 from apwake.rtl.lapic.layouts import DeliveryMode
-from apwake.sim.models.tdx.abi import TDX_SEAMCALL_UD, Status
+from apwake.sim.models.tdx.abi import (TDX_SEAMCALL_GP, TDX_SEAMCALL_UD,
+                                       TDX_SEAMCALL_VMFAILINVALID, Status)
 from apwake.sim.scenarios.options import ScenarioOptions
 from apwake.sim.scenarios.registry import run_scenario, start_machine
 from apwake.sim.scenarios.tdx_host import boot_host
@@ -42,7 +43,7 @@ def assert_ready(report):
     assert tdx["module"]["lp_initialized"] == tdx["lp_initialized_flag"] == online
     assert tdx["vmx_root"] == online
     assert tdx["ipis_total"] == fixed_messages(report), (tdx["ipis"], report["bus_messages_by_mode"])
-    assert tdx["warnings"] == [] and tdx["log"][-1] == "tdx: module initialized"
+    assert tdx["warnings"] == [] and tdx["log"][-1] == "virt/tdx: module initialized"
 
 
 @cocotb.test(**TIMEOUT)
@@ -86,9 +87,16 @@ def package_rule_failure(report, package):
     assert f"packages with no online CPU, never key-configured: {package}" in failure["message"]
 
 
-def _offline_setting(n):
-    """SMT off where the default topology has SMT pairs (a multiple of 4 CPUs), else nr_cpus."""
-    return {"smt": "off"} if n % 4 == 0 else {"nr_cpus": n - 1}
+def smt_off(n):
+    """SMT off: the default topology has SMT pairs on a multiple of 4 CPUs; 2 CPUs are made one
+    core of two threads."""
+    return {"smt": "off"} if n % 4 == 0 else {"smt": "off", "topology": "1x1x2"}
+
+
+def one_package(n):
+    """The hotplug runs' topology: on 2 CPUs one package of two cores, so that the AP taken
+    offline leaves its package a CPU (on 8, the default two packages of four)."""
+    return {} if n > 2 else {"topology": "1x2x1"}
 
 
 @cocotb.test(**TIMEOUT)
@@ -96,7 +104,7 @@ async def test_strict_rule_with_cpus_offline(dut):
     """Under the strict rule TDH.SYS.CONFIG is refused (TDX_SYS_CONFIG_NOT_PENDING, -EIO) while
     present CPUs that are offline never ran TDH.SYS.LP.INIT; the failure names them."""
     n = n_cpus()
-    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(tdx_rule="strict", **_offline_setting(n)))
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(tdx_rule="strict", **smt_off(n)))
     tdx = report["tdx_host"]
     assert not report["passed"] and tdx["result"] == "-EIO" and tdx["module_status"] == "error"
     never = [c["cpu"] for c in report["timeline"] if c["cpu"] not in report["online"]]
@@ -114,23 +122,63 @@ async def test_relaxed_rule_with_cpus_offline(dut):
     """Under the relaxed rule the same machine enables TDX; SMT siblings onlined afterwards run
     TDH.SYS.LP.INIT in TDX's online callback, after the module became ready."""
     n = n_cpus()
-    setting = _offline_setting(n)
-    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(**setting))
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(**smt_off(n)))
+    assert_siblings_online_late(report, n)
+
+
+def assert_siblings_online_late(report, n):
+    assert_ready(report)
     tdx = report["tdx_host"]
-    if "smt" in setting:
-        assert_ready(report)
-        siblings = tdx["smt_siblings"]
-        assert siblings == [a for a in range(n) if a % 2] and len(tdx["onlined_after_enable"]) == len(siblings)
-        calls = tdx["seamcalls"]
-        ready = max(i for i, s in enumerate(calls) if s["leaf"] == "TDH_SYS_TDMR_INIT")
-        late = [s["cpu"] for s in calls[ready + 1:] if s["leaf"] == "TDH_SYS_LP_INIT"]
-        assert late == siblings
-        ups = [h for h in tdx["hotplug"] if h["op"] == "cpu_up"]
-        assert [h["callbacks"][0] for h in ups] == [{"state": "tdx:online", "direction": "startup",
-                                                     "result": "0"}] * len(siblings)
-    else:
-        # two packages of one CPU each (n = 2): the offline CPU is its package's only one
-        package_rule_failure(report, 1)
+    siblings = tdx["smt_siblings"]
+    assert siblings == [a for a in range(n) if a % 2] and len(tdx["onlined_after_enable"]) == len(siblings)
+    calls = tdx["seamcalls"]
+    ready = max(i for i, s in enumerate(calls) if s["leaf"] == "TDH_SYS_TDMR_INIT")
+    late = [s["cpu"] for s in calls[ready + 1:] if s["leaf"] == "TDH_SYS_LP_INIT"]
+    assert late == siblings
+    ups = [h for h in tdx["hotplug"] if h["op"] == "cpu_up"]
+    assert [h["result"] for h in ups] == ["ok"] * len(siblings)
+    assert [h["callbacks"][0] for h in ups] == [{"state": "tdx:online", "direction": "startup",
+                                                 "result": "0"}] * len(siblings)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_parallel_bringup_and_online(dut):
+    """The host booted by Linux 6.5's parallel bring-up: SMT siblings offline, TDX enabled, the
+    siblings onlined again through the parallel release (ALIVE, SHOULD_ONLINE)."""
+    n = n_cpus()
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(method="parallel", **smt_off(n)))
+    assert report["method"] == "parallel"
+    assert_siblings_online_late(report, n)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_package_without_an_online_cpu(dut):
+    """Relaxed rule, but the second package has no online CPU (nr_cpus = half): the module
+    never becomes ready, and the failure names the package."""
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(nr_cpus=n_cpus() // 2))
+    package_rule_failure(report, 1)
+
+
+@cocotb.test(**TIMEOUT)
+async def test_no_module_loaded(dut):
+    """A SEAM range with no module: TDH.SYS.INIT fails VMfailInvalid (TDX_SEAMCALL_VMFAILINVALID),
+    -ENODEV with Linux's "module not loaded", on every CPU (the cached global result)."""
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(tdx_module="none"))
+    tdx = report["tdx_host"]
+    assert not report["passed"] and tdx["result"] == "-ENODEV" and tdx["module"] is None
+    assert [(s["leaf"], s["status"]) for s in tdx["seamcalls"]] == [("TDH_SYS_INIT", TDX_SEAMCALL_VMFAILINVALID)]
+    assert "virt/tdx: module not loaded" in tdx["log"]
+    assert tdx["module_status"] == "uninitialized"           # tdx_enable() never ran
+
+
+@cocotb.test(**TIMEOUT)
+async def test_tdx_disabled_by_bios(dut):
+    """TDX not enabled by the BIOS: SEAMCALL raises #GP, TDX_SW_ERROR | 13, -EOPNOTSUPP."""
+    report = await run_scenario(dut, "tdx-host-init", ScenarioOptions(tdx_module="bios-disabled"))
+    tdx = report["tdx_host"]
+    assert not report["passed"] and tdx["result"] == "-EOPNOTSUPP"
+    assert [(s["leaf"], s["status"]) for s in tdx["seamcalls"]] == [("TDH_SYS_INIT", TDX_SEAMCALL_GP)]
+    assert TDX_SEAMCALL_GP == 0x8000_FF00_0000_000D
 
 
 @cocotb.test(**TIMEOUT)
@@ -152,16 +200,19 @@ async def test_seamcall_without_vmxon(dut):
 @cocotb.test(**TIMEOUT)
 async def test_tdx_cpu_enable_with_interrupts_on(dut):
     """tdx_cpu_enable() from a kworker (interrupts on) on each AP: lockdep_assert_irqs_disabled()
-    warns once per AP, naming it; the call goes on and initialises the LP."""
+    is a WARN_ON_ONCE, so Linux warns on the first AP only, once in tdx_cpu_enable and once in
+    try_init_module_global; every call goes on and initialises its LP."""
     report = await run_scenario(dut, "tdx-host-irqs-on", ScenarioOptions())
     tdx = report["tdx_host"]
     aps = [c["cpu"] for c in report["timeline"] if not c["bsp"]]
     assert not report["passed"]
-    assert [w["cpu"] for w in tdx["warnings"]] == aps
-    assert [f["cpu"] for f in report["failures"]] == aps
-    assert all("lockdep_assert_irqs_disabled(): called with interrupts enabled" in f["message"]
-               for f in report["failures"])
-    assert tdx["module"]["lp_initialized"] == aps
+    assert [(w["cpu"], w["message"].split(":")[0]) for w in tdx["warnings"]] == [
+        (aps[0], "at arch/x86/virt/vmx/tdx/tdx.c tdx_cpu_enable"),
+        (aps[0], "at arch/x86/virt/vmx/tdx/tdx.c try_init_module_global")]
+    assert [f["cpu"] for f in report["failures"]] == [aps[0], aps[0]]
+    assert all("lockdep_assert_irqs_disabled(): interrupts enabled" in f["message"] for f in report["failures"])
+    assert [c["cpu"] for c in tdx["irqs_on_calls"] if c["function"] == "tdx_cpu_enable"] == aps
+    assert tdx["module"]["lp_initialized"] == aps and set(tdx["results"].values()) == {"0"}
     assert tdx["ipis"]["reschedule"] == len(aps)
 
 
@@ -169,10 +220,7 @@ async def test_tdx_cpu_enable_with_interrupts_on(dut):
 async def test_hotplug_tdx_callback_first(dut):
     """TDX enabled with the last AP offline; onlined afterwards, TDX's callback (VMXON,
     LP.INIT, VMXOFF) runs before KVM's (VMXON, SEAMCALL): the CPU comes up ready."""
-    report = await run_scenario(dut, "tdx-host-hotplug", ScenarioOptions())
-    if n_cpus() == 2:
-        package_rule_failure(report, 1)      # the only AP is its package's only CPU
-        return
+    report = await run_scenario(dut, "tdx-host-hotplug", ScenarioOptions(**one_package(n_cpus())))
     assert_ready(report)
     tdx = report["tdx_host"]
     last = n_cpus() - 1
@@ -188,10 +236,8 @@ async def test_hotplug_kvm_callback_first(dut):
     """KVM's callback first: its first SEAMCALL on the new CPU fails with
     TDX_SYS_LP_INIT_NOT_DONE, the online is rolled back and the CPU stays offline, out of VMX
     operation; the failure names it."""
-    report = await run_scenario(dut, "tdx-host-hotplug", ScenarioOptions(hotplug_order="kvm-first"))
-    if n_cpus() == 2:
-        package_rule_failure(report, 1)
-        return
+    report = await run_scenario(dut, "tdx-host-hotplug",
+                                ScenarioOptions(hotplug_order="kvm-first", **one_package(n_cpus())))
     tdx = report["tdx_host"]
     last = n_cpus() - 1
     assert not report["passed"] and last not in report["online"]
@@ -206,7 +252,7 @@ async def test_hotplug_kvm_callback_first(dut):
 @cocotb.test(**TIMEOUT)
 async def test_hotplug_strict_rule(dut):
     """Under the strict rule TDX cannot be enabled while that AP is offline."""
-    report = await run_scenario(dut, "tdx-host-hotplug", ScenarioOptions(tdx_rule="strict"))
+    report = await run_scenario(dut, "tdx-host-hotplug", ScenarioOptions(tdx_rule="strict", **one_package(n_cpus())))
     tdx = report["tdx_host"]
     assert not report["passed"] and tdx["result"] == "-EIO"
     assert tdx["module"]["uninitialized_lps"] == [n_cpus() - 1]
@@ -223,6 +269,13 @@ async def test_offline_last_cpu_of_a_package(dut):
     assert [r["result"] for r in rounds[:-1]] == ["ok"] * (len(rounds) - 1)
     assert rounds[-1]["result"] == "tdx:online teardown on CPU %d failed: -EBUSY" % (n_cpus() - 1)
     assert rounds[-1]["cpu"] in report["online"]
+    # the refusal rolls back: KVM's state, already torn down (VMXOFF), is set up again
+    refused = tdx["hotplug"][-1]
+    assert refused["callbacks"] == [
+        {"state": "kvm:online", "direction": "teardown", "result": "0"},
+        {"state": "tdx:online", "direction": "teardown", "result": "-EBUSY"},
+        {"state": "kvm:online", "direction": "rollback", "result": "0"}]
+    assert rounds[-1]["cpu"] in tdx["vmx_root"]
     assert "TDX requires all packages to have an online CPU" in tdx["log"][-1]
 
 

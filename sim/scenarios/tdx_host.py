@@ -16,7 +16,7 @@ from apwake.sim.models.tdx.abi import Errno
 from apwake.sim.models.tdx.module import Rule, TdxModule
 from apwake.sim.models.topology import Topology, parse_topology
 from .boot import FABRIC_BOOT_OPTIONS, boot, boot_detail
-from .options import METHOD, Option
+from .options import METHOD, Option, OptionError
 from .registry import scenario
 
 __all__ = ["host_topology", "boot_host"]
@@ -35,7 +35,9 @@ SMT = Option("smt", str, "on", "off: SMT siblings (odd thread numbers) are boote
              "taken offline, as Linux's nosmt does; with the relaxed rule they are onlined again "
              "after TDX is enabled", choices=("on", "off"), metavar="ON|OFF")
 TDX_MODULE = Option("tdx_module", str, "loaded", "none: the BIOS set up a SEAM range but no module "
-                    "is loaded in it", choices=("loaded", "none"), metavar="STATE")
+                    "is loaded in it (SEAMCALL fails VMfailInvalid); bios-disabled: the BIOS did not "
+                    "enable TDX (SEAMCALL raises #GP)", choices=("loaded", "none", "bios-disabled"),
+                    metavar="STATE")
 HOTPLUG_ORDER = Option("hotplug_order", str, "tdx-first", "the online callbacks' order: TDX's "
                        "(VMXON, TDH.SYS.LP.INIT, VMXOFF) before KVM's, as planned, or after it",
                        choices=HOTPLUG_ORDERS, metavar="ORDER")
@@ -48,8 +50,11 @@ assert METHOD.name == HOST_METHOD.name
 
 def host_topology(apic_ids, text=None):
     """The :class:`Topology` the host's packages come from: ``text`` (``--topology``), or two
-    packages split at the middle of ``apic_ids`` (contiguous IDs), with SMT pairs when their
-    count is a multiple of 4 (one package for one CPU)."""
+    packages of ``ceil(N / 2)`` CPUs' worth of core and thread IDs for the N ``apic_ids``, with
+    SMT pairs when N is a multiple of 4 (one package for one CPU).  The package is the ID's
+    bits above the core and thread fields (:meth:`Topology.split`), as Linux derives it, so
+    with contiguous IDs the first package is the larger when the core count is not a power of
+    two (6 CPUs: 4 and 2)."""
     if text is not None:
         return parse_topology(text)
     n = len(apic_ids)
@@ -70,10 +75,12 @@ async def boot_host(machine, options):
     module = None
     if options.tdx_module == "loaded":
         module = TdxModule({c.apic_id: package_of(c.apic_id) for c in machine.cpus}, rule=options.tdx_rule)
-    machine.seam = SeamPlatform(module)
+    machine.seam = SeamPlatform(module, bios_enabled=options.tdx_module != "bios-disabled")
     kernel = await boot(machine, options, BootMethod(options.method))
     host = TdxHost(kernel, package_of)
     siblings = []
+    if options.smt == "off" and _smt_problem(topology):
+        raise ValueError(_smt_problem(topology))
     if options.smt == "off":
         siblings = [n for n, a in enumerate(kernel.cpuid_to_apicid) if topology.split(a)[2] != 0]
         for n in siblings:
@@ -86,6 +93,14 @@ async def boot_host(machine, options):
 
 
 _ENABLE_PURPOSES = ("VMXON", "tdx_cpu_enable", "VMXON + tdx_cpu_enable")
+
+
+async def _finish(machine, kernel, host, topology, **extra):
+    """The report's detail once every IPI sent is on the bus: a wake-up IPI may still be in
+    flight when its work already ran (the CPU was awake and found it queued)."""
+    for apic_id in kernel.online_apic_ids():
+        await kernel.lapic.wait_icr_idle(next(c for c in machine.cpus if c.apic_id == apic_id))
+    return _detail(kernel, host, topology, **extra)
 
 
 def _detail(kernel, host, topology, **extra):
@@ -142,6 +157,23 @@ async def _enable(machine, kernel, host, *, order="tdx-first", rounds=2):
     return errno
 
 
+def _check_smt(values):
+    """``--smt off`` needs SMT siblings in the topology the run will have."""
+    if values.get("smt") != "off":
+        return
+    ids = values.get("apic_ids") or list(range(values.get("cpus", 8)))
+    problem = _smt_problem(host_topology(ids, values.get("topology")))
+    if problem:
+        raise OptionError(problem)
+
+
+def _smt_problem(topology):
+    if topology.threads > 1:
+        return None
+    return (f"--smt off needs SMT siblings, but the topology {topology.packages}x{topology.cores}x1 "
+            f"has one thread per core: give --topology PxCxT with T >= 2, or a multiple of 4 CPUs")
+
+
 @scenario("tdx-host-init", "a TDX host: boot, KVM turns VMX on on every online CPU and runs "
                            "tdx_cpu_enable() on each through call-function IPIs (--rounds 2, "
                            "or 1 doing both), then tdx_enable() under the hotplug lock; the "
@@ -149,7 +181,7 @@ async def _enable(machine, kernel, host, *, order="tdx-first", rounds=2):
                            "module rule fails and names the present CPUs that never ran "
                            "TDH.SYS.LP.INIT; the relaxed rule succeeds, and the SMT siblings "
                            "onlined afterwards run it at online",
-          options=(ROUNDS, SMT) + HOST_OPTIONS)
+          options=(ROUNDS, SMT) + HOST_OPTIONS, check=_check_smt)
 async def tdx_host_init(machine, options):
     kernel, host, topology, siblings = await boot_host(machine, options)
     errno = await _enable(machine, kernel, host, rounds=options.rounds)
@@ -162,7 +194,7 @@ async def tdx_host_init(machine, options):
             if result:
                 machine.fail(machine.bsp, f"SMT on: CPU {n} did not come online: {result}")
         _check_ready(machine, kernel, host, 0)
-    return _detail(kernel, host, topology, result=_errno_name(errno), rounds=options.rounds,
+    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), rounds=options.rounds,
                    smt_siblings=[kernel.cpuid_to_apicid[n] for n in siblings],
                    onlined_after_enable=onlined)
 
@@ -181,7 +213,7 @@ async def tdx_host_no_vmxon(machine, options):
             machine.fail(cpu, f"{cpu.name}: tdx_cpu_enable() without VMXON: {_errno_name(errno)}"
                               f" (SEAMCALL status {host.seamcalls[0]['status']:#018x}, "
                               f"{host.seamcalls[0]['name']})")
-    return _detail(kernel, host, topology,
+    return await _finish(machine, kernel, host, topology,
                    results={str(kernel.cpuid_to_apicid[n]): _errno_name(e) for n, e in results.items()})
 
 
@@ -193,16 +225,17 @@ async def tdx_host_no_vmxon(machine, options):
 async def tdx_host_irqs_on(machine, options):
     kernel, host, topology, _ = await boot_host(machine, options)
     bsp = machine.bsp
-    kernel.cpus_read_lock()
+    await kernel.cpus_read_lock()
     errno = await host.kvm_enable_virtualization(bsp)
     results = {}
     if not errno:
         for n in kernel.online_cpus():
             if kernel.cpuid_to_apicid[n] != bsp.apic_id:
-                results[n] = await kernel.smp_call_on_cpu(bsp, n, host.tdx_cpu_enable, "tdx_cpu_enable (kworker)")
+                result = await kernel.smp_call_on_cpu(bsp, n, host.tdx_cpu_enable, "tdx_cpu_enable (kworker)")
+                results[n] = -Errno.ETIMEDOUT if result is None else result
     kernel.cpus_read_unlock()
-    return _detail(kernel, host, topology, result=_errno_name(errno),
-                   results={str(kernel.cpuid_to_apicid[n]): _errno_name(e or 0) for n, e in results.items()})
+    return await _finish(machine, kernel, host, topology, result=_errno_name(errno),
+                   results={str(kernel.cpuid_to_apicid[n]): _errno_name(e) for n, e in results.items()})
 
 
 @scenario("tdx-host-hotplug", "TDX enabled with one AP offline (the last whose package keeps a "
@@ -237,7 +270,7 @@ async def tdx_host_hotplug(machine, options):
         machine.fail(cpu, f"{cpu.name}: cpu_up after TDX enabling: {up}")
     elif not errno:
         _check_ready(machine, kernel, host, 0)
-    return _detail(kernel, host, topology, result=_errno_name(errno), order=options.hotplug_order,
+    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), order=options.hotplug_order,
                    onlined={"cpu": apic_id, "result": up or "ok"})
 
 
@@ -250,6 +283,8 @@ async def tdx_host_offline_last(machine, options):
     kernel, host, topology, _ = await boot_host(machine, options)
     bsp = machine.bsp
     errno = await _enable(machine, kernel, host)
+    if errno:
+        return await _finish(machine, kernel, host, topology, result=_errno_name(errno), offline=[])
     if not options.no_td:
         host.td_keyids.add(machine.seam.module.tdx_keyids.start + 1)     # a TD's private KeyID
     last_package = max(host.package_of(a) for a in kernel.cpuid_to_apicid)
@@ -268,5 +303,5 @@ async def tdx_host_offline_last(machine, options):
         machine.fail(target, f"offlining package {last_package}'s CPUs "
                              f"{'with a TD holding a KeyID' if not options.no_td else 'with no TD'}: "
                              f"refused {refused}, expected {wanted}")
-    return _detail(kernel, host, topology, result=_errno_name(errno), package=last_package,
+    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), package=last_package,
                    offline=rounds)

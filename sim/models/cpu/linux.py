@@ -270,8 +270,8 @@ class Kernel:
         #: ``async def (cpu, n) -> 0 or -errno`` run on the CPU going up or down (kernel/cpu.c)
         self.cpuhp_states = []
         self.cpus_read_held = 0    # cpus_read_lock() holders: cpu_up/cpu_down wait for none
-        self._cpus_unlocked = Event()
-        self._cpus_unlocked.set()
+        self._hotplug_writer = False   # cpu_up or cpu_down holds the lock
+        self._hotplug_event = Event()  # set (and replaced) whenever the lock changes
         self.hotplug_log = []      # one dict per cpu_up/cpu_down
         self.entry, self.data = entry, data
         self.name = owner.value
@@ -434,7 +434,7 @@ class Kernel:
         await self.smp_boot(cpu, self.cpuid_to_apicid[1:])
         cpu.note(f"smp booted: {len(self.online_cpus())} of {len(self.cpuid_to_apicid)} CPUs online")
         self.booted.set()
-        await cpu.idle()
+        await self._idle(cpu, 0)
 
     async def smp_boot(self, cpu, aps):
         """Bring up the APs (APIC IDs ``aps``) by this kernel's method, from the BSP ``cpu``."""
@@ -445,16 +445,22 @@ class Kernel:
         elif self.method is BootMethod.PARALLEL:
             kicked = [a for a in aps if await self.wakeup_secondary_cpu_via_init(cpu, a)]
             for apic_id in kicked:
-                n = self.cpuid_to_apicid.index(apic_id)
-                if await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE,
-                                    "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
-                    self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
-                    await self.wait_online(n, True, "wait for CPU online")
+                await self._release(self.cpuid_to_apicid.index(apic_id), "wait for CPU online")
         else:
             for apic_id in aps:
                 if await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
                     n = self.cpuid_to_apicid.index(apic_id)
                     await self.wait_online(n, True, "do_boot_cpu: wait for callin")
+
+    async def _release(self, n, what):
+        """Parallel bring-up's second half for CPU number ``n``: wait for ALIVE, release it with
+        SHOULD_ONLINE, wait for it online.  False if it did not get there."""
+        apic_id = self.cpuid_to_apicid[n]
+        if not await self._wait(self.data + _SYNC + n, lambda v: v >= SyncState.ALIVE,
+                                "cpuhp_wait_for_sync_state(ALIVE)", apic_id):
+            return False
+        self._write(self.data + _SYNC + n, SyncState.SHOULD_ONLINE, 1)
+        return await self.wait_online(n, True, what)
 
     async def wakeup_secondary_cpu_via_init(self, cpu, apic_id):
         """smpboot.c's INIT, INIT de-assert, SIPI, SIPI to one AP; False on a delivery error."""
@@ -608,12 +614,23 @@ class Kernel:
         await self.lapic.setup_apic_timer(cpu)       # start_secondary: setup_percpu_clockev
         cpu.where = "idle (hlt loop)"
         while True:
-            await cpu.hlt()
+            # need_resched() before the halt: work queued meanwhile runs now (its wake-up IPI
+            # may have been taken already)
             await self._run_works(cpu, n)
             if cpu.should_die or cpu.should_stop:
+                await cpu.local_irq_save()         # a handler in progress ends first (its EOI)
                 self._write(self.data + _ONLINE + n, 0, 1)
                 await self.play_dead(cpu, n)
                 return
+            await cpu.hlt()
+
+    async def _idle(self, cpu, n):
+        """The BSP's idle loop after smp_init: sti; hlt; running work queued on it."""
+        cpu.sti()
+        cpu.where = "idle (hlt loop)"
+        while True:
+            await self._run_works(cpu, n)
+            await cpu.hlt()
 
     async def play_dead(self, cpu, n):
         """Where an offlined (``should_die``) or stopped (``should_stop``, kexec) AP goes."""
@@ -641,13 +658,20 @@ class Kernel:
 
     # --- CPU offline / online (mailbox) ----------------------------------------------------------
     async def cpu_down(self, cpu, n):
-        """Offline CPU number ``n`` from ``cpu``: the hotplug teardown callbacks on it (last
-        state first; one that fails stops the offline, and the states already torn down are set
-        up again), then play_dead.  Returns None or the error string (-EOPNOTSUPP under the
-        mailbox version-0 policy, docs/spec/mpwk.md §4; a callback's error)."""
+        """Offline CPU number ``n`` from ``cpu`` under the hotplug lock: the hotplug teardown
+        callbacks on it (last state first; one that fails stops the offline, and the states
+        already torn down are set up again), then play_dead.  Returns None or the error string
+        (-EOPNOTSUPP under the mailbox version-0 policy, docs/spec/mpwk.md §4; a callback's
+        error)."""
         if self.mp_wake is not None and not self.mp_wake.can_reset:
             return "-EOPNOTSUPP: CPU offlining is disabled (MADT mailbox version 0, no ResetVector)"
         await self._cpus_write_lock(cpu)
+        try:
+            return await self._cpu_down(cpu, n)
+        finally:
+            self._cpus_write_unlock()
+
+    async def _cpu_down(self, cpu, n):
         apic_id = self.cpuid_to_apicid[n]
         record = {"op": "cpu_down", "cpu": n, "apic_id": apic_id, "callbacks": []}
         self.hotplug_log.append(record)
@@ -707,11 +731,18 @@ class Kernel:
                  + (" (MADT patched)" if self.parking_page == "kernel" else " (the firmware's page)"))
 
     async def cpu_up(self, cpu, n):
-        """Online CPU number ``n`` from ``cpu``: wake it (the mailbox, or INIT-SIPI-SIPI), wait
-        for it, then the hotplug startup callbacks on it in state order; one that fails takes
-        it down again (the states already set up are torn down) and is the result.  Returns
-        None or the error string."""
+        """Online CPU number ``n`` from ``cpu`` under the hotplug lock: wake it (the mailbox, or
+        INIT-SIPI-SIPI and, in parallel bring-up, the release from ALIVE), wait for it, then the
+        hotplug startup callbacks on it in state order; one that fails takes it down again (the
+        states already set up are torn down) and is the result.  Returns None or the error
+        string."""
         await self._cpus_write_lock(cpu)
+        try:
+            return await self._cpu_up(cpu, n)
+        finally:
+            self._cpus_write_unlock()
+
+    async def _cpu_up(self, cpu, n):
         apic_id = self.cpuid_to_apicid[n]
         record = {"op": "cpu_up", "cpu": n, "apic_id": apic_id, "callbacks": []}
         self.hotplug_log.append(record)
@@ -722,7 +753,11 @@ class Kernel:
         elif not await self.wakeup_secondary_cpu_via_init(cpu, apic_id):
             record["result"] = f"CPU {n}: APIC delivery error"
             return record["result"]
-        if not await self.wait_online(n, True, "cpu_up: wait for callin"):
+        if self.method is BootMethod.PARALLEL:
+            online = await self._release(n, "cpu_up: wait for CPU online")
+        else:
+            online = await self.wait_online(n, True, "cpu_up: wait for callin")
+        if not online:
             record["result"] = f"CPU {n} did not come online"
             return record["result"]
         error = await self._cpuhp_run(cpu, n, "startup", record)
@@ -756,33 +791,51 @@ class Kernel:
                 continue
             result = await self.smp_call_on_cpu(cpu, n, lambda c, f=callback: f(c, n),
                                                 f"cpuhp {name} {direction}")
+            if result is None:              # it did not run (reported by wait_call)
+                result = -_errno.ETIMEDOUT
             record["callbacks"].append({"state": name, "direction": direction,
                                         "result": _errno_text(result)})
             if result:
                 for undo_name, undo_startup, undo_teardown in reversed(done):
                     undo = undo_teardown if direction == "startup" else undo_startup
                     if undo is not None:
-                        await self.smp_call_on_cpu(cpu, n, lambda c, f=undo: f(c, n),
-                                                   f"cpuhp {undo_name} rollback")
+                        undone = await self.smp_call_on_cpu(cpu, n, lambda c, f=undo: f(c, n),
+                                                            f"cpuhp {undo_name} rollback")
+                        record["callbacks"].append({
+                            "state": undo_name, "direction": "rollback",
+                            "result": _errno_text(-_errno.ETIMEDOUT if undone is None else undone)})
                 return f"{name} {direction} on CPU {n} failed: {_errno_text(result)}"
             done.append((name, startup, teardown))
         return None
 
-    def cpus_read_lock(self):
+    async def cpus_read_lock(self):
+        """cpus_read_lock(): wait while cpu_up or cpu_down holds the hotplug lock, then hold it
+        for reading (any number of readers)."""
+        while self._hotplug_writer:
+            await self._hotplug_event.wait()
         self.cpus_read_held += 1
-        self._cpus_unlocked.clear()
 
     def cpus_read_unlock(self):
         self.cpus_read_held -= 1
-        if self.cpus_read_held == 0:
-            self._cpus_unlocked.set()
+        self._hotplug_changed()
 
     async def _cpus_write_lock(self, cpu):
-        """cpu_up and cpu_down take the hotplug lock for writing: they wait while any reader
-        holds it."""
-        if self.cpus_read_held:
-            cpu.where = "cpu_hotplug_lock: wait for the readers"
-            await self._cpus_unlocked.wait()
+        """cpu_up and cpu_down hold the hotplug lock for writing: one at a time, and no reader."""
+        where = cpu.where
+        while self._hotplug_writer or self.cpus_read_held:
+            cpu.where = "cpu_hotplug_lock: wait for the holders"
+            await self._hotplug_event.wait()
+        cpu.where = where
+        self._hotplug_writer = True
+
+    def _cpus_write_unlock(self):
+        self._hotplug_writer = False
+        self._hotplug_changed()
+
+    def _hotplug_changed(self):
+        """Wake everyone waiting on the hotplug lock (each rechecks)."""
+        self._hotplug_event.set()
+        self._hotplug_event = Event()
 
     async def _lock_trampoline(self, cpu):
         """``lock bts`` on tr_lock: spin (event-driven) until the bit is ours."""

@@ -79,6 +79,8 @@ class TdxHost:
         self.machine = kernel.machine
         self.package_of = package_of
         self.warnings, self.log, self.seamcalls = [], [], []
+        self._warned = set()         # WARN_ON_ONCE sites that fired
+        self.irqs_on_calls = []      # tdx_cpu_enable()/try_init_module_global() with IF = 1
         self.lp_initialized = set()
         self.sysinit = None          # TDH.SYS.INIT's cached result (errno), once run
         self._sysinit_owner = None   # the CPU holding sysinit_lock
@@ -86,6 +88,9 @@ class TdxHost:
         self.module_status = "uninitialized"
         self.virtualization_enabled = False
         self.td_keyids = set()       # KeyIDs held by TDs (tdx_guest_keyid_pool)
+        regions = len(kernel.cpuid_to_apicid) * 4096
+        assert VMXON_REGIONS + regions <= 0x60_0000, "the VMXON regions must stay below the per-CPU areas"
+        kernel.memory.set_owner(kernel.data + VMXON_REGIONS, regions, kernel.owner)
         for n in range(len(kernel.cpuid_to_apicid)):
             kernel.memory.write_int(self._vmxon_region(n), VMCS_REVISION_ID, 4, writer=kernel.owner)
 
@@ -99,6 +104,20 @@ class TdxHost:
         """A WARN splat: recorded, and a failure naming the CPU."""
         self.warnings.append({"cpu": cpu.apic_id, "message": message})
         self.machine.fail(cpu, f"WARNING: CPU: {self._n(cpu)}: {message}")
+
+    def warn_once(self, site, cpu, message):
+        """WARN_ON_ONCE (lockdep's asserts): the first time at ``site`` only."""
+        if site not in self._warned:
+            self._warned.add(site)
+            self.warn(cpu, message)
+
+    def _assert_irqs_disabled(self, cpu, function):
+        """lockdep_assert_irqs_disabled() in ``function`` (lockdep on, as in a debug kernel):
+        WARN_ON_ONCE per call site; the model notes every call that had interrupts on."""
+        if cpu.arch.interrupts_enabled:
+            self.irqs_on_calls.append({"cpu": cpu.apic_id, "function": function})
+            self.warn_once(function, cpu, f"at arch/x86/virt/vmx/tdx/tdx.c {function}: "
+                                          f"lockdep_assert_irqs_disabled(): interrupts enabled")
 
     # --- SEAMCALL (arch/x86/virt/vmx/tdx/tdxcall.S, seamcall.h) ------------------------------------
     async def seamcall(self, cpu, leaf, **registers):
@@ -129,17 +148,21 @@ class TdxHost:
     # --- KVM: VMX on and off (arch/x86/kvm/vmx/vmx.c) ---------------------------------------------
     async def vmx_hardware_enable(self, cpu):
         """VMXON on ``cpu``: -EBUSY if CR4.VMXE is already set (someone else uses VMX), -EFAULT
-        (with KVM's warning) if VMXON faults or fails."""
+        with KVM's warning if VMXON faults.  A VMfail is not seen: ``kvm_cpu_vmxon`` catches
+        faults through its exception table and does not test RFLAGS, so the CPU is left out of
+        VMX operation with 0 returned (noted in its timeline)."""
         if cpu.arch.cr4 & _VMXE:
             return -Errno.EBUSY
         cpu.arch.cr4 |= _VMXE
         try:
             cpu.vmx.vmxon(self._vmxon_region(self._n(cpu)))
-        except (VmxFault, VmFail) as error:
-            self.warn(cpu, f"VMXON faulted, MSR_IA32_FEAT_CTL (0x3a) = "
-                           f"{cpu.vmx.feature_control:#x} ({error})")
+        except VmxFault as error:
+            self.warn_once("kvm_cpu_vmxon", cpu, f"VMXON faulted, MSR_IA32_FEAT_CTL (0x3a) = "
+                                                 f"{cpu.vmx.feature_control:#x} ({error})")
             cpu.arch.cr4 &= ~_VMXE
             return -Errno.EFAULT
+        except VmFail as error:
+            cpu.note(f"VMXON {error} (not checked by kvm_cpu_vmxon)")
         return 0
 
     async def vmx_hardware_disable(self, cpu):
@@ -171,6 +194,7 @@ class TdxHost:
     async def try_init_module_global(self, cpu):
         """TDH.SYS.INIT once, under the raw spinlock ``sysinit_lock``: the first caller runs it,
         concurrent callers spin until it is done, and every later caller gets its result."""
+        self._assert_irqs_disabled(cpu, "try_init_module_global")
         while self._sysinit_owner is not None:
             await self._sysinit_free.wait()
         if self.sysinit is None:
@@ -179,7 +203,7 @@ class TdxHost:
             errno, _ = await self.seamcall_prerr(cpu, Leaf.TDH_SYS_INIT, rcx=0)
             self.sysinit = errno
             if errno == -Errno.ENODEV:
-                self.log.append("tdx: module not loaded")
+                self.log.append("virt/tdx: module not loaded")
             self._sysinit_owner = None
             self._sysinit_free.set()
         return self.sysinit
@@ -188,11 +212,8 @@ class TdxHost:
         """tdx_cpu_enable(): lockdep_assert_irqs_disabled(), the per-CPU flag, the global
         initialisation, then TDH.SYS.LP.INIT.  Returns 0 or the negative errno."""
         n = self._n(cpu)
-        if cpu.arch.interrupts_enabled:
-            # lockdep_assert_irqs_disabled(): a WARN, and the function goes on
-            self.warn(cpu, "at arch/x86/virt/vmx/tdx/tdx.c tdx_cpu_enable: "
-                           "lockdep_assert_irqs_disabled(): called with interrupts enabled "
-                           "(the per-CPU tdx_lp_initialized flag is not IRQ-safe)")
+        # a WARN_ON_ONCE, and the function goes on: its per-CPU flag is not IRQ-safe
+        self._assert_irqs_disabled(cpu, "tdx_cpu_enable")
         if n in self.lp_initialized:
             return 0
         errno = await self.try_init_module_global(cpu)
@@ -206,7 +227,7 @@ class TdxHost:
 
     async def vmxon_and_lp_init(self, cpu):
         """The one-round variant's function: VMXON, then tdx_cpu_enable(), on the CPU the IPI
-        reached (v19's ``vmx_tdx_on``)."""
+        reached (the shape of v19's ``vmx_tdx_on``)."""
         errno = await self.vmx_hardware_enable(cpu)
         return errno or await self.tdx_cpu_enable(cpu)
 
@@ -221,8 +242,8 @@ class TdxHost:
             return -Errno.EINVAL
         errno = await self.init_tdx_module(cpu)
         self.module_status = "error" if errno else "initialized"
-        self.log.append(f"tdx: module initialization failed ({errno})" if errno
-                        else "tdx: module initialized")
+        self.log.append(f"virt/tdx: module initialization failed ({errno})" if errno
+                        else "virt/tdx: module initialized")
         return errno
 
     async def init_tdx_module(self, cpu):
@@ -232,7 +253,7 @@ class TdxHost:
         if errno:
             return errno
         if not outputs["r8"] & FEATURES0_NO_RBP_MOD:
-            self.log.append("tdx: NO_RBP_MOD feature is not supported")
+            self.log.append("virt/tdx: NO_RBP_MOD feature is not supported")
             return -Errno.EINVAL
         keyid = self.machine.seam.module.tdx_keyids.start
         errno, _ = await self.seamcall_prerr(cpu, Leaf.TDH_SYS_CONFIG, rdx=len(_TDMRS), r8=keyid,
@@ -283,7 +304,7 @@ class TdxHost:
         hotplug lock.  Returns 0 or the errno."""
         if rounds not in ROUNDS:
             raise ValueError(f"rounds must be one of {ROUNDS}, not {rounds!r}")
-        self.kernel.cpus_read_lock()
+        await self.kernel.cpus_read_lock()
         try:
             if rounds == 2:
                 errno = await self.kvm_enable_virtualization(cpu)
@@ -294,10 +315,14 @@ class TdxHost:
                 results = await self.kernel.on_each_cpu(cpu, self.vmxon_and_lp_init,
                                                         "VMXON + tdx_cpu_enable")
             failed = {n: r for n, r in results.items() if r}
+            # a CPU whose call never ran (reported by the csd wait) failed too
+            failed.update({n: -Errno.ETIMEDOUT for n in self.kernel.online_cpus() if n not in results})
             for n, r in failed.items():
                 self.log.append(f"kvm_intel: tdx_cpu_enable on CPU{n} failed: {_errno(r)}")
             if failed:
-                if rounds == 1:      # v19 turned VMX off again everywhere on a failure
+                # VMX off again everywhere (v19 turned it off after the setup in any case; the
+                # model keeps it on after a success, as KVM with enable_virt_at_load does)
+                if rounds == 1:
                     await self.kernel.on_each_cpu(cpu, self.vmx_hardware_disable, "VMXOFF")
                 return next(iter(failed.values()))
             if rounds == 1:
@@ -378,6 +403,7 @@ class TdxHost:
             "ipis_total": sum(kernel.ipis.values()),
             "seamcalls": self.seamcalls,
             "warnings": self.warnings,
+            "irqs_on_calls": self.irqs_on_calls,
             "log": self.log,
             "hotplug": kernel.hotplug_log,
         }

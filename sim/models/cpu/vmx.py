@@ -7,7 +7,7 @@ to AP wake-up:
   ch. 31 "VMX Instruction Reference"): #UD with CR4.VMXE clear; #GP unless
   IA32_FEATURE_CONTROL (MSR 0x3A) is locked with VMXON enabled outside SMX (the firmware's
   setting); VMfailInvalid for a VMXON region that is not 4-KiB aligned or does not begin with
-  the VMCS revision identifier (IA32_VMX_BASIC bits 30:0); VMfailValid with error 15 ("VMXON
+  the VMCS revision identifier (IA32_VMX_BASIC bits 30:0) with bit 31 clear; VMfailValid with error 15 ("VMXON
   executed in VMX root operation") when already on.
 * VMXOFF: #UD outside VMX operation.
 * INIT is blocked in VMX root operation (SDM vol. 3C §24.8 "Restrictions on VMX Operation"):
@@ -102,10 +102,11 @@ class Vmx:
                                f"with VMXON outside SMX enabled")
         if region % 4096:
             raise VmFail(None, f"VMXON region {region:#x} is not 4-KiB aligned")
-        revision = cpu.machine.memory.read_int(region, 4) & 0x7FFF_FFFF
-        if revision != VMCS_REVISION_ID:
-            raise VmFail(None, f"VMXON region {region:#x} starts with revision {revision:#x}, "
-                               f"not {VMCS_REVISION_ID:#x}")
+        word = cpu.machine.memory.read_int(region, 4)
+        # bits 30:0 the revision identifier, bit 31 (the shadow-VMCS indicator) must be 0
+        if word != VMCS_REVISION_ID:
+            raise VmFail(None, f"VMXON region {region:#x} starts with {word:#x}, not the revision "
+                               f"identifier {VMCS_REVISION_ID:#x} with bit 31 clear")
         self.root, self.region = True, region
         cpu.note("VMXON")
 

@@ -82,6 +82,7 @@ class Errno(enum.IntEnum):
     ENODEV = 19
     EINVAL = 22
     EOPNOTSUPP = 95
+    ETIMEDOUT = 110
 
 
 def status_name(status):

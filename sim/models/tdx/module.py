@@ -14,8 +14,10 @@ State machine and checks, from the module's public source (github.com/intel/tdx-
   0.
 * TDH.SYS.LP.INIT (35): on each LP once (``TDX_SYS_LP_INIT_DONE`` again), only after
   TDH.SYS.INIT (``TDX_SYS_LP_INIT_NOT_PENDING`` before).
-* Any other leaf on an LP that has not run TDH.SYS.LP.INIT: ``TDX_SYS_LP_INIT_NOT_DONE`` (each
-  handler checks the LP's ``lp_is_init``).
+* Any other leaf on an LP that has not run TDH.SYS.LP.INIT: ``TDX_SYS_LP_INIT_NOT_DONE``.  The
+  published source checks the LP's ``lp_is_init`` in TDH.SYS.RD, .RDALL and .INFO; Linux's
+  ``tdx_cpu_enable()`` is documented as what makes "this cpu be ready to run any other
+  SEAMCALLs", and the model applies the rule to every leaf.
 * TDH.SYS.CONFIG (45): after TDH.SYS.INIT and before any earlier CONFIG
   (``TDX_SYS_CONFIG_NOT_PENDING``); 1 to 64 TDMRs (RDX; ``TDX_OPERAND_INVALID`` naming RDX);
   R8 a TDX private KeyID (``TDX_OPERAND_INVALID`` naming R8).
