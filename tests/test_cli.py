@@ -207,6 +207,11 @@ def run_main(capsys, *args):
     (["soc-demo", "--cpus", "1", "--ap-start", "mailbox"],
      "--cpus must be 2 to 8 with --ap-start mailbox (an AP to start), not 1"),
     (["init-sipi", "--cpus"], "--cpus needs a value"),
+    (["tdx-host-init", "--cpus", "2", "--smt", "off"],
+     "--smt off needs SMT siblings, but the topology 2x1x1 has one thread per core"),
+    (["tdx-host-init", "--rounds", "3"], "--rounds must be one of 1, 2, not 3"),
+    (["tdx-host-hotplug", "--hotplug-order", "random"],
+     "--hotplug-order must be one of tdx-first, kvm-first, not 'random'"),
     # options the scenario does not take: refused, naming who takes them
     (["kexec-mpwk-v0", "--mailbox-version", "1"],
      "--mailbox-version does not apply to kexec-mpwk-v0; mpwk-wakeup, mpwk-offline-online take it"),
@@ -410,6 +415,26 @@ def test_x2apic_scenarios_from_the_command_line(args, cpus, note):
     assert any(note in text for text in _bsp_notes(report)), _bsp_notes(report)
     if "--apic-ids" in args:
         assert sorted(report["online"]) == [0, 7, 0x100, 0x123_4567]
+
+
+@scenario_run
+@pytest.mark.parametrize("cpus", [2, 8])
+def test_tdx_host_from_the_command_line(cpus):
+    """issue 14: the TDX host's enabling from the shell at 2 and 8 CPUs, both variants: the same
+    end state, the IPI counts in the JSON (one round half the enabling IPIs of two), every IPI
+    the kernel counted one FIXED message on the fabric."""
+    reports = {rounds: apwake_json("tdx-host-init", "--cpus", str(cpus), "--rounds", str(rounds), status=0)
+               for rounds in (1, 2)}
+    for rounds, report in reports.items():
+        tdx = report["tdx_host"]
+        assert report["passed"] and tdx["module"]["ready"], report["failures"]
+        assert tdx["module"]["lp_initialized"] == tdx["vmx_root"] == list(range(cpus))
+        assert tdx["enable_ipis"] == rounds          # one all-but-self IPI per round
+        assert tdx["ipi_deliveries"] == (rounds + 1) * (cpus - 1) + 1   # and WBINVD, KEY.CONFIG
+        assert tdx["ipis_total"] == report["bus_messages_by_mode"]["FIXED"]
+    strict = apwake_json("tdx-host-init", "--cpus", str(cpus), "--tdx-rule", "strict", "--nr-cpus",
+                         str(cpus - 1), status=1)
+    assert strict["tdx_host"]["module"]["uninitialized_lps"] == [cpus - 1]
 
 
 @scenario_run

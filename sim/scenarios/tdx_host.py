@@ -100,7 +100,10 @@ async def _finish(machine, kernel, host, topology, **extra):
     flight when its work already ran (the CPU was awake and found it queued)."""
     for apic_id in kernel.online_apic_ids():
         await kernel.lapic.wait_icr_idle(next(c for c in machine.cpus if c.apic_id == apic_id))
-    return _detail(kernel, host, topology, **extra)
+    # what the fabric delivered: an all-but-self IPI is one message that many APICs accept
+    deliveries = sum(len(c.accept) for c in machine.env.monitor.cycles
+                     if getattr(c.msg["delivery_mode"], "name", None) == "FIXED")
+    return _detail(kernel, host, topology, ipi_deliveries=deliveries, **extra)
 
 
 def _detail(kernel, host, topology, **extra):

@@ -36,7 +36,7 @@ from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 __all__ = ["BootMethod", "Kernel", "Firmware", "X2APIC_HANDOFFS", "x2apic_handoff",
            "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
-           "CALL_FUNCTION_VECTOR", "RESCHEDULE_VECTOR", "CallFunction", "CSD_TIMEOUT_US",
+           "CALL_FUNCTION_VECTOR", "CALL_FUNCTION_MANY_VECTOR", "RESCHEDULE_VECTOR", "CallFunction", "CSD_TIMEOUT_US",
            "SyncState", "MADT_ADDRESS", "START_SECONDARY", "THREAD_SIZE", "PGD_OFFSET"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
@@ -70,6 +70,8 @@ START_SECONDARY = 0x100
 #: the x86-64 kernel's code segment (GDT_ENTRY_KERNEL_CS 2)
 _KERNEL_CS_64 = 0x10
 CALL_FUNCTION_VECTOR = 0xFB                  # CALL_FUNCTION_SINGLE_VECTOR
+#: the vector of a call-function IPI to several CPUs (CALL_FUNCTION_VECTOR in Linux)
+CALL_FUNCTION_MANY_VECTOR = 0xFC
 #: the scheduler IPI that wakes an idle CPU for work queued on it (arch/x86/include/asm/irq_vectors.h)
 RESCHEDULE_VECTOR = 0xFD
 #: how long (guest time) a CPU waits for a call-function IPI's function to run on another CPU
@@ -265,6 +267,7 @@ class Kernel:
         self.nmi_handlers = []     # register_nmi_handler(NMI_LOCAL, ...) callbacks
         self.call_ran = Event()    # set whenever calls_done grows
         self.ipis = {}             # purpose -> IPIs sent (call-function and reschedule)
+        self.booted_once = set()   # CPU numbers that came online at least once (cpus_booted_once_mask)
         self.works = {}            # cpu number -> [CallFunction] queued to run in process context
         #: CPU hotplug callbacks, in state order: (name, startup, teardown), each
         #: ``async def (cpu, n) -> 0 or -errno`` run on the CPU going up or down (kernel/cpu.c)
@@ -604,6 +607,7 @@ class Kernel:
                 return
             self._write(self.data + _SYNC + n, SyncState.ONLINE, 1)
         self._write(self.data + _ONLINE + n, 1, 1)
+        self.booted_once.add(n)
         cpu.note("online")
         await self._ap_idle(cpu, n)
 
@@ -848,6 +852,7 @@ class Kernel:
     # --- call-function IPIs --------------------------------------------------------------------------
     def _setup_idt(self, cpu):
         cpu.idt[CALL_FUNCTION_VECTOR] = self._call_function_interrupt
+        cpu.idt[CALL_FUNCTION_MANY_VECTOR] = self._call_function_interrupt
         cpu.idt[RESCHEDULE_VECTOR] = self._reschedule_interrupt
         cpu.idt[NMI_VECTOR] = self._nmi
 
@@ -896,17 +901,32 @@ class Kernel:
                                       f"(guest time); it is {target.position}")
             return False
 
+    def ipi_shorthand(self):
+        """apic_use_ipi_shorthand: Linux sends a call-function IPI to every other online CPU as
+        one all-but-self IPI once every present CPU has been booted once (SMT siblings parked
+        by nosmt included: they are booted once for that reason)."""
+        return len(self.booted_once | {0}) == len(self.cpuid_to_apicid)
+
     async def on_each_cpu(self, cpu, func, purpose):
-        """``on_each_cpu(func, info, wait=1)`` from ``cpu``: one call-function IPI to every other
+        """``on_each_cpu(func, info, wait=1)`` from ``cpu``: a call-function IPI to every other
         online CPU (``func`` runs in its handler, interrupts off), ``func`` on ``cpu`` itself
-        with interrupts off, then wait for every other CPU's call.  Returns ``{cpu number:
-        result}``; a CPU whose call did not run is missing (and reported, :meth:`wait_call`)."""
+        with interrupts off, then wait for every other CPU's call.  The IPI is one all-but-self
+        shorthand when :meth:`ipi_shorthand` allows and the targets are every other online CPU
+        (``native_send_call_func_ipi``), else one physical IPI per target
+        (``default_send_IPI_mask_sequence_phys``).  Returns ``{cpu number: result}``; a CPU
+        whose call did not run is missing (and reported, :meth:`wait_call`)."""
         me = self.cpuid_to_apicid.index(cpu.apic_id)
-        calls = {}
-        for n in self.online_cpus():
-            if n != me:
-                calls[n] = CallFunction(func, purpose)
-                await self.smp_call_function_single(cpu, n, calls[n])
+        calls = {n: CallFunction(func, purpose) for n in self.online_cpus() if n != me}
+        if calls and self.ipi_shorthand():
+            for n, call in calls.items():
+                self.calls.setdefault(n, []).append(call)
+            self.ipis[purpose] = self.ipis.get(purpose, 0) + 1
+            await self.lapic.wait_icr_idle(cpu)
+            await cpu.apic.send_ipi(self.lapic.icr(CALL_FUNCTION_MANY_VECTOR, DeliveryMode.FIXED,
+                                                   shorthand=Shorthand.ALL_EXCLUDING_SELF))
+        else:
+            for n, call in calls.items():
+                await self.smp_call_function_single(cpu, n, call)
         flags = await cpu.local_irq_save()
         results = {me: await func(cpu)}
         cpu.local_irq_restore(flags)
