@@ -223,7 +223,9 @@ async def tdx_host_no_vmxon(machine, options):
 @scenario("tdx-host-irqs-on", "KVM turns VMX on everywhere, then another TDX user calls "
                               "tdx_cpu_enable() on each AP from process context (a kworker, "
                               "smp_call_on_cpu) with interrupts on: Linux's "
-                              "lockdep_assert_irqs_disabled() warns on each, naming the CPU",
+                              "lockdep_assert_irqs_disabled() is a WARN_ON_ONCE, so it warns on "
+                              "the first AP (in tdx_cpu_enable and try_init_module_global), "
+                              "naming it; the report lists every call made with interrupts on",
           options=HOST_OPTIONS)
 async def tdx_host_irqs_on(machine, options):
     kernel, host, topology, _ = await boot_host(machine, options)
