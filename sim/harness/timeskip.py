@@ -29,6 +29,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, Timer
 from cocotb.utils import get_sim_steps, get_sim_time
 
+from .background import Background
+
 __all__ = ["TimeSkipper", "install", "pending_deadline", "ADVANCE_MAX"]
 
 #: the widest skip one edge can carry (the designs' ``advance`` is 32 bits)
@@ -87,7 +89,7 @@ def _edge_waiters(signal):
                for trigger in (signal.rising_edge, signal.falling_edge, signal.value_change))
 
 
-class TimeSkipper:
+class TimeSkipper(Background):
     """Skips the clock of a quiescent design while every task waits on something other than a
     clock edge (module docstring).
 
@@ -143,18 +145,6 @@ class TimeSkipper:
         self.poll_cycles, self.min_skip, self.margin = poll_cycles, min_skip, margin
         self.skips = 0
         self.cycles_skipped = 0
-        self._task = None
-
-    def start(self):
-        """Start looking (from any phase)."""
-        if self._task is None:
-            self._task = cocotb.start_soon(self._run())
-        return self._task
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     def _next_poll(self, now):
         """The first poll point (a rising edge plus ``phase``) ``poll_cycles`` periods or more

@@ -9,7 +9,7 @@ split into two packages of contiguous IDs, with SMT pairs when the count is a mu
 docs/SCENARIOS.md "TDX host" maps each scenario to the thread's points.
 """
 
-from apwake.sim.models.cpu.linux import BootMethod
+from apwake.sim.models.cpu.linux import BootMethod, errno_text
 from apwake.sim.models.cpu.tdx_host import HOTPLUG_ORDERS, TdxHost
 from apwake.sim.models.cpu.vmx import SeamPlatform
 from apwake.sim.models.tdx.abi import Errno
@@ -117,10 +117,6 @@ def _detail(kernel, host, topology, **extra):
     return detail
 
 
-def _errno_name(errno):
-    return f"-{Errno(-errno).name}" if errno else "0"
-
-
 def _check_ready(machine, kernel, host, errno):
     """After a successful enable every online CPU has VMX on and its LP initialised, and the
     module is ready; otherwise the failure names the error and the CPUs the module never saw."""
@@ -133,7 +129,7 @@ def _check_ready(machine, kernel, host, errno):
         unconfigured = [p for p in module.packages if p not in module.packages_configured] if (
             module and module.state.value == "SYSCONFIG_DONE") else []
         last = host.log[-2:] if host.log else []
-        machine.fail(bsp, f"TDX enabling failed: {_errno_name(errno)} ({'; '.join(last)})"
+        machine.fail(bsp, f"TDX enabling failed: {errno_text(errno)} ({'; '.join(last)})"
                      + (f"; present CPUs that never ran TDH.SYS.LP.INIT: APIC IDs "
                         f"{', '.join(hex(a) for a in never)}" if never else "")
                      + (f" ({len(offline)} of them not online" if offline else "")
@@ -197,7 +193,7 @@ async def tdx_host_init(machine, options):
             if result:
                 machine.fail(machine.bsp, f"SMT on: CPU {n} did not come online: {result}")
         _check_ready(machine, kernel, host, 0)
-    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), rounds=options.rounds,
+    return await _finish(machine, kernel, host, topology, result=errno_text(errno), rounds=options.rounds,
                    smt_siblings=[kernel.cpuid_to_apicid[n] for n in siblings],
                    onlined_after_enable=onlined)
 
@@ -213,11 +209,11 @@ async def tdx_host_no_vmxon(machine, options):
     for n, errno in results.items():
         cpu = next(c for c in machine.cpus if c.apic_id == kernel.cpuid_to_apicid[n])
         if errno:
-            machine.fail(cpu, f"{cpu.name}: tdx_cpu_enable() without VMXON: {_errno_name(errno)}"
+            machine.fail(cpu, f"{cpu.name}: tdx_cpu_enable() without VMXON: {errno_text(errno)}"
                               f" (SEAMCALL status {host.seamcalls[0]['status']:#018x}, "
                               f"{host.seamcalls[0]['name']})")
     return await _finish(machine, kernel, host, topology,
-                   results={str(kernel.cpuid_to_apicid[n]): _errno_name(e) for n, e in results.items()})
+                   results={str(kernel.cpuid_to_apicid[n]): errno_text(e) for n, e in results.items()})
 
 
 @scenario("tdx-host-irqs-on", "KVM turns VMX on everywhere, then another TDX user calls "
@@ -239,8 +235,8 @@ async def tdx_host_irqs_on(machine, options):
                 result = await kernel.smp_call_on_cpu(bsp, n, host.tdx_cpu_enable, "tdx_cpu_enable (kworker)")
                 results[n] = -Errno.ETIMEDOUT if result is None else result
     kernel.cpus_read_unlock()
-    return await _finish(machine, kernel, host, topology, result=_errno_name(errno),
-                   results={str(kernel.cpuid_to_apicid[n]): _errno_name(e) for n, e in results.items()})
+    return await _finish(machine, kernel, host, topology, result=errno_text(errno),
+                   results={str(kernel.cpuid_to_apicid[n]): errno_text(e) for n, e in results.items()})
 
 
 @scenario("tdx-host-hotplug", "TDX enabled with one AP offline (the last whose package keeps a "
@@ -275,7 +271,7 @@ async def tdx_host_hotplug(machine, options):
         machine.fail(cpu, f"{cpu.name}: cpu_up after TDX enabling: {up}")
     elif not errno:
         _check_ready(machine, kernel, host, 0)
-    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), order=options.hotplug_order,
+    return await _finish(machine, kernel, host, topology, result=errno_text(errno), order=options.hotplug_order,
                    onlined={"cpu": apic_id, "result": up or "ok"})
 
 
@@ -289,7 +285,7 @@ async def tdx_host_offline_last(machine, options):
     bsp = machine.bsp
     errno = await _enable(machine, kernel, host)
     if errno:
-        return await _finish(machine, kernel, host, topology, result=_errno_name(errno), offline=[])
+        return await _finish(machine, kernel, host, topology, result=errno_text(errno), offline=[])
     if not options.no_td:
         host.td_keyids.add(machine.seam.module.tdx_keyids.start + 1)     # a TD's private KeyID
     last_package = max(host.package_of(a) for a in kernel.cpuid_to_apicid)
@@ -308,5 +304,5 @@ async def tdx_host_offline_last(machine, options):
         machine.fail(target, f"offlining package {last_package}'s CPUs "
                              f"{'with a TD holding a KeyID' if not options.no_td else 'with no TD'}: "
                              f"refused {refused}, expected {wanted}")
-    return await _finish(machine, kernel, host, topology, result=_errno_name(errno), package=last_package,
+    return await _finish(machine, kernel, host, topology, result=errno_text(errno), package=last_package,
                    offline=rounds)

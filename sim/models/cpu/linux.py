@@ -36,7 +36,8 @@ from .parking import PARKING_PAGE, PLACEMENTS, ParkingLoop
 __all__ = ["BootMethod", "Kernel", "Firmware", "X2APIC_HANDOFFS", "x2apic_handoff",
            "TRAMPOLINE", "KERNEL_ENTRY", "KERNEL_DATA",
            "KERNEL2_ENTRY", "KERNEL2_DATA",
-           "CALL_FUNCTION_VECTOR", "CALL_FUNCTION_MANY_VECTOR", "RESCHEDULE_VECTOR", "CallFunction", "CSD_TIMEOUT_US",
+           "CALL_FUNCTION_VECTOR", "CALL_FUNCTION_MANY_VECTOR", "RESCHEDULE_VECTOR", "CallFunction",
+           "CSD_TIMEOUT_US", "errno_text",
            "SyncState", "MADT_ADDRESS", "START_SECONDARY", "THREAD_SIZE", "PGD_OFFSET"]
 
 TRAMPOLINE = 0x9A000              # real-mode trampoline page, below 1 MiB
@@ -81,11 +82,13 @@ CSD_TIMEOUT_US = 5_000_000
 _ACCEPT_ERRORS = 0xFF & ~field_mask(Esr, "redirectable_ipi")
 
 
-def _errno_text(value):
-    """A hotplug callback's result as Linux prints it: 0, or -EIO for -5 and the like."""
+def errno_text(value):
+    """A kernel function's result as Linux prints it: "0", or "-EIO" for -5 and the like."""
     if not value:
         return "0"
-    return f"-{_errno.errorcode.get(-value, str(-value))}"
+    # Python names 95 ENOTSUP (glibc's alias); the kernel's name is EOPNOTSUPP
+    name = "EOPNOTSUPP" if -value == _errno.EOPNOTSUPP else _errno.errorcode.get(-value, str(-value))
+    return f"-{name}"
 
 
 class CallFunction:
@@ -798,7 +801,7 @@ class Kernel:
             if result is None:              # it did not run (reported by wait_call)
                 result = -_errno.ETIMEDOUT
             record["callbacks"].append({"state": name, "direction": direction,
-                                        "result": _errno_text(result)})
+                                        "result": errno_text(result)})
             if result:
                 for undo_name, undo_startup, undo_teardown in reversed(done):
                     undo = undo_teardown if direction == "startup" else undo_startup
@@ -807,8 +810,8 @@ class Kernel:
                                                             f"cpuhp {undo_name} rollback")
                         record["callbacks"].append({
                             "state": undo_name, "direction": "rollback",
-                            "result": _errno_text(-_errno.ETIMEDOUT if undone is None else undone)})
-                return f"{name} {direction} on CPU {n} failed: {_errno_text(result)}"
+                            "result": errno_text(-_errno.ETIMEDOUT if undone is None else undone)})
+                return f"{name} {direction} on CPU {n} failed: {errno_text(result)}"
             done.append((name, startup, teardown))
         return None
 

@@ -32,6 +32,7 @@ from cocotb.triggers import Event
 from apwake.sim.models.tdx.abi import (TDX_SEAMCALL_VMFAILINVALID, TDX_SW_ERROR, Errno, Leaf,
                                        Status, errno_of, seamcall_error_message, status_name)
 from apwake.sim.models.tdx.module import FEATURES0_NO_RBP_MOD, Tdmr
+from .linux import errno_text
 from .state import CR4
 from .vmx import VMCS_REVISION_ID, VmFail, VmxFault
 
@@ -46,11 +47,6 @@ VMXON_REGIONS = 0x0020_0000
 #: the TDMR the model's host gives the module: its first GiB
 _TDMRS = (Tdmr(0, 1 << 30),)
 _VMXE = CR4["VMXE"]
-
-
-def _errno(value):
-    """-19 -> "-ENODEV"."""
-    return f"-{Errno(-value).name}" if value else "0"
 
 
 class TdxHost:
@@ -185,7 +181,7 @@ class TdxHost:
         if failed or missing:
             await self.kernel.on_each_cpu(cpu, self.vmx_hardware_disable, "VMXOFF")
             for n, r in failed.items():
-                self.log.append(f"kvm: enabling virtualization on CPU{n} failed: {_errno(r)}")
+                self.log.append(f"kvm: enabling virtualization on CPU{n} failed: {errno_text(r)}")
             return next(iter(failed.values()), -Errno.EIO)
         self.virtualization_enabled = True
         return 0
@@ -318,7 +314,7 @@ class TdxHost:
             # a CPU whose call never ran (reported by the csd wait) failed too
             failed.update({n: -Errno.ETIMEDOUT for n in self.kernel.online_cpus() if n not in results})
             for n, r in failed.items():
-                self.log.append(f"kvm_intel: tdx_cpu_enable on CPU{n} failed: {_errno(r)}")
+                self.log.append(f"kvm_intel: tdx_cpu_enable on CPU{n} failed: {errno_text(r)}")
             if failed:
                 # VMX off again everywhere (v19 turned it off after the setup in any case; the
                 # model keeps it on after a success, as KVM with enable_virt_at_load does)

@@ -17,6 +17,7 @@ from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
 
 from apwake.rtl.lapic.layouts import FabricMessage
 
+from apwake.sim.harness.background import Background
 from apwake.sim.harness.codec import unpack
 
 __all__ = ["BusCycle", "FabricMonitor", "SendLedger"]
@@ -67,7 +68,7 @@ class SendLedger:
         del self._writes[:k + 1]
 
 
-class FabricMonitor:
+class FabricMonitor(Background):
     """Records :class:`BusCycle` entries in :attr:`cycles`; call :meth:`start` once.
 
     ``senders``: the :class:`apwake.sim.vip.lapic.bfm.ApicPort` of each port index, whose ``sends``
@@ -80,20 +81,9 @@ class FabricMonitor:
         self._source = dut.trace__source
         self._accept = dut.trace__accept
         self._clock_ns = clock_ns
-        self._task = None
         self._recorded = Event()
         self._ledgers = None if senders is None else [port.sends for port in senders]
         self.cycles = []
-
-    def start(self):
-        if self._task is None:
-            self._task = cocotb.start_soon(self._run())
-        return self
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     async def wait_for(self, count, *, timeout_cycles=10_000, what=None):
         """Wait until ``count`` bus cycles have been recorded in total."""

@@ -12,6 +12,7 @@ from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge, Tim
 
 from apwake.rtl.start_context.layouts import (DescriptorTable, LaunchKind, Segment, StartOp,
                                               StartState, StartStatus, StateField)
+from apwake.sim.harness.background import Background
 from apwake.sim.harness.codec import unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout, watchdog_cycles
 from apwake.sim.harness.pins import port
@@ -80,7 +81,7 @@ class StartCallPort(Driver):
         return status, field
 
 
-class LaunchSink(Driver):
+class LaunchSink(Driver, Background):
     """Takes the unit's launch records (``launch__*``) and keeps every one.  Event-driven: sleeps
     while ``valid`` is low.
 
@@ -109,17 +110,6 @@ class LaunchSink(Driver):
         #: phase), or None: how a machine acts on launches without waiting on the list
         self.on_record = None
         self._arrived = Event()
-        self._task = None
-
-    def start(self):
-        if self._task is None:
-            self._task = cocotb.start_soon(self._run())
-        return self
-
-    def stop(self):
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     def set_pause_generator(self, generator=None):
         """As :meth:`Driver.set_pause_generator`; also redraws ``ready`` now (call it from a
