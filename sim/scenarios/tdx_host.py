@@ -9,6 +9,8 @@ split into two packages of contiguous IDs, with SMT pairs when the count is a mu
 docs/SCENARIOS.md "TDX host" maps each scenario to the thread's points.
 """
 
+from dataclasses import replace
+
 from apwake.sim.models.cpu.linux import BootMethod, errno_text
 from apwake.sim.models.cpu.tdx_host import HOTPLUG_ORDERS, TdxHost
 from apwake.sim.models.cpu.vmx import SeamPlatform
@@ -21,9 +23,9 @@ from .registry import scenario
 
 __all__ = ["host_topology", "boot_host"]
 
-HOST_METHOD = Option("method", str, "modern", "how the host brings its APs up: INIT-SIPI-SIPI one "
-                     "by one (modern or legacy timing) or Linux 6.5's parallel bring-up",
-                     choices=("modern", "legacy", "parallel"), metavar="METHOD")
+HOST_METHOD = replace(METHOD, help="how the host brings its APs up: INIT-SIPI-SIPI one "
+                      "by one (modern or legacy timing) or Linux 6.5's parallel bring-up",
+                      choices=("modern", "legacy", "parallel"))
 ROUNDS = Option("rounds", int, 2, "IPI rounds for VMXON and TDH.SYS.LP.INIT on every CPU: 2 "
                 "(on_each_cpu VMXON, then on_each_cpu tdx_cpu_enable) or 1 (both in one IPI)",
                 choices=(1, 2), metavar="R")
@@ -45,7 +47,6 @@ NO_TD = Option("no_td", bool, False, "no TD holds a KeyID: the last CPU of a pac
 
 #: the boot options of every host scenario (the fabric's INIT-SIPI boot, the host's method)
 HOST_OPTIONS = (HOST_METHOD, TDX_RULE, TDX_MODULE) + FABRIC_BOOT_OPTIONS
-assert METHOD.name == HOST_METHOD.name
 
 
 def host_topology(apic_ids, text=None):

@@ -85,7 +85,8 @@ class TdxHost:
         self.virtualization_enabled = False
         self.td_keyids = set()       # KeyIDs held by TDs (tdx_guest_keyid_pool)
         regions = len(kernel.cpuid_to_apicid) * 4096
-        assert VMXON_REGIONS + regions <= 0x60_0000, "the VMXON regions must stay below the per-CPU areas"
+        assert kernel.data + VMXON_REGIONS + regions <= kernel.percpu_base(0), \
+            "the VMXON regions must stay below the per-CPU areas"
         kernel.memory.set_owner(kernel.data + VMXON_REGIONS, regions, kernel.owner)
         for n in range(len(kernel.cpuid_to_apicid)):
             kernel.memory.write_int(self._vmxon_region(n), VMCS_REVISION_ID, 4, writer=kernel.owner)
