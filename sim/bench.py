@@ -116,8 +116,8 @@ def main(args):
     rows = []
     saved_cache = os.environ.get("APWAKE_CACHE_DIR")
     for n in sizes:
-        config = FabricConfig.contiguous(n)
-        label = f"n{n}"
+        config = FabricConfig.contiguous(n, cluster_size=min(args.cluster_size, n))
+        label = config.label
         with tempfile.TemporaryDirectory(prefix="apwake-bench-") as cache:
             os.environ["APWAKE_CACHE_DIR"] = cache
             started = time.monotonic()
@@ -128,7 +128,8 @@ def main(args):
             cached_s = time.monotonic() - started
             report, process_s = _scenario(cold, config, label, out)
             idle_cps = _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n))
-            row = {"cpus": n, "build_cold_s": round(cold_s, 1), "convert_s": round(cold.convert_s, 1),
+            row = {"cpus": n, "cluster_size": FabricDesign(config).cluster_size,
+                   "build_cold_s": round(cold_s, 1), "convert_s": round(cold.convert_s, 1),
                    "compile_s": round(cold.compile_s, 1), "build_cached_s": round(cached_s, 2),
                    "scenario": SCENARIO, "scenario_wall_s": report["wall_s"],
                    "scenario_process_s": round(process_s, 2), "cycles": report["cycles"],

@@ -7,6 +7,7 @@ import pytest
 
 from apwake.rtl.lib.instance import SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
+from apwake.rtl.lapic.cluster import ApicCluster
 from apwake.rtl.lapic.layouts import Icr
 from apwake.rtl.lapic.local_apic import local_apic_signature
 from apwake.rtl.lib.priority import RoundRobinArbiter
@@ -34,6 +35,12 @@ def _rejected_objects_are_not_unused():
     (dict(apic_ids=[4, 5, 4]), ValueError, r"apic_ids\[2\] = 0x4 repeats apic_ids\[0\]"),
     (dict(apic_ids=[0, 1], bsp_index=2), ValueError, r"bsp_index must be a port index from 0 to 1, not 2"),
     (dict(apic_ids=[0], n_vectors=100), ValueError, r"n_vectors must be one of \(32, 64, 128, 256\), not 100"),
+    (dict(apic_ids=[0, 1], cluster_size=0), ValueError,
+     r"cluster_size must be an integer from 1 to 2 \(the number of CPUs, at most 256\), not 0"),
+    (dict(apic_ids=[0, 1], cluster_size=3), ValueError, r"cluster_size must be an integer from 1 to 2 .* not 3"),
+    (dict(apic_ids=list(range(300)), cluster_size=300), ValueError, r"from 1 to 256 .* not 300"),
+    (dict(apic_ids=[0, 1], apic_factory=LocalApic, cluster_factory=ApicCluster), ValueError,
+     r"give apic_factory or cluster_factory, not both"),
 ])
 def test_fabric_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -64,6 +71,7 @@ def test_fabric_config():
     config = FabricConfig((0x10, 0x03), n_vectors=64, bsp_index=1)
     assert FabricConfig.from_json(config.to_json()) == config
     assert config.label == "n2-sparse-v64-bsp1"
+    assert FabricConfig.contiguous(8, cluster_size=3).label == "n8-c3"
 
 
 def test_other_parameters():

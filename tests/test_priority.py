@@ -54,7 +54,11 @@ def test_find_set_and_min_tree():
                 if bits:
                     assert ctx.get(hi[1]) == max(bits), (width, v)
                     assert ctx.get(lo[1]) == min(bits), (width, v)
-                    assert ctx.get(best[1]) == min(bits, key=lambda i: (ks[i], i)), (width, v, ks)
+                    winner = min(bits, key=lambda i: (ks[i], i))
+                    assert ctx.get(best[1]) == winner, (width, v, ks)
+                    assert ctx.get(best[2]) == ks[winner], (width, v, ks)
+                else:
+                    assert ctx.get(best[2]) == 0
                 await ctx.delay(1e-9)
 
         sim = Simulator(m)

@@ -9,7 +9,9 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 CONFIGS = [
     FabricConfig.contiguous(1),
     FabricConfig.contiguous(2),
-    FabricConfig((0x03, 0x10, 0x21, 0x07, 0x40, 0x11, 0x2A, 0xFE), bsp_index=2),
+    # in clusters of 3 (the last with an unused slot), so that every test also covers the
+    # clustered fabric's two-level arbitration and lowest-priority pick (rtl/lapic/cluster.py)
+    FabricConfig((0x03, 0x10, 0x21, 0x07, 0x40, 0x11, 0x2A, 0xFE), bsp_index=2, cluster_size=3),
     FabricConfig.contiguous(64),
 ]
 

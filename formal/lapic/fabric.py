@@ -86,6 +86,10 @@ class FabricProof(HarnessBase):
     ----------
     config : str
         A key of :data:`CONFIGS`.
+    cluster_size : int or None
+        The fabric's ``cluster_size``: None is one cluster of every APIC; 2 with three APICs
+        splits them into a full cluster and one with an unused slot, so the properties cover
+        the two-level arbitration and lowest-priority selection (rtl/lapic/cluster.py).
     defect : str or None
         ``"regrant"``: the arbiter may grant the sender whose message is on the bus again (a
         statement added to the elaborated fabric), which duplicates messages.
@@ -93,7 +97,7 @@ class FabricProof(HarnessBase):
 
     DEFECTS = {"regrant": "the arbiter grants the sender whose message is on the bus again"}
 
-    def __init__(self, config="xapic3", *, defect=None):
+    def __init__(self, config="xapic3", *, cluster_size=None, defect=None):
         super().__init__(defect=defect)
         if config not in CONFIGS:
             raise ValueError(f"config must be one of {sorted(CONFIGS)}, not {config!r}")
@@ -107,7 +111,7 @@ class FabricProof(HarnessBase):
             return apic
 
         self.dut = ApicFabric(self.apic_ids, n_vectors=N_VECTORS, local_interrupts=False,
-                              apic_factory=factory)
+                              apic_factory=factory, cluster_size=cluster_size)
         for port in self.dut.cpu:
             for name in ("req_valid", "space", "addr", "write", "wdata"):
                 self.free(getattr(port.reg, name))
@@ -118,6 +122,11 @@ class FabricProof(HarnessBase):
         m = Module()
         dut, n, x2 = self.dut, len(self.apic_ids), self.x2apic
         fabric = elaborate_once(dut, platform)
+        # the clusters create their APICs when they elaborate; an unused slot's APIC (the last
+        # cluster's) comes last and is no port's
+        for c in range(-(-n // dut.cluster_size)):
+            elaborate_once(fabric.submodule(f"cluster{c}"), platform)
+        del self.apics[n:]
         m.submodules.fabric = dut
         irr = [elaborate_once(apic, platform).submodule("interrupts").irr for apic in self.apics]
         if self.defect == "regrant":

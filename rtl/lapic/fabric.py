@@ -15,16 +15,24 @@ Each message is on the bus exactly once, and every receiver can always accept in
 throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
 cycle to monitors.
 
+The APICs sit in clusters (:class:`~apwake.rtl.lapic.cluster.ApicCluster`) that hold their
+share of the per-port logic; the fabric's top keeps the arbiter over every port, the bus
+register and the choice between the clusters' lowest-priority candidates.  The cluster size
+changes the Verilog's structure, not the behaviour.
+
 The fabric also keeps the time-stamp counter all its APICs share (one count per clock cycle,
 from 0 at reset: an invariant TSC, SDM vol. 3 §18.17.1) for their TSC-deadline timers, and
 passes each CPU's LINT0/LINT1 pins to its APIC.
 """
 
+import functools
+
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import DeliveryMode, FabricMessage, X2APIC_BROADCAST
+from .layouts import FabricMessage, X2APIC_BROADCAST
+from .cluster import ApicCluster, MAX_CLUSTER_SIZE
 from .local_apic import LocalApic, check_n_vectors
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
@@ -62,6 +70,17 @@ class ApicFabric(wiring.Component):
         APIC; it must have ``LocalApic``'s signature.  None elaborates :class:`LocalApic`; the simulation
         harness passes a :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is
         converted and compiled once for all ports.
+    cluster_size : int or None
+        APICs per :class:`~apwake.rtl.lapic.cluster.ApicCluster`, 1 to the number of CPUs;
+        None is one cluster of all of them (of 256 past 256 CPUs).  The last cluster may have
+        unused slots.  The
+        fabric behaves the same for every size (cycle for cycle); the size changes only the
+        structure of the Verilog (docs/PERFORMANCE.md, "Clusters").
+    cluster_factory : callable or None
+        ``cluster_factory(size=..., n_vectors=..., local_interrupts=...)`` returns one cluster
+        with :func:`~apwake.rtl.lapic.cluster.cluster_signature`; None elaborates
+        :class:`~apwake.rtl.lapic.cluster.ApicCluster` with ``apic_factory``.  Give one
+        factory or the other.
 
     Attributes
     ----------
@@ -89,7 +108,7 @@ class ApicFabric(wiring.Component):
     """
 
     def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
-                 local_interrupts=True, apic_factory=None):
+                 local_interrupts=True, apic_factory=None, cluster_size=None, cluster_factory=None):
         apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
         if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
             raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
@@ -116,8 +135,20 @@ class ApicFabric(wiring.Component):
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
         self.bsp_index = bsp_index
-        self._apic_factory = apic_factory or LocalApic
         n = len(apic_ids)
+        if cluster_size is None:
+            cluster_size = min(n, MAX_CLUSTER_SIZE)
+        largest = min(n, MAX_CLUSTER_SIZE)
+        if (not isinstance(cluster_size, int) or isinstance(cluster_size, bool)
+                or not 1 <= cluster_size <= largest):
+            raise ValueError(f"cluster_size must be an integer from 1 to {largest} (the number of "
+                             f"CPUs, at most {MAX_CLUSTER_SIZE}), not {cluster_size!r}")
+        if apic_factory is not None and cluster_factory is not None:
+            raise ValueError("give apic_factory or cluster_factory, not both: a cluster factory "
+                             "chooses its own APICs")
+        self.cluster_size = cluster_size
+        self._cluster_factory = cluster_factory or functools.partial(
+            ApicCluster, apic_factory=apic_factory or LocalApic)
         super().__init__({
             "cpu": In(CpuPortSignature()).array(n),
             "trace": Out(TraceSignature(n_ports=n)),
@@ -133,56 +164,65 @@ class ApicFabric(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = self.n_cpus
-        apics = []
+        n, size = self.n_cpus, self.cluster_size
+        n_clusters = -(-n // size)
         if self.local_interrupts:       # only the TSC-deadline timers read it
             m.d.sync += self.tsc.eq(self.tsc + 1 + self.advance)
-        for i, apic_id in enumerate(self.apic_ids):
-            apic = self._apic_factory(n_vectors=self.n_vectors,
-                                      local_interrupts=self.local_interrupts)
-            m.submodules[f"apic{i}"] = apic
-            wiring.connect(m, wiring.flipped(self.cpu[i]), apic.cpu)
-            m.d.comb += [apic.apic_id.eq(apic_id), apic.bsp.eq(i == self.bsp_index),
-                         apic.lint.eq(self.lint[i]), apic.tsc.eq(self.tsc),
-                         apic.advance.eq(self.advance)]
-            apics.append(apic)
 
         bus_valid = Signal()
         bus_msg = Signal(FabricMessage)
         bus_source = Signal(n)            # one-hot sender
         bus_source_index = Signal(range(max(n, 2)))
+        lp_grant = Signal(n_clusters)
+        accept = Signal(n)
+        padded = n_clusters * size
+
+        clusters = []
+        for c in range(n_clusters):
+            cluster = self._cluster_factory(size=size, n_vectors=self.n_vectors,
+                                            local_interrupts=self.local_interrupts)
+            m.submodules[f"cluster{c}"] = cluster
+            ports = range(c * size, min(n, (c + 1) * size))
+            for j, i in enumerate(ports):
+                wiring.connect(m, wiring.flipped(self.cpu[i]), cluster.cpu[j])
+                m.d.comb += [cluster.lint[j].eq(self.lint[i]),
+                             cluster.apic_id[j].eq(self.apic_ids[i])]
+            m.d.comb += [
+                cluster.bsp.eq(1 << (self.bsp_index - c * size) if self.bsp_index in ports else 0),
+                cluster.present.eq((1 << len(ports)) - 1),
+                cluster.tsc.eq(self.tsc),
+                cluster.advance.eq(self.advance),
+                cluster.rx_valid.eq(bus_valid),
+                cluster.rx_msg.eq(bus_msg),
+                cluster.rx_source.eq(bus_source[c * size:(c + 1) * size]),
+                cluster.lp_grant.eq(lp_grant[c]),
+                cluster.tx_accepted.eq(accept != 0),
+            ]
+            clusters.append(cluster)
+        requests = Signal(padded)
+        accepts = Signal(padded)
+        m.d.comb += [requests.eq(Cat(cl.tx_request for cl in clusters)),
+                     accepts.eq(Cat(cl.accept for cl in clusters)),
+                     accept.eq(accepts[:n])]
 
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
         # A sender whose message is on the bus this cycle is not granted again.
-        m.d.comb += arbiter.requests.eq(
-            Cat(*(a.link.tx_valid for a in apics)) & ~Mux(bus_valid, bus_source, 0))
-        granted_msg = Signal(FabricMessage)
-        m.d.comb += granted_msg.eq(
-            or_tree([Mux(arbiter.grant[i], a.link.tx_msg.as_value(), 0)
-                        for i, a in enumerate(apics)]))
+        m.d.comb += arbiter.requests.eq(requests[:n] & ~Mux(bus_valid, bus_source, 0))
+        for c, cluster in enumerate(clusters):
+            m.d.comb += cluster.tx_grant.eq(arbiter.grant[c * size:(c + 1) * size])
         m.d.sync += [
             bus_valid.eq(arbiter.valid),
-            bus_msg.eq(granted_msg),
+            bus_msg.eq(or_tree([cl.tx_msg.as_value() for cl in clusters])),
             bus_source.eq(arbiter.grant),
             bus_source_index.eq(arbiter.grant_index),
         ]
 
-        lowest = bus_msg.delivery_mode == DeliveryMode.LOWEST_PRIORITY
-        lp_any, lp_index = min_tree(m, [(a.link.rx_match, a.link.rx_priority) for a in apics],
-                                    name="lowest_priority")
-        accept = Signal(n)
-        for i, a in enumerate(apics):
-            lp_grant = bus_valid & lowest & lp_any & (lp_index == i)
-            m.d.comb += [
-                a.link.rx_valid.eq(bus_valid),
-                a.link.rx_msg.eq(bus_msg),
-                a.link.rx_self.eq(bus_source[i]),
-                a.link.lp_grant.eq(lp_grant),
-                accept[i].eq(bus_valid & Mux(lowest, lp_grant, a.link.rx_match)),
-                a.link.tx_done.eq(bus_valid & bus_source[i]),
-                a.link.tx_accepted.eq(accept != 0),
-            ]
-        m.d.comb += self.quiescent.eq(~bus_valid & Cat(*(a.quiescent for a in apics)).all())
+        # the clusters' best lowest-priority candidates, ties to the lowest cluster: the same
+        # pick as one tree over every port (min_tree)
+        lp_any, lp_cluster, _ = min_tree(m, [(cl.lp_any, cl.lp_priority) for cl in clusters],
+                                         name="lowest_priority")
+        m.d.comb += lp_grant.eq(Mux(lp_any, 1 << lp_cluster, 0))
+        m.d.comb += self.quiescent.eq(~bus_valid & Cat(cl.quiescent for cl in clusters).all())
         m.d.comb += [
             self.trace.valid.eq(bus_valid),
             self.trace.msg.eq(bus_msg),

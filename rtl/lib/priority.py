@@ -47,7 +47,10 @@ def find_set(m, value, *, highest, name="ffs"):
 def min_tree(m, entries, *, name="min"):
     """Lowest ``key`` among valid entries, ties to the lowest position.
 
-    ``entries`` is a list of ``(valid, key)``; returns ``(any, index)`` signals.
+    ``entries`` is a list of ``(valid, key)``; returns ``(any, index, key)`` signals: whether
+    an entry is valid, the winner's position and its key (both 0 when none is valid).  Trees
+    compose: the winners of consecutive groups, fed to another tree with the same tie rule, give
+    the winner of all entries (the clustered fabric's lowest-priority selection relies on it).
     """
     nodes = [(v, k, Const(0, 0)) for v, k in entries]
     level = 0
@@ -71,11 +74,12 @@ def min_tree(m, entries, *, name="min"):
             merged.append((v, k, i))
         nodes = merged
         level += 1
-    v, _, i = nodes[0]
+    v, k, i = nodes[0]
     out_any = Signal(name=f"{name}_any")
     out_idx = Signal(range(max(len(entries), 2)), name=f"{name}_index")
-    m.d.comb += [out_any.eq(v), out_idx.eq(i)]
-    return out_any, out_idx
+    out_key = Signal(len(k), name=f"{name}_key")
+    m.d.comb += [out_any.eq(v), out_idx.eq(i), out_key.eq(Mux(v, k, 0))]
+    return out_any, out_idx, out_key
 
 
 class RoundRobinArbiter(wiring.Component):

@@ -1,0 +1,166 @@
+"""A cluster of local APICs: the fabric's repeated unit (docs/ARCHITECTURE.md, "Fabric").
+
+:class:`~apwake.rtl.lapic.fabric.ApicFabric` is built of clusters of ``size`` APICs.  A cluster
+holds each APIC's share of the fabric's per-port logic, so that the fabric's top keeps only what
+spans clusters (the arbiter's request vector, the bus register, a tree over the clusters'
+lowest-priority winners):
+
+* **Send.**  The cluster shows its APICs' requests (``tx_request``); the fabric's round-robin
+  arbiter grants one port (``tx_grant``, one-hot, zero in every other cluster) and the cluster
+  puts the granted APIC's message on ``tx_msg`` (zero when none of its APICs is granted).
+* **Receive.**  Every APIC sees the bus (``rx_valid``, ``rx_msg``, ``rx_source``: which of
+  its APICs sent it).  For a lowest-priority message the cluster names its best candidate
+  (``lp_any``, ``lp_index``, ``lp_priority``: lowest PPR class, ties to the lowest index);
+  the fabric picks the best cluster the same way and grants it ``lp_grant``.  ``accept``
+  is the APICs that accept the message this cycle, ``tx_accepted`` whether any APIC of the
+  fabric does.
+
+The fabric's decisions are the same as those of one flat fabric over all ports: the arbiter
+still sees every port, and two levels of "lowest key, ties to the lowest position" pick the same
+candidate as one level (:func:`apwake.rtl.lib.priority.min_tree`).  Clusters exist for the
+simulator: one converted and compiled cluster serves all of them, and the fabric's top holds
+``N / size`` instances instead of N (docs/PERFORMANCE.md, "Clusters").
+
+A slot of the last cluster that no CPU uses (``present`` low) never accepts, never sends (no
+CPU reaches its registers) and counts as quiescent.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from apwake.rtl.lib.priority import min_tree, or_tree
+
+from .layouts import DeliveryMode, FabricMessage
+from .local_apic import LocalApic, check_n_vectors
+from .signatures import CpuPortSignature
+
+__all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature"]
+
+#: the largest cluster: the cluster's ports grow with it (about 230 bits per APIC), and past a
+#: few dozen APICs one compiled cluster costs more to build than the instances it saves
+MAX_CLUSTER_SIZE = 256
+
+
+def cluster_signature(size):
+    """The ports of an :class:`ApicCluster` of ``size`` APICs (the same for every other
+    parameter), as the fabric sees them flipped.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not an integer from 1 to :data:`MAX_CLUSTER_SIZE`.
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_CLUSTER_SIZE:
+        raise ValueError(f"cluster size must be an integer from 1 to {MAX_CLUSTER_SIZE}, not {size!r}")
+    return wiring.Signature({
+        "cpu": In(CpuPortSignature()).array(size),
+        "lint": In(2).array(size),
+        "apic_id": In(32).array(size),
+        "bsp": In(size),
+        "present": In(size),
+        "tsc": In(64),
+        "advance": In(32),
+        "tx_request": Out(size),
+        "tx_grant": In(size),
+        "tx_msg": Out(FabricMessage),
+        "tx_accepted": In(1),
+        "rx_valid": In(1),
+        "rx_msg": In(FabricMessage),
+        "rx_source": In(size),
+        "lp_any": Out(1),
+        "lp_index": Out(range(max(size, 2))),
+        "lp_priority": Out(4),
+        "lp_grant": In(1),
+        "accept": Out(size),
+        "quiescent": Out(1),
+    })
+
+
+class ApicCluster(wiring.Component):
+    """``size`` local APICs and their share of the fabric (module docstring).
+
+    Parameters
+    ----------
+    size : int
+        APICs in the cluster, 1 to :data:`MAX_CLUSTER_SIZE`.
+    n_vectors, local_interrupts
+        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`.
+    apic_factory : callable or None
+        As :class:`~apwake.rtl.lapic.fabric.ApicFabric`'s: ``apic_factory(n_vectors=...,
+        local_interrupts=...)`` returns one APIC; None elaborates :class:`LocalApic`.
+
+    Attributes
+    ----------
+    cpu : In(CpuPortSignature).array(size)
+    lint : In(2).array(size)
+    apic_id : In(32).array(size)
+        Each slot's x2APIC ID (a constant the fabric drives).
+    bsp, present : In(size)
+        The slot whose APIC is the BSP's; the slots a CPU uses.
+    tsc, advance : In(64), In(32)
+        The fabric's time-stamp counter and time-skip count, to every APIC.
+    tx_request, tx_grant, tx_msg, tx_accepted
+    rx_valid, rx_msg, rx_source, lp_any, lp_index, lp_priority, lp_grant, accept
+        The bus, as in the module docstring; ``rx_source`` and ``tx_grant`` are one-hot over
+        the slots (or zero).
+    quiescent : Out(1)
+        Every present APIC is quiescent.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On a malformed parameter, naming it and its value.
+    """
+
+    def __init__(self, size, *, n_vectors=256, local_interrupts=True, apic_factory=None):
+        signature = cluster_signature(size)
+        check_n_vectors(n_vectors)
+        if not isinstance(local_interrupts, bool):
+            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        self.size = size
+        self.n_vectors = n_vectors
+        self.local_interrupts = local_interrupts
+        self._apic_factory = apic_factory or LocalApic
+        super().__init__(signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        apics = []
+        for j in range(self.size):
+            apic = self._apic_factory(n_vectors=self.n_vectors,
+                                      local_interrupts=self.local_interrupts)
+            m.submodules[f"apic{j}"] = apic
+            wiring.connect(m, wiring.flipped(self.cpu[j]), apic.cpu)
+            m.d.comb += [apic.apic_id.eq(self.apic_id[j]), apic.bsp.eq(self.bsp[j]),
+                         apic.lint.eq(self.lint[j]), apic.tsc.eq(self.tsc),
+                         apic.advance.eq(self.advance)]
+            apics.append(apic)
+
+        # an absent slot is never a receiver: its APIC has an ID like any other
+        match = Signal(self.size)
+        m.d.comb += match.eq(Cat(a.link.rx_match for a in apics) & self.present)
+        lp_any, lp_index, lp_priority = min_tree(
+            m, [(match[j], a.link.rx_priority) for j, a in enumerate(apics)], name="lowest_priority")
+        m.d.comb += [self.lp_any.eq(lp_any), self.lp_index.eq(lp_index),
+                     self.lp_priority.eq(lp_priority)]
+
+        lowest = self.rx_msg.delivery_mode == DeliveryMode.LOWEST_PRIORITY
+        for j, a in enumerate(apics):
+            lp_grant = self.rx_valid & lowest & self.lp_grant & (lp_index == j)
+            m.d.comb += [
+                a.link.rx_valid.eq(self.rx_valid),
+                a.link.rx_msg.eq(self.rx_msg),
+                a.link.rx_self.eq(self.rx_source[j]),
+                a.link.lp_grant.eq(lp_grant),
+                self.accept[j].eq(self.rx_valid & Mux(lowest, lp_grant, match[j])),
+                a.link.tx_done.eq(self.rx_valid & self.rx_source[j]),
+                a.link.tx_accepted.eq(self.tx_accepted),
+            ]
+        m.d.comb += [
+            self.tx_request.eq(Cat(a.link.tx_valid for a in apics) & self.present),
+            self.tx_msg.eq(or_tree([Mux(self.tx_grant[j], a.link.tx_msg.as_value(), 0)
+                                    for j, a in enumerate(apics)])),
+            self.quiescent.eq((Cat(a.quiescent for a in apics) | ~self.present).all()),
+        ]
+        return m

@@ -1,0 +1,64 @@
+"""The clustered fabric (rtl/lapic/cluster.py) behaves cycle for cycle as one cluster of every
+APIC: the same scenario gives the same report (timeline, cycles, bus messages) whatever the
+cluster size, and the Verilog has the structure the build relies on."""
+
+import json
+
+import pytest
+
+from apwake.rtl.lib.instance import PACKED_IN, PACKED_OUT, PackedPorts, packed_widths
+from apwake.rtl.lapic.cluster import cluster_signature
+from apwake.rtl.lapic.local_apic import LocalApic, local_apic_signature
+from apwake.sim.harness.build import build
+from apwake.sim.harness.run import run_cocotb
+from apwake.sim.scenarios.options import ScenarioOptions, ScenarioRequest
+from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
+
+#: 8 CPUs: one cluster of 8 (the default below 32), and clusters of 3 with an unused slot in the
+#: last; the one-cluster build is the one the bring-up tests share
+ONE = FabricConfig.contiguous(8)
+CLUSTERED = FabricConfig.contiguous(8, cluster_size=3)
+
+
+def _report(config, scenario, tmp_path, options):
+    the_build = build(FabricDesign(config))
+    path = tmp_path / f"{config.label}-{scenario}.json"
+    env = {CONFIG_ENV: config.to_json(),
+           **ScenarioRequest(scenario, ScenarioOptions(**options), report=str(path)).env()}
+    run = run_cocotb(the_build, "apwake.sim.scenarios.entry", label=f"{config.label}-{scenario}",
+                     extra_env=env)
+    assert path.exists(), run.log_tail(40)
+    report = json.loads(path.read_text())
+    for varying in ("wall_s", "build_s", "build_reused"):
+        report.pop(varying, None)
+    return the_build, report
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("scenario, options", [
+    ("init-sipi-parallel", {}),
+    # every CPU sends call-function IPIs at once: the arbiter's order decides the timeline
+    ("ipi-storm", {"ipis": 6}),
+])
+def test_cluster_size_changes_nothing(scenario, options, tmp_path):
+    one_build, one = _report(ONE, scenario, tmp_path, options)
+    clustered_build, clustered = _report(CLUSTERED, scenario, tmp_path, options)
+    assert one["passed"] and len(one["online"]) == 8 and one["bus_messages"] > 0
+    assert clustered == one, "the same timeline, cycles and bus messages"
+    top = (clustered_build.verilog_dir / "apwake_fabric.v").read_text()
+    assert top.count("apwake_lapic_cluster3_v256 ") == 3       # 8 CPUs in three clusters
+    assert (one_build.verilog_dir / "apwake_fabric.v").read_text().count("apwake_lapic_cluster8_v256 ") == 1
+
+
+def test_packed_ports_keep_every_bit():
+    """A packed module has two ports whose widths are the signature's inputs and outputs."""
+    from amaranth.back import verilog
+    n_in, n_out = packed_widths(local_apic_signature())
+    # the CPU port's requests and acknowledges, LINT, the ID, BSP, TSC, advance and the link's inputs
+    assert n_in > 32 + 64 + 32 and n_out > 64
+    text = verilog.convert(PackedPorts(LocalApic(n_vectors=32, local_interrupts=False)),
+                           name="packed", emit_src=False)
+    header = text[:text.index(";")]
+    assert f"{PACKED_IN}" in header and f"{PACKED_OUT}" in header and "cpu__" not in header
+    assert f"input [{n_in - 1}:0] {PACKED_IN};" in text and f"output [{n_out - 1}:0] {PACKED_OUT};" in text
+    assert packed_widths(cluster_signature(4))[0] > 4 * n_in // 2
