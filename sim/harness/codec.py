@@ -11,6 +11,53 @@ from amaranth.lib import data
 __all__ = ["pack", "unpack", "field_mask"]
 
 
+class _Table:
+    """One layout's fields, read once: casting an ``amaranth.lib.data`` layout and walking its
+    fields costs more than the packing itself, and the models pack or unpack on every register
+    access and bus message (an ICR write, each fabric message)."""
+
+    __slots__ = ("layout", "fields", "by_name", "_enums")
+
+    def __init__(self, layout):
+        self.layout = data.Layout.cast(layout)
+        #: (name, offset, width, enum class or None), in the layout's order
+        self.fields = tuple(
+            (name, field.offset, field.width,
+             field.shape if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum)
+             else None)
+            for name, field in self.layout)
+        self.by_name = {name: (offset, width) for name, offset, width, _ in self.fields}
+        self._enums = {}          # (enum class, raw) -> member, or raw when not a member
+
+    def member(self, shape, raw):
+        """``shape(raw)``, or ``raw`` when it is no member; remembered, as an enum's members do
+        not change."""
+        key = (shape, raw)
+        try:
+            return self._enums[key]
+        except KeyError:
+            pass
+        try:
+            value = shape(raw)
+        except ValueError:
+            value = raw
+        self._enums[key] = value
+        return value
+
+
+_TABLES = {}
+
+
+def _table(layout):
+    try:
+        return _TABLES[layout]
+    except KeyError:
+        table = _TABLES[layout] = _Table(layout)
+        return table
+    except TypeError:           # an unhashable layout-like object: not remembered
+        return _Table(layout)
+
+
 def _fields(layout):
     return data.Layout.cast(layout)
 
@@ -18,32 +65,28 @@ def _fields(layout):
 def pack(layout, **fields):
     """An integer with ``fields`` placed per ``layout``; unknown names or values that do not
     fit raise ValueError naming the field."""
-    layout = _fields(layout)
-    known = {name: field for name, field in layout}
+    table = _table(layout)
+    known = table.by_name
     value = 0
     for name, field_value in fields.items():
         if name not in known:
-            raise ValueError(f"{name!r} is not a field of {layout!r}")
-        field = known[name]
+            raise ValueError(f"{name!r} is not a field of {table.layout!r}")
+        offset, width = known[name]
         raw = field_value.value if isinstance(field_value, enum.Enum) else int(field_value)
-        if not 0 <= raw < (1 << field.width):
-            raise ValueError(f"field {name} = {field_value!r} does not fit in {field.width} bits")
-        value |= raw << field.offset
+        if not 0 <= raw < (1 << width):
+            raise ValueError(f"field {name} = {field_value!r} does not fit in {width} bits")
+        value |= raw << offset
     return value
 
 
 def unpack(layout, value):
     """``{field: value}`` of an integer; enum-shaped fields come back as enum members."""
+    table = _table(layout)
+    value = int(value)
     result = {}
-    for name, field in _fields(layout):
-        raw = (int(value) >> field.offset) & ((1 << field.width) - 1)
-        shape = field.shape
-        if isinstance(shape, type) and issubclass(shape, enum.Enum):
-            try:
-                raw = shape(raw)
-            except ValueError:
-                pass
-        result[name] = raw
+    for name, offset, width, shape in table.fields:
+        raw = (value >> offset) & ((1 << width) - 1)
+        result[name] = raw if shape is None else table.member(shape, raw)
     return result
 
 

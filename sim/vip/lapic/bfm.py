@@ -37,6 +37,24 @@ def make_icr(vector=0, mode=DeliveryMode.FIXED, *, dest=0, dest_mode=DestMode.PH
                 level=level, trigger=trigger, destination=dest if x2apic else dest << 24)
 
 
+class _Access:
+    """What an access is, for messages (``"CPU port 1 (APIC ID 0x1): write of MMIO 0x300 =
+    0x4500"``), formatted only when one needs it: a timeout or a #GP, not the thousands of
+    accesses that succeed."""
+
+    __slots__ = ("port", "space", "addr", "write", "wdata")
+
+    def __init__(self, port, space, addr, write, wdata):
+        self.port, self.space, self.addr, self.write, self.wdata = port, space, addr, write, wdata
+
+    def __str__(self):
+        return (f"{self.port}: {'write' if self.write else 'read'} of {self.space.name} "
+                f"{self.addr:#x}" + (f" = {self.wdata:#x}" if self.write else ""))
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
 class GeneralProtection(Exception):
     """The access raised #GP (the APIC's ``gp`` response)."""
 
@@ -111,8 +129,7 @@ class ApicPort(Driver):
 
     # --- raw accesses ---------------------------------------------------------------------------
     async def _access(self, space, addr, write, wdata=0, *, timeout_cycles=1000):
-        what = (f"{self.name}: {'write' if write else 'read'} of {space.name} {addr:#x}"
-                + (f" = {wdata:#x}" if write else ""))
+        what = _Access(self.name, space, addr, write, wdata)
         async with self._lock:
             self._note_send(space, addr, write, wdata)     # in the order the port drives them
             edge_ns, _, resp = await self.bus_access(
@@ -122,7 +139,7 @@ class ApicPort(Driver):
                 {"rdata": self._rdata, "gp": self._gp}, what=what, timeout_cycles=timeout_cycles)
         self.last_access_ns = edge_ns
         if resp["gp"]:
-            raise GeneralProtection(self, what)
+            raise GeneralProtection(self, str(what))
         return resp["rdata"]
 
     def _note_send(self, space, addr, write, wdata):
