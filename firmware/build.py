@@ -1,14 +1,17 @@
 """The soft-SoC firmware build: C and assembly in ``firmware/`` compiled by ziglang's clang for
-RV32I (a PyPI package, no system cross-compiler), linked with ``firmware/link.ld``, and turned
+the cores' ISA (RV32I for both of today's cores, :data:`apwake.rtl.soc.cores.CORES`; a PyPI
+package, no system cross-compiler), linked with ``firmware/link.ld``, and turned
 into the RAM image with pyelftools (what ``objcopy -O binary`` would do, without needing it).
 
 The register addresses, fields and values come from ``firmware/soc_regs.h``, which the exporter
 (:mod:`apwake.firmware.export`) writes from the RTL's register descriptions; ``soc.h``, written per
 build, includes it and adds what depends on the build (the cores' APIC IDs), so the firmware
-never retypes a register address.  Images are cached by content hash under the build cache.
+never retypes a register address.  Images are cached by content hash (sources, header, compiler
+version and flags, so per ISA) under the build cache.
 """
 
 import hashlib
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,8 +27,19 @@ __all__ = ["FirmwareImage", "build_firmware", "soc_header", "FirmwareError", "TR
 
 #: the C and assembly sources (package data of a wheel)
 SOURCES = Path(__file__).resolve().parent
-_CFLAGS = ["-target", "riscv32-freestanding-none", "-mcpu=generic_rv32", "-Os", "-nostdlib",
+_CFLAGS = ["-target", "riscv32-freestanding-none", "-Os", "-nostdlib",
            "-ffreestanding", "-fno-builtin", "-Wall", "-Werror"]
+#: the ISA strings build_firmware takes: RV32I and any of the M and C extensions, in that order
+_ISA = re.compile(r"rv32i(m?)(c?)")
+
+
+def _cpu_flag(isa):
+    """zig cc's spelling of ``isa`` (it takes no -march): ``-mcpu=generic_rv32`` plus features."""
+    found = _ISA.fullmatch(isa) if isinstance(isa, str) else None
+    if found is None:
+        raise ValueError(f"isa must be 'rv32i' with optional 'm' and 'c' extensions in that order "
+                         f"(rv32i, rv32im, rv32ic, rv32imc), not {isa!r}")
+    return "-mcpu=generic_rv32" + "".join(f"+{letter}" for letter in found.groups() if letter)
 
 
 class FirmwareError(RuntimeError):
@@ -58,11 +72,23 @@ def _zig_version():
     return version("ziglang")
 
 
-def build_firmware(apic_ids):
-    """Compile and link the firmware for a SoC with ``apic_ids``; returns a FirmwareImage."""
+def build_firmware(apic_ids, *, isa="rv32i"):
+    """Compile and link the firmware for a SoC with ``apic_ids`` whose cores run ``isa``
+    (a :class:`apwake.rtl.soc.cores.CoreChoice`'s ``isa``: ``"rv32i"``, ``"rv32im"``,
+    ``"rv32ic"`` or ``"rv32imc"``); returns a FirmwareImage, cached per sources and ISA.
+
+    Raises
+    ------
+    ValueError
+        ``isa`` is none of those.
+    FirmwareError
+        The compiler or linker failed, or the image does not put the entry points where the SoC
+        starts its cores.
+    """
+    flags = [*_CFLAGS, _cpu_flag(isa)]
     header = soc_header(apic_ids)
     sources = sorted(p for p in SOURCES.iterdir() if p.suffix in (".c", ".S", ".ld", ".h"))
-    digest = hashlib.sha256(header.encode() + _zig_version().encode() + " ".join(_CFLAGS).encode())
+    digest = hashlib.sha256(header.encode() + _zig_version().encode() + " ".join(flags).encode())
     for path in sources:
         digest.update(path.name.encode() + path.read_bytes())
     out = cache_dir() / "firmware" / digest.hexdigest()[:20]
@@ -71,7 +97,7 @@ def build_firmware(apic_ids):
     if not reused:
         out.mkdir(parents=True, exist_ok=True)
         (out / "soc.h").write_text(header)
-        command = [sys.executable, "-m", "ziglang", "cc", *_CFLAGS, "-I", str(out), "-I", str(SOURCES),
+        command = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(out), "-I", str(SOURCES),
                    "-T", str(SOURCES / "link.ld"),
                    str(SOURCES / "crt0.S"), str(SOURCES / "main.c"), "-o", str(elf) + ".tmp"]
         result = subprocess.run(command, capture_output=True, text=True)

@@ -169,23 +169,25 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     return report
 
 
-def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", progress=_QUIET):
-    """Build the soft-SoC for ``cpus`` cores and run its firmware; returns the report dict.
+def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core="picorv32", progress=_QUIET):
+    """Build the soft-SoC for ``cpus`` cores of kind ``core`` (``"picorv32"`` or ``"serv"``) and run
+    its firmware; returns the report dict.
 
-    The SoC's configuration (``SocConfig``, which holds ``ap_start``) is the whole request; the
+    The SoC's configuration (``SocConfig``, which holds ``ap_start`` and ``core``) is the whole request; the
     cocotb module :mod:`apwake.sim.scenarios.soc_entry` reads the report path from ``APWAKE_REPORT``.
     """
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
-    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start)
+    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start, core=core)
     with progress.phase("building the SoC firmware"):
         design = SocDesign(config)
     report = _simulate(design, "apwake.sim.scenarios.soc_entry",
                        request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
-                       label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}"),
+                       label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}")
+                       + ("" if core == "picorv32" else f"-{core}"),
                        waves=waves, gate_level=gate_level, progress=progress)
-    return {"scenario": "soc-demo", "ap_start": ap_start, **report}
+    return {"scenario": "soc-demo", "ap_start": ap_start, "core": core, **report}
 
 
 def _print_soc(report):
@@ -270,7 +272,7 @@ def _run(args):
     waves = Path(values["waves"]).resolve() if values["waves"] else None
     if scenario.system == "soc":
         report = run_soc_demo(cpus=values["cpus"], waves=waves, gate_level=values["gate_level"],
-                              ap_start=values["ap_start"], progress=progress)
+                              ap_start=values["ap_start"], core=values["core"], progress=progress)
     else:
         report = run_scenario_cli(
             scenario.name, cpus=values["cpus"], apic_ids=values["apic_ids"],
@@ -375,6 +377,8 @@ def main(argv=None):
                        help="skip the pure-C++ ceilings (hierarchical and flat builds)")
     bench.add_argument("--icarus-timeout", type=float, default=600,
                        help="give up on an Icarus run after this many seconds")
+    bench.add_argument("--cluster-size", type=int, default=0, metavar="K",
+                       help="APICs per fabric cluster (default: the harness's, 32; docs/PERFORMANCE.md, \"Clusters\")")
     bench.add_argument("--skip-public-flat-rw", action="store_true",
                        help="skip the --public-flat-rw measurement at 64 CPUs")
     bench.set_defaults(func=_bench)

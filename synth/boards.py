@@ -20,6 +20,7 @@ from amaranth.back import verilog
 
 from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.soc import Soc
+from apwake.rtl.soc.cores import core_choice
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
@@ -40,6 +41,15 @@ class Board:
     msr_window: bool = True     # the per-core MSR window (x2APIC/GHCB MSRs)
     local_interrupts: bool = True   # APIC timer, LINT0/1, error LVT (LocalApic parameter)
     notes: str = ""
+    core: str = "picorv32"      # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
+
+    def __post_init__(self):
+        core_choice(self.core)
+
+    @property
+    def isa(self):
+        """What the firmware is compiled for: the core's ISA."""
+        return core_choice(self.core).isa
 
     @property
     def apic_ids(self):
@@ -70,7 +80,7 @@ def make_soc(board, firmware):
     fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
                         local_interrupts=board.local_interrupts)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
-               uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window)
+               uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core)
 
 
 class BoardTop(Elaboratable):
@@ -105,9 +115,11 @@ def _tool_versions(env, family):
     versions = {}
     for var in ("YOSYS", "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"):
         out = subprocess.run([env[var], "--version"], capture_output=True, text=True)
-        line = (out.stdout or out.stderr).strip().splitlines()[0]
-        found = re.search(r"(Yosys [\d.]+|nextpnr-[\d.]+)", line)
-        versions[Path(env[var]).name] = found.group(1) if found else line
+        # searched in both streams: a YoWASP tool's first call prints "Preparing to run ..."
+        # (while it compiles itself) before the version
+        text = f"{out.stdout}\n{out.stderr}"
+        found = re.search(r"(Yosys [\d.]+|nextpnr-[\d.]+)", text)
+        versions[Path(env[var]).name] = found.group(1) if found else text.strip().splitlines()[-1]
     return versions
 
 
@@ -141,14 +153,15 @@ class _Heartbeat:
 def per_block_utilisation(board, firmware, env, out_dir):
     """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
     board's family.  Returns ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
-    from apwake.rtl.soc.picorv32 import verilog_source
     top = make_soc(board, firmware)
     (out_dir / "soc.v").write_text(verilog.convert(top, name="apwake_soc", emit_src=False))
-    name, text = verilog_source()
-    (out_dir / name).write_text(text)
+    core_files = core_choice(board.core).verilog_files()
+    for name, text in core_files.items():
+        (out_dir / name).write_text(text)
     synth = "synth_ice40 -noflatten" if board.family == "ice40" else "synth_ecp5 -noflatten"
-    script = (f"read_verilog {name}\nread_verilog soc.v\n{synth} -top apwake_soc\n"
-              f"tee -o stat.json stat -json\n")
+    script = "".join(f"read_verilog {name}\n" for name in core_files)
+    script += (f"read_verilog soc.v\n{synth} -top apwake_soc\n"
+               f"tee -o stat.json stat -json\n")
     (out_dir / "blocks.ys").write_text(script)
     result = subprocess.run([env["YOSYS"], "-q", "-l", "blocks.log", "blocks.ys"], cwd=out_dir,
                             capture_output=True, text=True)
@@ -183,16 +196,15 @@ def build_board(board_name, *, out_root=None):
     os.environ.update(env)
     started = time.monotonic()
     _progress(f"{board.name}: firmware for {board.n_cores} cores")
-    firmware = build_firmware(board.apic_ids).words
+    firmware = build_firmware(board.apic_ids, isa=board.isa).words
     _progress("tool versions (the first YoWASP call compiles the tool: about a minute)")
     versions = _tool_versions(env, board.family)
     _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")
     blocks = per_block_utilisation(board, firmware, env, out_dir)
     _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
     platform = board.make_platform()
-    from apwake.rtl.soc.picorv32 import verilog_source
-    name, text = verilog_source()
-    platform.add_file(name, text)
+    for name, text in core_choice(board.core).verilog_files().items():
+        platform.add_file(name, text)
     # YoWASP tools see the file system below their working directory only: a relative path
     nextpnr_report = out_dir / "board" / "nextpnr.json"
     with _Heartbeat("synthesis, place and route still running"):
@@ -234,19 +246,24 @@ def format_report(result):
     return "\n".join(lines) + "\n"
 
 
-def write_report(results, path=None):
-    """Merge ``results`` into the report: the checkout's synth/REPORT.md, or REPORT.md in the
-    synth output folder of an installed apwake."""
+def write_report(results, path=None, *, sections=None):
+    """Merge ``results`` (board builds) and ``sections`` (``{key: Markdown starting "## key"}``,
+    such as the per-core table of :mod:`apwake.synth.cores`) into the report: the checkout's
+    synth/REPORT.md, or REPORT.md in the synth output folder of an installed apwake."""
     if path is None:
         path = CHECKOUT / "synth" / "REPORT.md" if CHECKOUT is not None else output_dir("synth") / "REPORT.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    sections = {}
+    extra, sections = dict(sections or {}), {}
     if path.exists():
         for chunk in re.split(r"(?m)^(?=## )", path.read_text()):
-            if chunk.startswith("## "):
-                sections[chunk.split()[1]] = chunk
+            if chunk.startswith("## "):     # trailing blank lines dropped: joined with one below
+                sections[chunk.split()[1]] = chunk.rstrip("\n") + "\n"
     for result in results:
         sections[result["board"]] = format_report(result)
+    for key, text in extra.items():
+        if text.split()[:2] != ["##", key]:
+            raise ValueError(f"section {key!r} must start with '## {key}', not {text[:40]!r}")
+        sections[key] = text
     header = ("# FPGA builds of the soft-SoC\n\nWritten by `apwake build BOARD` (synth/boards.py); "
               "per-block figures come from a separate Yosys pass with the hierarchy kept, totals and "
               "Fmax from nextpnr after placement and routing.\n\n")

@@ -2,6 +2,7 @@
 START window), the interconnect and one core's windows."""
 
 import functools
+import re
 
 import pytest
 from amaranth import Elaboratable, Module
@@ -17,7 +18,11 @@ from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
                                        START_BASE, START_MAP, START_WINDOW, UART_STATUS, UART_TX)
+from apwake.rtl.soc.cores import core_choice
+from apwake.rtl.soc.serv import Serv
+from apwake.rtl.soc.serv_bus import ServBusAdapter
 from apwake.rtl.soc.signatures import CoreWindow
+from apwake.firmware.build import build_firmware
 from apwake.rtl.start_context.layouts import LaunchKind, StartOp, StartStatus, StateField
 from apwake.sim.vip.start_context.model import descriptor, encode_vmi_ap_state
 
@@ -546,3 +551,133 @@ def test_core_windows_parameters(kwargs, message):
 def test_interconnect_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Interconnect(**kwargs)
+
+
+# --- SERV as a core (issue 16) ---------------------------------------------------------------------
+
+async def _serv_access(ctx, serv_bus, **request):
+    """One SERV-style access (``doc/interface.rst``): ``cyc`` with the request held until
+    ``ack``, dropped the cycle after; returns ``(rdt at ack, cycles waited)``."""
+    for name, value in request.items():
+        ctx.set(getattr(serv_bus, name), value)
+    ctx.set(serv_bus.cyc, 1)
+    cycles = 0
+    while True:
+        _, _, ack, rdt = await ctx.tick().sample(serv_bus.ack, serv_bus.rdt)
+        cycles += 1
+        if ack:
+            break
+    ctx.set(serv_bus.cyc, 0)
+    return rdt, cycles
+
+
+def test_serv_buses_reach_ram_and_uart_through_the_interconnect():
+    """SERV's fetch, a byte store in lane 2 (``sel`` 0b0100, data already in its lane), a load
+    and a UART store, through :class:`ServBusAdapter` onto a core port of the interconnect: the
+    fetch reads the RAM word, the store changes that byte only, the UART sends the byte once,
+    and each access is answered on the bus that asked, never on the other."""
+    data = 0x100                                  # above the boot ROM, which ignores stores
+    top = _InterconnectWithRam(n_cores=2, init=[0x11111111, 0x22222222] + [0] * 62 + [0x44332211])
+    ic = top.ic
+    adapter = ServBusAdapter()
+
+    class Top(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.top, m.submodules.adapter = top, adapter
+            wiring.connect(m, adapter.bus, ic.cores[1])
+            return m
+
+    seen, wrong_acks, uart = {}, [], []
+
+    async def bench(ctx):
+        seen["fetch"] = await _serv_access(ctx, adapter.ibus, adr=4)
+        seen["store"] = await _serv_access(ctx, adapter.dbus, adr=data, dat=0x00AB0000, sel=0b0100, we=1)
+        seen["load"] = await _serv_access(ctx, adapter.dbus, adr=data, sel=0b1111, we=0)
+        await _serv_access(ctx, adapter.dbus, adr=UART_TX, dat=0x41, sel=0b0001, we=1)
+        for _ in range(4 * 12):                   # the byte on the line, and no second one
+            await ctx.tick()
+
+    async def watch(ctx):
+        async for _, _, iack, dack, icyc, dcyc, valid, data in ctx.tick().sample(
+                adapter.ibus.ack, adapter.dbus.ack, adapter.ibus.cyc, adapter.dbus.cyc,
+                ic.uart_valid, ic.uart_data):
+            if (iack and not icyc) or (dack and not dcyc):
+                wrong_acks.append((iack, dack, icyc, dcyc))
+            if valid:
+                uart.append(data)
+
+    _run(Top(), bench, background=[watch])
+    assert seen["fetch"][0] == 0x22222222 and seen["store"][0] is not None
+    assert seen["load"][0] == 0x44AB2211
+    assert uart == [0x41] and wrong_acks == []
+
+
+def test_serv_bus_adapter_requests(simulate):
+    """The native request for each SERV bus: a fetch is ``instr`` with no byte lanes; a load has
+    no lanes either, a store its ``sel``; ``ready`` goes back to the bus that asked."""
+    dut = ServBusAdapter()
+    seen = {}
+
+    async def bench(ctx):
+        def request():
+            b = dut.bus
+            return tuple(ctx.get(s) for s in (b.valid, b.instr, b.addr, b.wstrb))
+
+        seen["idle"] = request()
+        ctx.set(dut.ibus.cyc, 1)
+        ctx.set(dut.ibus.adr, 0x40)
+        ctx.set(dut.bus.ready, 1)
+        seen["fetch"] = request() + (ctx.get(dut.ibus.ack), ctx.get(dut.dbus.ack))
+        ctx.set(dut.ibus.cyc, 0)
+        ctx.set(dut.dbus.cyc, 1)
+        ctx.set(dut.dbus.adr, 0x1000_0000)
+        ctx.set(dut.dbus.sel, 0b0011)
+        seen["load"] = request() + (ctx.get(dut.ibus.ack), ctx.get(dut.dbus.ack))
+        ctx.set(dut.dbus.we, 1)
+        seen["store"] = request()
+
+    simulate(dut, bench, clocked=False)
+    assert seen == {"idle": (0, 1, 0, 0), "fetch": (1, 1, 0x40, 0, 1, 0),
+                    "load": (1, 0, 0x1000_0000, 0, 0, 1), "store": (1, 0, 0x1000_0000, 0b0011)}
+
+
+def test_serv_core_instantiates_serv_rf_top_at_its_reset_address():
+    """A SoC of SERV cores instantiates ``serv_rf_top`` once per core with RESET_PC 0 for the
+    BSP and AP_BOOT for the APs, and the package's Verilog defines every SERV module it uses."""
+    from amaranth.back import verilog
+    from apwake.rtl.lapic import ApicFabric
+    from apwake.rtl.soc import Soc
+    from apwake.rtl.soc.memory_map import AP_BOOT
+    from apwake.rtl.soc.serv import verilog_sources
+
+    soc = Soc(ApicFabric([0, 1, 2], n_vectors=32, local_interrupts=False), firmware=[0] * 16,
+              msr_window=False, core="serv")
+    text = verilog.convert(soc, name="soc")
+    resets = re.findall(r"serv_rf_top #\([^;]*?\.RESET_PC\(\d+'([dh])([0-9a-f]+)\)", text)
+    assert text.count("serv_rf_top #(") == 3
+    assert sorted(int(value, 16 if base == "h" else 10) for base, value in resets) == [0, AP_BOOT, AP_BOOT], resets
+    sources = "".join(verilog_sources().values())
+    used = set(re.findall(r"^\s*(serv_\w+)\s*(?:#|\n\s*#)", sources, re.M))
+    defined = set(re.findall(r"^module\s+(serv_\w+)", sources, re.M))
+    assert {"serv_rf_top", "serv_top", "serv_rf_ram", "serv_rf_ram_if"} <= defined and used <= defined
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: core_choice("vexriscv"), r"core must be one of \('picorv32', 'serv'\), not 'vexriscv'"),
+    (lambda: core_choice(["serv"]), r"core must be one of \('picorv32', 'serv'\), not \['serv'\]"),
+    (lambda: Serv(reset_address=0x42), r"reset_address must be a multiple of 4 from 0 to 0xFFFFFFFC, not 66"),
+    (lambda: Serv(reset_address=1 << 32), r"reset_address must be a multiple of 4 .*not 4294967296"),
+    (lambda: build_firmware([0, 1], isa="rv32e"), r"isa must be 'rv32i' with optional 'm' and 'c' .*not 'rv32e'"),
+    (lambda: build_firmware([0, 1], isa="rv32ci"), r"isa must be .*not 'rv32ci'"),
+])
+def test_core_choice_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_soc_refuses_an_unknown_core():
+    from apwake.rtl.lapic import ApicFabric
+    from apwake.rtl.soc import Soc
+    with pytest.raises(ValueError, match=r"core must be one of \('picorv32', 'serv'\), not 'rocket'"):
+        Soc(ApicFabric([0, 1], n_vectors=32), firmware=[0] * 16, core="rocket")

@@ -2,7 +2,9 @@
 with INIT-SIPI-SIPI through its APIC, or (mailbox start) through the MP wakeup mailbox and then
 offlines/onlines each AP and kexecs, or (SEV-ES start) through the GHCB MSR unit, or (context
 start, issue 13) in a state it gives the start-context unit; the UART transcript and the LEDs
-are checked."""
+are checked.  The same tests run on PicoRV32 and on SERV cores (``SocConfig.core``): the same
+firmware source, built for the core's ISA, and the same transcript checks; only the time budget
+grows with SERV's cycles per instruction."""
 
 import re
 
@@ -10,6 +12,7 @@ import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from apwake.firmware.build import build_firmware
+from apwake.rtl.soc.cores import core_choice
 from apwake.rtl.start_context.layouts import LaunchKind
 from apwake.sim.harness.clocking import start_clock_and_reset
 from apwake.sim.harness.clocking import CLOCK_NS
@@ -17,9 +20,16 @@ from apwake.sim.vip.soc.design import SocConfig
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.vip.soc.uart import UartMonitor
 
+#: simulated ns each test waits for the firmware's last line, per core: PicoRV32 needs under
+#: 1 ms of them on 4 cores; SERV takes about 6 times the cycles (apwake run soc-demo --core serv)
+_BUDGET_NS = {"picorv32": 5_000_000, "serv": 40_000_000}
 
 
-@cocotb.test(timeout_time=20, timeout_unit="ms")
+def _budget_ns(config):
+    return _BUDGET_NS[config.core]
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
 @applies_to(lambda c: c.ap_start == "sipi")
 async def test_firmware_wakes_every_ap(dut):
     """INIT-SIPI-SIPI from the BSP: the first AP through the xAPIC MMIO window, the others in
@@ -32,7 +42,7 @@ async def test_firmware_wakes_every_ap(dut):
     cocotb.start_soon(monitor.run())
     running = [int(dut.running.value) >> i & 1 for i in range(n)]
     assert running == [int(i == config.fabric.bsp_index) for i in range(n)], "APs must wait for SIPI"
-    finished = await monitor.wait_for(" cores online\n", timeout_ns=5_000_000)
+    finished = await monitor.wait_for(" cores online\n", timeout_ns=_budget_ns(config))
     transcript = monitor.text
     assert finished, f"no summary line; transcript so far:\n{transcript}"
     lines = transcript.splitlines()
@@ -52,7 +62,7 @@ async def test_firmware_wakes_every_ap(dut):
     assert int(dut.running.value) == (1 << n) - 1 and int(dut.trap.value) == 0
 
 
-@cocotb.test(timeout_time=20, timeout_unit="ms")
+@cocotb.test(timeout_time=100, timeout_unit="ms")
 @applies_to(lambda c: c.ap_start == "mailbox")
 async def test_mailbox_wakeup_offline_and_kexec(dut):
     """TDX style: every AP starts parked on the mailbox; the BSP wakes each (acpi_wakeup_cpu),
@@ -64,7 +74,8 @@ async def test_mailbox_wakeup_offline_and_kexec(dut):
     monitor = UartMonitor(dut)
     await start_clock_and_reset(dut, CLOCK_NS)
     cocotb.start_soon(monitor.run())
-    assert await monitor.wait_for(f"kernel 2: all {n} of {n} cores online\n", timeout_ns=5_000_000), monitor.text
+    assert await monitor.wait_for(f"kernel 2: all {n} of {n} cores online\n",
+                                  timeout_ns=_budget_ns(config)), monitor.text
     lines = monitor.text.splitlines()
     assert lines[0] == f"apwake soc: BSP up, {n} cores (mailbox)", monitor.text
     summary = f"all {n} of {n} cores online"
@@ -81,7 +92,7 @@ async def test_mailbox_wakeup_offline_and_kexec(dut):
     assert int(dut.leds.value) == (1 << n) - 1 and int(dut.trap.value) == 0
 
 
-@cocotb.test(timeout_time=20, timeout_unit="ms")
+@cocotb.test(timeout_time=100, timeout_unit="ms")
 @applies_to(lambda c: c.ap_start == "ghcb")
 async def test_sev_es_launch_and_reset_hold(dut):
     """SEV-ES style: the BSP negotiates the GHCB protocol through its MSR window (the SEV
@@ -94,7 +105,7 @@ async def test_sev_es_launch_and_reset_hold(dut):
     await start_clock_and_reset(dut, CLOCK_NS)
     cocotb.start_soon(monitor.run())
     summary = f"all {n} of {n} cores online"
-    assert await monitor.wait_for(f"woken from reset hold\n{summary}\n", timeout_ns=5_000_000), monitor.text
+    assert await monitor.wait_for(f"woken from reset hold\n{summary}\n", timeout_ns=_budget_ns(config)), monitor.text
     lines = monitor.text.splitlines()
     assert lines[:2] == [f"apwake soc: BSP up, {n} cores (SEV-ES)", "GHCB protocol 1-2, C-bit 51"], lines
     assert lines.count(summary) == 2
@@ -140,7 +151,7 @@ def _text_high(elf_path):
         return section["sh_addr"], section["sh_addr"] + section["sh_size"]
 
 
-@cocotb.test(timeout_time=20, timeout_unit="ms")
+@cocotb.test(timeout_time=100, timeout_unit="ms")
 @applies_to(lambda c: c.ap_start == "context")
 async def test_context_start_at_the_given_entry_and_stack(dut):
     """State-carrying start through the start-context unit: the BSP goes paravirtual (a
@@ -158,14 +169,14 @@ async def test_context_start_at_the_given_entry_and_stack(dut):
     cocotb.start_soon(_launch_records(dut, records))
     cocotb.start_soon(_inits(dut, inits))
     summary = f"all {n} of {n} cores online"
-    assert await monitor.wait_for(f" dropped\n{summary}\n", timeout_ns=5_000_000), monitor.text
+    assert await monitor.wait_for(f" dropped\n{summary}\n", timeout_ns=_budget_ns(config)), monitor.text
     lines = monitor.text.splitlines()
     aps = [core for core in range(n) if core != bsp]
     by_sipi = [core for core in aps if core & 1]
     entry = re.search(r" eip 0x([0-9a-f]{8}) ", monitor.text)
     assert entry, monitor.text
     eip = int(entry.group(1), 16)
-    low, high = _text_high(build_firmware(ids).elf)
+    low, high = _text_high(build_firmware(ids, isa=core_choice(config.core).isa).elf)
     assert low <= eip < high, f"EIP {eip:#x} is not the context entry (.text_high {low:#x}-{high:#x})"
 
     def stack(core):                        # the GDT at the top of the core's stack block, sp below

@@ -1,12 +1,12 @@
-"""The soft-SoC: N PicoRV32 cores, each with its local APIC on the IPI fabric, shared RAM, a UART,
-LEDs and a hardware lock (issue 6).
+"""The soft-SoC: N RISC-V cores (PicoRV32 or SERV, :mod:`.cores`), each with its local APIC on
+the IPI fabric, shared RAM, a UART, LEDs and a hardware lock (issue 6).
 
 x86 semantics on RISC-V cores: core ``bsp_index`` runs from reset; every other core is held in
 reset by its APIC's wait-for-SIPI state.  INIT (level assert) puts a core back there; a SIPI
 while waiting starts it at PROGADDR_RESET = :data:`AP_BOOT`, whose firmware stub loads
 ``START_SP`` into sp unless it is 0 (a state-carrying start's ESP) and jumps to ``START_ADDR``
 (vector << 12, recorded at that SIPI, or the carried EIP), since PicoRV32's reset address is a
-synthesis parameter.  Each core reaches its own APIC's xAPIC registers at
+synthesis parameter (SERV's RESET_PC likewise).  Each core reaches its own APIC's xAPIC registers at
 :data:`APIC_BASE` (RV32 has no RDMSR/WRMSR: the MMIO view).
 
 The top connects the parts (issue 11 part 4), each a component with its own unit test
@@ -26,7 +26,7 @@ from .ap_start import ApStart
 from .core_windows import CoreWindows
 from .interconnect import Interconnect
 from .memory_map import AP_BOOT, AP_START, RAM_BASE
-from .picorv32 import PicoRV32
+from .cores import core_choice
 from .signatures import StartTraceSignature
 
 __all__ = ["Soc"]
@@ -36,6 +36,11 @@ class Soc(wiring.Component):
     """Parameters
     ----------
     fabric : apwake.rtl.lapic.ApicFabric (not yet elaborated)
+    core : str
+        Which core every CPU is (:data:`~.cores.CORES`): ``"picorv32"`` (default) or ``"serv"``
+        (bit-serial: about a sixth of the LUTs and six times the cycles of PicoRV32;
+        synth/REPORT.md).  The firmware image must be built for its ISA
+        (``build_firmware(..., isa=core_choice(core).isa)``).
     firmware : list of int
         The RAM image (32-bit words, little-endian), from ``firmware/build.py``.
     ram_bytes : int
@@ -61,6 +66,12 @@ class Soc(wiring.Component):
         initiator on the shared bus); a CONTEXT launch starts the core at the state's EIP with
         its ESP as the stack.
 
+    Raises
+    ------
+    ValueError
+        An unknown ``core`` or ``ap_start``, ``ap_start="ghcb"`` without the MSR window, a RAM
+        size that is not a multiple of 4 above 4096, or a firmware or stacks that do not fit.
+
     Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
     for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core); with
     ``"context"``, ``start_trace`` (:class:`~.signatures.StartTraceSignature`: the launch records
@@ -68,7 +79,8 @@ class Soc(wiring.Component):
     """
 
     def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
-                 ap_start="sipi", msr_window=True):
+                 ap_start="sipi", msr_window=True, core="picorv32"):
+        self.core = core_choice(core)
         if ap_start not in AP_START:
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
         if ap_start == "ghcb" and not msr_window:
@@ -114,7 +126,7 @@ class Soc(wiring.Component):
                      self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds)]
 
         for i in range(n):
-            m.submodules[f"core{i}"] = core = PicoRV32(
+            m.submodules[f"core{i}"] = core = self.core.make(
                 reset_address=RAM_BASE if i == bsp else AP_BOOT,
                 stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
             m.submodules[f"windows{i}"] = windows = CoreWindows(

@@ -3,10 +3,14 @@
 the same cocotb tests as its RTL.  A test that passes on the RTL and fails on the netlist is a
 synthesis/simulation mismatch, reported as that test's failure.
 
-Flavours: ``generic`` (Yosys ``synth``: $_AND_/$_DFF_ cells written as Verilog expressions),
-``ice40`` and ``ecp5`` (``synth_ice40``/``synth_ecp5``: the FPGA's primitives, simulated with the
-cell models that ship with Yosys, ``share/<family>/cells_sim.v``).  The netlist keeps the top's
-port names, so BFMs work unchanged; internal signals (waveform groups of the RTL) are gone.
+Flavours: ``generic`` (Yosys ``synth``: $_AND_/$_DFF_ cells written as Verilog expressions;
+RAMs stay RAMs: ``memory_map`` runs on ROMs only (the constant tables Yosys infers from case
+statements), so a memory with a write port, such as the SoC's 8 KiB RAM, is written as a
+Verilog array with its ports, a behavioural model as an SRAM macro's would be, instead of
+65,536 flip-flops and their decoders; issue 16), ``ice40`` and ``ecp5``
+(``synth_ice40``/``synth_ecp5``: the FPGA's primitives, simulated with the cell models that ship
+with Yosys, ``share/<family>/cells_sim.v``).  The netlist keeps the top's port names, so BFMs
+work unchanged; internal signals (waveform groups of the RTL) are gone.
 """
 
 import hashlib
@@ -21,9 +25,16 @@ from .toolchain import yowasp_tool
 __all__ = ["GateLevelDesign", "FLAVOURS", "flavour_of", "label_suffix"]
 
 #: flavour -> (Yosys synthesis command, cell simulation models under share/)
-FLAVOURS = {"generic": ("synth", None),
+FLAVOURS = {"generic": ("synth", None),     # RAMs kept as arrays: _GENERIC_FINE
             "ice40": ("synth_ice40", "ice40/cells_sim.v"),
             "ecp5": ("synth_ecp5", "ecp5/cells_sim.v")}
+
+
+#: the ``fine`` and ``check`` steps of Yosys's ``synth`` (``help synth``, Yosys 0.70) with
+#: ``memory_map`` limited to memories without write ports (``WR_PORTS`` 0, ROMs): the generic
+#: flavour runs ``synth -run :fine`` and then these
+_GENERIC_FINE = ("opt -fast -full", "memory_map t:$mem_v2 r:WR_PORTS=0 %i", "opt -full", "techmap",
+                 "opt -fast", "abc", "opt -fast", "hierarchy -check", "check")
 
 
 def flavour_of(option):
@@ -66,6 +77,9 @@ class GateLevelDesign(Design):
     def separate_modules(self):
         return self.rtl.separate_modules()
 
+    def hier_blocks(self):
+        return []       # the netlist is one flat module (postprocess)
+
     def source_designs(self):
         return [self.rtl]
 
@@ -91,8 +105,11 @@ class GateLevelDesign(Design):
         sources = sorted(verilog_dir.glob("*.v"))
         command, cells = FLAVOURS[self.flavour]
         script = "".join(f"read_verilog {p.name}\n" for p in sources)
-        script += (f"{command} -flatten -top {self.name}\nopt_clean -purge\n"
-                   f"write_verilog -noattr netlist.v.tmp\n")
+        if self.flavour == "generic":      # RAMs kept: memory_map on ROMs only
+            script += f"synth -flatten -top {self.name} -run :fine\n" + "\n".join(_GENERIC_FINE) + "\n"
+        else:
+            script += f"{command} -flatten -top {self.name}\n"
+        script += "opt_clean -purge\nwrite_verilog -noattr netlist.v.tmp\n"
         (verilog_dir / "gate_level.ys").write_text(script)
         result = subprocess.run([yowasp_tool("yosys"), "-q", "-l", "gate_level.log", "gate_level.ys"],
                                 cwd=verilog_dir, capture_output=True, text=True)
@@ -108,5 +125,6 @@ class GateLevelDesign(Design):
             (verilog_dir / "cells_sim.v").write_text(_inline_includes(models))
         # one flat module: no hierarchical blocks, no waveform groups of internal signals
         (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
+        (verilog_dir / "hier_blocks.json").write_text(json.dumps([]))
         (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")
         (verilog_dir / "wave_groups.json").write_text(json.dumps([]))

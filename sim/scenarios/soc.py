@@ -1,4 +1,4 @@
-"""``soc-demo``: the soft-SoC (PicoRV32 cores on the APIC fabric) runs its firmware.
+"""``soc-demo``: the soft-SoC (PicoRV32 or SERV cores on the APIC fabric) runs its firmware.
 
 Registered like the CPU-model scenarios so that ``apwake list`` and ``apwake run soc-demo
 --help`` treat it alike; it has no Python body: :mod:`apwake.sim.scenarios.soc_entry` is its cocotb module, and
@@ -10,17 +10,21 @@ from dataclasses import replace
 from .registry import scenario
 from .options import CPUS, GATE_LEVEL, JSON, WAVES, Option, OptionError
 
-__all__ = ["AP_START", "SOC_RUN_OPTIONS", "SOC_MAX_CPUS"]
+__all__ = ["AP_START", "CORE", "SOC_RUN_OPTIONS", "SOC_MAX_CPUS"]
 
 #: the firmware's core table and the SoC's per-core windows are sized for 8 cores
 SOC_MAX_CPUS = 8
-SOC_RUN_OPTIONS = (replace(CPUS, maximum=SOC_MAX_CPUS, help="PicoRV32 cores"), WAVES, JSON, GATE_LEVEL)
+SOC_RUN_OPTIONS = (replace(CPUS, maximum=SOC_MAX_CPUS, help="cores (--core says which)"), WAVES, JSON,
+                   GATE_LEVEL)
 AP_START = Option("ap_start", str, "sipi", "how the APs start: they wait for SIPI; or are parked "
                   "on the MP wakeup mailbox (wakeup, offline/online and kexec demo); or start "
                   "SEV-ES style through the GHCB MSR unit (negotiation, AP reset hold); or in a "
                   "state the BSP gives the start-context unit (each AP at its EIP with its stack: "
                   "START, or SET_INITIAL_AP_STATE and INIT-SIPI)",
                   choices=("sipi", "mailbox", "ghcb", "context"), metavar="HOW", field=None)
+CORE = Option("core", str, "picorv32", "the RISC-V core every CPU is: PicoRV32, or SERV (bit-serial: "
+              "a fraction of the LUTs, several times the cycles; apwake.rtl.soc.cores)",
+              choices=("picorv32", "serv"), metavar="CORE", field=None)
 
 
 def _check(values):
@@ -29,7 +33,7 @@ def _check(values):
                           f"{values['ap_start']} (an AP to start), not {values['cpus']}")
 
 
-scenario("soc-demo", "the soft-SoC (PicoRV32 cores + APIC fabric) runs its firmware: the BSP "
-                     "wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox, the "
+scenario("soc-demo", "the soft-SoC (PicoRV32 or SERV cores + APIC fabric) runs its firmware: the "
+                     "BSP wakes each AP (--ap-start: INIT-SIPI-SIPI, the MP wakeup mailbox, the "
                      "GHCB MSR protocol or a carried start state); prints the UART transcript",
-         system="soc", options=(AP_START,), run_options=SOC_RUN_OPTIONS, check=_check)(None)
+         system="soc", options=(AP_START, CORE), run_options=SOC_RUN_OPTIONS, check=_check)(None)

@@ -1,11 +1,11 @@
-"""The soft-SoC (``rtl/soc``) as a simulation design: the fabric's APIC converted once, PicoRV32's
-Verilog from its package, the firmware image in RAM."""
+"""The soft-SoC (``rtl/soc``) as a simulation design: the fabric's APIC converted once, the cores'
+Verilog (PicoRV32's or SERV's) from its package, the firmware image for their ISA in RAM."""
 
 import hashlib
 from dataclasses import asdict, dataclass
 
 from apwake.rtl.soc import Soc
-from apwake.rtl.soc.picorv32 import verilog_source
+from apwake.rtl.soc.cores import core_choice
 
 from apwake.firmware.build import build_firmware
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
@@ -24,11 +24,16 @@ class SocConfig(OnFabricConfig):
     ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
                                    # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI;
                                    # "context": the start-context unit (VMI, direct start)
+    core: str = "picorv32"         # or "serv" (apwake.rtl.soc.cores.CORES)
+
+    def __post_init__(self):
+        super().__post_init__()
+        core_choice(self.core)     # an unknown core is refused here, before any build
 
     @property
     def label(self):
         return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
-                + ("" if self.msr_window else "-no-msr"))
+                + ("" if self.msr_window else "-no-msr") + ("" if self.core == "picorv32" else f"-{self.core}"))
 
 
 class SocDesign(OnFabricDesign):
@@ -36,23 +41,24 @@ class SocDesign(OnFabricDesign):
 
     def __init__(self, config):
         super().__init__(config)
-        self.firmware = build_firmware(config.fabric.apic_ids)
-        self._core_name, self._core_text = verilog_source()
+        self.core = core_choice(config.core)
+        self.firmware = build_firmware(config.fabric.apic_ids, isa=self.core.isa)
+        self._core_files = self.core.verilog_files()
 
     def parameters(self):
         digest = lambda text: hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()[:16]
         return {**asdict(self.config), "firmware": digest(repr(self.firmware.words)),
-                "picorv32": digest(self._core_text)}
+                "core_verilog": digest("".join(self._core_files.values()))}
 
     def verilog_files(self):
-        return {self._core_name: self._core_text}
+        return dict(self._core_files)
 
     def verilator_args(self):
-        # PicoRV32 as it ships trips lint warnings Amaranth's output does not
+        # PicoRV32 and SERV as they ship trip lint warnings Amaranth's output does not
         return ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
 
     def wrap(self, fabric):
         c = self.config
         return Soc(fabric, firmware=self.firmware.words, ram_bytes=c.ram_bytes,
                    stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start,
-                   msr_window=c.msr_window)
+                   msr_window=c.msr_window, core=c.core)

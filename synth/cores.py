@@ -1,0 +1,105 @@
+"""Per-core FPGA cost of the soft-SoC's core choices (issue 16): each core as the SoC
+instantiates it (:meth:`apwake.rtl.soc.cores.CoreChoice.make`: PicoRV32 alone, SERV with its
+register-file RAM and its bus adapter), synthesised alone by Yosys for a family and counted.
+
+``python -m apwake.synth.cores [--family ice40|ecp5] [--write]`` prints the Markdown table
+(and with ``--write`` puts it in synth/REPORT.md as the section "cores-FAMILY").
+"""
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from apwake.rtl.soc.cores import CORES, core_choice
+from apwake.rtl.soc.memory_map import AP_BOOT, RAM_BASE
+from apwake.sim.harness.toolchain import yowasp_tool
+
+__all__ = ["SYNTH", "core_utilisation", "format_cores", "main"]
+
+#: the Yosys script per family: the same mapping as the per-block pass of synth/boards.py, flat
+SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
+
+_KINDS = {"LUT": ("SB_LUT4", "LUT4"), "CARRY": ("SB_CARRY", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
+          "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"), "LUTRAM": ("TRELLIS_DPR16X4",)}
+
+
+def core_utilisation(core, family="ice40", *, work_dir=None):
+    """Yosys's cell counts for one ``core`` (a name in :data:`apwake.rtl.soc.cores.CORES`),
+    mapped for ``family`` (``"ice40"`` or ``"ecp5"``), flattened, as an AP's core (reset at
+    ``AP_BOOT``).
+
+    Returns ``{"LUT": n, "CARRY": n, "FF": n, "BRAM": n, "LUTRAM": n, "seconds": s}``: LUT4s,
+    carry cells (SB_CARRY; ECP5's CCU2C, two LUTs each), flip-flops, block RAMs (iCE40 4-Kbit
+    SB_RAM40_4K, ECP5 18-Kbit DP16KD), ECP5 distributed-RAM cells (TRELLIS_DPR16X4, 16 x 4
+    bits each), and Yosys's wall time.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``core`` or ``family``.
+    RuntimeError
+        Yosys failed (the message ends with its output).
+    """
+    choice = core_choice(core)
+    if family not in SYNTH:
+        raise ValueError(f"family must be one of {tuple(SYNTH)}, not {family!r}")
+    with tempfile.TemporaryDirectory(dir=work_dir) as folder:
+        out = Path(folder)
+        top = choice.make(reset_address=AP_BOOT, stack_address=RAM_BASE + 8192)
+        names = []
+        for name, text in choice.verilog_files().items():
+            (out / name).write_text(text)
+            names.append(name)
+        (out / "core.v").write_text(verilog.convert(top, name="core", emit_src=False))
+        script = "".join(f"read_verilog {name}\n" for name in [*names, "core.v"])
+        script += f"{SYNTH[family]}\ntee -o stat.json stat -json\n"
+        (out / "core.ys").write_text(script)
+        started = time.monotonic()
+        result = subprocess.run([yowasp_tool("yosys"), "-q", "-l", "core.log", "core.ys"], cwd=out,
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"yosys {SYNTH[family]} of {core} failed:\n{result.stderr[-2000:]}")
+        seconds = time.monotonic() - started
+        stat = json.loads((out / "stat.json").read_text())
+    cells = stat["modules"]["\\core"].get("num_cells_by_type", {})
+    counts = {kind: sum(n for cell, n in cells.items() if cell.startswith(prefixes))
+              for kind, prefixes in _KINDS.items()}
+    return {**counts, "seconds": round(seconds, 1)}
+
+
+def format_cores(results, family):
+    """The REPORT.md section: ``results`` is ``{core: core_utilisation(core, family)}``."""
+    lines = [f"## cores-{family} (one core of each kind, Yosys {SYNTH[family].split()[0]}, flattened)", "",
+             f"Command: `python -m apwake.synth.cores --family {family} --write` (synth/cores.py): each "
+             f"core as the SoC instantiates it, alone: Amaranth's Verilog of the wrapper plus the "
+             f"core's Verilog from its pythondata package, then `{SYNTH[family]}; stat`.  Counts "
+             f"before placement (nextpnr packs LUTs, carries and flip-flops into logic cells).", "",
+             "| Core | LUT4 | Carry | FF | Block RAM | LUT RAM | Yosys time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for core, c in results.items():
+        lines.append(f"| {core} ({CORES[core].description}) | {c['LUT']} | {c['CARRY']} | {c['FF']} | "
+                     f"{c['BRAM']} | {c['LUTRAM']} | {c['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m apwake.synth.cores", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=tuple(SYNTH), default="ice40")
+    parser.add_argument("--write", action="store_true", help="put the table in synth/REPORT.md")
+    args = parser.parse_args(argv)
+    results = {core: core_utilisation(core, args.family) for core in CORES}
+    text = format_cores(results, args.family)
+    print(text)
+    if args.write:
+        from .boards import write_report
+        write_report([], sections={f"cores-{args.family}": text})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
