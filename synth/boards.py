@@ -119,7 +119,8 @@ def _tool_versions(env, family):
         # (while it compiles itself) before the version
         text = f"{out.stdout}\n{out.stderr}"
         found = re.search(r"(Yosys [\d.]+|nextpnr-[\d.]+)", text)
-        versions[Path(env[var]).name] = found.group(1) if found else text.strip().splitlines()[-1]
+        versions[Path(env[var]).name] = (found.group(1) if found
+                                         else (text.strip().splitlines() or ["version unknown"])[-1])
     return versions
 
 
@@ -263,7 +264,7 @@ def write_report(results, path=None, *, sections=None):
     for key, text in extra.items():
         if text.split()[:2] != ["##", key]:
             raise ValueError(f"section {key!r} must start with '## {key}', not {text[:40]!r}")
-        sections[key] = text
+        sections[key] = text.rstrip("\n") + "\n"
     header = ("# FPGA builds of the soft-SoC\n\nWritten by `apwake build BOARD` (synth/boards.py); "
               "per-block figures come from a separate Yosys pass with the hierarchy kept, totals and "
               "Fmax from nextpnr after placement and routing.\n\n")

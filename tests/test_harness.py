@@ -75,8 +75,9 @@ def test_waveform_has_per_apic_groups():
 
     wrong = [t for t in traces if not in_file(t)]
     assert traces and not wrong, f"traces in the .gtkw that the FST lacks: {wrong}"
-    # the fabric's one cluster holds both APICs, each converted with packed ports (`inner`)
-    assert ("apwake_fabric.cluster0.inner.apic1.inner.interrupts.irr[255:0]" in traces
+    # the fabric's one cluster (elaborated in the top) holds both APICs, each converted with
+    # packed ports (`inner`)
+    assert ("apwake_fabric.cluster0.apic1.inner.interrupts.irr[255:0]" in traces
             and "not in the waveform" not in gtkw)
 
 

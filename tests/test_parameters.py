@@ -72,6 +72,10 @@ def test_fabric_config():
     assert FabricConfig.from_json(config.to_json()) == config
     assert config.label == "n2-sparse-v64-bsp1"
     assert FabricConfig.contiguous(8, cluster_size=3).label == "n8-c3"
+    for bad in (-1, 9, True, 2.0):
+        with pytest.raises(ValueError, match=rf"cluster_size must be 0 \(the harness's choice\) or an "
+                                             rf"integer from 1 to 8 .*not {bad!r}"):
+            FabricConfig.contiguous(8, cluster_size=bad)
 
 
 def test_other_parameters():

@@ -80,12 +80,12 @@ CONTROL_MAP = RegisterMap(
                  reset_doc="the build's features", doc="what this build of the SoC has"),
         Register("START_SP", 0x1C, access=Access.R,
                  doc="the stack pointer the last start gave this core (ap_start=\"context\": the carried "
-                     "ESP); 0: the AP boot stub keeps the reset stack (STACKADDR)"),
+                     "ESP); 0: the AP boot stub sets the core's own stack (below)"),
         Register("RAM_BYTES", 0x20, access=Access.R, reset_doc="the build's RAM size",
                  doc="bytes of RAM (from RAM_BASE)"),
         Register("STACK_BYTES", 0x24, access=Access.R, reset_doc="the build's stack size",
-                 doc="bytes of RAM each core's stack has at the top: core i's reset sp (STACKADDR) is "
-                     "RAM_BASE + RAM_BYTES - i * STACK_BYTES"),
+                 doc="bytes of RAM each core's stack has at the top: core i's sp (set by the firmware's "
+                     "entry code; PicoRV32's STACKADDR too) is RAM_BASE + RAM_BYTES - i * STACK_BYTES"),
     ],
     prefix="SOC_CONTROL", doc="Each core's own control window (the same addresses, per-core values).")
 

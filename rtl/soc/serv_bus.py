@@ -49,7 +49,8 @@ class ServBusAdapter(wiring.Component):
         SERV's buses (``serv_rf_top``'s ``o_ibus_*``/``i_ibus_*`` and ``o_dbus_*``/``i_dbus_*``).
     bus : Out(NativeBusSignature())
         The per-core bus towards the interconnect: ``valid`` = ``ibus.cyc | dbus.cyc``;
-        ``ready`` is routed to the ``ack`` of the bus that asked, ``rdata`` to both ``rdt``.
+        ``ready`` is routed to the ``ack`` of the bus that asked (none when neither asks),
+        ``rdata`` to both ``rdt``.
     """
 
     ibus: In(ServIbusSignature())
@@ -66,7 +67,9 @@ class ServBusAdapter(wiring.Component):
             bus.addr.eq(Mux(data, dbus.adr, ibus.adr)),
             bus.wdata.eq(dbus.dat),
             bus.wstrb.eq(Mux(data & dbus.we, dbus.sel, 0)),
-            ibus.ack.eq(bus.ready & ~data),
+            # an ack only to a bus that is asking: a late ``ready`` (a parked access answered
+            # after the core moved on) must not load an instruction mid-execution
+            ibus.ack.eq(bus.ready & ibus.cyc & ~data),
             dbus.ack.eq(bus.ready & data),
             ibus.rdt.eq(bus.rdata),
             dbus.rdt.eq(bus.rdata),

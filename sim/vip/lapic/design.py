@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass
 
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
-from apwake.rtl.lapic.cluster import ApicCluster, cluster_signature
+from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE, ApicCluster, cluster_signature
 from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 
 from apwake.sim.harness.build import Design, port_names
@@ -39,6 +39,11 @@ class FabricConfig(EnvConfig):
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
         check_n_vectors(self.n_vectors)
+        if (not isinstance(self.cluster_size, int) or isinstance(self.cluster_size, bool)
+                or not 0 <= self.cluster_size <= min(len(self.apic_ids), MAX_CLUSTER_SIZE)):
+            raise ValueError(f"cluster_size must be 0 (the harness's choice) or an integer from 1 to "
+                             f"{min(len(self.apic_ids), MAX_CLUSTER_SIZE)} (the number of CPUs, at most "
+                             f"{MAX_CLUSTER_SIZE}), not {self.cluster_size!r}")
 
     @classmethod
     def contiguous(cls, n_cpus, **kwargs):
@@ -67,7 +72,8 @@ class FabricConfig(EnvConfig):
 
 
 class FabricDesign(Design):
-    """:class:`~apwake.rtl.lapic.ApicFabric` with one separately converted APIC module."""
+    """:class:`~apwake.rtl.lapic.ApicFabric` with the APIC and the cluster converted once each
+    (ports packed) and compiled as nested hierarchical blocks."""
 
     name = "apwake_fabric"
 
@@ -99,29 +105,38 @@ class FabricDesign(Design):
     def _cluster(self, size, **_):
         return SeparateModule(cluster_signature(size), self.cluster_module, packed=True)
 
+    @property
+    def n_clusters(self):
+        return -(-self.config.n_cpus // self.cluster_size)
+
     def separate_modules(self):
         c = self.config
-        return {
-            self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
-                                                    local_interrupts=c.local_interrupts)),
-            self.cluster_module: PackedPorts(ApicCluster(self.cluster_size, n_vectors=c.n_vectors,
-                                                         local_interrupts=c.local_interrupts,
-                                                         apic_factory=self._apic)),
-        }
+        modules = {self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
+                                                           local_interrupts=c.local_interrupts))}
+        if self.n_clusters > 1:
+            modules[self.cluster_module] = PackedPorts(ApicCluster(
+                self.cluster_size, n_vectors=c.n_vectors, local_interrupts=c.local_interrupts,
+                apic_factory=self._apic))
+        return modules
 
     def hier_blocks(self):
         # Both levels: the APIC is compiled once and each cluster calls its instances, the
         # cluster is compiled once and the top calls 1/CLUSTER_SIZE as many.  Measured at 64
         # CPUs (docs/PERFORMANCE.md, "Clusters"): APICs inlined into the cluster run slower
-        # (7,169 idle cycles/s against 11,938) and compile longer (46 s against 27 s).
-        return [self.apic_module, self.cluster_module]
+        # (7,169 idle cycles/s against 11,938) and compile longer (46 s against 27 s).  One
+        # cluster (up to CLUSTER_SIZE CPUs: most test configurations) is elaborated in the top
+        # instead: a cluster module would cost a conversion and a block build for one instance
+        # (8 CPUs: 40.3 s cold as a nested block, 35.4 s as a block the top inlines, measured).
+        return [self.apic_module] + ([self.cluster_module] if self.n_clusters > 1 else [])
 
     def top(self):
         c = self.config
+        factory = (dict(cluster_factory=self._cluster) if self.n_clusters > 1
+                   else dict(apic_factory=self._apic))
         return ApicFabric(c.apic_ids, n_vectors=c.n_vectors, bsp_index=c.bsp_index,
                           allow_duplicate_ids=c.allow_duplicate_ids,
                           local_interrupts=c.local_interrupts, cluster_size=self.cluster_size,
-                          cluster_factory=self._cluster)
+                          **factory)
 
     def wave_groups(self, top):
         names = port_names(top)
@@ -130,7 +145,8 @@ class FabricDesign(Design):
             ports = [n for n in names if n.startswith(f"cpu__{i}__")]
             # inside the APIC's parts (rtl/lapic/local_apic.py names them)
             cluster, slot = divmod(i, self.cluster_size)
-            internals = [f"cluster{cluster}.inner.apic{slot}.inner.{n}" for n in (
+            inside = f"cluster{cluster}.inner." if self.n_clusters > 1 else f"cluster{cluster}."
+            internals = [f"{inside}apic{slot}.inner.{n}" for n in (
                 "interrupts.irr", "interrupts.isr", "errors.esr_pending", "errors.value",
                 "sender.tx_valid", "sender.tx_msg", "registers.tpr", "registers.svr",
                 "registers.ldr")]
