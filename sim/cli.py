@@ -169,9 +169,9 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     return report
 
 
-def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core="picorv32", progress=_QUIET):
-    """Build the soft-SoC for ``cpus`` cores of kind ``core`` (``"picorv32"`` or ``"serv"``) and run
-    its firmware; returns the report dict.
+def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=None, progress=_QUIET):
+    """Build the soft-SoC for ``cpus`` cores of kind ``core`` (``"picorv32"`` or ``"serv"``; None:
+    the SoC's default) and run its firmware; returns the report dict.
 
     The SoC's configuration (``SocConfig``, which holds ``ap_start`` and ``core``) is the whole request; the
     cocotb module :mod:`apwake.sim.scenarios.soc_entry` reads the report path from ``APWAKE_REPORT``.
@@ -179,15 +179,15 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core="pi
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
-    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start, core=core)
+    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start,
+                       **({} if core is None else {"core": core}))
     with progress.phase("building the SoC firmware"):
         design = SocDesign(config)
     report = _simulate(design, "apwake.sim.scenarios.soc_entry",
                        request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
-                       label=f"soc-demo-n{cpus}" + ("" if ap_start == "sipi" else f"-{ap_start}")
-                       + ("" if core == "picorv32" else f"-{core}"),
+                       label=f"demo-{config.label}",
                        waves=waves, gate_level=gate_level, progress=progress)
-    return {"scenario": "soc-demo", "ap_start": ap_start, "core": core, **report}
+    return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, **report}
 
 
 def _print_soc(report):

@@ -20,7 +20,7 @@ from amaranth.back import verilog
 
 from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.soc import Soc
-from apwake.rtl.soc.cores import core_choice
+from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
@@ -41,7 +41,7 @@ class Board:
     msr_window: bool = True     # the per-core MSR window (x2APIC/GHCB MSRs)
     local_interrupts: bool = True   # APIC timer, LINT0/1, error LVT (LocalApic parameter)
     notes: str = ""
-    core: str = "picorv32"      # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
+    core: str = DEFAULT_CORE    # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
 
     def __post_init__(self):
         core_choice(self.core)
@@ -151,6 +151,38 @@ class _Heartbeat:
         self._thread.join()
 
 
+#: cell-name prefixes per resource, both families (iCE40 SB_*, ECP5 TRELLIS_*/DP16KD/...); an
+#: ECP5 CCU2C is two LUT4s with their carry, so it counts as LUT here
+BLOCK_KINDS = {"LUT": ("SB_LUT4", "LUT4", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
+               "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD", "SB_SPRAM256KA"),
+               "DSP": ("SB_MAC16", "MULT18X18D")}
+
+
+def count_cells(cells, kinds=BLOCK_KINDS):
+    """``{kind: n}``: Yosys's ``num_cells_by_type`` of one module summed per ``kinds``
+    (``{kind: cell-name prefixes}``)."""
+    return {kind: sum(n for cell, n in cells.items() if cell.startswith(prefixes))
+            for kind, prefixes in kinds.items()}
+
+
+def yosys_stat(yosys, folder, script, *, name="stat"):
+    """Run Yosys ``script`` (read and synthesis commands) in ``folder`` followed by ``stat
+    -json``; returns the parsed statistics (``{"modules": {...}}``).  The script and log stay in
+    ``folder`` as ``NAME.ys`` and ``NAME.log``.
+
+    Raises
+    ------
+    RuntimeError
+        Yosys failed; the message ends with its output.
+    """
+    (folder / f"{name}.ys").write_text(script + f"tee -o {name}.json stat -json\n")
+    result = subprocess.run([yosys, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=folder,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"yosys ({name}.ys in {folder}) failed:\n{result.stderr[-2000:]}")
+    return json.loads((folder / f"{name}.json").read_text())
+
+
 def per_block_utilisation(board, firmware, env, out_dir):
     """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
     board's family.  Returns ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
@@ -161,22 +193,11 @@ def per_block_utilisation(board, firmware, env, out_dir):
         (out_dir / name).write_text(text)
     synth = "synth_ice40 -noflatten" if board.family == "ice40" else "synth_ecp5 -noflatten"
     script = "".join(f"read_verilog {name}\n" for name in core_files)
-    script += (f"read_verilog soc.v\n{synth} -top apwake_soc\n"
-               f"tee -o stat.json stat -json\n")
-    (out_dir / "blocks.ys").write_text(script)
-    result = subprocess.run([env["YOSYS"], "-q", "-l", "blocks.log", "blocks.ys"], cwd=out_dir,
-                            capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"yosys per-block pass failed:\n{result.stderr[-2000:]}")
-    stat = json.loads((out_dir / "stat.json").read_text())
-    kinds = {"LUT": ("SB_LUT4", "LUT4", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
-             "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD", "SB_SPRAM256KA"),
-             "DSP": ("SB_MAC16", "MULT18X18D")}
+    script += f"read_verilog soc.v\n{synth} -top apwake_soc\n"
+    stat = yosys_stat(env["YOSYS"], out_dir, script, name="blocks")
     blocks = {}
     for module, data in stat["modules"].items():
-        cells = data.get("num_cells_by_type", {})
-        counts = {k: sum(n for cell, n in cells.items() if any(cell.startswith(p) for p in prefixes))
-                  for k, prefixes in kinds.items()}
+        counts = count_cells(data.get("num_cells_by_type", {}))
         # parameterised copies of one Verilog module (each core has its reset address): one row each
         name = module.split("\\")[-1] if module.startswith("$paramod") else module.strip("\\")
         if name in blocks:

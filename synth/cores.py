@@ -7,8 +7,6 @@ register-file RAM and its bus adapter), synthesised alone by Yosys for a family 
 """
 
 import argparse
-import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +17,15 @@ from apwake.rtl.soc.cores import CORES, core_choice
 from apwake.rtl.soc.memory_map import AP_BOOT, RAM_BASE
 from apwake.sim.harness.toolchain import yowasp_tool
 
+from .boards import count_cells, write_report, yosys_stat
+
 __all__ = ["SYNTH", "core_utilisation", "format_cores", "main"]
 
 #: the Yosys script per family: the same mapping as the per-block pass of synth/boards.py, flat
 SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
 
+#: finer than the per-block pass's kinds (synth/boards.py BLOCK_KINDS): carries apart from LUTs,
+#: ECP5 distributed RAM
 _KINDS = {"LUT": ("SB_LUT4", "LUT4"), "CARRY": ("SB_CARRY", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
           "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"), "LUTRAM": ("TRELLIS_DPR16X4",)}
 
@@ -56,19 +58,11 @@ def core_utilisation(core, family="ice40", *, work_dir=None):
             (out / name).write_text(text)
             names.append(name)
         (out / "core.v").write_text(verilog.convert(top, name="core", emit_src=False))
-        script = "".join(f"read_verilog {name}\n" for name in [*names, "core.v"])
-        script += f"{SYNTH[family]}\ntee -o stat.json stat -json\n"
-        (out / "core.ys").write_text(script)
+        script = "".join(f"read_verilog {name}\n" for name in [*names, "core.v"]) + f"{SYNTH[family]}\n"
         started = time.monotonic()
-        result = subprocess.run([yowasp_tool("yosys"), "-q", "-l", "core.log", "core.ys"], cwd=out,
-                                capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"yosys {SYNTH[family]} of {core} failed:\n{result.stderr[-2000:]}")
+        stat = yosys_stat(yowasp_tool("yosys"), out, script, name="core")
         seconds = time.monotonic() - started
-        stat = json.loads((out / "stat.json").read_text())
-    cells = stat["modules"]["\\core"].get("num_cells_by_type", {})
-    counts = {kind: sum(n for cell, n in cells.items() if cell.startswith(prefixes))
-              for kind, prefixes in _KINDS.items()}
+    counts = count_cells(stat["modules"]["\\core"].get("num_cells_by_type", {}), _KINDS)
     return {**counts, "seconds": round(seconds, 1)}
 
 
@@ -96,7 +90,6 @@ def main(argv=None):
     text = format_cores(results, args.family)
     print(text)
     if args.write:
-        from .boards import write_report
         write_report([], sections={f"cores-{args.family}": text})
     return 0
 

@@ -555,18 +555,19 @@ def test_interconnect_parameters(kwargs, message):
 
 # --- SERV as a core (issue 16) ---------------------------------------------------------------------
 
-async def _serv_access(ctx, serv_bus, **request):
+async def _serv_access(ctx, serv_bus, *, watchdog_cycles=64, **request):
     """One SERV-style access (``doc/interface.rst``): ``cyc`` with the request held until
-    ``ack``, dropped the cycle after; returns ``(rdt at ack, cycles waited)``."""
+    ``ack``, dropped the cycle after; returns ``(rdt at ack, cycles waited)``.  No ``ack``
+    within ``watchdog_cycles`` fails the test, naming the request."""
     for name, value in request.items():
         ctx.set(getattr(serv_bus, name), value)
     ctx.set(serv_bus.cyc, 1)
-    cycles = 0
-    while True:
+    for cycles in range(1, watchdog_cycles + 1):
         _, _, ack, rdt = await ctx.tick().sample(serv_bus.ack, serv_bus.rdt)
-        cycles += 1
         if ack:
             break
+    else:
+        raise AssertionError(f"no ack within {watchdog_cycles} cycles for {request}")
     ctx.set(serv_bus.cyc, 0)
     return rdt, cycles
 

@@ -16,6 +16,7 @@ acknowledged (INTA), and x2APIC writes have no reserved bits set (they would be 
 from amaranth import Cat, Const, Module, Mux, Signal
 
 from apwake.rtl.lapic import ApicFabric, LocalApic
+from apwake.rtl.lapic.cluster import cluster_count
 from apwake.rtl.lapic.signatures import Space
 from apwake.sim.harness.formal import elaborate_once
 from ..props import HarnessBase
@@ -124,7 +125,7 @@ class FabricProof(HarnessBase):
         fabric = elaborate_once(dut, platform)
         # the clusters create their APICs when they elaborate; an unused slot's APIC (the last
         # cluster's) comes last and is no port's
-        for c in range(-(-n // dut.cluster_size)):
+        for c in range(cluster_count(n, dut.cluster_size)):
             elaborate_once(fabric.submodule(f"cluster{c}"), platform)
         del self.apics[n:]
         m.submodules.fabric = dut

@@ -35,11 +35,35 @@ from .layouts import DeliveryMode, FabricMessage
 from .local_apic import LocalApic, check_n_vectors
 from .signatures import CpuPortSignature
 
-__all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature"]
+__all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature", "check_cluster_size", "cluster_count"]
 
 #: the largest cluster: the cluster's ports grow with it (about 230 bits per APIC), and past a
 #: few dozen APICs one compiled cluster costs more to build than the instances it saves
 MAX_CLUSTER_SIZE = 256
+
+
+def check_cluster_size(cluster_size, n_cpus, *, zero_means=None):
+    """Check a fabric's ``cluster_size`` for ``n_cpus`` CPUs: an integer from 1 to
+    ``min(n_cpus, MAX_CLUSTER_SIZE)``, or 0 where the caller gives 0 a meaning (``zero_means``,
+    said in the message).
+
+    Raises
+    ------
+    ValueError
+        Naming ``cluster_size``, the allowed range and the value.
+    """
+    largest = min(n_cpus, MAX_CLUSTER_SIZE)
+    if isinstance(cluster_size, int) and not isinstance(cluster_size, bool) and (
+            1 <= cluster_size <= largest or (zero_means is not None and cluster_size == 0)):
+        return
+    zero = "" if zero_means is None else f"0 ({zero_means}) or "
+    raise ValueError(f"cluster_size must be {zero}an integer from 1 to {largest} (the number of CPUs, "
+                     f"at most {MAX_CLUSTER_SIZE}), not {cluster_size!r}")
+
+
+def cluster_count(n_cpus, size):
+    """Clusters of ``size`` APICs that ``n_cpus`` CPUs need (the last may have unused slots)."""
+    return -(-n_cpus // size)
 
 
 def cluster_signature(size):

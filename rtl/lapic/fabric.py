@@ -32,7 +32,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FabricMessage, X2APIC_BROADCAST
-from .cluster import ApicCluster, MAX_CLUSTER_SIZE
+from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
 from .local_apic import LocalApic, check_n_vectors
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
@@ -138,11 +138,7 @@ class ApicFabric(wiring.Component):
         n = len(apic_ids)
         if cluster_size is None:
             cluster_size = min(n, MAX_CLUSTER_SIZE)
-        largest = min(n, MAX_CLUSTER_SIZE)
-        if (not isinstance(cluster_size, int) or isinstance(cluster_size, bool)
-                or not 1 <= cluster_size <= largest):
-            raise ValueError(f"cluster_size must be an integer from 1 to {largest} (the number of "
-                             f"CPUs, at most {MAX_CLUSTER_SIZE}), not {cluster_size!r}")
+        check_cluster_size(cluster_size, n)
         if apic_factory is not None and cluster_factory is not None:
             raise ValueError("give apic_factory or cluster_factory, not both: a cluster factory "
                              "chooses its own APICs")
@@ -165,7 +161,7 @@ class ApicFabric(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, size = self.n_cpus, self.cluster_size
-        n_clusters = -(-n // size)
+        n_clusters = cluster_count(n, size)
         if self.local_interrupts:       # only the TSC-deadline timers read it
             m.d.sync += self.tsc.eq(self.tsc + 1 + self.advance)
 

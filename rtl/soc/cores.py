@@ -5,7 +5,7 @@ does not know which it has."""
 
 from dataclasses import dataclass
 
-__all__ = ["CoreChoice", "CORES", "core_choice"]
+__all__ = ["CoreChoice", "CORES", "DEFAULT_CORE", "core_choice"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ CORES = {
     "serv": CoreChoice("serv", "rv32i", "SERV 1.2.0 (Olof Kindgren): bit-serial RV32I without Zicsr; "
                                         "register file in a 512 x 2-bit RAM"),
 }
+
+
+#: the core a SoC has unless told otherwise
+DEFAULT_CORE = "picorv32"
 
 
 def core_choice(core):

@@ -26,7 +26,7 @@ from .ap_start import ApStart
 from .core_windows import CoreWindows
 from .interconnect import Interconnect
 from .memory_map import AP_BOOT, AP_START, RAM_BASE
-from .cores import core_choice
+from .cores import DEFAULT_CORE, core_choice
 from .signatures import StartTraceSignature
 
 __all__ = ["Soc"]
@@ -79,7 +79,7 @@ class Soc(wiring.Component):
     """
 
     def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
-                 ap_start="sipi", msr_window=True, core="picorv32"):
+                 ap_start="sipi", msr_window=True, core=DEFAULT_CORE):
         self.core = core_choice(core)
         if ap_start not in AP_START:
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")

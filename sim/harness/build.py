@@ -101,12 +101,6 @@ class Design(ABC):
         """``{module_name: component}`` converted once each and instantiated by the top."""
         return {}
 
-    def hier_blocks(self):
-        """The names of the separate modules Verilator compiles as hierarchical blocks (the
-        others are inlined where they are instantiated), or None: all of them.  Names only, so
-        that asking does not build components that are never converted."""
-        return None
-
     @abstractmethod
     def top(self):
         """The top-level Amaranth component."""
@@ -178,7 +172,7 @@ BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
 #: changes what it writes (the top, ports.json, pins.json, the .vlt files)
-CONVERT_RECIPE = 2
+CONVERT_RECIPE = 3
 
 
 
@@ -366,10 +360,8 @@ def _convert(design, out_dir):
     # Separately converted modules become hierarchical blocks (used unless tracing):
     # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
     # with N (46 MB at N=64, measured).
-    hier = design.hier_blocks()
-    hier = sorted(separate) if hier is None else list(hier)
     (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
-        f'hier_block -module "{module_name}"\n' for module_name in hier))
+        f'hier_block -module "{module_name}"\n' for module_name in separate))
     groups = design.wave_groups(top)
     if pinned:
         # a pinned top holds the design as its submodule `top`: names inside it move down
@@ -377,7 +369,6 @@ def _convert(design, out_dir):
                   for group, names in groups]
     (tmp / "wave_groups.json").write_text(json.dumps(groups))
     (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
-    (tmp / "hier_blocks.json").write_text(json.dumps(hier))
     design.postprocess(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
@@ -481,7 +472,7 @@ def build(design, *, waves=False, variant=None):
             runner = ApwakeVerilator()
             build_args = [*VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS, *design.verilator_args(),
                           *_USER_ARGS]
-            if (json.loads((verilog_dir / "hier_blocks.json").read_text()) and not waves
+            if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
                     and variant != "flat"):
                 # Each separate module is a hierarchical block: verilated and compiled once
                 # as its own model, not once per instance.  Waveform builds stay flat, as

@@ -58,10 +58,6 @@ def _table(layout):
         return _Table(layout)
 
 
-def _fields(layout):
-    return data.Layout.cast(layout)
-
-
 def pack(layout, **fields):
     """An integer with ``fields`` placed per ``layout``; unknown names or values that do not
     fit raise ValueError naming the field."""
@@ -91,5 +87,6 @@ def unpack(layout, value):
 
 
 def field_mask(layout, name):
-    field = dict(iter(_fields(layout)))[name]
-    return ((1 << field.width) - 1) << field.offset
+    """The bits of field ``name`` of ``layout``, in place; KeyError for an unknown name."""
+    offset, width = _table(layout).by_name[name]
+    return ((1 << width) - 1) << offset

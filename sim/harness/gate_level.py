@@ -77,9 +77,6 @@ class GateLevelDesign(Design):
     def separate_modules(self):
         return self.rtl.separate_modules()
 
-    def hier_blocks(self):
-        return []       # the netlist is one flat module (postprocess)
-
     def source_designs(self):
         return [self.rtl]
 
@@ -125,6 +122,5 @@ class GateLevelDesign(Design):
             (verilog_dir / "cells_sim.v").write_text(_inline_includes(models))
         # one flat module: no hierarchical blocks, no waveform groups of internal signals
         (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
-        (verilog_dir / "hier_blocks.json").write_text(json.dumps([]))
         (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")
         (verilog_dir / "wave_groups.json").write_text(json.dumps([]))

@@ -7,6 +7,8 @@ its run settings differ (no timeline, no guest delays to scale, at most 8 cores)
 
 from dataclasses import replace
 
+from apwake.rtl.soc.cores import CORES, DEFAULT_CORE
+
 from .registry import scenario
 from .options import CPUS, GATE_LEVEL, JSON, WAVES, Option, OptionError
 
@@ -22,9 +24,9 @@ AP_START = Option("ap_start", str, "sipi", "how the APs start: they wait for SIP
                   "state the BSP gives the start-context unit (each AP at its EIP with its stack: "
                   "START, or SET_INITIAL_AP_STATE and INIT-SIPI)",
                   choices=("sipi", "mailbox", "ghcb", "context"), metavar="HOW", field=None)
-CORE = Option("core", str, "picorv32", "the RISC-V core every CPU is: PicoRV32, or SERV (bit-serial: "
+CORE = Option("core", str, DEFAULT_CORE, "the RISC-V core every CPU is: PicoRV32, or SERV (bit-serial: "
               "a fraction of the LUTs, several times the cycles; apwake.rtl.soc.cores)",
-              choices=("picorv32", "serv"), metavar="CORE", field=None)
+              choices=tuple(CORES), metavar="CORE", field=None)
 
 
 def _check(values):

@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass
 
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
-from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE, ApicCluster, cluster_signature
+from apwake.rtl.lapic.cluster import ApicCluster, check_cluster_size, cluster_count, cluster_signature
 from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 
 from apwake.sim.harness.build import Design, port_names
@@ -39,11 +39,7 @@ class FabricConfig(EnvConfig):
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
         check_n_vectors(self.n_vectors)
-        if (not isinstance(self.cluster_size, int) or isinstance(self.cluster_size, bool)
-                or not 0 <= self.cluster_size <= min(len(self.apic_ids), MAX_CLUSTER_SIZE)):
-            raise ValueError(f"cluster_size must be 0 (the harness's choice) or an integer from 1 to "
-                             f"{min(len(self.apic_ids), MAX_CLUSTER_SIZE)} (the number of CPUs, at most "
-                             f"{MAX_CLUSTER_SIZE}), not {self.cluster_size!r}")
+        check_cluster_size(self.cluster_size, len(self.apic_ids), zero_means="the harness's choice")
 
     @classmethod
     def contiguous(cls, n_cpus, **kwargs):
@@ -107,9 +103,16 @@ class FabricDesign(Design):
 
     @property
     def n_clusters(self):
-        return -(-self.config.n_cpus // self.cluster_size)
+        return cluster_count(self.config.n_cpus, self.cluster_size)
 
     def separate_modules(self):
+        # Both compiled as hierarchical blocks, nested: the APIC once, each cluster calling its
+        # instances; the cluster once, the top calling N/CLUSTER_SIZE of them.  Measured at 64
+        # CPUs (docs/PERFORMANCE.md, "Clusters"): APICs inlined into the cluster run slower
+        # (7,169 idle cycles/s against 11,938) and compile longer (46 s against 27 s).  One
+        # cluster (up to CLUSTER_SIZE CPUs: most test configurations) is elaborated in the top
+        # instead: a cluster module would cost a conversion and a block build for one instance
+        # (8 CPUs cold: 40.3 s as a nested block, 28.7 s without, measured).
         c = self.config
         modules = {self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
                                                            local_interrupts=c.local_interrupts))}
@@ -118,16 +121,6 @@ class FabricDesign(Design):
                 self.cluster_size, n_vectors=c.n_vectors, local_interrupts=c.local_interrupts,
                 apic_factory=self._apic))
         return modules
-
-    def hier_blocks(self):
-        # Both levels: the APIC is compiled once and each cluster calls its instances, the
-        # cluster is compiled once and the top calls 1/CLUSTER_SIZE as many.  Measured at 64
-        # CPUs (docs/PERFORMANCE.md, "Clusters"): APICs inlined into the cluster run slower
-        # (7,169 idle cycles/s against 11,938) and compile longer (46 s against 27 s).  One
-        # cluster (up to CLUSTER_SIZE CPUs: most test configurations) is elaborated in the top
-        # instead: a cluster module would cost a conversion and a block build for one instance
-        # (8 CPUs: 40.3 s cold as a nested block, 35.4 s as a block the top inlines, measured).
-        return [self.apic_module] + ([self.cluster_module] if self.n_clusters > 1 else [])
 
     def top(self):
         c = self.config
@@ -180,9 +173,6 @@ class OnFabricDesign(Design):
 
     def separate_modules(self):
         return self._fabric.separate_modules()
-
-    def hier_blocks(self):
-        return self._fabric.hier_blocks()
 
     def top(self):
         return self.wrap(self._fabric.top())

@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 
 from apwake.rtl.soc import Soc
-from apwake.rtl.soc.cores import core_choice
+from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 
 from apwake.firmware.build import build_firmware
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
@@ -24,7 +24,7 @@ class SocConfig(OnFabricConfig):
     ap_start: str = "sipi"         # "mailbox": parked on the MP wakeup mailbox (TDX style);
                                    # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI;
                                    # "context": the start-context unit (VMI, direct start)
-    core: str = "picorv32"         # or "serv" (apwake.rtl.soc.cores.CORES)
+    core: str = DEFAULT_CORE       # or "serv" (apwake.rtl.soc.cores.CORES)
 
     def __post_init__(self):
         super().__post_init__()
@@ -33,7 +33,7 @@ class SocConfig(OnFabricConfig):
     @property
     def label(self):
         return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
-                + ("" if self.msr_window else "-no-msr") + ("" if self.core == "picorv32" else f"-{self.core}"))
+                + ("" if self.msr_window else "-no-msr") + ("" if self.core == DEFAULT_CORE else f"-{self.core}"))
 
 
 class SocDesign(OnFabricDesign):
