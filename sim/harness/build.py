@@ -40,7 +40,7 @@ from apwake.rtl.lib.instance import port_name
 
 from . import pins
 from .paths import RTL_ROOT, cache_dir
-from .toolchain import (check_build_tools, fst_build_args, tool_versions, verilator_env,
+from .toolchain import (check_build_tools, fst_build_args, objcache_make_args, tool_versions, verilator_env,
                         verilator_root)
 
 __all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "ApwakeVerilator", "build",
@@ -162,7 +162,11 @@ class Build:
     @property
     def sources(self):
         control = ["public_ports.vlt"] + ([] if self.waves else ["hier_blocks.vlt"])
-        return sorted(self.verilog_dir.glob("*.v")) + [self.verilog_dir / f for f in control]
+        # a separate module's file is compiled from its copy shared by every design (_shared_block)
+        shared_json = self.verilog_dir / "shared_blocks.json"
+        shared = json.loads(shared_json.read_text()) if shared_json.exists() else {}
+        return ([Path(shared.get(path.name, path)) for path in sorted(self.verilog_dir.glob("*.v"))]
+                + [self.verilog_dir / f for f in control])
 
 
 #: the compile recipe's version, part of every Verilator cache key: bump it when the way a model
@@ -171,8 +175,8 @@ class Build:
 BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
-#: changes what it writes (the top, ports.json, pins.json, the .vlt files)
-CONVERT_RECIPE = 3
+#: changes what it writes (the top, ports.json, pins.json, shared_blocks.json, the .vlt files)
+CONVERT_RECIPE = 4
 
 
 
@@ -327,15 +331,36 @@ def _brief(value, most=8):
     return value
 
 
+def _shared_block(verilog_root, module_name, text):
+    """The file ``blocks/<module_name>-<digest of text>/<module_name>.v`` under ``verilog_root``
+    holding ``text``, written once.
+
+    A separate module's Verilog is the same in many designs (one APIC for every fabric of 256
+    vectors); :attr:`Build.sources` gives Verilator this copy instead of the design's own
+    (which the other tools read).  Verilator writes the source path into the C++ it generates,
+    so the same path makes the same C++, and ccache compiles the block once for all the
+    designs (:func:`toolchain.objcache_make_args`).
+    """
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    path = verilog_root / "blocks" / f"{module_name}-{digest}" / f"{module_name}.v"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, text)
+    return path
+
+
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     separate = design.separate_modules()
+    shared = {}
     for module_name, component in separate.items():
-        (tmp / f"{module_name}.v").write_text(
-            verilog.convert(component, name=module_name, emit_src=False))
+        text = verilog.convert(component, name=module_name, emit_src=False)
+        (tmp / f"{module_name}.v").write_text(text)
+        shared[f"{module_name}.v"] = str(_shared_block(out_dir.parent, module_name, text))
+    (tmp / "shared_blocks.json").write_text(json.dumps(shared))
     for file_name, text in design.verilog_files().items():
         (tmp / file_name).write_text(text)
     top = design.top()
@@ -397,7 +422,7 @@ class ApwakeVerilator(Verilator):
             cmds[1] += ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0"]
         else:
             cmds[1] += MAKE_SPEED_ARGS
-        cmds[1] += _USER_MAKE
+        cmds[1] += [*objcache_make_args(), *_USER_MAKE]
         return cmds
 
     def _simulator_in_path_build_only(self):
