@@ -66,7 +66,7 @@ PROOFS = (
     + _runs("ghcb_msr", "ghcb-snp", (("snp", True),), bmc=12, cover=16, slow=True)
     + _runs("ghcb_msr", "ghcb-v1", (("snp", False), ("max_version", 1)), bmc=12, cover=16, slow=True)
     + _runs("lapic", "fabric-xapic3", (("config", "xapic3"),), bmc=6, cover=8, slow_bmc=10)
-    + _runs("lapic", "fabric-x2apic3", (("config", "x2apic3"),), bmc=10, cover=8)
+    + _runs("lapic", "fabric-x2apic3", (("config", "x2apic3"),), bmc=10, cover=8, slow=True)
     + _runs("lapic", "fabric-x2apic3-c2", (("config", "x2apic3"), ("cluster_size", 2)), bmc=10, cover=8)
     + _runs("lapic", "fabric-xapic3-c2", (("config", "xapic3"), ("cluster_size", 2)), bmc=6, cover=8,
             slow=True)

@@ -179,8 +179,9 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
+    # past 8 cores the stacks (256 bytes each) and the firmware need the ULX3S's 16 KiB
     config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start,
-                       **({} if core is None else {"core": core}))
+                       ram_bytes=8192 if cpus <= 8 else 16384, **({} if core is None else {"core": core}))
     with progress.phase("building the SoC firmware"):
         design = SocDesign(config)
     report = _simulate(design, "apwake.sim.scenarios.soc_entry",
@@ -306,8 +307,15 @@ def _registers(args):
 
 
 def _build(args):
-    from apwake.synth.boards import build_board, format_report, write_report
-    result = build_board(args.board)
+    from apwake.synth.boards import board_variant, build_board, check_clock, format_report, write_report
+    try:
+        board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
+                              clock_mhz=args.clock_mhz)
+        check_clock(board)
+    except ValueError as error:
+        print(f"apwake build: {error}", file=sys.stderr)
+        return 2
+    result = build_board(board)
     write_report([result])
     print(format_report(result))
     print(f"bitstream: {result['bitstream']}; report: synth/REPORT.md")
@@ -390,6 +398,14 @@ def main(argv=None):
     registers.set_defaults(func=_registers)
     board = sub.add_parser("build", help="build the soft-SoC bitstream for a board (YoWASP tools)")
     board.add_argument("board", choices=["icebreaker", "ulx3s"])
+    from apwake.sim.scenarios.soc import AP_START, CORE    # the soc-demo's choices, the same here
+    board.add_argument("--core", choices=CORE.choices, default=None,
+                       help="the RISC-V core of every CPU (default: the board's, synth/REPORT.md)")
+    board.add_argument("--cores", type=int, default=None, metavar="N", help="how many cores (default: the board's)")
+    board.add_argument("--ap-start", choices=AP_START.choices, default=None,
+                       help="how the APs start, fixed in the bitstream (default: sipi)")
+    board.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                       help="the clock to run and constrain at (default: the board's)")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

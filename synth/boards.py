@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amaranth import Elaboratable, Module
@@ -21,10 +21,14 @@ from amaranth.back import verilog
 from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.soc import Soc
 from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
+from apwake.rtl.soc.memory_map import AP_START
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
-__all__ = ["Board", "BOARDS", "build_board", "BoardTop", "per_block_utilisation", "tool_env"]
+from .pll import Ecp5Pll, ecp5_pll_config
+
+__all__ = ["Board", "BOARDS", "board_variant", "check_clock", "build_board", "BoardTop", "per_block_utilisation",
+           "sim_config", "tool_env"]
 
 
 
@@ -42,9 +46,39 @@ class Board:
     local_interrupts: bool = True   # APIC timer, LINT0/1, error LVT (LocalApic parameter)
     notes: str = ""
     core: str = DEFAULT_CORE    # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
+    ap_start: str = "sipi"      # how the APs start (rtl/soc/memory_map.py AP_START), fixed at build
 
     def __post_init__(self):
         core_choice(self.core)
+        if self.ap_start not in AP_START:
+            raise ValueError(f"{self.name}: ap_start must be one of {', '.join(AP_START)}, "
+                             f"not {self.ap_start!r}")
+        if self.ap_start == "ghcb" and not self.msr_window:
+            raise ValueError(f"{self.name}: ap_start 'ghcb' needs the MSR window, which this "
+                             f"build leaves out (msr_window=False)")
+        if not 1 <= self.n_cores <= 255 or (self.ap_start != "sipi" and self.n_cores < 2):
+            raise ValueError(f"{self.name}: n_cores must be 1 to 255 (2 or more to start an AP "
+                             f"with {self.ap_start!r}), not {self.n_cores!r}")
+        if not self.clock_hz > 0:
+            raise ValueError(f"{self.name}: clock_hz must be positive, not {self.clock_hz!r}")
+
+    @property
+    def label(self):
+        """The report's section name: the board, then each choice that differs from its entry in
+        :data:`BOARDS` (``ulx3s-serv-c16-mailbox``)."""
+        base = BOARDS.get(self.name)
+        if base is None or base == self:
+            return self.name
+        parts = [self.name]
+        if self.core != base.core:
+            parts.append(self.core)
+        if self.n_cores != base.n_cores:
+            parts.append(f"c{self.n_cores}")
+        if self.ap_start != base.ap_start:
+            parts.append(self.ap_start)
+        if self.clock_hz != base.clock_hz:
+            parts.append(f"{self.clock_hz / 1e6:g}mhz")
+        return "-".join(parts)
 
     @property
     def isa(self):
@@ -76,11 +110,61 @@ BOARDS = {
 }
 
 
+def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None):
+    """``BOARDS[name]`` with the build-time choices given (None keeps the board's): the core,
+    the number of cores, how the APs start, the clock constraint in MHz.
+
+    Raises
+    ------
+    ValueError
+        An unknown board, or a choice the board refuses (the message names the field and value).
+    """
+    if name not in BOARDS:
+        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
+    changes = {field: value for field, value in (
+        ("core", core), ("n_cores", n_cores), ("ap_start", ap_start),
+        ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6)) if value is not None}
+    return replace(BOARDS[name], **changes)
+
+
+def check_clock(board):
+    """``board``'s platform, once its clock is known to be buildable: the oscillator's, or one
+    the ECP5 PLL makes exactly (:mod:`.pll`).
+
+    Raises
+    ------
+    ValueError
+        An iCE40 board at another clock than its oscillator (no PLL is wired there), or a clock
+        the ECP5 PLL cannot make.
+    """
+    platform = board.make_platform()
+    f_in = platform.default_clk_frequency
+    if board.clock_hz != f_in:
+        if board.family != "ecp5":
+            raise ValueError(f"{board.name}: the clock must be the board's {f_in / 1e6:g} MHz oscillator "
+                             f"(a PLL is wired for ECP5 boards only), not {board.clock_hz / 1e6:g} MHz")
+        ecp5_pll_config(f_in, board.clock_hz)
+    return platform
+
+
+def sim_config(board):
+    """The :class:`~apwake.sim.vip.soc.design.SocConfig` that simulates ``board``'s SoC: the same
+    cores, APICs, RAM, MSR window and start mode, so the SoC tests run what the bitstream holds.
+    Only the UART is faster (the simulation's 4 clocks a bit, not 115200 baud)."""
+    from apwake.sim.vip.lapic.design import FabricConfig
+    from apwake.sim.vip.soc.design import SocConfig
+    return SocConfig(FabricConfig(tuple(board.apic_ids), n_vectors=board.n_vectors,
+                                  local_interrupts=board.local_interrupts),
+                     ram_bytes=board.ram_bytes, msr_window=board.msr_window, ap_start=board.ap_start,
+                     core=board.core)
+
+
 def make_soc(board, firmware):
     fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
                         local_interrupts=board.local_interrupts)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
-               uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core)
+               uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
+               ap_start=board.ap_start)
 
 
 class BoardTop(Elaboratable):
@@ -93,6 +177,11 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.soc = soc = self.soc
+        if platform is not None and self.board.clock_hz != platform.default_clk_frequency:
+            # above (or below) the oscillator: the PLL makes the sync clock (ECP5 only, checked
+            # by build_board)
+            m.submodules.pll = Ecp5Pll(platform.request(platform.default_clk, dir="i").i,
+                                       platform.default_clk_frequency, self.board.clock_hz)
         if platform is not None:
             uart = platform.request("uart", 0)
             m.d.comb += uart.tx.o.eq(soc.uart_tx)
@@ -206,12 +295,14 @@ def per_block_utilisation(board, firmware, env, out_dir):
     return blocks
 
 
-def build_board(board_name, *, out_root=None):
-    """Build the bitstream for ``board_name``; returns the report dict (and writes it)."""
+def build_board(board, *, out_root=None):
+    """Build the bitstream for ``board`` (a :class:`Board`, or a name in :data:`BOARDS`) in
+    ``out_root/<board.label>``; returns the report dict (and writes it there as report.json)."""
     from apwake.firmware.build import build_firmware
-    board = BOARDS[board_name]
+    board = board if isinstance(board, Board) else board_variant(board)
+    platform = check_clock(board)
     out_root = Path(out_root or output_dir("synth"))
-    out_dir = out_root / board.name
+    out_dir = out_root / board.label
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     env = tool_env()
@@ -224,7 +315,6 @@ def build_board(board_name, *, out_root=None):
     _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")
     blocks = per_block_utilisation(board, firmware, env, out_dir)
     _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
-    platform = board.make_platform()
     for name, text in core_choice(board.core).verilog_files().items():
         platform.add_file(name, text)
     # YoWASP tools see the file system below their working directory only: a relative path
@@ -238,12 +328,19 @@ def build_board(board_name, *, out_root=None):
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
     totals = {cell: {"used": v["used"], "available": v["available"]}
               for cell, v in report["utilization"].items() if v["used"]}
-    result = {"board": board.name, "device": platform.device, "clock_mhz": board.clock_hz / 1e6,
-              "cores": board.n_cores, "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
+    result = {"board": board.label, "device": platform.device, "clock_mhz": board.clock_hz / 1e6,
+              "cores": board.n_cores, "core": board.core, "ap_start": board.ap_start,
+              "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
               "notes": board.notes, "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": f"apwake build {board.name}"}
+              "command": f"apwake build {board.name}" + "".join(
+                  f" --{option} {value}" for option, value, default in (
+                      ("core", board.core, BOARDS[board.name].core),
+                      ("cores", board.n_cores, BOARDS[board.name].n_cores),
+                      ("ap-start", board.ap_start, BOARDS[board.name].ap_start),
+                      ("clock-mhz", f"{board.clock_hz / 1e6:g}", f"{BOARDS[board.name].clock_hz / 1e6:g}"))
+                  if value != default)}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result
@@ -254,7 +351,8 @@ def format_report(result):
     lines = [f"## {result['board']} ({result['device']}, {result['clock_mhz']:g} MHz target)", "",
              f"Command: `{result['command']}` ({result['wall_s']} s on this machine); tools: "
              + ", ".join(f"{k} {v}" for k, v in result["tools"].items()) + ".", "",
-             f"{result['cores']} cores, APICs with {result['n_vectors']} vectors, "
+             f"{result['cores']} {result.get('core', DEFAULT_CORE)} cores started by "
+             f"{result.get('ap_start', 'sipi')}, APICs with {result['n_vectors']} vectors, "
              f"{result['ram_bytes'] // 1024} KiB RAM. {result['notes']}.", "",
              "Fmax (nextpnr): " + ", ".join(f"{c}: {f} MHz" for c, f in result["fmax_mhz"].items())
              + f" (target {result['clock_mhz']:g} MHz).", "",

@@ -203,9 +203,9 @@ def run_main(capsys, *args):
     (["init-sipi-smm", "--smm-us", "-1"], "--smm-us must be a number >= 0, not -1"),
     (["init-sipi-smm", "--cpus", "2", "--smm-cpu", "0"],
      "--smm-cpu must be an AP port, 1 to 1 (0 is the BSP), not 0"),
-    (["soc-demo", "--cpus", "9"], "--cpus must be an integer from 1 to 8, not 9"),
+    (["soc-demo", "--cpus", "33"], "--cpus must be an integer from 1 to 32, not 33"),
     (["soc-demo", "--cpus", "1", "--ap-start", "mailbox"],
-     "--cpus must be 2 to 8 with --ap-start mailbox (an AP to start), not 1"),
+     "--cpus must be 2 to 32 with --ap-start mailbox (an AP to start), not 1"),
     (["init-sipi", "--cpus"], "--cpus needs a value"),
     (["tdx-host-init", "--cpus", "2", "--smt", "off"],
      "--smt off needs SMT siblings, but the topology 2x1x1 has one thread per core"),
@@ -245,7 +245,7 @@ def test_the_bad_arguments_a_user_meets_from_the_shell():
     ("ipi-storm", ["--ipis", "--seed"], ["--method", "--smm-us"]),
     ("kexec-mpwk-v1", ["--nr-cpus", "--unresponsive"], ["--mailbox-version", "--kvm"]),
     ("sev-es-offline-online", ["--ghcb-version"], ["--unresponsive", "--lapic-timer", "--kvm"]),
-    ("soc-demo", ["--ap-start", "--gate-level [FLAVOUR]", "from 1 to 8"],
+    ("soc-demo", ["--ap-start", "--gate-level [FLAVOUR]", "from 1 to 32"],
      ["--time-scale", "--timeline", "--seed", "--nr-cpus"]),
 ])
 def test_help_shows_the_scenarios_options_only(no_build, capsys, name, shown, absent):

@@ -1,16 +1,22 @@
-"""The iCEBreaker SoC synthesises for the iCE40UP5K with the YoWASP tools (CI), and its bitstream
+"""The iCEBreaker SoC synthesises for the iCE40UP5K with the YoWASP tools, and its bitstream
 builds (issue 6 §4, §6: synthesis, place and route, about 6 minutes on one core as the design fills
-99% of the device; under -m slow for the CI budget, docs/PERFORMANCE.md "Test runs")."""
+99% of the device); both under -m slow for the CI budget (docs/PERFORMANCE.md "Test runs"), where
+the SoC's gate-level test (cocotb_tests/soc) synthesises the same SoC and runs its firmware, and
+the per-core iCE40 and ECP5 mappings are checked here.  Board variants (`apwake build --core
+--cores --ap-start --clock-mhz`) are refused before any tool runs when they cannot be built."""
 
 import re
 import pytest
 
 from apwake.firmware.build import build_firmware
-from apwake.synth.boards import BOARDS, build_board, format_report, per_block_utilisation, tool_env, write_report
+from apwake.synth.boards import (BOARDS, board_variant, build_board, check_clock, format_report, per_block_utilisation,
+                                 sim_config, tool_env, write_report)
+from apwake.synth.pll import ecp5_pll_config
 from apwake.synth.cores import core_utilisation
 
 
 @pytest.mark.synth
+@pytest.mark.slow
 def test_icebreaker_synthesises(tmp_path):
     """Yosys's iCE40 mapping of the SoC with the hierarchy kept: one PicoRV32 and one APIC per
     core, the RAM in 4-Kbit block RAMs.
@@ -78,3 +84,57 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     second = path.read_text()
     assert second.endswith("## cores-ecp5\n\n| b |\n\n## cores-ice40\n\n| a |\n"), second
     assert "\n\n\n" not in second, second
+
+
+@pytest.mark.parametrize("variant, message", [
+    (dict(name="de10"), r"board must be one of icebreaker, ulx3s, not 'de10'"),
+    (dict(name="icebreaker", ap_start="ghcb"), r"icebreaker: ap_start 'ghcb' needs the MSR window"),
+    (dict(name="ulx3s", ap_start="tdx"), r"ulx3s: ap_start must be one of sipi, mailbox, ghcb, context, not 'tdx'"),
+    (dict(name="ulx3s", n_cores=0), r"ulx3s: n_cores must be 1 to 255 .* not 0"),
+    (dict(name="ulx3s", n_cores=1, ap_start="mailbox"), r"2 or more to start an AP with 'mailbox'\), not 1"),
+    (dict(name="ulx3s", core="rocket"), r"core must be one of \('picorv32', 'serv'\), not 'rocket'"),
+    (dict(name="ulx3s", clock_mhz=-5), r"ulx3s: clock_hz must be positive, not -5000000.0"),
+])
+def test_board_variant_refusals(variant, message):
+    """``apwake build``'s choices are checked before any tool runs; the message names the field."""
+    with pytest.raises(ValueError, match=message):
+        board_variant(variant.pop("name"), **variant)
+
+
+@pytest.mark.parametrize("board, clock_mhz, message", [
+    ("icebreaker", 24, r"icebreaker: the clock must be the board's 12 MHz oscillator .* not 24 MHz"),
+    ("ulx3s", 51.3, r"the ECP5 PLL cannot make 51.3 MHz exactly from 25 MHz"),
+    ("ulx3s", 48, r"cannot make 48 MHz"),     # 25 / 25 * 48: the phase detector at 1 MHz, under 3.125
+])
+def test_board_clock_refusals(board, clock_mhz, message):
+    with pytest.raises(ValueError, match=message):
+        check_clock(board_variant(board, clock_mhz=clock_mhz))
+
+
+def test_build_command_refuses_before_building(capsys):
+    from apwake.sim.cli import main
+    assert main(["build", "icebreaker", "--ap-start", "ghcb"]) == 2
+    assert "needs the MSR window" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("f_out_mhz", [25, 37.5, 40, 50, 60, 62.5, 75, 100])
+def test_ecp5_pll_makes_the_clock_exactly(f_out_mhz):
+    """The dividers give the asked frequency exactly, with the VCO in 400-800 MHz and the phase
+    detector's input at 3.125 MHz or more (synth/pll.py)."""
+    config = ecp5_pll_config(25e6, f_out_mhz * 1e6)
+    assert config.f_out_hz == pytest.approx(f_out_mhz * 1e6, abs=1e-3)
+    assert 400e6 <= config.vco_hz <= 800e6 and 25e6 / config.clki_div >= 3.125e6
+    assert all(1 <= d <= 128 for d in (config.clki_div, config.clkfb_div, config.clkop_div))
+
+
+def test_board_variants_are_labelled_and_simulated_as_built():
+    """A variant's report section names what differs from the board's entry, and the SoC tests'
+    configuration of a board (sim_config) has the board's cores, APICs, RAM and start mode."""
+    assert board_variant("ulx3s").label == "ulx3s"
+    variant = board_variant("ulx3s", n_cores=3, ap_start="mailbox", clock_mhz=40,
+                            core="picorv32" if BOARDS["ulx3s"].core == "serv" else "serv")
+    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-40mhz"
+    config = sim_config(variant)
+    assert (config.fabric.apic_ids, config.fabric.n_vectors, config.ram_bytes, config.ap_start, config.core,
+            config.msr_window) == ((0, 1, 2), variant.n_vectors, variant.ram_bytes, "mailbox", variant.core,
+                                   variant.msr_window)

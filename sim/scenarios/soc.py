@@ -14,8 +14,9 @@ from .options import CPUS, GATE_LEVEL, JSON, WAVES, Option, OptionError
 
 __all__ = ["AP_START", "CORE", "SOC_RUN_OPTIONS", "SOC_MAX_CPUS"]
 
-#: the firmware's core table and the SoC's per-core windows are sized for 8 cores
-SOC_MAX_CPUS = 8
+#: the firmware keeps the online cores in one 32-bit mask (firmware/main.c); the LEDs show
+#: the first 8
+SOC_MAX_CPUS = 32
 SOC_RUN_OPTIONS = (replace(CPUS, maximum=SOC_MAX_CPUS, help="cores (--core says which)"), WAVES, JSON,
                    GATE_LEVEL)
 AP_START = Option("ap_start", str, "sipi", "how the APs start: they wait for SIPI; or are parked "

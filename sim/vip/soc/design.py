@@ -31,6 +31,12 @@ class SocConfig(OnFabricConfig):
         core_choice(self.core)     # an unknown core is refused here, before any build
 
     @property
+    def leds_all_online(self):
+        """What the 8 LEDs show once every core is online: the firmware's online mask (bit i for
+        core i, firmware/main.c), its first 8 bits."""
+        return ((1 << self.n_cpus) - 1) & 0xFF
+
+    @property
     def label(self):
         return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
                 + ("" if self.msr_window else "-no-msr") + ("" if self.core == DEFAULT_CORE else f"-{self.core}"))
