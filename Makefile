@@ -28,8 +28,8 @@ demo: $(STAMP)
 # stalls at every driver and responder (issue 10): a failure prints the seeds.
 JITTER_SUITES := cocotb_tests/lapic cocotb_tests/mpwk_mailbox cocotb_tests/ghcb_msr cocotb_tests/start_context cocotb_tests/sev cocotb_tests/pvstart cocotb_tests/bringup cocotb_tests/tdx_host
 
-# Both passes run on JOBS pytest-xdist workers: 2 by default (the 2-core machine CI uses; the
-# first pass takes about 19 minutes instead of 26 serially, docs/PERFORMANCE.md "Test runs");
+# Both passes run on JOBS pytest-xdist workers: 2 by default (the 2-core machine CI uses: about
+# 1.7 times faster than serially; figures in docs/PERFORMANCE.md "Test runs");
 # `make test JOBS=` runs them serially, `JOBS=auto` on every core.
 JOBS ?= 2
 XDIST := $(if $(JOBS),-n $(JOBS))

@@ -307,6 +307,15 @@ def per_block_utilisation(board, firmware, env, out_dir):
     return blocks
 
 
+#: Yosys commands for ECP5 builds: each core, its windows and its APIC (with its parts) stay a
+#: module of their own.  Flattened, synth_ecp5's `share` pass compares candidate cells across
+#: the whole SoC with a SAT solver: with 32 cores it was still in the first cluster's APICs
+#: after 21 minutes of CPU (8 cores had built in 8 minutes).  Per module it stays small, and
+#: nextpnr places the hierarchical netlist as it is.
+ECP5_KEEP_HIERARCHY = ("setattr -mod -set keep_hierarchy 1 apwake_soc.soc.fabric.cluster*.apic* "
+                       "apwake_soc.soc.core* apwake_soc.soc.windows*")
+
+
 def build_board(board, *, out_root=None):
     """Build the bitstream for ``board`` (a :class:`Board`, or a name in :data:`BOARDS`) in
     ``out_root/<board.label>``; returns the report dict (and writes it there as report.json)."""
@@ -334,7 +343,8 @@ def build_board(board, *, out_root=None):
     with _Heartbeat("synthesis, place and route still running"):
         platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
                        do_program=False, nextpnr_opts="--report nextpnr.json",
-                       synth_opts="-abc9" if board.family == "ice40" else "")
+                       synth_opts="-abc9" if board.family == "ice40" else "",
+                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if board.family == "ecp5" else {}))
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
