@@ -307,11 +307,13 @@ def per_block_utilisation(board, firmware, env, out_dir):
     return blocks
 
 
-#: Yosys commands for ECP5 builds: each core, its windows and its APIC (with its parts) stay a
-#: module of their own.  Flattened, synth_ecp5's `share` pass compares candidate cells across
-#: the whole SoC with a SAT solver: with 32 cores it was still in the first cluster's APICs
-#: after 21 minutes of CPU (8 cores had built in 8 minutes).  Per module it stays small, and
-#: nextpnr places the hierarchical netlist as it is.
+#: Yosys commands for ECP5 builds of more than KEEP_HIERARCHY_ABOVE cores: each core, its windows
+#: and its APIC (with its parts) stay a module of their own.  Flattened, synth_ecp5's `share`
+#: pass compares candidate cells across the whole SoC with a SAT solver: with 32 cores it was
+#: still in the first cluster's APICs after 21 minutes of CPU (8 cores had built in 8 minutes).
+#: Per module it stays small (32 cores: 31 minutes of synthesis in all), and nextpnr places the
+#: hierarchical netlist as it is; the price is logic a flattened build trims across modules.
+KEEP_HIERARCHY_ABOVE = 8
 ECP5_KEEP_HIERARCHY = ("setattr -mod -set keep_hierarchy 1 apwake_soc.soc.fabric.cluster*.apic* "
                        "apwake_soc.soc.core* apwake_soc.soc.windows*")
 
@@ -344,7 +346,8 @@ def build_board(board, *, out_root=None):
         platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
                        do_program=False, nextpnr_opts="--report nextpnr.json",
                        synth_opts="-abc9" if board.family == "ice40" else "",
-                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if board.family == "ecp5" else {}))
+                       **({"script_after_read": ECP5_KEEP_HIERARCHY}
+                          if board.family == "ecp5" and board.n_cores > KEEP_HIERARCHY_ABOVE else {}))
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
