@@ -1,6 +1,6 @@
 """A wheel works without a checkout (issue 11): built from this tree, installed into a fresh
-venv, ``apwake run init-sipi --cpus 2`` and ``apwake run soc-demo --cpus 2`` pass from an empty
-folder, with the build cache in the user cache directory and nothing written into the
+venv, ``apwake run init-sipi --cpus 2`` and (under ``-m slow``) ``apwake run soc-demo --cpus 2``
+pass from an empty folder, with the build cache in the user cache directory and nothing written into the
 installed package.
 
 The fresh venv takes its dependencies from this environment (a ``.pth`` line to its
@@ -55,7 +55,9 @@ def wheel_venv(tmp_path_factory):
     return venv, site / "apwake"
 
 
-@pytest.mark.parametrize("scenario", ["init-sipi", "soc-demo"])
+# soc-demo (the firmware sources and the cores' Verilog from the wheel) under -m slow, for the CI
+# budget: about 40 s
+@pytest.mark.parametrize("scenario", ["init-sipi", pytest.param("soc-demo", marks=pytest.mark.slow)])
 def test_the_wheel_runs_a_scenario_from_an_empty_folder(wheel_venv, tmp_path, scenario):
     venv, installed = wheel_venv
     assert installed.is_dir() and not (installed.parent / "sim").exists()
