@@ -22,6 +22,7 @@ from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.soc import Soc
 from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 from apwake.rtl.soc.memory_map import AP_START
+from apwake.sim.scenarios.soc import SOC_MAX_CPUS
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
@@ -56,29 +57,27 @@ class Board:
         if self.ap_start == "ghcb" and not self.msr_window:
             raise ValueError(f"{self.name}: ap_start 'ghcb' needs the MSR window, which this "
                              f"build leaves out (msr_window=False)")
-        if not 1 <= self.n_cores <= 255 or (self.ap_start != "sipi" and self.n_cores < 2):
-            raise ValueError(f"{self.name}: n_cores must be 1 to 255 (2 or more to start an AP "
+        if not 1 <= self.n_cores <= SOC_MAX_CPUS or (self.ap_start != "sipi" and self.n_cores < 2):
+            raise ValueError(f"{self.name}: n_cores must be 1 to {SOC_MAX_CPUS} (2 or more to start an AP "
                              f"with {self.ap_start!r}), not {self.n_cores!r}")
         if not self.clock_hz > 0:
             raise ValueError(f"{self.name}: clock_hz must be positive, not {self.clock_hz!r}")
 
+    def choices(self):
+        """``[(option, value)]``: the build-time choices where this board differs from its entry
+        in :data:`BOARDS`, as `apwake build` spells them."""
+        base = BOARDS.get(self.name, self)
+        return [(option, value) for option, value, default in (
+            ("core", self.core, base.core), ("cores", self.n_cores, base.n_cores),
+            ("ap-start", self.ap_start, base.ap_start),
+            ("clock-mhz", f"{self.clock_hz / 1e6:g}", f"{base.clock_hz / 1e6:g}")) if value != default]
+
     @property
     def label(self):
         """The report's section name: the board, then each choice that differs from its entry in
-        :data:`BOARDS` (``ulx3s-serv-c16-mailbox``)."""
-        base = BOARDS.get(self.name)
-        if base is None or base == self:
-            return self.name
-        parts = [self.name]
-        if self.core != base.core:
-            parts.append(self.core)
-        if self.n_cores != base.n_cores:
-            parts.append(f"c{self.n_cores}")
-        if self.ap_start != base.ap_start:
-            parts.append(self.ap_start)
-        if self.clock_hz != base.clock_hz:
-            parts.append(f"{self.clock_hz / 1e6:g}mhz")
-        return "-".join(parts)
+        :data:`BOARDS` (``ulx3s-serv-c16-mailbox-50mhz``)."""
+        return "-".join([self.name] + [f"c{value}" if option == "cores" else f"{value}mhz" if option == "clock-mhz"
+                                       else value for option, value in self.choices()])
 
     @property
     def isa(self):
@@ -360,12 +359,7 @@ def build_board(board, *, out_root=None):
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
               "command": f"apwake build {board.name}" + "".join(
-                  f" --{option} {value}" for option, value, default in (
-                      ("core", board.core, BOARDS[board.name].core),
-                      ("cores", board.n_cores, BOARDS[board.name].n_cores),
-                      ("ap-start", board.ap_start, BOARDS[board.name].ap_start),
-                      ("clock-mhz", f"{board.clock_hz / 1e6:g}", f"{BOARDS[board.name].clock_hz / 1e6:g}"))
-                  if value != default)}
+                  f" --{option} {value}" for option, value in board.choices())}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result

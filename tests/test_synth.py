@@ -90,7 +90,8 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     (dict(name="de10"), r"board must be one of icebreaker, ulx3s, not 'de10'"),
     (dict(name="icebreaker", ap_start="ghcb"), r"icebreaker: ap_start 'ghcb' needs the MSR window"),
     (dict(name="ulx3s", ap_start="tdx"), r"ulx3s: ap_start must be one of sipi, mailbox, ghcb, context, not 'tdx'"),
-    (dict(name="ulx3s", n_cores=0), r"ulx3s: n_cores must be 1 to 255 .* not 0"),
+    (dict(name="ulx3s", n_cores=0), r"ulx3s: n_cores must be 1 to 32 .* not 0"),
+    (dict(name="ulx3s", n_cores=33), r"ulx3s: n_cores must be 1 to 32 .* not 33"),   # the firmware's 32-bit mask
     (dict(name="ulx3s", n_cores=1, ap_start="mailbox"), r"2 or more to start an AP with 'mailbox'\), not 1"),
     (dict(name="ulx3s", core="rocket"), r"core must be one of \('picorv32', 'serv'\), not 'rocket'"),
     (dict(name="ulx3s", clock_mhz=-5), r"ulx3s: clock_hz must be positive, not -5000000.0"),
