@@ -310,7 +310,7 @@ def _build(args):
     from apwake.synth.boards import board_variant, build_board, check_clock, format_report, write_report
     try:
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
-                              clock_mhz=args.clock_mhz)
+                              clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts)
         check_clock(board)
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
@@ -406,6 +406,9 @@ def main(argv=None):
                        help="how the APs start, fixed in the bitstream (default: sipi)")
     board.add_argument("--clock-mhz", type=float, default=None, metavar="F",
                        help="the clock to run and constrain at (default: the board's)")
+    board.add_argument("--local-interrupts", action=argparse.BooleanOptionalAction, default=None,
+                       help="the APICs' local sources: timer, LINT0/1, error LVT, TSC MSRs "
+                            "(default: the board's)")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

@@ -70,14 +70,25 @@ class Board:
         return [(option, value) for option, value, default in (
             ("core", self.core, base.core), ("cores", self.n_cores, base.n_cores),
             ("ap-start", self.ap_start, base.ap_start),
+            ("local-interrupts", "on" if self.local_interrupts else "off",
+             "on" if base.local_interrupts else "off"),
             ("clock-mhz", f"{self.clock_hz / 1e6:g}", f"{base.clock_hz / 1e6:g}")) if value != default]
 
     @property
     def label(self):
         """The report's section name: the board, then each choice that differs from its entry in
-        :data:`BOARDS` (``ulx3s-serv-c16-mailbox-50mhz``)."""
-        return "-".join([self.name] + [f"c{value}" if option == "cores" else f"{value}mhz" if option == "clock-mhz"
-                                       else value for option, value in self.choices()])
+        :data:`BOARDS` (``ulx3s-serv-c16-mailbox-nolocal-50mhz``)."""
+        def part(option, value):
+            return {"cores": f"c{value}", "clock-mhz": f"{value}mhz",
+                    "local-interrupts": "local" if value == "on" else "nolocal"}.get(option, value)
+        return "-".join([self.name] + [part(option, value) for option, value in self.choices()])
+
+    @property
+    def command(self):
+        """The `apwake build` command line that builds this board."""
+        return f"apwake build {self.name}" + "".join(
+            (f" --{'' if value == 'on' else 'no-'}{option}" if option == "local-interrupts" else f" --{option} {value}")
+            for option, value in self.choices())
 
     @property
     def isa(self):
@@ -109,9 +120,11 @@ BOARDS = {
 }
 
 
-def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None):
+def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None, local_interrupts=None):
     """``BOARDS[name]`` with the build-time choices given (None keeps the board's): the core,
-    the number of cores, how the APs start, the clock constraint in MHz.
+    the number of cores, how the APs start, the clock constraint in MHz, whether the APICs have
+    their local sources (timer, LINT0/1, error LVT, the TSC MSRs; their share of an APIC is in
+    synth/REPORT.md).
 
     Raises
     ------
@@ -122,7 +135,8 @@ def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=Non
         raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
     changes = {field: value for field, value in (
         ("core", core), ("n_cores", n_cores), ("ap_start", ap_start),
-        ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6)) if value is not None}
+        ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6),
+        ("local_interrupts", local_interrupts)) if value is not None}
     return replace(BOARDS[name], **changes)
 
 
@@ -358,8 +372,7 @@ def build_board(board, *, out_root=None):
               "notes": board.notes, "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": f"apwake build {board.name}" + "".join(
-                  f" --{option} {value}" for option, value in board.choices())}
+              "command": board.command}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result

@@ -418,7 +418,7 @@ def test_x2apic_scenarios_from_the_command_line(args, cpus, note):
 
 
 @scenario_run
-@pytest.mark.parametrize("cpus", [2, 8])
+@pytest.mark.parametrize("cpus", [2, pytest.param(8, marks=pytest.mark.slow)])   # 8: the CI budget
 def test_tdx_host_from_the_command_line(cpus):
     """issue 14: the TDX host's enabling from the shell at 2 and 8 CPUs, both variants: the same
     end state, the IPI counts in the JSON (one round half the enabling IPIs of two), every IPI

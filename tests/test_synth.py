@@ -112,6 +112,21 @@ def test_board_clock_refusals(board, clock_mhz, message):
         check_clock(board_variant(board, clock_mhz=clock_mhz))
 
 
+def test_build_command_of_a_variant_builds_that_variant(monkeypatch):
+    """The command a report records (Board.command) parses back into the same board."""
+    import shlex
+    from apwake.sim.cli import main
+    from apwake.synth import boards
+    built = []
+    monkeypatch.setattr(boards, "build_board", lambda board: built.append(board) or {"bitstream": "-"})
+    monkeypatch.setattr(boards, "write_report", lambda results: None)
+    monkeypatch.setattr(boards, "format_report", lambda result: "")
+    variant = board_variant("ulx3s", core="serv", n_cores=4, ap_start="context", clock_mhz=50,
+                            local_interrupts=not BOARDS["ulx3s"].local_interrupts)
+    assert main(shlex.split(variant.command)[1:]) == 0
+    assert built == [variant]
+
+
 def test_build_command_refuses_before_building(capsys):
     from apwake.sim.cli import main
     assert main(["build", "icebreaker", "--ap-start", "ghcb"]) == 2
@@ -133,9 +148,12 @@ def test_board_variants_are_labelled_and_simulated_as_built():
     configuration of a board (sim_config) has the board's cores, APICs, RAM and start mode."""
     assert board_variant("ulx3s").label == "ulx3s"
     variant = board_variant("ulx3s", n_cores=3, ap_start="mailbox", clock_mhz=40,
-                            core="picorv32" if BOARDS["ulx3s"].core == "serv" else "serv")
-    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-40mhz"
+                            core="picorv32" if BOARDS["ulx3s"].core == "serv" else "serv",
+                            local_interrupts=not BOARDS["ulx3s"].local_interrupts)
+    local = "local" if variant.local_interrupts else "nolocal"
+    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-{local}-40mhz"
     config = sim_config(variant)
-    assert (config.fabric.apic_ids, config.fabric.n_vectors, config.ram_bytes, config.ap_start, config.core,
-            config.msr_window) == ((0, 1, 2), variant.n_vectors, variant.ram_bytes, "mailbox", variant.core,
-                                   variant.msr_window)
+    assert (config.fabric.apic_ids, config.fabric.n_vectors, config.fabric.local_interrupts, config.ram_bytes,
+            config.ap_start, config.core, config.msr_window) == (
+        (0, 1, 2), variant.n_vectors, variant.local_interrupts, variant.ram_bytes, "mailbox", variant.core,
+        variant.msr_window)

@@ -1,5 +1,6 @@
 """State-carrying AP start-up scenarios on 2 CPUs (8 under ``-m slow``, for the CI budget; the
-three start methods are compared on 2 and 8 in CI) on the fabric with the start-context unit."""
+three start methods are compared on 2 in CI, on 8 under ``-m slow``) on the fabric with the
+start-context unit."""
 
 import pytest
 
@@ -17,7 +18,7 @@ test_pvstart_8 = cocotb_tests("cocotb_tests.pvstart.tb_pvstart", CONFIGS[1:], de
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("cpus", [2, 8])
+@pytest.mark.parametrize("cpus", [2, pytest.param(8, marks=pytest.mark.slow)])
 def test_direct_start_against_vmi_and_classic(cpus):
     """Biederman's direct start against the VMI hook and the classic INIT-SIPI-SIPI, each run from
     the command line's entry point on its own machine: no INIT or SIPI message where the other

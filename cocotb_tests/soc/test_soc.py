@@ -4,9 +4,10 @@
 In CI: the iCEBreaker's configuration (synth/boards.py ``sim_config``: 2 PicoRV32 cores, no MSR
 window, INIT-SIPI-SIPI), 4 PicoRV32 cores parked on the MP wakeup mailbox (wakeup,
 offline/online, kexec) and started SEV-ES style through the GHCB MSR unit (negotiation, AP reset
-hold), and SERV cores (issue 16): INIT-SIPI on 2, the carried state on 3 (one AP started by START,
-one by INIT-SIPI).  Under ``-m slow``: INIT-SIPI and the carried state on 4 PicoRV32 cores, the
-mailbox and GHCB starts on SERV (about 6 times PicoRV32's cycles: about 45 s each).  The
+hold), and SERV cores (issue 16): the carried state on 3 (one AP started by START, one by
+INIT-SIPI).  Under ``-m slow``: INIT-SIPI and the carried state on 4 PicoRV32 cores, INIT-SIPI on
+2 SERV cores, the mailbox and GHCB starts on SERV (about 6 times PicoRV32's cycles: about 45 s
+each).  The
 iCEBreaker configuration also runs on the Yosys gate-level netlist with the RAMs as behavioural
 arrays (sim/harness/gate_level.py: about 90 s with synthesis and build); SERV's under ``-m
 slow``."""
@@ -26,9 +27,10 @@ SERV = {start: SocConfig(FabricConfig.contiguous(3 if start == "context" else 2,
         for start in ("sipi", "mailbox", "ghcb", "context")}
 
 test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER, PICORV32["mailbox"], PICORV32["ghcb"],
-                                                   SERV["sipi"], SERV["context"]], design=SocDesign)
-test_soc_slow = cocotb_tests("cocotb_tests.soc.tb_soc", [PICORV32["sipi"], PICORV32["context"], SERV["mailbox"],
-                                                        SERV["ghcb"]], design=SocDesign, marks=[pytest.mark.slow])
+                                                   SERV["context"]], design=SocDesign)
+test_soc_slow = cocotb_tests("cocotb_tests.soc.tb_soc", [PICORV32["sipi"], PICORV32["context"], SERV["sipi"],
+                                                        SERV["mailbox"], SERV["ghcb"]], design=SocDesign,
+                             marks=[pytest.mark.slow])
 test_soc_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER], design=SocDesign, gate_level=True)
 test_soc_serv_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [SERV["sipi"]], design=SocDesign,
                                         gate_level=True, marks=[pytest.mark.slow])
