@@ -20,17 +20,7 @@ from apwake.sim.vip.soc.design import SocConfig
 from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.vip.soc.uart import UartMonitor
 
-#: simulated ns each test waits for the firmware's last line, for up to 4 cores (and as much
-#: again for each 4 more: the APs start and print one after another): PicoRV32 needs under 1 ms
-#: of them on 4 cores; SERV takes about 6 times the cycles (apwake run soc-demo --core serv)
-_BUDGET_NS = {"picorv32": 5_000_000, "serv": 40_000_000}
-
-
-def _budget_ns(config):
-    return _BUDGET_NS[config.core] * max(1, -(-config.n_cpus // 4))
-
-
-@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: _budget_ns is the watchdog
+@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
 @applies_to(lambda c: c.ap_start == "sipi")
 async def test_firmware_wakes_every_ap(dut):
     """INIT-SIPI-SIPI from the BSP: the first AP through the xAPIC MMIO window, the others in
@@ -43,7 +33,7 @@ async def test_firmware_wakes_every_ap(dut):
     cocotb.start_soon(monitor.run())
     running = [int(dut.running.value) >> i & 1 for i in range(n)]
     assert running == [int(i == config.fabric.bsp_index) for i in range(n)], "APs must wait for SIPI"
-    finished = await monitor.wait_for(" cores online\n", timeout_ns=_budget_ns(config))
+    finished = await monitor.wait_for(" cores online\n", timeout_ns=config.budget_ns)
     transcript = monitor.text
     assert finished, f"no summary line; transcript so far:\n{transcript}"
     lines = transcript.splitlines()
@@ -63,7 +53,7 @@ async def test_firmware_wakes_every_ap(dut):
     assert int(dut.running.value) == (1 << n) - 1 and int(dut.trap.value) == 0
 
 
-@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: _budget_ns is the watchdog
+@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
 @applies_to(lambda c: c.ap_start == "mailbox")
 async def test_mailbox_wakeup_offline_and_kexec(dut):
     """TDX style: every AP starts parked on the mailbox; the BSP wakes each (acpi_wakeup_cpu),
@@ -76,7 +66,7 @@ async def test_mailbox_wakeup_offline_and_kexec(dut):
     await start_clock_and_reset(dut, CLOCK_NS)
     cocotb.start_soon(monitor.run())
     assert await monitor.wait_for(f"kernel 2: all {n} of {n} cores online\n",
-                                  timeout_ns=_budget_ns(config)), monitor.text
+                                  timeout_ns=config.budget_ns), monitor.text
     lines = monitor.text.splitlines()
     assert lines[0] == f"apwake soc: BSP up, {n} cores (mailbox)", monitor.text
     summary = f"all {n} of {n} cores online"
@@ -93,7 +83,7 @@ async def test_mailbox_wakeup_offline_and_kexec(dut):
     assert int(dut.leds.value) == config.leds_all_online and int(dut.trap.value) == 0
 
 
-@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: _budget_ns is the watchdog
+@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
 @applies_to(lambda c: c.ap_start == "ghcb")
 async def test_sev_es_launch_and_reset_hold(dut):
     """SEV-ES style: the BSP negotiates the GHCB protocol through its MSR window (the SEV
@@ -106,7 +96,7 @@ async def test_sev_es_launch_and_reset_hold(dut):
     await start_clock_and_reset(dut, CLOCK_NS)
     cocotb.start_soon(monitor.run())
     summary = f"all {n} of {n} cores online"
-    assert await monitor.wait_for(f"woken from reset hold\n{summary}\n", timeout_ns=_budget_ns(config)), monitor.text
+    assert await monitor.wait_for(f"woken from reset hold\n{summary}\n", timeout_ns=config.budget_ns), monitor.text
     lines = monitor.text.splitlines()
     assert lines[:2] == [f"apwake soc: BSP up, {n} cores (SEV-ES)", "GHCB protocol 1-2, C-bit 51"], lines
     assert lines.count(summary) == 2
@@ -152,7 +142,7 @@ def _text_high(elf_path):
         return section["sh_addr"], section["sh_addr"] + section["sh_size"]
 
 
-@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: _budget_ns is the watchdog
+@cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
 @applies_to(lambda c: c.ap_start == "context")
 async def test_context_start_at_the_given_entry_and_stack(dut):
     """State-carrying start through the start-context unit: the BSP goes paravirtual (a
@@ -170,7 +160,7 @@ async def test_context_start_at_the_given_entry_and_stack(dut):
     cocotb.start_soon(_launch_records(dut, records))
     cocotb.start_soon(_inits(dut, inits))
     summary = f"all {n} of {n} cores online"
-    assert await monitor.wait_for(f" dropped\n{summary}\n", timeout_ns=_budget_ns(config)), monitor.text
+    assert await monitor.wait_for(f" dropped\n{summary}\n", timeout_ns=config.budget_ns), monitor.text
     lines = monitor.text.splitlines()
     aps = [core for core in range(n) if core != bsp]
     by_sipi = [core for core in aps if core & 1]

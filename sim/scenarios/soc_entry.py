@@ -26,19 +26,14 @@ def final_line(config):
     return summary
 
 
-#: simulated ns the run waits for the firmware's last line, for each 8 cores (the APs start one
-#: after another): 2 SERV cores need 0.8 ms, 32 about 13 ms
-BUDGET_NS_PER_8 = 50_000_000
-
-
-@cocotb.test(timeout_time=5000, timeout_unit="ms")   # a backstop: the budget below is the watchdog
+@cocotb.test(timeout_time=5000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
 async def soc_demo(dut):
     config = SocConfig.from_env()
     monitor = UartMonitor(dut)
     await start_clock_and_reset(dut, CLOCK_NS)
     cocotb.start_soon(monitor.run())
     finished = await monitor.wait_for(final_line(config) + "\n",
-                                      timeout_ns=BUDGET_NS_PER_8 * -(-config.n_cpus // 8))
+                                      timeout_ns=config.budget_ns)
     n = config.n_cpus
     report = {"cpus": n, "transcript": monitor.text, "finished": finished,
               "leds": int(dut.leds.value), "running": int(dut.running.value),

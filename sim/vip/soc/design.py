@@ -10,7 +10,12 @@ from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 from apwake.firmware.build import build_firmware
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
-__all__ = ["SocConfig", "SocDesign"]
+__all__ = ["SocConfig", "SocDesign", "BUDGET_NS_PER_4"]
+
+#: simulated ns the firmware may take to print its last line, per 4 cores (the APs start and
+#: print one after another), by core: PicoRV32 needs under 1 ms on 4 cores and about 12 ms on
+#: 32 (1.2 million cycles); SERV about 6 times PicoRV32's cycles on few cores
+BUDGET_NS_PER_4 = {"picorv32": 5_000_000, "serv": 40_000_000}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,12 @@ class SocConfig(OnFabricConfig):
     def __post_init__(self):
         super().__post_init__()
         core_choice(self.core)     # an unknown core is refused here, before any build
+
+    @property
+    def budget_ns(self):
+        """Simulated ns to wait for the firmware's last line before calling the run stuck: the
+        watchdog of the SoC tests and of `apwake run soc-demo` (:data:`BUDGET_NS_PER_4`)."""
+        return BUDGET_NS_PER_4[self.core] * -(-self.n_cpus // 4)
 
     @property
     def leds_all_online(self):
