@@ -64,31 +64,24 @@ class Board:
             raise ValueError(f"{self.name}: clock_hz must be positive, not {self.clock_hz!r}")
 
     def choices(self):
-        """``[(option, value)]``: the build-time choices where this board differs from its entry
-        in :data:`BOARDS`, as `apwake build` spells them."""
+        """``[(option, field value)]``: the build-time choices (:data:`_CHOICES`) where this board
+        differs from its entry in :data:`BOARDS`."""
         base = BOARDS.get(self.name, self)
-        return [(option, value) for option, value, default in (
-            ("core", self.core, base.core), ("cores", self.n_cores, base.n_cores),
-            ("ap-start", self.ap_start, base.ap_start),
-            ("local-interrupts", "on" if self.local_interrupts else "off",
-             "on" if base.local_interrupts else "off"),
-            ("clock-mhz", f"{self.clock_hz / 1e6:g}", f"{base.clock_hz / 1e6:g}")) if value != default]
+        return [(option, getattr(self, field)) for option, field, _, _ in _CHOICES
+                if getattr(self, field) != getattr(base, field)]
 
     @property
     def label(self):
         """The report's section name: the board, then each choice that differs from its entry in
         :data:`BOARDS` (``ulx3s-serv-c16-mailbox-nolocal-50mhz``)."""
-        def part(option, value):
-            return {"cores": f"c{value}", "clock-mhz": f"{value}mhz",
-                    "local-interrupts": "local" if value == "on" else "nolocal"}.get(option, value)
-        return "-".join([self.name] + [part(option, value) for option, value in self.choices()])
+        forms = {option: in_label for option, _, in_label, _ in _CHOICES}
+        return "-".join([self.name] + [forms[option](value) for option, value in self.choices()])
 
     @property
     def command(self):
-        """The `apwake build` command line that builds this board."""
-        return f"apwake build {self.name}" + "".join(
-            (f" --{'' if value == 'on' else 'no-'}{option}" if option == "local-interrupts" else f" --{option} {value}")
-            for option, value in self.choices())
+        """The `apwake build` command line that builds this board (it parses back to it)."""
+        forms = {option: on_command_line for option, _, _, on_command_line in _CHOICES}
+        return " ".join(["apwake build", self.name] + [forms[option](value) for option, value in self.choices()])
 
     @property
     def isa(self):
@@ -103,6 +96,19 @@ class Board:
     def make_platform(self):
         module, cls = self.platform.split(":")
         return getattr(import_extra(module, "synth", f"the {self.name} build"), cls)()
+
+
+#: the build-time choices of `apwake build BOARD`: (option, Board field, its form in the report's
+#: label, its form on the command line); the clock goes to the command line exactly (repr), so the
+#: command a report records builds the same board
+_CHOICES = (
+    ("core", "core", str, lambda core: f"--core {core}"),
+    ("cores", "n_cores", lambda n: f"c{n}", lambda n: f"--cores {n}"),
+    ("ap-start", "ap_start", str, lambda mode: f"--ap-start {mode}"),
+    ("local-interrupts", "local_interrupts", lambda on: "local" if on else "nolocal",
+     lambda on: "--local-interrupts" if on else "--no-local-interrupts"),
+    ("clock-mhz", "clock_hz", lambda hz: f"{hz / 1e6:g}mhz", lambda hz: f"--clock-mhz {hz / 1e6!r}"),
+)
 
 
 BOARDS = {

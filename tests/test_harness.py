@@ -232,3 +232,12 @@ def test_builds_compile_through_ccache():
     env = toolchain.verilator_env({})
     root = toolchain.cache_dir()
     assert env["CCACHE_DIR"] == str(root / "ccache") and env["CCACHE_BASEDIR"] == str(root)
+
+
+def test_jitter_selects_only_configurations_that_run():
+    """``cocotb_tests(jitter=...)`` refuses a configuration it does not run (a seeded pass that
+    would silently select nothing), naming it."""
+    from apwake.sim.harness.pytest_plugin import cocotb_tests
+    with pytest.raises(ValueError, match=r"tb_registers: jitter names configurations it does not run: \['n4'\]"):
+        cocotb_tests("cocotb_tests.lapic.tb_registers", [FabricConfig.contiguous(2)], design=FabricDesign,
+                     jitter=[FabricConfig.contiguous(4)])

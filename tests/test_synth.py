@@ -112,11 +112,12 @@ def test_board_clock_refusals(board, clock_mhz, message):
         check_clock(board_variant(board, clock_mhz=clock_mhz))
 
 
-@pytest.mark.parametrize("name", ["icebreaker", "ulx3s"])
+@pytest.mark.parametrize("name, clock_mhz", [("icebreaker", None), ("ulx3s", 50), ("ulx3s", 100 / 3)])
 @pytest.mark.parametrize("local_interrupts", [False, True])
-def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, local_interrupts):
+def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts):
     """The command a report records (Board.command) parses back into the same board, with the
-    local sources turned on or off against either board's default."""
+    local sources turned on or off against either board's default and a clock that six digits
+    do not spell (iCE40 boards run at their oscillator only)."""
     import shlex
     from apwake.sim.cli import main
     from apwake.synth import boards
@@ -124,7 +125,6 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, local
     monkeypatch.setattr(boards, "build_board", lambda board: built.append(board) or {"bitstream": "-"})
     monkeypatch.setattr(boards, "write_report", lambda results: None)
     monkeypatch.setattr(boards, "format_report", lambda result: "")
-    clock_mhz = 50 if BOARDS[name].family == "ecp5" else None      # iCE40: the oscillator only
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
                             local_interrupts=local_interrupts)
     assert main(shlex.split(variant.command)[1:]) == 0

@@ -115,9 +115,9 @@ def test_timer_skip_of_a_long_count():
 #: (scenario, CPUs, options): every system, the long guest waits (Linux's INIT delay, the call-in
 #: timeout of a dead AP, an SMI handler's hold, a request nobody answers), the APIC timer in
 #: each mode, and the hardware counters that bound a skip (the mailbox's no-target count, an AP
-#: returning through ResetVector, the GHCB unit's holds)
-#: The INIT-SIPI and SEV cases run on 4 and 2 CPUs, fabrics and systems other tests build (the CI
-#: budget); the mailbox cases on 8, the system the x2APIC command-line test builds.
+#: returning through ResetVector, the GHCB unit's holds).  The INIT-SIPI and SEV cases run on 4
+#: and 2 CPUs, fabrics and systems other tests build (the CI budget); the mailbox cases on 8, the
+#: system the x2APIC command-line test builds.
 SCENARIO_CASES = [
     ("init-sipi", 4, {"method": "legacy"}),
     ("init-sipi", 4, {"method": "legacy", "lapic_timer": "oneshot"}),

@@ -10,7 +10,7 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [MpwkSystemConfig(FabricConfig.contiguous(2), version=v) for v in (1, 0)]
 
-test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=MpwkSystemDesign)
+test_mpwk = cocotb_tests("cocotb_tests.bringup.tb_mpwk", CONFIGS, design=MpwkSystemDesign, jitter=True)
 
 #: both versions at 8 CPUs: `python -m pytest -m slow` (not in CI, whose budget is 20 minutes)
 test_mpwk_8 = cocotb_tests("cocotb_tests.bringup.tb_mpwk",
@@ -25,9 +25,10 @@ test_mpwk_64 = cocotb_tests("cocotb_tests.bringup.tb_mpwk",
 #: a 1-vCPU guest (the mailbox with no AP behind it)
 test_mpwk_single = cocotb_tests("cocotb_tests.bringup.tb_mpwk_single",
                                 [MpwkSystemConfig(FabricConfig.contiguous(1), version=0)],
-                                design=MpwkSystemDesign)
+                                design=MpwkSystemDesign, jitter=True)
 
 #: firmware acknowledging by clearing WakeupVector (docs/spec/mpwk.md §7 #21)
 test_mpwk_ack_bug = cocotb_tests(
     "cocotb_tests.bringup.tb_mpwk_ack_bug",
-    [MpwkSystemConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=MpwkSystemDesign)
+    [MpwkSystemConfig(FabricConfig.contiguous(3), ack_clears="wakeup_vector")], design=MpwkSystemDesign,
+    jitter=True)

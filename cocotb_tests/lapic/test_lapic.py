@@ -17,10 +17,12 @@ CONFIGS = [
 
 #: a small-FPGA configuration: 64 implemented vectors
 SMALL = FabricConfig.contiguous(4, n_vectors=64)
+#: the configuration `make test` runs again with seeded phases and stalls
+SEEDED = [CONFIGS[1]]
 
-test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL], design=FabricDesign)
-test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[:3] + [SMALL], design=FabricDesign)
-test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[:3], design=FabricDesign)
+test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL], design=FabricDesign, jitter=SEEDED)
+test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[:3] + [SMALL], design=FabricDesign, jitter=SEEDED)
+test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[:3], design=FabricDesign, jitter=SEEDED)
 #: the IPIs and the storm on 64 APICs (about a minute each) under -m slow, for the CI budget: the
 #: 64-APIC fabric's registers stay in CI (and 64 CPUs boot in tests/test_cli.py
 #: test_x2apic_scenarios_from_the_command_line), the IPIs
@@ -30,7 +32,7 @@ test_ipi_n64 = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[3:], design=Fab
 test_storm_n64 = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[3:], design=FabricDesign,
                               marks=[pytest.mark.slow])
 #: local interrupt sources (timer, LINT, error LVT) and the ICR/SIPI choices
-test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL], design=FabricDesign)
+test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL], design=FabricDesign, jitter=SEEDED)
 
 #: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric with
 #: 32 vectors, the size the SoC's boards use (every test also runs on any design with `pytest
@@ -48,6 +50,6 @@ test_ipi_gate_level = cocotb_tests("cocotb_tests.lapic.tb_ipi", GATE_LEVEL, gate
 #: issue 10: one driver call is one transfer from every simulation phase (2 CPUs; 4 CPUs of 64
 #: vectors under -m slow, for the CI budget)
 PHASE = [c for c in CONFIGS if c.label == "n2"] + [SMALL]
-test_phase = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE[:1], design=FabricDesign)
+test_phase = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE[:1], design=FabricDesign, jitter=SEEDED)
 test_phase_small = cocotb_tests("cocotb_tests.lapic.tb_phase", PHASE[1:], design=FabricDesign,
                                 marks=[pytest.mark.slow])

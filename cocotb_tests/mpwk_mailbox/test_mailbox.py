@@ -9,4 +9,4 @@ CONFIGS = [
     MailboxConfig(version=0, reset_vector=0, ack_latency=20, apic_ids=(4, 9, 17, 200)),
 ]
 
-test_mailbox = cocotb_tests("cocotb_tests.mpwk_mailbox.tb_mailbox", CONFIGS, design=MailboxDesign)
+test_mailbox = cocotb_tests("cocotb_tests.mpwk_mailbox.tb_mailbox", CONFIGS, design=MailboxDesign, jitter=True)

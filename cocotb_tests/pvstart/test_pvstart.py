@@ -12,7 +12,7 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [PvStartSystemConfig(FabricConfig.contiguous(n)) for n in (2, 8)]
 
-test_pvstart = cocotb_tests("cocotb_tests.pvstart.tb_pvstart", CONFIGS[:1], design=PvStartSystemDesign)
+test_pvstart = cocotb_tests("cocotb_tests.pvstart.tb_pvstart", CONFIGS[:1], design=PvStartSystemDesign, jitter=True)
 test_pvstart_8 = cocotb_tests("cocotb_tests.pvstart.tb_pvstart", CONFIGS[1:], design=PvStartSystemDesign,
                               marks=[pytest.mark.slow])
 

@@ -11,7 +11,7 @@ CONFIGS = ([SevSystemConfig(FabricConfig.contiguous(2), max_version=2)]
            + [SevSystemConfig(FabricConfig.contiguous(2), max_version=1)]
            + [SevSystemConfig(FabricConfig.contiguous(n), snp=True) for n in (2, 8)])
 
-test_sev = cocotb_tests("cocotb_tests.sev.tb_sev", CONFIGS, design=SevSystemDesign)
+test_sev = cocotb_tests("cocotb_tests.sev.tb_sev", CONFIGS, design=SevSystemDesign, jitter=CONFIGS[:3])  # 2 CPUs
 
 #: versions 1-1 and 1-2 at 8 CPUs: `python -m pytest -m slow` (not in CI, whose budget is 20
 #: minutes: the SEV-ES paths are the same at 2 CPUs, and 8 CPUs run SNP in CI)

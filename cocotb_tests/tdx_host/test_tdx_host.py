@@ -9,8 +9,9 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = [FabricConfig.contiguous(n) for n in (2, 8)]
 
-test_tdx_host = cocotb_tests("cocotb_tests.tdx_host.tb_tdx_host", CONFIGS[:1], design=FabricDesign)
+test_tdx_host = cocotb_tests("cocotb_tests.tdx_host.tb_tdx_host", CONFIGS[:1], design=FabricDesign, jitter=True)
 test_tdx_host_8 = cocotb_tests("cocotb_tests.tdx_host.tb_tdx_host", CONFIGS[1:], design=FabricDesign,
                                marks=[pytest.mark.slow])
 #: the offline is started from a third CPU: 8 CPUs only
-test_hotplug_lock = cocotb_tests("cocotb_tests.tdx_host.tb_hotplug_lock", CONFIGS[1:], design=FabricDesign)
+test_hotplug_lock = cocotb_tests("cocotb_tests.tdx_host.tb_hotplug_lock", CONFIGS[1:], design=FabricDesign,
+                                 jitter=True)

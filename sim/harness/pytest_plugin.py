@@ -68,11 +68,13 @@ def _waves_enabled(config):
     return config.getoption("--waves") or os.environ.get("APWAKE_WAVES", "") not in ("", "0")
 
 
-def cocotb_tests(tb_module, configs, *, design, marks=(), gate_level=False):
+def cocotb_tests(tb_module, configs, *, design, marks=(), gate_level=False, jitter=()):
     """A pytest test function running the cocotb tests of ``tb_module`` on each of ``configs``,
     each built as ``design(config)`` (a :class:`.build.Design` class); ``marks``
     (for example ``pytest.mark.slow``) apply to every item; ``gate_level`` runs them on the
-    Yosys netlist (as ``--gate-level`` does for every test)."""
+    Yosys netlist (as ``--gate-level`` does for every test).  ``jitter`` (the configurations, or
+    True for all) marks the items ``jitter``: `make test`'s seeded ``--jitter 1 --stall 1`` pass
+    runs those (one configuration where several run the same code, for the CI budget)."""
     names = _cocotb_test_names(tb_module)
     from .gate_level import label_suffix
     suffix = label_suffix(gate_level)
@@ -80,8 +82,12 @@ def cocotb_tests(tb_module, configs, *, design, marks=(), gate_level=False):
     # loadgroup keeps on one worker: the items of one (testbench, configuration) share one
     # simulator run, which only the worker that runs them all can share.
     tier = [pytest.mark.verilator] + ([pytest.mark.gate_level] if gate_level else [])
+    seeded = set(configs if jitter is True else jitter)
+    if not seeded <= set(configs):
+        raise ValueError(f"{tb_module}: jitter names configurations it does not run: "
+                         f"{sorted(c.label for c in seeded - set(configs))}")
     params = [pytest.param(config, name, id=f"{config.label}{suffix}-{name}",
-                           marks=[*marks, *tier,
+                           marks=[*marks, *tier, *([pytest.mark.jitter] if config in seeded and not gate_level else []),
                                   pytest.mark.xdist_group(f"{tb_module}-{config.label}{suffix}")])
               for config in configs for name, applies in names if applies(config)]
 
