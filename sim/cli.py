@@ -310,7 +310,8 @@ def _build(args):
     from apwake.synth.boards import board_variant, build_board, check_clock, format_report, write_report
     try:
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
-                              clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts)
+                              clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts,
+                              msr_window=args.msr_window, apic_storage=args.apic_storage)
         check_clock(board)
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
@@ -409,6 +410,12 @@ def main(argv=None):
     board.add_argument("--local-interrupts", action=argparse.BooleanOptionalAction, default=None,
                        help="the APICs' local sources: timer, LINT0/1, error LVT, TSC MSRs "
                             "(default: the board's)")
+    board.add_argument("--msr-window", action=argparse.BooleanOptionalAction, default=None,
+                       help="each core's MSR window (x2APIC and GHCB MSRs; default: the board's)")
+    from apwake.rtl.lapic.register_file import STORAGE_CHOICES
+    board.add_argument("--apic-storage", choices=STORAGE_CHOICES, default=None,
+                       help="where the APICs keep their storage-only registers: flip-flops or one "
+                            "block RAM each (default: the board's; the cost of each in synth/REPORT.md)")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

@@ -19,6 +19,7 @@ from amaranth import Elaboratable, Module
 from amaranth.back import verilog
 
 from apwake.rtl.lapic import ApicFabric
+from apwake.rtl.lapic.register_file import STORAGE_CHOICES
 from apwake.rtl.soc import Soc
 from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 from apwake.rtl.soc.memory_map import AP_START
@@ -48,9 +49,13 @@ class Board:
     notes: str = ""
     core: str = DEFAULT_CORE    # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
     ap_start: str = "sipi"      # how the APs start (rtl/soc/memory_map.py AP_START), fixed at build
+    apic_storage: str = "flops"  # the APICs' storage-only registers: "flops" or "ram" (LocalApic storage)
 
     def __post_init__(self):
         core_choice(self.core)
+        if self.apic_storage not in STORAGE_CHOICES:
+            raise ValueError(f"{self.name}: apic_storage must be one of {', '.join(STORAGE_CHOICES)}, "
+                             f"not {self.apic_storage!r}")
         if self.ap_start not in AP_START:
             raise ValueError(f"{self.name}: ap_start must be one of {', '.join(AP_START)}, "
                              f"not {self.ap_start!r}")
@@ -107,6 +112,9 @@ _CHOICES = (
     ("ap-start", "ap_start", str, lambda mode: f"--ap-start {mode}"),
     ("local-interrupts", "local_interrupts", lambda on: "local" if on else "nolocal",
      lambda on: "--local-interrupts" if on else "--no-local-interrupts"),
+    ("msr-window", "msr_window", lambda on: "msr" if on else "nomsr",
+     lambda on: "--msr-window" if on else "--no-msr-window"),
+    ("apic-storage", "apic_storage", lambda where: f"apic{where}", lambda where: f"--apic-storage {where}"),
     ("clock-mhz", "clock_hz", lambda hz: f"{hz / 1e6:g}mhz", lambda hz: f"--clock-mhz {hz / 1e6!r}"),
 )
 
@@ -126,11 +134,13 @@ BOARDS = {
 }
 
 
-def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None, local_interrupts=None):
+def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None, local_interrupts=None,
+                  msr_window=None, apic_storage=None):
     """``BOARDS[name]`` with the build-time choices given (None keeps the board's): the core,
     the number of cores, how the APs start, the clock constraint in MHz, whether the APICs have
     their local sources (timer, LINT0/1, error LVT, the TSC MSRs; their share of an APIC is in
-    synth/REPORT.md).
+    synth/REPORT.md), whether each core has the MSR window, where the APICs keep their
+    storage-only registers (``"flops"`` or ``"ram"``; the cost of each is in synth/REPORT.md).
 
     Raises
     ------
@@ -142,7 +152,8 @@ def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=Non
     changes = {field: value for field, value in (
         ("core", core), ("n_cores", n_cores), ("ap_start", ap_start),
         ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6),
-        ("local_interrupts", local_interrupts)) if value is not None}
+        ("local_interrupts", local_interrupts), ("msr_window", msr_window),
+        ("apic_storage", apic_storage)) if value is not None}
     return replace(BOARDS[name], **changes)
 
 
@@ -173,14 +184,14 @@ def sim_config(board):
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig
     return SocConfig(FabricConfig(tuple(board.apic_ids), n_vectors=board.n_vectors,
-                                  local_interrupts=board.local_interrupts),
+                                  local_interrupts=board.local_interrupts, storage=board.apic_storage),
                      ram_bytes=board.ram_bytes, msr_window=board.msr_window, ap_start=board.ap_start,
                      core=board.core)
 
 
 def make_soc(board, firmware):
     fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
-                        local_interrupts=board.local_interrupts)
+                        local_interrupts=board.local_interrupts, storage=board.apic_storage)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
                ap_start=board.ap_start)

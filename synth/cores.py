@@ -19,7 +19,7 @@ from apwake.sim.harness.toolchain import yowasp_tool
 
 from .boards import count_cells, write_report, yosys_stat
 
-__all__ = ["SYNTH", "core_utilisation", "format_cores", "main"]
+__all__ = ["SYNTH", "unit_utilisation", "core_utilisation", "format_cores", "counts_row", "table_main", "main"]
 
 #: the Yosys script per family: the same mapping as the per-block pass of synth/boards.py, flat
 SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
@@ -30,10 +30,9 @@ _KINDS = {"LUT": ("SB_LUT4", "LUT4"), "CARRY": ("SB_CARRY", "CCU2C"), "FF": ("SB
           "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"), "LUTRAM": ("TRELLIS_DPR16X4",)}
 
 
-def core_utilisation(core, family="ice40", *, work_dir=None):
-    """Yosys's cell counts for one ``core`` (a name in :data:`apwake.rtl.soc.cores.CORES`),
-    mapped for ``family`` (``"ice40"`` or ``"ecp5"``), flattened, as an AP's core (reset at
-    ``AP_BOOT``).
+def unit_utilisation(top, family="ice40", *, verilog_files=None, work_dir=None):
+    """Yosys's cell counts for one Amaranth component ``top`` alone (with ``verilog_files``,
+    ``{name: text}``, beside it), mapped for ``family``, flattened.
 
     Returns ``{"LUT": n, "CARRY": n, "FF": n, "BRAM": n, "LUTRAM": n, "seconds": s}``: LUT4s,
     carry cells (SB_CARRY; ECP5's CCU2C, two LUTs each), flip-flops, block RAMs (iCE40 4-Kbit
@@ -43,18 +42,16 @@ def core_utilisation(core, family="ice40", *, work_dir=None):
     Raises
     ------
     ValueError
-        An unknown ``core`` or ``family``.
+        An unknown ``family``.
     RuntimeError
         Yosys failed (the message ends with its output).
     """
-    choice = core_choice(core)
     if family not in SYNTH:
         raise ValueError(f"family must be one of {tuple(SYNTH)}, not {family!r}")
     with tempfile.TemporaryDirectory(dir=work_dir) as folder:
         out = Path(folder)
-        top = choice.make(reset_address=AP_BOOT, stack_address=RAM_BASE + 8192)
         names = []
-        for name, text in choice.verilog_files().items():
+        for name, text in (verilog_files or {}).items():
             (out / name).write_text(text)
             names.append(name)
         (out / "core.v").write_text(verilog.convert(top, name="core", emit_src=False))
@@ -64,6 +61,22 @@ def core_utilisation(core, family="ice40", *, work_dir=None):
         seconds = time.monotonic() - started
     counts = count_cells(stat["modules"]["\\core"].get("num_cells_by_type", {}), _KINDS)
     return {**counts, "seconds": round(seconds, 1)}
+
+
+def core_utilisation(core, family="ice40", *, work_dir=None):
+    """:func:`unit_utilisation` of one ``core`` (a name in :data:`apwake.rtl.soc.cores.CORES`)
+    as an AP's core (reset at ``AP_BOOT``) with its Verilog from its pythondata package.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``core`` or ``family``.
+    RuntimeError
+        Yosys failed (the message ends with its output).
+    """
+    choice = core_choice(core)
+    top = choice.make(reset_address=AP_BOOT, stack_address=RAM_BASE + 8192)
+    return unit_utilisation(top, family, verilog_files=choice.verilog_files(), work_dir=work_dir)
 
 
 def format_cores(results, family):
@@ -76,22 +89,34 @@ def format_cores(results, family):
              "| Core | LUT4 | Carry | FF | Block RAM | LUT RAM | Yosys time (s) |",
              "|---|---|---|---|---|---|---|"]
     for core, c in results.items():
-        lines.append(f"| {core} ({CORES[core].description}) | {c['LUT']} | {c['CARRY']} | {c['FF']} | "
-                     f"{c['BRAM']} | {c['LUTRAM']} | {c['seconds']} |")
+        lines.append(f"| {core} ({CORES[core].description}) | {counts_row(c)} |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m apwake.synth.cores", description=__doc__.split("\n\n")[0])
+def counts_row(counts):
+    """The count columns of a table row: LUT4, carry, FF, block RAM, LUT RAM, Yosys time."""
+    return " | ".join(str(counts[k]) for k in ("LUT", "CARRY", "FF", "BRAM", "LUTRAM", "seconds"))
+
+
+def table_main(argv, *, module, doc, section, table):
+    """The command line of a per-unit table module (``python -m MODULE [--family F] [--write]``,
+    described by the first paragraph of ``doc``): prints ``table(family)`` and with ``--write``
+    puts it in synth/REPORT.md as the section ``SECTION-FAMILY``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     parser.add_argument("--family", choices=tuple(SYNTH), default="ice40")
     parser.add_argument("--write", action="store_true", help="put the table in synth/REPORT.md")
     args = parser.parse_args(argv)
-    results = {core: core_utilisation(core, args.family) for core in CORES}
-    text = format_cores(results, args.family)
+    text = table(args.family)
     print(text)
     if args.write:
-        write_report([], sections={f"cores-{args.family}": text})
+        write_report([], sections={f"{section}-{args.family}": text})
     return 0
+
+
+def main(argv=None):
+    return table_main(argv, module="apwake.synth.cores", doc=__doc__, section="cores",
+                      table=lambda family: format_cores({core: core_utilisation(core, family) for core in CORES},
+                                                        family))
 
 
 if __name__ == "__main__":

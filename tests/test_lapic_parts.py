@@ -474,3 +474,78 @@ def test_error_status_write_then_read_and_fire():
         assert ctx.get(dut.value) == 0
 
     simulate(dut, bench)
+
+
+@pytest.mark.parametrize("local_interrupts", [False, True])
+def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
+    """``storage="ram"`` (issue 16's smaller APIC) answers every access as ``"flops"`` does,
+    cycle for cycle: the same random reads and writes (every storage register, xAPIC MMIO and
+    x2APIC MSRs, SVR's software disable, the switch to x2APIC mode, INIT's soft reset) go to
+    both at once, and their responses, ``req_ready`` and the outputs the other parts read must
+    agree.  A word kept in memory must read back what was written, its reset value after a soft
+    reset, and its mask bit forced while the APIC is software-disabled."""
+    import random
+    from amaranth import Module
+    from apwake.rtl.lapic.register_file import ram_registers
+    from apwake.rtl.lapic.registers import Kind, REGISTERS
+
+    flops = RegisterFile(n_vectors=NV, local_interrupts=local_interrupts, storage="flops")
+    ram = RegisterFile(n_vectors=NV, local_interrupts=local_interrupts, storage="ram")
+    m = Module()
+    m.submodules.flops, m.submodules.ram = flops, ram
+    in_ram = {r.name for r in ram_registers(local_interrupts)}
+    assert in_ram and in_ram <= {r.name for r in REGISTERS if r.kind is Kind.STORAGE}
+    storage = [r for r in REGISTERS if r.kind is Kind.STORAGE]
+    outputs = ["enabled", "x2apic", "tpr", "svr", "ldr", "dfr"] + (
+        ["lvt_timer", "lvt_error", "lvt_lint0", "lvt_lint1", "timer_divide", "timer_initial"]
+        if local_interrupts else [])
+    rng = random.Random(16)
+    seen = {"ram_value": 0, "reset_read": 0}
+
+    async def bench(ctx):
+        for dut in (flops, ram):
+            ctx.set(dut.apic_id, 0x05)
+        for step in range(1500):
+            r = rng.choice(storage)
+            roll = rng.random()
+            if roll < 0.02:      # INIT: back to the reset values
+                req = None
+                for dut in (flops, ram):
+                    ctx.set(dut.soft_reset, 1)
+            elif roll < 0.04:    # SVR's software enable off or on (forces every LVT mask bit)
+                req = (Space.MMIO, BY_NAME["SVR"].offset, 1, rng.choice([0xFF, 0x1FF]))
+            elif roll < 0.05:    # into x2APIC mode (or, when there, an illegal way back: #GP)
+                req = (Space.MSR, MSR_IA32_APIC_BASE, 1, XAPIC_DEFAULT_BASE | 0xC00)
+            else:
+                x2apic = ctx.get(flops.x2apic)
+                space = Space.MSR if x2apic else Space.MMIO
+                addr = r.msr if x2apic else r.offset
+                if addr is None:
+                    continue
+                write = rng.random() < 0.5
+                wdata = rng.getrandbits(32) & (r.write_mask if rng.random() < 0.8 else 0xFFFF_FFFF)
+                req = (space, addr, int(write), wdata)
+            if req is not None:
+                for dut in (flops, ram):
+                    bus = dut.bus
+                    ctx.set(bus.req_valid, 1)
+                    ctx.set(bus.space, req[0])
+                    ctx.set(bus.addr, req[1])
+                    ctx.set(bus.write, req[2])
+                    ctx.set(bus.wdata, req[3])
+                assert ctx.get(flops.bus.req_ready) == ctx.get(ram.bus.req_ready)
+            await ctx.tick()
+            for dut in (flops, ram):
+                ctx.set(dut.bus.req_valid, 0)
+                ctx.set(dut.soft_reset, 0)
+            for port in ("resp_valid", "rdata", "gp"):
+                assert ctx.get(getattr(flops.bus, port)) == ctx.get(getattr(ram.bus, port)), (step, r.name, port)
+            for name in outputs:
+                assert ctx.get(getattr(flops, name)) == ctx.get(getattr(ram, name)), (step, name)
+            if req is not None and not req[2] and r.name in in_ram and ctx.get(ram.bus.resp_valid):
+                value = ctx.get(ram.bus.rdata)
+                seen["reset_read" if value == r.reset else "ram_value"] += 1
+        # the comparison covered words read from memory and words read as their reset value
+        assert seen["ram_value"] > 20 and seen["reset_read"] > 20, seen
+
+    simulate(m, bench)

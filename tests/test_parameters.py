@@ -41,6 +41,7 @@ def _rejected_objects_are_not_unused():
     (dict(apic_ids=list(range(300)), cluster_size=300), ValueError, r"from 1 to 256 .* not 300"),
     (dict(apic_ids=[0, 1], apic_factory=LocalApic, cluster_factory=ApicCluster), ValueError,
      r"give apic_factory or cluster_factory, not both"),
+    (dict(apic_ids=[0, 1], storage="bram"), ValueError, r"storage must be one of \('flops', 'ram'\), not 'bram'"),
 ])
 def test_fabric_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -96,3 +97,10 @@ def test_codec_round_trip_and_errors():
         pack(Icr, vector=256)
     with pytest.raises(ValueError, match=r"'vectr' is not a field"):
         pack(Icr, vectr=1)
+
+
+@pytest.mark.parametrize("make", [lambda: LocalApic(storage="block"), lambda: ApicCluster(2, storage="block"),
+                                  lambda: FabricConfig.contiguous(2, storage="block")])
+def test_apic_storage_is_checked_where_it_is_given(make):
+    with pytest.raises(ValueError, match=r"storage must be one of \('flops', 'ram'\), not 'block'"):
+        make()

@@ -63,6 +63,20 @@ def test_serv_is_a_fraction_of_picorv32_on_ice40():
     assert 0 < 4 * serv["LUT"] < pico["LUT"] and 0 < 2 * serv["FF"] < pico["FF"], (serv, pico)
 
 
+@pytest.mark.synth
+def test_apic_in_ram_trades_flip_flops_for_block_ram_on_ice40():
+    """The iCEBreaker's APIC (32 vectors, no local sources) in Yosys's iCE40 mapping
+    (synth/apics.py, synth/REPORT.md "apics-ice40"): with ``storage="ram"`` its nine
+    storage-only registers go to block RAM (two 256 x 16 blocks for 32-bit words), which saves
+    at least 80 flip-flops, and the LUTs stay within 5%: the register decode and read-back, not
+    the storage, set them."""
+    from apwake.synth.apics import apic_utilisation
+    flops, ram = (apic_utilisation("ice40", storage=storage) for storage in ("flops", "ram"))
+    assert flops["BRAM"] == 0 and ram["BRAM"] == 2, (flops, ram)
+    assert ram["FF"] <= flops["FF"] - 80, (flops, ram)
+    assert abs(ram["LUT"] - flops["LUT"]) <= 0.05 * flops["LUT"], (flops, ram)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda tmp: core_utilisation("serv", "xilinx"), r"family must be one of \('ice40', 'ecp5'\), not 'xilinx'"),
     (lambda tmp: core_utilisation("rocket"), r"core must be one of \('picorv32', 'serv'\), not 'rocket'"),
@@ -95,6 +109,8 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     (dict(name="ulx3s", n_cores=1, ap_start="mailbox"), r"2 or more to start an AP with 'mailbox'\), not 1"),
     (dict(name="ulx3s", core="rocket"), r"core must be one of \('picorv32', 'serv'\), not 'rocket'"),
     (dict(name="ulx3s", clock_mhz=-5), r"ulx3s: clock_hz must be positive, not -5000000.0"),
+    (dict(name="ulx3s", apic_storage="bram"), r"ulx3s: apic_storage must be one of flops, ram, not 'bram'"),
+    (dict(name="ulx3s", ap_start="ghcb", msr_window=False), r"ulx3s: ap_start 'ghcb' needs the MSR window"),
 ])
 def test_board_variant_refusals(variant, message):
     """``apwake build``'s choices are checked before any tool runs; the message names the field."""
@@ -113,11 +129,12 @@ def test_board_clock_refusals(board, clock_mhz, message):
 
 
 @pytest.mark.parametrize("name, clock_mhz", [("icebreaker", None), ("ulx3s", 50), ("ulx3s", 100 / 3)])
-@pytest.mark.parametrize("local_interrupts", [False, True])
-def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts):
+@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage", [(False, True, "ram"), (True, False, "flops")])
+def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts, msr_window,
+                                                        apic_storage):
     """The command a report records (Board.command) parses back into the same board, with the
-    local sources turned on or off against either board's default and a clock that six digits
-    do not spell (iCE40 boards run at their oscillator only)."""
+    local sources, the MSR window and the APIC storage changed or kept against either board's
+    default and a clock that six digits do not spell (iCE40 boards run at their oscillator only)."""
     import shlex
     from apwake.sim.cli import main
     from apwake.synth import boards
@@ -126,7 +143,7 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
     monkeypatch.setattr(boards, "write_report", lambda results: None)
     monkeypatch.setattr(boards, "format_report", lambda result: "")
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
-                            local_interrupts=local_interrupts)
+                            local_interrupts=local_interrupts, msr_window=msr_window, apic_storage=apic_storage)
     assert main(shlex.split(variant.command)[1:]) == 0
     assert built == [variant]
 
@@ -153,11 +170,11 @@ def test_board_variants_are_labelled_and_simulated_as_built():
     assert board_variant("ulx3s").label == "ulx3s"
     variant = board_variant("ulx3s", n_cores=3, ap_start="mailbox", clock_mhz=40,
                             core="picorv32" if BOARDS["ulx3s"].core == "serv" else "serv",
-                            local_interrupts=not BOARDS["ulx3s"].local_interrupts)
+                            local_interrupts=not BOARDS["ulx3s"].local_interrupts, apic_storage="ram")
     local = "local" if variant.local_interrupts else "nolocal"
-    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-{local}-40mhz"
+    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-{local}-apicram-40mhz"
     config = sim_config(variant)
-    assert (config.fabric.apic_ids, config.fabric.n_vectors, config.fabric.local_interrupts, config.ram_bytes,
-            config.ap_start, config.core, config.msr_window) == (
-        (0, 1, 2), variant.n_vectors, variant.local_interrupts, variant.ram_bytes, "mailbox", variant.core,
+    assert (config.fabric.apic_ids, config.fabric.n_vectors, config.fabric.local_interrupts, config.fabric.storage,
+            config.ram_bytes, config.ap_start, config.core, config.msr_window) == (
+        (0, 1, 2), variant.n_vectors, variant.local_interrupts, "ram", variant.ram_bytes, "mailbox", variant.core,
         variant.msr_window)

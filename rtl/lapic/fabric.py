@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import FabricMessage, X2APIC_BROADCAST
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
 from .local_apic import LocalApic, check_n_vectors
+from .register_file import check_storage
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
 
@@ -65,8 +66,11 @@ class ApicFabric(wiring.Component):
         but usually a configuration mistake, so they are refused unless this is set.
     local_interrupts : bool
         Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic` (timer, LINT, error LVT).
+    storage : str
+        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`: ``"flops"`` or
+        ``"ram"`` (where its storage-only registers are kept).
     apic_factory : callable or None
-        ``apic_factory(n_vectors=..., local_interrupts=...)`` returns the component for one
+        ``apic_factory(n_vectors=..., local_interrupts=..., storage=...)`` returns the component for one
         APIC; it must have ``LocalApic``'s signature.  None elaborates :class:`LocalApic`; the simulation
         harness passes a :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is
         converted and compiled once for all ports.
@@ -77,7 +81,7 @@ class ApicFabric(wiring.Component):
         fabric behaves the same for every size (cycle for cycle); the size changes only the
         structure of the Verilog (docs/PERFORMANCE.md, "Clusters").
     cluster_factory : callable or None
-        ``cluster_factory(size=..., n_vectors=..., local_interrupts=...)`` returns one cluster
+        ``cluster_factory(size=..., n_vectors=..., local_interrupts=..., storage=...)`` returns one cluster
         with :func:`~apwake.rtl.lapic.cluster.cluster_signature`; None elaborates
         :class:`~apwake.rtl.lapic.cluster.ApicCluster` with ``apic_factory``.  Give one
         factory or the other.
@@ -108,7 +112,8 @@ class ApicFabric(wiring.Component):
     """
 
     def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
-                 local_interrupts=True, apic_factory=None, cluster_size=None, cluster_factory=None):
+                 local_interrupts=True, storage="flops", apic_factory=None, cluster_size=None,
+                 cluster_factory=None):
         apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
         if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
             raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
@@ -132,6 +137,7 @@ class ApicFabric(wiring.Component):
         if not isinstance(local_interrupts, bool):
             raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
         self.local_interrupts = local_interrupts
+        self.storage = check_storage(storage)
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
         self.bsp_index = bsp_index
@@ -176,7 +182,7 @@ class ApicFabric(wiring.Component):
         clusters = []
         for c in range(n_clusters):
             cluster = self._cluster_factory(size=size, n_vectors=self.n_vectors,
-                                            local_interrupts=self.local_interrupts)
+                                            local_interrupts=self.local_interrupts, storage=self.storage)
             m.submodules[f"cluster{c}"] = cluster
             ports = range(c * size, min(n, (c + 1) * size))
             for j, i in enumerate(ports):

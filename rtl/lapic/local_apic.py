@@ -24,7 +24,7 @@ from .icr_sender import IcrSender
 from .interrupt_state import InterruptState
 from .local_sources import LocalSources
 from .receiver import Receiver
-from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION
+from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage
 from .signatures import CpuPortSignature, FabricLinkSignature, LINK_RX, LINK_TX
 from .timer import ApicTimer
 
@@ -153,6 +153,12 @@ class LocalApic(wiring.Component):
     local_interrupts : bool
         Build the local interrupt sources (timer with TSC-deadline, LINT0/LINT1, error LVT,
         TMR).  False only to save logic on the smallest FPGAs.
+    storage : str
+        ``"flops"`` (default) or ``"ram"``: where the storage registers that no other part
+        reads are kept (:class:`~apwake.rtl.lapic.register_file.RegisterFile`; the LVTs without
+        a source, and without ``local_interrupts`` every LVT and the timer's registers).  A
+        size knob for FPGAs with block RAM to spare; the behaviour is the same (the block tests
+        run on both, synth/REPORT.md has the cost of each).
 
     Attributes
     ----------
@@ -179,18 +185,20 @@ class LocalApic(wiring.Component):
     Raises
     ------
     ValueError, TypeError
-        ``n_vectors`` not one of :data:`VECTOR_COUNTS`; ``local_interrupts`` not a bool.
+        ``n_vectors`` not one of :data:`VECTOR_COUNTS`; ``local_interrupts`` not a bool;
+        ``storage`` not one of :data:`~apwake.rtl.lapic.register_file.STORAGE_CHOICES`.
 
     Sources: Intel SDM vol. 3 ch. 11 (APIC: §11.5 local vector table, timer and error
     handling, §11.6 ICR, §11.8 EOI, §11.12 x2APIC) and ch. 9 (§9.4 MP initialisation); KVM
     ``arch/x86/kvm/lapic.c`` where the SDM leaves room.
     """
 
-    def __init__(self, *, n_vectors=256, local_interrupts=True):
+    def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops"):
         self.n_vectors = check_n_vectors(n_vectors)
         if not isinstance(local_interrupts, bool):
             raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
         self.local_interrupts = local_interrupts
+        self.storage = check_storage(storage)
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
@@ -198,7 +206,7 @@ class LocalApic(wiring.Component):
         nv, lsrc = self.n_vectors, self.local_interrupts
         cpu, link = self.cpu, self.link
 
-        m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc)
+        m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage)
         m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc)
         m.submodules.receiver = rx = Receiver(n_vectors=nv)
         m.submodules.interrupts = ints = InterruptState(n_vectors=nv, trigger_modes=lsrc)

@@ -8,6 +8,7 @@ hands every taken write to them on a :class:`~apwake.rtl.lapic.signatures.Regist
 
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
@@ -16,13 +17,36 @@ from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_B
 from .registers import Access, Kind, REGISTERS, BY_NAME
 from .signatures import RegisterBusSignature, RegisterWriteSignature, Space
 
-__all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX"]
+__all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX", "STORAGE_CHOICES", "check_storage", "ram_registers"]
 
 #: the VERSION register's value (version 0x14, max LVT index in [23:16]), from the table
 VERSION = BY_NAME["VERSION"].reset & 0xFF
 MAX_LVT_INDEX = BY_NAME["VERSION"].reset >> 16
 #: the LVTs whose sources :class:`~apwake.rtl.lapic.local_sources.LocalSources` delivers
 _SOURCE_LVTS = ("LVT_TIMER", "LVT_ERROR", "LVT_LINT0", "LVT_LINT1")
+#: where the storage registers that no other part reads are kept: "flops" (each its own
+#: flip-flops) or "ram" (one memory, block RAM on an FPGA; issue 16's smaller APIC)
+STORAGE_CHOICES = ("flops", "ram")
+#: the LVT mask bit: kept in a flip-flop even with ``storage="ram"``, since clearing SVR's
+#: software enable sets it in every LVT at once (docs/spec/lapic.md §5)
+_LVT_MASK_BIT = 16
+
+
+def check_storage(storage):
+    """``storage`` if it is one of :data:`STORAGE_CHOICES`; ValueError naming it otherwise."""
+    if storage not in STORAGE_CHOICES:
+        raise ValueError(f"storage must be one of {STORAGE_CHOICES}, not {storage!r}")
+    return storage
+
+
+def ram_registers(local_interrupts):
+    """The storage registers that ``storage="ram"`` keeps in memory: those no other part of the
+    APIC reads (TPR, SVR, LDR and DFR steer delivery; with ``local_interrupts`` the source LVTs
+    and the timer's registers drive the local sources).  The memory slot is the list index."""
+    steering = {"TPR", "SVR", "LDR", "DFR"}
+    if local_interrupts:
+        steering |= {*_SOURCE_LVTS, "TIMER_INITIAL", "TIMER_DIVIDE"}
+    return [r for r in REGISTERS if r.kind is Kind.STORAGE and r.name not in steering]
 
 
 class RegisterFile(wiring.Component):
@@ -53,6 +77,15 @@ class RegisterFile(wiring.Component):
     local_interrupts : bool
         Whether the APIC has the local sources: the TSC MSRs, TIMER_CURRENT, TMR, the LVT
         remote IRR bits and the LVT write check exist only then (their ports too).
+    storage : str
+        ``"flops"``: every storage register in flip-flops.  ``"ram"``: the storage registers no
+        other part reads (:func:`ram_registers`: the LVTs without a source, and without local
+        interrupts all seven LVTs and the timer's two registers) in one memory (words as wide
+        as the widest register's writable bits), read synchronously in the cycle the request
+        is taken, so the response keeps its one-cycle latency.  A valid bit per word stands
+        for the reset value (so INIT and the disable reset them in one cycle) and each LVT's
+        mask bit stays a flip-flop (SVR's software disable sets them all at once).  The
+        behaviour is the same.
 
     Attributes
     ----------
@@ -103,9 +136,10 @@ class RegisterFile(wiring.Component):
         Remote IRR of LVT LINT0/LINT1 (their bit 14).
     """
 
-    def __init__(self, *, n_vectors, local_interrupts):
+    def __init__(self, *, n_vectors, local_interrupts, storage="flops"):
         self.n_vectors = n_vectors
         self.local_interrupts = local_interrupts
+        self.storage = check_storage(storage)
         members = {
             "bus": In(RegisterBusSignature()),
             "apic_id": In(32),
@@ -150,8 +184,23 @@ class RegisterFile(wiring.Component):
         port = self.bus
 
         apic_base = Signal(ApicBase, init={"enable": 1, "base": XAPIC_DEFAULT_BASE >> 12})
+        in_ram = ram_registers(lsrc) if self.storage == "ram" else []
+        ram_names = [r.name for r in in_ram]
         storage = {r.name: Signal(32, init=r.reset, name=r.name.lower())
-                   for r in REGISTERS if r.kind is Kind.STORAGE}
+                   for r in REGISTERS if r.kind is Kind.STORAGE and r.name not in ram_names}
+        # storage="ram": the words, whether each was written since reset, the LVTs' mask bits
+        lvt_mask = {name: Signal(init=1, name=f"{name.lower()}_mask")
+                    for name in ram_names if name.startswith("LVT_")}
+        if in_ram:
+            ram_valid = Signal(len(in_ram))
+            # as wide as the widest word (the mask bit apart): one iCE40 block of 16-bit words
+            # when only the source-less LVTs are kept; block RAM where the FPGA has a choice
+            width = max((r.write_mask & ~(1 << _LVT_MASK_BIT if r.name in lvt_mask else 0)).bit_length()
+                        for r in in_ram)
+            m.submodules.ram = ram = Memory(shape=width, depth=len(in_ram), init=[],
+                                            attrs={"ram_style": "block"})
+            ram_write = ram.write_port()
+            ram_read = ram.read_port()
         resp_valid = Signal()
         resp_rdata = Signal(64)
         resp_gp = Signal()
@@ -191,7 +240,8 @@ class RegisterFile(wiring.Component):
         msr_apic_base = is_msr & (port.addr == MSR_IA32_APIC_BASE)
         msr_tsc = is_msr & (port.addr == MSR_IA32_TSC) if lsrc else Const(0)
         msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE) if lsrc else Const(0)
-        deadline_mode = Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
+        deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
+                         if lsrc else Const(0))
         xapic_access = ~is_msr & xapic
         x2apic_access = msr_x2apic & x2apic
 
@@ -226,10 +276,11 @@ class RegisterFile(wiring.Component):
                     (x2apic_only & ~(new_base.enable & new_base.extd)))
                 m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
                                   (new_base.rsvd36 != 0) | bad_transition)
-        with m.Elif(msr_tsc):
-            m.d.comb += gp.eq(port.write)       # the shared TSC is read-only here
-        with m.Elif(msr_deadline):
-            pass                                # any 64-bit value; ignored outside deadline mode
+        if lsrc:    # (no constant branches without them: Verilator calls those case overlaps)
+            with m.Elif(msr_tsc):
+                m.d.comb += gp.eq(port.write)   # the shared TSC is read-only here
+            with m.Elif(msr_deadline):
+                pass                            # any 64-bit value; ignored outside deadline mode
         with m.Elif(is_msr):
             with m.If(~x2apic_access):
                 m.d.comb += gp.eq(1)
@@ -272,21 +323,24 @@ class RegisterFile(wiring.Component):
 
         # --- read data ----------------------------------------------------------------------
         rdata = Signal(64)
+        readable = Signal()
+        m.d.comb += readable.eq((xapic_access & readable_x & mmio_aligned) | (x2apic_access & readable_x2))
         with m.If(msr_apic_base):
             m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp, apic_base.as_value()[9],
                                      extd, apic_base.as_value()[11:64]))
-        with m.Elif(msr_tsc):
-            m.d.comb += rdata.eq(self.tsc if lsrc else 0)
-        with m.Elif(msr_deadline):
-            m.d.comb += rdata.eq(Mux(deadline_mode, self.tsc_deadline, 0) if lsrc else 0)
+        if lsrc:
+            with m.Elif(msr_tsc):
+                m.d.comb += rdata.eq(self.tsc)
+            with m.Elif(msr_deadline):
+                m.d.comb += rdata.eq(Mux(deadline_mode, self.tsc_deadline, 0))
         with m.Elif(~is_msr & ~xapic):
             m.d.comb += rdata.eq(0xFFFF_FFFF)   # absent MMIO page (disabled or x2APIC)
-        with m.Elif((xapic_access & readable_x & mmio_aligned) | (x2apic_access & readable_x2)):
+        with m.Elif(readable):
             with m.Switch(index):
                 for r in REGISTERS:
                     with m.Case(r.index):
-                        m.d.comb += rdata.eq(self._read_value(r, storage=storage, x2apic=x2apic,
-                                                              deadline_mode=deadline_mode))
+                        m.d.comb += rdata.eq(self._read_value(r, storage=storage, lvt_mask=lvt_mask,
+                                                              x2apic=x2apic, deadline_mode=deadline_mode))
 
         m.d.comb += self.illegal_address.eq(fire & illegal_address)
 
@@ -295,11 +349,27 @@ class RegisterFile(wiring.Component):
             resp_rdata.eq(Mux(read & ~gp, rdata, 0)),
             resp_gp.eq(fire & gp),
         ]
+        ram_word = Signal(32)   # storage="ram": the word a read response adds
         m.d.comb += [
             port.resp_valid.eq(resp_valid),
-            port.rdata.eq(resp_rdata),
+            port.rdata.eq(resp_rdata | ram_word),
             port.gp.eq(resp_gp),
         ]
+        if in_ram:
+            # The word is read in the cycle the request is taken and arrives with the response;
+            # a word not written since reset reads 0 (its reset value, the LVT mask bit apart).
+            slot = Signal(range(len(in_ram)))
+            slot_hit = Signal()
+            with m.Switch(index):
+                for k, r in enumerate(in_ram):
+                    with m.Case(r.index):
+                        m.d.comb += [slot.eq(k), slot_hit.eq(1)]
+            resp_ram = Signal()
+            # A request is a read or a write, so the ports never meet on one word; the read
+            # port idles during writes, which spares the FPGA mapping any collision logic.
+            m.d.comb += [ram_read.addr.eq(slot), ram_read.en.eq(~ram_write.en)]
+            m.d.sync += resp_ram.eq(fire & read & ~gp & readable & slot_hit & ram_valid.bit_select(slot, 1))
+            m.d.comb += ram_word.eq(Mux(resp_ram, ram_read.data, 0))
 
         # --- write effects on the storage registers -----------------------------------------
         with m.If(fire & do_write):
@@ -311,8 +381,15 @@ class RegisterFile(wiring.Component):
                         value = (wdata[0:32] & r.write_mask) | (r.reset & ~r.write_mask)
                         if r.name.startswith("LVT_"):
                             # Software-disabled: LVT mask bits are forced on (docs/spec/lapic.md §5).
-                            value = value | Mux(sw_enabled, 0, 1 << 16)
-                        if lsrc and r.name == "TIMER_INITIAL":
+                            value = value | Mux(sw_enabled, 0, 1 << _LVT_MASK_BIT)
+                        if r.name in ram_names:
+                            k = ram_names.index(r.name)
+                            kept = value & ~(1 << _LVT_MASK_BIT) if r.name in lvt_mask else value
+                            m.d.comb += [ram_write.addr.eq(k), ram_write.data.eq(kept), ram_write.en.eq(1)]
+                            m.d.sync += ram_valid[k].eq(1)
+                            if r.name in lvt_mask:
+                                m.d.sync += lvt_mask[r.name].eq(value[_LVT_MASK_BIT])
+                        elif lsrc and r.name == "TIMER_INITIAL":
                             # Ignored in TSC-deadline mode (the timer loads its count then too).
                             with m.If(~deadline_mode):
                                 m.d.sync += storage[r.name].eq(value)
@@ -332,7 +409,8 @@ class RegisterFile(wiring.Component):
                             with m.If(~Svr(value).apic_enable):
                                 for lvt in storage:
                                     if lvt.startswith("LVT_"):
-                                        m.d.sync += storage[lvt][16].eq(1)
+                                        m.d.sync += storage[lvt][_LVT_MASK_BIT].eq(1)
+                                m.d.sync += [mask.eq(1) for mask in lvt_mask.values()]
         with m.If(fire & write & msr_apic_base & ~gp):
             m.d.sync += [
                 apic_base.enable.eq(new_base.enable),
@@ -349,11 +427,16 @@ class RegisterFile(wiring.Component):
         # INIT or disable: back to the reset state, keeping ID, mode and BSP (§6.1).
         with m.If(self.soft_reset):
             m.d.sync += [reg.eq(BY_NAME[name].reset) for name, reg in storage.items()]
+            if in_ram:
+                m.d.sync += [ram_valid.eq(0), *(mask.eq(1) for mask in lvt_mask.values())]
         return m
 
-    def _read_value(self, r, *, storage, x2apic, deadline_mode):
-        """The value register ``r`` reads, in the current mode."""
+    def _read_value(self, r, *, storage, lvt_mask, x2apic, deadline_mode):
+        """The value register ``r`` reads, in the current mode (of a register kept in memory,
+        the bits kept in flip-flops: the response adds the word)."""
         lsrc = self.local_interrupts
+        if r.kind is Kind.STORAGE and r.name not in storage:
+            return lvt_mask[r.name] << _LVT_MASK_BIT if r.name in lvt_mask else 0
         if r.kind is Kind.STORAGE:
             if r.name == "LDR":
                 return Mux(x2apic, x2apic_logical_id(self.apic_id), storage["LDR"])

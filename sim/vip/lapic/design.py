@@ -6,6 +6,7 @@ from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import ApicCluster, check_cluster_size, cluster_count, cluster_signature
 from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
+from apwake.rtl.lapic.register_file import check_storage
 
 from apwake.sim.harness.build import Design, port_names
 from apwake.sim.harness.config import EnvConfig
@@ -35,10 +36,12 @@ class FabricConfig(EnvConfig):
     allow_duplicate_ids: bool = False
     local_interrupts: bool = True
     cluster_size: int = 0
+    storage: str = "flops"
 
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
         check_n_vectors(self.n_vectors)
+        check_storage(self.storage)
         check_cluster_size(self.cluster_size, len(self.apic_ids), zero_means="the harness's choice")
 
     @classmethod
@@ -63,6 +66,8 @@ class FabricConfig(EnvConfig):
             parts.append("nolvt")
         if self.cluster_size:
             parts.append(f"c{self.cluster_size}")
+        if self.storage != "flops":
+            parts.append(self.storage)
         return "-".join(parts)
 
 
@@ -78,7 +83,8 @@ class FabricDesign(Design):
 
     @property
     def _suffix(self):
-        return "" if self.config.local_interrupts else "_nolvt"
+        c = self.config
+        return ("" if c.local_interrupts else "_nolvt") + ("" if c.storage == "flops" else f"_{c.storage}")
 
     @property
     def apic_module(self):
@@ -115,11 +121,12 @@ class FabricDesign(Design):
         # (8 CPUs cold: 40.3 s as a nested block, 28.7 s without, measured).
         c = self.config
         modules = {self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
-                                                           local_interrupts=c.local_interrupts))}
+                                                           local_interrupts=c.local_interrupts,
+                                                           storage=c.storage))}
         if self.n_clusters > 1:
             modules[self.cluster_module] = PackedPorts(ApicCluster(
                 self.cluster_size, n_vectors=c.n_vectors, local_interrupts=c.local_interrupts,
-                apic_factory=self._apic))
+                storage=c.storage, apic_factory=self._apic))
         return modules
 
     def top(self):
@@ -128,7 +135,8 @@ class FabricDesign(Design):
                    else dict(apic_factory=self._apic))
         return ApicFabric(c.apic_ids, n_vectors=c.n_vectors, bsp_index=c.bsp_index,
                           allow_duplicate_ids=c.allow_duplicate_ids,
-                          local_interrupts=c.local_interrupts, cluster_size=self.cluster_size,
+                          local_interrupts=c.local_interrupts, storage=c.storage,
+                          cluster_size=self.cluster_size,
                           **factory)
 
     def wave_groups(self, top):
