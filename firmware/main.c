@@ -428,7 +428,8 @@ void bsp_main(void)
         }
         if (!wait_mask(1u << core, 1u << core))
             report("AP core did not come online: ", core);
-        if (!x2apic && start == SOC_AP_START_SIPI && FIELD(CONTROL(FEATURES), SOC_CONTROL_FEATURES, MSR_WINDOW)) {
+        if (!x2apic && start == SOC_AP_START_SIPI && FIELD(CONTROL(FEATURES), SOC_CONTROL_FEATURES, MSR_WINDOW)
+            && FIELD(CONTROL(FEATURES), SOC_CONTROL_FEATURES, X2APIC)) {
             /* after the first AP: the BSP switches its APIC to x2APIC mode (IA32_APIC_BASE
                EN | EXTD through the MSR window) and wakes the others through MSR 0x830 */
             wrmsr(MSR_IA32_APIC_BASE, rdmsr_lo(MSR_IA32_APIC_BASE) | APIC_BASE_X2APIC, MSR(DATA_HI));

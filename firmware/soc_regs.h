@@ -134,6 +134,8 @@
 #define SOC_CONTROL_FEATURES 0x00000018u                 /* R: what this build of the SoC has */
 #define SOC_CONTROL_FEATURES_MSR_WINDOW_SHIFT 0x00000000u
 #define SOC_CONTROL_FEATURES_MSR_WINDOW_MASK 0x00000001u
+#define SOC_CONTROL_FEATURES_X2APIC_SHIFT 0x00000001u
+#define SOC_CONTROL_FEATURES_X2APIC_MASK 0x00000001u
 #define SOC_CONTROL_START_SP 0x0000001Cu                 /* R: the stack pointer the last start gave this core (ap_start="context": the carried ESP); 0: the AP boot stub sets the core's own stack (below) */
 #define SOC_CONTROL_RAM_BYTES 0x00000020u                /* R: bytes of RAM (from RAM_BASE) */
 #define SOC_CONTROL_STACK_BYTES 0x00000024u              /* R: bytes of RAM each core's stack has at the top: core i's sp (set by the firmware's entry code; PicoRV32's STACKADDR too) is RAM_BASE + RAM_BYTES - i * STACK_BYTES */

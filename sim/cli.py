@@ -311,7 +311,7 @@ def _build(args):
     try:
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
                               clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts,
-                              msr_window=args.msr_window, apic_storage=args.apic_storage)
+                              msr_window=args.msr_window, apic_storage=args.apic_storage, x2apic=args.x2apic)
         check_clock(board)
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
@@ -416,6 +416,9 @@ def main(argv=None):
     board.add_argument("--apic-storage", choices=STORAGE_CHOICES, default=None,
                        help="where the APICs keep their storage-only registers: flip-flops or one "
                             "block RAM each (default: the board's; the cost of each in synth/REPORT.md)")
+    board.add_argument("--x2apic", action=argparse.BooleanOptionalAction, default=None,
+                       help="the APICs' x2APIC mode; --no-x2apic leaves it out (EXTD is #GP, the firmware "
+                            "stays in xAPIC mode), the x2APIC logic's LUTs with it (default: the board's)")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

@@ -1,7 +1,8 @@
 """Per-core FPGA cost of the local APIC's size options (issue 16): one
 :class:`~apwake.rtl.lapic.local_apic.LocalApic` alone, for each register storage
 (:data:`~apwake.rtl.lapic.register_file.STORAGE_CHOICES`) with and without the local sources,
-synthesised by Yosys for a family and counted, at the boards' 32 vectors.
+and without x2APIC mode, synthesised by Yosys for a family and counted, at the boards' 32
+vectors.
 
 ``python -m apwake.synth.apics [--family ice40|ecp5] [--write]`` prints the Markdown table
 (and with ``--write`` puts it in synth/REPORT.md as the section "apics-FAMILY").
@@ -12,15 +13,16 @@ from apwake.rtl.lapic.register_file import STORAGE_CHOICES, ram_registers
 
 from .cores import SYNTH, counts_row, table_main, unit_utilisation
 
-__all__ = ["N_VECTORS", "apic_utilisation", "format_apics", "main"]
+__all__ = ["N_VECTORS", "ROWS", "apic_utilisation", "format_apics", "main"]
 
 #: the boards' APIC size (synth/boards.py BOARDS)
 N_VECTORS = 32
 
 
-def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False, work_dir=None):
+def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False, x2apic_support=True,
+                     work_dir=None):
     """:func:`~apwake.synth.cores.unit_utilisation` of one APIC of :data:`N_VECTORS` vectors
-    with the given ``storage`` and ``local_interrupts``.
+    with the given ``storage``, ``local_interrupts`` and ``x2apic_support``.
 
     Raises
     ------
@@ -29,30 +31,42 @@ def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False,
     RuntimeError
         Yosys failed (the message ends with its output).
     """
-    top = LocalApic(n_vectors=N_VECTORS, local_interrupts=local_interrupts, storage=storage)
+    top = LocalApic(n_vectors=N_VECTORS, local_interrupts=local_interrupts, storage=storage,
+                    x2apic_support=x2apic_support)
     return unit_utilisation(top, family, work_dir=work_dir)
 
 
 def format_apics(results, family):
-    """The REPORT.md section: ``results`` is ``{(storage, local_interrupts): apic_utilisation(...)}``."""
+    """The REPORT.md section: ``results`` is ``{(storage, local_interrupts, x2apic_support):
+    apic_utilisation(...)}``."""
     lines = [f"## apics-{family} (one APIC of each option, {N_VECTORS} vectors, Yosys "
              f"{SYNTH[family].split()[0]}, flattened)", "",
              f"Command: `python -m apwake.synth.apics --family {family} --write` (synth/apics.py): one "
              f"`LocalApic` alone per register storage (`--apic-storage` of `apwake build`) and with or "
-             f"without the local sources (`--[no-]local-interrupts`), then `{SYNTH[family]}; stat`.  "
+             f"without the local sources (`--[no-]local-interrupts`) and x2APIC mode (`--[no-]x2apic`), "
+             f"then `{SYNTH[family]}; stat`.  "
              f"`ram` keeps the storage-only registers in one memory (words as wide as the widest "
              f"one's writable bits; rtl/lapic/register_file.py); the words it holds are listed.", "",
-             "| Storage | Local sources | Words in memory | LUT4 | Carry | FF | Block RAM | LUT RAM | Yosys time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (storage, local), c in results.items():
+             "| Storage | Local sources | x2APIC | Words in memory | LUT4 | Carry | FF | Block RAM | LUT RAM "
+             "| Yosys time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    yes = lambda on: "yes" if on else "no"     # noqa: E731
+    for (storage, local, x2apic), c in results.items():
         words = ", ".join(r.name for r in ram_registers(local)) if storage == "ram" else "-"
-        lines.append(f"| {storage} | {'yes' if local else 'no'} | {words} | {counts_row(c)} |")
+        lines.append(f"| {storage} | {yes(local)} | {yes(x2apic)} | {words} | {counts_row(c)} |")
     return "\n".join(lines) + "\n"
 
 
+#: the table's rows: (storage, local sources, x2APIC mode); without x2APIC only as the smallest
+#: boards build it (no local sources)
+ROWS = [(storage, local, True) for local in (False, True) for storage in STORAGE_CHOICES] + [
+    (storage, False, False) for storage in STORAGE_CHOICES]
+
+
 def _table(family):
-    return format_apics({(storage, local): apic_utilisation(family, storage=storage, local_interrupts=local)
-                         for local in (False, True) for storage in STORAGE_CHOICES}, family)
+    return format_apics({(storage, local, x2apic): apic_utilisation(family, storage=storage, local_interrupts=local,
+                                                                    x2apic_support=x2apic)
+                         for storage, local, x2apic in ROWS}, family)
 
 
 def main(argv=None):

@@ -50,6 +50,7 @@ class Board:
     core: str = DEFAULT_CORE    # the RISC-V core (apwake.rtl.soc.cores.CORES): "picorv32" or "serv"
     ap_start: str = "sipi"      # how the APs start (rtl/soc/memory_map.py AP_START), fixed at build
     apic_storage: str = "flops"  # the APICs' storage-only registers: "flops" or "ram" (LocalApic storage)
+    x2apic: bool = True         # the APICs have x2APIC mode (LocalApic x2apic_support)
 
     def __post_init__(self):
         core_choice(self.core)
@@ -115,6 +116,7 @@ _CHOICES = (
     ("msr-window", "msr_window", lambda on: "msr" if on else "nomsr",
      lambda on: "--msr-window" if on else "--no-msr-window"),
     ("apic-storage", "apic_storage", lambda where: f"apic{where}", lambda where: f"--apic-storage {where}"),
+    ("x2apic", "x2apic", lambda on: "x2apic" if on else "nox2apic", lambda on: "--x2apic" if on else "--no-x2apic"),
     ("clock-mhz", "clock_hz", lambda hz: f"{hz / 1e6:g}mhz", lambda hz: f"--clock-mhz {hz / 1e6!r}"),
 )
 
@@ -135,12 +137,13 @@ BOARDS = {
 
 
 def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None, local_interrupts=None,
-                  msr_window=None, apic_storage=None):
+                  msr_window=None, apic_storage=None, x2apic=None):
     """``BOARDS[name]`` with the build-time choices given (None keeps the board's): the core,
     the number of cores, how the APs start, the clock constraint in MHz, whether the APICs have
     their local sources (timer, LINT0/1, error LVT, the TSC MSRs; their share of an APIC is in
     synth/REPORT.md), whether each core has the MSR window, where the APICs keep their
-    storage-only registers (``"flops"`` or ``"ram"``; the cost of each is in synth/REPORT.md).
+    storage-only registers (``"flops"`` or ``"ram"``; the cost of each is in synth/REPORT.md),
+    whether the APICs have x2APIC mode.
 
     Raises
     ------
@@ -153,7 +156,7 @@ def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=Non
         ("core", core), ("n_cores", n_cores), ("ap_start", ap_start),
         ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6),
         ("local_interrupts", local_interrupts), ("msr_window", msr_window),
-        ("apic_storage", apic_storage)) if value is not None}
+        ("apic_storage", apic_storage), ("x2apic", x2apic)) if value is not None}
     return replace(BOARDS[name], **changes)
 
 
@@ -184,14 +187,16 @@ def sim_config(board):
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig
     return SocConfig(FabricConfig(tuple(board.apic_ids), n_vectors=board.n_vectors,
-                                  local_interrupts=board.local_interrupts, storage=board.apic_storage),
+                                  local_interrupts=board.local_interrupts, storage=board.apic_storage,
+                                  x2apic_support=board.x2apic),
                      ram_bytes=board.ram_bytes, msr_window=board.msr_window, ap_start=board.ap_start,
                      core=board.core)
 
 
 def make_soc(board, firmware):
     fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
-                        local_interrupts=board.local_interrupts, storage=board.apic_storage)
+                        local_interrupts=board.local_interrupts, storage=board.apic_storage,
+                        x2apic_support=board.x2apic)
     return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
                ap_start=board.ap_start)
@@ -346,6 +351,11 @@ def per_block_utilisation(board, firmware, env, out_dir):
 KEEP_HIERARCHY_ABOVE = 8
 ECP5_KEEP_HIERARCHY = ("setattr -mod -set keep_hierarchy 1 apwake_soc.soc.fabric.cluster*.apic* "
                        "apwake_soc.soc.core* apwake_soc.soc.windows*")
+#: nextpnr's router for those builds: router2.  On the 32-core SERV build without local sources
+#: (83% of the 85F's logic) the default router1 still had about 205,000 arcs to route after 1.6
+#: hours; router2 on the same netlist got down to 5 overused wires in 25 minutes (it then
+#: oscillated and was stopped: synth/REPORT.md "ulx3s-serv-c32-nolocal-50mhz").
+ECP5_LARGE_ROUTER = "--router router2"
 
 
 def build_board(board, *, out_root=None):
@@ -372,12 +382,13 @@ def build_board(board, *, out_root=None):
         platform.add_file(name, text)
     # YoWASP tools see the file system below their working directory only: a relative path
     nextpnr_report = out_dir / "board" / "nextpnr.json"
+    large = board.n_cores > KEEP_HIERARCHY_ABOVE
     with _Heartbeat("synthesis, place and route still running"):
         platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                       do_program=False, nextpnr_opts="--report nextpnr.json",
+                       do_program=False, nextpnr_opts="--report nextpnr.json" + (
+                           f" {ECP5_LARGE_ROUTER}" if board.family == "ecp5" and large else ""),
                        synth_opts="-abc9" if board.family == "ice40" else "",
-                       **({"script_after_read": ECP5_KEEP_HIERARCHY}
-                          if board.family == "ecp5" and board.n_cores > KEEP_HIERARCHY_ABOVE else {}))
+                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if board.family == "ecp5" and large else {}))
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
@@ -386,7 +397,9 @@ def build_board(board, *, out_root=None):
     result = {"board": board.label, "device": platform.device, "clock_mhz": board.clock_hz / 1e6,
               "cores": board.n_cores, "core": board.core, "ap_start": board.ap_start,
               "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
-              "notes": board.notes, "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
+              # the notes describe the board's entry in BOARDS, not a variant of it
+              "notes": "" if board.choices() else board.notes,
+              "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
               "command": board.command}
@@ -402,7 +415,7 @@ def format_report(result):
              + ", ".join(f"{k} {v}" for k, v in result["tools"].items()) + ".", "",
              f"{result['cores']} {result.get('core', DEFAULT_CORE)} cores started by "
              f"{result.get('ap_start', 'sipi')}, APICs with {result['n_vectors']} vectors, "
-             f"{result['ram_bytes'] // 1024} KiB RAM. {result['notes']}.", "",
+             f"{result['ram_bytes'] // 1024} KiB RAM." + (f" {result['notes']}." if result["notes"] else ""), "",
              "Fmax (nextpnr): " + ", ".join(f"{c}: {f} MHz" for c, f in result["fmax_mhz"].items())
              + f" (target {result['clock_mhz']:g} MHz).", "",
              "| Resource (placed) | Used | Available |", "|---|---|---|"]

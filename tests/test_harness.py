@@ -126,7 +126,7 @@ def test_cocotb_items_are_grouped_by_testbench_and_configuration():
 
     rtl, gate = groups(test_lapic.test_ipi), groups(test_lapic.test_ipi_gate_level)
     assert all(len(labels) == 1 for labels in rtl.values()), "one configuration per group"
-    assert "cocotb_tests.lapic.tb_ipi-n2" in rtl and "cocotb_tests.lapic.tb_ipi-n2-v32-gate-generic" in gate
+    assert "cocotb_tests.lapic.tb_ipi-n2" in rtl and "cocotb_tests.lapic.tb_ipi-n2-v64-gate-generic" in gate
     assert all("gate_level" in {mark.name for mark in param.marks}
                for param in test_lapic.test_ipi_gate_level.pytestmark[0].args[1])
 

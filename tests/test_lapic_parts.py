@@ -549,3 +549,25 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
         assert seen["ram_value"] > 20 and seen["reset_read"] > 20, seen
 
     simulate(m, bench)
+
+
+def test_register_file_without_x2apic_support_refuses_x2apic_mode():
+    """``x2apic_support=False`` (a processor whose CPUID.01H:ECX[21] is 0, SDM vol. 3A §11.12.1):
+    IA32_APIC_BASE reads EXTD = 0, a write setting EXTD is #GP and changes nothing, the x2APIC
+    MSRs are #GP, and the xAPIC page works as before (TPR written and read back)."""
+    dut = RegisterFile(n_vectors=NV, local_interrupts=False, x2apic_support=False)
+
+    async def bench(ctx):
+        ctx.set(dut.apic_id, 0x07)
+        base, gp = await access(ctx, dut.bus, space=Space.MSR, addr=MSR_IA32_APIC_BASE)
+        assert not gp and unpack(ApicBase, base)["extd"] == 0 and unpack(ApicBase, base)["enable"] == 1
+        _, gp = await access(ctx, dut.bus, space=Space.MSR, addr=MSR_IA32_APIC_BASE, write=1,
+                             wdata=base | pack(ApicBase, extd=1))
+        assert gp == 1 and not ctx.get(dut.x2apic)
+        assert await access(ctx, dut.bus, space=Space.MSR, addr=MSR_IA32_APIC_BASE) == (base, 0)
+        assert (await access(ctx, dut.bus, space=Space.MSR, addr=BY_NAME["ID"].msr))[1] == 1
+        await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["TPR"].offset, write=1, wdata=0x35)
+        assert await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["TPR"].offset) == (0x35, 0)
+        assert await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["ID"].offset) == (0x07 << 24, 0)
+
+    simulate(dut, bench)

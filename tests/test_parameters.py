@@ -42,6 +42,9 @@ def _rejected_objects_are_not_unused():
     (dict(apic_ids=[0, 1], apic_factory=LocalApic, cluster_factory=ApicCluster), ValueError,
      r"give apic_factory or cluster_factory, not both"),
     (dict(apic_ids=[0, 1], storage="bram"), ValueError, r"storage must be one of \('flops', 'ram'\), not 'bram'"),
+    (dict(apic_ids=[0, 0x100], x2apic_support=False), ValueError,
+     r"apic_ids\[1\] = 0x100 needs x2APIC mode \(above 0xfe\), which x2apic_support=False leaves out"),
+    (dict(apic_ids=[0], x2apic_support=0), TypeError, r"x2apic_support must be a bool, not 0"),
 ])
 def test_fabric_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -451,7 +451,7 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
     seen = {}
     for core in (0, 2):
         dut = CoreWindows(core_index=core, apic_id=0x10 + core, n_cores=3, bsp_index=0, ap_start="mailbox",
-                          msr_window=False, ram_bytes=0x4000, stack_bytes=0x100)
+                          msr_window=False, x2apic=core == 0, ram_bytes=0x4000, stack_bytes=0x100)
 
         async def bench(ctx):
             ctx.set(dut.start_addr, 0x3000)
@@ -465,7 +465,9 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
         simulate(dut, bench)
     answer = lambda v: (v, 1, 0)      # noqa: E731 (done in the access's first cycle)
     rest = [answer(0x1EE0), answer(0x4000), answer(0x100)]
-    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(0), *rest], (0,)),
+    from apwake.rtl.soc.memory_map import FEATURES
+    assert FEATURES == {"MSR_WINDOW": 1, "X2APIC": 2}
+    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(2), *rest], (0,)),
                     2: ([answer(2), answer(0x12), answer(0x3000), answer(3), answer(1), answer(0), *rest], (1,))}
 
 

@@ -129,9 +129,10 @@ def test_board_clock_refusals(board, clock_mhz, message):
 
 
 @pytest.mark.parametrize("name, clock_mhz", [("icebreaker", None), ("ulx3s", 50), ("ulx3s", 100 / 3)])
-@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage", [(False, True, "ram"), (True, False, "flops")])
+@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage, x2apic",
+                         [(False, True, "ram", False), (True, False, "flops", True)])
 def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts, msr_window,
-                                                        apic_storage):
+                                                        apic_storage, x2apic):
     """The command a report records (Board.command) parses back into the same board, with the
     local sources, the MSR window and the APIC storage changed or kept against either board's
     default and a clock that six digits do not spell (iCE40 boards run at their oscillator only)."""
@@ -143,7 +144,8 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
     monkeypatch.setattr(boards, "write_report", lambda results: None)
     monkeypatch.setattr(boards, "format_report", lambda result: "")
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
-                            local_interrupts=local_interrupts, msr_window=msr_window, apic_storage=apic_storage)
+                            local_interrupts=local_interrupts, msr_window=msr_window, apic_storage=apic_storage,
+                            x2apic=x2apic)
     assert main(shlex.split(variant.command)[1:]) == 0
     assert built == [variant]
 
@@ -170,11 +172,11 @@ def test_board_variants_are_labelled_and_simulated_as_built():
     assert board_variant("ulx3s").label == "ulx3s"
     variant = board_variant("ulx3s", n_cores=3, ap_start="mailbox", clock_mhz=40,
                             core="picorv32" if BOARDS["ulx3s"].core == "serv" else "serv",
-                            local_interrupts=not BOARDS["ulx3s"].local_interrupts, apic_storage="ram")
+                            local_interrupts=not BOARDS["ulx3s"].local_interrupts, apic_storage="ram", x2apic=False)
     local = "local" if variant.local_interrupts else "nolocal"
-    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-{local}-apicram-40mhz"
+    assert variant.label == f"ulx3s-{variant.core}-c3-mailbox-{local}-apicram-nox2apic-40mhz"
     config = sim_config(variant)
     assert (config.fabric.apic_ids, config.fabric.n_vectors, config.fabric.local_interrupts, config.fabric.storage,
-            config.ram_bytes, config.ap_start, config.core, config.msr_window) == (
-        (0, 1, 2), variant.n_vectors, variant.local_interrupts, "ram", variant.ram_bytes, "mailbox", variant.core,
-        variant.msr_window)
+            config.fabric.x2apic_support, config.ram_bytes, config.ap_start, config.core, config.msr_window) == (
+        (0, 1, 2), variant.n_vectors, variant.local_interrupts, "ram", False, variant.ram_bytes, "mailbox",
+        variant.core, variant.msr_window)

@@ -33,7 +33,7 @@ from apwake.rtl.lib.priority import min_tree, or_tree
 
 from .layouts import DeliveryMode, FabricMessage
 from .local_apic import LocalApic, check_n_vectors
-from .register_file import check_storage
+from .register_file import check_storage, check_x2apic_support
 from .signatures import CpuPortSignature
 
 __all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature", "check_cluster_size", "cluster_count"]
@@ -109,11 +109,11 @@ class ApicCluster(wiring.Component):
     ----------
     size : int
         APICs in the cluster, 1 to :data:`MAX_CLUSTER_SIZE`.
-    n_vectors, local_interrupts, storage
+    n_vectors, local_interrupts, storage, x2apic_support
         Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`.
     apic_factory : callable or None
         As :class:`~apwake.rtl.lapic.fabric.ApicFabric`'s: ``apic_factory(n_vectors=...,
-        local_interrupts=..., storage=...)`` returns one APIC; None elaborates :class:`LocalApic`.
+        local_interrupts=..., storage=..., x2apic_support=...)`` returns one APIC; None elaborates :class:`LocalApic`.
 
     Attributes
     ----------
@@ -138,7 +138,8 @@ class ApicCluster(wiring.Component):
         On a malformed parameter, naming it and its value.
     """
 
-    def __init__(self, size, *, n_vectors=256, local_interrupts=True, storage="flops", apic_factory=None):
+    def __init__(self, size, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True,
+                 apic_factory=None):
         signature = cluster_signature(size)
         check_n_vectors(n_vectors)
         if not isinstance(local_interrupts, bool):
@@ -147,6 +148,7 @@ class ApicCluster(wiring.Component):
         self.n_vectors = n_vectors
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
+        self.x2apic_support = check_x2apic_support(x2apic_support)
         self._apic_factory = apic_factory or LocalApic
         super().__init__(signature)
 
@@ -155,7 +157,7 @@ class ApicCluster(wiring.Component):
         apics = []
         for j in range(self.size):
             apic = self._apic_factory(n_vectors=self.n_vectors, local_interrupts=self.local_interrupts,
-                                      storage=self.storage)
+                                      storage=self.storage, x2apic_support=self.x2apic_support)
             m.submodules[f"apic{j}"] = apic
             wiring.connect(m, wiring.flipped(self.cpu[j]), apic.cpu)
             m.d.comb += [apic.apic_id.eq(self.apic_id[j]), apic.bsp.eq(self.bsp[j]),

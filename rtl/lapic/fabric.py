@@ -31,10 +31,10 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import FabricMessage, X2APIC_BROADCAST
+from .layouts import FabricMessage, X2APIC_BROADCAST, XAPIC_MAX_ID
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
 from .local_apic import LocalApic, check_n_vectors
-from .register_file import check_storage
+from .register_file import check_storage, check_x2apic_support
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
 
@@ -69,11 +69,15 @@ class ApicFabric(wiring.Component):
     storage : str
         Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`: ``"flops"`` or
         ``"ram"`` (where its storage-only registers are kept).
+    x2apic_support : bool
+        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`; False (no x2APIC mode)
+        needs every ID to be an xAPIC ID (0 to 0xFE).
     apic_factory : callable or None
-        ``apic_factory(n_vectors=..., local_interrupts=..., storage=...)`` returns the component for one
-        APIC; it must have ``LocalApic``'s signature.  None elaborates :class:`LocalApic`; the simulation
-        harness passes a :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is
-        converted and compiled once for all ports.
+        ``apic_factory(n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...)``
+        returns the component for one APIC; it must have ``LocalApic``'s signature.  None
+        elaborates :class:`LocalApic`; the simulation harness passes a
+        :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is converted
+        and compiled once for all ports.
     cluster_size : int or None
         APICs per :class:`~apwake.rtl.lapic.cluster.ApicCluster`, 1 to the number of CPUs;
         None is one cluster of all of them (of 256 past 256 CPUs).  The last cluster may have
@@ -81,7 +85,8 @@ class ApicFabric(wiring.Component):
         fabric behaves the same for every size (cycle for cycle); the size changes only the
         structure of the Verilog (docs/PERFORMANCE.md, "Clusters").
     cluster_factory : callable or None
-        ``cluster_factory(size=..., n_vectors=..., local_interrupts=..., storage=...)`` returns one cluster
+        ``cluster_factory(size=..., n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...)``
+        returns one cluster
         with :func:`~apwake.rtl.lapic.cluster.cluster_signature`; None elaborates
         :class:`~apwake.rtl.lapic.cluster.ApicCluster` with ``apic_factory``.  Give one
         factory or the other.
@@ -112,8 +117,8 @@ class ApicFabric(wiring.Component):
     """
 
     def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
-                 local_interrupts=True, storage="flops", apic_factory=None, cluster_size=None,
-                 cluster_factory=None):
+                 local_interrupts=True, storage="flops", x2apic_support=True, apic_factory=None,
+                 cluster_size=None, cluster_factory=None):
         apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
         if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
             raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
@@ -138,6 +143,12 @@ class ApicFabric(wiring.Component):
             raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
+        self.x2apic_support = check_x2apic_support(x2apic_support)
+        if not x2apic_support:
+            for i, apic_id in enumerate(apic_ids):
+                if apic_id > XAPIC_MAX_ID:
+                    raise ValueError(f"apic_ids[{i}] = {apic_id:#x} needs x2APIC mode (above {XAPIC_MAX_ID:#x}), "
+                                     f"which x2apic_support=False leaves out")
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
         self.bsp_index = bsp_index
@@ -182,7 +193,8 @@ class ApicFabric(wiring.Component):
         clusters = []
         for c in range(n_clusters):
             cluster = self._cluster_factory(size=size, n_vectors=self.n_vectors,
-                                            local_interrupts=self.local_interrupts, storage=self.storage)
+                                            local_interrupts=self.local_interrupts, storage=self.storage,
+                                            x2apic_support=self.x2apic_support)
             m.submodules[f"cluster{c}"] = cluster
             ports = range(c * size, min(n, (c + 1) * size))
             for j, i in enumerate(ports):

@@ -24,7 +24,7 @@ from .icr_sender import IcrSender
 from .interrupt_state import InterruptState
 from .local_sources import LocalSources
 from .receiver import Receiver
-from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage
+from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage, check_x2apic_support
 from .signatures import CpuPortSignature, FabricLinkSignature, LINK_RX, LINK_TX
 from .timer import ApicTimer
 
@@ -159,6 +159,10 @@ class LocalApic(wiring.Component):
         a source, and without ``local_interrupts`` every LVT and the timer's registers).  A
         size knob for FPGAs with block RAM to spare; the behaviour is the same (the block tests
         run on both, synth/REPORT.md has the cost of each).
+    x2apic_support : bool
+        False: no x2APIC mode (setting IA32_APIC_BASE.EXTD is #GP, as on processors without
+        it; :class:`~apwake.rtl.lapic.register_file.RegisterFile`), the size knob for the
+        smallest FPGAs: the x2APIC logic folds away in synthesis.
 
     Attributes
     ----------
@@ -186,19 +190,21 @@ class LocalApic(wiring.Component):
     ------
     ValueError, TypeError
         ``n_vectors`` not one of :data:`VECTOR_COUNTS`; ``local_interrupts`` not a bool;
-        ``storage`` not one of :data:`~apwake.rtl.lapic.register_file.STORAGE_CHOICES`.
+        ``storage`` not one of :data:`~apwake.rtl.lapic.register_file.STORAGE_CHOICES`;
+        ``x2apic_support`` not a bool.
 
     Sources: Intel SDM vol. 3 ch. 11 (APIC: §11.5 local vector table, timer and error
     handling, §11.6 ICR, §11.8 EOI, §11.12 x2APIC) and ch. 9 (§9.4 MP initialisation); KVM
     ``arch/x86/kvm/lapic.c`` where the SDM leaves room.
     """
 
-    def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops"):
+    def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True):
         self.n_vectors = check_n_vectors(n_vectors)
         if not isinstance(local_interrupts, bool):
             raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
+        self.x2apic_support = check_x2apic_support(x2apic_support)
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
@@ -206,7 +212,8 @@ class LocalApic(wiring.Component):
         nv, lsrc = self.n_vectors, self.local_interrupts
         cpu, link = self.cpu, self.link
 
-        m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage)
+        m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage,
+                                                      x2apic_support=self.x2apic_support)
         m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc)
         m.submodules.receiver = rx = Receiver(n_vectors=nv)
         m.submodules.interrupts = ints = InterruptState(n_vectors=nv, trigger_modes=lsrc)

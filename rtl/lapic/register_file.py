@@ -17,7 +17,8 @@ from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_B
 from .registers import Access, Kind, REGISTERS, BY_NAME
 from .signatures import RegisterBusSignature, RegisterWriteSignature, Space
 
-__all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX", "STORAGE_CHOICES", "check_storage", "ram_registers"]
+__all__ = ["RegisterFile", "VERSION", "MAX_LVT_INDEX", "STORAGE_CHOICES", "check_storage", "check_x2apic_support",
+           "ram_registers"]
 
 #: the VERSION register's value (version 0x14, max LVT index in [23:16]), from the table
 VERSION = BY_NAME["VERSION"].reset & 0xFF
@@ -37,6 +38,13 @@ def check_storage(storage):
     if storage not in STORAGE_CHOICES:
         raise ValueError(f"storage must be one of {STORAGE_CHOICES}, not {storage!r}")
     return storage
+
+
+def check_x2apic_support(x2apic_support):
+    """``x2apic_support`` if it is a bool; TypeError naming it otherwise."""
+    if not isinstance(x2apic_support, bool):
+        raise TypeError(f"x2apic_support must be a bool, not {x2apic_support!r}")
+    return x2apic_support
 
 
 def ram_registers(local_interrupts):
@@ -86,6 +94,13 @@ class RegisterFile(wiring.Component):
         for the reset value (so INIT and the disable reset them in one cycle) and each LVT's
         mask bit stays a flip-flop (SVR's software disable sets them all at once).  The
         behaviour is the same.
+    x2apic_support : bool
+        False: an APIC without x2APIC mode, as on processors whose CPUID.01H:ECX[21] is 0 (SDM
+        vol. 3A §11.12.1): IA32_APIC_BASE.EXTD reads 0 and a write setting it is #GP, so the
+        x2APIC MSRs are #GP too.  The x2APIC logic of the whole APIC (32-bit destinations,
+        cluster matching, the MSR decode) then folds away in synthesis: 1,071 to 733 iCE40 LUTs
+        for the APIC alone without local sources (synth/REPORT.md "apics-ice40").  The
+        ``apic_id`` must fit 8 bits.
 
     Attributes
     ----------
@@ -136,10 +151,11 @@ class RegisterFile(wiring.Component):
         Remote IRR of LVT LINT0/LINT1 (their bit 14).
     """
 
-    def __init__(self, *, n_vectors, local_interrupts, storage="flops"):
+    def __init__(self, *, n_vectors, local_interrupts, storage="flops", x2apic_support=True):
         self.n_vectors = n_vectors
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
+        self.x2apic_support = check_x2apic_support(x2apic_support)
         members = {
             "bus": In(RegisterBusSignature()),
             "apic_id": In(32),
@@ -212,8 +228,13 @@ class RegisterFile(wiring.Component):
         # through xAPIC mode, which such an ID cannot use; apwake refuses the disable rather
         # than strand the APIC (a deliberate deviation).  The ID is an input, so this is
         # decided at run time.
-        x2apic_only = self.apic_id > XAPIC_MAX_ID
-        extd = apic_base.extd | x2apic_only
+        # Without x2APIC support (a processor whose CPUID.01H:ECX[21] is 0) EXTD stays 0 and
+        # setting it is #GP (SDM vol. 3A §11.12.1); the fabric refuses IDs above 0xFE then.
+        if self.x2apic_support:
+            x2apic_only = self.apic_id > XAPIC_MAX_ID
+            extd = apic_base.extd | x2apic_only
+        else:
+            x2apic_only = extd = Const(0)
         enabled = apic_base.enable
         x2apic = apic_base.enable & extd
         xapic = apic_base.enable & ~extd
@@ -273,7 +294,8 @@ class RegisterFile(wiring.Component):
                     (~new_base.enable & new_base.extd) |
                     (x2apic & new_base.enable & ~new_base.extd) |
                     (~enabled & new_base.enable & new_base.extd) |
-                    (x2apic_only & ~(new_base.enable & new_base.extd)))
+                    (x2apic_only & ~(new_base.enable & new_base.extd)) |
+                    (new_base.extd if not self.x2apic_support else Const(0)))
                 m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
                                   (new_base.rsvd36 != 0) | bad_transition)
         if lsrc:    # (no constant branches without them: Verilator calls those case overlaps)

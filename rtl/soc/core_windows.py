@@ -52,6 +52,8 @@ class CoreWindows(wiring.Component):
         ``"sipi"``, ``"mailbox"``, ``"ghcb"`` or ``"context"`` (AP_START; ``"ghcb"`` adds ``vcpu``).
     msr_window : bool
         The MSR window exists (FEATURES.msr_window); needed by ``"ghcb"``.
+    x2apic : bool
+        The APIC has x2APIC mode (FEATURES.x2apic).
     ram_bytes, stack_bytes : int
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
 
@@ -77,7 +79,7 @@ class CoreWindows(wiring.Component):
     """
 
     def __init__(self, *, core_index, apic_id, n_cores, bsp_index, ap_start="sipi", msr_window=True,
-                 ram_bytes=8192, stack_bytes=256):
+                 x2apic=True, ram_bytes=8192, stack_bytes=256):
         for name, value in (("core_index", core_index), ("bsp_index", bsp_index)):
             if not isinstance(value, int) or not 0 <= value < n_cores:
                 raise ValueError(f"{name} must be a core index below {n_cores}, not {value!r}")
@@ -92,7 +94,7 @@ class CoreWindows(wiring.Component):
             raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.core_index, self.apic_id, self.n_cores, self.bsp_index = core_index, apic_id, n_cores, bsp_index
-        self.ap_start, self.msr_window = ap_start, msr_window
+        self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic
         members = {"access": In(WindowAccessSignature()), "apic": Out(RegisterBusSignature()),
                    "start_addr": In(32), "start_sp": In(32), "back_to_firmware": Out(1)}
         if ap_start == "ghcb":
@@ -112,7 +114,9 @@ class CoreWindows(wiring.Component):
             m.d.comb += answer.eq(control.read({
                 "CORE_ID": self.core_index, "APIC_ID": self.apic_id, "START_ADDR": self.start_addr,
                 "N_CORES": self.n_cores, "AP_START": AP_START[self.ap_start],
-                "FEATURES": FEATURES["MSR_WINDOW"] if self.msr_window else 0, "START_SP": self.start_sp,
+                "FEATURES": ((FEATURES["MSR_WINDOW"] if self.msr_window else 0) |
+                             (FEATURES["X2APIC"] if self.x2apic else 0)),
+                "START_SP": self.start_sp,
                 "RAM_BYTES": self.ram_bytes, "STACK_BYTES": self.stack_bytes}))
             if self.core_index != self.bsp_index:
                 m.d.comb += self.back_to_firmware.eq(first & acc.write & control["RESET_VECTOR"])

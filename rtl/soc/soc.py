@@ -131,7 +131,8 @@ class Soc(wiring.Component):
                 stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
             m.submodules[f"windows{i}"] = windows = CoreWindows(
                 core_index=i, apic_id=fabric.apic_ids[i], n_cores=n, bsp_index=bsp, ap_start=self.ap_start,
-                msr_window=self.msr_window, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes)
+                msr_window=self.msr_window, x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes,
+                stack_bytes=self.stack_bytes)
             wiring.connect(m, core.bus, bus.cores[i])
             wiring.connect(m, bus.windows[i], windows.access)
             wiring.connect(m, windows.apic, fabric.cpu[i].reg)

@@ -37,6 +37,7 @@ class FabricConfig(EnvConfig):
     local_interrupts: bool = True
     cluster_size: int = 0
     storage: str = "flops"
+    x2apic_support: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
@@ -68,6 +69,8 @@ class FabricConfig(EnvConfig):
             parts.append(f"c{self.cluster_size}")
         if self.storage != "flops":
             parts.append(self.storage)
+        if not self.x2apic_support:
+            parts.append("nox2apic")
         return "-".join(parts)
 
 
@@ -84,7 +87,8 @@ class FabricDesign(Design):
     @property
     def _suffix(self):
         c = self.config
-        return ("" if c.local_interrupts else "_nolvt") + ("" if c.storage == "flops" else f"_{c.storage}")
+        return (("" if c.local_interrupts else "_nolvt") + ("" if c.storage == "flops" else f"_{c.storage}")
+                + ("" if c.x2apic_support else "_nox2apic"))
 
     @property
     def apic_module(self):
@@ -122,11 +126,12 @@ class FabricDesign(Design):
         c = self.config
         modules = {self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
                                                            local_interrupts=c.local_interrupts,
-                                                           storage=c.storage))}
+                                                           storage=c.storage,
+                                                           x2apic_support=c.x2apic_support))}
         if self.n_clusters > 1:
             modules[self.cluster_module] = PackedPorts(ApicCluster(
                 self.cluster_size, n_vectors=c.n_vectors, local_interrupts=c.local_interrupts,
-                storage=c.storage, apic_factory=self._apic))
+                storage=c.storage, x2apic_support=c.x2apic_support, apic_factory=self._apic))
         return modules
 
     def top(self):
@@ -136,7 +141,7 @@ class FabricDesign(Design):
         return ApicFabric(c.apic_ids, n_vectors=c.n_vectors, bsp_index=c.bsp_index,
                           allow_duplicate_ids=c.allow_duplicate_ids,
                           local_interrupts=c.local_interrupts, storage=c.storage,
-                          cluster_size=self.cluster_size,
+                          x2apic_support=c.x2apic_support, cluster_size=self.cluster_size,
                           **factory)
 
     def wave_groups(self, top):
