@@ -54,6 +54,9 @@ class Board:
 
     def __post_init__(self):
         core_choice(self.core)
+        for field in ("msr_window", "local_interrupts", "x2apic"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{self.name}: {field} must be a bool, not {getattr(self, field)!r}")
         if self.apic_storage not in STORAGE_CHOICES:
             raise ValueError(f"{self.name}: apic_storage must be one of {', '.join(STORAGE_CHOICES)}, "
                              f"not {self.apic_storage!r}")
@@ -382,13 +385,13 @@ def build_board(board, *, out_root=None):
         platform.add_file(name, text)
     # YoWASP tools see the file system below their working directory only: a relative path
     nextpnr_report = out_dir / "board" / "nextpnr.json"
-    large = board.n_cores > KEEP_HIERARCHY_ABOVE
+    large = board.family == "ecp5" and board.n_cores > KEEP_HIERARCHY_ABOVE
+    router = ECP5_LARGE_ROUTER if large else ""
     with _Heartbeat("synthesis, place and route still running"):
         platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                       do_program=False, nextpnr_opts="--report nextpnr.json" + (
-                           f" {ECP5_LARGE_ROUTER}" if board.family == "ecp5" and large else ""),
+                       do_program=False, nextpnr_opts=f"--report nextpnr.json {router}".strip(),
                        synth_opts="-abc9" if board.family == "ice40" else "",
-                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if board.family == "ecp5" and large else {}))
+                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if large else {}))
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
@@ -402,7 +405,7 @@ def build_board(board, *, out_root=None):
               "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": board.command}
+              "command": board.command, "nextpnr_options": router}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result
@@ -410,8 +413,10 @@ def build_board(board, *, out_root=None):
 
 def format_report(result):
     """The Markdown section for synth/REPORT.md."""
+    options = result.get("nextpnr_options")
     lines = [f"## {result['board']} ({result['device']}, {result['clock_mhz']:g} MHz target)", "",
-             f"Command: `{result['command']}` ({result['wall_s']} s on this machine); tools: "
+             f"Command: `{result['command']}` ({result['wall_s']} s on this machine"
+             + (f"; nextpnr with `{options}`" if options else "") + "); tools: "
              + ", ".join(f"{k} {v}" for k, v in result["tools"].items()) + ".", "",
              f"{result['cores']} {result.get('core', DEFAULT_CORE)} cores started by "
              f"{result.get('ap_start', 'sipi')}, APICs with {result['n_vectors']} vectors, "

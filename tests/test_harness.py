@@ -241,3 +241,19 @@ def test_jitter_selects_only_configurations_that_run():
     with pytest.raises(ValueError, match=r"tb_registers: jitter names configurations it does not run: \['n4'\]"):
         cocotb_tests("cocotb_tests.lapic.tb_registers", [FabricConfig.contiguous(2)], design=FabricDesign,
                      jitter=[FabricConfig.contiguous(4)])
+
+
+def test_applies_to_marks_stack():
+    """Stacked ``applies_to`` marks must all hold (tb_ipi's ``at_least(2)`` under ``needs_x2apic``)."""
+    from types import SimpleNamespace
+    from apwake.sim.harness.pytest_plugin import applies_to
+
+    @applies_to(lambda c: c.n_cpus >= 2)
+    @applies_to(lambda c: c.x2apic_support)
+    def test(dut):
+        pass
+
+    holds = test.__apwake_applies__
+    assert holds(SimpleNamespace(n_cpus=2, x2apic_support=True))
+    assert not holds(SimpleNamespace(n_cpus=1, x2apic_support=True))
+    assert not holds(SimpleNamespace(n_cpus=2, x2apic_support=False))

@@ -479,11 +479,14 @@ def test_error_status_write_then_read_and_fire():
 @pytest.mark.parametrize("local_interrupts", [False, True])
 def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
     """``storage="ram"`` (issue 16's smaller APIC) answers every access as ``"flops"`` does,
-    cycle for cycle: the same random reads and writes (every storage register, xAPIC MMIO and
-    x2APIC MSRs, SVR's software disable, the switch to x2APIC mode, INIT's soft reset) go to
-    both at once, and their responses, ``req_ready`` and the outputs the other parts read must
-    agree.  A word kept in memory must read back what was written, its reset value after a soft
-    reset, and its mask bit forced while the APIC is software-disabled."""
+    cycle for cycle: the same random reads and writes go to both at once (every storage
+    register, xAPIC MMIO and x2APIC MSRs, SVR's software disable, IA32_APIC_BASE round trips
+    xAPIC -> x2APIC -> disabled -> xAPIC with the disable's reset wired as LocalApic wires it,
+    INIT's soft reset at random cycles, with or without a request in them, unaligned and
+    off-page MMIO offsets).  Their responses,
+    ``req_ready``, the outputs the other parts read and the pulses of the request's own cycle
+    must agree.  The run must have read memory words written, memory words at their reset
+    value, in both modes."""
     import random
     from amaranth import Module
     from apwake.rtl.lapic.register_file import ram_registers
@@ -499,41 +502,57 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
     outputs = ["enabled", "x2apic", "tpr", "svr", "ldr", "dfr"] + (
         ["lvt_timer", "lvt_error", "lvt_lint0", "lvt_lint1", "timer_divide", "timer_initial"]
         if local_interrupts else [])
+    pulses = ["illegal_address", "x2apic_entry", "disabling"] + (
+        ["lvt_write_illegal", "deadline_write"] if local_interrupts else [])
+    base = XAPIC_DEFAULT_BASE | pack(ApicBase, enable=1)
+    # IA32_APIC_BASE values in the order of a legal round trip (each from the one before)
+    round_trip = [base | pack(ApicBase, extd=1), XAPIC_DEFAULT_BASE, base]
     rng = random.Random(16)
-    seen = {"ram_value": 0, "reset_read": 0}
+    seen = {"ram_value": 0, "reset_read": 0, "x2apic_reads": 0, "xapic_reads": 0, "disables": 0}
 
     async def bench(ctx):
         for dut in (flops, ram):
             ctx.set(dut.apic_id, 0x05)
-        for step in range(1500):
+        trip = 0
+        for step in range(2000):
             r = rng.choice(storage)
             roll = rng.random()
-            if roll < 0.02:      # INIT: back to the reset values
-                req = None
-                for dut in (flops, ram):
-                    ctx.set(dut.soft_reset, 1)
-            elif roll < 0.04:    # SVR's software enable off or on (forces every LVT mask bit)
-                req = (Space.MMIO, BY_NAME["SVR"].offset, 1, rng.choice([0xFF, 0x1FF]))
-            elif roll < 0.05:    # into x2APIC mode (or, when there, an illegal way back: #GP)
-                req = (Space.MSR, MSR_IA32_APIC_BASE, 1, XAPIC_DEFAULT_BASE | 0xC00)
+            init = rng.random() < 0.02          # INIT taken, whatever else happens this cycle
+            if roll < 0.03:      # SVR's software enable off or on (forces every LVT mask bit)
+                req = (Space.MMIO if ctx.get(flops.x2apic) == 0 else Space.MSR,
+                       BY_NAME["SVR"].offset if ctx.get(flops.x2apic) == 0 else BY_NAME["SVR"].msr,
+                       1, rng.choice([0xFF, 0x1FF]))
+            elif roll < 0.045:   # the next step of xAPIC -> x2APIC -> disabled -> xAPIC
+                req = (Space.MSR, MSR_IA32_APIC_BASE, 1, round_trip[trip % 3])
+                trip += 1
             else:
                 x2apic = ctx.get(flops.x2apic)
                 space = Space.MSR if x2apic else Space.MMIO
                 addr = r.msr if x2apic else r.offset
-                if addr is None:
-                    continue
+                if addr is None or not ctx.get(flops.enabled):
+                    space, addr = Space.MMIO, r.offset     # a disabled APIC's page reads all-ones
+                if space == Space.MMIO and rng.random() < 0.1:
+                    addr |= rng.choice([0x4, 0x8, 0x1000])  # unaligned or off the page: illegal address
                 write = rng.random() < 0.5
                 wdata = rng.getrandbits(32) & (r.write_mask if rng.random() < 0.8 else 0xFFFF_FFFF)
                 req = (space, addr, int(write), wdata)
-            if req is not None:
-                for dut in (flops, ram):
-                    bus = dut.bus
-                    ctx.set(bus.req_valid, 1)
-                    ctx.set(bus.space, req[0])
-                    ctx.set(bus.addr, req[1])
-                    ctx.set(bus.write, req[2])
-                    ctx.set(bus.wdata, req[3])
-                assert ctx.get(flops.bus.req_ready) == ctx.get(ram.bus.req_ready)
+            for dut in (flops, ram):
+                bus = dut.bus
+                ctx.set(bus.req_valid, 1)
+                ctx.set(bus.space, req[0])
+                ctx.set(bus.addr, req[1])
+                ctx.set(bus.write, req[2])
+                ctx.set(bus.wdata, req[3])
+            assert ctx.get(flops.bus.req_ready) == ctx.get(ram.bus.req_ready)
+            for name in pulses:
+                assert ctx.get(getattr(flops, name)) == ctx.get(getattr(ram, name)), (step, name)
+            for port in ("valid", "index", "data"):
+                assert ctx.get(getattr(flops.write, port)) == ctx.get(getattr(ram.write, port)), (step, port)
+            disabling = ctx.get(flops.disabling)
+            seen["disables"] += disabling
+            for dut in (flops, ram):              # LocalApic: soft_reset = disabling | INIT taken
+                ctx.set(dut.soft_reset, int(init or disabling))
+            mode = "x2apic_reads" if ctx.get(flops.x2apic) else "xapic_reads"
             await ctx.tick()
             for dut in (flops, ram):
                 ctx.set(dut.bus.req_valid, 0)
@@ -542,11 +561,14 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
                 assert ctx.get(getattr(flops.bus, port)) == ctx.get(getattr(ram.bus, port)), (step, r.name, port)
             for name in outputs:
                 assert ctx.get(getattr(flops, name)) == ctx.get(getattr(ram, name)), (step, name)
-            if req is not None and not req[2] and r.name in in_ram and ctx.get(ram.bus.resp_valid):
+            if not req[2] and req[1] in (r.offset, r.msr) and r.name in in_ram and not ctx.get(ram.bus.gp):
                 value = ctx.get(ram.bus.rdata)
-                seen["reset_read" if value == r.reset else "ram_value"] += 1
-        # the comparison covered words read from memory and words read as their reset value
-        assert seen["ram_value"] > 20 and seen["reset_read"] > 20, seen
+                if value != 0xFFFF_FFFF:
+                    seen["reset_read" if value == r.reset else "ram_value"] += 1
+                    seen[mode] += 1
+        # the comparison covered words read from memory and words at their reset value, in both
+        # modes, and the disable's reset
+        assert min(seen.values()) > 3 and seen["ram_value"] > 20 and seen["reset_read"] > 20, seen
 
     simulate(m, bench)
 

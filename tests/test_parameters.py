@@ -107,3 +107,15 @@ def test_codec_round_trip_and_errors():
 def test_apic_storage_is_checked_where_it_is_given(make):
     with pytest.raises(ValueError, match=r"storage must be one of \('flops', 'ram'\), not 'block'"):
         make()
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: FabricConfig((0, 0x1FF), x2apic_support=False), ValueError,
+     r"apic_ids\[1\] = 0x1ff needs x2APIC mode \(above 0xfe\), which x2apic_support=False leaves out"),
+    (lambda: FabricConfig.contiguous(2, x2apic_support="no"), TypeError, r"x2apic_support must be a bool, not 'no'"),
+    (lambda: LocalApic(x2apic_support=None), TypeError, r"x2apic_support must be a bool, not None"),
+])
+def test_x2apic_support_is_checked_where_it_is_given(make, error, message):
+    """The simulation's configuration refuses what the fabric would, before any build."""
+    with pytest.raises(error, match=message):
+        make()

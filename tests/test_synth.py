@@ -64,6 +64,7 @@ def test_serv_is_a_fraction_of_picorv32_on_ice40():
 
 
 @pytest.mark.synth
+@pytest.mark.slow       # two Yosys runs (30 s): the CI budget
 def test_apic_in_ram_trades_flip_flops_for_block_ram_on_ice40():
     """The iCEBreaker's APIC (32 vectors, no local sources) in Yosys's iCE40 mapping
     (synth/apics.py, synth/REPORT.md "apics-ice40"): with ``storage="ram"`` its nine
@@ -111,6 +112,7 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     (dict(name="ulx3s", clock_mhz=-5), r"ulx3s: clock_hz must be positive, not -5000000.0"),
     (dict(name="ulx3s", apic_storage="bram"), r"ulx3s: apic_storage must be one of flops, ram, not 'bram'"),
     (dict(name="ulx3s", ap_start="ghcb", msr_window=False), r"ulx3s: ap_start 'ghcb' needs the MSR window"),
+    (dict(name="ulx3s", x2apic="no"), r"ulx3s: x2apic must be a bool, not 'no'"),
 ])
 def test_board_variant_refusals(variant, message):
     """``apwake build``'s choices are checked before any tool runs; the message names the field."""

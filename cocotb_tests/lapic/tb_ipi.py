@@ -31,6 +31,9 @@ LOGICAL = DestMode.LOGICAL
 #: tests whose vectors span all 16 priority classes
 full_vectors = applies_to(lambda config: config.n_vectors == 256)
 
+#: tests that use x2APIC mode, which an APIC built without it (x2apic_support=False) refuses
+needs_x2apic = applies_to(lambda config: config.x2apic_support)
+
 
 def at_least(n):
     return applies_to(lambda config: config.n_cpus >= n)
@@ -196,6 +199,7 @@ async def test_logical_flat_and_cluster(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_x2apic_destinations(dut):
     """x2APIC: 32-bit physical IDs, 0xFFFF_FFFF broadcast, 0xFF not a broadcast, logical
     destinations against the derived LDR."""
@@ -240,6 +244,7 @@ async def test_lowest_priority(dut):
 
 @cocotb.test(**TIMEOUT)
 @at_least(2)
+@needs_x2apic
 async def test_init_sipi(dut):
     """INIT resets the target APIC (ID, mode, BSP kept) and raises INIT; SIPI carries its
     vector; a later INIT clears a pending SIPI; INIT de-assert changes nothing."""
@@ -308,6 +313,7 @@ async def test_nmi_smi_and_software_disabled(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_illegal_vectors(dut):
     """Fixed/lowest-priority vectors 0-15: send-illegal at the sender, receive-illegal at each
     receiver, no IRR bit (docs/spec/lapic.md §8 #12); also for the x2APIC SELF IPI."""
@@ -455,6 +461,7 @@ async def test_same_vector_merges(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_x2apic_back_to_back(dut):
     """x2APIC ICR writes without polling (no delivery status): back-pressure keeps every one,
     in order."""
@@ -471,6 +478,7 @@ async def test_x2apic_back_to_back(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_all_send_in_the_same_cycle(dut):
     """Every APIC sends at once: each message is on the bus exactly once, round-robin."""
     env = await FabricEnv.start(dut)
@@ -494,6 +502,7 @@ async def test_all_send_in_the_same_cycle(dut):
 
 @cocotb.test(**TIMEOUT)
 @at_least(2)
+@needs_x2apic
 async def test_fair_arbitration(dut):
     """With every APIC sending continuously, no sender waits more than N-1 other grants."""
     env = await FabricEnv.start(dut)

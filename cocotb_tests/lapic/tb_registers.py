@@ -8,9 +8,13 @@ from apwake.rtl.lapic.layouts import (ApicBase, DeliveryMode, Esr, Lvt, MSR_IA32
 from apwake.rtl.lapic.local_apic import MAX_LVT_INDEX, VERSION
 from apwake.rtl.lapic.registers import Access, BY_NAME, Kind, REGISTERS
 from apwake.sim.harness.codec import field_mask, pack, unpack
+from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.vip.lapic.bfm import GeneralProtection, make_icr
 from apwake.sim.vip.lapic.env import FabricEnv
 from apwake.sim.vip.lapic.model import x2apic_ldr
+
+#: tests that use x2APIC mode, which an APIC built without it (x2apic_support=False) refuses
+needs_x2apic = applies_to(lambda config: config.x2apic_support)
 
 ILLEGAL_ADDRESS = field_mask(Esr, "illegal_register_address")
 RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")
@@ -141,6 +145,7 @@ async def test_esr_write_then_read(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_x2apic_msr_rules(dut):
     """x2APIC: 32-bit ID, derived read-only LDR, and #GP for every illegal access of docs/spec/lapic.md
     §1 and §8 #13-#15."""
@@ -178,6 +183,7 @@ async def test_x2apic_msr_rules(dut):
 
 
 @cocotb.test(**TIMEOUT)
+@needs_x2apic
 async def test_apic_base_transitions(dut):
     """Legal and illegal IA32_APIC_BASE transitions; disabling resets the APIC and removes it
     from the fabric; INIT keeps the mode."""
@@ -213,6 +219,29 @@ async def test_apic_base_transitions(dut):
     await port.wrmsr(MSR_IA32_APIC_BASE, relocated ^ pack(ApicBase, bsp=1))
     got = unpack(ApicBase, await port.rdmsr(MSR_IA32_APIC_BASE))["bsp"]
     assert got == (port.index == env.config.bsp_index), "software changed the BSP flag"
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: not config.x2apic_support)
+async def test_no_x2apic_mode(dut):
+    """An APIC built without x2APIC mode (x2apic_support=False, SDM vol. 3A §11.12.1): EXTD reads
+    0 and setting it is #GP on every port, the x2APIC MSRs stay #GP, and the APIC keeps working
+    in xAPIC mode (a TPR write reads back; an IPI arrives)."""
+    env = await FabricEnv.start(dut)
+    for port in env.ports:
+        base = await port.rdmsr(MSR_IA32_APIC_BASE)
+        assert unpack(ApicBase, base)["extd"] == 0 and unpack(ApicBase, base)["enable"] == 1
+        await expect_gp(port, port.wrmsr(MSR_IA32_APIC_BASE, base | pack(ApicBase, extd=1)), "EXTD set")
+        assert await port.rdmsr(MSR_IA32_APIC_BASE) == base, "a refused EXTD write changed IA32_APIC_BASE"
+        await expect_gp(port, port.rdmsr(BY_NAME["ID"].msr), "x2APIC ID MSR")
+        await port.write("TPR", 0x20 + port.index)
+        assert await port.read("TPR") == 0x20 + port.index
+    sender, target = env.ports[0], env.ports[-1]
+    await target.software_enable()
+    await target.write("TPR", 0)
+    await sender.send_ipi(make_icr(0x31, dest=target.apic_id))
+    await target.wait_intr(timeout_cycles=200)
+    assert (await target.inta())[0] == 0x31
 
 
 @cocotb.test(**TIMEOUT)

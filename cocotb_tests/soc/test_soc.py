@@ -39,10 +39,11 @@ test_soc_slow = cocotb_tests("cocotb_tests.soc.tb_soc", [PICORV32["sipi"], PICOR
 test_soc_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER], design=SocDesign, gate_level=True)
 test_soc_serv_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [SERV["sipi"]], design=SocDesign,
                                         gate_level=True, marks=[pytest.mark.slow])
-#: the other boards' SoCs as their bitstreams hold them (`apwake build ulx3s`: synth/boards.py
-#: BOARDS, sim_config), under -m slow: the ULX3S's many cores take minutes of simulation
 #: the iCEBreaker's 4 SERV cores as built (synth/REPORT.md "icebreaker-serv-c4": 4,910 of 5,280 cells)
 ICEBREAKER_SERV4_BUILT = sim_config(board_variant("icebreaker", core="serv", n_cores=4))
+#: the other boards' SoCs as their bitstreams hold them (`apwake build ulx3s`: synth/boards.py
+#: BOARDS, sim_config) and the iCEBreaker variants above, under -m slow: the ULX3S's many cores
+#: take minutes of simulation
 test_soc_boards = cocotb_tests("cocotb_tests.soc.tb_soc",
                                [sim_config(board) for board in BOARDS.values() if sim_config(board) != ICEBREAKER]
                                + [ICEBREAKER_SERV4_BUILT, *ICEBREAKER_SERV4.values()], design=SocDesign,

@@ -38,13 +38,23 @@ from .register_file import check_storage, check_x2apic_support
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from .signatures import CpuPortSignature, TraceSignature
 
-__all__ = ["ApicFabric", "MAX_APICS"]
+__all__ = ["ApicFabric", "MAX_APICS", "check_apic_ids_fit"]
 
 #: The most ports a fabric takes.  Nothing in the RTL depends on it (every width follows from the
 #: number of ports); it guards against a typo costing an hour of build.  1024 CPUs is the size
 #: the project measures (docs/PERFORMANCE.md); 4096 costs only time.
 MAX_APICS = 4096
 
+
+
+def check_apic_ids_fit(apic_ids, *, x2apic_support):
+    """Without x2APIC mode every ID must be an xAPIC ID (0 to 0xFE); ValueError naming the
+    first that is not."""
+    if not x2apic_support:
+        for i, apic_id in enumerate(apic_ids):
+            if apic_id > XAPIC_MAX_ID:
+                raise ValueError(f"apic_ids[{i}] = {apic_id:#x} needs x2APIC mode (above {XAPIC_MAX_ID:#x}), "
+                                 f"which x2apic_support=False leaves out")
 
 class ApicFabric(wiring.Component):
     """Local APICs for ``len(apic_ids)`` CPUs and the fabric between them.
@@ -144,11 +154,7 @@ class ApicFabric(wiring.Component):
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
-        if not x2apic_support:
-            for i, apic_id in enumerate(apic_ids):
-                if apic_id > XAPIC_MAX_ID:
-                    raise ValueError(f"apic_ids[{i}] = {apic_id:#x} needs x2APIC mode (above {XAPIC_MAX_ID:#x}), "
-                                     f"which x2apic_support=False leaves out")
+        check_apic_ids_fit(apic_ids, x2apic_support=x2apic_support)
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
         self.bsp_index = bsp_index

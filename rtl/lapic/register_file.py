@@ -54,7 +54,14 @@ def ram_registers(local_interrupts):
     steering = {"TPR", "SVR", "LDR", "DFR"}
     if local_interrupts:
         steering |= {*_SOURCE_LVTS, "TIMER_INITIAL", "TIMER_DIVIDE"}
-    return [r for r in REGISTERS if r.kind is Kind.STORAGE and r.name not in steering]
+    kept = [r for r in REGISTERS if r.kind is Kind.STORAGE and r.name not in steering]
+    for r in kept:
+        # a word's valid bit stands for its reset value, which must therefore be 0 (the LVT
+        # mask bit apart, which stays a flip-flop)
+        mask_bit = 1 << _LVT_MASK_BIT if r.name.startswith("LVT_") else 0
+        if r.reset & ~mask_bit:
+            raise AssertionError(f"{r.name} resets to {r.reset:#x}: a memory word can only reset to 0")
+    return kept
 
 
 class RegisterFile(wiring.Component):

@@ -92,6 +92,9 @@ class CoreWindows(wiring.Component):
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
         if ap_start == "ghcb" and not msr_window:
             raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
+        for name, value in (("msr_window", msr_window), ("x2apic", x2apic)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.core_index, self.apic_id, self.n_cores, self.bsp_index = core_index, apic_id, n_cores, bsp_index
         self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic

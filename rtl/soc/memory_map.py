@@ -78,7 +78,8 @@ CONTROL_MAP = RegisterMap(
                      "(held; the mailbox sees it return); ignored from the BSP"),
         Register("FEATURES", 0x18, [Field("msr_window", 1, Access.R, doc="the MSR window exists"),
                                     Field("x2apic", 1, Access.R, lsb=1,
-                                          doc="the APICs have x2APIC mode (LocalApic x2apic_support)")],
+                                          doc="the APICs have x2APIC mode (LocalApic x2apic_support); "
+                                              "software reaches it only through the MSR window")],
                  reset_doc="the build's features", doc="what this build of the SoC has"),
         Register("START_SP", 0x1C, access=Access.R,
                  doc="the stack pointer the last start gave this core (ap_start=\"context\": the carried "

@@ -46,9 +46,11 @@ _WAVES_PROPERTY = "apwake_waves"
 
 def applies_to(predicate):
     """Mark a cocotb test function as meaningful only for configurations where
-    ``predicate(config)`` holds (use it under ``@cocotb.test``)."""
+    ``predicate(config)`` holds (use it under ``@cocotb.test``; stacked marks must all hold)."""
     def mark(func):
-        func.__apwake_applies__ = predicate
+        earlier = getattr(func, "__apwake_applies__", None)
+        func.__apwake_applies__ = (predicate if earlier is None
+                                   else lambda config: earlier(config) and predicate(config))
         return func
     return mark
 

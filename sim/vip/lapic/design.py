@@ -6,7 +6,8 @@ from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import ApicCluster, check_cluster_size, cluster_count, cluster_signature
 from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
-from apwake.rtl.lapic.register_file import check_storage
+from apwake.rtl.lapic.fabric import check_apic_ids_fit
+from apwake.rtl.lapic.register_file import check_storage, check_x2apic_support
 
 from apwake.sim.harness.build import Design, port_names
 from apwake.sim.harness.config import EnvConfig
@@ -43,6 +44,8 @@ class FabricConfig(EnvConfig):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
         check_n_vectors(self.n_vectors)
         check_storage(self.storage)
+        check_x2apic_support(self.x2apic_support)
+        check_apic_ids_fit(self.apic_ids, x2apic_support=self.x2apic_support)
         check_cluster_size(self.cluster_size, len(self.apic_ids), zero_means="the harness's choice")
 
     @classmethod
