@@ -7,7 +7,7 @@ hands every taken write to them on a :class:`~apwake.rtl.lapic.signatures.Regist
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -28,9 +28,9 @@ _SOURCE_LVTS = ("LVT_TIMER", "LVT_ERROR", "LVT_LINT0", "LVT_LINT1")
 #: where the storage registers that no other part reads are kept: "flops" (each its own
 #: flip-flops) or "ram" (one memory, block RAM on an FPGA; issue 16's smaller APIC)
 STORAGE_CHOICES = ("flops", "ram")
-#: the LVT mask bit: kept in a flip-flop even with ``storage="ram"``, since clearing SVR's
-#: software enable sets it in every LVT at once (docs/spec/lapic.md §5)
-_LVT_MASK_BIT = 16
+#: the LVT mask bit, from the Lvt layout: kept in a flip-flop even with ``storage="ram"``, since
+#: clearing SVR's software enable sets it in every LVT at once (docs/spec/lapic.md §5)
+_LVT_MASK_BIT = data.Layout.cast(Lvt)["mask"].offset
 
 
 def check_storage(storage):
@@ -266,8 +266,8 @@ class RegisterFile(wiring.Component):
         mmio_aligned = (port.addr[0:4] == 0) & (port.addr[12:32] == 0)
         msr_x2apic = is_msr & (port.addr[8:32] == (MSR_X2APIC_FIRST >> 8))
         msr_apic_base = is_msr & (port.addr == MSR_IA32_APIC_BASE)
-        msr_tsc = is_msr & (port.addr == MSR_IA32_TSC) if lsrc else Const(0)
-        msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE) if lsrc else Const(0)
+        msr_tsc = is_msr & (port.addr == MSR_IA32_TSC)                 # used with local sources only
+        msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE)
         deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
                          if lsrc else Const(0))
         xapic_access = ~is_msr & xapic
