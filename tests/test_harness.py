@@ -203,11 +203,22 @@ def test_design_sources_are_the_rtl_a_design_imports():
     assert fabric.keys() <= gate.keys()
 
 
-def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path):
+def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path, monkeypatch):
     """Two fabrics with the same APIC name the same block file for Verilator (so ccache compiles
     it once: Verilator writes the source path into its C++), with the text each design's own
-    folder holds; another APIC size is another file."""
+    folder holds; the second design does not convert the APIC again (its key, the APIC's
+    parameters, is the first's); another APIC size is another file, converted."""
+    from apwake.sim.harness import build as build_module
     from apwake.sim.harness.build import Build, _convert
+
+    converted = []
+    convert = build_module.verilog.convert
+
+    def counting_convert(component, *, name, **options):
+        converted.append(name)
+        return convert(component, name=name, **options)
+
+    monkeypatch.setattr(build_module.verilog, "convert", counting_convert)
 
     def block_source(config, folder):
         design = FabricDesign(config)
@@ -221,7 +232,9 @@ def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path):
 
     one, two = block_source(FabricConfig.contiguous(1), "one"), block_source(FabricConfig((4, 9)), "two")
     assert one == two and one.parent.parent == tmp_path / "blocks"
-    assert block_source(FabricConfig.contiguous(1, n_vectors=32), "small") != one
+    assert converted.count(one.stem) == 1, converted
+    small = block_source(FabricConfig.contiguous(1, n_vectors=32), "small")
+    assert small != one and converted.count(small.stem) == 1, converted
 
 
 def test_builds_compile_through_ccache():

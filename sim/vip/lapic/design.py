@@ -118,6 +118,20 @@ class FabricDesign(Design):
     def n_clusters(self):
         return cluster_count(self.config.n_cpus, self.cluster_size)
 
+    @property
+    def _apic_parameters(self):
+        c = self.config
+        return dict(n_vectors=c.n_vectors, local_interrupts=c.local_interrupts, storage=c.storage,
+                    x2apic_support=c.x2apic_support)
+
+    def separate_module_keys(self):
+        # what each module is made from (separate_modules): equal keys, equal Verilog
+        keys = {self.apic_module: self._apic_parameters}
+        if self.n_clusters > 1:
+            keys[self.cluster_module] = {**self._apic_parameters, "cluster_size": self.cluster_size,
+                                         "apic_module": self.apic_module}
+        return keys
+
     def separate_modules(self):
         # Both compiled as hierarchical blocks, nested: the APIC once, each cluster calling its
         # instances; the cluster once, the top calling N/CLUSTER_SIZE of them.  Measured at 64
@@ -126,15 +140,10 @@ class FabricDesign(Design):
         # cluster (up to CLUSTER_SIZE CPUs: most test configurations) is elaborated in the top
         # instead: a cluster module would cost a conversion and a block build for one instance
         # (8 CPUs cold: 40.3 s as a nested block, 28.7 s without, measured).
-        c = self.config
-        modules = {self.apic_module: PackedPorts(LocalApic(n_vectors=c.n_vectors,
-                                                           local_interrupts=c.local_interrupts,
-                                                           storage=c.storage,
-                                                           x2apic_support=c.x2apic_support))}
+        modules = {self.apic_module: PackedPorts(LocalApic(**self._apic_parameters))}
         if self.n_clusters > 1:
             modules[self.cluster_module] = PackedPorts(ApicCluster(
-                self.cluster_size, n_vectors=c.n_vectors, local_interrupts=c.local_interrupts,
-                storage=c.storage, x2apic_support=c.x2apic_support, apic_factory=self._apic))
+                self.cluster_size, **self._apic_parameters, apic_factory=self._apic))
         return modules
 
     def top(self):
@@ -189,6 +198,9 @@ class OnFabricDesign(Design):
 
     def separate_modules(self):
         return self._fabric.separate_modules()
+
+    def separate_module_keys(self):
+        return self._fabric.separate_module_keys()
 
     def top(self):
         return self.wrap(self._fabric.top())
