@@ -307,7 +307,8 @@ def _registers(args):
 
 
 def _build(args):
-    from apwake.synth.boards import board_variant, build_board, check_clock, format_report, write_report
+    from apwake.synth.boards import (BoardBuildError, board_variant, build_board, check_clock, format_report,
+                                     write_report)
     try:
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
                               clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts,
@@ -316,7 +317,11 @@ def _build(args):
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
         return 2
-    result = build_board(board)
+    try:
+        result = build_board(board)
+    except BoardBuildError as error:
+        print(f"apwake build: {error}", file=sys.stderr)
+        return 1
     write_report([result])
     print(format_report(result))
     print(f"bitstream: {result['bitstream']}; report: synth/REPORT.md")

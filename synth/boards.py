@@ -29,8 +29,8 @@ from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
 from .pll import Ecp5Pll, ecp5_pll_config
 
-__all__ = ["Board", "BOARDS", "board_variant", "check_clock", "build_board", "BoardTop", "per_block_utilisation",
-           "sim_config", "tool_env"]
+__all__ = ["Board", "BOARDS", "board_variant", "check_clock", "build_board", "BoardBuildError", "tool_failure",
+           "BoardTop", "per_block_utilisation", "sim_config", "tool_env"]
 
 
 
@@ -345,8 +345,8 @@ def per_block_utilisation(board, firmware, env, out_dir):
     return blocks
 
 
-#: Yosys commands for ECP5 builds of more than KEEP_HIERARCHY_ABOVE cores: each core, its windows
-#: and its APIC (with its parts) stay a module of their own.  Flattened, synth_ecp5's `share`
+#: Yosys commands for ECP5 builds of more than KEEP_HIERARCHY_ABOVE cores: each core, the windows
+#: and each APIC (with its parts) stay a module of their own.  Flattened, synth_ecp5's `share`
 #: pass compares candidate cells across the whole SoC with a SAT solver: with 32 cores it was
 #: still in the first cluster's APICs after 21 minutes of CPU (8 cores had built in 8 minutes).
 #: Per module it stays small (32 cores: 31 minutes of synthesis in all), and nextpnr places the
@@ -361,9 +361,36 @@ ECP5_KEEP_HIERARCHY = ("setattr -mod -set keep_hierarchy 1 apwake_soc.soc.fabric
 ECP5_LARGE_ROUTER = "--router router2"
 
 
+class BoardBuildError(RuntimeError):
+    """The tool flow of a board build failed; the message says where and why (:func:`tool_failure`)."""
+
+
+def tool_failure(board, folder, returncode):
+    """What to say when the tool flow in ``folder`` (Amaranth's build directory) exits with
+    ``returncode``: the tools' ERROR lines and, when placement was reached, nextpnr's logic-cell
+    count against the device's (a design that does not fit), with the logs to read."""
+    errors, cells = [], []
+    for log in sorted(folder.glob("*.rpt")) + sorted(folder.glob("*.tim")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("ERROR"):
+                errors.append(line.strip())
+            found = re.match(r"Info:\s+(ICESTORM_LC|TRELLIS_COMB|TRELLIS_FF):\s+(\d+)/\s*(\d+)\s+(\d+)%", line)
+            if found and int(found.group(2)) > int(found.group(3)):
+                cells.append(f"{found.group(1)} {found.group(2)} of {found.group(3)} ({found.group(4)}%)")
+    what = f"; the design does not fit: {', '.join(cells)}" if cells else ""
+    return (f"{board.label}: the tool flow stopped (exit {returncode}){what}: "
+            f"{'; '.join(errors) or 'no ERROR line in the logs'} (logs: {folder}/*.rpt, *.tim)")
+
+
 def build_board(board, *, out_root=None):
     """Build the bitstream for ``board`` (a :class:`Board`, or a name in :data:`BOARDS`) in
-    ``out_root/<board.label>``; returns the report dict (and writes it there as report.json)."""
+    ``out_root/<board.label>``; returns the report dict (and writes it there as report.json).
+
+    Raises
+    ------
+    BoardBuildError
+        Yosys or nextpnr failed: a design that does not fit says so, with its cell count.
+    """
     from apwake.firmware.build import build_firmware
     board = board if isinstance(board, Board) else board_variant(board)
     platform = check_clock(board)
@@ -388,10 +415,13 @@ def build_board(board, *, out_root=None):
     large = board.family == "ecp5" and board.n_cores > KEEP_HIERARCHY_ABOVE
     router = ECP5_LARGE_ROUTER if large else ""
     with _Heartbeat("synthesis, place and route still running"):
-        platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                       do_program=False, nextpnr_opts=f"--report nextpnr.json {router}".strip(),
-                       synth_opts="-abc9" if board.family == "ice40" else "",
-                       **({"script_after_read": ECP5_KEEP_HIERARCHY} if large else {}))
+        try:
+            platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
+                           do_program=False, nextpnr_opts=f"--report nextpnr.json {router}".strip(),
+                           synth_opts="-abc9" if board.family == "ice40" else "",
+                           **({"script_after_read": ECP5_KEEP_HIERARCHY} if large else {}))
+        except subprocess.CalledProcessError as error:
+            raise BoardBuildError(tool_failure(board, out_dir / "board", error.returncode)) from None
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}

@@ -1,5 +1,5 @@
 """The soft-SoC's parts in Amaranth's simulator (no Verilator): the AP start logic (with the
-START window), the interconnect and one core's windows."""
+START window), the interconnect and the cores' windows."""
 
 import functools
 import re
@@ -345,7 +345,7 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes():
     RAM; core 0's VMGEXIT store parks (core 1 is served meanwhile) and completes on its resume."""
     top = _InterconnectWithRam(n_cores=2, init=[7] * 64)
     ic = top.ic
-    port = ic.windows[0]
+    port = ic.windows
     log = []
 
     async def core0(ctx):
@@ -367,7 +367,7 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes():
 
     async def windows0(ctx):
         await valid(ctx)
-        log.append(("windows", ctx.get(port.window), ctx.get(port.addr)))
+        log.append(("windows", ctx.get(port.core), ctx.get(port.window), ctx.get(port.addr)))
         for _ in range(3):                 # the access stays valid while the windows work
             await ctx.tick()
             assert ctx.get(port.valid)
@@ -376,31 +376,31 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes():
         await ctx.tick()
         ctx.set(port.done, 0)
         await valid(ctx)
-        log.append(("windows", ctx.get(port.window), ctx.get(port.write)))
+        log.append(("windows", ctx.get(port.core), ctx.get(port.window), ctx.get(port.write)))
         ctx.set(port.park, 1)
         await ctx.tick()
         ctx.set(port.park, 0)
-        ctx.set(port.parked, 1)
+        ctx.set(port.parked, 0b01)          # core 0's bit
         await ctx.tick().until(ic.cores[1].ready)
         await ctx.tick().until(ic.cores[1].ready)     # core 0's request stays parked meanwhile
         assert not ctx.get(ic.cores[0].ready) and not ctx.get(port.valid)
         ctx.set(port.parked, 0)
-        ctx.set(port.resume, 1)
+        ctx.set(port.resume, 0b01)          # core 0's bit
         assert ctx.get(ic.cores[0].ready)
         await ctx.tick()
         ctx.set(port.resume, 0)
 
     _run(top, core0, core1, windows0)
-    assert log[:3] == [("windows", CoreWindow.CONTROL, 0x4), ("core0 read", 0x42), ("core1 read", 7)]
-    assert log[3] == ("windows", CoreWindow.MSR, 1)
+    assert log[:3] == [("windows", 0, CoreWindow.CONTROL, 0x4), ("core0 read", 0x42), ("core1 read", 7)]
+    assert log[3] == ("windows", 0, CoreWindow.MSR, 1)
     assert log[4:6] == [("core1 read", 7)] * 2 and log[6] == ("core0 resumed",)
 
 
-# --- one core's windows ----------------------------------------------------------------------------
+# --- the cores' windows ----------------------------------------------------------------------------
 
-class _WindowsWithApic(Elaboratable):
-    """One core's windows with an APIC register bus that takes each request at once and answers
-    one cycle later with ``rdata``."""
+class _WindowsWithApics(Elaboratable):
+    """The windows of ``len(apic_ids)`` cores with APIC register buses that take each request at
+    once and answer one cycle later, core i's with ``rdata + i``."""
 
     def __init__(self, rdata=0, **kwargs):
         self.windows, self.rdata = CoreWindows(**kwargs), rdata
@@ -408,25 +408,32 @@ class _WindowsWithApic(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.windows = windows = self.windows
-        reg = windows.apic
-        m.d.comb += [reg.req_ready.eq(1), reg.rdata.eq(self.rdata)]
-        m.d.sync += reg.resp_valid.eq(reg.req_valid)
+        for i, reg in enumerate(windows.apic):
+            m.d.comb += [reg.req_ready.eq(1), reg.rdata.eq(self.rdata + i)]
+            m.d.sync += reg.resp_valid.eq(reg.req_valid)
         return m
 
 
-async def _window_access(ctx, dut, window, offset, wdata=None, requests=None):
-    """One decoded access, held until done or parked: ``(rdata, cycles, parked)``; the APIC
-    requests it makes are added to ``requests`` as ``(space, addr, write, wdata)``."""
-    acc, reg = dut.access, dut.apic
-    ctx.set(acc.valid, 1)
-    ctx.set(acc.window, window)
-    ctx.set(acc.addr, offset)
-    ctx.set(acc.write, wdata is not None)
-    ctx.set(acc.wdata, wdata or 0)
+async def _window_access(ctx, dut, core, window, offset, wdata=None, requests=None):
+    """Core ``core``'s decoded access, held until done or parked: ``(rdata, cycles, parked)``;
+    the APIC requests it makes are added to ``requests`` as ``(core, space, addr, write,
+    wdata)``, the core whose bus carries it, and its GHCB MSR writes as ``(core, "GHCB",
+    wdata)``."""
+    acc = dut.access
+    for member, value in ((acc.valid, 1), (acc.core, core), (acc.window, window), (acc.addr, offset),
+                          (acc.write, wdata is not None), (acc.wdata, wdata or 0)):
+        ctx.set(member, value)
     cycles = 1
-    while not (ctx.get(acc.done) or ctx.get(acc.park)):
-        if ctx.get(reg.req_valid):
-            requests.append((ctx.get(reg.space), ctx.get(reg.addr), ctx.get(reg.write), ctx.get(reg.wdata)))
+    while True:
+        for i, reg in enumerate(dut.apic):
+            if ctx.get(reg.req_valid):
+                requests.append((i, ctx.get(reg.space), ctx.get(reg.addr), ctx.get(reg.write), ctx.get(reg.wdata)))
+        for i, vcpu in enumerate(getattr(dut, "vcpu", ())):
+            if ctx.get(vcpu.msr_write):
+                requests.append((i, "GHCB", ctx.get(vcpu.msr_wdata)))
+        if ctx.get(acc.done) or ctx.get(acc.park):
+            break
+        assert cycles < 16, "the windows did not end the access"
         await ctx.tick()
         cycles += 1
     result = (ctx.get(acc.rdata), cycles, ctx.get(acc.park))
@@ -435,87 +442,101 @@ async def _window_access(ctx, dut, window, offset, wdata=None, requests=None):
     return result
 
 
-async def _first_cycle(ctx, dut, window, offset, wdata, *probes):
-    """A store's first cycle: the values of ``probes`` in it (the access is then dropped)."""
-    acc = dut.access
-    for member, value in ((acc.valid, 1), (acc.window, window), (acc.addr, offset), (acc.write, 1),
-                          (acc.wdata, wdata)):
-        ctx.set(member, value)
-    values = tuple(ctx.get(probe) for probe in probes)
-    await ctx.tick()
-    ctx.set(acc.valid, 0)
-    return values
-
-
 def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
+    """One engine answers each core with its own index, APIC ID, start address and stack; an
+    AP's RESET_VECTOR store pulses its own bit (the BSP's none)."""
     seen = {}
-    for core in (0, 2):
-        dut = CoreWindows(core_index=core, apic_id=0x10 + core, n_cores=3, bsp_index=0, ap_start="mailbox",
-                          msr_window=False, x2apic=core == 0, ram_bytes=0x4000, stack_bytes=0x100)
+    for x2apic in (True, False):
+        dut = CoreWindows(apic_ids=(0x10, 0x11, 0x12), bsp_index=0, ap_start="mailbox", msr_window=False,
+                          x2apic=x2apic, ram_bytes=0x4000, stack_bytes=0x100)
 
         async def bench(ctx):
-            ctx.set(dut.start_addr, 0x3000)
-            ctx.set(dut.start_sp, 0x1EE0)
-            values = [await _window_access(ctx, dut, CoreWindow.CONTROL, CONTROL[name])
-                      for name in ("CORE_ID", "APIC_ID", "START_ADDR", "N_CORES", "AP_START", "FEATURES",
-                                   "START_SP", "RAM_BYTES", "STACK_BYTES")]
-            seen[core] = values, await _first_cycle(ctx, dut, CoreWindow.CONTROL, CONTROL["RESET_VECTOR"], 0,
-                                                    dut.back_to_firmware)
+            for core, (addr, sp) in enumerate(((0x3000, 0), (0x5000, 0x1EE0), (0x7000, 0x1DE0))):
+                ctx.set(dut.start_addr[core], addr)
+                ctx.set(dut.start_sp[core], sp)
+            for core in (0, 2):
+                values = [await _window_access(ctx, dut, core, CoreWindow.CONTROL, CONTROL[name])
+                          for name in ("CORE_ID", "APIC_ID", "START_ADDR", "N_CORES", "AP_START", "FEATURES",
+                                       "START_SP", "RAM_BYTES", "STACK_BYTES")]
+                acc = dut.access
+                for member, value in ((acc.valid, 1), (acc.core, core), (acc.window, CoreWindow.CONTROL),
+                                      (acc.addr, CONTROL["RESET_VECTOR"]), (acc.write, 1)):
+                    ctx.set(member, value)
+                seen[x2apic, core] = values, ctx.get(dut.back_to_firmware)
+                await ctx.tick()
+                ctx.set(acc.valid, 0)
 
         simulate(dut, bench)
     answer = lambda v: (v, 1, 0)      # noqa: E731 (done in the access's first cycle)
-    rest = [answer(0x1EE0), answer(0x4000), answer(0x100)]
     from apwake.rtl.soc.memory_map import FEATURES
     assert FEATURES == {"MSR_WINDOW": 1, "X2APIC": 2}
-    assert seen == {0: ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), answer(2), *rest], (0,)),
-                    2: ([answer(2), answer(0x12), answer(0x3000), answer(3), answer(1), answer(0), *rest], (1,))}
+    for x2apic in (True, False):
+        features = answer(2 if x2apic else 0)
+        assert seen[x2apic, 0] == ([answer(0), answer(0x10), answer(0x3000), answer(3), answer(1), features,
+                                    answer(0), answer(0x4000), answer(0x100)], 0)
+        assert seen[x2apic, 2] == ([answer(2), answer(0x12), answer(0x7000), answer(3), answer(1), features,
+                                    answer(0x1DE0), answer(0x4000), answer(0x100)], 0b100)
 
 
 def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
-    top = _WindowsWithApic(0xAAAA_BBBB_CCCC_DDDD, core_index=1, apic_id=1, n_cores=2, bsp_index=0)
+    """Each core's SELECT, DATA_LO and DATA_HI are its own (kept in the engine's memory): core 1's
+    WRMSR goes to its APIC with its DATA_LO while core 0 selected another MSR in between."""
+    top = _WindowsWithApics(0xAAAA_BBBB_CCCC_DD00, apic_ids=(0, 1), bsp_index=0)
     dut = top.windows
     requests, seen = [], {}
 
     async def bench(ctx):
-        access = functools.partial(_window_access, requests=requests)
-        await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x830)
-        await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0004_4500)
+        access = functools.partial(_window_access, ctx, dut, requests=requests)
+        await access(1, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x830)
+        await access(0, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x1B)
+        await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0004_4500)
+        await access(0, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0000_0900)
         seen["no request yet"] = list(requests)
-        seen["wrmsr"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x0000_0003)
-        seen["select"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"])
-        seen["rdmsr"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
-        seen["data_hi"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"])
-        seen["vmgexit reads 0"] = await access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"])
-        seen["mmio"] = await access(ctx, dut, CoreWindow.APIC, 0x0F0)
+        seen["wrmsr"] = await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x0000_0003)
+        seen["select"] = [await access(core, CoreWindow.MSR, MSR_WINDOW["SELECT"]) for core in (0, 1)]
+        seen["rdmsr"] = await access(0, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
+        seen["data_hi"] = [await access(core, CoreWindow.MSR, MSR_WINDOW["DATA_HI"]) for core in (0, 1)]
+        seen["vmgexit reads 0"] = await access(1, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"])
+        seen["mmio"] = await access(1, CoreWindow.APIC, 0x0F0)
 
     simulate(top, bench)
-    assert seen == {"no request yet": [], "wrmsr": (0xCCCC_DDDD, 3, 0), "select": (0x830, 1, 0),
-                    "rdmsr": (0xCCCC_DDDD, 3, 0), "data_hi": (0xAAAA_BBBB, 1, 0), "vmgexit reads 0": (0, 1, 0),
-                    "mmio": (0xCCCC_DDDD, 3, 0)}
-    assert requests == [(Space.MSR, 0x830, 1, 0x3_0004_4500),       # one WRMSR with both halves
-                        (Space.MSR, 0x830, 0, 0x4_4500),            # RDMSR (wdata unused)
-                        (Space.MMIO, 0x0F0, 0, 0)]
+    assert seen == {"no request yet": [],
+                    "wrmsr": (0xCCCC_DD01, 5, 0),                 # read SELECT, DATA_LO; request; response
+                    "select": [(0x1B, 2, 0), (0x830, 2, 0)],
+                    "rdmsr": (0xCCCC_DD00, 4, 0),
+                    "data_hi": [(0xAAAA_BBBB, 2, 0)] * 2, "vmgexit reads 0": (0, 1, 0),
+                    "mmio": (0xCCCC_DD01, 3, 0)}
+    assert [r[:4] for r in requests] == [(1, Space.MSR, 0x830, 1), (0, Space.MSR, 0x1B, 0), (1, Space.MMIO, 0x0F0, 0)]
+    assert requests[0][4] == 0x3_0004_4500            # one WRMSR with both halves
+    assert requests[2][4] == 0
 
 
 def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
-    dut = CoreWindows(core_index=1, apic_id=1, n_cores=2, bsp_index=0, ap_start="ghcb")
-    vcpu, acc = dut.vcpu, dut.access
-    seen = {}
+    """Core 1's GHCB MSR is read and written on its vCPU port (never the APIC); its VMGEXIT parks
+    core 1 alone until its exit_done, while core 0's accesses go on."""
+    top = _WindowsWithApics(0, apic_ids=(0, 1), bsp_index=0, ap_start="ghcb")
+    dut = top.windows
+    vcpu, acc = dut.vcpu[1], dut.access
+    requests, seen = [], {}
 
     async def bench(ctx):
+        access = functools.partial(_window_access, ctx, dut, requests=requests)
         ctx.set(vcpu.msr_rdata, 0x1234_5678_9ABC_DEF0)
-        await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["SELECT"], MSR_GHCB)
-        await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0000_0004)
-        seen["wrmsr"] = await _first_cycle(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x8000_0000,
-                                           acc.done, vcpu.msr_write, vcpu.msr_wdata)
-        seen["rdmsr"] = await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
-        seen["data_hi"] = await _window_access(ctx, dut, CoreWindow.MSR, MSR_WINDOW["DATA_HI"])
-        seen["vmgexit"] = await _first_cycle(ctx, dut, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"], 1,
-                                             acc.park, acc.done, vcpu.vmgexit)
+        await access(1, CoreWindow.MSR, MSR_WINDOW["SELECT"], MSR_GHCB)
+        await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0000_0004)
+        seen["wrmsr"] = await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], 0x8000_0000)
+        seen["rdmsr"] = await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_LO"])
+        seen["data_hi"] = await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_HI"])
+        for member, value in ((acc.valid, 1), (acc.core, 1), (acc.window, CoreWindow.MSR),
+                              (acc.addr, MSR_WINDOW["VMGEXIT"]), (acc.write, 1)):
+            ctx.set(member, value)
+        seen["vmgexit"] = (ctx.get(acc.park), ctx.get(acc.done), ctx.get(vcpu.vmgexit), ctx.get(dut.vcpu[0].vmgexit))
+        await ctx.tick()
+        ctx.set(acc.valid, 0)
         held = []
-        for _ in range(3):                     # the hypervisor keeps the vCPU
+        for _ in range(3):                     # the hypervisor keeps the vCPU; core 0 goes on
             held.append((ctx.get(acc.parked), ctx.get(acc.resume), ctx.get(vcpu.vmgexit)))
-            await ctx.tick()
+            seen.setdefault("core 0", []).append(await access(0, CoreWindow.CONTROL, CONTROL["CORE_ID"]))
         seen["held"] = held
         ctx.set(vcpu.exit_done, 1)
         await ctx.tick()
@@ -524,25 +545,28 @@ def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
         await ctx.tick()
         seen["resumed"].append((ctx.get(acc.parked), ctx.get(acc.resume)))
 
-    simulate(dut, bench)
-    assert seen == {"wrmsr": (1, 1, 0x8000_0000_0000_0004), "rdmsr": (0x9ABC_DEF0, 1, 0),
-                    "data_hi": (0x1234_5678, 1, 0), "vmgexit": (1, 0, 1), "held": [(1, 0, 0)] * 3,
-                    "resumed": [(0, 1), (0, 0)]}
-    # the GHCB MSR is read in the access's first cycle: it never goes to the APIC
+    simulate(top, bench)
+    assert seen["wrmsr"] == (0, 3, 0) and seen["rdmsr"] == (0x9ABC_DEF0, 2, 0)
+    assert seen["data_hi"] == (0x1234_5678, 2, 0)
+    assert seen["vmgexit"] == (1, 0, 1, 0)
+    assert seen["held"] == [(0b10, 0, 0)] * 3 and seen["core 0"] == [(0, 1, 0)] * 3
+    assert seen["resumed"] == [(0, 0b10), (0, 0)]
+    # one WRMSR of both halves on core 1's vCPU port; the GHCB MSR never goes to the APIC
+    assert requests == [(1, "GHCB", 0x8000_0000_0000_0004)]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(core_index=2, apic_id=0, n_cores=2, bsp_index=0), r"core_index must be a core index below 2, not 2"),
-    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=-1), r"bsp_index must be a core index below 2, not -1"),
-    (dict(core_index=0, apic_id=1 << 32, n_cores=2, bsp_index=0), r"apic_id must be a 32-bit integer"),
-    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="tdx"), r"ap_start must be one of"),
-    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, ap_start="ghcb", msr_window=False),
-     r"ap_start='ghcb' needs the MSR window"),
-    (dict(core_index=0, apic_id=0, n_cores=2, bsp_index=0, stack_bytes=-1), r"stack_bytes must be a 32-bit integer"),
+    (dict(apic_ids=()), r"apic_ids must name 1 to 256 cores, not 0"),
+    (dict(apic_ids=(0, 1), bsp_index=2), r"bsp_index must be a core index below 2, not 2"),
+    (dict(apic_ids=(0, 1), bsp_index=-1), r"bsp_index must be a core index below 2, not -1"),
+    (dict(apic_ids=(0, 1 << 32)), r"apic_ids\[1\] must be a 32-bit integer, not 4294967296"),
+    (dict(apic_ids=(0, 1), ap_start="tdx"), r"ap_start must be one of"),
+    (dict(apic_ids=(0, 1), ap_start="ghcb", msr_window=False), r"ap_start='ghcb' needs the MSR window"),
+    (dict(apic_ids=(0, 1), stack_bytes=-1), r"stack_bytes must be a 32-bit integer"),
 ])
 def test_core_windows_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CoreWindows(**kwargs)
+        CoreWindows(**{"bsp_index": 0, **kwargs})
 
 
 @pytest.mark.parametrize("kwargs, message", [

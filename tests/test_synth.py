@@ -158,6 +158,31 @@ def test_build_command_refuses_before_building(capsys):
     assert "needs the MSR window" in capsys.readouterr().err
 
 
+def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
+    """A tool flow that stops is a one-line error naming the board, nextpnr's cell count
+    against the device's and its ERROR line, with exit status 1 (not a traceback); the log lines
+    are nextpnr 0.11's for the 4-SERV iCEBreaker with the per-core MSR windows."""
+    from apwake.sim.cli import main
+    from apwake.synth import boards
+    board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
+    (tmp_path / "apwake_soc.tim").write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
+        "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
+        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5346 ICESTORM_LCs\n")
+    message = boards.tool_failure(board, tmp_path, 125)
+    assert message == (f"icebreaker-serv-c4-msr-nox2apic: the tool flow stopped (exit 125); the design does not "
+                       f"fit: ICESTORM_LC 5346 of 5280 (101%): ERROR: Failed to expand region (0, 0) |_> (25, 31) "
+                       f"of 5346 ICESTORM_LCs (logs: {tmp_path}/*.rpt, *.tim)")
+
+    def failing_build(board):
+        raise boards.BoardBuildError(boards.tool_failure(board, tmp_path, 125))
+
+    monkeypatch.setattr(boards, "build_board", failing_build)
+    assert main(["build", "icebreaker", "--core", "serv", "--cores", "4", "--msr-window", "--no-x2apic"]) == 1
+    assert capsys.readouterr().err == f"apwake build: {message}\n"
+
+
 @pytest.mark.parametrize("f_out_mhz", [25, 37.5, 40, 50, 60, 62.5, 75, 100])
 def test_ecp5_pll_makes_the_clock_exactly(f_out_mhz):
     """The dividers give the asked frequency exactly, with the VCO in 400-800 MHz and the phase

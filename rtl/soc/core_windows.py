@@ -1,8 +1,18 @@
-"""One soft-SoC core's own windows: its local APIC (xAPIC MMIO), its control window and its MSR
-window (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
+"""The soft-SoC cores' own windows: each core's local APIC (xAPIC MMIO), its control window and
+its MSR window, served by one engine for every core (issue 11 part 4: out of
+:class:`apwake.rtl.soc.Soc`; issue 16: one engine instead of one per core).
 
-from amaranth import Cat, Module, Mux, Signal
+The shared bus grants one core at a time and keeps the grant for the whole access
+(:class:`apwake.rtl.soc.interconnect.Interconnect`), so one engine serves every core's access
+in turn, the way the GHCB unit serves N vCPUs.  What each core keeps between its accesses (the
+MSR window's SELECT, DATA_LO and DATA_HI) is a word of a memory indexed by the core: block RAM
+on an FPGA instead of 96 flip-flops a core.  On the iCE40UP5K a window engine per core cost 164
+LUTs and 96 flip-flops a core (synth/REPORT.md "icebreaker-serv-c4-msr-nox2apic").
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
@@ -14,38 +24,42 @@ from .signatures import CoreWindow, WindowAccessSignature
 
 __all__ = ["CoreWindows"]
 
+#: the MSR window's registers that hold state, as the word index of each core's entry in the
+#: state memory (the core's index above it)
+_SELECT, _DATA_LO, _DATA_HI = 0, 1, 2
+_WORDS_PER_CORE = 4
+
 
 class CoreWindows(wiring.Component):
     """The windows every core sees at the same addresses, with its own registers behind them
     (docs/ARCHITECTURE.md, "Soft-SoC"; the maps are :data:`CONTROL_MAP` and
     :data:`MSR_WINDOW_MAP` in :mod:`apwake.rtl.soc.memory_map`; the MSR window follows
-    docs/spec/ghcb.md §1).
+    docs/spec/ghcb.md §1), for the core ``access.core`` names.
 
-    * APIC (:attr:`CoreWindow.APIC`): the access goes to ``apic`` in space MMIO at
+    * APIC (:attr:`CoreWindow.APIC`): the access goes to ``apic[core]`` in space MMIO at
       ``addr[11:0]``: a request cycle (until ``req_ready``), then the response; the access is
       done with the response's low half.
     * Control (:attr:`CoreWindow.CONTROL`), done in its first cycle: CORE_ID, APIC_ID,
-      START_ADDR (``start_addr``), N_CORES, AP_START, FEATURES, START_SP (``start_sp``),
-      RAM_BYTES, STACK_BYTES; a store to RESET_VECTOR pulses ``back_to_firmware`` (not on the
-      BSP).
+      START_ADDR (``start_addr[core]``), N_CORES, AP_START, FEATURES, START_SP
+      (``start_sp[core]``), RAM_BYTES, STACK_BYTES; a store to RESET_VECTOR pulses
+      ``back_to_firmware[core]`` (not for the BSP).
     * MSR (:attr:`CoreWindow.MSR`, with ``msr_window``): SELECT holds the MSR number; a DATA_LO
       store holds the low half of the next WRMSR; a DATA_LO read is RDMSR of SELECT (the low half
       answers, the high half goes to DATA_HI); a DATA_HI store is WRMSR of SELECT with DATA_LO and
-      the stored high half, in one access.  The GHCB MSR (``ap_start="ghcb"``) is read and written
-      on ``vcpu`` in the access's first cycle; every other MSR goes to ``apic`` in space MSR (as
-      the APIC window; the response's high half goes to DATA_HI, for a WRMSR and for an APIC
-      window read too).  A VMGEXIT store (``ap_start="ghcb"``) pulses ``vcpu.vmgexit`` and parks
-      the access: ``parked`` until ``vcpu.exit_done``, then ``resume`` for one cycle.
-      Registers that are not readable read 0, as the map says.
+      the stored high half, in one access.  The GHCB MSR (``ap_start="ghcb"``) is read and
+      written on ``vcpu[core]``; every other MSR goes to ``apic[core]`` in space MSR (as the APIC
+      window; the response's high half goes to DATA_HI, for a WRMSR and for an APIC window read
+      too).  A VMGEXIT store (``ap_start="ghcb"``) pulses ``vcpu[core].vmgexit`` and parks the
+      access: ``parked[core]`` until ``vcpu[core].exit_done``, then ``resume[core]`` for one
+      cycle.  Registers that are not readable read 0, as the map says.  Stores to SELECT and
+      DATA_LO and a VMGEXIT are done in their first cycle; a read of SELECT or DATA_HI in the
+      second (the state memory's read), RDMSR and WRMSR of the GHCB MSR in the second and the
+      third.
 
     Parameters
     ----------
-    core_index : int
-        This core's index (CORE_ID).
-    apic_id : int
-        Its APIC ID (APIC_ID).
-    n_cores : int
-        N_CORES.
+    apic_ids : sequence of int
+        Core i's APIC ID (APIC_ID), 32-bit; their number is N_CORES (1 to 256).
     bsp_index : int
         The BSP ignores RESET_VECTOR.
     ap_start : str
@@ -53,38 +67,46 @@ class CoreWindows(wiring.Component):
     msr_window : bool
         The MSR window exists (FEATURES.msr_window); needed by ``"ghcb"``.
     x2apic : bool
-        The APIC has x2APIC mode (FEATURES.x2apic).
+        The APICs have x2APIC mode (FEATURES.x2apic).
     ram_bytes, stack_bytes : int
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
 
     Attributes
     ----------
-    access : In(WindowAccessSignature())
-        The decoded accesses of this core, from the interconnect.
-    apic : Out(RegisterBusSignature())
-        This core's local APIC register bus (xAPIC MMIO and MSRs).
-    start_addr : In(32)
-        Where the core last started (START_ADDR).
-    start_sp : In(32)
+    access : In(WindowAccessSignature(n_cores))
+        The decoded accesses, from the interconnect: one at a time, for the core it names.
+    apic : Out(RegisterBusSignature()) per core
+        Each core's local APIC register bus (xAPIC MMIO and MSRs).
+    start_addr : In(32) per core
+        Where each core last started (START_ADDR).
+    start_sp : In(32) per core
         The stack its last start gave it, or 0 (START_SP).
-    back_to_firmware : Out(1)
-        One cycle: the core (an AP) wrote RESET_VECTOR.
-    vcpu : Out(VcpuPortSignature())
-        Only with ``"ghcb"``: the core's GHCB MSR, VMGEXIT and exit_done.
+    back_to_firmware : Out(n_cores)
+        One cycle: that core (an AP) wrote RESET_VECTOR.
+    vcpu : Out(VcpuPortSignature()) per core
+        Only with ``"ghcb"``: each core's GHCB MSR, VMGEXIT and exit_done.
 
     Raises
     ------
     ValueError
-        An index out of range, an unknown ``ap_start``, ``"ghcb"`` without the MSR window.
+        No or more than 256 APIC IDs, an ID that is not 32-bit, ``bsp_index`` out of range, an
+        unknown ``ap_start``, ``"ghcb"`` without the MSR window, a RAM or stack size that is not
+        32-bit.
+    TypeError
+        ``msr_window`` or ``x2apic`` not a bool.
     """
 
-    def __init__(self, *, core_index, apic_id, n_cores, bsp_index, ap_start="sipi", msr_window=True,
-                 x2apic=True, ram_bytes=8192, stack_bytes=256):
-        for name, value in (("core_index", core_index), ("bsp_index", bsp_index)):
-            if not isinstance(value, int) or not 0 <= value < n_cores:
-                raise ValueError(f"{name} must be a core index below {n_cores}, not {value!r}")
-        if not isinstance(apic_id, int) or not 0 <= apic_id < 1 << 32:
-            raise ValueError(f"apic_id must be a 32-bit integer, not {apic_id!r}")
+    def __init__(self, *, apic_ids, bsp_index, ap_start="sipi", msr_window=True, x2apic=True, ram_bytes=8192,
+                 stack_bytes=256):
+        apic_ids = tuple(apic_ids)
+        if not 1 <= len(apic_ids) <= 256:
+            raise ValueError(f"apic_ids must name 1 to 256 cores, not {len(apic_ids)}")
+        for i, apic_id in enumerate(apic_ids):
+            if not isinstance(apic_id, int) or not 0 <= apic_id < 1 << 32:
+                raise ValueError(f"apic_ids[{i}] must be a 32-bit integer, not {apic_id!r}")
+        n_cores = len(apic_ids)
+        if not isinstance(bsp_index, int) or not 0 <= bsp_index < n_cores:
+            raise ValueError(f"bsp_index must be a core index below {n_cores}, not {bsp_index!r}")
         for name, value in (("ram_bytes", ram_bytes), ("stack_bytes", stack_bytes)):
             if not isinstance(value, int) or not 0 <= value < 1 << 32:
                 raise ValueError(f"{name} must be a 32-bit integer, not {value!r}")
@@ -95,93 +117,142 @@ class CoreWindows(wiring.Component):
         for name, value in (("msr_window", msr_window), ("x2apic", x2apic)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, not {value!r}")
+        self.apic_ids, self.n_cores, self.bsp_index = apic_ids, n_cores, bsp_index
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
-        self.core_index, self.apic_id, self.n_cores, self.bsp_index = core_index, apic_id, n_cores, bsp_index
         self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic
-        members = {"access": In(WindowAccessSignature()), "apic": Out(RegisterBusSignature()),
-                   "start_addr": In(32), "start_sp": In(32), "back_to_firmware": Out(1)}
+        members = {"access": In(WindowAccessSignature(n_cores)),
+                   "apic": Out(RegisterBusSignature()).array(n_cores),
+                   "start_addr": In(32).array(n_cores), "start_sp": In(32).array(n_cores),
+                   "back_to_firmware": Out(n_cores)}
         if ap_start == "ghcb":
-            members["vcpu"] = Out(VcpuPortSignature())
+            members["vcpu"] = Out(VcpuPortSignature()).array(n_cores)
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        acc, apic = self.access, self.apic
+        acc, n, core = self.access, self.n_cores, self.access.core
         ghcb = self.ap_start == "ghcb"
-        first = Signal()                       # the access's first cycle (the FSM is idle)
-        answer = Signal(32)                    # what it reads, when it is done in that cycle
-        to_apic, park = Signal(), Signal()     # it goes to the APIC; it is a VMGEXIT
+        first = Signal()                        # the access's first cycle (the FSM is idle)
+        in_msr = acc.window == CoreWindow.MSR
 
         control = RegisterDecoder(CONTROL_MAP, acc.addr)
-        with m.If(acc.window == CoreWindow.CONTROL):
-            m.d.comb += answer.eq(control.read({
-                "CORE_ID": self.core_index, "APIC_ID": self.apic_id, "START_ADDR": self.start_addr,
-                "N_CORES": self.n_cores, "AP_START": AP_START[self.ap_start],
-                "FEATURES": ((FEATURES["MSR_WINDOW"] if self.msr_window else 0) |
-                             (FEATURES["X2APIC"] if self.x2apic else 0)),
-                "START_SP": self.start_sp,
-                "RAM_BYTES": self.ram_bytes, "STACK_BYTES": self.stack_bytes}))
-            if self.core_index != self.bsp_index:
-                m.d.comb += self.back_to_firmware.eq(first & acc.write & control["RESET_VECTOR"])
-        with m.Elif(acc.window == CoreWindow.APIC):
-            m.d.comb += to_apic.eq(1)
+        control_answer = control.read({
+            "CORE_ID": core, "APIC_ID": Array(Const(i, 32) for i in self.apic_ids)[core],
+            "START_ADDR": Array(self.start_addr)[core], "N_CORES": n, "AP_START": AP_START[self.ap_start],
+            "FEATURES": ((FEATURES["MSR_WINDOW"] if self.msr_window else 0) |
+                         (FEATURES["X2APIC"] if self.x2apic else 0)),
+            "START_SP": Array(self.start_sp)[core], "RAM_BYTES": self.ram_bytes, "STACK_BYTES": self.stack_bytes})
+        reset_vector = first & (acc.window == CoreWindow.CONTROL) & acc.write & control["RESET_VECTOR"]
+        for i in range(n):
+            if i != self.bsp_index:
+                m.d.comb += self.back_to_firmware[i].eq(reset_vector & (core == i))
 
-        select, lo, hi = Signal(32), Signal(32), Signal(32)
-        # what the APIC request is: an MMIO access, or (MSR window) RDMSR/WRMSR of SELECT
-        apic_space, apic_addr, apic_wdata = Space.MMIO, acc.addr[0:12], acc.wdata
+        # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid
+        # the access's core's SELECT (held from the state memory's read) and, in a WRMSR, its
+        # DATA_LO: the read port's data, which it keeps while it is not enabled again
+        select, data_lo = Signal(32), Signal(32)
+        requesting = Signal()
+        for i, bus in enumerate(self.apic):
+            m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(acc.write),
+                         bus.space.eq(Mux(in_msr, Space.MSR, Space.MMIO)),
+                         bus.addr.eq(Mux(in_msr, select, acc.addr[0:12])),
+                         bus.wdata.eq(Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata))]
+        req_ready = Array(bus.req_ready for bus in self.apic)[core]
+        resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
+        resp_rdata = Array(bus.rdata for bus in self.apic)[core]
+
         if self.msr_window:
+            m.submodules.state = state = Memory(shape=32, depth=n * _WORDS_PER_CORE, init=[])
+            read, write = state.read_port(), state.write_port()
+            # the read port is enabled only when it is read (no read-during-write logic)
+            m.d.comb += [read.en.eq(0), data_lo.eq(read.data)]
             msr = RegisterDecoder(MSR_WINDOW_MAP, acc.addr)
             rdmsr, wrmsr = msr["DATA_LO"] & ~acc.write, msr["DATA_HI"] & acc.write
-            is_ghcb = Signal()                 # SELECT is the GHCB MSR: the access goes to vcpu
-            if ghcb:
-                m.d.comb += is_ghcb.eq(select == MSR_GHCB)
-            in_msr = acc.window == CoreWindow.MSR
-            apic_space = Mux(in_msr, Space.MSR, Space.MMIO)
-            apic_addr, apic_wdata = Mux(in_msr, select, apic_addr), Mux(in_msr, Cat(lo, acc.wdata), apic_wdata)
-            with m.If(in_msr):
-                m.d.comb += [answer.eq(msr.read({"SELECT": select, "DATA_HI": hi,
-                                                 "DATA_LO": self.vcpu.msr_rdata[0:32] if ghcb else 0})),
-                             to_apic.eq((rdmsr | wrmsr) & ~is_ghcb)]
-                with m.If(first):
-                    with m.If(msr["SELECT"] & acc.write):
-                        m.d.sync += select.eq(acc.wdata)
-                    with m.If(msr["DATA_LO"] & acc.write):
-                        m.d.sync += lo.eq(acc.wdata)
-                    if ghcb:
-                        vcpu = self.vcpu
-                        with m.If(is_ghcb & rdmsr):
-                            m.d.sync += hi.eq(vcpu.msr_rdata[32:64])
-                        with m.If(is_ghcb & wrmsr):
-                            m.d.comb += [vcpu.msr_write.eq(1), vcpu.msr_wdata.eq(Cat(lo, acc.wdata))]
-                        m.d.comb += [park.eq(msr["VMGEXIT"] & acc.write), vcpu.vmgexit.eq(park)]
 
-        if ghcb:                               # a parked VMGEXIT waits for the hypervisor
-            with m.If(acc.parked & self.vcpu.exit_done):
-                m.d.sync += [acc.parked.eq(0), acc.resume.eq(1)]
-            with m.Else():
-                m.d.sync += acc.resume.eq(0)
-            with m.If(first & park):
-                m.d.sync += acc.parked.eq(1)
+            def store(word, data):
+                m.d.comb += [write.addr.eq(Cat(Const(word, 2), core)), write.data.eq(data), write.en.eq(1)]
+
+            def load(word):
+                m.d.comb += [read.addr.eq(Cat(Const(word, 2), core)), read.en.eq(1)]
+
+        if ghcb:
+            vcpus = self.vcpu
+            msr_rdata = Array(v.msr_rdata for v in vcpus)[core]
+            msr_write, vmgexit = Signal(), Signal()
+            for i, v in enumerate(vcpus):
+                m.d.comb += [v.msr_write.eq(msr_write & (core == i)), v.vmgexit.eq(vmgexit & (core == i)),
+                             v.msr_wdata.eq(Cat(data_lo, acc.wdata))]
+            # a parked VMGEXIT waits for the hypervisor, the core's bus request with it
+            parked, resume = Signal(n), Signal(n)
+            m.d.comb += [acc.parked.eq(parked), acc.resume.eq(resume)]
+            for i, v in enumerate(vcpus):
+                with m.If(parked[i] & v.exit_done):
+                    m.d.sync += [parked[i].eq(0), resume[i].eq(1)]
+                with m.Else():
+                    m.d.sync += resume[i].eq(0)
+                with m.If(vmgexit & (core == i)):
+                    m.d.sync += parked[i].eq(1)
+
+        def done(rdata):
+            m.d.comb += [acc.done.eq(1), acc.rdata.eq(rdata)]
+            m.next = "IDLE"
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += first.eq(acc.valid)
                 with m.If(acc.valid):
-                    with m.If(to_apic):
+                    with m.If(acc.window == CoreWindow.CONTROL):
+                        done(control_answer)
+                    with m.Elif(acc.window == CoreWindow.APIC):
                         m.next = "APIC_REQ"
-                    with m.Elif(park):
-                        m.d.comb += acc.park.eq(1)
+                    if self.msr_window:
+                        with m.Elif(in_msr & acc.write & msr["SELECT"]):
+                            store(_SELECT, acc.wdata)
+                            done(0)
+                        with m.Elif(in_msr & acc.write & msr["DATA_LO"]):
+                            store(_DATA_LO, acc.wdata)
+                            done(0)
+                        if ghcb:
+                            with m.Elif(in_msr & acc.write & msr["VMGEXIT"]):
+                                m.d.comb += [vmgexit.eq(1), acc.park.eq(1)]
+                        with m.Elif(in_msr & ~acc.write & msr["DATA_HI"]):
+                            load(_DATA_HI)
+                            m.next = "READ"
+                        with m.Elif(in_msr & (rdmsr | wrmsr | (~acc.write & msr["SELECT"]))):
+                            load(_SELECT)
+                            m.next = "READ"
                     with m.Else():
-                        m.d.comb += [acc.done.eq(1), acc.rdata.eq(answer)]
+                        done(0)
+            if self.msr_window:
+                with m.State("READ"):           # read.data: SELECT, or DATA_HI for its read
+                    m.d.sync += select.eq(read.data)
+                    with m.If(~acc.write & (msr["SELECT"] | msr["DATA_HI"])):
+                        done(read.data)
+                    with m.Elif(wrmsr):
+                        load(_DATA_LO)
+                        m.next = "WRMSR"
+                    if ghcb:
+                        with m.Elif(read.data == MSR_GHCB):        # RDMSR of the GHCB MSR
+                            store(_DATA_HI, msr_rdata[32:64])
+                            done(msr_rdata[0:32])
+                    with m.Else():
+                        m.next = "APIC_REQ"
+                with m.State("WRMSR"):          # read.data: DATA_LO, until the access is done
+                    if ghcb:
+                        with m.If(select == MSR_GHCB):
+                            m.d.comb += msr_write.eq(1)
+                            done(0)
+                        with m.Else():
+                            m.next = "APIC_REQ"
+                    else:
+                        m.next = "APIC_REQ"
             with m.State("APIC_REQ"):
-                m.d.comb += [apic.req_valid.eq(1), apic.space.eq(apic_space), apic.addr.eq(apic_addr),
-                             apic.write.eq(acc.write), apic.wdata.eq(apic_wdata)]
-                with m.If(apic.req_ready):
+                m.d.comb += requesting.eq(1)
+                with m.If(req_ready):
                     m.next = "APIC_RESP"
             with m.State("APIC_RESP"):
-                with m.If(apic.resp_valid):
-                    m.d.comb += [acc.done.eq(1), acc.rdata.eq(apic.rdata[0:32])]
+                with m.If(resp_valid):
                     if self.msr_window:
-                        m.d.sync += hi.eq(apic.rdata[32:64])
-                    m.next = "IDLE"
+                        store(_DATA_HI, resp_rdata[32:64])
+                    done(resp_rdata[0:32])
         return m

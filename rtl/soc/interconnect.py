@@ -70,8 +70,9 @@ class Interconnect(wiring.Component):
     ----------
     cores : In(NativeBusSignature()) per core
         The cores' native memory buses.
-    windows : Out(WindowAccessSignature()) per core
-        Each core's own windows.
+    windows : Out(WindowAccessSignature(n_cores))
+        The cores' own windows (one engine for all: the granted core's access, named by
+        ``core``).
     ram_read : In(ReadPort.Signature(addr_width=a, shape=32))
         A synchronous read port of the RAM (``a`` bits of word address).
     ram_write : In(WritePort.Signature(addr_width=a, shape=32, granularity=8))
@@ -106,7 +107,7 @@ class Interconnect(wiring.Component):
         addr_width = (ram_bytes // 4 - 1).bit_length()
         members = {
             "cores": In(NativeBusSignature()).array(n_cores),
-            "windows": Out(WindowAccessSignature()).array(n_cores),
+            "windows": Out(WindowAccessSignature(n_cores)),
             "ram_read": In(ReadPort.Signature(addr_width=addr_width, shape=32)),
             "ram_write": In(WritePort.Signature(addr_width=addr_width, shape=32, granularity=8)),
             "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8), "leds": Out(8),
@@ -121,7 +122,7 @@ class Interconnect(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, cores, ports = self.n_cores, self.cores, self.windows
+        n, cores, port = self.n_cores, self.cores, self.windows
         m.submodules.uart = uart = self._uart
         m.d.comb += self.uart_tx.eq(uart.tx)
         requesters = n + self.dma_port
@@ -141,9 +142,9 @@ class Interconnect(wiring.Component):
         write = wstrb != 0
         rdata = Signal(32)
         done = Signal()
-        waiting = Cat(p.parked | p.resume for p in ports)     # not arbitrated
+        waiting = port.parked | port.resume     # not arbitrated
         for i, core in enumerate(cores):
-            m.d.comb += [core.ready.eq((done & (sel == i)) | ports[i].resume), core.rdata.eq(rdata)]
+            m.d.comb += [core.ready.eq((done & (sel == i)) | port.resume[i]), core.rdata.eq(rdata)]
         if self.dma_port:
             m.d.comb += [dma.resp_valid.eq(done & from_dma), dma.rdata.eq(rdata)]
             valids = Cat(valids & ~waiting, dma.req_valid)
@@ -161,19 +162,15 @@ class Interconnect(wiring.Component):
                 if kind is not CoreWindow.MSR or self.msr_window:
                     with m.Case(slot):
                         m.d.comb += [core_window.eq(kind), to_core.eq(1)]
-        port_valid = Signal()
-        for i, port in enumerate(ports):
-            m.d.comb += [port.valid.eq(port_valid & (sel == i)), port.window.eq(core_window),
-                         port.addr.eq(addr), port.write.eq(write), port.wdata.eq(wdata)]
-        port_done, port_park = Array(p.done for p in ports)[sel], Array(p.park for p in ports)[sel]
-        port_rdata = Array(p.rdata for p in ports)[sel]
+        m.d.comb += [port.core.eq(sel), port.window.eq(core_window), port.addr.eq(addr), port.write.eq(write),
+                     port.wdata.eq(wdata)]
 
         def core_windows():
-            m.d.comb += port_valid.eq(1)
-            with m.If(port_done):
-                m.d.sync += rdata.eq(port_rdata)
+            m.d.comb += port.valid.eq(1)
+            with m.If(port.done):
+                m.d.sync += rdata.eq(port.rdata)
                 m.next = "DONE"
-            with m.Elif(port_park):
+            with m.Elif(port.park):
                 m.next = "IDLE"              # the core's answer waits for its resume
             with m.Else():
                 m.next = "WINDOW"

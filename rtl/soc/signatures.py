@@ -2,7 +2,7 @@
 
 * :class:`CoreWindow`: which of a core's own windows an access reaches.
 * :class:`WindowAccessSignature`: the decoded-access port from the shared bus
-  (:class:`apwake.rtl.soc.interconnect.Interconnect`) to one core's windows
+  (:class:`apwake.rtl.soc.interconnect.Interconnect`) to the cores' windows
   (:class:`apwake.rtl.soc.core_windows.CoreWindows`).
 * :class:`StartTraceSignature`: what the start-context unit did (ap_start="context"), for a
   testbench.
@@ -29,25 +29,29 @@ class CoreWindow(enum.Enum, shape=unsigned(2)):
 
 
 class WindowAccessSignature(wiring.Signature):
-    """One access of a core to one of its windows, already decoded by the shared bus.
+    """One access of a core to one of its windows, already decoded by the shared bus, for the
+    windows of ``n_cores`` cores (one engine serves them all: the bus serves one access at a
+    time).
 
-    The interconnect raises ``valid`` for the granted core and holds it, with ``window``,
-    ``addr``, ``write`` and ``wdata`` unchanged, until the windows end the access:
+    The interconnect raises ``valid`` for the granted core (``core``) and holds it, with
+    ``core``, ``window``, ``addr``, ``write`` and ``wdata`` unchanged, until the windows end the
+    access:
 
     * ``done`` (with ``rdata``, read in that cycle): answered; the core gets its ``ready``.
     * ``park`` (first cycle only): the bus is released without an answer (a VMGEXIT store); the
-      core stays stalled while ``parked`` is high, and ``resume`` (one cycle) answers it then.
-      Neither a parked nor a resumed core takes part in arbitration.
+      core stays stalled while its bit of ``parked`` is high, and its bit of ``resume`` (one
+      cycle) answers it then.  Neither a parked nor a resumed core takes part in arbitration.
 
-    Members (interconnect view): ``valid`` Out(1), ``window`` Out(:class:`CoreWindow`),
-    ``addr`` Out(28) (the offset inside the window), ``write`` Out(1) (a store, any byte
-    lanes), ``wdata`` Out(32), ``done`` In(1), ``rdata`` In(32), ``park`` In(1),
-    ``parked`` In(1), ``resume`` In(1).
+    Members (interconnect view): ``valid`` Out(1), ``core`` Out(range(n_cores)), ``window``
+    Out(:class:`CoreWindow`), ``addr`` Out(28) (the offset inside the window), ``write``
+    Out(1) (a store, any byte lanes), ``wdata`` Out(32), ``done`` In(1), ``rdata`` In(32),
+    ``park`` In(1), ``parked`` In(n_cores), ``resume`` In(n_cores).
     """
 
-    def __init__(self):
+    def __init__(self, n_cores):
         super().__init__({
             "valid": Out(1),
+            "core": Out(range(n_cores)),
             "window": Out(CoreWindow),
             "addr": Out(range(WINDOW_SIZE)),
             "write": Out(1),
@@ -55,8 +59,8 @@ class WindowAccessSignature(wiring.Signature):
             "done": In(1),
             "rdata": In(32),
             "park": In(1),
-            "parked": In(1),
-            "resume": In(1),
+            "parked": In(n_cores),
+            "resume": In(n_cores),
         })
 
 

@@ -12,8 +12,8 @@ synthesis parameter (SERV's RESET_PC likewise).  Each core reaches its own APIC'
 The top connects the parts (issue 11 part 4), each a component with its own unit test
 (tests/test_soc_parts.py): the cores, the shared bus (:class:`~.interconnect.Interconnect`: a
 round-robin arbiter, a core keeps the grant for its whole access; RAM answers in one cycle),
-each core's own windows (:class:`~.core_windows.CoreWindows`: APIC, control, MSR) and how
-cores start (:class:`~.ap_start.ApStart`).
+the cores' own windows (:class:`~.core_windows.CoreWindows`: APIC, control, MSR; one engine
+for every core, their state in a memory) and how cores start (:class:`~.ap_start.ApStart`).
 """
 
 from amaranth import Module
@@ -125,21 +125,20 @@ class Soc(wiring.Component):
         m.d.comb += [self.uart_tx.eq(bus.uart_tx), self.uart_valid.eq(bus.uart_valid),
                      self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds)]
 
+        m.submodules.windows = windows = CoreWindows(
+            apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start, msr_window=self.msr_window,
+            x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes)
+        wiring.connect(m, bus.windows, windows.access)
         for i in range(n):
             m.submodules[f"core{i}"] = core = self.core.make(
                 reset_address=RAM_BASE if i == bsp else AP_BOOT,
                 stack_address=RAM_BASE + self.ram_bytes - i * self.stack_bytes)
-            m.submodules[f"windows{i}"] = windows = CoreWindows(
-                core_index=i, apic_id=fabric.apic_ids[i], n_cores=n, bsp_index=bsp, ap_start=self.ap_start,
-                msr_window=self.msr_window, x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes,
-                stack_bytes=self.stack_bytes)
             wiring.connect(m, core.bus, bus.cores[i])
-            wiring.connect(m, bus.windows[i], windows.access)
-            wiring.connect(m, windows.apic, fabric.cpu[i].reg)
+            wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
             connect_apic_events(m, fabric.cpu[i], starter.apic[i])
             if self.ap_start == "ghcb":
-                wiring.connect(m, windows.vcpu, starter.vcpu[i])
+                wiring.connect(m, windows.vcpu[i], starter.vcpu[i])
             m.d.comb += [core.run.eq(starter.run[i]), self.running[i].eq(starter.run[i]), self.trap[i].eq(core.trap),
-                         windows.start_addr.eq(starter.start_addr[i]), windows.start_sp.eq(starter.start_sp[i]),
-                         starter.back_to_firmware[i].eq(windows.back_to_firmware)]
+                         windows.start_addr[i].eq(starter.start_addr[i]), windows.start_sp[i].eq(starter.start_sp[i]),
+                         starter.back_to_firmware[i].eq(windows.back_to_firmware[i])]
         return m
