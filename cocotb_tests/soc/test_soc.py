@@ -20,11 +20,13 @@ from apwake.sim.vip.soc.design import SocConfig, SocDesign
 from apwake.synth.boards import BOARDS, board_variant, sim_config
 
 ICEBREAKER = sim_config(BOARDS["icebreaker"])    # what `apwake build icebreaker` puts in the bitstream
-#: 4 SERV cores with the MSR window and APICs without x2APIC mode (issue 16's attempt at 4 cores
-#: with the window on the iCEBreaker: 117% of its logic cells, synth/REPORT.md): INIT-SIPI in
-#: xAPIC mode, and the MSR window reached by the GHCB start (the GHCB MSR protocol needs no x2APIC)
+#: 4 SERV cores with the MSR window, APICs without x2APIC mode and with their storage in block
+#: RAM (issue 16's closest attempt at 4 cores with the window on the iCEBreaker: 99% of its logic
+#: cells, not placed and routed yet, synth/REPORT.md): INIT-SIPI in xAPIC mode, and the MSR window
+#: reached by the GHCB start (the GHCB MSR protocol needs no x2APIC)
 ICEBREAKER_SERV4 = {start: sim_config(board_variant("icebreaker", core="serv", n_cores=4, msr_window=True,
-                                                    x2apic=False, ap_start=start)) for start in ("sipi", "ghcb")}
+                                                    x2apic=False, apic_storage="ram", ap_start=start))
+                    for start in ("sipi", "ghcb")}
 PICORV32 = {start: SocConfig(FabricConfig.contiguous(4, n_vectors=32), ap_start=start)
             for start in ("sipi", "mailbox", "ghcb", "context")}
 SERV = {start: SocConfig(FabricConfig.contiguous(3 if start == "context" else 2, n_vectors=32),
