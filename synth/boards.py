@@ -310,10 +310,11 @@ def yosys_stat(yosys, folder, script, *, name="stat"):
     return json.loads((folder / f"{name}.json").read_text())
 
 
-#: the per-block pass synthesises the SoC with at most this many cores: every core, its APIC
-#: and its windows are the same blocks whatever their number (Yosys synthesises each instance
-#: of a block again, which took 13 minutes and more for 32 cores), and the totals of the
-#: board's build come from nextpnr on the whole design
+#: the per-block pass synthesises the SoC with at most this many cores: every core and its APIC
+#: are the same blocks whatever their number (Yosys synthesises each instance of a block again,
+#: which took 13 minutes and more for 32 cores), and the totals of the board's build come from
+#: nextpnr on the whole design.  The shared blocks (the interconnect, the windows' engine) grow
+#: with the number of cores: their rows are those of a 2-core SoC
 PER_BLOCK_CORES = 2
 
 

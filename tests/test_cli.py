@@ -409,7 +409,7 @@ def _bsp_notes(report):
     (("sev-es-boot", "--cpus", "2", "--x2apic", "phys"), 2, "x2apic: enabled (phys)"),
 ])
 def test_x2apic_scenarios_from_the_command_line(args, cpus, note):
-    """The x2APIC world from the command line at 4, 8 and 64 CPUs: every CPU online, the
+    """The x2APIC world from the command line at 2, 4, 8 and 64 CPUs: every CPU online, the
     kernel in x2APIC mode (its note on the BSP's timeline)."""
     report = apwake_json(*args, status=0)
     assert report["passed"] and report["cpus"] == cpus and len(report["online"]) == cpus, report["failures"]

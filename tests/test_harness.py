@@ -235,6 +235,24 @@ def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path, monkeypatc
     assert converted.count(one.stem) == 1, converted
     small = block_source(FabricConfig.contiguous(1, n_vectors=32), "small")
     assert small != one and converted.count(small.stem) == 1, converted
+    # another state of rtl/ converts again (the same text here: only the digest differs)
+    monkeypatch.setattr(build_module, "_all_rtl_digest", lambda: "another rtl/")
+    assert block_source(FabricConfig.contiguous(1), "changed") == one and converted.count(one.stem) == 2
+
+
+def test_separate_module_keys_name_what_makes_each_block():
+    """A fabric of several clusters keys its cluster block by the cluster's size and APIC and
+    the APIC block by the APIC's parameters, both with the design file's digest: fabrics that
+    differ only in their IDs or cluster count share both keys."""
+    a = FabricDesign(FabricConfig.contiguous(4, cluster_size=2)).separate_module_keys()
+    b = FabricDesign(FabricConfig((1, 5, 9, 13, 17, 21), cluster_size=2)).separate_module_keys()
+    c = FabricDesign(FabricConfig.contiguous(4, cluster_size=1)).separate_module_keys()
+    d = FabricDesign(FabricConfig.contiguous(4, cluster_size=2, storage="ram")).separate_module_keys()
+    assert a == b and len(a) == 2
+    apic, cluster = (name for name in a)
+    assert c[apic] == a[apic] and c.keys() != a.keys()
+    assert a[apic]["recipe"] == a[cluster]["recipe"] and a[cluster]["cluster_size"] == 2
+    assert d[next(iter(d))]["storage"] == "ram" and d.keys().isdisjoint(a.keys())
 
 
 def test_builds_compile_through_ccache():

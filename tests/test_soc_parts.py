@@ -5,7 +5,7 @@ import functools
 import re
 
 import pytest
-from amaranth import Elaboratable, Module
+from amaranth import ClockDomain, Elaboratable, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
@@ -342,7 +342,8 @@ def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
 
 def test_interconnect_window_access_waits_and_a_parked_core_resumes():
     """Core 0's control-window access waits 3 cycles in its windows while core 1 queues for the
-    RAM; core 0's VMGEXIT store parks (core 1 is served meanwhile) and completes on its resume."""
+    RAM; core 0's VMGEXIT store parks (core 1 is served meanwhile) and completes on its resume;
+    core 1's window access reaches the windows as core 1's."""
     top = _InterconnectWithRam(n_cores=2, init=[7] * 64)
     ic = top.ic
     port = ic.windows
@@ -359,6 +360,7 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes():
         for _ in range(2):
             await ctx.tick().until(port.parked)
             log.append(("core1 read", await _core_access(ctx, ic.cores[1], 0x44)))
+        log.append(("core1 window", await _core_access(ctx, ic.cores[1], CONTROL_BASE + 0x8)))
 
     async def valid(ctx):
         """Wait for the access (in the cycle it starts, as a component answering at once)."""
@@ -389,35 +391,50 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes():
         assert ctx.get(ic.cores[0].ready)
         await ctx.tick()
         ctx.set(port.resume, 0)
+        await valid(ctx)                   # core 1's own window access names core 1
+        log.append(("windows", ctx.get(port.core), ctx.get(port.window), ctx.get(port.addr)))
+        ctx.set(port.done, 1)
+        ctx.set(port.rdata, 0x43)
+        await ctx.tick()
+        ctx.set(port.done, 0)
 
     _run(top, core0, core1, windows0)
     assert log[:3] == [("windows", 0, CoreWindow.CONTROL, 0x4), ("core0 read", 0x42), ("core1 read", 7)]
     assert log[3] == ("windows", 0, CoreWindow.MSR, 1)
-    assert log[4:6] == [("core1 read", 7)] * 2 and log[6] == ("core0 resumed",)
+    assert log[4:6] == [("core1 read", 7)] * 2
+    assert sorted(log[6:], key=str) == sorted([("core0 resumed",), ("windows", 1, CoreWindow.CONTROL, 0x8),
+                                               ("core1 window", 0x43)], key=str)
+    assert log.index(("windows", 1, CoreWindow.CONTROL, 0x8)) < log.index(("core1 window", 0x43))
 
 
 # --- the cores' windows ----------------------------------------------------------------------------
 
 class _WindowsWithApics(Elaboratable):
-    """The windows of ``len(apic_ids)`` cores with APIC register buses that take each request at
-    once and answer one cycle later, core i's with ``rdata + i``."""
+    """The windows of ``len(apic_ids)`` cores with APIC register buses that take each request
+    ``delay`` cycles after it is raised and answer one cycle later, core i's with
+    ``rdata + (i << 32) + i`` (each core's halves differ); the sync domain's reset is ``rst``."""
 
-    def __init__(self, rdata=0, **kwargs):
-        self.windows, self.rdata = CoreWindows(**kwargs), rdata
+    def __init__(self, rdata=0, *, delay=2, **kwargs):
+        self.windows, self.rdata, self.delay = CoreWindows(**kwargs), rdata, delay
+        self.rst = Signal()
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += sync.rst.eq(self.rst)
         m.submodules.windows = windows = self.windows
         for i, reg in enumerate(windows.apic):
-            m.d.comb += [reg.req_ready.eq(1), reg.rdata.eq(self.rdata + i)]
-            m.d.sync += reg.resp_valid.eq(reg.req_valid)
+            waited = Signal(range(self.delay + 1))
+            m.d.comb += [reg.req_ready.eq(waited == self.delay), reg.rdata.eq(self.rdata + (i << 32) + i)]
+            m.d.sync += [waited.eq(Mux(reg.req_valid & ~reg.req_ready, waited + 1, 0)),
+                         reg.resp_valid.eq(reg.req_valid & reg.req_ready)]
         return m
 
 
 async def _window_access(ctx, dut, core, window, offset, wdata=None, requests=None):
     """Core ``core``'s decoded access, held until done or parked: ``(rdata, cycles, parked)``;
     the APIC requests it makes are added to ``requests`` as ``(core, space, addr, write,
-    wdata)``, the core whose bus carries it, and its GHCB MSR writes as ``(core, "GHCB",
+    wdata)`` when they are taken, the core whose bus carries it, and its GHCB MSR writes as ``(core, "GHCB",
     wdata)``."""
     acc = dut.access
     for member, value in ((acc.valid, 1), (acc.core, core), (acc.window, window), (acc.addr, offset),
@@ -426,7 +443,7 @@ async def _window_access(ctx, dut, core, window, offset, wdata=None, requests=No
     cycles = 1
     while True:
         for i, reg in enumerate(dut.apic):
-            if ctx.get(reg.req_valid):
+            if ctx.get(reg.req_valid) and ctx.get(reg.req_ready):
                 requests.append((i, ctx.get(reg.space), ctx.get(reg.addr), ctx.get(reg.write), ctx.get(reg.wdata)))
         for i, vcpu in enumerate(getattr(dut, "vcpu", ())):
             if ctx.get(vcpu.msr_write):
@@ -480,13 +497,16 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
 
 def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
     """Each core's SELECT, DATA_LO and DATA_HI are its own (kept in the engine's memory): core 1's
-    WRMSR goes to its APIC with its DATA_LO while core 0 selected another MSR in between."""
+    WRMSR goes to its APIC with its DATA_LO while core 0 selected another MSR in between, and
+    with it while the APIC keeps the request waiting; each core's DATA_HI is its own APIC's
+    answer; after a reset the three read 0 again."""
     top = _WindowsWithApics(0xAAAA_BBBB_CCCC_DD00, apic_ids=(0, 1), bsp_index=0)
     dut = top.windows
     requests, seen = [], {}
 
     async def bench(ctx):
         access = functools.partial(_window_access, ctx, dut, requests=requests)
+        seen["after reset"] = [await access(1, CoreWindow.MSR, MSR_WINDOW[name]) for name in ("SELECT", "DATA_HI")]
         await access(1, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x830)
         await access(0, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x1B)
         await access(1, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x0004_4500)
@@ -498,14 +518,20 @@ def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
         seen["data_hi"] = [await access(core, CoreWindow.MSR, MSR_WINDOW["DATA_HI"]) for core in (0, 1)]
         seen["vmgexit reads 0"] = await access(1, CoreWindow.MSR, MSR_WINDOW["VMGEXIT"])
         seen["mmio"] = await access(1, CoreWindow.APIC, 0x0F0)
+        ctx.set(top.rst, 1)
+        await ctx.tick()
+        ctx.set(top.rst, 0)
+        seen["reset again"] = [await access(core, CoreWindow.MSR, MSR_WINDOW[name])
+                               for core in (0, 1) for name in ("SELECT", "DATA_HI")]
 
     simulate(top, bench)
-    assert seen == {"no request yet": [],
-                    "wrmsr": (0xCCCC_DD01, 5, 0),                 # read SELECT, DATA_LO; request; response
+    # cycles: read SELECT (and DATA_LO), the request waits 2 cycles and is answered the next
+    assert seen == {"after reset": [(0, 2, 0)] * 2, "no request yet": [],
+                    "wrmsr": (0xCCCC_DD01, 7, 0),
                     "select": [(0x1B, 2, 0), (0x830, 2, 0)],
-                    "rdmsr": (0xCCCC_DD00, 4, 0),
-                    "data_hi": [(0xAAAA_BBBB, 2, 0)] * 2, "vmgexit reads 0": (0, 1, 0),
-                    "mmio": (0xCCCC_DD01, 3, 0)}
+                    "rdmsr": (0xCCCC_DD00, 6, 0),
+                    "data_hi": [(0xAAAA_BBBB, 2, 0), (0xAAAA_BBBC, 2, 0)], "vmgexit reads 0": (0, 1, 0),
+                    "mmio": (0xCCCC_DD01, 5, 0), "reset again": [(0, 2, 0)] * 4}
     assert [r[:4] for r in requests] == [(1, Space.MSR, 0x830, 1), (0, Space.MSR, 0x1B, 0), (1, Space.MMIO, 0x0F0, 0)]
     assert requests[0][4] == 0x3_0004_4500            # one WRMSR with both halves
     assert requests[2][4] == 0

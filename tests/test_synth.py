@@ -161,7 +161,7 @@ def test_build_command_refuses_before_building(capsys):
 def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
     """A tool flow that stops is a one-line error naming the board, nextpnr's cell count
     against the device's and its ERROR line, with exit status 1 (not a traceback); the log lines
-    are nextpnr 0.11's for the 4-SERV iCEBreaker with the per-core MSR windows."""
+    are nextpnr 0.11's for the 4-SERV iCEBreaker with the MSR window (synth/REPORT.md)."""
     from apwake.sim.cli import main
     from apwake.synth import boards
     board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)

@@ -27,6 +27,8 @@ __all__ = ["CoreWindows"]
 #: the MSR window's registers that hold state, as the word index of each core's entry in the
 #: state memory (the core's index above it)
 _SELECT, _DATA_LO, _DATA_HI = 0, 1, 2
+#: a power of two, so that a word's address is the core's index and the word's, concatenated
+#: (the fourth word of each core is not used)
 _WORDS_PER_CORE = 4
 
 
@@ -54,7 +56,8 @@ class CoreWindows(wiring.Component):
       cycle.  Registers that are not readable read 0, as the map says.  Stores to SELECT and
       DATA_LO and a VMGEXIT are done in their first cycle; a read of SELECT or DATA_HI in the
       second (the state memory's read), RDMSR and WRMSR of the GHCB MSR in the second and the
-      third.
+      third.  The three registers read 0 after a reset until they are written (a memory is not
+      reset: a flip-flop per word and core says whether it was written since).
 
     Parameters
     ----------
@@ -164,16 +167,25 @@ class CoreWindows(wiring.Component):
         if self.msr_window:
             m.submodules.state = state = Memory(shape=32, depth=n * _WORDS_PER_CORE, init=[])
             read, write = state.read_port(), state.write_port()
-            # the read port is enabled only when it is read (no read-during-write logic)
-            m.d.comb += [read.en.eq(0), data_lo.eq(read.data)]
+            # written[core * 4 + word]: the word was written since the reset (else it reads 0);
+            # loaded: the one the read port holds was
+            written, loaded = Signal(n * _WORDS_PER_CORE), Signal()
+            word_data = Mux(loaded, read.data, 0)
+            # the read port is enabled only when it is read (no read-during-write logic); its
+            # data stays until the next read
+            m.d.comb += [read.en.eq(0), data_lo.eq(word_data)]
             msr = RegisterDecoder(MSR_WINDOW_MAP, acc.addr)
             rdmsr, wrmsr = msr["DATA_LO"] & ~acc.write, msr["DATA_HI"] & acc.write
 
             def store(word, data):
-                m.d.comb += [write.addr.eq(Cat(Const(word, 2), core)), write.data.eq(data), write.en.eq(1)]
+                address = Cat(Const(word, 2), core)
+                m.d.comb += [write.addr.eq(address), write.data.eq(data), write.en.eq(1)]
+                m.d.sync += written.bit_select(address, 1).eq(1)
 
             def load(word):
-                m.d.comb += [read.addr.eq(Cat(Const(word, 2), core)), read.en.eq(1)]
+                address = Cat(Const(word, 2), core)
+                m.d.comb += [read.addr.eq(address), read.en.eq(1)]
+                m.d.sync += loaded.eq(written.bit_select(address, 1))
 
         if ghcb:
             vcpus = self.vcpu
@@ -224,20 +236,22 @@ class CoreWindows(wiring.Component):
                     with m.Else():
                         done(0)
             if self.msr_window:
-                with m.State("READ"):           # read.data: SELECT, or DATA_HI for its read
-                    m.d.sync += select.eq(read.data)
+                with m.State("READ"):           # word_data: SELECT, or DATA_HI for its read
+                    # (a DATA_HI read copies it into select too: harmless, as every MSR
+                    # request reads SELECT first)
+                    m.d.sync += select.eq(word_data)
                     with m.If(~acc.write & (msr["SELECT"] | msr["DATA_HI"])):
-                        done(read.data)
+                        done(word_data)
                     with m.Elif(wrmsr):
                         load(_DATA_LO)
                         m.next = "WRMSR"
                     if ghcb:
-                        with m.Elif(read.data == MSR_GHCB):        # RDMSR of the GHCB MSR
+                        with m.Elif(word_data == MSR_GHCB):        # RDMSR of the GHCB MSR
                             store(_DATA_HI, msr_rdata[32:64])
                             done(msr_rdata[0:32])
                     with m.Else():
                         m.next = "APIC_REQ"
-                with m.State("WRMSR"):          # read.data: DATA_LO, until the access is done
+                with m.State("WRMSR"):          # word_data: DATA_LO, until the access is done
                     if ghcb:
                         with m.If(select == MSR_GHCB):
                             m.d.comb += msr_write.eq(1)

@@ -1,6 +1,8 @@
 """The APIC fabric as a simulation design (configuration, Verilog top, waveform groups)."""
 
+import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
@@ -125,10 +127,11 @@ class FabricDesign(Design):
                     x2apic_support=c.x2apic_support)
 
     def separate_module_keys(self):
-        # what each module is made from (separate_modules): equal keys, equal Verilog
-        keys = {self.apic_module: self._apic_parameters}
+        # what each module is made from (separate_modules, this file): equal keys, equal Verilog
+        recipe = {"recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+        keys = {self.apic_module: {**self._apic_parameters, **recipe}}
         if self.n_clusters > 1:
-            keys[self.cluster_module] = {**self._apic_parameters, "cluster_size": self.cluster_size,
+            keys[self.cluster_module] = {**self._apic_parameters, **recipe, "cluster_size": self.cluster_size,
                                          "apic_module": self.apic_module}
         return keys
 
