@@ -390,7 +390,8 @@ def build_board(board, *, out_root=None):
     Raises
     ------
     BoardBuildError
-        Yosys or nextpnr failed: a design that does not fit says so, with its cell count.
+        Yosys (in the per-block pass or the build) or nextpnr failed: a design that does not fit
+        says so, with its cell count.
     """
     from apwake.firmware.build import build_firmware
     board = board if isinstance(board, Board) else board_variant(board)
@@ -407,7 +408,10 @@ def build_board(board, *, out_root=None):
     _progress("tool versions (the first YoWASP call compiles the tool: about a minute)")
     versions = _tool_versions(env, board.family)
     _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")
-    blocks = per_block_utilisation(board, firmware, env, out_dir)
+    try:
+        blocks = per_block_utilisation(board, firmware, env, out_dir)
+    except RuntimeError as error:
+        raise BoardBuildError(f"{board.label}: the per-block Yosys pass stopped: {error}") from None
     _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
     for name, text in core_choice(board.core).verilog_files().items():
         platform.add_file(name, text)
