@@ -6,6 +6,7 @@ the per-core iCE40 and ECP5 mappings are checked here.  Board variants (`apwake 
 --cores --ap-start --clock-mhz`) are refused before any tool runs when they cannot be built."""
 
 import re
+from pathlib import Path
 import pytest
 
 from apwake.firmware.build import build_firmware
@@ -181,6 +182,37 @@ def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(boards, "build_board", failing_build)
     assert main(["build", "icebreaker", "--core", "serv", "--cores", "4", "--msr-window", "--no-x2apic"]) == 1
     assert capsys.readouterr().err == f"apwake build: {message}\n"
+
+
+def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_path):
+    """build_board's own path: the platform's tool script exits non-zero after nextpnr wrote its
+    log, and build_board raises BoardBuildError with that log's verdict (the per-block pass and
+    the tool versions are replaced: no Yosys here)."""
+    import subprocess
+    from apwake.synth import boards
+
+    class FailingPlatform:
+        default_clk_frequency = 12e6
+        device = "iCE40UP5K"
+
+        def add_file(self, name, text):
+            pass
+
+        def build(self, top, *, name, build_dir, **options):
+            folder = Path(build_dir)
+            folder.mkdir(parents=True)
+            (folder / f"{name}.tim").write_text("Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
+                                                "ERROR: Failed to expand region\n")
+            raise subprocess.CalledProcessError(125, ["sh", f"build_{name}.sh"])
+
+    monkeypatch.setattr(boards.Board, "make_platform", lambda self: FailingPlatform())
+    monkeypatch.setattr(boards, "per_block_utilisation", lambda *args: {})
+    monkeypatch.setattr(boards, "_tool_versions", lambda *args: {})
+    board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
+    with pytest.raises(boards.BoardBuildError, match=re.escape(
+            "icebreaker-serv-c4-msr-nox2apic: the tool flow stopped (exit 125); the design does not fit: "
+            "ICESTORM_LC 5346 of 5280 (101%): ERROR: Failed to expand region (logs: ")):
+        build_board(board, out_root=tmp_path)
 
 
 @pytest.mark.parametrize("f_out_mhz", [25, 37.5, 40, 50, 60, 62.5, 75, 100])
