@@ -519,9 +519,9 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
             roll = rng.random()
             init = rng.random() < 0.02          # INIT taken, whatever else happens this cycle
             if roll < 0.03:      # SVR's software enable off or on (forces every LVT mask bit)
-                req = (Space.MMIO if ctx.get(flops.x2apic) == 0 else Space.MSR,
-                       BY_NAME["SVR"].offset if ctx.get(flops.x2apic) == 0 else BY_NAME["SVR"].msr,
-                       1, rng.choice([0xFF, 0x1FF]))
+                svr = BY_NAME["SVR"]
+                req = ((Space.MSR, svr.msr) if ctx.get(flops.x2apic) else (Space.MMIO, svr.offset)) + (
+                    1, rng.choice([0xFF, 0x1FF]))
             elif roll < 0.045:   # the next step of xAPIC -> x2APIC -> disabled -> xAPIC
                 req = (Space.MSR, MSR_IA32_APIC_BASE, 1, round_trip[trip % 3])
                 trip += 1

@@ -18,6 +18,8 @@ from apwake.sim.vip.lapic.env import FabricEnv
 from apwake.sim.vip.lapic.model import ApicState, expected_acceptors
 from apwake.sim.harness.pytest_plugin import applies_to
 
+from .marks import needs_x2apic
+
 SEND_ACCEPT = field_mask(Esr, "send_accept")
 SEND_ILLEGAL = field_mask(Esr, "send_illegal_vector")
 RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")
@@ -31,8 +33,6 @@ LOGICAL = DestMode.LOGICAL
 #: tests whose vectors span all 16 priority classes
 full_vectors = applies_to(lambda config: config.n_vectors == 256)
 
-#: tests that use x2APIC mode, which an APIC built without it (x2apic_support=False) refuses
-needs_x2apic = applies_to(lambda config: config.x2apic_support)
 
 
 def at_least(n):

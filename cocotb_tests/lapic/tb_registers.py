@@ -13,8 +13,8 @@ from apwake.sim.vip.lapic.bfm import GeneralProtection, make_icr
 from apwake.sim.vip.lapic.env import FabricEnv
 from apwake.sim.vip.lapic.model import x2apic_ldr
 
-#: tests that use x2APIC mode, which an APIC built without it (x2apic_support=False) refuses
-needs_x2apic = applies_to(lambda config: config.x2apic_support)
+from .marks import needs_x2apic
+
 
 ILLEGAL_ADDRESS = field_mask(Esr, "illegal_register_address")
 RECEIVE_ILLEGAL = field_mask(Esr, "receive_illegal_vector")

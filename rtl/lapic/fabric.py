@@ -46,7 +46,6 @@ __all__ = ["ApicFabric", "MAX_APICS", "check_apic_ids_fit"]
 MAX_APICS = 4096
 
 
-
 def check_apic_ids_fit(apic_ids, *, x2apic_support):
     """Without x2APIC mode every ID must be an xAPIC ID (0 to 0xFE); ValueError naming the
     first that is not."""
@@ -55,6 +54,7 @@ def check_apic_ids_fit(apic_ids, *, x2apic_support):
             if apic_id > XAPIC_MAX_ID:
                 raise ValueError(f"apic_ids[{i}] = {apic_id:#x} needs x2APIC mode (above {XAPIC_MAX_ID:#x}), "
                                  f"which x2apic_support=False leaves out")
+
 
 class ApicFabric(wiring.Component):
     """Local APICs for ``len(apic_ids)`` CPUs and the fabric between them.

@@ -301,8 +301,9 @@ class RegisterFile(wiring.Component):
                     (~new_base.enable & new_base.extd) |
                     (x2apic & new_base.enable & ~new_base.extd) |
                     (~enabled & new_base.enable & new_base.extd) |
-                    (x2apic_only & ~(new_base.enable & new_base.extd)) |
-                    (new_base.extd if not self.x2apic_support else Const(0)))
+                    (x2apic_only & ~(new_base.enable & new_base.extd)))
+                if not self.x2apic_support:     # EXTD cannot be set at all
+                    bad_transition = bad_transition | new_base.extd
                 m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
                                   (new_base.rsvd36 != 0) | bad_transition)
         if lsrc:    # (no constant branches without them: Verilator calls those case overlaps)

@@ -150,10 +150,10 @@ class CoreWindows(wiring.Component):
             if i != self.bsp_index:
                 m.d.comb += self.back_to_firmware[i].eq(reset_vector & (core == i))
 
-        # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid
         # the access's core's SELECT (held from the state memory's read) and, in a WRMSR, its
         # DATA_LO: the read port's data, which it keeps while it is not enabled again
         select, data_lo = Signal(32), Signal(32)
+        # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid
         requesting = Signal()
         for i, bus in enumerate(self.apic):
             m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(acc.write),
