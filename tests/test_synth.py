@@ -159,22 +159,25 @@ def test_build_command_refuses_before_building(capsys):
     assert "needs the MSR window" in capsys.readouterr().err
 
 
+#: nextpnr 0.11's log lines for the 4-SERV iCEBreaker with the MSR window (synth/REPORT.md)
+_NEXTPNR_DOES_NOT_FIT = ("Info: Device utilisation:\n"
+                         "Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
+                         "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
+                         "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5346 ICESTORM_LCs\n")
+_DOES_NOT_FIT = ("icebreaker-serv-c4-msr-nox2apic: the tool flow stopped (exit 125); the design does not fit: "
+                 "ICESTORM_LC 5346 of 5280 (101%): ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5346 "
+                 "ICESTORM_LCs (logs: ")
+
+
 def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
     """A tool flow that stops is a one-line error naming the board, nextpnr's cell count
-    against the device's and its ERROR line, with exit status 1 (not a traceback); the log lines
-    are nextpnr 0.11's for the 4-SERV iCEBreaker with the MSR window (synth/REPORT.md)."""
+    against the device's and its ERROR line, with exit status 1 (not a traceback)."""
     from apwake.sim.cli import main
     from apwake.synth import boards
     board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
-    (tmp_path / "apwake_soc.tim").write_text(
-        "Info: Device utilisation:\n"
-        "Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
-        "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
-        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5346 ICESTORM_LCs\n")
+    (tmp_path / "apwake_soc.tim").write_text(_NEXTPNR_DOES_NOT_FIT)
     message = boards.tool_failure(board, tmp_path, 125)
-    assert message == (f"icebreaker-serv-c4-msr-nox2apic: the tool flow stopped (exit 125); the design does not "
-                       f"fit: ICESTORM_LC 5346 of 5280 (101%): ERROR: Failed to expand region (0, 0) |_> (25, 31) "
-                       f"of 5346 ICESTORM_LCs (logs: {tmp_path}/*.rpt, *.tim)")
+    assert message == f"{_DOES_NOT_FIT}{tmp_path}/*.rpt, *.tim)"
 
     def failing_build(board):
         raise boards.BoardBuildError(boards.tool_failure(board, tmp_path, 125))
@@ -201,17 +204,14 @@ def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_pa
         def build(self, top, *, name, build_dir, **options):
             folder = Path(build_dir)
             folder.mkdir(parents=True)
-            (folder / f"{name}.tim").write_text("Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
-                                                "ERROR: Failed to expand region\n")
+            (folder / f"{name}.tim").write_text(_NEXTPNR_DOES_NOT_FIT)
             raise subprocess.CalledProcessError(125, ["sh", f"build_{name}.sh"])
 
     monkeypatch.setattr(boards.Board, "make_platform", lambda self: FailingPlatform())
     monkeypatch.setattr(boards, "per_block_utilisation", lambda *args: {})
     monkeypatch.setattr(boards, "_tool_versions", lambda *args: {})
     board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
-    with pytest.raises(boards.BoardBuildError, match=re.escape(
-            "icebreaker-serv-c4-msr-nox2apic: the tool flow stopped (exit 125); the design does not fit: "
-            "ICESTORM_LC 5346 of 5280 (101%): ERROR: Failed to expand region (logs: ")):
+    with pytest.raises(boards.BoardBuildError, match=re.escape(_DOES_NOT_FIT)):
         build_board(board, out_root=tmp_path)
 
 
