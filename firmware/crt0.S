@@ -1,6 +1,7 @@
 /* Entry points.  Each core sets its own stack pointer from its control window (RAM_BYTES,
-   CORE_ID, STACK_BYTES: the stack PicoRV32's STACKADDR also gives it), since not every core sets
-   sp at reset (SERV keeps its register file in a RAM that reset does not clear); a
+   CORE_ID, STACK_BYTES), since no core sets sp at reset (SERV keeps its register file in a RAM
+   that reset does not clear; the SoC leaves PicoRV32's STACKADDR unset, so that its cores are
+   one module with one set of parameters); a
    state-carrying start (ap_start="context") gives an AP another one, START_SP. */
 #include "soc.h"
 

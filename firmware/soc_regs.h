@@ -138,7 +138,7 @@
 #define SOC_CONTROL_FEATURES_X2APIC_MASK 0x00000001u
 #define SOC_CONTROL_START_SP 0x0000001Cu                 /* R: the stack pointer the last start gave this core (ap_start="context": the carried ESP); 0: the AP boot stub sets the core's own stack (below) */
 #define SOC_CONTROL_RAM_BYTES 0x00000020u                /* R: bytes of RAM (from RAM_BASE) */
-#define SOC_CONTROL_STACK_BYTES 0x00000024u              /* R: bytes of RAM each core's stack has at the top: core i's sp (set by the firmware's entry code; PicoRV32's STACKADDR too) is RAM_BASE + RAM_BYTES - i * STACK_BYTES */
+#define SOC_CONTROL_STACK_BYTES 0x00000024u              /* R: bytes of RAM each core's stack has at the top: core i's sp (set by the firmware's entry code) is RAM_BASE + RAM_BYTES - i * STACK_BYTES */
 
 /* msr_window: Each core's MSR window (RV32 has no RDMSR/WRMSR): the GHCB MSR (0xC001_0130) goes to the GHCB unit, every other MSR to the core's local APIC (IA32_APIC_BASE, x2APIC 0x800+). */
 #define SOC_MSR_SELECT 0x00000000u                       /* RW: the MSR number */

@@ -14,7 +14,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from apwake.rtl.soc.cores import CORES, core_choice
-from apwake.rtl.soc.memory_map import AP_BOOT, RAM_BASE
+from apwake.rtl.soc.memory_map import AP_BOOT
 from apwake.sim.harness.toolchain import yowasp_tool
 
 from .boards import count_cells, write_report, yosys_stat
@@ -75,7 +75,7 @@ def core_utilisation(core, family="ice40", *, work_dir=None):
         Yosys failed (the message ends with its output).
     """
     choice = core_choice(core)
-    top = choice.make(reset_address=AP_BOOT, stack_address=RAM_BASE + 8192)
+    top = choice.make(reset_address=AP_BOOT)
     return unit_utilisation(top, family, verilog_files=choice.verilog_files(), work_dir=work_dir)
 
 

@@ -240,6 +240,26 @@ def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path, monkeypatc
     assert block_source(FabricConfig.contiguous(1), "changed") == one and converted.count(one.stem) == 2
 
 
+@pytest.mark.parametrize(("core", "module"), [("picorv32", "picorv32"), ("serv", "serv_rf_top")])
+def test_soc_cores_are_hierarchical_blocks_of_two_parameter_sets(tmp_path, core, module):
+    """The SoC's CPU core (Verilog from its package) is a hierarchical block beside the APIC,
+    and its instances have two sets of parameters whatever the core count (the BSP's reset
+    address and the APs'): so Verilator compiles two core blocks, not one copy per core, and
+    every SoC configuration compiles the same two (one compiler-cache entry each)."""
+    import re
+
+    from apwake.sim.harness.build import _convert
+    from apwake.sim.vip.soc.design import SocConfig, SocDesign
+
+    design = SocDesign(SocConfig(FabricConfig.contiguous(3), core=core))
+    _convert(design, tmp_path / "soc")
+    blocks = re.findall(r'hier_block -module "(\w+)"', (tmp_path / "soc" / "hier_blocks.vlt").read_text())
+    assert module in blocks and any(name.startswith("apwake_lapic") for name in blocks), blocks
+    top = (tmp_path / "soc" / "apwake_soc.v").read_text()
+    parameters = re.findall(rf"\b{module} #\((.*?)\)\s*\w+\s*\(", top, re.DOTALL)
+    assert len(parameters) == 3 and parameters[1] == parameters[2] != parameters[0]
+
+
 def test_separate_module_keys_name_what_makes_each_block():
     """A fabric of several clusters keys its cluster block by the cluster's size and APIC and
     the APIC block by the APIC's parameters, both with the design file's digest: fabrics that

@@ -25,14 +25,17 @@ class CoreChoice:
     name: str
     isa: str
     description: str
+    #: the core's Verilog top module, which :meth:`make`'s component instantiates
+    module: str
 
-    def make(self, *, reset_address, stack_address):
+    def make(self, *, reset_address):
         """The core as a component with ``bus``, ``run`` and ``trap``: it starts at
-        ``reset_address`` after reset; ``stack_address`` is sp at reset where the core can set
-        it (PicoRV32's STACKADDR; SERV cannot, and the firmware sets sp itself)."""
+        ``reset_address`` after reset.  sp is not set at reset: the firmware's entry code sets
+        it (``firmware/crt0.S``), so every core of one reset address is the same module with
+        the same parameters (a simulation compiles it once, as one hierarchical block)."""
         if self.name == "picorv32":
             from .picorv32 import PicoRV32
-            return PicoRV32(reset_address=reset_address, stack_address=stack_address)
+            return PicoRV32(reset_address=reset_address)
         from .serv import Serv
         return Serv(reset_address=reset_address)
 
@@ -48,9 +51,9 @@ class CoreChoice:
 #: the choices, by name
 CORES = {
     "picorv32": CoreChoice("picorv32", "rv32i", "PicoRV32 (YosysHQ): RV32I without MUL/DIV, "
-                                                "compressed ISA or IRQ; dual-port register file"),
+                                                "compressed ISA or IRQ; dual-port register file", "picorv32"),
     "serv": CoreChoice("serv", "rv32i", "SERV 1.2.0 (Olof Kindgren): bit-serial RV32I without Zicsr; "
-                                        "register file in a 512 x 2-bit RAM"),
+                                        "register file in a 512 x 2-bit RAM", "serv_rf_top"),
 }
 
 

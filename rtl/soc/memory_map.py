@@ -88,7 +88,7 @@ CONTROL_MAP = RegisterMap(
                  doc="bytes of RAM (from RAM_BASE)"),
         Register("STACK_BYTES", 0x24, access=Access.R, reset_doc="the build's stack size",
                  doc="bytes of RAM each core's stack has at the top: core i's sp (set by the firmware's "
-                     "entry code; PicoRV32's STACKADDR too) is RAM_BASE + RAM_BYTES - i * STACK_BYTES"),
+                     "entry code) is RAM_BASE + RAM_BYTES - i * STACK_BYTES"),
     ],
     prefix="SOC_CONTROL", doc="Each core's own control window (the same addresses, per-core values).")
 

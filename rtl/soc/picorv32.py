@@ -36,12 +36,14 @@ class NativeBusSignature(wiring.Signature):
 
 
 class PicoRV32(wiring.Component):
-    """Parameters: ``reset_address`` (PROGADDR_RESET), ``stack_address`` (STACKADDR: sp at
-    reset).  ``run`` low holds the core in reset (an AP waiting for SIPI).  RV32I with the
-    dual-port register file and counters; no MUL/DIV, no compressed ISA, no IRQ."""
+    """Parameters: ``reset_address`` (PROGADDR_RESET).  ``run`` low holds the core in reset
+    (an AP waiting for SIPI).  RV32I with the dual-port register file and counters; no MUL/DIV,
+    no compressed ISA, no IRQ.  STACKADDR keeps its default (sp is not set at reset): the
+    firmware's entry code sets sp (``firmware/crt0.S``), as it must for SERV, and so the cores
+    of one reset address are one module with one set of parameters."""
 
-    def __init__(self, *, reset_address, stack_address):
-        self.reset_address, self.stack_address = reset_address, stack_address
+    def __init__(self, *, reset_address):
+        self.reset_address = reset_address
         super().__init__({"bus": Out(NativeBusSignature()), "run": In(1), "trap": Out(1)})
 
     def elaborate(self, platform):
@@ -51,7 +53,7 @@ class PicoRV32(wiring.Component):
             p_ENABLE_COUNTERS=1, p_ENABLE_COUNTERS64=0, p_ENABLE_REGS_DUALPORT=1,
             p_ENABLE_MUL=0, p_ENABLE_DIV=0, p_COMPRESSED_ISA=0, p_ENABLE_IRQ=0,
             p_CATCH_MISALIGN=1, p_CATCH_ILLINSN=1, p_TWO_STAGE_SHIFT=1,
-            p_PROGADDR_RESET=self.reset_address, p_STACKADDR=self.stack_address,
+            p_PROGADDR_RESET=self.reset_address,
             i_clk=ClockSignal(), i_resetn=~ResetSignal(allow_reset_less=True) & self.run,
             o_trap=self.trap,
             o_mem_valid=self.bus.valid, o_mem_instr=self.bus.instr, i_mem_ready=self.bus.ready,

@@ -52,8 +52,8 @@ class Serv(wiring.Component):
     firmware uses none), ``COMPRESSED=0``, ``MDU=0``, ``RF_WIDTH=2`` (the register file is a
     512 x 2-bit RAM, one iCE40 block RAM), ``PRE_REGISTER=1`` and ``RESET_STRATEGY="MINI"``
     (SERV documentation, ``doc/interface.rst``, "Parameters").  ``MINI`` resets what restarts
-    execution at ``RESET_PC``, not the register file: unlike PicoRV32 (STACKADDR), sp is not
-    set at reset, so the firmware's entry code sets it (``firmware/crt0.S``).
+    execution at ``RESET_PC``, not the register file: sp is not set at reset (nor is it on
+    PicoRV32, whose STACKADDR the SoC leaves unset), so the firmware's entry code sets it (``firmware/crt0.S``).
 
     Parameters
     ----------

