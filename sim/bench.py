@@ -116,6 +116,9 @@ def main(args):
     rows = []
     saved_cache = os.environ.get("APWAKE_CACHE_DIR")
     for n in sizes:
+        if args.cluster_size > n:
+            print(f"{n} CPUs: one cluster of {n} (--cluster-size {args.cluster_size} is more than the CPUs)",
+                  flush=True)
         config = FabricConfig.contiguous(n, cluster_size=min(args.cluster_size, n))
         label = config.label
         with tempfile.TemporaryDirectory(prefix="apwake-bench-") as cache:

@@ -169,9 +169,12 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     return report
 
 
-def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=None, progress=_QUIET):
+def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=None, apic_storage="flops",
+                 x2apic=True, msr_window=True, local_interrupts=True, progress=_QUIET):
     """Build the soft-SoC for ``cpus`` cores of kind ``core`` (``"picorv32"`` or ``"serv"``; None:
-    the SoC's default) and run its firmware; returns the report dict.
+    the SoC's default) and run its firmware; returns the report dict.  ``apic_storage``,
+    ``x2apic``, ``msr_window`` and ``local_interrupts`` are the board builds' options of the
+    same names (``apwake build``): a board's configuration runs as it is built.
 
     The SoC's configuration (``SocConfig``, which holds ``ap_start`` and ``core``) is the whole request; the
     cocotb module :mod:`apwake.sim.scenarios.soc_entry` reads the report path from ``APWAKE_REPORT``.
@@ -180,7 +183,9 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
     # past 8 cores the stacks (256 bytes each) and the firmware need the ULX3S's 16 KiB
-    config = SocConfig(FabricConfig.contiguous(cpus, n_vectors=32), ap_start=ap_start,
+    fabric = FabricConfig.contiguous(cpus, n_vectors=32, storage=apic_storage, x2apic_support=x2apic,
+                                     local_interrupts=local_interrupts)
+    config = SocConfig(fabric, ap_start=ap_start, msr_window=msr_window,
                        ram_bytes=8192 if cpus <= 8 else 16384, **({} if core is None else {"core": core}))
     with progress.phase("building the SoC firmware"):
         design = SocDesign(config)
@@ -273,7 +278,10 @@ def _run(args):
     waves = Path(values["waves"]).resolve() if values["waves"] else None
     if scenario.system == "soc":
         report = run_soc_demo(cpus=values["cpus"], waves=waves, gate_level=values["gate_level"],
-                              ap_start=values["ap_start"], core=values["core"], progress=progress)
+                              ap_start=values["ap_start"], core=values["core"],
+                              apic_storage=values["apic_storage"], x2apic=not values["no_x2apic"],
+                              msr_window=not values["no_msr_window"],
+                              local_interrupts=not values["no_local_interrupts"], progress=progress)
     else:
         report = run_scenario_cli(
             scenario.name, cpus=values["cpus"], apic_ids=values["apic_ids"],
@@ -371,6 +379,15 @@ def _cpus(text):
     return value
 
 
+def _cluster_size(text):
+    from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
+    value = int(text)
+    if not 0 <= value <= MAX_CLUSTER_SIZE:
+        raise argparse.ArgumentTypeError(f"--cluster-size must be 0 (the harness's choice) or 1 to "
+                                         f"{MAX_CLUSTER_SIZE}, not {value}")
+    return value
+
+
 def main(argv=None):
     """``apwake``; returns the exit status (0 passed, 1 failed, 2 a usage or tool error)."""
     parser = argparse.ArgumentParser(prog="apwake", description=__doc__.splitlines()[0])
@@ -391,8 +408,10 @@ def main(argv=None):
                        help="skip the pure-C++ ceilings (hierarchical and flat builds)")
     bench.add_argument("--icarus-timeout", type=float, default=600,
                        help="give up on an Icarus run after this many seconds")
-    bench.add_argument("--cluster-size", type=int, default=0, metavar="K",
-                       help="APICs per fabric cluster (default: the harness's, 32; docs/PERFORMANCE.md, \"Clusters\")")
+    bench.add_argument("--cluster-size", type=_cluster_size, default=0, metavar="K",
+                       help="APICs per fabric cluster (default: the harness's, 32; docs/PERFORMANCE.md, "
+                            "\"Clusters\"); a size with fewer CPUs than K is one cluster of them all (said "
+                            "in the output)")
     bench.add_argument("--skip-public-flat-rw", action="store_true",
                        help="skip the --public-flat-rw measurement at 64 CPUs")
     bench.set_defaults(func=_bench)

@@ -218,6 +218,9 @@ def run_main(capsys, *args):
     (["init-sipi", "--smm-cpu", "1"], "--smm-cpu does not apply to init-sipi; init-sipi-smm takes it"),
     (["init-sipi", "--ipis", "5"], "--ipis does not apply to init-sipi; ipi-storm takes it"),
     (["sev-es-boot", "--unresponsive", "1"], "--unresponsive does not apply to sev-es-boot"),
+    (["soc-demo", "--ap-start", "ghcb", "--no-msr-window"],
+     "--ap-start ghcb needs the MSR window (the GHCB MSR is reached through it): leave out --no-msr-window"),
+    (["soc-demo", "--apic-storage", "sram"], "--apic-storage must be one of flops, ram, not 'sram'"),
     (["soc-demo", "--time-scale", "0.01"], "--time-scale does not apply to soc-demo; every "
                                            "scenario takes it except soc-demo"),
     (["init-sipi", "--ap-start", "ghcb"], "--ap-start does not apply to init-sipi; soc-demo takes it"),
@@ -237,6 +240,16 @@ def test_the_bad_arguments_a_user_meets_from_the_shell():
     out = run_apwake("run", "init-sipi", "--time-scale", "0")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == "apwake run init-sipi: --time-scale must be a number > 0 and <= 1, not 0\n"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("300", "--cluster-size must be 0 (the harness's choice) or 1 to 256, not 300"),
+    ("-1", "--cluster-size must be 0 (the harness's choice) or 1 to 256, not -1"),
+])
+def test_bench_refuses_a_cluster_size_no_fabric_has(capsys, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--cpus", "8", "--cluster-size", value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "shown", "absent"), [
@@ -328,6 +341,28 @@ def test_the_request_travels_in_one_variable(fake_simulator, capsys, args, expec
     options = request.options.to_dict()
     assert {key: options[key] for key in expected} == expected
     assert fake_simulator["module"] == "apwake.sim.scenarios.entry"
+
+
+@pytest.mark.parametrize(("args", "fabric", "msr_window"), [
+    ([], {"storage": "flops", "x2apic_support": True, "local_interrupts": True}, True),
+    (["--apic-storage", "ram", "--no-x2apic", "--no-msr-window", "--no-local-interrupts"],
+     {"storage": "ram", "x2apic_support": False, "local_interrupts": False}, False),
+])
+def test_soc_demo_takes_the_board_builds_options(monkeypatch, capsys, args, fabric, msr_window):
+    """``soc-demo``'s --apic-storage, --no-x2apic, --no-msr-window and --no-local-interrupts
+    make the SoC the simulator gets (so a board's configuration runs as `apwake build` puts it
+    in the bitstream)."""
+    seen = {}
+
+    def simulate(design, module, **kwargs):
+        seen["config"] = design.config
+        return {"passed": True}
+
+    monkeypatch.setattr(cli, "_simulate", simulate)
+    assert main(["run", "soc-demo", "--cpus", "2", *args, "--json"]) == 0
+    config = seen["config"]
+    assert {key: getattr(config.fabric, key) for key in fabric} == fabric
+    assert config.msr_window is msr_window and config.fabric.n_cpus == 2
 
 
 def _report(**changes):
