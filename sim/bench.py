@@ -97,15 +97,15 @@ def _icarus(verilog_build, config, label, out, timeout_s):
 
 def _public_flat_rw(config, cache):
     """Build and idle-run the fabric the way the stock cocotb runner would (every net public)."""
-    from . import build as build_module
+    from apwake.sim.harness.verilator_runner import ApwakeVerilator
     os.environ["APWAKE_CACHE_DIR"] = str(cache)
-    build_module.ApwakeVerilator.public_everything = True
+    ApwakeVerilator.public_everything = True
     try:
         started = time.monotonic()
         the_build = build(FabricDesign(config), variant="public-flat-rw")
         return the_build, time.monotonic() - started
     finally:
-        build_module.ApwakeVerilator.public_everything = False
+        ApwakeVerilator.public_everything = False
 
 
 def main(args):

@@ -211,14 +211,16 @@ def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path, monkeypatc
     from apwake.sim.harness import build as build_module
     from apwake.sim.harness.build import Build, _convert
 
+    from amaranth.back import verilog
+
     converted = []
-    convert = build_module.verilog.convert
+    convert = verilog.convert
 
     def counting_convert(component, *, name, **options):
         converted.append(name)
         return convert(component, name=name, **options)
 
-    monkeypatch.setattr(build_module.verilog, "convert", counting_convert)
+    monkeypatch.setattr(verilog, "convert", counting_convert)
 
     def block_source(config, folder):
         design = FabricDesign(config)

