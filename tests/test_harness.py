@@ -251,16 +251,29 @@ def test_soc_cores_are_hierarchical_blocks_of_two_parameter_sets(tmp_path, core,
     every SoC configuration compiles the same two (one compiler-cache entry each)."""
     import re
 
-    from apwake.sim.harness.build import _convert
+    from apwake.sim.harness.build import Build, _convert
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
-    design = SocDesign(SocConfig(FabricConfig.contiguous(3), core=core))
-    _convert(design, tmp_path / "soc")
+    def core_sources(config, folder):
+        design = SocDesign(config)
+        _convert(design, tmp_path / folder)
+        return design, {path.name: path for path in Build(
+            design=design, toplevel=design.name, verilog_dir=tmp_path / folder, build_dir=tmp_path / "unused",
+            waves=False, verilog_reused=False, binary_reused=False).sources if path.name in design.verilog_files()}
+
+    design, sources = core_sources(SocConfig(FabricConfig.contiguous(3), core=core), "soc")
     blocks = re.findall(r'hier_block -module "(\w+)"', (tmp_path / "soc" / "hier_blocks.vlt").read_text())
     assert module in blocks and any(name.startswith("apwake_lapic") for name in blocks), blocks
     top = (tmp_path / "soc" / "apwake_soc.v").read_text()
     parameters = re.findall(rf"\b{module} #\((.*?)\)\s*\w+\s*\(", top, re.DOTALL)
     assert len(parameters) == 3 and parameters[1] == parameters[2] != parameters[0]
+    # Verilator compiles the core from one copy by content, as it does the APIC (the path is in
+    # its C++): another SoC names the same files, each holding the design's own text
+    assert sources.keys() == design.verilog_files().keys()
+    assert all(path.parent.parent == tmp_path / "blocks" for path in sources.values())
+    assert all(path.read_text() == (tmp_path / "soc" / name).read_text() for name, path in sources.items())
+    _, other = core_sources(SocConfig(FabricConfig.contiguous(2), core=core, ap_start="mailbox"), "other")
+    assert other == sources
 
 
 def test_separate_module_keys_name_what_makes_each_block():

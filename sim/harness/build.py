@@ -187,7 +187,7 @@ BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
 #: changes what it writes (the top, ports.json, pins.json, shared_blocks.json, the .vlt files)
-CONVERT_RECIPE = 5
+CONVERT_RECIPE = 6
 
 
 
@@ -348,7 +348,8 @@ def _shared_block(verilog_root, module_name, text):
     holding ``text``, written once.
 
     A separate module's Verilog is the same in many designs (one APIC for every fabric of 256
-    vectors); :attr:`Build.sources` gives Verilator this copy instead of the design's own
+    vectors), and so is a design's own Verilog file (:meth:`Design.verilog_files`: a CPU core
+    in every SoC); :attr:`Build.sources` gives Verilator this copy instead of the design's own
     (which the other tools read).  Verilator writes the source path into the C++ it generates,
     so the same path makes the same C++, and ccache compiles the block once for all the
     designs (:func:`toolchain.objcache_make_args`).
@@ -417,9 +418,11 @@ def _convert(design, out_dir):
         text = _block_verilog(out_dir.parent, module_name, component, keys.get(module_name))
         (tmp / f"{module_name}.v").write_text(text)
         shared[f"{module_name}.v"] = str(_shared_block(out_dir.parent, module_name, text))
-    (tmp / "shared_blocks.json").write_text(json.dumps(shared))
     for file_name, text in design.verilog_files().items():
         (tmp / file_name).write_text(text)
+        # the same for a CPU core's files: its block's C++ is then the same in every SoC
+        shared[file_name] = str(_shared_block(out_dir.parent, Path(file_name).stem, text))
+    (tmp / "shared_blocks.json").write_text(json.dumps(shared))
     top = design.top()
     ports = ["clk", "rst"] + port_names(top)
     pinned = pins_top(design, top)
