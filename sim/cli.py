@@ -193,7 +193,8 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
                        request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
                        label=f"demo-{config.label}",
                        waves=waves, gate_level=gate_level, progress=progress)
-    return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, **report}
+    return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, "apic_storage": apic_storage,
+            "x2apic": x2apic, "msr_window": msr_window, "local_interrupts": local_interrupts, **report}
 
 
 def _print_soc(report):
@@ -381,10 +382,13 @@ def _cpus(text):
 
 def _cluster_size(text):
     from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
-    value = int(text)
-    if not 0 <= value <= MAX_CLUSTER_SIZE:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_CLUSTER_SIZE:
         raise argparse.ArgumentTypeError(f"--cluster-size must be 0 (the harness's choice) or 1 to "
-                                         f"{MAX_CLUSTER_SIZE}, not {value}")
+                                         f"{MAX_CLUSTER_SIZE}, not {text}")
     return value
 
 

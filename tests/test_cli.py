@@ -245,6 +245,7 @@ def test_the_bad_arguments_a_user_meets_from_the_shell():
 @pytest.mark.parametrize(("value", "message"), [
     ("300", "--cluster-size must be 0 (the harness's choice) or 1 to 256, not 300"),
     ("-1", "--cluster-size must be 0 (the harness's choice) or 1 to 256, not -1"),
+    ("abc", "--cluster-size must be 0 (the harness's choice) or 1 to 256, not abc"),
 ])
 def test_bench_refuses_a_cluster_size_no_fabric_has(capsys, value, message):
     with pytest.raises(SystemExit) as exit_:
@@ -363,6 +364,9 @@ def test_soc_demo_takes_the_board_builds_options(monkeypatch, capsys, args, fabr
     config = seen["config"]
     assert {key: getattr(config.fabric, key) for key in fabric} == fabric
     assert config.msr_window is msr_window and config.fabric.n_cpus == 2
+    report = json.loads(capsys.readouterr().out)     # and the report says what ran
+    assert (report["apic_storage"], report["x2apic"], report["local_interrupts"], report["msr_window"]) == (
+        fabric["storage"], fabric["x2apic_support"], fabric["local_interrupts"], msr_window)
 
 
 def _report(**changes):

@@ -274,6 +274,23 @@ def test_soc_cores_are_hierarchical_blocks_of_two_parameter_sets(tmp_path, core,
     assert all(path.read_text() == (tmp_path / "soc" / name).read_text() for name, path in sources.items())
     _, other = core_sources(SocConfig(FabricConfig.contiguous(2), core=core, ap_start="mailbox"), "other")
     assert other == sources
+    # a block name that no file declares is refused, not built flat
+    design.verilog_blocks = lambda: [f"{module}_typo"]
+    with pytest.raises(BuildError, match=rf"verilog_blocks\(\) names \['{module}_typo'\], which no module"):
+        _convert(design, tmp_path / "typo")
+
+
+def test_the_simulator_side_imports_no_build_tooling():
+    """What the simulator process imports (the scenario entry, the designs' configurations, the
+    build module for ``Design``) leaves out Amaranth's Verilog back end, filelock and cocotb's
+    runner, which only building needs: about a second of every run's start-up
+    (docs/ARCHITECTURE.md, "Harness")."""
+    code = ("import sys, apwake.sim.scenarios.entry, apwake.sim.vip.lapic.env, apwake.sim.vip.soc.design, "
+            "apwake.sim.vip.ghcb_msr.design, apwake.sim.harness.build; "
+            "print(sorted(m for m in ('amaranth.back.verilog', 'filelock', 'cocotb_tools.runner') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_separate_module_keys_name_what_makes_each_block():

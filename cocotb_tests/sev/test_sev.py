@@ -1,6 +1,6 @@
 """SEV-ES scenarios on 2 CPUs with the hypervisor's protocol ranges 1-2 and 1-1, SEV-SNP (AP
-Creation) on 2; all three on 8 CPUs under ``-m slow`` (the CI budget: the paths are the same on 2
-CPUs, and CI boots 8 and 64 CPUs from the command line)."""
+Creation) on 3 (two APs: an AP Creation refused while the next is accepted, per-AP VMSAs); all
+three on 8 CPUs under ``-m slow`` (the CI budget)."""
 
 import pytest
 
@@ -10,7 +10,7 @@ from apwake.sim.harness.pytest_plugin import cocotb_tests
 
 CONFIGS = ([SevSystemConfig(FabricConfig.contiguous(2), max_version=2)]
            + [SevSystemConfig(FabricConfig.contiguous(2), max_version=1)]
-           + [SevSystemConfig(FabricConfig.contiguous(2), snp=True)])
+           + [SevSystemConfig(FabricConfig.contiguous(3), snp=True)])
 
 test_sev = cocotb_tests("cocotb_tests.sev.tb_sev", CONFIGS, design=SevSystemDesign, jitter=CONFIGS[:3])  # 2 CPUs
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -31,7 +32,6 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 
 from apwake.rtl.lib.instance import port_name
 
@@ -408,6 +408,13 @@ def _block_verilog(verilog_root, module_name, component, key):
 
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
+    texts = design.verilog_files()
+    unknown = [name for name in design.verilog_blocks()
+               if not any(re.search(rf"^\s*module\s+{re.escape(name)}\b", text, re.M) for text in texts.values())]
+    if unknown:
+        # Verilator would build the design flat without a word
+        raise BuildError(f"{design.name}: verilog_blocks() names {unknown}, which no module of its "
+                         f"verilog_files() ({', '.join(texts) or 'none'}) declares")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -418,7 +425,7 @@ def _convert(design, out_dir):
         text = _block_verilog(out_dir.parent, module_name, component, keys.get(module_name))
         (tmp / f"{module_name}.v").write_text(text)
         shared[f"{module_name}.v"] = str(_shared_block(out_dir.parent, module_name, text))
-    for file_name, text in design.verilog_files().items():
+    for file_name, text in texts.items():
         (tmp / file_name).write_text(text)
         # the same for a CPU core's files: its block's C++ is then the same in every SoC
         shared[file_name] = str(_shared_block(out_dir.parent, Path(file_name).stem, text))
