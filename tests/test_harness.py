@@ -244,40 +244,18 @@ def test_separate_modules_are_compiled_from_one_shared_copy(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(("core", "module"), [("picorv32", "picorv32"), ("serv", "serv_rf_top")])
-def test_soc_cores_are_hierarchical_blocks_of_two_parameter_sets(tmp_path, core, module):
-    """The SoC's CPU core (Verilog from its package) is a hierarchical block beside the APIC,
-    and its instances have two sets of parameters whatever the core count (the BSP's reset
-    address and the APs'): so Verilator compiles two core blocks, not one copy per core, and
-    every SoC configuration compiles the same two (one compiler-cache entry each)."""
+def test_soc_cores_have_two_parameter_sets(tmp_path, core, module):
+    """The SoC's cores have two sets of parameters whatever their count (the BSP's reset address
+    and the APs'; the firmware sets sp): Verilator generates two core classes, not one per core."""
     import re
 
-    from apwake.sim.harness.build import Build, _convert
+    from apwake.sim.harness.build import _convert
     from apwake.sim.vip.soc.design import SocConfig, SocDesign
 
-    def core_sources(config, folder):
-        design = SocDesign(config)
-        _convert(design, tmp_path / folder)
-        return design, {path.name: path for path in Build(
-            design=design, toplevel=design.name, verilog_dir=tmp_path / folder, build_dir=tmp_path / "unused",
-            waves=False, verilog_reused=False, binary_reused=False).sources if path.name in design.verilog_files()}
-
-    design, sources = core_sources(SocConfig(FabricConfig.contiguous(3), core=core), "soc")
-    blocks = re.findall(r'hier_block -module "(\w+)"', (tmp_path / "soc" / "hier_blocks.vlt").read_text())
-    assert module in blocks and any(name.startswith("apwake_lapic") for name in blocks), blocks
+    _convert(SocDesign(SocConfig(FabricConfig.contiguous(3), core=core)), tmp_path / "soc")
     top = (tmp_path / "soc" / "apwake_soc.v").read_text()
     parameters = re.findall(rf"\b{module} #\((.*?)\)\s*\w+\s*\(", top, re.DOTALL)
     assert len(parameters) == 3 and parameters[1] == parameters[2] != parameters[0]
-    # Verilator compiles the core from one copy by content, as it does the APIC (the path is in
-    # its C++): another SoC names the same files, each holding the design's own text
-    assert sources.keys() == design.verilog_files().keys()
-    assert all(path.parent.parent == tmp_path / "blocks" for path in sources.values())
-    assert all(path.read_text() == (tmp_path / "soc" / name).read_text() for name, path in sources.items())
-    _, other = core_sources(SocConfig(FabricConfig.contiguous(2), core=core, ap_start="mailbox"), "other")
-    assert other == sources
-    # a block name that no file declares is refused, not built flat
-    design.verilog_blocks = lambda: [f"{module}_typo"]
-    with pytest.raises(BuildError, match=rf"verilog_blocks\(\) names \['{module}_typo'\], which no module"):
-        _convert(design, tmp_path / "typo")
 
 
 def test_the_simulator_side_imports_no_build_tooling():

@@ -25,14 +25,12 @@ class CoreChoice:
     name: str
     isa: str
     description: str
-    #: the core's Verilog top module, which :meth:`make`'s component instantiates
-    module: str
 
     def make(self, *, reset_address):
         """The core as a component with ``bus``, ``run`` and ``trap``: it starts at
         ``reset_address`` after reset.  sp is not set at reset: the firmware's entry code sets
         it (``firmware/crt0.S``), so every core of one reset address is the same module with
-        the same parameters (a simulation compiles it once, as one hierarchical block)."""
+        the same parameters (Verilator generates its code once for all of them)."""
         if self.name == "picorv32":
             from .picorv32 import PicoRV32
             return PicoRV32(reset_address=reset_address)
@@ -51,9 +49,9 @@ class CoreChoice:
 #: the choices, by name
 CORES = {
     "picorv32": CoreChoice("picorv32", "rv32i", "PicoRV32 (YosysHQ): RV32I without MUL/DIV, "
-                                                "compressed ISA or IRQ; dual-port register file", "picorv32"),
+                                                "compressed ISA or IRQ; dual-port register file"),
     "serv": CoreChoice("serv", "rv32i", "SERV 1.2.0 (Olof Kindgren): bit-serial RV32I without Zicsr; "
-                                        "register file in a 512 x 2-bit RAM", "serv_rf_top"),
+                                        "register file in a 512 x 2-bit RAM"),
 }
 
 

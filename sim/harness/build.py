@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -117,12 +116,6 @@ class Design(ABC):
         compiled with the design; put what identifies it into :meth:`parameters`."""
         return {}
 
-    def verilog_blocks(self):
-        """Module names from :meth:`verilog_files` that Verilator compiles as hierarchical
-        blocks, as it does the separate modules: once per set of parameters instead of once per
-        instance, and the same block's C++ for every design that holds it (one compiler-cache
-        entry).  A CPU core instantiated N times is the case."""
-        return []
 
     def verilator_args(self):
         """Extra Verilator arguments this design needs (part of the build key)."""
@@ -187,7 +180,7 @@ BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
 #: changes what it writes (the top, ports.json, pins.json, shared_blocks.json, the .vlt files)
-CONVERT_RECIPE = 6
+CONVERT_RECIPE = 7
 
 
 
@@ -348,8 +341,7 @@ def _shared_block(verilog_root, module_name, text):
     holding ``text``, written once.
 
     A separate module's Verilog is the same in many designs (one APIC for every fabric of 256
-    vectors), and so is a design's own Verilog file (:meth:`Design.verilog_files`: a CPU core
-    in every SoC); :attr:`Build.sources` gives Verilator this copy instead of the design's own
+    vectors); :attr:`Build.sources` gives Verilator this copy instead of the design's own
     (which the other tools read).  Verilator writes the source path into the C++ it generates,
     so the same path makes the same C++, and ccache compiles the block once for all the
     designs (:func:`toolchain.objcache_make_args`).
@@ -408,13 +400,6 @@ def _block_verilog(verilog_root, module_name, component, key):
 
 def _convert(design, out_dir):
     """Write the Verilog of ``design`` into ``out_dir``; return the top's port names."""
-    texts = design.verilog_files()
-    unknown = [name for name in design.verilog_blocks()
-               if not any(re.search(rf"^\s*module\s+{re.escape(name)}\b", text, re.M) for text in texts.values())]
-    if unknown:
-        # Verilator would build the design flat without a word
-        raise BuildError(f"{design.name}: verilog_blocks() names {unknown}, which no module of its "
-                         f"verilog_files() ({', '.join(texts) or 'none'}) declares")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -425,11 +410,9 @@ def _convert(design, out_dir):
         text = _block_verilog(out_dir.parent, module_name, component, keys.get(module_name))
         (tmp / f"{module_name}.v").write_text(text)
         shared[f"{module_name}.v"] = str(_shared_block(out_dir.parent, module_name, text))
-    for file_name, text in texts.items():
-        (tmp / file_name).write_text(text)
-        # the same for a CPU core's files: its block's C++ is then the same in every SoC
-        shared[file_name] = str(_shared_block(out_dir.parent, Path(file_name).stem, text))
     (tmp / "shared_blocks.json").write_text(json.dumps(shared))
+    for file_name, text in design.verilog_files().items():
+        (tmp / file_name).write_text(text)
     top = design.top()
     ports = ["clk", "rst"] + port_names(top)
     pinned = pins_top(design, top)
@@ -453,7 +436,7 @@ def _convert(design, out_dir):
     # otherwise Verilator specialises their code per instance and the C++ of N APICs grows
     # with N (46 MB at N=64, measured).
     (tmp / "hier_blocks.vlt").write_text("`verilator_config\n" + "".join(
-        f'hier_block -module "{module_name}"\n' for module_name in [*separate, *design.verilog_blocks()]))
+        f'hier_block -module "{module_name}"\n' for module_name in separate))
     groups = design.wave_groups(top)
     if pinned:
         # a pinned top holds the design as its submodule `top`: names inside it move down

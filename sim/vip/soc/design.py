@@ -71,9 +71,6 @@ class SocDesign(OnFabricDesign):
     def verilog_files(self):
         return dict(self._core_files)
 
-    def verilog_blocks(self):
-        return [self.core.module]
-
     def verilator_args(self):
         # PicoRV32 and SERV as they ship trip lint warnings Amaranth's output does not
         return ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
