@@ -193,8 +193,9 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
                        request_env=lambda report_file: {"APWAKE_REPORT": str(report_file)},
                        label=f"demo-{config.label}",
                        waves=waves, gate_level=gate_level, progress=progress)
-    return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, "apic_storage": apic_storage,
-            "x2apic": x2apic, "msr_window": msr_window, "local_interrupts": local_interrupts, **report}
+    return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, "apic_storage": fabric.storage,
+            "x2apic": fabric.x2apic_support, "msr_window": config.msr_window,
+            "local_interrupts": fabric.local_interrupts, **report}
 
 
 def _print_soc(report):

@@ -7,6 +7,7 @@ the per-core iCE40 and ECP5 mappings are checked here.  Board variants (`apwake 
 
 import re
 from pathlib import Path
+
 import pytest
 
 from apwake.firmware.build import build_firmware

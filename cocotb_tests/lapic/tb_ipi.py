@@ -34,7 +34,6 @@ LOGICAL = DestMode.LOGICAL
 full_vectors = applies_to(lambda config: config.n_vectors == 256)
 
 
-
 def at_least(n):
     return applies_to(lambda config: config.n_cpus >= n)
 

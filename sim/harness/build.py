@@ -38,7 +38,7 @@ from . import pins
 from .paths import RTL_ROOT, cache_dir
 from .toolchain import check_build_tools, fst_build_args, tool_versions
 
-__all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build",
+__all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build", "recipe_digest",
            "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "VERILATOR_SPEED_ARGS", "MAKE_SPEED_ARGS",
            "UNMARKED_TEST_ENV"]
 
@@ -115,7 +115,6 @@ class Design(ABC):
         """``{file name: text}`` of Verilog that is not Amaranth's (a CPU core from a package),
         compiled with the design; put what identifies it into :meth:`parameters`."""
         return {}
-
 
     def verilator_args(self):
         """Extra Verilator arguments this design needs (part of the build key)."""
@@ -266,6 +265,12 @@ def _rtl_digest(design):
 
 def _key(*parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def recipe_digest(path):
+    """A digest of the source file ``path`` (16 hex digits), for a cache key that depends on code
+    outside ``rtl/``: a design file that builds its blocks, the gate-level netlist recipe."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 #: the longest another process's build is waited for: the 255-APIC gate-level netlist takes tens

@@ -13,13 +13,12 @@ with Yosys, ``share/<family>/cells_sim.v``).  The netlist keeps the top's port n
 work unchanged; internal signals (waveform groups of the RTL) are gone.
 """
 
-import hashlib
 import json
 import re
 import subprocess
 from pathlib import Path
 
-from .build import AMARANTH_TOP_INPUT_BITS, BuildError, Design, pins_top
+from .build import AMARANTH_TOP_INPUT_BITS, BuildError, Design, pins_top, recipe_digest
 from .toolchain import yowasp_tool
 
 __all__ = ["GateLevelDesign", "FLAVOURS", "flavour_of", "label_suffix"]
@@ -71,8 +70,7 @@ class GateLevelDesign(Design):
 
     def parameters(self):
         # the netlist recipe (this file) is part of the cache key, as rtl/ is for the RTL
-        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-        return {**self.rtl.parameters(), "gate_level": self.flavour, "recipe": recipe}
+        return {**self.rtl.parameters(), "gate_level": self.flavour, "recipe": recipe_digest(__file__)}
 
     def separate_modules(self):
         return self.rtl.separate_modules()

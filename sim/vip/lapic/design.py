@@ -1,8 +1,6 @@
 """The APIC fabric as a simulation design (configuration, Verilog top, waveform groups)."""
 
-import hashlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
@@ -11,7 +9,7 @@ from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
 from apwake.rtl.lapic.fabric import check_apic_ids_fit
 from apwake.rtl.lapic.register_file import check_storage, check_x2apic_support
 
-from apwake.sim.harness.build import Design, port_names
+from apwake.sim.harness.build import Design, port_names, recipe_digest
 from apwake.sim.harness.config import EnvConfig
 
 __all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV", "OnFabricConfig", "OnFabricDesign"]
@@ -128,7 +126,7 @@ class FabricDesign(Design):
 
     def separate_module_keys(self):
         # what each module is made from (separate_modules, this file): equal keys, equal Verilog
-        recipe = {"recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+        recipe = {"recipe": recipe_digest(__file__)}
         keys = {self.apic_module: {**self._apic_parameters, **recipe}}
         if self.n_clusters > 1:
             keys[self.cluster_module] = {**self._apic_parameters, **recipe, "cluster_size": self.cluster_size,
