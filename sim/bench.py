@@ -65,34 +65,77 @@ def _idle(the_build, config, label, out, cycles):
     return idle["cycles"] / idle["wall_s"]
 
 
+#: what the two simulators must agree on (the same Verilog, the same scenario)
+SAME_RESULT = ("cycles", "online", "bus_messages", "failures", "timeline")
+
+
 def _icarus(verilog_build, config, label, out, timeout_s):
+    """Run the scenario on Icarus with the Verilog of ``verilog_build``; returns ``(report,
+    problem)``: the report dict (None without one) and ``problem``, None or a line saying why
+    there is no figure (timed out after ``timeout_s`` seconds, or failed: the log's last error)."""
     from cocotb_tools.runner import get_runner
     build_dir = out / f"icarus-{label}"
     shutil.rmtree(build_dir, ignore_errors=True)
     runner = get_runner("icarus")
-    # -g2005 after the runner's -g2012: Verilog-2005 initialisers raise a time-0 event, which
-    # Yosys's output relies on to run its `always @*` blocks once (SystemVerilog's do not).
-    runner.build(sources=sorted(verilog_build.verilog_dir.glob("*.v")), hdl_toplevel="apwake_fabric",
-                 build_dir=build_dir, build_args=["-g2005"], timescale=("1ns", "1ps"),
-                 log_file=build_dir / "build.log")
+    try:
+        # -g2005 after the runner's -g2012: Verilog-2005 initialisers raise a time-0 event, which
+        # Yosys's output relies on to run its `always @*` blocks once (SystemVerilog's do not).
+        runner.build(sources=sorted(verilog_build.verilog_dir.glob("*.v")), hdl_toplevel="apwake_fabric",
+                     build_dir=build_dir, build_args=["-g2005"], timescale=("1ns", "1ps"),
+                     log_file=build_dir / "build.log")
+    except Exception as error:          # a bench row, not the end of the bench
+        return None, f"iverilog failed: {_last_error(build_dir / 'build.log', str(error))}"
     report_file = out / f"{label}-icarus.json"
     report_file.unlink(missing_ok=True)
-    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(CHECKOUT or "")},
+    log = build_dir / "sim.log"
+    # cocotb's GPI clock, which cocotb's Verilator runner turns on and its Icarus runner does not:
+    # time skipping needs it, and both runs must be the same scenario.  cocotb warns that some
+    # simulators mishandle inertial writes; SAME_RESULT (below) is the guard against that.
+    env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(CHECKOUT or ""),
+                              "COCOTB_TRUST_INERTIAL_WRITES": "1"},
                **ScenarioRequest(SCENARIO, report=str(report_file)).env())
     code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
             f"r.test(test_module='apwake.sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
             f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "
-            f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), "
-            f"log_file={str(build_dir / 'sim.log')!r})")
-    started = time.monotonic()
+            f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), log_file={str(log)!r})")
     try:
-        subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s,
-                       capture_output=True, check=False)
+        done = subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s,
+                              capture_output=True, text=True, check=False)
     except subprocess.TimeoutExpired:
-        return None, time.monotonic() - started
+        return None, f"no result within {timeout_s} s"
     if not report_file.exists():
-        return None, time.monotonic() - started
-    return json.loads(report_file.read_text()), time.monotonic() - started
+        return None, f"failed: {_last_error(log, done.stderr)} (log {log})"
+    return json.loads(report_file.read_text()), None
+
+
+def _last_error(log, fallback=""):
+    """The last line of ``log`` that names an error (an exception, cocotb's ERROR level,
+    iverilog's ``error:``), else the last line of ``fallback`` (the process's own output, for a
+    run that died before writing its log)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line.strip() for line in lines if "error" in line.lower()]
+    if errors:
+        return errors[-1]
+    rest = [line.strip() for line in fallback.splitlines() if line.strip()]
+    return rest[-1] if rest else ("no report and no error in the log" if lines else "no simulator log")
+
+
+def _icarus_row(report, icarus, problem):
+    """The bench row's Icarus fields: the slowdown, or why there is none; a run whose result
+    differs from Verilator's (:data:`SAME_RESULT`: cycles, who came online, bus messages,
+    failures, the timeline) is a finding, not a figure."""
+    if problem is not None:
+        return {"icarus": problem}
+    differing = [k for k in SAME_RESULT if icarus.get(k) != report.get(k)]
+    if differing:
+        return {"icarus": "result differs from Verilator's: " + ", ".join(
+            f"{k} {icarus.get(k)!r} against {report.get(k)!r}" if k in ("cycles", "bus_messages")
+            else k for k in differing)}
+    return {"icarus_wall_s": icarus["wall_s"],
+            "icarus_slowdown": round(icarus["wall_s"] / report["wall_s"], 1)}
 
 
 def _public_flat_rw(config, cache):
@@ -148,12 +191,8 @@ def main(args):
                 fastest = max(row[f"cpp_{v}_cycles_per_s"] for v in VARIANTS)
                 row["fraction_of_cpp"] = round(row["cycles_per_s"] / fastest, 3)
             if have_icarus:
-                icarus, icarus_process_s = _icarus(cold, config, label, out, timeout_s=args.icarus_timeout)
-                if icarus is None:
-                    row["icarus"] = f"no result within {args.icarus_timeout} s"
-                else:
-                    row["icarus_wall_s"] = icarus["wall_s"]
-                    row["icarus_slowdown"] = round(icarus["wall_s"] / report["wall_s"], 1)
+                icarus, problem = _icarus(cold, config, label, out, timeout_s=args.icarus_timeout)
+                row.update(_icarus_row(report, icarus, problem))
             if n == 64 and not args.skip_public_flat_rw:
                 public, public_build_s = _public_flat_rw(config, cache)
                 row["public_flat_rw_build_s"] = round(public_build_s, 1)

@@ -198,9 +198,18 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
             "local_interrupts": fabric.local_interrupts, **report}
 
 
+def _cores(mask):
+    """``"0, 2"`` for the bits set in ``mask``."""
+    return ", ".join(str(i) for i in range(mask.bit_length()) if mask >> i & 1)
+
+
 def _print_soc(report):
     from apwake.sim.harness.handshake import seed_note
     print(report["transcript"], end="" if report["transcript"].endswith("\n") else "\n")
+    if report["trap"]:
+        print(f"trapped: core {_cores(report['trap'])}")
+    if report["bus_error"]:
+        print(f"an access no window answers (a runaway fetch, a store to nowhere): core {_cores(report['bus_error'])}")
     print(f"LEDs {report['leds']:#010b}, {report['cycles']} cycles; "
           + ("PASSED" if report["passed"] else "FAILED" + seed_note(report.get("driver_seeds", {}))))
     if report["waves"]:

@@ -487,3 +487,17 @@ def test_the_unfixed_kernel_strands_every_ap_from_the_command_line():
     assert sorted({f["cpu"] for f in report["failures"]}) == [1, 2, 3]
     wheres = [f["where"] for f in report["failures"]]
     assert sum("unmapped xAPIC MMIO page" in w for w in wheres) >= 1, wheres
+
+
+def test_soc_demo_names_the_cores_that_faulted(capsys):
+    """A trapped core and a core whose access no window answered are named by index, so a
+    FAILED soc-demo says which core went astray (the interconnect's bus_error, SERV's only check)."""
+    report = {"transcript": "BSP up\n", "leds": 0b01, "cycles": 900, "passed": False, "waves": None,
+              "trap": 0b10, "bus_error": 0b101}
+    cli._print_soc(report)
+    out = capsys.readouterr().out
+    assert "trapped: core 1\n" in out
+    assert "an access no window answers (a runaway fetch, a store to nowhere): core 0, 2\n" in out
+    cli._print_soc(dict(report, trap=0, bus_error=0, passed=True))
+    out = capsys.readouterr().out
+    assert "trapped" not in out and "no window" not in out and "PASSED" in out

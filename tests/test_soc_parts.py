@@ -296,6 +296,29 @@ def test_interconnect_io_and_boot_rom():
                     "busy": 1, "unmapped": 0, "msr": 0}
 
 
+def test_interconnect_flags_the_core_whose_access_nothing_answers():
+    """An access to a window the SoC was built without (here the MSR window) or to no window
+    reads 0 and sets that core's ``bus_error``, which stays set; the other core's accesses, to
+    the RAM and the I/O window, set nothing."""
+    top = _InterconnectWithRam(n_cores=2, msr_window=False, init=range(64))
+    ic = top.ic
+    seen = []
+
+    async def bench(ctx):
+        await _core_access(ctx, ic.cores[0], 0x8)
+        await _core_access(ctx, ic.cores[0], LED_BASE, wdata=1)
+        seen.append(ctx.get(ic.bus_error))
+        seen.append(await _core_access(ctx, ic.cores[1], MSR_BASE))
+        seen.append(ctx.get(ic.bus_error))
+        await _core_access(ctx, ic.cores[1], 0x8)                  # a good access clears nothing
+        seen.append(ctx.get(ic.bus_error))
+        seen.append(await _core_access(ctx, ic.cores[0], 0x7000_0000, wdata=0x1234))    # no window
+        seen.append(ctx.get(ic.bus_error))
+
+    _run(top, bench)
+    assert seen == [0b00, 0, 0b10, 0b10, 0, 0b11]
+
+
 def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
     """The DMA initiator (the start-context unit's reads) takes its turn after the cores, is
     answered the cycle after its request is taken, reads the RAM, and reads 0 elsewhere without
@@ -318,14 +341,16 @@ def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
             seen["dma"].append(await dma_read(ctx, addr))
         seen["dma"].append(await dma_read(ctx, LOCK_BASE))
         seen["dma"].append(await dma_read(ctx, START_BASE))
+        seen["dma"].append(await dma_read(ctx, 0x7000_0000))           # no window: 0, no core's error
 
     async def core_bench(ctx):
         for addr in (0x40, 0x44):
             seen["core"].append(await _core_access(ctx, ic.cores[0], addr))
-        while len(seen["dma"]) < 5:                                 # after the DMA's reads
+        while len(seen["dma"]) < 6:                                 # after the DMA's reads
             await ctx.tick()
         seen["core"].append(await _core_access(ctx, ic.cores[0], LOCK_BASE))        # still free
         seen["core"].append(await _core_access(ctx, ic.cores[1], START_BASE + 0xC))
+        seen["bus_error"] = ctx.get(ic.bus_error)     # the DMA's reads outside the RAM are no core's
 
     async def start_window(ctx):
         bus = ic.start_bus
@@ -337,7 +362,8 @@ def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
             ctx.set(bus.rdata, 0x77 if valid else 0)
 
     _run(top, dma_bench, core_bench, background=[start_window])
-    assert seen == {"dma": [100, 102, 104, 0, 0], "core": [116, 117, 0, 0x77], "start": [START_BASE + 0xC]}
+    assert seen == {"dma": [100, 102, 104, 0, 0, 0], "core": [116, 117, 0, 0x77], "start": [START_BASE + 0xC],
+                    "bus_error": 0}
 
 
 def test_interconnect_window_access_waits_and_a_parked_core_resumes():

@@ -41,7 +41,10 @@ class Interconnect(wiring.Component):
       done, or parked (the bus goes back to IDLE; that core waits for its ``resume``).
     * the mailbox (0x4, with ``mailbox``): one access on ``mailbox_bus`` (MAILBOX, MAILBOX_RESP).
     * the START window (0x6, with ``start``): one access on ``start_bus`` (START, START_RESP).
-    * anything else reads 0 (stores ignored).
+    * anything else reads 0 (stores ignored) and sets the core's ``bus_error`` bit, which stays
+      set until reset: a fetch or a data access there is a software fault (a runaway program
+      counter, a window the SoC was built without), which a core without a trap of its own
+      (SERV) would otherwise execute through silently.
 
     The ``dma`` initiator (the start-context unit's reads of the guest's struct and GDT) takes
     part in the round robin after the cores.  It reaches the RAM alone, with the cores' rule for
@@ -58,11 +61,14 @@ class Interconnect(wiring.Component):
     uart_divisor : int
         Clocks per UART bit.
     msr_window : bool
-        Route window 0x5 to the cores' MSR windows (else it reads 0).
+        Route window 0x5 to the cores' MSR windows (else it reads 0 and sets the core's
+        ``bus_error``).
     mailbox : bool
-        Route window 0x4 to ``mailbox_bus`` (else it reads 0).
+        Route window 0x4 to ``mailbox_bus`` (else it reads 0 and sets the core's
+        ``bus_error``).
     start : bool
-        Route window 0x6 to ``start_bus`` (else it reads 0).
+        Route window 0x6 to ``start_bus`` (else it reads 0 and sets the core's
+        ``bus_error``).
     dma : bool
         The ``dma`` initiator.
 
@@ -88,6 +94,8 @@ class Interconnect(wiring.Component):
     uart_valid, uart_data : Out(1), Out(8)
         One cycle with each byte software sends (a testbench's transcript).
     leds : Out(8)
+    bus_error : Out(n_cores)
+        Per core, sticky: the core made an access that no window answers.
 
     Raises
     ------
@@ -111,6 +119,7 @@ class Interconnect(wiring.Component):
             "ram_read": In(ReadPort.Signature(addr_width=addr_width, shape=32)),
             "ram_write": In(WritePort.Signature(addr_width=addr_width, shape=32, granularity=8)),
             "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8), "leds": Out(8),
+            "bus_error": Out(n_cores),
         }
         if mailbox:
             members["mailbox_bus"] = Out(MemoryBusSignature())
@@ -216,6 +225,9 @@ class Interconnect(wiring.Component):
                         m.next = "START"
                 with m.Else():
                     m.d.sync += rdata.eq(0)
+                    for i in range(n):              # the DMA initiator was answered above
+                        with m.If(sel == i):
+                            m.d.sync += self.bus_error[i].eq(1)
                     m.next = "DONE"
             with m.State("RAM"):
                 if self.dma_port:

@@ -73,7 +73,9 @@ class Soc(wiring.Component):
         size that is not a multiple of 4 above 4096, or a firmware or stacks that do not fit.
 
     Ports: ``uart_tx`` (serial line), ``uart_valid``/``uart_data`` (each byte software sends,
-    for a testbench transcript), ``leds``, ``running`` and ``trap`` (per core); with
+    for a testbench transcript), ``leds``, ``running``, ``trap`` (per core: the core's own trap;
+    SERV has none) and ``bus_error`` (per core, sticky: an access no window answers,
+    :class:`~.interconnect.Interconnect`); with
     ``"context"``, ``start_trace`` (:class:`~.signatures.StartTraceSignature`: the launch records
     and INITs, for a testbench).
     """
@@ -99,7 +101,7 @@ class Soc(wiring.Component):
         n = fabric.n_cpus
         members = {
             "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8),
-            "leds": Out(8), "running": Out(n), "trap": Out(n),
+            "leds": Out(8), "running": Out(n), "trap": Out(n), "bus_error": Out(n),
         }
         if ap_start == "context":
             members["start_trace"] = Out(StartTraceSignature(n))
@@ -123,7 +125,7 @@ class Soc(wiring.Component):
             wiring.connect(m, starter.memory, bus.dma)
             wiring.connect(m, starter.trace, wiring.flipped(self.start_trace))
         m.d.comb += [self.uart_tx.eq(bus.uart_tx), self.uart_valid.eq(bus.uart_valid),
-                     self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds)]
+                     self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds), self.bus_error.eq(bus.bus_error)]
 
         m.submodules.windows = windows = CoreWindows(
             apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start, msr_window=self.msr_window,

@@ -37,9 +37,11 @@ async def soc_demo(dut):
     n = config.n_cpus
     report = {"cpus": n, "transcript": monitor.text, "finished": finished,
               "leds": int(dut.leds.value), "running": int(dut.running.value),
-              "trap": int(dut.trap.value), "cycles": int(get_sim_time("ns") // CLOCK_NS)}
+              "trap": int(dut.trap.value), "bus_error": int(dut.bus_error.value),
+              "cycles": int(get_sim_time("ns") // CLOCK_NS)}
     failures = ("did not", "Failed", "refused, status", "not refused")    # the last two: a context start's
     report["passed"] = (finished and not any(failure in monitor.text for failure in failures)
-                        and report["leds"] == config.leds_all_online and report["trap"] == 0)
+                        and report["leds"] == config.leds_all_online and report["trap"] == 0
+                        and report["bus_error"] == 0)
     with open(os.environ["APWAKE_REPORT"], "w") as f:
         json.dump(report, f)

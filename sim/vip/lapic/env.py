@@ -22,6 +22,11 @@ class FabricEnv:
                       for i, apic_id in enumerate(config.apic_ids)]
         self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS, senders=self.ports)
         self.clock = None
+        # Time skipping's input starts at 0 whether or not a skipper runs: Icarus leaves an
+        # undriven input X, and an X advance makes the TSC X (read back by RDMSR).
+        advance = pins.port(dut, "advance", None)
+        if advance is not None:
+            advance.value = 0
 
     @classmethod
     async def start(cls, dut, *, config=None, monitor=True):
