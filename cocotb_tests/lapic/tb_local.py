@@ -9,7 +9,7 @@ Timing checks are in fabric clock cycles, which the timer counts by definition (
 """
 
 import cocotb
-from cocotb.triggers import First, RisingEdge, Timer
+from cocotb.triggers import First, Timer
 
 from apwake.rtl.lapic.layouts import (DeliveryMode, Esr, Lvt, MSR_IA32_TSC,
                                MSR_IA32_TSC_DEADLINE, Shorthand, TimerMode, Trigger,
@@ -62,7 +62,7 @@ async def read_esr(port):
 async def intr_after(port, start_ns, limit_cycles, what):
     """Cycles from ``start_ns`` to the rise of INTR; fails after ``limit_cycles``."""
     if not port.intr.value:
-        rise = RisingEdge(port.intr)
+        rise = port.rising_edge("intr")
         if await First(rise, Timer(limit_cycles * CLOCK_NS, "ns")) is not rise:
             raise AssertionError(f"{port.name}: {what}: no interrupt within {limit_cycles} cycles")
     return round((cocotb.utils.get_sim_time("ns") - start_ns) / CLOCK_NS)
@@ -71,7 +71,7 @@ async def intr_after(port, start_ns, limit_cycles, what):
 async def no_intr(port, cycles, what):
     if port.intr.value:
         raise AssertionError(f"{port.name}: {what}: an interrupt is pending")
-    rise = RisingEdge(port.intr)
+    rise = port.rising_edge("intr")
     if await First(rise, Timer(cycles * CLOCK_NS, "ns")) is rise:
         raise AssertionError(f"{port.name}: {what}: unexpected interrupt")
 

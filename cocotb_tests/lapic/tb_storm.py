@@ -99,7 +99,7 @@ async def storm(dut, *, x2apic):
                 continue
             if senders_done.is_set():
                 return
-            await First(RisingEdge(port.intr), senders_done.wait())
+            await First(port.rising_edge("intr"), senders_done.wait())
 
     handlers = [cocotb.start_soon(handler(p)) for p in env.ports]
     await gather(*(sender(p) for p in env.ports))

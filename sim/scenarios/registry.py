@@ -109,7 +109,7 @@ async def start_machine(dut, options):
         machine.attach_start_unit(dut)
     if mailbox_system is not None:
         ap_ids = [c.apic_id for c in machine.cpus if not c.is_bsp]
-        machine.park_aps(MailboxPorts(dut, ap_ids, mailbox_system.base))
+        machine.park_aps(MailboxPorts(dut, ap_ids, mailbox_system.base, watched=env.watched))
         machine.madt += mailbox_system.madt_entry()
     if options.unresponsive and sev_system is not None:
         # KVM offers no SMM to SEV-ES guests (arch/x86/kvm/svm/svm.c svm_has_emulated_msr)

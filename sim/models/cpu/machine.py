@@ -85,7 +85,7 @@ class Machine:
         self.guest_memory = GuestMemoryResponder(dut, self.memory, prefix="ghcb_memory__")
         cocotb.start_soon(self.guest_memory.run())
         for cpu in self.cpus:
-            cpu.attach_vcpu(VcpuPort(dut, cpu.index))
+            cpu.attach_vcpu(VcpuPort(dut, cpu.index, watched=self.env.watched))
 
     def attach_start_unit(self, dut):
         """A paravirtualised guest (``rtl/system/pvstart.py``): the start-context unit takes

@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 
 import cocotb
-from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer, ValueChange
+from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
 
 from apwake.rtl.ghcb_msr.layouts import VcpuState
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
@@ -295,8 +295,8 @@ class CpuModel:
     async def _vcpu_events(self):
         vcpu = self.vcpu
         while True:
-            await First(RisingEdge(vcpu.launch), RisingEdge(vcpu.vmsa_launch),
-                        ValueChange(vcpu.state_handle))
+            await First(vcpu.rising_edge("launch"), vcpu.rising_edge("vmsa_launch"),
+                        vcpu.state_change())
             await ReadOnly()
             launched, state = bool(vcpu.launch.value), vcpu.state
             vmsa = vcpu.vmsa_gpa if vcpu.vmsa_launch.value else None
@@ -405,12 +405,12 @@ class CpuModel:
                 await RisingEdge(port.clk)
                 self._take_latched()
                 continue
-            events = [RisingEdge(port.init), RisingEdge(port.nmi), RisingEdge(port.smi),
+            events = [port.rising_edge("init"), port.rising_edge("nmi"), port.rising_edge("smi"),
                       self._recheck.wait()]
             if not self.sipi_by_hypervisor:
-                events.append(RisingEdge(port.sipi))
+                events.append(port.rising_edge("sipi"))
             if self.mailbox is not None:
-                events.append(RisingEdge(self.mailbox.wake))
+                events.append(self.mailbox.rising_edge())
             await First(*events)
 
     def _on_init(self):
@@ -729,7 +729,7 @@ class CpuModel:
         while self.interrupts_enabled:
             await ReadOnly()
             if not port.intr.value:
-                await RisingEdge(port.intr)
+                await port.rising_edge("intr")
                 continue
             # SMM entry clears IF and an NMI handler runs through an interrupt gate: INTR
             # waits for RSM or the IRET

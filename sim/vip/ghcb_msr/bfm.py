@@ -12,6 +12,7 @@ from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from apwake.rtl.ghcb_msr.layouts import VcpuState
 
 from apwake.sim.harness.handshake import Driver, SimTimeout, watchdog_cycles
+from apwake.sim.harness import watch
 from apwake.sim.harness.pins import port
 
 __all__ = ["VcpuPort", "ApicEvents"]
@@ -22,17 +23,30 @@ class VcpuPort(Driver):
     and the hypervisor's starts of it: ``launch`` (its launch VMSA, at the first SIPI) and
     ``vmsa_launch`` with ``vmsa_gpa`` (a VMSA the guest handed over with SNP AP Creation)."""
 
-    def __init__(self, dut, index, prefix="vcpu__"):
+    def __init__(self, dut, index, prefix="vcpu__", *, watched=None):
         super().__init__(dut.clk, f"vCPU {index}")
         sig = lambda name: port(dut, f"{prefix}{index}__{name}")
         self.index = index
+        self._prefix, self._watched = f"{prefix}{index}__", watched
         self._write, self._wdata, self._rdata = sig("msr_write"), sig("msr_wdata"), sig("msr_rdata")
         self._vmgexit, self.exit_done, self.launch = sig("vmgexit"), sig("exit_done"), sig("launch")
         self.vmsa_launch, self._vmsa_gpa = sig("vmsa_launch"), sig("vmsa_gpa")
-        self._state = self.state_handle = sig("state")
+        self._state = sig("state")
         self._irq_allowed = sig("irq_allowed")
+        self._handles = {"launch": self.launch, "vmsa_launch": self.vmsa_launch, "exit_done": self.exit_done}
         for handle in (self._write, self._wdata, self._vmgexit, self._irq_allowed):
             handle.value = 0
+
+    def rising_edge(self, name):
+        """A trigger for the next rising edge of output ``name`` (``"launch"``, ``"vmsa_launch"``,
+        ``"exit_done"``): from the top's watched outputs (``watched``, a
+        :class:`apwake.sim.harness.watch.WatchedOutputs`) when they hold it, else a
+        :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        return watch.rising_edge(self._watched, self._prefix + name, self._handles[name])
+
+    def state_change(self):
+        """A trigger for the next change of ``state`` (as :meth:`rising_edge` finds it)."""
+        return watch.value_change(self._watched, self._prefix + "state", self._state)
 
     def allow_interrupts(self, allowed=True):
         """The guest's interrupt flag as the hypervisor sees it (sti / cli)."""
@@ -62,22 +76,22 @@ class VcpuPort(Driver):
 
     async def wait_exit_done(self, *, timeout_cycles):
         """True at the next ``exit_done`` pulse, False after ``timeout_cycles`` (None: for ever)."""
-        return await self._wait_pulse(self.exit_done, timeout_cycles)
+        return await self._wait_pulse("exit_done", timeout_cycles)
 
     async def wait_launch(self, *, timeout_cycles):
         """True at the next ``launch`` pulse (the first SIPI), False after ``timeout_cycles``."""
-        return await self._wait_pulse(self.launch, timeout_cycles)
+        return await self._wait_pulse("launch", timeout_cycles)
 
     async def wait_vmsa_launch(self, *, timeout_cycles):
         """The VMSA GPA at the next ``vmsa_launch`` pulse (SNP AP Creation), or None after
         ``timeout_cycles``."""
-        if not await self._wait_pulse(self.vmsa_launch, timeout_cycles):
+        if not await self._wait_pulse("vmsa_launch", timeout_cycles):
             return None
         await ReadOnly()
         return self.vmsa_gpa
 
-    async def _wait_pulse(self, handle, timeout_cycles):
-        edge = RisingEdge(handle)
+    async def _wait_pulse(self, name, timeout_cycles):
+        edge = self.rising_edge(name)
         timeout_cycles = watchdog_cycles(timeout_cycles)
         if timeout_cycles is None:
             await edge

@@ -88,6 +88,11 @@ class SevSystemConfig(OnFabricConfig):
         return label
 
 
+#: the outputs of a vCPU port the CPU models wait on: the hypervisor's starts, the end of each
+#: VMGEXIT, and the vCPU's state
+VCPU_WATCHED = ("launch", "vmsa_launch", "exit_done", "state")
+
+
 class SevSystemDesign(OnFabricDesign):
     """:class:`apwake.rtl.system.sev.SevSystem`."""
 
@@ -95,3 +100,8 @@ class SevSystemDesign(OnFabricDesign):
 
     def wrap(self, fabric):
         return SevSystem(fabric, **self.config.unit_parameters())
+
+    def watched_outputs(self):
+        # what each vCPU's model waits on (apwake.sim.vip.ghcb_msr.bfm.VcpuPort)
+        return [*super().watched_outputs(),
+                *(f"vcpu__{i}__{name}" for i in range(self.config.fabric.n_cpus) for name in VCPU_WATCHED)]

@@ -21,6 +21,7 @@ from apwake.rtl.lapic.signatures import Space
 
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness import watch
 from apwake.sim.harness.pins import port
 from .monitor import SendLedger
 
@@ -76,6 +77,9 @@ class ApicPort(Driver):
         The port's APIC ID, for messages.
     clock_ns : float
         Clock period; watchdogs are given in cycles and slept as one timer.
+    watched : :class:`apwake.sim.harness.watch.WatchedOutputs` or None
+        The top's watched outputs: the edges of INIT, SIPI, NMI, SMI and INTR are taken from
+        it (one simulator callback for every port) instead of a callback per signal.
 
     Attributes
     ----------
@@ -83,12 +87,14 @@ class ApicPort(Driver):
         The IPI-sending writes this port made, for the fabric monitor.
     """
 
-    def __init__(self, dut, index, apic_id, *, clock_ns):
+    def __init__(self, dut, index, apic_id, *, clock_ns, watched=None):
         super().__init__(dut.clk, f"CPU port {index} (APIC ID {apic_id:#x})", clock_ns=clock_ns)
         self.index = index
         self.apic_id = apic_id
         self.sends = SendLedger(self.name)
         prefix = f"cpu__{index}__"
+        self._prefix = prefix
+        self._watched = watched
         sig = lambda name: port(dut, prefix + name)
         self._req_valid = sig("reg__req_valid")
         self._req_ready = sig("reg__req_ready")
@@ -239,30 +245,36 @@ class ApicPort(Driver):
         self._lint.value = (value & ~(1 << pin)) | (int(level) << pin)
 
     # --- events --------------------------------------------------------------------------------
-    async def _wait_high(self, handle, what, timeout_cycles):
-        if handle.value:
+    def rising_edge(self, event):
+        """A trigger for the next rising edge of ``event`` (``"init"``, ``"sipi"``, ``"nmi"``,
+        ``"smi"`` or ``"intr"``): from the top's watched outputs when it has them, else a
+        :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        return watch.rising_edge(self._watched, self._prefix + event, getattr(self, event))
+
+    async def _wait_high(self, event, what, timeout_cycles):
+        if getattr(self, event).value:
             return
-        trigger = RisingEdge(handle)
+        trigger = self.rising_edge(event)
         winner = await First(trigger, Timer(timeout_cycles * self.clock_ns, "ns"))
         if winner is not trigger:
             raise SimTimeout(f"{self.name}: no {what} within {timeout_cycles} cycles")
 
     async def wait_init(self, *, timeout_cycles=10_000):
-        await self._wait_high(self.init, "INIT", timeout_cycles)
+        await self._wait_high("init", "INIT", timeout_cycles)
 
     async def wait_sipi(self, *, timeout_cycles=10_000):
         """Wait for a pending SIPI; returns its vector."""
-        await self._wait_high(self.sipi, "SIPI", timeout_cycles)
+        await self._wait_high("sipi", "SIPI", timeout_cycles)
         return int(self.sipi_vector.value)
 
     async def wait_nmi(self, *, timeout_cycles=10_000):
-        await self._wait_high(self.nmi, "NMI", timeout_cycles)
+        await self._wait_high("nmi", "NMI", timeout_cycles)
 
     async def wait_smi(self, *, timeout_cycles=10_000):
-        await self._wait_high(self.smi, "SMI", timeout_cycles)
+        await self._wait_high("smi", "SMI", timeout_cycles)
 
     async def wait_intr(self, *, timeout_cycles=10_000):
-        await self._wait_high(self.intr, "INTR", timeout_cycles)
+        await self._wait_high("intr", "INTR", timeout_cycles)
 
     async def acknowledge(self, event):
         """Pulse ``init_ack``, ``sipi_ack``, ``nmi_ack`` or ``smi_ack`` for one cycle."""

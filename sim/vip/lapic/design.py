@@ -12,7 +12,8 @@ from apwake.rtl.lapic.register_file import check_storage, check_x2apic_support
 from apwake.sim.harness.build import Design, port_names, recipe_digest
 from apwake.sim.harness.config import EnvConfig
 
-__all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV", "OnFabricConfig", "OnFabricDesign"]
+__all__ = ["FabricConfig", "FabricDesign", "CONFIG_ENV", "OnFabricConfig", "OnFabricDesign",
+           "CPU_EVENTS", "cpu_event_outputs"]
 
 CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
 
@@ -20,6 +21,16 @@ CONFIG_ENV = "APWAKE_FABRIC_CONFIG"
 #: or 32 (274 s with one hierarchical block per APIC) and run at the same speed; 32 keeps a
 #: 1024-CPU top at 32 instances (docs/PERFORMANCE.md, "Clusters")
 CLUSTER_SIZE = 32
+
+#: the APIC's outputs to its CPU whose rising edges a CPU model waits on
+#: (:class:`apwake.sim.vip.lapic.bfm.ApicPort`)
+CPU_EVENTS = ("init", "sipi", "nmi", "smi", "intr")
+
+
+def cpu_event_outputs(n_cpus):
+    """The port names of every CPU port's :data:`CPU_EVENTS` (``cpu__3__sipi``): a fabric
+    top's watched outputs (:meth:`apwake.sim.harness.build.Design.watched_outputs`)."""
+    return [f"cpu__{i}__{event}" for i in range(n_cpus) for event in CPU_EVENTS]
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,9 @@ class FabricDesign(Design):
                           x2apic_support=c.x2apic_support, cluster_size=self.cluster_size,
                           **factory)
 
+    def watched_outputs(self):
+        return cpu_event_outputs(self.config.n_cpus)
+
     def wave_groups(self, top):
         names = port_names(top)
         groups = [("fabric", ["clk", "rst"] + [n for n in names if n.startswith("trace__")])]
@@ -209,6 +223,11 @@ class OnFabricDesign(Design):
     def wrap(self, fabric):
         """The top-level component around ``fabric`` (not yet elaborated)."""
         raise NotImplementedError
+
+    def watched_outputs(self):
+        # the systems pass each CPU's port through (rtl/system/cpu_port.py); one whose top has
+        # no CPU ports returns []
+        return self._fabric.watched_outputs()
 
     def wave_groups(self, top):
         return self._fabric.wave_groups(top)

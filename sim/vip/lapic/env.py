@@ -3,6 +3,7 @@
 from apwake.sim.harness import pins
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.timeskip import TimeSkipper
+from apwake.sim.harness.watch import WatchedOutputs
 from .bfm import ApicPort
 from .design import FabricConfig
 from .monitor import FabricMonitor
@@ -18,7 +19,9 @@ class FabricEnv:
     def __init__(self, dut, config):
         self.dut = dut
         self.config = config
-        self.ports = [ApicPort(dut, i, apic_id, clock_ns=CLOCK_NS)
+        #: the top's watched outputs (one simulator callback for every port's events), or None
+        self.watched = WatchedOutputs.of(dut)
+        self.ports = [ApicPort(dut, i, apic_id, clock_ns=CLOCK_NS, watched=self.watched)
                       for i, apic_id in enumerate(config.apic_ids)]
         self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS, senders=self.ports)
         self.clock = None

@@ -13,6 +13,7 @@ from apwake.rtl.mpwk_mailbox.layouts import OFFSETS, ApState, MailboxStatus
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.codec import unpack
 from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness import watch
 from apwake.sim.harness.pins import port
 
 __all__ = ["MemoryBusDriver", "ParkedAp", "MailboxEnv", "MailboxPorts"]
@@ -79,9 +80,10 @@ class ParkedAp(Driver):
         (time in ns, vector) of every wakeup this AP took; each must come once.
     """
 
-    def __init__(self, dut, index, apic_id, prefix="ap__"):
+    def __init__(self, dut, index, apic_id, prefix="ap__", *, watched=None):
         super().__init__(dut.clk, f"AP {index} (APIC ID {apic_id:#x})")
         sig = lambda name: port(dut, f"{prefix}{index}__{name}")
+        self._wake_name, self._watched = f"{prefix}{index}__wake", watched
         self.index, self.apic_id = index, apic_id
         self.wakeups = []
         self.wake, self.wake_vector, self._state = sig("wake"), sig("wake_vector"), sig("state")
@@ -89,6 +91,12 @@ class ParkedAp(Driver):
         self._descheduled = sig("descheduled")
         for handle in (self._ack, self._return, self._descheduled):
             handle.value = 0
+
+    def rising_edge(self):
+        """A trigger for the next rising edge of ``wake``: from the top's watched outputs
+        (:class:`apwake.sim.harness.watch.WatchedOutputs`, given as ``watched``) when they hold
+        it, else a :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        return watch.rising_edge(self._watched, self._wake_name, self.wake)
 
     def deschedule(self, descheduled=True):
         """The VMM stops (True) or resumes (False) running this vCPU (docs/spec/mpwk.md §7 #16)."""
@@ -103,7 +111,7 @@ class ParkedAp(Driver):
         returns the vector.  The wakeup must then be gone: raised again without a new request,
         it would be delivered twice."""
         if not self.wake.value:
-            edge = RisingEdge(self.wake)
+            edge = self.rising_edge()
             if await First(edge, Timer(timeout_cycles * CLOCK_NS, "ns")) is not edge:
                 raise SimTimeout(f"{self.name}: no wakeup within {timeout_cycles} cycles; it is "
                                  f"{self.state.name}")
@@ -148,9 +156,10 @@ class MailboxEnv:
 
 class MailboxPorts:
     """The mailbox of a system top (``mailbox_bus``, ``mailbox_ap``): the OS's memory port and
-    one :class:`ParkedAp` per AP."""
+    one :class:`ParkedAp` per AP; ``watched``: the top's watched outputs (:class:`ParkedAp`)."""
 
-    def __init__(self, dut, ap_ids, base):
+    def __init__(self, dut, ap_ids, base, *, watched=None):
         self.os = MemoryBusDriver(dut, prefix="mailbox_bus__")
-        self.aps = [ParkedAp(dut, k, apic_id, prefix="mailbox_ap__") for k, apic_id in enumerate(ap_ids)]
+        self.aps = [ParkedAp(dut, k, apic_id, prefix="mailbox_ap__", watched=watched)
+                    for k, apic_id in enumerate(ap_ids)]
         self.base = base

@@ -88,3 +88,8 @@ class MpwkSystemDesign(OnFabricDesign):
 
     def wrap(self, fabric):
         return MpwkSystem(fabric, **self.config.mailbox_parameters())
+
+    def watched_outputs(self):
+        # each parked AP's wakeup (mailbox_ap, one per AP in port order without the BSP)
+        n_aps = self.config.fabric.n_cpus - 1
+        return [*super().watched_outputs(), *(f"mailbox_ap__{k}__wake" for k in range(n_aps))]

@@ -1,0 +1,119 @@
+"""Watched outputs (sim/harness/watch.py): the edges the models wait on, from one simulator
+callback.  The top gains one output and nothing else changes; a scenario gives the same report
+with the hub and with a callback per signal on the same binary."""
+
+import json
+import re
+
+import pytest
+from amaranth import Module, Mux
+from amaranth.lib import enum
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from apwake.sim.harness import watch
+from apwake.sim.harness.build import build
+from apwake.sim.vip.lapic.design import CPU_EVENTS, FabricConfig, FabricDesign
+
+
+class _Mode(enum.Enum, shape=3):
+    OFF = 0
+    ON = 5
+
+
+class _Block(wiring.Component):
+    a: In(1)
+    b: Out(1)
+    c: Out(1)
+    wide: Out(2)
+    mode: Out(_Mode)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.b.eq(self.a), self.c.eq(~self.a), self.wide.eq(self.a),
+                     self.mode.eq(Mux(self.a, _Mode.ON, _Mode.OFF))]
+        return m
+
+
+@pytest.mark.parametrize("names, complaint", [
+    (["d"], "'d' is not an output of its top"),
+    (["a"], "'a' is not an output of its top (it is an input)"),
+    (["b", "b"], "'b' is named twice"),
+])
+def test_bad_watched_outputs_are_named(names, complaint):
+    with pytest.raises(ValueError, match="^" + re.escape(f"block: watched output {complaint}")):
+        watch.check_watched("block", _Block(), names)
+
+
+def test_watched_values_in_order():
+    block = _Block()
+    values, widths = watch.check_watched("block", block, ["c", "wide", "mode", "b"])
+    # an enum output is watched as its bits
+    assert [v.name for v in values] == ["c", "wide", "mode", "b"] and widths == [1, 2, 3, 1]
+
+
+def test_rising_edge_only_of_one_bit():
+    outputs = watch.WatchedOutputs(None, [["c", 1], ["wide", 2]])
+    with pytest.raises(ValueError, match="'wide' is 2 bits wide"):
+        outputs.rising_edge("wide")
+    with pytest.raises(KeyError):
+        outputs.value_change("d")
+
+
+#: (scenario, CPUs, options): on systems other tests build (the CI budget): INIT, SIPI and INTR
+#: of every CPU; call-function IPIs to every CPU at once; the parked APs' mailbox wakeups; the
+#: vCPUs' launch, VMGEXIT completions and state changes (GHCB version 1: the AP reset hold)
+CASES = [
+    ("init-sipi-parallel", 8, {}),
+    ("ipi-storm", 8, {"ipis": 6}),
+    ("mpwk-wakeup", 8, {}),
+    ("sev-es-offline-online", 2, {"ghcb_version": 1}),
+]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name, cpus, fields", CASES, ids=[name for name, _, _ in CASES])
+def test_same_report_with_one_callback(name, cpus, fields, monkeypatch):
+    from apwake.sim.cli import run_scenario_cli
+    from apwake.sim.scenarios.options import ScenarioOptions
+    hub = run_scenario_cli(name, cpus=cpus, options=ScenarioOptions(**fields), label=f"watch-on-{name}")
+    monkeypatch.setenv(watch.WATCH_ENV, "0")
+    per_signal = run_scenario_cli(name, cpus=cpus, options=ScenarioOptions(**fields),
+                                  label=f"watch-off-{name}")
+    assert hub["passed"] and len(hub["online"]) == cpus, hub["failures"]
+    for report in (hub, per_signal):
+        for varying in ("wall_s", "build_s", "build_reused"):
+            report.pop(varying, None)
+    assert hub == per_signal, "the same timeline, cycles and bus messages"
+
+
+@pytest.mark.verilator
+def test_the_top_gains_one_output():
+    """The fabric's top has the watched outputs' vector as its last port, named in watch.json."""
+    the_build = build(FabricDesign(FabricConfig.contiguous(8)))
+    watched = [f"cpu__{i}__{e}" for i in range(8) for e in CPU_EVENTS]
+    folder = the_build.verilog_dir
+    assert json.loads((folder / watch.WATCH_JSON).read_text()) == [[name, 1] for name in watched]
+    assert json.loads((folder / "ports.json").read_text())[-1] == watch.WATCH_PORT
+    top = (folder / "apwake_fabric.v").read_text()
+    assert f"output [{len(watched) - 1}:0] {watch.WATCH_PORT};" in top
+
+
+def test_watch_output_is_the_outputs_concatenated():
+    """The added output follows the watched ones in the same module (simulated with Amaranth)."""
+    from amaranth.sim import Simulator
+    block = _Block()
+    values, _ = watch.check_watched("block", block, ["c", "mode", "b"])
+    top, vector = watch.watched_top(block, values)
+    seen = {}
+
+    async def bench(ctx):
+        for a in (0, 1):
+            ctx.set(block.a, a)
+            seen[a] = ctx.get(vector)
+
+    sim = Simulator(top)
+    sim.add_testbench(bench)
+    sim.run()
+    # bit 0: c = ~a; bits 1-3: mode (OFF 0 / ON 5); bit 4: b = a
+    assert seen == {0: 0b0_000_1, 1: 0b1_101_0}
