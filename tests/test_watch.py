@@ -55,9 +55,76 @@ def test_watched_values_in_order():
 def test_rising_edge_only_of_one_bit():
     outputs = watch.WatchedOutputs(None, [["c", 1], ["wide", 2]])
     with pytest.raises(ValueError, match="'wide' is 2 bits wide"):
-        outputs.rising_edge("wide")
+        outputs.rising_edge("wide", None)
     with pytest.raises(KeyError):
-        outputs.value_change("d")
+        outputs.value_change("d", None)
+
+
+class _Handle:
+    """Stands for a cocotb handle: ``value`` reads as its bits' text."""
+
+    def __init__(self, width, value=0):
+        self.width, self.bits = width, value
+
+    @property
+    def value(self):
+        return format(self.bits, f"0{self.width}b")
+
+    def __len__(self):
+        return self.width
+
+
+class _Seen:
+    """Stands for a waiter's Event: records that it was set."""
+
+    def __init__(self):
+        self.fired = False
+
+    def set(self):
+        self.fired = True
+
+
+FIELDS = [["a", 1], ["mode", 3], ["b", 1]]      # bits 0, 1-3, 4
+
+
+def test_a_vector_of_the_wrong_width_is_refused():
+    with pytest.raises(ValueError, match="watch is 4 bits wide but its watch.json names 5 bits"):
+        watch.WatchedOutputs(_Handle(4), FIELDS)
+
+
+def test_each_change_reaches_its_waiters_once():
+    outputs = watch.WatchedOutputs(_Handle(5), FIELDS)
+    a_rise, mode_change, b_rise, b_change = _Seen(), _Seen(), _Seen(), _Seen()
+    outputs._rises.update({0: a_rise, 2: b_rise})
+    outputs._changes.update({1: mode_change, 2: b_change})
+    outputs._deliver(0b0_101_1)              # a rises, mode changes in two bits, b stays low
+    assert a_rise.fired and mode_change.fired and not b_rise.fired and not b_change.fired
+    assert outputs._rises == {2: b_rise} and outputs._changes == {2: b_change}
+    outputs._deliver(0b1_101_0)              # a falls (nobody waits), b rises
+    assert b_rise.fired and b_change.fired and not outputs._rises and not outputs._changes
+
+
+class _Running:
+    def done(self):
+        return False
+
+
+def test_an_edge_before_the_wait_is_not_the_next_edge():
+    """A task woken earlier in the pass of an evaluation that also raised ``a`` waits for the
+    next rise of ``a``, as RisingEdge registered then would: the rise goes to the waiters from
+    before (here ``earlier``), not to the new one."""
+    vector = _Handle(5, 0b0_000_1)
+    outputs = watch.WatchedOutputs(vector, FIELDS)
+    outputs._task = _Running()
+    earlier = _Seen()
+    outputs._rises[0] = earlier
+    trigger = outputs.rising_edge("a", _Handle(1, 1))
+    assert earlier.fired and outputs._last == 0b0_000_1
+    new = outputs._rises[0]
+    assert new is not earlier and not new.is_set() and trigger is not None
+    # no change since: a second waiter joins the same Event
+    outputs.rising_edge("a", _Handle(1, 1))
+    assert outputs._rises[0] is new and not new.is_set()
 
 
 #: (scenario, CPUs, options): on systems other tests build (the CI budget): INIT, SIPI and INTR

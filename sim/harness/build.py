@@ -436,15 +436,14 @@ def _convert(design, out_dir):
         public = ["clk", "rst", *outputs]
         (tmp / f"{pins.PIN_MODULE}.v").write_text(pins.PIN_VERILOG)
         (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
-    watched = design.watched_outputs()
+    watched = list(design.watched_outputs())
     if watched:
-        from amaranth import Value
-        if outputs is None:     # the component's ports, named as Amaranth names them
-            outputs = {port_name(path): (Value.cast(value), None)
-                       for path, _, value in top.signature.flatten(top)}
         values, widths = watch.check_watched(design.name, top, watched)
-        module, vector = watch.watched_top(module, values)
-        outputs = {**outputs, watch.WATCH_PORT: (vector, None)}
+        # a pinned wrapper's ports are named by the caller; an ordinary top keeps converting
+        # as a component, its ports from its signature
+        module, vector = watch.watched_top(module, values, component=None if pinned else top)
+        if pinned:
+            outputs = {**outputs, watch.WATCH_PORT: (vector, None)}
         ports.append(watch.WATCH_PORT)
         public.append(watch.WATCH_PORT)
         (tmp / watch.WATCH_JSON).write_text(json.dumps(list(zip(watched, widths))))

@@ -13,8 +13,10 @@ So a design names the outputs its models wait on (:meth:`Design.watched_outputs
 and widths are written to :data:`WATCH_JSON` beside ``ports.json``), and
 :class:`WatchedOutputs` waits on that vector with one callback and hands each rising edge (of a
 1-bit output) or change (of any) to whoever waits on it, through a cocotb
-:class:`~cocotb.triggers.Event` that it sets in the same time step and phase as the change.  The
-vector is combinational (the outputs, concatenated), so it changes exactly when one of them does.
+:class:`~cocotb.triggers.Event` that it sets in the same time step and phase as the change (on
+Verilator, which calls every value-change callback of an evaluation in one pass; the
+benchmark's Icarus runs wait on each signal).  The vector is combinational (the outputs,
+concatenated), so it changes exactly when one of them does.
 
 Outside the harness (a top without :data:`WATCH_PORT`), or with :data:`WATCH_ENV` set to ``0``
 (to compare, on the same binary), :meth:`WatchedOutputs.of` gives None and drivers wait with
@@ -26,6 +28,7 @@ import os
 from pathlib import Path
 
 from amaranth import Cat, Elaboratable, Module, Shape, Signal, Value
+from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow
 
 from apwake.rtl.lib.instance import port_name
@@ -77,10 +80,14 @@ def check_watched(design_name, top, watched):
     return values, widths
 
 
-def watched_top(elaboratable, values):
+def watched_top(elaboratable, values, *, component=None):
     """``(elaboratable, watch)``: ``elaboratable`` (a top, or the harness's pinned wrapper of one)
     with one more output, ``watch``, the concatenation of ``values`` (outputs inside it).  Part
     of the conversion: a change here bumps :data:`~.build.CONVERT_RECIPE`.
+
+    With ``component`` (the top itself), the result has the top's signature and ``watch`` as
+    one more ``Out`` member, so that Amaranth names and directs every port from the signature,
+    as it converts a component; without, the caller names the ports (``convert(ports=...)``).
 
     The extra assignment joins ``elaboratable``'s own module, so the design keeps its hierarchy
     (waveform and signal paths do not move); an ``elaborate`` that returns something other than
@@ -97,7 +104,14 @@ def watched_top(elaboratable, values):
             m.d.comb += watch.eq(Cat(values))
             return m
 
-    return _Watched(), watch
+    watched = _Watched()
+    if component is not None:
+        watched.signature = wiring.Signature({**component.signature.members,
+                                              WATCH_PORT: wiring.Out(len(watch))})
+        for name in component.signature.members:
+            setattr(watched, name, getattr(component, name))
+        setattr(watched, WATCH_PORT, watch)
+    return watched, watch
 
 
 _instances = {}         # dut -> its WatchedOutputs (one callback per simulation, not per user)
@@ -107,31 +121,43 @@ class WatchedOutputs:
     """Rising edges and changes of a running top's watched outputs (module docstring).
 
     Use :meth:`of` to get the one instance of a ``dut``; :meth:`rising_edge` then stands for
-    ``RisingEdge(port(dut, name))`` and :meth:`value_change` for ``ValueChange(...)``.
+    ``RisingEdge(handle)`` and :meth:`value_change` for ``ValueChange(handle)``, ``handle``
+    being the output's own cocotb handle.  Each returns a trigger for one edge or change: await
+    it once (awaited again after it fired, it returns at once) and ask again for the next.
 
     Parameters
     ----------
     handle : cocotb handle of :data:`WATCH_PORT`
     fields : list of (str, int)
         Each watched output's name and width, the first at bit 0.
+
+    Raises
+    ------
+    ValueError
+        ``handle`` is not as wide as ``fields`` together (a ``watch.json`` from another build).
     """
 
     def __init__(self, handle, fields):
         self._handle = handle
-        self._fields = {}       # name -> (index, width)
+        self._fields = {}       # name -> (index, offset, width)
         self._owner = []        # bit -> index of its output
         for index, (name, width) in enumerate(fields):
-            self._fields[name] = (index, width)
+            self._fields[name] = (index, len(self._owner), width)
             self._owner += [index] * width
+        if handle is not None and len(handle) != len(self._owner):
+            raise ValueError(f"{WATCH_PORT} is {len(handle)} bits wide but its {WATCH_JSON} names "
+                             f"{len(self._owner)} bits: the design and its Verilog folder differ")
         self._rises = {}        # index -> Event set at its output's next rising edge
         self._changes = {}      # index -> Event set at its output's next change
         self._task = None
-        self._last = 0
+        self._last = 0          # the vector as the waiters have been told about it
 
     @classmethod
     def of(cls, dut):
         """The watched outputs of ``dut`` (the running design, :data:`~.pins.TOP_ENV`), the same
-        object at every call; None when its top has none or :data:`WATCH_ENV` is ``0``."""
+        object at every call; None when its top has none or :data:`WATCH_ENV` is ``0``.  Runs
+        the harness does not start (the benchmark's Icarus comparison) have no
+        :data:`~.pins.TOP_ENV` and wait on each signal."""
         folder = os.environ.get(TOP_ENV)
         if not folder or os.environ.get(WATCH_ENV) == "0" or not (Path(folder) / WATCH_JSON).exists():
             return None
@@ -143,10 +169,10 @@ class WatchedOutputs:
     def __contains__(self, name):
         return name in self._fields
 
-    def rising_edge(self, name):
-        """A trigger for the next rising edge of the 1-bit output ``name`` (as
-        :class:`~cocotb.triggers.RisingEdge` of it: fired in the time step of the edge, never
-        for an edge before this call).
+    def rising_edge(self, name, handle):
+        """A trigger for the next rising edge of the 1-bit output ``name`` (``handle``: its own
+        cocotb handle), as :class:`~cocotb.triggers.RisingEdge` of it: fired in the time step
+        and phase of the edge, never for an edge before this call.
 
         Raises
         ------
@@ -155,27 +181,34 @@ class WatchedOutputs:
         ValueError
             ``name`` is wider than 1 bit.
         """
-        index, width = self._fields[name]
+        index, offset, width = self._fields[name]
         if width != 1:
             raise ValueError(f"watched output {name!r} is {width} bits wide: wait for its "
                              f"value_change, a rising edge is of 1-bit outputs")
-        return self._wait(self._rises, index)
+        return self._wait(self._rises, index, offset, width, handle)
 
-    def value_change(self, name):
-        """A trigger for the next change of output ``name`` (as
-        :class:`~cocotb.triggers.ValueChange` of it).
+    def value_change(self, name, handle):
+        """A trigger for the next change of output ``name`` (``handle``: its own cocotb
+        handle), as :class:`~cocotb.triggers.ValueChange` of it.
 
         Raises
         ------
         KeyError
             ``name`` is not a watched output.
         """
-        return self._wait(self._changes, self._fields[name][0])
+        index, offset, width = self._fields[name]
+        return self._wait(self._changes, index, offset, width, handle)
 
-    def _wait(self, waiting, index):
+    def _wait(self, waiting, index, offset, width, handle):
         from cocotb.triggers import Event
         if self._task is None or self._task.done():
             self._start()
+        elif _value(handle) != self._last >> offset & ((1 << width) - 1):
+            # The output changed in an evaluation whose value-change callbacks have not all run
+            # (this task was woken by an earlier one): the change came before this wait, as
+            # Verilator's per-signal callback would know (it records the value when registered).
+            # Hand it to the waiters from before, then wait for the next.
+            self._deliver(_value(self._handle))
         event = waiting.get(index)
         if event is None:
             event = waiting[index] = Event()
@@ -192,28 +225,31 @@ class WatchedOutputs:
 
     async def _dispatch(self):
         from cocotb.triggers import ValueChange
-        owner, rises, changes = self._owner, self._rises, self._changes
         while True:
             await ValueChange(self._handle)
-            now = _value(self._handle)
-            changed, self._last = now ^ self._last, now
-            rose = changed & now
-            while changed:
-                low = changed & -changed
-                index = owner[low.bit_length() - 1]
-                for waiting in (changes, rises) if rose & low else (changes,):
-                    event = waiting.pop(index, None)
-                    if event is not None:
-                        event.set()
-                changed ^= low
+            self._deliver(_value(self._handle))
+
+    def _deliver(self, now):
+        """Set the Event of every output that changed (rose) since the waiters were last told."""
+        owner, rises, changes = self._owner, self._rises, self._changes
+        changed, self._last = now ^ self._last, now
+        rose = changed & now
+        while changed:
+            low = changed & -changed
+            index = owner[low.bit_length() - 1]
+            for waiting in (changes, rises) if rose & low else (changes,):
+                event = waiting.pop(index, None)
+                if event is not None:
+                    event.set()
+            changed ^= low
 
 
 def rising_edge(watched, name, handle):
-    """The next rising edge of output ``name`` (its cocotb ``handle``): from ``watched`` (a
-    :class:`WatchedOutputs` or None) when it holds ``name``, else
-    :class:`~cocotb.triggers.RisingEdge` of ``handle``.  What the drivers call."""
+    """A trigger for the next rising edge of output ``name`` (its cocotb ``handle``): from
+    ``watched`` (a :class:`WatchedOutputs` or None) when it holds ``name``, else
+    :class:`~cocotb.triggers.RisingEdge` of ``handle``.  What the drivers call; await it once."""
     if watched is not None and name in watched:
-        return watched.rising_edge(name)
+        return watched.rising_edge(name, handle)
     from cocotb.triggers import RisingEdge
     return RisingEdge(handle)
 
@@ -221,7 +257,7 @@ def rising_edge(watched, name, handle):
 def value_change(watched, name, handle):
     """The next change of output ``name``, as :func:`rising_edge` finds it."""
     if watched is not None and name in watched:
-        return watched.value_change(name)
+        return watched.value_change(name, handle)
     from cocotb.triggers import ValueChange
     return ValueChange(handle)
 

@@ -21,7 +21,9 @@ __all__ = ["VcpuPort", "ApicEvents"]
 class VcpuPort(Driver):
     """One vCPU's GHCB MSR and VMGEXIT (``vcpu__{i}__*`` on the unit, the same on the SEV system),
     and the hypervisor's starts of it: ``launch`` (its launch VMSA, at the first SIPI) and
-    ``vmsa_launch`` with ``vmsa_gpa`` (a VMSA the guest handed over with SNP AP Creation)."""
+    ``vmsa_launch`` with ``vmsa_gpa`` (a VMSA the guest handed over with SNP AP Creation).
+    ``watched``: the top's watched outputs (:class:`apwake.sim.harness.watch.WatchedOutputs`),
+    or None to wait on each signal."""
 
     def __init__(self, dut, index, prefix="vcpu__", *, watched=None):
         super().__init__(dut.clk, f"vCPU {index}")
@@ -41,7 +43,7 @@ class VcpuPort(Driver):
         """A trigger for the next rising edge of output ``name`` (``"launch"``, ``"vmsa_launch"``,
         ``"exit_done"``): from the top's watched outputs (``watched``, a
         :class:`apwake.sim.harness.watch.WatchedOutputs`) when they hold it, else a
-        :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
         return watch.rising_edge(self._watched, self._prefix + name, self._handles[name])
 
     def state_change(self):

@@ -11,7 +11,7 @@ from apwake.sim.harness.build import ComponentDesign, port_names
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.vip.lapic.design import FabricConfig, OnFabricConfig, OnFabricDesign
 
-__all__ = ["GhcbConfig", "GhcbDesign", "SevSystemConfig", "SevSystemDesign"]
+__all__ = ["GhcbConfig", "GhcbDesign", "SevSystemConfig", "SevSystemDesign", "VCPU_WATCHED"]
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,7 @@ class ApicPort(Driver):
     def rising_edge(self, event):
         """A trigger for the next rising edge of ``event`` (``"init"``, ``"sipi"``, ``"nmi"``,
         ``"smi"`` or ``"intr"``): from the top's watched outputs when it has them, else a
-        :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
         return watch.rising_edge(self._watched, self._prefix + event, getattr(self, event))
 
     async def _wait_high(self, event, what, timeout_cycles):

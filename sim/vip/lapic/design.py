@@ -225,8 +225,8 @@ class OnFabricDesign(Design):
         raise NotImplementedError
 
     def watched_outputs(self):
-        # the systems pass each CPU's port through (rtl/system/cpu_port.py); one whose top has
-        # no CPU ports returns []
+        # the systems pass each CPU's port through (rtl/system/cpu_port.py); a system whose top
+        # has no CPU ports must override this (SocDesign), or its conversion fails naming them
         return self._fabric.watched_outputs()
 
     def wave_groups(self, top):

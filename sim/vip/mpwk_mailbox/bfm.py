@@ -72,7 +72,9 @@ class MemoryBusDriver(Driver):
 
 
 class ParkedAp(Driver):
-    """One parked AP as the mailbox sees it.
+    """One parked AP as the mailbox sees it: ``{prefix}{index}__*`` of ``dut``.  ``watched``:
+    the top's watched outputs (:class:`apwake.sim.harness.watch.WatchedOutputs`), or None to
+    wait on ``wake`` itself.
 
     Attributes
     ----------
@@ -95,7 +97,7 @@ class ParkedAp(Driver):
     def rising_edge(self):
         """A trigger for the next rising edge of ``wake``: from the top's watched outputs
         (:class:`apwake.sim.harness.watch.WatchedOutputs`, given as ``watched``) when they hold
-        it, else a :class:`~cocotb.triggers.RisingEdge` of the signal."""
+        it, else a :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
         return watch.rising_edge(self._watched, self._wake_name, self.wake)
 
     def deschedule(self, descheduled=True):
