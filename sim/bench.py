@@ -167,14 +167,14 @@ def main(args):
         with tempfile.TemporaryDirectory(prefix="apwake-bench-") as cache:
             os.environ["APWAKE_CACHE_DIR"] = cache
             started = time.monotonic()
-            cold = build(FabricDesign(config))
+            cold = build(FabricDesign(config), threads=args.threads)
             cold_s = time.monotonic() - started
             started = time.monotonic()
-            build(FabricDesign(config))
+            build(FabricDesign(config), threads=args.threads)
             cached_s = time.monotonic() - started
             report, process_s = _scenario(cold, config, label, out)
             idle_cps = _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n))
-            row = {"cpus": n, "cluster_size": FabricDesign(config).cluster_size,
+            row = {"cpus": n, "cluster_size": FabricDesign(config).cluster_size, "threads": args.threads,
                    "build_cold_s": round(cold_s, 1), "convert_s": round(cold.convert_s, 1),
                    "compile_s": round(cold.compile_s, 1), "build_cached_s": round(cached_s, 2),
                    "scenario": SCENARIO, "scenario_wall_s": report["wall_s"],

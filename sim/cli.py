@@ -59,9 +59,9 @@ class _Progress:
 _QUIET = _Progress(False)
 
 
-def _simulate(design, module, *, label, request_env, waves, gate_level, progress=_QUIET):
-    """Build ``design`` (its gate-level netlist with ``gate_level``) and run the cocotb
-    ``module`` on it.
+def _simulate(design, module, *, label, request_env, waves, gate_level, threads=1, progress=_QUIET):
+    """Build ``design`` (its gate-level netlist with ``gate_level``; a model with ``threads``
+    threads) and run the cocotb ``module`` on it.
 
     The simulator gets two variables: the design's configuration (its ``EnvConfig``, as pytest
     passes it) and ``request_env(report_path)``, the scenario request.  Returns the report the
@@ -78,7 +78,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
         label += label_suffix(gate_level)
     started = time.monotonic()
     with progress.phase(f"building {label} (Verilator; minutes the first time, then cached)"):
-        the_build = build(design, waves=waves is not None)
+        the_build = build(design, waves=waves is not None, threads=threads)
     build_s = time.monotonic() - started
     # the simulator hands its report over in a file beside the run logs, deleted once read
     out = runs_dir() / "reports"
@@ -94,7 +94,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
     report = json.loads(report_file.read_text())
     report_file.unlink()
     report.update(build_s=round(build_s, 2), build_reused=the_build.binary_reused,
-                  gate_level=gate_level, waves=str(waves) if waves else None)
+                  gate_level=gate_level, threads=threads, waves=str(waves) if waves else None)
     from apwake.sim.harness.handshake import seeds
     if seeds():
         report["driver_seeds"] = seeds()     # {APWAKE_JITTER / APWAKE_STALL: seed}: to reproduce
@@ -104,7 +104,7 @@ def _simulate(design, module, *, label, request_env, waves, gate_level, progress
 
 
 def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, timeline=None,
-                     timeline_axis="guest", label=None, gate_level=None, progress=_QUIET):
+                     timeline_axis="guest", label=None, gate_level=None, threads=1, progress=_QUIET):
     """Build (or reuse) the design scenario ``name`` runs on, for ``cpus`` CPUs, and run it.
 
     Parameters
@@ -118,6 +118,9 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
         Checked already (:func:`apwake.sim.scenarios.options.parse_arguments`).
     waves, timeline : Path, optional
         Output files; ``timeline_axis`` ("guest" or "sim") is the picture's time axis.
+    threads : int
+        Threads of the Verilated model (:func:`apwake.sim.harness.build.build`); the report
+        does not depend on it.
 
     Returns
     -------
@@ -128,6 +131,8 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
     ------
     RuntimeError
         The simulator ended without a report (the log's tail is in the message).
+    ValueError
+        ``threads`` out of range (1 to :data:`apwake.sim.harness.build.MAX_THREADS`).
     """
     from apwake.sim.vip.ghcb_msr.design import SevSystemConfig, SevSystemDesign
     from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
@@ -161,7 +166,7 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
                                waves=str(waves) if waves else None).env()
 
     report = _simulate(design, "apwake.sim.scenarios.entry", label=label or f"{name}-{config.label}",
-                       request_env=request_env, waves=waves, gate_level=gate_level,
+                       request_env=request_env, waves=waves, gate_level=gate_level, threads=threads,
                        progress=progress)
     if timeline:
         plot_timeline(report, timeline, axis=timeline_axis)
@@ -299,7 +304,7 @@ def _run(args):
             options=ScenarioOptions.from_values(scenario.all_options, values), waves=waves,
             timeline=Path(values["timeline"]).resolve() if values["timeline"] else None,
             timeline_axis=values["timeline_axis"], gate_level=values["gate_level"],
-            progress=progress)
+            threads=values["threads"], progress=progress)
     if values["json"]:
         print(json.dumps(report))
     elif scenario.system == "soc":
@@ -390,16 +395,27 @@ def _cpus(text):
     return value
 
 
-def _cluster_size(text):
-    from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
+def _whole_number(text, flag, low, high, meaning=""):
+    """``text`` as an integer from ``low`` to ``high``, for argparse; ArgumentTypeError naming
+    ``flag``, the range (``meaning`` said for ``low``) and the text otherwise."""
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or not 0 <= value <= MAX_CLUSTER_SIZE:
-        raise argparse.ArgumentTypeError(f"--cluster-size must be 0 (the harness's choice) or 1 to "
-                                         f"{MAX_CLUSTER_SIZE}, not {text}")
+    if value is None or not low <= value <= high:
+        first = f"{low} ({meaning}) or {low + 1}" if meaning else f"{low}"
+        raise argparse.ArgumentTypeError(f"{flag} must be {first} to {high}, not {text}")
     return value
+
+
+def _threads(text):
+    from apwake.sim.harness.build import MAX_THREADS
+    return _whole_number(text, "--threads", 1, MAX_THREADS)
+
+
+def _cluster_size(text):
+    from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
+    return _whole_number(text, "--cluster-size", 0, MAX_CLUSTER_SIZE, "the harness's choice")
 
 
 def main(argv=None):
@@ -422,6 +438,9 @@ def main(argv=None):
                        help="skip the pure-C++ ceilings (hierarchical and flat builds)")
     bench.add_argument("--icarus-timeout", type=float, default=600,
                        help="give up on an Icarus run after this many seconds")
+    bench.add_argument("--threads", type=_threads, default=1, metavar="N",
+                       help="threads of the Verilated model for the scenario and idle runs (the "
+                            "C++ ceilings and Icarus stay single-threaded)")
     bench.add_argument("--cluster-size", type=_cluster_size, default=0, metavar="K",
                        help="APICs per fabric cluster (default: the harness's, 32; docs/PERFORMANCE.md, "
                             "\"Clusters\"); a size with fewer CPUs than K is one cluster of them all (said "

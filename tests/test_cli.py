@@ -316,7 +316,11 @@ def fake_simulator(monkeypatch):
         Path(request.report).write_text(json.dumps({"passed": True, "stub": True}))
         return Result()
 
-    monkeypatch.setattr("apwake.sim.harness.build.build", lambda design, waves: Build())
+    def build(design, waves, threads=1):
+        seen.update(threads=threads)
+        return Build()
+
+    monkeypatch.setattr("apwake.sim.harness.build.build", build)
     monkeypatch.setattr("apwake.sim.harness.run.run_cocotb", run_cocotb)
     monkeypatch.setattr(cli, "_print_model", lambda report, axis: None)
     return seen
@@ -342,6 +346,15 @@ def test_the_request_travels_in_one_variable(fake_simulator, capsys, args, expec
     options = request.options.to_dict()
     assert {key: options[key] for key in expected} == expected
     assert fake_simulator["module"] == "apwake.sim.scenarios.entry"
+    assert fake_simulator["threads"] == 1
+
+
+def test_threads_reach_the_build_not_the_simulator(fake_simulator, capsys):
+    """--threads chooses the model's build; the scenario's request does not carry it."""
+    assert main(["run", "init-sipi", "--cpus", "2", "--threads", "2"]) == 0
+    assert fake_simulator["threads"] == 2
+    request = ScenarioRequest.from_json(fake_simulator["env"][ScenarioRequest.ENV])
+    assert "threads" not in request.options.to_dict()
 
 
 @pytest.mark.parametrize(("args", "fabric", "msr_window"), [

