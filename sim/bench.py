@@ -226,6 +226,10 @@ def _print_table(rows):
               f"{of_cpp} {str(icarus):>9}")
     print("of idle: the scenario's cycles/s over cocotb's idle clocking of the same binary; "
           "of C++: over the fastest pure-C++ ceiling (C++ hier, C++ flat)")
+    threaded = sorted({r["threads"] for r in rows if r.get("threads", 1) != 1})
+    if threaded:
+        print(f"scenario and idle runs on a model with {', '.join(map(str, threaded))} threads "
+              f"(--threads); the C++ ceilings and Icarus on one")
     for r in rows:
         if "public_flat_rw_build_s" in r:
             print(f"--public-flat-rw at {r['cpus']} CPUs: build {r['public_flat_rw_build_s']} s "

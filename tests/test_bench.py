@@ -34,6 +34,19 @@ def test_another_result_is_a_finding_not_a_figure(change, named):
     assert row["icarus"].startswith("result differs from Verilator's") and named in row["icarus"]
 
 
+def _row(**fields):
+    return {"cpus": 8, "build_cold_s": 1.0, "build_cached_s": 0.1, "scenario_wall_s": 0.1,
+            "cycles": 10, "cycles_per_s": 100, "idle_cycles_per_s": 200, "fraction_of_idle": 0.5,
+            **fields}
+
+
+@pytest.mark.parametrize("threads, said", [(1, False), (2, True)])
+def test_the_table_says_when_the_model_ran_on_threads(capsys, threads, said):
+    bench._print_table([_row(threads=threads)])
+    out = capsys.readouterr().out
+    assert ("a model with 2 threads (--threads)" in out) is said
+
+
 def test_the_last_error_of_the_log_is_the_reason(tmp_path):
     log = tmp_path / "sim.log"
     log.write_text("INFO start\nTypeError: first\n  ValueError: time skipping needs the GPI clock\nINFO end\n")
