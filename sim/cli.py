@@ -389,10 +389,7 @@ def _prove(args):
 
 def _cpus(text):
     from apwake.rtl.lapic.fabric import MAX_APICS
-    value = int(text)
-    if not 1 <= value <= MAX_APICS:
-        raise argparse.ArgumentTypeError(f"--cpus must be 1 to {MAX_APICS}, not {value}")
-    return value
+    return _whole_number(text, "--cpus", 1, MAX_APICS)
 
 
 def _whole_number(text, flag, low, high, meaning=""):

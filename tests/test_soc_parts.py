@@ -222,14 +222,27 @@ class _InterconnectWithRam(Elaboratable):
         return m
 
 
+#: simulated time after which :func:`_run` fails a test whose benches have not all ended
+WATCHDOG_S = 1e-3
+
+
 def _run(dut, *benches, background=()):
-    """``benches`` in Amaranth's simulator until they end (``background`` ones run alongside)."""
+    """``benches`` in Amaranth's simulator until they end (``background`` ones run alongside);
+    AssertionError if they have not ended after :data:`WATCHDOG_S` of simulated time (a bench
+    waiting for a handshake that never comes)."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     for bench in benches:
         sim.add_testbench(bench)
     for bench in background:
         sim.add_testbench(bench, background=True)
+
+    async def watchdog(ctx):        # background: the simulation ends without it when they do
+        await ctx.delay(WATCHDOG_S)
+        raise AssertionError(f"benches {[b.__name__ for b in benches]} still running after "
+                             f"{WATCHDOG_S * 1e6:g} us simulated")
+
+    sim.add_testbench(watchdog, background=True)
     sim.run()
 
 

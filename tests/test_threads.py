@@ -28,6 +28,11 @@ def test_same_report_on_two_threads():
     reports = [run_scenario_cli("ipi-storm", cpus=8, threads=threads, label=f"threads-{threads}")
                for threads in (1, 2)]
     assert [r["threads"] for r in reports] == [1, 2]
+    # the second model was built multithreaded: Verilator gives it a thread pool
+    design = FabricDesign(FabricConfig.contiguous(8))
+    for threads, pooled in ((1, False), (2, True)):
+        _, folder = cache_paths(design, threads=threads)
+        assert ("VlThreadPool" in (folder / "Vtop__Syms.h").read_text()) is pooled, folder
     one, two = ({k: v for k, v in r.items() if k not in ("wall_s", "build_s", "build_reused", "threads")}
                 for r in reports)
     assert one["passed"] and len(one["online"]) == 8 and one["bus_messages"] > 0

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from apwake.sim.harness import watch
 from apwake.sim.harness.build import build
+from apwake.sim.vip.ghcb_msr.design import VCPU_WATCHED
 from apwake.sim.vip.lapic.design import CPU_EVENTS, FabricConfig, FabricDesign
 
 
@@ -45,11 +46,22 @@ def test_bad_watched_outputs_are_named(names, complaint):
         watch.check_watched("block", _Block(), names)
 
 
+def test_a_top_with_a_watch_port_is_refused():
+    class Clashing(wiring.Component):
+        watch: Out(1)
+
+        def elaborate(self, platform):
+            return Module()
+
+    with pytest.raises(ValueError, match="^clash: its top has a port named 'watch'"):
+        watch.check_watched("clash", Clashing(), [])
+
+
 def test_watched_values_in_order():
     block = _Block()
-    values, widths = watch.check_watched("block", block, ["c", "wide", "mode", "b"])
+    values = watch.check_watched("block", block, ["c", "wide", "mode", "b"])
     # an enum output is watched as its bits
-    assert [v.name for v in values] == ["c", "wide", "mode", "b"] and widths == [1, 2, 3, 1]
+    assert [v.name for v in values] == ["c", "wide", "mode", "b"] and [len(v) for v in values] == [1, 2, 3, 1]
 
 
 def test_rising_edge_only_of_one_bit():
@@ -138,6 +150,13 @@ CASES = [
 ]
 
 
+#: watched outputs per CPU of each case's system: the CPU port's events, with a parked AP's wake
+#: (none for the BSP) or a vCPU's launch, vmsa_launch, exit_done and state
+WATCHED_PER_CPU = {"init-sipi-parallel": len(CPU_EVENTS), "ipi-storm": len(CPU_EVENTS),
+                   "mpwk-wakeup": len(CPU_EVENTS) + 1,
+                   "sev-es-offline-online": len(CPU_EVENTS) + len(VCPU_WATCHED)}
+
+
 @pytest.mark.verilator
 @pytest.mark.parametrize("name, cpus, fields", CASES, ids=[name for name, _, _ in CASES])
 def test_same_report_with_one_callback(name, cpus, fields, monkeypatch):
@@ -148,6 +167,9 @@ def test_same_report_with_one_callback(name, cpus, fields, monkeypatch):
     per_signal = run_scenario_cli(name, cpus=cpus, options=ScenarioOptions(**fields),
                                   label=f"watch-off-{name}")
     assert hub["passed"] and len(hub["online"]) == cpus, hub["failures"]
+    # the first run waited through the hub, on every watched output of its system; the second not
+    assert hub.pop("watched_outputs") == WATCHED_PER_CPU[name] * cpus - (name == "mpwk-wakeup")
+    assert per_signal.pop("watched_outputs") == 0
     for report in (hub, per_signal):
         for varying in ("wall_s", "build_s", "build_reused"):
             report.pop(varying, None)
@@ -170,7 +192,7 @@ def test_watch_output_is_the_outputs_concatenated():
     """The added output follows the watched ones in the same module (simulated with Amaranth)."""
     from amaranth.sim import Simulator
     block = _Block()
-    values, _ = watch.check_watched("block", block, ["c", "mode", "b"])
+    values = watch.check_watched("block", block, ["c", "mode", "b"])
     top, vector = watch.watched_top(block, values)
     seen = {}
 

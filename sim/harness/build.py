@@ -438,7 +438,7 @@ def _convert(design, out_dir):
         (tmp / "pins.json").write_text(json.dumps([name for name in ports if name not in public]))
     watched = list(design.watched_outputs())
     if watched:
-        values, widths = watch.check_watched(design.name, top, watched)
+        values = watch.check_watched(design.name, top, watched)
         # a pinned wrapper's ports are named by the caller; an ordinary top keeps converting
         # as a component, its ports from its signature
         module, vector = watch.watched_top(module, values, component=None if pinned else top)
@@ -446,7 +446,8 @@ def _convert(design, out_dir):
             outputs = {**outputs, watch.WATCH_PORT: (vector, None)}
         ports.append(watch.WATCH_PORT)
         public.append(watch.WATCH_PORT)
-        (tmp / watch.WATCH_JSON).write_text(json.dumps(list(zip(watched, widths))))
+        (tmp / watch.WATCH_JSON).write_text(json.dumps([[name, len(value)]
+                                                        for name, value in zip(watched, values)]))
     (tmp / f"{design.name}.v").write_text(
         _to_verilog(module, name=design.name, **({} if outputs is None else {"ports": outputs})))
     (tmp / "ports.json").write_text(json.dumps(ports))
@@ -472,6 +473,10 @@ def _convert(design, out_dir):
     return ports
 
 
+#: the most threads a model is built for (Verilator's --threads)
+MAX_THREADS = 64
+
+
 def check_threads(threads):
     """``threads`` (the Verilated model's threads, :func:`build`) if it is a whole number from 1
     to :data:`MAX_THREADS`; ValueError naming it otherwise."""
@@ -480,12 +485,9 @@ def check_threads(threads):
     return threads
 
 
-#: the most threads a model is built for (Verilator's --threads)
-MAX_THREADS = 64
-
-
 def cache_paths(design, *, waves=False, variant=None, threads=1):
-    """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be."""
+    """``(verilog_dir, build_dir)`` of ``design``: where its cached outputs are or will be, for
+    the arguments of :func:`build` (a threaded model is a build folder of its own)."""
     versions = tool_versions()
     vkey = _key("verilog", design.name, design.parameters(), design.pinned, pins.SOURCE,
                 design.watched_outputs(), CONVERT_RECIPE,

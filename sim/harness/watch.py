@@ -27,7 +27,7 @@ import json
 import os
 from pathlib import Path
 
-from amaranth import Cat, Elaboratable, Module, Shape, Signal, Value
+from amaranth import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow
 
@@ -48,8 +48,8 @@ WATCH_ENV = "APWAKE_WATCH"
 
 
 def check_watched(design_name, top, watched):
-    """``(values, widths)`` of ``top``'s outputs named ``watched`` (port names, ``cpu__0__init``),
-    in that order.
+    """The values of ``top``'s outputs named ``watched`` (port names, ``cpu__0__init``), in that
+    order, as plain values (an enum or a layout's view as its bits).
 
     Raises
     ------
@@ -62,11 +62,11 @@ def check_watched(design_name, top, watched):
         name = port_name(path)
         names.add(name)
         if member.flow is Flow.Out:
-            outputs[name] = (Shape.cast(member.shape).width, value)
+            outputs[name] = value
     if WATCH_PORT in names:
         raise ValueError(f"{design_name}: its top has a port named {WATCH_PORT!r}, the name the "
                          f"harness gives the watched outputs")
-    values, widths, seen = [], [], set()
+    values, seen = [], set()
     for name in watched:
         if name in seen:
             raise ValueError(f"{design_name}: watched output {name!r} is named twice")
@@ -74,10 +74,8 @@ def check_watched(design_name, top, watched):
         if name not in outputs:
             raise ValueError(f"{design_name}: watched output {name!r} is not an output of its top"
                              + (" (it is an input)" if name in names else ""))
-        width, value = outputs[name]
-        values.append(Value.cast(value))        # an enum or a layout's view: its bits
-        widths.append(width)
-    return values, widths
+        values.append(Value.cast(outputs[name]))
+    return values
 
 
 def watched_top(elaboratable, values, *, component=None):
@@ -168,6 +166,10 @@ class WatchedOutputs:
 
     def __contains__(self, name):
         return name in self._fields
+
+    def __len__(self):
+        """How many outputs are watched."""
+        return len(self._fields)
 
     def rising_edge(self, name, handle):
         """A trigger for the next rising edge of the 1-bit output ``name`` (``handle``: its own

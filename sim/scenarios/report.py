@@ -93,6 +93,8 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
         "options": options.to_dict(),
         "bus_messages": len(machine.env.monitor.cycles),
         "bus_messages_by_mode": _by_mode(machine.env.monitor.cycles),
+        # how the models waited (apwake.sim.harness.watch): outputs served by one callback
+        "watched_outputs": len(machine.env.watched or ()),
         "corruptions": [c.as_dict() for c in machine.memory.corruptions],
         "timeline": timeline,
         **detail,

@@ -35,7 +35,6 @@ class VcpuPort(Driver):
         self.vmsa_launch, self._vmsa_gpa = sig("vmsa_launch"), sig("vmsa_gpa")
         self._state = sig("state")
         self._irq_allowed = sig("irq_allowed")
-        self._handles = {"launch": self.launch, "vmsa_launch": self.vmsa_launch, "exit_done": self.exit_done}
         for handle in (self._write, self._wdata, self._vmgexit, self._irq_allowed):
             handle.value = 0
 
@@ -44,7 +43,7 @@ class VcpuPort(Driver):
         ``"exit_done"``): from the top's watched outputs (``watched``, a
         :class:`apwake.sim.harness.watch.WatchedOutputs`) when they hold it, else a
         :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
-        return watch.rising_edge(self._watched, self._prefix + name, self._handles[name])
+        return watch.rising_edge(self._watched, self._prefix + name, getattr(self, name))
 
     def state_change(self):
         """A trigger for the next change of ``state`` (as :meth:`rising_edge` finds it)."""
