@@ -11,17 +11,18 @@ vectors.
 from apwake.rtl.lapic import LocalApic
 from apwake.rtl.lapic.register_file import STORAGE_CHOICES, ram_registers
 
-from .cores import SYNTH, counts_row, table_main, unit_utilisation
+from .cores import SYNTH, core_utilisation, counts_row, table_main, unit_utilisation
 
-__all__ = ["N_VECTORS", "ROWS", "apic_utilisation", "format_apics", "main"]
+__all__ = ["N_VECTORS", "ROWS", "apic_utilisation", "per_core_utilisation", "format_per_core", "format_apics",
+           "main"]
 
 #: the boards' APIC size (synth/boards.py BOARDS)
 N_VECTORS = 32
 
 
 def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False, x2apic_support=True,
-                     work_dir=None):
-    """:func:`~apwake.synth.cores.unit_utilisation` of one APIC of :data:`N_VECTORS` vectors
+                     n_vectors=N_VECTORS, work_dir=None):
+    """:func:`~apwake.synth.cores.unit_utilisation` of one APIC of ``n_vectors`` vectors
     with the given ``storage``, ``local_interrupts`` and ``x2apic_support``.
 
     Raises
@@ -31,9 +32,50 @@ def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False,
     RuntimeError
         Yosys failed (the message ends with its output).
     """
-    top = LocalApic(n_vectors=N_VECTORS, local_interrupts=local_interrupts, storage=storage,
+    top = LocalApic(n_vectors=n_vectors, local_interrupts=local_interrupts, storage=storage,
                     x2apic_support=x2apic_support)
     return unit_utilisation(top, family, work_dir=work_dir)
+
+
+#: the counts a per-core line adds up
+_SUMMED = ("LUT", "CARRY", "FF", "BRAM", "LUTRAM")
+
+
+def per_core_utilisation(board, *, work_dir=None):
+    """What one core of ``board`` (a :class:`~apwake.synth.boards.Board`) costs with each APIC
+    option: ``{storage: counts}`` for every storage of :data:`STORAGE_CHOICES`, the counts
+    (LUT, CARRY, FF, BRAM, LUTRAM as :func:`~apwake.synth.cores.unit_utilisation` gives them)
+    of the board's core (:func:`~apwake.synth.cores.core_utilisation`) plus one APIC as the
+    board builds it (its vectors, local sources and x2APIC choice) with that storage, each
+    synthesised alone, flattened, for the board's family.  The APIC alone keeps its whole
+    register port (as the MSR window makes it reachable), and the SoC's shared parts (bus,
+    windows engine, RAM, fabric arbitration) are not in it.
+
+    Raises
+    ------
+    RuntimeError
+        Yosys failed (the message ends with its output).
+    """
+    core = core_utilisation(board.core, board.family, work_dir=work_dir)
+    result = {}
+    for storage in STORAGE_CHOICES:
+        apic = apic_utilisation(board.family, storage=storage, local_interrupts=board.local_interrupts,
+                                x2apic_support=board.x2apic, n_vectors=board.n_vectors, work_dir=work_dir)
+        result[storage] = {kind: core[kind] + apic[kind] for kind in _SUMMED}
+    return result
+
+
+def format_per_core(per_core, *, core, storage):
+    """The Markdown lines of a board section for :func:`per_core_utilisation`'s result
+    ``per_core``: a table with a row per APIC option, the build's own (``storage``) marked."""
+    lines = [f"Per core, for each APIC option (one {core} core and its APIC, each synthesised alone and "
+             f"flattened: synth/apics.py `per_core_utilisation`; the shared bus, windows engine, RAM "
+             f"and fabric arbitration are not in it):", "",
+             "| APIC storage | LUT4 | Carry | FF | Block RAM | LUT RAM |", "|---|---|---|---|---|---|"]
+    for option, c in per_core.items():
+        mark = " (this build)" if option == storage else ""
+        lines.append(f"| {option}{mark} | " + " | ".join(str(c[k]) for k in _SUMMED) + " |")
+    return lines
 
 
 def format_apics(results, family):

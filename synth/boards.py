@@ -412,6 +412,12 @@ def build_board(board, *, out_root=None):
         blocks = per_block_utilisation(board, firmware, env, out_dir)
     except RuntimeError as error:
         raise BoardBuildError(f"{board.label}: the per-block Yosys pass stopped: {error}") from None
+    _progress("per-core utilisation of each APIC option (Yosys, one core and one APIC alone)")
+    from .apics import per_core_utilisation
+    try:
+        per_core = per_core_utilisation(board, work_dir=out_dir)
+    except RuntimeError as error:
+        raise BoardBuildError(f"{board.label}: the per-core Yosys pass stopped: {error}") from None
     _progress(f"synthesis, place and route, bitstream (Amaranth {board.platform.split(':')[1]})")
     for name, text in core_choice(board.core).verilog_files().items():
         platform.add_file(name, text)
@@ -437,7 +443,8 @@ def build_board(board, *, out_root=None):
               "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
               # the notes describe the board's entry in BOARDS, not a variant of it
               "notes": "" if board.choices() else board.notes,
-              "fmax_mhz": fmax, "totals": totals, "blocks": blocks,
+              "fmax_mhz": fmax, "totals": totals, "blocks": blocks, "per_core": per_core,
+              "apic_storage": board.apic_storage,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
               "command": board.command, "nextpnr_options": router}
@@ -461,6 +468,10 @@ def format_report(result):
              "| Resource (placed) | Used | Available |", "|---|---|---|"]
     for cell, v in result["totals"].items():
         lines.append(f"| {cell} | {v['used']} | {v['available']} |")
+    if result.get("per_core"):
+        from .apics import format_per_core
+        lines += ["", *format_per_core(result["per_core"], core=result.get("core", DEFAULT_CORE),
+                                       storage=result.get("apic_storage", "flops"))]
     shown = min(result["cores"], PER_BLOCK_CORES)
     same = f"; the same SoC with {shown} cores" if shown < result["cores"] else ""
     lines += ["", f"| Block (Yosys, before placement{same}) | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]

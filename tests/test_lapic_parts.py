@@ -485,8 +485,8 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
     INIT's soft reset at random cycles, with or without a request in them, unaligned and
     off-page MMIO offsets).  Their responses,
     ``req_ready``, the outputs the other parts read and the pulses of the request's own cycle
-    must agree.  The run must have read memory words written, memory words at their reset
-    value, in both modes."""
+    must agree, and in idle cycles between requests both answer nothing with ``rdata`` 0.  The
+    run must have read memory words written, memory words at their reset value, in both modes."""
     import random
     from amaranth import Module
     from apwake.rtl.lapic.register_file import ram_registers
@@ -508,7 +508,7 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
     # IA32_APIC_BASE values in the order of a legal round trip (each from the one before)
     round_trip = [base | pack(ApicBase, extd=1), XAPIC_DEFAULT_BASE, base]
     rng = random.Random(16)
-    seen = {"ram_value": 0, "reset_read": 0, "x2apic_reads": 0, "xapic_reads": 0, "disables": 0}
+    seen = {"ram_value": 0, "reset_read": 0, "x2apic_reads": 0, "xapic_reads": 0, "disables": 0, "idle": 0}
 
     async def bench(ctx):
         for dut in (flops, ram):
@@ -561,6 +561,11 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
                 assert ctx.get(getattr(flops.bus, port)) == ctx.get(getattr(ram.bus, port)), (step, r.name, port)
             for name in outputs:
                 assert ctx.get(getattr(flops, name)) == ctx.get(getattr(ram, name)), (step, name)
+            if rng.random() < 0.1:       # an idle cycle: no answer, rdata 0 (RegisterBusSignature)
+                await ctx.tick()
+                for dut in (flops, ram):
+                    assert (ctx.get(dut.bus.resp_valid), ctx.get(dut.bus.rdata)) == (0, 0), (step, dut.storage)
+                seen["idle"] += 1
             if not req[2] and req[1] in (r.offset, r.msr) and r.name in in_ram and not ctx.get(ram.bus.gp):
                 value = ctx.get(ram.bus.rdata)
                 if value != 0xFFFF_FFFF:

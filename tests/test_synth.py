@@ -53,6 +53,25 @@ def test_icebreaker_bitstream(tmp_path):
     assert sum(re.fullmatch(r".*\.fabric\.cluster\d+\.apic\d+", name) is not None for name in blocks) == board.n_cores
     assert blocks["apwake_soc"]["BRAM"] == board.ram_bytes // 512      # 4 Kbit block RAMs
     assert "| ICESTORM_LC |" in format_report(result)
+    assert "| flops (this build) |" in format_report(result) and set(result["per_core"]) == {"flops", "ram"}
+
+
+@pytest.mark.synth
+def test_per_core_line_for_each_apic_option():
+    """A board report's per-core table (synth/apics.py ``per_core_utilisation``): the iCEBreaker's
+    4-SERV build with the MSR window, one SERV core and its APIC alone for each storage; in RAM
+    the APIC trades at least 80 flip-flops for block RAM, the build's own option is marked."""
+    from apwake.synth.apics import format_per_core, per_core_utilisation
+    from apwake.synth.cores import core_utilisation
+    board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False, apic_storage="ram")
+    per_core, serv = per_core_utilisation(board), core_utilisation("serv")
+    assert set(per_core) == {"flops", "ram"}, per_core
+    flops, ram = per_core["flops"], per_core["ram"]
+    assert flops["LUT"] > serv["LUT"] and flops["FF"] > serv["FF"] and flops["BRAM"] == serv["BRAM"], (flops, serv)
+    assert ram["BRAM"] > flops["BRAM"] and ram["FF"] <= flops["FF"] - 80, (flops, ram)
+    lines = format_per_core(per_core, core="serv", storage="ram")
+    assert [line.split(" |")[0] for line in lines if line.startswith("| flops") or line.startswith("| ram")] == [
+        "| flops", "| ram (this build)"], lines
 
 
 @pytest.mark.synth
@@ -191,9 +210,9 @@ def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
 def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_path):
     """build_board's own path: the platform's tool script exits non-zero after nextpnr wrote its
     log, and build_board raises BoardBuildError with that log's verdict (the per-block pass and
-    the tool versions are replaced: no Yosys here)."""
+    the per-core pass and the tool versions are replaced: no Yosys here)."""
     import subprocess
-    from apwake.synth import boards
+    from apwake.synth import apics, boards
 
     class FailingPlatform:
         default_clk_frequency = 12e6
@@ -210,6 +229,7 @@ def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_pa
 
     monkeypatch.setattr(boards.Board, "make_platform", lambda self: FailingPlatform())
     monkeypatch.setattr(boards, "per_block_utilisation", lambda *args: {})
+    monkeypatch.setattr(apics, "per_core_utilisation", lambda *args, **kwargs: {})
     monkeypatch.setattr(boards, "_tool_versions", lambda *args: {})
     board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
     with pytest.raises(boards.BoardBuildError, match=re.escape(_DOES_NOT_FIT)):

@@ -11,6 +11,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.lib.memory import registered_read_port
+
 from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
                       ICR_X2APIC_RESERVED, MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
                       MSR_X2APIC_FIRST, XAPIC_DEFAULT_BASE, x2apic_logical_id)
@@ -223,7 +225,7 @@ class RegisterFile(wiring.Component):
             m.submodules.ram = ram = Memory(shape=width, depth=len(in_ram), init=[],
                                             attrs={"ram_style": "block"})
             ram_write = ram.write_port()
-            ram_read = ram.read_port()
+            ram_read = registered_read_port(m, ram, name="ram")
         resp_valid = Signal()
         resp_rdata = Signal(64)
         resp_gp = Signal()
@@ -376,7 +378,8 @@ class RegisterFile(wiring.Component):
 
         m.d.sync += [
             resp_valid.eq(fire),
-            resp_rdata.eq(Mux(read & ~gp, rdata, 0)),
+            # 0 unless answering a read (RegisterBusSignature): a CPU side may OR many ports
+            resp_rdata.eq(Mux(fire & read & ~gp, rdata, 0)),
             resp_gp.eq(fire & gp),
         ]
         ram_word = Signal(32)   # storage="ram": the word a read response adds

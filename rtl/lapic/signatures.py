@@ -38,6 +38,10 @@ class RegisterBusSignature(wiring.Signature):
     A request is taken on a cycle where ``req_valid`` and ``req_ready`` are both high.  Exactly
     one cycle later ``resp_valid`` pulses with ``rdata`` (reads) and ``gp``: the access would
     raise #GP (x2APIC rules of docs/spec/lapic.md §1); the CPU model turns it into the exception.
+    ``rdata`` is 0 in every other cycle (and for writes), so a CPU side may OR the answers of
+    several ports instead of selecting one (the soft-SoC's windows do; proved for the APIC with
+    its storage in flip-flops by ``fab_rdata_quiet_<i>``, formal/lapic/fabric.py, and checked
+    for the storage in memory by tests/test_lapic_parts.py).
     ``req_ready`` stays low while an access cannot complete yet (an ICR write while the previous
     IPI is still in flight), so nothing is lost.
 

@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.lib.bus import MemoryBusSignature
+from apwake.rtl.lib.memory import registered_read_port
 from apwake.rtl.lib.registers import RegisterDecoder
 from .layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, ApState, Command, FIRMWARE_HALF,
                       MADT_LENGTH, MADT_OFFSETS, MADT_TYPE_MP_WAKEUP, MailboxStatus, PAGE_SIZE)
@@ -85,7 +86,9 @@ class MpwkMailbox(wiring.Component):
     * Refused, flagged and never acknowledged (TDVF hangs the OS the same way): unknown
       commands (Test on version 0 included), Reserved != 0, ApicId 0xFFFF_FFFE (broadcast).  The
       OS can withdraw any pending request by writing 0 to the Command dword.
-    * Writes to the firmware half are dropped and flagged; reads return the page's content.
+    * Writes to the firmware half are dropped and flagged; reads return the page's content (a
+      write's answer carries ``rdata`` 0 in the page body, so the page is block RAM without
+      read-during-write logic: rtl/lib/memory.py).
     * ``return_to_firmware`` (version 1): OS_RUNNING -> RETURNING for ``reset_latency`` cycles
       (the firmware's LOOP_INIT), then POLL; on version 0 it is flagged and the AP stays lost.
     * Status window at ``status_base``: STATUS (:class:`MailboxStatus`, write 1 to clear) and
@@ -178,7 +181,9 @@ class MpwkMailbox(wiring.Component):
         vector = Signal(64)
         m.submodules.body = body = Memory(shape=32, depth=PAGE_SIZE // 4, init=[])
         wport = body.write_port(granularity=8)
-        rport = body.read_port()
+        # a write's answer does not carry the body word (resp_from_body), so a word is never used
+        # in the cycle it is written: block RAM without collision logic
+        rport = registered_read_port(m, body, name="body")
 
         pending = Signal()
         # the latched request (named: the proof harness, apwake.formal, reads them)
@@ -314,7 +319,7 @@ class MpwkMailbox(wiring.Component):
                                              Mux(word == 2, vector[0:32], vector[32:64])))
         m.d.sync += [
             resp_valid.eq(fire),
-            resp_from_body.eq(fire & in_page & (word >= 4)),
+            resp_from_body.eq(fire & ~bus.write & in_page & (word >= 4)),
             resp_data.eq(Mux(in_page & (word < 4), header,
                              Mux(in_status, status_regs.read({"STATUS": status.as_value(),
                                                               "LAST_APIC_ID": last_apic_id}), 0))),

@@ -10,6 +10,9 @@ on an FPGA instead of 96 flip-flops a core.  On the iCE40UP5K a window engine pe
 LUTs and 96 flip-flops a core (synth/REPORT.md "icebreaker-serv-c4-msr-nox2apic").
 """
 
+import operator
+from functools import reduce
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -18,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.ghcb_msr.signatures import VcpuPortSignature
 from apwake.rtl.lapic.signatures import RegisterBusSignature, Space
+from apwake.rtl.lib.memory import registered_read_port
 from apwake.rtl.lib.registers import RegisterDecoder
 from .memory_map import AP_START, CONTROL_MAP, FEATURES, MSR_WINDOW_MAP
 from .signatures import CoreWindow, WindowAccessSignature
@@ -162,11 +166,14 @@ class CoreWindows(wiring.Component):
                          bus.wdata.eq(Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata))]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
-        resp_rdata = Array(bus.rdata for bus in self.apic)[core]
+        # an APIC's rdata is 0 unless it answers (RegisterBusSignature), and only the access's
+        # core's APIC is asked: an OR of the 64-bit answers instead of an N-way multiplexer
+        resp_rdata = reduce(operator.or_, (bus.rdata for bus in self.apic))
 
         if self.msr_window:
             m.submodules.state = state = Memory(shape=32, depth=n * _WORDS_PER_CORE, init=[])
-            read, write = state.read_port(), state.write_port()
+            # no word is read in the cycle it is written (a load and a store are never in one cycle)
+            read, write = registered_read_port(m, state, name="state"), state.write_port()
             # written[core * 4 + word]: the word was written since the reset (else it reads 0);
             # loaded: the one the read port holds was
             written, loaded = Signal(n * _WORDS_PER_CORE), Signal()

@@ -22,6 +22,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from apwake.rtl.ghcb_msr import connect_apic_events
+from apwake.rtl.lib.memory import registered_read_port
 from .ap_start import ApStart
 from .core_windows import CoreWindows
 from .interconnect import Interconnect
@@ -116,7 +117,10 @@ class Soc(wiring.Component):
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
             mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context")
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
-        wiring.connect(m, bus.ram_read, ram.read_port())
+        # not read in a store's cycle (whose answer no core uses), so never read as it is written
+        ram_read = registered_read_port(m, ram, name="ram")
+        m.d.comb += [ram_read.addr.eq(bus.ram_read.addr), ram_read.en.eq(bus.ram_read.en & ~bus.ram_write.en.any()),
+                     bus.ram_read.data.eq(ram_read.data)]
         wiring.connect(m, bus.ram_write, ram.write_port(granularity=8))
         if self.ap_start == "mailbox":
             wiring.connect(m, bus.mailbox_bus, starter.mailbox_bus)
