@@ -11,6 +11,7 @@ version and flags, so per ISA) under the build cache.
 """
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -72,10 +73,13 @@ def _zig_version():
     return version("ziglang")
 
 
-def build_firmware(apic_ids, *, isa="rv32i"):
+def build_firmware(apic_ids, *, isa="rv32i", probe_bus_error=False):
     """Compile and link the firmware for a SoC with ``apic_ids`` whose cores run ``isa``
     (a :class:`apwake.rtl.soc.cores.CoreChoice`'s ``isa``: ``"rv32i"``, ``"rv32im"``,
-    ``"rv32ic"`` or ``"rv32imc"``); returns a FirmwareImage, cached per sources and ISA.
+    ``"rv32ic"`` or ``"rv32imc"``); returns a FirmwareImage, cached per sources, ISA and
+    options.  With ``probe_bus_error`` the BSP ends an INIT-SIPI run with a load from a window
+    no SoC decodes (``APWAKE_PROBE_BUS_ERROR`` in firmware/main.c): the SoC tests' case of the
+    interconnect's ``bus_error``.
 
     Raises
     ------
@@ -85,7 +89,7 @@ def build_firmware(apic_ids, *, isa="rv32i"):
         The compiler or linker failed, or the image does not put the entry points where the SoC
         starts its cores.
     """
-    flags = [*_CFLAGS, _cpu_flag(isa)]
+    flags = [*_CFLAGS, _cpu_flag(isa)] + (["-DAPWAKE_PROBE_BUS_ERROR"] if probe_bus_error else [])
     header = soc_header(apic_ids)
     sources = sorted(p for p in SOURCES.iterdir() if p.suffix in (".c", ".S", ".ld", ".h"))
     digest = hashlib.sha256(header.encode() + _zig_version().encode() + " ".join(flags).encode())
@@ -96,14 +100,19 @@ def build_firmware(apic_ids, *, isa="rv32i"):
     reused = elf.exists()
     if not reused:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "soc.h").write_text(header)
+        header_tmp = out / f"soc.h.{os.getpid()}.tmp"      # the same for any worker: replaced whole
+        header_tmp.write_text(header)
+        os.replace(header_tmp, out / "soc.h")
+        # two test workers may build the same image at once: each links into a file of its own
+        # and the atomic replace leaves one complete image, whichever comes last (the same bytes)
+        tmp = out / f"firmware.elf.{os.getpid()}.tmp"
         command = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(out), "-I", str(SOURCES),
                    "-T", str(SOURCES / "link.ld"),
-                   str(SOURCES / "crt0.S"), str(SOURCES / "main.c"), "-o", str(elf) + ".tmp"]
+                   str(SOURCES / "crt0.S"), str(SOURCES / "main.c"), "-o", str(tmp)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             raise FirmwareError(f"firmware build failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
-        Path(str(elf) + ".tmp").rename(elf)
+        os.replace(tmp, elf)
     return FirmwareImage(words=_image(elf), elf=elf, reused=reused)
 
 

@@ -3,7 +3,6 @@
 import random
 
 from amaranth import Module, Signal
-from amaranth.sim import Simulator
 
 from apwake.rtl.lib.priority import RoundRobinArbiter, find_set, min_tree
 
@@ -32,7 +31,7 @@ def test_round_robin_is_fair_and_exact(simulate):
     simulate(dut, bench)
 
 
-def test_find_set_and_min_tree():
+def test_find_set_and_min_tree(simulate):
     for width in (1, 5, 16, 40):
         m = Module()
         value = Signal(width)
@@ -61,6 +60,4 @@ def test_find_set_and_min_tree():
                     assert ctx.get(best[2]) == 0
                 await ctx.delay(1e-9)
 
-        sim = Simulator(m)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(m, bench, clocked=False)

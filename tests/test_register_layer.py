@@ -3,7 +3,6 @@ decoder selects and reads the right register in Amaranth's simulator."""
 
 import pytest
 from amaranth import Module, Signal
-from amaranth.sim import Simulator
 
 from apwake.rtl.lib.registers import (Access, AddressMap, Field, MemoryRegion, Register, RegisterDecoder,
                                       RegisterMap, Window, fields_of)
@@ -74,7 +73,7 @@ def test_decoder_read_values_must_match_the_description():
         decoder.read({"A": 1, "B": 2})
 
 
-def test_decoder_selects_and_reads_in_simulation():
+def test_decoder_selects_and_reads_in_simulation(simulate):
     regmap = RegisterMap("m", 0x100, 0x20, [Register("A", 0x0, access=Access.R), Register("B", 0x8, access=Access.RW),
                                             Register("C", 0x1C, access=Access.WS)])
     m = Module()
@@ -89,7 +88,5 @@ def test_decoder_selects_and_reads_in_simulation():
             ctx.set(addr, regmap.base + offset)
             seen.append((offset, ctx.get(rdata), ctx.get(sel_c)))
 
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(m, bench, clocked=False)
     assert seen == [(0x0, 0x1111, 0), (0x2, 0x1111, 0), (0x8, 0xB0B0, 0), (0x1C, 0, 1), (0x4, 0, 0), (0x28, 0xB0B0, 0)]

@@ -757,6 +757,17 @@ def test_core_choice_parameters(make, message):
         make()
 
 
+def test_soc_config_probe_is_an_init_sipi_ending():
+    """``probe_bus_error`` ends an INIT-SIPI run (the firmware's probe follows its summary
+    there); another start mode is refused by name before any build."""
+    from apwake.sim.vip.lapic.design import FabricConfig
+    from apwake.sim.vip.soc.design import SocConfig
+    fabric = FabricConfig.contiguous(2, n_vectors=32)
+    assert SocConfig(fabric, probe_bus_error=True).label.endswith("-probe")
+    with pytest.raises(ValueError, match=r"probe_bus_error is an INIT-SIPI run's ending, not 'mailbox''s"):
+        SocConfig(fabric, ap_start="mailbox", probe_bus_error=True)
+
+
 def test_soc_refuses_an_unknown_core():
     from apwake.rtl.lapic import ApicFabric
     from apwake.rtl.soc import Soc

@@ -188,9 +188,8 @@ def test_the_top_gains_one_output():
     assert f"output [{len(watched) - 1}:0] {watch.WATCH_PORT};" in top
 
 
-def test_watch_output_is_the_outputs_concatenated():
+def test_watch_output_is_the_outputs_concatenated(simulate):
     """The added output follows the watched ones in the same module (simulated with Amaranth)."""
-    from amaranth.sim import Simulator
     block = _Block()
     values = watch.check_watched("block", block, ["c", "mode", "b"])
     top, vector = watch.watched_top(block, values)
@@ -201,8 +200,6 @@ def test_watch_output_is_the_outputs_concatenated():
             ctx.set(block.a, a)
             seen[a] = ctx.get(vector)
 
-    sim = Simulator(top)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(top, bench, clocked=False)
     # bit 0: c = ~a; bits 1-3: mode (OFF 0 / ON 5); bit 4: b = a
     assert seen == {0: 0b0_000_1, 1: 0b1_101_0}

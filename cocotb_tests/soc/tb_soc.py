@@ -21,12 +21,14 @@ from apwake.sim.harness.pytest_plugin import applies_to
 from apwake.sim.vip.soc.uart import UartMonitor
 
 
-def _assert_no_fault(dut):
+def _assert_no_fault(dut, bus_error_expected=0):
     """No core trapped (PicoRV32's trap; SERV has none) and none made an access that no window
-    answers (the interconnect's sticky ``bus_error``: a runaway fetch or a store to nowhere)."""
+    answers (the interconnect's sticky ``bus_error``: a runaway fetch or a store to nowhere),
+    but those of ``bus_error_expected`` (bit i = core i), which must have."""
     trap, bus_error = int(dut.trap.value), int(dut.bus_error.value)
-    assert trap == 0 and bus_error == 0, (f"cores trapped: {trap:#b}, cores with an access no "
-                                          f"window answers: {bus_error:#b} (bit i = core i)")
+    assert trap == 0 and bus_error == bus_error_expected, (
+        f"cores trapped: {trap:#b}, cores with an access no window answers: {bus_error:#b} "
+        f"(bit i = core i; expected {bus_error_expected:#b})")
 
 
 @cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog
@@ -34,7 +36,9 @@ def _assert_no_fault(dut):
 async def test_firmware_wakes_every_ap(dut):
     """INIT-SIPI-SIPI from the BSP: the first AP through the xAPIC MMIO window, the others in
     x2APIC mode through the MSR window (without one, or with APICs without x2APIC mode: all in
-    xAPIC mode); each AP prints once under the lock."""
+    xAPIC mode); each AP prints once under the lock.  Built with ``probe_bus_error``, the BSP
+    then loads from a window no SoC has: the load reads 0 and sets the BSP's ``bus_error`` bit
+    alone, which stays set."""
     config = SocConfig.from_env()
     n, ids = config.n_cpus, config.fabric.apic_ids
     monitor = UartMonitor(dut)
@@ -42,10 +46,15 @@ async def test_firmware_wakes_every_ap(dut):
     cocotb.start_soon(monitor.run())
     running = [int(dut.running.value) >> i & 1 for i in range(n)]
     assert running == [int(i == config.fabric.bsp_index) for i in range(n)], "APs must wait for SIPI"
-    finished = await monitor.wait_for(" cores online\n", timeout_ns=config.budget_ns)
+    probe = "bus error probe: read 0x"
+    last = f"{probe}00000000\n" if config.probe_bus_error else " cores online\n"
+    finished = await monitor.wait_for(last, timeout_ns=config.budget_ns)
     transcript = monitor.text
-    assert finished, f"no summary line; transcript so far:\n{transcript}"
+    assert finished, f"no {last!r} line; transcript so far:\n{transcript}"
     lines = transcript.splitlines()
+    if config.probe_bus_error:
+        assert lines.pop() == last.strip(), transcript
+    assert not any(line.startswith(probe) for line in lines), transcript
     assert lines[0] == f"apwake soc: BSP up, {n} cores", transcript
     for core, apic_id in enumerate(ids):
         if core == config.fabric.bsp_index:
@@ -62,7 +71,7 @@ async def test_firmware_wakes_every_ap(dut):
     assert len(lines) == n + 1 + x2apic, f"unexpected lines (lock broken?):\n{transcript}"
     assert int(dut.leds.value) == config.leds_all_online
     assert int(dut.running.value) == (1 << n) - 1
-    _assert_no_fault(dut)
+    _assert_no_fault(dut, bus_error_expected=config.probe_bus_error << config.fabric.bsp_index)
 
 
 @cocotb.test(timeout_time=2000, timeout_unit="ms")   # a backstop: config.budget_ns is the watchdog

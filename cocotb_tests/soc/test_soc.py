@@ -2,7 +2,8 @@
 ``-m slow`` (the CI budget, docs/PERFORMANCE.md "Test runs").
 
 In CI: the iCEBreaker's configuration (synth/boards.py ``sim_config``: 2 PicoRV32 cores, no MSR
-window, INIT-SIPI-SIPI), 4 PicoRV32 cores parked on the MP wakeup mailbox (wakeup,
+window, INIT-SIPI-SIPI; and again with a firmware whose BSP ends with a load no window answers,
+which must set its ``bus_error`` bit alone), 4 PicoRV32 cores parked on the MP wakeup mailbox (wakeup,
 offline/online, kexec) and started SEV-ES style through the GHCB MSR unit (negotiation, AP reset
 hold), and SERV cores (issue 16): the carried state on 3 (one AP started by START, one by
 INIT-SIPI).  Also in CI, the boards' other builds as their bitstreams hold them
@@ -14,6 +15,8 @@ slow``: INIT-SIPI and the carried state on 4 PicoRV32 cores, INIT-SIPI on 2 SERV
 mailbox and GHCB starts on SERV.  The iCEBreaker configuration also runs on the Yosys gate-level
 netlist with the RAMs as behavioural arrays (sim/harness/gate_level.py: about 90 s with
 synthesis and build); SERV's under ``-m slow``."""
+
+from dataclasses import replace
 
 import pytest
 
@@ -36,8 +39,12 @@ SERV = {start: SocConfig(FabricConfig.contiguous(3 if start == "context" else 2,
                          ap_start=start, core="serv")
         for start in ("sipi", "mailbox", "ghcb", "context")}
 
-test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER, PICORV32["mailbox"], PICORV32["ghcb"],
-                                                   SERV["context"]], design=SocDesign)
+#: the iCEBreaker's SoC with a firmware whose BSP ends with a load no window answers: its
+#: bus_error bit must be set (and only its)
+ICEBREAKER_PROBE = replace(ICEBREAKER, probe_bus_error=True)
+
+test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER, ICEBREAKER_PROBE, PICORV32["mailbox"],
+                                                   PICORV32["ghcb"], SERV["context"]], design=SocDesign)
 test_soc_slow = cocotb_tests("cocotb_tests.soc.tb_soc", [PICORV32["sipi"], PICORV32["context"], SERV["sipi"],
                                                         SERV["mailbox"], SERV["ghcb"]], design=SocDesign,
                              marks=[pytest.mark.slow])

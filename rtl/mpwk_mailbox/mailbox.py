@@ -86,9 +86,10 @@ class MpwkMailbox(wiring.Component):
     * Refused, flagged and never acknowledged (TDVF hangs the OS the same way): unknown
       commands (Test on version 0 included), Reserved != 0, ApicId 0xFFFF_FFFE (broadcast).  The
       OS can withdraw any pending request by writing 0 to the Command dword.
-    * Writes to the firmware half are dropped and flagged; reads return the page's content (a
-      write's answer carries ``rdata`` 0 in the page body, so the page is block RAM without
-      read-during-write logic: rtl/lib/memory.py).
+    * Writes to the firmware half are dropped and flagged; reads return the page's content (the
+      firmware half reads 0, so only the OS half is a memory: 2 KiB; a write's answer carries
+      ``rdata`` 0 in the page body, so that memory is block RAM without read-during-write
+      logic: rtl/lib/memory.py).
     * ``return_to_firmware`` (version 1): OS_RUNNING -> RETURNING for ``reset_latency`` cycles
       (the firmware's LOOP_INIT), then POLL; on version 0 it is flagged and the AP stays lost.
     * Status window at ``status_base``: STATUS (:class:`MailboxStatus`, write 1 to clear) and
@@ -179,7 +180,8 @@ class MpwkMailbox(wiring.Component):
         command = Signal(32)                         # Command | Reserved << 16
         apic_id = Signal(32, init=APIC_ID_INVALID)
         vector = Signal(64)
-        m.submodules.body = body = Memory(shape=32, depth=PAGE_SIZE // 4, init=[])
+        # only the OS half is stored: writes to the firmware half are dropped, so it reads 0
+        m.submodules.body = body = Memory(shape=32, depth=FIRMWARE_HALF // 4, init=[])
         wport = body.write_port(granularity=8)
         # a write's answer does not carry the body word (resp_from_body), so a word is never used
         # in the cycle it is written: block RAM without collision logic
@@ -213,8 +215,8 @@ class MpwkMailbox(wiring.Component):
         firmware_write = page_write & (word >= FIRMWARE_HALF // 4)
         m.d.comb += [
             flags["firmware_half_write"].eq(firmware_write),
-            rport.addr.eq(word),
-            wport.addr.eq(word),
+            rport.addr.eq(word[:-1]),
+            wport.addr.eq(word[:-1]),
             wport.data.eq(bus.wdata),
             wport.en.eq(Mux(page_write & ~firmware_write & (word >= 4), bus.wstrb, 0)),
         ]
@@ -319,7 +321,7 @@ class MpwkMailbox(wiring.Component):
                                              Mux(word == 2, vector[0:32], vector[32:64])))
         m.d.sync += [
             resp_valid.eq(fire),
-            resp_from_body.eq(fire & ~bus.write & in_page & (word >= 4)),
+            resp_from_body.eq(fire & ~bus.write & in_page & (word >= 4) & (word < FIRMWARE_HALF // 4)),
             resp_data.eq(Mux(in_page & (word < 4), header,
                              Mux(in_status, status_regs.read({"STATUS": status.as_value(),
                                                               "LAST_APIC_ID": last_apic_id}), 0))),

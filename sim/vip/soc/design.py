@@ -31,10 +31,13 @@ class SocConfig(OnFabricConfig):
                                    # "ghcb": SEV-ES style, the GHCB MSR unit takes INIT/SIPI;
                                    # "context": the start-context unit (VMI, direct start)
     core: str = DEFAULT_CORE       # or "serv" (apwake.rtl.soc.cores.CORES)
+    probe_bus_error: bool = False  # the BSP ends with a load no window answers (build_firmware)
 
     def __post_init__(self):
         super().__post_init__()
         core_choice(self.core)     # an unknown core is refused here, before any build
+        if self.probe_bus_error and self.ap_start != "sipi":
+            raise ValueError(f"probe_bus_error is an INIT-SIPI run's ending, not {self.ap_start!r}'s")
 
     @property
     def budget_ns(self):
@@ -51,7 +54,8 @@ class SocConfig(OnFabricConfig):
     @property
     def label(self):
         return (f"soc-{self.fabric.label}" + ("" if self.ap_start == "sipi" else f"-{self.ap_start}")
-                + ("" if self.msr_window else "-no-msr") + ("" if self.core == DEFAULT_CORE else f"-{self.core}"))
+                + ("" if self.msr_window else "-no-msr") + ("" if self.core == DEFAULT_CORE else f"-{self.core}")
+                + ("-probe" if self.probe_bus_error else ""))
 
 
 class SocDesign(OnFabricDesign):
@@ -60,7 +64,8 @@ class SocDesign(OnFabricDesign):
     def __init__(self, config):
         super().__init__(config)
         self.core = core_choice(config.core)
-        self.firmware = build_firmware(config.fabric.apic_ids, isa=self.core.isa)
+        self.firmware = build_firmware(config.fabric.apic_ids, isa=self.core.isa,
+                                       probe_bus_error=config.probe_bus_error)
         self._core_files = self.core.verilog_files()
 
     def parameters(self):
