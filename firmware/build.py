@@ -49,9 +49,13 @@ class FirmwareError(RuntimeError):
 
 @dataclass
 class FirmwareImage:
+    #: the loadable image from address 0, as little-endian 32-bit words
     words: list
     elf: Path
     reused: bool
+    #: bytes of RAM the firmware uses from address 0: the image and the zeroed data after it
+    #: (.bss), which the SoC checks against the cores' stacks (:class:`apwake.rtl.soc.Soc`)
+    ram_end: int
 
 
 def soc_header(apic_ids):
@@ -113,11 +117,13 @@ def build_firmware(apic_ids, *, isa="rv32i", probe_bus_error=False):
         if result.returncode:
             raise FirmwareError(f"firmware build failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
         os.replace(tmp, elf)
-    return FirmwareImage(words=_image(elf), elf=elf, reused=reused)
+    words, ram_end = _image(elf)
+    return FirmwareImage(words=words, elf=elf, reused=reused, ram_end=ram_end)
 
 
 def _image(elf_path):
-    """The loadable segments as little-endian 32-bit words from address 0."""
+    """``(words, ram_end)``: the loadable segments as little-endian 32-bit words from address 0,
+    and the end of the last section that takes RAM (loaded or not: .bss)."""
     ELFFile = import_extra("elftools.elf.elffile", "soc", "the SoC firmware").ELFFile
     memory = bytearray()
     with open(elf_path, "rb") as f:
@@ -143,5 +149,7 @@ def _image(elf_path):
             if len(memory) < start + len(data):
                 memory.extend(bytes(start + len(data) - len(memory)))
             memory[start:start + len(data)] = data
+        ram_end = max(section["sh_addr"] + section["sh_size"] for section in elf.iter_sections()
+                      if section["sh_flags"] & 0x2) - mm.RAM_BASE      # SHF_ALLOC
     memory.extend(bytes(-len(memory) % 4))
-    return [int.from_bytes(memory[i:i + 4], "little") for i in range(0, len(memory), 4)]
+    return [int.from_bytes(memory[i:i + 4], "little") for i in range(0, len(memory), 4)], ram_end

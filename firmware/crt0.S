@@ -16,6 +16,9 @@ _start:                         /* the BSP, from reset: its stack, clear .bss, t
     addi t0, t0, 4
     j 1b
 2:  call bsp_main
+#ifdef APWAKE_PROBE_BUS_ERROR
+    call probe_bus_error        /* the SoC tests' negative case (firmware/main.c) */
+#endif
 3:  j 3b
 
     .section .boot.ap, "ax"

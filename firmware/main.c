@@ -239,17 +239,20 @@ static NOINLINE void puthex(uint32_t v)
 }
 
 #ifdef APWAKE_PROBE_BUS_ERROR
-/* The SoC tests' negative case (build_firmware(probe_bus_error=True)): a load from address[31:28]
-   = 7, a window no SoC decodes (rtl/soc/memory_map.py SOC_MAP), reads 0 and sets this core's
-   sticky bus_error (rtl/soc/interconnect.py). */
+/* The SoC tests' negative case (build_firmware(probe_bus_error=True)), called by crt0.S when
+   bsp_main returns, so that the image below the trampoline page is the same as without it: after
+   an INIT-SIPI run, a load from address[31:28] = 7, a window no SoC decodes (rtl/soc/memory_map.py
+   SOC_MAP), reads 0 and sets the BSP's sticky bus_error (rtl/soc/interconnect.py). */
 #define PROBE_NOWHERE 0x70000000u
-static HIGH_TEXT void probe_bus_error(void)
+HIGH_TEXT void probe_bus_error(void)
 {
+    if (CONTROL(AP_START) != SOC_AP_START_SIPI)
+        return;
     uint32_t value = *(volatile uint32_t *)PROBE_NOWHERE;
     lock();
     puts_("bus error probe: read");
     puthex(value);
-    puts_("\n");
+    puts_(", probe done\n");
     unlock();
 }
 #endif
@@ -271,7 +274,7 @@ HIGH_TEXT void ap_context_main(uint32_t pc, uint32_t sp)
 
 /* one call: the arguments, the op (the store starts it), then wait until it is done; the line
    "context: <what>[AP <id> eip 0x... esp 0x...]: OK" (a refusal: its status and field) */
-static HIGH_TEXT void start_call(const char *what, uint32_t op, uint32_t apic_id)
+static NOINLINE void start_call(const char *what, uint32_t op, uint32_t apic_id)
 {
     __asm__ volatile("" ::: "memory");         /* ap_state and the GDT are in RAM before the call */
     START_REG(CALL_ADDRESS) = (uint32_t)&ap_state;
@@ -458,10 +461,6 @@ void bsp_main(void)
     if (context)
         say_launches();
     summary(n);
-#ifdef APWAKE_PROBE_BUS_ERROR
-    if (start == SOC_AP_START_SIPI)
-        probe_bus_error();
-#endif
     if (start != SOC_AP_START_GHCB)
         return;
     for (uint32_t core = 0; core < n; core++) {             /* reset hold and release */

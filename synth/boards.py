@@ -197,10 +197,11 @@ def sim_config(board):
 
 
 def make_soc(board, firmware):
+    """The SoC of ``board`` with ``firmware`` (a ``FirmwareImage`` of firmware/build.py) in RAM."""
     fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
                         local_interrupts=board.local_interrupts, storage=board.apic_storage,
                         x2apic_support=board.x2apic)
-    return Soc(fabric, firmware=firmware, ram_bytes=board.ram_bytes,
+    return Soc(fabric, firmware=firmware.words, firmware_bytes=firmware.ram_end, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
                ap_start=board.ap_start)
 
@@ -320,12 +321,13 @@ PER_BLOCK_CORES = 2
 
 def per_block_utilisation(board, firmware, env, out_dir):
     """Yosys over the SoC's Verilog with the hierarchy kept: cells per module, mapped for the
-    board's family, of the board's SoC with at most :data:`PER_BLOCK_CORES` cores.  Returns
+    board's family, of the board's SoC with at most :data:`PER_BLOCK_CORES` cores (``firmware``:
+    the board's ``FirmwareImage``, built again for fewer cores).  Returns
     ``{module: {"LUT": n, "FF": n, "BRAM": n, "DSP": n}}``."""
     if board.n_cores > PER_BLOCK_CORES:
         board = replace(board, n_cores=PER_BLOCK_CORES)
         from apwake.firmware.build import build_firmware
-        firmware = build_firmware(board.apic_ids, isa=board.isa).words
+        firmware = build_firmware(board.apic_ids, isa=board.isa)
     top = make_soc(board, firmware)
     (out_dir / "soc.v").write_text(verilog.convert(top, name="apwake_soc", emit_src=False))
     core_files = core_choice(board.core).verilog_files()
@@ -404,7 +406,7 @@ def build_board(board, *, out_root=None):
     os.environ.update(env)
     started = time.monotonic()
     _progress(f"{board.name}: firmware for {board.n_cores} cores")
-    firmware = build_firmware(board.apic_ids, isa=board.isa).words
+    firmware = build_firmware(board.apic_ids, isa=board.isa)
     _progress("tool versions (the first YoWASP call compiles the tool: about a minute)")
     versions = _tool_versions(env, board.family)
     _progress(f"per-block utilisation (Yosys, hierarchy kept, {board.family})")

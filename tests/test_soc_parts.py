@@ -757,6 +757,32 @@ def test_core_choice_parameters(make, message):
         make()
 
 
+@pytest.mark.parametrize("core", ["picorv32", "serv"])
+def test_eight_core_firmware_fits_the_smallest_ram(core):
+    """`apwake run soc-demo` gives 8 cores 8 KiB of RAM (sim/cli.py) and 256-byte stacks: the
+    firmware for each core's ISA, its .bss included, must fit below the stacks (the SoC checks
+    image and .bss; 208 bytes were left for RV32I on 2026-12-02).  Built with the bus_error probe it
+    fits too, and its code below the trampoline page is as long as the default one's."""
+    from apwake.rtl.lapic import ApicFabric
+    from apwake.rtl.soc import Soc
+    isa = core_choice(core).isa
+    image, probed = (build_firmware(list(range(8)), isa=isa, probe_bus_error=p) for p in (False, True))
+    for firmware in (image, probed):
+        assert 4 * len(firmware.words) <= firmware.ram_end <= 8192 - 8 * 256, (core, firmware.ram_end)
+        Soc(ApicFabric(list(range(8)), n_vectors=32), firmware=firmware.words, firmware_bytes=firmware.ram_end,
+            ram_bytes=8192, core=core)
+    from elftools.elf.elffile import ELFFile
+    text_end = []
+    for firmware in (image, probed):
+        with open(firmware.elf, "rb") as f:
+            text = ELFFile(f).get_section_by_name(".text")
+            text_end.append(text["sh_addr"] + text["sh_size"])
+    assert text_end[0] == text_end[1] < 0x1000, text_end     # the probe adds nothing below the trampoline
+    with pytest.raises(ValueError, match=r"firmware of 6145 bytes \(image and .bss\) does not fit below the 8 "
+                                         r"stacks of 256 bytes in 8192 bytes of RAM"):
+        Soc(ApicFabric(list(range(8)), n_vectors=32), firmware=image.words, firmware_bytes=6145, ram_bytes=8192)
+
+
 def test_soc_config_probe_is_an_init_sipi_ending():
     """``probe_bus_error`` ends an INIT-SIPI run (the firmware's probe follows its summary
     there); another start mode is refused by name before any build."""

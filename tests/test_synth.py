@@ -27,7 +27,7 @@ def test_icebreaker_synthesises(tmp_path):
     with carries and flip-flops into the 5280 logic cells, so its count is above the packed one;
     the bitstream test checks the fit."""
     board = BOARDS["icebreaker"]
-    firmware = build_firmware(board.apic_ids, isa=board.isa).words
+    firmware = build_firmware(board.apic_ids, isa=board.isa)
     blocks = per_block_utilisation(board, firmware, tool_env(), tmp_path)
     assert sum(name.startswith("picorv32") for name in blocks) == board.n_cores
     # one block per APIC (its parts are blocks of their own below it: ...apic0.receiver)

@@ -44,6 +44,9 @@ class Soc(wiring.Component):
         (``build_firmware(..., isa=core_choice(core).isa)``).
     firmware : list of int
         The RAM image (32-bit words, little-endian), from ``firmware/build.py``.
+    firmware_bytes : int or None
+        Bytes of RAM the firmware uses from address 0, its zeroed data (.bss) included
+        (``FirmwareImage.ram_end``); None counts the image alone.
     ram_bytes : int
     stack_bytes : int
         Per core, at the top of RAM (core i's stack ends ``i * stack_bytes`` below the top).
@@ -82,7 +85,7 @@ class Soc(wiring.Component):
     """
 
     def __init__(self, fabric, *, firmware, ram_bytes=8192, stack_bytes=256, uart_divisor=104,
-                 ap_start="sipi", msr_window=True, core=DEFAULT_CORE):
+                 ap_start="sipi", msr_window=True, core=DEFAULT_CORE, firmware_bytes=None):
         self.core = core_choice(core)
         if ap_start not in AP_START:
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
@@ -92,8 +95,9 @@ class Soc(wiring.Component):
         if ram_bytes % 4 or not 4096 < ram_bytes <= 1 << 20:
             raise ValueError(f"ram_bytes must be a multiple of 4 above 4096 (the SIPI trampoline "
                              f"sits at 0x1000), not {ram_bytes!r}")
-        if 4 * len(firmware) > ram_bytes - fabric.n_cpus * stack_bytes:
-            raise ValueError(f"firmware of {len(firmware) * 4} bytes does not fit below the "
+        used = max(4 * len(firmware), firmware_bytes or 0)
+        if used > ram_bytes - fabric.n_cpus * stack_bytes:
+            raise ValueError(f"firmware of {used} bytes (image and .bss) does not fit below the "
                              f"{fabric.n_cpus} stacks of {stack_bytes} bytes in {ram_bytes} bytes of RAM")
         if stack_bytes * fabric.n_cpus > ram_bytes // 2:
             raise ValueError(f"{fabric.n_cpus} stacks of {stack_bytes} bytes take more than half the RAM")

@@ -85,6 +85,6 @@ class SocDesign(OnFabricDesign):
 
     def wrap(self, fabric):
         c = self.config
-        return Soc(fabric, firmware=self.firmware.words, ram_bytes=c.ram_bytes,
+        return Soc(fabric, firmware=self.firmware.words, firmware_bytes=self.firmware.ram_end, ram_bytes=c.ram_bytes,
                    stack_bytes=c.stack_bytes, uart_divisor=c.uart_divisor, ap_start=c.ap_start,
                    msr_window=c.msr_window, core=c.core)
