@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,19 +105,22 @@ def build_firmware(apic_ids, *, isa="rv32i", probe_bus_error=False):
     reused = elf.exists()
     if not reused:
         out.mkdir(parents=True, exist_ok=True)
-        header_tmp = out / f"soc.h.{os.getpid()}.tmp"      # the same for any worker: replaced whole
+        header_tmp = out / f"soc.h.{os.getpid()}.{threading.get_ident()}.tmp"   # the same for any worker
         header_tmp.write_text(header)
         os.replace(header_tmp, out / "soc.h")
         # two test workers may build the same image at once: each links into a file of its own
         # and the atomic replace leaves one complete image, whichever comes last (the same bytes)
-        tmp = out / f"firmware.elf.{os.getpid()}.tmp"
+        tmp = out / f"firmware.elf.{os.getpid()}.{threading.get_ident()}.tmp"
         command = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(out), "-I", str(SOURCES),
                    "-T", str(SOURCES / "link.ld"),
                    str(SOURCES / "crt0.S"), str(SOURCES / "main.c"), "-o", str(tmp)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode:
-            raise FirmwareError(f"firmware build failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
-        os.replace(tmp, elf)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode:
+                raise FirmwareError(f"firmware build failed ({' '.join(command)}):\n{result.stderr[-3000:]}")
+            os.replace(tmp, elf)
+        finally:
+            tmp.unlink(missing_ok=True)     # a failed or interrupted link leaves nothing behind
     words, ram_end = _image(elf)
     return FirmwareImage(words=words, elf=elf, reused=reused, ram_end=ram_end)
 

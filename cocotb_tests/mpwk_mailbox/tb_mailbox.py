@@ -239,7 +239,8 @@ async def test_writes_while_pending_are_flagged_and_latched(dut):
 @cocotb.test(**TIMEOUT)
 async def test_page_halves(dut):
     """ReservedForOs is ordinary memory for the OS; the firmware half is read-only to it
-    (docs/spec/mpwk.md §7 #18); byte strobes select lanes."""
+    (docs/spec/mpwk.md §7 #18) and reads 0, also where the OS half beneath it was written (the
+    mailbox stores only the OS half); byte strobes select lanes."""
     env = await start(dut)
     os_area, fw_area = addr(env, "reserved_for_os"), addr(env, "reserved_for_firmware")
     await env.os.write32(os_area + 0x20, 0x1122_3344)
@@ -249,3 +250,7 @@ async def test_page_halves(dut):
     await env.os.write32(fw_area + 0x100, 0xDEAD_BEEF)
     assert await env.os.read32(fw_area + 0x100) == 0
     assert flags(env) == {"firmware_half_write"}
+    # the OS half's word 0x800 below: written, read back, and the firmware half still reads 0
+    await env.os.write32(fw_area - 0x800 + 0x100, 0x5566_7788)
+    assert await env.os.read32(fw_area - 0x800 + 0x100) == 0x5566_7788
+    assert await env.os.read32(fw_area + 0x100) == 0
