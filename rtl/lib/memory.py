@@ -4,8 +4,9 @@ Amaranth's synchronous read port (``Memory.read_port()``) promises the old data 
 word is written in the same cycle.  The iCE40's SB_RAM40_4K leaves that case undefined, so Yosys
 (``memory_libmap``) keeps the promise with logic of its own (``emulate_read_first`` in its log):
 the write's data, address and enable in flip-flops, delayed a cycle, and a comparator and
-multiplexer on the read data.  In the iCEBreaker's 4-SERV SoC that was 68 flip-flops for each
-APIC's register memory alone (synth/REPORT.md, "icebreaker-serv-c4-msr-nox2apic").
+multiplexer on the read data.  In the iCEBreaker's 4-SERV SoC build that was 68 flip-flops for
+each APIC's register memory alone (synth/REPORT.md, "icebreaker-serv-c4-msr-nox2apic"; an APIC
+synthesised alone did not get them).
 
 A block that never uses a word read in the cycle it is written builds its port here instead: an
 asynchronous read port followed by a flip-flop (the same old-data behaviour in the Verilog, so
