@@ -1,8 +1,10 @@
 """Board builds of the soft-SoC (issue 6 §4): amaranth-boards platforms, YoWASP tools from PyPI.
 
-Each board gets as many cores as fit at its clock, with the parameters that make them fit
-(:data:`BOARDS`).  The build writes the bitstream, per-block utilisation from a separate Yosys
-pass over the same Verilog (hierarchy kept), totals and Fmax from nextpnr's JSON report.
+Each board has a default build (:data:`BOARDS`: the iCEBreaker's 2 PicoRV32 cores, the ULX3S's 8)
+and build-time choices (:func:`board_variant`: core, number of cores, start mode, clock, APIC
+options) to fill the device: synth/REPORT.md records what each built or why it did not.  The
+build writes the bitstream, per-block utilisation from a separate Yosys pass over the same
+Verilog (hierarchy kept), totals and Fmax from nextpnr's JSON report.
 """
 
 import json

@@ -1,6 +1,6 @@
 """The iCEBreaker SoC synthesises for the iCE40UP5K with the YoWASP tools, and its bitstream
-builds (issue 6 §4, §6: synthesis, place and route, about 6 minutes on one core as the design fills
-99% of the device); both under -m slow for the CI budget (docs/PERFORMANCE.md "Test runs"), where
+builds (issue 6 §4, §6: synthesis, place and route, about 2.5 minutes on one core at 94% of the
+device, synth/REPORT.md "icebreaker"); both under -m slow for the CI budget (docs/PERFORMANCE.md "Test runs"), where
 the SoC's gate-level test (cocotb_tests/soc) synthesises the same SoC and runs its firmware, and
 the per-core iCE40 and ECP5 mappings are checked here.  Board variants (`apwake build --core
 --cores --ap-start --clock-mhz`) are refused before any tool runs when they cannot be built."""
@@ -179,7 +179,8 @@ def test_build_command_refuses_before_building(capsys):
     assert "needs the MSR window" in capsys.readouterr().err
 
 
-#: nextpnr 0.11's log lines for the 4-SERV iCEBreaker with the MSR window (synth/REPORT.md)
+#: nextpnr 0.11's log lines for the 4-SERV iCEBreaker with the MSR window and its APICs' storage in
+#: flip-flops, as they were before commit 292dfd4 (synth/REPORT.md "icebreaker-serv-c4-msr-nox2apic")
 _NEXTPNR_DOES_NOT_FIT = ("Info: Device utilisation:\n"
                          "Info: \t         ICESTORM_LC:    5346/   5280   101%\n"
                          "Info: \t        ICESTORM_RAM:      22/     30    73%\n"

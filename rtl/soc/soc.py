@@ -53,8 +53,9 @@ class Soc(wiring.Component):
     uart_divisor : int
         Clocks per UART bit (12 MHz / 115200 = 104).
     msr_window : bool
-        The per-core MSR window (x2APIC and GHCB MSRs); off on the iCE40UP5K, where it does
-        not fit beside two cores.  CONTROL FEATURES tells the firmware.
+        The per-core MSR window (x2APIC and GHCB MSRs); off in the iCEBreaker's default build
+        (2 PicoRV32 cores, beside which it does not fit), on in its 4-SERV build
+        (synth/REPORT.md).  CONTROL FEATURES tells the firmware.
     ap_start : str
         ``"sipi"``: APs wait for SIPI.  ``"mailbox"``: TDX style, APs start parked on an ACPI MP
         wakeup mailbox (:class:`apwake.rtl.mpwk_mailbox.MpwkMailbox`, version 1, at
