@@ -11,7 +11,7 @@ vectors.
 from apwake.rtl.lapic import LocalApic
 from apwake.rtl.lapic.register_file import STORAGE_CHOICES, ram_registers
 
-from .cores import SYNTH, core_utilisation, counts_row, table_main, unit_utilisation
+from .cores import COUNTS, SYNTH, core_utilisation, counts_row, table_main, unit_utilisation
 
 __all__ = ["N_VECTORS", "ROWS", "apic_utilisation", "per_core_utilisation", "format_per_core", "format_apics",
            "main"]
@@ -37,10 +37,6 @@ def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False,
     return unit_utilisation(top, family, work_dir=work_dir)
 
 
-#: the counts a per-core line adds up
-_SUMMED = ("LUT", "CARRY", "FF", "BRAM", "LUTRAM")
-
-
 def per_core_utilisation(board, *, work_dir=None):
     """What one core of ``board`` (a :class:`~apwake.synth.boards.Board`) costs with each APIC
     option: ``{storage: counts}`` for every storage of :data:`STORAGE_CHOICES`, the counts
@@ -61,7 +57,7 @@ def per_core_utilisation(board, *, work_dir=None):
     for storage in STORAGE_CHOICES:
         apic = apic_utilisation(board.family, storage=storage, local_interrupts=board.local_interrupts,
                                 x2apic_support=board.x2apic, n_vectors=board.n_vectors, work_dir=work_dir)
-        result[storage] = {kind: core[kind] + apic[kind] for kind in _SUMMED}
+        result[storage] = {kind: core[kind] + apic[kind] for kind in COUNTS}
     return result
 
 
@@ -74,7 +70,7 @@ def format_per_core(per_core, *, core, storage):
              "| APIC storage | LUT4 | Carry | FF | Block RAM | LUT RAM |", "|---|---|---|---|---|---|"]
     for option, c in per_core.items():
         mark = " (this build)" if option == storage else ""
-        lines.append(f"| {option}{mark} | " + " | ".join(str(c[k]) for k in _SUMMED) + " |")
+        lines.append(f"| {option}{mark} | {counts_row(c, seconds=False)} |")
     return lines
 
 

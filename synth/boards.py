@@ -417,7 +417,7 @@ def build_board(board, *, out_root=None):
     except RuntimeError as error:
         raise BoardBuildError(f"{board.label}: the per-block Yosys pass stopped: {error}") from None
     _progress("per-core utilisation of each APIC option (Yosys, one core and one APIC alone)")
-    from .apics import per_core_utilisation
+    from .apics import per_core_utilisation     # here: apics -> cores -> boards at import
     try:
         per_core = per_core_utilisation(board, work_dir=out_dir)
     except RuntimeError as error:

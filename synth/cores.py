@@ -19,7 +19,8 @@ from apwake.sim.harness.toolchain import yowasp_tool
 
 from .boards import count_cells, write_report, yosys_stat
 
-__all__ = ["SYNTH", "unit_utilisation", "core_utilisation", "format_cores", "counts_row", "table_main", "main"]
+__all__ = ["SYNTH", "COUNTS", "unit_utilisation", "core_utilisation", "format_cores", "counts_row", "table_main",
+           "main"]
 
 #: the Yosys script per family: the same mapping as the per-block pass of synth/boards.py, flat
 SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
@@ -28,6 +29,8 @@ SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
 #: ECP5 distributed RAM
 _KINDS = {"LUT": ("SB_LUT4", "LUT4"), "CARRY": ("SB_CARRY", "CCU2C"), "FF": ("SB_DFF", "TRELLIS_FF"),
           "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"), "LUTRAM": ("TRELLIS_DPR16X4",)}
+#: the counts :func:`unit_utilisation` gives, in table order
+COUNTS = tuple(_KINDS)
 
 
 def unit_utilisation(top, family="ice40", *, verilog_files=None, work_dir=None):
@@ -93,9 +96,10 @@ def format_cores(results, family):
     return "\n".join(lines) + "\n"
 
 
-def counts_row(counts):
-    """The count columns of a table row: LUT4, carry, FF, block RAM, LUT RAM, Yosys time."""
-    return " | ".join(str(counts[k]) for k in ("LUT", "CARRY", "FF", "BRAM", "LUTRAM", "seconds"))
+def counts_row(counts, *, seconds=True):
+    """The count columns of a table row: :data:`COUNTS` (LUT4, carry, FF, block RAM, LUT RAM),
+    then Yosys's time unless ``seconds`` is False."""
+    return " | ".join(str(counts[k]) for k in COUNTS + (("seconds",) if seconds else ()))
 
 
 def table_main(argv, *, module, doc, section, table):

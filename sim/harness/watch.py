@@ -265,13 +265,7 @@ def value_change(watched, name, handle):
 
 
 def _value(handle):
-    """The vector's bits as an integer, an unknown bit (Icarus before reset) as 0.  From the
-    value's text: ``LogicArray.is_resolvable`` visits every bit as an object."""
-    text = str(handle.value)
-    try:
-        return int(text, 2)
-    except ValueError:
-        return int(text.lower().translate(_KNOWN), 2)
-
-
-_KNOWN = str.maketrans("xzuw-lh", "0000001")
+    """The vector's bits as an integer, from the value's text (``LogicArray.is_resolvable``
+    visits every bit as an object).  Only Verilator runs use watched outputs (:meth:`WatchedOutputs.of`),
+    and Verilator has no unknown bits."""
+    return int(str(handle.value), 2)
