@@ -175,11 +175,12 @@ def run_scenario_cli(name, *, cpus=8, apic_ids=None, options=None, waves=None, t
 
 
 def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=None, apic_storage="flops",
-                 x2apic=True, msr_window=True, local_interrupts=True, progress=_QUIET):
+                 x2apic=True, msr_window=True, local_interrupts=True, pipelined_fabric=False, progress=_QUIET):
     """Build the soft-SoC for ``cpus`` cores of kind ``core`` (``"picorv32"`` or ``"serv"``; None:
     the SoC's default) and run its firmware; returns the report dict.  ``apic_storage``,
-    ``x2apic``, ``msr_window`` and ``local_interrupts`` are the board builds' options of the
-    same names (``apwake build``): a board's configuration runs as it is built.
+    ``x2apic``, ``msr_window``, ``local_interrupts`` and ``pipelined_fabric`` are the board
+    builds' options of the same names (``apwake build``): a board's configuration runs as it is
+    built.
 
     The SoC's configuration (``SocConfig``, which holds ``ap_start`` and ``core``) is the whole request; the
     cocotb module :mod:`apwake.sim.scenarios.soc_entry` reads the report path from ``APWAKE_REPORT``.
@@ -189,7 +190,7 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
 
     # past 8 cores the stacks (256 bytes each) and the firmware need the ULX3S's 16 KiB
     fabric = FabricConfig.contiguous(cpus, n_vectors=32, storage=apic_storage, x2apic_support=x2apic,
-                                     local_interrupts=local_interrupts)
+                                     local_interrupts=local_interrupts, pipelined=pipelined_fabric)
     config = SocConfig(fabric, ap_start=ap_start, msr_window=msr_window,
                        ram_bytes=8192 if cpus <= 8 else 16384, **({} if core is None else {"core": core}))
     with progress.phase("building the SoC firmware"):
@@ -200,7 +201,7 @@ def run_soc_demo(*, cpus, waves=None, gate_level=None, ap_start="sipi", core=Non
                        waves=waves, gate_level=gate_level, progress=progress)
     return {"scenario": "soc-demo", "ap_start": ap_start, "core": config.core, "apic_storage": fabric.storage,
             "x2apic": fabric.x2apic_support, "msr_window": config.msr_window,
-            "local_interrupts": fabric.local_interrupts, **report}
+            "local_interrupts": fabric.local_interrupts, "pipelined_fabric": fabric.pipelined, **report}
 
 
 def _cores(mask):
@@ -297,7 +298,8 @@ def _run(args):
                               ap_start=values["ap_start"], core=values["core"],
                               apic_storage=values["apic_storage"], x2apic=not values["no_x2apic"],
                               msr_window=not values["no_msr_window"],
-                              local_interrupts=not values["no_local_interrupts"], progress=progress)
+                              local_interrupts=not values["no_local_interrupts"],
+                              pipelined_fabric=values["pipelined_fabric"], progress=progress)
     else:
         report = run_scenario_cli(
             scenario.name, cpus=values["cpus"], apic_ids=values["apic_ids"],
@@ -336,7 +338,8 @@ def _build(args):
     try:
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
                               clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts,
-                              msr_window=args.msr_window, apic_storage=args.apic_storage, x2apic=args.x2apic)
+                              msr_window=args.msr_window, apic_storage=args.apic_storage, x2apic=args.x2apic,
+                              pipelined_fabric=args.pipelined_fabric)
         check_clock(board)
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
@@ -473,6 +476,10 @@ def main(argv=None):
     board.add_argument("--x2apic", action=argparse.BooleanOptionalAction, default=None,
                        help="the APICs' x2APIC mode; --no-x2apic leaves it out (EXTD is #GP, the firmware "
                             "stays in xAPIC mode), the x2APIC logic's LUTs with it (default: the board's)")
+    board.add_argument("--pipelined-fabric", action=argparse.BooleanOptionalAction, default=None,
+                       help="the IPI fabric in four stages (an IPI takes four cycles from grant to "
+                            "delivery), for clocks the one-cycle fabric misses at many cores "
+                            "(default: the board's)")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

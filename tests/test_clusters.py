@@ -53,6 +53,25 @@ def test_cluster_size_changes_nothing(scenario, options, tmp_path):
     assert top.count("apwake_lapic_v256 ") == 8 and "apwake_lapic_cluster" not in top
 
 
+#: the pipelined fabric (rtl/lapic/fabric.py ``pipelined``) in the clusters above
+PIPELINED = FabricConfig.contiguous(8, cluster_size=3, pipelined=True)
+
+
+@pytest.mark.verilator
+def test_pipelined_fabric_delivers_the_same_messages_later(tmp_path):
+    """Every CPU sends call-function IPIs at once: on the pipelined fabric the same messages
+    are delivered and acknowledged (the models' scoreboards count each), each four cycles from
+    grant to done instead of one, so the run takes longer."""
+    _, one = _report(ONE, "ipi-storm", tmp_path, {"ipis": 6})
+    pipelined_build, pipelined = _report(PIPELINED, "ipi-storm", tmp_path, {"ipis": 6})
+    assert one["passed"] and pipelined["passed"]
+    assert pipelined["bus_messages"] == one["bus_messages"] > 0
+    assert pipelined["online"] == one["online"]
+    assert pipelined["cycles"] > one["cycles"]
+    top = (pipelined_build.verilog_dir / "apwake_fabric.v").read_text()
+    assert "stage3_" in top and "apwake_lapic_cluster3_v256_pipe " in top
+
+
 def test_packed_ports_keep_every_bit():
     """A packed module has two ports whose widths are the signature's inputs and outputs."""
     from amaranth.back import verilog

@@ -275,6 +275,64 @@ def test_receiver_matches_destinations_and_accepts():
     simulate(dut, bench, clocked=False)
 
 
+def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later():
+    """The pipelined fabric's receiver (rtl/lapic/receiver.py "Delay"): matched against the
+    registers of the bus cycle, accepted exactly ``delay`` cycles later with ``lp_grant`` of
+    that cycle; a reset in between drops a Fixed message, not a SIPI; disabling drops both."""
+    dut = Receiver(n_vectors=NV, delay=2)
+
+    async def bench(ctx):
+        for name, value in (("apic_id", 0x03), ("enabled", 1), ("sw_enabled", 1), ("dfr", 0xFFFF_FFFF)):
+            ctx.set(getattr(dut, name), value)
+
+        async def bus_cycle(*, during=None, **fields):
+            """One bus cycle of a message to APIC 3, then two idle cycles with ``during``
+            (input: value) held in the first; returns (in_flight, what was raised) per cycle,
+            from the bus cycle on."""
+            ctx.set(dut.rx_msg.as_value(), message(destination=0x03, **fields))
+            ctx.set(dut.rx_valid, 1)
+            seen = []
+            for cycle in range(4):
+                if cycle == 1:
+                    ctx.set(dut.rx_valid, 0)
+                    ctx.set(dut.rx_msg.as_value(), 0)          # the bus moves on
+                    for name, value in (during or {}).items():
+                        ctx.set(getattr(dut, name), value)
+                if cycle == 2:
+                    for name in (during or {}):
+                        ctx.set(getattr(dut, name), 0 if name != "sw_enabled" else 1)
+                seen.append((ctx.get(dut.in_flight), ctx.get(dut.irr_set), ctx.get(dut.sipi),
+                             ctx.get(dut.sipi_vector)))
+                await ctx.tick()
+            return seen
+
+        seen = await bus_cycle(vector=0x11, during={"sw_enabled": 0})   # disabled after the match
+        assert [s[1] for s in seen] == [0, 0, 1 << 0x11, 0]             # accepted two cycles later
+        assert [s[0] for s in seen] == [0, 1, 1, 0]
+        seen = await bus_cycle(vector=0x11, during={"soft_reset": 1})   # the reset clears it
+        assert [s[1] for s in seen] == [0, 0, 0, 0] and [s[0] for s in seen] == [0, 1, 0, 0]
+        seen = await bus_cycle(vector=0x9A, delivery_mode=DeliveryMode.STARTUP, during={"soft_reset": 1})
+        assert [s[2] for s in seen] == [0, 0, 1, 0] and seen[2][3] == 0x9A   # a SIPI survives it
+        seen = await bus_cycle(vector=0x9A, delivery_mode=DeliveryMode.STARTUP, during={"disabling": 1})
+        assert [s[2] for s in seen] == [0, 0, 0, 0]
+        # lowest priority: a candidate's acceptance waits for lp_grant two cycles on
+        ctx.set(dut.lp_grant, 1)                                         # too early: no message yet
+        ctx.set(dut.rx_msg.as_value(), message(destination=0x03, vector=0x12,
+                                               delivery_mode=DeliveryMode.LOWEST_PRIORITY))
+        ctx.set(dut.rx_valid, 1)
+        assert ctx.get(dut.irr_set) == 0
+        await ctx.tick()
+        ctx.set(dut.rx_valid, 0)
+        ctx.set(dut.lp_grant, 0)
+        assert ctx.get(dut.irr_set) == 0
+        await ctx.tick()
+        assert ctx.get(dut.irr_set) == 0                                 # not granted
+        ctx.set(dut.lp_grant, 1)
+        assert ctx.get(dut.irr_set) == 1 << 0x12
+
+    simulate(dut, bench)
+
+
 # --- interrupt state --------------------------------------------------------------------------
 
 def test_interrupt_state_priorities_inta_and_eoi():

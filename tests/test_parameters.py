@@ -9,6 +9,7 @@ from apwake.rtl.lib.instance import SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import ApicCluster
 from apwake.rtl.lapic.layouts import Icr
+from apwake.rtl.lapic.receiver import Receiver
 from apwake.rtl.lapic.local_apic import local_apic_signature
 from apwake.rtl.lib.priority import RoundRobinArbiter
 from apwake.rtl.lapic.signatures import TraceSignature
@@ -114,8 +115,12 @@ def test_apic_storage_is_checked_where_it_is_given(make):
      r"apic_ids\[1\] = 0x1ff needs x2APIC mode \(above 0xfe\), which x2apic_support=False leaves out"),
     (lambda: FabricConfig.contiguous(2, x2apic_support="no"), TypeError, r"x2apic_support must be a bool, not 'no'"),
     (lambda: LocalApic(x2apic_support=None), TypeError, r"x2apic_support must be a bool, not None"),
+    (lambda: LocalApic(pipelined=2), TypeError, r"pipelined must be a bool, not 2"),
+    (lambda: ApicCluster(2, pipelined="yes"), TypeError, r"pipelined must be a bool, not 'yes'"),
+    (lambda: FabricConfig.contiguous(2, pipelined=None), TypeError, r"pipelined must be a bool, not None"),
+    (lambda: Receiver(n_vectors=32, delay=1), ValueError, r"delay must be one of \(0, 2\), not 1"),
 ])
-def test_x2apic_support_is_checked_where_it_is_given(make, error, message):
+def test_x2apic_support_and_pipelining_are_checked_where_given(make, error, message):
     """The simulation's configuration refuses what the fabric would, before any build."""
     with pytest.raises(error, match=message):
         make()

@@ -134,6 +134,7 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     (dict(name="ulx3s", apic_storage="bram"), r"ulx3s: apic_storage must be one of flops, ram, not 'bram'"),
     (dict(name="ulx3s", ap_start="ghcb", msr_window=False), r"ulx3s: ap_start 'ghcb' needs the MSR window"),
     (dict(name="ulx3s", x2apic="no"), r"ulx3s: x2apic must be a bool, not 'no'"),
+    (dict(name="ulx3s", pipelined_fabric=1), r"ulx3s: pipelined_fabric must be a bool, not 1"),
 ])
 def test_board_variant_refusals(variant, message):
     """``apwake build``'s choices are checked before any tool runs; the message names the field."""
@@ -152,10 +153,10 @@ def test_board_clock_refusals(board, clock_mhz, message):
 
 
 @pytest.mark.parametrize("name, clock_mhz", [("icebreaker", None), ("ulx3s", 50), ("ulx3s", 100 / 3)])
-@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage, x2apic",
-                         [(False, True, "ram", False), (True, False, "flops", True)])
+@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage, x2apic, pipelined_fabric",
+                         [(False, True, "ram", False, True), (True, False, "flops", True, False)])
 def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts, msr_window,
-                                                        apic_storage, x2apic):
+                                                        apic_storage, x2apic, pipelined_fabric):
     """The command a report records (Board.command) parses back into the same board, with the
     local sources, the MSR window and the APIC storage changed or kept against either board's
     default and a clock that six digits do not spell (iCE40 boards run at their oscillator only)."""
@@ -168,7 +169,8 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
     monkeypatch.setattr(boards, "format_report", lambda result: "")
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
                             local_interrupts=local_interrupts, msr_window=msr_window, apic_storage=apic_storage,
-                            x2apic=x2apic)
+                            x2apic=x2apic, pipelined_fabric=pipelined_fabric)
+    assert ("pipe" in variant.label.split("-")) == pipelined_fabric
     assert main(shlex.split(variant.command)[1:]) == 0
     assert built == [variant]
 

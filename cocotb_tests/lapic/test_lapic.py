@@ -22,17 +22,24 @@ SMALL = FabricConfig.contiguous(4, n_vectors=64, storage="ram")
 #: memory words) and no x2APIC mode (the registers and IPIs; tb_local needs the sources, and
 #: tb_ipi vectors from 0x20 up, so 64 vectors).  SMALL reads its memory words in x2APIC mode.
 RAM_NOLVT = FabricConfig.contiguous(2, n_vectors=64, local_interrupts=False, storage="ram", x2apic_support=False)
+#: the pipelined fabric (rtl/lapic/fabric.py ``pipelined``: four cycles from grant to done, the
+#: large FPGA builds'), in clusters of 3 so that both pipelined trees are covered
+PIPELINED = FabricConfig((0x03, 0x10, 0x21, 0x07, 0x40, 0x11, 0x2A, 0xFE), bsp_index=2, cluster_size=3,
+                         pipelined=True)
 #: the configuration `make test` runs again with seeded phases and stalls
 SEEDED = [CONFIGS[1]]
 
-test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL, RAM_NOLVT], design=FabricDesign,
+test_registers = cocotb_tests("cocotb_tests.lapic.tb_registers", CONFIGS + [SMALL, RAM_NOLVT, PIPELINED],
+                             design=FabricDesign,
                              jitter=SEEDED)
-test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[:3] + [SMALL], design=FabricDesign, jitter=SEEDED)
+test_ipi = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[:3] + [SMALL, PIPELINED], design=FabricDesign,
+                        jitter=SEEDED)
 #: the IPIs without x2APIC mode under -m slow, for the CI budget (tb_registers' test_no_x2apic_mode
 #: sends one on that fabric in CI)
 test_ipi_nox2apic = cocotb_tests("cocotb_tests.lapic.tb_ipi", [RAM_NOLVT], design=FabricDesign,
                                  marks=[pytest.mark.slow])
-test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[:3], design=FabricDesign, jitter=SEEDED)
+test_storm = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[:3] + [PIPELINED], design=FabricDesign,
+                          jitter=SEEDED)
 #: the IPIs and the storm on 64 APICs (about a minute each) under -m slow, for the CI budget: the
 #: 64-APIC fabric's registers stay in CI (and 64 CPUs boot in tests/test_cli.py
 #: test_x2apic_scenarios_from_the_command_line), the IPIs
@@ -42,7 +49,8 @@ test_ipi_n64 = cocotb_tests("cocotb_tests.lapic.tb_ipi", CONFIGS[3:], design=Fab
 test_storm_n64 = cocotb_tests("cocotb_tests.lapic.tb_storm", CONFIGS[3:], design=FabricDesign,
                               marks=[pytest.mark.slow])
 #: local interrupt sources (timer, LINT, error LVT) and the ICR/SIPI choices
-test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL], design=FabricDesign, jitter=SEEDED)
+test_local = cocotb_tests("cocotb_tests.lapic.tb_local", CONFIGS[1:3] + [SMALL, PIPELINED], design=FabricDesign,
+                          jitter=SEEDED)
 
 #: issue 6 §5, §6: the fabric block tests on the Yosys gate-level netlist of a 2-APIC fabric with
 #: 32 vectors, the size the SoC's boards use (every test also runs on any design with `pytest

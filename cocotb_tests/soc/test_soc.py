@@ -53,8 +53,14 @@ test_soc_serv_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [SERV["sipi"]
                                         gate_level=True, marks=[pytest.mark.slow])
 #: the iCEBreaker's 4 SERV cores without the MSR window, as built (synth/REPORT.md "icebreaker-serv-c4")
 ICEBREAKER_SERV4_BUILT = sim_config(board_variant("icebreaker", core="serv", n_cores=4))
+#: the ULX3S's 32 SERV cores at 50 MHz (synth/REPORT.md "ulx3s-serv-c32-nolocal-apicram-pipe-50mhz"):
+#: the pipelined fabric, the APICs' storage in block RAM, no local sources (about 1.15 million
+#: cycles, a minute with the build on the development machine)
+ULX3S_SERV32 = sim_config(board_variant("ulx3s", core="serv", n_cores=32, clock_mhz=50, local_interrupts=False,
+                                        apic_storage="ram", pipelined_fabric=True))
 #: the other boards' SoCs as their bitstreams hold them (`apwake build ulx3s`: synth/boards.py
 #: BOARDS, sim_config) and the iCEBreaker's 4-SERV variants above
 test_soc_boards = cocotb_tests("cocotb_tests.soc.tb_soc",
                                [sim_config(board) for board in BOARDS.values() if sim_config(board) != ICEBREAKER]
-                               + [ICEBREAKER_SERV4_BUILT, *ICEBREAKER_SERV4.values()], design=SocDesign)
+                               + [ICEBREAKER_SERV4_BUILT, *ICEBREAKER_SERV4.values(), ULX3S_SERV32],
+                               design=SocDesign)

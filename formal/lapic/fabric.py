@@ -85,6 +85,13 @@ class FabricProof(HarnessBase):
     * ``fab_delivery_status_<i>`` (xAPIC): ICR bit 12 reads 1 exactly while the IPI is in
       flight (from the write until its bus cycle).
 
+    On the pipelined fabric (``pipelined``) the trace shows stage 3, two cycles after the APICs
+    matched the message: the destination and lowest-priority rules then read the registers and
+    priorities of that cycle (two steps before the trace), a waiting sender is on the trace
+    within ``len(apic_ids) + 3`` steps (the grant register and the two stages), and an INIT taken
+    while a Fixed or lowest-priority message was in flight excuses its IRR bit (the reset clears
+    it, rtl/lapic/receiver.py "Delay").  The other properties are the same.
+
     Parameters
     ----------
     config : str
@@ -93,6 +100,8 @@ class FabricProof(HarnessBase):
         The fabric's ``cluster_size``: None is one cluster of every APIC; 2 with three APICs
         splits them into a full cluster and one with an unused slot, so the properties cover
         the two-level arbitration and lowest-priority selection (rtl/lapic/cluster.py).
+    pipelined : bool
+        The fabric's ``pipelined`` (rtl/lapic/fabric.py).
     defect : str or None
         ``"regrant"``: the arbiter may grant the sender whose message is on the bus again (a
         statement added to the elaborated fabric), which duplicates messages.
@@ -100,12 +109,13 @@ class FabricProof(HarnessBase):
 
     DEFECTS = {"regrant": "the arbiter grants the sender whose message is on the bus again"}
 
-    def __init__(self, config="xapic3", *, cluster_size=None, defect=None):
+    def __init__(self, config="xapic3", *, cluster_size=None, pipelined=False, defect=None):
         super().__init__(defect=defect)
         if config not in CONFIGS:
             raise ValueError(f"config must be one of {sorted(CONFIGS)}, not {config!r}")
         self.config, self.apic_ids = config, CONFIGS[config]
         self.x2apic = config.startswith("x2apic")
+        self.pipelined = pipelined
         self.apics = []
 
         def factory(**kwargs):
@@ -114,7 +124,7 @@ class FabricProof(HarnessBase):
             return apic
 
         self.dut = ApicFabric(self.apic_ids, n_vectors=N_VECTORS, local_interrupts=False,
-                              apic_factory=factory, cluster_size=cluster_size)
+                              apic_factory=factory, cluster_size=cluster_size, pipelined=pipelined)
         for port in self.dut.cpu:
             for name in ("req_valid", "space", "addr", "write", "wdata"):
                 self.free(getattr(port.reg, name))
@@ -140,6 +150,14 @@ class FabricProof(HarnessBase):
         self.watch(trace.valid, trace.msg, trace.source, trace.accept)
         on_bus = [trace.valid & (trace.source == i) for i in range(n)]
         regs = []
+        # cycles from the APICs' match to the trace, and the extra steps a sender waits
+        lag, extra_wait = (2, 3) if self.pipelined else (0, 0)
+
+        def at_match(value, name):
+            """``value`` in the cycle the APICs matched the message the trace shows."""
+            for k in range(lag):
+                value = self.past(value, f"{name}_{k + 1}")
+            return value
 
         for i, apic_id in enumerate(self.apic_ids):
             cpu, reg = dut.cpu[i], dut.cpu[i].reg
@@ -209,13 +227,14 @@ class FabricProof(HarnessBase):
             self.cover(f"cover_message_{i}", on_bus[i])
             self.cover(f"cover_refused_{i}", (icr_write | self_ipi) & refused)
             # --- fairness ------------------------------------------------------------------------
-            wait = Signal(range(n + 2), name=f"wait{i}")
+            bound = n + extra_wait
+            wait = Signal(range(bound + 2), name=f"wait{i}")
             with m.If(pend & ~on_bus[i]):
-                m.d.sync += wait.eq(Mux(wait == n + 1, wait, wait + 1))
+                m.d.sync += wait.eq(Mux(wait == bound + 1, wait, wait + 1))
             with m.Else():
                 m.d.sync += wait.eq(0)
-            self.prove(f"fab_fair_{i}", wait <= n)
-            self.cover(f"cover_fair_wait_{i}", on_bus[i] & (wait == n))
+            self.prove(f"fab_fair_{i}", wait <= bound)
+            self.cover(f"cover_fair_wait_{i}", on_bus[i] & (wait == bound))
             # --- quiet read data (RegisterBusSignature): 0 outside a response ------------------------
             self.prove(f"fab_rdata_quiet_{i}", reg.resp_valid | (reg.rdata == 0))
             self.cover(f"cover_rdata_{i}", reg.resp_valid & (reg.rdata != 0))
@@ -231,7 +250,7 @@ class FabricProof(HarnessBase):
         lowest = msg.delivery_mode.as_value() == _LOWEST
         candidates = []
         for j, apic_id in enumerate(self.apic_ids):
-            sw_en, ldr8, dfr = regs[j]
+            sw_en, ldr8, dfr = (at_match(r, f"{name}{j}") for r, name in zip(regs[j], ("svr_enable", "ldr", "dfr")))
             want = Signal(name=f"sdm_accepts{j}")
             m.d.comb += want.eq(sdm_accepts(msg=msg, sender_is_me=trace.source == j, x2apic=x2,
                                             apic_id=apic_id, sw_enabled=sw_en, ldr8=ldr8, dfr_model=dfr))
@@ -242,7 +261,7 @@ class FabricProof(HarnessBase):
         cand = Cat(*candidates)
         accept = trace.accept
         one_or_none = (accept & (accept - 1)) == 0
-        priority = [apic.link.rx_priority for apic in self.apics]
+        priority = [at_match(apic.link.rx_priority, f"priority{j}") for j, apic in enumerate(self.apics)]
         lowest_ok = Cat(*(~accept[j] | Cat(*(~cand[k] | (priority[j] <= priority[k]) for k in range(n))).all()
                           for j in range(n))).all()
         self.prove("fab_lowest_priority", ~(trace.valid & lowest) | (
@@ -260,7 +279,11 @@ class FabricProof(HarnessBase):
         for j in range(n):
             cpu = dut.cpu[j]
             got = was_valid & was_accept[j]
-            was_init_taken = self.past(cpu.init & cpu.init_ack, f"init_taken{j}")
+            # an INIT taken from the match to the acceptance (one cycle without the pipeline)
+            init_taken = [self.past(cpu.init & cpu.init_ack, f"init_taken{j}")]
+            for k in range(lag):
+                init_taken.append(self.past(init_taken[-1], f"init_taken{j}_{k + 1}"))
+            was_init_taken = Cat(*init_taken).any()
             was_sipi, was_sipi_ack = self.past(cpu.sipi, f"sipi{j}"), self.past(cpu.sipi_ack, f"sipi_ack{j}")
             was_vec = self.past(cpu.sipi_vector, f"sipi_vector{j}")
             legal = (was_vector >= 16) & (was_vector < N_VECTORS)

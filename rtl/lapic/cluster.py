@@ -23,6 +23,13 @@ simulator: one converted and compiled cluster serves all of them, and the fabric
 
 A slot of the last cluster that no CPU uses (``present`` low) never accepts, never sends (no
 CPU reaches its registers) and counts as quiescent.
+
+**Pipelined** (``pipelined``, for the pipelined fabric): the APICs match the message in its bus
+cycle (stage 1) and the cluster registers their answers; in stage 2 it picks its lowest-priority
+candidate among the registered answers and registers the pick; in stage 3 the fabric chooses
+between the clusters' picks and ``lp_grant``, ``accept``, ``tx_done`` and ``tx_accepted`` are
+those of the message of two cycles before.  ``rx_valid``, ``rx_msg`` and ``rx_source`` stay the
+bus cycle's; the cluster keeps what stage 3 needs.  No path then crosses more than one tree.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -30,9 +37,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.lib.priority import min_tree, or_tree
+from apwake.rtl.lib.stage import register_stage
 
 from .layouts import DeliveryMode, FabricMessage
-from .local_apic import LocalApic, check_n_vectors
+from .local_apic import LocalApic, check_n_vectors, check_pipelined
 from .register_file import check_storage, check_x2apic_support
 from .signatures import CpuPortSignature
 
@@ -109,8 +117,9 @@ class ApicCluster(wiring.Component):
     ----------
     size : int
         APICs in the cluster, 1 to :data:`MAX_CLUSTER_SIZE`.
-    n_vectors, local_interrupts, storage, x2apic_support
-        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`.
+    n_vectors, local_interrupts, storage, x2apic_support, pipelined
+        Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`; ``pipelined`` also
+        pipelines the cluster (module docstring).
     apic_factory : callable or None
         As :class:`~apwake.rtl.lapic.fabric.ApicFabric`'s: ``apic_factory(n_vectors=...,
         local_interrupts=..., storage=..., x2apic_support=...)`` returns one APIC; None elaborates :class:`LocalApic`.
@@ -128,7 +137,8 @@ class ApicCluster(wiring.Component):
     tx_request, tx_grant, tx_msg, tx_accepted
     rx_valid, rx_msg, rx_source, lp_any, lp_index, lp_priority, lp_grant, accept
         The bus, as in the module docstring; ``rx_source`` and ``tx_grant`` are one-hot over
-        the slots (or zero).
+        the slots (or zero).  With ``pipelined``, ``lp_*``, ``lp_grant``, ``accept`` and
+        ``tx_accepted`` belong to the message two cycles behind ``rx_*``.
     quiescent : Out(1)
         Every present APIC is quiescent.
 
@@ -139,7 +149,7 @@ class ApicCluster(wiring.Component):
     """
 
     def __init__(self, size, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True,
-                 apic_factory=None):
+                 pipelined=False, apic_factory=None):
         signature = cluster_signature(size)
         check_n_vectors(n_vectors)
         if not isinstance(local_interrupts, bool):
@@ -149,6 +159,7 @@ class ApicCluster(wiring.Component):
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
+        self.pipelined = check_pipelined(pipelined)
         self._apic_factory = apic_factory or LocalApic
         super().__init__(signature)
 
@@ -157,7 +168,8 @@ class ApicCluster(wiring.Component):
         apics = []
         for j in range(self.size):
             apic = self._apic_factory(n_vectors=self.n_vectors, local_interrupts=self.local_interrupts,
-                                      storage=self.storage, x2apic_support=self.x2apic_support)
+                                      storage=self.storage, x2apic_support=self.x2apic_support,
+                                      pipelined=self.pipelined)
             m.submodules[f"apic{j}"] = apic
             wiring.connect(m, wiring.flipped(self.cpu[j]), apic.cpu)
             m.d.comb += [apic.apic_id.eq(self.apic_id[j]), apic.bsp.eq(self.bsp[j]),
@@ -167,22 +179,32 @@ class ApicCluster(wiring.Component):
 
         # an absent slot is never a receiver: its APIC has an ID like any other
         match = Signal(self.size)
+        priorities = [a.link.rx_priority for a in apics]
+        valid, source = self.rx_valid, self.rx_source
+        lowest = self.rx_msg.delivery_mode == DeliveryMode.LOWEST_PRIORITY
         m.d.comb += match.eq(Cat(a.link.rx_match for a in apics) & self.present)
+        if self.pipelined:
+            # stage 2: the APICs' answers, registered
+            valid, source, lowest, match, priorities = register_stage(
+                m, "stage2", valid, source, lowest, match, priorities)
         lp_any, lp_index, lp_priority = min_tree(
-            m, [(match[j], a.link.rx_priority) for j, a in enumerate(apics)], name="lowest_priority")
+            m, [(match[j], priorities[j]) for j in range(self.size)], name="lowest_priority")
+        if self.pipelined:
+            # stage 3: the cluster's pick, registered
+            valid, source, lowest, match, (lp_any, lp_index, lp_priority) = register_stage(
+                m, "stage3", valid, source, lowest, match, (lp_any, lp_index, lp_priority))
         m.d.comb += [self.lp_any.eq(lp_any), self.lp_index.eq(lp_index),
                      self.lp_priority.eq(lp_priority)]
 
-        lowest = self.rx_msg.delivery_mode == DeliveryMode.LOWEST_PRIORITY
         for j, a in enumerate(apics):
-            lp_grant = self.rx_valid & lowest & self.lp_grant & (lp_index == j)
+            lp_grant = valid & lowest & self.lp_grant & (lp_index == j)
             m.d.comb += [
                 a.link.rx_valid.eq(self.rx_valid),
                 a.link.rx_msg.eq(self.rx_msg),
                 a.link.rx_self.eq(self.rx_source[j]),
                 a.link.lp_grant.eq(lp_grant),
-                self.accept[j].eq(self.rx_valid & Mux(lowest, lp_grant, match[j])),
-                a.link.tx_done.eq(self.rx_valid & self.rx_source[j]),
+                self.accept[j].eq(valid & Mux(lowest, lp_grant, match[j])),
+                a.link.tx_done.eq(valid & source[j]),
                 a.link.tx_accepted.eq(self.tx_accepted),
             ]
         m.d.comb += [
@@ -192,3 +214,4 @@ class ApicCluster(wiring.Component):
             self.quiescent.eq((Cat(a.quiescent for a in apics) | ~self.present).all()),
         ]
         return m
+

@@ -15,6 +15,18 @@ Each message is on the bus exactly once, and every receiver can always accept in
 throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
 cycle to monitors.
 
+**Pipelined** (``pipelined``, for large FPGA builds): the same three steps over five cycles, so
+that no path crosses the whole fabric twice.  The arbiter's grant is registered (stage 0) before
+the granted message is put on the bus (stage 1); each APIC matches it in stage 1 against its
+registers of that cycle, each cluster registers the answers and picks its lowest-priority
+candidate in stage 2 (:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 3 the
+fabric picks between the clusters, the receivers accept and the sender gets ``tx_done``.  Up to
+four messages are in flight, from four different senders (the arbiter grants no sender whose
+message is in a stage), so the throughput stays one message per cycle; each takes four cycles
+from grant to ``tx_done`` instead of one.  The ``trace`` shows stage 3: each message with the
+APICs that accepted it.  What the APICs do with a message is unchanged; only when is later
+(:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay").
+
 The APICs sit in clusters (:class:`~apwake.rtl.lapic.cluster.ApicCluster`) that hold their
 share of the per-port logic; the fabric's top keeps the arbiter over every port, the bus
 register and the choice between the clusters' lowest-priority candidates.  The cluster size
@@ -33,9 +45,10 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import FabricMessage, X2APIC_BROADCAST, XAPIC_MAX_ID
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
-from .local_apic import LocalApic, check_n_vectors
+from .local_apic import LocalApic, check_n_vectors, check_pipelined
 from .register_file import check_storage, check_x2apic_support
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
+from apwake.rtl.lib.stage import register_stage
 from .signatures import CpuPortSignature, TraceSignature
 
 __all__ = ["ApicFabric", "MAX_APICS", "check_apic_ids_fit"]
@@ -128,7 +141,7 @@ class ApicFabric(wiring.Component):
 
     def __init__(self, apic_ids, *, n_vectors=256, bsp_index=0, allow_duplicate_ids=False,
                  local_interrupts=True, storage="flops", x2apic_support=True, apic_factory=None,
-                 cluster_size=None, cluster_factory=None):
+                 cluster_size=None, cluster_factory=None, pipelined=False):
         apic_ids = list(apic_ids) if not isinstance(apic_ids, (str, bytes)) else apic_ids
         if not isinstance(apic_ids, list) or not 1 <= len(apic_ids) <= MAX_APICS:
             raise ValueError(f"apic_ids must list 1 to {MAX_APICS} APIC IDs, not {apic_ids!r}")
@@ -154,6 +167,7 @@ class ApicFabric(wiring.Component):
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
+        self.pipelined = check_pipelined(pipelined)
         check_apic_ids_fit(apic_ids, x2apic_support=x2apic_support)
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
@@ -200,7 +214,7 @@ class ApicFabric(wiring.Component):
         for c in range(n_clusters):
             cluster = self._cluster_factory(size=size, n_vectors=self.n_vectors,
                                             local_interrupts=self.local_interrupts, storage=self.storage,
-                                            x2apic_support=self.x2apic_support)
+                                            x2apic_support=self.x2apic_support, pipelined=self.pipelined)
             m.submodules[f"cluster{c}"] = cluster
             ports = range(c * size, min(n, (c + 1) * size))
             for j, i in enumerate(ports):
@@ -226,27 +240,45 @@ class ApicFabric(wiring.Component):
                      accept.eq(accepts[:n])]
 
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
-        # A sender whose message is on the bus this cycle is not granted again.
-        m.d.comb += arbiter.requests.eq(requests[:n] & ~Mux(bus_valid, bus_source, 0))
+        grant_valid, grant, grant_index = arbiter.valid, arbiter.grant, arbiter.grant_index
+        in_flight = [bus_source]        # one-hot senders whose message is in a stage
+        stage_valid = [bus_valid]
+        if self.pipelined:
+            # stage 0: the grant, registered
+            grant_valid, grant, grant_index = register_stage(m, "stage0", grant_valid, grant, grant_index)
+            in_flight.append(grant)
+            stage_valid.append(grant_valid)
         for c, cluster in enumerate(clusters):
-            m.d.comb += cluster.tx_grant.eq(arbiter.grant[c * size:(c + 1) * size])
+            m.d.comb += cluster.tx_grant.eq(grant[c * size:(c + 1) * size])
         m.d.sync += [
-            bus_valid.eq(arbiter.valid),
+            bus_valid.eq(grant_valid),
             bus_msg.eq(or_tree([cl.tx_msg.as_value() for cl in clusters])),
-            bus_source.eq(arbiter.grant),
-            bus_source_index.eq(arbiter.grant_index),
+            bus_source.eq(grant),
+            bus_source_index.eq(grant_index),
         ]
+        # stage 3 (the bus cycle itself without the pipeline): what the trace shows
+        valid, msg, source, source_index = bus_valid, bus_msg, bus_source, bus_source_index
+        if self.pipelined:
+            for stage in ("stage2", "stage3"):
+                valid, msg, source, source_index = register_stage(m, stage, valid, msg, source, source_index)
+                in_flight.append(source)
+                stage_valid.append(valid)
+        # A sender whose message is in a stage is not granted again: it holds its request until
+        # its tx_done.  (Each one-hot is 0 when its stage is empty: the arbiter grants nobody
+        # without a request.)
+        m.d.comb += arbiter.requests.eq(requests[:n] & ~or_tree(in_flight))
 
         # the clusters' best lowest-priority candidates, ties to the lowest cluster: the same
         # pick as one tree over every port (min_tree)
         lp_any, lp_cluster, _ = min_tree(m, [(cl.lp_any, cl.lp_priority) for cl in clusters],
                                          name="lowest_priority")
         m.d.comb += lp_grant.eq(Mux(lp_any, 1 << lp_cluster, 0))
-        m.d.comb += self.quiescent.eq(~bus_valid & Cat(cl.quiescent for cl in clusters).all())
+        m.d.comb += self.quiescent.eq(~Cat(stage_valid).any() & Cat(cl.quiescent for cl in clusters).all())
         m.d.comb += [
-            self.trace.valid.eq(bus_valid),
-            self.trace.msg.eq(bus_msg),
-            self.trace.source.eq(bus_source_index),
+            self.trace.valid.eq(valid),
+            self.trace.msg.eq(msg),
+            self.trace.source.eq(source_index),
             self.trace.accept.eq(accept),
         ]
         return m
+

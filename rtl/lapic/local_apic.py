@@ -23,15 +23,22 @@ from .events import PendingEvents
 from .icr_sender import IcrSender
 from .interrupt_state import InterruptState
 from .local_sources import LocalSources
-from .receiver import Receiver
+from .receiver import ACCEPT_DELAYS, Receiver
 from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage, check_x2apic_support
 from .signatures import CpuPortSignature, FabricLinkSignature, LINK_RX, LINK_TX
 from .timer import ApicTimer
 
-__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "VERSION", "MAX_LVT_INDEX",
+__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "check_pipelined", "VERSION", "MAX_LVT_INDEX",
            "VECTOR_COUNTS"]
 
 VECTOR_COUNTS = (32, 64, 128, 256)
+
+
+def check_pipelined(pipelined):
+    """``pipelined`` (of a fabric, a cluster or an APIC) must be a bool; TypeError naming it."""
+    if not isinstance(pipelined, bool):
+        raise TypeError(f"pipelined must be a bool, not {pipelined!r}")
+    return pipelined
 
 
 def check_n_vectors(n_vectors):
@@ -163,6 +170,10 @@ class LocalApic(wiring.Component):
         False: no x2APIC mode (setting IA32_APIC_BASE.EXTD is #GP, as on processors without
         it; :class:`~apwake.rtl.lapic.register_file.RegisterFile`), the size knob for the
         smallest FPGAs: the x2APIC logic folds away in synthesis.
+    pipelined : bool
+        For the pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``):
+        a message is matched in its bus cycle and accepted two cycles later
+        (:class:`~apwake.rtl.lapic.receiver.Receiver` ``delay``).
 
     Attributes
     ----------
@@ -191,18 +202,20 @@ class LocalApic(wiring.Component):
     ValueError, TypeError
         ``n_vectors`` not one of :data:`VECTOR_COUNTS`; ``local_interrupts`` not a bool;
         ``storage`` not one of :data:`~apwake.rtl.lapic.register_file.STORAGE_CHOICES`;
-        ``x2apic_support`` not a bool.
+        ``x2apic_support`` or ``pipelined`` not a bool.
 
     Sources: Intel SDM vol. 3 ch. 11 (APIC: §11.5 local vector table, timer and error
     handling, §11.6 ICR, §11.8 EOI, §11.12 x2APIC) and ch. 9 (§9.4 MP initialisation); KVM
     ``arch/x86/kvm/lapic.c`` where the SDM leaves room.
     """
 
-    def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True):
+    def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True,
+                 pipelined=False):
         self.n_vectors = check_n_vectors(n_vectors)
         if not isinstance(local_interrupts, bool):
             raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
         self.local_interrupts = local_interrupts
+        self.pipelined = check_pipelined(pipelined)
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
         super().__init__(local_apic_signature())
@@ -215,7 +228,7 @@ class LocalApic(wiring.Component):
         m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage,
                                                       x2apic_support=self.x2apic_support)
         m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc)
-        m.submodules.receiver = rx = Receiver(n_vectors=nv)
+        m.submodules.receiver = rx = Receiver(n_vectors=nv, delay=ACCEPT_DELAYS[-1] if self.pipelined else 0)
         m.submodules.interrupts = ints = InterruptState(n_vectors=nv, trigger_modes=lsrc)
         m.submodules.events = events = PendingEvents()
         m.submodules.errors = errors = ErrorStatus(error_interrupt=lsrc)
@@ -260,6 +273,8 @@ class LocalApic(wiring.Component):
             rx.ldr.eq(regs.ldr),
             rx.dfr.eq(regs.dfr),
             rx.priority.eq(ints.ppr[4:8]),
+            rx.soft_reset.eq(soft_reset),
+            rx.disabling.eq(regs.disabling),
             # IRR/ISR, INTR/INTA
             ints.tpr.eq(regs.tpr),
             ints.svr.eq(regs.svr),
@@ -276,7 +291,7 @@ class LocalApic(wiring.Component):
             errors.soft_reset.eq(soft_reset),
         ]
         if not lsrc:
-            m.d.comb += self.quiescent.eq(~sender.tx_valid)
+            m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight)
             m.d.comb += [
                 ints.set_edge.eq(rx.irr_set),
                 events.raise_init.eq(rx.init),
@@ -326,7 +341,7 @@ class LocalApic(wiring.Component):
         raised = (local.irr_edge.any() | local.irr_level.any() | local.nmi | local.smi | local.init
                   | local.illegal_vector | regs.lvt_write_illegal | sender.send_accept
                   | sender.send_illegal | regs.illegal_address)
-        m.d.comb += self.quiescent.eq(~sender.tx_valid & ~raised & ~errors.fire & timer.quiet)
+        m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight & ~raised & ~errors.fire & timer.quiet)
         return m
 
 

@@ -1,7 +1,7 @@
 """The local APIC's receiver: destination matching and acceptance of fabric messages
 (docs/spec/lapic.md §3, §5, §8 #8, #16, #17, #23)."""
 
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -9,7 +9,11 @@ from .layouts import (DeliveryMode, DestMode, Level, Shorthand, x2apic_logical_i
                       XAPIC_BROADCAST, X2APIC_BROADCAST)
 from .signatures import FabricLinkSignature, LINK_RX
 
-__all__ = ["Receiver"]
+__all__ = ["Receiver", "ACCEPT_DELAYS"]
+
+#: the receiver's choices of ``delay``: 0 for the fabric that decides in the bus cycle, 2 for the
+#: pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``)
+ACCEPT_DELAYS = (0, 2)
 
 
 class Receiver(wiring.Component):
@@ -29,11 +33,22 @@ class Receiver(wiring.Component):
       0-15 or at or above ``n_vectors``; NMI, SMI, SIPI (with ``sipi_vector``) and INIT (not
       de-assert) pulse their outputs for the pending flags.
     * ``rx_priority`` is the PPR class given on ``priority``, for lowest-priority arbitration.
+    * **Delay** (``delay`` 2, the pipelined fabric): the match is decided in the bus cycle as
+      above, against the registers of that cycle, and the acceptance happens ``delay`` cycles
+      later, when the fabric gives ``lp_grant``; ``rx_valid`` and ``rx_msg`` are the bus cycle's,
+      so the receiver keeps what the acceptance needs (mode, level, vector, whether it matched).
+      A message still in flight when the registers are reset is what it would have been had it
+      arrived before the reset: ``disabling`` drops it, ``soft_reset`` drops a Fixed or
+      lowest-priority one (whose IRR bit or illegal-vector error the reset clears; an INIT,
+      SIPI, NMI or SMI survives the reset as a pending event does).  ``in_flight`` says that
+      one is on its way.
 
     Parameters
     ----------
     n_vectors : int
         Implemented vectors: the width of ``irr_set``.
+    delay : int
+        Cycles from the match to the acceptance: one of :data:`ACCEPT_DELAYS`.
 
     Attributes
     ----------
@@ -59,10 +74,23 @@ class Receiver(wiring.Component):
         An accepted NMI, SMI, INIT (assert) or SIPI.
     sipi_vector : Out(8)
         The message's vector (the SIPI start page).
+    soft_reset, disabling : In(1)
+        The APIC's registers go back to their reset state; IA32_APIC_BASE.EN is being cleared
+        (only used with a ``delay``).
+    in_flight : Out(1)
+        A matched message waits for its acceptance (always 0 without a ``delay``).
+
+    Raises
+    ------
+    ValueError
+        ``delay`` is not one of :data:`ACCEPT_DELAYS`.
     """
 
-    def __init__(self, *, n_vectors):
+    def __init__(self, *, n_vectors, delay=0):
+        if delay not in ACCEPT_DELAYS:
+            raise ValueError(f"delay must be one of {ACCEPT_DELAYS}, not {delay!r}")
         self.n_vectors = n_vectors
+        self.delay = delay
         link = FabricLinkSignature().members
         super().__init__({
             **{name: link[name] for name in LINK_RX},
@@ -80,6 +108,9 @@ class Receiver(wiring.Component):
             "init": Out(1),
             "sipi": Out(1),
             "sipi_vector": Out(8),
+            "soft_reset": In(1),
+            "disabling": In(1),
+            "in_flight": Out(1),
         })
 
     def elaborate(self, platform):
@@ -124,17 +155,41 @@ class Receiver(wiring.Component):
                              (self.sw_enabled | ~rx_fixed_like))
         lowest = rx.delivery_mode == DeliveryMode.LOWEST_PRIORITY
         m.d.comb += [self.rx_match.eq(match), self.rx_priority.eq(self.priority)]
-        accept = Signal()
-        m.d.comb += accept.eq(self.rx_valid & Mux(lowest, self.lp_grant, match))
 
-        m.d.comb += self.sipi_vector.eq(rx.vector)
+        # what the acceptance acts on: the bus cycle's message, or the one matched ``delay``
+        # cycles ago
+        taken = Signal()                      # matched, or a lowest-priority candidate's message
+        mode, level, vector = Signal(3), Signal(1), Signal(8)
+        m.d.comb += [taken.eq(self.rx_valid & (match | lowest)), mode.eq(rx.delivery_mode),
+                     level.eq(rx.level), vector.eq(rx.vector)]
+        in_flight = []
+        for stage in range(self.delay):
+            # a reset in this cycle clears what the message would set (module docstring)
+            fixed_like = (mode == DeliveryMode.FIXED) | (mode == DeliveryMode.LOWEST_PRIORITY)
+            keep = ~self.disabling & ~(self.soft_reset & fixed_like)
+            next_taken = Signal(name=f"taken_{stage + 1}")
+            next_fields = [Signal.like(mode, name=f"mode_{stage + 1}"),
+                           Signal.like(level, name=f"level_{stage + 1}"),
+                           Signal.like(vector, name=f"vector_{stage + 1}")]
+            m.d.sync += [next_taken.eq(taken & keep),
+                         Cat(*next_fields).eq(Cat(mode, level, vector))]
+            taken, (mode, level, vector) = next_taken, next_fields
+            in_flight.append(taken)
+        m.d.comb += self.in_flight.eq(Cat(in_flight).any() if in_flight else 0)
+
+        accept = Signal()
+        lowest = mode == DeliveryMode.LOWEST_PRIORITY
+        m.d.comb += accept.eq(taken & Mux(lowest, self.lp_grant, 1))
+        init_deassert = (mode == DeliveryMode.INIT) & (level == Level.DEASSERT)
+
+        m.d.comb += self.sipi_vector.eq(vector)
         with m.If(accept):
-            with m.Switch(rx.delivery_mode):
+            with m.Switch(mode):
                 with m.Case(DeliveryMode.FIXED, DeliveryMode.LOWEST_PRIORITY):
-                    with m.If((rx.vector < 16) | (rx.vector >= nv)):
+                    with m.If((vector < 16) | (vector >= nv)):
                         m.d.comb += self.illegal_vector.eq(1)
                     with m.Else():
-                        m.d.comb += self.irr_set.eq(Const(1, nv) << rx.vector)
+                        m.d.comb += self.irr_set.eq(Const(1, nv) << vector)
                 with m.Case(DeliveryMode.NMI):
                     m.d.comb += self.nmi.eq(1)
                 with m.Case(DeliveryMode.SMI):
@@ -142,5 +197,5 @@ class Receiver(wiring.Component):
                 with m.Case(DeliveryMode.STARTUP):
                     m.d.comb += self.sipi.eq(1)
                 with m.Case(DeliveryMode.INIT):
-                    m.d.comb += self.init.eq(~rx_init_deassert)
+                    m.d.comb += self.init.eq(~init_deassert)
         return m

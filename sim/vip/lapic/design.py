@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import ApicCluster, check_cluster_size, cluster_count, cluster_signature
-from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
+from apwake.rtl.lapic.local_apic import check_n_vectors, check_pipelined, local_apic_signature
 from apwake.rtl.lapic.fabric import check_apic_ids_fit
 from apwake.rtl.lapic.register_file import check_storage, check_x2apic_support
 
@@ -50,12 +50,14 @@ class FabricConfig(EnvConfig):
     cluster_size: int = 0
     storage: str = "flops"
     x2apic_support: bool = True
+    pipelined: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "apic_ids", tuple(self.apic_ids))
         check_n_vectors(self.n_vectors)
         check_storage(self.storage)
         check_x2apic_support(self.x2apic_support)
+        check_pipelined(self.pipelined)
         check_apic_ids_fit(self.apic_ids, x2apic_support=self.x2apic_support)
         check_cluster_size(self.cluster_size, len(self.apic_ids), zero_means="the harness's choice")
 
@@ -85,6 +87,8 @@ class FabricConfig(EnvConfig):
             parts.append(self.storage)
         if not self.x2apic_support:
             parts.append("nox2apic")
+        if self.pipelined:
+            parts.append("pipe")
         return "-".join(parts)
 
 
@@ -102,7 +106,7 @@ class FabricDesign(Design):
     def _suffix(self):
         c = self.config
         return (("" if c.local_interrupts else "_nolvt") + ("" if c.storage == "flops" else f"_{c.storage}")
-                + ("" if c.x2apic_support else "_nox2apic"))
+                + ("" if c.x2apic_support else "_nox2apic") + ("_pipe" if c.pipelined else ""))
 
     @property
     def apic_module(self):
@@ -133,7 +137,7 @@ class FabricDesign(Design):
     def _apic_parameters(self):
         c = self.config
         return dict(n_vectors=c.n_vectors, local_interrupts=c.local_interrupts, storage=c.storage,
-                    x2apic_support=c.x2apic_support)
+                    x2apic_support=c.x2apic_support, pipelined=c.pipelined)
 
     def separate_module_keys(self):
         # what each module is made from (separate_modules, this file): equal keys, equal Verilog
@@ -166,7 +170,7 @@ class FabricDesign(Design):
                           allow_duplicate_ids=c.allow_duplicate_ids,
                           local_interrupts=c.local_interrupts, storage=c.storage,
                           x2apic_support=c.x2apic_support, cluster_size=self.cluster_size,
-                          **factory)
+                          pipelined=c.pipelined, **factory)
 
     def watched_outputs(self):
         return cpu_event_outputs(self.config.n_cpus)

@@ -1,0 +1,22 @@
+"""Pipeline registers: one stage of values, registered under names a waveform reader can find."""
+
+from amaranth import Signal, Value
+
+__all__ = ["register_stage"]
+
+
+def register_stage(m, stage, *values):
+    """Register ``values`` for one pipeline stage in ``m.d.sync``.
+
+    Each of ``values`` is a value (a signal, an expression, a ``lib.data`` view) or a list or
+    tuple of them; the registers are named ``<stage>_<position>`` (``<stage>_<position>_<item>``
+    inside a list), reset to 0, and returned in the same shape (views as plain signals of
+    their width).
+    """
+    def one(value, name):
+        value = Value.cast(value)
+        reg = Signal(value.shape(), name=f"{stage}_{name}")
+        m.d.sync += reg.eq(value)
+        return reg
+    return [[one(v, f"{k}_{i}") for i, v in enumerate(value)] if isinstance(value, (list, tuple))
+            else one(value, str(k)) for k, value in enumerate(values)]
