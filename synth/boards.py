@@ -30,6 +30,7 @@ from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
 from apwake.sim.harness.toolchain import import_extra, yowasp_tool
 
 from .pll import Ecp5Pll, ecp5_pll_config
+from .timing import critical_path, format_critical_path
 
 __all__ = ["Board", "BOARDS", "board_variant", "check_clock", "build_board", "BoardBuildError", "tool_failure",
            "BoardTop", "per_block_utilisation", "sim_config", "tool_env"]
@@ -447,6 +448,8 @@ def build_board(board, *, out_root=None):
             raise BoardBuildError(tool_failure(board, out_dir / "board", error.returncode)) from None
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
+    timing_log = out_dir / "board" / "apwake_soc.tim"
+    path = critical_path(timing_log.read_text(errors="replace")) if timing_log.exists() else None
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
     totals = {cell: {"used": v["used"], "available": v["available"]}
               for cell, v in report["utilization"].items() if v["used"]}
@@ -459,7 +462,7 @@ def build_board(board, *, out_root=None):
               "apic_storage": board.apic_storage,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": board.command, "nextpnr_options": router}
+              "command": board.command, "nextpnr_options": router, "critical_path": path}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result
@@ -476,7 +479,9 @@ def format_report(result):
              f"{result.get('ap_start', 'sipi')}, APICs with {result['n_vectors']} vectors, "
              f"{result['ram_bytes'] // 1024} KiB RAM." + (f" {result['notes']}." if result["notes"] else ""), "",
              "Fmax (nextpnr): " + ", ".join(f"{c}: {f} MHz" for c, f in result["fmax_mhz"].items())
-             + f" (target {result['clock_mhz']:g} MHz).", "",
+             + f" (target {result['clock_mhz']:g} MHz"
+             + ("; MISSED" if any(f < result["clock_mhz"] for f in result["fmax_mhz"].values()) else "") + ").", "",
+             *([format_critical_path(result["critical_path"]), ""] if result.get("critical_path") else []),
              "| Resource (placed) | Used | Available |", "|---|---|---|"]
     for cell, v in result["totals"].items():
         lines.append(f"| {cell} | {v['used']} | {v['available']} |")
