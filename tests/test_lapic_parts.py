@@ -275,60 +275,55 @@ def test_receiver_matches_destinations_and_accepts():
     simulate(dut, bench, clocked=False)
 
 
-def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later():
+@pytest.mark.parametrize("fields, changes, accepted", [
+    # the match is the bus cycle's: software-disabled after it, the message still arrives
+    (dict(vector=0x11), {1: {"sw_enabled": 0}}, True),
+    # a reset from the bus cycle to the cycle before the acceptance drops a Fixed or
+    # lowest-priority message (the reset clears its IRR bit), not a SIPI or an NMI
+    (dict(vector=0x11), {0: {"soft_reset": 1}}, False),
+    (dict(vector=0x11), {1: {"soft_reset": 1}}, False),
+    (dict(vector=0x11, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {1: {"soft_reset": 1}, 2: {"lp_grant": 1}},
+     False),
+    (dict(vector=0x9A, delivery_mode=DeliveryMode.STARTUP), {1: {"soft_reset": 1}}, True),
+    (dict(delivery_mode=DeliveryMode.NMI), {0: {"soft_reset": 1}}, True),
+    # in the acceptance cycle itself it meets the acceptance, as on the one-cycle fabric
+    (dict(vector=0x11), {2: {"soft_reset": 1}}, True),
+    # disabling drops every mode
+    (dict(vector=0x9A, delivery_mode=DeliveryMode.STARTUP), {1: {"disabling": 1}}, False),
+    (dict(vector=0x11), {0: {"disabling": 1}}, False),
+    # lowest priority: accepted with the grant of the acceptance cycle, not one before
+    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {2: {"lp_grant": 1}}, True),
+    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {0: {"lp_grant": 1}, 1: {"lp_grant": 0}},
+     False),
+])
+def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later(fields, changes, accepted):
     """The pipelined fabric's receiver (rtl/lapic/receiver.py "Delay"): matched against the
-    registers of the bus cycle, accepted exactly ``delay`` cycles later with ``lp_grant`` of
-    that cycle; a reset in between drops a Fixed message, not a SIPI; disabling drops both."""
+    registers of the bus cycle (cycle 0), accepted in cycle 2 exactly, with ``lp_grant`` of
+    that cycle; a reset before then drops what it clears, disabling drops everything.
+    ``changes`` are inputs set from a cycle on."""
     dut = Receiver(n_vectors=NV, delay=2)
+    mode = fields.get("delivery_mode", DeliveryMode.FIXED)
 
     async def bench(ctx):
         for name, value in (("apic_id", 0x03), ("enabled", 1), ("sw_enabled", 1), ("dfr", 0xFFFF_FFFF)):
             ctx.set(getattr(dut, name), value)
-
-        async def bus_cycle(*, during=None, **fields):
-            """One bus cycle of a message to APIC 3, then two idle cycles with ``during``
-            (input: value) held in the first; returns (in_flight, what was raised) per cycle,
-            from the bus cycle on."""
-            ctx.set(dut.rx_msg.as_value(), message(destination=0x03, **fields))
-            ctx.set(dut.rx_valid, 1)
-            seen = []
-            for cycle in range(4):
-                if cycle == 1:
-                    ctx.set(dut.rx_valid, 0)
-                    ctx.set(dut.rx_msg.as_value(), 0)          # the bus moves on
-                    for name, value in (during or {}).items():
-                        ctx.set(getattr(dut, name), value)
-                if cycle == 2:
-                    for name in (during or {}):
-                        ctx.set(getattr(dut, name), 0 if name != "sw_enabled" else 1)
-                seen.append((ctx.get(dut.in_flight), ctx.get(dut.irr_set), ctx.get(dut.sipi),
-                             ctx.get(dut.sipi_vector)))
-                await ctx.tick()
-            return seen
-
-        seen = await bus_cycle(vector=0x11, during={"sw_enabled": 0})   # disabled after the match
-        assert [s[1] for s in seen] == [0, 0, 1 << 0x11, 0]             # accepted two cycles later
-        assert [s[0] for s in seen] == [0, 1, 1, 0]
-        seen = await bus_cycle(vector=0x11, during={"soft_reset": 1})   # the reset clears it
-        assert [s[1] for s in seen] == [0, 0, 0, 0] and [s[0] for s in seen] == [0, 1, 0, 0]
-        seen = await bus_cycle(vector=0x9A, delivery_mode=DeliveryMode.STARTUP, during={"soft_reset": 1})
-        assert [s[2] for s in seen] == [0, 0, 1, 0] and seen[2][3] == 0x9A   # a SIPI survives it
-        seen = await bus_cycle(vector=0x9A, delivery_mode=DeliveryMode.STARTUP, during={"disabling": 1})
-        assert [s[2] for s in seen] == [0, 0, 0, 0]
-        # lowest priority: a candidate's acceptance waits for lp_grant two cycles on
-        ctx.set(dut.lp_grant, 1)                                         # too early: no message yet
-        ctx.set(dut.rx_msg.as_value(), message(destination=0x03, vector=0x12,
-                                               delivery_mode=DeliveryMode.LOWEST_PRIORITY))
+        ctx.set(dut.rx_msg.as_value(), message(destination=0x03, **fields))
         ctx.set(dut.rx_valid, 1)
-        assert ctx.get(dut.irr_set) == 0
-        await ctx.tick()
-        ctx.set(dut.rx_valid, 0)
-        ctx.set(dut.lp_grant, 0)
-        assert ctx.get(dut.irr_set) == 0
-        await ctx.tick()
-        assert ctx.get(dut.irr_set) == 0                                 # not granted
-        ctx.set(dut.lp_grant, 1)
-        assert ctx.get(dut.irr_set) == 1 << 0x12
+        assert ctx.get(dut.rx_match)
+        raised, in_flight = [], []
+        for cycle in range(4):
+            if cycle == 1:
+                ctx.set(dut.rx_valid, 0)
+                ctx.set(dut.rx_msg.as_value(), 0)          # the bus moves on
+            for name, value in changes.get(cycle, {}).items():
+                ctx.set(getattr(dut, name), value)
+            raised.append({DeliveryMode.STARTUP: ctx.get(dut.sipi) and ctx.get(dut.sipi_vector) == 0x9A,
+                           DeliveryMode.NMI: ctx.get(dut.nmi)}.get(mode, ctx.get(dut.irr_set) == 1 << fields.get(
+                               "vector", 0)))
+            in_flight.append(ctx.get(dut.in_flight))
+            await ctx.tick()
+        assert raised == [False, False, accepted, False]
+        assert in_flight[0] == 0 and in_flight[3] == 0
 
     simulate(dut, bench)
 

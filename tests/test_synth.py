@@ -164,7 +164,8 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
     from apwake.sim.cli import main
     from apwake.synth import boards
     built = []
-    monkeypatch.setattr(boards, "build_board", lambda board: built.append(board) or {"bitstream": "-"})
+    monkeypatch.setattr(boards, "build_board", lambda board: built.append(board) or {
+        "bitstream": "-", "board": board.label, "clock_mhz": board.clock_hz / 1e6, "fmax_mhz": {}})
     monkeypatch.setattr(boards, "write_report", lambda results: None)
     monkeypatch.setattr(boards, "format_report", lambda result: "")
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
@@ -320,3 +321,22 @@ def test_report_says_when_the_clock_is_missed():
     result.update(fmax_mhz={"$glbnet$cd_sync.clk": 51.0}, critical_path=None)
     text = format_report(result)
     assert "(target 50 MHz)." in text and "Critical path" not in text
+
+
+def test_a_build_that_misses_its_clock_exits_1(monkeypatch, capsys):
+    """A routed build under its target Fmax (large ECP5 builds pass --timing-allow-fail) keeps
+    its report, and `apwake build` says it missed and exits 1."""
+    from apwake.sim.cli import main
+    from apwake.synth import boards
+    written = []
+    result = {"board": "ulx3s-serv-c32-50mhz", "clock_mhz": 50.0, "fmax_mhz": {"$glbnet$cd_sync.clk": 41.5},
+              "bitstream": "-"}
+    monkeypatch.setattr(boards, "build_board", lambda board: result)
+    monkeypatch.setattr(boards, "write_report", written.append)
+    monkeypatch.setattr(boards, "format_report", lambda result: "")
+    assert main(["build", "ulx3s", "--core", "serv", "--cores", "32", "--clock-mhz", "50"]) == 1
+    assert written == [[result]]
+    assert capsys.readouterr().err == ("apwake build: ulx3s-serv-c32-50mhz missed its 50 MHz clock: "
+                                       "$glbnet$cd_sync.clk 41.5 MHz (the critical path is in synth/REPORT.md)\n")
+    result["fmax_mhz"] = {"$glbnet$cd_sync.clk": 50.2}
+    assert main(["build", "ulx3s", "--core", "serv", "--cores", "32", "--clock-mhz", "50"]) == 0

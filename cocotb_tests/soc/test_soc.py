@@ -8,9 +8,10 @@ offline/online, kexec) and started SEV-ES style through the GHCB MSR unit (negot
 hold), and SERV cores (issue 16): the carried state on 3 (one AP started by START, one by
 INIT-SIPI).  Also in CI, the boards' other builds as their bitstreams hold them
 (``test_soc_boards``, 10 to 20 s each on the development machine, measured 2026-12-02): the
-ULX3S's 8 PicoRV32 cores and the iCEBreaker's 4 SERV cores without and with the MSR window, and
-on the latter the GHCB start too, which the UP5K does not hold (synth/REPORT.md: 110% of its
-cells) but which exercises the window on that configuration.  Under ``-m
+ULX3S's 8 PicoRV32 cores, its 32 SERV cores on the pipelined fabric (about 1.15 million cycles:
+40 s, a minute with the build), and the iCEBreaker's 4 SERV cores without and with the MSR
+window, and on the latter the GHCB start too, which the UP5K does not hold (synth/REPORT.md: 110%
+of its cells) but which exercises the window on that configuration.  Under ``-m
 slow``: INIT-SIPI and the carried state on 4 PicoRV32 cores, INIT-SIPI on 2 SERV cores, the
 mailbox and GHCB starts on SERV.  The iCEBreaker configuration also runs on the Yosys gate-level
 netlist with the RAMs as behavioural arrays (sim/harness/gate_level.py: about 90 s with

@@ -83,7 +83,7 @@ class FabricProof(HarnessBase):
     * ``fab_rdata_quiet_<i>``: the register port's ``rdata`` is 0 in every cycle without
       ``resp_valid`` (what lets the soft-SoC OR the APICs' answers);
     * ``fab_delivery_status_<i>`` (xAPIC): ICR bit 12 reads 1 exactly while the IPI is in
-      flight (from the write until its bus cycle).
+      flight (from the write until its bus cycle; pipelined: until it is on the trace).
 
     On the pipelined fabric (``pipelined``) the trace shows stage 3, two cycles after the APICs
     matched the message: the destination and lowest-priority rules then read the registers and
@@ -103,11 +103,15 @@ class FabricProof(HarnessBase):
     pipelined : bool
         The fabric's ``pipelined`` (rtl/lapic/fabric.py).
     defect : str or None
+        ``"mask_last_stage"`` (pipelined only): the arbiter keeps out only the sender of the
+        trace's message, so a sender whose message is in an earlier stage is granted again.
         ``"regrant"``: the arbiter may grant the sender whose message is on the bus again (a
         statement added to the elaborated fabric), which duplicates messages.
     """
 
-    DEFECTS = {"regrant": "the arbiter grants the sender whose message is on the bus again"}
+    DEFECTS = {"regrant": "the arbiter grants the sender whose message is on the bus again",
+               "mask_last_stage": "the pipelined fabric's arbiter keeps out only the sender whose message "
+                                  "is in the last stage (the trace's)"}
 
     def __init__(self, config="xapic3", *, cluster_size=None, pipelined=False, defect=None):
         super().__init__(defect=defect)
@@ -145,6 +149,12 @@ class FabricProof(HarnessBase):
         if self.defect == "regrant":
             fabric.module.d.comb += fabric.submodule("arbiter").requests.eq(
                 Cat(*(apic.link.tx_valid for apic in self.apics)))
+        if self.defect == "mask_last_stage":
+            if not self.pipelined:
+                raise ValueError("the mask_last_stage defect needs pipelined=True")
+            fabric.module.d.comb += fabric.submodule("arbiter").requests.eq(
+                Cat(*(apic.link.tx_valid for apic in self.apics[:n]))
+                & ~Mux(dut.trace.valid, Const(1, n) << dut.trace.source, 0))
         self.begin(m)
         trace = dut.trace
         self.watch(trace.valid, trace.msg, trace.source, trace.accept)

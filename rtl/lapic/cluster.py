@@ -29,7 +29,9 @@ cycle (stage 1) and the cluster registers their answers; in stage 2 it picks its
 candidate among the registered answers and registers the pick; in stage 3 the fabric chooses
 between the clusters' picks and ``lp_grant``, ``accept``, ``tx_done`` and ``tx_accepted`` are
 those of the message of two cycles before.  ``rx_valid``, ``rx_msg`` and ``rx_source`` stay the
-bus cycle's; the cluster keeps what stage 3 needs.  No path then crosses more than one tree.
+bus cycle's; the cluster keeps what stage 3 needs.  No path then crosses more than one tree
+(``tx_accepted`` then comes from the fabric's tree over the clusters' picks, not from the
+accept bits).
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -40,7 +42,7 @@ from apwake.rtl.lib.priority import min_tree, or_tree
 from apwake.rtl.lib.stage import register_stage
 
 from .layouts import DeliveryMode, FabricMessage
-from .local_apic import LocalApic, check_n_vectors, check_pipelined
+from .local_apic import LocalApic, check_n_vectors, check_pipelined, check_same_timing
 from .register_file import check_storage, check_x2apic_support
 from .signatures import CpuPortSignature
 
@@ -122,7 +124,8 @@ class ApicCluster(wiring.Component):
         pipelines the cluster (module docstring).
     apic_factory : callable or None
         As :class:`~apwake.rtl.lapic.fabric.ApicFabric`'s: ``apic_factory(n_vectors=...,
-        local_interrupts=..., storage=..., x2apic_support=...)`` returns one APIC; None elaborates :class:`LocalApic`.
+        local_interrupts=..., storage=..., x2apic_support=..., pipelined=...)`` returns one APIC;
+        None elaborates :class:`LocalApic`.
 
     Attributes
     ----------
@@ -170,6 +173,7 @@ class ApicCluster(wiring.Component):
             apic = self._apic_factory(n_vectors=self.n_vectors, local_interrupts=self.local_interrupts,
                                       storage=self.storage, x2apic_support=self.x2apic_support,
                                       pipelined=self.pipelined)
+            check_same_timing(apic, self.pipelined, f"APIC {j}")
             m.submodules[f"apic{j}"] = apic
             wiring.connect(m, wiring.flipped(self.cpu[j]), apic.cpu)
             m.d.comb += [apic.apic_id.eq(self.apic_id[j]), apic.bsp.eq(self.bsp[j]),

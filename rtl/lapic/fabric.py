@@ -20,12 +20,14 @@ that no path crosses the whole fabric twice.  The arbiter's grant is registered 
 the granted message is put on the bus (stage 1); each APIC matches it in stage 1 against its
 registers of that cycle, each cluster registers the answers and picks its lowest-priority
 candidate in stage 2 (:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 3 the
-fabric picks between the clusters, the receivers accept and the sender gets ``tx_done``.  Up to
+fabric picks between the clusters, the receivers accept and the sender gets ``tx_done``
+(``tx_accepted`` from that pick: some cluster had a candidate).  Up to
 four messages are in flight, from four different senders (the arbiter grants no sender whose
 message is in a stage), so the throughput stays one message per cycle; each takes four cycles
 from grant to ``tx_done`` instead of one.  The ``trace`` shows stage 3: each message with the
-APICs that accepted it.  What the APICs do with a message is unchanged; only when is later
-(:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay").
+APICs that accept it.  What the APICs do with a message is unchanged; only when is later
+(:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay": an APIC reset between the match and
+the acceptance drops what the reset clears, and the trace still shows it accepting).
 
 The APICs sit in clusters (:class:`~apwake.rtl.lapic.cluster.ApicCluster`) that hold their
 share of the per-port logic; the fabric's top keeps the arbiter over every port, the bus
@@ -45,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import FabricMessage, X2APIC_BROADCAST, XAPIC_MAX_ID
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
-from .local_apic import LocalApic, check_n_vectors, check_pipelined
+from .local_apic import LocalApic, check_n_vectors, check_pipelined, check_same_timing
 from .register_file import check_storage, check_x2apic_support
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from apwake.rtl.lib.stage import register_stage
@@ -96,8 +98,10 @@ class ApicFabric(wiring.Component):
         Passed to every :class:`~apwake.rtl.lapic.local_apic.LocalApic`; False (no x2APIC mode)
         needs every ID to be an xAPIC ID (0 to 0xFE).
     apic_factory : callable or None
-        ``apic_factory(n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...)``
-        returns the component for one APIC; it must have ``LocalApic``'s signature.  None
+        ``apic_factory(n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...,
+        pipelined=...)`` returns the component for one APIC; it must have ``LocalApic``'s
+        signature and timing (an APIC with a ``pipelined`` attribute other than the fabric's
+        is refused: it would accept in the wrong stage).  None
         elaborates :class:`LocalApic`; the simulation harness passes a
         :class:`apwake.rtl.lib.instance.SeparateModule` factory so that the APIC is converted
         and compiled once for all ports.
@@ -108,18 +112,26 @@ class ApicFabric(wiring.Component):
         fabric behaves the same for every size (cycle for cycle); the size changes only the
         structure of the Verilog (docs/PERFORMANCE.md, "Clusters").
     cluster_factory : callable or None
-        ``cluster_factory(size=..., n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...)``
-        returns one cluster
+        ``cluster_factory(size=..., n_vectors=..., local_interrupts=..., storage=..., x2apic_support=...,
+        pipelined=...)`` returns one cluster
         with :func:`~apwake.rtl.lapic.cluster.cluster_signature`; None elaborates
         :class:`~apwake.rtl.lapic.cluster.ApicCluster` with ``apic_factory``.  Give one
-        factory or the other.
+        factory or the other.  A cluster with a ``pipelined`` attribute other than the fabric's
+        is refused.
+    pipelined : bool
+        The pipelined fabric (module docstring): four cycles from grant to ``tx_done``, for FPGA
+        builds whose clock the one-cycle fabric cannot meet (synth/REPORT.md).  False (default)
+        is the timing the models and the documents assume.
 
     Attributes
     ----------
     cpu : In(CpuPortSignature).array(N)
         One CPU port per APIC.
     trace : Out(TraceSignature(n_ports=N))
-        The bus as seen by a monitor.
+        The bus as seen by a monitor (pipelined: stage 3, each message with the APICs that
+        accept it; one whose registers are reset between the match and that cycle drops what
+        the reset clears, :class:`~apwake.rtl.lapic.receiver.Receiver` "Delay", but is still
+        shown as accepting).
     lint : In(2).array(N)
         LINT0 (bit 0) and LINT1 (bit 1) pins of each CPU; 0 when left unconnected.
     tsc : Out(64)
@@ -129,7 +141,8 @@ class ApicFabric(wiring.Component):
         stands for, 0 in normal clocking.  The TSC and every APIC timer count them; set it above
         0 only for an edge where ``quiescent`` is high with it applied.
     quiescent : Out(1)
-        No message on the bus and every APIC quiescent
+        No message on the bus (pipelined: in any stage, the grant register included) and every
+        APIC quiescent
         (:class:`apwake.rtl.lapic.local_apic.LocalApic`): with the inputs held, nothing but the
         counters changes for ``advance`` + 1 cycles.
 
@@ -215,6 +228,7 @@ class ApicFabric(wiring.Component):
             cluster = self._cluster_factory(size=size, n_vectors=self.n_vectors,
                                             local_interrupts=self.local_interrupts, storage=self.storage,
                                             x2apic_support=self.x2apic_support, pipelined=self.pipelined)
+            check_same_timing(cluster, self.pipelined, f"cluster {c}")
             m.submodules[f"cluster{c}"] = cluster
             ports = range(c * size, min(n, (c + 1) * size))
             for j, i in enumerate(ports):
@@ -230,7 +244,6 @@ class ApicFabric(wiring.Component):
                 cluster.rx_msg.eq(bus_msg),
                 cluster.rx_source.eq(bus_source[c * size:(c + 1) * size]),
                 cluster.lp_grant.eq(lp_grant[c]),
-                cluster.tx_accepted.eq(accept != 0),
             ]
             clusters.append(cluster)
         requests = Signal(padded)
@@ -273,6 +286,12 @@ class ApicFabric(wiring.Component):
         lp_any, lp_cluster, _ = min_tree(m, [(cl.lp_any, cl.lp_priority) for cl in clusters],
                                          name="lowest_priority")
         m.d.comb += lp_grant.eq(Mux(lp_any, 1 << lp_cluster, 0))
+        # whether the message reaches an APIC: with the pipeline, "some cluster has a candidate"
+        # (every registered match counts, for lowest priority as for the other modes), which
+        # spares the path through the clusters' trees and accept bits
+        accepted = lp_any if self.pipelined else accept != 0
+        for cluster in clusters:
+            m.d.comb += cluster.tx_accepted.eq(accepted)
         m.d.comb += self.quiescent.eq(~Cat(stage_valid).any() & Cat(cl.quiescent for cl in clusters).all())
         m.d.comb += [
             self.trace.valid.eq(valid),

@@ -28,8 +28,8 @@ from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage, 
 from .signatures import CpuPortSignature, FabricLinkSignature, LINK_RX, LINK_TX
 from .timer import ApicTimer
 
-__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "check_pipelined", "VERSION", "MAX_LVT_INDEX",
-           "VECTOR_COUNTS"]
+__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "check_pipelined", "check_same_timing",
+           "VERSION", "MAX_LVT_INDEX", "VECTOR_COUNTS"]
 
 VECTOR_COUNTS = (32, 64, 128, 256)
 
@@ -39,6 +39,16 @@ def check_pipelined(pipelined):
     if not isinstance(pipelined, bool):
         raise TypeError(f"pipelined must be a bool, not {pipelined!r}")
     return pipelined
+
+
+def check_same_timing(part, pipelined, what):
+    """A factory-made APIC or cluster must have the fabric's timing: ValueError when ``part``
+    says (its ``pipelined`` attribute) that it has the other one.  A part without the
+    attribute (a :class:`~apwake.rtl.lib.instance.SeparateModule`) is taken at its maker's word."""
+    got = getattr(part, "pipelined", pipelined)
+    if got != pipelined:
+        raise ValueError(f"{what} was made with pipelined={got!r} for a fabric with pipelined={pipelined!r}: "
+                         f"it would accept messages in the wrong stage")
 
 
 def check_n_vectors(n_vectors):
@@ -194,7 +204,8 @@ class LocalApic(wiring.Component):
         while ``quiescent``.  The timer counts them exactly (:class:`ApicTimer`).
     quiescent : Signal(1), out
         Nothing of this APIC changes on its own for ``advance`` + 1 cycles while its inputs hold:
-        no IPI waiting for the fabric, no error interrupt on its way, no timer firing (state
+        no IPI waiting for the fabric, no received message waiting for its acceptance
+        (``pipelined``), no error interrupt on its way, no timer firing (state
         that only follows an input settles in one edge, which a skipping edge also is).
 
     Raises

@@ -28,7 +28,8 @@ class Receiver(wiring.Component):
       Broadcast is 0xFF or 0xFFFF_FFFF by the *sender's* format (``rx_msg.x2apic``); IDs are
       matched under this APIC's mode, so an x2APIC destination above 0xFF never aliases onto an
       xAPIC ID.
-    * **Accept** (``rx_valid`` and the match, or ``lp_grant`` for lowest priority): Fixed and
+    * **Accept** (``rx_valid`` and the match, and for lowest priority ``lp_grant``, which the
+      fabric gives one candidate): Fixed and
       lowest priority set the vector's bit on ``irr_set``, or raise ``illegal_vector`` for vector
       0-15 or at or above ``n_vectors``; NMI, SMI, SIPI (with ``sipi_vector``) and INIT (not
       de-assert) pulse their outputs for the pending flags.
@@ -38,10 +39,13 @@ class Receiver(wiring.Component):
       later, when the fabric gives ``lp_grant``; ``rx_valid`` and ``rx_msg`` are the bus cycle's,
       so the receiver keeps what the acceptance needs (mode, level, vector, whether it matched).
       A message still in flight when the registers are reset is what it would have been had it
-      arrived before the reset: ``disabling`` drops it, ``soft_reset`` drops a Fixed or
-      lowest-priority one (whose IRR bit or illegal-vector error the reset clears; an INIT,
-      SIPI, NMI or SMI survives the reset as a pending event does).  ``in_flight`` says that
-      one is on its way.
+      arrived before the reset: ``disabling`` drops it (whatever its mode), ``soft_reset``
+      drops a Fixed or lowest-priority one (whose IRR bit or illegal-vector error the reset
+      clears; an INIT, SIPI, NMI or SMI survives the reset as a pending event does).  A reset
+      in the acceptance cycle itself meets the acceptance as on the one-cycle fabric.
+      ``in_flight`` says that a matched message is on its way.  What the delay adds that the
+      one-cycle fabric never shows: a message matched against registers the CPU then changes
+      (an LDR, SVR) still arrives, two cycles after the change.
 
     Parameters
     ----------
@@ -78,7 +82,8 @@ class Receiver(wiring.Component):
         The APIC's registers go back to their reset state; IA32_APIC_BASE.EN is being cleared
         (only used with a ``delay``).
     in_flight : Out(1)
-        A matched message waits for its acceptance (always 0 without a ``delay``).
+        A message this APIC matched (for lowest priority: is a candidate for) waits for its
+        acceptance; always 0 without a ``delay``.
 
     Raises
     ------
@@ -153,14 +158,13 @@ class Receiver(wiring.Component):
         match = Signal()
         m.d.comb += match.eq(self.enabled & (rx_init_deassert | addressed) &
                              (self.sw_enabled | ~rx_fixed_like))
-        lowest = rx.delivery_mode == DeliveryMode.LOWEST_PRIORITY
         m.d.comb += [self.rx_match.eq(match), self.rx_priority.eq(self.priority)]
 
         # what the acceptance acts on: the bus cycle's message, or the one matched ``delay``
         # cycles ago
-        taken = Signal()                      # matched, or a lowest-priority candidate's message
+        taken = Signal()                      # matched (a lowest-priority message: a candidate)
         mode, level, vector = Signal(3), Signal(1), Signal(8)
-        m.d.comb += [taken.eq(self.rx_valid & (match | lowest)), mode.eq(rx.delivery_mode),
+        m.d.comb += [taken.eq(self.rx_valid & match), mode.eq(rx.delivery_mode),
                      level.eq(rx.level), vector.eq(rx.vector)]
         in_flight = []
         for stage in range(self.delay):

@@ -107,7 +107,13 @@ class FabricLinkSignature(wiring.Signature):
     Receive: while ``rx_valid`` the bus carries ``rx_msg``; ``rx_self`` marks the sender.  The
     APIC answers in the same cycle with ``rx_match`` (it accepts; for lowest-priority messages:
     it is a candidate) and ``rx_priority`` (its PPR class, for lowest-priority arbitration).  The
-    fabric picks one candidate of a lowest-priority message with ``lp_grant``.
+    fabric picks one candidate of a lowest-priority message with ``lp_grant`` (never an APIC
+    that is not a candidate).
+
+    On the pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``)
+    ``rx_match`` and ``rx_priority`` are still answered in the bus cycle, but ``lp_grant``,
+    ``tx_done`` and ``tx_accepted`` come two cycles after it (the sender's ``tx_done`` four
+    cycles after its grant), so the APIC must be built for it (``LocalApic(pipelined=True)``).
     """
 
     def __init__(self):
