@@ -26,9 +26,10 @@ def _module(cell):
     return ".".join(parts[:-1])
 
 
-def critical_path(log_text, *, clock="cd_sync"):
+def critical_path(log_text, *, clock=None):
     """The last critical-path report in ``log_text`` (nextpnr's log) of a clock whose net name
-    contains ``clock``.
+    contains ``clock`` (None: of any clock; the SoC has one, ``$glbnet$cd_sync.clk`` from an
+    oscillator, ``$glbnet$pll.clk`` from the ECP5 PLL).
 
     Returns
     -------
@@ -42,7 +43,7 @@ def critical_path(log_text, *, clock="cd_sync"):
     lines = log_text.splitlines()
     for k, line in enumerate(lines):
         header = _HEADER.match(line)
-        if not header or clock not in header.group("clock"):
+        if not header or (clock is not None and clock not in header.group("clock")):
             continue
         steps, sinks, summary = [], [], None
         for following in lines[k + 1:]:

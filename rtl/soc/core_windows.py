@@ -157,13 +157,25 @@ class CoreWindows(wiring.Component):
         # the access's core's SELECT (held from the state memory's read) and, in a WRMSR, its
         # DATA_LO: the read port's data, which it keeps while it is not enabled again
         select, data_lo = Signal(32), Signal(32)
-        # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid
+        # SELECT as the next cycle will hold it (READ loads it from the state memory)
+        select_next = Signal(32)
+        m.d.comb += select_next.eq(select)
+        # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid.
+        # Its fields are flip-flops, loaded in every cycle before APIC_REQ with what that state
+        # will ask (the access holds still until it is done), so the APICs' register decode
+        # starts from registers, not from the core's bus through the interconnect and this
+        # engine: that path was the critical one of the 16-core ECP5 build (42.7 ns,
+        # synth/REPORT.md).  The request's timing is unchanged.
         requesting = Signal()
+        req_write, req_space = Signal(), Signal(Space)
+        req_addr, req_wdata = Signal(32), Signal(64)
+        with m.If(~requesting):
+            m.d.sync += [req_write.eq(acc.write), req_space.eq(Mux(in_msr, Space.MSR, Space.MMIO)),
+                         req_addr.eq(Mux(in_msr, select_next, acc.addr[0:12])),
+                         req_wdata.eq(Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata))]
         for i, bus in enumerate(self.apic):
-            m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(acc.write),
-                         bus.space.eq(Mux(in_msr, Space.MSR, Space.MMIO)),
-                         bus.addr.eq(Mux(in_msr, select, acc.addr[0:12])),
-                         bus.wdata.eq(Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata))]
+            m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
+                         bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
         # an APIC's rdata is 0 unless it answers (RegisterBusSignature), and only the access's
@@ -247,6 +259,7 @@ class CoreWindows(wiring.Component):
                     # (a DATA_HI read copies it into select too: harmless, as every MSR
                     # request reads SELECT first)
                     m.d.sync += select.eq(word_data)
+                    m.d.comb += select_next.eq(word_data)
                     with m.If(~acc.write & (msr["SELECT"] | msr["DATA_HI"])):
                         done(word_data)
                     with m.Elif(wrmsr):
