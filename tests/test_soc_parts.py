@@ -517,12 +517,15 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
                                     answer(0x1DE0), answer(0x4000), answer(0x100)], 0b100)
 
 
-def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate):
+@pytest.mark.parametrize("registered_request", [False, True])
+def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate, registered_request):
     """Each core's SELECT, DATA_LO and DATA_HI are its own (kept in the engine's memory): core 1's
     WRMSR goes to its APIC with its DATA_LO while core 0 selected another MSR in between, and
     with it while the APIC keeps the request waiting; each core's DATA_HI is its own APIC's
-    answer; after a reset the three read 0 again."""
-    top = _WindowsWithApics(0xAAAA_BBBB_CCCC_DD00, apic_ids=(0, 1), bsp_index=0)
+    answer; after a reset the three read 0 again.  The same requests in the same cycles with
+    the request's fields in flip-flops (``registered_request``)."""
+    top = _WindowsWithApics(0xAAAA_BBBB_CCCC_DD00, apic_ids=(0, 1), bsp_index=0,
+                            registered_request=registered_request)
     dut = top.windows
     requests, seen = [], {}
 
@@ -611,9 +614,10 @@ def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
     (dict(apic_ids=(0, 1), ap_start="tdx"), r"ap_start must be one of"),
     (dict(apic_ids=(0, 1), ap_start="ghcb", msr_window=False), r"ap_start='ghcb' needs the MSR window"),
     (dict(apic_ids=(0, 1), stack_bytes=-1), r"stack_bytes must be a 32-bit integer"),
+    (dict(apic_ids=(0, 1), registered_request=1), r"registered_request must be a bool, not 1"),
 ])
 def test_core_windows_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         CoreWindows(**{"bsp_index": 0, **kwargs})
 
 

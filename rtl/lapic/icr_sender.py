@@ -39,6 +39,12 @@ class IcrSender(wiring.Component):
     keep_reserved_bits : bool
         Keep the ICR's reserved bits as written (True, KVM's read-back) or only its defined bits
         (the smallest FPGA builds: 15 flip-flops fewer).
+    capture_when_idle : bool
+        ``tx_msg`` takes the message a write would send in every cycle the slot is empty, and
+        holds while ``tx_valid`` (the link's contract: only then is ``tx_msg`` read), instead of
+        only on the write: the same link behaviour without the path from the register decode's
+        write enable to the enable of every ``tx_msg`` flip-flop (a large FPGA build's
+        critical path, synth/REPORT.md).  Set by ``LocalApic(pipelined=True)``.
 
     Attributes
     ----------
@@ -63,8 +69,9 @@ class IcrSender(wiring.Component):
         Pulse: ESR *send illegal vector*.
     """
 
-    def __init__(self, *, keep_reserved_bits=True):
+    def __init__(self, *, keep_reserved_bits=True, capture_when_idle=False):
         self.keep_reserved_bits = keep_reserved_bits
+        self.capture_when_idle = capture_when_idle
         link = FabricLinkSignature().members
         super().__init__({
             "write": In(RegisterWriteSignature()),
@@ -135,7 +142,12 @@ class IcrSender(wiring.Component):
             with m.If(refused):
                 m.d.comb += refused_now.eq(1)
             with m.Else():
-                m.d.sync += [self.tx_valid.eq(1), self.tx_msg.eq(msg)]
+                m.d.sync += self.tx_valid.eq(1)
+                if not self.capture_when_idle:
+                    m.d.sync += self.tx_msg.eq(msg)
+        if self.capture_when_idle:
+            with m.If(~self.tx_valid):
+                m.d.sync += self.tx_msg.eq(msg)
         with m.If(self.tx_done):
             m.d.sync += self.tx_valid.eq(0)
             m.d.comb += unaccepted.eq(~self.tx_accepted)

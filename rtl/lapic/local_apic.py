@@ -183,7 +183,10 @@ class LocalApic(wiring.Component):
     pipelined : bool
         For the pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``):
         a message is matched in its bus cycle and accepted two cycles later
-        (:class:`~apwake.rtl.lapic.receiver.Receiver` ``delay``).
+        (:class:`~apwake.rtl.lapic.receiver.Receiver` ``delay``), and the transmit slot's
+        message register loads while the slot is empty
+        (:class:`~apwake.rtl.lapic.icr_sender.IcrSender` ``capture_when_idle``: the same
+        behaviour at the link, a shorter path for a large FPGA build).
 
     Attributes
     ----------
@@ -238,7 +241,7 @@ class LocalApic(wiring.Component):
 
         m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage,
                                                       x2apic_support=self.x2apic_support)
-        m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc)
+        m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc, capture_when_idle=self.pipelined)
         m.submodules.receiver = rx = Receiver(n_vectors=nv, delay=ACCEPT_DELAYS[-1] if self.pipelined else 0)
         m.submodules.interrupts = ints = InterruptState(n_vectors=nv, trigger_modes=lsrc)
         m.submodules.events = events = PendingEvents()

@@ -77,6 +77,12 @@ class CoreWindows(wiring.Component):
         The APICs have x2APIC mode (FEATURES.x2apic).
     ram_bytes, stack_bytes : int
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
+    registered_request : bool
+        Drive the APICs' register buses (all but ``req_valid``) from flip-flops loaded in the
+        cycle before the request, the same cycles as without them: for large FPGA builds,
+        where the path from a core's bus through the interconnect and this engine into every
+        APIC's register decode was the critical one (the 16-core ECP5 build: 42.7 ns without,
+        34.1 MHz with; synth/REPORT.md).  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
@@ -100,11 +106,11 @@ class CoreWindows(wiring.Component):
         unknown ``ap_start``, ``"ghcb"`` without the MSR window, a RAM or stack size that is not
         32-bit.
     TypeError
-        ``msr_window`` or ``x2apic`` not a bool.
+        ``msr_window``, ``x2apic`` or ``registered_request`` not a bool.
     """
 
     def __init__(self, *, apic_ids, bsp_index, ap_start="sipi", msr_window=True, x2apic=True, ram_bytes=8192,
-                 stack_bytes=256):
+                 stack_bytes=256, registered_request=False):
         apic_ids = tuple(apic_ids)
         if not 1 <= len(apic_ids) <= 256:
             raise ValueError(f"apic_ids must name 1 to 256 cores, not {len(apic_ids)}")
@@ -121,12 +127,14 @@ class CoreWindows(wiring.Component):
             raise ValueError(f"ap_start must be one of {tuple(AP_START)}, not {ap_start!r}")
         if ap_start == "ghcb" and not msr_window:
             raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
-        for name, value in (("msr_window", msr_window), ("x2apic", x2apic)):
+        for name, value in (("msr_window", msr_window), ("x2apic", x2apic),
+                            ("registered_request", registered_request)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, not {value!r}")
         self.apic_ids, self.n_cores, self.bsp_index = apic_ids, n_cores, bsp_index
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic
+        self.registered_request = registered_request
         members = {"access": In(WindowAccessSignature(n_cores)),
                    "apic": Out(RegisterBusSignature()).array(n_cores),
                    "start_addr": In(32).array(n_cores), "start_sp": In(32).array(n_cores),
@@ -161,18 +169,20 @@ class CoreWindows(wiring.Component):
         select_next = Signal(32)
         m.d.comb += select_next.eq(select)
         # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid.
-        # Its fields are flip-flops, loaded in every cycle before APIC_REQ with what that state
-        # will ask (the access holds still until it is done), so the APICs' register decode
-        # starts from registers, not from the core's bus through the interconnect and this
-        # engine: that path was the critical one of the 16-core ECP5 build (42.7 ns,
-        # synth/REPORT.md).  The request's timing is unchanged.
+        # With ``registered_request`` its fields are flip-flops, loaded in every cycle before
+        # APIC_REQ with what that state will ask (the access holds still until it is done), so
+        # that the APICs' register decode starts from registers (the timing is the same).
         requesting = Signal()
-        req_write, req_space = Signal(), Signal(Space)
-        req_addr, req_wdata = Signal(32), Signal(64)
-        with m.If(~requesting):
-            m.d.sync += [req_write.eq(acc.write), req_space.eq(Mux(in_msr, Space.MSR, Space.MMIO)),
-                         req_addr.eq(Mux(in_msr, select_next, acc.addr[0:12])),
-                         req_wdata.eq(Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata))]
+        # (registered, the address is SELECT as the next cycle holds it: READ loads it)
+        request = [acc.write, Mux(in_msr, Space.MSR, Space.MMIO),
+                   Mux(in_msr, select_next if self.registered_request else select, acc.addr[0:12]),
+                   Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata)]
+        req_write, req_space, req_addr, req_wdata = Signal(), Signal(Space), Signal(32), Signal(64)
+        if self.registered_request:
+            with m.If(~requesting):
+                m.d.sync += [req.eq(value) for req, value in zip((req_write, req_space, req_addr, req_wdata), request)]
+        else:
+            m.d.comb += [req.eq(value) for req, value in zip((req_write, req_space, req_addr, req_wdata), request)]
         for i, bus in enumerate(self.apic):
             m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]

@@ -138,7 +138,9 @@ class Soc(wiring.Component):
 
         m.submodules.windows = windows = CoreWindows(
             apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start, msr_window=self.msr_window,
-            x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes)
+            x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes,
+            # a pipelined fabric is a large build's: its APIC requests come from flip-flops too
+            registered_request=fabric.pipelined)
         wiring.connect(m, bus.windows, windows.access)
         for i in range(n):
             m.submodules[f"core{i}"] = core = self.core.make(
