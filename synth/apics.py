@@ -21,9 +21,9 @@ N_VECTORS = 32
 
 
 def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False, x2apic_support=True,
-                     n_vectors=N_VECTORS, work_dir=None):
+                     n_vectors=N_VECTORS, pipelined=False, work_dir=None):
     """:func:`~apwake.synth.cores.unit_utilisation` of one APIC of ``n_vectors`` vectors
-    with the given ``storage``, ``local_interrupts`` and ``x2apic_support``.
+    with the given ``storage``, ``local_interrupts``, ``x2apic_support`` and ``pipelined``.
 
     Raises
     ------
@@ -33,7 +33,7 @@ def apic_utilisation(family="ice40", *, storage="flops", local_interrupts=False,
         Yosys failed (the message ends with its output).
     """
     top = LocalApic(n_vectors=n_vectors, local_interrupts=local_interrupts, storage=storage,
-                    x2apic_support=x2apic_support)
+                    x2apic_support=x2apic_support, pipelined=pipelined)
     return unit_utilisation(top, family, work_dir=work_dir)
 
 
@@ -42,7 +42,7 @@ def per_core_utilisation(board, *, work_dir=None):
     option: ``{storage: counts}`` for every storage of :data:`STORAGE_CHOICES`, the counts
     (LUT, CARRY, FF, BRAM, LUTRAM as :func:`~apwake.synth.cores.unit_utilisation` gives them)
     of the board's core (:func:`~apwake.synth.cores.core_utilisation`) plus one APIC as the
-    board builds it (its vectors, local sources and x2APIC choice) with that storage, each
+    board builds it (its vectors, local sources, x2APIC choice and pipelining) with that storage, each
     synthesised alone, flattened, for the board's family.  The APIC alone keeps its whole
     register port (as the MSR window makes it reachable), and the SoC's shared parts (bus,
     windows engine, RAM, fabric arbitration) are not in it.
@@ -56,7 +56,8 @@ def per_core_utilisation(board, *, work_dir=None):
     result = {}
     for storage in STORAGE_CHOICES:
         apic = apic_utilisation(board.family, storage=storage, local_interrupts=board.local_interrupts,
-                                x2apic_support=board.x2apic, n_vectors=board.n_vectors, work_dir=work_dir)
+                                x2apic_support=board.x2apic, n_vectors=board.n_vectors,
+                                pipelined=board.pipelined_fabric, work_dir=work_dir)
         result[storage] = {kind: core[kind] + apic[kind] for kind in COUNTS}
     return result
 
