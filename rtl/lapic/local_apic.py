@@ -14,7 +14,7 @@ The CPU side is :class:`~apwake.rtl.lapic.signatures.CpuPortSignature`, the fabr
   the local interrupts (with ``local_interrupts``).
 """
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
@@ -186,7 +186,9 @@ class LocalApic(wiring.Component):
         (:class:`~apwake.rtl.lapic.receiver.Receiver` ``delay``), and the transmit slot's
         message register loads while the slot is empty
         (:class:`~apwake.rtl.lapic.icr_sender.IcrSender` ``capture_when_idle``: the same
-        behaviour at the link, a shorter path for a large FPGA build).
+        behaviour at the link, a shorter path for a large FPGA build); clearing
+        IA32_APIC_BASE.EN resets the registers one cycle later, with the register port not
+        ready in that cycle (nothing can read them in between: the APIC is disabled).
 
     Attributes
     ----------
@@ -263,7 +265,17 @@ class LocalApic(wiring.Component):
                                   "nmi_ack", "smi", "smi_ack"))
         # INIT taken, or IA32_APIC_BASE.EN cleared: back to the reset state, keeping ID, mode,
         # BSP and an IPI already handed to the fabric (docs/spec/lapic.md §6.1).
-        soft_reset = regs.disabling | events.init_taken
+        disabled = regs.disabling
+        if self.pipelined:
+            # The reset that clearing EN asks for comes one cycle later, with the register port
+            # held for that cycle: the APIC is already disabled then (it matches nothing, its
+            # MMIO page reads all-ones, its pending events are dropped), so nothing can see the
+            # registers before they are reset.  It cuts the path from the register decode to
+            # the synchronous reset of every register (the 32-core ECP5 build's critical path).
+            disabled = Signal()
+            m.d.sync += disabled.eq(regs.disabling)
+            m.d.comb += regs.hold.eq(disabled)
+        soft_reset = disabled | events.init_taken
         m.d.comb += [
             regs.apic_id.eq(self.apic_id),
             regs.bsp.eq(self.bsp),

@@ -147,6 +147,9 @@ class RegisterFile(wiring.Component):
         Pulse: an LVT written with Fixed mode and vector 0-15 (ESR *receive illegal vector*).
     tx_busy : In(1)
         The transmit slot is full: back-pressure for ICR writes, ICR bit 12 (delivery status).
+    hold : In(1)
+        ``bus.req_ready`` is low: no request is taken this cycle (a pipelined APIC finishing a
+        reset, :class:`~apwake.rtl.lapic.local_apic.LocalApic`).
     icr : In(Icr)
         The ICR, for read-back.
     irr, isr : In(n_vectors)
@@ -179,6 +182,7 @@ class RegisterFile(wiring.Component):
             "x2apic_entry": Out(1),
             "disabling": Out(1),
             "soft_reset": In(1),
+            "hold": In(1),
             "illegal_address": Out(1),
             "tx_busy": In(1),
             "icr": In(Icr),
@@ -343,7 +347,7 @@ class RegisterFile(wiring.Component):
         # An IPI waits for the previous one: back-pressure instead of loss.
         sends = Signal()
         m.d.comb += sends.eq(writes("ICR") | (x2apic & writes("SELF_IPI")))
-        m.d.comb += port.req_ready.eq(~(sends & self.tx_busy))
+        m.d.comb += port.req_ready.eq(~(sends & self.tx_busy) & ~self.hold)
         fire = port.req_valid & port.req_ready
         m.d.comb += [
             self.write.valid.eq(fire & do_write),
