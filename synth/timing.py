@@ -4,8 +4,7 @@ nextpnr ends its timing analysis with, per clock, "Critical path report for cloc
 line per step (``clk-to-q``, ``logic``, ``routing``, ``setup``) with its delay and the running
 total in ns, the cell or net it passes, and a closing "<x> ns logic, <y> ns routing" line.
 :func:`critical_path` reads the last such report of the SoC's clock, so that a build that misses
-its clock says where (docs/ARCHITECTURE.md "Pipelined fabric" is the fix the first such report
-led to).
+its clock says where (synth/REPORT.md "ulx3s-timing" lists what each report led to).
 """
 
 import re

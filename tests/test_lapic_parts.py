@@ -603,6 +603,7 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
                 assert ctx.get(getattr(flops.write, port)) == ctx.get(getattr(ram.write, port)), (step, port)
             disabling = ctx.get(flops.disabling)
             seen["disables"] += disabling
+            # (a pipelined APIC: disabling one cycle later, rtl/lapic/local_apic.py)
             for dut in (flops, ram):              # LocalApic: soft_reset = disabling | INIT taken
                 ctx.set(dut.soft_reset, int(init or disabling))
             mode = "x2apic_reads" if ctx.get(flops.x2apic) else "xapic_reads"

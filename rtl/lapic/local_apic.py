@@ -209,8 +209,8 @@ class LocalApic(wiring.Component):
         while ``quiescent``.  The timer counts them exactly (:class:`ApicTimer`).
     quiescent : Signal(1), out
         Nothing of this APIC changes on its own for ``advance`` + 1 cycles while its inputs hold:
-        no IPI waiting for the fabric, no received message waiting for its acceptance
-        (``pipelined``), no error interrupt on its way, no timer firing (state
+        no IPI waiting for the fabric, no received message waiting for its acceptance and no
+        reset still to come (``pipelined``), no error interrupt on its way, no timer firing (state
         that only follows an input settles in one edge, which a skipping edge also is).
 
     Raises
@@ -276,6 +276,7 @@ class LocalApic(wiring.Component):
             m.d.sync += disabled.eq(regs.disabling)
             m.d.comb += regs.hold.eq(disabled)
         soft_reset = disabled | events.init_taken
+        resetting = disabled if self.pipelined else 0      # a reset still to come (quiescent)
         m.d.comb += [
             regs.apic_id.eq(self.apic_id),
             regs.bsp.eq(self.bsp),
@@ -317,7 +318,7 @@ class LocalApic(wiring.Component):
             errors.soft_reset.eq(soft_reset),
         ]
         if not lsrc:
-            m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight)
+            m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight & ~resetting)
             m.d.comb += [
                 ints.set_edge.eq(rx.irr_set),
                 events.raise_init.eq(rx.init),
@@ -367,7 +368,8 @@ class LocalApic(wiring.Component):
         raised = (local.irr_edge.any() | local.irr_level.any() | local.nmi | local.smi | local.init
                   | local.illegal_vector | regs.lvt_write_illegal | sender.send_accept
                   | sender.send_illegal | regs.illegal_address)
-        m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight & ~raised & ~errors.fire & timer.quiet)
+        m.d.comb += self.quiescent.eq(~sender.tx_valid & ~rx.in_flight & ~resetting & ~raised & ~errors.fire
+                                      & timer.quiet)
         return m
 
 

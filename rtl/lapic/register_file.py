@@ -79,7 +79,8 @@ class RegisterFile(wiring.Component):
       IA32_APIC_BASE: reserved bits and illegal mode transitions (§1) are ``gp``.  xAPIC:
       reserved or unaligned offsets raise ``illegal_address`` (ESR bit 7).
     * **Handshake.**  ``bus.req_ready`` is low while an ICR or SELF IPI write meets a full
-      transmit slot (``tx_busy``); the response comes one cycle after the take.
+      transmit slot (``tx_busy``), and while ``hold``; the response comes one cycle after the
+      take.
     * **Storage registers** (TPR, LDR, DFR, SVR, the LVTs, TIMER_INITIAL, TIMER_DIVIDE) are kept
       here, written through the table's write masks; LVT mask bits are forced while the APIC is
       software-disabled (§5).  LDR and the ICR are cleared on the switch to x2APIC mode
@@ -140,7 +141,8 @@ class RegisterFile(wiring.Component):
     disabling : Out(1)
         Pulse: IA32_APIC_BASE.EN cleared (the APIC resets and drops its pending events).
     soft_reset : In(1)
-        Return the storage registers to their reset values (INIT taken, or ``disabling``).
+        Return the storage registers to their reset values (INIT taken, or ``disabling``; a
+        pipelined APIC gives ``disabling`` one cycle later, with ``hold``).
     illegal_address : Out(1)
         Pulse: ESR *illegal register address*.
     lvt_write_illegal : Out(1), only with ``local_interrupts``

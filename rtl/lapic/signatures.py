@@ -43,7 +43,8 @@ class RegisterBusSignature(wiring.Signature):
     its storage in flip-flops by ``fab_rdata_quiet_<i>``, formal/lapic/fabric.py, and checked
     for the storage in memory by tests/test_lapic_parts.py).
     ``req_ready`` stays low while an access cannot complete yet (an ICR write while the previous
-    IPI is still in flight), so nothing is lost.
+    IPI is still in flight; any access in the cycle after a pipelined APIC's IA32_APIC_BASE.EN
+    was cleared, while its registers reset), so nothing is lost.
 
     Members (CPU view): ``req_valid`` Out(1), ``req_ready`` In(1), ``space`` Out(Space),
     ``addr`` Out(32), ``write`` Out(1), ``wdata`` Out(64), ``resp_valid`` In(1),
