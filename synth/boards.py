@@ -448,8 +448,6 @@ def build_board(board, *, out_root=None):
             raise BoardBuildError(tool_failure(board, out_dir / "board", error.returncode)) from None
     report = json.loads(nextpnr_report.read_text())
     bitstream = next((out_dir / "board").glob("apwake_soc.bi[nt]"))
-    timing_log = out_dir / "board" / "apwake_soc.tim"
-    path = critical_path(timing_log.read_text(errors="replace")) if timing_log.exists() else None
     fmax = {clock: round(v["achieved"], 2) for clock, v in report.get("fmax", {}).items()}
     totals = {cell: {"used": v["used"], "available": v["available"]}
               for cell, v in report["utilization"].items() if v["used"]}
@@ -462,7 +460,7 @@ def build_board(board, *, out_root=None):
               "apic_storage": board.apic_storage,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": board.command, "nextpnr_options": router, "critical_path": path}
+              "command": board.command, "nextpnr_options": router, "critical_path": critical_path(report)}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result

@@ -1,69 +1,49 @@
-"""The critical path of a routed build, as nextpnr's log (the ``.tim`` file) reports it.
+"""The critical path of a routed build, from nextpnr's report (``--report``, the JSON file whose
+``fmax`` and ``utilization`` the board report already reads).
 
-nextpnr ends its timing analysis with, per clock, "Critical path report for clock '<net>'": one
-line per step (``clk-to-q``, ``logic``, ``routing``, ``setup``) with its delay and the running
-total in ns, the cell or net it passes, and a closing "<x> ns logic, <y> ns routing" line.
-:func:`critical_path` reads the last such report of the SoC's clock, so that a build that misses
-its clock says where (synth/REPORT.md "ulx3s-timing" lists what each report led to).
+Its ``critical_paths`` hold, per clock pair, the worst path as a list of steps (``clk-to-q``,
+``logic``, ``routing``, ``setup``), each with its delay in ns and the cells it joins.
+:func:`critical_path` takes the one within a clock (launched and captured by the same edge), so
+that a build that misses its clock says where (synth/REPORT.md "ulx3s-timing" lists what each
+report led to).
 """
-
-import re
 
 __all__ = ["critical_path", "format_critical_path"]
 
-_HEADER = re.compile(r"Info: Critical path report for clock '(?P<clock>[^']+)'")
-_STEP = re.compile(r"Info:\s+(?P<kind>clk-to-q|logic|routing|setup)\s+(?P<delay>[\d.]+)\s+(?P<total>[\d.]+)\s+"
-                   r"(?P<what>Source|Net)\s+(?P<name>\S+)")
-_SINK = re.compile(r"Info:\s+Sink\s+(?P<name>\S+)")
-_SUMMARY = re.compile(r"Info: (?P<logic>[\d.]+) ns logic, (?P<routing>[\d.]+) ns routing")
-
 
 def _module(cell):
-    """The module path of a cell or pin name (``soc.fabric.cluster0.apic2.events``): the
-    components before the cell's own name, its pin removed."""
-    parts = cell.rsplit(".", 1)[0].split(".")
-    return ".".join(parts[:-1])
+    """The module path of a cell name (``soc.fabric.cluster0.apic2.events``): the components
+    before the cell's own name."""
+    return ".".join(cell.split(".")[:-1])
 
 
-def critical_path(log_text, *, clock=None):
-    """The last critical-path report in ``log_text`` (nextpnr's log) of a clock whose net name
-    contains ``clock`` (None: of any clock; the SoC has one, ``$glbnet$cd_sync.clk`` from an
-    oscillator, ``$glbnet$pll.clk`` from the ECP5 PLL).
+def critical_path(report):
+    """The critical path within the SoC's clock in ``report`` (nextpnr's JSON report, parsed).
 
     Returns
     -------
     dict or None
-        ``ns`` (the path's delay), ``logic_ns``, ``routing_ns``, ``cells`` (logic steps),
-        ``start`` (the launching cell's pin), ``end`` (the capturing pin) and ``modules`` (the
-        module paths the logic steps are in, in path order, each once); None when the log has
-        no report for that clock (placement or routing did not finish).
+        ``clock``, ``ns`` (the path's delay), ``logic_ns`` (cells: clock-to-output, logic and
+        setup), ``routing_ns``, ``cells`` (logic steps), ``start`` and ``end`` (``cell.port`` of
+        the launching and capturing flip-flops) and ``modules`` (the module paths the logic
+        steps are in, in path order, each once); None when the report has no such path.
     """
-    found = None
-    lines = log_text.splitlines()
-    for k, line in enumerate(lines):
-        header = _HEADER.match(line)
-        if not header or (clock is not None and clock not in header.group("clock")):
+    for entry in report.get("critical_paths", []):
+        steps = entry.get("path") or []
+        if entry.get("from") != entry.get("to") or not entry.get("from", "").startswith("posedge") or not steps:
             continue
-        steps, sinks, summary = [], [], None
-        for following in lines[k + 1:]:
-            if (step := _STEP.match(following)):
-                steps.append(step)
-            elif (sink := _SINK.match(following)):
-                sinks.append(sink.group("name"))
-            elif (summary := _SUMMARY.match(following)):
-                break
-        if not steps or summary is None:
-            continue
+        routing = sum(step["delay"] for step in steps if step["type"] == "routing")
+        total = sum(step["delay"] for step in steps)
+        logic = [step for step in steps if step["type"] == "logic"]
         modules = []
-        for step in steps:
-            if step.group("kind") == "logic" and (module := _module(step.group("name"))) not in modules:
+        for step in logic:
+            if (module := _module(step["to"]["cell"])) not in modules:
                 modules.append(module)
-        found = {"clock": header.group("clock"), "ns": float(steps[-1].group("total")),
-                 "logic_ns": float(summary.group("logic")), "routing_ns": float(summary.group("routing")),
-                 "cells": sum(step.group("kind") == "logic" for step in steps),
-                 "start": steps[0].group("name"), "end": sinks[-1] if sinks else steps[-1].group("name"),
-                 "modules": modules}
-    return found
+        return {"clock": entry["from"].split(" ", 1)[1], "ns": round(total, 2),
+                "logic_ns": round(total - routing, 2), "routing_ns": round(routing, 2), "cells": len(logic),
+                "start": f"{steps[0]['from']['cell']}.{steps[0]['from']['port']}",
+                "end": f"{steps[-1]['to']['cell']}.{steps[-1]['to']['port']}", "modules": modules}
+    return None
 
 
 def format_critical_path(path):

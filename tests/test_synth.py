@@ -266,47 +266,37 @@ def test_board_variants_are_labelled_and_simulated_as_built():
         variant.core, variant.msr_window)
 
 
-#: nextpnr 0.11's critical-path report of the 8-PicoRV32 ULX3S build (synth/REPORT.md "ulx3s",
-#: 2026-12-02), its first and last steps; a placement-time report of another clock comes first
-_NEXTPNR_CRITICAL_PATH = """\
-Info: Critical path report for clock '$glbnet$cd_sync.clk' (posedge -> posedge):
-Info:   clk-to-q  0.52  0.52 Source early.Q
-Info:      setup  0.00  9.00 Source early.D
-Info: 0.52 ns logic, 8.48 ns routing
-
-Info: Critical path report for clock '$glbnet$cd_sync.clk' (posedge -> posedge):
-Info:       type curr  total name
-Info:   clk-to-q  0.52  0.52 Source soc.fabric.cluster0.apic4.receiver.rx_msg.destination_TRELLIS_FF_Q_27.Q
-Info:    routing  0.89  1.42 Net soc.fabric.cluster0.apic4.receiver.rx_msg.destination[27] (33,51) -> (33,52)
-Info:                          Sink soc.fabric.bus_msg.x2apic_LUT4_A_Z_LUT4_Z_D_PFUMX_Z_C0_LUT4_Z.A
-Info:                          Defined in:
-Info:                               /work/main/rtl/lapic/receiver.py:67
-Info:      logic  0.24  1.65 Source soc.fabric.bus_msg.x2apic_LUT4_A_Z_LUT4_Z_D_PFUMX_Z_C0_LUT4_Z.F
-Info:    routing  3.96  28.30 Net soc.fabric.cluster0.apic2.tmr_D[4] (29,74) -> (31,17)
-Info:                          Sink soc.fabric.cluster0.apic2.events.sipi_LUT4_A.D
-Info:      logic  0.24  28.53 Source soc.fabric.cluster0.apic2.events.sipi_LUT4_A.F
-Info:    routing  0.77  29.30 Net soc.fabric.cluster0.apic2.events.sipi_LUT4_A_Z (31,17) -> (31,16)
-Info:                          Sink soc.ap_start.apic__2__sipi_vector_TRELLIS_FF_Q_3.CE
-Info:      setup  0.00  29.30 Source soc.ap_start.apic__2__sipi_vector_TRELLIS_FF_Q_3.CE
-Info: 4.68 ns logic, 24.62 ns routing
-
-Info: Critical path report for cross-domain path 'posedge $glbnet$cd_sync.clk' -> '<async>':
-Info:   clk-to-q  0.52  0.52 Source led_4__o_TRELLIS_FF_Q.Q
-Info: 0.52 ns logic, 4.19 ns routing
-"""
+def _step(kind, delay, source, sink, port="D"):
+    return {"type": kind, "delay": delay, "from": {"cell": source, "port": "Q" if kind == "clk-to-q" else "F"},
+            "to": {"cell": sink, "port": port}}
 
 
-def test_critical_path_is_read_from_the_last_report_of_the_clock():
+#: the shape of nextpnr 0.11's report (``--report``) of the 8-PicoRV32 ULX3S build
+#: (synth/REPORT.md "ulx3s", 2026-12-02), its path shortened: a path to an output pin first,
+#: then the one within the clock
+_FF, _LUT, _CE = ("soc.fabric.cluster0.apic4.receiver.rx_msg_TRELLIS_FF_Q_27", "soc.fabric.bus_msg.x2apic_LUT4_Z",
+                  "soc.ap_start.apic__2__sipi_vector_TRELLIS_FF_Q_3")
+_SIPI = "soc.fabric.cluster0.apic2.events.sipi_LUT4_A"
+_NEXTPNR_REPORT = {"fmax": {}, "utilization": {}, "critical_paths": [
+    {"from": "posedge $glbnet$cd_sync.clk", "to": "<async>",
+     "path": [_step("clk-to-q", 0.52, "led_4__o_TRELLIS_FF_Q", "led_4__o_TRELLIS_FF_Q")]},
+    {"from": "posedge $glbnet$cd_sync.clk", "to": "posedge $glbnet$cd_sync.clk", "path": [
+        _step("clk-to-q", 0.52, _FF, _FF, "Q"), _step("routing", 0.89, _FF, _LUT, "A"),
+        _step("logic", 0.24, _LUT, _LUT, "F"), _step("routing", 3.96, _LUT, _SIPI),
+        _step("logic", 0.24, _SIPI, _SIPI, "F"), _step("routing", 0.77, _SIPI, _CE, "CE"),
+        _step("setup", 0.0, _CE, _CE, "CE")]}]}
+
+
+def test_critical_path_is_the_one_within_the_clock():
     from apwake.synth.timing import critical_path, format_critical_path
-    path = critical_path(_NEXTPNR_CRITICAL_PATH)
-    assert path == {"clock": "$glbnet$cd_sync.clk", "ns": 29.30, "logic_ns": 4.68, "routing_ns": 24.62, "cells": 2,
-                    "start": "soc.fabric.cluster0.apic4.receiver.rx_msg.destination_TRELLIS_FF_Q_27.Q",
-                    "end": "soc.ap_start.apic__2__sipi_vector_TRELLIS_FF_Q_3.CE",
+    path = critical_path(_NEXTPNR_REPORT)
+    assert path == {"clock": "$glbnet$cd_sync.clk", "ns": 6.62, "logic_ns": 1.0, "routing_ns": 5.62, "cells": 2,
+                    "start": f"{_FF}.Q", "end": f"{_CE}.CE",
                     "modules": ["soc.fabric.bus_msg", "soc.fabric.cluster0.apic2.events"]}
-    assert format_critical_path(path).startswith("Critical path (nextpnr, routed): 29.30 ns (4.68 ns logic, "
-                                                 "24.62 ns routing, 2 logic cells)")
-    assert critical_path(_NEXTPNR_CRITICAL_PATH, clock="cd_other") is None
-    assert critical_path("Info: Placed 100 cells\n") is None
+    assert format_critical_path(path).startswith("Critical path (nextpnr, routed): 6.62 ns (1.00 ns logic, "
+                                                 "5.62 ns routing, 2 logic cells)")
+    assert critical_path({**_NEXTPNR_REPORT, "critical_paths": _NEXTPNR_REPORT["critical_paths"][:1]}) is None
+    assert critical_path({"fmax": {}, "utilization": {}}) is None
 
 
 def test_report_says_when_the_clock_is_missed():
@@ -315,9 +305,9 @@ def test_report_says_when_the_clock_is_missed():
     result = {"board": "ulx3s-x", "device": "LFE5U-85F", "clock_mhz": 50.0, "command": "apwake build ulx3s",
               "wall_s": 1.0, "tools": {}, "cores": 32, "core": "serv", "n_vectors": 32, "ram_bytes": 16384,
               "notes": "", "fmax_mhz": {"$glbnet$cd_sync.clk": 34.13}, "totals": {}, "blocks": {},
-              "critical_path": critical_path(_NEXTPNR_CRITICAL_PATH)}
+              "critical_path": critical_path(_NEXTPNR_REPORT)}
     text = format_report(result)
-    assert "(target 50 MHz; MISSED)." in text and "Critical path (nextpnr, routed): 29.30 ns" in text
+    assert "(target 50 MHz; MISSED)." in text and "Critical path (nextpnr, routed): 6.62 ns" in text
     result.update(fmax_mhz={"$glbnet$cd_sync.clk": 51.0}, critical_path=None)
     text = format_report(result)
     assert "(target 50 MHz)." in text and "Critical path" not in text

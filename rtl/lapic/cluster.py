@@ -38,11 +38,12 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.priority import min_tree, or_tree
 from apwake.rtl.lib.stage import register_stage
 
 from .layouts import DeliveryMode, FabricMessage
-from .local_apic import LocalApic, check_n_vectors, check_pipelined, check_same_timing
+from .local_apic import LocalApic, check_n_vectors, check_same_timing
 from .register_file import check_storage, check_x2apic_support
 from .signatures import CpuPortSignature
 
@@ -155,14 +156,13 @@ class ApicCluster(wiring.Component):
                  pipelined=False, apic_factory=None):
         signature = cluster_signature(size)
         check_n_vectors(n_vectors)
-        if not isinstance(local_interrupts, bool):
-            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        check_bool("local_interrupts", local_interrupts)
         self.size = size
         self.n_vectors = n_vectors
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
-        self.pipelined = check_pipelined(pipelined)
+        self.pipelined = check_bool("pipelined", pipelined)
         self._apic_factory = apic_factory or LocalApic
         super().__init__(signature)
 
@@ -218,4 +218,3 @@ class ApicCluster(wiring.Component):
             self.quiescent.eq((Cat(a.quiescent for a in apics) | ~self.present).all()),
         ]
         return m
-

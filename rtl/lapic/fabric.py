@@ -47,8 +47,9 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import FabricMessage, X2APIC_BROADCAST, XAPIC_MAX_ID
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
-from .local_apic import LocalApic, check_n_vectors, check_pipelined, check_same_timing
+from .local_apic import LocalApic, check_n_vectors, check_same_timing
 from .register_file import check_storage, check_x2apic_support
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
 from apwake.rtl.lib.stage import register_stage
 from .signatures import CpuPortSignature, TraceSignature
@@ -175,12 +176,11 @@ class ApicFabric(wiring.Component):
             raise ValueError(f"bsp_index must be a port index from 0 to {len(apic_ids) - 1}, "
                              f"not {bsp_index!r}")
         check_n_vectors(n_vectors)
-        if not isinstance(local_interrupts, bool):
-            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        check_bool("local_interrupts", local_interrupts)
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
-        self.pipelined = check_pipelined(pipelined)
+        self.pipelined = check_bool("pipelined", pipelined)
         check_apic_ids_fit(apic_ids, x2apic_support=x2apic_support)
         self.apic_ids = tuple(apic_ids)
         self.n_vectors = n_vectors
@@ -300,4 +300,3 @@ class ApicFabric(wiring.Component):
             self.trace.accept.eq(accept),
         ]
         return m
-

@@ -18,6 +18,8 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
+from apwake.rtl.lib.checks import check_bool
+
 from .esr import ErrorStatus
 from .events import PendingEvents
 from .icr_sender import IcrSender
@@ -28,17 +30,10 @@ from .register_file import MAX_LVT_INDEX, RegisterFile, VERSION, check_storage, 
 from .signatures import CpuPortSignature, FabricLinkSignature, LINK_RX, LINK_TX
 from .timer import ApicTimer
 
-__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "check_pipelined", "check_same_timing",
+__all__ = ["LocalApic", "local_apic_signature", "check_n_vectors", "check_same_timing",
            "VERSION", "MAX_LVT_INDEX", "VECTOR_COUNTS"]
 
 VECTOR_COUNTS = (32, 64, 128, 256)
-
-
-def check_pipelined(pipelined):
-    """``pipelined`` (of a fabric, a cluster or an APIC) must be a bool; TypeError naming it."""
-    if not isinstance(pipelined, bool):
-        raise TypeError(f"pipelined must be a bool, not {pipelined!r}")
-    return pipelined
 
 
 def check_same_timing(part, pipelined, what):
@@ -228,10 +223,9 @@ class LocalApic(wiring.Component):
     def __init__(self, *, n_vectors=256, local_interrupts=True, storage="flops", x2apic_support=True,
                  pipelined=False):
         self.n_vectors = check_n_vectors(n_vectors)
-        if not isinstance(local_interrupts, bool):
-            raise TypeError(f"local_interrupts must be a bool, not {local_interrupts!r}")
+        check_bool("local_interrupts", local_interrupts)
         self.local_interrupts = local_interrupts
-        self.pipelined = check_pipelined(pipelined)
+        self.pipelined = check_bool("pipelined", pipelined)
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
         super().__init__(local_apic_signature())

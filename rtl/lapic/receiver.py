@@ -163,7 +163,8 @@ class Receiver(wiring.Component):
         # what the acceptance acts on: the bus cycle's message, or the one matched ``delay``
         # cycles ago
         taken = Signal()                      # matched (a lowest-priority message: a candidate)
-        mode, level, vector = Signal(3), Signal(1), Signal(8)
+        mode, level, vector = (Signal.like(field, name=name) for field, name in (
+            (rx.delivery_mode, "mode"), (rx.level, "level"), (rx.vector, "vector")))
         m.d.comb += [taken.eq(self.rx_valid & match), mode.eq(rx.delivery_mode),
                      level.eq(rx.level), vector.eq(rx.vector)]
         in_flight = []

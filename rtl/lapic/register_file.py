@@ -11,6 +11,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.memory import registered_read_port
 
 from .layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, Icr, Lvt, LVT_MODE_BITS, Svr, TimerMode,
@@ -44,9 +45,7 @@ def check_storage(storage):
 
 def check_x2apic_support(x2apic_support):
     """``x2apic_support`` if it is a bool; TypeError naming it otherwise."""
-    if not isinstance(x2apic_support, bool):
-        raise TypeError(f"x2apic_support must be a bool, not {x2apic_support!r}")
-    return x2apic_support
+    return check_bool("x2apic_support", x2apic_support)
 
 
 def ram_registers(local_interrupts):

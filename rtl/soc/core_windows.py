@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.ghcb_msr.signatures import VcpuPortSignature
 from apwake.rtl.lapic.signatures import RegisterBusSignature, Space
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.memory import registered_read_port
 from apwake.rtl.lib.registers import RegisterDecoder
 from .memory_map import AP_START, CONTROL_MAP, FEATURES, MSR_WINDOW_MAP
@@ -129,8 +130,7 @@ class CoreWindows(wiring.Component):
             raise ValueError("ap_start='ghcb' needs the MSR window (the GHCB MSR is reached there)")
         for name, value in (("msr_window", msr_window), ("x2apic", x2apic),
                             ("registered_request", registered_request)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, not {value!r}")
+            check_bool(name, value)
         self.apic_ids, self.n_cores, self.bsp_index = apic_ids, n_cores, bsp_index
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic

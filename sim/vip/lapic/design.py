@@ -5,7 +5,8 @@ from dataclasses import asdict, dataclass
 from apwake.rtl.lib.instance import PackedPorts, SeparateModule
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import ApicCluster, check_cluster_size, cluster_count, cluster_signature
-from apwake.rtl.lapic.local_apic import check_n_vectors, check_pipelined, local_apic_signature
+from apwake.rtl.lapic.local_apic import check_n_vectors, local_apic_signature
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lapic.fabric import check_apic_ids_fit
 from apwake.rtl.lapic.register_file import check_storage, check_x2apic_support
 
@@ -57,7 +58,7 @@ class FabricConfig(EnvConfig):
         check_n_vectors(self.n_vectors)
         check_storage(self.storage)
         check_x2apic_support(self.x2apic_support)
-        check_pipelined(self.pipelined)
+        check_bool("pipelined", self.pipelined)
         check_apic_ids_fit(self.apic_ids, x2apic_support=self.x2apic_support)
         check_cluster_size(self.cluster_size, len(self.apic_ids), zero_means="the harness's choice")
 
