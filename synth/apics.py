@@ -55,9 +55,7 @@ def per_core_utilisation(board, *, work_dir=None):
     core = core_utilisation(board.core, board.family, work_dir=work_dir)
     result = {}
     for storage in STORAGE_CHOICES:
-        apic = apic_utilisation(board.family, storage=storage, local_interrupts=board.local_interrupts,
-                                x2apic_support=board.x2apic, n_vectors=board.n_vectors,
-                                pipelined=board.pipelined_fabric, work_dir=work_dir)
+        apic = apic_utilisation(board.family, **board.apic_options(storage), work_dir=work_dir)
         result[storage] = {kind: core[kind] + apic[kind] for kind in COUNTS}
     return result
 

@@ -101,6 +101,14 @@ class Board:
         """What the firmware is compiled for: the core's ISA."""
         return core_choice(self.core).isa
 
+    def apic_options(self, storage=None):
+        """The APICs' parameters as the board builds them (``storage`` None: the board's), by
+        the names :class:`~apwake.rtl.lapic.ApicFabric`, the simulation's ``FabricConfig`` and
+        :func:`apwake.synth.apics.apic_utilisation` take."""
+        return dict(n_vectors=self.n_vectors, local_interrupts=self.local_interrupts,
+                    storage=self.apic_storage if storage is None else storage, x2apic_support=self.x2apic,
+                    pipelined=self.pipelined_fabric)
+
     @property
     def apic_ids(self):
         """One APIC ID per core, shared by the fabric and the firmware's soc.h."""
@@ -197,18 +205,14 @@ def sim_config(board):
     Only the UART is faster (the simulation's 4 clocks a bit, not 115200 baud)."""
     from apwake.sim.vip.lapic.design import FabricConfig
     from apwake.sim.vip.soc.design import SocConfig
-    return SocConfig(FabricConfig(tuple(board.apic_ids), n_vectors=board.n_vectors,
-                                  local_interrupts=board.local_interrupts, storage=board.apic_storage,
-                                  x2apic_support=board.x2apic, pipelined=board.pipelined_fabric),
+    return SocConfig(FabricConfig(tuple(board.apic_ids), **board.apic_options()),
                      ram_bytes=board.ram_bytes, msr_window=board.msr_window, ap_start=board.ap_start,
                      core=board.core)
 
 
 def make_soc(board, firmware):
     """The SoC of ``board`` with ``firmware`` (a ``FirmwareImage`` of firmware/build.py) in RAM."""
-    fabric = ApicFabric(board.apic_ids, n_vectors=board.n_vectors,
-                        local_interrupts=board.local_interrupts, storage=board.apic_storage,
-                        x2apic_support=board.x2apic, pipelined=board.pipelined_fabric)
+    fabric = ApicFabric(board.apic_ids, **board.apic_options())
     return Soc(fabric, firmware=firmware.words, firmware_bytes=firmware.ram_end, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
                ap_start=board.ap_start)

@@ -6,7 +6,7 @@ import itertools
 import cocotb
 
 from apwake.rtl.mpwk_mailbox.layouts import (APIC_ID_BROADCAST, APIC_ID_INVALID, OFFSETS, PAGE_SIZE, ApState,
-                                      Command)
+                                      Command, FIRMWARE_HALF)
 from apwake.rtl.mpwk_mailbox.mailbox import STATUS_WORDS
 from apwake.sim.vip.mpwk_mailbox.bfm import MailboxEnv
 from apwake.sim.vip.mpwk_mailbox.design import MailboxConfig
@@ -250,7 +250,7 @@ async def test_page_halves(dut):
     await env.os.write32(fw_area + 0x100, 0xDEAD_BEEF)
     assert await env.os.read32(fw_area + 0x100) == 0
     assert flags(env) == {"firmware_half_write"}
-    # the OS half's word 0x800 below: written, read back, and the firmware half still reads 0
-    await env.os.write32(fw_area - 0x800 + 0x100, 0x5566_7788)
-    assert await env.os.read32(fw_area - 0x800 + 0x100) == 0x5566_7788
+    # the OS half's word FIRMWARE_HALF below: written, read back, and the firmware half still reads 0
+    await env.os.write32(fw_area - FIRMWARE_HALF + 0x100, 0x5566_7788)
+    assert await env.os.read32(fw_area - FIRMWARE_HALF + 0x100) == 0x5566_7788
     assert await env.os.read32(fw_area + 0x100) == 0

@@ -404,7 +404,8 @@ class RegisterFile(wiring.Component):
                         m.d.comb += [slot.eq(k), slot_hit.eq(1)]
             resp_ram = Signal()
             # A request is a read or a write, so the ports never meet on one word; the read
-            # port idles during writes, which spares the FPGA mapping any collision logic.
+            # port idles during writes (only reads use its data).  What spares the FPGA mapping
+            # the collision logic is registered_read_port's no_rw_check (rtl/lib/memory.py).
             m.d.comb += [ram_read.addr.eq(slot), ram_read.en.eq(~ram_write.en)]
             m.d.sync += resp_ram.eq(fire & read & ~gp & readable & slot_hit & ram_valid.bit_select(slot, 1))
             m.d.comb += ram_word.eq(Mux(resp_ram, ram_read.data, 0))

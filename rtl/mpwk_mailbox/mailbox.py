@@ -6,6 +6,7 @@ loop does.
 """
 
 from amaranth import Cat, Module, Mux, Signal
+from amaranth.utils import exact_log2
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -215,8 +216,8 @@ class MpwkMailbox(wiring.Component):
         firmware_write = page_write & (word >= FIRMWARE_HALF // 4)
         m.d.comb += [
             flags["firmware_half_write"].eq(firmware_write),
-            rport.addr.eq(word[:-1]),
-            wport.addr.eq(word[:-1]),
+            rport.addr.eq(word[:exact_log2(FIRMWARE_HALF // 4)]),
+            wport.addr.eq(word[:exact_log2(FIRMWARE_HALF // 4)]),
             wport.data.eq(bus.wdata),
             wport.en.eq(Mux(page_write & ~firmware_write & (word >= 4), bus.wstrb, 0)),
         ]
