@@ -86,6 +86,7 @@ def _constants():
     yield None, None, "soc: windows and fixed addresses"
     for window in mm.SOC_MAP.windows:
         yield f"SOC_{window.name.upper()}_BASE", window.base, window.doc
+    yield "SOC_UNDECODED_BASE", mm.UNDECODED_BASE, "the first window no core's bus decodes (a load sets bus_error)"
     yield "SOC_AP_BOOT", mm.AP_BOOT, "where every AP core starts (its stub: sp = START_SP unless 0, jump to START_ADDR)"
     yield "SOC_TRAMPOLINE_VECTOR", TRAMPOLINE_VECTOR, "the SIPI vector of the trampoline page"
     for name, value in mm.AP_START.items():

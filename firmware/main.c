@@ -241,14 +241,13 @@ static NOINLINE void puthex(uint32_t v)
 #ifdef APWAKE_PROBE_BUS_ERROR
 /* The SoC tests' negative case (build_firmware(probe_bus_error=True)), called by crt0.S when
    bsp_main returns, so that the image below the trampoline page is the same as without it: after
-   an INIT-SIPI run, a load from address[31:28] = 7, a window no SoC decodes (rtl/soc/memory_map.py
-   SOC_MAP), reads 0 and sets the BSP's sticky bus_error (rtl/soc/interconnect.py). */
-#define PROBE_NOWHERE 0x70000000u
+   an INIT-SIPI run, a load from SOC_UNDECODED_BASE, a window no SoC decodes (rtl/soc/memory_map.py
+   UNDECODED_BASE), reads 0 and sets the BSP's sticky bus_error (rtl/soc/interconnect.py). */
 HIGH_TEXT void probe_bus_error(void)
 {
     if (CONTROL(AP_START) != SOC_AP_START_SIPI)
         return;
-    uint32_t value = *(volatile uint32_t *)PROBE_NOWHERE;
+    uint32_t value = *(volatile uint32_t *)SOC_UNDECODED_BASE;
     lock();
     puts_("bus error probe: read");
     puthex(value);

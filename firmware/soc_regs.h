@@ -11,6 +11,7 @@
 #define SOC_MAILBOX_BASE 0x40000000u                     /* the ACPI MP wakeup mailbox page and its status window (ap_start="mailbox") */
 #define SOC_MSR_BASE 0x50000000u                         /* this core's MSR window (msr_window=True) */
 #define SOC_START_BASE 0x60000000u                       /* the start-context unit's call window (ap_start="context") */
+#define SOC_UNDECODED_BASE 0x70000000u                   /* the first window no core's bus decodes (a load sets bus_error) */
 #define SOC_AP_BOOT 0x00000040u                          /* where every AP core starts (its stub: sp = START_SP unless 0, jump to START_ADDR) */
 #define SOC_TRAMPOLINE_VECTOR 0x00000001u                /* the SIPI vector of the trampoline page */
 #define SOC_AP_START_SIPI 0x00000000u

@@ -11,7 +11,7 @@ vectors.
 from apwake.rtl.lapic import LocalApic
 from apwake.rtl.lapic.register_file import STORAGE_CHOICES, ram_registers
 
-from .cores import COUNTS, SYNTH, core_utilisation, counts_row, table_main, unit_utilisation
+from .cores import COUNTS, SYNTH, core_utilisation, counts_header, counts_row, table_main, unit_utilisation
 
 __all__ = ["N_VECTORS", "ROWS", "apic_utilisation", "per_core_utilisation", "format_per_core", "format_apics",
            "main"]
@@ -66,7 +66,7 @@ def format_per_core(per_core, *, core, storage):
     lines = [f"Per core, for each APIC option (one {core} core and its APIC, each synthesised alone and "
              f"flattened: synth/apics.py `per_core_utilisation`; the shared bus, windows engine, RAM "
              f"and fabric arbitration are not in it):", "",
-             "| APIC storage | LUT4 | Carry | FF | Block RAM | LUT RAM |", "|---|---|---|---|---|---|"]
+             *counts_header("APIC storage", seconds=False)]
     for option, c in per_core.items():
         mark = " (this build)" if option == storage else ""
         lines.append(f"| {option}{mark} | {counts_row(c, seconds=False)} |")
@@ -84,9 +84,7 @@ def format_apics(results, family):
              f"then `{SYNTH[family]}; stat`.  "
              f"`ram` keeps the storage-only registers in one memory (words as wide as the widest "
              f"one's writable bits; rtl/lapic/register_file.py); the words it holds are listed.", "",
-             "| Storage | Local sources | x2APIC | Words in memory | LUT4 | Carry | FF | Block RAM | LUT RAM "
-             "| Yosys time (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             *counts_header("Storage", "Local sources", "x2APIC", "Words in memory")]
     yes = lambda on: "yes" if on else "no"     # noqa: E731
     for (storage, local, x2apic), c in results.items():
         words = ", ".join(r.name for r in ram_registers(local)) if storage == "ram" else "-"

@@ -19,8 +19,8 @@ from apwake.sim.harness.toolchain import yowasp_tool
 
 from .boards import count_cells, write_report, yosys_stat
 
-__all__ = ["SYNTH", "COUNTS", "unit_utilisation", "core_utilisation", "format_cores", "counts_row", "table_main",
-           "main"]
+__all__ = ["SYNTH", "COUNTS", "unit_utilisation", "core_utilisation", "format_cores", "counts_header", "counts_row",
+           "table_main", "main"]
 
 #: the Yosys script per family: the same mapping as the per-block pass of synth/boards.py, flat
 SYNTH = {"ice40": "synth_ice40 -top core", "ecp5": "synth_ecp5 -top core"}
@@ -31,6 +31,9 @@ _KINDS = {"LUT": ("SB_LUT4", "LUT4"), "CARRY": ("SB_CARRY", "CCU2C"), "FF": ("SB
           "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"), "LUTRAM": ("TRELLIS_DPR16X4",)}
 #: the counts :func:`unit_utilisation` gives, in table order
 COUNTS = tuple(_KINDS)
+#: their column headings in the REPORT.md tables
+_HEADINGS = {"LUT": "LUT4", "CARRY": "Carry", "FF": "FF", "BRAM": "Block RAM", "LUTRAM": "LUT RAM",
+             "seconds": "Yosys time (s)"}
 
 
 def unit_utilisation(top, family="ice40", *, verilog_files=None, work_dir=None):
@@ -89,11 +92,17 @@ def format_cores(results, family):
              f"core as the SoC instantiates it, alone: Amaranth's Verilog of the wrapper plus the "
              f"core's Verilog from its pythondata package, then `{SYNTH[family]}; stat`.  Counts "
              f"before placement (nextpnr packs LUTs, carries and flip-flops into logic cells).", "",
-             "| Core | LUT4 | Carry | FF | Block RAM | LUT RAM | Yosys time (s) |",
-             "|---|---|---|---|---|---|---|"]
+             *counts_header("Core")]
     for core, c in results.items():
         lines.append(f"| {core} ({CORES[core].description}) | {counts_row(c)} |")
     return "\n".join(lines) + "\n"
+
+
+def counts_header(*leading, seconds=True):
+    """The heading line and the rule line of a table whose rows end with :func:`counts_row`
+    (the same ``seconds``), after the ``leading`` columns' headings."""
+    headings = [*leading, *(_HEADINGS[k] for k in COUNTS + (("seconds",) if seconds else ()))]
+    return ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
 
 
 def counts_row(counts, *, seconds=True):

@@ -17,7 +17,7 @@ from apwake.rtl.soc.interconnect import Interconnect
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
-                                       SOC_MAP, START_BASE, START_MAP, START_WINDOW, UART_STATUS, UART_TX)
+                                       START_BASE, START_MAP, START_WINDOW, UART_STATUS, UART_TX, UNDECODED_BASE)
 from apwake.rtl.soc.cores import core_choice
 from apwake.rtl.soc.serv import Serv
 from apwake.rtl.soc.serv_bus import ServBusAdapter
@@ -202,9 +202,8 @@ def test_ap_start_parameters(kwargs, message):
 
 # --- the interconnect ------------------------------------------------------------------------------
 
-#: an address in the first window slot the SoC's map leaves empty (rtl/soc/memory_map.py SOC_MAP)
-NO_WINDOW = next(slot * SOC_MAP.window_size for slot in range(1 << (32 - SOC_MAP.window_bits))
-                 if slot not in {SOC_MAP.window_of(w.base) for w in SOC_MAP.windows})
+#: an address in the first window slot the SoC's map leaves empty
+NO_WINDOW = UNDECODED_BASE
 
 class _InterconnectWithRam(Elaboratable):
     """The interconnect with a RAM on its ports, as :class:`apwake.rtl.soc.Soc` connects them."""

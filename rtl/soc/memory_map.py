@@ -18,7 +18,7 @@ __all__ = ["SOC_MAP", "IO_MAP", "CONTROL_MAP", "MSR_WINDOW_MAP", "START_MAP",
            "RAM_BASE", "BOOT_ROM_BYTES", "FIRMWARE_RAM_BYTES", "UART_BASE", "UART_TX", "UART_STATUS",
            "LED_BASE", "LOCK_BASE", "APIC_BASE", "CONTROL_BASE", "CONTROL", "AP_BOOT", "MAILBOX_BASE",
            "AP_START", "MSR_BASE", "MSR_WINDOW", "START_BASE", "START_WINDOW", "SEV_LAUNCH_ADDR", "FEATURES",
-           "TRAMPOLINE", "WINDOW_SIZE", "window_of"]
+           "TRAMPOLINE", "WINDOW_SIZE", "UNDECODED_BASE", "window_of"]
 
 #: address bits inside a window: the top nibble selects it
 _WINDOW_BITS = 28
@@ -158,6 +158,11 @@ SOC_MAP = AddressMap(
                      doc="code, data and the stacks (at the top of the SoC's RAM)"),
     ],
     doc="The soft-SoC's shared bus: address[31:28] selects the window.")
+
+#: the first window slot the map leaves empty: no core's bus answers there (a load reads 0 and
+#: sets the core's sticky bus_error, rtl/soc/interconnect.py; the SoC tests' probe reads it)
+UNDECODED_BASE = next(slot * WINDOW_SIZE for slot in range(1 << (32 - _WINDOW_BITS))
+                      if slot not in {SOC_MAP.window_of(w.base) for w in SOC_MAP.windows})
 
 UART_TX = IO_MAP.address("UART_TX")          # write: send the byte in [7:0]
 UART_STATUS = IO_MAP.address("UART_STATUS")  # read: bit 0 = busy
