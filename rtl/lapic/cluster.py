@@ -190,13 +190,14 @@ class ApicCluster(wiring.Component):
         if self.pipelined:
             # stage 2: the APICs' answers, registered
             valid, source, lowest, match, priorities = register_stage(
-                m, "stage2", valid, source, lowest, match, priorities)
+                m, "stage2", valid=valid, source=source, lowest=lowest, match=match, priority=priorities)
         lp_any, lp_index, lp_priority = min_tree(
             m, [(match[j], priorities[j]) for j in range(self.size)], name="lowest_priority")
         if self.pipelined:
             # stage 3: the cluster's pick, registered
-            valid, source, lowest, match, (lp_any, lp_index, lp_priority) = register_stage(
-                m, "stage3", valid, source, lowest, match, (lp_any, lp_index, lp_priority))
+            valid, source, lowest, match, lp_any, lp_index, lp_priority = register_stage(
+                m, "stage3", valid=valid, source=source, lowest=lowest, match=match, lp_any=lp_any,
+                lp_index=lp_index, lp_priority=lp_priority)
         m.d.comb += [self.lp_any.eq(lp_any), self.lp_index.eq(lp_index),
                      self.lp_priority.eq(lp_priority)]
 

@@ -258,7 +258,8 @@ class ApicFabric(wiring.Component):
         stage_valid = [bus_valid]
         if self.pipelined:
             # stage 0: the grant, registered
-            grant_valid, grant, grant_index = register_stage(m, "stage0", grant_valid, grant, grant_index)
+            grant_valid, grant, grant_index = register_stage(m, "stage0", grant_valid=grant_valid, grant=grant,
+                                                             grant_index=grant_index)
             in_flight.append(grant)
             stage_valid.append(grant_valid)
         for c, cluster in enumerate(clusters):
@@ -273,7 +274,8 @@ class ApicFabric(wiring.Component):
         valid, msg, source, source_index = bus_valid, bus_msg, bus_source, bus_source_index
         if self.pipelined:
             for stage in ("stage2", "stage3"):
-                valid, msg, source, source_index = register_stage(m, stage, valid, msg, source, source_index)
+                valid, msg, source, source_index = register_stage(m, stage, valid=valid, msg=msg, source=source,
+                                                                  source_index=source_index)
                 in_flight.append(source)
                 stage_valid.append(valid)
         # A sender whose message is in a stage is not granted again: it holds its request until
