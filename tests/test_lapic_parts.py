@@ -4,6 +4,8 @@ The cocotb tests (cocotb_tests/lapic) check the whole APIC on the fabric under V
 check what each part does at its own ports, in milliseconds.
 """
 
+import random
+
 import pytest
 
 from apwake.rtl.lapic.esr import ErrorStatus
@@ -16,6 +18,7 @@ from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, XAPIC_MAX_ID, ApicBase
 from apwake.rtl.lapic.local_sources import LocalSources
 from apwake.rtl.lapic.receiver import Receiver
 from apwake.rtl.lapic.register_file import RegisterFile, VERSION
+from apwake.rtl.lapic.register_slice import RegisterSlice
 from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.lapic.timer import ApicTimer
@@ -665,9 +668,6 @@ def test_register_slice_hands_each_request_on_once_in_order_and_each_answer_a_cy
     the APIC takes every request once, in order, with its fields; the CPU side sees each
     answer exactly one cycle after the APIC gave it and ``rdata`` 0 in every other cycle; with
     an APIC always ready an access answers three cycles after the CPU side's take."""
-    import random
-    from apwake.rtl.lapic.register_slice import RegisterSlice
-
     dut = RegisterSlice()
     rng = random.Random(7)
     issued = [(rng.choice([Space.MMIO, Space.MSR]), rng.getrandbits(32), rng.getrandbits(1), rng.getrandbits(64))

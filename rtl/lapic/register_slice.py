@@ -18,7 +18,8 @@ __all__ = ["RegisterSlice"]
 
 
 class RegisterSlice(wiring.Component):
-    """One request at a time, held for the APIC until it takes it; its answer one cycle later.
+    """One request at a time, held for the APIC until it takes it; its answer one cycle after
+    the APIC's.
 
     The CPU side's request is taken when ``cpu.req_valid`` and ``cpu.req_ready`` (the slice is
     empty); from the next cycle the slice offers it to the APIC, with every field from its
@@ -49,9 +50,10 @@ class RegisterSlice(wiring.Component):
         m.d.comb += [cpu.req_ready.eq(~full), apic.req_valid.eq(full), apic.space.eq(space),
                      apic.addr.eq(addr), apic.write.eq(write), apic.wdata.eq(wdata)]
         with m.If(~full):
-            with m.If(cpu.req_valid):
-                m.d.sync += [full.eq(1), space.eq(cpu.space), addr.eq(cpu.addr), write.eq(cpu.write),
-                             wdata.eq(cpu.wdata)]
+            # the fields load in every empty cycle (they count only while full), so that the
+            # CPU side's req_valid, which crosses the device, enables one flip-flop, not 98
+            m.d.sync += [full.eq(cpu.req_valid), space.eq(cpu.space), addr.eq(cpu.addr), write.eq(cpu.write),
+                         wdata.eq(cpu.wdata)]
         with m.Elif(apic.req_ready):
             m.d.sync += full.eq(0)
         m.d.sync += [cpu.resp_valid.eq(apic.resp_valid), cpu.rdata.eq(apic.rdata), cpu.gp.eq(apic.gp)]

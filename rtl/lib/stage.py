@@ -5,7 +5,7 @@ from amaranth import Signal, Value
 __all__ = ["register_stage"]
 
 
-def register_stage(m, stage, **values):
+def register_stage(m, stage, /, **values):
     """Register ``values`` for one pipeline stage in ``m.d.sync``.
 
     Each keyword's value is a value (a signal, an expression, a ``lib.data`` view) or a list or
