@@ -10,7 +10,6 @@ vectors.
 
 from apwake.rtl.lapic import LocalApic
 from apwake.rtl.lapic.register_file import STORAGE_CHOICES, ram_registers
-from apwake.rtl.lapic.register_slice import RegisterSlice
 
 from .cores import COUNTS, SYNTH, core_utilisation, counts_header, counts_row, table_main, unit_utilisation
 
@@ -46,8 +45,7 @@ def per_core_utilisation(board, *, work_dir=None):
     board builds it (its vectors, local sources, x2APIC choice and pipelining) with that storage, each
     synthesised alone, flattened, for the board's family.  The APIC alone keeps its whole
     register port (as the MSR window makes it reachable), and the SoC's shared parts (bus,
-    windows engine, RAM, fabric arbitration) are not in it.  A pipelined board's core adds its
-    APIC's register slice (:class:`~apwake.rtl.lapic.register_slice.RegisterSlice`, flip-flops).
+    windows engine, RAM, fabric arbitration) are not in it.
 
     Raises
     ------
@@ -55,9 +53,6 @@ def per_core_utilisation(board, *, work_dir=None):
         Yosys failed (the message ends with its output).
     """
     core = core_utilisation(board.core, board.family, work_dir=work_dir)
-    if board.pipelined_fabric:
-        apic_slice = unit_utilisation(RegisterSlice(), board.family, work_dir=work_dir)
-        core = {kind: core[kind] + apic_slice[kind] for kind in COUNTS}
     result = {}
     for storage in STORAGE_CHOICES:
         apic = apic_utilisation(board.family, **board.apic_options(storage), work_dir=work_dir)

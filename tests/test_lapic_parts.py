@@ -4,8 +4,6 @@ The cocotb tests (cocotb_tests/lapic) check the whole APIC on the fabric under V
 check what each part does at its own ports, in milliseconds.
 """
 
-import random
-
 import pytest
 
 from apwake.rtl.lapic.esr import ErrorStatus
@@ -18,7 +16,6 @@ from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, XAPIC_MAX_ID, ApicBase
 from apwake.rtl.lapic.local_sources import LocalSources
 from apwake.rtl.lapic.receiver import Receiver
 from apwake.rtl.lapic.register_file import RegisterFile, VERSION
-from apwake.rtl.lapic.register_slice import RegisterSlice
 from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.lapic.timer import ApicTimer
@@ -654,60 +651,5 @@ def test_register_file_without_x2apic_support_refuses_x2apic_mode():
         await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["TPR"].offset, write=1, wdata=0x35)
         assert await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["TPR"].offset) == (0x35, 0)
         assert await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["ID"].offset) == (0x07 << 24, 0)
-
-    simulate(dut, bench)
-
-
-# --- register slice ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("apic_ready", [1.0, 0.4])
-def test_register_slice_hands_each_request_on_once_in_order_and_each_answer_a_cycle_later(apic_ready):
-    """:class:`~apwake.rtl.lapic.register_slice.RegisterSlice` between a CPU side that offers
-    random requests (holding each until taken, sometimes back to back) and an APIC that takes
-    them with ``req_ready`` at random (or always) and answers each one cycle after its take:
-    the APIC takes every request once, in order, with its fields; the CPU side sees each
-    answer exactly one cycle after the APIC gave it and ``rdata`` 0 in every other cycle; with
-    an APIC always ready an access answers three cycles after the CPU side's take."""
-    dut = RegisterSlice()
-    rng = random.Random(7)
-    issued = [(rng.choice([Space.MMIO, Space.MSR]), rng.getrandbits(32), rng.getrandbits(1), rng.getrandbits(64))
-              for _ in range(300)]
-
-    async def bench(ctx):
-        taken, answers, seen = [], [], []    # what the APIC took; its answers by cycle; CPU side's
-        cpu_takes = []
-        nxt, answer, holding = 0, None, False  # the next request to offer; the APIC's answer due
-        for cycle in range(3000):
-            ready = int(rng.random() < apic_ready)
-            ctx.set(dut.apic.req_ready, ready)
-            ctx.set(dut.apic.resp_valid, answer is not None)
-            ctx.set(dut.apic.rdata, answer[0] if answer else 0)
-            ctx.set(dut.apic.gp, answer[1] if answer else 0)
-            if answer:
-                answers.append((cycle, *answer))
-            offer = nxt < len(issued) and (holding or rng.random() < 0.5)    # held until taken
-            ctx.set(dut.cpu.req_valid, offer)
-            if offer:
-                for port, value in zip(("space", "addr", "write", "wdata"), issued[nxt]):
-                    ctx.set(getattr(dut.cpu, port), value)
-            holding = offer and not ctx.get(dut.cpu.req_ready)
-            if offer and not holding:
-                cpu_takes.append(cycle)
-                nxt += 1
-            answer = None
-            if ctx.get(dut.apic.req_valid) and ready:
-                request = tuple(ctx.get(getattr(dut.apic, p)) for p in ("space", "addr", "write", "wdata"))
-                taken.append(request)
-                answer = ((request[1] * 3 + request[3]) % (1 << 64), request[1] & 1)
-            if ctx.get(dut.cpu.resp_valid):
-                seen.append((cycle, ctx.get(dut.cpu.rdata), ctx.get(dut.cpu.gp)))
-            else:
-                assert ctx.get(dut.cpu.rdata) == 0, cycle
-            await ctx.tick()
-        assert taken == issued, "each request once, in order"
-        assert seen == [(cycle + 1, rdata, gp) for cycle, rdata, gp in answers]
-        assert len(seen) == len(issued)
-        if apic_ready == 1.0:
-            assert [s[0] for s in seen] == [t + 3 for t in cpu_takes]
 
     simulate(dut, bench)

@@ -15,7 +15,6 @@ from apwake.rtl.soc.ap_start import ApStart
 from apwake.rtl.soc.core_windows import CoreWindows
 from apwake.rtl.soc.interconnect import Interconnect
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
-from apwake.rtl.lapic.register_slice import RegisterSlice
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
                                        START_BASE, START_MAP, START_WINDOW, UART_STATUS, UART_TX, UNDECODED_BASE)
@@ -429,13 +428,11 @@ class _WindowsWithApics(Elaboratable):
     """The windows of ``len(apic_ids)`` cores with APIC register buses that take each request
     ``delay`` cycles after it is raised and answer one cycle later, core i's with
     ``rdata + (i << 32) + i`` (each core's halves differ) and 0 outside the answer, as
-    :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks; with ``register_slice``
-    through a :class:`~apwake.rtl.lapic.register_slice.RegisterSlice` each, as a pipelined SoC
-    has them; the sync domain's reset is ``rst``."""
+    :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks; the sync domain's reset is
+    ``rst``."""
 
-    def __init__(self, rdata=0, *, delay=2, register_slice=False, **kwargs):
+    def __init__(self, rdata=0, *, delay=2, **kwargs):
         self.windows, self.rdata, self.delay = CoreWindows(**kwargs), rdata, delay
-        self.register_slice = register_slice
         self.rst = Signal()
 
     def elaborate(self, platform):
@@ -444,10 +441,6 @@ class _WindowsWithApics(Elaboratable):
         m.d.comb += sync.rst.eq(self.rst)
         m.submodules.windows = windows = self.windows
         for i, reg in enumerate(windows.apic):
-            if self.register_slice:
-                m.submodules[f"slice{i}"] = apic_slice = RegisterSlice()
-                wiring.connect(m, reg, apic_slice.cpu)
-                reg = apic_slice.apic
             waited = Signal(range(self.delay + 1))
             m.d.comb += [reg.req_ready.eq(waited == self.delay),
                          reg.rdata.eq(Mux(reg.resp_valid, self.rdata + (i << 32) + i, 0))]
@@ -520,17 +513,15 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
                                     answer(0x1DE0), answer(0x4000), answer(0x100)], 0b100)
 
 
-@pytest.mark.parametrize("registered_request, register_slice", [(False, False), (True, False), (True, True)])
-def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate, registered_request, register_slice):
+@pytest.mark.parametrize("registered_request", [False, True])
+def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate, registered_request):
     """Each core's SELECT, DATA_LO and DATA_HI are its own (kept in the engine's memory): core 1's
     WRMSR goes to its APIC with its DATA_LO while core 0 selected another MSR in between, and
     with it while the APIC keeps the request waiting; each core's DATA_HI is its own APIC's
     answer; after a reset the three read 0 again.  The same requests in the same cycles with
-    the request's fields in flip-flops (``registered_request``); through a register slice per
-    APIC (as a pipelined SoC), the same requests and answers, each APIC access two cycles
-    later."""
+    the request's fields in flip-flops (``registered_request``)."""
     top = _WindowsWithApics(0xAAAA_BBBB_CCCC_DD00, apic_ids=(0, 1), bsp_index=0,
-                            registered_request=registered_request, register_slice=register_slice)
+                            registered_request=registered_request)
     dut = top.windows
     requests, seen = [], {}
 
@@ -555,15 +546,13 @@ def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate, registered_request
                                for core in (0, 1) for name in ("SELECT", "DATA_HI")]
 
     simulate(top, bench)
-    # cycles: read SELECT (and DATA_LO), the request waits 2 cycles and is answered the next;
-    # a slice takes it at once, offers it to the APIC the next cycle and answers a cycle later
-    later = 2 if register_slice else 0
+    # cycles: read SELECT (and DATA_LO), the request waits 2 cycles and is answered the next
     assert seen == {"after reset": [(0, 2, 0)] * 2, "no request yet": [],
-                    "wrmsr": (0xCCCC_DD01, 7 + later, 0),
+                    "wrmsr": (0xCCCC_DD01, 7, 0),
                     "select": [(0x1B, 2, 0), (0x830, 2, 0)],
-                    "rdmsr": (0xCCCC_DD00, 6 + later, 0),
+                    "rdmsr": (0xCCCC_DD00, 6, 0),
                     "data_hi": [(0xAAAA_BBBB, 2, 0), (0xAAAA_BBBC, 2, 0)], "vmgexit reads 0": (0, 1, 0),
-                    "mmio": (0xCCCC_DD01, 5 + later, 0), "reset again": [(0, 2, 0)] * 4}
+                    "mmio": (0xCCCC_DD01, 5, 0), "reset again": [(0, 2, 0)] * 4}
     assert [r[:4] for r in requests] == [(1, Space.MSR, 0x830, 1), (0, Space.MSR, 0x1B, 0), (1, Space.MMIO, 0x0F0, 0)]
     assert requests[0][4] == 0x3_0004_4500            # one WRMSR with both halves
     assert requests[2][4] == 0

@@ -74,30 +74,6 @@ def test_per_core_line_for_each_apic_option():
         "| flops", "| ram (this build)"], lines
 
 
-def test_per_core_line_of_a_pipelined_board_adds_the_register_slice(monkeypatch):
-    """A pipelined board's core carries its APIC's register slice (rtl/soc/soc.py): the per-core
-    counts add the slice's, synthesised alone, to the core's and the (pipelined) APIC's; a
-    one-cycle board's do not.  The units are stood in for by distinct counts, so that each sum
-    shows which parts it took."""
-    from apwake.rtl.lapic.register_slice import RegisterSlice
-    from apwake.synth import apics
-    units = {"core": 1, "slice": 1000}
-    monkeypatch.setattr(apics, "core_utilisation", lambda *args, **kwargs: dict.fromkeys(apics.COUNTS, units["core"]))
-    monkeypatch.setattr(apics, "apic_utilisation", lambda family, *, pipelined, storage, **kwargs: dict.fromkeys(
-        apics.COUNTS, (100 if pipelined else 10) * (2 if storage == "ram" else 1)))
-
-    def unit(top, family, **kwargs):
-        assert isinstance(top, RegisterSlice), top
-        return dict.fromkeys(apics.COUNTS, units["slice"])
-    monkeypatch.setattr(apics, "unit_utilisation", unit)
-    pipelined = board_variant("ulx3s", core="serv", n_cores=32, pipelined_fabric=True)
-    one_cycle = board_variant("ulx3s", core="serv", n_cores=32, pipelined_fabric=False)
-    assert apics.per_core_utilisation(pipelined) == {"flops": dict.fromkeys(apics.COUNTS, 1101),
-                                                     "ram": dict.fromkeys(apics.COUNTS, 1201)}
-    assert apics.per_core_utilisation(one_cycle) == {"flops": dict.fromkeys(apics.COUNTS, 11),
-                                                     "ram": dict.fromkeys(apics.COUNTS, 21)}
-
-
 @pytest.mark.synth
 def test_serv_is_a_fraction_of_picorv32_on_ice40():
     """Each core as the SoC instantiates it, alone, in Yosys's iCE40 mapping (synth/cores.py,

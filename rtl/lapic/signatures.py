@@ -35,10 +35,8 @@ class Space(enum.Enum, shape=unsigned(1)):
 class RegisterBusSignature(wiring.Signature):
     """A register access port, CPU side.
 
-    A request is taken on a cycle where ``req_valid`` and ``req_ready`` are both high.  At an
-    APIC's own port, exactly one cycle later ``resp_valid`` pulses with ``rdata`` (reads) and
-    ``gp`` (a :class:`~apwake.rtl.lapic.register_slice.RegisterSlice` in front of it answers
-    later, so a CPU side that may meet one waits for ``resp_valid``): the access would
+    A request is taken on a cycle where ``req_valid`` and ``req_ready`` are both high.  Exactly
+    one cycle later ``resp_valid`` pulses with ``rdata`` (reads) and ``gp``: the access would
     raise #GP (x2APIC rules of docs/spec/lapic.md §1); the CPU model turns it into the exception.
     ``rdata`` is 0 in every other cycle (and for writes), so a CPU side may OR the answers of
     several ports instead of selecting one (the soft-SoC's windows do; proved for the APIC with

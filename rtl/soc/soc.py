@@ -22,7 +22,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from apwake.rtl.ghcb_msr import connect_apic_events
-from apwake.rtl.lapic.register_slice import RegisterSlice
 from apwake.rtl.lib.memory import registered_read_port
 from .ap_start import ApStart
 from .core_windows import CoreWindows
@@ -147,14 +146,7 @@ class Soc(wiring.Component):
             m.submodules[f"core{i}"] = core = self.core.make(
                 reset_address=RAM_BASE if i == bsp else AP_BOOT)
             wiring.connect(m, core.bus, bus.cores[i])
-            if fabric.pipelined:
-                # a large build's: the request crosses the device into flip-flops beside the
-                # APIC, and its answer comes back through flip-flops (RegisterSlice)
-                m.submodules[f"apic_slice{i}"] = apic_slice = RegisterSlice()
-                wiring.connect(m, windows.apic[i], apic_slice.cpu)
-                wiring.connect(m, apic_slice.apic, fabric.cpu[i].reg)
-            else:
-                wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
+            wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
             connect_apic_events(m, fabric.cpu[i], starter.apic[i])
             if self.ap_start == "ghcb":
                 wiring.connect(m, windows.vcpu[i], starter.vcpu[i])
