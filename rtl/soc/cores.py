@@ -26,16 +26,18 @@ class CoreChoice:
     isa: str
     description: str
 
-    def make(self, *, reset_address):
+    def make(self, *, reset_address, registered_reset=False):
         """The core as a component with ``bus``, ``run`` and ``trap``: it starts at
         ``reset_address`` after reset.  sp is not set at reset: the firmware's entry code sets
         it (``firmware/crt0.S``), so every core of one reset address is the same module with
-        the same parameters (Verilator generates its code once for all of them)."""
+        the same parameters (Verilator generates its code once for all of them).
+        ``registered_reset``: SERV's reset from a flip-flop of its own (:class:`~.serv.Serv`);
+        PicoRV32's bus outputs are flip-flops already, so it takes no such option (ignored)."""
         if self.name == "picorv32":
             from .picorv32 import PicoRV32
             return PicoRV32(reset_address=reset_address)
         from .serv import Serv
-        return Serv(reset_address=reset_address)
+        return Serv(reset_address=reset_address, registered_reset=registered_reset)
 
     def verilog_files(self):
         """``{file name: text}``: the core's Verilog, from its ``pythondata-cpu-*`` package."""

@@ -8,14 +8,15 @@ The core is not written here: its Verilog is added to the build as it ships
 
 from pathlib import Path
 
-from amaranth import ClockSignal, Instance, Module, ResetSignal
+from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from apwake.rtl.lib.checks import check_bool
 from .picorv32 import NativeBusSignature
 from .serv_bus import ServBusAdapter
 
-__all__ = ["Serv", "verilog_sources", "SERV_FILES"]
+__all__ = ["core_reset", "Serv", "verilog_sources", "SERV_FILES"]
 
 #: the Verilog of ``serv_rf_top`` and what it instantiates (the "core" fileset of ``serv.core``)
 SERV_FILES = ("serv_rf_top.v", "serv_rf_ram_if.v", "serv_rf_ram.v", "serv_top.v", "serv_state.v",
@@ -45,6 +46,17 @@ def verilog_sources():
     return {name: (rtl / name).read_text() + "\n`default_nettype wire\n" for name in SERV_FILES}
 
 
+def core_reset(m, run, *, registered):
+    """A core's reset in ``m``: high while the sync domain resets or ``run`` is low; with
+    ``registered`` from a flip-flop (1 while the domain resets, its reset value; then ``~run``
+    one cycle late), else combinational."""
+    if not registered:
+        return ResetSignal(allow_reset_less=True) | ~run
+    reset = Signal(init=1, name="core_reset")
+    m.d.sync += reset.eq(~run)
+    return reset
+
+
 class Serv(wiring.Component):
     """One SERV core on the SoC's per-core bus.
 
@@ -59,6 +71,14 @@ class Serv(wiring.Component):
     ----------
     reset_address : int
         ``RESET_PC``: where the core starts after reset, a multiple of 4 below 2**32.
+    registered_reset : bool
+        SERV's reset (the domain's reset or ``run`` low) from a flip-flop beside the core, one
+        cycle later, instead of through logic: SERV gates its bus requests with its reset
+        (``o_ibus_cyc = ibus_cyc & !i_rst``, ``rtl/serv_state.v``), so without it the reset
+        net and ``run``, both from across the device, lead through the core's ``valid`` into
+        the shared bus's arbiter (the 32-core ECP5 build's critical path, 34.0 ns:
+        synth/REPORT.md "ulx3s-timing").  The SoC sets it for large builds (its fabric's
+        ``pipelined``); a core then starts, and stops, one cycle after ``run`` changes.
 
     Attributes
     ----------
@@ -74,13 +94,16 @@ class Serv(wiring.Component):
     ------
     ValueError
         ``reset_address`` is not a multiple of 4 in 0 to 2**32 - 4.
+    TypeError
+        ``registered_reset`` is not a bool.
     """
 
-    def __init__(self, *, reset_address):
+    def __init__(self, *, reset_address, registered_reset=False):
         if not isinstance(reset_address, int) or reset_address % 4 or not 0 <= reset_address < 1 << 32:
             raise ValueError(f"reset_address must be a multiple of 4 from 0 to 0xFFFFFFFC, "
                              f"not {reset_address!r}")
         self.reset_address = reset_address
+        self.registered_reset = check_bool("registered_reset", registered_reset)
         super().__init__({"bus": Out(NativeBusSignature()), "run": In(1), "trap": Out(1)})
 
     def elaborate(self, platform):
@@ -88,11 +111,12 @@ class Serv(wiring.Component):
         m.submodules.adapter = adapter = ServBusAdapter()
         wiring.connect(m, adapter.bus, wiring.flipped(self.bus))
         ibus, dbus = adapter.ibus, adapter.dbus
+        reset = core_reset(m, self.run, registered=self.registered_reset)
         m.submodules.core = Instance(
             "serv_rf_top",
             p_RESET_PC=self.reset_address, p_COMPRESSED=0, p_MDU=0, p_PRE_REGISTER=1,
             p_RESET_STRATEGY="MINI", p_WITH_CSR=0, p_RF_WIDTH=2,
-            i_clk=ClockSignal(), i_i_rst=ResetSignal(allow_reset_less=True) | ~self.run,
+            i_clk=ClockSignal(), i_i_rst=reset,
             i_i_timer_irq=0,
             o_o_ibus_adr=ibus.adr, o_o_ibus_cyc=ibus.cyc, i_i_ibus_rdt=ibus.rdt, i_i_ibus_ack=ibus.ack,
             o_o_dbus_adr=dbus.adr, o_o_dbus_dat=dbus.dat, o_o_dbus_sel=dbus.sel, o_o_dbus_we=dbus.we,

@@ -144,7 +144,7 @@ class Soc(wiring.Component):
         wiring.connect(m, bus.windows, windows.access)
         for i in range(n):
             m.submodules[f"core{i}"] = core = self.core.make(
-                reset_address=RAM_BASE if i == bsp else AP_BOOT)
+                reset_address=RAM_BASE if i == bsp else AP_BOOT, registered_reset=fabric.pipelined)
             wiring.connect(m, core.bus, bus.cores[i])
             wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
             connect_apic_events(m, fabric.cpu[i], starter.apic[i])
