@@ -733,6 +733,10 @@ def test_serv_core_instantiates_serv_rf_top_at_its_reset_address():
     soc = Soc(ApicFabric([0, 1, 2], n_vectors=32, local_interrupts=False), firmware=[0] * 16,
               msr_window=False, core="serv")
     text = verilog.convert(soc, name="soc")
+    # a pipelined (large) build's cores take their reset from their own flip-flop (core_reset)
+    pipelined = verilog.convert(Soc(ApicFabric([0, 1, 2], n_vectors=32, local_interrupts=False, pipelined=True),
+                                    firmware=[0] * 16, msr_window=False, core="serv"), name="soc")
+    assert text.count(".i_rst(core_reset)") == 0 and pipelined.count(".i_rst(core_reset)") == 3
     resets = re.findall(r"serv_rf_top #\([^;]*?\.RESET_PC\(\d+'([dh])([0-9a-f]+)\)", text)
     assert text.count("serv_rf_top #(") == 3
     assert sorted(int(value, 16 if base == "h" else 10) for base, value in resets) == [0, AP_BOOT, AP_BOOT], resets
@@ -747,8 +751,8 @@ def test_serv_core_instantiates_serv_rf_top_at_its_reset_address():
 @pytest.mark.parametrize("registered", [False, True])
 def test_serv_core_reset_follows_run_and_the_domain_reset(registered):
     """SERV's reset (rtl/soc/serv.py ``core_reset``): high while the domain resets and while
-    ``run`` is low; registered (large builds), one cycle after each change of ``run``, and still
-    high in the domain reset's cycle."""
+    ``run`` is low; registered (large builds), one cycle after each change of ``run`` and of
+    the domain's reset."""
     from amaranth.sim import Simulator
     from apwake.rtl.soc.serv import core_reset
     m = Module()
@@ -771,6 +775,8 @@ def test_serv_core_reset_follows_run_and_the_domain_reset(registered):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    with pytest.raises(TypeError, match="registered_reset must be a bool, not 'yes'"):
+        core_choice("picorv32").make(reset_address=0, registered_reset="yes")
     if registered:     # the flip-flop shows the previous cycle's ~run, 1 after a domain reset
         assert seen == [1, 1, 1, 0, 0, 1, 1, 0, 1], seen
     else:

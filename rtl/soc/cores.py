@@ -5,6 +5,8 @@ does not know which it has."""
 
 from dataclasses import dataclass
 
+from apwake.rtl.lib.checks import check_bool
+
 __all__ = ["CoreChoice", "CORES", "DEFAULT_CORE", "core_choice"]
 
 
@@ -32,7 +34,14 @@ class CoreChoice:
         it (``firmware/crt0.S``), so every core of one reset address is the same module with
         the same parameters (Verilator generates its code once for all of them).
         ``registered_reset``: SERV's reset from a flip-flop of its own (:class:`~.serv.Serv`);
-        PicoRV32's bus outputs are flip-flops already, so it takes no such option (ignored)."""
+        PicoRV32's bus outputs are flip-flops already, so it takes no such option (ignored).
+
+        Raises
+        ------
+        TypeError
+            ``registered_reset`` is not a bool (for either core).
+        """
+        check_bool("registered_reset", registered_reset)
         if self.name == "picorv32":
             from .picorv32 import PicoRV32
             return PicoRV32(reset_address=reset_address)

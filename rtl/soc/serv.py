@@ -47,9 +47,10 @@ def verilog_sources():
 
 
 def core_reset(m, run, *, registered):
-    """A core's reset in ``m``: high while the sync domain resets or ``run`` is low; with
-    ``registered`` from a flip-flop (1 while the domain resets, its reset value; then ``~run``
-    one cycle late), else combinational."""
+    """A core's reset in ``m``: high while the sync domain resets or ``run`` is low,
+    combinationally; with ``registered`` the same one cycle late, from a flip-flop (which powers
+    up at 1 and which the domain's reset sets to 1: high from the cycle after the domain's reset
+    starts until the cycle after it ends, then ``~run`` of the cycle before)."""
     if not registered:
         return ResetSignal(allow_reset_less=True) | ~run
     reset = Signal(init=1, name="core_reset")
