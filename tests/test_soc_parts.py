@@ -753,7 +753,6 @@ def test_serv_core_reset_follows_run_and_the_domain_reset(registered):
     """SERV's reset (rtl/soc/serv.py ``core_reset``): high while the domain resets and while
     ``run`` is low; registered (large builds), one cycle after each change of ``run`` and of
     the domain's reset."""
-    from amaranth.sim import Simulator
     from apwake.rtl.soc.serv import core_reset
     m = Module()
     run, rst = Signal(), Signal()
@@ -771,16 +770,18 @@ def test_serv_core_reset_follows_run_and_the_domain_reset(registered):
             seen.append(ctx.get(reset))
             await ctx.tick()
 
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    with pytest.raises(TypeError, match="registered_reset must be a bool, not 'yes'"):
-        core_choice("picorv32").make(reset_address=0, registered_reset="yes")
+    simulate(m, bench)
     if registered:     # the flip-flop shows the previous cycle's ~run, 1 after a domain reset
         assert seen == [1, 1, 1, 0, 0, 1, 1, 0, 1], seen
     else:
         assert seen == [1, 1, 0, 0, 1, 1, 0, 1, 0], seen
+
+
+@pytest.mark.parametrize("make", [lambda: Serv(reset_address=0, registered_reset=1),
+                                  lambda: core_choice("picorv32").make(reset_address=0, registered_reset=1)])
+def test_registered_reset_is_a_bool_for_either_core(make):
+    with pytest.raises(TypeError, match=r"registered_reset must be a bool, not 1"):
+        make()
 
 
 @pytest.mark.parametrize("make, message", [

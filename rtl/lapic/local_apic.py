@@ -259,18 +259,18 @@ class LocalApic(wiring.Component):
                                   "nmi_ack", "smi", "smi_ack"))
         # INIT taken, or IA32_APIC_BASE.EN cleared: back to the reset state, keeping ID, mode,
         # BSP and an IPI already handed to the fabric (docs/spec/lapic.md §6.1).
-        disabled = regs.disabling
+        disable_reset = regs.disabling
         if self.pipelined:
             # The reset that clearing EN asks for comes one cycle later, with the register port
             # held for that cycle: the APIC is already disabled then (it matches nothing, its
             # MMIO page reads all-ones, its pending events are dropped), so nothing can see the
             # registers before they are reset.  It cuts the path from the register decode to
             # the synchronous reset of every register (the 32-core ECP5 build's critical path).
-            disabled = Signal()
-            m.d.sync += disabled.eq(regs.disabling)
-            m.d.comb += regs.hold.eq(disabled)
-        soft_reset = disabled | events.init_taken
-        resetting = disabled if self.pipelined else 0      # a reset still to come (quiescent)
+            disable_reset = Signal()
+            m.d.sync += disable_reset.eq(regs.disabling)
+            m.d.comb += regs.hold.eq(disable_reset)
+        soft_reset = disable_reset | events.init_taken
+        resetting = disable_reset if self.pipelined else 0      # a reset still to come (quiescent)
         m.d.comb += [
             regs.apic_id.eq(self.apic_id),
             regs.bsp.eq(self.bsp),

@@ -214,10 +214,11 @@ class MpwkMailbox(wiring.Component):
 
         page_write = fire & bus.write & in_page
         firmware_write = page_write & (word >= FIRMWARE_HALF // 4)
+        half_words_bits = exact_log2(FIRMWARE_HALF // 4)     # a word's index in the OS half
         m.d.comb += [
             flags["firmware_half_write"].eq(firmware_write),
-            rport.addr.eq(word[:exact_log2(FIRMWARE_HALF // 4)]),
-            wport.addr.eq(word[:exact_log2(FIRMWARE_HALF // 4)]),
+            rport.addr.eq(word[:half_words_bits]),
+            wport.addr.eq(word[:half_words_bits]),
             wport.data.eq(bus.wdata),
             wport.en.eq(Mux(page_write & ~firmware_write & (word >= 4), bus.wstrb, 0)),
         ]
