@@ -229,8 +229,12 @@ async def _core_access(ctx, bus, addr, wdata=None, wstrb=0xF):
     return rdata
 
 
-def test_interconnect_grants_one_core_at_a_time_round_robin():
-    top = _InterconnectWithRam(init=range(0, 64))
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_interconnect_grants_one_core_at_a_time_round_robin(registered_requests):
+    """Three cores reading the RAM are served in turn, four cycles an access, with the cores'
+    requests taken from flip-flops too (each access then starts a cycle later, which the queue
+    hides)."""
+    top = _InterconnectWithRam(init=range(0, 64), registered_requests=registered_requests)
     ic = top.ic
     done = []          # (cycle, core, data), in completion order
     cycle = [0]
@@ -255,12 +259,22 @@ def test_interconnect_grants_one_core_at_a_time_round_robin():
     assert [b - a for a, b in zip(cycles, cycles[1:])] == [4] * 8        # IDLE, DECODE, RAM, DONE
 
 
-def test_interconnect_io_and_boot_rom():
-    top = _InterconnectWithRam(n_cores=1, msr_window=False, init=[0x1111, 0x2222] + [0] * 62)
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_interconnect_io_and_boot_rom(registered_requests):
+    """Each access of a core alone on the bus is done once (a store to the UART taken twice
+    would send its byte twice), in four cycles, or five when its request is registered."""
+    top = _InterconnectWithRam(n_cores=1, msr_window=False, init=[0x1111, 0x2222] + [0] * 62,
+                               registered_requests=registered_requests)
     ic, core = top.ic, top.ic.cores[0]
     seen = {"uart": []}
 
     async def bench(ctx):
+        ctx.set(core.valid, 1)              # a read of the RAM, counting the cycles until ready
+        ctx.set(core.addr, 0x8)
+        seen["cycles"] = 1
+        while not (await ctx.tick().sample(core.ready))[2]:
+            seen["cycles"] += 1
+        ctx.set(core.valid, 0)
         await _core_access(ctx, core, 0x4, wdata=0x5555)                   # boot ROM: dropped
         await _core_access(ctx, core, 0x100, wdata=0xABCD)                 # RAM above it
         seen["ram"] = (await _core_access(ctx, core, 0x4), await _core_access(ctx, core, 0x100))
@@ -268,6 +282,7 @@ def test_interconnect_io_and_boot_rom():
         await _core_access(ctx, core, LOCK_BASE, wdata=0)
         seen["lock"].append(await _core_access(ctx, core, LOCK_BASE))
         await _core_access(ctx, core, LED_BASE, wdata=0x1A5)
+        await ctx.tick().repeat(6)          # the bus idle, the core's request fields still held
         seen["leds"] = (ctx.get(ic.leds), await _core_access(ctx, core, LED_BASE))
         for byte in b"ok":
             await _core_access(ctx, core, UART_TX, wdata=byte)             # the second one waits
@@ -276,13 +291,15 @@ def test_interconnect_io_and_boot_rom():
         seen["msr"] = await _core_access(ctx, core, MSR_BASE)              # no MSR window here: 0
 
     async def uart(ctx):
-        async for _, _, valid, data in ctx.tick().sample(ic.uart_valid, ic.uart_data):
+        async for _, _, valid, data, requested, ready in ctx.tick().sample(
+                ic.uart_valid, ic.uart_data, core.valid, core.ready):
+            assert requested or not ready, "an answer while the core requested nothing"
             if valid:
                 seen["uart"].append(data)
 
     simulate(top, bench, background=[uart])
     assert seen == {"ram": (0x2222, 0xABCD), "lock": [0, 1, 0], "leds": (0xA5, 0xA5), "uart": list(b"ok"),
-                    "busy": 1, "unmapped": 0, "msr": 0}
+                    "busy": 1, "unmapped": 0, "msr": 0, "cycles": 5 if registered_requests else 4}
 
 
 def test_interconnect_flags_the_core_whose_access_nothing_answers():
@@ -355,11 +372,12 @@ def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
                     "bus_error": 0}
 
 
-def test_interconnect_window_access_waits_and_a_parked_core_resumes():
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_interconnect_window_access_waits_and_a_parked_core_resumes(registered_requests):
     """Core 0's control-window access waits 3 cycles in its windows while core 1 queues for the
     RAM; core 0's VMGEXIT store parks (core 1 is served meanwhile) and completes on its resume;
     core 1's window access reaches the windows as core 1's."""
-    top = _InterconnectWithRam(n_cores=2, init=[7] * 64)
+    top = _InterconnectWithRam(n_cores=2, init=[7] * 64, registered_requests=registered_requests)
     ic = top.ic
     port = ic.windows
     log = []
@@ -621,9 +639,11 @@ def test_core_windows_parameters(kwargs, message):
     (dict(n_cores=0, ram_bytes=8192, uart_divisor=4), r"n_cores must be an integer from 1 to 256, not 0"),
     (dict(n_cores=2, ram_bytes=8190, uart_divisor=4), r"ram_bytes must be a multiple of 4 from 8, not 8190"),
     (dict(n_cores=2, ram_bytes=8192, uart_divisor=0), r"UART divisor must be 1 to 65535 clocks per bit, not 0"),
+    (dict(n_cores=2, ram_bytes=8192, uart_divisor=4, registered_requests=1),
+     r"registered_requests must be a bool, not 1"),
 ])
 def test_interconnect_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         Interconnect(**kwargs)
 
 
@@ -737,6 +757,8 @@ def test_serv_core_instantiates_serv_rf_top_at_its_reset_address():
     pipelined = verilog.convert(Soc(ApicFabric([0, 1, 2], n_vectors=32, local_interrupts=False, pipelined=True),
                                     firmware=[0] * 16, msr_window=False, core="serv"), name="soc")
     assert text.count(".i_rst(core_reset)") == 0 and pipelined.count(".i_rst(core_reset)") == 3
+    # and the shared bus takes their requests from flip-flops (Interconnect(registered_requests))
+    assert "core2_request_valid" not in text and "core2_request_valid" in pipelined
     resets = re.findall(r"serv_rf_top #\([^;]*?\.RESET_PC\(\d+'([dh])([0-9a-f]+)\)", text)
     assert text.count("serv_rf_top #(") == 3
     assert sorted(int(value, 16 if base == "h" else 10) for base, value in resets) == [0, AP_BOOT, AP_BOOT], resets

@@ -8,8 +8,10 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from apwake.rtl.lib.bus import MemoryBusSignature, access_states
+from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.priority import RoundRobinArbiter
 from apwake.rtl.lib.registers import RegisterDecoder
+from apwake.rtl.lib.stage import register_stage
 from .memory_map import BOOT_ROM_BYTES, IO_MAP, SOC_MAP
 from .picorv32 import NativeBusSignature
 from .signatures import CoreWindow, WindowAccessSignature
@@ -71,6 +73,17 @@ class Interconnect(wiring.Component):
         ``bus_error``).
     dma : bool
         The ``dma`` initiator.
+    registered_requests : bool
+        Take each core's request (``valid``, ``addr``, ``wdata``, ``wstrb``) from flip-flops
+        that copy it every cycle, so that no path runs from inside a core through the arbiter
+        and the decoder (a large build's: a SERV core's request is combinational from its bit
+        counter, and the arbiter and decoder sit in the middle of the device; synth/REPORT.md
+        "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
+        ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
+        alone on the bus waits five cycles for a RAM access instead of four; under contention
+        the grants follow each other as before), and a request that a core drops unanswered
+        (its reset) may still be granted in the next cycle, as one that a core drops in the
+        cycle after its grant is without the copy.
 
     Attributes
     ----------
@@ -104,13 +117,14 @@ class Interconnect(wiring.Component):
     """
 
     def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False, start=False,
-                 dma=False):
+                 dma=False, registered_requests=False):
         if not isinstance(n_cores, int) or not 1 <= n_cores <= 256:
             raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
         if not isinstance(ram_bytes, int) or ram_bytes < 8 or ram_bytes % 4:
             raise ValueError(f"ram_bytes must be a multiple of 4 from 8, not {ram_bytes!r}")
         self.n_cores, self.ram_bytes, self.msr_window, self.mailbox = n_cores, ram_bytes, msr_window, mailbox
         self.start, self.dma_port = start, dma
+        self.registered_requests = check_bool("registered_requests", registered_requests)
         self._uart = UartTx(uart_divisor)
         addr_width = (ram_bytes // 4 - 1).bit_length()
         members = {
@@ -137,10 +151,21 @@ class Interconnect(wiring.Component):
         requesters = n + self.dma_port
         m.submodules.arbiter = arbiter = RoundRobinArbiter(requesters)
 
-        # the granted requester's request: a core's, or (index n) the DMA initiator's
         sel = Signal(range(max(requesters, 2)))
-        addrs, wdatas, wstrbs = [c.addr for c in cores], [c.wdata for c in cores], [c.wstrb for c in cores]
-        valids = Cat(c.valid for c in cores)
+        done = Signal()
+        waiting = port.parked | port.resume     # not arbitrated
+        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
+        requests = [(c.valid, c.addr, c.wdata, c.wstrb) for c in cores]
+        if self.registered_requests:
+            # one cycle late; not again in the cycle after the answer, when the core has only
+            # just seen its ready (the copy is loaded every cycle: no enable crosses the device)
+            requests = [register_stage(m, f"core{i}_request", valid=c.valid & ~readys[i], addr=c.addr,
+                                       wdata=c.wdata, wstrb=c.wstrb)
+                        for i, c in enumerate(cores)]
+
+        # the granted requester's request: a core's, or (index n) the DMA initiator's
+        valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
+        valids = Cat(valids)
         if self.dma_port:
             dma = self.dma
             addrs.append(dma.addr)
@@ -150,10 +175,8 @@ class Interconnect(wiring.Component):
         addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
         write = wstrb != 0
         rdata = Signal(32)
-        done = Signal()
-        waiting = port.parked | port.resume     # not arbitrated
-        for i, core in enumerate(cores):
-            m.d.comb += [core.ready.eq((done & (sel == i)) | port.resume[i]), core.rdata.eq(rdata)]
+        for core, ready in zip(cores, readys):
+            m.d.comb += [core.ready.eq(ready), core.rdata.eq(rdata)]
         if self.dma_port:
             m.d.comb += [dma.resp_valid.eq(done & from_dma), dma.rdata.eq(rdata)]
             valids = Cat(valids & ~waiting, dma.req_valid)

@@ -120,7 +120,9 @@ class Soc(wiring.Component):
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
         m.submodules.interconnect = bus = Interconnect(
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
-            mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context")
+            mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context",
+            # a pipelined fabric is a large build's: no path from inside a core to the arbiter
+            registered_requests=fabric.pipelined)
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         # not read in a store's cycle (whose answer no core uses), so never read as it is written
         ram_read = registered_read_port(m, ram, name="ram")
