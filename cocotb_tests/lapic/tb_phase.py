@@ -15,7 +15,10 @@ a falling edge or mid-cycle, in ``ReadOnly`` or ``ReadWrite``) and then makes on
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, ReadWrite, RisingEdge, Timer
 
+from cocotb.utils import get_sim_time
+
 from apwake.rtl.lapic.layouts import DeliveryMode, Esr
+from apwake.sim.harness.handshake import seeds
 from apwake.sim.harness.codec import field_mask
 from apwake.sim.vip.lapic.bfm import make_icr
 from apwake.sim.harness.clocking import CLOCK_NS
@@ -81,12 +84,27 @@ async def _one_message(env, send, what):
         + ", ".join(f"port {c.source} at {c.edge_ns} ns vector {c.msg['vector']:#x}" for c in messages))
 
 
+#: without jitter, how long after each phase's moment (ns) the clock edge that takes the access
+#: comes: the first rising edge after the next falling edge (sync_to_clock), whether the driver
+#: waits for that falling edge or, on Verilator between a rising and a falling edge, does not
+#: (sim/harness/handshake.py).  A timer ending on a falling edge may run before or after that
+#: edge in its time step, so it has no one answer.
+TAKEN_AFTER_NS = {"rising": CLOCK_NS, "falling": 1.5 * CLOCK_NS, "timer_edge": CLOCK_NS,
+                  "timer_mid": CLOCK_NS + 3, "read_only": CLOCK_NS, "read_write": CLOCK_NS}
+
+
 async def _check_esr_write(env, port, phase, mode):
-    """Raise a send-accept error, then one ESR write from ``phase``: ESR must read 0x4."""
+    """Raise a send-accept error, then one ESR write from ``phase``: ESR must read 0x4, and
+    without jitter the write is taken :data:`TAKEN_AFTER_NS` after the phase's moment."""
     await _one_message(env, port.send_ipi(make_icr(0x40, dest=ABSENT_ID, x2apic=port.x2apic)),
                        f"{port.name}: IPI to absent APIC ID {ABSENT_ID:#x}")
     await PHASES[phase]()
+    moment = get_sim_time("ns")
     await port.write("ESR", 0)
+    if phase in TAKEN_AFTER_NS and not seeds():
+        assert round(port.last_access_ns - moment, 3) == TAKEN_AFTER_NS[phase], (
+            f"{port.name} ({mode}): a write from phase {phase} at {moment} ns was taken by the edge "
+            f"at {port.last_access_ns} ns, not {moment + TAKEN_AFTER_NS[phase]} ns")
     esr = await port.read("ESR")
     assert esr == SEND_ACCEPT, (
         f"{port.name} ({mode}): one ESR write from phase {phase} left ESR = {esr:#x}, expected "

@@ -80,6 +80,8 @@ class FabricProof(HarnessBase):
       clearing a pending SIPI, the first SIPI's vector kept until acknowledged (INIT then SIPI
       ordering in the pending flags);
     * ``fab_fair_<i>``: a waiting sender is on the bus within ``len(apic_ids)`` steps;
+    * ``fab_response_<i>``: the register port's ``resp_valid`` is high exactly in the cycle
+      after one where it took a request (no response lost, none without a request);
     * ``fab_rdata_quiet_<i>``: the register port's ``rdata`` is 0 in every cycle without
       ``resp_valid`` (what lets the soft-SoC OR the APICs' answers);
     * ``fab_delivery_status_<i>`` (xAPIC): ICR bit 12 reads 1 exactly while the IPI is in
@@ -245,6 +247,9 @@ class FabricProof(HarnessBase):
                 m.d.sync += wait.eq(0)
             self.prove(f"fab_fair_{i}", wait <= bound)
             self.cover(f"cover_fair_wait_{i}", on_bus[i] & (wait == bound))
+            # --- the response exactly one cycle after the request is taken (RegisterBusSignature)
+            self.prove(f"fab_response_{i}", reg.resp_valid == self.past(taken, f"taken{i}"))
+            self.cover(f"cover_response_{i}", reg.resp_valid & taken)        # back to back
             # --- quiet read data (RegisterBusSignature): 0 outside a response ------------------------
             self.prove(f"fab_rdata_quiet_{i}", reg.resp_valid | (reg.rdata == 0))
             self.cover(f"cover_rdata_{i}", reg.resp_valid & (reg.rdata != 0))
