@@ -576,6 +576,38 @@ def test_msr_window_wrmsr_rdmsr_and_the_apic_window(simulate, registered_request
     assert requests[2][4] == 0
 
 
+def test_request_copies_reach_each_group_of_apics(simulate):
+    """With the request in flip-flops, each group of APICS_PER_REQUEST_COPY APICs has its own
+    copy, loaded only for its cores: accesses alternating between cores of two groups (an
+    APIC window read, a WRMSR through the MSR window) reach each core's APIC with its own
+    fields, in the same cycles and with the same answers as without the flip-flops."""
+    from apwake.rtl.soc.core_windows import APICS_PER_REQUEST_COPY
+    n = APICS_PER_REQUEST_COPY + 2
+    results = {}
+    for registered in (False, True):
+        top = _WindowsWithApics(0x1000_0000_2000_0000, apic_ids=tuple(range(n)), bsp_index=0,
+                                registered_request=registered)
+        dut, requests, answers = top.windows, [], []
+
+        async def bench(ctx):
+            access = functools.partial(_window_access, ctx, dut, requests=requests)
+            for core in (n - 1, 1, n - 2, 0, n - 1):
+                answers.append(await access(core, CoreWindow.APIC, 0x0F0))
+                await access(core, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x800 + core)
+                await access(core, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x100 + core)
+                answers.append(await access(core, CoreWindow.MSR, MSR_WINDOW["DATA_HI"], core))
+
+        simulate(top, bench)
+        results[registered] = requests, answers
+    requests, answers = results[True]
+    assert results[True] == results[False]
+    assert requests == [request for core in (n - 1, 1, n - 2, 0, n - 1)
+                        for request in ((core, Space.MMIO, 0x0F0, 0, 0),
+                                        (core, Space.MSR, 0x800 + core, 1, (core << 32) | 0x100 + core))]
+    # each answer is its own core's APIC's: rdata + (i << 32) + i (the MMIO read's low half)
+    assert [rdata for rdata, _, _ in answers[::2]] == [0x2000_0000 + core for core in (n - 1, 1, n - 2, 0, n - 1)]
+
+
 def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
     """Core 1's GHCB MSR is read and written on its vCPU port (never the APIC); its VMGEXIT parks
     core 1 alone until its exit_done, while core 0's accesses go on."""

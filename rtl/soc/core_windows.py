@@ -27,7 +27,7 @@ from apwake.rtl.lib.registers import RegisterDecoder
 from .memory_map import AP_START, CONTROL_MAP, FEATURES, MSR_WINDOW_MAP
 from .signatures import CoreWindow, WindowAccessSignature
 
-__all__ = ["CoreWindows"]
+__all__ = ["CoreWindows", "APICS_PER_REQUEST_COPY"]
 
 #: the MSR window's registers that hold state, as the word index of each core's entry in the
 #: state memory (the core's index above it)
@@ -35,6 +35,9 @@ _SELECT, _DATA_LO, _DATA_HI = 0, 1, 2
 #: a power of two, so that a word's address is the core's index and the word's, concatenated
 #: (the fourth word of each core is not used)
 _WORDS_PER_CORE = 4
+#: with ``registered_request``, the APICs each copy of the request's flip-flops drives (cores
+#: 0-7 the first, 8-15 the second...), so that no request net spans every APIC of the device
+APICS_PER_REQUEST_COPY = 8
 
 
 class CoreWindows(wiring.Component):
@@ -83,7 +86,11 @@ class CoreWindows(wiring.Component):
         cycle before the request, the same cycles as without them: for large FPGA builds,
         where the path from a core's bus through the interconnect and this engine into every
         APIC's register decode was the critical one (the 16-core ECP5 build: 42.7 ns without,
-        34.1 MHz with; synth/REPORT.md).  The SoC sets it with its fabric's ``pipelined``.
+        34.1 MHz with; synth/REPORT.md).  One copy of those flip-flops per
+        :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores' accesses (so
+        that synthesis keeps them apart), drives its APICs alone: the 32-core build's critical
+        path was one request register driving all 32 APICs across the device (29.4 ns of
+        routing).  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
@@ -177,13 +184,22 @@ class CoreWindows(wiring.Component):
         request = [acc.write, Mux(in_msr, Space.MSR, Space.MMIO),
                    Mux(in_msr, select_next if self.registered_request else select, acc.addr[0:12]),
                    Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata)]
-        req_write, req_space, req_addr, req_wdata = Signal(), Signal(Space), Signal(32), Signal(64)
+        def request_fields(suffix=""):
+            return (Signal(name=f"req_write{suffix}"), Signal(Space, name=f"req_space{suffix}"),
+                    Signal(32, name=f"req_addr{suffix}"), Signal(64, name=f"req_wdata{suffix}"))
+
+        groups = range(-(-n // APICS_PER_REQUEST_COPY))
         if self.registered_request:
-            with m.If(~requesting):
-                m.d.sync += [req.eq(value) for req, value in zip((req_write, req_space, req_addr, req_wdata), request)]
+            copies = [request_fields(f"_{group}") for group in groups]
+            for group, fields in zip(groups, copies):
+                with m.If(~requesting & (core // APICS_PER_REQUEST_COPY == group)):
+                    m.d.sync += [req.eq(value) for req, value in zip(fields, request)]
         else:
-            m.d.comb += [req.eq(value) for req, value in zip((req_write, req_space, req_addr, req_wdata), request)]
+            fields = request_fields()
+            m.d.comb += [req.eq(value) for req, value in zip(fields, request)]
+            copies = [fields for _ in groups]
         for i, bus in enumerate(self.apic):
+            req_write, req_space, req_addr, req_wdata = copies[i // APICS_PER_REQUEST_COPY]
             m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]
