@@ -325,11 +325,14 @@ def test_interconnect_flags_the_core_whose_access_nothing_answers():
     assert seen == [0b00, 0, 0b10, 0b10, 0, 0b11]
 
 
-def test_interconnect_dma_reads_the_ram_only_beside_the_cores():
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_interconnect_dma_reads_the_ram_only_beside_the_cores(registered_requests):
     """The DMA initiator (the start-context unit's reads) takes its turn after the cores, is
     answered the cycle after its request is taken, reads the RAM, and reads 0 elsewhere without
-    side effects (the lock stays free); the START window reaches ``start_bus``."""
-    top = _InterconnectWithRam(n_cores=2, dma=True, start=True, init=range(100, 164))
+    side effects (the lock stays free); the START window reaches ``start_bus``.  The same with
+    the cores' requests in flip-flops (the DMA initiator's is not)."""
+    top = _InterconnectWithRam(n_cores=2, dma=True, start=True, init=range(100, 164),
+                               registered_requests=registered_requests)
     ic, dma = top.ic, top.ic.dma
     seen = {"dma": [], "core": [], "start": []}
 
@@ -667,15 +670,17 @@ def test_core_windows_parameters(kwargs, message):
         CoreWindows(**{"bsp_index": 0, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_cores=0, ram_bytes=8192, uart_divisor=4), r"n_cores must be an integer from 1 to 256, not 0"),
-    (dict(n_cores=2, ram_bytes=8190, uart_divisor=4), r"ram_bytes must be a multiple of 4 from 8, not 8190"),
-    (dict(n_cores=2, ram_bytes=8192, uart_divisor=0), r"UART divisor must be 1 to 65535 clocks per bit, not 0"),
-    (dict(n_cores=2, ram_bytes=8192, uart_divisor=4, registered_requests=1),
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n_cores=0, ram_bytes=8192, uart_divisor=4), ValueError, r"n_cores must be an integer from 1 to 256, not 0"),
+    (dict(n_cores=2, ram_bytes=8190, uart_divisor=4), ValueError,
+     r"ram_bytes must be a multiple of 4 from 8, not 8190"),
+    (dict(n_cores=2, ram_bytes=8192, uart_divisor=0), ValueError,
+     r"UART divisor must be 1 to 65535 clocks per bit, not 0"),
+    (dict(n_cores=2, ram_bytes=8192, uart_divisor=4, registered_requests=1), TypeError,
      r"registered_requests must be a bool, not 1"),
 ])
-def test_interconnect_parameters(kwargs, message):
-    with pytest.raises((ValueError, TypeError), match=message):
+def test_interconnect_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
         Interconnect(**kwargs)
 
 

@@ -81,9 +81,12 @@ class Interconnect(wiring.Component):
         "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
         ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
         alone on the bus waits five cycles for a RAM access instead of four; under contention
-        the grants follow each other as before), and a request that a core drops unanswered
-        (its reset) may still be granted in the next cycle, as one that a core drops in the
-        cycle after its grant is without the copy.
+        the grants follow each other as before).  A request a core withdraws unanswered (its
+        reset) can still be granted in the first cycle after it is withdrawn, as, without the
+        copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
+        a core that is reset during its access and requests again before that access ends
+        takes that access's answer for its new request: the window is one cycle longer with
+        the copy; INIT to SIPI takes far longer in every firmware here.)
 
     Attributes
     ----------
@@ -114,6 +117,8 @@ class Interconnect(wiring.Component):
     ------
     ValueError
         ``n_cores`` or ``ram_bytes`` out of range, a bad ``uart_divisor``.
+    TypeError
+        ``registered_requests`` not a bool.
     """
 
     def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False, start=False,
