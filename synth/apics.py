@@ -41,7 +41,8 @@ def per_core_utilisation(board, *, work_dir=None):
     """What one core of ``board`` (a :class:`~apwake.synth.boards.Board`) costs with each APIC
     option: ``{storage: counts}`` for every storage of :data:`STORAGE_CHOICES`, the counts
     (LUT, CARRY, FF, BRAM, LUTRAM as :func:`~apwake.synth.cores.unit_utilisation` gives them)
-    of the board's core (:func:`~apwake.synth.cores.core_utilisation`) plus one APIC as the
+    of the board's core (:func:`~apwake.synth.cores.core_utilisation`, with its reset
+    flip-flop in a pipelined build) plus one APIC as the
     board builds it (its vectors, local sources, x2APIC choice and pipelining) with that storage, each
     synthesised alone, flattened, for the board's family.  The APIC alone keeps its whole
     register port (as the MSR window makes it reachable), and the SoC's shared parts (bus,
@@ -52,7 +53,9 @@ def per_core_utilisation(board, *, work_dir=None):
     RuntimeError
         Yosys failed (the message ends with its output).
     """
-    core = core_utilisation(board.core, board.family, work_dir=work_dir)
+    # a pipelined (large) build's SoC takes each core's reset from a flip-flop (rtl/soc/soc.py)
+    core = core_utilisation(board.core, board.family, registered_reset=board.pipelined_fabric,
+                            work_dir=work_dir)
     result = {}
     for storage in STORAGE_CHOICES:
         apic = apic_utilisation(board.family, **board.apic_options(storage), work_dir=work_dir)

@@ -69,9 +69,10 @@ def unit_utilisation(top, family="ice40", *, verilog_files=None, work_dir=None):
     return {**counts, "seconds": round(seconds, 1)}
 
 
-def core_utilisation(core, family="ice40", *, work_dir=None):
+def core_utilisation(core, family="ice40", *, registered_reset=False, work_dir=None):
     """:func:`unit_utilisation` of one ``core`` (a name in :data:`apwake.rtl.soc.cores.CORES`)
-    as an AP's core (reset at ``AP_BOOT``) with its Verilog from its pythondata package.
+    as an AP's core (reset at ``AP_BOOT``) with its Verilog from its pythondata package;
+    ``registered_reset`` as a large build's SoC makes it (``CoreChoice.make``).
 
     Raises
     ------
@@ -81,7 +82,7 @@ def core_utilisation(core, family="ice40", *, work_dir=None):
         Yosys failed (the message ends with its output).
     """
     choice = core_choice(core)
-    top = choice.make(reset_address=AP_BOOT)
+    top = choice.make(reset_address=AP_BOOT, registered_reset=registered_reset)
     return unit_utilisation(top, family, verilog_files=choice.verilog_files(), work_dir=work_dir)
 
 

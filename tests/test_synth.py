@@ -85,6 +85,14 @@ def test_serv_is_a_fraction_of_picorv32_on_ice40():
 
 
 @pytest.mark.synth
+def test_a_large_builds_core_counts_its_reset_flip_flop():
+    """The per-core line of a pipelined (large) build counts the SERV core as that build makes
+    it: with the flip-flop its reset comes from (two Yosys runs of about 2 s)."""
+    plain, registered = core_utilisation("serv", "ecp5"), core_utilisation("serv", "ecp5", registered_reset=True)
+    assert registered["FF"] == plain["FF"] + 1, (plain, registered)
+
+
+@pytest.mark.synth
 @pytest.mark.slow       # two Yosys runs (30 s): the CI budget
 def test_apic_in_ram_trades_flip_flops_for_block_ram_on_ice40():
     """The iCEBreaker's APIC (32 vectors, no local sources) in Yosys's iCE40 mapping
