@@ -1,7 +1,6 @@
 """Watched outputs (sim/harness/watch.py): the edges the models wait on, from one simulator
 callback.  The top gains one output and nothing else changes; a scenario gives the same report
-with the hub and with a callback per signal on the same binary, and with the drivers reading at
-the edges (sim/harness/handshake.py) and waiting for ReadOnly."""
+with the hub and with a callback per signal on the same binary."""
 
 import json
 import re
@@ -175,30 +174,6 @@ def test_same_report_with_one_callback(name, cpus, fields, monkeypatch):
         for varying in ("wall_s", "build_s", "build_reused"):
             report.pop(varying, None)
     assert hub == per_signal, "the same timeline, cycles and bus messages"
-
-
-@pytest.mark.verilator
-@pytest.mark.parametrize("name, cpus, fields", CASES, ids=[name for name, _, _ in CASES])
-def test_same_report_reading_at_edges(name, cpus, fields, monkeypatch):
-    """The drivers' accesses read at the clock edges on Verilator (sim/harness/handshake.py,
-    "Verilator's order") and give the report they give waiting for ReadOnly and the falling
-    edge as on any simulator: the same edges, the same timeline."""
-    from apwake.sim.cli import run_scenario_cli
-    from apwake.sim.harness.handshake import READONLY_ENV
-    from apwake.sim.scenarios.options import ScenarioOptions
-    reports = []
-    for readonly in ("0", "1"):
-        monkeypatch.setenv(READONLY_ENV, readonly)
-        reports.append(run_scenario_cli(name, cpus=cpus, options=ScenarioOptions(**fields),
-                                        label=f"readonly-{readonly}-{name}"))
-    at_edges, readonly = reports
-    assert at_edges["passed"] and len(at_edges["online"]) == cpus, at_edges["failures"]
-    # each run read the design as asked (not twice the same way, which would compare nothing)
-    assert at_edges.pop("driver_waits") == "edge" and readonly.pop("driver_waits") == "readonly"
-    for report in reports:
-        for varying in ("wall_s", "build_s", "build_reused"):
-            report.pop(varying, None)
-    assert at_edges == readonly, "the same timeline, cycles and bus messages"
 
 
 @pytest.mark.verilator

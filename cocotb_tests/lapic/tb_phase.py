@@ -85,10 +85,9 @@ async def _one_message(env, send, what):
 
 
 #: without jitter, how long after each phase's moment (ns) the clock edge that takes the access
-#: comes: the first rising edge after the next falling edge (sync_to_clock), whether the driver
-#: waits for that falling edge or, on Verilator between a rising and a falling edge, does not
-#: (sim/harness/handshake.py).  A timer ending on a falling edge may run before or after that
-#: edge in its time step, so it has no one answer.
+#: comes: the first rising edge after the next falling edge (sim/harness/handshake.py
+#: sync_to_clock).  A timer ending on a falling edge may run before or after that edge in its
+#: time step, so it has no one answer.
 TAKEN_AFTER_NS = {"rising": CLOCK_NS, "falling": 1.5 * CLOCK_NS, "timer_edge": CLOCK_NS,
                   "timer_mid": CLOCK_NS + 3, "read_only": CLOCK_NS, "read_write": CLOCK_NS}
 

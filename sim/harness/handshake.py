@@ -10,19 +10,6 @@ edge is the first to sample what is written, whatever phase the caller was in.  
 was right after a rising edge (the common case) loses nothing: the same rising edge takes the
 request.  The cost is one edge trigger per driver call, not per cycle.
 
-**Verilator's order** (:func:`samples_at_edge`).  cocotb's Verilator main
-(``cocotb/share/lib/verilator/verilator.cpp``) writes the clock from a timed callback and runs
-the clock's value-change callbacks before it evaluates the edge, and applies every write after
-the evaluation (inertial writes).  So a task woken by ``RisingEdge`` reads each signal as that
-edge samples it (a request's ``req_ready``, the response of the cycle it ends), and what it
-writes is sampled by the next edge (measured on the fabric: ``req_ready`` and ``resp_valid``
-read at the edge that takes a request and at the next one, against ``ReadOnly`` of the same
-step).  There a driver reads at the edges instead of waiting for ``ReadOnly`` before each, and
-a caller already between a rising and a falling edge needs no falling edge first: an APIC
-register access is two trigger waits instead of five, at the same edges (docs/PERFORMANCE.md,
-2026-12-02).  Elsewhere (Icarus, which calls a value-change callback as the value changes) and
-with :data:`READONLY_ENV` set, the drivers wait as described above.
-
 **Pause generators** (as cocotbext-axi): an iterable of booleans, one per clock cycle, True =
 stall.  A requester stalls before it raises a request; a responder holds ``req_ready`` low and
 delays its response (:class:`apwake.sim.vip.memory_bus.GuestMemoryResponder`).
@@ -44,13 +31,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 
 from .clocking import CLOCK_NS
 
-try:        # what woke the running step: cocotb's own record (private in cocotb 2.1)
-    from cocotb._gpi_triggers import _EdgeBase, current_gpi_trigger
-except ImportError:         # another cocotb: the drivers wait as on any simulator
-    _EdgeBase = current_gpi_trigger = None
-
-__all__ = ["Driver", "SimTimeout", "sync_to_clock", "samples_at_edge", "READONLY_ENV", "random_pauses",
-           "watchdog_cycles",
+__all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "watchdog_cycles",
            "JITTER_ENV", "STALL_ENV", "STALL_MAX_BURST",
            "seeds", "seed_note", "MAX_JITTER_CYCLES", "MAX_PAUSE_CYCLES"]
 
@@ -148,36 +129,6 @@ def random_pauses(rng, *, stall=0.3, max_burst=STALL_MAX_BURST):
     return pauses()
 
 
-#: ``1`` in the simulator's environment: the drivers wait for ``ReadOnly`` and the falling edge
-#: on Verilator too (:func:`samples_at_edge` False), to compare on the same binary
-#: (tests/test_watch.py)
-READONLY_ENV = "APWAKE_READONLY_DRIVERS"
-
-_at_edge = None
-
-
-def samples_at_edge():
-    """True on a simulator that runs a clock's value-change callbacks before it evaluates the
-    edge and applies writes after it (cocotb's Verilator main; module docstring), unless
-    :data:`READONLY_ENV` is ``1``: a task woken by ``RisingEdge`` then reads what the edge
-    samples, and its writes are sampled by the next edge."""
-    global _at_edge
-    if _at_edge is None:
-        _at_edge = (current_gpi_trigger is not None and os.environ.get(READONLY_ENV) != "1"
-                    and "verilator" in (cocotb.SIM_NAME or "").lower())
-    return _at_edge
-
-
-def _between_rising_and_falling(clk):
-    """True when, on a :func:`samples_at_edge` simulator, the running step was woken by an edge
-    or a value change while ``clk`` is high: the next rising edge is then the first to sample a
-    write, as after :func:`sync_to_clock`'s falling edge.  Not after a timer (it may run in
-    the time step of an edge), nor in ``ReadOnly`` or ``ReadWrite``.  A write woken by a
-    falling edge would be sampled by the next rising edge too, but :func:`sync_to_clock` waits
-    a cycle longer there, and the drivers keep its edges."""
-    return samples_at_edge() and isinstance(current_gpi_trigger(), _EdgeBase) and clk.value == 1
-
-
 async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
     """Return in a writable phase from which the next rising edge of ``clk`` is the first to
     sample what the caller writes, from any phase (after either edge, mid-cycle, ``ReadOnly``,
@@ -245,12 +196,7 @@ class Driver:
         return stalled
 
     async def sync(self):
-        """See :func:`sync_to_clock`.  Without jitter and stalls, a caller already between a
-        rising and a falling edge on Verilator (right after the edge that ended its last access,
-        or woken by an output an edge changed) returns at once, where the falling edge would
-        have left it for the same rising edge (module docstring)."""
-        if self._jitter is None and self._pause is None and _between_rising_and_falling(self.clk):
-            return
+        """See :func:`sync_to_clock`."""
         await sync_to_clock(self.clk, jitter=self._jitter, stalled=self._stalled,
                             clock_ns=self.clock_ns)
 
@@ -280,18 +226,13 @@ class Driver:
         for handle, value in (data or {}).items():
             handle.value = value
         valid.value = 1
-        at_edge, edge = samples_at_edge(), RisingEdge(self.clk)
         try:
             for cycle in range(timeout_cycles):
-                if at_edge:
-                    await edge
-                    taken = bool(ready.value)       # as this edge sampled it
-                else:
-                    # drivers write only at edges (this sync, or right after a rising edge),
-                    # so what ReadOnly shows now is what the coming rising edge samples
-                    await ReadOnly()
-                    taken = bool(ready.value)
-                    await edge
+                # drivers write only at edges (this sync, or right after a rising edge), so
+                # what ReadOnly shows now is what the coming rising edge samples
+                await ReadOnly()
+                taken = bool(ready.value)
+                await RisingEdge(self.clk)
                 if taken:
                     return cocotb.utils.get_sim_time("ns"), cycle + 1
             raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
@@ -307,12 +248,9 @@ class Driver:
         took it.  Returns right after the clock edge that ends the response cycle."""
         edge_ns, cycles = await self.hold_until(req_valid, req_ready, request, what=what,
                                                 timeout_cycles=timeout_cycles)
-        at_edge = samples_at_edge()
-        # the response cycle: at the edge that ends it (Verilator) or in its ReadOnly
-        await (RisingEdge(self.clk) if at_edge else ReadOnly())
+        await ReadOnly()
         if not resp_valid.value:
             raise AssertionError(f"no resp_valid the cycle after {what}")
         values = {name: int(handle.value) for name, handle in response.items()}
-        if not at_edge:
-            await RisingEdge(self.clk)
+        await RisingEdge(self.clk)
         return edge_ns, cycles, values

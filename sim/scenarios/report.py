@@ -24,7 +24,7 @@ from pathlib import Path
 import cocotb
 
 from apwake.sim.harness.clocking import CLOCK_NS
-from apwake.sim.harness.handshake import samples_at_edge, seed_note
+from apwake.sim.harness.handshake import seed_note
 from apwake.sim.harness.toolchain import import_extra
 
 __all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
@@ -95,8 +95,6 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
         "bus_messages_by_mode": _by_mode(machine.env.monitor.cycles),
         # how the models waited (apwake.sim.harness.watch): outputs served by one callback
         "watched_outputs": len(machine.env.watched or ()),
-        # and how the drivers read the design (apwake.sim.harness.handshake)
-        "driver_waits": "edge" if samples_at_edge() else "readonly",
         "corruptions": [c.as_dict() for c in machine.memory.corruptions],
         "timeline": timeline,
         **detail,
