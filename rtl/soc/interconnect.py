@@ -29,9 +29,8 @@ class Interconnect(wiring.Component):
     """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC")
     and, with ``dma``, one more initiator that reaches the RAM only.
 
-    A round-robin arbiter grants one requester at a time (IDLE; with ``registered_requests``
-    the granted request is then copied in LATCH); it keeps the grant for its whole access,
-    which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
+    A round-robin arbiter grants one requester at a time (IDLE); it keeps the grant for its
+    whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
     in DECODE and answered (the core's ``ready``) in DONE:
 
     * RAM (0x0): one cycle to read (state RAM); stores below ``BOOT_ROM_BYTES`` are dropped.
@@ -79,18 +78,15 @@ class Interconnect(wiring.Component):
         that copy it every cycle, so that no path runs from inside a core through the arbiter
         and the decoder (a large build's: a SERV core's request is combinational from its bit
         counter, and the arbiter and decoder sit in the middle of the device; synth/REPORT.md
-        "ulx3s-timing"), and copy the granted one into flip-flops beside the decoder in a cycle
-        of its own after the grant (LATCH), so that no path runs from the copies across the
-        device into the decode either.  The copy of ``valid`` is cleared in the cycle after the
-        core's ``ready``, so a request is never taken twice.  Each access starts a cycle later
-        and takes a cycle more (a core alone on the bus waits six cycles for a RAM access
-        instead of four; under contention an access takes five cycles instead of four).  A
-        request a core withdraws unanswered (its reset) can still be granted in the first cycle
-        after it is withdrawn, as, without the copy, one withdrawn in the cycle after its grant
-        is still carried out.  (In both forms a core that is reset during its access and
-        requests again before that access ends takes that access's answer for its new request:
-        the window is one cycle longer with the copy; INIT to SIPI takes far longer in every
-        firmware here.)
+        "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
+        ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
+        alone on the bus waits five cycles for a RAM access instead of four; under contention
+        the grants follow each other as before).  A request a core withdraws unanswered (its
+        reset) can still be granted in the first cycle after it is withdrawn, as, without the
+        copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
+        a core that is reset during its access and requests again before that access ends
+        takes that access's answer for its new request: the window is one cycle longer with
+        the copy; INIT to SIPI takes far longer in every firmware here.)
 
     Attributes
     ----------
@@ -182,12 +178,6 @@ class Interconnect(wiring.Component):
             wstrbs.append(Mux(dma.write, dma.wstrb, 0))
             from_dma = sel == n
         addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
-        if self.registered_requests:
-            # the granted request, from flip-flops beside its core into these beside the decoder
-            # in a cycle of its own (LATCH): no path crosses the device into the decode
-            latched = (Signal(32, name="granted_addr"), Signal(32, name="granted_wdata"),
-                       Signal(4, name="granted_wstrb"))
-            granted, (addr, wdata, wstrb) = (addr, wdata, wstrb), latched
         write = wstrb != 0
         rdata = Signal(32)
         for core, ready in zip(cores, readys):
@@ -229,10 +219,6 @@ class Interconnect(wiring.Component):
                 m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
-                    m.next = "LATCH" if self.registered_requests else "DECODE"
-            if self.registered_requests:
-                with m.State("LATCH"):
-                    m.d.sync += [reg.eq(value) for reg, value in zip((addr, wdata, wstrb), granted)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(window == _RAM):
