@@ -218,14 +218,21 @@ class _InterconnectWithRam(Elaboratable):
         return m
 
 
-async def _core_access(ctx, bus, addr, wdata=None, wstrb=0xF):
-    """One PicoRV32-style access: ``valid`` held until ``ready``; returns the read data."""
+async def _core_access(ctx, bus, addr, wdata=None, wstrb=0xF, *, cycles=None):
+    """One PicoRV32-style access: ``valid`` held until ``ready``; returns the read data, and
+    appends to ``cycles`` (a list) how many clock edges it took, its ``ready`` edge included."""
     ctx.set(bus.valid, 1)
     ctx.set(bus.addr, addr)
     ctx.set(bus.wdata, wdata or 0)
     ctx.set(bus.wstrb, 0 if wdata is None else wstrb)
-    (rdata,) = await ctx.tick().sample(bus.rdata).until(bus.ready)
+    edges = 0
+    async for _, _, ready, rdata in ctx.tick().sample(bus.ready, bus.rdata):
+        edges += 1
+        if ready:
+            break
     ctx.set(bus.valid, 0)
+    if cycles is not None:
+        cycles.append(edges)
     return rdata
 
 
@@ -269,12 +276,8 @@ def test_interconnect_io_and_boot_rom(registered_requests):
     seen = {"uart": []}
 
     async def bench(ctx):
-        ctx.set(core.valid, 1)              # a read of the RAM, counting the cycles until ready
-        ctx.set(core.addr, 0x8)
-        seen["cycles"] = 1
-        while not (await ctx.tick().sample(core.ready))[2]:
-            seen["cycles"] += 1
-        ctx.set(core.valid, 0)
+        seen["cycles"] = []
+        await _core_access(ctx, core, 0x8, cycles=seen["cycles"])         # a RAM read, counted
         await _core_access(ctx, core, 0x4, wdata=0x5555)                   # boot ROM: dropped
         await _core_access(ctx, core, 0x100, wdata=0xABCD)                 # RAM above it
         seen["ram"] = (await _core_access(ctx, core, 0x4), await _core_access(ctx, core, 0x100))
@@ -299,7 +302,7 @@ def test_interconnect_io_and_boot_rom(registered_requests):
 
     simulate(top, bench, background=[uart])
     assert seen == {"ram": (0x2222, 0xABCD), "lock": [0, 1, 0], "leds": (0xA5, 0xA5), "uart": list(b"ok"),
-                    "busy": 1, "unmapped": 0, "msr": 0, "cycles": 5 if registered_requests else 4}
+                    "busy": 1, "unmapped": 0, "msr": 0, "cycles": [5 if registered_requests else 4]}
 
 
 def test_interconnect_flags_the_core_whose_access_nothing_answers():

@@ -14,7 +14,6 @@ a falling edge or mid-cycle, in ``ReadOnly`` or ``ReadWrite``) and then makes on
 
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, ReadWrite, RisingEdge, Timer
-
 from cocotb.utils import get_sim_time
 
 from apwake.rtl.lapic.layouts import DeliveryMode, Esr

@@ -176,30 +176,31 @@ class CoreWindows(wiring.Component):
         select_next = Signal(32)
         m.d.comb += select_next.eq(select)
         # the APIC request (APIC_REQ): the core's own bus; the others see it without req_valid.
-        # With ``registered_request`` its fields are flip-flops, loaded in every cycle before
-        # APIC_REQ with what that state will ask (the access holds still until it is done), so
-        # that the APICs' register decode starts from registers (the timing is the same).
+        # With ``registered_request`` its fields are flip-flops, one copy per group of APICs,
+        # loaded in every cycle before APIC_REQ in which the access is one of the group's cores'
+        # with what that state will ask (the access holds still until it is done), so that the
+        # APICs' register decode starts from registers (the timing is the same).
         requesting = Signal()
         # (registered, the address is SELECT as the next cycle holds it: READ loads it)
         request = [acc.write, Mux(in_msr, Space.MSR, Space.MMIO),
                    Mux(in_msr, select_next if self.registered_request else select, acc.addr[0:12]),
                    Mux(in_msr, Cat(data_lo, acc.wdata), acc.wdata)]
+
         def request_fields(suffix=""):
             return (Signal(name=f"req_write{suffix}"), Signal(Space, name=f"req_space{suffix}"),
                     Signal(32, name=f"req_addr{suffix}"), Signal(64, name=f"req_wdata{suffix}"))
 
-        groups = range(-(-n // APICS_PER_REQUEST_COPY))
         if self.registered_request:
-            copies = [request_fields(f"_{group}") for group in groups]
-            for group, fields in zip(groups, copies):
+            copies = [request_fields(f"_{group}") for group in range(-(-n // APICS_PER_REQUEST_COPY))]
+            for group, fields in enumerate(copies):
                 with m.If(~requesting & (core // APICS_PER_REQUEST_COPY == group)):
                     m.d.sync += [req.eq(value) for req, value in zip(fields, request)]
         else:
-            fields = request_fields()
-            m.d.comb += [req.eq(value) for req, value in zip(fields, request)]
-            copies = [fields for _ in groups]
+            copies = [request_fields()]
+            m.d.comb += [req.eq(value) for req, value in zip(copies[0], request)]
         for i, bus in enumerate(self.apic):
-            req_write, req_space, req_addr, req_wdata = copies[i // APICS_PER_REQUEST_COPY]
+            group = i // APICS_PER_REQUEST_COPY if self.registered_request else 0
+            req_write, req_space, req_addr, req_wdata = copies[group]
             m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]

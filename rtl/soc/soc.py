@@ -116,13 +116,16 @@ class Soc(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         fabric, n, bsp = self.fabric, self.fabric.n_cpus, self.fabric.bsp_index
+        # A pipelined fabric is a large FPGA build's: the SoC then cuts its own long paths too,
+        # the cores' bus requests (Interconnect), the APICs' requests (CoreWindows) and SERV's
+        # reset (Serv) each from flip-flops (docs/ARCHITECTURE.md, synth/REPORT.md "ulx3s-timing")
+        large = fabric.pipelined
         m.submodules.fabric = fabric
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
         m.submodules.interconnect = bus = Interconnect(
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
             mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context",
-            # a pipelined fabric is a large build's: no path from inside a core to the arbiter
-            registered_requests=fabric.pipelined)
+            registered_requests=large)
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         # not read in a store's cycle (whose answer no core uses), so never read as it is written
         ram_read = registered_read_port(m, ram, name="ram")
@@ -141,12 +144,11 @@ class Soc(wiring.Component):
         m.submodules.windows = windows = CoreWindows(
             apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start, msr_window=self.msr_window,
             x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes,
-            # a pipelined fabric is a large build's: its APIC requests come from flip-flops too
-            registered_request=fabric.pipelined)
+            registered_request=large)
         wiring.connect(m, bus.windows, windows.access)
         for i in range(n):
             m.submodules[f"core{i}"] = core = self.core.make(
-                reset_address=RAM_BASE if i == bsp else AP_BOOT, registered_reset=fabric.pipelined)
+                reset_address=RAM_BASE if i == bsp else AP_BOOT, registered_reset=large)
             wiring.connect(m, core.bus, bus.cores[i])
             wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
             connect_apic_events(m, fabric.cpu[i], starter.apic[i])
