@@ -29,9 +29,10 @@ class Interconnect(wiring.Component):
     """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC")
     and, with ``dma``, one more initiator that reaches the RAM only.
 
-    A round-robin arbiter grants one requester at a time (IDLE); it keeps the grant for its
-    whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
-    in DECODE and answered (the core's ``ready``) in DONE:
+    A round-robin arbiter grants one requester at a time (IDLE; with ``registered_requests``
+    the granted request is then copied in LATCH); it keeps the grant for its whole access,
+    which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`) in DECODE
+    and answered (the core's ``ready``) in DONE:
 
     * RAM (0x0): one cycle to read (state RAM); stores below ``BOOT_ROM_BYTES`` are dropped.
       Four cycles an access (IDLE, DECODE, RAM, DONE).
@@ -78,10 +79,13 @@ class Interconnect(wiring.Component):
         that copy it every cycle, so that no path runs from inside a core through the arbiter
         and the decoder (a large build's: a SERV core's request is combinational from its bit
         counter, and the arbiter and decoder sit in the middle of the device; synth/REPORT.md
-        "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
-        ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
-        alone on the bus waits five cycles for a RAM access instead of four; under contention
-        the grants follow each other as before).  A request a core withdraws unanswered (its
+        "ulx3s-timing"), and copy the granted one into flip-flops beside the decoder in a cycle
+        of its own after the grant (LATCH), so that no path runs from the copies across the
+        device into the decode and the windows engine either.  The copy of ``valid`` is cleared
+        in the cycle after the core's ``ready``, so a request is never taken twice.  Each access
+        starts a cycle later and takes a cycle more (a core alone on the bus waits six cycles
+        for a RAM access instead of four; under contention an access takes five cycles instead
+        of four).  A request a core withdraws unanswered (its
         reset) can still be granted in the first cycle after it is withdrawn, as, without the
         copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
         a core that is reset during its access and requests again before that access ends
@@ -178,6 +182,13 @@ class Interconnect(wiring.Component):
             wstrbs.append(Mux(dma.write, dma.wstrb, 0))
             from_dma = sel == n
         addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
+        if self.registered_requests:
+            # the granted request, from the copies beside the cores into flip-flops beside the
+            # decoder in a cycle of its own (LATCH): the grant register's path through the
+            # selection of a copy across the device then ends there
+            granted = (addr, wdata, wstrb)
+            addr, wdata, wstrb = (Signal(32, name="granted_addr"), Signal(32, name="granted_wdata"),
+                                  Signal(4, name="granted_wstrb"))
         write = wstrb != 0
         rdata = Signal(32)
         for core, ready in zip(cores, readys):
@@ -219,6 +230,10 @@ class Interconnect(wiring.Component):
                 m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "LATCH" if self.registered_requests else "DECODE"
+            if self.registered_requests:
+                with m.State("LATCH"):
+                    m.d.sync += [reg.eq(value) for reg, value in zip((addr, wdata, wstrb), granted)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(window == _RAM):
