@@ -83,15 +83,15 @@ class CoreWindows(wiring.Component):
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
     registered_request : bool
         Drive the APICs' register buses from flip-flops loaded in the cycle before the
-        request, the same cycles as without them (``req_valid`` from one beside each APIC): for large FPGA builds,
-        where the path from a core's bus through the interconnect and this engine into every
-        APIC's register decode was the critical one (the 16-core ECP5 build: 42.7 ns without,
-        34.1 MHz with; synth/REPORT.md).  One copy of those flip-flops per
-        :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores' accesses (so
-        that synthesis keeps them apart), drives its APICs alone: the 32-core build's critical
-        path was one request register driving all 32 APICs across the device (29.4 ns of
-        routing); with those copies it was the core index's decode into each APIC's
-        ``req_valid`` (33.24 MHz).  The SoC sets it with its fabric's ``pipelined``.
+        request, the same cycles as without them (``req_valid`` from one beside each APIC):
+        for large FPGA builds, where the path from a core's bus through the interconnect and
+        this engine into every APIC's register decode was the critical one (the 16-core ECP5
+        build: 42.7 ns without, 34.1 MHz with; synth/REPORT.md).  One copy of the request's
+        fields per :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores'
+        accesses (so that synthesis keeps them apart), drives its APICs alone: the 32-core
+        build's critical path was one request register driving all 32 APICs across the device
+        (29.4 ns of routing); with those copies it was the core index's decode into each
+        APIC's ``req_valid`` (33.24 MHz).  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
