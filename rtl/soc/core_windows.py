@@ -82,16 +82,15 @@ class CoreWindows(wiring.Component):
     ram_bytes, stack_bytes : int
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
     registered_request : bool
-        Drive the APICs' register buses from flip-flops loaded in the cycle before the
-        request, the same cycles as without them (``req_valid`` from one beside each APIC):
-        for large FPGA builds, where the path from a core's bus through the interconnect and
-        this engine into every APIC's register decode was the critical one (the 16-core ECP5
-        build: 42.7 ns without, 34.1 MHz with; synth/REPORT.md).  One copy of the request's
-        fields per :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores'
-        accesses (so that synthesis keeps them apart), drives its APICs alone: the 32-core
-        build's critical path was one request register driving all 32 APICs across the device
-        (29.4 ns of routing); with those copies it was the core index's decode into each
-        APIC's ``req_valid`` (33.24 MHz).  The SoC sets it with its fabric's ``pipelined``.
+        Drive the APICs' register buses (all but ``req_valid``) from flip-flops loaded in the
+        cycle before the request, the same cycles as without them: for large FPGA builds,
+        where the path from a core's bus through the interconnect and this engine into every
+        APIC's register decode was the critical one (the 16-core ECP5 build: 42.7 ns without,
+        34.1 MHz with; synth/REPORT.md).  One copy of those flip-flops per
+        :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores' accesses (so
+        that synthesis keeps them apart), drives its APICs alone: the 32-core build's critical
+        path was one request register driving all 32 APICs across the device (29.4 ns of
+        routing).  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
@@ -199,26 +198,11 @@ class CoreWindows(wiring.Component):
         else:
             copies = [request_fields()]
             m.d.comb += [req.eq(value) for req, value in zip(copies[0], request)]
-        # the FSM goes to APIC_REQ at the next edge
-        to_request = Signal()
         for i, bus in enumerate(self.apic):
             group = i // APICS_PER_REQUEST_COPY if self.registered_request else 0
             req_write, req_space, req_addr, req_wdata = copies[group]
-            m.d.comb += [bus.write.eq(req_write), bus.space.eq(req_space), bus.addr.eq(req_addr),
-                         bus.wdata.eq(req_wdata)]
-            if self.registered_request:
-                # req_valid from a flip-flop beside the APIC, set as the FSM enters APIC_REQ and
-                # cleared as the APIC takes the request (when the FSM leaves it): the same
-                # cycles as ``requesting & (core == i)``, with no path from the core index
-                # across the device into the APIC's register decode
-                req_valid = Signal(name=f"apic{i}_req_valid")
-                with m.If(to_request & (core == i)):
-                    m.d.sync += req_valid.eq(1)
-                with m.Elif(bus.req_ready):
-                    m.d.sync += req_valid.eq(0)
-                m.d.comb += bus.req_valid.eq(req_valid)
-            else:
-                m.d.comb += bus.req_valid.eq(requesting & (core == i))
+            m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
+                         bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
         # an APIC's rdata is 0 unless it answers (RegisterBusSignature), and only the access's
@@ -267,10 +251,6 @@ class CoreWindows(wiring.Component):
                 with m.If(vmgexit & (core == i)):
                     m.d.sync += parked[i].eq(1)
 
-        def apic_request():
-            m.d.comb += to_request.eq(1)
-            m.next = "APIC_REQ"
-
         def done(rdata):
             m.d.comb += [acc.done.eq(1), acc.rdata.eq(rdata)]
             m.next = "IDLE"
@@ -282,7 +262,7 @@ class CoreWindows(wiring.Component):
                     with m.If(acc.window == CoreWindow.CONTROL):
                         done(control_answer)
                     with m.Elif(acc.window == CoreWindow.APIC):
-                        apic_request()
+                        m.next = "APIC_REQ"
                     if self.msr_window:
                         with m.Elif(in_msr & acc.write & msr["SELECT"]):
                             store(_SELECT, acc.wdata)
@@ -317,16 +297,16 @@ class CoreWindows(wiring.Component):
                             store(_DATA_HI, msr_rdata[32:64])
                             done(msr_rdata[0:32])
                     with m.Else():
-                        apic_request()
+                        m.next = "APIC_REQ"
                 with m.State("WRMSR"):          # word_data: DATA_LO, until the access is done
                     if ghcb:
                         with m.If(select == MSR_GHCB):
                             m.d.comb += msr_write.eq(1)
                             done(0)
                         with m.Else():
-                            apic_request()
+                            m.next = "APIC_REQ"
                     else:
-                        apic_request()
+                        m.next = "APIC_REQ"
             with m.State("APIC_REQ"):
                 m.d.comb += requesting.eq(1)
                 with m.If(req_ready):

@@ -29,11 +29,9 @@ class Interconnect(wiring.Component):
     """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC")
     and, with ``dma``, one more initiator that reaches the RAM only.
 
-    A round-robin arbiter grants one requester at a time (IDLE; with ``registered_requests``
-    the granted request is then copied in LATCH); it keeps the grant for its whole access,
-    which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`) in DECODE
-    and answered (the core's ``ready``) in DONE (the core sees it a cycle later with
-    ``registered_responses``):
+    A round-robin arbiter grants one requester at a time (IDLE); it keeps the grant for its
+    whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
+    in DECODE and answered (the core's ``ready``) in DONE:
 
     * RAM (0x0): one cycle to read (state RAM); stores below ``BOOT_ROM_BYTES`` are dropped.
       Four cycles an access (IDLE, DECODE, RAM, DONE).
@@ -80,26 +78,15 @@ class Interconnect(wiring.Component):
         that copy it every cycle, so that no path runs from inside a core through the arbiter
         and the decoder (a large build's: a SERV core's request is combinational from its bit
         counter, and the arbiter and decoder sit in the middle of the device; synth/REPORT.md
-        "ulx3s-timing"), and copy the granted one into flip-flops beside the decoder in a cycle
-        of its own after the grant (LATCH), so that no path runs from the copies across the
-        device into the decode and the windows engine either.  The copy of ``valid`` is cleared
-        from the cycle of the core's answer until the core has seen it, so a request is never
-        taken twice.  Each access starts a cycle later and takes a cycle more (a core alone on
-        the bus waits six cycles for a RAM access instead of four; under contention an access
-        takes five cycles instead of four).  A request a core withdraws unanswered (its reset)
-        can still be granted in the first cycle after it is withdrawn, as, without the copy,
-        one withdrawn in the cycle after its grant is still carried out.  (In both forms a core
-        that is reset during its access and requests again before that access ends takes that
-        access's answer for its new request: the window is two cycles longer with the copy and
-        LATCH, one more with ``registered_responses``; INIT to SIPI takes far longer in every
-        firmware here.)
-    registered_responses : bool
-        Answer each core (``ready``, ``rdata``) from flip-flops beside it, loaded in the cycle
-        of its answer (DONE, or a parked access's ``resume``), so that no path runs from the
-        decoder across the device into a core's use of its answer (SERV decodes an instruction
-        straight from ``rdata``).  A core sees its answer a cycle later: a RAM access takes a
-        cycle more for a core alone on the bus (seven with ``registered_requests``); under
-        contention the grants follow each other as before.
+        "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
+        ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
+        alone on the bus waits five cycles for a RAM access instead of four; under contention
+        the grants follow each other as before).  A request a core withdraws unanswered (its
+        reset) can still be granted in the first cycle after it is withdrawn, as, without the
+        copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
+        a core that is reset during its access and requests again before that access ends
+        takes that access's answer for its new request: the window is one cycle longer with
+        the copy; INIT to SIPI takes far longer in every firmware here.)
 
     Attributes
     ----------
@@ -131,11 +118,11 @@ class Interconnect(wiring.Component):
     ValueError
         ``n_cores`` or ``ram_bytes`` out of range, a bad ``uart_divisor``.
     TypeError
-        ``registered_requests`` or ``registered_responses`` not a bool.
+        ``registered_requests`` not a bool.
     """
 
     def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False, start=False,
-                 dma=False, registered_requests=False, registered_responses=False):
+                 dma=False, registered_requests=False):
         if not isinstance(n_cores, int) or not 1 <= n_cores <= 256:
             raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
         if not isinstance(ram_bytes, int) or ram_bytes < 8 or ram_bytes % 4:
@@ -143,7 +130,6 @@ class Interconnect(wiring.Component):
         self.n_cores, self.ram_bytes, self.msr_window, self.mailbox = n_cores, ram_bytes, msr_window, mailbox
         self.start, self.dma_port = start, dma
         self.registered_requests = check_bool("registered_requests", registered_requests)
-        self.registered_responses = check_bool("registered_responses", registered_responses)
         self._uart = UartTx(uart_divisor)
         addr_width = (ram_bytes // 4 - 1).bit_length()
         members = {
@@ -173,36 +159,18 @@ class Interconnect(wiring.Component):
         sel = Signal(range(max(requesters, 2)))
         done = Signal()
         waiting = port.parked | port.resume     # not arbitrated
-        # the cycle of each core's answer; the core sees it as ``ready`` then, or with
-        # ``registered_responses`` a cycle later from a flip-flop beside it
-        answers = [(done & (sel == i)) | port.resume[i] for i in range(n)]
-        rdata = Signal(32)
-        if self.registered_responses:
-            readys = [Signal(name=f"core{i}_ready") for i in range(n)]
-            # a copy of the answer's data per core, each loaded only with its own core's answer
-            # (so that synthesis keeps them apart, beside their cores)
-            rdatas = [Signal(32, name=f"core{i}_rdata") for i in range(n)]
-            for answer, ready, core_rdata in zip(answers, readys, rdatas):
-                m.d.sync += ready.eq(answer)
-                with m.If(answer):
-                    m.d.sync += core_rdata.eq(rdata)
-            # the core still requests in the cycle it sees ``ready``, a cycle after its answer
-            answered = [answer | ready for answer, ready in zip(answers, readys)]
-        else:
-            readys, rdatas, answered = answers, [rdata] * n, answers
+        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
         requests = [(c.valid, c.addr, c.wdata, c.wstrb) for c in cores]
         if self.registered_requests:
-            # one cycle late; not again from the cycle of the answer until the core has seen
-            # it (the copy is loaded every cycle: no enable crosses the device)
-            requests = [register_stage(m, f"core{i}_request", valid=c.valid & ~answered[i], addr=c.addr,
+            # one cycle late; not again in the cycle after the answer, when the core has only
+            # just seen its ready (the copy is loaded every cycle: no enable crosses the device)
+            requests = [register_stage(m, f"core{i}_request", valid=c.valid & ~readys[i], addr=c.addr,
                                        wdata=c.wdata, wstrb=c.wstrb)
                         for i, c in enumerate(cores)]
 
         # the granted requester's request: a core's, or (index n) the DMA initiator's
         valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
         valids = Cat(valids)
-        if self.registered_responses and not self.registered_requests:
-            valids &= ~Cat(readys)              # the core requests until it sees its ready
         if self.dma_port:
             dma = self.dma
             addrs.append(dma.addr)
@@ -210,16 +178,10 @@ class Interconnect(wiring.Component):
             wstrbs.append(Mux(dma.write, dma.wstrb, 0))
             from_dma = sel == n
         addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
-        if self.registered_requests:
-            # the granted request, from the copies beside the cores into flip-flops beside the
-            # decoder in a cycle of its own (LATCH): the grant register's path through the
-            # selection of a copy across the device then ends there
-            granted = (addr, wdata, wstrb)
-            addr, wdata, wstrb = (Signal(32, name="granted_addr"), Signal(32, name="granted_wdata"),
-                                  Signal(4, name="granted_wstrb"))
         write = wstrb != 0
-        for core, ready, core_rdata in zip(cores, readys, rdatas):
-            m.d.comb += [core.ready.eq(ready), core.rdata.eq(core_rdata)]
+        rdata = Signal(32)
+        for core, ready in zip(cores, readys):
+            m.d.comb += [core.ready.eq(ready), core.rdata.eq(rdata)]
         if self.dma_port:
             m.d.comb += [dma.resp_valid.eq(done & from_dma), dma.rdata.eq(rdata)]
             valids = Cat(valids & ~waiting, dma.req_valid)
@@ -257,10 +219,6 @@ class Interconnect(wiring.Component):
                 m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
-                    m.next = "LATCH" if self.registered_requests else "DECODE"
-            if self.registered_requests:
-                with m.State("LATCH"):
-                    m.d.sync += [reg.eq(value) for reg, value in zip((addr, wdata, wstrb), granted)]
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(window == _RAM):

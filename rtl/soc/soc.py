@@ -117,16 +117,15 @@ class Soc(wiring.Component):
         m = Module()
         fabric, n, bsp = self.fabric, self.fabric.n_cpus, self.fabric.bsp_index
         # A pipelined fabric is a large FPGA build's: the SoC then cuts its own long paths too,
-        # the cores' bus requests and answers (Interconnect), the APICs' requests (CoreWindows)
-        # and SERV's reset (Serv) each from flip-flops (docs/ARCHITECTURE.md, synth/REPORT.md
-        # "ulx3s-timing")
+        # the cores' bus requests (Interconnect), the APICs' requests (CoreWindows) and SERV's
+        # reset (Serv) each from flip-flops (docs/ARCHITECTURE.md, synth/REPORT.md "ulx3s-timing")
         large = fabric.pipelined
         m.submodules.fabric = fabric
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
         m.submodules.interconnect = bus = Interconnect(
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
             mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context",
-            registered_requests=large, registered_responses=large)
+            registered_requests=large)
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         # not read in a store's cycle (whose answer no core uses), so never read as it is written
         ram_read = registered_read_port(m, ram, name="ram")
