@@ -15,13 +15,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from apwake.rtl.soc import memory_map as mm
 
-from apwake.sim.harness.build import cache_dir
+from apwake.sim.harness.paths import cache_dir, temporary_sibling, write_atomically
 from apwake.sim.harness.toolchain import import_extra
 from .export import TRAMPOLINE_VECTOR
 
@@ -105,12 +104,10 @@ def build_firmware(apic_ids, *, isa="rv32i", probe_bus_error=False):
     reused = elf.exists()
     if not reused:
         out.mkdir(parents=True, exist_ok=True)
-        header_tmp = out / f"soc.h.{os.getpid()}.{threading.get_ident()}.tmp"   # the same for any worker
-        header_tmp.write_text(header)
-        os.replace(header_tmp, out / "soc.h")
+        write_atomically(out / "soc.h", header)              # the same for any worker
         # two test workers may build the same image at once: each links into a file of its own
         # and the atomic replace leaves one complete image, whichever comes last (the same bytes)
-        tmp = out / f"firmware.elf.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = temporary_sibling(elf)
         command = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(out), "-I", str(SOURCES),
                    "-T", str(SOURCES / "link.ld"),
                    str(SOURCES / "crt0.S"), str(SOURCES / "main.c"), "-o", str(tmp)]

@@ -35,7 +35,7 @@ from pathlib import Path
 from apwake.rtl.lib.instance import port_name
 
 from . import pins, watch
-from .paths import RTL_ROOT, cache_dir
+from .paths import RTL_ROOT, cache_dir, write_atomically
 from .toolchain import check_build_tools, fst_build_args, tool_versions
 
 __all__ = ["Design", "ComponentDesign", "port_names", "Build", "BuildError", "build", "recipe_digest",
@@ -310,13 +310,6 @@ def _locked(path, what):
         lock.release()
 
 
-def _write_atomically(path, text):
-    """Write ``text`` to ``path`` so that a reader sees the old file, or none, or all of it."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 #: Amaranth 0.5 numbers a net as ``cell << 16 | bit`` and the top's inputs are one cell, so a
 #: top module takes at most this many input bits (amaranth/hdl/_nir.py, ``Net.from_cell``);
 #: a design with more is converted with its inputs as pins (:mod:`.pins`).
@@ -364,7 +357,7 @@ def _shared_block(verilog_root, module_name, text):
     path = verilog_root / "blocks" / f"{module_name}-{digest}" / f"{module_name}.v"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, text)
+        write_atomically(path, text)
     return path
 
 
@@ -408,7 +401,7 @@ def _block_verilog(verilog_root, module_name, component, key):
         return path.read_text()
     text = _to_verilog(component, name=module_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, text)
+    write_atomically(path, text)
     return text
 
 
@@ -581,7 +574,7 @@ def build(design, *, waves=False, variant=None, threads=1):
             result.compile_s = time.monotonic() - t0
             result.binary_reused = False
             # the commit point: a build without this file (killed half-way) is redone
-            _write_atomically(done, json.dumps({"design": design.name, "parameters": params,
+            write_atomically(done, json.dumps({"design": design.name, "parameters": params,
                                                 "versions": versions, "waves": waves,
                                                 "compile_s": result.compile_s}))
             log.info("compiled in %.1f s -> %s", result.compile_s, build_dir)

@@ -9,11 +9,13 @@ bitstreams) to ``apwake-out/`` in the current directory.  ``APWAKE_CACHE_DIR``,
 """
 
 import os
+import threading
 from pathlib import Path
 
 import platformdirs
 
-__all__ = ["PACKAGE_ROOT", "CHECKOUT", "RTL_ROOT", "cache_dir", "runs_root", "out_dir"]
+__all__ = ["PACKAGE_ROOT", "CHECKOUT", "RTL_ROOT", "cache_dir", "runs_root", "out_dir", "temporary_sibling",
+           "write_atomically"]
 
 #: the folder holding ``rtl/``, ``sim/``, ``synth/`` and ``firmware/``: the checkout, or the
 #: ``apwake`` folder of an installed wheel
@@ -53,3 +55,20 @@ def out_dir(kind):
     else:
         root = Path.cwd() / "apwake-out"
     return root / kind
+
+
+def temporary_sibling(path):
+    """A name beside ``path`` that no other process or thread writing ``path`` uses (for a
+    file made whole there and then put in place with :func:`os.replace`)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_atomically(path, text):
+    """Write ``text`` to ``path`` so that a reader sees the old file, or none, or all of it (a
+    file of its own, then :func:`os.replace`); two writers of the same text both succeed."""
+    tmp = temporary_sibling(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
