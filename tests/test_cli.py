@@ -60,7 +60,7 @@ def test_list_names_every_scenario():
 
 @scenario_run
 def test_run_json_and_timeline(tmp_path):
-    picture = tmp_path / "boot.png"
+    picture = tmp_path / "pictures" / "boot.png"          # its folder is made, as for --waves
     report = apwake_json("init-sipi", "--cpus", "2", "--timeline", str(picture), status=0)
     for key in ("scenario", "cpus", "passed", "online", "failures", "sim_time_ns", "cycles",
                 "wall_s", "waves"):

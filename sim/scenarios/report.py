@@ -187,7 +187,7 @@ def format_report(report, *, max_cpus=None, axis="guest"):
 
 
 def plot_timeline(report, path, *, axis="guest"):
-    """Each CPU's state over time (PNG or SVG by the file name).
+    """Each CPU's state over time (PNG or SVG by the file name), its folder made if missing.
 
     ``axis``: "guest" draws guest time (``sim / time_scale``, in the unit that fits the run),
     "sim" simulated microseconds.
@@ -239,6 +239,7 @@ def plot_timeline(report, path, *, axis="guest"):
                 plt.Line2D([], [], color="black", marker="^", linestyle="", label="NMI")]
     fig.legend(handles=handles, loc="outside lower center", ncol=7, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)      # as --waves does
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
