@@ -595,6 +595,7 @@ def test_request_copies_reach_each_group_of_apics(simulate, delay):
     leaves no request behind."""
     from apwake.rtl.soc.core_windows import APICS_PER_REQUEST_COPY
     n = APICS_PER_REQUEST_COPY + 2
+    cores = (n - 1, 1, n - 2, 0, n - 1)         # alternating between the two groups
     results = {}
     for registered in (False, True):
         top = _WindowsWithApics(0x1000_0000_2000_0000, apic_ids=tuple(range(n)), bsp_index=0, delay=delay,
@@ -603,7 +604,7 @@ def test_request_copies_reach_each_group_of_apics(simulate, delay):
 
         async def bench(ctx):
             access = functools.partial(_window_access, ctx, dut, requests=requests)
-            for core in (n - 1, 1, n - 2, 0, n - 1):
+            for core in cores:
                 answers.append(await access(core, CoreWindow.APIC, 0x0F0))
                 await access(core, CoreWindow.MSR, MSR_WINDOW["SELECT"], 0x800 + core)
                 await access(core, CoreWindow.MSR, MSR_WINDOW["DATA_LO"], 0x100 + core)
@@ -626,12 +627,14 @@ def test_request_copies_reach_each_group_of_apics(simulate, delay):
         results[registered] = requests, answers
     requests, answers = results[True]
     assert results[True] == results[False]
-    assert requests == [request for core in (n - 1, 1, n - 2, 0, n - 1)
+    assert requests == [request for core in cores
                         for request in ((core, Space.MMIO, 0x0F0, 0, 0),
                                         (core, Space.MSR, 0x800 + core, 1, (core << 32) | 0x100 + core))]
-    # each answer is its own core's APIC's: rdata + (i << 32) + i (the MMIO read's low half)
-    assert [rdata for rdata, _, _ in answers[:10:2]] == [0x2000_0000 + core for core in (n - 1, 1, n - 2, 0, n - 1)]
-    assert answers[10:] == [("after reset", [0] * n)] * 6
+    # two answers a core, then the cycles after the reset; each APIC read's answer is its own
+    # core's APIC's: rdata + (i << 32) + i (the low half)
+    reads, after_reset = answers[:2 * len(cores)], answers[2 * len(cores):]
+    assert [rdata for rdata, _, _ in reads[::2]] == [0x2000_0000 + core for core in cores]
+    assert after_reset == [("after reset", [0] * n)] * 6
 
 
 def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):

@@ -575,7 +575,7 @@ def build(design, *, waves=False, variant=None, threads=1):
             result.binary_reused = False
             # the commit point: a build without this file (killed half-way) is redone
             write_atomically(done, json.dumps({"design": design.name, "parameters": params,
-                                                "versions": versions, "waves": waves,
-                                                "compile_s": result.compile_s}))
+                                               "versions": versions, "waves": waves,
+                                               "compile_s": result.compile_s}))
             log.info("compiled in %.1f s -> %s", result.compile_s, build_dir)
     return result
