@@ -36,14 +36,21 @@ def test_import_linter_contracts_hold(tmp_path):
 
 def test_every_package_folder_ships():
     """Each folder with an ``__init__.py`` under the mapped folders is in the wheel's package
-    list, and nothing else is."""
+    list, and nothing else is but folders of package data only (no Python, declared in
+    ``package-data`` so that setuptools does not guess them)."""
     folder_of = {folder: package for package, folder in PACKAGE_DIRS.items()}
     found = set()
     for init in _tracked("*__init__.py"):
         top, *rest = Path(init).parent.parts
         if top in folder_of:
             found.add(".".join([folder_of[top], *rest]))
-    assert found == set(PYPROJECT["tool"]["setuptools"]["packages"])
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert found <= set(setuptools["packages"])
+    for package in set(setuptools["packages"]) - found:
+        top, *rest = package.split(".")[1:]
+        folder = Path(dict(PACKAGE_DIRS)[f"apwake.{top}"], *rest)
+        assert package in setuptools["package-data"], package
+        assert (CHECKOUT / folder).is_dir() and not list((CHECKOUT / folder).glob("*.py")), package
 
 
 def test_no_import_by_bare_folder_name():

@@ -40,8 +40,11 @@ def wheel_venv(tmp_path_factory):
     out = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(base / "dist"), str(source)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # every folder of package data is declared: setuptools warns of one it would have to guess
+    assert "absent from the `packages` configuration" not in out.stdout + out.stderr, out.stdout[-3000:]
     wheel, = (base / "dist").glob("apwake-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the Apache-2.0 text is not in the wheel"
     # package data: the firmware sources, the vendored LZ4 and the report schema
     for name in ("apwake/firmware/main.c", "apwake/firmware/link.ld", "apwake/sim/harness/third_party/lz4/lz4.c",
                  "apwake/sim/scenarios/report.schema.json"):
