@@ -84,6 +84,19 @@ def test_waveform_has_per_apic_groups():
             and "not in the waveform" not in gtkw)
 
 
+@pytest.mark.verilator
+def test_assertion_rewriting_only_in_the_testbench():
+    """cocotb's default rewrites every imported module, which costs each run about half a
+    second when bytecode is not written (PYTHONDONTWRITEBYTECODE, as on CI)."""
+    config = FabricConfig.contiguous(1)
+    the_build = build(FabricDesign(config))
+    result = run_cocotb(the_build, "cocotb_tests.harness.tb_rewrite", label="harness-rewrite",
+                        extra_env={CONFIG_ENV: config.to_json()})
+    assert result.outcomes["test_only_the_testbench_is_rewritten"].passed, result.log_tail()
+    failed = result.outcomes["test_a_failing_assert_shows_its_operands"]
+    assert not failed.passed and "assert 2 == 3" in failed.message, failed.message
+
+
 def test_missing_compiler_is_named(monkeypatch):
     real_which = toolchain.shutil.which
     monkeypatch.setattr(toolchain.shutil, "which",

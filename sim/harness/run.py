@@ -96,7 +96,12 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
            # cocotb sets up pytest's assertion rewriting in the simulator, which would load every
            # installed pytest plugin (xdist, hypothesis...): a quarter of a second per run for
            # nothing the testbenches use
-           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           # and rewrites the assertions of every module it imports (its default pattern is
+           # "*.py"): with PYTHONDONTWRITEBYTECODE set, as on CI, each run parsed and rewrote all of
+           # apwake and Amaranth again, about half a second per run.  Only the testbenches' own
+           # modules are rewritten, as pytest does with test files.
+           "COCOTB_REWRITE_ASSERTION_FILES": f"tb_*.py {test_module.rpartition('.')[2]}.py"}
     env.update(extra_env or {})
     try:
         runner.test(test_module=test_module, hdl_toplevel=build.toplevel,
