@@ -139,6 +139,28 @@ def test_an_edge_before_the_wait_is_not_the_next_edge():
     assert outputs._rises[0] is new and not new.is_set()
 
 
+def test_a_notified_event_is_set_at_every_rise():
+    """notify (one Event for many outputs, CpuModel._events): set at each rise of any of its
+    outputs, not at a fall or a change of a wider output, and again at the next rise."""
+    vector = _Handle(5)
+    outputs = watch.WatchedOutputs(vector, FIELDS)
+    outputs._task = _Running()
+    seen = _Seen()
+    outputs.notify("a", _Handle(1), seen)
+    outputs.notify("b", _Handle(1), seen)
+    with pytest.raises(ValueError, match="'mode' is 3 bits wide"):
+        outputs.notify("mode", _Handle(3), seen)
+    for now, fired in ((0b0_111_0, False),       # mode changes: no rise of a or b
+                       (0b0_111_1, True),        # a rises
+                       (0b0_111_0, False),       # a falls
+                       (0b1_111_0, True),        # b rises
+                       (0b1_111_1, True)):       # a rises again: still notified
+        seen.fired = False
+        outputs._deliver(now)
+        assert seen.fired == fired, bin(now)
+    assert outputs._notified == {0: [seen], 2: [seen]}
+
+
 #: (scenario, CPUs, options): on systems other tests build (the CI budget): INIT, SIPI and INTR
 #: of every CPU; call-function IPIs to every CPU at once; the parked APs' mailbox wakeups; the
 #: vCPUs' launch, VMGEXIT completions and state changes (GHCB version 1: the AP reset hold)

@@ -30,6 +30,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 
 from .clocking import CLOCK_NS
+from .signal_io import pin
 
 __all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "watchdog_cycles",
            "JITTER_ENV", "STALL_ENV", "STALL_MAX_BURST",
@@ -224,21 +225,23 @@ class Driver:
         """
         await self.sync()
         for handle, value in (data or {}).items():
-            handle.value = value
-        valid.value = 1
+            pin(handle).set(value)
+        valid = pin(valid)
+        ready = pin(ready).get
+        valid.set(1)
         try:
             for cycle in range(timeout_cycles):
                 # drivers write only at edges (this sync, or right after a rising edge), so
                 # what ReadOnly shows now is what the coming rising edge samples
                 await ReadOnly()
-                taken = bool(ready.value)
+                taken = ready()
                 await RisingEdge(self.clk)
                 if taken:
                     return cocotb.utils.get_sim_time("ns"), cycle + 1
             raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
                              f"(its ready or acknowledge stayed low)")
         finally:
-            valid.value = 0
+            valid.set(0)
 
     async def bus_access(self, req_valid, req_ready, resp_valid, request, response, *, what,
                          timeout_cycles=1000):
@@ -249,8 +252,8 @@ class Driver:
         edge_ns, cycles = await self.hold_until(req_valid, req_ready, request, what=what,
                                                 timeout_cycles=timeout_cycles)
         await ReadOnly()
-        if not resp_valid.value:
+        if not pin(resp_valid).get():
             raise AssertionError(f"no resp_valid the cycle after {what}")
-        values = {name: int(handle.value) for name, handle in response.items()}
+        values = {name: pin(handle).get() for name, handle in response.items()}
         await RisingEdge(self.clk)
         return edge_ns, cycles, values

@@ -36,7 +36,7 @@ from apwake.rtl.lib.instance import port_name
 from .pins import TOP_ENV
 
 __all__ = ["WATCH_PORT", "WATCH_JSON", "WATCH_ENV", "check_watched", "watched_top",
-           "WatchedOutputs", "rising_edge", "value_change"]
+           "WatchedOutputs", "rising_edge", "value_change", "notify_rising_edges"]
 
 #: the output that holds every watched output, and the file naming its bits
 WATCH_PORT = "watch"
@@ -147,6 +147,7 @@ class WatchedOutputs:
                              f"{len(self._owner)} bits: the design and its Verilog folder differ")
         self._rises = {}        # index -> Event set at its output's next rising edge
         self._changes = {}      # index -> Event set at its output's next change
+        self._notified = {}     # index -> Events set at every rising edge (:meth:`notify`)
         self._task = None
         self._last = 0          # the vector as the waiters have been told about it
 
@@ -201,8 +202,30 @@ class WatchedOutputs:
         index, offset, width = self._fields[name]
         return self._wait(self._changes, index, offset, width, handle)
 
-    def _wait(self, waiting, index, offset, width, handle):
-        from cocotb.triggers import Event
+    def notify(self, name, handle, event):
+        """Set ``event`` (a cocotb :class:`~cocotb.triggers.Event`) at every rising edge of the
+        1-bit output ``name`` from now until the cocotb test ends, in the time step and phase of
+        the edge: for a model that waits on many outputs with one ``event.wait()`` and then
+        looks at their levels, instead of one trigger each under
+        :class:`~cocotb.triggers.First` (which runs a task per trigger).
+
+        Raises
+        ------
+        KeyError
+            ``name`` is not a watched output.
+        ValueError
+            ``name`` is wider than 1 bit.
+        """
+        index, offset, width = self._fields[name]
+        if width != 1:
+            raise ValueError(f"watched output {name!r} is {width} bits wide: only 1-bit outputs "
+                             f"have rising edges")
+        self._catch_up(offset, width, handle)
+        self._notified.setdefault(index, []).append(event)
+
+    def _catch_up(self, offset, width, handle):
+        """Start the dispatching task in a new cocotb test, or hand a change that came before
+        this call to those who waited before it."""
         if self._task is None or self._task.done():
             self._start()
         elif _value(handle) != self._last >> offset & ((1 << width) - 1):
@@ -211,6 +234,10 @@ class WatchedOutputs:
             # Verilator's per-signal callback would know (it records the value when registered).
             # Hand it to the waiters from before, then wait for the next.
             self._deliver(_value(self._handle))
+
+    def _wait(self, waiting, index, offset, width, handle):
+        from cocotb.triggers import Event
+        self._catch_up(offset, width, handle)
         event = waiting.get(index)
         if event is None:
             event = waiting[index] = Event()
@@ -222,6 +249,7 @@ class WatchedOutputs:
         # that test; its waiters are gone too.
         self._rises.clear()
         self._changes.clear()
+        self._notified.clear()
         self._last = _value(self._handle)
         self._task = cocotb.start_soon(self._dispatch())
 
@@ -233,7 +261,7 @@ class WatchedOutputs:
 
     def _deliver(self, now):
         """Set the Event of every output that changed (rose) since the waiters were last told."""
-        owner, rises, changes = self._owner, self._rises, self._changes
+        owner, rises, changes, notified = self._owner, self._rises, self._changes, self._notified
         changed, self._last = now ^ self._last, now
         rose = changed & now
         while changed:
@@ -242,6 +270,9 @@ class WatchedOutputs:
             for waiting in (changes, rises) if rose & low else (changes,):
                 event = waiting.pop(index, None)
                 if event is not None:
+                    event.set()
+            if rose & low:
+                for event in notified.get(index, ()):
                     event.set()
             changed ^= low
 
@@ -254,6 +285,27 @@ def rising_edge(watched, name, handle):
         return watched.rising_edge(name, handle)
     from cocotb.triggers import RisingEdge
     return RisingEdge(handle)
+
+
+def notify_rising_edges(watched, outputs, event):
+    """Set ``event`` at every rising edge of any of ``outputs`` (``[(name, handle)]``) until the
+    cocotb test ends (:meth:`WatchedOutputs.notify`).  An output ``watched`` (a
+    :class:`WatchedOutputs` or None) does not hold gets a task that waits on its
+    :class:`~cocotb.triggers.RisingEdge` and sets ``event``: the same edges, one simulator
+    callback per output."""
+    import cocotb
+    from cocotb.triggers import RisingEdge
+
+    async def forward(handle):
+        while True:
+            await RisingEdge(handle)
+            event.set()
+
+    for name, handle in outputs:
+        if watched is not None and name in watched:
+            watched.notify(name, handle, event)
+        else:
+            cocotb.start_soon(forward(handle))
 
 
 def value_change(watched, name, handle):

@@ -362,7 +362,16 @@ class CpuModel:
 
     async def _events(self):
         port = self.apic
+        # One Event for every edge this loop waits on: it looks at the levels whenever any
+        # rises, so an edge while it is busy is seen at its next look, as before.
+        port.notify(("init", "nmi", "smi", "sipi"), self._recheck)
+        mailbox = None
         while True:
+            if self.mailbox is not mailbox and self.mailbox is not None:
+                # parked on a mailbox after the start: its wake counts too (a spurious wake
+                # from an old mailbox only makes this loop look again)
+                mailbox = self.mailbox
+                mailbox.notify(self._recheck)
             await ReadOnly()
             self._recheck.clear()
             runs = self.state.name not in _WAIT_FOR_SIPI
@@ -405,13 +414,8 @@ class CpuModel:
                 await RisingEdge(port.clk)
                 self._take_latched()
                 continue
-            events = [port.rising_edge("init"), port.rising_edge("nmi"), port.rising_edge("smi"),
-                      self._recheck.wait()]
-            if not self.sipi_by_hypervisor:
-                events.append(port.rising_edge("sipi"))
-            if self.mailbox is not None:
-                events.append(self.mailbox.rising_edge())
-            await First(*events)
+            # a SIPI the hypervisor takes (sipi_by_hypervisor) wakes this loop for nothing
+            await self._recheck.wait()
 
     def _on_init(self):
         self._abandon()

@@ -251,6 +251,13 @@ class ApicPort(Driver):
         :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
         return watch.rising_edge(self._watched, self._prefix + event, getattr(self, event))
 
+    def notify(self, events, event):
+        """Set ``event`` (a cocotb :class:`~cocotb.triggers.Event`) at every rising edge of
+        each of ``events`` (names as for :meth:`rising_edge`) until the cocotb test ends: one
+        wait for a model that then looks at the levels (:func:`apwake.sim.harness.watch.notify_rising_edges`)."""
+        watch.notify_rising_edges(self._watched, [(self._prefix + e, getattr(self, e)) for e in events],
+                                  event)
+
     async def _wait_high(self, event, what, timeout_cycles):
         if getattr(self, event).value:
             return

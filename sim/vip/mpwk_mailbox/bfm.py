@@ -100,6 +100,11 @@ class ParkedAp(Driver):
         it, else a :class:`~cocotb.triggers.RisingEdge` of the signal.  Await it once."""
         return watch.rising_edge(self._watched, self._wake_name, self.wake)
 
+    def notify(self, event):
+        """Set ``event`` at every rising edge of ``wake`` until the cocotb test ends (as
+        :meth:`apwake.sim.vip.lapic.bfm.ApicPort.notify`)."""
+        watch.notify_rising_edges(self._watched, [(self._wake_name, self.wake)], event)
+
     def deschedule(self, descheduled=True):
         """The VMM stops (True) or resumes (False) running this vCPU (docs/spec/mpwk.md §7 #16)."""
         self._descheduled.value = int(descheduled)

@@ -1,0 +1,100 @@
+"""Integer reads and writes of a design's ports for the drivers' hot paths.
+
+``handle.value = 5`` and ``int(handle.value)`` go through cocotb's :class:`~cocotb.types.Logic`
+and :class:`~cocotb.types.LogicArray` objects (a string of the value's bits, parsed and checked
+in Python); in the 64-CPU bring-up those conversions were about a third of the models' Python
+time (docs/PERFORMANCE.md, 2026-12-02 evening).  A :class:`Pin` reads and writes the same
+signal as an integer through the handle's GPI object, the calls cocotb itself makes at the end
+of those paths (``cocotb/handle.py``: ``get_signal_val_binstr``, ``set_signal_val_int`` up to 32
+bits, ``set_signal_val_binstr`` above).
+
+A write is the same deposit cocotb's ``value`` setter makes when the simulator's inertial writes
+are trusted (``COCOTB_TRUST_INERTIAL_WRITES=1``, which cocotb's Verilator runner sets and the
+benchmark's Icarus runs set too): applied by the simulator at the end of the time step.  Where
+they are not trusted, cocotb queues writes for its ``ReadWrite`` phase, and a :class:`Pin` then
+writes through ``handle.value`` so that both orders stay cocotb's.
+
+``tests/test_signal_io.py`` checks a :class:`Pin` against ``handle.value`` on the same ports.
+"""
+
+__all__ = ["Pin", "pin"]
+
+
+def _inertial_writes_trusted():
+    # cocotb decides this once, at import, from the environment (cocotb/handle.py)
+    import cocotb.handle
+    return bool(getattr(cocotb.handle, "_trust_inertial", False))
+
+
+class Pin:
+    """One port of the running design, read and written as an unsigned integer.
+
+    Parameters
+    ----------
+    handle : cocotb handle
+        A logic signal or vector (``dut.cpu__0__req_valid``).
+
+    Raises
+    ------
+    TypeError
+        ``handle`` has no GPI object (not a cocotb signal handle).
+    """
+
+    __slots__ = ("handle", "width", "get", "set", "_raw", "_limit")
+
+    def __init__(self, handle):
+        raw = getattr(handle, "_handle", None)
+        if raw is None or not hasattr(raw, "get_signal_val_binstr"):
+            raise TypeError(f"{handle!r} is not a cocotb signal handle")
+        self.handle = handle
+        self.width = len(handle)
+        self._raw = raw
+        self._limit = 1 << self.width
+        self.get = self._get
+        if not _inertial_writes_trusted():
+            self.set = self._set_through_cocotb
+        elif self.width <= 32:
+            self.set = self._set_int
+        else:
+            self.set = self._set_binstr
+
+    def _get(self):
+        """The value as an unsigned integer.
+
+        Raises
+        ------
+        ValueError
+            A bit is X or Z (names the signal)."""
+        bits = self._raw.get_signal_val_binstr()
+        try:
+            return int(bits, 2)
+        except ValueError:
+            raise ValueError(f"{self.handle._path} is {bits}, not an integer") from None
+
+    def _check(self, value):
+        if not 0 <= value < self._limit:
+            raise ValueError(f"{value!r} does not fit {self.handle._path} "
+                             f"({self.width} bits, unsigned)")
+
+    def _set_int(self, value):
+        self._check(value)
+        self._raw.set_signal_val_int(0, value)        # 0: cocotb's _GPISetAction.DEPOSIT
+
+    def _set_binstr(self, value):
+        self._check(value)
+        self._raw.set_signal_val_binstr(0, format(value, f"0{self.width}b"))
+
+    def _set_through_cocotb(self, value):
+        self._check(value)
+        self.handle.value = value
+
+
+_pins = {}      # id(handle) -> Pin (the Pin holds the handle, so the id stays its own)
+
+
+def pin(handle):
+    """The :class:`Pin` of ``handle``, made once per handle."""
+    found = _pins.get(id(handle))
+    if found is None:
+        found = _pins[id(handle)] = Pin(handle)
+    return found
