@@ -27,7 +27,7 @@ from apwake.sim.harness.build import build
 from apwake.sim.harness.ceiling import VARIANTS, build_ceiling
 from apwake.sim.harness.paths import CHECKOUT, out_dir
 from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
-from apwake.sim.harness.run import run_cocotb
+from apwake.sim.harness.run import run_cocotb, simulator_env
 from apwake.sim.scenarios.options import ScenarioRequest
 
 __all__ = ["main"]
@@ -91,11 +91,13 @@ def _icarus(verilog_build, config, label, out, timeout_s):
     # cocotb's GPI clock, which cocotb's Verilator runner turns on and its Icarus runner does not:
     # time skipping needs it, and both runs must be the same scenario.  cocotb warns that some
     # simulators mishandle inertial writes; SAME_RESULT (below) is the guard against that.
+    module = "apwake.sim.scenarios.entry"
     env = dict(os.environ, **{CONFIG_ENV: config.to_json(), "PYTHONPATH": str(CHECKOUT or ""),
                               "COCOTB_TRUST_INERTIAL_WRITES": "1"},
+               **simulator_env(module),
                **ScenarioRequest(SCENARIO, report=str(report_file)).env())
     code = (f"from cocotb_tools.runner import get_runner; r = get_runner('icarus'); "
-            f"r.test(test_module='apwake.sim.scenarios.entry', hdl_toplevel={verilog_build.toplevel!r}, "
+            f"r.test(test_module={module!r}, hdl_toplevel={verilog_build.toplevel!r}, "
             f"hdl_toplevel_lang='verilog', build_dir={str(build_dir)!r}, "
             f"test_dir={str(build_dir)!r}, timescale=('1ns', '1ps'), log_file={str(log)!r})")
     try:

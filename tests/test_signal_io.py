@@ -10,9 +10,12 @@ from apwake.sim.vip.lapic.design import CONFIG_ENV, FabricConfig, FabricDesign
 pytestmark = pytest.mark.verilator
 
 
-def test_pin_agrees_with_cocotb():
+@pytest.mark.parametrize("trusted", ["1", "0"])
+def test_pin_agrees_with_cocotb(trusted):
+    """``trusted``: COCOTB_TRUST_INERTIAL_WRITES, which picks how a Pin writes."""
     config = FabricConfig.contiguous(1)
     result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_signal_io",
-                        label="signal-io", extra_env={CONFIG_ENV: config.to_json()})
-    assert result.outcomes and all(o.passed for o in result.outcomes.values()), result.log_tail()
-    assert len(result.outcomes) == 3
+                        label=f"signal-io-{trusted}",
+                        extra_env={CONFIG_ENV: config.to_json(), "COCOTB_TRUST_INERTIAL_WRITES": trusted})
+    assert len(result.outcomes) == 4, result.log_tail()
+    assert all(o.passed for o in result.outcomes.values()), result.log_tail()

@@ -12,7 +12,7 @@ from . import pins
 from .paths import CHECKOUT, runs_root
 from .waves import write_gtkw
 
-__all__ = ["Outcome", "RunResult", "run_cocotb", "runs_dir"]
+__all__ = ["Outcome", "RunResult", "run_cocotb", "runs_dir", "simulator_env"]
 
 
 @dataclass
@@ -65,6 +65,21 @@ def _read_results(path):
     return outcomes
 
 
+def simulator_env(test_module):
+    """The environment a simulator running cocotb module ``test_module`` (a dotted name) gets
+    from every apwake run, the benchmark's Icarus runs included, so that their start-ups cost
+    the same.
+
+    cocotb sets up pytest's assertion rewriting in the simulator, which loads every installed
+    pytest plugin (xdist, hypothesis...: a quarter of a second per run for nothing the
+    testbenches use), and rewrites the assertions of every module imported after it (its
+    default pattern is ``*.py``): with ``PYTHONDONTWRITEBYTECODE`` set, as on this machine
+    kind, each run parsed and rewrote all of apwake and Amaranth again, about half a second.
+    Only the testbenches' own modules are rewritten, as pytest does with test files."""
+    return {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "COCOTB_REWRITE_ASSERTION_FILES": f"tb_*.py {test_module.rpartition('.')[2]}.py"}
+
+
 def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, waves_file=None,
                seed=None):
     """Run the cocotb tests ``names`` (all when None) of ``test_module`` on ``build``.
@@ -93,15 +108,7 @@ def run_cocotb(build, test_module, *, names=None, label=None, extra_env=None, wa
     path = [str(CHECKOUT)] if CHECKOUT is not None else []
     env = {"PYTHONPATH": os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
            pins.TOP_ENV: str(build.verilog_dir),
-           # cocotb sets up pytest's assertion rewriting in the simulator, which would load every
-           # installed pytest plugin (xdist, hypothesis...): a quarter of a second per run for
-           # nothing the testbenches use
-           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-           # and rewrites the assertions of every module it imports (its default pattern is
-           # "*.py"): with PYTHONDONTWRITEBYTECODE set, as on CI, each run parsed and rewrote all of
-           # apwake and Amaranth again, about half a second per run.  Only the testbenches' own
-           # modules are rewritten, as pytest does with test files.
-           "COCOTB_REWRITE_ASSERTION_FILES": f"tb_*.py {test_module.rpartition('.')[2]}.py"}
+           **simulator_env(test_module)}
     env.update(extra_env or {})
     try:
         runner.test(test_module=test_module, hdl_toplevel=build.toplevel,

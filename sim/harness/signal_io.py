@@ -2,20 +2,32 @@
 
 ``handle.value = 5`` and ``int(handle.value)`` go through cocotb's :class:`~cocotb.types.Logic`
 and :class:`~cocotb.types.LogicArray` objects (a string of the value's bits, parsed and checked
-in Python); in the 64-CPU bring-up those conversions were about a third of the models' Python
-time (docs/PERFORMANCE.md, 2026-12-02 evening).  A :class:`Pin` reads and writes the same
-signal as an integer through the handle's GPI object, the calls cocotb itself makes at the end
-of those paths (``cocotb/handle.py``: ``get_signal_val_binstr``, ``set_signal_val_int`` up to 32
-bits, ``set_signal_val_binstr`` above).
+in Python); in a profile of the 64-CPU bring-up they were about a third of the models' Python
+samples (docs/PERFORMANCE.md, "2026-12-02 (evening)").  A :class:`Pin` reads and writes the
+same signal as an unsigned integer through the handle's GPI object, with the GPI calls at the
+end of cocotb's own paths (``cocotb/handle.py``): ``get_signal_val_binstr`` to read,
+``set_signal_val_int`` to write up to 32 bits (cocotb writes a 1-bit ``LogicObject`` as its
+text instead; the simulator stores the same bit) and ``set_signal_val_binstr`` above.
+
+What a Pin keeps of cocotb's checks: a write in the ``ReadOnly`` phase raises RuntimeError, a
+value that does not fit raises ValueError.  What it does not: negative values (cocotb accepts
+them for a vector and wraps them; a Pin refuses them), and X, Z, H or L bits, which a Pin's
+read refuses with ValueError instead of resolving them (``COCOTB_RESOLVE_X``); Verilator has
+none.
 
 A write is the same deposit cocotb's ``value`` setter makes when the simulator's inertial writes
 are trusted (``COCOTB_TRUST_INERTIAL_WRITES=1``, which cocotb's Verilator runner sets and the
 benchmark's Icarus runs set too): applied by the simulator at the end of the time step.  Where
 they are not trusted, cocotb queues writes for its ``ReadWrite`` phase, and a :class:`Pin` then
-writes through ``handle.value`` so that both orders stay cocotb's.
+writes through ``handle.value``, so that a queued write cannot land after a later direct one.
 
-``tests/test_signal_io.py`` checks a :class:`Pin` against ``handle.value`` on the same ports.
+``tests/test_signal_io.py`` checks a :class:`Pin` against ``handle.value`` on the same ports,
+both ways of writing.
 """
+
+from cocotb._gpi_triggers import current_gpi_trigger     # what cocotb's own setter asks
+from cocotb.handle import LogicArrayObject, LogicObject, PackedObject
+from cocotb.triggers import ReadOnly
 
 __all__ = ["Pin", "pin"]
 
@@ -37,18 +49,17 @@ class Pin:
     Raises
     ------
     TypeError
-        ``handle`` has no GPI object (not a cocotb signal handle).
+        ``handle`` is not a logic signal or vector (a scope, a real, an integer).
     """
 
     __slots__ = ("handle", "width", "get", "set", "_raw", "_limit")
 
     def __init__(self, handle):
-        raw = getattr(handle, "_handle", None)
-        if raw is None or not hasattr(raw, "get_signal_val_binstr"):
-            raise TypeError(f"{handle!r} is not a cocotb signal handle")
+        if not isinstance(handle, (LogicObject, LogicArrayObject, PackedObject)):
+            raise TypeError(f"{handle!r} is not a logic signal or vector")
         self.handle = handle
         self.width = len(handle)
-        self._raw = raw
+        self._raw = handle._handle
         self._limit = 1 << self.width
         self.get = self._get
         if not _inertial_writes_trusted():
@@ -72,6 +83,8 @@ class Pin:
             raise ValueError(f"{self.handle._path} is {bits}, not an integer") from None
 
     def _check(self, value):
+        if isinstance(current_gpi_trigger(), ReadOnly):
+            raise RuntimeError(f"{self.handle._path}: written in the ReadOnly phase")
         if not 0 <= value < self._limit:
             raise ValueError(f"{value!r} does not fit {self.handle._path} "
                              f"({self.width} bits, unsigned)")
@@ -85,8 +98,10 @@ class Pin:
         self._raw.set_signal_val_binstr(0, format(value, f"0{self.width}b"))
 
     def _set_through_cocotb(self, value):
-        self._check(value)
-        self.handle.value = value
+        if not 0 <= value < self._limit:
+            raise ValueError(f"{value!r} does not fit {self.handle._path} "
+                             f"({self.width} bits, unsigned)")
+        self.handle.value = value           # cocotb's own ReadOnly check
 
 
 _pins = {}      # id(handle) -> Pin (the Pin holds the handle, so the id stays its own)

@@ -90,7 +90,17 @@ class Machine:
     def attach_start_unit(self, dut):
         """A paravirtualised guest (``rtl/system/pvstart.py``): the start-context unit takes
         every SIPI and its launch records start the CPUs; its memory port is served from this
-        machine's memory; ``self.start_call`` is the guest's hypercall port."""
+        machine's memory; ``self.start_call`` is the guest's hypercall port.
+
+        Raises
+        ------
+        RuntimeError
+            A CPU has started: its event loop already waits on the SIPIs it would now leave to
+            the unit."""
+        started = [cpu.name for cpu in self.cpus if cpu.events_started]
+        if started:
+            raise RuntimeError(f"the start-context unit is attached after {', '.join(started)} "
+                               f"started; attach it first")
         self.start_memory = GuestMemoryResponder(dut, self.memory, prefix="start_memory__")
         cocotb.start_soon(self.start_memory.run())
         self.start_call = StartCallPort(dut, prefix="start_call__")

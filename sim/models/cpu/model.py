@@ -178,6 +178,11 @@ class CpuModel:
         self._irq_release = Event()
 
     # --- life cycle ------------------------------------------------------------------------------
+    @property
+    def events_started(self):
+        """Whether :meth:`start` has run (its event loop waits on the port's events)."""
+        return self._started
+
     def start(self):
         if self._started:
             return
@@ -265,7 +270,14 @@ class CpuModel:
 
     def park_on_mailbox(self, ap_port):
         """TDX-style start (docs/spec/mpwk.md §3): the AP runs the firmware's mailbox loop instead of
-        waiting for SIPI; ``ap_port`` is its :class:`apwake.sim.vip.mpwk_mailbox.bfm.ParkedAp`."""
+        waiting for SIPI; ``ap_port`` is its :class:`apwake.sim.vip.mpwk_mailbox.bfm.ParkedAp`.
+
+        Raises
+        ------
+        RuntimeError
+            The CPU has started (its event loop waits on the mailbox from the start)."""
+        if self._started:
+            raise RuntimeError(f"{self.name}: parked on the mailbox after it started; park first")
         self.mailbox = ap_port
         self.state = MpState.RUNNABLE
         self.history = [(0.0, MpState.RUNNABLE.name, "parked on the MP wakeup mailbox")]
@@ -363,15 +375,15 @@ class CpuModel:
     async def _events(self):
         port = self.apic
         # One Event for every edge this loop waits on: it looks at the levels whenever any
-        # rises, so an edge while it is busy is seen at its next look, as before.
-        port.notify(("init", "nmi", "smi", "sipi"), self._recheck)
-        mailbox = None
+        # rises, so an edge while it is busy is seen at its next look, as before.  The edges
+        # are those it acts on: not SIPI where the hypervisor takes it (a wake at a SIPI would
+        # let it take an NMI or SMI held since wait-for-SIPI earlier than it did), and the
+        # mailbox's wake where the AP is parked (park_on_mailbox comes before start).
+        port.notify(("init", "nmi", "smi") + (() if self.sipi_by_hypervisor else ("sipi",)),
+                    self._recheck)
+        if self.mailbox is not None:
+            self.mailbox.notify(self._recheck)
         while True:
-            if self.mailbox is not mailbox and self.mailbox is not None:
-                # parked on a mailbox after the start: its wake counts too (a spurious wake
-                # from an old mailbox only makes this loop look again)
-                mailbox = self.mailbox
-                mailbox.notify(self._recheck)
             await ReadOnly()
             self._recheck.clear()
             runs = self.state.name not in _WAIT_FOR_SIPI
@@ -414,7 +426,6 @@ class CpuModel:
                 await RisingEdge(port.clk)
                 self._take_latched()
                 continue
-            # a SIPI the hypervisor takes (sipi_by_hypervisor) wakes this loop for nothing
             await self._recheck.wait()
 
     def _on_init(self):
