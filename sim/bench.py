@@ -9,6 +9,9 @@ For each CPU count (default 8, 64, 255):
   way the harness builds it (hierarchical APIC) and flat (:mod:`apwake.sim.harness.ceiling`);
   the scenario's share of the fastest of the two is the figure issue 12 sets a target for;
 * the same scenario on Icarus Verilog (when ``iverilog`` is installed), as a slowdown ratio;
+* ``--runs N`` (default 3): the scenario, the idle clocking and the C++ ceilings run N times,
+  one of each in turn, and the table shows medians (``bench.json`` keeps the scenario's runs):
+  runs of one on this machine kind vary by 10-15%;
 * for 64 CPUs, what the stock runner's ``--public-flat-rw`` would cost (compile, idle speed).
 
 Figures go to stdout and to ``bench.json`` in the bench output folder
@@ -18,6 +21,7 @@ Figures go to stdout and to ``bench.json`` in the bench output folder
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,27 +178,45 @@ def main(args):
             started = time.monotonic()
             build(FabricDesign(config), threads=args.threads)
             cached_s = time.monotonic() - started
-            report, process_s = _scenario(cold, config, label, out)
-            idle_cps = _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n))
+            ceilings = {} if args.no_cpp else {
+                variant: build_ceiling(cold, variant, out / f"ceiling-{label}-{variant}")
+                for variant in VARIANTS}
+            runs = {"scenario_wall_s": [], "process_s": [], "idle_cycles_per_s": [],
+                    **{f"cpp_{v}_cycles_per_s": [] for v in ceilings}}
+            cycles = set()
+            for _ in range(args.runs):
+                # one of each in turn, so that a drift of the machine's speed reaches all alike
+                report, process_s = _scenario(cold, config, label, out)
+                cycles.add(report["cycles"])
+                if len(cycles) > 1:
+                    raise RuntimeError(f"{SCENARIO} on {n} CPUs took {sorted(cycles)} cycles in "
+                                       f"different runs of the same build")
+                runs["scenario_wall_s"].append(report["wall_s"])
+                runs["process_s"].append(process_s)
+                runs["idle_cycles_per_s"].append(
+                    _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n)))
+                for variant, ceiling in ceilings.items():
+                    runs[f"cpp_{variant}_cycles_per_s"].append(ceiling.run(max(20_000, 4_000_000 // n)))
+            wall = statistics.median(runs["scenario_wall_s"])
             row = {"cpus": n, "cluster_size": FabricDesign(config).cluster_size, "threads": args.threads,
                    "build_cold_s": round(cold_s, 1), "convert_s": round(cold.convert_s, 1),
                    "compile_s": round(cold.compile_s, 1), "build_cached_s": round(cached_s, 2),
-                   "scenario": SCENARIO, "scenario_wall_s": report["wall_s"],
-                   "scenario_process_s": round(process_s, 2), "cycles": report["cycles"],
-                   "cycles_per_s": round(report["cycles"] / report["wall_s"]),
-                   "idle_cycles_per_s": round(idle_cps),
+                   "scenario": SCENARIO, "runs": args.runs, "scenario_wall_s": round(wall, 3),
+                   "scenario_process_s": round(statistics.median(runs["process_s"]), 2),
+                   "cycles": report["cycles"], "cycles_per_s": round(report["cycles"] / wall),
+                   "cycles_per_s_runs": sorted(round(report["cycles"] / w) for w in runs["scenario_wall_s"]),
+                   "idle_cycles_per_s": round(statistics.median(runs["idle_cycles_per_s"])),
                    "online": len(report["online"])}
             row["fraction_of_idle"] = round(row["cycles_per_s"] / row["idle_cycles_per_s"], 3)
-            if not args.no_cpp:
-                for variant in VARIANTS:
-                    ceiling = build_ceiling(cold, variant, out / f"ceiling-{label}-{variant}")
+            if ceilings:
+                for variant, ceiling in ceilings.items():
                     row[f"cpp_{variant}_compile_s"] = round(ceiling.compile_s, 1)
-                    row[f"cpp_{variant}_cycles_per_s"] = round(ceiling.run(max(20_000, 4_000_000 // n)))
+                    row[f"cpp_{variant}_cycles_per_s"] = round(statistics.median(runs[f"cpp_{variant}_cycles_per_s"]))
                 fastest = max(row[f"cpp_{v}_cycles_per_s"] for v in VARIANTS)
                 row["fraction_of_cpp"] = round(row["cycles_per_s"] / fastest, 3)
             if have_icarus:
                 icarus, problem = _icarus(cold, config, label, out, timeout_s=args.icarus_timeout)
-                row.update(_icarus_row(report, icarus, problem))
+                row.update(_icarus_row(dict(report, wall_s=wall), icarus, problem))
             if n == 64 and not args.skip_public_flat_rw:
                 public, public_build_s = _public_flat_rw(config, cache)
                 row["public_flat_rw_build_s"] = round(public_build_s, 1)
@@ -228,6 +250,11 @@ def _print_table(rows):
               f"{of_cpp} {str(icarus):>9}")
     print("of idle: the scenario's cycles/s over cocotb's idle clocking of the same binary; "
           "of C++: over the fastest pure-C++ ceiling (C++ hier, C++ flat)")
+    for r in rows:
+        if r.get("runs", 1) > 1:
+            low, *_, high = r["cycles_per_s_runs"]
+            print(f"{r['cpus']} CPUs: medians of {r['runs']} runs of each, taken in turn; the "
+                  f"scenario's cycles/s ranged {low:,} to {high:,}")
     threaded = sorted({r["threads"] for r in rows if r.get("threads", 1) != 1})
     if threaded:
         print(f"scenario and idle runs on a model with {', '.join(map(str, threaded))} threads "

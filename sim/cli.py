@@ -421,6 +421,10 @@ def _threads(text):
     return _whole_number(text, "--threads", 1, MAX_THREADS)
 
 
+def _runs(text):
+    return _whole_number(text, "--runs", 1, 99)
+
+
 def _cluster_size(text):
     from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
     return _whole_number(text, "--cluster-size", 0, MAX_CLUSTER_SIZE, "the harness's choice")
@@ -455,6 +459,10 @@ def main(argv=None):
                             "in the output)")
     bench.add_argument("--skip-public-flat-rw", action="store_true",
                        help="skip the --public-flat-rw measurement at 64 CPUs")
+    bench.add_argument("--runs", type=_runs, default=3, metavar="N",
+                       help="runs of the scenario, the idle clocking and each C++ ceiling per size, "
+                            "one of each in turn (the machine's speed drifts); the table shows medians "
+                            "and bench.json every run (default 3)")
     bench.set_defaults(func=_bench)
     registers = sub.add_parser("registers", help="print the register maps (Markdown); --write regenerates "
                                "firmware/soc_regs.h, link.ld's MEMORY, docs/REGISTERS.md and docs/registers.json")
