@@ -6,7 +6,7 @@ behaviour of their own (ICR, IRR/ISR/TMR, ESR, the timer counts); this part read
 hands every taken write to them on a :class:`~apwake.rtl.lapic.signatures.RegisterWriteSignature`.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -402,13 +402,22 @@ class RegisterFile(wiring.Component):
                 for k, r in enumerate(in_ram):
                     with m.Case(r.index):
                         m.d.comb += [slot.eq(k), slot_hit.eq(1)]
-            resp_ram = Signal()
+            resp_ram, resp_slot = Signal(), Signal.like(slot)
             # A request is a read or a write, so the ports never meet on one word; the read
             # port idles during writes (only reads use its data).  What spares the FPGA mapping
             # the collision logic is registered_read_port's no_rw_check (rtl/lib/memory.py).
             m.d.comb += [ram_read.addr.eq(slot), ram_read.en.eq(~ram_write.en)]
-            m.d.sync += resp_ram.eq(fire & read & ~gp & readable & slot_hit & ram_valid.bit_select(slot, 1))
-            m.d.comb += ram_word.eq(Mux(resp_ram, ram_read.data, 0))
+            m.d.sync += [resp_ram.eq(fire & read & ~gp & readable & slot_hit & ram_valid.bit_select(slot, 1)),
+                         resp_slot.eq(slot)]
+            # A word holds the written data as it came (one write path for every word, no mux of
+            # each register's masked value); its register's writable bits are chosen as it is read.
+            kept_masks = Array(Const(self._kept_mask(r, lvt_mask), width) for r in in_ram)
+            m.d.comb += ram_word.eq(Mux(resp_ram, ram_read.data & kept_masks[resp_slot], 0))
+            with m.Switch(index):
+                for k, r in enumerate(in_ram):
+                    with m.Case(r.index):
+                        m.d.comb += ram_write.addr.eq(k)
+            m.d.comb += ram_write.data.eq(wdata[0:width])
 
         # --- write effects on the storage registers -----------------------------------------
         with m.If(fire & do_write):
@@ -423,8 +432,7 @@ class RegisterFile(wiring.Component):
                             value = value | Mux(sw_enabled, 0, 1 << _LVT_MASK_BIT)
                         if r.name in ram_names:
                             k = ram_names.index(r.name)
-                            kept = value & ~(1 << _LVT_MASK_BIT) if r.name in lvt_mask else value
-                            m.d.comb += [ram_write.addr.eq(k), ram_write.data.eq(kept), ram_write.en.eq(1)]
+                            m.d.comb += ram_write.en.eq(1)
                             m.d.sync += ram_valid[k].eq(1)
                             if r.name in lvt_mask:
                                 m.d.sync += lvt_mask[r.name].eq(value[_LVT_MASK_BIT])
@@ -469,6 +477,12 @@ class RegisterFile(wiring.Component):
             if in_ram:
                 m.d.sync += [ram_valid.eq(0), *(mask.eq(1) for mask in lvt_mask.values())]
         return m
+
+    @staticmethod
+    def _kept_mask(r, lvt_mask):
+        """The bits of register ``r`` (kept in memory) that its word holds: its writable bits,
+        but the LVT mask bit, which stays a flip-flop (``lvt_mask``)."""
+        return r.write_mask & ~(1 << _LVT_MASK_BIT) if r.name in lvt_mask else r.write_mask
 
     def _read_value(self, r, *, storage, lvt_mask, x2apic, deadline_mode):
         """The value register ``r`` reads, in the current mode (of a register kept in memory,
