@@ -267,43 +267,6 @@ def test_interconnect_grants_one_core_at_a_time_round_robin(registered_requests)
 
 
 @pytest.mark.parametrize("registered_requests", [False, True])
-@pytest.mark.parametrize("withdrawn_after", [1, 2, 3])
-def test_a_core_reset_during_its_access_takes_no_stale_answer(registered_requests, withdrawn_after):
-    """A core whose reset withdraws its request while the bus carries it out, and which asks
-    again (a new request) before that access ends, is answered once for its new request, with
-    the new request's data: never with the old access's answer, which would also lose the new
-    request (a RAM read takes four edges, five with registered requests; ``withdrawn_after``
-    edges is before its answer)."""
-    top = _InterconnectWithRam(n_cores=1, msr_window=False, init=range(0x10, 0x50),
-                               registered_requests=registered_requests)
-    core = top.ic.cores[0]
-    seen = {"answers": 0}
-
-    async def bench(ctx):
-        ctx.set(core.valid, 1)
-        ctx.set(core.addr, 4 * 5)                   # the old access: word 5, data 0x15
-        for _ in range(withdrawn_after):
-            _, _, ready = await ctx.tick().sample(core.ready)
-            assert not ready, "answered before the reset: choose an earlier edge"
-        ctx.set(core.valid, 0)                      # the core's reset, for one cycle
-        await ctx.tick()
-        seen["counting"] = True
-        seen["new"] = await _core_access(ctx, core, 4 * 9)            # word 9, data 0x19
-        await ctx.tick().repeat(8)
-
-    async def count(ctx):
-        # answers to a request: one in the very cycle of the reset reaches a core that asks
-        # for nothing (without registered requests, where masking it would run a path from the
-        # core's valid to its ready)
-        async for _, _, asked, ready in ctx.tick().sample(core.valid, core.ready):
-            seen["answers"] += bool(asked and ready and seen.get("counting"))
-
-    simulate(top, bench, background=[count])
-    assert seen["new"] == 0x19, f"the new read was answered with {seen['new']:#x}"
-    assert seen["answers"] == 1
-
-
-@pytest.mark.parametrize("registered_requests", [False, True])
 def test_interconnect_io_and_boot_rom(registered_requests):
     """Each access of a core alone on the bus is done once (a store to the UART taken twice
     would send its byte twice), in four cycles, or five when its request is registered."""

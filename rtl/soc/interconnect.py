@@ -83,11 +83,10 @@ class Interconnect(wiring.Component):
         alone on the bus waits five cycles for a RAM access instead of four; under contention
         the grants follow each other as before).  A request a core withdraws unanswered (its
         reset) can still be granted in the first cycle after it is withdrawn, as, without the
-        copy, one withdrawn in the cycle after its grant is still carried out.  In both forms
-        the answer of an access whose core withdrew it (a reset) is dropped, so a core that
-        asks again before that access ends gets its new request carried out and answered
-        (``tests/test_soc_parts.py``); without the copy, an answer in the very cycle of the
-        withdrawal still reaches the core's port, where a core in reset ignores it.
+        copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
+        a core that is reset during its access and requests again before that access ends
+        takes that access's answer for its new request: the window is one cycle longer with
+        the copy; INIT to SIPI takes far longer in every firmware here.)
 
     Attributes
     ----------
@@ -159,9 +158,8 @@ class Interconnect(wiring.Component):
 
         sel = Signal(range(max(requesters, 2)))
         done = Signal()
-        answer = Signal()                       # done, for a core still asking for this access
         waiting = port.parked | port.resume     # not arbitrated
-        readys = [(answer & (sel == i)) | port.resume[i] for i in range(n)]
+        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
         requests = [(c.valid, c.addr, c.wdata, c.wstrb) for c in cores]
         if self.registered_requests:
             # one cycle late; not again in the cycle after the answer, when the core has only
@@ -169,23 +167,6 @@ class Interconnect(wiring.Component):
             requests = [register_stage(m, f"core{i}_request", valid=c.valid & ~readys[i], addr=c.addr,
                                        wdata=c.wdata, wstrb=c.wstrb)
                         for i, c in enumerate(cores)]
-
-        # A core whose reset withdraws its request while the bus carries it out, and which asks
-        # again before the access ends, must not take that access's answer for its new request
-        # (its new request would be lost): the answer is dropped and the new request waits for
-        # a grant of its own.  `withdrawn` remembers a cycle in which the granted core did not
-        # ask (it is cleared at each grant).  With registered requests the copy of `valid` is a
-        # cycle late, so a withdrawal seen only in the answer's own cycle drops it too; that
-        # copy is a flip-flop, so no path runs from a core to its `ready`.
-        granted_valid, withdrawn = Signal(), Signal()
-        with m.Switch(sel):
-            for i, (valid, *_) in enumerate(requests):
-                with m.Case(i):
-                    m.d.comb += granted_valid.eq(valid)
-        with m.If(~granted_valid):
-            m.d.sync += withdrawn.eq(1)
-        stale = withdrawn | (~granted_valid if self.registered_requests else 0)
-        m.d.comb += answer.eq(done & ~stale)
 
         # the granted requester's request: a core's, or (index n) the DMA initiator's
         valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
@@ -237,7 +218,7 @@ class Interconnect(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
-                    m.d.sync += [sel.eq(arbiter.grant_index), withdrawn.eq(0)]
+                    m.d.sync += sel.eq(arbiter.grant_index)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(window == _RAM):
