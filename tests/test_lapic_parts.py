@@ -608,9 +608,15 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
                 ctx.set(dut.soft_reset, int(init or disabling))
             mode = "x2apic_reads" if ctx.get(flops.x2apic) else "xapic_reads"
             await ctx.tick()
+            # the response cycle: no request, and fields of another access on the port (a part
+            # that answered from the request's fields instead of its own copy would be caught)
+            other, other_write = rng.choice(storage), rng.random() < 0.5
             for dut in (flops, ram):
                 ctx.set(dut.bus.req_valid, 0)
                 ctx.set(dut.soft_reset, 0)
+                ctx.set(dut.bus.space, Space.MMIO)
+                ctx.set(dut.bus.addr, other.offset)
+                ctx.set(dut.bus.write, other_write)
             for port in ("resp_valid", "rdata", "gp"):
                 assert ctx.get(getattr(flops.bus, port)) == ctx.get(getattr(ram.bus, port)), (step, r.name, port)
             for name in outputs:

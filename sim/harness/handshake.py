@@ -29,8 +29,7 @@ import os
 import random
 
 import cocotb
-from cocotb._gpi_triggers import current_gpi_trigger      # the phase cocotb's own setter asks
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer, current_gpi_trigger
 
 from .clocking import CLOCK_NS
 from .signal_io import pin
@@ -165,9 +164,20 @@ def _right_after_rising_edge(clk):
     writes are sampled by the next rising edge (cocotb_tests/lapic/tb_phase.py).  A task woken
     in the same step by something that is not a simulator trigger (an Event set by a task
     woken by that edge) is in the same phase; any other simulator trigger (``ReadOnly``, a
-    ``Timer`` ending on the edge before it was evaluated, a value change) answers no."""
+    ``Timer`` ending on the edge before it was evaluated, a value change) answers no.
+
+    Only on Verilator, which calls value-change callbacks after the edge's evaluation.  On
+    Icarus a rising-edge callback may run while the edge still propagates, and its inertial
+    writes are not inertial (cocotb pull request 3847), so a write made there could be taken
+    by that very edge; drivers there always wait for the falling edge."""
+    if not _on_verilator():
+        return False
     last = current_gpi_trigger()
     return type(last) is RisingEdge and last.signal is clk
+
+
+def _on_verilator():
+    return (cocotb.SIM_NAME or "").lower().startswith("verilator")
 
 
 class Driver:

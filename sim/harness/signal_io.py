@@ -25,9 +25,8 @@ writes through ``handle.value``, so that a queued write cannot land after a late
 both ways of writing.
 """
 
-from cocotb._gpi_triggers import current_gpi_trigger     # what cocotb's own setter asks
 from cocotb.handle import LogicArrayObject, LogicObject, PackedObject
-from cocotb.triggers import ReadOnly
+from cocotb.triggers import ReadOnly, current_gpi_trigger
 
 __all__ = ["Pin", "pin"]
 
