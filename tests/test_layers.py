@@ -48,7 +48,7 @@ def test_every_package_folder_ships():
     assert found <= set(setuptools["packages"])
     for package in set(setuptools["packages"]) - found:
         top, *rest = package.split(".")[1:]
-        folder = Path(dict(PACKAGE_DIRS)[f"apwake.{top}"], *rest)
+        folder = Path(PACKAGE_DIRS[f"apwake.{top}"], *rest)
         assert package in setuptools["package-data"], package
         assert (CHECKOUT / folder).is_dir() and not list((CHECKOUT / folder).glob("*.py")), package
 

@@ -84,6 +84,9 @@ class Pin:
     def _check(self, value):
         if isinstance(current_gpi_trigger(), ReadOnly):
             raise RuntimeError(f"{self.handle._path}: written in the ReadOnly phase")
+        self._check_fits(value)
+
+    def _check_fits(self, value):
         if not 0 <= value < self._limit:
             raise ValueError(f"{value!r} does not fit {self.handle._path} "
                              f"({self.width} bits, unsigned)")
@@ -97,9 +100,7 @@ class Pin:
         self._raw.set_signal_val_binstr(0, format(value, f"0{self.width}b"))
 
     def _set_through_cocotb(self, value):
-        if not 0 <= value < self._limit:
-            raise ValueError(f"{value!r} does not fit {self.handle._path} "
-                             f"({self.width} bits, unsigned)")
+        self._check_fits(value)
         self.handle.value = value           # cocotb's own ReadOnly check
 
 

@@ -184,11 +184,8 @@ class WatchedOutputs:
         ValueError
             ``name`` is wider than 1 bit.
         """
-        index, offset, width = self._fields[name]
-        if width != 1:
-            raise ValueError(f"watched output {name!r} is {width} bits wide: wait for its "
-                             f"value_change, a rising edge is of 1-bit outputs")
-        return self._wait(self._rises, index, offset, width, handle)
+        index, offset = self._one_bit(name)
+        return self._wait(self._rises, index, offset, 1, handle)
 
     def value_change(self, name, handle):
         """A trigger for the next change of output ``name`` (``handle``: its own cocotb
@@ -216,12 +213,18 @@ class WatchedOutputs:
         ValueError
             ``name`` is wider than 1 bit.
         """
+        index, offset = self._one_bit(name)
+        self._catch_up(offset, 1, handle)
+        self._notified.setdefault(index, []).append(event)
+
+    def _one_bit(self, name):
+        """``(index, offset)`` of the 1-bit output ``name``: the outputs that have rising edges
+        (KeyError for a name not watched, ValueError for a wider output)."""
         index, offset, width = self._fields[name]
         if width != 1:
-            raise ValueError(f"watched output {name!r} is {width} bits wide: only 1-bit outputs "
-                             f"have rising edges")
-        self._catch_up(offset, width, handle)
-        self._notified.setdefault(index, []).append(event)
+            raise ValueError(f"watched output {name!r} is {width} bits wide: wait for its "
+                             f"value_change, a rising edge is of 1-bit outputs")
+        return index, offset
 
     def _catch_up(self, offset, width, handle):
         """Start the dispatching task in a new cocotb test, or hand a change that came before
