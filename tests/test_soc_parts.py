@@ -14,6 +14,7 @@ from apwake.rtl.mpwk_mailbox.layouts import OFFSETS, Command
 from apwake.rtl.soc.ap_start import ApStart
 from apwake.rtl.soc.core_windows import CoreWindows
 from apwake.rtl.soc.interconnect import Interconnect
+from apwake.rtl.soc.window_bus import WindowBus
 from apwake.rtl.ghcb_msr.layouts import MSR_GHCB
 from apwake.rtl.lapic.signatures import Space
 from apwake.rtl.soc.memory_map import (CONTROL, CONTROL_BASE, LED_BASE, LOCK_BASE, MAILBOX_BASE, MSR_BASE, MSR_WINDOW,
@@ -448,6 +449,150 @@ def test_interconnect_window_access_waits_and_a_parked_core_resumes(registered_r
     assert log.index(("windows", 1, CoreWindow.CONTROL, 0x8)) < log.index(("core1 window", 0x43))
 
 
+# --- a group's window bus (a large build's) --------------------------------------------------------
+
+class _WindowBusBeforeInterconnect(Elaboratable):
+    """A :class:`WindowBus` for ``n_cores`` cores before the shared bus (without core windows)
+    and its RAM, as :class:`apwake.rtl.soc.Soc` connects them in a large build; the test plays
+    the windows engine on ``window_bus.windows``."""
+
+    def __init__(self, *, n_cores=3, msr_window=True, registered_requests=False):
+        self.window_bus = WindowBus(n_cores=n_cores, msr_window=msr_window, registered_requests=registered_requests)
+        self.ram = _InterconnectWithRam(n_cores=n_cores, init=range(100, 164), msr_window=msr_window,
+                                        core_windows=False, registered_requests=registered_requests)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.window_bus, m.submodules.ram = self.window_bus, self.ram
+        for shared, core in zip(self.window_bus.shared, self.ram.ic.cores):
+            wiring.connect(m, shared, core)
+        return m
+
+
+def _windows_engine(port, log, *, hold, parks=()):
+    """A windows engine on ``port`` (a :class:`WindowAccessSignature`, engine's end): logs each
+    access in its first cycle as ``(core, window, addr, write, wdata)``, answers it ``hold[core]``
+    cycles later with ``0x40 + core``, or parks it when ``(core, addr)`` is in ``parks`` (the
+    core's ``parked`` bit until ``log`` holds ``"resume"``, then its ``resume`` for a cycle)."""
+    async def engine(ctx):
+        parked = 0
+        while True:
+            _, _, valid, core, window, addr, write, wdata = await ctx.tick().sample(
+                port.valid, port.core, port.window, port.addr, port.write, port.wdata)
+            if parked and "resume" in log:
+                ctx.set(port.parked, 0)
+                ctx.set(port.resume, parked)
+                parked = 0
+                continue
+            ctx.set(port.resume, 0)
+            if not valid:
+                continue
+            log.append((core, window, addr, write, wdata))
+            if (core, addr) in parks:
+                ctx.set(port.park, 1)
+                await ctx.tick()
+                ctx.set(port.park, 0)
+                parked = 1 << core
+                ctx.set(port.parked, parked)
+                continue
+            for _ in range(hold[core]):
+                await ctx.tick()
+                assert ctx.get(port.valid) and ctx.get(port.core) == core, "the access did not wait for its answer"
+            ctx.set(port.done, 1)
+            ctx.set(port.rdata, 0x40 + core)
+            await ctx.tick()
+            ctx.set(port.done, 0)
+    return engine
+
+
+def _never_shared(top):
+    """A background process: the shared bus never sees a request to a core's own window."""
+    own = (0x2, 0x3, 0x5) if top.window_bus.msr_window else (0x2, 0x3)
+
+    async def watch(ctx):
+        cores = top.ram.ic.cores
+        async for _, _, *requests in ctx.tick().sample(*(c.valid for c in cores), *(c.addr for c in cores)):
+            for valid, addr in zip(requests[:len(cores)], requests[len(cores):]):
+                assert not (valid and addr >> 28 in own), f"the shared bus saw {addr:#x}"
+    return watch
+
+
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_window_bus_serves_the_windows_beside_the_shared_bus(registered_requests):
+    """Core 0's control-window read waits 20 cycles in its windows while core 1's three RAM
+    reads go through the shared bus (which never sees a window access); core 2's APIC store
+    waits for core 0's access and is then served as core 2's; each access reaches the windows
+    once (a duplicate or a loss fails the log), with the answer to its own core."""
+    top = _WindowBusBeforeInterconnect(registered_requests=registered_requests)
+    bus = top.window_bus
+    log, done = [], []
+
+    async def core0(ctx):
+        done.append(("core0", await _core_access(ctx, bus.cores[0], CONTROL_BASE + 0x4)))
+
+    async def core1(ctx):
+        for addr in (0x40, 0x44, 0x48):
+            done.append(("core1", await _core_access(ctx, bus.cores[1], addr)))
+
+    async def core2(ctx):
+        await ctx.tick().repeat(2)              # after core 0's window access is granted
+        done.append(("core2", await _core_access(ctx, bus.cores[2], 0x2000_0300, wdata=0xC4500)))
+        done.append(("core2", await _core_access(ctx, bus.cores[2], CONTROL_BASE)))
+
+    simulate(top, core0, core1, core2,
+             background=[_windows_engine(bus.windows, log, hold={0: 20, 1: 0, 2: 1}), _never_shared(top)])
+    assert log == [(0, CoreWindow.CONTROL, 0x4, 0, 0), (2, CoreWindow.APIC, 0x300, 1, 0xC4500),
+                   (2, CoreWindow.CONTROL, 0x0, 0, 0)]
+    assert done == [("core1", 116), ("core1", 117), ("core1", 118), ("core0", 0x40), ("core2", 0x42),
+                    ("core2", 0x42)]
+
+
+@pytest.mark.parametrize("registered_requests", [False, True])
+def test_window_bus_parks_a_vmgexit_and_passes_what_is_not_its_own(registered_requests):
+    """Core 0's VMGEXIT store parks (core 1's window accesses are served meanwhile, core 0's
+    held request never reaches the windows again) and completes on its resume.  Without the
+    MSR window, core 1's access there goes to the shared bus, which reads 0 and flags that core
+    alone; with it, the same access reaches core 1's windows."""
+    seen = {}
+    for msr_window in (True, False):
+        top = _WindowBusBeforeInterconnect(n_cores=2, msr_window=msr_window, registered_requests=registered_requests)
+        bus = top.window_bus
+        log, done, errors = [], [], []
+
+        async def core0(ctx):
+            await _core_access(ctx, bus.cores[0], MSR_BASE + 0xC, wdata=1)
+            done.append("core0 resumed")
+
+        async def core1(ctx):
+            await ctx.tick().repeat(3)
+            for _ in range(2):
+                done.append(("core1", await _core_access(ctx, bus.cores[1], CONTROL_BASE)))
+            done.append(("core1 msr", await _core_access(ctx, bus.cores[1], MSR_BASE + 0x4)))
+            await ctx.tick().repeat(10)         # core 0 stays parked meanwhile
+            log.append("resume")
+            await ctx.tick().until(bus.cores[0].ready | ~bus.cores[0].valid)
+            await ctx.tick()
+            errors.append(ctx.get(top.ram.ic.bus_error))
+
+        engine = _windows_engine(bus.windows, log, hold={0: 0, 1: 2}, parks={(0, 0xC)})
+        simulate(top, core0, core1, background=[engine, _never_shared(top)])
+        seen[msr_window] = log, done, *errors
+    vmgexit, control = (0, CoreWindow.MSR, 0xC, 1, 1), (1, CoreWindow.CONTROL, 0, 0, 0)
+    assert seen[True] == ([vmgexit, control, control, (1, CoreWindow.MSR, 0x4, 0, 0), "resume"],
+                          [("core1", 0x41), ("core1", 0x41), ("core1 msr", 0x41), "core0 resumed"], 0)
+    # without the MSR window, core 0's VMGEXIT store is not a window access either: the shared
+    # bus drops it and flags core 0
+    assert seen[False] == ([control, control, "resume"],
+                           ["core0 resumed", ("core1", 0x41), ("core1", 0x41), ("core1 msr", 0)], 0b11)
+
+
+def test_window_bus_parameters():
+    with pytest.raises(ValueError, match=r"n_cores must be an integer from 1 to 256, not 0"):
+        WindowBus(n_cores=0)
+    with pytest.raises(TypeError, match=r"registered_requests must be a bool, not 1"):
+        WindowBus(n_cores=2, registered_requests=1)
+
+
 # --- the cores' windows ----------------------------------------------------------------------------
 
 class _WindowsWithApics(Elaboratable):
@@ -537,6 +682,30 @@ def test_control_window_reads_the_core_and_sends_an_ap_back(simulate):
                                     answer(0), answer(0x4000), answer(0x100)], 0)
         assert seen[x2apic, 2] == ([answer(2), answer(0x12), answer(0x7000), answer(3), answer(1), features,
                                     answer(0x1DE0), answer(0x4000), answer(0x100)], 0b100)
+
+
+def test_a_group_engine_answers_with_the_socs_core_indices(simulate):
+    """An engine for cores 1 and 2 of three (a large build's group): its local core 0 reads
+    CORE_ID 1 and core 1's APIC ID, N_CORES counts the SoC's three; the BSP (core 1, local 0)
+    ignores RESET_VECTOR, core 2 (local 1) pulses its own bit."""
+    dut = CoreWindows(apic_ids=(0x10, 0x11, 0x12), bsp_index=1, cores=range(1, 3), ap_start="mailbox",
+                      msr_window=False)
+    seen = {}
+
+    async def bench(ctx):
+        acc = dut.access
+        for local in (0, 1):
+            seen[local] = [(await _window_access(ctx, dut, local, CoreWindow.CONTROL, CONTROL[name]))[0]
+                           for name in ("CORE_ID", "APIC_ID", "N_CORES")]
+            for member, value in ((acc.valid, 1), (acc.core, local), (acc.window, CoreWindow.CONTROL),
+                                  (acc.addr, CONTROL["RESET_VECTOR"]), (acc.write, 1)):
+                ctx.set(member, value)
+            seen[local].append(ctx.get(dut.back_to_firmware))
+            await ctx.tick()
+            ctx.set(acc.valid, 0)
+
+    simulate(dut, bench)
+    assert seen == {0: [1, 0x11, 3, 0], 1: [2, 0x12, 3, 0b10]}
 
 
 @pytest.mark.parametrize("registered_request", [False, True])
@@ -690,6 +859,11 @@ def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
     (dict(apic_ids=(0, 1), ap_start="ghcb", msr_window=False), r"ap_start='ghcb' needs the MSR window"),
     (dict(apic_ids=(0, 1), stack_bytes=-1), r"stack_bytes must be a 32-bit integer"),
     (dict(apic_ids=(0, 1), registered_request=1), r"registered_request must be a bool, not 1"),
+    (dict(apic_ids=(0, 1), cores=range(1, 3)), r"cores must be a non-empty range of step 1 inside range\(2\), "
+                                               r"not range\(1, 3\)"),
+    (dict(apic_ids=(0, 1), cores=range(1, 1)), r"cores must be a non-empty range"),
+    (dict(apic_ids=(0, 1, 2), cores=range(0, 3, 2)), r"cores must be a non-empty range of step 1"),
+    (dict(apic_ids=(0, 1), cores=[0, 1]), r"not \[0, 1\]"),
 ])
 def test_core_windows_parameters(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -704,6 +878,8 @@ def test_core_windows_parameters(kwargs, message):
      r"UART divisor must be 1 to 65535 clocks per bit, not 0"),
     (dict(n_cores=2, ram_bytes=8192, uart_divisor=4, registered_requests=1), TypeError,
      r"registered_requests must be a bool, not 1"),
+    (dict(n_cores=2, ram_bytes=8192, uart_divisor=4, core_windows=None), TypeError,
+     r"core_windows must be a bool, not None"),
 ])
 def test_interconnect_parameters(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -70,9 +70,15 @@ class CoreWindows(wiring.Component):
     Parameters
     ----------
     apic_ids : sequence of int
-        Core i's APIC ID (APIC_ID), 32-bit; their number is N_CORES (1 to 256).
+        Core i's APIC ID (APIC_ID), 32-bit, for every core of the SoC; their number is N_CORES
+        (1 to 256).
     bsp_index : int
         The BSP ignores RESET_VECTOR.
+    cores : range or None
+        The cores this engine serves (consecutive indices of ``apic_ids``; None, the default:
+        all).  ``access.core`` and the per-core members count from ``cores.start``; CORE_ID
+        answers the SoC's index.  A large build has one engine per group of cores, each beside
+        its group (:class:`~.window_bus.WindowBus`).
     ap_start : str
         ``"sipi"``, ``"mailbox"``, ``"ghcb"`` or ``"context"`` (AP_START; ``"ghcb"`` adds ``vcpu``).
     msr_window : bool
@@ -94,8 +100,11 @@ class CoreWindows(wiring.Component):
 
     Attributes
     ----------
+    (``n_cores`` and "per core" count the cores of ``cores``.)
+
     access : In(WindowAccessSignature(n_cores))
-        The decoded accesses, from the interconnect: one at a time, for the core it names.
+        The decoded accesses, from the interconnect or the group's
+        :class:`~.window_bus.WindowBus`: one at a time, for the core it names.
     apic : Out(RegisterBusSignature()) per core
         Each core's local APIC register bus (xAPIC MMIO and MSRs).
     start_addr : In(32) per core
@@ -110,24 +119,29 @@ class CoreWindows(wiring.Component):
     Raises
     ------
     ValueError
-        No or more than 256 APIC IDs, an ID that is not 32-bit, ``bsp_index`` out of range, an
-        unknown ``ap_start``, ``"ghcb"`` without the MSR window, a RAM or stack size that is not
-        32-bit.
+        No or more than 256 APIC IDs, an ID that is not 32-bit, ``bsp_index`` out of range,
+        ``cores`` not a non-empty range of those cores with step 1, an unknown ``ap_start``,
+        ``"ghcb"`` without the MSR window, a RAM or stack size that is not 32-bit.
     TypeError
         ``msr_window``, ``x2apic`` or ``registered_request`` not a bool.
     """
 
     def __init__(self, *, apic_ids, bsp_index, ap_start="sipi", msr_window=True, x2apic=True, ram_bytes=8192,
-                 stack_bytes=256, registered_request=False):
+                 stack_bytes=256, registered_request=False, cores=None):
         apic_ids = tuple(apic_ids)
         if not 1 <= len(apic_ids) <= 256:
             raise ValueError(f"apic_ids must name 1 to 256 cores, not {len(apic_ids)}")
         for i, apic_id in enumerate(apic_ids):
             if not isinstance(apic_id, int) or not 0 <= apic_id < 1 << 32:
                 raise ValueError(f"apic_ids[{i}] must be a 32-bit integer, not {apic_id!r}")
-        n_cores = len(apic_ids)
-        if not isinstance(bsp_index, int) or not 0 <= bsp_index < n_cores:
-            raise ValueError(f"bsp_index must be a core index below {n_cores}, not {bsp_index!r}")
+        if not isinstance(bsp_index, int) or not 0 <= bsp_index < len(apic_ids):
+            raise ValueError(f"bsp_index must be a core index below {len(apic_ids)}, not {bsp_index!r}")
+        cores = range(len(apic_ids)) if cores is None else cores
+        if (not isinstance(cores, range) or cores.step != 1 or not cores
+                or not 0 <= cores.start < cores.stop <= len(apic_ids)):
+            raise ValueError(f"cores must be a non-empty range of step 1 inside range({len(apic_ids)}), "
+                             f"not {cores!r}")
+        n_cores = len(cores)
         for name, value in (("ram_bytes", ram_bytes), ("stack_bytes", stack_bytes)):
             if not isinstance(value, int) or not 0 <= value < 1 << 32:
                 raise ValueError(f"{name} must be a 32-bit integer, not {value!r}")
@@ -138,7 +152,7 @@ class CoreWindows(wiring.Component):
         for name, value in (("msr_window", msr_window), ("x2apic", x2apic),
                             ("registered_request", registered_request)):
             check_bool(name, value)
-        self.apic_ids, self.n_cores, self.bsp_index = apic_ids, n_cores, bsp_index
+        self.apic_ids, self.n_cores, self.bsp_index, self.cores = apic_ids, n_cores, bsp_index, cores
         self.ram_bytes, self.stack_bytes = ram_bytes, stack_bytes
         self.ap_start, self.msr_window, self.x2apic = ap_start, msr_window, x2apic
         self.registered_request = registered_request
@@ -157,16 +171,19 @@ class CoreWindows(wiring.Component):
         first = Signal()                        # the access's first cycle (the FSM is idle)
         in_msr = acc.window == CoreWindow.MSR
 
+        first_core = self.cores.start
         control = RegisterDecoder(CONTROL_MAP, acc.addr)
         control_answer = control.read({
-            "CORE_ID": core, "APIC_ID": Array(Const(i, 32) for i in self.apic_ids)[core],
-            "START_ADDR": Array(self.start_addr)[core], "N_CORES": n, "AP_START": AP_START[self.ap_start],
+            "CORE_ID": core + first_core,
+            "APIC_ID": Array(Const(self.apic_ids[i], 32) for i in self.cores)[core],
+            "START_ADDR": Array(self.start_addr)[core], "N_CORES": len(self.apic_ids),
+            "AP_START": AP_START[self.ap_start],
             "FEATURES": ((FEATURES["MSR_WINDOW"] if self.msr_window else 0) |
                          (FEATURES["X2APIC"] if self.x2apic else 0)),
             "START_SP": Array(self.start_sp)[core], "RAM_BYTES": self.ram_bytes, "STACK_BYTES": self.stack_bytes})
         reset_vector = first & (acc.window == CoreWindow.CONTROL) & acc.write & control["RESET_VECTOR"]
         for i in range(n):
-            if i != self.bsp_index:
+            if first_core + i != self.bsp_index:
                 m.d.comb += self.back_to_firmware[i].eq(reset_vector & (core == i))
 
         # the access's core's SELECT (held from the state memory's read) and, in a WRMSR, its

@@ -14,15 +14,13 @@ from apwake.rtl.lib.registers import RegisterDecoder
 from apwake.rtl.lib.stage import register_stage
 from .memory_map import BOOT_ROM_BYTES, IO_MAP, SOC_MAP
 from .picorv32 import NativeBusSignature
-from .signatures import CoreWindow, WindowAccessSignature
+from .signatures import WindowAccessSignature
 from .uart import UartTx
+from .window_bus import core_window_decode, window_access_step
 
 __all__ = ["Interconnect"]
 
 _RAM, _IO, _MAILBOX, _START = (SOC_MAP.slot(name) for name in ("ram", "io", "mailbox", "start"))
-#: address[31:28] of each per-core window
-_CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
-                 SOC_MAP.slot("msr"): CoreWindow.MSR}
 
 
 class Interconnect(wiring.Component):
@@ -38,9 +36,11 @@ class Interconnect(wiring.Component):
     * shared I/O (0x1, :data:`IO_MAP`): the UART transmitter (a store waits in DECODE while it is
       busy, then pulses ``uart_valid`` with ``uart_data``), the LEDs, the lock (a read is test
       and set, a store writes bit 0).
-    * the core's own windows (0x2 APIC, 0x3 control, 0x5 MSR with ``msr_window``): the access
-      goes to the granted core's ``windows`` port and waits there (state WINDOW) until it is
-      done, or parked (the bus goes back to IDLE; that core waits for its ``resume``).
+    * with ``core_windows``, the core's own windows (0x2 APIC, 0x3 control, 0x5 MSR with
+      ``msr_window``): the access goes to the granted core's ``windows`` port and waits there
+      (state WINDOW) until it is done, or parked (the bus goes back to IDLE; that core waits for
+      its ``resume``).  Without it, a :class:`~.window_bus.WindowBus` beside each group of cores
+      takes those accesses before they reach this bus.
     * the mailbox (0x4, with ``mailbox``): one access on ``mailbox_bus`` (MAILBOX, MAILBOX_RESP).
     * the START window (0x6, with ``start``): one access on ``start_bus`` (START, START_RESP).
     * anything else reads 0 (stores ignored) and sets the core's ``bus_error`` bit, which stays
@@ -65,6 +65,9 @@ class Interconnect(wiring.Component):
     msr_window : bool
         Route window 0x5 to the cores' MSR windows (else it reads 0 and sets the core's
         ``bus_error``).
+    core_windows : bool
+        The cores' own windows are reached through ``windows`` (default); without, their
+        addresses are not decoded here (a :class:`~.window_bus.WindowBus` takes them).
     mailbox : bool
         Route window 0x4 to ``mailbox_bus`` (else it reads 0 and sets the core's
         ``bus_error``).
@@ -93,8 +96,8 @@ class Interconnect(wiring.Component):
     cores : In(NativeBusSignature()) per core
         The cores' native memory buses.
     windows : Out(WindowAccessSignature(n_cores))
-        The cores' own windows (one engine for all: the granted core's access, named by
-        ``core``).
+        Only with ``core_windows``: the cores' own windows (one engine for all: the granted
+        core's access, named by ``core``).
     ram_read : In(ReadPort.Signature(addr_width=a, shape=32))
         A synchronous read port of the RAM (``a`` bits of word address).
     ram_write : In(WritePort.Signature(addr_width=a, shape=32, granularity=8))
@@ -118,11 +121,11 @@ class Interconnect(wiring.Component):
     ValueError
         ``n_cores`` or ``ram_bytes`` out of range, a bad ``uart_divisor``.
     TypeError
-        ``registered_requests`` not a bool.
+        ``core_windows`` or ``registered_requests`` not a bool.
     """
 
     def __init__(self, *, n_cores, ram_bytes, uart_divisor, msr_window=True, mailbox=False, start=False,
-                 dma=False, registered_requests=False):
+                 dma=False, registered_requests=False, core_windows=True):
         if not isinstance(n_cores, int) or not 1 <= n_cores <= 256:
             raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
         if not isinstance(ram_bytes, int) or ram_bytes < 8 or ram_bytes % 4:
@@ -130,16 +133,18 @@ class Interconnect(wiring.Component):
         self.n_cores, self.ram_bytes, self.msr_window, self.mailbox = n_cores, ram_bytes, msr_window, mailbox
         self.start, self.dma_port = start, dma
         self.registered_requests = check_bool("registered_requests", registered_requests)
+        self.core_windows = check_bool("core_windows", core_windows)
         self._uart = UartTx(uart_divisor)
         addr_width = (ram_bytes // 4 - 1).bit_length()
         members = {
             "cores": In(NativeBusSignature()).array(n_cores),
-            "windows": Out(WindowAccessSignature(n_cores)),
             "ram_read": In(ReadPort.Signature(addr_width=addr_width, shape=32)),
             "ram_write": In(WritePort.Signature(addr_width=addr_width, shape=32, granularity=8)),
             "uart_tx": Out(1, init=1), "uart_valid": Out(1), "uart_data": Out(8), "leds": Out(8),
             "bus_error": Out(n_cores),
         }
+        if core_windows:
+            members["windows"] = Out(WindowAccessSignature(n_cores))
         if mailbox:
             members["mailbox_bus"] = Out(MemoryBusSignature())
         if start:
@@ -150,7 +155,7 @@ class Interconnect(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, cores, port = self.n_cores, self.cores, self.windows
+        n, cores = self.n_cores, self.cores
         m.submodules.uart = uart = self._uart
         m.d.comb += self.uart_tx.eq(uart.tx)
         requesters = n + self.dma_port
@@ -158,8 +163,10 @@ class Interconnect(wiring.Component):
 
         sel = Signal(range(max(requesters, 2)))
         done = Signal()
-        waiting = port.parked | port.resume     # not arbitrated
-        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
+        readys = [done & (sel == i) for i in range(n)]
+        if self.core_windows:
+            port = self.windows
+            readys = [ready | port.resume[i] for i, ready in enumerate(readys)]
         requests = [(c.valid, c.addr, c.wdata, c.wstrb) for c in cores]
         if self.registered_requests:
             # one cycle late; not again in the cycle after the answer, when the core has only
@@ -182,35 +189,20 @@ class Interconnect(wiring.Component):
         rdata = Signal(32)
         for core, ready in zip(cores, readys):
             m.d.comb += [core.ready.eq(ready), core.rdata.eq(rdata)]
+        if self.core_windows:
+            valids = valids & ~(port.parked | port.resume)        # not arbitrated
         if self.dma_port:
             m.d.comb += [dma.resp_valid.eq(done & from_dma), dma.rdata.eq(rdata)]
-            valids = Cat(valids & ~waiting, dma.req_valid)
-        else:
-            valids = valids & ~waiting
+            valids = Cat(valids, dma.req_valid)
 
         word = addr[2:2 + len(self.ram_read.addr)]
         m.d.comb += [self.ram_read.addr.eq(word), self.ram_write.addr.eq(word), self.ram_write.data.eq(wdata)]
 
-        # the granted core's windows: which one, and their answer
         window = SOC_MAP.window_of(addr)
-        core_window, to_core = Signal(CoreWindow), Signal()
-        with m.Switch(window):
-            for slot, kind in _CORE_WINDOWS.items():
-                if kind is not CoreWindow.MSR or self.msr_window:
-                    with m.Case(slot):
-                        m.d.comb += [core_window.eq(kind), to_core.eq(1)]
-        m.d.comb += [port.core.eq(sel), port.window.eq(core_window), port.addr.eq(addr), port.write.eq(write),
-                     port.wdata.eq(wdata)]
-
-        def core_windows():
-            m.d.comb += port.valid.eq(1)
-            with m.If(port.done):
-                m.d.sync += rdata.eq(port.rdata)
-                m.next = "DONE"
-            with m.Elif(port.park):
-                m.next = "IDLE"              # the core's answer waits for its resume
-            with m.Else():
-                m.next = "WINDOW"
+        if self.core_windows:           # the granted core's windows: which one, and their answer
+            to_core, core_window = core_window_decode(m, addr, msr_window=self.msr_window)
+            m.d.comb += [port.core.eq(sel), port.window.eq(core_window), port.addr.eq(addr),
+                         port.write.eq(write), port.wdata.eq(wdata)]
 
         lock = Signal()
         io = RegisterDecoder(IO_MAP, addr)
@@ -243,8 +235,9 @@ class Interconnect(wiring.Component):
                         m.d.sync += self.leds.eq(wdata[0:8])
                     with m.If(io["LOCK"]):
                         m.d.sync += lock.eq(Mux(write, wdata[0], 1))       # a read is test and set
-                with m.Elif(to_core):
-                    core_windows()
+                if self.core_windows:
+                    with m.Elif(to_core):
+                        window_access_step(m, port, capture=rdata)
                 if self.mailbox:
                     with m.Elif(window == _MAILBOX):
                         m.next = "MAILBOX"
@@ -262,8 +255,9 @@ class Interconnect(wiring.Component):
                     m.d.comb += dma.req_ready.eq(from_dma)
                 m.d.sync += rdata.eq(self.ram_read.data)
                 m.next = "DONE"
-            with m.State("WINDOW"):
-                core_windows()
+            if self.core_windows:
+                with m.State("WINDOW"):
+                    window_access_step(m, port, capture=rdata)
             if self.mailbox:
                 access_states(m, self.mailbox_bus, "MAILBOX", then="DONE", addr=addr, write=write,
                               wdata=wdata, wstrb=wstrb, capture=rdata)

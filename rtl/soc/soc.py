@@ -13,7 +13,9 @@ The top connects the parts (issue 11 part 4), each a component with its own unit
 (tests/test_soc_parts.py): the cores, the shared bus (:class:`~.interconnect.Interconnect`: a
 round-robin arbiter, a core keeps the grant for its whole access; RAM answers in one cycle),
 the cores' own windows (:class:`~.core_windows.CoreWindows`: APIC, control, MSR; one engine
-for every core, their state in a memory) and how cores start (:class:`~.ap_start.ApStart`).
+for every core, their state in a memory; in a large build one per group of
+:data:`CORES_PER_WINDOW_BUS` cores, on a :class:`~.window_bus.WindowBus` beside them) and how
+cores start (:class:`~.ap_start.ApStart`).
 """
 
 from amaranth import Module
@@ -26,11 +28,15 @@ from apwake.rtl.lib.memory import registered_read_port
 from .ap_start import ApStart
 from .core_windows import CoreWindows
 from .interconnect import Interconnect
+from .window_bus import WindowBus
 from .memory_map import AP_BOOT, AP_START, RAM_BASE
 from .cores import DEFAULT_CORE, core_choice
 from .signatures import StartTraceSignature
 
-__all__ = ["Soc"]
+__all__ = ["Soc", "CORES_PER_WINDOW_BUS"]
+
+#: a large (pipelined) build's group of cores with a windows engine and bus of their own
+CORES_PER_WINDOW_BUS = 8
 
 
 class Soc(wiring.Component):
@@ -117,15 +123,17 @@ class Soc(wiring.Component):
         m = Module()
         fabric, n, bsp = self.fabric, self.fabric.n_cpus, self.fabric.bsp_index
         # A pipelined fabric is a large FPGA build's: the SoC then cuts its own long paths too,
-        # the cores' bus requests (Interconnect), the APICs' requests (CoreWindows) and SERV's
-        # reset (Serv) each from flip-flops (docs/ARCHITECTURE.md, synth/REPORT.md "ulx3s-timing")
+        # the cores' bus requests (Interconnect, WindowBus), the APICs' requests (CoreWindows)
+        # and SERV's reset (Serv) each from flip-flops, and the cores' own windows served
+        # beside each group of cores instead of behind the shared bus (docs/ARCHITECTURE.md,
+        # synth/REPORT.md "ulx3s-timing")
         large = fabric.pipelined
         m.submodules.fabric = fabric
         m.submodules.ap_start = starter = ApStart(apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start)
         m.submodules.interconnect = bus = Interconnect(
             n_cores=n, ram_bytes=self.ram_bytes, uart_divisor=self.uart_divisor, msr_window=self.msr_window,
             mailbox=self.ap_start == "mailbox", start=self.ap_start == "context", dma=self.ap_start == "context",
-            registered_requests=large)
+            registered_requests=large, core_windows=not large)
         m.submodules.ram = ram = Memory(shape=32, depth=self.ram_bytes // 4, init=self.firmware)
         # not read in a store's cycle (whose answer no core uses), so never read as it is written
         ram_read = registered_read_port(m, ram, name="ram")
@@ -141,20 +149,38 @@ class Soc(wiring.Component):
         m.d.comb += [self.uart_tx.eq(bus.uart_tx), self.uart_valid.eq(bus.uart_valid),
                      self.uart_data.eq(bus.uart_data), self.leds.eq(bus.leds), self.bus_error.eq(bus.bus_error)]
 
-        m.submodules.windows = windows = CoreWindows(
-            apic_ids=fabric.apic_ids, bsp_index=bsp, ap_start=self.ap_start, msr_window=self.msr_window,
-            x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes, stack_bytes=self.stack_bytes,
-            registered_request=large)
-        wiring.connect(m, bus.windows, windows.access)
+        # the cores' own windows: one engine behind the shared bus, or (a large build) one per
+        # group of CORES_PER_WINDOW_BUS cores, with a bus of its own beside them (WindowBus)
+        groups = [range(first, min(first + CORES_PER_WINDOW_BUS, n)) for first in range(0, n, CORES_PER_WINDOW_BUS)]
+        windows_of, bus_of = {}, {}     # core -> (its group's engine, its index there); -> its bus port
+        for g, cores in enumerate(groups if large else [range(n)]):
+            windows = CoreWindows(
+                apic_ids=fabric.apic_ids, bsp_index=bsp, cores=cores, ap_start=self.ap_start,
+                msr_window=self.msr_window, x2apic=fabric.x2apic_support, ram_bytes=self.ram_bytes,
+                stack_bytes=self.stack_bytes, registered_request=large)
+            if large:
+                m.submodules[f"windows{g}"] = windows
+                m.submodules[f"window_bus{g}"] = window_bus = WindowBus(
+                    n_cores=len(cores), msr_window=self.msr_window, registered_requests=True)
+                wiring.connect(m, window_bus.windows, windows.access)
+                for j, i in enumerate(cores):
+                    wiring.connect(m, window_bus.shared[j], bus.cores[i])
+                    bus_of[i] = window_bus.cores[j]
+            else:
+                m.submodules.windows = windows
+                wiring.connect(m, bus.windows, windows.access)
+                bus_of.update(enumerate(bus.cores))
+            windows_of.update((i, (windows, j)) for j, i in enumerate(cores))
         for i in range(n):
             m.submodules[f"core{i}"] = core = self.core.make(
                 reset_address=RAM_BASE if i == bsp else AP_BOOT, registered_reset=large)
-            wiring.connect(m, core.bus, bus.cores[i])
-            wiring.connect(m, windows.apic[i], fabric.cpu[i].reg)
+            wiring.connect(m, core.bus, bus_of[i])
+            windows, j = windows_of[i]
+            wiring.connect(m, windows.apic[j], fabric.cpu[i].reg)
             connect_apic_events(m, fabric.cpu[i], starter.apic[i])
             if self.ap_start == "ghcb":
-                wiring.connect(m, windows.vcpu[i], starter.vcpu[i])
+                wiring.connect(m, windows.vcpu[j], starter.vcpu[i])
             m.d.comb += [core.run.eq(starter.run[i]), self.running[i].eq(starter.run[i]), self.trap[i].eq(core.trap),
-                         windows.start_addr[i].eq(starter.start_addr[i]), windows.start_sp[i].eq(starter.start_sp[i]),
-                         starter.back_to_firmware[i].eq(windows.back_to_firmware[i])]
+                         windows.start_addr[j].eq(starter.start_addr[i]), windows.start_sp[j].eq(starter.start_sp[i]),
+                         starter.back_to_firmware[i].eq(windows.back_to_firmware[j])]
         return m

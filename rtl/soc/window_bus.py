@@ -1,0 +1,154 @@
+"""A group of cores' own windows on a bus of their own, beside them (issue 16: the 32-core ECP5
+build's critical path ran from the shared bus's grant across the device into the one windows
+engine; synth/REPORT.md "ulx3s-timing").
+
+:class:`WindowBus` sits between a group of cores and the shared bus
+(:class:`~.interconnect.Interconnect`): each core's accesses to its own windows (APIC, control,
+MSR) are arbitrated onto the group's :class:`~.core_windows.CoreWindows` engine, the rest pass
+through to the shared bus unchanged.  A window access then never waits for the RAM, and no wire
+of it leaves the group.  The per-access protocol (:class:`~.signatures.WindowAccessSignature`)
+and its cycles are the shared bus's: :func:`window_access_step` is that protocol's step, used by
+both.
+"""
+
+from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from apwake.rtl.lib.checks import check_bool
+from apwake.rtl.lib.priority import RoundRobinArbiter
+from apwake.rtl.lib.stage import register_stage
+from .memory_map import SOC_MAP
+from .picorv32 import NativeBusSignature
+from .signatures import CoreWindow, WindowAccessSignature
+
+__all__ = ["WindowBus", "core_window_decode", "window_access_step"]
+
+#: address[31:28] of each of a core's own windows
+_CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
+                 SOC_MAP.slot("msr"): CoreWindow.MSR}
+
+
+def core_window_decode(m, addr, *, msr_window, name="core_window"):
+    """Which of a core's own windows ``addr`` (32 bits) reaches, as ``(to_core, kind)``:
+    ``Signal(1)``, high for the APIC and control windows and (with ``msr_window``) the MSR
+    window, and ``Signal(CoreWindow)``, which one (:data:`~.memory_map.SOC_MAP`).  The logic goes
+    into ``m.d.comb``."""
+    kind, to_core = Signal(CoreWindow, name=name), Signal(name=f"to_{name}")
+    with m.Switch(SOC_MAP.window_of(addr)):
+        for slot, window in _CORE_WINDOWS.items():
+            if window is not CoreWindow.MSR or msr_window:
+                with m.Case(slot):
+                    m.d.comb += [kind.eq(window), to_core.eq(1)]
+    return to_core, kind
+
+
+def window_access_step(m, port, *, capture):
+    """One cycle of a window access on ``port`` (the initiator's end of a
+    :class:`~.signatures.WindowAccessSignature`), inside ``with m.FSM()``: ``valid``, then state
+    ``"DONE"`` with the answer stored into ``capture`` (a 32-bit signal) when the windows are
+    done, ``"IDLE"`` when they park the access, else ``"WINDOW"`` (the state that calls this
+    again in the next cycle)."""
+    m.d.comb += port.valid.eq(1)
+    with m.If(port.done):
+        m.d.sync += capture.eq(port.rdata)
+        m.next = "DONE"
+    with m.Elif(port.park):
+        m.next = "IDLE"              # the core's answer waits for its resume
+    with m.Else():
+        m.next = "WINDOW"
+
+
+class WindowBus(wiring.Component):
+    """The own windows of ``n_cores`` cores, served beside them (docs/ARCHITECTURE.md,
+    "Soft-SoC").
+
+    Each core's request goes to ``windows`` when its address is one of the core's own windows
+    (:func:`core_window_decode`), else to its ``shared`` port, field for field, with the shared
+    bus's ``ready`` and ``rdata`` back (a core has one access at a time, so the two never answer
+    it in one cycle).  The window accesses are granted round robin, one at a time, and each
+    keeps the grant until it ends, with the shared bus's cycles: IDLE (the grant), WINDOW (the
+    access is ``valid`` until the windows are done), DONE (the core's ``ready``).  A parked
+    access (a VMGEXIT store) frees the bus; its core takes no part in arbitration while its bit
+    of ``parked`` or ``resume`` is high, and ``resume`` answers it.
+
+    Parameters
+    ----------
+    n_cores : int
+        1 to 256.
+    msr_window : bool
+        Window 0x5 is the cores' MSR window (else it passes to the shared bus, which flags it).
+    registered_requests : bool
+        Take each core's window request from flip-flops loaded every cycle (one cycle later, not
+        again in the cycle after its ``ready``), as
+        :class:`~.interconnect.Interconnect`'s option of the same name does for the shared bus.
+
+    Attributes
+    ----------
+    cores : In(NativeBusSignature()) per core
+        The cores' native memory buses.
+    shared : Out(NativeBusSignature()) per core
+        The same buses, for the accesses that are not to a core's own window, to the shared bus.
+    windows : Out(WindowAccessSignature(n_cores))
+        The group's windows engine (:class:`~.core_windows.CoreWindows` with the group's
+        ``cores``); ``core`` is the index in the group.
+
+    Raises
+    ------
+    ValueError
+        ``n_cores`` out of range.
+    TypeError
+        ``msr_window`` or ``registered_requests`` not a bool.
+    """
+
+    def __init__(self, *, n_cores, msr_window=True, registered_requests=False):
+        if not isinstance(n_cores, int) or isinstance(n_cores, bool) or not 1 <= n_cores <= 256:
+            raise ValueError(f"n_cores must be an integer from 1 to 256, not {n_cores!r}")
+        self.n_cores = n_cores
+        self.msr_window = check_bool("msr_window", msr_window)
+        self.registered_requests = check_bool("registered_requests", registered_requests)
+        super().__init__({"cores": In(NativeBusSignature()).array(n_cores),
+                          "shared": Out(NativeBusSignature()).array(n_cores),
+                          "windows": Out(WindowAccessSignature(n_cores))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n, port = self.n_cores, self.windows
+        m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
+        sel, done, rdata = Signal(range(max(n, 2))), Signal(), Signal(32)
+        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
+
+        requests = []
+        for i, (core, shared) in enumerate(zip(self.cores, self.shared)):
+            to_window, _ = core_window_decode(m, core.addr, msr_window=self.msr_window, name=f"core{i}_window")
+            m.d.comb += [shared.valid.eq(core.valid & ~to_window), shared.instr.eq(core.instr),
+                         shared.addr.eq(core.addr), shared.wdata.eq(core.wdata), shared.wstrb.eq(core.wstrb),
+                         core.ready.eq(readys[i] | shared.ready),
+                         core.rdata.eq(Mux(readys[i], rdata, shared.rdata))]
+            request = dict(valid=core.valid & to_window, addr=core.addr, wdata=core.wdata, wstrb=core.wstrb)
+            if self.registered_requests:
+                # as the shared bus's copy: not again in the cycle after the answer
+                request = register_stage(m, f"core{i}_window_request", **{**request,
+                                                                          "valid": request["valid"] & ~readys[i]})
+            else:
+                request = list(request.values())
+            requests.append(request)
+
+        valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
+        addr = Array(addrs)[sel]
+        _, window = core_window_decode(m, addr, msr_window=self.msr_window)
+        m.d.comb += [port.core.eq(sel), port.window.eq(window), port.addr.eq(addr),
+                     port.write.eq(Array(wstrbs)[sel] != 0), port.wdata.eq(Array(wdatas)[sel])]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += arbiter.requests.eq(Cat(valids) & ~(port.parked | port.resume))
+                with m.If(arbiter.valid):
+                    m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "WINDOW"
+            with m.State("WINDOW"):
+                window_access_step(m, port, capture=rdata)
+            with m.State("DONE"):
+                m.d.comb += done.eq(1)
+                m.next = "IDLE"
+        return m
