@@ -85,6 +85,20 @@ def test_waveform_has_per_apic_groups():
 
 
 @pytest.mark.verilator
+@pytest.mark.parametrize("trusted", ["1", "0"])
+def test_an_edge_callback_reads_what_the_edge_samples(trusted):
+    """The drivers read ``req_ready`` and the response in the rising edge's own callback on
+    Verilator (handshake.py ``sample_at_edge``); the checker compares that with ``ReadOnly``
+    each cycle under traffic, with cocotb trusting the simulator's inertial writes and not
+    (``trusted``: COCOTB_TRUST_INERTIAL_WRITES)."""
+    config = FabricConfig.contiguous(2)
+    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_edge_sampling",
+                        label=f"harness-edge-sampling-{trusted}",
+                        extra_env={CONFIG_ENV: config.to_json(), "COCOTB_TRUST_INERTIAL_WRITES": trusted})
+    assert len(result.outcomes) == 1 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+
+
+@pytest.mark.verilator
 def test_assertion_rewriting_only_in_the_testbench():
     """cocotb's default rewrites every imported module, which costs each run about half a
     second when bytecode is not written (PYTHONDONTWRITEBYTECODE, as on CI)."""

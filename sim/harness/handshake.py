@@ -34,7 +34,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer, current_gp
 from .clocking import CLOCK_NS
 from .signal_io import pin
 
-__all__ = ["Driver", "SimTimeout", "sync_to_clock", "random_pauses", "watchdog_cycles",
+__all__ = ["Driver", "SimTimeout", "sync_to_clock", "sample_at_edge", "random_pauses", "watchdog_cycles",
            "JITTER_ENV", "STALL_ENV", "STALL_MAX_BURST",
            "seeds", "seed_note", "MAX_JITTER_CYCLES", "MAX_PAUSE_CYCLES"]
 
@@ -160,16 +160,20 @@ async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
 
 def _right_after_rising_edge(clk):
     """Whether the last simulator trigger that fired (so the phase of the running task) is a
-    rising edge of ``clk``: the callback phase right after that edge was evaluated, where
-    writes are sampled by the next rising edge (cocotb_tests/lapic/tb_phase.py).  A task woken
-    in the same step by something that is not a simulator trigger (an Event set by a task
-    woken by that edge) is in the same phase; any other simulator trigger (``ReadOnly``, a
-    ``Timer`` ending on the edge before it was evaluated, a value change) answers no.
+    rising edge of ``clk``: the edge's value-change callback, where writes are sampled by the
+    next rising edge (cocotb_tests/lapic/tb_phase.py).  A task woken in the same step by
+    something that is not a simulator trigger (an Event set by a task woken by that edge) is in
+    the same phase; any other simulator trigger (``ReadOnly``, a ``Timer`` ending on the edge,
+    a value change) answers no.
 
-    Only on Verilator, which calls value-change callbacks after the edge's evaluation.  On
-    Icarus a rising-edge callback may run while the edge still propagates, and its inertial
-    writes are not inertial (cocotb pull request 3847), so a write made there could be taken
-    by that very edge; drivers there always wait for the falling edge."""
+    Only on Verilator.  There cocotb's main loop (cocotb/share/lib/verilator/verilator.cpp)
+    calls the clock's value-change callbacks when the clock has changed but before the design
+    is evaluated with it, and applies the writes made there after that evaluation: so the
+    values read in that callback are the ones the edge samples (:func:`_sampled_by_edge`), and
+    the values written are first sampled by the next edge.  On Icarus a rising-edge callback
+    may run while the edge still propagates, and its inertial writes are not inertial (cocotb
+    pull request 3847), so a write made there could be taken by that very edge; drivers there
+    always wait for the falling edge."""
     if not _on_verilator():
         return False
     last = current_gpi_trigger()
@@ -178,6 +182,21 @@ def _right_after_rising_edge(clk):
 
 def _on_verilator():
     return (cocotb.SIM_NAME or "").lower().startswith("verilator")
+
+
+async def sample_at_edge(clk, *reads):
+    """``[read() for read in reads]`` as the next rising edge of ``clk`` samples them (the
+    values the last cycle settled to); returns right after that edge.  On Verilator that is
+    read in the edge's own callback (:func:`_right_after_rising_edge`): one wake-up a cycle;
+    elsewhere in ``ReadOnly`` before it, then the edge.  cocotb_tests/harness/tb_edge_sampling.py
+    checks on Verilator that the two forms read the same."""
+    if _on_verilator():
+        await RisingEdge(clk)
+        return [read() for read in reads]
+    await ReadOnly()
+    values = [read() for read in reads]
+    await RisingEdge(clk)
+    return values
 
 
 class Driver:
@@ -260,11 +279,7 @@ class Driver:
         valid.set(1)
         try:
             for cycle in range(timeout_cycles):
-                # drivers write only at edges (this sync, or right after a rising edge), so
-                # what ReadOnly shows now is what the coming rising edge samples
-                await ReadOnly()
-                taken = ready()
-                await RisingEdge(self.clk)
+                taken, = await sample_at_edge(self.clk, ready)
                 if taken:
                     return cocotb.utils.get_sim_time("ns"), cycle + 1
             raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
@@ -280,9 +295,9 @@ class Driver:
         took it.  Returns right after the clock edge that ends the response cycle."""
         edge_ns, cycles = await self.hold_until(req_valid, req_ready, request, what=what,
                                                 timeout_cycles=timeout_cycles)
-        await ReadOnly()
-        if not pin(resp_valid).get():
+        # the response cycle's values, as the edge that ends it samples them
+        answered, *values = await sample_at_edge(self.clk, pin(resp_valid).get,
+                                                 *(pin(handle).get for handle in response.values()))
+        if not answered:
             raise AssertionError(f"no resp_valid the cycle after {what}")
-        values = {name: pin(handle).get() for name, handle in response.items()}
-        await RisingEdge(self.clk)
-        return edge_ns, cycles, values
+        return edge_ns, cycles, dict(zip(response, values))
