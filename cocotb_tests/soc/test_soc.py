@@ -43,11 +43,19 @@ SERV = {start: SocConfig(FabricConfig.contiguous(3 if start == "context" else 2,
 #: the iCEBreaker's SoC with a firmware whose BSP ends with a load no window answers: its
 #: bus_error bit must be set (and only its)
 ICEBREAKER_PROBE = replace(ICEBREAKER, probe_bus_error=True)
+#: a large build's SoC (the pipelined fabric) with 10 cores: two groups of cores with their own
+#: window bus and engine (rtl/soc/window_bus.py), one of 8 and one of 2; the GHCB start parks
+#: VMGEXITs there (CI), the mailbox and the carried state under -m slow
+PIPELINED10 = {start: SocConfig(FabricConfig.contiguous(10, n_vectors=32, local_interrupts=False, pipelined=True),
+                                ram_bytes=16384, ap_start=start)
+               for start in ("ghcb", "mailbox", "context")}
 
 test_soc = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER, ICEBREAKER_PROBE, PICORV32["mailbox"],
-                                                   PICORV32["ghcb"], SERV["context"]], design=SocDesign)
+                                                   PICORV32["ghcb"], SERV["context"], PIPELINED10["ghcb"]],
+                        design=SocDesign)
 test_soc_slow = cocotb_tests("cocotb_tests.soc.tb_soc", [PICORV32["sipi"], PICORV32["context"], SERV["sipi"],
-                                                        SERV["mailbox"], SERV["ghcb"]], design=SocDesign,
+                                                        SERV["mailbox"], SERV["ghcb"], PIPELINED10["mailbox"],
+                                                        PIPELINED10["context"]], design=SocDesign,
                              marks=[pytest.mark.slow])
 test_soc_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [ICEBREAKER], design=SocDesign, gate_level=True)
 test_soc_serv_gate_level = cocotb_tests("cocotb_tests.soc.tb_soc", [SERV["sipi"]], design=SocDesign,

@@ -1,10 +1,12 @@
 """The soft-SoC cores' own windows: each core's local APIC (xAPIC MMIO), its control window and
-its MSR window, served by one engine for every core (issue 11 part 4: out of
-:class:`apwake.rtl.soc.Soc`; issue 16: one engine instead of one per core).
+its MSR window, served by one engine for every core, or in a large build one per group of cores
+(issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`; issue 16: one engine instead of one per
+core).
 
-The shared bus grants one core at a time and keeps the grant for the whole access
-(:class:`apwake.rtl.soc.interconnect.Interconnect`), so one engine serves every core's access
-in turn, the way the GHCB unit serves N vCPUs.  What each core keeps between its accesses (the
+The bus in front of it (the shared :class:`apwake.rtl.soc.interconnect.Interconnect`, or a
+group's :class:`apwake.rtl.soc.window_bus.WindowBus`) grants one core at a time and keeps the
+grant for the whole access, so one engine serves its cores' accesses in turn, the way the GHCB
+unit serves N vCPUs.  What each core keeps between its accesses (the
 MSR window's SELECT, DATA_LO and DATA_HI) is a word of a memory indexed by the core: block RAM
 on an FPGA instead of 96 flip-flops a core.  On the iCE40UP5K a window engine per core cost 164
 LUTs and 96 flip-flops a core (synth/REPORT.md "icebreaker-serv-c4-msr-nox2apic").

@@ -1,6 +1,7 @@
 """The soft-SoC's shared bus: the cores' requests (and a DMA initiator's) arbitrated onto one
-decoder, the RAM, the shared I/O (UART, LEDs, lock), the mailbox, the START window, and each
-core's own windows (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
+decoder, the RAM, the shared I/O (UART, LEDs, lock), the mailbox, the START window, and (unless
+a :class:`~.window_bus.WindowBus` beside each group of cores takes them) each core's own
+windows (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
 
 from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -64,7 +65,7 @@ class Interconnect(wiring.Component):
         Clocks per UART bit.
     msr_window : bool
         Route window 0x5 to the cores' MSR windows (else it reads 0 and sets the core's
-        ``bus_error``).
+        ``bus_error``); only with ``core_windows``.
     core_windows : bool
         The cores' own windows are reached through ``windows`` (default); without, their
         addresses are not decoded here (a :class:`~.window_bus.WindowBus` takes them).

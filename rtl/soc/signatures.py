@@ -2,7 +2,8 @@
 
 * :class:`CoreWindow`: which of a core's own windows an access reaches.
 * :class:`WindowAccessSignature`: the decoded-access port from the shared bus
-  (:class:`apwake.rtl.soc.interconnect.Interconnect`) to the cores' windows
+  (:class:`apwake.rtl.soc.interconnect.Interconnect`), or a group's window bus
+  (:class:`apwake.rtl.soc.window_bus.WindowBus`), to the cores' windows
   (:class:`apwake.rtl.soc.core_windows.CoreWindows`).
 * :class:`StartTraceSignature`: what the start-context unit did (ap_start="context"), for a
   testbench.
@@ -29,11 +30,11 @@ class CoreWindow(enum.Enum, shape=unsigned(2)):
 
 
 class WindowAccessSignature(wiring.Signature):
-    """One access of a core to one of its windows, already decoded by the shared bus, for the
-    windows of ``n_cores`` cores (one engine serves them all: the bus serves one access at a
-    time).
+    """One access of a core to one of its windows, already decoded by the bus in front of the
+    windows (the shared bus, or a group's window bus), for the windows of ``n_cores`` cores (one
+    engine serves them all: the bus serves one access at a time).
 
-    The interconnect raises ``valid`` for the granted core (``core``) and holds it, with
+    The bus raises ``valid`` for the granted core (``core``) and holds it, with
     ``core``, ``window``, ``addr``, ``write`` and ``wdata`` unchanged, until the windows end the
     access:
 
@@ -42,7 +43,7 @@ class WindowAccessSignature(wiring.Signature):
       core stays stalled while its bit of ``parked`` is high, and its bit of ``resume`` (one
       cycle) answers it then.  Neither a parked nor a resumed core takes part in arbitration.
 
-    Members (interconnect view): ``valid`` Out(1), ``core`` Out(range(n_cores)), ``window``
+    Members (the bus's view): ``valid`` Out(1), ``core`` Out(range(n_cores)), ``window``
     Out(:class:`CoreWindow`), ``addr`` Out(28) (the offset inside the window), ``write``
     Out(1) (a store, any byte lanes), ``wdata`` Out(32), ``done`` In(1), ``rdata`` In(32),
     ``park`` In(1), ``parked`` In(n_cores), ``resume`` In(n_cores).

@@ -169,7 +169,7 @@ def _right_after_rising_edge(clk):
     Only on Verilator.  There cocotb's main loop (cocotb/share/lib/verilator/verilator.cpp)
     calls the clock's value-change callbacks when the clock has changed but before the design
     is evaluated with it, and applies the writes made there after that evaluation: so the
-    values read in that callback are the ones the edge samples (:func:`_sampled_by_edge`), and
+    values read in that callback are the ones the edge samples (:func:`sample_at_edge`), and
     the values written are first sampled by the next edge.  On Icarus a rising-edge callback
     may run while the edge still propagates, and its inertial writes are not inertial (cocotb
     pull request 3847), so a write made there could be taken by that very edge; drivers there
