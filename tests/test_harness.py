@@ -99,6 +99,16 @@ def test_an_edge_callback_reads_what_the_edge_samples(trusted):
 
 
 @pytest.mark.verilator
+def test_port_lock():
+    """handshake.py ``PortLock``: order, no yield when free, cancelled waiters
+    (cocotb_tests/harness/tb_port_lock.py)."""
+    config = FabricConfig.contiguous(1)
+    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_port_lock", label="harness-port-lock",
+                        extra_env={CONFIG_ENV: config.to_json()})
+    assert len(result.outcomes) == 4 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+
+
+@pytest.mark.verilator
 def test_assertion_rewriting_only_in_the_testbench():
     """cocotb's default rewrites every imported module, which costs each run about half a
     second when bytecode is not written (PYTHONDONTWRITEBYTECODE, as on CI)."""

@@ -108,7 +108,9 @@ _pins = {}      # id(handle) -> Pin (the Pin holds the handle, so the id stays i
 
 
 def pin(handle):
-    """The :class:`Pin` of ``handle``, made once per handle."""
+    """The :class:`Pin` of ``handle``, made once per handle (a Pin is its own)."""
+    if handle.__class__ is Pin:
+        return handle
     found = _pins.get(id(handle))
     if found is None:
         found = _pins[id(handle)] = Pin(handle)

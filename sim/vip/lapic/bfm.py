@@ -12,7 +12,7 @@ monitor attributes each bus message (:class:`apwake.sim.vip.lapic.monitor.SendLe
 """
 
 import cocotb
-from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 
 from apwake.rtl.lapic.layouts import (XAPIC_MAX_ID, ApicBase, DeliveryMode, DestMode, Icr, Level, MSR_IA32_APIC_BASE,
                                Shorthand, Trigger)
@@ -20,9 +20,10 @@ from apwake.rtl.lapic.registers import Access, BY_NAME
 from apwake.rtl.lapic.signatures import Space
 
 from apwake.sim.harness.codec import pack, unpack
-from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness.handshake import Driver, PortLock, SimTimeout
 from apwake.sim.harness import watch
 from apwake.sim.harness.pins import port
+from apwake.sim.harness.signal_io import pin
 from .monitor import SendLedger
 
 __all__ = ["ApicPort", "GeneralProtection", "SimTimeout", "make_icr"]
@@ -118,7 +119,11 @@ class ApicPort(Driver):
         self._inta_vector = sig("inta_vector")
         # LINT0/LINT1 pins: only a bare fabric top exposes them (``lint__<index>``)
         self._lint = port(dut, f"lint__{index}", None)
-        self._lock = Lock()
+        self._lock = PortLock()
+        # the register port as Pins, for _access (made once: it runs for every register access)
+        self._pins = (*map(pin, (self._req_valid, self._req_ready, self._resp_valid, self._space, self._addr,
+                                 self._write, self._wdata)),
+                      {"rdata": pin(self._rdata), "gp": pin(self._gp)})
         #: the APIC's mode as this port last set it; an APIC whose ID is above 0xFE is in x2APIC
         #: mode from reset (rtl/lapic/register_file.py)
         self.x2apic = apic_id > XAPIC_MAX_ID
@@ -138,11 +143,11 @@ class ApicPort(Driver):
         what = _Access(self.name, space, addr, write, wdata)
         async with self._lock:
             self._note_send(space, addr, write, wdata)     # in the order the port drives them
+            valid, ready, resp_valid, space_pin, addr_pin, write_pin, wdata_pin, response = self._pins
             edge_ns, _, resp = await self.bus_access(
-                self._req_valid, self._req_ready, self._resp_valid,
-                {self._space: space.value, self._addr: addr, self._write: int(write),
-                 self._wdata: wdata},
-                {"rdata": self._rdata, "gp": self._gp}, what=what, timeout_cycles=timeout_cycles)
+                valid, ready, resp_valid, {space_pin: space.value, addr_pin: addr, write_pin: int(write),
+                                           wdata_pin: wdata},
+                response, what=what, timeout_cycles=timeout_cycles)
         self.last_access_ns = edge_ns
         if resp["gp"]:
             raise GeneralProtection(self, str(what))

@@ -4,7 +4,7 @@ Both are :class:`apwake.sim.harness.handshake.Driver`: one transfer per call fro
 generator (the OS issuing its stores late; the AP's firmware loop slow to take a wakeup).
 """
 
-from cocotb.triggers import First, Lock, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 
 from cocotb.utils import get_sim_time
 
@@ -12,7 +12,7 @@ from apwake.rtl.mpwk_mailbox.layouts import OFFSETS, ApState, MailboxStatus
 
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.codec import unpack
-from apwake.sim.harness.handshake import Driver, SimTimeout
+from apwake.sim.harness.handshake import Driver, PortLock, SimTimeout
 from apwake.sim.harness import watch
 from apwake.sim.harness.pins import port
 
@@ -28,7 +28,7 @@ class MemoryBusDriver(Driver):
         self._req_valid, self._req_ready = sig("req_valid"), sig("req_ready")
         self._addr, self._write, self._wdata, self._wstrb = sig("addr"), sig("write"), sig("wdata"), sig("wstrb")
         self._resp_valid, self._rdata = sig("resp_valid"), sig("rdata")
-        self._lock = Lock()
+        self._lock = PortLock()
         for handle in (self._req_valid, self._addr, self._write, self._wdata, self._wstrb):
             handle.value = 0
 
