@@ -5,8 +5,9 @@ engine; synth/REPORT.md "ulx3s-timing").
 :class:`WindowBus` sits between a group of cores and the shared bus
 (:class:`~.interconnect.Interconnect`): each core's accesses to its own windows (APIC, control,
 MSR) are arbitrated onto the group's :class:`~.core_windows.CoreWindows` engine, the rest pass
-through to the shared bus unchanged.  A window access then never waits for the RAM, and no wire
-of it leaves the group.  The per-access protocol (:class:`~.signatures.WindowAccessSignature`)
+through to the shared bus unchanged.  A window access then never waits for the RAM, and no part
+of its path is shared with another group (the placer can keep it beside its cores; in the
+32-core build it did: synth/REPORT.md "ulx3s-timing").  The per-access protocol (:class:`~.signatures.WindowAccessSignature`)
 and its cycles are the shared bus's: :func:`window_access_step` is that protocol's step, used by
 both.
 """
