@@ -223,3 +223,24 @@ async def test_nr_cpus(dut):
     assert len(report["online"]) == 2
     for cpu in report["timeline"][2:]:
         assert cpu["state"] == MpState.INIT_RECEIVED.name and cpu["entry"] is None
+
+
+@cocotb.test(**TIMEOUT)
+@applies_to(lambda config: config.n_cpus >= 2)
+async def test_attaching_after_the_start_is_refused(dut):
+    """Parking an AP on the mailbox or attaching the start-context unit after the CPUs started
+    raises (their event loops already wait on what those would change), naming the CPUs; the
+    refused call changes nothing (the mailbox scenarios park before the start)."""
+    machine = await start_machine(dut, ScenarioOptions())
+    ap = machine.cpus[1]
+    machine.start()
+    refused = []
+    for attach in (lambda: ap.park_on_mailbox(object()), lambda: machine.attach_start_unit(dut)):
+        try:
+            attach()
+        except RuntimeError as error:
+            refused.append(str(error))
+    assert refused == [f"{ap.name}: parked on the mailbox after it started; park first",
+                       f"the start-context unit is attached after "
+                       f"{', '.join(cpu.name for cpu in machine.cpus)} started; attach it first"], refused
+    assert ap.mailbox is None and not hasattr(machine, "start_call")

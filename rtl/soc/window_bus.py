@@ -6,10 +6,10 @@ engine; synth/REPORT.md "ulx3s-timing").
 (:class:`~.interconnect.Interconnect`): each core's accesses to its own windows (APIC, control,
 MSR) are arbitrated onto the group's :class:`~.core_windows.CoreWindows` engine, the rest pass
 through to the shared bus unchanged.  A window access then never waits for the RAM, and no part
-of its path is shared with another group (the placer can keep it beside its cores; in the
-32-core build it did: synth/REPORT.md "ulx3s-timing").  The per-access protocol (:class:`~.signatures.WindowAccessSignature`)
-and its cycles are the shared bus's: :func:`window_access_step` is that protocol's step, used by
-both.
+of its path is shared with another group (where the placer puts a group's logic is its choice:
+synth/REPORT.md "ulx3s-timing").  The per-access protocol
+(:class:`~.signatures.WindowAccessSignature`) and its cycles are the shared bus's:
+:func:`window_access_step` is that protocol's step, used by both.
 """
 
 from amaranth import Array, Cat, Module, Mux, Signal
