@@ -105,7 +105,7 @@ def test_port_lock():
     config = FabricConfig.contiguous(1)
     result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_port_lock", label="harness-port-lock",
                         extra_env={CONFIG_ENV: config.to_json()})
-    assert len(result.outcomes) == 4 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+    assert len(result.outcomes) == 6 and all(o.passed for o in result.outcomes.values()), result.log_tail()
 
 
 @pytest.mark.verilator

@@ -36,10 +36,10 @@ async def test_a_free_lock_is_taken_without_yielding(dut):
 async def test_waiters_are_served_in_arrival_order(dut):
     lock, log, inside = PortLock(), [], []
     releases = {name: Event() for name in "abcd"}
-    tasks = []
     for name in "abcd":
-        tasks.append(cocotb.start_soon(_holder(lock, name, log, releases[name], inside_check=inside)))
+        cocotb.start_soon(_holder(lock, name, log, releases[name], inside_check=inside))
         await Timer(1, "ns")
+    assert lock.waiting == 3
     for name in "abcd":
         releases[name].set()
         await Timer(1, "ns")
@@ -55,6 +55,8 @@ async def test_a_cancelled_waiter_leaves_the_queue(dut):
         tasks[name] = cocotb.start_soon(_holder(lock, name, log, releases[name], inside_check=inside))
         await Timer(1, "ns")
     tasks["b"].cancel()                 # waiting behind a
+    await Timer(1, "ns")
+    assert lock.waiting == 1, "the cancelled waiter is still queued"
     releases["a"].set()
     await Timer(1, "ns")
     releases["c"].set()
@@ -86,3 +88,36 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_the_lock_on(dut):
     releases["c"].set()
     await Timer(1, "ns")
     assert log == ["a", "c"] and not lock.locked()
+
+
+@cocotb.test()
+@cocotb.parametrize(how=["raises", "cancelled"])
+async def test_a_holder_that_raises_or_is_cancelled_releases(dut, how):
+    """A CPU reset mid-access cancels the task holding the port; an error inside the access
+    raises through it: either way the next waiter gets the lock."""
+    lock, log, inside = PortLock(), [], []
+    releases = {name: Event() for name in "ab"}
+
+    async def failing_holder():
+        try:
+            async with lock:
+                log.append("a")
+                await releases["a"].wait()
+                raise ValueError("the access failed")
+        except ValueError:
+            log.append("raised")        # after the lock's exit, before b runs
+
+    holder = cocotb.start_soon(failing_holder())
+    await Timer(1, "ns")
+    cocotb.start_soon(_holder(lock, "b", log, releases["b"], inside_check=inside))
+    await Timer(1, "ns")
+    if how == "cancelled":
+        holder.cancel()
+    else:
+        releases["a"].set()
+    await Timer(1, "ns")
+    assert log == (["a", "b"] if how == "cancelled" else ["a", "raised", "b"]), log
+    assert lock.locked() and lock.waiting == 0 and holder.done()
+    releases["b"].set()
+    await Timer(1, "ns")
+    assert not lock.locked()

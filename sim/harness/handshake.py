@@ -206,6 +206,11 @@ class PortLock:
     def locked(self):
         return self._held
 
+    @property
+    def waiting(self):
+        """How many tasks wait for the lock."""
+        return len(self._waiters)
+
     async def __aenter__(self):
         if not self._held:
             self._held = True

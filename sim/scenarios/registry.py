@@ -135,7 +135,8 @@ async def run_scenario(dut, name, options, *, waves=None):
     started = time.monotonic()
     machine = await start_machine(dut, options)
     # the machine's objects (models, ports, handles) live as long as the run: out of the cyclic
-    # collector's full passes, which at 255 CPUs took about 5% of the Python time
+    # collector's full passes, which at 255 CPUs took about 5% of the Python time; unfrozen
+    # after it, so that a testbench running several scenarios collects each one's cycles
     gc.freeze()
     # Everything the kernel waits for is bounded by its own timeouts; the watchdog catches a
     # model that would hang anyway, and says where each CPU is.
@@ -147,6 +148,8 @@ async def run_scenario(dut, name, options, *, waves=None):
         for cpu in machine.cpus:
             machine.fail(cpu, f"scenario watchdog ({limit / 1e6:g} ms simulated): "
                                f"{cpu.name} is {cpu.position}")
+    finally:
+        gc.unfreeze()
     if machine.time_skipper is not None:
         machine.time_skipper.stop()
     return make_report(name, machine, options, detail, wall_s=time.monotonic() - started,
