@@ -5,6 +5,9 @@ For each CPU count (default 8, 64, 255):
 * build time: cold (conversion + Verilator compile into an empty cache) and cached;
 * ``init-sipi-parallel``: wall time of the run in the simulator, simulated cycles, cycles/s;
 * the idle ceiling: cycles/s of the same build clocked by cocotb with no Python activity;
+* what one register access costs (back-to-back reads after the idle run), and how much of that
+  is not its two cycles of idle clocking: the drivers' Python per access, and the evaluations
+  Verilator adds in each time step in which a testbench writes;
 * the pure-C++ ceiling: the same Verilog clocked by a C++ loop (no VPI, no Python), built the
   way the harness builds it (hierarchical APIC) and flat (:mod:`apwake.sim.harness.ceiling`);
   the scenario's share of the fastest of the two is the figure issue 12 sets a target for;
@@ -37,6 +40,8 @@ from apwake.sim.scenarios.options import ScenarioRequest
 __all__ = ["main"]
 
 SCENARIO = "init-sipi-parallel"
+#: the register accesses each idle run ends with, times the CPUs (so about as long at every size)
+ACCESS_WORK = 200_000
 
 
 def _report(run, path):
@@ -59,14 +64,16 @@ def _scenario(the_build, config, label, out):
     return report, process_s
 
 
-def _idle(the_build, config, label, out, cycles):
+def _idle(the_build, config, label, out, cycles, accesses=0):
+    """cocotb's idle clocking of ``cycles`` cycles (sim/scenarios/idle.py), then ``accesses``
+    back-to-back register reads: ``(cycles/s, seconds per access or None)``."""
     report_file = out / f"{label}-idle.json"
     report_file.unlink(missing_ok=True)
     env = {CONFIG_ENV: config.to_json(), "APWAKE_REPORT": str(report_file),
-           "APWAKE_IDLE_CYCLES": str(cycles)}
+           "APWAKE_IDLE_CYCLES": str(cycles), "APWAKE_IDLE_ACCESSES": str(accesses)}
     run = run_cocotb(the_build, "apwake.sim.scenarios.idle", label=f"{label}-idle", extra_env=env)
     idle = _report(run, report_file)
-    return idle["cycles"] / idle["wall_s"]
+    return idle["cycles"] / idle["wall_s"], (idle["access_wall_s"] / accesses if accesses else None)
 
 
 #: what the two simulators must agree on (the same Verilog, the same scenario)
@@ -181,7 +188,7 @@ def main(args):
             ceilings = {} if args.no_cpp else {
                 variant: build_ceiling(cold, variant, out / f"ceiling-{label}-{variant}")
                 for variant in VARIANTS}
-            runs = {"scenario_wall_s": [], "process_s": [], "idle_cycles_per_s": [],
+            runs = {"scenario_wall_s": [], "process_s": [], "idle_cycles_per_s": [], "access_us": [],
                     **{f"cpp_{v}_cycles_per_s": [] for v in ceilings}}
             cycles = set()
             for _ in range(args.runs):
@@ -193,8 +200,10 @@ def main(args):
                                        f"different runs of the same build")
                 runs["scenario_wall_s"].append(report["wall_s"])
                 runs["process_s"].append(process_s)
-                runs["idle_cycles_per_s"].append(
-                    _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n)))
+                idle_cps, access_s = _idle(cold, config, label, out, cycles=max(50_000, 2_000_000 // n),
+                                           accesses=max(200, ACCESS_WORK // n))
+                runs["idle_cycles_per_s"].append(idle_cps)
+                runs["access_us"].append(access_s * 1e6)
                 for variant, ceiling in ceilings.items():
                     runs[f"cpp_{variant}_cycles_per_s"].append(ceiling.run(max(20_000, 4_000_000 // n)))
             wall = statistics.median(runs["scenario_wall_s"])
@@ -208,6 +217,9 @@ def main(args):
                    "idle_cycles_per_s": round(statistics.median(runs["idle_cycles_per_s"])),
                    "online": len(report["online"])}
             row["fraction_of_idle"] = round(row["cycles_per_s"] / row["idle_cycles_per_s"], 3)
+            # one register access, and what of it is not its two cycles of idle clocking
+            row["access_us"] = round(statistics.median(runs["access_us"]), 1)
+            row["access_python_us"] = round(row["access_us"] - 2e6 / row["idle_cycles_per_s"], 1)
             if ceilings:
                 for variant, ceiling in ceilings.items():
                     row[f"cpp_{variant}_compile_s"] = round(ceiling.compile_s, 1)
@@ -221,7 +233,7 @@ def main(args):
                 public, public_build_s = _public_flat_rw(config, cache)
                 row["public_flat_rw_build_s"] = round(public_build_s, 1)
                 row["public_flat_rw_idle_cycles_per_s"] = round(
-                    _idle(public, config, f"{label}-public", out, cycles=max(50_000, 2_000_000 // n)))
+                    _idle(public, config, f"{label}-public", out, cycles=max(50_000, 2_000_000 // n))[0])
                 os.environ["APWAKE_CACHE_DIR"] = cache
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -255,6 +267,11 @@ def _print_table(rows):
             low, *_, high = r["cycles_per_s_runs"]
             print(f"{r['cpus']} CPUs: medians of {r['runs']} runs of each, taken in turn; the "
                   f"scenario's cycles/s ranged {low:,} to {high:,}")
+    for r in rows:
+        if "access_us" in r:
+            print(f"{r['cpus']} CPUs: a register access (back-to-back ESR reads of port 0 after the idle "
+                  f"run) {r['access_us']:,.1f} us, {r['access_python_us']:,.1f} us of it beyond its two "
+                  f"cycles of idle clocking (the drivers' Python, and the evaluations their writes add)")
     threaded = sorted({r["threads"] for r in rows if r.get("threads", 1) != 1})
     if threaded:
         print(f"scenario and idle runs on a model with {', '.join(map(str, threaded))} threads "

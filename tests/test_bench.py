@@ -2,6 +2,7 @@
 than Verilator's is reported as such, never as a figure; and where Icarus is installed, the same
 scenario on the same Verilog gives the same report on both simulators."""
 
+import json
 import shutil
 
 import pytest
@@ -45,6 +46,24 @@ def test_the_table_says_when_the_model_ran_on_threads(capsys, threads, said):
     bench._print_table([_row(threads=threads)])
     out = capsys.readouterr().out
     assert ("a model with 2 threads (--threads)" in out) is said
+
+
+def test_the_table_gives_the_access_cost(capsys):
+    bench._print_table([_row(access_us=22.5, access_python_us=12.5)])
+    assert ("8 CPUs: a register access (back-to-back ESR reads of port 0 after the idle run) 22.5 us, "
+            "12.5 us of it beyond its two cycles of idle clocking (the drivers' Python") in capsys.readouterr().out
+
+
+@pytest.mark.verilator
+def test_the_idle_run_measures_register_accesses(tmp_path):
+    """sim/scenarios/idle.py's access phase: the given number of reads, each taking time."""
+    config = FabricConfig.contiguous(2)
+    cycles_per_s, access_s = bench._idle(build(FabricDesign(config)), config, "n2", tmp_path, cycles=1000,
+                                         accesses=40)
+    assert cycles_per_s > 0 and access_s > 0
+    report = json.loads((tmp_path / "n2-idle.json").read_text())
+    assert report["accesses"] == 40 and report["cycles"] == 1000
+    assert bench._idle(build(FabricDesign(config)), config, "n2", tmp_path, cycles=1000)[1] is None
 
 
 def test_the_last_error_of_the_log_is_the_reason(tmp_path):
