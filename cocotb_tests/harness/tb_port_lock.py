@@ -17,6 +17,13 @@ async def _holder(lock, name, log, release, *, inside_check):
         inside_check.remove(name)
 
 
+async def _release(releases, names):
+    """Let the holders named finish, in turn, a step apart."""
+    for name in names:
+        releases[name].set()
+        await Timer(1, "ns")
+
+
 @cocotb.test()
 async def test_a_free_lock_is_taken_without_yielding(dut):
     lock, ran = PortLock(), []
@@ -40,9 +47,7 @@ async def test_waiters_are_served_in_arrival_order(dut):
         cocotb.start_soon(_holder(lock, name, log, releases[name], inside_check=inside))
         await Timer(1, "ns")
     assert lock.waiting == 3
-    for name in "abcd":
-        releases[name].set()
-        await Timer(1, "ns")
+    await _release(releases, "abcd")
     assert log == list("abcd") and not lock.locked()
 
 
@@ -57,10 +62,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(dut):
     tasks["b"].cancel()                 # waiting behind a
     await Timer(1, "ns")
     assert lock.waiting == 1, "the cancelled waiter is still queued"
-    releases["a"].set()
-    await Timer(1, "ns")
-    releases["c"].set()
-    await Timer(1, "ns")
+    await _release(releases, "ac")
     assert log == ["a", "c"] and not lock.locked()
 
 
@@ -83,10 +85,7 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_the_lock_on(dut):
     for name in "bc":
         tasks[name] = cocotb.start_soon(_holder(lock, name, log, releases[name], inside_check=inside))
         await Timer(1, "ns")
-    releases["a"].set()
-    await Timer(1, "ns")
-    releases["c"].set()
-    await Timer(1, "ns")
+    await _release(releases, "ac")
     assert log == ["a", "c"] and not lock.locked()
 
 
