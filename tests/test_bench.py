@@ -49,7 +49,7 @@ def test_the_table_says_when_the_model_ran_on_threads(capsys, threads, said):
 
 
 def test_the_table_gives_the_access_cost(capsys):
-    bench._print_table([_row(access_us=22.5, access_python_us=12.5)])
+    bench._print_table([_row(access_us=22.5, access_beyond_idle_us=12.5)])
     assert ("8 CPUs: a register access (back-to-back ESR reads of port 0 after the idle run) 22.5 us, "
             "12.5 us of it beyond its two cycles of idle clocking (the drivers' Python") in capsys.readouterr().out
 

@@ -7,6 +7,9 @@ from cocotb.triggers import Event, NullTrigger, Timer
 
 from apwake.sim.harness.handshake import PortLock
 
+#: every test ends within nanoseconds; a lock that never passes on fails here instead of hanging
+TIMEOUT = dict(timeout_time=1, timeout_unit="us")
+
 
 async def _holder(lock, name, log, release, *, inside_check):
     async with lock:
@@ -24,7 +27,7 @@ async def _release(releases, names):
         await Timer(1, "ns")
 
 
-@cocotb.test()
+@cocotb.test(**TIMEOUT)
 async def test_a_free_lock_is_taken_without_yielding(dut):
     lock, ran = PortLock(), []
 
@@ -39,7 +42,7 @@ async def test_a_free_lock_is_taken_without_yielding(dut):
     assert ran
 
 
-@cocotb.test()
+@cocotb.test(**TIMEOUT)
 async def test_waiters_are_served_in_arrival_order(dut):
     lock, log, inside = PortLock(), [], []
     releases = {name: Event() for name in "abcd"}
@@ -51,7 +54,7 @@ async def test_waiters_are_served_in_arrival_order(dut):
     assert log == list("abcd") and not lock.locked()
 
 
-@cocotb.test()
+@cocotb.test(**TIMEOUT)
 async def test_a_cancelled_waiter_leaves_the_queue(dut):
     lock, log, inside = PortLock(), [], []
     releases = {name: Event() for name in "abc"}
@@ -66,7 +69,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(dut):
     assert log == ["a", "c"] and not lock.locked()
 
 
-@cocotb.test()
+@cocotb.test(**TIMEOUT)
 async def test_a_waiter_cancelled_after_the_hand_over_passes_the_lock_on(dut):
     lock, log, inside = PortLock(), [], []
     releases = {name: Event() for name in "abc"}
@@ -89,7 +92,7 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_the_lock_on(dut):
     assert log == ["a", "c"] and not lock.locked()
 
 
-@cocotb.test()
+@cocotb.test(**TIMEOUT)
 @cocotb.parametrize(how=["raises", "cancelled"])
 async def test_a_holder_that_raises_or_is_cancelled_releases(dut, how):
     """A CPU reset mid-access cancels the task holding the port; an error inside the access

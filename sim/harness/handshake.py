@@ -25,7 +25,6 @@ generator seeded with the seed and its name), so a failing test is reproduced by
 """
 
 import collections
-import functools
 import logging
 import os
 import random
@@ -183,13 +182,7 @@ def _right_after_rising_edge(clk):
 
 
 def _on_verilator():
-    return _is_verilator(cocotb.SIM_NAME)
-
-
-@functools.cache
-def _is_verilator(sim_name):
-    # (called on every driver access: the name's test once per process)
-    return (sim_name or "").lower().startswith("verilator")
+    return (cocotb.SIM_NAME or "").lower().startswith("verilator")
 
 
 class PortLock:

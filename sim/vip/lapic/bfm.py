@@ -97,15 +97,11 @@ class ApicPort(Driver):
         self._prefix = prefix
         self._watched = watched
         sig = lambda name: port(dut, prefix + name)
-        self._req_valid = sig("reg__req_valid")
-        self._req_ready = sig("reg__req_ready")
-        self._space = sig("reg__space")
-        self._addr = sig("reg__addr")
-        self._write = sig("reg__write")
-        self._wdata = sig("reg__wdata")
-        self._resp_valid = sig("reg__resp_valid")
-        self._rdata = sig("reg__rdata")
-        self._gp = sig("reg__gp")
+        # the register port as Pins (integer reads and writes: it is used on every access)
+        reg = lambda name: pin(sig("reg__" + name))
+        self._req_valid, self._req_ready, self._resp_valid = reg("req_valid"), reg("req_ready"), reg("resp_valid")
+        self._space, self._addr, self._write, self._wdata = reg("space"), reg("addr"), reg("write"), reg("wdata")
+        self._response = {"rdata": reg("rdata"), "gp": reg("gp")}
         self.init = sig("init")
         self.sipi = sig("sipi")
         self.sipi_vector = sig("sipi_vector")
@@ -120,10 +116,6 @@ class ApicPort(Driver):
         # LINT0/LINT1 pins: only a bare fabric top exposes them (``lint__<index>``)
         self._lint = port(dut, f"lint__{index}", None)
         self._lock = PortLock()
-        # the register port as Pins, for _access (made once: it runs for every register access)
-        self._pins = (*map(pin, (self._req_valid, self._req_ready, self._resp_valid, self._space, self._addr,
-                                 self._write, self._wdata)),
-                      {"rdata": pin(self._rdata), "gp": pin(self._gp)})
         #: the APIC's mode as this port last set it; an APIC whose ID is above 0xFE is in x2APIC
         #: mode from reset (rtl/lapic/register_file.py)
         self.x2apic = apic_id > XAPIC_MAX_ID
@@ -136,18 +128,17 @@ class ApicPort(Driver):
         if self._lint is not None:
             driven.append(self._lint)
         for handle in driven:
-            handle.value = 0
+            pin(handle).set(0)
 
     # --- raw accesses ---------------------------------------------------------------------------
     async def _access(self, space, addr, write, wdata=0, *, timeout_cycles=1000):
         what = _Access(self.name, space, addr, write, wdata)
         async with self._lock:
             self._note_send(space, addr, write, wdata)     # in the order the port drives them
-            valid, ready, resp_valid, space_pin, addr_pin, write_pin, wdata_pin, response = self._pins
             edge_ns, _, resp = await self.bus_access(
-                valid, ready, resp_valid, {space_pin: space.value, addr_pin: addr, write_pin: int(write),
-                                           wdata_pin: wdata},
-                response, what=what, timeout_cycles=timeout_cycles)
+                self._req_valid, self._req_ready, self._resp_valid,
+                {self._space: space.value, self._addr: addr, self._write: int(write), self._wdata: wdata},
+                self._response, what=what, timeout_cycles=timeout_cycles)
         self.last_access_ns = edge_ns
         if resp["gp"]:
             raise GeneralProtection(self, str(what))
