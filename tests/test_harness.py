@@ -99,6 +99,16 @@ def test_an_edge_callback_reads_what_the_edge_samples(trusted):
 
 
 @pytest.mark.verilator
+def test_withdrawn_request():
+    """handshake.py ``Driver.hold_until``: a request withdrawn untaken is seen low by an edge
+    before the next one (cocotb_tests/harness/tb_withdrawn.py)."""
+    config = FabricConfig.contiguous(2)
+    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_withdrawn", label="harness-withdrawn",
+                        extra_env={CONFIG_ENV: config.to_json()})
+    assert len(result.outcomes) == 1 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+
+
+@pytest.mark.verilator
 def test_port_lock():
     """handshake.py ``PortLock``: order, no yield when free, cancelled waiters
     (cocotb_tests/harness/tb_port_lock.py)."""

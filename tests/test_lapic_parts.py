@@ -10,8 +10,9 @@ from apwake.rtl.lapic.esr import ErrorStatus
 from apwake.rtl.lapic.events import PendingEvents
 from apwake.rtl.lapic.icr_sender import IcrSender
 from apwake.rtl.lapic.interrupt_state import InterruptState
-from apwake.rtl.lapic.layouts import (MSR_IA32_APIC_BASE, XAPIC_MAX_ID, ApicBase, DeliveryMode, DestMode, Icr,
-                                      Level, Lvt, Shorthand, TimerMode,
+from apwake.rtl.lapic.layouts import (ICR_X2APIC_RESERVED, MSR_IA32_APIC_BASE, MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE,
+                                      XAPIC_MAX_ID, ApicBase, DeliveryMode, DestMode, Icr, Level, Lvt, Shorthand,
+                                      TimerMode,
                                       Trigger, FabricMessage, TIMER_DIVIDE_VALUES, XAPIC_DEFAULT_BASE)
 from apwake.rtl.lapic.local_sources import LocalSources
 from apwake.rtl.lapic.receiver import Receiver
@@ -529,6 +530,46 @@ def test_error_status_write_then_read_and_fire():
     simulate(dut, bench)
 
 
+class _RandomRequests:
+    """Random register requests for the register file's differential tests: reads and writes
+    of every storage register in the current mode (xAPIC MMIO or x2APIC MSRs), a tenth of the
+    MMIO ones unaligned or off the page, SVR's software enable off or on, and IA32_APIC_BASE
+    round trips xAPIC -> x2APIC -> disabled -> xAPIC, each step legal from the one before."""
+
+    def __init__(self, rng):
+        from apwake.rtl.lapic.registers import Kind, REGISTERS
+        self.rng = rng
+        self.storage = [r for r in REGISTERS if r.kind is Kind.STORAGE]
+        base = XAPIC_DEFAULT_BASE | pack(ApicBase, enable=1)
+        self.round_trip = [base | pack(ApicBase, extd=1), XAPIC_DEFAULT_BASE, base]
+        self.trip = 0
+
+    def next(self, ctx, dut):
+        """``(register, (space, addr, write, wdata))``, for ``dut``'s current mode; the register
+        is a random storage register, the one accessed unless the request is SVR's or
+        IA32_APIC_BASE's."""
+        rng = self.rng
+        r = rng.choice(self.storage)
+        roll = rng.random()
+        if roll < 0.03:      # SVR's software enable off or on (forces every LVT mask bit)
+            svr = BY_NAME["SVR"]
+            return r, ((Space.MSR, svr.msr) if ctx.get(dut.x2apic) else (Space.MMIO, svr.offset)) + (
+                1, rng.choice([0xFF, 0x1FF]))
+        if roll < 0.045:     # the next step of xAPIC -> x2APIC -> disabled -> xAPIC
+            self.trip += 1
+            return r, (Space.MSR, MSR_IA32_APIC_BASE, 1, self.round_trip[(self.trip - 1) % 3])
+        x2apic = ctx.get(dut.x2apic)
+        space = Space.MSR if x2apic else Space.MMIO
+        addr = r.msr if x2apic else r.offset
+        if addr is None or not ctx.get(dut.enabled):
+            space, addr = Space.MMIO, r.offset     # a disabled APIC's page reads all-ones
+        if space == Space.MMIO and rng.random() < 0.1:
+            addr |= rng.choice([0x4, 0x8, 0x1000])  # unaligned or off the page: illegal address
+        write = rng.random() < 0.5
+        wdata = rng.getrandbits(32) & (r.write_mask if rng.random() < 0.8 else 0xFFFF_FFFF)
+        return r, (space, addr, int(write), wdata)
+
+
 @pytest.mark.parametrize("local_interrupts", [False, True])
 def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
     """``storage="ram"`` (issue 16's smaller APIC) answers every access as ``"flops"`` does,
@@ -557,38 +598,16 @@ def test_register_file_in_ram_behaves_as_in_flops(local_interrupts):
         if local_interrupts else [])
     pulses = ["illegal_address", "x2apic_entry", "disabling"] + (
         ["lvt_write_illegal", "deadline_write"] if local_interrupts else [])
-    base = XAPIC_DEFAULT_BASE | pack(ApicBase, enable=1)
-    # IA32_APIC_BASE values in the order of a legal round trip (each from the one before)
-    round_trip = [base | pack(ApicBase, extd=1), XAPIC_DEFAULT_BASE, base]
     rng = random.Random(16)
+    requests = _RandomRequests(rng)
     seen = {"ram_value": 0, "reset_read": 0, "x2apic_reads": 0, "xapic_reads": 0, "disables": 0, "idle": 0}
 
     async def bench(ctx):
         for dut in (flops, ram):
             ctx.set(dut.apic_id, 0x05)
-        trip = 0
         for step in range(2000):
-            r = rng.choice(storage)
-            roll = rng.random()
+            r, req = requests.next(ctx, flops)
             init = rng.random() < 0.02          # INIT taken, whatever else happens this cycle
-            if roll < 0.03:      # SVR's software enable off or on (forces every LVT mask bit)
-                svr = BY_NAME["SVR"]
-                req = ((Space.MSR, svr.msr) if ctx.get(flops.x2apic) else (Space.MMIO, svr.offset)) + (
-                    1, rng.choice([0xFF, 0x1FF]))
-            elif roll < 0.045:   # the next step of xAPIC -> x2APIC -> disabled -> xAPIC
-                req = (Space.MSR, MSR_IA32_APIC_BASE, 1, round_trip[trip % 3])
-                trip += 1
-            else:
-                x2apic = ctx.get(flops.x2apic)
-                space = Space.MSR if x2apic else Space.MMIO
-                addr = r.msr if x2apic else r.offset
-                if addr is None or not ctx.get(flops.enabled):
-                    space, addr = Space.MMIO, r.offset     # a disabled APIC's page reads all-ones
-                if space == Space.MMIO and rng.random() < 0.1:
-                    addr |= rng.choice([0x4, 0x8, 0x1000])  # unaligned or off the page: illegal address
-                write = rng.random() < 0.5
-                wdata = rng.getrandbits(32) & (r.write_mask if rng.random() < 0.8 else 0xFFFF_FFFF)
-                req = (space, addr, int(write), wdata)
             for dut in (flops, ram):
                 bus = dut.bus
                 ctx.set(bus.req_valid, 1)
@@ -659,3 +678,108 @@ def test_register_file_without_x2apic_support_refuses_x2apic_mode():
         assert await access(ctx, dut.bus, space=Space.MMIO, addr=BY_NAME["ID"].offset) == (0x07 << 24, 0)
 
     simulate(dut, bench)
+
+
+@pytest.mark.parametrize("storage", ["flops", "ram"])
+def test_register_file_registered_decode_answers_as_unregistered(storage):
+    """``registered_decode`` (a large FPGA build's APIC) takes every request exactly one cycle
+    later than the plain register file and otherwise answers it the same.  Each runs in a
+    testbench of its own, at the same time, through the same random accesses (those of the
+    storage test, IPIs held back by ``tx_busy`` for 0 to 2 cycles, the TSC and TSC deadline
+    MSRs, IA32_APIC_BASE writes with a reserved bit), half of them offered in the previous
+    access's response cycle and half after an idle cycle.  Per access the two must agree on what
+    the take hands on (``write``, the pulses), the response and the outputs after it.  INIT's
+    soft reset comes between the registered one's first offer and its take (its decode is older
+    than the state it is taken in) and just before the plain one's offer."""
+    import random
+    from amaranth import Module
+
+    plain = RegisterFile(n_vectors=NV, local_interrupts=True, storage=storage)
+    registered = RegisterFile(n_vectors=NV, local_interrupts=True, storage=storage, registered_decode=True)
+    m = Module()
+    m.submodules.plain, m.submodules.registered = plain, registered
+    rng = random.Random(12)
+    requests = _RandomRequests(rng)
+    outputs = ["enabled", "x2apic", "tpr", "svr", "ldr", "dfr", "lvt_timer", "lvt_error", "lvt_lint0",
+               "lvt_lint1", "timer_divide", "timer_initial"]
+    pulses = ["illegal_address", "x2apic_entry", "disabling", "lvt_write_illegal", "deadline_write"]
+    steps = 1500
+    plan = []                               # (request, busy, gap, init_between), made by the plain one
+    results = {plain: [], registered: []}   # (take, answer, outputs after, cycles waited) per access
+
+    def next_step(ctx):
+        """The next access, for the mode the plain register file is in after the last one."""
+        _, req = requests.next(ctx, plain)
+        roll = rng.random()
+        if roll < 0.1 and ctx.get(plain.enabled):     # an IPI: held back while busy
+            icr = BY_NAME["ICR"]
+            x2apic = ctx.get(plain.x2apic)
+            req = ((Space.MSR, icr.msr) if x2apic else (Space.MMIO, icr.offset)) + (
+                1, rng.getrandbits(64 if x2apic else 32) & ~ICR_X2APIC_RESERVED)
+        elif roll < 0.16:   # the TSC (a write is #GP) and TSC deadline MSRs, read or written
+            req = (Space.MSR, rng.choice([MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE]), rng.randrange(2),
+                   rng.getrandbits(64))
+        elif roll < 0.18:   # IA32_APIC_BASE with a reserved bit: #GP, nothing changes
+            base = XAPIC_DEFAULT_BASE | pack(ApicBase, enable=1, extd=ctx.get(plain.x2apic))
+            req = (Space.MSR, MSR_IA32_APIC_BASE, 1, base | 1 << rng.choice([0, 7, 9, 40, 63]))
+        return req, rng.choice([0, 0, 1, 2]), rng.random() < 0.5, rng.random() < 0.03
+
+    def bench(dut):
+        async def run(ctx):
+            bus = dut.bus
+            ctx.set(dut.apic_id, 0x05)
+            ctx.set(dut.tsc, 0x1234_5678_9ABC)
+            ctx.set(dut.tsc_deadline, 0x42_0000_0000)
+            for step in range(steps):
+                if dut is plain:
+                    plan.append(next_step(ctx))
+                while len(plan) <= step:    # (the plain one is ahead: it never waits here)
+                    await ctx.tick()
+                req, busy, gap, init_between = plan[step]
+                if init_between and dut is plain:      # INIT just before the offer
+                    ctx.set(dut.soft_reset, 1)
+                    await ctx.tick()
+                    ctx.set(dut.soft_reset, 0)
+                for port, value in zip(("space", "addr", "write", "wdata"), req):
+                    ctx.set(getattr(bus, port), value)
+                ctx.set(bus.req_valid, 1)
+                waited = 0
+                while True:
+                    ctx.set(dut.tx_busy, int(waited < busy))
+                    # INIT between the registered one's decode and its take
+                    ctx.set(dut.soft_reset, int(init_between and waited == 0 and dut is registered))
+                    if ctx.get(bus.req_ready):
+                        break
+                    await ctx.tick()
+                    waited += 1
+                    assert waited < 5, (step, req, "never taken")
+                taken = {**{name: ctx.get(getattr(dut, name)) for name in pulses},
+                         **{f"write.{port}": ctx.get(getattr(dut.write, port)) for port in ("valid", "index", "data")}}
+                ctx.set(dut.soft_reset, ctx.get(dut.disabling))     # as LocalApic wires it (unpipelined)
+                await ctx.tick()
+                ctx.set(bus.req_valid, 0)
+                ctx.set(dut.soft_reset, 0)
+                ctx.set(dut.tx_busy, 0)
+                answer = {port: ctx.get(getattr(bus, port)) for port in ("resp_valid", "rdata", "gp")}
+                after = {name: ctx.get(getattr(dut, name)) for name in outputs}
+                results[dut].append((taken, answer, after, waited))
+                if gap:     # an idle cycle: nothing is taken without a request
+                    await ctx.tick()
+                    assert not ctx.get(bus.resp_valid)
+        return run
+
+    simulate(m, bench(plain), bench(registered))
+    seen = {"held_back": 0, "init_between": 0, "gp": 0, "writes": 0, "x2apic": 0, "deadline_writes": 0,
+            "back_to_back": 0}
+    for step, ((req, busy, gap, init_between), a, b) in enumerate(zip(plan, results[plain], results[registered])):
+        assert a[:3] == b[:3], (step, req)
+        assert b[3] == max(a[3], 1), (step, req, a[3], b[3])
+        seen["held_back"] += a[3] > 0
+        seen["init_between"] += init_between
+        seen["gp"] += a[1]["gp"]
+        seen["writes"] += a[0]["write.valid"]
+        seen["x2apic"] += a[2]["x2apic"]
+        seen["deadline_writes"] += a[0]["deadline_write"]
+        seen["back_to_back"] += not gap
+    assert len(results[plain]) == len(results[registered]) == steps
+    assert min(seen.values()) > 10, seen

@@ -94,6 +94,11 @@ class FabricProof(HarnessBase):
     while a Fixed or lowest-priority message was in flight excuses its IRR bit (the reset clears
     it, rtl/lapic/receiver.py "Delay").  The other properties are the same.
 
+    Assumptions on each register port: no IA32_APIC_BASE write and no INTA; in x2APIC mode no
+    reserved bits in ICR, SVR and SELF IPI writes; and the RegisterBusSignature's rule that a
+    request not yet taken is offered again unchanged (``request_held<i>``: a pipelined APIC
+    decodes its fields a cycle before it takes it).
+
     Parameters
     ----------
     config : str
@@ -176,6 +181,11 @@ class FabricProof(HarnessBase):
             self.assume(f"no_apic_base_write{i}", ~(reg.req_valid & (reg.space == Space.MSR) & (reg.addr == 0x1B)))
             self.assume(f"no_inta{i}", ~cpu.inta)
             taken = reg.req_valid & reg.req_ready
+            # RegisterBusSignature: a request offered and not taken is offered again with the
+            # same fields (a pipelined APIC decodes them a cycle ahead)
+            fields = Cat(reg.space, reg.addr, reg.write, reg.wdata)
+            waiting = self.past(reg.req_valid & ~reg.req_ready, f"waiting{i}")
+            self.assume(f"request_held{i}", ~waiting | (reg.req_valid & (fields == self.past(fields, f"fields{i}"))))
             wdata = reg.wdata
             if x2:
                 msr = reg.req_valid & reg.write & (reg.space == Space.MSR)
@@ -249,7 +259,9 @@ class FabricProof(HarnessBase):
             self.cover(f"cover_fair_wait_{i}", on_bus[i] & (wait == bound))
             # --- the response exactly one cycle after the request is taken (RegisterBusSignature)
             self.prove(f"fab_response_{i}", reg.resp_valid == self.past(taken, f"taken{i}"))
-            self.cover(f"cover_response_{i}", reg.resp_valid & taken)        # back to back
+            # back to back (pipelined: the next request offered in the response cycle, since a
+            # request is taken in its second cycle at the earliest)
+            self.cover(f"cover_response_{i}", reg.resp_valid & (reg.req_valid if self.pipelined else taken))
             # --- quiet read data (RegisterBusSignature): 0 outside a response ------------------------
             self.prove(f"fab_rdata_quiet_{i}", reg.resp_valid | (reg.rdata == 0))
             self.cover(f"cover_rdata_{i}", reg.resp_valid & (reg.rdata != 0))

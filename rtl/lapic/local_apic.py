@@ -183,7 +183,10 @@ class LocalApic(wiring.Component):
         (:class:`~apwake.rtl.lapic.icr_sender.IcrSender` ``capture_when_idle``: the same
         behaviour at the link, a shorter path for a large FPGA build); clearing
         IA32_APIC_BASE.EN resets the registers one cycle later, with the register port not
-        ready in that cycle (nothing can read them in between: the APIC is disabled).
+        ready in that cycle (nothing can read them in between: the APIC is disabled); and a
+        register request is decoded in a cycle of its own before it is taken
+        (:class:`~apwake.rtl.lapic.register_file.RegisterFile` ``registered_decode``: a cycle
+        more per access, the decode cut from the writes it steers).
 
     Attributes
     ----------
@@ -236,7 +239,8 @@ class LocalApic(wiring.Component):
         cpu, link = self.cpu, self.link
 
         m.submodules.registers = regs = RegisterFile(n_vectors=nv, local_interrupts=lsrc, storage=self.storage,
-                                                      x2apic_support=self.x2apic_support)
+                                                      x2apic_support=self.x2apic_support,
+                                                      registered_decode=self.pipelined)
         m.submodules.sender = sender = IcrSender(keep_reserved_bits=lsrc, capture_when_idle=self.pipelined)
         m.submodules.receiver = rx = Receiver(n_vectors=nv, delay=ACCEPT_DELAYS[-1] if self.pipelined else 0)
         m.submodules.interrupts = ints = InterruptState(n_vectors=nv, trigger_modes=lsrc)

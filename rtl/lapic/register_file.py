@@ -35,6 +35,27 @@ STORAGE_CHOICES = ("flops", "ram")
 #: clearing SVR's software enable sets it in every LVT at once (docs/spec/lapic.md §5)
 _LVT_MASK_BIT = data.Layout.cast(Lvt)["mask"].offset
 
+#: what a register request decides by itself, whatever the APIC's state: the register index
+#: (``addr[11:4]`` of the xAPIC page, ``addr[7:0]`` of an MSR), which MSR, the table's access
+#: rights in each mode, and the value bits that make a write #GP (IA32_APIC_BASE's reserved bits;
+#: an x2APIC write's reserved bits, upper half, or non-zero EOI/ESR value)
+_RequestDecode = data.StructLayout({
+    "index": 8,
+    "is_msr": 1,
+    "write": 1,
+    "mmio_aligned": 1,
+    "msr_x2apic": 1,
+    "msr_apic_base": 1,
+    "msr_tsc": 1,
+    "msr_deadline": 1,
+    "readable_x": 1,
+    "writable_x": 1,
+    "readable_x2": 1,
+    "writable_x2": 1,
+    "base_reserved": 1,
+    "x2apic_bad_value": 1,
+})
+
 
 def check_storage(storage):
     """``storage`` if it is one of :data:`STORAGE_CHOICES`; ValueError naming it otherwise."""
@@ -79,7 +100,7 @@ class RegisterFile(wiring.Component):
       reserved or unaligned offsets raise ``illegal_address`` (ESR bit 7).
     * **Handshake.**  ``bus.req_ready`` is low while an ICR or SELF IPI write meets a full
       transmit slot (``tx_busy``), and while ``hold``; the response comes one cycle after the
-      take.
+      take.  With ``registered_decode`` it is also low in a request's first cycle.
     * **Storage registers** (TPR, LDR, DFR, SVR, the LVTs, TIMER_INITIAL, TIMER_DIVIDE) are kept
       here, written through the table's write masks; LVT mask bits are forced while the APIC is
       software-disabled (§5).  LDR and the ICR are cleared on the switch to x2APIC mode
@@ -110,6 +131,16 @@ class RegisterFile(wiring.Component):
         cluster matching, the MSR decode) then folds away in synthesis: 1,071 to 733 iCE40 LUTs
         for the APIC alone without local sources (synth/REPORT.md "apics-ice40").  The
         ``apic_id`` must fit 8 bits.
+    registered_decode : bool
+        True: what the request alone decides (its register, its access rights, the value bits
+        that make a write #GP) is decoded in the cycle the request is first offered and held
+        in flip-flops; the request is taken in the next cycle at the earliest (``req_ready`` low
+        in its first cycle), so every access takes a cycle more.  The decode then no longer
+        shares a cycle with the register writes and the transmit slot it steers (a large FPGA
+        build's critical path, synth/REPORT.md "ulx3s-timing").  What depends on the APIC's
+        state (its mode, the storage registers INIT may reset in between, the transmit slot,
+        ``hold``) is still decided in the cycle of the take.  The requester must hold a request's fields unchanged
+        until it is taken, as :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks.
 
     Attributes
     ----------
@@ -164,11 +195,13 @@ class RegisterFile(wiring.Component):
         Remote IRR of LVT LINT0/LINT1 (their bit 14).
     """
 
-    def __init__(self, *, n_vectors, local_interrupts, storage="flops", x2apic_support=True):
+    def __init__(self, *, n_vectors, local_interrupts, storage="flops", x2apic_support=True,
+                 registered_decode=False):
         self.n_vectors = n_vectors
         self.local_interrupts = local_interrupts
         self.storage = check_storage(storage)
         self.x2apic_support = check_x2apic_support(x2apic_support)
+        self.registered_decode = check_bool("registered_decode", registered_decode)
         members = {
             "bus": In(RegisterBusSignature()),
             "apic_id": In(32),
@@ -266,43 +299,74 @@ class RegisterFile(wiring.Component):
                          self.timer_initial.eq(storage["TIMER_INITIAL"])]
 
         # --- decode -------------------------------------------------------------------------
+        # What the request alone decides is decoded on its own (``pre``); with
+        # ``registered_decode`` it is held in flip-flops a cycle before the request is taken.
+        pre = Signal(_RequestDecode)
         is_msr = port.space == Space.MSR
-        index = Signal(8)
-        m.d.comb += index.eq(Mux(is_msr, port.addr[0:8], port.addr[4:12]))
-        mmio_aligned = (port.addr[0:4] == 0) & (port.addr[12:32] == 0)
-        msr_x2apic = is_msr & (port.addr[8:32] == (MSR_X2APIC_FIRST >> 8))
-        msr_apic_base = is_msr & (port.addr == MSR_IA32_APIC_BASE)
-        msr_tsc = is_msr & (port.addr == MSR_IA32_TSC)                 # used with local sources only
-        msr_deadline = is_msr & (port.addr == MSR_IA32_TSC_DEADLINE)
-        deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
-                         if lsrc else Const(0))
-        xapic_access = ~is_msr & xapic
-        x2apic_access = msr_x2apic & x2apic
-
-        readable_x, writable_x = Signal(), Signal()
-        readable_x2, writable_x2 = Signal(), Signal()
+        index = Mux(is_msr, port.addr[0:8], port.addr[4:12])
+        new_base = ApicBase(port.wdata)
+        m.d.comb += [
+            pre.index.eq(index),
+            pre.is_msr.eq(is_msr),
+            pre.write.eq(port.write),
+            pre.mmio_aligned.eq((port.addr[0:4] == 0) & (port.addr[12:32] == 0)),
+            pre.msr_x2apic.eq(is_msr & (port.addr[8:32] == (MSR_X2APIC_FIRST >> 8))),
+            pre.msr_apic_base.eq(is_msr & (port.addr == MSR_IA32_APIC_BASE)),
+            pre.msr_tsc.eq(is_msr & (port.addr == MSR_IA32_TSC)),       # used with local sources only
+            pre.msr_deadline.eq(is_msr & (port.addr == MSR_IA32_TSC_DEADLINE)),
+            pre.base_reserved.eq((new_base.rsvd0 != 0) | new_base.rsvd9 | (new_base.rsvd36 != 0)),
+        ]
         reserved_x2 = Signal(32)   # defined-bit mask complement for x2APIC #GP checks
         with m.Switch(index):
             for r in REGISTERS:
                 with m.Case(r.index):
                     m.d.comb += [
-                        readable_x.eq(r.xapic in (Access.RW, Access.RO)),
-                        writable_x.eq(r.xapic in (Access.RW, Access.WO)),
-                        readable_x2.eq(r.x2apic in (Access.RW, Access.RO)),
-                        writable_x2.eq(r.x2apic in (Access.RW, Access.WO)),
+                        pre.readable_x.eq(r.xapic in (Access.RW, Access.RO)),
+                        pre.writable_x.eq(r.xapic in (Access.RW, Access.WO)),
+                        pre.readable_x2.eq(r.x2apic in (Access.RW, Access.RO)),
+                        pre.writable_x2.eq(r.x2apic in (Access.RW, Access.WO)),
                     ]
                     if r.kind is Kind.STORAGE or r.name == "SELF_IPI":
                         m.d.comb += reserved_x2.eq(~(r.write_mask | r.ro_mask) & 0xFFFF_FFFF)
-
+        # the value bits an x2APIC write must leave zero (reserved bits, the upper half, a
+        # non-zero EOI or ESR write): #GP whatever the mode, so decided from the request too
         wdata = port.wdata
-        write = port.req_valid & port.write
-        read = port.req_valid & ~port.write
+        with m.Switch(index):
+            with m.Case(BY_NAME["EOI"].index, BY_NAME["ESR"].index):
+                m.d.comb += pre.x2apic_bad_value.eq(wdata != 0)
+            with m.Case(BY_NAME["ICR"].index):
+                m.d.comb += pre.x2apic_bad_value.eq((wdata & ICR_X2APIC_RESERVED) != 0)
+            with m.Default():
+                m.d.comb += pre.x2apic_bad_value.eq((wdata[32:64] != 0) | ((wdata[0:32] & reserved_x2) != 0))
+
+        if self.registered_decode:
+            # The request is decoded in the cycle it is first offered and taken in the next one
+            # (``req_ready`` low until then): the decode no longer shares a cycle with the
+            # writes it steers, which is a large FPGA build's critical path.  Only the request
+            # is decoded ahead, never the APIC's state (its mode may change in between).
+            dec = Signal(_RequestDecode)
+            decoded = Signal()      # ``dec`` holds the request on the port
+            m.d.sync += dec.eq(pre)
+        else:
+            dec, decoded = pre, Const(1)
+        index = dec.index
+        is_msr = dec.is_msr
+        mmio_aligned = dec.mmio_aligned
+        msr_apic_base, msr_tsc, msr_deadline = dec.msr_apic_base, dec.msr_tsc, dec.msr_deadline
+        readable_x, writable_x = dec.readable_x, dec.writable_x
+        readable_x2, writable_x2 = dec.readable_x2, dec.writable_x2
+        deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
+                         if lsrc else Const(0))
+        xapic_access = ~is_msr & xapic
+        x2apic_access = dec.msr_x2apic & x2apic
+
+        write = port.req_valid & dec.write
+        read = port.req_valid & ~dec.write
 
         gp = Signal()
         illegal_address = Signal()
-        new_base = ApicBase(wdata)
         with m.If(msr_apic_base):
-            with m.If(port.write):
+            with m.If(dec.write):
                 bad_transition = (
                     (~new_base.enable & new_base.extd) |
                     (x2apic & new_base.enable & ~new_base.extd) |
@@ -310,27 +374,17 @@ class RegisterFile(wiring.Component):
                     (x2apic_only & ~(new_base.enable & new_base.extd)))
                 if not self.x2apic_support:     # EXTD cannot be set at all
                     bad_transition = bad_transition | new_base.extd
-                m.d.comb += gp.eq((new_base.rsvd0 != 0) | new_base.rsvd9 |
-                                  (new_base.rsvd36 != 0) | bad_transition)
+                m.d.comb += gp.eq(dec.base_reserved | bad_transition)
         if lsrc:    # (no constant branches without them: Verilator calls those case overlaps)
             with m.Elif(msr_tsc):
-                m.d.comb += gp.eq(port.write)   # the shared TSC is read-only here
+                m.d.comb += gp.eq(dec.write)    # the shared TSC is read-only here
             with m.Elif(msr_deadline):
                 pass                            # any 64-bit value; ignored outside deadline mode
         with m.Elif(is_msr):
             with m.If(~x2apic_access):
                 m.d.comb += gp.eq(1)
-            with m.Elif(port.write):
-                special_bad = Signal()
-                with m.Switch(index):
-                    with m.Case(BY_NAME["EOI"].index, BY_NAME["ESR"].index):
-                        m.d.comb += special_bad.eq(wdata != 0)
-                    with m.Case(BY_NAME["ICR"].index):
-                        m.d.comb += special_bad.eq((wdata & ICR_X2APIC_RESERVED) != 0)
-                    with m.Default():
-                        m.d.comb += special_bad.eq((wdata[32:64] != 0) |
-                                                   ((wdata[0:32] & reserved_x2) != 0))
-                m.d.comb += gp.eq(~writable_x2 | special_bad)
+            with m.Elif(dec.write):
+                m.d.comb += gp.eq(~writable_x2 | dec.x2apic_bad_value)
             with m.Else():
                 m.d.comb += gp.eq(~readable_x2)
         with m.Elif(xapic_access):
@@ -347,8 +401,10 @@ class RegisterFile(wiring.Component):
         # An IPI waits for the previous one: back-pressure instead of loss.
         sends = Signal()
         m.d.comb += sends.eq(writes("ICR") | (x2apic & writes("SELF_IPI")))
-        m.d.comb += port.req_ready.eq(~(sends & self.tx_busy) & ~self.hold)
+        m.d.comb += port.req_ready.eq(decoded & ~(sends & self.tx_busy) & ~self.hold)
         fire = port.req_valid & port.req_ready
+        if self.registered_decode:
+            m.d.sync += decoded.eq(port.req_valid & ~fire)
         m.d.comb += [
             self.write.valid.eq(fire & do_write),
             self.write.index.eq(index),

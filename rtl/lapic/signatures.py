@@ -44,7 +44,9 @@ class RegisterBusSignature(wiring.Signature):
     for the storage in memory by tests/test_lapic_parts.py).
     ``req_ready`` stays low while an access cannot complete yet (an ICR write while the previous
     IPI is still in flight; any access in the cycle after a pipelined APIC's IA32_APIC_BASE.EN
-    was cleared, while its registers reset), so nothing is lost.
+    was cleared, while its registers reset; a pipelined APIC's request in its first cycle,
+    while it is decoded), so nothing is lost.  A request's fields stay unchanged until it is
+    taken (a pipelined APIC decodes them a cycle ahead).
 
     Members (CPU view): ``req_valid`` Out(1), ``req_ready`` In(1), ``space`` Out(Space),
     ``addr`` Out(32), ``write`` Out(1), ``wdata`` Out(64), ``resp_valid`` In(1),

@@ -269,6 +269,8 @@ class Driver:
         stalls = _rng(STALL_ENV, name)
         self._pause = None if stalls is None else random_pauses(stalls)
         self._stall_run = 0
+        #: the last request was withdrawn before it was taken (see :meth:`hold_until`)
+        self._withdrawn = False
 
     def set_pause_generator(self, generator=None):
         """Stall on each cycle ``generator`` yields True for (None: never stall)."""
@@ -310,19 +312,26 @@ class Driver:
         """Drive ``data`` (``{handle: value}``) and hold ``valid`` high until a clock edge
         samples ``ready`` high; returns ``(edge_ns, cycles)``: the edge that took it, and how
         many edges that was.  Right after that edge ``valid`` is low again, also when the
-        caller is cancelled (a CPU reset mid-access).
+        caller is cancelled (a CPU reset mid-access).  After a request withdrawn untaken, a
+        clock edge sees ``valid`` low before the next request is offered: a new request in its
+        place would look like the old one changing its fields, which a requester must not do
+        (RegisterBusSignature: a pipelined APIC decodes a request a cycle before it takes it).
 
         Raises
         ------
         SimTimeout
             ``ready`` stayed low for ``timeout_cycles`` edges (``valid`` is dropped first).
         """
+        if self._withdrawn:
+            self._withdrawn = False
+            await RisingEdge(self.clk)
         await self.sync()
         for handle, value in (data or {}).items():
             pin(handle).set(value)
         valid = pin(valid)
         ready = pin(ready).get
         valid.set(1)
+        taken = False
         try:
             for cycle in range(timeout_cycles):
                 taken, = await sample_at_edge(self.clk, ready)
@@ -332,6 +341,7 @@ class Driver:
                              f"(its ready or acknowledge stayed low)")
         finally:
             valid.set(0)
+            self._withdrawn = not taken
 
     async def bus_access(self, req_valid, req_ready, resp_valid, request, response, *, what,
                          timeout_cycles=1000):

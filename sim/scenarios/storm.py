@@ -38,6 +38,7 @@ async def ipi_storm(machine, options):
         for sender_n, k, target in plan[n]:
             await kernel.smp_call_function_single(cpu, target, (sender_n, k))
 
+    messages_before = len(machine.env.monitor.cycles)
     for task in [cocotb.start_soon(sender(n)) for n in online]:
         await task
     deadline = Timer(machine.scaled_ns(options.callin_timeout_us * 1000), "ns")
@@ -45,6 +46,11 @@ async def ipi_storm(machine, options):
         kernel.call_ran.clear()
         if await First(kernel.call_ran.wait(), deadline) is deadline:
             break
+    # Every call sent one IPI.  A target can run a call an earlier IPI found queued before
+    # that call's own IPI is on the bus (the pipelined fabric's stages), so the report waits for
+    # each IPI to be on the bus; one that never gets there fails the fabric monitor's watchdog.
+    await machine.env.monitor.wait_for(messages_before + len(expected), timeout_cycles=64 * len(online) + 64,
+                                       what=f"the storm's {len(expected)} call-function IPIs")
     done = sorted(kernel.calls_done)
     lost = sorted(set(expected) - set(done))
     duplicated = len(done) - len(set(done))
