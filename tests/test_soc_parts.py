@@ -240,8 +240,9 @@ async def _core_access(ctx, bus, addr, wdata=None, wstrb=0xF, *, cycles=None):
 @pytest.mark.parametrize("registered_requests", [False, True])
 def test_interconnect_grants_one_core_at_a_time_round_robin(registered_requests):
     """Three cores reading the RAM are served in turn, four cycles an access, with the cores'
-    requests taken from flip-flops too (each access then starts a cycle later, which the queue
-    hides)."""
+    requests taken from flip-flops too (each access then starts a cycle later and the granted
+    request is copied in a cycle of its own, LATCH, which the queue hides: the next grant is
+    made as the previous access is answered)."""
     top = _InterconnectWithRam(init=range(0, 64), registered_requests=registered_requests)
     ic = top.ic
     done = []          # (cycle, core, data), in completion order
@@ -264,13 +265,15 @@ def test_interconnect_grants_one_core_at_a_time_round_robin(registered_requests)
     assert [(core, data) for _, core, data in done] == [(0, 0), (1, 8), (2, 16), (0, 1), (1, 9), (2, 17),
                                                         (0, 2), (1, 10), (2, 18)]
     cycles = [c for c, _, _ in done]
-    assert [b - a for a, b in zip(cycles, cycles[1:])] == [4] * 8        # IDLE, DECODE, RAM, DONE
+    # IDLE, DECODE, RAM, DONE; registered: DONE (the next grant), LATCH, DECODE, RAM
+    assert [b - a for a, b in zip(cycles, cycles[1:])] == [4] * 8
 
 
 @pytest.mark.parametrize("registered_requests", [False, True])
 def test_interconnect_io_and_boot_rom(registered_requests):
     """Each access of a core alone on the bus is done once (a store to the UART taken twice
-    would send its byte twice), in four cycles, or five when its request is registered."""
+    would send its byte twice), in four cycles, or six when its request is registered (its
+    copy, and the granted request's copy in LATCH)."""
     top = _InterconnectWithRam(n_cores=1, msr_window=False, init=[0x1111, 0x2222] + [0] * 62,
                                registered_requests=registered_requests)
     ic, core = top.ic, top.ic.cores[0]
@@ -303,7 +306,7 @@ def test_interconnect_io_and_boot_rom(registered_requests):
 
     simulate(top, bench, background=[uart])
     assert seen == {"ram": (0x2222, 0xABCD), "lock": [0, 1, 0], "leds": (0xA5, 0xA5), "uart": list(b"ok"),
-                    "busy": 1, "unmapped": 0, "msr": 0, "cycles": [5 if registered_requests else 4]}
+                    "busy": 1, "unmapped": 0, "msr": 0, "cycles": [6 if registered_requests else 4]}
 
 
 def test_interconnect_flags_the_core_whose_access_nothing_answers():

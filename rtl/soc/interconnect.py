@@ -3,7 +3,7 @@ decoder, the RAM, the shared I/O (UART, LEDs, lock), the mailbox, the START wind
 a :class:`~.window_bus.WindowBus` beside each group of cores takes them) each core's own
 windows (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
 
-from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -28,12 +28,14 @@ class Interconnect(wiring.Component):
     """One shared bus for ``n_cores`` PicoRV32 native buses (docs/ARCHITECTURE.md, "Soft-SoC")
     and, with ``dma``, one more initiator that reaches the RAM only.
 
-    A round-robin arbiter grants one requester at a time (IDLE); it keeps the grant for its
-    whole access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
+    A round-robin arbiter grants one requester at a time (IDLE; with ``registered_requests``
+    also in DONE, then LATCH copies the granted request); it keeps the grant for its whole
+    access, which is decoded by ``address[31:28]`` (:data:`apwake.rtl.soc.memory_map.SOC_MAP`)
     in DECODE and answered (the core's ``ready``) in DONE:
 
     * RAM (0x0): one cycle to read (state RAM); stores below ``BOOT_ROM_BYTES`` are dropped.
-      Four cycles an access (IDLE, DECODE, RAM, DONE).
+      Four cycles an access (IDLE, DECODE, RAM, DONE; with ``registered_requests`` DONE or
+      IDLE, LATCH, DECODE, RAM).
     * shared I/O (0x1, :data:`IO_MAP`): the UART transmitter (a store waits in DECODE while it is
       busy, then pulses ``uart_valid`` with ``uart_data``), the LEDs, the lock (a read is test
       and set, a store writes bit 0).
@@ -83,14 +85,18 @@ class Interconnect(wiring.Component):
         and the decoder (a large build's: a SERV core's request is combinational from its bit
         counter, and the arbiter and decoder sit in the middle of the device; synth/REPORT.md
         "ulx3s-timing").  The copy of ``valid`` is cleared in the cycle after the core's
-        ``ready``, so a request is never taken twice.  Each access starts a cycle later (a core
-        alone on the bus waits five cycles for a RAM access instead of four; under contention
-        the grants follow each other as before).  A request a core withdraws unanswered (its
-        reset) can still be granted in the first cycle after it is withdrawn, as, without the
-        copy, one withdrawn in the cycle after its grant is still carried out.  (In both forms
+        ``ready``, so a request is never taken twice.  The granted request is copied once more,
+        in a state of its own after the grant (LATCH), so that the decoder, the RAM's address
+        and the UART start from flip-flops beside them rather than from the multiplexer of
+        every core's request that the grant steers.  A core alone on the bus waits six cycles
+        for a RAM access instead of four; when requests queue, the next grant is made in DONE,
+        so the accesses follow each other four cycles apart as without the copies.  A request
+        a core withdraws unanswered (its reset) can still be granted in the first cycle after
+        it is withdrawn, as, without the copy, one withdrawn in the cycle after its grant is
+        still carried out.  (In both forms
         a core that is reset during its access and requests again before that access ends
-        takes that access's answer for its new request: the window is one cycle longer with
-        the copy; INIT to SIPI takes far longer in every firmware here.)
+        takes that access's answer for its new request: the window is two cycles longer with
+        the copies; INIT to SIPI takes far longer in every firmware here.)
 
     Attributes
     ----------
@@ -186,6 +192,14 @@ class Interconnect(wiring.Component):
             wstrbs.append(Mux(dma.write, dma.wstrb, 0))
             from_dma = sel == n
         addr, wdata, wstrb = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel]
+        if self.registered_requests:
+            # the granted request copied beside the decoder (state LATCH): the 32:1 multiplexer
+            # the grant register steers ends at flip-flops, not in the RAM's address and the
+            # UART (the 32-core ECP5 build's critical path once the windows left this bus)
+            granted = [Signal(32, name="granted_addr"), Signal(32, name="granted_wdata"),
+                       Signal(4, name="granted_wstrb")]
+            latch = [field.eq(value) for field, value in zip(granted, (addr, wdata, wstrb))]
+            addr, wdata, wstrb = granted
         write = wstrb != 0
         rdata = Signal(32)
         for core, ready in zip(cores, readys):
@@ -212,6 +226,10 @@ class Interconnect(wiring.Component):
                 m.d.comb += arbiter.requests.eq(valids)
                 with m.If(arbiter.valid):
                     m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "LATCH" if self.registered_requests else "DECODE"
+            if self.registered_requests:
+                with m.State("LATCH"):
+                    m.d.sync += latch
                     m.next = "DECODE"
             with m.State("DECODE"):
                 with m.If(window == _RAM):
@@ -267,5 +285,17 @@ class Interconnect(wiring.Component):
                               wdata=wdata, wstrb=wstrb, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
-                m.next = "IDLE"
+                if self.registered_requests:
+                    # the next grant already (not to the requester answered now: its copy of
+                    # ``valid`` clears only in the next cycle), so LATCH costs no cycle when
+                    # requests queue
+                    answered = (Const(1, len(valids)) << sel)[:len(valids)]
+                    m.d.comb += arbiter.requests.eq(valids & ~answered)
+                    with m.If(arbiter.valid):
+                        m.d.sync += sel.eq(arbiter.grant_index)
+                        m.next = "LATCH"
+                    with m.Else():
+                        m.next = "IDLE"
+                else:
+                    m.next = "IDLE"
         return m
