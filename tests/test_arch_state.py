@@ -151,3 +151,12 @@ def test_return_to_firmware_checks_the_state_it_jumps_in():
     with pytest.raises(_BackToFirmware):
         asyncio.run(CpuModel.return_to_firmware(cpu_with(ArchState.long_mode_entry(0x7F_F000, cr3=0x9000))))
     assert returned == [True] and len(failures) == 1
+
+
+def test_a_segment_and_a_descriptor_table_report_every_field():
+    """``as_dict`` is written out by hand (each CPU start records its state): it must name every
+    field of the dataclass, with its value."""
+    import dataclasses
+    from apwake.sim.models.cpu.state import DescriptorTable
+    for value in (Segment(0x10, 0x1000, 0xFFF, 0x93), DescriptorTable(0x2000, 0x27)):
+        assert value.as_dict() == {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}

@@ -83,7 +83,8 @@ class Segment:
     attrib: int = _DATA_RW
 
     def as_dict(self):
-        return dataclasses.asdict(self)
+        # (not dataclasses.asdict, which deep-copies field by field: every CPU start records one)
+        return {"selector": self.selector, "base": self.base, "limit": self.limit, "attrib": self.attrib}
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class DescriptorTable:
     limit: int = 0xFFFF
 
     def as_dict(self):
-        return dataclasses.asdict(self)
+        return {"base": self.base, "limit": self.limit}
 
 
 def _real_mode(selector):
