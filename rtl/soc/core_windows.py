@@ -90,7 +90,7 @@ class CoreWindows(wiring.Component):
     ram_bytes, stack_bytes : int
         RAM_BYTES and STACK_BYTES (:class:`apwake.rtl.soc.Soc`'s parameters), 32-bit.
     registered_request : bool
-        Drive the APICs' register buses (all but ``req_valid``) from flip-flops loaded in the
+        Drive the APICs' register buses from flip-flops loaded in the
         cycle before the request, the same cycles as without them: for large FPGA builds,
         where the path from a core's bus through the interconnect and this engine into every
         APIC's register decode was the critical one (the 16-core ECP5 build: 42.7 ns without,
@@ -98,7 +98,9 @@ class CoreWindows(wiring.Component):
         :data:`APICS_PER_REQUEST_COPY` APICs, each loaded only for its own cores' accesses (so
         that synthesis keeps them apart), drives its APICs alone: the 32-core build's critical
         path was one request register driving all 32 APICs across the device (29.4 ns of
-        routing).  The SoC sets it with its fabric's ``pipelined``.
+        routing).  Each APIC's ``req_valid`` is a flip-flop of its own too, set as the engine
+        enters APIC_REQ for its core and cleared as the APIC takes the request (the same
+        cycles).  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
@@ -217,10 +219,23 @@ class CoreWindows(wiring.Component):
         else:
             copies = [request_fields()]
             m.d.comb += [req.eq(value) for req, value in zip(copies[0], request)]
+        # registered: each APIC's req_valid is a flip-flop of its own, set as this engine enters
+        # APIC_REQ for its core and cleared as the APIC takes the request (the same cycles as
+        # ``requesting & (core == i)``), so the core index's decode no longer runs into every
+        # APIC's take (the 32-core build's critical path once the request fields were registers)
+        entering = Signal()         # the engine enters APIC_REQ at the next edge
         for i, bus in enumerate(self.apic):
             group = i // APICS_PER_REQUEST_COPY if self.registered_request else 0
             req_write, req_space, req_addr, req_wdata = copies[group]
-            m.d.comb += [bus.req_valid.eq(requesting & (core == i)), bus.write.eq(req_write),
+            if self.registered_request:
+                req_valid = Signal(name=f"apic{i}_req_valid")
+                with m.If(entering & (core == i)):
+                    m.d.sync += req_valid.eq(1)
+                with m.Elif(req_valid & bus.req_ready):
+                    m.d.sync += req_valid.eq(0)
+            else:
+                req_valid = requesting & (core == i)
+            m.d.comb += [bus.req_valid.eq(req_valid), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
         req_ready = Array(bus.req_ready for bus in self.apic)[core]
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
@@ -270,6 +285,10 @@ class CoreWindows(wiring.Component):
                 with m.If(vmgexit & (core == i)):
                     m.d.sync += parked[i].eq(1)
 
+        def to_apic_req():
+            m.d.comb += entering.eq(1)
+            m.next = "APIC_REQ"
+
         def done(rdata):
             m.d.comb += [acc.done.eq(1), acc.rdata.eq(rdata)]
             m.next = "IDLE"
@@ -281,7 +300,7 @@ class CoreWindows(wiring.Component):
                     with m.If(acc.window == CoreWindow.CONTROL):
                         done(control_answer)
                     with m.Elif(acc.window == CoreWindow.APIC):
-                        m.next = "APIC_REQ"
+                        to_apic_req()
                     if self.msr_window:
                         with m.Elif(in_msr & acc.write & msr["SELECT"]):
                             store(_SELECT, acc.wdata)
@@ -316,16 +335,16 @@ class CoreWindows(wiring.Component):
                             store(_DATA_HI, msr_rdata[32:64])
                             done(msr_rdata[0:32])
                     with m.Else():
-                        m.next = "APIC_REQ"
+                        to_apic_req()
                 with m.State("WRMSR"):          # word_data: DATA_LO, until the access is done
                     if ghcb:
                         with m.If(select == MSR_GHCB):
                             m.d.comb += msr_write.eq(1)
                             done(0)
                         with m.Else():
-                            m.next = "APIC_REQ"
+                            to_apic_req()
                     else:
-                        m.next = "APIC_REQ"
+                        to_apic_req()
             with m.State("APIC_REQ"):
                 m.d.comb += requesting.eq(1)
                 with m.If(req_ready):
