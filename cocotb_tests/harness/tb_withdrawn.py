@@ -24,6 +24,7 @@ async def test_a_withdrawn_request_is_seen_low_before_the_next(dut):
     env = await FabricEnv.start(dut)
     port, other = env.ports
     for p in env.ports:
+        p.set_exact_timing()        # the test's point is the cycles around the withdrawal
         await p.enter_x2apic()
         await p.software_enable()
     edges = []          # (req_valid, req_ready, addr) as each edge samples them

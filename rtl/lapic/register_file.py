@@ -54,6 +54,8 @@ _RequestDecode = data.StructLayout({
     "writable_x2": 1,
     "base_reserved": 1,
     "x2apic_bad_value": 1,
+    "icr": 1,           # the register is ICR or SELF IPI (a write that sends): the handshake's
+    "self_ipi": 1,      # back-pressure decided without comparing the index in the take cycle
 })
 
 
@@ -139,8 +141,9 @@ class RegisterFile(wiring.Component):
         shares a cycle with the register writes and the transmit slot it steers (a large FPGA
         build's critical path, synth/REPORT.md "ulx3s-timing").  What depends on the APIC's
         state (its mode, the storage registers INIT may reset in between, the transmit slot,
-        ``hold``) is still decided in the cycle of the take.  The requester must hold a request's fields unchanged
-        until it is taken, as :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks.
+        ``hold``) is still decided in the cycle of the take.  The requester must hold a
+        request's fields unchanged until it is taken, as
+        :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks.
 
     Attributes
     ----------
@@ -315,6 +318,8 @@ class RegisterFile(wiring.Component):
             pre.msr_tsc.eq(is_msr & (port.addr == MSR_IA32_TSC)),       # used with local sources only
             pre.msr_deadline.eq(is_msr & (port.addr == MSR_IA32_TSC_DEADLINE)),
             pre.base_reserved.eq((new_base.rsvd0 != 0) | new_base.rsvd9 | (new_base.rsvd36 != 0)),
+            pre.icr.eq(index == BY_NAME["ICR"].index),
+            pre.self_ipi.eq(index == BY_NAME["SELF_IPI"].index),
         ]
         reserved_x2 = Signal(32)   # defined-bit mask complement for x2APIC #GP checks
         with m.Switch(index):
@@ -343,7 +348,7 @@ class RegisterFile(wiring.Component):
             # The request is decoded in the cycle it is first offered and taken in the next one
             # (``req_ready`` low until then): the decode no longer shares a cycle with the
             # writes it steers, which is a large FPGA build's critical path.  Only the request
-            # is decoded ahead, never the APIC's state (its mode may change in between).
+            # is decoded ahead, never the APIC's state (INIT may reset its registers in between).
             dec = Signal(_RequestDecode)
             decoded = Signal()      # ``dec`` holds the request on the port
             m.d.sync += dec.eq(pre)
@@ -395,12 +400,9 @@ class RegisterFile(wiring.Component):
         m.d.comb += do_write.eq(write & ~gp & ~illegal_address &
                                 ((xapic_access & writable_x) | x2apic_access))
 
-        def writes(name):
-            return do_write & (index == BY_NAME[name].index)
-
         # An IPI waits for the previous one: back-pressure instead of loss.
         sends = Signal()
-        m.d.comb += sends.eq(writes("ICR") | (x2apic & writes("SELF_IPI")))
+        m.d.comb += sends.eq(do_write & (dec.icr | (x2apic & dec.self_ipi)))
         m.d.comb += port.req_ready.eq(decoded & ~(sends & self.tx_busy) & ~self.hold)
         fire = port.req_valid & port.req_ready
         if self.registered_decode:

@@ -46,7 +46,8 @@ class RegisterBusSignature(wiring.Signature):
     IPI is still in flight; any access in the cycle after a pipelined APIC's IA32_APIC_BASE.EN
     was cleared, while its registers reset; a pipelined APIC's request in its first cycle,
     while it is decoded), so nothing is lost.  A request's fields stay unchanged until it is
-    taken (a pipelined APIC decodes them a cycle ahead).
+    taken (a pipelined APIC decodes them a cycle ahead); a requester that withdraws a request
+    untaken (a CPU reset) leaves ``req_valid`` low for a cycle before it offers another.
 
     Members (CPU view): ``req_valid`` Out(1), ``req_ready`` In(1), ``space`` Out(Space),
     ``addr`` Out(32), ``write`` Out(1), ``wdata`` Out(64), ``resp_valid`` In(1),

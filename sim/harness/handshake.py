@@ -323,8 +323,8 @@ class Driver:
             ``ready`` stayed low for ``timeout_cycles`` edges (``valid`` is dropped first).
         """
         if self._withdrawn:
-            self._withdrawn = False
             await RisingEdge(self.clk)
+            self._withdrawn = False     # (after the edge: a caller cancelled while waiting for it leaves it set)
         await self.sync()
         for handle, value in (data or {}).items():
             pin(handle).set(value)

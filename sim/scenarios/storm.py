@@ -49,7 +49,8 @@ async def ipi_storm(machine, options):
     # Every call sent one IPI.  A target can run a call an earlier IPI found queued before
     # that call's own IPI is on the bus (the pipelined fabric's stages), so the report waits for
     # each IPI to be on the bus; one that never gets there fails the fabric monitor's watchdog.
-    await machine.env.monitor.wait_for(messages_before + len(expected), timeout_cycles=64 * len(online) + 64,
+    await machine.env.monitor.wait_for(len(expected), since=messages_before, timeout_cycles=64 * len(online) + 64,
+                                       where=lambda cycle: cycle.msg["vector"] == CALL_FUNCTION_VECTOR,
                                        what=f"the storm's {len(expected)} call-function IPIs")
     done = sorted(kernel.calls_done)
     lost = sorted(set(expected) - set(done))

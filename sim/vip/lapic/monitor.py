@@ -85,16 +85,22 @@ class FabricMonitor(Background):
         self._ledgers = None if senders is None else [port.sends for port in senders]
         self.cycles = []
 
-    async def wait_for(self, count, *, timeout_cycles=10_000, what=None):
-        """Wait until ``count`` bus cycles have been recorded in total."""
-        if len(self.cycles) >= count:
+    async def wait_for(self, count, *, since=0, where=None, timeout_cycles=10_000, what=None):
+        """Wait until ``count`` bus cycles have been recorded in total, or, with ``since`` (an
+        index of :attr:`cycles`) and ``where`` (a predicate on a :class:`BusCycle`), that many
+        from index ``since`` on for which ``where`` holds.  AssertionError after
+        ``timeout_cycles`` clock cycles without them."""
+        def seen():
+            recorded = self.cycles[since:]
+            return len(recorded) + since if where is None else sum(1 for c in recorded if where(c))
+        if seen() >= count:
             return
         deadline = Timer(timeout_cycles * self._clock_ns, "ns")
-        while len(self.cycles) < count:
+        while seen() < count:
             self._recorded.clear()
             if await First(self._recorded.wait(), deadline) is deadline:
                 raise AssertionError(
-                    f"fabric monitor: {len(self.cycles)} of {count} messages on the bus after "
+                    f"fabric monitor: {seen()} of {count} messages on the bus after "
                     f"{timeout_cycles} cycles" + (f" ({what})" if what else ""))
         # Recorded in the read-only phase before the receivers' clock edge; values read right
         # after an edge are the pre-edge ones, so step two edges: the caller then sees the
