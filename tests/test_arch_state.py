@@ -1,13 +1,14 @@
 """The CPU models' architectural state (sim/models/cpu/state.py): what RESET, INIT, SIPI, SMI and
 the mailbox wakeup set, and the entry requirements programs declare, against the SDM's values."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
 
 from apwake.sim.models.cpu.linux import TRAMPOLINE, TRAMPOLINE_ENTRY
 from apwake.sim.models.cpu.model import RESET_VECTOR, RESET_VECTOR_ENTRY, SEV_ES_RESET, SMBASE
-from apwake.sim.models.cpu.state import (ArchState, EntryRequirement, Segment, long_mode_flat,
+from apwake.sim.models.cpu.state import (ArchState, DescriptorTable, EntryRequirement, Segment, long_mode_flat,
                                          real_mode_at, segment_attrib)
 
 CPU = SimpleNamespace(name="CPU 3 (APIC ID 0x3)")
@@ -156,7 +157,5 @@ def test_return_to_firmware_checks_the_state_it_jumps_in():
 def test_a_segment_and_a_descriptor_table_report_every_field():
     """``as_dict`` is written out by hand (each CPU start records its state): it must name every
     field of the dataclass, with its value."""
-    import dataclasses
-    from apwake.sim.models.cpu.state import DescriptorTable
     for value in (Segment(0x10, 0x1000, 0xFFF, 0x93), DescriptorTable(0x2000, 0x27)):
         assert value.as_dict() == {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}

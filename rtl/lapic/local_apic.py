@@ -182,11 +182,12 @@ class LocalApic(wiring.Component):
         message register loads while the slot is empty
         (:class:`~apwake.rtl.lapic.icr_sender.IcrSender` ``capture_when_idle``: the same
         behaviour at the link, a shorter path for a large FPGA build); clearing
-        IA32_APIC_BASE.EN resets the registers one cycle later, with the register port not
-        ready in that cycle (nothing can read them in between: the APIC is disabled); and a
-        register request is decoded in a cycle of its own before it is taken
+        IA32_APIC_BASE.EN resets the registers one cycle later; and a register request is
+        decoded in a cycle of its own before it is taken
         (:class:`~apwake.rtl.lapic.register_file.RegisterFile` ``registered_decode``: a cycle
-        more per access, the decode cut from the writes it steers).
+        more per access, the decode cut from the writes it steers), so the register port takes
+        nothing in the reset's cycle (nothing can read the registers in between: the APIC is
+        disabled).
 
     Attributes
     ----------
@@ -265,14 +266,14 @@ class LocalApic(wiring.Component):
         # BSP and an IPI already handed to the fabric (docs/spec/lapic.md §6.1).
         disable_reset = regs.disabling
         if self.pipelined:
-            # The reset that clearing EN asks for comes one cycle later, with the register port
-            # held for that cycle: the APIC is already disabled then (it matches nothing, its
-            # MMIO page reads all-ones, its pending events are dropped), so nothing can see the
-            # registers before they are reset.  It cuts the path from the register decode to
-            # the synchronous reset of every register (the 32-core ECP5 build's critical path).
+            # The reset that clearing EN asks for comes one cycle later: the APIC is already
+            # disabled then (it matches nothing, its MMIO page reads all-ones, its pending events
+            # are dropped), and the register port takes nothing in the cycle after a take (the
+            # registered decode), so nothing can see the registers before they are reset.  It
+            # cuts the path from the register decode to the synchronous reset of every register
+            # (the 32-core ECP5 build's critical path).
             disable_reset = Signal()
             m.d.sync += disable_reset.eq(regs.disabling)
-            m.d.comb += regs.hold.eq(disable_reset)
         soft_reset = disable_reset | events.init_taken
         resetting = disable_reset if self.pipelined else 0      # a reset still to come (quiescent)
         m.d.comb += [

@@ -101,8 +101,9 @@ class RegisterFile(wiring.Component):
       IA32_APIC_BASE: reserved bits and illegal mode transitions (§1) are ``gp``.  xAPIC:
       reserved or unaligned offsets raise ``illegal_address`` (ESR bit 7).
     * **Handshake.**  ``bus.req_ready`` is low while an ICR or SELF IPI write meets a full
-      transmit slot (``tx_busy``), and while ``hold``; the response comes one cycle after the
-      take.  With ``registered_decode`` it is also low in a request's first cycle.
+      transmit slot (``tx_busy``); the response comes one cycle after the take.  With
+      ``registered_decode`` it is also low in a request's first cycle, so no request is taken
+      in the cycle after a take (a pipelined APIC's reset after clearing EN comes then).
     * **Storage registers** (TPR, LDR, DFR, SVR, the LVTs, TIMER_INITIAL, TIMER_DIVIDE) are kept
       here, written through the table's write masks; LVT mask bits are forced while the APIC is
       software-disabled (§5).  LDR and the ICR are cleared on the switch to x2APIC mode
@@ -140,8 +141,8 @@ class RegisterFile(wiring.Component):
         in its first cycle), so every access takes a cycle more.  The decode then no longer
         shares a cycle with the register writes and the transmit slot it steers (a large FPGA
         build's critical path, synth/REPORT.md "ulx3s-timing").  What depends on the APIC's
-        state (its mode, the storage registers INIT may reset in between, the transmit slot,
-        ``hold``) is still decided in the cycle of the take.  The requester must hold a
+        state (its mode, the storage registers INIT may reset in between, the transmit slot) is
+        still decided in the cycle of the take.  The requester must hold a
         request's fields unchanged until it is taken, as
         :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks.
 
@@ -175,16 +176,14 @@ class RegisterFile(wiring.Component):
         Pulse: IA32_APIC_BASE.EN cleared (the APIC resets and drops its pending events).
     soft_reset : In(1)
         Return the storage registers to their reset values (INIT taken, or ``disabling``; a
-        pipelined APIC gives ``disabling`` one cycle later, with ``hold``).
+        pipelined APIC gives ``disabling`` one cycle later, when its registered decode takes
+        no request).
     illegal_address : Out(1)
         Pulse: ESR *illegal register address*.
     lvt_write_illegal : Out(1), only with ``local_interrupts``
         Pulse: an LVT written with Fixed mode and vector 0-15 (ESR *receive illegal vector*).
     tx_busy : In(1)
         The transmit slot is full: back-pressure for ICR writes, ICR bit 12 (delivery status).
-    hold : In(1)
-        ``bus.req_ready`` is low: no request is taken this cycle (a pipelined APIC finishing a
-        reset, :class:`~apwake.rtl.lapic.local_apic.LocalApic`).
     icr : In(Icr)
         The ICR, for read-back.
     irr, isr : In(n_vectors)
@@ -219,7 +218,6 @@ class RegisterFile(wiring.Component):
             "x2apic_entry": Out(1),
             "disabling": Out(1),
             "soft_reset": In(1),
-            "hold": In(1),
             "illegal_address": Out(1),
             "tx_busy": In(1),
             "icr": In(Icr),
@@ -403,7 +401,7 @@ class RegisterFile(wiring.Component):
         # An IPI waits for the previous one: back-pressure instead of loss.
         sends = Signal()
         m.d.comb += sends.eq(do_write & (dec.icr | (x2apic & dec.self_ipi)))
-        m.d.comb += port.req_ready.eq(decoded & ~(sends & self.tx_busy) & ~self.hold)
+        m.d.comb += port.req_ready.eq(decoded & ~(sends & self.tx_busy))
         fire = port.req_valid & port.req_ready
         if self.registered_decode:
             m.d.sync += decoded.eq(port.req_valid & ~fire)

@@ -86,13 +86,14 @@ class FabricMonitor(Background):
         self.cycles = []
 
     async def wait_for(self, count, *, since=0, where=None, timeout_cycles=10_000, what=None):
-        """Wait until ``count`` bus cycles have been recorded in total, or, with ``since`` (an
-        index of :attr:`cycles`) and ``where`` (a predicate on a :class:`BusCycle`), that many
-        from index ``since`` on for which ``where`` holds.  AssertionError after
+        """Wait until ``count`` bus cycles have been recorded from index ``since`` of
+        :attr:`cycles` on (all of them by default), counting only those for which ``where`` (a
+        predicate on a :class:`BusCycle`) holds when it is given.  AssertionError after
         ``timeout_cycles`` clock cycles without them."""
         def seen():
-            recorded = self.cycles[since:]
-            return len(recorded) + since if where is None else sum(1 for c in recorded if where(c))
+            if where is None:
+                return len(self.cycles) - since
+            return sum(1 for c in self.cycles[since:] if where(c))
         if seen() >= count:
             return
         deadline = Timer(timeout_cycles * self._clock_ns, "ns")
