@@ -501,6 +501,8 @@ def _windows_engine(port, log, *, hold, parks=()):
             for _ in range(hold[core]):
                 await ctx.tick()
                 assert ctx.get(port.valid) and ctx.get(port.core) == core, "the access did not wait for its answer"
+                assert (ctx.get(port.window), ctx.get(port.addr), ctx.get(port.write), ctx.get(port.wdata)) == \
+                    (window, addr, write, wdata), "the access changed before its answer"
             ctx.set(port.done, 1)
             ctx.set(port.rdata, 0x40 + core)
             await ctx.tick()
@@ -809,10 +811,12 @@ def test_request_copies_reach_each_group_of_apics(simulate, delay):
     assert after_reset == [("after reset", [0] * n)] * 6
 
 
-def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate):
-    """Core 1's GHCB MSR is read and written on its vCPU port (never the APIC); its VMGEXIT parks
-    core 1 alone until its exit_done, while core 0's accesses go on."""
-    top = _WindowsWithApics(0, apic_ids=(0, 1), bsp_index=0, ap_start="ghcb")
+@pytest.mark.parametrize("registered_request", [False, True])
+def test_ghcb_msr_and_a_vmgexit_that_waits_for_the_resume(simulate, registered_request):
+    """Core 1's GHCB MSR is read and written on its vCPU port (never the APIC, also when each
+    APIC's ``req_valid`` is a flip-flop); its VMGEXIT parks core 1 alone until its exit_done,
+    while core 0's accesses go on."""
+    top = _WindowsWithApics(0, apic_ids=(0, 1), bsp_index=0, ap_start="ghcb", registered_request=registered_request)
     dut = top.windows
     vcpu, acc = dut.vcpu[1], dut.access
     requests, seen = [], {}

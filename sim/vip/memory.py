@@ -18,6 +18,7 @@ lends the same wake-up to other waits (a CPU model's ``wait_until`` on a flag an
 
 import contextlib
 import enum
+import itertools
 from typing import Any, NamedTuple
 
 from cocotb.triggers import Event, First, Timer
@@ -92,21 +93,22 @@ class Memory:
         """Store ``data`` (bytes) at ``address`` on behalf of ``writer``."""
         if address < 0:
             raise MemoryError_(f"write at negative address {address:#x}")
-        flagged = set()       # one record per write and foreign page
-        for offset, byte in enumerate(bytes(data)):
-            a = address + offset
-            owner = self.owner(a)
-            if owner not in _OPEN and owner != writer and a // PAGE_SIZE not in flagged:
-                flagged.add(a // PAGE_SIZE)
-                self.corruptions.append(Corruption((a, owner, writer)))
-            self._bytes[a] = byte
+        data = bytes(data)
+        if not data:
+            return
         end = address + len(data)
+        # one record per write and foreign page, at the first byte written there
+        for page in range(address // PAGE_SIZE, (end - 1) // PAGE_SIZE + 1):
+            owner = self._owners.get(page)
+            if owner not in _OPEN and owner != writer:
+                self.corruptions.append(Corruption((max(address, page * PAGE_SIZE), owner, writer)))
+        self._bytes.update(zip(range(address, end), data))
         for start, stop, event in self._watchers:
             if address < stop and start < end:
                 event.set()
 
     def read(self, address, size):
-        return bytes(self._bytes.get(address + i, 0) for i in range(size))
+        return bytes(map(self._bytes.get, range(address, address + size), itertools.repeat(0, size)))
 
     def write_int(self, address, value, size, *, writer):
         if size not in (1, 2, 4, 8):
@@ -135,6 +137,8 @@ class Memory:
         """Sleep until ``predicate(read_int(address, size))`` holds; False on timeout.
         ``timeout_ns=None`` waits for ever: only for code that spins for ever on real hardware
         too (a parking loop), under a scenario watchdog."""
+        if predicate(self.read_int(address, size)):
+            return True             # (a flag already set needs no watch)
         with self.watch(address, size, Event()) as event:
             deadline = None if timeout_ns is None else Timer(timeout_ns, "ns") if timeout_ns > 0 else False
             while not predicate(self.read_int(address, size)):
