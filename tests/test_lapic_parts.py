@@ -533,8 +533,8 @@ def test_error_status_write_then_read_and_fire():
 
 class _RandomRequests:
     """Random register requests for the register file's differential tests: reads and writes
-    of every storage register in the current mode (xAPIC MMIO or x2APIC MSRs), a tenth of the
-    MMIO ones unaligned or off the page, SVR's software enable off or on, and IA32_APIC_BASE
+    of every storage register in the current mode (xAPIC MMIO or x2APIC MSRs), one in twenty
+    in the other mode's form, a tenth of the MMIO ones unaligned or off the page, SVR's software enable off or on, and IA32_APIC_BASE
     round trips xAPIC -> x2APIC -> disabled -> xAPIC, each step legal from the one before."""
 
     def __init__(self, rng):
@@ -564,6 +564,8 @@ class _RandomRequests:
         addr = r.msr if x2apic else r.offset
         if addr is None or not ctx.get(dut.enabled):
             space, addr = Space.MMIO, r.offset     # a disabled APIC's page reads all-ones
+        elif r.msr is not None and rng.random() < 0.05:   # the other mode's access: #GP, or all-ones
+            space, addr = (Space.MMIO, r.offset) if x2apic else (Space.MSR, r.msr)
         if space == Space.MMIO and rng.random() < 0.1:
             addr |= rng.choice([0x4, 0x8, 0x1000])  # unaligned or off the page: illegal address
         write = rng.random() < 0.5

@@ -58,6 +58,21 @@ _RequestDecode = data.StructLayout({
     "self_ipi": 1,      # back-pressure decided without comparing the index in the take cycle
 })
 
+#: what the request decides with the APIC's mode (IA32_APIC_BASE's EN and EXTD): its faults and
+#: effects.  The mode changes only when an IA32_APIC_BASE write is taken, and INIT keeps it, so
+#: with ``registered_decode`` this is held from the decode cycle as well.
+_ModeDecode = data.StructLayout({
+    "gp": 1,                # #GP (an MSR access)
+    "illegal_address": 1,   # an xAPIC access to a reserved or unaligned offset (ESR bit 7)
+    "do_write": 1,          # a write that takes effect on a register of the table
+    "sends": 1,             # ... that sends an IPI (ICR, or SELF IPI in x2APIC mode)
+    "readable": 1,          # a read of a readable register in the mode
+    "absent_page": 1,       # an MMIO access outside xAPIC mode: the page reads all-ones
+    "base_write": 1,        # an IA32_APIC_BASE write that takes effect
+    "disabling": 1,         # ... and clears EN
+    "x2apic_entry": 1,      # ... and enters x2APIC mode from xAPIC
+})
+
 
 def check_storage(storage):
     """``storage`` if it is one of :data:`STORAGE_CHOICES`; ValueError naming it otherwise."""
@@ -342,34 +357,12 @@ class RegisterFile(wiring.Component):
             with m.Default():
                 m.d.comb += pre.x2apic_bad_value.eq((wdata[32:64] != 0) | ((wdata[0:32] & reserved_x2) != 0))
 
-        if self.registered_decode:
-            # The request is decoded in the cycle it is first offered and taken in the next one
-            # (``req_ready`` low until then): the decode no longer shares a cycle with the
-            # writes it steers, which is a large FPGA build's critical path.  Only the request
-            # is decoded ahead, never the APIC's state (INIT may reset its registers in between).
-            dec = Signal(_RequestDecode)
-            decoded = Signal()      # ``dec`` holds the request on the port
-            m.d.sync += dec.eq(pre)
-        else:
-            dec, decoded = pre, Const(1)
-        index = dec.index
-        is_msr = dec.is_msr
-        mmio_aligned = dec.mmio_aligned
-        msr_apic_base, msr_tsc, msr_deadline = dec.msr_apic_base, dec.msr_tsc, dec.msr_deadline
-        readable_x, writable_x = dec.readable_x, dec.writable_x
-        readable_x2, writable_x2 = dec.readable_x2, dec.writable_x2
-        deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
-                         if lsrc else Const(0))
-        xapic_access = ~is_msr & xapic
-        x2apic_access = dec.msr_x2apic & x2apic
-
-        write = port.req_valid & dec.write
-        read = port.req_valid & ~dec.write
-
-        gp = Signal()
-        illegal_address = Signal()
-        with m.If(msr_apic_base):
-            with m.If(dec.write):
+        # ... and what it decides with the APIC's mode
+        mode = Signal(_ModeDecode)
+        xapic_access = ~pre.is_msr & xapic
+        x2apic_access = pre.msr_x2apic & x2apic
+        with m.If(pre.msr_apic_base):
+            with m.If(pre.write):
                 bad_transition = (
                     (~new_base.enable & new_base.extd) |
                     (x2apic & new_base.enable & ~new_base.extd) |
@@ -377,30 +370,57 @@ class RegisterFile(wiring.Component):
                     (x2apic_only & ~(new_base.enable & new_base.extd)))
                 if not self.x2apic_support:     # EXTD cannot be set at all
                     bad_transition = bad_transition | new_base.extd
-                m.d.comb += gp.eq(dec.base_reserved | bad_transition)
+                m.d.comb += mode.gp.eq(pre.base_reserved | bad_transition)
         if lsrc:    # (no constant branches without them: Verilator calls those case overlaps)
-            with m.Elif(msr_tsc):
-                m.d.comb += gp.eq(dec.write)    # the shared TSC is read-only here
-            with m.Elif(msr_deadline):
+            with m.Elif(pre.msr_tsc):
+                m.d.comb += mode.gp.eq(pre.write)   # the shared TSC is read-only here
+            with m.Elif(pre.msr_deadline):
                 pass                            # any 64-bit value; ignored outside deadline mode
-        with m.Elif(is_msr):
+        with m.Elif(pre.is_msr):
             with m.If(~x2apic_access):
-                m.d.comb += gp.eq(1)
-            with m.Elif(dec.write):
-                m.d.comb += gp.eq(~writable_x2 | dec.x2apic_bad_value)
+                m.d.comb += mode.gp.eq(1)
+            with m.Elif(pre.write):
+                m.d.comb += mode.gp.eq(~pre.writable_x2 | pre.x2apic_bad_value)
             with m.Else():
-                m.d.comb += gp.eq(~readable_x2)
+                m.d.comb += mode.gp.eq(~pre.readable_x2)
         with m.Elif(xapic_access):
-            m.d.comb += illegal_address.eq(~mmio_aligned | ~(readable_x | writable_x))
+            m.d.comb += mode.illegal_address.eq(~pre.mmio_aligned | ~(pre.readable_x | pre.writable_x))
+        base_write = pre.write & pre.msr_apic_base & ~mode.gp
+        m.d.comb += [
+            # register writes take effect only when legal in the current mode
+            mode.do_write.eq(pre.write & ~mode.gp & ~mode.illegal_address &
+                             ((xapic_access & pre.writable_x) | x2apic_access)),
+            # an IPI waits for the previous one: back-pressure instead of loss
+            mode.sends.eq(mode.do_write & (pre.icr | (x2apic & pre.self_ipi))),
+            mode.readable.eq((xapic_access & pre.readable_x & pre.mmio_aligned) | (x2apic_access & pre.readable_x2)),
+            mode.absent_page.eq(~pre.is_msr & ~xapic),
+            mode.base_write.eq(base_write),
+            mode.disabling.eq(base_write & enabled & ~new_base.enable),
+            mode.x2apic_entry.eq(base_write & xapic & new_base.extd),
+        ]
 
-        # Register writes take effect only when legal in the current mode.
-        do_write = Signal()
-        m.d.comb += do_write.eq(write & ~gp & ~illegal_address &
-                                ((xapic_access & writable_x) | x2apic_access))
+        if self.registered_decode:
+            # The request is decoded in the cycle it is first offered and taken in the next one
+            # (``req_ready`` low until then): the decode no longer shares a cycle with the
+            # writes it steers, which is a large FPGA build's critical path.  Held with it: what
+            # it decides with the mode, which only a taken IA32_APIC_BASE write changes (and
+            # ``decoded`` is low in the cycle after a take); never the storage registers (INIT
+            # may reset them in between) or the transmit slot.
+            dec, legal = Signal(_RequestDecode), Signal(_ModeDecode)
+            decoded = Signal()      # ``dec`` and ``legal`` hold the request on the port
+            m.d.sync += [dec.eq(pre), legal.eq(mode)]
+        else:
+            dec, legal, decoded = pre, mode, Const(1)
+        index = dec.index
+        msr_apic_base, msr_tsc, msr_deadline = dec.msr_apic_base, dec.msr_tsc, dec.msr_deadline
+        deadline_mode = (Lvt(storage["LVT_TIMER"]).timer_mode == TimerMode.TSC_DEADLINE
+                         if lsrc else Const(0))
 
-        # An IPI waits for the previous one: back-pressure instead of loss.
-        sends = Signal()
-        m.d.comb += sends.eq(do_write & (dec.icr | (x2apic & dec.self_ipi)))
+        write = port.req_valid & dec.write
+        read = port.req_valid & ~dec.write
+        gp, illegal_address, readable = legal.gp, legal.illegal_address, legal.readable
+        do_write = port.req_valid & legal.do_write
+        sends = port.req_valid & legal.sends
         m.d.comb += port.req_ready.eq(decoded & ~(sends & self.tx_busy))
         fire = port.req_valid & port.req_ready
         if self.registered_decode:
@@ -415,8 +435,6 @@ class RegisterFile(wiring.Component):
 
         # --- read data ----------------------------------------------------------------------
         rdata = Signal(64)
-        readable = Signal()
-        m.d.comb += readable.eq((xapic_access & readable_x & mmio_aligned) | (x2apic_access & readable_x2))
         with m.If(msr_apic_base):
             m.d.comb += rdata.eq(Cat(apic_base.as_value()[0:8], self.bsp, apic_base.as_value()[9],
                                      extd, apic_base.as_value()[11:64]))
@@ -425,7 +443,7 @@ class RegisterFile(wiring.Component):
                 m.d.comb += rdata.eq(self.tsc)
             with m.Elif(msr_deadline):
                 m.d.comb += rdata.eq(Mux(deadline_mode, self.tsc_deadline, 0))
-        with m.Elif(~is_msr & ~xapic):
+        with m.Elif(legal.absent_page):
             m.d.comb += rdata.eq(0xFFFF_FFFF)   # absent MMIO page (disabled or x2APIC)
         with m.Elif(readable):
             with m.Switch(index):
@@ -516,15 +534,15 @@ class RegisterFile(wiring.Component):
                                     if lvt.startswith("LVT_"):
                                         m.d.sync += storage[lvt][_LVT_MASK_BIT].eq(1)
                                 m.d.sync += [mask.eq(1) for mask in lvt_mask.values()]
-        with m.If(fire & write & msr_apic_base & ~gp):
+        with m.If(fire & legal.base_write):
             m.d.sync += [
                 apic_base.enable.eq(new_base.enable),
                 apic_base.extd.eq(new_base.extd),
                 apic_base.base.eq(new_base.base),
             ]
-            with m.If(enabled & ~new_base.enable):
+            with m.If(legal.disabling):
                 m.d.comb += self.disabling.eq(1)
-            with m.If(xapic & new_base.extd):
+            with m.If(legal.x2apic_entry):
                 # xAPIC -> x2APIC: LDR and ICR high are not preserved (docs/spec/lapic.md §1).
                 m.d.sync += storage["LDR"].eq(0)
                 m.d.comb += self.x2apic_entry.eq(1)

@@ -100,7 +100,8 @@ class CoreWindows(wiring.Component):
         path was one request register driving all 32 APICs across the device (29.4 ns of
         routing).  Each APIC's ``req_valid`` is a flip-flop of its own too, set as the engine
         enters APIC_REQ for its core and cleared as the APIC takes the request (the same
-        cycles).  The SoC sets it with its fabric's ``pipelined``.
+        cycles), and the engine then waits for the response alone: no APIC's ``req_ready``
+        reaches it.  The SoC sets it with its fabric's ``pipelined``.
 
     Attributes
     ----------
@@ -237,7 +238,7 @@ class CoreWindows(wiring.Component):
                 req_valid = requesting & (core == i)
             m.d.comb += [bus.req_valid.eq(req_valid), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
-        req_ready = Array(bus.req_ready for bus in self.apic)[core]
+        req_ready = Array(bus.req_ready for bus in self.apic)[core]       # (not registered: see APIC_REQ)
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
         # an APIC's rdata is 0 unless it answers (RegisterBusSignature), and only the access's
         # core's APIC is asked: an OR of the 64-bit answers instead of an N-way multiplexer
@@ -345,13 +346,23 @@ class CoreWindows(wiring.Component):
                             to_apic_req()
                     else:
                         to_apic_req()
-            with m.State("APIC_REQ"):
-                m.d.comb += requesting.eq(1)
-                with m.If(req_ready):
-                    m.next = "APIC_RESP"
-            with m.State("APIC_RESP"):
+            def answer():                       # the response: the cycle after the take
                 with m.If(resp_valid):
                     if self.msr_window:
                         store(_DATA_HI, resp_rdata[32:64])
                     done(resp_rdata[0:32])
+
+            with m.State("APIC_REQ"):
+                m.d.comb += requesting.eq(1)
+                if self.registered_request:
+                    # each APIC's req_valid clears at its own take; this state waits for the
+                    # response alone, so no APIC's req_ready (decided from its state in the take
+                    # cycle) runs into this engine (the same cycles)
+                    answer()
+                else:
+                    with m.If(req_ready):
+                        m.next = "APIC_RESP"
+            if not self.registered_request:
+                with m.State("APIC_RESP"):
+                    answer()
         return m
