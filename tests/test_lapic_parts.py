@@ -534,8 +534,9 @@ def test_error_status_write_then_read_and_fire():
 class _RandomRequests:
     """Random register requests for the register file's differential tests: reads and writes
     of every storage register in the current mode (xAPIC MMIO or x2APIC MSRs), one in twenty
-    in the other mode's form, a tenth of the MMIO ones unaligned or off the page, SVR's software enable off or on, and IA32_APIC_BASE
-    round trips xAPIC -> x2APIC -> disabled -> xAPIC, each step legal from the one before."""
+    in the other mode's form, a tenth of the MMIO ones unaligned or off the page, SVR's
+    software enable off or on, and IA32_APIC_BASE round trips xAPIC -> x2APIC -> disabled ->
+    xAPIC, each step legal from the one before."""
 
     def __init__(self, rng):
         from apwake.rtl.lapic.registers import Kind, REGISTERS
@@ -683,8 +684,8 @@ def test_register_file_without_x2apic_support_refuses_x2apic_mode():
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("storage", ["flops", "ram"])
-def test_register_file_registered_decode_answers_as_unregistered(storage):
+@pytest.mark.parametrize("storage, apic_id", [("flops", 0x05), ("ram", 0x05), ("ram", 0x123)])
+def test_register_file_registered_decode_answers_as_unregistered(storage, apic_id):
     """``registered_decode`` (a large FPGA build's APIC) takes every request exactly one cycle
     later than the plain register file and otherwise answers it the same.  Each runs in a
     testbench of its own, at the same time, through the same random accesses (those of the
@@ -693,7 +694,10 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
     access's response cycle and half after an idle cycle.  Per access the two must agree on what
     the take hands on (``write``, the pulses), the response and the outputs after it.  INIT's
     soft reset comes between the registered one's first offer and its take (its decode is older
-    than the state it is taken in) and just before the plain one's offer."""
+    than the state it is taken in) and just before the plain one's offer, also on purpose while
+    the timer is in TSC-deadline mode under a TIMER_INITIAL write or a TSC_DEADLINE read (INIT
+    leaves deadline mode, which those look at).  APIC ID 0x123 is x2APIC-only (its mode
+    transitions out of x2APIC are #GP)."""
     import random
     from amaranth import Module
 
@@ -711,7 +715,7 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
     reserved_base_bits = [base_fields[name].offset + k for name in ("rsvd0", "rsvd9", "rsvd36")
                           for k in range(base_fields[name].width)]
     steps = 1500
-    plan = []                               # (request, busy, gap, init_between), made by the plain one
+    plan = []       # (request, busy, gap, init_between, deadline_case), made by the plain one
     results = {plain: [], registered: []}   # (take, answer, outputs after, cycles waited) per access
 
     def next_step(ctx):
@@ -729,12 +733,27 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
         elif roll < 0.18:   # IA32_APIC_BASE with a reserved bit: #GP, nothing changes
             base = XAPIC_DEFAULT_BASE | pack(ApicBase, enable=1, extd=ctx.get(plain.x2apic))
             req = (Space.MSR, MSR_IA32_APIC_BASE, 1, base | 1 << rng.choice(reserved_base_bits))
-        return req, rng.choice([0, 0, 1, 2]), rng.random() < 0.5, rng.random() < 0.03
+        elif roll < 0.21 and ctx.get(plain.enabled):    # the timer into TSC-deadline mode
+            lvt = BY_NAME["LVT_TIMER"]
+            req = _in_mode(ctx, lvt, 1, pack(Lvt, vector=0x40, timer_mode=TimerMode.TSC_DEADLINE))
+        elif roll < 0.26 and in_deadline_mode(ctx):     # INIT between, and what deadline mode decides
+            initial = BY_NAME["TIMER_INITIAL"]
+            req = rng.choice([_in_mode(ctx, initial, 1, rng.getrandbits(32)),
+                              (Space.MSR, MSR_IA32_TSC_DEADLINE, 0, 0)])
+            return req, 0, rng.random() < 0.5, True, True
+        return req, rng.choice([0, 0, 1, 2]), rng.random() < 0.5, rng.random() < 0.03, False
+
+    def _in_mode(ctx, r, write, wdata):
+        """A request for register ``r`` in the plain register file's current mode."""
+        return ((Space.MSR, r.msr) if ctx.get(plain.x2apic) else (Space.MMIO, r.offset)) + (write, wdata)
+
+    def in_deadline_mode(ctx):
+        return ctx.get(plain.enabled) and ctx.get(plain.lvt_timer).timer_mode == TimerMode.TSC_DEADLINE
 
     def bench(dut):
         async def run(ctx):
             bus = dut.bus
-            ctx.set(dut.apic_id, 0x05)
+            ctx.set(dut.apic_id, apic_id)
             ctx.set(dut.tsc, 0x1234_5678_9ABC)
             ctx.set(dut.tsc_deadline, 0x42_0000_0000)
             for step in range(steps):
@@ -742,7 +761,7 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
                     plan.append(next_step(ctx))
                 while len(plan) <= step:    # (the plain one is ahead: it never waits here)
                     await ctx.tick()
-                req, busy, gap, init_between = plan[step]
+                req, busy, gap, init_between, _ = plan[step]
                 if init_between and dut is plain:      # INIT just before the offer
                     ctx.set(dut.soft_reset, 1)
                     await ctx.tick()
@@ -777,8 +796,9 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
 
     simulate(m, bench(plain), bench(registered))
     seen = {"held_back": 0, "init_between": 0, "gp": 0, "writes": 0, "x2apic": 0, "deadline_writes": 0,
-            "back_to_back": 0}
-    for step, ((req, busy, gap, init_between), a, b) in enumerate(zip(plan, results[plain], results[registered])):
+            "back_to_back": 0, "init_in_deadline_mode": 0}
+    for step, ((req, busy, gap, init_between, deadline_case), a, b) in enumerate(
+            zip(plan, results[plain], results[registered])):
         assert a[:3] == b[:3], (step, req)
         assert b[3] == max(a[3], 1), (step, req, a[3], b[3])
         seen["held_back"] += a[3] > 0
@@ -788,5 +808,6 @@ def test_register_file_registered_decode_answers_as_unregistered(storage):
         seen["x2apic"] += a[2]["x2apic"]
         seen["deadline_writes"] += a[0]["deadline_write"]
         seen["back_to_back"] += not gap
+        seen["init_in_deadline_mode"] += deadline_case
     assert len(results[plain]) == len(results[registered]) == steps
     assert min(seen.values()) > 10, seen

@@ -15,6 +15,7 @@ def test_round_robin_is_fair_and_exact(simulate):
     async def bench(ctx):
         last = n - 1
         for _ in range(400):
+            assert ctx.get(dut.last) == 1 << last     # the last grant, one-hot, from a register
             requests = rng.getrandbits(n)
             ctx.set(dut.requests, requests)
             grant, index, valid = ctx.get(dut.grant), ctx.get(dut.grant_index), ctx.get(dut.valid)

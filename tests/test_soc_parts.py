@@ -552,6 +552,26 @@ def test_window_bus_serves_the_windows_beside_the_shared_bus(registered_requests
                     ("core2", 0x42)]
 
 
+def test_window_bus_cycles_with_and_without_registered_requests():
+    """Two cores' window accesses raised in the same cycle (the engine answers each in its
+    second cycle): four cycles apart on either bus; with ``registered_requests`` each starts a
+    cycle later (the cores' request copies) and the granted request is copied in a cycle of its
+    own (LATCH), which the second access does not pay again (it is granted in DONE)."""
+    cycles = {}
+    for registered in (False, True):
+        top = _WindowBusBeforeInterconnect(n_cores=2, registered_requests=registered)
+        bus, log, edges = top.window_bus, [], []
+
+        async def core(ctx, i, bus=bus, edges=edges):
+            await _core_access(ctx, bus.cores[i], CONTROL_BASE + 4 * i, cycles=edges)
+
+        simulate(top, functools.partial(core, i=0), functools.partial(core, i=1),
+                 background=[_windows_engine(bus.windows, log, hold={0: 0, 1: 0})])
+        assert [entry[:3] for entry in log] == [(0, CoreWindow.CONTROL, 0), (1, CoreWindow.CONTROL, 4)]
+        cycles[registered] = sorted(edges)
+    assert cycles == {False: [4, 8], True: [6, 10]}
+
+
 @pytest.mark.parametrize("registered_requests", [False, True])
 def test_window_bus_parks_a_vmgexit_and_passes_what_is_not_its_own(registered_requests):
     """Core 0's VMGEXIT store parks (core 1's window accesses are served meanwhile, core 0's

@@ -59,8 +59,9 @@ _RequestDecode = data.StructLayout({
 })
 
 #: what the request decides with the APIC's mode (IA32_APIC_BASE's EN and EXTD): its faults and
-#: effects.  The mode changes only when an IA32_APIC_BASE write is taken, and INIT keeps it, so
-#: with ``registered_decode`` this is held from the decode cycle as well.
+#: effects.  The mode changes only when an IA32_APIC_BASE write is taken, and INIT keeps it (SDM
+#: vol. 3A §11.12.5.1, x2APIC state transitions: INIT leaves an APIC in the xAPIC, x2APIC or
+#: disabled state it was in), so with ``registered_decode`` this is held from the decode cycle too.
 _ModeDecode = data.StructLayout({
     "gp": 1,                # #GP (an MSR access)
     "illegal_address": 1,   # an xAPIC access to a reserved or unaligned offset (ESR bit 7)
@@ -150,14 +151,15 @@ class RegisterFile(wiring.Component):
         for the APIC alone without local sources (synth/REPORT.md "apics-ice40").  The
         ``apic_id`` must fit 8 bits.
     registered_decode : bool
-        True: what the request alone decides (its register, its access rights, the value bits
-        that make a write #GP) is decoded in the cycle the request is first offered and held
-        in flip-flops; the request is taken in the next cycle at the earliest (``req_ready`` low
-        in its first cycle), so every access takes a cycle more.  The decode then no longer
-        shares a cycle with the register writes and the transmit slot it steers (a large FPGA
-        build's critical path, synth/REPORT.md "ulx3s-timing").  What depends on the APIC's
-        state (its mode, the storage registers INIT may reset in between, the transmit slot) is
-        still decided in the cycle of the take.  The requester must hold a
+        True: what the request decides by itself and with the APIC's mode (its register, its
+        faults, whether a write takes effect or sends an IPI) is decoded in the cycle the
+        request is first offered and held in flip-flops; the request is taken in the next cycle
+        at the earliest (``req_ready`` low in its first cycle), so every access takes a cycle
+        more.  The decode then no longer shares a cycle with the register writes and the
+        transmit slot it steers (a large FPGA build's critical path, synth/REPORT.md
+        "ulx3s-timing").  The mode cannot change in between (only a taken IA32_APIC_BASE write
+        changes it); what can (the storage registers INIT may reset, the transmit slot) is
+        still read in the cycle of the take.  The requester must hold a
         request's fields unchanged until it is taken, as
         :class:`~apwake.rtl.lapic.signatures.RegisterBusSignature` asks.
 
@@ -166,7 +168,9 @@ class RegisterFile(wiring.Component):
     bus : In(RegisterBusSignature)
         The CPU's register port.
     apic_id : In(32)
-        Hardware APIC ID (read as ID).
+        Hardware APIC ID (read as ID); an ID above 0xFE makes the APIC x2APIC-only.  A constant
+        in a design (LocalApic ties it); with ``registered_decode`` it must not change while a
+        request waits, since the held decode was made with it.
     bsp : In(1)
         IA32_APIC_BASE.BSP.
     tsc : In(64), only with ``local_interrupts``

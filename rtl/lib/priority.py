@@ -101,6 +101,10 @@ class RoundRobinArbiter(wiring.Component):
     grant_index : Signal(range(n)), out
     valid : Signal(1), out
         Some requester is granted this cycle; the search pointer advances on it.
+    last : Signal(n), out
+        The last grant, one-hot, from a register (bit ``n - 1`` until the first grant): a bus
+        that answers its granted requester while it grants the next one excludes it with this
+        instead of decoding its index again.
     """
 
     def __init__(self, n):
@@ -112,6 +116,7 @@ class RoundRobinArbiter(wiring.Component):
             "grant": Out(n),
             "grant_index": Out(range(max(n, 2))),
             "valid": Out(1),
+            "last": Out(n, init=1 << (n - 1)),
         })
 
     def elaborate(self, platform):
@@ -119,7 +124,7 @@ class RoundRobinArbiter(wiring.Component):
         n = self.n
         # One-hot arithmetic: x & -x isolates the lowest set bit; ~(last | (last - 1)) is every
         # position after the last grant.  O(n) logic that maps to FPGA carry chains.
-        last = Signal(n, init=1 << (n - 1))
+        last = self.last
         after_last = Signal(n)
         m.d.comb += after_last.eq(~(last | (last - 1)))
         masked = Signal(n)

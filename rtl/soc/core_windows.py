@@ -221,9 +221,10 @@ class CoreWindows(wiring.Component):
             copies = [request_fields()]
             m.d.comb += [req.eq(value) for req, value in zip(copies[0], request)]
         # registered: each APIC's req_valid is a flip-flop of its own, set as this engine enters
-        # APIC_REQ for its core and cleared as the APIC takes the request (the same cycles as
-        # ``requesting & (core == i)``), so the core index's decode no longer runs into every
-        # APIC's take (the 32-core build's critical path once the request fields were registers)
+        # APIC_REQ for its core and cleared as the APIC takes the request (the cycles the
+        # unregistered engine raises ``requesting & (core == i)`` in), so the core index's decode
+        # no longer runs into every APIC's take (the 32-core build's critical path once the
+        # request fields were registers)
         entering = Signal()         # the engine enters APIC_REQ at the next edge
         for i, bus in enumerate(self.apic):
             group = i // APICS_PER_REQUEST_COPY if self.registered_request else 0
@@ -238,7 +239,8 @@ class CoreWindows(wiring.Component):
                 req_valid = requesting & (core == i)
             m.d.comb += [bus.req_valid.eq(req_valid), bus.write.eq(req_write),
                          bus.space.eq(req_space), bus.addr.eq(req_addr), bus.wdata.eq(req_wdata)]
-        req_ready = Array(bus.req_ready for bus in self.apic)[core]       # (not registered: see APIC_REQ)
+        # (only the unregistered engine looks at the APICs' req_ready: see APIC_REQ)
+        req_ready = None if self.registered_request else Array(bus.req_ready for bus in self.apic)[core]
         resp_valid = Array(bus.resp_valid for bus in self.apic)[core]
         # an APIC's rdata is 0 unless it answers (RegisterBusSignature), and only the access's
         # core's APIC is asked: an OR of the 64-bit answers instead of an N-way multiplexer

@@ -3,7 +3,7 @@ decoder, the RAM, the shared I/O (UART, LEDs, lock), the mailbox, the START wind
 a :class:`~.window_bus.WindowBus` beside each group of cores takes them) each core's own
 windows (issue 11 part 4: out of :class:`apwake.rtl.soc.Soc`)."""
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -289,8 +289,8 @@ class Interconnect(wiring.Component):
                     # the next grant already (not to the requester answered now: its copy of
                     # ``valid`` clears only in the next cycle), so LATCH costs no cycle when
                     # requests queue
-                    answered = (Const(1, len(valids)) << sel)[:len(valids)]
-                    m.d.comb += arbiter.requests.eq(valids & ~answered)
+                    # (the grant register's one-hot twin: no decode of ``sel`` on this loop)
+                    m.d.comb += arbiter.requests.eq(valids & ~arbiter.last)
                     with m.If(arbiter.valid):
                         m.d.sync += sel.eq(arbiter.grant_index)
                         m.next = "LATCH"

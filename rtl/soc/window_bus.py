@@ -12,9 +12,6 @@ synth/REPORT.md "ulx3s-timing").  The per-access protocol
 :func:`window_access_step` is that protocol's step, used by both.
 """
 
-import operator
-from functools import reduce
-
 from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -63,12 +60,6 @@ def window_access_step(m, port, *, capture):
         m.next = "WINDOW"
 
 
-def _one_hot_select(one_hot, values):
-    """``values[i]`` for the one bit ``i`` set in ``one_hot`` (0 when none is): an AND-OR, one
-    LUT level shorter than a multiplexer from the binary index."""
-    return reduce(operator.or_, (Mux(one_hot[i], value, 0) for i, value in enumerate(values)))
-
-
 class WindowBus(wiring.Component):
     """The own windows of ``n_cores`` cores, served beside them (docs/ARCHITECTURE.md,
     "Soft-SoC").
@@ -78,7 +69,9 @@ class WindowBus(wiring.Component):
     bus's ``ready`` and ``rdata`` back (a core has one access at a time, so the two never answer
     it in one cycle).  The window accesses are granted round robin, one at a time, and each
     keeps the grant until it ends, with the shared bus's cycles: IDLE (the grant), WINDOW (the
-    access is ``valid`` until the windows are done), DONE (the core's ``ready``).  A parked
+    access is ``valid`` until the windows are done), DONE (the core's ``ready``); with
+    ``registered_requests`` LATCH after each grant, and the next grant is made in DONE already.
+    A parked
     access (a VMGEXIT store) frees the bus; its core takes no part in arbitration while its bit
     of ``parked`` or ``resume`` is high, and ``resume`` answers it.
 
@@ -93,7 +86,11 @@ class WindowBus(wiring.Component):
         again in the cycle after its ``ready``), as
         :class:`~.interconnect.Interconnect`'s option of the same name does for the shared bus,
         and drive ``windows``' ``addr``, ``window``, ``write`` and ``wdata`` from flip-flops
-        loaded at the grant (the same cycles).
+        loaded in a cycle of their own after the grant (LATCH; the next grant is made in DONE,
+        so queued accesses keep their spacing and a lone access takes a cycle more).  As on the
+        shared bus, a request a core withdraws unanswered (its reset) can still be granted in
+        the first cycle after it is withdrawn, and LATCH then copies the fields the core drove
+        in the cycle after it withdrew it.
 
     Attributes
     ----------
@@ -147,31 +144,45 @@ class WindowBus(wiring.Component):
             requests.append(request)
 
         valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
+        addr, wdata, write = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel] != 0
         if self.registered_requests:
-            # the granted request copied at the grant (a core holds it still until its answer),
-            # so that the windows engine decodes from flip-flops, not through an n:1
-            # multiplexer from the cores (the 32-core build's critical path at 43.02 MHz: the
-            # grant, that multiplexer and the engine's decode into its state memory)
-            addr, wdata, write = Signal(32), Signal(32), Signal()
-            with m.If(arbiter.valid):             # (it requests only in IDLE)
-                m.d.sync += [addr.eq(_one_hot_select(arbiter.grant, addrs)),
-                             wdata.eq(_one_hot_select(arbiter.grant, wdatas)),
-                             write.eq(_one_hot_select(arbiter.grant, wstrbs) != 0)]
-        else:
-            addr, wdata, write = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel] != 0
+            # the granted request copied in a state of its own (LATCH), so that the windows
+            # engine decodes from flip-flops, not through the n:1 multiplexer the grant register
+            # steers (the 32-core build's critical path at 43.02 MHz: that multiplexer and the
+            # engine's decode into its state memory)
+            granted = Signal(32, name="granted_addr"), Signal(32, name="granted_wdata"), Signal(name="granted_write")
+            latch = [field.eq(value) for field, value in zip(granted, (addr, wdata, write))]
+            addr, wdata, write = granted
         _, window = core_window_decode(m, addr, msr_window=self.msr_window)
         m.d.comb += [port.core.eq(sel), port.window.eq(window), port.addr.eq(addr),
                      port.write.eq(write), port.wdata.eq(wdata)]
+        requesting = Cat(valids) & ~(port.parked | port.resume)     # (parked and resumed: not arbitrated)
+
+        def grant(excluding=0):
+            m.d.comb += arbiter.requests.eq(requesting & ~excluding)
+            with m.If(arbiter.valid):
+                m.d.sync += sel.eq(arbiter.grant_index)
+                m.next = "LATCH" if self.registered_requests else "WINDOW"
+            return arbiter.valid
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += arbiter.requests.eq(Cat(valids) & ~(port.parked | port.resume))
-                with m.If(arbiter.valid):
-                    m.d.sync += sel.eq(arbiter.grant_index)
+                grant()
+            if self.registered_requests:
+                with m.State("LATCH"):
+                    m.d.sync += latch
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 window_access_step(m, port, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
-                m.next = "IDLE"
+                if self.registered_requests:
+                    # the next grant already (not to the core answered now: its copy of
+                    # ``valid`` clears only in the next cycle), so LATCH costs no cycle when
+                    # accesses queue, as on the shared bus
+                    granted_next = grant(excluding=arbiter.last)      # (sel's one-hot twin)
+                    with m.If(~granted_next):
+                        m.next = "IDLE"
+                else:
+                    m.next = "IDLE"
         return m
