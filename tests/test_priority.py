@@ -2,15 +2,17 @@
 
 import random
 
+import pytest
+
 from amaranth import Module, Signal
 
 from apwake.rtl.lib.priority import RoundRobinArbiter, find_set, min_tree
 
 
-def test_round_robin_is_fair_and_exact(simulate):
-    n = 7
+@pytest.mark.parametrize("n", [1, 2, 7, 32])
+def test_round_robin_is_fair_and_exact(simulate, n):
     dut = RoundRobinArbiter(n)
-    rng = random.Random(7)
+    rng = random.Random(n)
 
     async def bench(ctx):
         last = n - 1
