@@ -71,9 +71,8 @@ class WindowBus(wiring.Component):
     keeps the grant until it ends, with the shared bus's cycles: IDLE (the grant), WINDOW (the
     access is ``valid`` until the windows are done), DONE (the core's ``ready``); with
     ``registered_requests`` LATCH after each grant, and the next grant is made in DONE already.
-    A parked
-    access (a VMGEXIT store) frees the bus; its core takes no part in arbitration while its bit
-    of ``parked`` or ``resume`` is high, and ``resume`` answers it.
+    A parked access (a VMGEXIT store) frees the bus; its core takes no part in arbitration while
+    its bit of ``parked`` or ``resume`` is high, and ``resume`` answers it.
 
     Parameters
     ----------
