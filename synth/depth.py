@@ -5,7 +5,7 @@ build's long paths are, before placement and routing; synth/REPORT.md "ulx3s-tim
 A level is a LUT4, an entry into a carry chain (a CCU2C's A-D inputs) or an asynchronous LUT RAM
 read (TRELLIS_DPR16X4, RAD to DO).  The wide-function multiplexers (PFUMX, L6MUX21) sit in the
 slice of their LUTs and count 0.15, a step along a carry chain (CIN to COUT) 0.05.  Routing is
-not counted, and on a device 70% full it is 80-90% of a routed path: the depth ranks candidates,
+not counted, and on a device 70% full it is 75-90% of a routed path: the depth ranks candidates,
 nextpnr's timing report decides.
 
 ``python -m apwake.synth.depth NETLIST.json [--min-levels L] [--top N]``: NETLIST is the Yosys
@@ -27,14 +27,15 @@ __all__ = ["Endpoint", "flatten", "endpoint_depths", "main"]
 #: cells whose outputs start paths (their inputs end them)
 SEQUENTIAL = frozenset({"TRELLIS_FF", "DP16KD", "PDPW16KD", "TRELLIS_IO", "EHXPLLL", "MULT18X18D", "ALU54B"})
 #: the inputs that end paths, per cell type (other sequential cells: all their inputs)
-_ENDS = {"TRELLIS_FF": ("DI", "M", "CE", "LSR")}
+_ENDS = {"TRELLIS_FF": ("DI", "M", "CE", "LSR"), "TRELLIS_DPR16X4": ("DI", "WAD", "WRE")}
 _IN_SLICE = 0.15          # PFUMX, L6MUX21
 _CARRY_STEP = 0.05        # CCU2C CIN -> COUT
 
 Endpoint = collections.namedtuple("Endpoint", "levels cell port start path")
 Endpoint.__doc__ = """A flip-flop or memory input: ``levels`` (float), ``cell`` and ``port`` (its
-name), ``start`` (the flip-flop or memory its deepest path starts at, None for a top-level input
-or a constant) and ``path`` (the combinational cells on that path, in order)."""
+name), ``start`` (the cell its deepest path starts at: a flip-flop, a memory or an I/O buffer;
+None for an undriven net or where a combinational loop was cut) and ``path`` (the combinational
+cells on that path, in order)."""
 
 
 def flatten(netlist_json, yosys):
@@ -121,8 +122,8 @@ def endpoint_depths(netlist):
                 continue
             # each bit points back only at bits finished before it (an input still open closes
             # a loop and counts 0), so following the pointers always ends
-            # (on equal depth a net beats a constant or an open input: the path then names
-            # where it starts)
+            # (constants start no path; on equal depth a finished input beats an open one, so
+            # the path names where it starts)
             candidates = [(depth[i][0] + levels if i in depth else levels, i in depth, i)
                           for i, levels in inputs(name, driver_port[bit]) if isinstance(i, int)]
             levels, done, i = max(candidates, key=lambda c: c[:2], default=(1.0, False, None))
@@ -164,7 +165,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not Path(args.netlist).is_file():
         parser.error(f"no netlist at {args.netlist}")
-    endpoints = endpoint_depths(flatten(args.netlist, yowasp_tool("yosys")))
+    try:
+        endpoints = endpoint_depths(flatten(args.netlist, yowasp_tool("yosys")))
+    except (RuntimeError, ValueError) as error:
+        parser.exit(1, f"python -m apwake.synth.depth: {error}\n")
     histogram = collections.Counter(int(e.levels) for e in endpoints)
     print("endpoints by logic levels: " + ", ".join(f"{k}: {v}" for k, v in sorted(histogram.items())))
     print(f"at {args.min_levels:g} levels or more: {sum(e.levels >= args.min_levels for e in endpoints)}")

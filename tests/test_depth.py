@@ -21,8 +21,15 @@ def test_levels_count_luts_slices_carries_and_cut_loops():
         "mux": _cell("PFUMX", {"ALUT": [3], "BLUT": [3], "C0": [2]}, {"Z": [4]}),
         "lut_b": _cell("LUT4", {"A": [4]}, {"Z": [5]}),
         "ff2": _cell("TRELLIS_FF", {"DI": [5], "CLK": [1]}, {"Q": [6]}),
-        # a carry chain entered from ff2 and stepped once
-        "carry0": _cell("CCU2C", {"A0": [6], "CIN": ["0"]}, {"COUT": [7], "S0": [8]}),
+        # a carry chain entered from ff2 and stepped once; its second half's input (from ff1's
+        # two LUTs) reaches COUT and S1, not S0
+        "carry0": _cell("CCU2C", {"A0": [6], "A1": [5], "CIN": ["0"]}, {"COUT": [7], "S0": [8], "S1": [14]}),
+        "ff5": _cell("TRELLIS_FF", {"DI": [8], "CLK": [1]}, {"Q": [15]}),
+        "ff6": _cell("TRELLIS_FF", {"DI": [14], "CLK": [1]}, {"Q": [16]}),
+        # an asynchronous LUT RAM read, its write side an endpoint
+        "ram": _cell("TRELLIS_DPR16X4", {"RAD": [13], "DI": [5], "WAD": [2], "WRE": [2], "WCK": [1]}, {"DO": [17]}),
+        "mux6": _cell("L6MUX21", {"D0": [17], "D1": [17], "SD": [2]}, {"Z": [18]}),
+        "ff7": _cell("TRELLIS_FF", {"DI": [18], "CLK": [1]}, {"Q": [19]}),
         "carry1": _cell("CCU2C", {"A0": ["0"], "CIN": [7]}, {"S0": [9]}),
         "ff3": _cell("TRELLIS_FF", {"DI": [9], "CLK": [1]}, {"Q": [10]}),
         # a combinational loop (cut where it closes) into ff4
@@ -35,9 +42,15 @@ def test_levels_count_luts_slices_carries_and_cut_loops():
     by_end = {(e.cell, e.port): e for e in endpoint_depths(netlist)}
     assert by_end["ff2", "DI"].levels == 2.15            # LUT, PFUMX in its slice, LUT
     assert by_end["ff2", "DI"].start == "ff1" and by_end["ff2", "DI"].path == ("lut_a", "mux", "lut_b")
-    assert by_end["ff3", "DI"].levels == 1.05            # into the chain, one step along it
-    assert by_end["ff3", "DI"].path == ("carry0", "carry1")
+    assert by_end["ff3", "DI"].levels == 3.2             # ff1's two LUTs and a slice, into the chain, a step
+    assert by_end["ff3", "DI"].start == "ff1" and by_end["ff3", "DI"].path[-2:] == ("carry0", "carry1")
+    assert by_end["ff5", "DI"].levels == 1.0 and by_end["ff5", "DI"].start == "ff2"     # S0: its half only
+    assert by_end["ff6", "DI"].levels == 3.15 and by_end["ff6", "DI"].start == "ff1"    # S1: both halves
+    assert by_end["ff7", "DI"].levels == 1.15 and by_end["ff7", "DI"].path == ("ram", "mux6")   # from ff4
+    assert ("ram", "RAD") not in by_end and by_end["ram", "DI"].levels == 2.15           # the write side ends
+    assert ("ff2", "CLK") not in by_end
     assert by_end["ff4", "DI"].levels == 2.0             # ff3 -> loop_a -> loop_b, the loop cut
+    assert by_end["ff4", "DI"].start == "ff3"            # (the finished input, not the loop)
     assert by_end["ff1", "DI"].levels == 0 and by_end["ff1", "DI"].start is None
     with pytest.raises(ValueError, match="one top module, not 0"):
         endpoint_depths({"modules": {"top": {"attributes": {}, "cells": {}}}})
@@ -55,8 +68,12 @@ def test_a_synthesised_adder_between_registers(tmp_path, capsys):
     yosys = yowasp_tool("yosys")
     subprocess.run([yosys, "-q", "-p", "read_verilog t.v; synth_ecp5 -top t; write_json t.json"], cwd=tmp_path,
                    check=True, capture_output=True)
-    endpoints = endpoint_depths(flatten(tmp_path / "t.json", yosys))
-    into_q = [e for e in endpoints if e.cell.startswith("q") or "q_" in e.cell]
-    assert into_q and 1 <= max(e.levels for e in into_q) < 3
+    flat = flatten(tmp_path / "t.json", yosys)
+    cells = next(m for m in flat["modules"].values() if m.get("attributes", {}).get("top"))["cells"]
+    assert not [c for c in cells.values() if c["type"] == "add"], "the kept module was not flattened"
+    endpoints = endpoint_depths(flat)
+    deepest = max((e for e in endpoints if cells[e.cell]["type"] == "TRELLIS_FF"), key=lambda e: e.levels)
+    # one entry into the adder's carry chain, then steps along it (a LUT level at most after it)
+    assert 1.0 < deepest.levels < 2.5 and any(cells[c]["type"] == "CCU2C" for c in deepest.path), deepest
     assert main([str(tmp_path / "t.json"), "--min-levels", "1"]) == 0
     assert "endpoints by logic levels" in capsys.readouterr().out
