@@ -210,18 +210,9 @@ def sim_config(board):
                      core=board.core)
 
 
-#: APICs per cluster in a large pipelined build (more than KEEP_HIERARCHY_ABOVE cores): each
-#: cluster's lowest-priority pick is a tree over this many, registered, and the fabric's over the
-#: clusters (the 32-core ECP5 build's critical path at 47.30 MHz was the tree over all 32).  The
-#: fabric behaves the same, cycle for cycle, whatever its clusters (rtl/lapic/fabric.py), so the
-#: SoC tests' configuration of the board (sim_config) need not follow it.
-LARGE_CLUSTER_SIZE = 8
-
-
 def make_soc(board, firmware):
     """The SoC of ``board`` with ``firmware`` (a ``FirmwareImage`` of firmware/build.py) in RAM."""
-    large = board.pipelined_fabric and board.n_cores > KEEP_HIERARCHY_ABOVE
-    fabric = ApicFabric(board.apic_ids, cluster_size=LARGE_CLUSTER_SIZE if large else None, **board.apic_options())
+    fabric = ApicFabric(board.apic_ids, **board.apic_options())
     return Soc(fabric, firmware=firmware.words, firmware_bytes=firmware.ram_end, ram_bytes=board.ram_bytes,
                uart_divisor=round(board.clock_hz / 115200), msr_window=board.msr_window, core=board.core,
                ap_start=board.ap_start)

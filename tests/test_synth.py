@@ -84,25 +84,6 @@ def test_serv_is_a_fraction_of_picorv32_on_ice40():
     assert 0 < 4 * serv["LUT"] < pico["LUT"] and 0 < 2 * serv["FF"] < pico["FF"], (serv, pico)
 
 
-def test_a_large_pipelined_builds_apics_are_in_clusters_of_eight():
-    """Above 8 cores a pipelined board build groups its APICs in clusters of
-    LARGE_CLUSTER_SIZE (each cluster's lowest-priority tree over 8, not over every APIC); a
-    board's default build (8 cores) and a small pipelined one keep one cluster."""
-    from types import SimpleNamespace
-    from apwake.synth.boards import LARGE_CLUSTER_SIZE, make_soc
-    firmware = SimpleNamespace(words=[0] * 16, ram_end=64)
-    sizes = {}
-    for name, variant in (("large", dict(core="serv", n_cores=32, clock_mhz=50, local_interrupts=False,
-                                         apic_storage="ram", pipelined_fabric=True)),
-                          ("small", dict(core="serv", n_cores=8, clock_mhz=50, local_interrupts=False,
-                                         apic_storage="ram", pipelined_fabric=True)),
-                          ("default", {})):
-        board = board_variant("ulx3s", **variant)
-        size = make_soc(board, firmware).fabric.cluster_size
-        sizes[name] = (size, -(-board.n_cores // size))           # (APICs a cluster, clusters)
-    assert sizes == {"large": (LARGE_CLUSTER_SIZE, 32 // LARGE_CLUSTER_SIZE), "small": (8, 1), "default": (8, 1)}
-
-
 @pytest.mark.synth
 def test_a_large_builds_core_counts_its_reset_flip_flop():
     """The per-core line of a pipelined (large) build counts the SERV core as that build makes
