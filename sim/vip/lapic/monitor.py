@@ -90,10 +90,14 @@ class FabricMonitor(Background):
         :attr:`cycles` on (all of them by default), counting only those for which ``where`` (a
         predicate on a :class:`BusCycle`) holds when it is given.  AssertionError after
         ``timeout_cycles`` clock cycles without them."""
+        counted = [since, 0]        # how far the cycles were looked at, and how many matched
+
         def seen():
-            if where is None:
-                return len(self.cycles) - since
-            return sum(1 for c in self.cycles[since:] if where(c))
+            # each recorded cycle is looked at once, however often the wait wakes
+            new = self.cycles[counted[0]:]
+            counted[0] += len(new)
+            counted[1] += len(new) if where is None else sum(1 for c in new if where(c))
+            return counted[1]
         if seen() >= count:
             return
         deadline = Timer(timeout_cycles * self._clock_ns, "ns")
