@@ -71,9 +71,9 @@ PROOFS = (
     + _runs("lapic", "fabric-xapic3-c2", (("config", "xapic3"), ("cluster_size", 2)), bmc=6, cover=8,
             slow=True)
     + _runs("lapic", "fabric-x2apic3-c2-pipe", (("config", "x2apic3"), ("cluster_size", 2), ("pipelined", True)),
-            bmc=12, cover=16)
+            bmc=12, cover=18)
     + _runs("lapic", "fabric-xapic3-c2-pipe", (("config", "xapic3"), ("cluster_size", 2), ("pipelined", True)),
-            bmc=10, cover=16, slow_bmc=12)
+            bmc=10, cover=18, slow_bmc=12)
     + _runs("lapic", "fabric-xapic4", (("config", "xapic4"),), bmc=12, cover=10, slow=True)
     + _runs("lapic", "fabric-x2apic4", (("config", "x2apic4"),), bmc=12, cover=10, slow=True)
 )

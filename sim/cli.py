@@ -493,7 +493,7 @@ def main(argv=None):
                        help="the APICs' x2APIC mode; --no-x2apic leaves it out (EXTD is #GP, the firmware "
                             "stays in xAPIC mode), the x2APIC logic's LUTs with it (default: the board's)")
     board.add_argument("--pipelined-fabric", action=argparse.BooleanOptionalAction, default=None,
-                       help="the IPI fabric in four stages (an IPI takes four cycles from grant to "
+                       help="the IPI fabric pipelined (an IPI takes five cycles from grant to "
                             "delivery), for clocks the one-cycle fabric misses at many cores "
                             "(default: the board's)")
     board.set_defaults(func=_build)

@@ -3,11 +3,15 @@ APIC: the same scenario gives the same report (timeline, cycles, bus messages) w
 cluster size, and the Verilog has the structure the build relies on."""
 
 import json
+import random
 
 import pytest
+from amaranth.lib import wiring
 
 from apwake.rtl.lib.instance import PACKED_IN, PACKED_OUT, PackedPorts, packed_widths
-from apwake.rtl.lapic.cluster import cluster_signature
+from apwake.rtl.lapic.cluster import ApicCluster, cluster_signature, lp_group_size
+from apwake.rtl.lapic.layouts import DeliveryMode
+from apwake.rtl.lapic.receiver import ACCEPT_DELAYS
 from apwake.rtl.lapic.local_apic import LocalApic, local_apic_signature
 from apwake.sim.harness.build import build
 from apwake.sim.harness.run import run_cocotb
@@ -61,7 +65,7 @@ PIPELINED = FabricConfig.contiguous(8, cluster_size=3, pipelined=True)
 def test_pipelined_fabric_delivers_the_same_messages_later(tmp_path):
     """Every CPU sends call-function IPIs at once: on the pipelined fabric the same messages
     are delivered and acknowledged (the models' scoreboards count each, and every call runs
-    exactly once), each four cycles from grant to done instead of one and each register access
+    exactly once), each five cycles from grant to done instead of one and each register access
     a cycle longer, so the run takes longer."""
     _, one = _report(ONE, "ipi-storm", tmp_path, {"ipis": 6})
     pipelined_build, pipelined = _report(PIPELINED, "ipi-storm", tmp_path, {"ipis": 6})
@@ -72,7 +76,7 @@ def test_pipelined_fabric_delivers_the_same_messages_later(tmp_path):
     assert pipelined["online"] == one["online"]
     assert pipelined["cycles"] > one["cycles"]
     top = (pipelined_build.verilog_dir / "apwake_fabric.v").read_text()
-    assert "stage3_" in top and "apwake_lapic_cluster3_v256_pipe " in top
+    assert "stage4_" in top and "apwake_lapic_cluster3_v256_pipe " in top
 
 
 def test_packed_ports_keep_every_bit():
@@ -87,3 +91,68 @@ def test_packed_ports_keep_every_bit():
     assert f"{PACKED_IN}" in header and f"{PACKED_OUT}" in header and "cpu__" not in header
     assert f"input [{n_in - 1}:0] {PACKED_IN};" in text and f"output [{n_out - 1}:0] {PACKED_OUT};" in text
     assert packed_widths(cluster_signature(4))[0] > 4 * n_in // 2
+
+
+class _Answers(wiring.Component):
+    """An APIC that answers what a test sets on its ``link.rx_match`` and ``link.rx_priority``
+    (undriven, so the test drives them)."""
+
+    def __init__(self, *, pipelined, **_):
+        self.pipelined = pipelined
+        super().__init__(local_apic_signature())
+
+    def elaborate(self, platform):
+        from amaranth import Module
+        return Module()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 17, 32])
+def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
+    """A pipelined cluster (rtl/lapic/cluster.py) picks, ``ACCEPT_DELAYS[-1]`` cycles after the
+    APICs' answers, the same candidate as one tree over all of them (lowest PPR class, ties to
+    the lowest slot), through its groups of :func:`lp_group_size` (size 3: groups of 2 and 1;
+    32: four of 8), and accepts with ``lp_grant`` (given when it has a candidate, as the fabric
+    of one cluster does) exactly that one; a fixed message is accepted by every match.  Random
+    answers, a new message every cycle."""
+    apics = []
+
+    def factory(**parameters):
+        apics.append(_Answers(**parameters))
+        return apics[-1]
+
+    dut = ApicCluster(size, pipelined=True, apic_factory=factory)
+    rng = random.Random(size)
+    delay = ACCEPT_DELAYS[-1]
+    assert lp_group_size(32) == 8 and lp_group_size(3) == 2 and lp_group_size(2) == 2
+
+    async def bench(ctx):
+        ctx.set(dut.present, (1 << size) - 1)
+        sent, checked = [], 0
+        for cycle in range(200):
+            # a few candidates or many, and now and then none
+            a, b = rng.getrandbits(size), rng.getrandbits(size)
+            matches = (a & b if cycle % 2 else a | b) if cycle % 7 else 0
+            priorities = [rng.randrange(4) for _ in range(size)]
+            lowest = rng.random() < 0.7
+            ctx.set(dut.rx_valid, 1)
+            ctx.set(dut.rx_msg.delivery_mode, DeliveryMode.LOWEST_PRIORITY if lowest else DeliveryMode.FIXED)
+            for j, apic in enumerate(apics):
+                ctx.set(apic.link.rx_match, matches >> j & 1)
+                ctx.set(apic.link.rx_priority, priorities[j])
+            sent.append((matches, priorities, lowest))
+            ctx.set(dut.lp_grant, ctx.get(dut.lp_any))     # as the fabric of one cluster grants
+            if cycle >= delay:
+                matches, priorities, lowest = sent[cycle - delay]
+                candidates = [j for j in range(size) if matches >> j & 1]
+                winner = min(candidates, key=lambda j: (priorities[j], j)) if candidates else None
+                assert ctx.get(dut.lp_any) == (winner is not None), (cycle, matches)
+                if winner is not None:
+                    assert ctx.get(dut.lp_index) == winner, (cycle, matches, priorities)
+                    assert ctx.get(dut.lp_priority) == priorities[winner]
+                    checked += 1
+                expected = (1 << winner if winner is not None else 0) if lowest else matches
+                assert ctx.get(dut.accept) == expected, (cycle, lowest, matches, priorities)
+            await ctx.tick()
+        assert checked > 60
+
+    simulate(dut, bench)

@@ -16,7 +16,7 @@ from apwake.rtl.lapic.layouts import (ICR_X2APIC_RESERVED, MSR_IA32_APIC_BASE, M
                                       TimerMode,
                                       Trigger, FabricMessage, TIMER_DIVIDE_VALUES, XAPIC_DEFAULT_BASE)
 from apwake.rtl.lapic.local_sources import LocalSources
-from apwake.rtl.lapic.receiver import Receiver
+from apwake.rtl.lapic.receiver import ACCEPT_DELAYS, Receiver
 from apwake.rtl.lapic.register_file import RegisterFile, VERSION
 from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.signatures import Space
@@ -277,33 +277,39 @@ def test_receiver_matches_destinations_and_accepts():
     simulate(dut, bench, clocked=False)
 
 
+#: the pipelined fabric's delay from the match (cycle 0) to the acceptance (cycle ``_D``)
+_D = ACCEPT_DELAYS[-1]
+
+
 @pytest.mark.parametrize("fields, changes, accepted", [
     # the match is the bus cycle's: software-disabled after it, the message still arrives
     (dict(vector=0x11), {1: {"sw_enabled": 0}}, True),
     # a reset from the bus cycle to the cycle before the acceptance drops a Fixed or
     # lowest-priority message (the reset clears its IRR bit), not a SIPI or an NMI
     (dict(vector=0x11), {0: {"soft_reset": 1}}, False),
-    (dict(vector=0x11), {1: {"soft_reset": 1}}, False),
-    (dict(vector=0x11, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {1: {"soft_reset": 1}, 2: {"lp_grant": 1}},
+    (dict(vector=0x11), {1: {"soft_reset": 1}, 2: {"soft_reset": 0}}, False),
+    (dict(vector=0x11), {_D - 1: {"soft_reset": 1}}, False),
+    (dict(vector=0x11, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {1: {"soft_reset": 1}, _D: {"lp_grant": 1}},
      False),
     (dict(vector=0x9A, delivery_mode=DeliveryMode.STARTUP), {1: {"soft_reset": 1}}, True),
     (dict(delivery_mode=DeliveryMode.NMI), {0: {"soft_reset": 1}}, True),
     # in the acceptance cycle itself it meets the acceptance, as on the one-cycle fabric
-    (dict(vector=0x11), {2: {"soft_reset": 1}}, True),
+    (dict(vector=0x11), {_D: {"soft_reset": 1}}, True),
     # disabling drops every mode
     (dict(vector=0x9A, delivery_mode=DeliveryMode.STARTUP), {1: {"disabling": 1}}, False),
+    (dict(vector=0x9A, delivery_mode=DeliveryMode.STARTUP), {_D - 1: {"disabling": 1}}, False),
     (dict(vector=0x11), {0: {"disabling": 1}}, False),
     # lowest priority: accepted with the grant of the acceptance cycle, not one before
-    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {2: {"lp_grant": 1}}, True),
-    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {0: {"lp_grant": 1}, 1: {"lp_grant": 0}},
-     False),
+    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY), {_D: {"lp_grant": 1}}, True),
+    (dict(vector=0x12, delivery_mode=DeliveryMode.LOWEST_PRIORITY),
+     {_D - 1: {"lp_grant": 1}, _D: {"lp_grant": 0}}, False),
 ])
-def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later(fields, changes, accepted):
+def test_receiver_with_a_delay_accepts_what_it_matched_later(fields, changes, accepted):
     """The pipelined fabric's receiver (rtl/lapic/receiver.py "Delay"): matched against the
-    registers of the bus cycle (cycle 0), accepted in cycle 2 exactly, with ``lp_grant`` of
-    that cycle; a reset before then drops what it clears, disabling drops everything.
-    ``changes`` are inputs set from a cycle on."""
-    dut = Receiver(n_vectors=NV, delay=2)
+    registers of the bus cycle (cycle 0), accepted in cycle ``ACCEPT_DELAYS[-1]`` exactly, with
+    ``lp_grant`` of that cycle; a reset before then drops what it clears, disabling drops
+    everything.  ``changes`` are inputs set from a cycle on."""
+    dut = Receiver(n_vectors=NV, delay=_D)
     mode = fields.get("delivery_mode", DeliveryMode.FIXED)
 
     async def bench(ctx):
@@ -313,7 +319,7 @@ def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later(fields, 
         ctx.set(dut.rx_valid, 1)
         assert ctx.get(dut.rx_match)
         raised, in_flight = [], []
-        for cycle in range(4):
+        for cycle in range(_D + 2):
             if cycle == 1:
                 ctx.set(dut.rx_valid, 0)
                 ctx.set(dut.rx_msg.as_value(), 0)          # the bus moves on
@@ -324,8 +330,8 @@ def test_receiver_with_a_delay_accepts_what_it_matched_two_cycles_later(fields, 
                                "vector", 0)))
             in_flight.append(ctx.get(dut.in_flight))
             await ctx.tick()
-        assert raised == [False, False, accepted, False]
-        assert in_flight[0] == 0 and in_flight[3] == 0
+        assert raised == [cycle == _D and accepted for cycle in range(_D + 2)]
+        assert in_flight[0] == 0 and in_flight[-1] == 0
 
     simulate(dut, bench)
 

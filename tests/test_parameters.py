@@ -118,7 +118,7 @@ def test_apic_storage_is_checked_where_it_is_given(make):
     (lambda: LocalApic(pipelined=2), TypeError, r"pipelined must be a bool, not 2"),
     (lambda: ApicCluster(2, pipelined="yes"), TypeError, r"pipelined must be a bool, not 'yes'"),
     (lambda: FabricConfig.contiguous(2, pipelined=None), TypeError, r"pipelined must be a bool, not None"),
-    (lambda: Receiver(n_vectors=32, delay=1), ValueError, r"delay must be one of \(0, 2\), not 1"),
+    (lambda: Receiver(n_vectors=32, delay=1), ValueError, r"delay must be one of \(0, 3\), not 1"),
 ])
 def test_x2apic_support_and_pipelining_are_checked_where_given(make, error, message):
     """The simulation's configuration refuses what the fabric would, before any build."""

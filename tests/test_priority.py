@@ -64,3 +64,44 @@ def test_find_set_and_min_tree(simulate):
                 await ctx.delay(1e-9)
 
         simulate(m, bench, clocked=False)
+
+
+@pytest.mark.parametrize("n, group", [(1, 1), (3, 2), (5, 4), (32, 8), (40, 16)])
+def test_min_tree_of_groups_gives_the_flat_pick(simulate, n, group):
+    """Groups' winners fed to a second tree with ``low_index`` (the pipelined cluster's two
+    steps, rtl/lapic/cluster.py) name the same entry, by its position among all, as one tree."""
+    m = Module()
+    value = Signal(n)
+    keys = [Signal(4) for _ in range(n)]
+    entries = [(value[i], k) for i, k in enumerate(keys)]
+    flat = min_tree(m, entries, name="flat")
+    picks = [min_tree(m, entries[g:g + group], name=f"g{g}") for g in range(0, n, group)]
+    grouped = min_tree(m, [(p[0], p[2]) for p in picks], low_index=[p[1] for p in picks], name="top")
+    rng = random.Random(n)
+
+    async def bench(ctx):
+        checked = 0
+        for _ in range(200):
+            a, b = rng.getrandbits(n), rng.getrandbits(n)
+            v = a & b if rng.random() < 0.5 else a | b          # few entries valid, or many
+            ks = [rng.randrange(4) for _ in range(n)]
+            ctx.set(value, v)
+            for sig, k in zip(keys, ks):
+                ctx.set(sig, k)
+            assert ctx.get(grouped[0]) == ctx.get(flat[0]) == (v != 0)
+            if v:
+                winner = min((i for i in range(n) if v >> i & 1), key=lambda i: (ks[i], i))
+                assert ctx.get(flat[1]) == ctx.get(grouped[1]) == winner, (v, ks)
+                assert ctx.get(grouped[2]) == ks[winner]
+                checked += 1
+            await ctx.delay(1e-9)
+        assert checked > 100
+
+    simulate(m, bench, clocked=False)
+
+
+def test_min_tree_low_index_must_match_the_entries():
+    m = Module()
+    m._MustUse__silence = True              # refused before anything is added
+    with pytest.raises(ValueError, match="low_index has 1 values for 2 entries"):
+        min_tree(m, [(Signal(), Signal(4))] * 2, low_index=[Signal(2)])

@@ -22,7 +22,7 @@ SMALL = FabricConfig.contiguous(4, n_vectors=64, storage="ram")
 #: memory words) and no x2APIC mode (the registers and IPIs; tb_local needs the sources, and
 #: tb_ipi vectors from 0x20 up, so 64 vectors).  SMALL reads its memory words in x2APIC mode.
 RAM_NOLVT = FabricConfig.contiguous(2, n_vectors=64, local_interrupts=False, storage="ram", x2apic_support=False)
-#: the pipelined fabric (rtl/lapic/fabric.py ``pipelined``: four cycles from grant to done, the
+#: the pipelined fabric (rtl/lapic/fabric.py ``pipelined``: five cycles from grant to done, the
 #: large FPGA builds'), in clusters of 3 so that both pipelined trees are covered
 PIPELINED = FabricConfig((0x03, 0x10, 0x21, 0x07, 0x40, 0x11, 0x2A, 0xFE), bsp_index=2, cluster_size=3,
                          pipelined=True)

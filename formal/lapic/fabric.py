@@ -17,6 +17,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 
 from apwake.rtl.lapic import ApicFabric, LocalApic
 from apwake.rtl.lapic.cluster import cluster_count
+from apwake.rtl.lapic.receiver import ACCEPT_DELAYS
 from apwake.rtl.lapic.signatures import Space
 from apwake.sim.harness.formal import elaborate_once
 from ..props import HarnessBase
@@ -87,10 +88,10 @@ class FabricProof(HarnessBase):
     * ``fab_delivery_status_<i>`` (xAPIC): ICR bit 12 reads 1 exactly while the IPI is in
       flight (from the write until its bus cycle; pipelined: until it is on the trace).
 
-    On the pipelined fabric (``pipelined``) the trace shows stage 3, two cycles after the APICs
+    On the pipelined fabric (``pipelined``) the trace shows stage 4, three cycles after the APICs
     matched the message: the destination and lowest-priority rules then read the registers and
-    priorities of that cycle (two steps before the trace), a waiting sender is on the trace
-    within ``len(apic_ids) + 3`` steps (the grant register and the two stages), and an INIT taken
+    priorities of that cycle (three steps before the trace), a waiting sender is on the trace
+    within ``len(apic_ids) + 4`` steps (the grant register and the three stages), and an INIT taken
     while a Fixed or lowest-priority message was in flight excuses its IRR bit (the reset clears
     it, rtl/lapic/receiver.py "Delay").  The other properties are the same.
 
@@ -168,7 +169,8 @@ class FabricProof(HarnessBase):
         on_bus = [trace.valid & (trace.source == i) for i in range(n)]
         regs = []
         # cycles from the APICs' match to the trace, and the extra steps a sender waits
-        lag, extra_wait = (2, 3) if self.pipelined else (0, 0)
+        lag = ACCEPT_DELAYS[-1] if self.pipelined else 0
+        extra_wait = lag + 1 if self.pipelined else 0       # and the grant register
 
         def at_match(value, name):
             """``value`` in the cycle the APICs matched the message the trace shows."""

@@ -25,13 +25,15 @@ A slot of the last cluster that no CPU uses (``present`` low) never accepts, nev
 CPU reaches its registers) and counts as quiescent.
 
 **Pipelined** (``pipelined``, for the pipelined fabric): the APICs match the message in its bus
-cycle (stage 1) and the cluster registers their answers; in stage 2 it picks its lowest-priority
-candidate among the registered answers and registers the pick; in stage 3 the fabric chooses
-between the clusters' picks and ``lp_grant``, ``accept``, ``tx_done`` and ``tx_accepted`` are
-those of the message of two cycles before.  ``rx_valid``, ``rx_msg`` and ``rx_source`` stay the
-bus cycle's; the cluster keeps what stage 3 needs.  No path then crosses more than one tree
-(``tx_accepted`` then comes from the fabric's tree over the clusters' picks, not from the
-accept bits).
+cycle (stage 1) and the cluster registers their answers; in stage 2 it picks the lowest-priority
+candidate of each group of :func:`lp_group_size` APICs and registers the picks; in stage 3 it
+picks between the groups and registers that pick; in stage 4 the fabric chooses between the
+clusters' picks and ``lp_grant``, ``accept``, ``tx_done`` and ``tx_accepted`` are those of the
+message of three cycles before.  ``rx_valid``, ``rx_msg`` and ``rx_source`` stay the bus
+cycle's; the cluster keeps what stage 4 needs.  No path then crosses more than part of one tree:
+the tree over the 32 APICs of a large ECP5 build was its critical path (synth/REPORT.md), and
+the groups split it in two (``tx_accepted`` comes from the fabric's tree over the clusters'
+picks, not from the accept bits).
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -47,7 +49,8 @@ from .local_apic import LocalApic, check_n_vectors, check_same_timing
 from .register_file import check_storage, check_x2apic_support
 from .signatures import CpuPortSignature
 
-__all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature", "check_cluster_size", "cluster_count"]
+__all__ = ["ApicCluster", "MAX_CLUSTER_SIZE", "cluster_signature", "check_cluster_size", "cluster_count",
+           "lp_group_size"]
 
 #: the largest cluster: the cluster's ports grow with it (about 230 bits per APIC), and past a
 #: few dozen APICs one compiled cluster costs more to build than the instances it saves
@@ -76,6 +79,16 @@ def check_cluster_size(cluster_size, n_cpus, *, zero_means=None):
 def cluster_count(n_cpus, size):
     """Clusters of ``size`` APICs that ``n_cpus`` CPUs need (the last may have unused slots)."""
     return -(-n_cpus // size)
+
+
+def lp_group_size(size):
+    """APICs per group of a pipelined cluster of ``size`` APICs: the power of two that splits
+    the lowest-priority tree's levels evenly between the group trees and the tree over the
+    groups (the groups' one more level when the count is odd): 8 for 32 APICs (4 groups), 2 for
+    3 (groups of 2 and 1), 16 for 256.  One group (the tree over the groups is then empty) for
+    2 APICs or fewer."""
+    levels = (size - 1).bit_length()
+    return 1 << ((levels + 1) // 2)
 
 
 def cluster_signature(size):
@@ -142,7 +155,7 @@ class ApicCluster(wiring.Component):
     rx_valid, rx_msg, rx_source, lp_any, lp_index, lp_priority, lp_grant, accept
         The bus, as in the module docstring; ``rx_source`` and ``tx_grant`` are one-hot over
         the slots (or zero).  With ``pipelined``, ``lp_*``, ``lp_grant``, ``accept`` and
-        ``tx_accepted`` belong to the message two cycles behind ``rx_*``.
+        ``tx_accepted`` belong to the message three cycles behind ``rx_*``.
     quiescent : Out(1)
         Every present APIC is quiescent.
 
@@ -191,13 +204,27 @@ class ApicCluster(wiring.Component):
             # stage 2: the APICs' answers, registered
             valid, source, lowest, match, priorities = register_stage(
                 m, "stage2", valid=valid, source=source, lowest=lowest, match=match, priority=priorities)
-        lp_any, lp_index, lp_priority = min_tree(
-            m, [(match[j], priorities[j]) for j in range(self.size)], name="lowest_priority")
+        entries = [(match[j], priorities[j]) for j in range(self.size)]
         if self.pipelined:
-            # stage 3: the cluster's pick, registered
+            # stage 3: each group's pick, registered; trees compose (min_tree), so the pick
+            # between the groups' picks is the pick over all APICs
+            group = lp_group_size(self.size)
+            picks = [min_tree(m, entries[g:g + group], name=f"lowest_priority_g{g // group}")
+                     for g in range(0, self.size, group)]
+            valid, source, lowest, match, group_any, group_index, group_priority = register_stage(
+                m, "stage3", valid=valid, source=source, lowest=lowest, match=match,
+                group_any=[p[0] for p in picks], group_index=[p[1] for p in picks],
+                group_priority=[p[2] for p in picks])
+            # the slot (the group << log2(group size) | the index in it), chosen in the tree
+            # beside the priority rather than after it
+            lp_any, lp_index, lp_priority = min_tree(m, list(zip(group_any, group_priority)),
+                                                     low_index=group_index, name="lowest_priority")
+            # stage 4: the cluster's pick, registered
             valid, source, lowest, match, lp_any, lp_index, lp_priority = register_stage(
-                m, "stage3", valid=valid, source=source, lowest=lowest, match=match, lp_any=lp_any,
+                m, "stage4", valid=valid, source=source, lowest=lowest, match=match, lp_any=lp_any,
                 lp_index=lp_index, lp_priority=lp_priority)
+        else:
+            lp_any, lp_index, lp_priority = min_tree(m, entries, name="lowest_priority")
         m.d.comb += [self.lp_any.eq(lp_any), self.lp_index.eq(lp_index),
                      self.lp_priority.eq(lp_priority)]
 

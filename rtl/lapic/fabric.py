@@ -15,17 +15,18 @@ Each message is on the bus exactly once, and every receiver can always accept in
 throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
 cycle to monitors.
 
-**Pipelined** (``pipelined``, for large FPGA builds): the same three steps over five cycles, so
-that no path crosses the whole fabric twice.  The arbiter's grant is registered (stage 0) before
-the granted message is put on the bus (stage 1); each APIC matches it in stage 1 against its
-registers of that cycle, each cluster registers the answers and picks its lowest-priority
-candidate in stage 2 (:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 3 the
-fabric picks between the clusters, the receivers accept and the sender gets ``tx_done``
-(``tx_accepted`` from that pick: some cluster had a candidate).  Up to
-four messages are in flight, from four different senders (the arbiter grants no sender whose
-message is in a stage), so the throughput stays one message per cycle; each takes four cycles
-from grant to ``tx_done`` instead of one.  The ``trace`` shows stage 3: each message with the
-APICs that accept it.  What the APICs do with a message is unchanged; only when is later
+**Pipelined** (``pipelined``, for large FPGA builds): the same three steps over six cycles, so
+that no path crosses more than part of one tree.  The arbiter's grant is registered (stage 0)
+before the granted message is put on the bus (stage 1); each APIC matches it in stage 1 against
+its registers of that cycle, each cluster registers the answers and picks the lowest-priority
+candidate of each group of its APICs in stage 2 and between the groups in stage 3
+(:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 4 the fabric picks between the
+clusters, the receivers accept and the sender gets ``tx_done`` (``tx_accepted`` from that pick:
+some cluster had a candidate).  Up to five messages are in flight, from five different senders
+(the arbiter grants no sender whose message is in a stage), so the throughput stays one message
+per cycle; each takes five cycles from grant to ``tx_done`` instead of one.  The ``trace`` shows
+stage 4: each message with the APICs that accept it.  What the APICs do with a message is
+unchanged; only when is later
 (:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay": an APIC reset between the match and
 the acceptance drops what the reset clears, and the trace still shows it accepting).
 
@@ -120,7 +121,7 @@ class ApicFabric(wiring.Component):
         factory or the other.  A cluster with a ``pipelined`` attribute other than the fabric's
         is refused.
     pipelined : bool
-        The pipelined fabric (module docstring): four cycles from grant to ``tx_done``, for FPGA
+        The pipelined fabric (module docstring): five cycles from grant to ``tx_done``, for FPGA
         builds whose clock the one-cycle fabric cannot meet (synth/REPORT.md).  False (default)
         is the timing the models and the documents assume.
 
@@ -129,7 +130,7 @@ class ApicFabric(wiring.Component):
     cpu : In(CpuPortSignature).array(N)
         One CPU port per APIC.
     trace : Out(TraceSignature(n_ports=N))
-        The bus as seen by a monitor (pipelined: stage 3, each message with the APICs that
+        The bus as seen by a monitor (pipelined: stage 4, each message with the APICs that
         accept it; one whose registers are reset between the match and that cycle drops what
         the reset clears, :class:`~apwake.rtl.lapic.receiver.Receiver` "Delay", but is still
         shown as accepting).
@@ -270,10 +271,10 @@ class ApicFabric(wiring.Component):
             bus_source.eq(grant),
             bus_source_index.eq(grant_index),
         ]
-        # stage 3 (the bus cycle itself without the pipeline): what the trace shows
+        # stage 4 (the bus cycle itself without the pipeline): what the trace shows
         valid, msg, source, source_index = bus_valid, bus_msg, bus_source, bus_source_index
         if self.pipelined:
-            for stage in ("stage2", "stage3"):
+            for stage in ("stage2", "stage3", "stage4"):   # the clusters' (ApicCluster)
                 valid, msg, source, source_index = register_stage(m, stage, valid=valid, msg=msg, source=source,
                                                                   source_index=source_index)
                 in_flight.append(source)

@@ -177,7 +177,7 @@ class LocalApic(wiring.Component):
         smallest FPGAs: the x2APIC logic folds away in synthesis.
     pipelined : bool
         For the pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``):
-        a message is matched in its bus cycle and accepted two cycles later
+        a message is matched in its bus cycle and accepted three cycles later
         (:class:`~apwake.rtl.lapic.receiver.Receiver` ``delay``), and the transmit slot's
         message register loads while the slot is empty
         (:class:`~apwake.rtl.lapic.icr_sender.IcrSender` ``capture_when_idle``: the same

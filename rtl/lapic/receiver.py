@@ -11,9 +11,10 @@ from .signatures import FabricLinkSignature, LINK_RX
 
 __all__ = ["Receiver", "ACCEPT_DELAYS"]
 
-#: the receiver's choices of ``delay``: 0 for the fabric that decides in the bus cycle, 2 for the
-#: pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``)
-ACCEPT_DELAYS = (0, 2)
+#: the receiver's choices of ``delay``: 0 for the fabric that decides in the bus cycle, 3 for the
+#: pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``: its stages 2 to
+#: 4, :class:`~apwake.rtl.lapic.cluster.ApicCluster`)
+ACCEPT_DELAYS = (0, 3)
 
 
 class Receiver(wiring.Component):
@@ -34,7 +35,7 @@ class Receiver(wiring.Component):
       0-15 or at or above ``n_vectors``; NMI, SMI, SIPI (with ``sipi_vector``) and INIT (not
       de-assert) pulse their outputs for the pending flags.
     * ``rx_priority`` is the PPR class given on ``priority``, for lowest-priority arbitration.
-    * **Delay** (``delay`` 2, the pipelined fabric): the match is decided in the bus cycle as
+    * **Delay** (``delay`` 3, the pipelined fabric): the match is decided in the bus cycle as
       above, against the registers of that cycle, and the acceptance happens ``delay`` cycles
       later, when the fabric gives ``lp_grant``; ``rx_valid`` and ``rx_msg`` are the bus cycle's,
       so the receiver keeps what the acceptance needs (mode, level, vector, whether it matched).
@@ -45,7 +46,7 @@ class Receiver(wiring.Component):
       in the acceptance cycle itself meets the acceptance as on the one-cycle fabric.
       ``in_flight`` says that a matched message is on its way.  What the delay adds that the
       one-cycle fabric never shows: a message matched against registers the CPU then changes
-      (an LDR, SVR) still arrives, two cycles after the change.
+      (an LDR, SVR) still arrives, up to three cycles after the change.
 
     Parameters
     ----------

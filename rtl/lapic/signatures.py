@@ -116,7 +116,7 @@ class FabricLinkSignature(wiring.Signature):
 
     On the pipelined fabric (:class:`~apwake.rtl.lapic.fabric.ApicFabric` ``pipelined``)
     ``rx_match`` and ``rx_priority`` are still answered in the bus cycle, but ``lp_grant``,
-    ``tx_done`` and ``tx_accepted`` come two cycles after it (the sender's ``tx_done`` four
+    ``tx_done`` and ``tx_accepted`` come three cycles after it (the sender's ``tx_done`` five
     cycles after its grant), so the APIC must be built for it (``LocalApic(pipelined=True)``).
     """
 

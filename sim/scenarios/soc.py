@@ -42,7 +42,7 @@ BOARD_OPTIONS = (
            "cores' reach, as on the iCEBreaker build); not with --ap-start ghcb", field=None),
     Option("no_local_interrupts", bool, False, "APICs without their local sources (timer, "
            "LINT0/1, error LVT, TSC MSRs), as on the iCEBreaker build", field=None),
-    Option("pipelined_fabric", bool, False, "the IPI fabric in four stages (an IPI takes four "
+    Option("pipelined_fabric", bool, False, "the IPI fabric pipelined (an IPI takes five "
            "cycles from grant to delivery), as on the large ULX3S builds", field=None),
 )
 
