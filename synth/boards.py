@@ -54,7 +54,7 @@ class Board:
     ap_start: str = "sipi"      # how the APs start (rtl/soc/memory_map.py AP_START), fixed at build
     apic_storage: str = "flops"  # the APICs' storage-only registers: "flops" or "ram" (LocalApic storage)
     x2apic: bool = True         # the APICs have x2APIC mode (LocalApic x2apic_support)
-    pipelined_fabric: bool = False  # the fabric in four stages (ApicFabric pipelined), for large builds
+    pipelined_fabric: bool = False  # the fabric pipelined (ApicFabric pipelined), for large builds
 
     def __post_init__(self):
         core_choice(self.core)
@@ -160,7 +160,7 @@ def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=Non
     their local sources (timer, LINT0/1, error LVT, the TSC MSRs; their share of an APIC is in
     synth/REPORT.md), whether each core has the MSR window, where the APICs keep their
     storage-only registers (``"flops"`` or ``"ram"``; the cost of each is in synth/REPORT.md),
-    whether the APICs have x2APIC mode, whether the fabric is pipelined (four cycles from an
+    whether the APICs have x2APIC mode, whether the fabric is pipelined (five cycles from an
     IPI's grant to its delivery, for clocks the one-cycle fabric cannot meet at many cores).
 
     Raises

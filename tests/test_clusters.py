@@ -9,6 +9,7 @@ import pytest
 from amaranth.lib import wiring
 
 from apwake.rtl.lib.instance import PACKED_IN, PACKED_OUT, PackedPorts, packed_widths
+from apwake.rtl.lapic import ApicFabric
 from apwake.rtl.lapic.cluster import ApicCluster, cluster_signature, lp_group_size
 from apwake.rtl.lapic.layouts import DeliveryMode
 from apwake.rtl.lapic.receiver import ACCEPT_DELAYS
@@ -112,8 +113,9 @@ def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
     APICs' answers, the same candidate as one tree over all of them (lowest PPR class, ties to
     the lowest slot), through its groups of :func:`lp_group_size` (size 3: groups of 2 and 1;
     32: four of 8), and accepts with ``lp_grant`` (given when it has a candidate, as the fabric
-    of one cluster does) exactly that one; a fixed message is accepted by every match.  Random
-    answers, a new message every cycle."""
+    of one cluster does) exactly that one; a fixed message is accepted by every match; the
+    sender's ``tx_done`` comes in the same cycle, and nothing without a message.  Random
+    answers, a message in most cycles."""
     apics = []
 
     def factory(**parameters):
@@ -134,15 +136,18 @@ def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
             matches = (a & b if cycle % 2 else a | b) if cycle % 7 else 0
             priorities = [rng.randrange(4) for _ in range(size)]
             lowest = rng.random() < 0.7
-            ctx.set(dut.rx_valid, 1)
+            valid = rng.random() < 0.8
+            source = 1 << rng.randrange(size) if rng.random() < 0.7 else 0     # or from another cluster
+            ctx.set(dut.rx_valid, valid)
+            ctx.set(dut.rx_source, source)
             ctx.set(dut.rx_msg.delivery_mode, DeliveryMode.LOWEST_PRIORITY if lowest else DeliveryMode.FIXED)
             for j, apic in enumerate(apics):
                 ctx.set(apic.link.rx_match, matches >> j & 1)
                 ctx.set(apic.link.rx_priority, priorities[j])
-            sent.append((matches, priorities, lowest))
+            sent.append((matches, priorities, lowest, valid, source))
             ctx.set(dut.lp_grant, ctx.get(dut.lp_any))     # as the fabric of one cluster grants
             if cycle >= delay:
-                matches, priorities, lowest = sent[cycle - delay]
+                matches, priorities, lowest, valid, source = sent[cycle - delay]
                 candidates = [j for j in range(size) if matches >> j & 1]
                 winner = min(candidates, key=lambda j: (priorities[j], j)) if candidates else None
                 assert ctx.get(dut.lp_any) == (winner is not None), (cycle, matches)
@@ -151,8 +156,91 @@ def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
                     assert ctx.get(dut.lp_priority) == priorities[winner]
                     checked += 1
                 expected = (1 << winner if winner is not None else 0) if lowest else matches
-                assert ctx.get(dut.accept) == expected, (cycle, lowest, matches, priorities)
+                assert ctx.get(dut.accept) == (expected if valid else 0), (cycle, valid, lowest, matches)
+                done = sum(ctx.get(apic.link.tx_done) << j for j, apic in enumerate(apics))
+                assert done == (source if valid else 0), (cycle, valid, source)
             await ctx.tick()
         assert checked > 60
+
+    simulate(dut, bench)
+
+
+class _MessageAnswers(wiring.Component):
+    """An APIC whose answers are a fixed function of the message's vector (``table[vector]`` is
+    ``(match, priority)``), so that a test knows what every message's acceptance must be."""
+
+    def __init__(self, table, *, pipelined, **_):
+        self.table, self.pipelined = table, pipelined
+        super().__init__(local_apic_signature())
+
+    def elaborate(self, platform):
+        from amaranth import Array, Const, Module
+        m = Module()
+        if self.table is not None:           # (None: a cluster's unused slot)
+            vector = self.link.rx_msg.vector
+            m.d.comb += [self.link.rx_match.eq(Array(Const(match, 1) for match, _ in self.table)[vector]),
+                         self.link.rx_priority.eq(Array(Const(priority, 4) for _, priority in self.table)[vector])]
+        return m
+
+
+@pytest.mark.parametrize("cluster_size", [5, 3, 2, 1])
+def test_pipelined_fabric_answers_each_message_in_its_trace_cycle(simulate, cluster_size):
+    """On the pipelined fabric (rtl/lapic/fabric.py) the trace, the acceptances, ``lp_grant``,
+    ``tx_done`` and ``tx_accepted`` all belong to the same message: five senders with a message
+    in most cycles, APICs whose answers depend on the message alone, in clusters of 5 (groups of
+    4 and 1), 3, 2 and 1; each message is on the trace once, with exactly its receivers (its
+    lowest-priority winner), and its sender alone gets ``tx_done`` then."""
+    n = 5
+    rng = random.Random(cluster_size)
+    tables = [[(rng.random() < 0.5, rng.randrange(3)) for _ in range(256)] for _ in range(n)]
+    apics = []
+
+    def factory(**parameters):
+        apics.append(_MessageAnswers(tables[len(apics)] if len(apics) < n else None, **parameters))
+        return apics[-1]
+
+    dut = ApicFabric(list(range(n)), n_vectors=256, local_interrupts=False, cluster_size=cluster_size,
+                     pipelined=True, apic_factory=factory)
+
+    def receivers(vector, lowest):
+        candidates = [j for j in range(n) if tables[j][vector][0]]
+        if lowest and candidates:
+            return {min(candidates, key=lambda j: (tables[j][vector][1], j))}
+        return set(candidates)
+
+    async def bench(ctx):
+        waiting = [None] * n            # each sender's message: (vector, lowest)
+        sent = on_trace = 0
+        for cycle in range(400):
+            for j in range(n):
+                if waiting[j] is None and rng.random() < 0.6:
+                    waiting[j] = (rng.randrange(16, 256), rng.random() < 0.6)
+                    sent += 1
+                link = apics[j].link
+                ctx.set(link.tx_valid, waiting[j] is not None)
+                if waiting[j] is not None:
+                    ctx.set(link.tx_msg.vector, waiting[j][0])
+                    ctx.set(link.tx_msg.delivery_mode,
+                            DeliveryMode.LOWEST_PRIORITY if waiting[j][1] else DeliveryMode.FIXED)
+            trace = dut.trace
+            done = [ctx.get(apics[j].link.tx_done) for j in range(n)]
+            if ctx.get(trace.valid):
+                source, vector = ctx.get(trace.source), ctx.get(trace.msg.vector)
+                lowest = ctx.get(trace.msg.delivery_mode) == DeliveryMode.LOWEST_PRIORITY
+                assert waiting[source] == (vector, lowest), (cycle, source)
+                expected = receivers(vector, lowest)
+                assert {j for j in range(n) if ctx.get(trace.accept) >> j & 1} == expected, (cycle, source)
+                assert done == [j == source for j in range(n)], (cycle, source)
+                # pipelined: "some APIC is a candidate", in every mode (rtl/lapic/fabric.py)
+                assert ctx.get(apics[source].link.tx_accepted) == any(t[vector][0] for t in tables)
+                if lowest:
+                    assert [ctx.get(apics[j].link.lp_grant) for j in range(n)] == [j in expected for j in range(n)]
+                waiting[source] = None
+                on_trace += 1
+            else:
+                assert not any(done), cycle
+            await ctx.tick()
+        in_flight = sum(w is not None for w in waiting)
+        assert on_trace > 250 and on_trace + in_flight == sent
 
     simulate(dut, bench)

@@ -332,6 +332,8 @@ def test_receiver_with_a_delay_accepts_what_it_matched_later(fields, changes, ac
             await ctx.tick()
         assert raised == [cycle == _D and accepted for cycle in range(_D + 2)]
         assert in_flight[0] == 0 and in_flight[-1] == 0
+        if not any(name in ("soft_reset", "disabling") for change in changes.values() for name in change):
+            assert in_flight == [0] + [1] * _D + [0]        # on its way from the match to the acceptance
 
     simulate(dut, bench)
 

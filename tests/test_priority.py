@@ -66,7 +66,7 @@ def test_find_set_and_min_tree(simulate):
         simulate(m, bench, clocked=False)
 
 
-@pytest.mark.parametrize("n, group", [(1, 1), (3, 2), (5, 4), (32, 8), (40, 16)])
+@pytest.mark.parametrize("n, group", [(1, 1), (3, 1), (3, 2), (5, 4), (32, 8), (40, 16)])
 def test_min_tree_of_groups_gives_the_flat_pick(simulate, n, group):
     """Groups' winners fed to a second tree with ``low_index`` (the pipelined cluster's two
     steps, rtl/lapic/cluster.py) name the same entry, by its position among all, as one tree."""
@@ -76,7 +76,8 @@ def test_min_tree_of_groups_gives_the_flat_pick(simulate, n, group):
     entries = [(value[i], k) for i, k in enumerate(keys)]
     flat = min_tree(m, entries, name="flat")
     picks = [min_tree(m, entries[g:g + group], name=f"g{g}") for g in range(0, n, group)]
-    grouped = min_tree(m, [(p[0], p[2]) for p in picks], low_index=[p[1] for p in picks], name="top")
+    grouped = min_tree(m, [(p[0], p[2]) for p in picks], low_index=[p[1] for p in picks],
+                       low_width=(group - 1).bit_length(), name="top")
     rng = random.Random(n)
 
     async def bench(ctx):
@@ -104,4 +105,6 @@ def test_min_tree_low_index_must_match_the_entries():
     m = Module()
     m._MustUse__silence = True              # refused before anything is added
     with pytest.raises(ValueError, match="low_index has 1 values for 2 entries"):
-        min_tree(m, [(Signal(), Signal(4))] * 2, low_index=[Signal(2)])
+        min_tree(m, [(Signal(), Signal(4))] * 2, low_index=[Signal(2)], low_width=2)
+    with pytest.raises(ValueError, match="low_width must be an integer from 0 with low_index, not None"):
+        min_tree(m, [(Signal(), Signal(4))] * 2, low_index=[Signal(2)] * 2)

@@ -23,7 +23,8 @@ SMALL = FabricConfig.contiguous(4, n_vectors=64, storage="ram")
 #: tb_ipi vectors from 0x20 up, so 64 vectors).  SMALL reads its memory words in x2APIC mode.
 RAM_NOLVT = FabricConfig.contiguous(2, n_vectors=64, local_interrupts=False, storage="ram", x2apic_support=False)
 #: the pipelined fabric (rtl/lapic/fabric.py ``pipelined``: five cycles from grant to done, the
-#: large FPGA builds'), in clusters of 3 so that both pipelined trees are covered
+#: large FPGA builds'), in clusters of 3 so that every pipelined tree is covered (a cluster's
+#: groups of 2 and 1, the pick between them, the pick between the clusters)
 PIPELINED = FabricConfig((0x03, 0x10, 0x21, 0x07, 0x40, 0x11, 0x2A, 0xFE), bsp_index=2, cluster_size=3,
                          pipelined=True)
 #: the configuration `make test` runs again with seeded phases and stalls

@@ -218,7 +218,8 @@ class ApicCluster(wiring.Component):
             # the slot (the group << log2(group size) | the index in it), chosen in the tree
             # beside the priority rather than after it
             lp_any, lp_index, lp_priority = min_tree(m, list(zip(group_any, group_priority)),
-                                                     low_index=group_index, name="lowest_priority")
+                                                     low_index=group_index, low_width=(group - 1).bit_length(),
+                                                     name="lowest_priority")
             # stage 4: the cluster's pick, registered
             valid, source, lowest, match, lp_any, lp_index, lp_priority = register_stage(
                 m, "stage4", valid=valid, source=source, lowest=lowest, match=match, lp_any=lp_any,

@@ -49,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import FabricMessage, X2APIC_BROADCAST, XAPIC_MAX_ID
 from .cluster import ApicCluster, MAX_CLUSTER_SIZE, check_cluster_size, cluster_count
 from .local_apic import LocalApic, check_n_vectors, check_same_timing
+from .receiver import ACCEPT_DELAYS
 from .register_file import check_storage, check_x2apic_support
 from apwake.rtl.lib.checks import check_bool
 from apwake.rtl.lib.priority import RoundRobinArbiter, min_tree, or_tree
@@ -274,7 +275,9 @@ class ApicFabric(wiring.Component):
         # stage 4 (the bus cycle itself without the pipeline): what the trace shows
         valid, msg, source, source_index = bus_valid, bus_msg, bus_source, bus_source_index
         if self.pipelined:
-            for stage in ("stage2", "stage3", "stage4"):   # the clusters' (ApicCluster)
+            # as many as the clusters' stages after the bus cycle (ApicCluster), which the
+            # receivers' acceptance delay counts
+            for stage in (f"stage{k}" for k in range(2, 2 + ACCEPT_DELAYS[-1])):
                 valid, msg, source, source_index = register_stage(m, stage, valid=valid, msg=msg, source=source,
                                                                   source_index=source_index)
                 in_flight.append(source)

@@ -424,7 +424,7 @@ class RegisterFile(wiring.Component):
             # may reset them in between) or the transmit slot.
             dec, legal = Signal(_TakeDecode), Signal(_ModeDecode)
             decoded = Signal()      # ``dec`` and ``legal`` hold the request on the port
-            m.d.sync += [dec.eq(Cat(*(pre[name] for name in _TakeDecode.members))), legal.eq(mode)]
+            m.d.sync += [*(dec[name].eq(pre[name]) for name in _TakeDecode.members), legal.eq(mode)]
         else:
             dec, legal, decoded = pre, mode, Const(1)
         index = dec.index

@@ -44,7 +44,7 @@ def find_set(m, value, *, highest, name="ffs"):
     return out_any, out_idx
 
 
-def min_tree(m, entries, *, name="min", low_index=None):
+def min_tree(m, entries, *, name="min", low_index=None, low_width=None):
     """Lowest ``key`` among valid entries, ties to the lowest position.
 
     ``entries`` is a list of ``(valid, key)``; returns ``(any, index, key)`` signals: whether
@@ -52,21 +52,29 @@ def min_tree(m, entries, *, name="min", low_index=None):
     compose: the winners of consecutive groups, fed to another tree with the same tie rule, give
     the winner of all entries (the clustered fabric's lowest-priority selection relies on it).
 
-    ``low_index``, for a tree over groups' winners: one value per entry, each at most
-    ``width`` bits (the widest), the winner's position inside its group; ``index`` is then
-    ``position << width | low_index[position]`` (with groups of ``1 << width``, the winner's
-    position among all entries), chosen in the tree beside the key instead of after it.
+    ``low_index`` and ``low_width``, for a tree over the winners of groups of ``1 <<
+    low_width`` entries: one value per entry, the winner's position inside its group (its low
+    ``low_width`` bits are used); ``index`` is then ``position << low_width |
+    low_index[position]``, the winner's position among all the groups' entries, chosen in the
+    tree beside the key instead of after it (and ``low_index[0]`` when none is valid).
+
+    Raises
+    ------
+    ValueError
+        ``low_index`` without a ``low_width`` (an integer from 0) or with another number of
+        values than ``entries``.
     """
     if low_index is None:
         nodes = [(v, k, Const(0, 0)) for v, k in entries]
         out_width = Shape.cast(range(max(len(entries), 2))).width
     else:
+        if not isinstance(low_width, int) or isinstance(low_width, bool) or low_width < 0:
+            raise ValueError(f"low_width must be an integer from 0 with low_index, not {low_width!r}")
         if len(low_index) != len(entries):
             raise ValueError(f"low_index has {len(low_index)} values for {len(entries)} entries")
-        low_index = [Value.cast(low) for low in low_index]
-        width = max(len(low) for low in low_index)
-        nodes = [(v, k, Cat(low, Const(0, width - len(low)))) for (v, k), low in zip(entries, low_index)]
-        out_width = width + max(1, (len(entries) - 1).bit_length())
+        nodes = [(v, k, Cat(Value.cast(low), Const(0, low_width))[:low_width])
+                 for (v, k), low in zip(entries, low_index)]
+        out_width = low_width + max(1, (len(entries) - 1).bit_length())
     level = 0
     while len(nodes) > 1:
         merged = []
