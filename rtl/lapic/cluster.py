@@ -215,11 +215,13 @@ class ApicCluster(wiring.Component):
                 m, "stage3", valid=valid, source=source, lowest=lowest, match=match,
                 group_any=[p[0] for p in picks], group_index=[p[1] for p in picks],
                 group_priority=[p[2] for p in picks])
-            # the slot (the group << log2(group size) | the index in it), chosen in the tree
-            # beside the priority rather than after it
-            lp_any, lp_index, lp_priority = min_tree(m, list(zip(group_any, group_priority)),
-                                                     low_index=group_index, low_width=(group - 1).bit_length(),
+            lp_any, lp_group, lp_priority = min_tree(m, list(zip(group_any, group_priority)),
                                                      name="lowest_priority")
+            lp_index = Signal(range(max(self.size, 2)), name="lowest_priority_slot")
+            with m.Switch(lp_group):
+                for g, index in enumerate(group_index):
+                    with m.Case(g):
+                        m.d.comb += lp_index.eq(g * group + index)
             # stage 4: the cluster's pick, registered
             valid, source, lowest, match, lp_any, lp_index, lp_priority = register_stage(
                 m, "stage4", valid=valid, source=source, lowest=lowest, match=match, lp_any=lp_any,

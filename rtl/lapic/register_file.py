@@ -58,17 +58,6 @@ _RequestDecode = data.StructLayout({
     "self_ipi": 1,      # back-pressure decided without comparing the index in the take cycle
 })
 
-#: what the take and the read data still need of :data:`_RequestDecode` once the mode has
-#: decided the faults and effects (:data:`_ModeDecode`): with ``registered_decode``, the part of
-#: the request decode held in flip-flops
-_TakeDecode = data.StructLayout({
-    "index": 8,
-    "write": 1,
-    "msr_apic_base": 1,
-    "msr_tsc": 1,
-    "msr_deadline": 1,
-})
-
 #: what the request decides with the APIC's mode (IA32_APIC_BASE's EN and EXTD): its faults and
 #: effects.  The mode changes only when an IA32_APIC_BASE write is taken, and INIT keeps it (SDM
 #: vol. 3A §11.12.5.1, x2APIC state transitions: INIT leaves an APIC in the xAPIC, x2APIC or
@@ -331,8 +320,7 @@ class RegisterFile(wiring.Component):
 
         # --- decode -------------------------------------------------------------------------
         # What the request alone decides is decoded on its own (``pre``); with
-        # ``registered_decode`` what the take needs of it (``_TakeDecode``) is held in
-        # flip-flops a cycle before the request is taken, the rest only feeds the mode decode.
+        # ``registered_decode`` it is held in flip-flops a cycle before the request is taken.
         pre = Signal(_RequestDecode)
         is_msr = port.space == Space.MSR
         index = Mux(is_msr, port.addr[0:8], port.addr[4:12])
@@ -422,9 +410,9 @@ class RegisterFile(wiring.Component):
             # it decides with the mode, which only a taken IA32_APIC_BASE write changes (and
             # ``decoded`` is low in the cycle after a take); never the storage registers (INIT
             # may reset them in between) or the transmit slot.
-            dec, legal = Signal(_TakeDecode), Signal(_ModeDecode)
+            dec, legal = Signal(_RequestDecode), Signal(_ModeDecode)
             decoded = Signal()      # ``dec`` and ``legal`` hold the request on the port
-            m.d.sync += [*(dec[name].eq(pre[name]) for name in _TakeDecode.members), legal.eq(mode)]
+            m.d.sync += [dec.eq(pre), legal.eq(mode)]
         else:
             dec, legal, decoded = pre, mode, Const(1)
         index = dec.index

@@ -5,7 +5,7 @@ nested multiplexers; these trees keep depth O(log n) and size O(n), so conversio
 compile time and FPGA timing stay flat as the fabric grows.
 """
 
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,37 +44,15 @@ def find_set(m, value, *, highest, name="ffs"):
     return out_any, out_idx
 
 
-def min_tree(m, entries, *, name="min", low_index=None, low_width=None):
+def min_tree(m, entries, *, name="min"):
     """Lowest ``key`` among valid entries, ties to the lowest position.
 
     ``entries`` is a list of ``(valid, key)``; returns ``(any, index, key)`` signals: whether
     an entry is valid, the winner's position and its key (both 0 when none is valid).  Trees
     compose: the winners of consecutive groups, fed to another tree with the same tie rule, give
     the winner of all entries (the clustered fabric's lowest-priority selection relies on it).
-
-    ``low_index`` and ``low_width``, for a tree over the winners of groups of ``1 <<
-    low_width`` entries: one value per entry, the winner's position inside its group (its low
-    ``low_width`` bits are used); ``index`` is then ``position << low_width |
-    low_index[position]``, the winner's position among all the groups' entries, chosen in the
-    tree beside the key instead of after it (and ``low_index[0]`` when none is valid).
-
-    Raises
-    ------
-    ValueError
-        ``low_index`` without a ``low_width`` (an integer from 0) or with another number of
-        values than ``entries``.
     """
-    if low_index is None:
-        nodes = [(v, k, Const(0, 0)) for v, k in entries]
-        out_width = Shape.cast(range(max(len(entries), 2))).width
-    else:
-        if not isinstance(low_width, int) or isinstance(low_width, bool) or low_width < 0:
-            raise ValueError(f"low_width must be an integer from 0 with low_index, not {low_width!r}")
-        if len(low_index) != len(entries):
-            raise ValueError(f"low_index has {len(low_index)} values for {len(entries)} entries")
-        nodes = [(v, k, Cat(Value.cast(low), Const(0, low_width))[:low_width])
-                 for (v, k), low in zip(entries, low_index)]
-        out_width = low_width + max(1, (len(entries) - 1).bit_length())
+    nodes = [(v, k, Const(0, 0)) for v, k in entries]
     level = 0
     while len(nodes) > 1:
         merged = []
@@ -98,7 +76,7 @@ def min_tree(m, entries, *, name="min", low_index=None, low_width=None):
         level += 1
     v, k, i = nodes[0]
     out_any = Signal(name=f"{name}_any")
-    out_idx = Signal(out_width, name=f"{name}_index")
+    out_idx = Signal(range(max(len(entries), 2)), name=f"{name}_index")
     out_key = Signal(len(k), name=f"{name}_key")
     m.d.comb += [out_any.eq(v), out_idx.eq(i), out_key.eq(Mux(v, k, 0))]
     return out_any, out_idx, out_key
@@ -144,37 +122,26 @@ class RoundRobinArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.n
-        # One-hot arithmetic: x & -x isolates the lowest set bit, x | -x sets every bit from it
-        # up.  O(n) logic that maps to FPGA carry chains.
+        # One-hot arithmetic: x & -x isolates the lowest set bit; ~(last | (last - 1)) is every
+        # position after the last grant.  O(n) logic that maps to FPGA carry chains.
         last = self.last
-        # The positions after the last grant, from a register of their own, so that no carry
-        # chain from ``last`` starts the arbitration loop (0 before the first grant: bit n - 1
-        # was the last).
         after_last = Signal(n)
+        m.d.comb += after_last.eq(~(last | (last - 1)))
         # The requesters after the last grant, then all of them, as one 2n-bit value: its lowest
         # set bit is the first requester after the last grant, wrapping around.  One carry chain
         # instead of testing the masked requests for zero and choosing between the two (four
         # LUT levels fewer on the 32-core ECP5 build's arbitration loops).
         both = Signal(2 * n)
-        negated = Signal(2 * n)         # -both: both's lowest set bit, every bit above it inverted
         first = Signal(2 * n)
         m.d.comb += [
             both.eq(Cat(self.requests & after_last, self.requests)),
-            negated.eq(~both + 1),
-            first.eq(both & negated),
+            first.eq(both & (~both + 1)),
             self.grant.eq(first[:n] | first[n:]),
             self.valid.eq(self.requests != 0),
             self.grant_index.eq(onehot_to_index(self.grant)),
         ]
-        # The positions after the new grant, from the same carry chain: both | -both is every bit
-        # from the grant's position p in the 2n-bit value up, so without that bit it is every bit
-        # after it.  When p < n, bit n - 1 is among them and the low half is the answer;
-        # otherwise the low half is 0 and the high half is.
-        above = Signal(2 * n)
-        m.d.comb += above.eq((both | negated) & ~first)
         with m.If(self.valid):
-            m.d.sync += [last.eq(self.grant),
-                         after_last.eq(above[:n] | (above[n:] & ~(both | negated)[n - 1].replicate(n)))]
+            m.d.sync += last.eq(self.grant)
         return m
 
 
