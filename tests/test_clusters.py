@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from amaranth import Array, Const, Module
 from amaranth.lib import wiring
 
 from apwake.rtl.lib.instance import PACKED_IN, PACKED_OUT, PackedPorts, packed_widths
@@ -103,7 +104,6 @@ class _Answers(wiring.Component):
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
-        from amaranth import Module
         return Module()
 
 
@@ -174,7 +174,6 @@ class _MessageAnswers(wiring.Component):
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
-        from amaranth import Array, Const, Module
         m = Module()
         if self.table is not None:           # (None: a cluster's unused slot)
             vector = self.link.rx_msg.vector

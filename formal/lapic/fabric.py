@@ -107,7 +107,9 @@ class FabricProof(HarnessBase):
     cluster_size : int or None
         The fabric's ``cluster_size``: None is one cluster of every APIC; 2 with three APICs
         splits them into a full cluster and one with an unused slot, so the properties cover
-        the two-level arbitration and lowest-priority selection (rtl/lapic/cluster.py).
+        the two-level arbitration and lowest-priority selection (rtl/lapic/cluster.py).  On
+        the pipelined fabric one cluster of three has groups of 2 and 1 (``lp_group_size``), so
+        that run (``fabric-x2apic3-pipe``) covers the pick between a cluster's groups.
     pipelined : bool
         The fabric's ``pipelined`` (rtl/lapic/fabric.py).
     defect : str or None

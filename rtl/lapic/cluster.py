@@ -30,9 +30,9 @@ candidate of each group of :func:`lp_group_size` APICs and registers the picks; 
 picks between the groups and registers that pick; in stage 4 the fabric chooses between the
 clusters' picks and ``lp_grant``, ``accept``, ``tx_done`` and ``tx_accepted`` are those of the
 message of three cycles before.  ``rx_valid``, ``rx_msg`` and ``rx_source`` stay the bus
-cycle's; the cluster keeps what stage 4 needs.  No path then crosses more than part of one tree:
-the tree over the 32 APICs of a large ECP5 build was its critical path (synth/REPORT.md), and
-the groups split it in two (``tx_accepted`` comes from the fabric's tree over the clusters'
+cycle's; the cluster keeps what stage 4 needs.  No path then crosses more than one tree: the
+tree over the 32 APICs of a large ECP5 build was its critical path (synth/REPORT.md), and the
+groups split it in two (``tx_accepted`` comes from the fabric's tree over the clusters'
 picks, not from the accept bits).
 """
 
@@ -84,7 +84,7 @@ def cluster_count(n_cpus, size):
 def lp_group_size(size):
     """APICs per group of a pipelined cluster of ``size`` APICs: the power of two that splits
     the lowest-priority tree's levels evenly between the group trees and the tree over the
-    groups (the groups' one more level when the count is odd): 8 for 32 APICs (4 groups), 2 for
+    groups (the groups' one more level when the number of levels is odd): 8 for 32 APICs (4 groups), 2 for
     3 (groups of 2 and 1), 16 for 256.  One group (the tree over the groups is then empty) for
     2 APICs or fewer."""
     levels = (size - 1).bit_length()

@@ -15,20 +15,21 @@ Each message is on the bus exactly once, and every receiver can always accept in
 throughput is one message per cycle for the whole fabric.  The ``trace`` port shows every bus
 cycle to monitors.
 
-**Pipelined** (``pipelined``, for large FPGA builds): the same three steps over six cycles, so
-that no path crosses more than part of one tree.  The arbiter's grant is registered (stage 0)
-before the granted message is put on the bus (stage 1); each APIC matches it in stage 1 against
-its registers of that cycle, each cluster registers the answers and picks the lowest-priority
-candidate of each group of its APICs in stage 2 and between the groups in stage 3
-(:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 4 the fabric picks between the
-clusters, the receivers accept and the sender gets ``tx_done`` (``tx_accepted`` from that pick:
-some cluster had a candidate).  Up to five messages are in flight, from five different senders
-(the arbiter grants no sender whose message is in a stage), so the throughput stays one message
-per cycle; each takes five cycles from grant to ``tx_done`` instead of one.  The ``trace`` shows
-stage 4: each message with the APICs that accept it.  What the APICs do with a message is
-unchanged; only when is later
-(:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay": an APIC reset between the match and
-the acceptance drops what the reset clears, and the trace still shows it accepting).
+**Pipelined** (``pipelined``, for large FPGA builds): the same three steps spread over stages 0
+to 4 (five cycles from grant to ``tx_done``), so that no path crosses more than one tree (the
+tree over a cluster's APICs is split into its groups' trees and a tree over the groups).  The
+arbiter's grant is registered (stage 0) before the granted message is put on the bus (stage 1);
+each APIC matches it in stage 1 against its registers of that cycle, each cluster registers the
+answers and picks the lowest-priority candidate of each group of its APICs in stage 2 and
+between the groups in stage 3 (:class:`~apwake.rtl.lapic.cluster.ApicCluster`), and in stage 4
+the fabric picks between the clusters, the receivers accept and the sender gets ``tx_done``
+(``tx_accepted`` from that pick: some cluster had a candidate).  Up to five messages are in
+flight, from five different senders (the arbiter grants no sender whose message is in a stage),
+so the throughput stays one message per cycle; each takes five cycles from grant to ``tx_done``
+instead of one.  The ``trace`` shows stage 4: each message with the APICs that accept it.  What
+the APICs do with a message is unchanged; only when is later
+(:class:`~apwake.rtl.lapic.receiver.Receiver`, "Delay": an APIC reset between the match and the
+acceptance drops what the reset clears, and the trace still shows it accepting).
 
 The APICs sit in clusters (:class:`~apwake.rtl.lapic.cluster.ApicCluster`) that hold their
 share of the per-port logic; the fabric's top keeps the arbiter over every port, the bus
