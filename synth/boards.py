@@ -27,7 +27,7 @@ from apwake.rtl.soc.cores import DEFAULT_CORE, core_choice
 from apwake.rtl.soc.memory_map import AP_START
 from apwake.sim.scenarios.soc import SOC_MAX_CPUS
 from apwake.sim.harness.paths import CHECKOUT, out_dir as output_dir
-from apwake.sim.harness.toolchain import import_extra, yowasp_tool
+from apwake.sim.harness.toolchain import import_extra, run_yosys, yowasp_tool
 
 from .pll import Ecp5Pll, ecp5_pll_config
 from .timing import critical_path, format_critical_path
@@ -315,11 +315,7 @@ def yosys_stat(yosys, folder, script, *, name="stat"):
     RuntimeError
         Yosys failed; the message ends with its output.
     """
-    (folder / f"{name}.ys").write_text(script + f"tee -o {name}.json stat -json\n")
-    result = subprocess.run([yosys, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=folder,
-                            capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"yosys ({name}.ys in {folder}) failed:\n{result.stderr[-2000:]}")
+    run_yosys(yosys, folder, script + f"tee -o {name}.json stat -json\n", name=name, what="yosys")
     return json.loads((folder / f"{name}.json").read_text())
 
 

@@ -17,10 +17,11 @@ endpoints have each depth and the deepest ones, at most two per module.
 import argparse
 import collections
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from apwake.sim.harness.toolchain import run_yosys, yowasp_tool
 
 __all__ = ["Endpoint", "flatten", "endpoint_depths", "main"]
 
@@ -50,11 +51,8 @@ def flatten(netlist_json, yosys):
     """
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "in.json").write_bytes(Path(netlist_json).read_bytes())
-        script = ("read_json in.json; setattr -mod -unset keep_hierarchy; hierarchy -auto-top; flatten; "
-                  "write_json flat.json")
-        result = subprocess.run([yosys, "-q", "-p", script], cwd=folder, capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"yosys could not flatten {netlist_json}:\n{result.stderr[-2000:]}")
+        run_yosys(yosys, folder, "read_json in.json\nsetattr -mod -unset keep_hierarchy\nhierarchy -auto-top\n"
+                  "flatten\nwrite_json flat.json\n", name="flatten", what=f"flattening {netlist_json}")
         return json.loads((Path(folder) / "flat.json").read_text())
 
 
@@ -157,7 +155,6 @@ def _module(cell):
 
 
 def main(argv=None):
-    from apwake.sim.harness.toolchain import yowasp_tool
     parser = argparse.ArgumentParser(prog="python -m apwake.synth.depth", description=__doc__.split("\n\n")[0])
     parser.add_argument("netlist", help="a board build's Yosys JSON (build/synth/<section>/board/apwake_soc.json)")
     parser.add_argument("--min-levels", type=float, default=9.0, help="list endpoints at least this deep (9)")

@@ -96,15 +96,21 @@ def test_packed_ports_keep_every_bit():
 
 
 class _Answers(wiring.Component):
-    """An APIC that answers what a test sets on its ``link.rx_match`` and ``link.rx_priority``
-    (undriven, so the test drives them)."""
+    """An APIC whose answers are a fixed function of the message's vector (``table[vector]`` is
+    ``(match, priority)``), so that a test knows what every message's acceptance must be; with
+    no table, what the test sets on ``link.rx_match`` and ``link.rx_priority`` (undriven)."""
 
-    def __init__(self, *, pipelined, **_):
-        self.pipelined = pipelined
+    def __init__(self, table, *, pipelined, **_):
+        self.table, self.pipelined = table, pipelined
         super().__init__(local_apic_signature())
 
     def elaborate(self, platform):
-        return Module()
+        m = Module()
+        if self.table is not None:
+            vector = self.link.rx_msg.vector
+            m.d.comb += [self.link.rx_match.eq(Array(Const(match, 1) for match, _ in self.table)[vector]),
+                         self.link.rx_priority.eq(Array(Const(priority, 4) for _, priority in self.table)[vector])]
+        return m
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 17, 32])
@@ -119,7 +125,7 @@ def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
     apics = []
 
     def factory(**parameters):
-        apics.append(_Answers(**parameters))
+        apics.append(_Answers(None, **parameters))
         return apics[-1]
 
     dut = ApicCluster(size, pipelined=True, apic_factory=factory)
@@ -165,23 +171,6 @@ def test_pipelined_cluster_picks_the_lowest_priority_candidate(simulate, size):
     simulate(dut, bench)
 
 
-class _MessageAnswers(wiring.Component):
-    """An APIC whose answers are a fixed function of the message's vector (``table[vector]`` is
-    ``(match, priority)``), so that a test knows what every message's acceptance must be."""
-
-    def __init__(self, table, *, pipelined, **_):
-        self.table, self.pipelined = table, pipelined
-        super().__init__(local_apic_signature())
-
-    def elaborate(self, platform):
-        m = Module()
-        if self.table is not None:           # (None: a cluster's unused slot)
-            vector = self.link.rx_msg.vector
-            m.d.comb += [self.link.rx_match.eq(Array(Const(match, 1) for match, _ in self.table)[vector]),
-                         self.link.rx_priority.eq(Array(Const(priority, 4) for _, priority in self.table)[vector])]
-        return m
-
-
 @pytest.mark.parametrize("cluster_size", [5, 3, 2, 1])
 def test_pipelined_fabric_answers_each_message_in_its_trace_cycle(simulate, cluster_size):
     """On the pipelined fabric (rtl/lapic/fabric.py) the trace, the acceptances, ``lp_grant``,
@@ -195,7 +184,8 @@ def test_pipelined_fabric_answers_each_message_in_its_trace_cycle(simulate, clus
     apics = []
 
     def factory(**parameters):
-        apics.append(_MessageAnswers(tables[len(apics)] if len(apics) < n else None, **parameters))
+        # (no table for a cluster's unused slot)
+        apics.append(_Answers(tables[len(apics)] if len(apics) < n else None, **parameters))
         return apics[-1]
 
     dut = ApicFabric(list(range(n)), n_vectors=256, local_interrupts=False, cluster_size=cluster_size,

@@ -15,11 +15,10 @@ work unchanged; internal signals (waveform groups of the RTL) are gone.
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 from .build import AMARANTH_TOP_INPUT_BITS, BuildError, Design, pins_top, recipe_digest
-from .toolchain import yowasp_tool
+from .toolchain import run_yosys, yowasp_tool
 
 __all__ = ["GateLevelDesign", "FLAVOURS", "flavour_of", "label_suffix"]
 
@@ -111,12 +110,8 @@ class GateLevelDesign(Design):
         else:
             script += f"{command} -flatten -top {self.name}\n"
         script += "opt_clean -purge\nwrite_verilog -noattr netlist.v.tmp\n"
-        (verilog_dir / "gate_level.ys").write_text(script)
-        result = subprocess.run([yowasp_tool("yosys"), "-q", "-l", "gate_level.log", "gate_level.ys"],
-                                cwd=verilog_dir, capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"Yosys gate-level synthesis of {self.name} failed:\n"
-                               f"{result.stderr[-2000:]}")
+        run_yosys(yowasp_tool("yosys"), verilog_dir, script, name="gate_level",
+                  what=f"Yosys gate-level synthesis of {self.name}")
         for path in sources:
             path.rename(path.with_suffix(".v.rtl"))
         (verilog_dir / "netlist.v.tmp").rename(verilog_dir / "netlist.v")

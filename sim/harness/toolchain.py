@@ -17,7 +17,7 @@ from pathlib import Path
 from .paths import cache_dir
 
 __all__ = ["ToolchainError", "verilator_root", "verilator_env", "objcache_make_args",
-           "check_build_tools", "tool_versions", "fst_build_args"]
+           "check_build_tools", "tool_versions", "fst_build_args", "run_yosys"]
 
 _LZ4_SOURCE = Path(__file__).resolve().parent / "third_party" / "lz4"
 
@@ -158,3 +158,20 @@ def yowasp_tool(name):
         raise ToolchainError(f"{tool} not found: it comes with apwake's [synth] extra: "
                              f"pip install 'apwake[synth]' (`make setup` installs every extra)")
     return path
+
+
+def run_yosys(yosys, folder, script, *, name, what):
+    """Run Yosys (``yosys``: a path or command) on ``script`` in ``folder``, where the script
+    stays as ``NAME.ys`` and Yosys's log as ``NAME.log``.
+
+    Raises
+    ------
+    RuntimeError
+        Yosys failed: the message names ``what`` and the script and ends with Yosys's output.
+    """
+    folder = Path(folder)
+    (folder / f"{name}.ys").write_text(script)
+    result = subprocess.run([yosys, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=folder,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{what} failed ({name}.ys in {folder}):\n{result.stderr[-2000:]}")
