@@ -17,7 +17,7 @@ from .memory_map import BOOT_ROM_BYTES, IO_MAP, SOC_MAP
 from .picorv32 import NativeBusSignature
 from .signatures import WindowAccessSignature
 from .uart import UartTx
-from .window_bus import core_window_decode, done_step, grant_step, window_access_step
+from .window_bus import core_window_decode, window_access_step
 
 __all__ = ["Interconnect"]
 
@@ -221,10 +221,12 @@ class Interconnect(wiring.Component):
 
         lock = Signal()
         io = RegisterDecoder(IO_MAP, addr)
-        granted = "LATCH" if self.registered_requests else "DECODE"
         with m.FSM():
             with m.State("IDLE"):
-                grant_step(m, arbiter, sel, valids, then=granted)
+                m.d.comb += arbiter.requests.eq(valids)
+                with m.If(arbiter.valid):
+                    m.d.sync += sel.eq(arbiter.grant_index)
+                    m.next = "LATCH" if self.registered_requests else "DECODE"
             if self.registered_requests:
                 with m.State("LATCH"):
                     m.d.sync += latch
@@ -283,6 +285,17 @@ class Interconnect(wiring.Component):
                               wdata=wdata, wstrb=wstrb, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
-                done_step(m, arbiter, sel, valids, registered_requests=self.registered_requests,
-                          then=granted)
+                if self.registered_requests:
+                    # the next grant already (not to the requester answered now: its copy of
+                    # ``valid`` clears only in the next cycle), so LATCH costs no cycle when
+                    # requests queue
+                    # (the grant register's one-hot twin: no decode of ``sel`` on this loop)
+                    m.d.comb += arbiter.requests.eq(valids & ~arbiter.last)
+                    with m.If(arbiter.valid):
+                        m.d.sync += sel.eq(arbiter.grant_index)
+                        m.next = "LATCH"
+                    with m.Else():
+                        m.next = "IDLE"
+                else:
+                    m.next = "IDLE"
         return m

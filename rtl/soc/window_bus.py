@@ -9,8 +9,7 @@ through to the shared bus unchanged.  A window access then never waits for the R
 of its path is shared with another group (where the placer puts a group's logic is its choice:
 synth/REPORT.md "ulx3s-timing").  The per-access protocol
 (:class:`~.signatures.WindowAccessSignature`) and its cycles are the shared bus's:
-:func:`window_access_step` is that protocol's step, and :func:`grant_step` and
-:func:`done_step` the arbitration around each access, used by both.
+:func:`window_access_step` is that protocol's step, used by both.
 """
 
 from amaranth import Array, Cat, Module, Mux, Signal
@@ -24,7 +23,7 @@ from .memory_map import SOC_MAP
 from .picorv32 import NativeBusSignature
 from .signatures import CoreWindow, WindowAccessSignature
 
-__all__ = ["WindowBus", "core_window_decode", "done_step", "grant_step", "window_access_step"]
+__all__ = ["WindowBus", "core_window_decode", "window_access_step"]
 
 #: address[31:28] of each of a core's own windows
 _CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
@@ -59,31 +58,6 @@ def window_access_step(m, port, *, capture):
         m.next = "IDLE"              # the core's answer waits for its resume
     with m.Else():
         m.next = "WINDOW"
-
-
-def grant_step(m, arbiter, sel, requests, *, then):
-    """The grant of a bus that serves one requester at a time, inside ``with m.FSM()``:
-    ``requests`` (one bit per requester) to ``arbiter`` (a
-    :class:`~apwake.rtl.lib.priority.RoundRobinArbiter`); on a grant ``sel`` takes its index
-    and the state becomes ``then``.  Returns the arbiter's ``valid``."""
-    m.d.comb += arbiter.requests.eq(requests)
-    with m.If(arbiter.valid):
-        m.d.sync += sel.eq(arbiter.grant_index)
-        m.next = then
-    return arbiter.valid
-
-
-def done_step(m, arbiter, sel, requests, *, registered_requests, then):
-    """The answer cycle (``"DONE"``) of such a bus: back to ``"IDLE"``, or with
-    ``registered_requests`` the next grant made already (:func:`grant_step`, to state ``then``),
-    so that the cycle the granted request's copy takes (LATCH) costs nothing when requests
-    queue.  The requester answered now is left out with the arbiter's one-hot ``last`` (its
-    request clears only in the next cycle; ``last`` is ``sel``'s twin without its decode)."""
-    if registered_requests:
-        with m.If(~grant_step(m, arbiter, sel, requests & ~arbiter.last, then=then)):
-            m.next = "IDLE"
-    else:
-        m.next = "IDLE"
 
 
 class WindowBus(wiring.Component):
@@ -182,11 +156,17 @@ class WindowBus(wiring.Component):
         m.d.comb += [port.core.eq(sel), port.window.eq(window), port.addr.eq(addr),
                      port.write.eq(write), port.wdata.eq(wdata)]
         requesting = Cat(valids) & ~(port.parked | port.resume)     # (parked and resumed: not arbitrated)
-        granted = "LATCH" if self.registered_requests else "WINDOW"
+
+        def grant(excluding=0):
+            m.d.comb += arbiter.requests.eq(requesting & ~excluding)
+            with m.If(arbiter.valid):
+                m.d.sync += sel.eq(arbiter.grant_index)
+                m.next = "LATCH" if self.registered_requests else "WINDOW"
+            return arbiter.valid
 
         with m.FSM():
             with m.State("IDLE"):
-                grant_step(m, arbiter, sel, requesting, then=granted)
+                grant()
             if self.registered_requests:
                 with m.State("LATCH"):
                     m.d.sync += latch
@@ -195,6 +175,13 @@ class WindowBus(wiring.Component):
                 window_access_step(m, port, capture=rdata)
             with m.State("DONE"):
                 m.d.comb += done.eq(1)
-                done_step(m, arbiter, sel, requesting, registered_requests=self.registered_requests,
-                          then=granted)
+                if self.registered_requests:
+                    # the next grant already (not to the core answered now: its copy of
+                    # ``valid`` clears only in the next cycle), so LATCH costs no cycle when
+                    # accesses queue, as on the shared bus
+                    granted_next = grant(excluding=arbiter.last)      # (sel's one-hot twin)
+                    with m.If(~granted_next):
+                        m.next = "IDLE"
+                else:
+                    m.next = "IDLE"
         return m
