@@ -54,6 +54,12 @@ def test_the_table_gives_the_access_cost(capsys):
             "12.5 us of it beyond its two cycles of idle clocking (the drivers' Python") in capsys.readouterr().out
 
 
+def test_the_table_gives_the_set_up_apart(capsys):
+    bench._print_table([_row(scenario_setup_s=0.016, scenario_process_s=0.72)])
+    assert ("8 CPUs: the scenario's wall time is from the clock's start; before it, 0.016 s of set-up "
+            "(the ports' handle lookups); the whole simulator process 0.72 s") in capsys.readouterr().out
+
+
 @pytest.mark.verilator
 def test_the_idle_run_measures_register_accesses(tmp_path):
     """sim/scenarios/idle.py's access phase: the given number of reads, each taking time."""

@@ -63,7 +63,7 @@ def test_run_json_and_timeline(tmp_path):
     picture = tmp_path / "pictures" / "boot.png"          # its folder is made, as for --waves
     report = apwake_json("init-sipi", "--cpus", "2", "--timeline", str(picture), status=0)
     for key in ("scenario", "cpus", "passed", "online", "failures", "sim_time_ns", "cycles",
-                "wall_s", "waves"):
+                "wall_s", "setup_s", "waves"):
         assert key in report, key
     assert report["passed"] and report["online"] == [0, 1] and report["failures"] == []
     assert report["cycles"] == report["sim_time_ns"] // 10 > 0

@@ -4,6 +4,7 @@ the same results as the single-threaded one."""
 import pytest
 
 from apwake.sim.harness.build import MAX_THREADS, cache_paths, check_threads
+from apwake.sim.scenarios.report import RUN_DEPENDENT
 from apwake.sim.vip.lapic.design import FabricConfig, FabricDesign
 
 
@@ -33,7 +34,7 @@ def test_same_report_on_two_threads():
     for threads, pooled in ((1, False), (2, True)):
         _, folder = cache_paths(design, threads=threads)
         assert ("VlThreadPool" in (folder / "Vtop__Syms.h").read_text()) is pooled, folder
-    one, two = ({k: v for k, v in r.items() if k not in ("wall_s", "build_s", "build_reused", "threads")}
+    one, two = ({k: v for k, v in r.items() if k not in (*RUN_DEPENDENT, "threads")}
                 for r in reports)
     assert one["passed"] and len(one["online"]) == 8 and one["bus_messages"] > 0
     assert two == one, "the same timeline, cycles and bus messages"

@@ -12,6 +12,7 @@ from apwake.rtl.lapic.layouts import Lvt, TIMER_DIVIDE_VALUES, TimerMode
 from apwake.rtl.lapic.registers import BY_NAME
 from apwake.rtl.lapic.timer import ApicTimer
 from apwake.sim.harness.codec import pack
+from apwake.sim.scenarios.report import RUN_DEPENDENT
 from amaranth_sim import simulate
 
 #: cycles the timers are followed after the skip point
@@ -148,7 +149,7 @@ def _comparable(report):
     """The report without what may differ: wall time, build figures, the skip counts and the
     option that asked for them."""
     report = {k: v for k, v in report.items()
-              if k not in ("wall_s", "build_s", "build_reused", "time_skip")}
+              if k not in (*RUN_DEPENDENT, "time_skip")}
     report["options"] = {k: v for k, v in report["options"].items() if k != "time_skip"}
     return report
 

@@ -25,6 +25,7 @@ generator seeded with the seed and its name), so a failing test is reproduced by
 """
 
 import collections
+import functools
 import logging
 import os
 import random
@@ -182,7 +183,13 @@ def _right_after_rising_edge(clk):
 
 
 def _on_verilator():
-    return (cocotb.SIM_NAME or "").lower().startswith("verilator")
+    # asked twice in each register access: the name's test is cached (cocotb sets SIM_NAME once)
+    return _is_verilator(cocotb.SIM_NAME)
+
+
+@functools.cache
+def _is_verilator(sim_name):
+    return (sim_name or "").lower().startswith("verilator")
 
 
 class PortLock:

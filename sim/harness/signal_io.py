@@ -51,7 +51,7 @@ class Pin:
         ``handle`` is not a logic signal or vector (a scope, a real, an integer).
     """
 
-    __slots__ = ("handle", "width", "get", "set", "_raw", "_limit")
+    __slots__ = ("handle", "width", "get", "set", "_raw", "_limit", "_format")
 
     def __init__(self, handle):
         if not isinstance(handle, (LogicObject, LogicArrayObject, PackedObject)):
@@ -60,6 +60,7 @@ class Pin:
         self.width = len(handle)
         self._raw = handle._handle
         self._limit = 1 << self.width
+        self._format = f"0{self.width}b"
         self.get = self._get
         if not _inertial_writes_trusted():
             self.set = self._set_through_cocotb
@@ -97,7 +98,7 @@ class Pin:
 
     def _set_binstr(self, value):
         self._check(value)
-        self._raw.set_signal_val_binstr(0, format(value, f"0{self.width}b"))
+        self._raw.set_signal_val_binstr(0, format(value, self._format))
 
     def _set_through_cocotb(self, value):
         self._check_fits(value)

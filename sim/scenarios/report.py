@@ -3,13 +3,14 @@
 Report fields: ``scenario``, ``cpus``, ``passed``, ``online`` (APIC IDs that reached the OS),
 ``failures`` (each with ``cpu`` = APIC ID, ``port``, ``state``, ``where``, ``message``),
 ``sim_time_ns``, ``guest_time_ns`` (``sim_time_ns / time_scale``: guest delays unscaled, as the
-kernel sees them), ``cycles``, ``clock_ns``, ``wall_s`` (the run in the simulator, build
-excluded), ``waves``, ``time_scale``, ``options``, ``bus_messages`` (and ``bus_messages_by_mode``),
-``corruptions`` (memory writes into pages owned by
-someone else), ``timeline`` (per CPU: state changes and milestones with simulated times; the
-state is ``SMM`` while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries; ``started``:
-how the CPU last started and the architectural state it started in), and
-the scenario's own detail (``method``, ``expected_online``, ``storm``, ``smm``, ...).
+kernel sees them), ``cycles``, ``clock_ns``, ``wall_s`` (the run in the simulator from the clock's
+start to the report, seconds), ``setup_s`` (the testbench's set-up before the clock started: the
+ports' handle lookups), ``waves``, ``time_scale``, ``options``, ``bus_messages`` (and
+``bus_messages_by_mode``), ``corruptions`` (memory writes into pages owned by someone else),
+``timeline`` (per CPU: state changes and milestones with simulated times; the state is ``SMM``
+while the CPU is in SMM; NMIs taken, latched and collapsed, SMM entries; ``started``: how the CPU
+last started and the architectural state it started in), and the scenario's own detail
+(``method``, ``expected_online``, ``storm``, ``smm``, ...).
 ``report.schema.json`` beside this module describes the report as ``apwake run --json`` prints it.
 
 Times: the simulation runs guest software delays (10 ms after INIT, the 10 s call-in wait)
@@ -27,7 +28,7 @@ from apwake.sim.harness.clocking import CLOCK_NS
 from apwake.sim.harness.handshake import seed_note
 from apwake.sim.harness.toolchain import import_extra
 
-__all__ = ["make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
+__all__ = ["RUN_DEPENDENT", "make_report", "format_report", "plot_timeline", "STATE_COLORS", "AXES", "SCHEMA_PATH",
            "guest_ns"]
 
 #: the time a timeline is drawn in: guest time (delays unscaled) or simulated time
@@ -50,7 +51,12 @@ def _by_mode(cycles):
     return dict(sorted(counts.items()))
 
 
-def make_report(name, machine, options, detail, *, wall_s, waves=None):
+#: report fields that differ between two runs of the same scenario on the same design (times of
+#: this machine and whether the build was reused): what a comparison of two reports leaves out
+RUN_DEPENDENT = ("wall_s", "setup_s", "build_s", "build_reused")
+
+
+def make_report(name, machine, options, detail, *, wall_s, setup_s=None, waves=None):
     detail = dict(detail)
     kernel = detail.pop("kernel", None)
     now = cocotb.utils.get_sim_time("ns")
@@ -88,6 +94,7 @@ def make_report(name, machine, options, detail, *, wall_s, waves=None):
         "cycles": int(now // CLOCK_NS),
         "clock_ns": CLOCK_NS,
         "wall_s": round(wall_s, 3),
+        **({} if setup_s is None else {"setup_s": round(setup_s, 3)}),
         "waves": None if waves is None else str(waves),
         "time_scale": options.time_scale,
         "options": options.to_dict(),
@@ -172,8 +179,9 @@ def format_report(report, *, max_cpus=None, axis="guest"):
                      f"{smm['smm_us']:g} us guest time: {smm['outcome']}")
     lines.append(f"simulated {report['sim_time_ns'] / 1000:.1f} us = {report['cycles']} cycles "
                  f"= {_duration(guest_ns(report, report['sim_time_ns']))} guest time, "
-                 f"in {report['wall_s']:.2f} s wall "
-                 f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)")
+                 f"in {report['wall_s']:.2f} s wall from the clock's start "
+                 f"({report['cycles'] / max(report['wall_s'], 1e-9):,.0f} cycles/s)"
+                 + (f" after {report['setup_s']:.2f} s of set-up" if "setup_s" in report else ""))
     if report.get("time_skip", {}).get("skips"):
         skip = report["time_skip"]
         lines.append(f"time skipping: {skip['cycles_skipped']:,} of the cycles not clocked one by one "

@@ -1,5 +1,7 @@
 """Starts a fabric testbench: clock, reset, one :class:`ApicPort` per CPU, optional monitor."""
 
+import time
+
 from apwake.sim.harness import pins
 from apwake.sim.harness.clocking import CLOCK_NS, start_clock_and_reset
 from apwake.sim.harness.timeskip import TimeSkipper
@@ -14,7 +16,9 @@ __all__ = ["FabricEnv"]
 class FabricEnv:
     """Handles to a running ``apwake_fabric`` (or a system around one): ``ports[i]`` per CPU,
     ``config``, ``monitor``, ``clock`` (the running :class:`cocotb.clock.Clock`, after
-    :meth:`start`)."""
+    :meth:`start`) and ``clock_started`` (the ``time.monotonic()`` seconds at which :meth:`start`
+    started it, after the ports' set-up: where a scenario's wall time begins, as the benchmark's
+    ceilings, which time clocked cycles only, begin theirs)."""
 
     def __init__(self, dut, config):
         self.dut = dut
@@ -25,6 +29,7 @@ class FabricEnv:
                       for i, apic_id in enumerate(config.apic_ids)]
         self.monitor = FabricMonitor(dut, clock_ns=CLOCK_NS, senders=self.ports)
         self.clock = None
+        self.clock_started = None
         # Time skipping's input starts at 0 whether or not a skipper runs: Icarus leaves an
         # undriven input X, and an X advance makes the TSC X (read back by RDMSR).
         advance = pins.port(dut, "advance", None)
@@ -34,6 +39,7 @@ class FabricEnv:
     @classmethod
     async def start(cls, dut, *, config=None, monitor=True):
         env = cls(dut, config or FabricConfig.from_env())
+        env.clock_started = time.monotonic()
         env.clock = await start_clock_and_reset(dut, CLOCK_NS)
         if monitor:
             env.monitor.start()
