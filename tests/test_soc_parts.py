@@ -309,6 +309,54 @@ def test_interconnect_io_and_boot_rom(registered_requests):
                     "busy": 1, "unmapped": 0, "msr": 0, "cycles": [6 if registered_requests else 4]}
 
 
+async def _reset_mid_access(ctx, bus, first, then, *, after, low, answers):
+    """A core that requests ``first``, is reset after ``after`` clock edges (``valid`` low for
+    ``low`` cycles, before any answer) and then requests ``then``: returns the data its second
+    request is answered with.  ``answers`` (a list) gets the edge count of every ``ready``."""
+    ctx.set(bus.valid, 1)
+    ctx.set(bus.addr, first)
+    ctx.set(bus.wstrb, 0)
+    for _ in range(after):
+        _, _, ready = await ctx.tick().sample(bus.ready)
+        assert not ready, "answered before the reset: choose a shorter `after`"
+    ctx.set(bus.valid, 0)              # the reset: a core drops its request
+    for _ in range(low):
+        _, _, ready = await ctx.tick().sample(bus.ready)
+        if ready:
+            answers.append("while reset")
+    return await _core_access(ctx, bus, then)
+
+
+def _count_readys(bus, answers):
+    async def watch(ctx):
+        async for _, _, ready in ctx.tick().sample(bus.ready):
+            if ready:
+                answers.append("ready")
+    return watch
+
+
+@pytest.mark.parametrize("registered_requests", [False, True])
+@pytest.mark.parametrize("after, low", [(0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (2, 3)])
+def test_interconnect_does_not_answer_a_request_withdrawn_by_a_reset(registered_requests, after, low):
+    """A core reset in the middle of its RAM read, which requests another word straight after,
+    gets that word, in one answer of its own: the withdrawn read still ends on the bus, but its
+    answer is not given to the new request (before, the new request took the old word).  Core 1
+    keeps reading meanwhile and gets its words; every ``ready`` is counted."""
+    top = _InterconnectWithRam(n_cores=2, init=range(0, 64), registered_requests=registered_requests)
+    ic, got, answers = top.ic, {}, []
+
+    async def core0(ctx):
+        got[0] = await _reset_mid_access(ctx, ic.cores[0], 4 * 5, 4 * 9, after=after, low=low,
+                                         answers=answers)
+
+    async def core1(ctx):
+        got[1] = [await _core_access(ctx, ic.cores[1], 4 * k) for k in (20, 21, 22)]
+
+    simulate(top, core0, core1, background=[_count_readys(ic.cores[0], answers)])
+    assert got == {0: 9, 1: [20, 21, 22]}
+    assert answers == ["ready"], "core 0 is answered once, for its second request"
+
+
 def test_interconnect_flags_the_core_whose_access_nothing_answers():
     """An access to a window the SoC was built without (here the MSR window) or to no window
     reads 0 and sets that core's ``bus_error``, which stays set; the other core's accesses, to
@@ -550,6 +598,28 @@ def test_window_bus_serves_the_windows_beside_the_shared_bus(registered_requests
                    (2, CoreWindow.CONTROL, 0x0, 0, 0)]
     assert done == [("core1", 116), ("core1", 117), ("core1", 118), ("core0", 0x40), ("core2", 0x42),
                     ("core2", 0x42)]
+
+
+@pytest.mark.parametrize("after, low", [(1, 1), (3, 1), (2, 2), (4, 1)])
+def test_window_bus_does_not_answer_a_window_access_withdrawn_by_a_reset(after, low):
+    """Core 0's control-window read (answered by the windows 6 cycles after it starts) is
+    withdrawn by a reset; the APIC-window read the core makes next reaches the windows as an
+    access of its own and is the one answered: once, after it reached them.  With the request
+    copies (the form a large SoC builds): without them the windows see the withdrawn access's
+    fields follow the core's new request (answers_to_held_requests)."""
+    top = _WindowBusBeforeInterconnect(n_cores=2, registered_requests=True)
+    bus, log, answers, got = top.window_bus, [], [], []
+
+    async def core0(ctx):
+        got.append(await _reset_mid_access(ctx, bus.cores[0], CONTROL_BASE + 0x4, 0x2000_0300,
+                                           after=after, low=low, answers=answers))
+        got.append(len(log))
+
+    simulate(top, core0, background=[_windows_engine(bus.windows, log, hold={0: 6, 1: 0}),
+                                     _count_readys(bus.cores[0], answers)])
+    assert log == [(0, CoreWindow.CONTROL, 0x4, 0, 0), (0, CoreWindow.APIC, 0x300, 0, 0)]
+    assert got == [0x40, 2], "answered after its own access reached the windows"
+    assert answers == ["ready"]
 
 
 def test_window_bus_cycles_with_and_without_registered_requests():

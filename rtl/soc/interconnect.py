@@ -17,7 +17,7 @@ from .memory_map import BOOT_ROM_BYTES, IO_MAP, SOC_MAP
 from .picorv32 import NativeBusSignature
 from .signatures import WindowAccessSignature
 from .uart import UartTx
-from .window_bus import core_window_decode, window_access_step
+from .window_bus import answers_to_held_requests, core_window_decode, window_access_step
 
 __all__ = ["Interconnect"]
 
@@ -93,10 +93,13 @@ class Interconnect(wiring.Component):
         so the accesses follow each other four cycles apart as without the copies.  A request
         a core withdraws unanswered (its reset) can still be granted in the first cycle after
         it is withdrawn, as, without the copy, one withdrawn in the cycle after its grant is
-        still carried out.  (In both forms
-        a core that is reset during its access and requests again before that access ends
-        takes that access's answer for its new request: the window is two cycles longer with
-        the copies; INIT to SIPI takes far longer in every firmware here.)
+        still carried out.
+
+    In both forms, a core that lets its ``valid`` fall during its access (its reset: a core
+    holds ``valid`` until ``ready``) is not answered: the access still ends (a store, the lock's
+    test and set, a window access take effect), and the request the core makes after its reset
+    waits for a grant of its own instead of taking that access's answer
+    (:func:`~.window_bus.answers_to_held_requests`).
 
     Attributes
     ----------
@@ -170,7 +173,8 @@ class Interconnect(wiring.Component):
 
         sel = Signal(range(max(requesters, 2)))
         done = Signal()
-        readys = [done & (sel == i) for i in range(n)]
+        answered = Signal(n)            # (answers_to_held_requests below)
+        readys = [answered[i] for i in range(n)]
         if self.core_windows:
             port = self.windows
             readys = [ready | port.resume[i] for i, ready in enumerate(readys)]
@@ -184,6 +188,9 @@ class Interconnect(wiring.Component):
 
         # the granted requester's request: a core's, or (index n) the DMA initiator's
         valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
+        # no answer to a core that withdrew its request (its reset) since the grant
+        m.d.comb += answered.eq(answers_to_held_requests(m, sel=sel, done=done, valids=valids,
+                                                         granting=arbiter.valid))
         valids = Cat(valids)
         if self.dma_port:
             dma = self.dma

@@ -23,7 +23,7 @@ from .memory_map import SOC_MAP
 from .picorv32 import NativeBusSignature
 from .signatures import CoreWindow, WindowAccessSignature
 
-__all__ = ["WindowBus", "core_window_decode", "window_access_step"]
+__all__ = ["WindowBus", "core_window_decode", "window_access_step", "answers_to_held_requests"]
 
 #: address[31:28] of each of a core's own windows
 _CORE_WINDOWS = {SOC_MAP.slot("apic"): CoreWindow.APIC, SOC_MAP.slot("control"): CoreWindow.CONTROL,
@@ -60,6 +60,38 @@ def window_access_step(m, port, *, capture):
         m.next = "WINDOW"
 
 
+def answers_to_held_requests(m, *, sel, done, valids, granting):
+    """The ``ready`` a one-at-a-time bus gives each core: ``Signal(len(valids))``, bit ``i``
+    high in the answer cycle (``done``) of core ``i``'s access (``sel == i``) unless that core
+    let its ``valid`` (``valids[i]``, as the bus sees it: the core's own or its registered copy)
+    fall in a cycle since the access was granted (``granting``: a grant is made in this cycle).
+
+    A core holds ``valid`` until ``ready`` (:class:`~.picorv32.NativeBusSignature`), so a
+    ``valid`` that falls before it is the core's reset (INIT holding an AP, or the firmware
+    sending it back to wait).  The access it withdrew still ends (a store, the lock's test and
+    set and a window access take effect), but its answer is not given: the request the core
+    makes after its reset would otherwise take it, the answer to an address it did not ask for,
+    and the new request then waits for a grant of its own.  A ``sel`` beyond the cores (the
+    shared bus's DMA initiator) is never withdrawn.
+
+    A bus without request copies (``registered_requests=False``) has no copy of the granted
+    request's fields either: the cycles of a withdrawn access that remain see the core's new
+    request, which after a reset is an instruction fetch, a read; its answer is dropped all
+    the same, and the fetch is made again as an access of its own."""
+    held, withdrawn = Signal(name="granted_valid"), Signal(name="withdrawn")
+    with m.Switch(sel):
+        for i, valid in enumerate(valids):
+            with m.Case(i):
+                m.d.comb += held.eq(valid)
+        with m.Default():
+            m.d.comb += held.eq(1)
+    # from the cycle after the grant (the grant's own cycle saw the request valid)
+    m.d.sync += withdrawn.eq(Mux(granting, 0, withdrawn | ~held))
+    answers = Signal(len(valids), name="answers")
+    m.d.comb += answers.eq(Cat(done & (sel == i) & ~withdrawn & valid for i, valid in enumerate(valids)))
+    return answers
+
+
 class WindowBus(wiring.Component):
     """The own windows of ``n_cores`` cores, served beside them (docs/ARCHITECTURE.md,
     "Soft-SoC").
@@ -90,6 +122,10 @@ class WindowBus(wiring.Component):
         shared bus, a request a core withdraws unanswered (its reset) can still be granted in
         the first cycle after it is withdrawn, and LATCH then copies the fields the core drove
         in the cycle after it withdrew it.
+
+    As on the shared bus, a core that lets its ``valid`` fall during its window access (its
+    reset) is not answered; the access still ends in the windows, and the core's next request
+    waits for a grant of its own (:func:`answers_to_held_requests`).
 
     Attributes
     ----------
@@ -124,7 +160,8 @@ class WindowBus(wiring.Component):
         n, port = self.n_cores, self.windows
         m.submodules.arbiter = arbiter = RoundRobinArbiter(n)
         sel, done, rdata = Signal(range(max(n, 2))), Signal(), Signal(32)
-        readys = [(done & (sel == i)) | port.resume[i] for i in range(n)]
+        answered = Signal(n)            # (answers_to_held_requests below)
+        readys = [answered[i] | port.resume[i] for i in range(n)]
 
         requests = []
         for i, (core, shared) in enumerate(zip(self.cores, self.shared)):
@@ -143,6 +180,9 @@ class WindowBus(wiring.Component):
             requests.append(request)
 
         valids, addrs, wdatas, wstrbs = (list(field) for field in zip(*requests))
+        # no answer to a core that withdrew its request (its reset) since the grant
+        m.d.comb += answered.eq(answers_to_held_requests(m, sel=sel, done=done, valids=valids,
+                                                         granting=arbiter.valid))
         addr, wdata, write = Array(addrs)[sel], Array(wdatas)[sel], Array(wstrbs)[sel] != 0
         if self.registered_requests:
             # the granted request copied in a state of its own (LATCH), so that the windows
