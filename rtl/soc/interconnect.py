@@ -96,10 +96,13 @@ class Interconnect(wiring.Component):
         still carried out.
 
     In both forms, a core that lets its ``valid`` fall during its access (its reset: a core
-    holds ``valid`` until ``ready``) is not answered: the access still ends (a store, the lock's
-    test and set, a window access take effect), and the request the core makes after its reset
-    waits for a grant of its own instead of taking that access's answer
-    (:func:`~.window_bus.answers_to_held_requests`).
+    holds ``valid`` until ``ready``) is not answered, and the request the core makes after its
+    reset waits for a grant of its own instead of taking that access's answer
+    (:func:`~.window_bus.answers_to_held_requests`; with the copies, a ``ready`` can still come
+    in the very cycle the core's ``valid`` falls, which the core ignores).  The access still
+    ends: with the copies, as the core requested it; without them, with the fields the core
+    drives by then (a store may end as the read the core fetches with after its reset).  A
+    withdrawn read of the lock still sets it, for no one.
 
     Attributes
     ----------

@@ -113,6 +113,7 @@ class Serv(wiring.Component):
         wiring.connect(m, adapter.bus, wiring.flipped(self.bus))
         ibus, dbus = adapter.ibus, adapter.dbus
         reset = core_reset(m, self.run, registered=self.registered_reset)
+        m.d.comb += adapter.reset.eq(reset)
         m.submodules.core = Instance(
             "serv_rf_top",
             p_RESET_PC=self.reset_address, p_COMPRESSED=0, p_MDU=0, p_PRE_REGISTER=1,

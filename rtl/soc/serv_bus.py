@@ -42,35 +42,46 @@ class ServBusAdapter(wiring.Component):
     ``ack``; ``dbus_cyc`` falls when the register file write that ``ack`` requests starts the bit
     counter), as PicoRV32's ``valid`` falls after ``ready``, so an access is never taken twice.
 
+    While the core is in reset, ``valid`` is low and no ``ack`` is given: SERV's ``dbus.cyc``
+    is not gated by its reset and ``ibus.cyc`` rises as the reset ends (``rtl/serv_state.v``),
+    so a one-cycle reset during a load or store would otherwise keep ``valid`` high from the
+    withdrawn access into the fetch after it, and the SoC's buses, which tell a withdrawn
+    request by its ``valid`` falling, would give the fetch the load's answer
+    (:func:`~.window_bus.answers_to_held_requests`).
+
     Attributes
     ----------
     ibus : In(ServIbusSignature())
     dbus : In(ServDbusSignature())
         SERV's buses (``serv_rf_top``'s ``o_ibus_*``/``i_ibus_*`` and ``o_dbus_*``/``i_dbus_*``).
+    reset : In(1)
+        The core's reset (:func:`~.serv.core_reset`).
     bus : Out(NativeBusSignature())
-        The per-core bus towards the interconnect: ``valid`` = ``ibus.cyc | dbus.cyc``;
-        ``ready`` is routed to the ``ack`` of the bus that asked (none when neither asks),
-        ``rdata`` to both ``rdt``.
+        The per-core bus towards the interconnect: ``valid`` = ``(ibus.cyc | dbus.cyc) &
+        ~reset``; ``ready`` is routed to the ``ack`` of the bus that asked (none when neither
+        asks, none in reset), ``rdata`` to both ``rdt``.
     """
 
     ibus: In(ServIbusSignature())
     dbus: In(ServDbusSignature())
+    reset: In(1)
     bus: Out(NativeBusSignature())
 
     def elaborate(self, platform):
         m = Module()
         ibus, dbus, bus = self.ibus, self.dbus, self.bus
         data = dbus.cyc
+        asking = ~self.reset            # (the class docstring: a reset shows on valid)
         m.d.comb += [
-            bus.valid.eq(ibus.cyc | dbus.cyc),
+            bus.valid.eq((ibus.cyc | dbus.cyc) & asking),
             bus.instr.eq(~data),
             bus.addr.eq(Mux(data, dbus.adr, ibus.adr)),
             bus.wdata.eq(dbus.dat),
             bus.wstrb.eq(Mux(data & dbus.we, dbus.sel, 0)),
             # an ack only to a bus that is asking: a late ``ready`` (a parked access answered
             # after the core moved on) must not load an instruction mid-execution
-            ibus.ack.eq(bus.ready & ibus.cyc & ~data),
-            dbus.ack.eq(bus.ready & data),
+            ibus.ack.eq(bus.ready & asking & ibus.cyc & ~data),
+            dbus.ack.eq(bus.ready & asking & data),
             ibus.rdt.eq(bus.rdata),
             dbus.rdt.eq(bus.rdata),
         ]

@@ -62,17 +62,21 @@ def window_access_step(m, port, *, capture):
 
 def answers_to_held_requests(m, *, sel, done, valids, granting):
     """The ``ready`` a one-at-a-time bus gives each core: ``Signal(len(valids))``, bit ``i``
-    high in the answer cycle (``done``) of core ``i``'s access (``sel == i``) unless that core
-    let its ``valid`` (``valids[i]``, as the bus sees it: the core's own or its registered copy)
-    fall in a cycle since the access was granted (``granting``: a grant is made in this cycle).
+    high in the answer cycle (``done``) of core ``i``'s access (``sel == i``) unless that core's
+    ``valid`` (``valids[i]``, as the bus sees it: the core's own or its registered copy) was
+    low in some cycle after the grant's (``granting``: a grant is made in this cycle; it is
+    ``arbiter.valid``, high only in the cycles that load ``sel``), the answer cycle included.
 
     A core holds ``valid`` until ``ready`` (:class:`~.picorv32.NativeBusSignature`), so a
     ``valid`` that falls before it is the core's reset (INIT holding an AP, or the firmware
-    sending it back to wait).  The access it withdrew still ends (a store, the lock's test and
-    set and a window access take effect), but its answer is not given: the request the core
-    makes after its reset would otherwise take it, the answer to an address it did not ask for,
-    and the new request then waits for a grant of its own.  A ``sel`` beyond the cores (the
-    shared bus's DMA initiator) is never withdrawn.
+    sending it back to wait).  The access it withdrew still ends, but its answer is not given:
+    the request the core makes after its reset would otherwise take it, the answer to an
+    address it did not ask for, and the new request then waits for a grant of its own.  Only
+    a reset that shows on ``valid`` for a cycle is seen (a :class:`~.serv.Serv` core gates its
+    ``valid`` with its reset for this).  With a registered copy, the cycle in which the core's
+    own ``valid`` falls can still be the answer cycle: that ``ready`` comes while the core
+    does not request, and the cores ignore it.  A ``sel`` beyond the cores (the shared bus's
+    DMA initiator) has no bit here: its answer is the bus's own (``resp_valid``).
 
     A bus without request copies (``registered_requests=False``) has no copy of the granted
     request's fields either: the cycles of a withdrawn access that remain see the core's new
@@ -124,8 +128,10 @@ class WindowBus(wiring.Component):
         in the cycle after it withdrew it.
 
     As on the shared bus, a core that lets its ``valid`` fall during its window access (its
-    reset) is not answered; the access still ends in the windows, and the core's next request
-    waits for a grant of its own (:func:`answers_to_held_requests`).
+    reset) is not answered; the access still ends in the windows (without request copies, with
+    the fields the core drives by then), and the core's next window request waits for a grant
+    of its own (:func:`answers_to_held_requests`).  A parked access is answered by ``resume``
+    all the same (only ``ap_start="ghcb"`` parks, and there a started core is never reset).
 
     Attributes
     ----------
