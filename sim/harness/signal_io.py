@@ -51,7 +51,7 @@ class Pin:
         ``handle`` is not a logic signal or vector (a scope, a real, an integer).
     """
 
-    __slots__ = ("handle", "width", "get", "set", "_raw", "_limit", "_format")
+    __slots__ = ("handle", "width", "get", "set", "_raw", "_limit", "_format", "_wide")
 
     def __init__(self, handle):
         if not isinstance(handle, (LogicObject, LogicArrayObject, PackedObject)):
@@ -61,6 +61,7 @@ class Pin:
         self._raw = handle._handle
         self._limit = 1 << self.width
         self._format = f"0{self.width}b"
+        self._wide = self.width > 32
         self.get = self._get
         if not _inertial_writes_trusted():
             self.set = self._set_through_cocotb
@@ -99,6 +100,25 @@ class Pin:
     def _set_binstr(self, value):
         self._check(value)
         self._raw.set_signal_val_binstr(0, format(value, self._format))
+
+    def set_now(self, value):
+        """Write ``value`` without delay (cocotb's :class:`~cocotb.handle.Immediate`): the
+        simulator applies it at once, so an evaluation the time step makes anyway takes it,
+        where a :meth:`set` (a deposit at the end of the time step) makes the step evaluate
+        once more.  Only where a write cannot be sampled by the edge of its own time step: a
+        driver writes so at a falling edge of a clock that samples on its rising edges.
+
+        Raises
+        ------
+        RuntimeError
+            In the ``ReadOnly`` phase.
+        ValueError
+            ``value`` does not fit."""
+        self._check(value)
+        if self._wide:
+            self._raw.set_signal_val_binstr(3, format(value, self._format))   # 3: _GPISetAction.NO_DELAY
+        else:
+            self._raw.set_signal_val_int(3, value)
 
     def _set_through_cocotb(self, value):
         self._check_fits(value)
