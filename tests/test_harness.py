@@ -119,6 +119,16 @@ def test_port_lock():
 
 
 @pytest.mark.verilator
+def test_deadline():
+    """deadline.py ``Deadline``: a wait woken again and again still ends at its deadline
+    (cocotb_tests/harness/tb_deadline.py)."""
+    config = FabricConfig.contiguous(1)
+    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_deadline", label="harness-deadline",
+                        extra_env={CONFIG_ENV: config.to_json()})
+    assert len(result.outcomes) == 4 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+
+
+@pytest.mark.verilator
 def test_assertion_rewriting_only_in_the_testbench():
     """cocotb's default rewrites every imported module, which costs each run about half a
     second when bytecode is not written (PYTHONDONTWRITEBYTECODE, as on CI)."""

@@ -4,7 +4,8 @@ queued call must run exactly once."""
 import random
 
 import cocotb
-from cocotb.triggers import First, Timer
+
+from apwake.sim.harness.deadline import Deadline
 
 from apwake.sim.models.cpu.linux import CALL_FUNCTION_VECTOR, BootMethod
 from .boot import FABRIC_BOOT_OPTIONS, boot, boot_detail
@@ -41,10 +42,10 @@ async def ipi_storm(machine, options):
     messages_before = len(machine.env.monitor.cycles)
     for task in [cocotb.start_soon(sender(n)) for n in online]:
         await task
-    deadline = Timer(machine.scaled_ns(options.callin_timeout_us * 1000), "ns")
+    deadline = Deadline(machine.scaled_ns(options.callin_timeout_us * 1000))
     while len(kernel.calls_done) < len(expected):
         kernel.call_ran.clear()
-        if await First(kernel.call_ran.wait(), deadline) is deadline:
+        if not await deadline.wait(kernel.call_ran.wait()):
             break
     # Every call sent one IPI.  A target can run a call an earlier IPI found queued before
     # that call's own IPI is on the bus (the pipelined fabric's stages), so the report waits for

@@ -21,7 +21,9 @@ import enum
 import itertools
 from typing import Any, NamedTuple
 
-from cocotb.triggers import Event, First, Timer
+from cocotb.triggers import Event
+
+from apwake.sim.harness.deadline import Deadline
 
 __all__ = ["Owner", "Memory", "Corruption", "LoadedProgram", "PAGE_SIZE", "MemoryError_"]
 
@@ -140,14 +142,14 @@ class Memory:
         if predicate(self.read_int(address, size)):
             return True             # (a flag already set needs no watch)
         with self.watch(address, size, Event()) as event:
-            deadline = None if timeout_ns is None else Timer(timeout_ns, "ns") if timeout_ns > 0 else False
+            if timeout_ns is not None and not timeout_ns > 0:
+                return False
+            deadline = None if timeout_ns is None else Deadline(timeout_ns)
             while not predicate(self.read_int(address, size)):
                 event.clear()
-                if deadline is False:
-                    return False
                 if deadline is None:
                     await event.wait()
-                elif await First(event.wait(), deadline) is deadline:
+                elif not await deadline.wait(event.wait()):
                     return predicate(self.read_int(address, size))
             return True
 

@@ -49,6 +49,8 @@ import dataclasses
 import cocotb
 from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
 
+from apwake.sim.harness.deadline import Deadline
+
 from apwake.rtl.ghcb_msr.layouts import VcpuState
 from apwake.rtl.mpwk_mailbox.layouts import FIRMWARE_HALF, OFFSETS
 from .state import ArchState, long_mode_flat
@@ -254,10 +256,10 @@ class CpuModel:
             watches.enter_context(self.machine.watch_changes(woken))
             for address, size in memory:
                 watches.enter_context(self.machine.memory.watch(address, size, woken))
-            deadline = Timer(timeout_ns, "ns")
+            deadline = Deadline(timeout_ns)
             while not predicate():
                 woken.clear()
-                if await First(woken.wait(), deadline) is deadline:
+                if not await deadline.wait(woken.wait()):
                     ranges = "".join(f", writes to {a:#x}+{n}" for a, n in memory)
                     wakes = f"the wait re-checks on any CPU's state change, note or failure{ranges}"
                     if predicate():

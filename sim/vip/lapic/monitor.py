@@ -13,12 +13,13 @@ twice, a message the APIC made up) fails the running test at once, whatever the 
 from dataclasses import dataclass
 
 import cocotb
-from cocotb.triggers import Event, First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import Event, ReadOnly, RisingEdge
 
 from apwake.rtl.lapic.layouts import FabricMessage
 
 from apwake.sim.harness.background import Background
 from apwake.sim.harness.codec import unpack
+from apwake.sim.harness.deadline import Deadline
 
 __all__ = ["BusCycle", "FabricMonitor", "SendLedger"]
 
@@ -100,10 +101,10 @@ class FabricMonitor(Background):
             return counted[1]
         if seen() >= count:
             return
-        deadline = Timer(timeout_cycles * self._clock_ns, "ns")
+        deadline = Deadline(timeout_cycles * self._clock_ns)
         while seen() < count:
             self._recorded.clear()
-            if await First(self._recorded.wait(), deadline) is deadline:
+            if not await deadline.wait(self._recorded.wait()):
                 raise AssertionError(
                     f"fabric monitor: {seen()} of {count} messages on the bus after "
                     f"{timeout_cycles} cycles" + (f" ({what})" if what else ""))

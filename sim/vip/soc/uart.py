@@ -1,7 +1,9 @@
 """The SoC's UART transcript: every byte software sends (``uart_valid``/``uart_data``), as text,
 collected without waking Python on idle clocks."""
 
-from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from apwake.sim.harness.deadline import Deadline
 
 __all__ = ["UartMonitor"]
 
@@ -20,10 +22,9 @@ class UartMonitor:
 
     async def wait_for(self, needle, *, timeout_ns):
         """Until ``needle`` is in the transcript; False after ``timeout_ns``."""
-        deadline = Timer(timeout_ns, "ns")
+        deadline = Deadline(timeout_ns)
         while needle not in self.text:
-            edge = RisingEdge(self._valid)
-            if await First(edge, deadline) is deadline:
+            if not await deadline.wait(RisingEdge(self._valid)):
                 return needle in self.text
             await RisingEdge(self.clk)
         return True

@@ -14,6 +14,7 @@ from apwake.rtl.start_context.layouts import (DescriptorTable, LaunchKind, Segme
                                               StartState, StartStatus, StateField)
 from apwake.sim.harness.background import Background
 from apwake.sim.harness.codec import unpack
+from apwake.sim.harness.deadline import Deadline
 from apwake.sim.harness.handshake import Driver, SimTimeout, watchdog_cycles
 from apwake.sim.harness.pins import port
 
@@ -170,10 +171,10 @@ class LaunchSink(Driver, Background):
             Fewer after ``timeout_cycles``.
         """
         timeout_cycles = watchdog_cycles(timeout_cycles)
-        deadline = Timer(timeout_cycles * self.clock_ns, "ns")
+        deadline = Deadline(timeout_cycles * self.clock_ns)
         while len(self.records) < count:
             self._arrived.clear()
-            if await First(self._arrived.wait(), deadline) is deadline:
+            if not await deadline.wait(self._arrived.wait()):
                 raise SimTimeout(f"{self.name}: {len(self.records)} launch records after "
                                  f"{timeout_cycles} cycles, expected {count}")
 
