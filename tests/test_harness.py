@@ -98,34 +98,34 @@ def test_an_edge_callback_reads_what_the_edge_samples(trusted):
     assert len(result.outcomes) == 1 and all(o.passed for o in result.outcomes.values()), result.log_tail()
 
 
+def _all_pass(testbench, *, cpus, tests):
+    """Run ``cocotb_tests/harness/<testbench>.py`` on a fabric of ``cpus`` CPUs: its ``tests``
+    cocotb tests all pass."""
+    config = FabricConfig.contiguous(cpus)
+    result = run_cocotb(build(FabricDesign(config)), f"cocotb_tests.harness.{testbench}", label=f"harness-{testbench}",
+                        extra_env={CONFIG_ENV: config.to_json()})
+    assert len(result.outcomes) == tests and all(o.passed for o in result.outcomes.values()), result.log_tail()
+
+
 @pytest.mark.verilator
 def test_withdrawn_request():
     """handshake.py ``Driver.hold_until``: a request withdrawn untaken is seen low by an edge
     before the next one (cocotb_tests/harness/tb_withdrawn.py)."""
-    config = FabricConfig.contiguous(2)
-    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_withdrawn", label="harness-withdrawn",
-                        extra_env={CONFIG_ENV: config.to_json()})
-    assert len(result.outcomes) == 1 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+    _all_pass("tb_withdrawn", cpus=2, tests=1)
 
 
 @pytest.mark.verilator
 def test_port_lock():
     """handshake.py ``PortLock``: order, no yield when free, cancelled waiters
     (cocotb_tests/harness/tb_port_lock.py)."""
-    config = FabricConfig.contiguous(1)
-    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_port_lock", label="harness-port-lock",
-                        extra_env={CONFIG_ENV: config.to_json()})
-    assert len(result.outcomes) == 6 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+    _all_pass("tb_port_lock", cpus=1, tests=6)
 
 
 @pytest.mark.verilator
 def test_deadline():
     """deadline.py ``Deadline``: a wait woken again and again still ends at its deadline
     (cocotb_tests/harness/tb_deadline.py)."""
-    config = FabricConfig.contiguous(1)
-    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_deadline", label="harness-deadline",
-                        extra_env={CONFIG_ENV: config.to_json()})
-    assert len(result.outcomes) == 4 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+    _all_pass("tb_deadline", cpus=1, tests=4)
 
 
 @pytest.mark.verilator
