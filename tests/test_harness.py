@@ -109,7 +109,8 @@ def _all_pass(testbench, *, cpus, tests):
 
 @pytest.mark.verilator
 def test_withdrawn_request():
-    """handshake.py ``Driver.hold_until``: a request withdrawn untaken is seen low by an edge
+    """handshake.py ``Driver.bus_access`` (on Verilator ``_access_at_falling_edges``, not
+    ``hold_until``): a request withdrawn untaken is seen low by an edge
     before the next one (cocotb_tests/harness/tb_withdrawn.py)."""
     _all_pass("tb_withdrawn", cpus=2, tests=1)
 

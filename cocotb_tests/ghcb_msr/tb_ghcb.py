@@ -5,7 +5,7 @@ AP jump table (§2, §3), and SEV-SNP AP Creation (§6) as KVM serves it."""
 import itertools
 
 import cocotb
-from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge
+from cocotb.triggers import Event, ReadOnly, RisingEdge
 
 from apwake.rtl.ghcb_msr.layouts import (GFN_NONE, GHCB_OFFSETS, VALID_BIT, ApCreationOp, CpuidRequest,
                                   GhcbMsr, HoldReply, HvResponse, JumpTableOp, MalformedReason, MsrCode,
@@ -16,6 +16,7 @@ from apwake.sim.harness.clocking import start_clock_and_reset
 from apwake.sim.models.cpu.sev import NegotiationFailed, sev_es_negotiate_protocol, sev_es_terminate
 from apwake.sim.harness.codec import pack, unpack
 from apwake.sim.harness.clocking import CLOCK_NS
+from apwake.sim.harness.deadline import Deadline
 from apwake.sim.vip.ghcb_msr.bfm import ApicEvents, VcpuPort
 from apwake.sim.vip.ghcb_msr.design import GhcbConfig
 from apwake.sim.vip.ghcb_msr.page import read_reply, write_request
@@ -634,10 +635,10 @@ START_CYCLES = 400
 
 async def wait_start(env, count, *, cycles=START_CYCLES):
     """Wait until ``env.starts`` holds ``count`` entries (False after ``cycles``: the watchdog)."""
-    deadline = ClockCycles(env.dut.clk, cycles)
+    deadline = Deadline(cycles * CLOCK_NS)      # (one ClockCycles awaited in each pass restarted its count)
     while len(env.starts) < count:
         env.started.clear()
-        if await First(env.started.wait(), deadline) is deadline:
+        if not await deadline.wait(env.started.wait()):
             break
     return len(env.starts) >= count
 

@@ -1,4 +1,5 @@
-"""sim/harness/handshake.py ``Driver.hold_until``: a request withdrawn before it is taken (its
+"""sim/harness/handshake.py ``Driver.bus_access`` (on Verilator its falling-edge form,
+``_access_at_falling_edges``; elsewhere ``hold_until``): a request withdrawn before it is taken (its
 caller cancelled, as a CPU reset cancels an access) is seen low by one clock edge before the
 port's next request, which would otherwise look like the withdrawn one changing its fields
 (RegisterBusSignature; a pipelined APIC decodes a request a cycle before it takes it).

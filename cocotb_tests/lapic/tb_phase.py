@@ -85,9 +85,9 @@ async def _one_message(env, send, what):
 
 #: without jitter, how long after each phase's moment (ns) the clock edge that takes the access
 #: comes: the first rising edge after the next falling edge (sim/harness/handshake.py
-#: sync_to_clock; from right after a rising edge on Verilator the driver writes at once, and the
-#: same edge takes it).  A timer ending on a falling edge may run before or after that edge in its
-#: time step, so it has no one answer.
+#: sync_to_clock; from right after a rising edge on Verilator bus_access writes at the next
+#: falling edge, and the same edge takes it).  A timer ending on a falling edge may run before or
+#: after that edge in its time step, so it has no one answer.
 TAKEN_AFTER_NS = {"rising": CLOCK_NS, "falling": 1.5 * CLOCK_NS, "timer_edge": CLOCK_NS,
                   "timer_mid": CLOCK_NS + 3, "read_only": CLOCK_NS, "read_write": CLOCK_NS}
 

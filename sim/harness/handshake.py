@@ -7,10 +7,11 @@ by that edge *and* by the next one: one register write becomes two.  A value can
 at all in ``ReadOnly``.  So no driver writes where its caller happens to be: :func:`sync_to_clock`
 (the one place that knows the clock) waits for the next falling edge, from where the next rising
 edge is the first to sample what is written, whatever phase the caller was in.  A caller that
-was right after a rising edge (the common case: one access after another) writes at once, as
+was right after a rising edge (the common case: one access after another) may write at once, as
 the next rising edge is then already the first to sample it (the last simulator trigger that
-fired tells); the edge that takes the request is the same either way.  The cost is at most one
-edge trigger per driver call, never one per cycle.
+fired tells); :meth:`Driver.bus_access` on Verilator waits for the falling edge even then and
+writes without delay (:meth:`Driver._access_at_falling_edges`); the edge that takes the request
+is the same every way.  The cost is at most one edge trigger per driver call before the write.
 
 **Pause generators** (as cocotbext-axi): an iterable of booleans, one per clock cycle, True =
 stall.  A requester stalls before it raises a request; a responder holds ``req_ready`` low and
@@ -356,13 +357,17 @@ class Driver:
         ``(edge_ns, cycles, {name: int})`` read from ``response`` (``{name: handle}``) one cycle
         after the request was taken (``resp_valid`` high in exactly that cycle); ``edge_ns`` is
         the clock edge that took it, ``cycles`` how many edges that was.  Returns right after
-        the clock edge that ends the response cycle, with ``req_valid`` low since the edge that
-        took the request (also when cancelled, as :meth:`hold_until`).
+        the clock edge that ends the response cycle.  No edge after the one that took the
+        request sees ``req_valid`` high; when cancelled, none after the cancellation's time
+        step does (as :meth:`hold_until`).
 
         On Verilator the request is written at a falling edge and the take is seen at the
-        falling edge after it, from ``resp_valid`` (:meth:`_access_at_falling_edges`);
-        elsewhere from ``req_ready`` at the edge (:meth:`hold_until`).  The edges that sample
-        the request and the response are the same.
+        falling edge after the edge that took it, from ``resp_valid``
+        (:meth:`_access_at_falling_edges`); elsewhere from ``req_ready`` at the edge
+        (:meth:`hold_until`).  The edges that sample the request, the drop of ``req_valid``
+        and the response are the same; only where the port answers exactly one cycle after the
+        take and its response outputs are registered (the APIC's register port, the mailbox's
+        memory bus).
 
         Raises
         ------
@@ -387,9 +392,10 @@ class Driver:
                                        timeout_cycles):
         """:meth:`bus_access` on Verilator, with no evaluation of the design of its own.
 
-        Verilator evaluates the design again in every time step in which a testbench writes
-        after the step's evaluation, as a write made in a clock edge's callback is (cocotb's
-        main loop, ``cocotb/share/lib/verilator/verilator.cpp``, applies the deposits after
+        Verilator evaluates the design again in every time step in which a testbench deposits
+        a value (an inertial write, :meth:`.signal_io.Pin.set`), as a deposit made in a clock
+        edge's callback is applied after that step's evaluation (cocotb's main loop,
+        ``cocotb/share/lib/verilator/verilator.cpp``, calls ``doInertialPuts`` after
         ``eval_step``): 7 us at 64 CPUs, 1.8 us at 8 on this machine kind, and
         :meth:`hold_until` makes two such writes an access (the request, then ``valid`` low).
         A write without delay in a falling edge's callback (:meth:`.signal_io.Pin.set_now`) is
@@ -402,7 +408,12 @@ class Driver:
         of two, and no evaluation instead of two: 3.6% off the 64-CPU bring-up's wall time, 2.2%
         at 255 CPUs, the same at 8 (docs/PERFORMANCE.md, 2026-12-03).  What this path does not
         check, as :meth:`hold_until` does, is that ``ready`` and ``resp_valid`` agree: a take
-        without a response would look like no take (a duplicate, then the timeout)."""
+        without a response would look like no take (a duplicate, then the timeout), and a port
+        that answered later than the cycle after the take would take every request twice.  The
+        response is read at that falling edge, half a cycle before the edge that ends its cycle:
+        the same values only because the ports' response outputs are registers (a response
+        output combinational from inputs that another driver writes in the second half of the
+        cycle would be read early)."""
         if self._withdrawn:
             await RisingEdge(self.clk)
             self._withdrawn = False     # (after the edge: a caller cancelled while waiting for it leaves it set)
@@ -417,21 +428,24 @@ class Driver:
         reads = [pin(handle).get for handle in response.values()]
         taken = False
         try:
-            # the first falling edge after an edge that samples the request
-            await FallingEdge(self.clk)
             for cycle in range(timeout_cycles):
+                # the falling edge after the (cycle + 1)-th edge that samples the request: the
+                # check comes before the next wait, so exactly timeout_cycles edges see it (a
+                # wait after the last check would let one more edge take it, then time out)
+                await FallingEdge(self.clk)
                 if answered():
                     valid.set_now(0)
                     taken = True
                     values = [read() for read in reads]
                     edge_ns = cocotb.utils.get_sim_time("ns") - self.clock_ns / 2
                     break
-                await FallingEdge(self.clk)
             else:
                 raise SimTimeout(f"{what} not taken within {timeout_cycles} cycles "
                                  f"(its ready or acknowledge stayed low)")
         finally:
             if not taken:
+                # a deposit, not set_now: a cancellation may come in any phase (in a rising
+                # edge's callback a write without delay would be taken by that very edge)
                 valid.set(0)
             self._withdrawn = not taken
         await RisingEdge(self.clk)      # the edge that ends the response cycle

@@ -20,6 +20,8 @@ are trusted (``COCOTB_TRUST_INERTIAL_WRITES=1``, which cocotb's Verilator runner
 benchmark's Icarus runs set too): applied by the simulator at the end of the time step.  Where
 they are not trusted, cocotb queues writes for its ``ReadWrite`` phase, and a :class:`Pin` then
 writes through ``handle.value``, so that a queued write cannot land after a later direct one.
+:meth:`Pin.set_now` is the exception: a write without delay, whatever the setting, so a
+:meth:`Pin.set` of the same signal in the same time step lands after it, even one made before.
 
 ``tests/test_signal_io.py`` checks a :class:`Pin` against ``handle.value`` on the same ports,
 both ways of writing.
@@ -106,7 +108,10 @@ class Pin:
         simulator applies it at once, so an evaluation the time step makes anyway takes it,
         where a :meth:`set` (a deposit at the end of the time step) makes the step evaluate
         once more.  Only where a write cannot be sampled by the edge of its own time step: a
-        driver writes so at a falling edge of a clock that samples on its rising edges.
+        driver writes so at a falling edge of a clock that samples on its rising edges.  A
+        :meth:`set` of the same signal in the same time step (a deposit, or with
+        ``COCOTB_TRUST_INERTIAL_WRITES`` off a write cocotb queues for ``ReadWrite``) is applied
+        after it, even when it was made first: do not mix the two on one signal in one step.
 
         Raises
         ------
