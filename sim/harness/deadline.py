@@ -38,10 +38,6 @@ class Deadline:
         #: the end, in simulator steps
         self.end = get_sim_time("step") + get_sim_steps(timeout_ns, "ns", round_mode="ceil")
 
-    def passed(self):
-        """Whether the simulated time has reached the end."""
-        return get_sim_time("step") >= self.end
-
     async def wait(self, trigger):
         """Wait for ``trigger`` or the end, whichever comes first: True when ``trigger`` fired
         first, False at the end (at once when it has passed)."""

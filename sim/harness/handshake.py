@@ -135,10 +135,12 @@ def random_pauses(rng, *, stall=0.3, max_burst=STALL_MAX_BURST):
     return pauses()
 
 
-async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
+async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS, falling_edge=False):
     """Return in a writable phase from which the next rising edge of ``clk`` is the first to
     sample what the caller writes, from any phase (after either edge, mid-cycle, ``ReadOnly``,
-    ``ReadWrite``).
+    ``ReadWrite``): right after a rising edge as the caller was, else at the next falling edge;
+    with ``falling_edge``, always at a falling edge (where a write without delay is taken by
+    that edge's own evaluation: :meth:`Driver._access_at_falling_edges`).
 
     ``jitter`` (a :class:`random.Random`) first waits 0 to :data:`MAX_JITTER_CYCLES` cycles plus
     a random whole number of nanoseconds, which lands on a rising edge, a falling edge or
@@ -153,7 +155,7 @@ async def sync_to_clock(clk, *, jitter=None, stalled=None, clock_ns=CLOCK_NS):
             delay += clock_ns
     if delay:
         await Timer(delay, "ns")       # one timer, however long: no per-cycle Python work
-    elif _right_after_rising_edge(clk):
+    elif not falling_edge and _right_after_rising_edge(clk):
         # The next falling edge would change nothing: from the callback phase of a rising
         # edge the next rising edge is already the first to sample a write.  The common case
         # (one access right after another) so saves a wake-up per access.
@@ -300,10 +302,10 @@ class Driver:
                              f"{MAX_PAUSE_CYCLES} cycles in a row")
         return stalled
 
-    async def sync(self):
+    async def sync(self, *, falling_edge=False):
         """See :func:`sync_to_clock`."""
         await sync_to_clock(self.clk, jitter=self._jitter, stalled=self._stalled,
-                            clock_ns=self.clock_ns)
+                            clock_ns=self.clock_ns, falling_edge=falling_edge)
 
     async def pulse(self, handle, data=None):
         """Drive ``data`` (``{handle: value}``) and ``handle`` high for exactly one clock edge."""
@@ -417,9 +419,7 @@ class Driver:
         if self._withdrawn:
             await RisingEdge(self.clk)
             self._withdrawn = False     # (after the edge: a caller cancelled while waiting for it leaves it set)
-        await self.sync()
-        if _right_after_rising_edge(self.clk):
-            await FallingEdge(self.clk)
+        await self.sync(falling_edge=True)
         for handle, value in request.items():
             pin(handle).set_now(value)
         valid = pin(req_valid)

@@ -27,10 +27,13 @@ writes through ``handle.value``, so that a queued write cannot land after a late
 both ways of writing.
 """
 
-from cocotb.handle import LogicArrayObject, LogicObject, PackedObject
+from cocotb.handle import LogicArrayObject, LogicObject, PackedObject, _GPISetAction
 from cocotb.triggers import ReadOnly, current_gpi_trigger
 
 __all__ = ["Pin", "pin"]
+
+#: a deposit applied at the end of the time step, and a write without delay (cocotb's own codes)
+_DEPOSIT, _NO_DELAY = _GPISetAction.DEPOSIT.value, _GPISetAction.NO_DELAY.value
 
 
 def _inertial_writes_trusted():
@@ -65,12 +68,7 @@ class Pin:
         self._format = f"0{self.width}b"
         self._wide = self.width > 32
         self.get = self._get
-        if not _inertial_writes_trusted():
-            self.set = self._set_through_cocotb
-        elif self.width <= 32:
-            self.set = self._set_int
-        else:
-            self.set = self._set_binstr
+        self.set = self._deposit if _inertial_writes_trusted() else self._set_through_cocotb
 
     def _get(self):
         """The value as an unsigned integer.
@@ -95,13 +93,8 @@ class Pin:
             raise ValueError(f"{value!r} does not fit {self.handle._path} "
                              f"({self.width} bits, unsigned)")
 
-    def _set_int(self, value):
-        self._check(value)
-        self._raw.set_signal_val_int(0, value)        # 0: cocotb's _GPISetAction.DEPOSIT
-
-    def _set_binstr(self, value):
-        self._check(value)
-        self._raw.set_signal_val_binstr(0, format(value, self._format))
+    def _deposit(self, value):
+        self._write(_DEPOSIT, value)
 
     def set_now(self, value):
         """Write ``value`` without delay (cocotb's :class:`~cocotb.handle.Immediate`): the
@@ -119,11 +112,14 @@ class Pin:
             In the ``ReadOnly`` phase.
         ValueError
             ``value`` does not fit."""
+        self._write(_NO_DELAY, value)
+
+    def _write(self, action, value):
         self._check(value)
-        if self._wide:
-            self._raw.set_signal_val_binstr(3, format(value, self._format))   # 3: _GPISetAction.NO_DELAY
+        if self._wide:      # (cocotb writes a vector of more than 32 bits as its text too)
+            self._raw.set_signal_val_binstr(action, format(value, self._format))
         else:
-            self._raw.set_signal_val_int(3, value)
+            self._raw.set_signal_val_int(action, value)
 
     def _set_through_cocotb(self, value):
         self._check_fits(value)

@@ -141,9 +141,9 @@ class Memory:
         too (a parking loop), under a scenario watchdog."""
         if predicate(self.read_int(address, size)):
             return True             # (a flag already set needs no watch)
+        if timeout_ns is not None and not timeout_ns > 0:
+            return False
         with self.watch(address, size, Event()) as event:
-            if timeout_ns is not None and not timeout_ns > 0:
-                return False
             deadline = None if timeout_ns is None else Deadline(timeout_ns)
             while not predicate(self.read_int(address, size)):
                 event.clear()
