@@ -36,7 +36,12 @@ class MailboxProof(HarnessBase):
       the latch; on version 0 never for Test;
     * ``mb_wake_acked``: a wake-up and its acknowledge are the same step (the AP clears
       Command, ACPI: "the application processor ... clears the command");
-    * ``mb_v0_no_reset`` (version 0): no AP ever goes back through ResetVector.
+    * ``mb_v0_no_reset`` (version 0): no AP ever goes back through ResetVector;
+    * ``mb_bus_ready``: the bus takes every request in the cycle it is offered (``req_ready``
+      high), which is why the harness counts the OS's writes from ``req_valid`` alone;
+    * ``mb_bus_response``: ``resp_valid`` is high exactly in the cycle after a take (the
+      MemoryBusSignature's rule; the testbench driver on Verilator sees the take from it:
+      ``apwake.sim.harness.handshake.Driver.bus_access``).
 
     Parameters
     ----------
@@ -47,11 +52,14 @@ class MailboxProof(HarnessBase):
         ``ack_clears="wakeup_vector"``, edk2's pre-2022 bug, fixed in 9c733f0b90);
         ``"unlatched_vector"``: a WakeupVector written while a request is pending reaches the AP
         (a statement added to the elaborated block gives the AP the page's vector at the
-        acknowledge instead of the latched one).
+        acknowledge instead of the latched one); ``"late_response"``: the response comes two
+        cycles after the take instead of one (statements added to the elaborated block drive
+        ``resp_valid`` from two registers of the take).
     """
 
     DEFECTS = {"edk2_ack": "the acknowledge clears WakeupVector, not Command (edk2 9c733f0b90)",
-               "unlatched_vector": "the AP gets the page's WakeupVector at the acknowledge, not the latched one"}
+               "unlatched_vector": "the AP gets the page's WakeupVector at the acknowledge, not the latched one",
+               "late_response": "resp_valid two cycles after the take instead of one"}
 
     def __init__(self, *, version=1, defect=None):
         super().__init__(defect=defect)
@@ -78,6 +86,15 @@ class MailboxProof(HarnessBase):
                 inside.module.d.sync += [inside[f"ap{i}_vector"].eq(vector) for i in range(n)]
         started = self.begin(m)
         bus = dut.bus
+        if self.defect == "late_response":
+            # the block registers the take once; a second register makes the answer a cycle late
+            taken, late = Signal(name="defect_taken"), Signal(name="defect_late")
+            inside.module.d.sync += [taken.eq(bus.req_valid & bus.req_ready), late.eq(taken)]
+            inside.module.d.comb += bus.resp_valid.eq(late)
+        # the bus (MemoryBusSignature): every request taken at once, answered the cycle after
+        self.prove("mb_bus_ready", bus.req_ready)
+        self.prove("mb_bus_response", bus.resp_valid == self.past(bus.req_valid & bus.req_ready, "taken"))
+        self.cover("cover_back_to_back", bus.resp_valid & bus.req_valid)
         # the OS writes the header of the page (Command/Reserved, ApicId, WakeupVector)
         word = bus.addr[2:12]
         self.assume("os_header_only", ~bus.req_valid | ((bus.addr[12:32] == BASE >> 12) & (word < 4)))

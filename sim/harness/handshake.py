@@ -412,6 +412,8 @@ class Driver:
         check, as :meth:`hold_until` does, is that ``ready`` and ``resp_valid`` agree: a take
         without a response would look like no take (a duplicate, then the timeout), and a port
         that answered later than the cycle after the take would take every request twice.  The
+        two ports' rule is proved instead (docs/FORMAL.md: ``fab_response_<i>`` for the APICs'
+        register ports, ``mb_bus_response`` for the mailbox's bus).  The
         response is read at that falling edge, half a cycle before the edge that ends its cycle:
         the same values only because the ports' response outputs are registers (a response
         output combinational from inputs that another driver writes in the second half of the
