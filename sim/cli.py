@@ -339,7 +339,7 @@ def _build(args):
         board = board_variant(args.board, core=args.core, n_cores=args.cores, ap_start=args.ap_start,
                               clock_mhz=args.clock_mhz, local_interrupts=args.local_interrupts,
                               msr_window=args.msr_window, apic_storage=args.apic_storage, x2apic=args.x2apic,
-                              pipelined_fabric=args.pipelined_fabric)
+                              pipelined_fabric=args.pipelined_fabric, seed=args.seed)
         check_clock(board)
     except ValueError as error:
         print(f"apwake build: {error}", file=sys.stderr)
@@ -425,6 +425,11 @@ def _runs(text):
     return _whole_number(text, "--runs", 1, 99)
 
 
+def _seed(text):
+    from apwake.synth.boards import MAX_SEED
+    return _whole_number(text, "--seed", 0, MAX_SEED)
+
+
 def _cluster_size(text):
     from apwake.rtl.lapic.cluster import MAX_CLUSTER_SIZE
     return _whole_number(text, "--cluster-size", 0, MAX_CLUSTER_SIZE, "the harness's choice")
@@ -496,6 +501,9 @@ def main(argv=None):
                        help="the IPI fabric pipelined (an IPI takes five cycles from grant to "
                             "delivery), for clocks the one-cycle fabric misses at many cores "
                             "(default: the board's)")
+    board.add_argument("--seed", type=_seed, default=None, metavar="N",
+                       help="nextpnr's placement seed (default: nextpnr's own); the report's label "
+                            "and command carry it")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

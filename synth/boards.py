@@ -55,6 +55,7 @@ class Board:
     apic_storage: str = "flops"  # the APICs' storage-only registers: "flops" or "ram" (LocalApic storage)
     x2apic: bool = True         # the APICs have x2APIC mode (LocalApic x2apic_support)
     pipelined_fabric: bool = False  # the fabric pipelined (ApicFabric pipelined), for large builds
+    seed: int | None = None     # nextpnr's placement seed (its --seed); None: nextpnr's own default
 
     def __post_init__(self):
         core_choice(self.core)
@@ -75,6 +76,9 @@ class Board:
                              f"with {self.ap_start!r}), not {self.n_cores!r}")
         if not self.clock_hz > 0:
             raise ValueError(f"{self.name}: clock_hz must be positive, not {self.clock_hz!r}")
+        if self.seed is not None and (type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"{self.name}: seed must be an integer from 0 to {MAX_SEED} or None, "
+                             f"not {self.seed!r}")
 
     def choices(self):
         """``[(option, field value)]``: the build-time choices (:data:`_CHOICES`) where this board
@@ -135,7 +139,11 @@ _CHOICES = (
     ("pipelined-fabric", "pipelined_fabric", lambda on: "pipe" if on else "nopipe",
      lambda on: "--pipelined-fabric" if on else "--no-pipelined-fabric"),
     ("clock-mhz", "clock_hz", lambda hz: f"{hz / 1e6:g}mhz", lambda hz: f"--clock-mhz {hz / 1e6!r}"),
+    ("seed", "seed", lambda n: f"seed{n}", lambda n: f"--seed {n}"),
 )
+
+#: the largest placement seed: nextpnr reads ``--seed`` into a C++ ``int``
+MAX_SEED = 2**31 - 1
 
 
 BOARDS = {
@@ -154,14 +162,17 @@ BOARDS = {
 
 
 def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=None, local_interrupts=None,
-                  msr_window=None, apic_storage=None, x2apic=None, pipelined_fabric=None):
+                  msr_window=None, apic_storage=None, x2apic=None, pipelined_fabric=None, seed=None):
     """``BOARDS[name]`` with the build-time choices given (None keeps the board's): the core,
     the number of cores, how the APs start, the clock constraint in MHz, whether the APICs have
     their local sources (timer, LINT0/1, error LVT, the TSC MSRs; their share of an APIC is in
     synth/REPORT.md), whether each core has the MSR window, where the APICs keep their
     storage-only registers (``"flops"`` or ``"ram"``; the cost of each is in synth/REPORT.md),
     whether the APICs have x2APIC mode, whether the fabric is pipelined (five cycles from an
-    IPI's grant to its delivery, for clocks the one-cycle fabric cannot meet at many cores).
+    IPI's grant to its delivery, for clocks the one-cycle fabric cannot meet at many cores),
+    nextpnr's placement seed (another seed places the same netlist differently: a build that
+    misses its clock by a little may meet it with another; the report's label and command carry
+    it, so the build is repeatable).
 
     Raises
     ------
@@ -174,7 +185,8 @@ def board_variant(name, *, core=None, n_cores=None, ap_start=None, clock_mhz=Non
         ("core", core), ("n_cores", n_cores), ("ap_start", ap_start),
         ("clock_hz", None if clock_mhz is None else clock_mhz * 1e6),
         ("local_interrupts", local_interrupts), ("msr_window", msr_window),
-        ("apic_storage", apic_storage), ("x2apic", x2apic), ("pipelined_fabric", pipelined_fabric))
+        ("apic_storage", apic_storage), ("x2apic", x2apic), ("pipelined_fabric", pipelined_fabric),
+        ("seed", seed))
         if value is not None}
     return replace(BOARDS[name], **changes)
 
@@ -437,11 +449,13 @@ def build_board(board, *, out_root=None):
     # YoWASP tools see the file system below their working directory only: a relative path
     nextpnr_report = out_dir / "board" / "nextpnr.json"
     large = board.family == "ecp5" and board.n_cores > KEEP_HIERARCHY_ABOVE
-    router = ECP5_LARGE_ROUTER if large else ""
+    # beyond the report nextpnr writes: the large builds' router, the placement seed when given
+    extra = " ".join(([ECP5_LARGE_ROUTER] if large else [])
+                     + ([f"--seed {board.seed}"] if board.seed is not None else []))
     with _Heartbeat("synthesis, place and route still running"):
         try:
             platform.build(BoardTop(board, firmware), name="apwake_soc", build_dir=str(out_dir / "board"),
-                           do_program=False, nextpnr_opts=f"--report nextpnr.json {router}".strip(),
+                           do_program=False, nextpnr_opts=f"--report nextpnr.json {extra}".strip(),
                            synth_opts="-abc9" if board.family == "ice40" else "",
                            **({"script_after_read": ECP5_KEEP_HIERARCHY} if large else {}))
         except subprocess.CalledProcessError as error:
@@ -460,7 +474,7 @@ def build_board(board, *, out_root=None):
               "apic_storage": board.apic_storage,
               "bitstream": str(bitstream), "tools": versions,
               "wall_s": round(time.monotonic() - started, 1),
-              "command": board.command, "nextpnr_options": router, "critical_path": critical_path(report)}
+              "command": board.command, "nextpnr_options": extra, "critical_path": critical_path(report)}
     (out_dir / "report.json").write_text(json.dumps(result, indent=1))
     _progress(f"done in {result['wall_s']} s: {bitstream}")
     return result

@@ -143,6 +143,9 @@ def test_report_rewrites_keep_one_blank_line_between_sections(tmp_path):
     (dict(name="ulx3s", ap_start="ghcb", msr_window=False), r"ulx3s: ap_start 'ghcb' needs the MSR window"),
     (dict(name="ulx3s", x2apic="no"), r"ulx3s: x2apic must be a bool, not 'no'"),
     (dict(name="ulx3s", pipelined_fabric=1), r"ulx3s: pipelined_fabric must be a bool, not 1"),
+    (dict(name="ulx3s", seed=-1), r"ulx3s: seed must be an integer from 0 to 2147483647 or None, not -1"),
+    (dict(name="ulx3s", seed=2**31), r"ulx3s: seed must be an integer from 0 to 2147483647 or None, not 2147483648"),
+    (dict(name="ulx3s", seed="7"), r"ulx3s: seed must be an integer from 0 to 2147483647 or None, not '7'"),
 ])
 def test_board_variant_refusals(variant, message):
     """``apwake build``'s choices are checked before any tool runs; the message names the field."""
@@ -161,10 +164,11 @@ def test_board_clock_refusals(board, clock_mhz, message):
 
 
 @pytest.mark.parametrize("name, clock_mhz", [("icebreaker", None), ("ulx3s", 50), ("ulx3s", 100 / 3)])
-@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage, x2apic, pipelined_fabric",
-                         [(False, True, "ram", False, True), (True, False, "flops", True, False)])
+@pytest.mark.parametrize("local_interrupts, msr_window, apic_storage, x2apic, pipelined_fabric, seed",
+                         [(False, True, "ram", False, True, None), (True, False, "flops", True, False, 0),
+                          (True, True, "flops", True, False, 2**31 - 1)])
 def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock_mhz, local_interrupts, msr_window,
-                                                        apic_storage, x2apic, pipelined_fabric):
+                                                        apic_storage, x2apic, pipelined_fabric, seed):
     """The command a report records (Board.command) parses back into the same board, with the
     local sources, the MSR window and the APIC storage changed or kept against either board's
     default and a clock that six digits do not spell (iCE40 boards run at their oscillator only)."""
@@ -178,8 +182,9 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
     monkeypatch.setattr(boards, "format_report", lambda result: "")
     variant = board_variant(name, core="serv", n_cores=4, ap_start="context", clock_mhz=clock_mhz,
                             local_interrupts=local_interrupts, msr_window=msr_window, apic_storage=apic_storage,
-                            x2apic=x2apic, pipelined_fabric=pipelined_fabric)
+                            x2apic=x2apic, pipelined_fabric=pipelined_fabric, seed=seed)
     assert ("pipe" in variant.label.split("-")) == pipelined_fabric
+    assert (f"seed{seed}" in variant.label.split("-")) == (seed is not None)
     assert main(shlex.split(variant.command)[1:]) == 0
     assert built == [variant]
 
@@ -246,6 +251,50 @@ def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_pa
     board = board_variant("icebreaker", core="serv", n_cores=4, msr_window=True, x2apic=False)
     with pytest.raises(boards.BoardBuildError, match=re.escape(_DOES_NOT_FIT)):
         build_board(board, out_root=tmp_path)
+
+
+@pytest.mark.parametrize("name, seed, expected", [
+    ("icebreaker", 7, "--seed 7"), ("icebreaker", None, ""),
+    # a large ECP5 build: router2 and the seed
+    ("ulx3s", 0, "--router router2 --timing-allow-fail --seed 0")])
+def test_build_board_gives_nextpnr_the_seed(monkeypatch, tmp_path, name, seed, expected):
+    """The seed reaches nextpnr's options (after the large builds' router), the report records
+    them and its command builds the same board; and Amaranth's build script for the board puts
+    those options on nextpnr's command line (the plan only: no tool runs)."""
+    from amaranth import Module
+    from apwake.synth import apics, boards
+    seen = []
+    real = BOARDS[name].make_platform()
+
+    class RecordingPlatform:
+        default_clk_frequency = 12e6 if name == "icebreaker" else 25e6
+        device = "device"
+
+        def add_file(self, name, text):
+            pass
+
+        def build(self, top, *, name, build_dir, **options):
+            seen.append(options["nextpnr_opts"])
+            folder = Path(build_dir)
+            folder.mkdir(parents=True)
+            (folder / "nextpnr.json").write_text('{"fmax": {}, "utilization": {}}')
+            (folder / f"{name}.bit").write_text("")
+
+    monkeypatch.setattr(boards.Board, "make_platform", lambda self: RecordingPlatform())
+    monkeypatch.setattr(boards, "per_block_utilisation", lambda *args: {})
+    monkeypatch.setattr(apics, "per_core_utilisation", lambda *args, **kwargs: {})
+    monkeypatch.setattr(boards, "_tool_versions", lambda *args: {})
+    monkeypatch.setattr(boards, "critical_path", lambda report: None)
+    board = board_variant(name, core="serv", n_cores=32 if name == "ulx3s" else 2, seed=seed)
+    result = build_board(board, out_root=tmp_path)
+    assert seen == [f"--report nextpnr.json {expected}".strip()]
+    assert result["nextpnr_options"] == expected
+    assert (f"--seed {seed}" in result["command"]) == (seed is not None)
+    plan = real.build(Module(), name="top", do_build=False, nextpnr_opts=seen[0])
+    script = plan.files["build_top.sh"]
+    script = script.decode() if isinstance(script, bytes) else script
+    nextpnr = [line for line in script.splitlines() if line.startswith('"$NEXTPNR_')]
+    assert len(nextpnr) == 1 and f" --report nextpnr.json {expected} ".replace("  ", " ") in nextpnr[0], nextpnr
 
 
 @pytest.mark.parametrize("f_out_mhz", [25, 37.5, 40, 50, 60, 62.5, 75, 100])
