@@ -83,9 +83,11 @@ class HarnessBase(Elaboratable):
             if name not in self.trace_signals:
                 self.trace_signals.append(name)
 
-    def prove(self, name, test):
-        """``Assert(test)`` from the second step on, named ``name``."""
-        self._m.d.comb += Assert(~self._started | test, name)
+    def prove(self, name, test, *, first_step=False):
+        """``Assert(test)`` from the second step on, named ``name``; ``first_step``: in the first
+        step too, for a test whose :meth:`past` values start exact (no request was taken before
+        the first step), so that the registers' reset values are checked as well."""
+        self._m.d.comb += Assert(test if first_step else ~self._started | test, name)
 
     def assume(self, name, test):
         """``Assume(test)`` in every step."""

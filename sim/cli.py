@@ -358,7 +358,8 @@ def _build(args):
     if missed:
         print(f"apwake build: {result['board']} missed its {result['clock_mhz']:g} MHz clock: "
               + ", ".join(f"{clock} {mhz} MHz" for clock, mhz in missed.items())
-              + " (the critical path is in synth/REPORT.md)", file=sys.stderr)
+              + " (the critical path is in synth/REPORT.md; --seed N places the same netlist another way)",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -502,8 +503,8 @@ def main(argv=None):
                             "delivery), for clocks the one-cycle fabric misses at many cores "
                             "(default: the board's)")
     board.add_argument("--seed", type=_seed, default=None, metavar="N",
-                       help="nextpnr's placement seed (default: nextpnr's own); the report's label "
-                            "and command carry it")
+                       help="nextpnr's placement seed (default: none, nextpnr's own fixed start, so a build "
+                            "is repeatable either way); the report's label and command carry it")
     board.set_defaults(func=_build)
     prove = sub.add_parser("prove", help="formal proofs of the blocks (SymbiYosys; docs/FORMAL.md)")
     prove.add_argument("block", nargs="?", help="lapic (fabric), mpwk_mailbox (mailbox) or ghcb_msr "

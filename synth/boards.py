@@ -142,7 +142,11 @@ _CHOICES = (
     ("seed", "seed", lambda n: f"seed{n}", lambda n: f"--seed {n}"),
 )
 
-#: the largest placement seed: nextpnr reads ``--seed`` into a C++ ``int``
+#: the largest placement seed: nextpnr reads ``--seed`` as a ``uint64_t`` since 0.8 (commit
+#: 6ca64526, common/kernel/command.cc; the YoWASP packages are 0.11) and as an ``int`` before;
+#: the tools are not pinned (pyproject.toml), so a seed stays in the range both take.  Without
+#: ``--seed`` nextpnr starts from a fixed state (deterministic_rng.h), and ``--seed 0`` is
+#: another placement than no seed (``rngseed`` scrambles the state)
 MAX_SEED = 2**31 - 1
 
 
@@ -468,8 +472,9 @@ def build_board(board, *, out_root=None):
     result = {"board": board.label, "device": platform.device, "clock_mhz": board.clock_hz / 1e6,
               "cores": board.n_cores, "core": board.core, "ap_start": board.ap_start,
               "n_vectors": board.n_vectors, "ram_bytes": board.ram_bytes,
-              # the notes describe the board's entry in BOARDS, not a variant of it
-              "notes": "" if board.choices() else board.notes,
+              # the notes describe the board's entry in BOARDS, not a variant of it (another
+              # placement seed builds the same design: its notes still hold)
+              "notes": "" if any(option != "seed" for option, _ in board.choices()) else board.notes,
               "fmax_mhz": fmax, "totals": totals, "blocks": blocks, "per_core": per_core,
               "apic_storage": board.apic_storage,
               "bitstream": str(bitstream), "tools": versions,

@@ -98,3 +98,20 @@ def test_properties_need_unique_identifier_names():
         _name_checks(cell.format("not a name"))
     with pytest.raises(ValueError, match="two formal statements are named 'a'"):
         _name_checks(cell.format("a") + cell.format("a"))
+
+
+def test_a_failure_in_the_first_step_is_at_step_0():
+    """SymbiYosys's summary gives no step for a failure in step 0 (``prove(first_step=True)``):
+    the step comes from the engine's last "Checking assertions" line."""
+    from apwake.sim.harness.formal import _properties
+    run = "SBY 12:00:00 [run] "
+    log = "\n".join([
+        run + "engine_0: ##   0:00:00  Checking assumptions in step 0..",
+        run + "engine_0: ##   0:00:00  Checking assertions in step 0..",
+        run + "engine_0: ##   0:00:00  BMC failed!",
+        run + "engine_0: ##   0:00:00  Assert failed in top: dut.early",
+        run + "summary:   failed assertion top.dut.early at /x/props.py:90",
+        run + "DONE (FAIL, rc=2)"])
+    props = _properties(log, {"early": "assert", "other": "assert"}, mode="bmc", depth=5, solver="yices",
+                        seconds=0, status="FAIL")
+    assert [(p.name, p.status, p.depth) for p in props] == [("early", "fail", 0), ("other", "unknown", 5)]

@@ -171,7 +171,8 @@ def test_build_command_of_a_variant_builds_that_variant(monkeypatch, name, clock
                                                         apic_storage, x2apic, pipelined_fabric, seed):
     """The command a report records (Board.command) parses back into the same board, with the
     local sources, the MSR window and the APIC storage changed or kept against either board's
-    default and a clock that six digits do not spell (iCE40 boards run at their oscillator only)."""
+    default, a clock that six digits do not spell (iCE40 boards run at their oscillator only)
+    and a placement seed absent, 0 (which a test of its truth would drop) or the largest."""
     import shlex
     from apwake.sim.cli import main
     from apwake.synth import boards
@@ -259,7 +260,8 @@ def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_pa
     ("ulx3s", 0, "--router router2 --timing-allow-fail --seed 0")])
 def test_build_board_gives_nextpnr_the_seed(monkeypatch, tmp_path, name, seed, expected):
     """The seed reaches nextpnr's options (after the large builds' router), the report records
-    them and its command builds the same board; and Amaranth's build script for the board puts
+    them and its command builds the same board (the board's notes kept: the seed changes the
+    placement, not the design); and Amaranth's build script for the board puts
     those options on nextpnr's command line (the plan only: no tool runs)."""
     from amaranth import Module
     from apwake.synth import apics, boards
@@ -285,10 +287,12 @@ def test_build_board_gives_nextpnr_the_seed(monkeypatch, tmp_path, name, seed, e
     monkeypatch.setattr(apics, "per_core_utilisation", lambda *args, **kwargs: {})
     monkeypatch.setattr(boards, "_tool_versions", lambda *args: {})
     monkeypatch.setattr(boards, "critical_path", lambda report: None)
-    board = board_variant(name, core="serv", n_cores=32 if name == "ulx3s" else 2, seed=seed)
+    board = board_variant(name, **(dict(core="serv", n_cores=32) if name == "ulx3s" else {}), seed=seed)
     result = build_board(board, out_root=tmp_path)
     assert seen == [f"--report nextpnr.json {expected}".strip()]
     assert result["nextpnr_options"] == expected
+    # the board's own design placed with another seed keeps its notes; a variant has none
+    assert result["notes"] == (BOARDS[name].notes if name == "icebreaker" else "")
     assert (f"--seed {seed}" in result["command"]) == (seed is not None)
     plan = real.build(Module(), name="top", do_build=False, nextpnr_opts=seen[0])
     script = plan.files["build_top.sh"]
@@ -384,6 +388,7 @@ def test_a_build_that_misses_its_clock_exits_1(monkeypatch, capsys):
     assert main(["build", "ulx3s", "--core", "serv", "--cores", "32", "--clock-mhz", "50"]) == 1
     assert written == [[result]]
     assert capsys.readouterr().err == ("apwake build: ulx3s-serv-c32-50mhz missed its 50 MHz clock: "
-                                       "$glbnet$cd_sync.clk 41.5 MHz (the critical path is in synth/REPORT.md)\n")
+                                       "$glbnet$cd_sync.clk 41.5 MHz (the critical path is in synth/REPORT.md; "
+                                       "--seed N places the same netlist another way)\n")
     result["fmax_mhz"] = {"$glbnet$cd_sync.clk": 50.2}
     assert main(["build", "ulx3s", "--core", "serv", "--cores", "32", "--clock-mhz", "50"]) == 0

@@ -262,12 +262,13 @@ class FabricProof(HarnessBase):
             self.prove(f"fab_fair_{i}", wait <= bound)
             self.cover(f"cover_fair_wait_{i}", on_bus[i] & (wait == bound))
             # --- the response exactly one cycle after the request is taken (RegisterBusSignature)
-            self.prove(f"fab_response_{i}", reg.resp_valid == self.past(taken, f"taken{i}"))
+            # (from the first step: nothing was taken before it, so a response out of reset fails)
+            self.prove(f"fab_response_{i}", reg.resp_valid == self.past(taken, f"taken{i}"), first_step=True)
             # back to back (pipelined: the next request offered in the response cycle, since a
             # request is taken in its second cycle at the earliest)
             self.cover(f"cover_response_{i}", reg.resp_valid & (reg.req_valid if self.pipelined else taken))
             # --- quiet read data (RegisterBusSignature): 0 outside a response ------------------------
-            self.prove(f"fab_rdata_quiet_{i}", reg.resp_valid | (reg.rdata == 0))
+            self.prove(f"fab_rdata_quiet_{i}", reg.resp_valid | (reg.rdata == 0), first_step=True)
             self.cover(f"cover_rdata_{i}", reg.resp_valid & (reg.rdata != 0))
             # --- delivery status (xAPIC ICR bit 12) ------------------------------------------------
             if not x2:

@@ -41,7 +41,11 @@ class MailboxProof(HarnessBase):
       high), which is why the harness counts the OS's writes from ``req_valid`` alone;
     * ``mb_bus_response``: ``resp_valid`` is high exactly in the cycle after a take (the
       MemoryBusSignature's rule; the testbench driver on Verilator sees the take from it:
-      ``apwake.sim.harness.handshake.Driver.bus_access``).
+      ``apwake.sim.harness.handshake.Driver.bus_access``).  Both hold from the first step
+      (reset values included), and only for the requests ``os_header_only`` allows (the header
+      words 0-3): the block's ``resp_valid`` does not depend on the address, but the accesses
+      to the status registers and the page's body that the testbenches also make are not in
+      the proof.
 
     Parameters
     ----------
@@ -91,10 +95,13 @@ class MailboxProof(HarnessBase):
             taken, late = Signal(name="defect_taken"), Signal(name="defect_late")
             inside.module.d.sync += [taken.eq(bus.req_valid & bus.req_ready), late.eq(taken)]
             inside.module.d.comb += bus.resp_valid.eq(late)
-        # the bus (MemoryBusSignature): every request taken at once, answered the cycle after
-        self.prove("mb_bus_ready", bus.req_ready)
-        self.prove("mb_bus_response", bus.resp_valid == self.past(bus.req_valid & bus.req_ready, "taken"))
+        # the bus (MemoryBusSignature): every request taken at once, answered the cycle after;
+        # from the first step (nothing was taken before it: a response out of reset fails too)
+        self.prove("mb_bus_ready", bus.req_ready, first_step=True)
+        self.prove("mb_bus_response", bus.resp_valid == self.past(bus.req_valid & bus.req_ready, "taken"),
+                   first_step=True)
         self.cover("cover_back_to_back", bus.resp_valid & bus.req_valid)
+        self.watch(bus.req_valid, bus.req_ready, bus.resp_valid)     # a counterexample shows the handshake
         # the OS writes the header of the page (Command/Reserved, ApicId, WakeupVector)
         word = bus.addr[2:12]
         self.assume("os_header_only", ~bus.req_valid | ((bus.addr[12:32] == BASE >> 12) & (word < 4)))

@@ -326,15 +326,24 @@ def _overall(log, returncode):
 def _properties(log, flavors, *, mode, depth, solver, seconds, status):
     asserts = [n for n, f in flavors.items() if f == "assert"]
     covers = [n for n, f in flavors.items() if f == "cover"]
-    failed = {}
+    failed, checking = {}, None
     for line in log.splitlines():
         match = _FAILED.search(line)
         if match and match.group(1) in flavors:
             failed[match.group(1)] = int(match.group(2))
             continue
+        if ".induction" in line:
+            continue
+        match = _STEP.search(line)
+        if match:
+            checking = int(match.group(1))
+            continue
+        # the step the engine was checking: SymbiYosys's summary leaves out a failure's step
+        # when it is 0 (sby_core.py keeps only events whose step is true), so a property that
+        # fails in the first step (``HarnessBase.prove(first_step=True)``) gets it from here
         match = _FAILED_ENGINE.search(line)
-        if match and match.group(1) in flavors and ".induction" not in line:
-            failed.setdefault(match.group(1), None)
+        if match and match.group(1) in flavors:
+            failed.setdefault(match.group(1), checking)
     results = []
     for prop in asserts:
         if prop in failed:

@@ -413,7 +413,8 @@ class Driver:
         without a response would look like no take (a duplicate, then the timeout), and a port
         that answered later than the cycle after the take would take every request twice.  The
         two ports' rule is proved instead (docs/FORMAL.md: ``fab_response_<i>`` for the APICs'
-        register ports, ``mb_bus_response`` for the mailbox's bus).  The
+        register ports, ``mb_bus_response`` for the mailbox's bus, over the header words its
+        harness writes and reads).  The
         response is read at that falling edge, half a cycle before the edge that ends its cycle:
         the same values only because the ports' response outputs are registers (a response
         output combinational from inputs that another driver writes in the second half of the
