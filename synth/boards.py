@@ -408,8 +408,12 @@ def tool_failure(board, folder, returncode):
             if found and int(found.group(2)) > int(found.group(3)):
                 cells.append(f"{found.group(1)} {found.group(2)} of {found.group(3)} ({found.group(4)}%)")
     what = f"; the design does not fit: {', '.join(cells)}" if cells else ""
+    # nextpnr stops on a missed clock where --timing-allow-fail is not given (its timing report:
+    # "Max frequency for clock ...: X MHz (FAIL at Y MHz)"); another placement may meet it
+    missed = any("Max frequency" in line and "FAIL at" in line for line in errors)
+    hint = "; --seed N places the same netlist another way" if missed else ""
     return (f"{board.label}: the tool flow stopped (exit {returncode}){what}: "
-            f"{'; '.join(errors) or 'no ERROR line in the logs'} (logs: {folder}/*.rpt, *.tim)")
+            f"{'; '.join(errors) or 'no ERROR line in the logs'} (logs: {folder}/*.rpt, *.tim){hint}")
 
 
 def build_board(board, *, out_root=None):

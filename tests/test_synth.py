@@ -225,6 +225,23 @@ def test_a_build_that_does_not_fit_says_so(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == f"apwake build: {message}\n"
 
 
+def test_an_ice40_build_that_misses_its_clock_suggests_another_seed(tmp_path):
+    """nextpnr stops an iCE40 build that misses its clock (no --timing-allow-fail there): the
+    error says so from nextpnr's own line and suggests another placement seed; a build that
+    stopped for another reason gets no such hint."""
+    from apwake.synth import boards
+    board = board_variant("icebreaker", core="serv", n_cores=4)
+    (tmp_path / "apwake_soc.tim").write_text(
+        "Info: Max frequency for clock 'cd_sync_clk': 13.10 MHz (PASS at 12.00 MHz)\n"
+        "ERROR: Max frequency for clock 'clk12_0__io': 11.52 MHz (FAIL at 12.00 MHz)\n")
+    message = boards.tool_failure(board, tmp_path, 1)
+    assert message == ("icebreaker-serv-c4: the tool flow stopped (exit 1): ERROR: Max frequency for clock "
+                       "'clk12_0__io': 11.52 MHz (FAIL at 12.00 MHz) "
+                       f"(logs: {tmp_path}/*.rpt, *.tim); --seed N places the same netlist another way")
+    (tmp_path / "apwake_soc.tim").write_text(_NEXTPNR_DOES_NOT_FIT)
+    assert "--seed" not in boards.tool_failure(board, tmp_path, 125)
+
+
 def test_build_board_turns_a_failed_tool_flow_into_its_error(monkeypatch, tmp_path):
     """build_board's own path: the platform's tool script exits non-zero after nextpnr wrote its
     log, and build_board raises BoardBuildError with that log's verdict (the per-block pass and
