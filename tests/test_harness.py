@@ -91,19 +91,18 @@ def test_an_edge_callback_reads_what_the_edge_samples(trusted):
     Verilator (handshake.py ``sample_at_edge``); the checker compares that with ``ReadOnly``
     each cycle under traffic, with cocotb trusting the simulator's inertial writes and not
     (``trusted``: COCOTB_TRUST_INERTIAL_WRITES)."""
-    config = FabricConfig.contiguous(2)
-    result = run_cocotb(build(FabricDesign(config)), "cocotb_tests.harness.tb_edge_sampling",
-                        label=f"harness-edge-sampling-{trusted}",
-                        extra_env={CONFIG_ENV: config.to_json(), "COCOTB_TRUST_INERTIAL_WRITES": trusted})
-    assert len(result.outcomes) == 1 and all(o.passed for o in result.outcomes.values()), result.log_tail()
+    _all_pass("tb_edge_sampling", cpus=2, tests=1, env={"COCOTB_TRUST_INERTIAL_WRITES": trusted},
+              label=f"trusted{trusted}")
 
 
-def _all_pass(testbench, *, cpus, tests):
-    """Run ``cocotb_tests/harness/<testbench>.py`` on a fabric of ``cpus`` CPUs: its ``tests``
-    cocotb tests all pass."""
+def _all_pass(testbench, *, cpus, tests, env=None, label=""):
+    """Run ``cocotb_tests/harness/<testbench>.py`` on a fabric of ``cpus`` CPUs (with ``env``
+    added to the simulator's environment; ``label`` tells such runs apart): its ``tests`` cocotb
+    tests all pass."""
     config = FabricConfig.contiguous(cpus)
-    result = run_cocotb(build(FabricDesign(config)), f"cocotb_tests.harness.{testbench}", label=f"harness-{testbench}",
-                        extra_env={CONFIG_ENV: config.to_json()})
+    result = run_cocotb(build(FabricDesign(config)), f"cocotb_tests.harness.{testbench}",
+                        label="-".join(filter(None, ("harness", testbench, label))),
+                        extra_env={CONFIG_ENV: config.to_json(), **(env or {})})
     assert len(result.outcomes) == tests and all(o.passed for o in result.outcomes.values()), result.log_tail()
 
 
